@@ -1,0 +1,193 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Cython driver of the int8 GEMM: kernel table, packing, tiling, threads.
+
+Everything here trusts its caller (qkernels._gemm validates shapes, dtypes and
+quantization parameters); what it still checks, it checks before releasing the GIL.
+"""
+from cython.parallel cimport prange
+from libc.stdint cimport int8_t, uint8_t, int32_t, uint32_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "qk_common.h" nogil:
+    ctypedef void (*qk_gemm_ukernel_fn)(size_t, const void *, const void *, int32_t *)
+    ctypedef struct qk_out_params:
+        int mode
+        int out_signed
+        int32_t zero_point
+        int32_t lo, hi
+        const int32_t *col_add
+        const int32_t *col_zb
+        const int32_t *row_sum
+        const float *scale
+        const int32_t *mult
+        const int32_t *shift
+    ctypedef struct qk_gemm_kernel:
+        const char *name
+        int isa
+        int mr, nr, kr
+        int pack
+    int QK_ISA_COUNT
+    int QK_PACK_I16, QK_PACK_S8
+    int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT
+    const qk_gemm_kernel *qk_gemm_kernel_for_isa(int isa)
+    const char *qk_isa_name(int isa)
+    unsigned int qk_cpu_features()
+    const char *qk_cpu_arch()
+    void qk_pack_b(int pack, int nr, int kr, size_t k, size_t n, const void *b, int b_signed,
+                   Py_ssize_t stride_k, Py_ssize_t stride_n, const int32_t *zb, void *packed,
+                   int32_t *col_sum)
+    void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k, const void *a, int a_signed,
+                   Py_ssize_t stride_m, Py_ssize_t stride_k, int32_t za, void *packed,
+                   int32_t *row_sum)
+    size_t qk_packed_b_bytes(int pack, int nr, int kr, size_t k, size_t n)
+    size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k)
+    void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1, size_t n0,
+                       size_t n1, const void *a_packed, const void *b_packed,
+                       const qk_out_params *p, void *c, size_t c_stride)
+
+OUT_INT32 = QK_OUT_INT32
+OUT_FP32 = QK_OUT_FP32
+OUT_FIXEDPOINT = QK_OUT_FIXEDPOINT
+PACK_I16 = QK_PACK_I16
+PACK_S8 = QK_PACK_S8
+
+_FEATURE_BITS = {
+    "avx2": 1 << 0, "fma": 1 << 1, "f16c": 1 << 2, "avx512f": 1 << 3, "avx512bw": 1 << 4,
+    "avx512vnni": 1 << 5, "avxvnni": 1 << 6, "asimd": 1 << 8, "asimddp": 1 << 9,
+    "fphp": 1 << 10, "asimdhp": 1 << 11, "i8mm": 1 << 12,
+}
+
+
+def cpu_arch():
+    return qk_cpu_arch().decode()
+
+
+def cpu_features():
+    """The CPU features this process sees, as a dict of name -> bool."""
+    cdef unsigned int f = qk_cpu_features()
+    return {name: bool(f & bit) for name, bit in _FEATURE_BITS.items()}
+
+
+def isa_names():
+    return [qk_isa_name(i).decode() for i in range(QK_ISA_COUNT)]
+
+
+def kernel_info(int isa):
+    """(name, mr, nr, kr, pack) of the GEMM kernel compiled for `isa`, or None."""
+    cdef const qk_gemm_kernel *k = qk_gemm_kernel_for_isa(isa)
+    if k == NULL:
+        return None
+    return (k.name.decode(), k.mr, k.nr, k.kr, k.pack)
+
+
+cdef const qk_gemm_kernel *_kernel(int isa) except NULL:
+    cdef const qk_gemm_kernel *k = qk_gemm_kernel_for_isa(isa)
+    if k == NULL:
+        raise ValueError(f"no GEMM kernel for ISA {isa} in this build")
+    return k
+
+
+def pack_b(int isa, cnp.ndarray b, bint b_signed, const int32_t[::1] zb):
+    """Pack B (K, N), any strides, into the panels of the ISA's kernel.
+
+    Returns (packed uint8 buffer, column sums int32[N]). For int16 panels the zero
+    points are subtracted here; for int8 panels the sums let the caller fold them."""
+    cdef const qk_gemm_kernel *k = _kernel(isa)
+    cdef size_t K = b.shape[0], N = b.shape[1]
+    cdef Py_ssize_t sk = b.strides[0], sn = b.strides[1]
+    packed = np.empty(qk_packed_b_bytes(k.pack, k.nr, k.kr, K, N), np.uint8)
+    col_sum = np.zeros(N, np.int32)
+    cdef uint8_t[::1] pv = packed
+    cdef int32_t[::1] cs = col_sum
+    cdef const void *src = cnp.PyArray_DATA(b)
+    with nogil:
+        qk_pack_b(k.pack, k.nr, k.kr, K, N, src, b_signed, sk, sn, &zb[0], &pv[0], &cs[0] if N else NULL)
+    return packed, col_sum
+
+
+def gemm(int isa, cnp.ndarray a, bint a_signed, int32_t za, const uint8_t[::1] b_packed,
+         size_t N, const int32_t[::1] col_add, const int32_t[::1] col_zb, bint need_row_sum,
+         int mode, bint out_signed, int32_t zy, int32_t lo, int32_t hi,
+         const float[::1] scale, const int32_t[::1] mult, const int32_t[::1] shift,
+         cnp.ndarray out, int num_threads):
+    """C = output_stage(A (M, K) . packed B) into `out` (M, N), C-contiguous rows."""
+    cdef const qk_gemm_kernel *k = _kernel(isa)
+    cdef size_t M = a.shape[0], K = a.shape[1]
+    cdef Py_ssize_t sm = a.strides[0], sk = a.strides[1]
+    cdef size_t mr = k.mr, nr = k.nr
+    cdef size_t elem = 2 if k.pack == QK_PACK_I16 else 1
+    cdef size_t kp = (K + k.kr - 1) // k.kr * k.kr
+    if kp == 0:
+        kp = k.kr
+    if b_packed.shape[0] != qk_packed_b_bytes(k.pack, k.nr, k.kr, K, N):
+        raise ValueError("packed B does not match this kernel and shape")
+    if M == 0 or N == 0:
+        return out
+    cdef qk_out_params p
+    p.mode = mode
+    p.out_signed = out_signed
+    p.zero_point = zy
+    p.lo = lo
+    p.hi = hi
+    p.col_add = &col_add[0]
+    p.col_zb = &col_zb[0]
+    p.row_sum = NULL
+    p.scale = &scale[0] if mode == QK_OUT_FP32 else NULL
+    p.mult = &mult[0] if mode == QK_OUT_FIXEDPOINT else NULL
+    p.shift = &shift[0] if mode == QK_OUT_FIXEDPOINT else NULL
+
+    # Blocking: an A block of mc rows stays in L2 while B panels stream past it.
+    cdef size_t m_panels = (M + mr - 1) // mr, n_panels = (N + nr - 1) // nr
+    cdef size_t mc_panels = max(1, min(m_panels, (192 * 1024) // max(1, kp * mr * elem)))
+    cdef size_t nc_panels = max(1, min(n_panels, (256 * 1024) // max(1, kp * nr * elem)))
+    cdef size_t nthreads = max(1, num_threads)
+    cdef size_t m_blocks = (m_panels + mc_panels - 1) // mc_panels
+    cdef size_t n_blocks = (n_panels + nc_panels - 1) // nc_panels
+    # Enough blocks for every thread: split the wider dimension further.
+    while m_blocks * n_blocks < nthreads * 2 and (mc_panels > 1 or nc_panels > 1):
+        if mc_panels > 1 and (m_blocks <= n_blocks or nc_panels == 1):
+            mc_panels = (mc_panels + 1) // 2
+            m_blocks = (m_panels + mc_panels - 1) // mc_panels
+        else:
+            nc_panels = (nc_panels + 1) // 2
+            n_blocks = (n_panels + nc_panels - 1) // nc_panels
+    cdef Py_ssize_t n_tiles = m_blocks * n_blocks
+    cdef int nt = <int>min(nthreads, <size_t>n_tiles)
+
+    cdef size_t a_panel_bytes = qk_packed_a_bytes(k.pack, k.mr, k.kr, mr, K)
+    cdef char *a_packed = <char *>malloc(a_panel_bytes * m_panels + 64)
+    cdef int32_t *row_sum = <int32_t *>malloc(sizeof(int32_t) * m_panels * mr) if need_row_sum else NULL
+    if a_packed == NULL or (need_row_sum and row_sum == NULL):
+        free(a_packed)
+        free(row_sum)
+        raise MemoryError("cannot allocate the packed A buffer")
+    p.row_sum = row_sum
+    cdef const char *a_data = <const char *>cnp.PyArray_DATA(a)
+    cdef const uint8_t *bp = &b_packed[0]
+    cdef char *c = <char *>cnp.PyArray_DATA(out)
+    cdef size_t c_stride = out.strides[0]
+    cdef Py_ssize_t t, mp
+    cdef size_t mb, nb, m0, m1, n0, n1, rows
+    try:
+        with nogil:
+            for mp in prange(<Py_ssize_t>m_panels, num_threads=nt, schedule="static"):
+                rows = min(mr, M - mp * mr)
+                qk_pack_a(k.pack, k.mr, k.kr, rows, K, a_data + mp * mr * sm, a_signed, sm, sk, za,
+                          a_packed + mp * a_panel_bytes, row_sum + mp * mr if row_sum != NULL else NULL)
+            for t in prange(n_tiles, num_threads=nt, schedule="static"):
+                mb = t // n_blocks
+                nb = t % n_blocks
+                m0 = mb * mc_panels * mr
+                m1 = min(M, m0 + mc_panels * mr)
+                n0 = nb * nc_panels * nr
+                n1 = min(N, n0 + nc_panels * nr)
+                qk_gemm_block(k, K, m0, m1, n0, n1, a_packed, bp, &p, c, c_stride)
+    finally:
+        free(a_packed)
+        free(row_sum)
+    return out

@@ -1,0 +1,65 @@
+/* Output stage, AVX2: 8 columns at a time; fp32 and fixed-point requantization
+ * bit-identical to the scalar stage (qk_output.h). Columns with a left shift
+ * (fixed-point scale >= 1, rare) take the scalar route. */
+#include <immintrin.h>
+#include "qk_output.h"
+
+static inline __m256i fixedpoint8(__m256i x, __m256i mult, __m256i rshift) {
+    /* Saturating rounding doubling high multiply == (x*mult + 2^30) >> 31 for mult > 0. */
+    const __m256i half = _mm256_set1_epi64x(1LL << 30);
+    __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, mult), half);
+    __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(mult, 32)), half);
+    __m256i hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
+    /* Rounding right shift, ties away from zero. */
+    __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(_mm256_set1_epi32(1), rshift), _mm256_set1_epi32(1));
+    __m256i rem = _mm256_and_si256(hi, mask);
+    __m256i thr = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1), _mm256_cmpgt_epi32(_mm256_setzero_si256(), hi));
+    return _mm256_sub_epi32(_mm256_srav_epi32(hi, rshift), _mm256_cmpgt_epi32(rem, thr));
+}
+
+void qk_output_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
+                    size_t m0, size_t n0, const qk_out_params *p, void *c, size_t c_stride) {
+    const size_t es = qk_out_elem_size(p);
+    const __m256i zp = _mm256_set1_epi32(p->zero_point);
+    const __m256i lo = _mm256_set1_epi32(p->lo), hi = _mm256_set1_epi32(p->hi);
+    const __m256 flo = _mm256_set1_ps((float)(p->lo - p->zero_point));
+    const __m256 fhi = _mm256_set1_ps((float)(p->hi - p->zero_point));
+    for (size_t i = 0; i < mr; i++) {
+        const int32_t *a = acc + i * acc_stride;
+        char *row = (char *)c + (m0 + i) * c_stride + n0 * es;
+        size_t j = 0;
+        for (; j + 8 <= nr; j += 8) {
+            size_t n = n0 + j;
+            __m256i v = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(a + j)),
+                                         _mm256_loadu_si256((const __m256i *)(p->col_add + n)));
+            if (p->row_sum)
+                v = _mm256_sub_epi32(v, _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)(p->col_zb + n)),
+                                                           _mm256_set1_epi32(p->row_sum[m0 + i])));
+            if (p->mode == QK_OUT_INT32) {
+                _mm256_storeu_si256((__m256i *)(row + 4 * j), v);
+                continue;
+            }
+            __m256i r;
+            if (p->mode == QK_OUT_FP32) {
+                __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(p->scale + n));
+                f = _mm256_min_ps(_mm256_max_ps(f, flo), fhi);
+                r = _mm256_add_epi32(_mm256_cvtps_epi32(f), zp);   /* MXCSR default: half to even */
+            } else {
+                __m256i shift = _mm256_loadu_si256((const __m256i *)(p->shift + n));
+                if (_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(shift, _mm256_setzero_si256())))) {
+                    qk_out_row_tail(j, j + 8, a, m0 + i, n0, p, row);
+                    continue;
+                }
+                r = fixedpoint8(v, _mm256_loadu_si256((const __m256i *)(p->mult + n)),
+                                _mm256_sub_epi32(_mm256_setzero_si256(), shift));
+                /* clamp before adding the zero point: no int32 wrap-around */
+                r = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(r, _mm256_sub_epi32(lo, zp)),
+                                                      _mm256_sub_epi32(hi, zp)), zp);
+            }
+            __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+            w = p->out_signed ? _mm_packs_epi16(w, w) : _mm_packus_epi16(w, w);
+            _mm_storel_epi64((__m128i *)(row + j), w);
+        }
+        qk_out_row_tail(j, nr, a, m0 + i, n0, p, row);
+    }
+}

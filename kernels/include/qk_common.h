@@ -1,0 +1,112 @@
+/* qkernels: the contract between micro-kernels, packing and the Cython drivers.
+ *
+ * A GEMM micro-kernel computes one MR x NR tile of raw int32 dot products from
+ * packed A (MR rows) and packed B (NR columns) and stores it, row-major with row
+ * stride NR, into `acc`. It knows nothing of zero points, bias or output types:
+ * the output stage (one per ISA) turns the tile into the caller's result.
+ *
+ * Two packed layouts exist; each kernel names the one it reads:
+ *   QK_PACK_I16: values widened to int16 with the zero point already subtracted,
+ *                so the dot product is the exact answer (AVX2 vpmaddwd, NEON vmlal).
+ *   QK_PACK_S8:  values kept as int8 (uint8 flipped to int8 by xor 0x80); zero
+ *                points are applied afterwards with column and row sums (NEON
+ *                dot product, i8mm).
+ * Within a panel, K is split into groups of KR consecutive values; for each group
+ * the panel stores MR (or NR) rows of KR values. K is padded with zeros.
+ */
+#ifndef QK_COMMON_H
+#define QK_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum qk_isa { QK_ISA_SCALAR = 0, QK_ISA_AVX2, QK_ISA_NEON, QK_ISA_NEONDOT, QK_ISA_I8MM, QK_ISA_COUNT };
+enum qk_pack { QK_PACK_I16 = 0, QK_PACK_S8 = 1 };
+enum qk_out_mode { QK_OUT_INT32 = 0, QK_OUT_FP32 = 1, QK_OUT_FIXEDPOINT = 2 };
+
+typedef void (*qk_gemm_ukernel_fn)(size_t k_groups, const void *a, const void *b, int32_t *acc);
+
+/* How the int32 accumulators of one tile become the output. Per-column arrays are
+ * indexed by the absolute column, per-row arrays by the absolute row. */
+typedef struct {
+    int mode;                 /* enum qk_out_mode */
+    int out_signed;           /* output int8 (1) or uint8 (0); unused for INT32 */
+    int32_t zero_point;       /* output zero point */
+    int32_t lo, hi;           /* clamp, in output units (activation fused here) */
+    const int32_t *col_add;   /* [N] added to every row: bias and zero-point terms */
+    const int32_t *col_zb;    /* [N] or NULL: B zero point times row sum, subtracted */
+    const int32_t *row_sum;   /* [M] or NULL: sum of packed A over K (QK_PACK_S8 only) */
+    const float *scale;       /* [N] fp32 mode: sa*sb[n]/sy */
+    const int32_t *mult;      /* [N] fixed-point mode: Q31 multiplier */
+    const int32_t *shift;     /* [N] fixed-point mode: left shift (>0) or right shift (<0) */
+} qk_out_params;
+
+/* Turn an mr x nr tile (row stride acc_stride) at rows m0.., columns n0.. into output
+ * rows of c (row stride c_stride bytes). */
+typedef void (*qk_output_fn)(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
+                             size_t m0, size_t n0, const qk_out_params *p,
+                             void *c, size_t c_stride);
+
+typedef struct {
+    const char *name;         /* what it is: op, dtype, tile, ISA */
+    int isa;
+    int mr, nr, kr;
+    int pack;                 /* enum qk_pack */
+    qk_gemm_ukernel_fn gemm;
+    qk_output_fn output;
+} qk_gemm_kernel;
+
+/* Registry (kernels/registry.c): the GEMM kernel of an ISA, or NULL if not built. */
+const qk_gemm_kernel *qk_gemm_kernel_for_isa(int isa);
+const char *qk_isa_name(int isa);
+
+/* CPU detection (kernels/cpu.c). Bit set of features; see QK_CPU_* below. */
+enum {
+    QK_CPU_AVX2 = 1 << 0, QK_CPU_FMA = 1 << 1, QK_CPU_F16C = 1 << 2,
+    QK_CPU_AVX512F = 1 << 3, QK_CPU_AVX512BW = 1 << 4, QK_CPU_AVX512VNNI = 1 << 5,
+    QK_CPU_AVXVNNI = 1 << 6,
+    QK_CPU_ASIMD = 1 << 8, QK_CPU_ASIMDDP = 1 << 9, QK_CPU_FPHP = 1 << 10,
+    QK_CPU_ASIMDHP = 1 << 11, QK_CPU_I8MM = 1 << 12,
+};
+uint32_t qk_cpu_features(void);
+const char *qk_cpu_arch(void);
+
+/* Packing (kernels/pack.c). Strides are in elements of the source type. */
+void qk_pack_b(int pack, int nr, int kr, size_t k, size_t n,
+               const void *b, int b_signed, ptrdiff_t stride_k, ptrdiff_t stride_n,
+               const int32_t *zb, void *packed, int32_t *col_sum);
+void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k,
+               const void *a, int a_signed, ptrdiff_t stride_m, ptrdiff_t stride_k,
+               int32_t za, void *packed, int32_t *row_sum);
+size_t qk_packed_b_bytes(int pack, int nr, int kr, size_t k, size_t n);
+size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k);
+
+/* One block of output: rows [m0, m1) x columns [n0, n1), both starting on a tile edge. */
+void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1,
+                   size_t n0, size_t n1, const void *a_packed, const void *b_packed,
+                   const qk_out_params *p, void *c, size_t c_stride);
+
+/* Fixed-point requantization (shared by the scalar stage and tests' reference):
+ * the gemmlowp/TFLite scheme, saturating rounding doubling high multiply followed by
+ * a rounding (half away from zero) right shift. */
+static inline int32_t qk_srdhm(int32_t a, int32_t b) {
+    if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+    int64_t ab = (int64_t)a * (int64_t)b;
+    int64_t nudge = ab >= 0 ? (1LL << 30) : (1 - (1LL << 30));
+    return (int32_t)((ab + nudge) / (1LL << 31));
+}
+static inline int32_t qk_rdbpot(int32_t x, int exponent) {
+    if (exponent <= 0) return x;
+    int32_t mask = (int32_t)((1LL << exponent) - 1);
+    int32_t remainder = x & mask;
+    int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+static inline int32_t qk_fixedpoint_scale(int32_t acc, int32_t mult, int32_t shift) {
+    int64_t x = (int64_t)acc * ((int64_t)1 << (shift > 0 ? shift : 0));
+    if (x > INT32_MAX) x = INT32_MAX;
+    if (x < INT32_MIN) x = INT32_MIN;
+    return qk_rdbpot(qk_srdhm((int32_t)x, mult), shift < 0 ? -shift : 0);
+}
+
+#endif

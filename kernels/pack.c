@@ -1,0 +1,106 @@
+/* Packing of A and B into micro-kernel panels (layouts described in qk_common.h),
+ * and the block loop that runs a micro-kernel over tiles and hands each tile to
+ * the output stage. Portable C, compiled without ISA flags. */
+#include <string.h>
+#include "qk_common.h"
+
+#define QK_MAX_TILE (8 * 16)
+
+static inline size_t round_up(size_t x, size_t q) { return (x + q - 1) / q * q; }
+
+static inline int32_t load_q8(const void *base, int is_signed, ptrdiff_t offset) {
+    return is_signed ? (int32_t)((const int8_t *)base)[offset] : (int32_t)((const uint8_t *)base)[offset];
+}
+
+size_t qk_packed_b_bytes(int pack, int nr, int kr, size_t k, size_t n) {
+    size_t elems = round_up(n, nr) * round_up(k ? k : 1, kr);
+    return elems * (pack == QK_PACK_I16 ? 2 : 1);
+}
+
+size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k) {
+    size_t elems = round_up(m, mr) * round_up(k ? k : 1, kr);
+    return elems * (pack == QK_PACK_I16 ? 2 : 1);
+}
+
+/* One panel of `rows` source rows (along the panel's long axis: rows of A or
+ * columns of B) into `tile` lanes x K. `zp` is per lane (NULL when none).
+ * QK_PACK_I16 stores value - zp as int16; QK_PACK_S8 stores the value as int8
+ * (uint8 xor 0x80) and returns the sums of what it stored. */
+static void pack_panel(int pack, int tile, int kr, size_t rows, size_t k,
+                       const void *src, int is_signed, ptrdiff_t stride_row, ptrdiff_t stride_k,
+                       const int32_t *zp, int32_t zp_all, void *dst, int32_t *sums) {
+    size_t k_groups = round_up(k ? k : 1, kr) / kr;
+    int16_t *d16 = (int16_t *)dst;
+    int8_t *d8 = (int8_t *)dst;
+    for (int r = 0; r < tile && sums; r++) sums[r] = 0;
+    for (size_t g = 0; g < k_groups; g++) {
+        for (int r = 0; r < tile; r++) {
+            for (int j = 0; j < kr; j++) {
+                size_t kk = g * kr + j;
+                size_t out = (g * tile + r) * kr + j;
+                int32_t v = 0;
+                int real = (size_t)r < rows && kk < k;
+                if (real) v = load_q8(src, is_signed, (ptrdiff_t)r * stride_row + (ptrdiff_t)kk * stride_k);
+                if (pack == QK_PACK_I16) {
+                    d16[out] = real ? (int16_t)(v - (zp ? zp[r] : zp_all)) : 0;
+                } else {
+                    int8_t s = real ? (int8_t)(is_signed ? v : v - 128) : 0;
+                    d8[out] = s;
+                    if (sums && real) sums[r] += s;
+                }
+            }
+        }
+    }
+}
+
+void qk_pack_b(int pack, int nr, int kr, size_t k, size_t n,
+               const void *b, int b_signed, ptrdiff_t stride_k, ptrdiff_t stride_n,
+               const int32_t *zb, void *packed, int32_t *col_sum) {
+    size_t panel_bytes = qk_packed_b_bytes(pack, nr, kr, k, nr);
+    int32_t sums[16];
+    for (size_t n0 = 0; n0 < n; n0 += nr) {
+        size_t cols = n - n0 < (size_t)nr ? n - n0 : (size_t)nr;
+        const void *src = (const char *)b + (ptrdiff_t)n0 * stride_n * 1;
+        pack_panel(pack, nr, kr, cols, k, src, b_signed, stride_n, stride_k,
+                   zb ? zb + n0 : NULL, 0, (char *)packed + (n0 / nr) * panel_bytes,
+                   pack == QK_PACK_S8 ? sums : NULL);
+        if (pack == QK_PACK_S8 && col_sum)
+            for (size_t j = 0; j < cols; j++) col_sum[n0 + j] = sums[j];
+    }
+}
+
+void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k,
+               const void *a, int a_signed, ptrdiff_t stride_m, ptrdiff_t stride_k,
+               int32_t za, void *packed, int32_t *row_sum) {
+    size_t panel_bytes = qk_packed_a_bytes(pack, mr, kr, mr, k);
+    int32_t sums[8];
+    for (size_t m0 = 0; m0 < m; m0 += mr) {
+        size_t rows = m - m0 < (size_t)mr ? m - m0 : (size_t)mr;
+        const void *src = (const char *)a + (ptrdiff_t)m0 * stride_m;
+        pack_panel(pack, mr, kr, rows, k, src, a_signed, stride_m, stride_k, NULL, za,
+                   (char *)packed + (m0 / mr) * panel_bytes, pack == QK_PACK_S8 ? sums : NULL);
+        if (pack == QK_PACK_S8 && row_sum)
+            for (size_t i = 0; i < rows; i++) row_sum[m0 + i] = sums[i];
+    }
+}
+
+void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1,
+                   size_t n0, size_t n1, const void *a_packed, const void *b_packed,
+                   const qk_out_params *p, void *c, size_t c_stride) {
+    const size_t mr = kern->mr, nr = kern->nr, kr = kern->kr;
+    const size_t k_groups = round_up(k ? k : 1, kr) / kr;
+    const size_t elem = kern->pack == QK_PACK_I16 ? 2 : 1;
+    const size_t a_panel = k_groups * kr * mr * elem, b_panel = k_groups * kr * nr * elem;
+    int32_t acc[QK_MAX_TILE];
+    /* B panel outer: it is the larger stream and stays in cache across the A panels. */
+    for (size_t n = n0; n < n1; n += nr) {
+        const char *bp = (const char *)b_packed + (n / nr) * b_panel;
+        size_t nc = n1 - n < nr ? n1 - n : nr;
+        for (size_t m = m0; m < m1; m += mr) {
+            const char *ap = (const char *)a_packed + (m / mr) * a_panel;
+            size_t mc = m1 - m < mr ? m1 - m : mr;
+            kern->gemm(k_groups, ap, bp, acc);
+            kern->output(mc, nc, acc, nr, m, n, p, c, c_stride);
+        }
+    }
+}

@@ -1,0 +1,46 @@
+"""Command line: ``python -m qkernels info`` and ``python -m qkernels bench``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _info(args) -> int:
+    from . import cpu_info
+    info = cpu_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    feats = ", ".join(k for k, v in info["features"].items() if v) or "none"
+    print(f"architecture     {info['arch']}")
+    print(f"CPU features     {feats}")
+    print(f"ISA paths here   {', '.join(info['isas_available'])}")
+    print(f"ISA path used    {info['isa']}{' (forced by QKERNELS_ISA)' if info['forced_by_env'] else ''}")
+    print(f"int8 GEMM kernel {info['gemm_kernel']}")
+    print(f"threads          {info['num_threads']}")
+    return 0
+
+
+def _bench(args) -> int:
+    from .bench import run_cli
+    return run_cli(args)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="qkernels", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="CPU features and the kernel path in use")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_info)
+    p = sub.add_parser("bench", help="int8 GEMM speed beside numpy float32 (and ONNX Runtime)")
+    p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
+    p.add_argument("--threads", type=int, nargs="*", help="thread counts (default: 1 and all)")
+    p.add_argument("--json", metavar="PATH", help="save the results as JSON")
+    p.set_defaults(func=_bench)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

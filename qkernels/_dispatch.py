@@ -1,0 +1,130 @@
+"""Which ISA path runs, and how many threads: detected once, overridable.
+
+``QKERNELS_ISA`` (scalar, avx2, neon, neondot, i8mm) forces a path at import;
+``QKERNELS_NUM_THREADS`` sets the default thread count. Asking for a path the CPU
+lacks, or that this build does not contain, is an error, never a silent fallback.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+from . import _native
+
+ISA_NAMES = tuple(_native.isa_names())
+# What each ISA path needs from the CPU, best first.
+_REQUIRES = {
+    "i8mm": ("asimd", "asimddp", "i8mm"),
+    "neondot": ("asimd", "asimddp"),
+    "neon": ("asimd",),
+    "avx2": ("avx2",),
+    "scalar": (),
+}
+_state = threading.local()
+_lock = threading.Lock()
+
+
+def _supported() -> list[str]:
+    feats = _native.cpu_features()
+    return [isa for isa, needs in _REQUIRES.items()
+            if _native.kernel_info(ISA_NAMES.index(isa)) is not None and all(feats[f] for f in needs)]
+
+
+SUPPORTED_ISAS: tuple[str, ...] = tuple(_supported())   # best first; "scalar" always last
+
+
+def _check_isa(name: str) -> str:
+    name = name.strip().lower()
+    if name not in ISA_NAMES:
+        raise ValueError(f"unknown ISA {name!r}; expected one of {', '.join(ISA_NAMES)}")
+    if name not in SUPPORTED_ISAS:
+        raise ValueError(f"ISA {name!r} is not available here (CPU {_native.cpu_arch()} supports "
+                         f"{', '.join(SUPPORTED_ISAS)})")
+    return name
+
+
+def _default_isa() -> str:
+    forced = os.environ.get("QKERNELS_ISA")
+    if forced:
+        return _check_isa(forced)
+    return SUPPORTED_ISAS[0]
+
+
+_default = _default_isa()
+
+
+def get_isa() -> str:
+    """The ISA path the calls of this thread use."""
+    return getattr(_state, "isa", None) or _default
+
+
+def set_isa(name: str) -> None:
+    """Use ISA path ``name`` in every thread from now on (ValueError if unavailable)."""
+    global _default
+    _default = _check_isa(name)
+
+
+@contextlib.contextmanager
+def use_isa(name: str):
+    """Use ISA path ``name`` for the calls of this thread inside the ``with`` block."""
+    name = _check_isa(name)
+    prev = getattr(_state, "isa", None)
+    _state.isa = name
+    try:
+        yield name
+    finally:
+        _state.isa = prev
+
+
+def _isa_index(name: str) -> int:
+    return ISA_NAMES.index(name)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _env_threads() -> int:
+    raw = os.environ.get("QKERNELS_NUM_THREADS")
+    if not raw:
+        return _cpu_count()
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"QKERNELS_NUM_THREADS must be a positive integer, got {raw!r}") from None
+    if n < 1:
+        raise ValueError(f"QKERNELS_NUM_THREADS must be a positive integer, got {raw!r}")
+    return n
+
+
+_num_threads = _env_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Threads each kernel call may use (results never depend on it)."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"num_threads must be a positive int, got {n!r}")
+    _num_threads = n
+
+
+def get_num_threads() -> int:
+    return _num_threads
+
+
+def cpu_info() -> dict:
+    """What the CPU offers, what this build contains and which path is used."""
+    used = get_isa()
+    return {
+        "arch": _native.cpu_arch(),
+        "features": {k: v for k, v in _native.cpu_features().items()},
+        "isas_available": list(SUPPORTED_ISAS),
+        "isa": used,
+        "forced_by_env": bool(os.environ.get("QKERNELS_ISA")),
+        "gemm_kernel": _native.kernel_info(_isa_index(used))[0],
+        "num_threads": get_num_threads(),
+    }

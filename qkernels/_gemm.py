@@ -1,0 +1,372 @@
+"""int8 matrix multiplication: numpy-like calls over the native GEMM driver.
+
+``C = requant(sum_k (A[m,k] - za) * (B[k,n] - zb[n]) + bias[n])``: exact int32
+accumulation, then fp32 (ONNX QLinearMatMul) or fixed-point (gemmlowp/TFLite)
+requantization with a fused clamp; or the raw int32 sums (ONNX MatMulInteger).
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+import numpy as np
+
+from . import _dispatch, _native
+from ._qtensor import QTensor, check_qdtype, check_scale, check_zero_point, int_range
+
+_REQUANT_MODES = {"fp32": _native.OUT_FP32, "fixedpoint": _native.OUT_FIXEDPOINT}
+_EMPTY_I32 = np.zeros(1, np.int32)
+_EMPTY_F32 = np.zeros(1, np.float32)
+
+
+def _as_int_array(x, name: str) -> np.ndarray:
+    if isinstance(x, QTensor):
+        raise TypeError(f"{name} is a QTensor; pass its .data or use qkernels.matmul")
+    arr = np.asarray(x)
+    check_qdtype(arr.dtype, f"{name} dtype")
+    return arr
+
+
+def _check_size(*dims: int, itemsize: int = 1, what: str = "result") -> None:
+    total = itemsize
+    for d in dims:
+        total *= int(d)
+    if total > sys.maxsize // 4:
+        raise ValueError(f"{what} of shape {tuple(int(d) for d in dims)} is too large to address")
+
+
+class PackedWeights:
+    """B (K, N) of a GEMM, packed once into micro-kernel panels and reused.
+
+    Made by :func:`pack_weights`. Holds the quantization parameters of B (per tensor
+    or per column), an optional int32 bias, and one packed copy per ISA path used
+    (packed lazily, so a forced ISA switch just packs again). Pickles as its source.
+    """
+
+    def __init__(self, b: QTensor, bias=None):
+        if not isinstance(b, QTensor):
+            raise TypeError(f"pack_weights needs a QTensor, got {type(b).__name__}")
+        if b.ndim != 2:
+            raise ValueError(f"weights must be 2-D (K, N), got shape {b.shape}")
+        if b.axis not in (None, 1):
+            raise ValueError("weights may be quantized per tensor or per column (axis=1 or -1), "
+                             f"not along axis {b.axis}")
+        self.k, self.n = (int(d) for d in b.shape)
+        _check_size(self.k, self.n, itemsize=2, what="weights")
+        self.qtensor = b
+        self.signed = b.dtype == np.int8
+        self.scale = np.broadcast_to(b.scale, (self.n,)).astype(np.float32)
+        self.zero_point = np.broadcast_to(b.zero_point, (self.n,)).astype(np.int32)
+        self.bias = None if bias is None else _check_bias(bias, self.n)
+        self._packed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._plans: dict[tuple, tuple] = {}
+        self._lock = threading.Lock()
+
+    shape = property(lambda self: (self.k, self.n))
+    dtype = property(lambda self: self.qtensor.dtype)
+
+    def __repr__(self):
+        return f"PackedWeights(K={self.k}, N={self.n}, dtype={self.dtype}, packed_for={sorted(self._packed)})"
+
+    def __reduce__(self):
+        return (PackedWeights, (self.qtensor, self.bias))
+
+    def packed_for(self, isa: str) -> tuple[np.ndarray, np.ndarray]:
+        got = self._packed.get(isa)
+        if got is None:
+            with self._lock:
+                got = self._packed.get(isa)
+                if got is None:
+                    got = _native.pack_b(_dispatch._isa_index(isa), self.qtensor.data, self.signed,
+                                         self.zero_point)
+                    self._packed[isa] = got
+        return got
+
+
+def _check_bias(bias, n: int) -> np.ndarray:
+    b = np.asarray(bias)
+    if b.dtype.kind not in "iu":
+        raise TypeError(f"bias must be int32 (at scale a_scale*b_scale), got {b.dtype}")
+    if b.shape not in ((n,), ()):
+        raise ValueError(f"bias must have shape ({n},), got {b.shape}")
+    if np.any(b.astype(np.int64) > np.iinfo(np.int32).max) or np.any(b.astype(np.int64) < np.iinfo(np.int32).min):
+        raise ValueError("bias values must fit in int32")
+    return np.ascontiguousarray(np.broadcast_to(b, (n,)), dtype=np.int32)
+
+
+def pack_weights(b, bias=None) -> PackedWeights:
+    """Pack quantized weights ``b`` (QTensor (K, N), per tensor or per column) for reuse."""
+    return PackedWeights(b, bias)
+
+
+def _fixedpoint_params(real_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Q31 multipliers and shifts (positive = left) with real ≈ mult * 2^(shift-31)."""
+    s = np.asarray(real_scale, np.float64)
+    mant, exp = np.frexp(s)
+    mult = np.floor(mant * 2.0**31 + 0.5).astype(np.int64)   # mant > 0: half away from zero
+    carry = mult == 2**31
+    mult[carry] //= 2
+    exp = exp + carry
+    if np.any(exp > 30):
+        raise ValueError("fixed-point requantization needs a_scale*b_scale/out_scale < 2^30")
+    tiny = exp < -31
+    mult[tiny] = 0
+    exp[tiny] = 0
+    return mult.astype(np.int32), exp.astype(np.int32)
+
+
+def _clamp_range(activation, out_dtype, out_scale: float, zy: int) -> tuple[int, int]:
+    lo, hi = int_range(out_dtype)
+
+    def q(v: float) -> int:
+        return int(np.clip(np.rint(np.float32(v) / np.float32(out_scale)) + zy, lo, hi))
+
+    if activation is None:
+        return lo, hi
+    if isinstance(activation, str):
+        name = activation.lower()
+        if name == "relu":
+            return max(lo, zy), hi
+        if name == "relu6":
+            return max(lo, zy), q(6.0)
+        raise ValueError(f"activation must be None, 'relu', 'relu6' or (min, max), got {activation!r}")
+    try:
+        amin, amax = (float(v) for v in activation)
+    except (TypeError, ValueError):
+        raise ValueError(f"activation must be None, 'relu', 'relu6' or (min, max), got {activation!r}") from None
+    if np.isnan(amin) or np.isnan(amax) or amin > amax:
+        raise ValueError(f"activation range must be (min, max) with min <= max, got {activation!r}")
+    return q(amin), q(amax)
+
+
+class _Plan:
+    """Per-column output terms of one (weights, A parameters, output) combination."""
+    __slots__ = ("col_add", "col_zb", "need_row_sum", "mode", "scale", "mult", "shift", "zy", "lo", "hi",
+                 "out_signed")
+
+
+def _make_plan(pw: PackedWeights, isa: str, a_signed: bool, za: int, sa, bias, mode: int,
+               out_scale, zy: int, lo: int, hi: int, out_signed: bool) -> _Plan:
+    kinfo = _native.kernel_info(_dispatch._isa_index(isa))
+    _, col_sum = pw.packed_for(isa)
+    b = np.zeros(pw.n, np.int64) if bias is None else bias.astype(np.int64)
+    plan = _Plan()
+    if kinfo[4] == _native.PACK_I16:
+        # Zero points were subtracted while packing: the sum is already exact.
+        # A's zero point is subtracted while packing A.
+        col_add, col_zb, need_row = b, _EMPTY_I32, False
+    else:
+        # int8 panels hold uint8 values minus 128: shift the zero points alike.
+        za_s = za - (0 if a_signed else 128)
+        zb_s = pw.zero_point.astype(np.int64) - (0 if pw.signed else 128)
+        col_add = b - za_s * col_sum.astype(np.int64) + pw.k * za_s * zb_s
+        need_row = bool(np.any(zb_s != 0))
+        col_zb = zb_s.astype(np.int32) if need_row else _EMPTY_I32
+    # int32 wrap-around, as the hardware sums wrap
+    plan.col_add = np.ascontiguousarray(((col_add + 2**31) % 2**32 - 2**31).astype(np.int32))
+    plan.col_zb = np.ascontiguousarray(col_zb)
+    plan.need_row_sum = need_row
+    plan.mode = mode
+    plan.zy, plan.lo, plan.hi, plan.out_signed = zy, lo, hi, out_signed
+    plan.scale, plan.mult, plan.shift = _EMPTY_F32, _EMPTY_I32, _EMPTY_I32
+    if mode == _native.OUT_FP32:
+        # float32, in ONNX Runtime's order: (sa * sb) / sy
+        plan.scale = np.ascontiguousarray((np.float32(sa) * pw.scale) / np.float32(out_scale), np.float32)
+    elif mode == _native.OUT_FIXEDPOINT:
+        real = (np.float64(sa) * pw.scale.astype(np.float64)) / np.float64(out_scale)
+        plan.mult, plan.shift = _fixedpoint_params(real)
+    return plan
+
+
+def _gemm2d(a: np.ndarray, a_signed: bool, za: int, pw: PackedWeights, plan: _Plan, isa: str,
+            out: np.ndarray) -> np.ndarray:
+    packed, _ = pw.packed_for(isa)
+    return _native.gemm(_dispatch._isa_index(isa), a, a_signed, za, packed, pw.n, plan.col_add,
+                        plan.col_zb, plan.need_row_sum, plan.mode, plan.out_signed, plan.zy,
+                        plan.lo, plan.hi, plan.scale, plan.mult, plan.shift, out,
+                        _dispatch.get_num_threads())
+
+
+def _check_out(out, shape, dtype) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}, expected {np.dtype(dtype)}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writeable C-contiguous array")
+    return out
+
+
+def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int, lo: int, hi: int,
+         out_dtype: np.dtype, out) -> np.ndarray:
+    """Shared path of matmul and matmul_integer: broadcasting, packing, output."""
+    isa = _dispatch.get_isa()
+    a_signed = a_data.dtype == np.int8
+    squeeze_m = a_data.ndim == 1
+    if squeeze_m:
+        a_data = a_data[None, :]
+    if a_data.ndim < 1 or a_data.ndim == 0:
+        raise ValueError("matmul: input operand 0 does not have enough dimensions")
+    K = a_data.shape[-1]
+    if isinstance(b, PackedWeights):
+        b_batch, squeeze_n = (), False
+        if b.k != K:
+            raise ValueError(f"matmul: shapes {a_data.shape} and {b.shape} are not aligned: "
+                             f"{K} (dim -1) != {b.k} (dim 0)")
+        N = b.n
+        pws = None
+    else:
+        bq: QTensor = b
+        bdata = bq.data
+        squeeze_n = bdata.ndim == 1
+        if squeeze_n:
+            bq = QTensor(bdata[:, None], bq.scale, bq.zero_point, None)
+            bdata = bq.data
+        if bdata.shape[-2] != K:
+            raise ValueError(f"matmul: shapes {a_data.shape} and {bdata.shape} are not aligned: "
+                             f"{K} (dim -1) != {bdata.shape[-2]} (dim -2)")
+        N = bdata.shape[-1]
+        b_batch = bdata.shape[:-2]
+        if bq.axis is not None and bq.axis != bdata.ndim - 1:
+            raise ValueError("weights may be quantized per tensor or per column (last axis) only")
+        pws = bq
+    bias_arr = None if bias is None else _check_bias(bias, N)
+    M = a_data.shape[-2]
+    batch = np.broadcast_shapes(a_data.shape[:-2], b_batch)
+    full_shape = (*batch, M, N)
+    _check_size(*full_shape, itemsize=out_dtype.itemsize)
+    _check_size(M, K, itemsize=2, what="A")
+    result_shape = full_shape
+    if squeeze_m:
+        result_shape = result_shape[:-2] + result_shape[-1:]
+    if squeeze_n:
+        result_shape = result_shape[:-1]
+    if out is not None:
+        _check_out(out, result_shape, out_dtype)
+        res = out.reshape(full_shape)
+    else:
+        res = np.empty(full_shape, out_dtype)
+    out_signed = out_dtype == np.int8
+
+    if pws is None:                      # one packed B: fold A's batch into M
+        pw = b
+        if bias_arr is None:
+            bias_arr = pw.bias
+        a2 = a_data.reshape(-1, K) if a_data.ndim > 2 else a_data
+        if a2.shape[0] * N and res.size:
+            plan = _plan_for(pw, isa, a_signed, za, sa, bias_arr, bias is None, mode, out_scale, zy, lo, hi,
+                             out_signed)
+            _gemm2d(a2, a_signed, za, pw, plan, isa, res.reshape(-1, N))
+    else:
+        a_b = np.broadcast_to(a_data, (*batch, M, K))
+        b_b = np.broadcast_to(pws.data, (*batch, K, N))
+        for idx in np.ndindex(*batch):
+            pw = PackedWeights(QTensor(b_b[idx], pws.scale, pws.zero_point, None if pws.axis is None else 1))
+            if M * N:
+                plan = _make_plan(pw, isa, a_signed, za, sa, bias_arr, mode, out_scale, zy, lo, hi,
+                                  out_signed)
+                _gemm2d(a_b[idx], a_signed, za, pw, plan, isa, res[idx])
+    result = res.reshape(result_shape)
+    return out if out is not None else result
+
+
+def _plan_for(pw, isa, a_signed, za, sa, bias_arr, cacheable, mode, out_scale, zy, lo, hi, out_signed):
+    if not cacheable:
+        return _make_plan(pw, isa, a_signed, za, sa, bias_arr, mode, out_scale, zy, lo, hi, out_signed)
+    key = (isa, a_signed, za, float(sa), mode, float(out_scale), zy, lo, hi, out_signed)
+    plan = pw._plans.get(key)
+    if plan is None:
+        plan = _make_plan(pw, isa, a_signed, za, sa, bias_arr, mode, out_scale, zy, lo, hi, out_signed)
+        if len(pw._plans) > 64:
+            pw._plans.clear()
+        pw._plans[key] = plan
+    return plan
+
+
+def matmul(a: QTensor, b, *, bias=None, out_scale=None, out_zero_point=0, out_dtype=None,
+           activation=None, requant: str = "fp32", out=None):
+    """Quantized matrix product, like ``numpy.matmul`` on the real values.
+
+    Parameters
+    ----------
+    a : QTensor, shape (..., M, K) or (K,), uint8 or int8, per-tensor parameters.
+    b : QTensor (..., K, N) or (K,), int8 or uint8, per tensor or per column (last
+        axis); or PackedWeights (K, N) from :func:`pack_weights`. Batch dimensions
+        broadcast like ``numpy.matmul``.
+    bias : int32 array (N,) at scale ``a.scale * b.scale`` (default: the bias given
+        to :func:`pack_weights`, else none).
+    out_scale, out_zero_point : output quantization; ``out_scale`` is required unless
+        ``out_dtype`` is int32.
+    out_dtype : np.uint8 or np.int8 (default: a's dtype), or np.int32 for the raw
+        accumulators plus bias (ONNX MatMulInteger with bias).
+    activation : None, "relu", "relu6" or (min, max) in real units, fused as a clamp.
+    requant : "fp32" (ONNX QLinearMatMul: float32 multiply, round half to even) or
+        "fixedpoint" (int32 multiplier and shift, gemmlowp/TFLite rounding).
+    out : optional C-contiguous output array of the result's shape and dtype.
+
+    Returns a QTensor (quantized output) or an int32 ndarray (``out_dtype=np.int32``).
+    Inputs of any strides and alignment are read in place (no copy).
+    """
+    if not isinstance(a, QTensor):
+        raise TypeError(f"a must be a QTensor (see qkernels.quantize), got {type(a).__name__}")
+    if a.axis is not None:
+        raise ValueError("a must be quantized per tensor (axis=None)")
+    if not isinstance(b, (QTensor, PackedWeights)):
+        raise TypeError(f"b must be a QTensor or PackedWeights, got {type(b).__name__}")
+    if out_dtype is None:
+        out_dtype = out.dtype if out is not None else a.dtype
+    out_dtype = np.dtype(out_dtype)
+    za, sa = int(a.zero_point), float(a.scale)
+    if out_dtype == np.int32:
+        if activation is not None or out_scale is not None:
+            raise ValueError("int32 output takes no out_scale or activation")
+        return _run(a.data, za, sa, b, bias, _native.OUT_INT32, 1.0, 0, 0, 0, out_dtype, out)
+    check_qdtype(out_dtype, "out_dtype")
+    if out_scale is None:
+        raise TypeError("matmul needs out_scale= for a quantized output (or out_dtype=np.int32)")
+    sy = check_scale(out_scale, "out_scale")
+    if sy.ndim:
+        raise ValueError("out_scale must be a scalar")
+    zy = int(check_zero_point(out_zero_point, out_dtype, "out_zero_point"))
+    if zy != out_zero_point and np.ndim(out_zero_point):
+        raise ValueError("out_zero_point must be a scalar")
+    if requant not in _REQUANT_MODES:
+        raise ValueError(f"requant must be 'fp32' or 'fixedpoint', got {requant!r}")
+    lo, hi = _clamp_range(activation, out_dtype, float(sy), zy)
+    data = _run(a.data, za, sa, b, bias, _REQUANT_MODES[requant], float(sy), zy, lo, hi, out_dtype, out)
+    return QTensor(data, float(sy), zy)
+
+
+def matmul_integer(a, b, a_zero_point=0, b_zero_point=0, *, out=None) -> np.ndarray:
+    """ONNX MatMulInteger: ``sum_k (a - a_zero_point) * (b - b_zero_point)`` in int32.
+
+    ``a`` (..., M, K) and ``b`` (..., K, N) are uint8/int8 arrays; ``a_zero_point``
+    is a scalar, ``b_zero_point`` a scalar or one per column (N,). Sums wrap modulo
+    2^32 like int32 arithmetic (only possible for K above about 33,000).
+    """
+    a = _as_int_array(a, "a")
+    b = _as_int_array(b, "b")
+    if np.ndim(a_zero_point):
+        raise ValueError("a_zero_point must be a scalar (per-row zero points are not supported)")
+    za = int(check_zero_point(a_zero_point, a.dtype, "a_zero_point"))
+    if b.ndim == 0 or a.ndim == 0:
+        raise ValueError("matmul_integer: operands must have at least one dimension")
+    n = b.shape[-1] if b.ndim >= 2 else 1
+    zb = check_zero_point(b_zero_point, b.dtype, "b_zero_point", n)
+    bq = QTensor(b, np.ones(n, np.float32) if zb.ndim else 1.0, zb, axis=-1 if zb.ndim else None)
+    return _run(a, za, 1.0, bq, None, _native.OUT_INT32, 1.0, 0, 0, 0, np.dtype(np.int32), out)
+
+
+def matmul_real(a, b) -> np.ndarray:
+    """``a @ b`` for QTensors: exact int32 product, returned as float32 real values."""
+    if not isinstance(a, QTensor) or not isinstance(b, (QTensor, PackedWeights)):
+        return NotImplemented
+    if a.axis is not None:
+        raise ValueError("the left operand of @ must be quantized per tensor")
+    acc = matmul(a, b, out_dtype=np.int32)
+    bscale = b.scale
+    if isinstance(b, QTensor) and b.axis is None:
+        bscale = b.scale
+    return (acc.astype(np.float32) * (np.float32(a.scale) * bscale)).astype(np.float32)

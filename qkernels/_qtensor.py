@@ -1,0 +1,201 @@
+"""Quantized tensors: ``real = scale * (q - zero_point)``, per tensor or per channel.
+
+Rounding and saturation follow ONNX QuantizeLinear/DequantizeLinear: the float
+input is divided by the scale in float32, rounded half to even, offset by the zero
+point and saturated to the integer type.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+QUANT_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
+
+
+def int_range(dtype) -> tuple[int, int]:
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+def check_qdtype(dtype, name: str) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be uint8 or int8, got {dtype!r}") from None
+    if dt not in QUANT_DTYPES:
+        raise TypeError(f"{name} must be uint8 or int8, got {dt}")
+    return dt
+
+
+def check_scale(scale, name: str = "scale", length: int | None = None) -> np.ndarray:
+    """float32 array of scales, each finite and > 0; scalar (0-d) or 1-D of ``length``."""
+    try:
+        s = np.asarray(scale, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive float or 1-D array of them, got {scale!r}") from None
+    if s.ndim > 1:
+        raise ValueError(f"{name} must be a scalar or 1-D, got shape {s.shape}")
+    if s.ndim == 1 and length is not None and s.shape[0] != length:
+        raise ValueError(f"{name} has {s.shape[0]} values, expected {length} (one per channel)")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError(f"{name} must be finite and > 0, got {scale!r}")
+    s32 = s.astype(np.float32)
+    if np.any(s32 == 0) or not np.all(np.isfinite(s32)):
+        raise ValueError(f"{name} is outside float32's positive range: {scale!r}")
+    return s32
+
+
+def check_zero_point(zero_point, dtype, name: str = "zero_point", length: int | None = None) -> np.ndarray:
+    """int32 array of zero points inside ``dtype``'s range; 0-d or 1-D of ``length``."""
+    lo, hi = int_range(dtype)
+    z = np.asarray(zero_point)
+    if z.dtype.kind not in "iub":
+        if z.dtype.kind == "f" and np.all(np.isfinite(z)) and np.all(z == np.round(z)):
+            z = z.astype(np.int64)
+        else:
+            raise TypeError(f"{name} must be an integer or 1-D integer array, got {zero_point!r}")
+    if z.ndim > 1:
+        raise ValueError(f"{name} must be a scalar or 1-D, got shape {z.shape}")
+    if z.ndim == 1 and length is not None and z.shape[0] != length:
+        raise ValueError(f"{name} has {z.shape[0]} values, expected {length} (one per channel)")
+    z64 = z.astype(np.int64)
+    if np.any(z64 < lo) or np.any(z64 > hi):
+        raise ValueError(f"{name} must lie in [{lo}, {hi}] for {np.dtype(dtype)}, got {zero_point!r}")
+    return z64.astype(np.int32)
+
+
+def _normalize_axis(axis, ndim: int) -> int | None:
+    if axis is None:
+        return None
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"axis must be an int or None, got {axis!r}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of bounds for an array of dimension {ndim}")
+    return int(axis) % ndim
+
+
+def _broadcast_param(p: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
+    """Shape a per-axis parameter so it broadcasts against the data."""
+    if p.ndim == 0 or axis is None:
+        return p
+    shape = [1] * ndim
+    shape[axis] = p.shape[0]
+    return p.reshape(shape)
+
+
+class QTensor:
+    """Quantized array: ``data`` (uint8/int8) with ``scale`` and ``zero_point``.
+
+    Per-tensor when ``axis`` is None (scalar scale and zero point); per-channel along
+    ``axis`` otherwise (1-D scale and zero point of length ``data.shape[axis]``).
+    ``np.asarray(q)`` and ``q.dequantize()`` give float32; ``a @ b`` multiplies
+    exactly in int32 and returns float32, as numpy would for the real values.
+    """
+
+    __array_priority__ = 20
+
+    def __init__(self, data, scale, zero_point=0, axis=None):
+        data = np.asarray(data)
+        check_qdtype(data.dtype, "data dtype")
+        axis = _normalize_axis(axis, max(data.ndim, 1))
+        length = data.shape[axis] if axis is not None and data.ndim else None
+        scale = check_scale(scale, "scale", length)
+        zero_point = check_zero_point(zero_point, data.dtype, "zero_point", length)
+        if axis is None and (scale.ndim or zero_point.ndim):
+            if scale.size == 1 and zero_point.size == 1:
+                scale, zero_point = scale.reshape(()), zero_point.reshape(())
+            else:
+                raise ValueError("per-channel scale or zero_point needs axis=")
+        if axis is not None:
+            n = data.shape[axis]
+            scale = np.broadcast_to(scale, (n,)).astype(np.float32)
+            zero_point = np.broadcast_to(zero_point, (n,)).astype(np.int32)
+        self.data = data
+        self.scale = scale
+        self.zero_point = zero_point
+        self.axis = axis
+
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    per_channel = property(lambda self: self.axis is not None)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        where = "per-tensor" if self.axis is None else f"per-channel axis={self.axis}"
+        return (f"QTensor(shape={self.shape}, dtype={self.dtype}, {where}, "
+                f"scale={self.scale!r}, zero_point={self.zero_point!r})")
+
+    def dequantize(self) -> np.ndarray:
+        return dequantize(self)
+
+    def __array__(self, dtype=None, copy=None):
+        f = self.dequantize()
+        return f if dtype is None else f.astype(dtype)
+
+    def __matmul__(self, other):
+        from ._gemm import matmul_real
+        return matmul_real(self, other)
+
+    def __rmatmul__(self, other):
+        from ._gemm import matmul_real
+        return matmul_real(other, self)
+
+    def __reduce__(self):
+        return (QTensor, (self.data, self.scale, self.zero_point, self.axis))
+
+
+def quantize(x, scale, zero_point=0, dtype=np.uint8, axis=None) -> QTensor:
+    """Quantize float ``x``: ``q = saturate(round_half_even(x / scale) + zero_point)``.
+
+    Parameters
+    ----------
+    x : array_like of float, any shape. Computed in float32, as ONNX QuantizeLinear.
+    scale : float > 0, or 1-D array (one per slice along ``axis``).
+    zero_point : int or 1-D int array inside ``dtype``'s range.
+    dtype : np.uint8 or np.int8.
+    axis : None for per-tensor, else the channel axis of per-channel parameters.
+
+    Returns a :class:`QTensor`. NaN in ``x`` raises ValueError; ±inf saturates.
+    """
+    dt = check_qdtype(dtype, "dtype")
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"x must be a real numeric array, got {x.dtype}")
+    x = x.astype(np.float32, copy=False)
+    if np.isnan(x).any():
+        raise ValueError("x contains NaN, which has no quantized value")
+    ax = _normalize_axis(axis, max(x.ndim, 1))
+    length = x.shape[ax] if ax is not None and x.ndim else None
+    s = check_scale(scale, "scale", length)
+    z = check_zero_point(zero_point, dt, "zero_point", length)
+    if ax is None and (s.ndim or z.ndim) and (s.size != 1 or z.size != 1):
+        raise ValueError("per-channel scale or zero_point needs axis=")
+    lo, hi = int_range(dt)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        y = np.rint(x / _broadcast_param(s, ax, x.ndim))
+    y = np.clip(y, lo - 2.0**31, hi + 2.0**31) + _broadcast_param(z, ax, x.ndim)
+    q = np.clip(y, lo, hi).astype(dt)
+    return QTensor(q, s, z, axis=ax)
+
+
+def dequantize(q, scale=None, zero_point=None, axis=None) -> np.ndarray:
+    """Real values of a quantized array: ``(q - zero_point) * scale`` in float32.
+
+    ``q`` is a :class:`QTensor` (its parameters are used) or a uint8/int8 array with
+    ``scale``, ``zero_point`` and ``axis`` given here.
+    """
+    if isinstance(q, QTensor):
+        if scale is not None or zero_point is not None or axis is not None:
+            raise TypeError("dequantize(QTensor) takes its parameters from the QTensor")
+        data, s, z, ax = q.data, q.scale, q.zero_point, q.axis
+    else:
+        if scale is None:
+            raise TypeError("dequantize needs scale= for a plain array")
+        qt = QTensor(q, scale, 0 if zero_point is None else zero_point, axis)
+        data, s, z, ax = qt.data, qt.scale, qt.zero_point, qt.axis
+    diff = data.astype(np.int32) - _broadcast_param(z, ax, data.ndim)
+    return (diff.astype(np.float32) * _broadcast_param(s, ax, data.ndim)).astype(np.float32)

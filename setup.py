@@ -1,0 +1,66 @@
+"""Build of qkernels' native extension.
+
+Every ISA's micro-kernels live in kernels/<isa>/ and are compiled with that ISA's
+flags only; the rest (driver, packing, detection, scalar reference) assumes no
+extension, so one binary runs on any CPU of its architecture and picks its path at
+run time.
+"""
+import os
+import platform
+import sysconfig
+from glob import glob
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+# Per-architecture: kernel folder -> compiler flags for the files in it.
+ISA_FLAGS = {
+    "x86_64": {"avx2": ["-mavx2", "-mfma", "-mf16c"]},
+    "aarch64": {
+        "neon": ["-march=armv8-a"],
+        "neondot": ["-march=armv8.2-a+dotprod"],
+        "i8mm": ["-march=armv8.2-a+i8mm"],
+    },
+}
+COMMON_FLAGS = ["-O3", "-std=c11", "-fno-strict-aliasing", "-fopenmp"]
+
+
+def target_arch():
+    machine = (sysconfig.get_platform().split("-")[-1] or platform.machine()).lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
+
+
+class BuildISAExt(build_ext):
+    """Compiles each kernels/<isa>/*.c with its own flags and links the objects in."""
+
+    def build_extension(self, ext):
+        objects = []
+        for isa, flags in ISA_FLAGS.get(target_arch(), {}).items():
+            sources = sorted(glob(os.path.join("kernels", isa, "*.c")))
+            if sources:
+                objects += self.compiler.compile(
+                    sources, output_dir=self.build_temp, include_dirs=ext.include_dirs,
+                    extra_postargs=COMMON_FLAGS + flags)
+        ext.extra_objects = objects + list(ext.extra_objects or [])
+        super().build_extension(ext)
+
+
+native = Extension(
+    "qkernels._native",
+    sources=["kernels/_native.pyx", "kernels/pack.c", "kernels/cpu.c", "kernels/registry.c",
+             *sorted(glob("kernels/scalar/*.c"))],
+    include_dirs=["kernels/include", np.get_include()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    extra_compile_args=COMMON_FLAGS,
+    extra_link_args=["-fopenmp"],
+    libraries=["m"],
+)
+
+setup(
+    packages=["qkernels", "qkernels.graph"],
+    package_dir={"qkernels": "qkernels", "qkernels.graph": "graph"},
+    ext_modules=cythonize([native], compiler_directives={"language_level": "3"}),
+    cmdclass={"build_ext": BuildISAExt},
+)
