@@ -69,6 +69,31 @@ void qk_pack_b(int pack, int nr, int kr, size_t k, size_t n,
     }
 }
 
+/* int16 A panels are row-major (MR rows of K padded to KR) so that packing is a
+ * contiguous widen-and-subtract that the compiler vectorises; the kernels broadcast
+ * from MR row streams. */
+static void pack_a_rows_i16(int mr, int kr, size_t rows, size_t k, const void *a, int a_signed,
+                            ptrdiff_t stride_m, ptrdiff_t stride_k, int32_t za, int16_t *dst) {
+    size_t kp = round_up(k ? k : 1, kr);
+    for (int r = 0; r < mr; r++, dst += kp) {
+        size_t kk = 0;
+        if ((size_t)r < rows) {
+            const char *src = (const char *)a + (ptrdiff_t)r * stride_m;
+            const int16_t z = (int16_t)za;
+            if (stride_k == 1 && a_signed) {
+                const int8_t *s8 = (const int8_t *)src;
+                for (; kk < k; kk++) dst[kk] = (int16_t)(s8[kk] - z);
+            } else if (stride_k == 1) {
+                const uint8_t *u8 = (const uint8_t *)src;
+                for (; kk < k; kk++) dst[kk] = (int16_t)(u8[kk] - z);
+            } else {
+                for (; kk < k; kk++) dst[kk] = (int16_t)(load_q8(src, a_signed, (ptrdiff_t)kk * stride_k) - z);
+            }
+        }
+        for (; kk < kp; kk++) dst[kk] = 0;
+    }
+}
+
 void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k,
                const void *a, int a_signed, ptrdiff_t stride_m, ptrdiff_t stride_k,
                int32_t za, void *packed, int32_t *row_sum) {
@@ -77,9 +102,13 @@ void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k,
     for (size_t m0 = 0; m0 < m; m0 += mr) {
         size_t rows = m - m0 < (size_t)mr ? m - m0 : (size_t)mr;
         const void *src = (const char *)a + (ptrdiff_t)m0 * stride_m;
-        pack_panel(pack, mr, kr, rows, k, src, a_signed, stride_m, stride_k, NULL, za,
-                   (char *)packed + (m0 / mr) * panel_bytes, pack == QK_PACK_S8 ? sums : NULL);
-        if (pack == QK_PACK_S8 && row_sum)
+        void *dst = (char *)packed + (m0 / mr) * panel_bytes;
+        if (pack == QK_PACK_I16) {
+            pack_a_rows_i16(mr, kr, rows, k, src, a_signed, stride_m, stride_k, za, (int16_t *)dst);
+            continue;
+        }
+        pack_panel(pack, mr, kr, rows, k, src, a_signed, stride_m, stride_k, NULL, za, dst, sums);
+        if (row_sum)
             for (size_t i = 0; i < rows; i++) row_sum[m0 + i] = sums[i];
     }
 }

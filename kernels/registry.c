@@ -9,10 +9,10 @@ static const qk_gemm_kernel scalar_kernel = {"qs8_gemm_2x4c2_scalar", QK_ISA_SCA
                                              qs8_gemm_2x4c2_scalar, qk_output_scalar};
 
 #if defined(__x86_64__)
-void qs8_gemm_4x16c2_avx2(size_t, const void *, const void *, int32_t *);
+void qs8_gemm_6x16c2_avx2(size_t, const void *, const void *, int32_t *);
 void qk_output_avx2(size_t, size_t, const int32_t *, size_t, size_t, size_t, const qk_out_params *, void *, size_t);
-static const qk_gemm_kernel avx2_kernel = {"qs8_gemm_4x16c2_avx2", QK_ISA_AVX2, 4, 16, 2, QK_PACK_I16,
-                                           qs8_gemm_4x16c2_avx2, qk_output_avx2};
+static const qk_gemm_kernel avx2_kernel = {"qs8_gemm_6x16c2_avx2", QK_ISA_AVX2, 6, 16, 2, QK_PACK_I16,
+                                           qs8_gemm_6x16c2_avx2, qk_output_avx2};
 #endif
 
 #if defined(__aarch64__)

@@ -234,7 +234,7 @@ def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int
         pws = bq
     bias_arr = None if bias is None else _check_bias(bias, N)
     M = a_data.shape[-2]
-    batch = np.broadcast_shapes(a_data.shape[:-2], b_batch)
+    batch = np.broadcast_shapes(a_data.shape[:-2], b_batch) if b_batch else a_data.shape[:-2]
     full_shape = (*batch, M, N)
     _check_size(*full_shape, itemsize=out_dtype.itemsize)
     _check_size(M, K, itemsize=2, what="A")
@@ -336,7 +336,7 @@ def matmul(a: QTensor, b, *, bias=None, out_scale=None, out_zero_point=0, out_dt
         raise ValueError(f"requant must be 'fp32' or 'fixedpoint', got {requant!r}")
     lo, hi = _clamp_range(activation, out_dtype, float(sy), zy)
     data = _run(a.data, za, sa, b, bias, _REQUANT_MODES[requant], float(sy), zy, lo, hi, out_dtype, out)
-    return QTensor(data, float(sy), zy)
+    return QTensor._trusted(data, float(sy), zy)
 
 
 def matmul_integer(a, b, a_zero_point=0, b_zero_point=0, *, out=None) -> np.ndarray:
@@ -366,7 +366,4 @@ def matmul_real(a, b) -> np.ndarray:
     if a.axis is not None:
         raise ValueError("the left operand of @ must be quantized per tensor")
     acc = matmul(a, b, out_dtype=np.int32)
-    bscale = b.scale
-    if isinstance(b, QTensor) and b.axis is None:
-        bscale = b.scale
-    return (acc.astype(np.float32) * (np.float32(a.scale) * bscale)).astype(np.float32)
+    return (acc.astype(np.float32) * (np.float32(a.scale) * b.scale)).astype(np.float32)

@@ -6,6 +6,7 @@ point and saturated to the integer type.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -13,9 +14,16 @@ import numpy as np
 QUANT_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 
 
+_RANGES = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127), np.dtype(np.int32): (-2**31, 2**31 - 1)}
+_SCALARS = (int, float, np.integer, np.floating)
+
+
 def int_range(dtype) -> tuple[int, int]:
-    info = np.iinfo(dtype)
-    return int(info.min), int(info.max)
+    r = _RANGES.get(dtype)
+    if r is None:
+        info = np.iinfo(dtype)
+        r = int(info.min), int(info.max)
+    return r
 
 
 def check_qdtype(dtype, name: str) -> np.dtype:
@@ -30,6 +38,11 @@ def check_qdtype(dtype, name: str) -> np.dtype:
 
 def check_scale(scale, name: str = "scale", length: int | None = None) -> np.ndarray:
     """float32 array of scales, each finite and > 0; scalar (0-d) or 1-D of ``length``."""
+    if isinstance(scale, _SCALARS) and not isinstance(scale, bool):   # fast path: per tensor
+        s32 = np.float32(scale)
+        if not (math.isfinite(scale) and scale > 0 and s32 > 0 and math.isfinite(s32)):
+            raise ValueError(f"{name} must be finite and > 0 (in float32), got {scale!r}")
+        return np.asarray(s32)
     try:
         s = np.asarray(scale, dtype=np.float64)
     except (TypeError, ValueError):
@@ -49,6 +62,10 @@ def check_scale(scale, name: str = "scale", length: int | None = None) -> np.nda
 def check_zero_point(zero_point, dtype, name: str = "zero_point", length: int | None = None) -> np.ndarray:
     """int32 array of zero points inside ``dtype``'s range; 0-d or 1-D of ``length``."""
     lo, hi = int_range(dtype)
+    if isinstance(zero_point, (int, np.integer)) and not isinstance(zero_point, bool):   # fast path
+        if not lo <= zero_point <= hi:
+            raise ValueError(f"{name} must lie in [{lo}, {hi}] for {np.dtype(dtype)}, got {zero_point!r}")
+        return np.asarray(np.int32(zero_point))
     z = np.asarray(zero_point)
     if z.dtype.kind not in "iub":
         if z.dtype.kind == "f" and np.all(np.isfinite(z)) and np.all(z == np.round(z)):
@@ -94,6 +111,13 @@ class QTensor:
     """
 
     __array_priority__ = 20
+
+    @classmethod
+    def _trusted(cls, data: np.ndarray, scale: float, zero_point: int) -> "QTensor":
+        """A per-tensor QTensor from parameters already validated (fast path of outputs)."""
+        q = object.__new__(cls)
+        q.data, q.scale, q.zero_point, q.axis = data, np.asarray(np.float32(scale)), np.asarray(np.int32(zero_point)), None
+        return q
 
     def __init__(self, data, scale, zero_point=0, axis=None):
         data = np.asarray(data)
@@ -176,8 +200,7 @@ def quantize(x, scale, zero_point=0, dtype=np.uint8, axis=None) -> QTensor:
         raise ValueError("per-channel scale or zero_point needs axis=")
     lo, hi = int_range(dt)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        y = np.rint(x / _broadcast_param(s, ax, x.ndim))
-    y = np.clip(y, lo - 2.0**31, hi + 2.0**31) + _broadcast_param(z, ax, x.ndim)
+        y = np.rint(x / _broadcast_param(s, ax, x.ndim)) + _broadcast_param(z, ax, x.ndim)
     q = np.clip(y, lo, hi).astype(dt)
     return QTensor(q, s, z, axis=ax)
 

@@ -11,8 +11,10 @@
  *   QK_PACK_S8:  values kept as int8 (uint8 flipped to int8 by xor 0x80); zero
  *                points are applied afterwards with column and row sums (NEON
  *                dot product, i8mm).
- * Within a panel, K is split into groups of KR consecutive values; for each group
- * the panel stores MR (or NR) rows of KR values. K is padded with zeros.
+ * Within a B panel (and an int8 A panel), K is split into groups of KR consecutive
+ * values; for each group the panel stores NR (MR) lanes of KR values. int16 A panels
+ * are instead row-major: MR rows of K values, K padded to KR (row stride
+ * k_groups * KR), which makes packing A a vectorised copy. K is padded with zeros.
  */
 #ifndef QK_COMMON_H
 #define QK_COMMON_H
