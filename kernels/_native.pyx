@@ -110,12 +110,18 @@ def pack_b(int isa, cnp.ndarray b, bint b_signed, const int32_t[::1] zb):
     return packed, col_sum
 
 
-def gemm(int isa, cnp.ndarray a, bint a_signed, int32_t za, const uint8_t[::1] b_packed,
-         size_t N, const int32_t[::1] col_add, const int32_t[::1] col_zb, bint need_row_sum,
-         int mode, bint out_signed, int32_t zy, int32_t lo, int32_t hi,
-         const float[::1] scale, const int32_t[::1] mult, const int32_t[::1] shift,
+cdef inline void *_ptr(cnp.ndarray x):
+    return cnp.PyArray_DATA(x)
+
+
+def gemm(int isa, cnp.ndarray a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
+         cnp.ndarray col_add, cnp.ndarray col_zb, bint need_row_sum, int mode, bint out_signed,
+         int32_t zy, int32_t lo, int32_t hi, cnp.ndarray scale, cnp.ndarray mult, cnp.ndarray shift,
          cnp.ndarray out, int num_threads):
-    """C = output_stage(A (M, K) . packed B) into `out` (M, N), C-contiguous rows."""
+    """C = output_stage(A (M, K) . packed B) into `out` (M, N), C-contiguous rows.
+
+    The caller (qkernels._gemm) guarantees dtypes, contiguity and lengths of the
+    per-column arrays (col_add, col_zb, scale, mult, shift: int32/float32, >= N)."""
     cdef const qk_gemm_kernel *k = _kernel(isa)
     cdef size_t M = a.shape[0], K = a.shape[1]
     cdef Py_ssize_t sm = a.strides[0], sk = a.strides[1]
@@ -124,7 +130,7 @@ def gemm(int isa, cnp.ndarray a, bint a_signed, int32_t za, const uint8_t[::1] b
     cdef size_t kp = (K + k.kr - 1) // k.kr * k.kr
     if kp == 0:
         kp = k.kr
-    if b_packed.shape[0] != qk_packed_b_bytes(k.pack, k.nr, k.kr, K, N):
+    if <size_t>b_packed.shape[0] != qk_packed_b_bytes(k.pack, k.nr, k.kr, K, N):
         raise ValueError("packed B does not match this kernel and shape")
     if M == 0 or N == 0:
         return out
@@ -134,22 +140,25 @@ def gemm(int isa, cnp.ndarray a, bint a_signed, int32_t za, const uint8_t[::1] b
     p.zero_point = zy
     p.lo = lo
     p.hi = hi
-    p.col_add = &col_add[0]
-    p.col_zb = &col_zb[0]
+    p.col_add = <const int32_t *>_ptr(col_add)
+    p.col_zb = <const int32_t *>_ptr(col_zb)
     p.row_sum = NULL
-    p.scale = &scale[0] if mode == QK_OUT_FP32 else NULL
-    p.mult = &mult[0] if mode == QK_OUT_FIXEDPOINT else NULL
-    p.shift = &shift[0] if mode == QK_OUT_FIXEDPOINT else NULL
+    p.scale = <const float *>_ptr(scale)
+    p.mult = <const int32_t *>_ptr(mult)
+    p.shift = <const int32_t *>_ptr(shift)
 
     # Blocking: an A block of mc rows stays in L2 while B panels stream past it.
     cdef size_t m_panels = (M + mr - 1) // mr, n_panels = (N + nr - 1) // nr
     cdef size_t mc_panels = max(1, min(m_panels, (192 * 1024) // max(1, kp * mr * elem)))
     cdef size_t nc_panels = max(1, min(n_panels, (256 * 1024) // max(1, kp * nr * elem)))
     cdef size_t nthreads = max(1, num_threads)
+    # Small problems are not worth waking a second thread (about 10 us of sync).
+    if M * N * kp < 64 * 64 * 64 * 2:
+        nthreads = 1
     cdef size_t m_blocks = (m_panels + mc_panels - 1) // mc_panels
     cdef size_t n_blocks = (n_panels + nc_panels - 1) // nc_panels
     # Enough blocks for every thread: split the wider dimension further.
-    while m_blocks * n_blocks < nthreads * 2 and (mc_panels > 1 or nc_panels > 1):
+    while nthreads > 1 and m_blocks * n_blocks < nthreads * 2 and (mc_panels > 1 or nc_panels > 1):
         if mc_panels > 1 and (m_blocks <= n_blocks or nc_panels == 1):
             mc_panels = (mc_panels + 1) // 2
             m_blocks = (m_panels + mc_panels - 1) // mc_panels
@@ -167,27 +176,34 @@ def gemm(int isa, cnp.ndarray a, bint a_signed, int32_t za, const uint8_t[::1] b
         free(row_sum)
         raise MemoryError("cannot allocate the packed A buffer")
     p.row_sum = row_sum
-    cdef const char *a_data = <const char *>cnp.PyArray_DATA(a)
-    cdef const uint8_t *bp = &b_packed[0]
-    cdef char *c = <char *>cnp.PyArray_DATA(out)
+    cdef const char *a_data = <const char *>_ptr(a)
+    cdef const uint8_t *bp = <const uint8_t *>_ptr(b_packed)
+    cdef char *c = <char *>_ptr(out)
     cdef size_t c_stride = out.strides[0]
-    cdef Py_ssize_t t, mp
-    cdef size_t mb, nb, m0, m1, n0, n1, rows
+    cdef Py_ssize_t t
     try:
         with nogil:
-            for mp in prange(<Py_ssize_t>m_panels, num_threads=nt, schedule="static"):
-                rows = min(mr, M - mp * mr)
-                qk_pack_a(k.pack, k.mr, k.kr, rows, K, a_data + mp * mr * sm, a_signed, sm, sk, za,
-                          a_packed + mp * a_panel_bytes, row_sum + mp * mr if row_sum != NULL else NULL)
-            for t in prange(n_tiles, num_threads=nt, schedule="static"):
-                mb = t // n_blocks
-                nb = t % n_blocks
-                m0 = mb * mc_panels * mr
-                m1 = min(M, m0 + mc_panels * mr)
-                n0 = nb * nc_panels * nr
-                n1 = min(N, n0 + nc_panels * nr)
-                qk_gemm_block(k, K, m0, m1, n0, n1, a_packed, bp, &p, c, c_stride)
+            if nt == 1:
+                qk_pack_a(k.pack, k.mr, k.kr, M, K, a_data, a_signed, sm, sk, za, a_packed, row_sum)
+                for t in range(n_tiles):
+                    _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, bp, &p, c, c_stride)
+            else:
+                for t in prange(<Py_ssize_t>m_panels, num_threads=nt, schedule="static"):
+                    qk_pack_a(k.pack, k.mr, k.kr, min(mr, M - t * mr), K, a_data + t * mr * sm, a_signed,
+                              sm, sk, za, a_packed + t * a_panel_bytes,
+                              row_sum + t * mr if row_sum != NULL else NULL)
+                for t in prange(n_tiles, num_threads=nt, schedule="static"):
+                    _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, bp, &p, c, c_stride)
     finally:
         free(a_packed)
         free(row_sum)
     return out
+
+
+cdef inline void _block(const qk_gemm_kernel *k, size_t K, size_t M, size_t N, Py_ssize_t t,
+                        size_t n_blocks, size_t mc_panels, size_t nc_panels, const void *a_packed,
+                        const void *bp, const qk_out_params *p, char *c, size_t c_stride) noexcept nogil:
+    cdef size_t m0 = (t // n_blocks) * mc_panels * k.mr
+    cdef size_t n0 = (t % n_blocks) * nc_panels * k.nr
+    qk_gemm_block(k, K, m0, min(M, m0 + mc_panels * k.mr), n0, min(N, n0 + nc_panels * k.nr),
+                  a_packed, bp, p, c, c_stride)
