@@ -30,11 +30,14 @@ cdef extern from "qk_common.h" nogil:
         const char *name
         int isa
         int mr, nr, kr
-        int pack
+        int a_pack, b_pack
+        size_t max_m
     int QK_ISA_COUNT
     int QK_PACK_I16, QK_PACK_S8
     int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT
-    const qk_gemm_kernel *qk_gemm_kernel_for_isa(int isa)
+    int qk_gemm_kernel_count()
+    const qk_gemm_kernel *qk_gemm_kernel_get(int id)
+    int qk_gemm_kernel_select(int isa, size_t m)
     const char *qk_isa_name(int isa)
     unsigned int qk_cpu_features()
     const char *qk_cpu_arch()
@@ -77,36 +80,45 @@ def isa_names():
     return [qk_isa_name(i).decode() for i in range(QK_ISA_COUNT)]
 
 
-def kernel_info(int isa):
-    """(name, mr, nr, kr, pack) of the GEMM kernel compiled for `isa`, or None."""
-    cdef const qk_gemm_kernel *k = qk_gemm_kernel_for_isa(isa)
+def kernel_info(int kid):
+    """(name, isa, mr, nr, kr, a_pack, b_pack, max_m) of GEMM kernel `kid`, or None."""
+    cdef const qk_gemm_kernel *k = qk_gemm_kernel_get(kid)
     if k == NULL:
         return None
-    return (k.name.decode(), k.mr, k.nr, k.kr, k.pack)
+    return (k.name.decode(), qk_isa_name(k.isa).decode(), k.mr, k.nr, k.kr, k.a_pack, k.b_pack, k.max_m)
 
 
-cdef const qk_gemm_kernel *_kernel(int isa) except NULL:
-    cdef const qk_gemm_kernel *k = qk_gemm_kernel_for_isa(isa)
+def select_kernel(int isa, size_t m):
+    """Id of the GEMM kernel an ISA uses for M rows (-1: none in this build)."""
+    return qk_gemm_kernel_select(isa, m)
+
+
+def kernel_count():
+    return qk_gemm_kernel_count()
+
+
+cdef const qk_gemm_kernel *_kernel(int kid) except NULL:
+    cdef const qk_gemm_kernel *k = qk_gemm_kernel_get(kid)
     if k == NULL:
-        raise ValueError(f"no GEMM kernel for ISA {isa} in this build")
+        raise ValueError(f"no GEMM kernel {kid} in this build")
     return k
 
 
-def pack_b(int isa, cnp.ndarray b, bint b_signed, const int32_t[::1] zb):
+def pack_b(int kid, cnp.ndarray b, bint b_signed, const int32_t[::1] zb):
     """Pack B (K, N), any strides, into the panels of the ISA's kernel.
 
     Returns (packed uint8 buffer, column sums int32[N]). For int16 panels the zero
     points are subtracted here; for int8 panels the sums let the caller fold them."""
-    cdef const qk_gemm_kernel *k = _kernel(isa)
+    cdef const qk_gemm_kernel *k = _kernel(kid)
     cdef size_t K = b.shape[0], N = b.shape[1]
     cdef Py_ssize_t sk = b.strides[0], sn = b.strides[1]
-    packed = np.empty(qk_packed_b_bytes(k.pack, k.nr, k.kr, K, N), np.uint8)
+    packed = np.empty(qk_packed_b_bytes(k.b_pack, k.nr, k.kr, K, N), np.uint8)
     col_sum = np.zeros(N, np.int32)
     cdef uint8_t[::1] pv = packed
     cdef int32_t[::1] cs = col_sum
     cdef const void *src = cnp.PyArray_DATA(b)
     with nogil:
-        qk_pack_b(k.pack, k.nr, k.kr, K, N, src, b_signed, sk, sn, &zb[0], &pv[0], &cs[0] if N else NULL)
+        qk_pack_b(k.b_pack, k.nr, k.kr, K, N, src, b_signed, sk, sn, &zb[0], &pv[0], &cs[0] if N else NULL)
     return packed, col_sum
 
 
@@ -114,7 +126,7 @@ cdef inline void *_ptr(cnp.ndarray x):
     return cnp.PyArray_DATA(x)
 
 
-def gemm(int isa, cnp.ndarray a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
+def gemm(int kid, cnp.ndarray a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
          cnp.ndarray col_add, cnp.ndarray col_zb, bint need_row_sum, int mode, bint out_signed,
          int32_t zy, int32_t lo, int32_t hi, cnp.ndarray scale, cnp.ndarray mult, cnp.ndarray shift,
          cnp.ndarray out, int num_threads):
@@ -122,15 +134,16 @@ def gemm(int isa, cnp.ndarray a, bint a_signed, int32_t za, cnp.ndarray b_packed
 
     The caller (qkernels._gemm) guarantees dtypes, contiguity and lengths of the
     per-column arrays (col_add, col_zb, scale, mult, shift: int32/float32, >= N)."""
-    cdef const qk_gemm_kernel *k = _kernel(isa)
+    cdef const qk_gemm_kernel *k = _kernel(kid)
     cdef size_t M = a.shape[0], K = a.shape[1]
     cdef Py_ssize_t sm = a.strides[0], sk = a.strides[1]
     cdef size_t mr = k.mr, nr = k.nr
-    cdef size_t elem = 2 if k.pack == QK_PACK_I16 else 1
+    cdef size_t a_elem = 2 if k.a_pack == QK_PACK_I16 else 1
+    cdef size_t b_elem = 2 if k.b_pack == QK_PACK_I16 else 1
     cdef size_t kp = (K + k.kr - 1) // k.kr * k.kr
     if kp == 0:
         kp = k.kr
-    if <size_t>b_packed.shape[0] != qk_packed_b_bytes(k.pack, k.nr, k.kr, K, N):
+    if <size_t>b_packed.shape[0] != qk_packed_b_bytes(k.b_pack, k.nr, k.kr, K, N):
         raise ValueError("packed B does not match this kernel and shape")
     if M == 0 or N == 0:
         return out
@@ -149,8 +162,8 @@ def gemm(int isa, cnp.ndarray a, bint a_signed, int32_t za, cnp.ndarray b_packed
 
     # Blocking: an A block of mc rows stays in L2 while B panels stream past it.
     cdef size_t m_panels = (M + mr - 1) // mr, n_panels = (N + nr - 1) // nr
-    cdef size_t mc_panels = max(1, min(m_panels, (192 * 1024) // max(1, kp * mr * elem)))
-    cdef size_t nc_panels = max(1, min(n_panels, (256 * 1024) // max(1, kp * nr * elem)))
+    cdef size_t mc_panels = max(1, min(m_panels, (192 * 1024) // max(1, kp * mr * a_elem)))
+    cdef size_t nc_panels = max(1, min(n_panels, (256 * 1024) // max(1, kp * nr * b_elem)))
     cdef size_t nthreads = max(1, num_threads)
     # Small problems are not worth waking a second thread (about 10 us of sync).
     if M * N * kp < 64 * 64 * 64 * 2:
@@ -168,7 +181,7 @@ def gemm(int isa, cnp.ndarray a, bint a_signed, int32_t za, cnp.ndarray b_packed
     cdef Py_ssize_t n_tiles = m_blocks * n_blocks
     cdef int nt = <int>min(nthreads, <size_t>n_tiles)
 
-    cdef size_t a_panel_bytes = qk_packed_a_bytes(k.pack, k.mr, k.kr, mr, K)
+    cdef size_t a_panel_bytes = qk_packed_a_bytes(k.a_pack, k.mr, k.kr, mr, K)
     cdef char *a_packed = <char *>malloc(a_panel_bytes * m_panels + 64)
     cdef int32_t *row_sum = <int32_t *>malloc(sizeof(int32_t) * m_panels * mr) if need_row_sum else NULL
     if a_packed == NULL or (need_row_sum and row_sum == NULL):
@@ -184,12 +197,12 @@ def gemm(int isa, cnp.ndarray a, bint a_signed, int32_t za, cnp.ndarray b_packed
     try:
         with nogil:
             if nt == 1:
-                qk_pack_a(k.pack, k.mr, k.kr, M, K, a_data, a_signed, sm, sk, za, a_packed, row_sum)
+                qk_pack_a(k.a_pack, k.mr, k.kr, M, K, a_data, a_signed, sm, sk, za, a_packed, row_sum)
                 for t in range(n_tiles):
                     _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, bp, &p, c, c_stride)
             else:
                 for t in prange(<Py_ssize_t>m_panels, num_threads=nt, schedule="static"):
-                    qk_pack_a(k.pack, k.mr, k.kr, min(mr, M - t * mr), K, a_data + t * mr * sm, a_signed,
+                    qk_pack_a(k.a_pack, k.mr, k.kr, min(mr, M - t * mr), K, a_data + t * mr * sm, a_signed,
                               sm, sk, za, a_packed + t * a_panel_bytes,
                               row_sum + t * mr if row_sum != NULL else NULL)
                 for t in prange(n_tiles, num_threads=nt, schedule="static"):

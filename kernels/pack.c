@@ -73,9 +73,16 @@ void qk_pack_b(int pack, int nr, int kr, size_t k, size_t n,
  * contiguous widen-and-subtract that the compiler vectorises; the kernels broadcast
  * from MR row streams. */
 static void pack_a_rows_i16(int mr, int kr, size_t rows, size_t k, const void *a, int a_signed,
-                            ptrdiff_t stride_m, ptrdiff_t stride_k, int32_t za, int16_t *dst) {
+                            ptrdiff_t stride_m, ptrdiff_t stride_k, int32_t za, int16_t *dst,
+                            int32_t *row_sum) {
     size_t kp = round_up(k ? k : 1, kr);
     for (int r = 0; r < mr; r++, dst += kp) {
+        if (row_sum && (size_t)r < rows) {   /* before the loop below pads dst */
+            uint32_t sum = 0;
+            const char *src = (const char *)a + (ptrdiff_t)r * stride_m;
+            for (size_t kk = 0; kk < k; kk++) sum += (uint32_t)(load_q8(src, a_signed, (ptrdiff_t)kk * stride_k) - za);
+            row_sum[r] = (int32_t)sum;
+        }
         size_t kk = 0;
         if ((size_t)r < rows) {
             const char *src = (const char *)a + (ptrdiff_t)r * stride_m;
@@ -104,7 +111,8 @@ void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k,
         const void *src = (const char *)a + (ptrdiff_t)m0 * stride_m;
         void *dst = (char *)packed + (m0 / mr) * panel_bytes;
         if (pack == QK_PACK_I16) {
-            pack_a_rows_i16(mr, kr, rows, k, src, a_signed, stride_m, stride_k, za, (int16_t *)dst);
+            pack_a_rows_i16(mr, kr, rows, k, src, a_signed, stride_m, stride_k, za, (int16_t *)dst,
+                            row_sum ? row_sum + m0 : NULL);
             continue;
         }
         pack_panel(pack, mr, kr, rows, k, src, a_signed, stride_m, stride_k, NULL, za, dst, sums);
@@ -118,8 +126,8 @@ void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1,
                    const qk_out_params *p, void *c, size_t c_stride) {
     const size_t mr = kern->mr, nr = kern->nr, kr = kern->kr;
     const size_t k_groups = round_up(k ? k : 1, kr) / kr;
-    const size_t elem = kern->pack == QK_PACK_I16 ? 2 : 1;
-    const size_t a_panel = k_groups * kr * mr * elem, b_panel = k_groups * kr * nr * elem;
+    const size_t a_panel = k_groups * kr * mr * (kern->a_pack == QK_PACK_I16 ? 2 : 1);
+    const size_t b_panel = k_groups * kr * nr * (kern->b_pack == QK_PACK_I16 ? 2 : 1);
     int32_t acc[QK_MAX_TILE];
     /* B panel outer: it is the larger stream and stays in cache across the A panels. */
     for (size_t n = n0; n < n1; n += nr) {

@@ -1,46 +1,50 @@
-/* The table of GEMM micro-kernels, one per ISA, filled at compile time from what
- * this build compiled (x86-64 builds have no NEON kernels and vice versa). */
+/* The table of GEMM micro-kernels, filled at compile time from what this build
+ * compiled (x86-64 builds have no NEON kernels and vice versa). For each ISA the
+ * selection takes the first kernel whose max_m admits M, so small-M kernels come
+ * before the general one. */
 #include "qk_common.h"
 
-void qs8_gemm_2x4c2_scalar(size_t, const void *, const void *, int32_t *);
-void qk_output_scalar(size_t, size_t, const int32_t *, size_t, size_t, size_t, const qk_out_params *, void *, size_t);
+typedef void ukernel(size_t, const void *, const void *, int32_t *);
+typedef void output_stage(size_t, size_t, const int32_t *, size_t, size_t, size_t, const qk_out_params *,
+                          void *, size_t);
 
-static const qk_gemm_kernel scalar_kernel = {"qs8_gemm_2x4c2_scalar", QK_ISA_SCALAR, 2, 4, 2, QK_PACK_I16,
-                                             qs8_gemm_2x4c2_scalar, qk_output_scalar};
-
+ukernel qs8_gemm_2x4c2_scalar;
+output_stage qk_output_scalar;
 #if defined(__x86_64__)
-void qs8_gemm_6x16c2_avx2(size_t, const void *, const void *, int32_t *);
-void qk_output_avx2(size_t, size_t, const int32_t *, size_t, size_t, size_t, const qk_out_params *, void *, size_t);
-static const qk_gemm_kernel avx2_kernel = {"qs8_gemm_6x16c2_avx2", QK_ISA_AVX2, 6, 16, 2, QK_PACK_I16,
-                                           qs8_gemm_6x16c2_avx2, qk_output_avx2};
-#endif
-
-#if defined(__aarch64__)
-void qs8_gemm_4x8_neon_mlal(size_t, const void *, const void *, int32_t *);
-void qs8_gemm_4x16c4_neondot(size_t, const void *, const void *, int32_t *);
-void qs8_gemm_4x8c8_i8mm(size_t, const void *, const void *, int32_t *);
-void qk_output_neon(size_t, size_t, const int32_t *, size_t, size_t, size_t, const qk_out_params *, void *, size_t);
-static const qk_gemm_kernel neon_kernel = {"qs8_gemm_4x8_neon_mlal", QK_ISA_NEON, 4, 8, 1, QK_PACK_I16,
-                                           qs8_gemm_4x8_neon_mlal, qk_output_neon};
-static const qk_gemm_kernel neondot_kernel = {"qs8_gemm_4x16c4_neondot", QK_ISA_NEONDOT, 4, 16, 4, QK_PACK_S8,
-                                              qs8_gemm_4x16c4_neondot, qk_output_neon};
-static const qk_gemm_kernel i8mm_kernel = {"qs8_gemm_4x8c8_i8mm", QK_ISA_I8MM, 4, 8, 8, QK_PACK_S8,
-                                           qs8_gemm_4x8c8_i8mm, qk_output_neon};
-#endif
-
-const qk_gemm_kernel *qk_gemm_kernel_for_isa(int isa) {
-    switch (isa) {
-    case QK_ISA_SCALAR: return &scalar_kernel;
-#if defined(__x86_64__)
-    case QK_ISA_AVX2: return &avx2_kernel;
+ukernel qs8_gemm_6x16c2_avx2, qs8_gemm_1x16c2_avx2;
+output_stage qk_output_avx2;
 #endif
 #if defined(__aarch64__)
-    case QK_ISA_NEON: return &neon_kernel;
-    case QK_ISA_NEONDOT: return &neondot_kernel;
-    case QK_ISA_I8MM: return &i8mm_kernel;
+ukernel qs8_gemm_4x8_neon_mlal, qs8_gemm_4x16c4_neondot, qs8_gemm_4x8c8_i8mm;
+output_stage qk_output_neon;
 #endif
-    default: return NULL;
-    }
+
+#define I16 QK_PACK_I16
+#define S8 QK_PACK_S8
+static const qk_gemm_kernel kernels[] = {
+    /* name                       ISA              mr nr kr  A    B   max_m */
+    {"qs8_gemm_2x4c2_scalar", QK_ISA_SCALAR, 2, 4, 2, I16, I16, 0, qs8_gemm_2x4c2_scalar, qk_output_scalar},
+#if defined(__x86_64__)
+    {"qs8_gemm_1x16c2_avx2", QK_ISA_AVX2, 1, 16, 2, I16, S8, 2, qs8_gemm_1x16c2_avx2, qk_output_avx2},
+    {"qs8_gemm_6x16c2_avx2", QK_ISA_AVX2, 6, 16, 2, I16, I16, 0, qs8_gemm_6x16c2_avx2, qk_output_avx2},
+#endif
+#if defined(__aarch64__)
+    {"qs8_gemm_4x8_neon_mlal", QK_ISA_NEON, 4, 8, 1, I16, I16, 0, qs8_gemm_4x8_neon_mlal, qk_output_neon},
+    {"qs8_gemm_4x16c4_neondot", QK_ISA_NEONDOT, 4, 16, 4, S8, S8, 0, qs8_gemm_4x16c4_neondot, qk_output_neon},
+    {"qs8_gemm_4x8c8_i8mm", QK_ISA_I8MM, 4, 8, 8, S8, S8, 0, qs8_gemm_4x8c8_i8mm, qk_output_neon},
+#endif
+};
+
+int qk_gemm_kernel_count(void) { return (int)(sizeof(kernels) / sizeof(kernels[0])); }
+
+const qk_gemm_kernel *qk_gemm_kernel_get(int id) {
+    return id >= 0 && id < qk_gemm_kernel_count() ? &kernels[id] : NULL;
+}
+
+int qk_gemm_kernel_select(int isa, size_t m) {
+    for (int id = 0; id < qk_gemm_kernel_count(); id++)
+        if (kernels[id].isa == isa && (kernels[id].max_m == 0 || m <= kernels[id].max_m)) return id;
+    return -1;
 }
 
 const char *qk_isa_name(int isa) {

@@ -13,12 +13,12 @@ def _info(args) -> int:
         print(json.dumps(info, indent=2))
         return 0
     feats = ", ".join(k for k, v in info["features"].items() if v) or "none"
-    print(f"architecture     {info['arch']}")
-    print(f"CPU features     {feats}")
-    print(f"ISA paths here   {', '.join(info['isas_available'])}")
-    print(f"ISA path used    {info['isa']}{' (forced by QKERNELS_ISA)' if info['forced_by_env'] else ''}")
-    print(f"int8 GEMM kernel {info['gemm_kernel']}")
-    print(f"threads          {info['num_threads']}")
+    print(f"architecture      {info['arch']}")
+    print(f"CPU features      {feats}")
+    print(f"ISA paths here    {', '.join(info['isas_available'])}")
+    print(f"ISA path used     {info['isa']}{' (forced by QKERNELS_ISA)' if info['forced_by_env'] else ''}")
+    print(f"int8 GEMM kernels {', '.join(info['gemm_kernels'])}")
+    print(f"threads           {info['num_threads']}")
     return 0
 
 
@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
     p.add_argument("--threads", type=int, nargs="*", help="thread counts (default: 1 and all)")
     p.add_argument("--json", metavar="PATH", help="save the results as JSON")
+    p.add_argument("--shapes", nargs="+", metavar="LABEL", help="shape labels (see qkernels.bench.SHAPES)")
+    p.add_argument("--rounds", type=int, default=1, help="repeat every process this many times (median)")
+    p.add_argument("--isa", help="force the qkernels ISA path (QKERNELS_ISA) in the timed process")
     p.set_defaults(func=_bench)
     args = parser.parse_args(argv)
     return args.func(args)

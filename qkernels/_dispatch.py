@@ -21,6 +21,10 @@ _REQUIRES = {
     "avx2": ("avx2",),
     "scalar": (),
 }
+_ARCH_FEATURES = {
+    "x86_64": ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "avxvnni"),
+    "aarch64": ("asimd", "asimddp", "fphp", "asimdhp", "i8mm"),
+}
 _state = threading.local()
 _lock = threading.Lock()
 
@@ -28,7 +32,7 @@ _lock = threading.Lock()
 def _supported() -> list[str]:
     feats = _native.cpu_features()
     return [isa for isa, needs in _REQUIRES.items()
-            if _native.kernel_info(ISA_NAMES.index(isa)) is not None and all(feats[f] for f in needs)]
+            if _native.select_kernel(ISA_NAMES.index(isa), 1 << 20) >= 0 and all(feats[f] for f in needs)]
 
 
 SUPPORTED_ISAS: tuple[str, ...] = tuple(_supported())   # best first; "scalar" always last
@@ -81,6 +85,13 @@ def _isa_index(name: str) -> int:
     return ISA_NAMES.index(name)
 
 
+def gemm_kernels(isa: str | None = None) -> list[str]:
+    """Names of the int8 GEMM micro-kernels an ISA path uses (small-M ones first)."""
+    isa = isa or get_isa()
+    infos = (_native.kernel_info(i) for i in range(_native.kernel_count()))
+    return [info[0] for info in infos if info[1] == isa]
+
+
 def _cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -118,13 +129,13 @@ def get_num_threads() -> int:
 
 def cpu_info() -> dict:
     """What the CPU offers, what this build contains and which path is used."""
-    used = get_isa()
+    used, arch = get_isa(), _native.cpu_arch()
     return {
-        "arch": _native.cpu_arch(),
-        "features": {k: v for k, v in _native.cpu_features().items()},
+        "arch": arch,
+        "features": {k: v for k, v in _native.cpu_features().items() if k in _ARCH_FEATURES.get(arch, k)},
         "isas_available": list(SUPPORTED_ISAS),
         "isa": used,
         "forced_by_env": bool(os.environ.get("QKERNELS_ISA")),
-        "gemm_kernel": _native.kernel_info(_isa_index(used))[0],
+        "gemm_kernels": gemm_kernels(used),
         "num_threads": get_num_threads(),
     }

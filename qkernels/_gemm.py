@@ -58,7 +58,7 @@ class PackedWeights:
         self.scale = np.broadcast_to(b.scale, (self.n,)).astype(np.float32)
         self.zero_point = np.broadcast_to(b.zero_point, (self.n,)).astype(np.int32)
         self.bias = None if bias is None else _check_bias(bias, self.n)
-        self._packed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._packed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._plans: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
 
@@ -66,20 +66,21 @@ class PackedWeights:
     dtype = property(lambda self: self.qtensor.dtype)
 
     def __repr__(self):
-        return f"PackedWeights(K={self.k}, N={self.n}, dtype={self.dtype}, packed_for={sorted(self._packed)})"
+        kernels = sorted(_native.kernel_info(kid)[0] for kid in self._packed)
+        return f"PackedWeights(K={self.k}, N={self.n}, dtype={self.dtype}, packed_for={kernels})"
 
     def __reduce__(self):
         return (PackedWeights, (self.qtensor, self.bias))
 
-    def packed_for(self, isa: str) -> tuple[np.ndarray, np.ndarray]:
-        got = self._packed.get(isa)
+    def packed_for(self, kid: int) -> tuple[np.ndarray, np.ndarray]:
+        """(panels, column sums) for GEMM kernel ``kid``, packed on first use."""
+        got = self._packed.get(kid)
         if got is None:
             with self._lock:
-                got = self._packed.get(isa)
+                got = self._packed.get(kid)
                 if got is None:
-                    got = _native.pack_b(_dispatch._isa_index(isa), self.qtensor.data, self.signed,
-                                         self.zero_point)
-                    self._packed[isa] = got
+                    got = _native.pack_b(kid, self.qtensor.data, self.signed, self.zero_point)
+                    self._packed[kid] = got
         return got
 
 
@@ -141,32 +142,34 @@ def _clamp_range(activation, out_dtype, out_scale: float, zy: int) -> tuple[int,
 
 class _Plan:
     """Per-column output terms of one (weights, A parameters, output) combination."""
-    __slots__ = ("col_add", "col_zb", "need_row_sum", "mode", "scale", "mult", "shift", "zy", "lo", "hi",
-                 "out_signed")
+    __slots__ = ("kid", "col_add", "col_zb", "need_row_sum", "mode", "scale", "mult", "shift", "zy", "lo",
+                 "hi", "out_signed")
 
 
-def _make_plan(pw: PackedWeights, isa: str, a_signed: bool, za: int, sa, bias, mode: int,
+def _make_plan(pw: PackedWeights, kid: int, a_signed: bool, za: int, sa, bias, mode: int,
                out_scale, zy: int, lo: int, hi: int, out_signed: bool) -> _Plan:
-    kinfo = _native.kernel_info(_dispatch._isa_index(isa))
-    _, col_sum = pw.packed_for(isa)
+    a_pack, b_pack = _native.kernel_info(kid)[5:7]
+    _, col_sum = pw.packed_for(kid)
     b = np.zeros(pw.n, np.int64) if bias is None else bias.astype(np.int64)
+    # int8 panels hold uint8 values minus 128: shift the zero points alike.
+    zb_s = pw.zero_point.astype(np.int64) - (0 if pw.signed or b_pack == _native.PACK_I16 else 128)
     plan = _Plan()
-    if kinfo[4] == _native.PACK_I16:
-        # Zero points were subtracted while packing: the sum is already exact.
-        # A's zero point is subtracted while packing A.
-        col_add, col_zb, need_row = b, _EMPTY_I32, False
+    if b_pack == _native.PACK_I16:
+        # Both zero points were subtracted while packing: the sum is already exact.
+        col_add, zb_s = b, np.zeros(1, np.int64)
+    elif a_pack == _native.PACK_I16:
+        # A was zero-folded, B was not: subtract zb * sum_k(a - za) per row.
+        col_add = b
     else:
-        # int8 panels hold uint8 values minus 128: shift the zero points alike.
         za_s = za - (0 if a_signed else 128)
-        zb_s = pw.zero_point.astype(np.int64) - (0 if pw.signed else 128)
         col_add = b - za_s * col_sum.astype(np.int64) + pw.k * za_s * zb_s
-        need_row = bool(np.any(zb_s != 0))
-        col_zb = zb_s.astype(np.int32) if need_row else _EMPTY_I32
+    need_row = bool(np.any(zb_s != 0))
     # int32 wrap-around, as the hardware sums wrap
     plan.col_add = np.ascontiguousarray(((col_add + 2**31) % 2**32 - 2**31).astype(np.int32))
-    plan.col_zb = np.ascontiguousarray(col_zb)
+    plan.col_zb = zb_s.astype(np.int32) if need_row else _EMPTY_I32
     plan.need_row_sum = need_row
     plan.mode = mode
+    plan.kid = kid
     plan.zy, plan.lo, plan.hi, plan.out_signed = zy, lo, hi, out_signed
     plan.scale, plan.mult, plan.shift = _EMPTY_F32, _EMPTY_I32, _EMPTY_I32
     if mode == _native.OUT_FP32:
@@ -178,10 +181,10 @@ def _make_plan(pw: PackedWeights, isa: str, a_signed: bool, za: int, sa, bias, m
     return plan
 
 
-def _gemm2d(a: np.ndarray, a_signed: bool, za: int, pw: PackedWeights, plan: _Plan, isa: str,
+def _gemm2d(a: np.ndarray, a_signed: bool, za: int, pw: PackedWeights, plan: _Plan,
             out: np.ndarray) -> np.ndarray:
-    packed, _ = pw.packed_for(isa)
-    return _native.gemm(_dispatch._isa_index(isa), a, a_signed, za, packed, pw.n, plan.col_add,
+    packed, _ = pw.packed_for(plan.kid)
+    return _native.gemm(plan.kid, a, a_signed, za, packed, pw.n, plan.col_add,
                         plan.col_zb, plan.need_row_sum, plan.mode, plan.out_signed, plan.zy,
                         plan.lo, plan.hi, plan.scale, plan.mult, plan.shift, out,
                         _dispatch.get_num_threads())
@@ -202,7 +205,7 @@ def _check_out(out, shape, dtype) -> np.ndarray:
 def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int, lo: int, hi: int,
          out_dtype: np.dtype, out, call_key=None) -> np.ndarray:
     """Shared path of matmul and matmul_integer: broadcasting, packing, output."""
-    isa = _dispatch.get_isa()
+    isa_idx = _dispatch._isa_index(_dispatch.get_isa())
     a_signed = a_data.dtype == np.int8
     squeeze_m = a_data.ndim == 1
     if squeeze_m:
@@ -256,31 +259,32 @@ def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int
             bias_arr = pw.bias
         a2 = a_data.reshape(-1, K) if a_data.ndim > 2 else a_data
         if a2.shape[0] * N and res.size:
-            plan = _plan_for(pw, isa, a_signed, za, sa, bias_arr, bias is None, mode, out_scale, zy, lo, hi,
+            kid = _native.select_kernel(isa_idx, a2.shape[0])
+            plan = _plan_for(pw, kid, a_signed, za, sa, bias_arr, bias is None, mode, out_scale, zy, lo, hi,
                              out_signed)
-            _gemm2d(a2, a_signed, za, pw, plan, isa, res.reshape(-1, N))
+            _gemm2d(a2, a_signed, za, pw, plan, res.reshape(-1, N))
             if call_key is not None and bias is None:
-                pw._plans[call_key] = (plan, isa, out_dtype, out_scale)
+                pw._plans[call_key + (kid,)] = (plan, out_dtype, out_scale)
     else:
         a_b = np.broadcast_to(a_data, (*batch, M, K))
         b_b = np.broadcast_to(pws.data, (*batch, K, N))
         for idx in np.ndindex(*batch):
             pw = PackedWeights(QTensor(b_b[idx], pws.scale, pws.zero_point, None if pws.axis is None else 1))
             if M * N:
-                plan = _make_plan(pw, isa, a_signed, za, sa, bias_arr, mode, out_scale, zy, lo, hi,
-                                  out_signed)
-                _gemm2d(a_b[idx], a_signed, za, pw, plan, isa, res[idx])
+                plan = _make_plan(pw, _native.select_kernel(isa_idx, M), a_signed, za, sa, bias_arr, mode,
+                                  out_scale, zy, lo, hi, out_signed)
+                _gemm2d(a_b[idx], a_signed, za, pw, plan, res[idx])
     result = res.reshape(result_shape)
     return out if out is not None else result
 
 
-def _plan_for(pw, isa, a_signed, za, sa, bias_arr, cacheable, mode, out_scale, zy, lo, hi, out_signed):
+def _plan_for(pw, kid, a_signed, za, sa, bias_arr, cacheable, mode, out_scale, zy, lo, hi, out_signed):
     if not cacheable:
-        return _make_plan(pw, isa, a_signed, za, sa, bias_arr, mode, out_scale, zy, lo, hi, out_signed)
-    key = (isa, a_signed, za, float(sa), mode, float(out_scale), zy, lo, hi, out_signed)
+        return _make_plan(pw, kid, a_signed, za, sa, bias_arr, mode, out_scale, zy, lo, hi, out_signed)
+    key = (kid, a_signed, za, float(sa), mode, float(out_scale), zy, lo, hi, out_signed)
     plan = pw._plans.get(key)
     if plan is None:
-        plan = _make_plan(pw, isa, a_signed, za, sa, bias_arr, mode, out_scale, zy, lo, hi, out_signed)
+        plan = _make_plan(pw, kid, a_signed, za, sa, bias_arr, mode, out_scale, zy, lo, hi, out_signed)
         if len(pw._plans) > 64:
             pw._plans.clear()
         pw._plans[key] = plan
@@ -315,15 +319,16 @@ def matmul(a: QTensor, b, *, bias=None, out_scale=None, out_zero_point=0, out_dt
         # Fast path for the repeated call (a layer run again): parameters that were
         # validated once are found in the weights' plan cache. ~3 us instead of ~12.
         try:
-            key = ("call", _dispatch.get_isa(), a.data.dtype.char, int(a.zero_point), float(a.scale),
+            key = ("call", a.data.dtype.char, int(a.zero_point), float(a.scale),
                    out_scale, out_zero_point, out_dtype, activation, requant)
-            hit = b._plans.get(key)
+            hit = b._plans.get(key + (_native.select_kernel(_dispatch._isa_index(_dispatch.get_isa()),
+                                                            a.data.shape[0]),))
         except TypeError:   # unhashable activation or parameters: take the full path
             hit = key = None
         if hit is not None and a.data.shape[1] == b.k:
-            plan, isa, dt, sy = hit
+            plan, dt, sy = hit
             res = np.empty((a.data.shape[0], b.n), dt)
-            _gemm2d(a.data, a.data.dtype == np.int8, int(a.zero_point), b, plan, isa, res)
+            _gemm2d(a.data, a.data.dtype == np.int8, int(a.zero_point), b, plan, res)
             return res if plan.mode == _native.OUT_INT32 else QTensor._trusted(res, sy, plan.zy)
     else:
         key = None

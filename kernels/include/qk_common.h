@@ -5,7 +5,7 @@
  * stride NR, into `acc`. It knows nothing of zero points, bias or output types:
  * the output stage (one per ISA) turns the tile into the caller's result.
  *
- * Two packed layouts exist; each kernel names the one it reads:
+ * Two packed layouts exist; each kernel names the one it reads for A and for B:
  *   QK_PACK_I16: values widened to int16 with the zero point already subtracted,
  *                so the dot product is the exact answer (AVX2 vpmaddwd, NEON vmlal).
  *   QK_PACK_S8:  values kept as int8 (uint8 flipped to int8 by xor 0x80); zero
@@ -53,13 +53,19 @@ typedef struct {
     const char *name;         /* what it is: op, dtype, tile, ISA */
     int isa;
     int mr, nr, kr;
-    int pack;                 /* enum qk_pack */
+    int a_pack, b_pack;       /* enum qk_pack of each operand's panels */
+    size_t max_m;             /* used only for M <= max_m (0: any M) */
     qk_gemm_ukernel_fn gemm;
     qk_output_fn output;
 } qk_gemm_kernel;
 
-/* Registry (kernels/registry.c): the GEMM kernel of an ISA, or NULL if not built. */
-const qk_gemm_kernel *qk_gemm_kernel_for_isa(int isa);
+/* Registry (kernels/registry.c): kernels by id (0..count-1), and the one to use
+ * for an ISA and a row count M (-1 if this build has none for the ISA).
+ * Mixed packing (A int16 zero-folded, B int8) serves small M, where B's memory
+ * traffic dominates: the output stage then subtracts zb * row_sum(A). */
+int qk_gemm_kernel_count(void);
+const qk_gemm_kernel *qk_gemm_kernel_get(int id);
+int qk_gemm_kernel_select(int isa, size_t m);
 const char *qk_isa_name(int isa);
 
 /* CPU detection (kernels/cpu.c). Bit set of features; see QK_CPU_* below. */

@@ -1,0 +1,747 @@
+"""``qkernels bench``: int8 GEMM speed beside numpy float32 and ONNX Runtime int8.
+
+The shape table here (:data:`SHAPES`) is the one table that the CLI, the
+pytest-benchmark suite (``bench/``, which imports it through ``bench/shapes.py``)
+and ``docs/performance.md`` all read.
+
+What is timed, per shape and per thread count:
+
+* qkernels: ``qkernels.matmul`` of uint8 A (per tensor) by int8 B (per column,
+  :class:`~qkernels.PackedWeights` packed once outside the timing), fp32
+  requantization to a uint8 output written into a preallocated ``out=``;
+* numpy: float32 ``np.matmul(a, b, out=c)`` on the same shapes (its BLAS);
+* ONNX Runtime (when ``onnxruntime`` and ``onnx`` import): a one-node
+  ``QLinearMatMul`` model (uint8 A, int8 B per column as an initializer, uint8
+  output) run through an I/O binding with a preallocated output;
+* outside ``--quick`` also the raw int32 accumulators: ``qkernels.matmul(...,
+  out_dtype=np.int32)`` beside ONNX Runtime ``MatMulInteger``.
+
+Timing discipline: every (library, thread count) pair runs in its own Python
+process, started with ``sys.executable`` and told its thread count through the
+environment (``QKERNELS_NUM_THREADS``; ``OPENBLAS_NUM_THREADS``/``OMP_NUM_THREADS``/
+``MKL_NUM_THREADS`` and, where possible, the BLAS's own ``set_num_threads``;
+ONNX Runtime's ``intra_op_num_threads``): idle worker threads of one library
+would otherwise steal a core from the next. The numpy process runs without
+``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``, which, when a machine sets them,
+slow a current numpy's OpenBLAS. Each call is warmed up, then repeated in batches
+of at least ``min_time`` seconds; the median batch time per call is reported
+(the minimum is kept too). Before timing, one qkernels call per shape is checked
+against an exact numpy reference (int32 sums and the requantized uint8 output);
+a wrong result posts no number and makes the command exit with status 1.
+
+This module must stay importable on its own, without importing the ``qkernels``
+package at module level: the worker processes load it by file path so that the
+numpy and ONNX Runtime workers never load qkernels' OpenMP runtime.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import NamedTuple
+
+
+class Shape(NamedTuple):
+    """One GEMM ``(M, K) @ (K, N)``: where it comes from and how it is named."""
+    m: int
+    n: int
+    k: int
+    label: str
+    source: str
+
+    @property
+    def ops(self) -> int:
+        """Operations of one call, counting a multiply-add as two."""
+        return 2 * self.m * self.n * self.k
+
+    @property
+    def mnk(self) -> str:
+        return f"{self.m}x{self.n}x{self.k}"
+
+
+#: The GEMM shapes of the benchmarks: (M, N, K, label, source).
+SHAPES: tuple[Shape, ...] = (
+    Shape(1024, 1024, 1024, "square-1024",
+          "square GEMM; the project's target shape (int8 >= 2x numpy float32 on 1 thread)"),
+    Shape(256, 256, 256, "square-256", "square GEMM whose operands fit in L2"),
+    Shape(64, 64, 64, "square-64", "small square GEMM: per-call overhead dominates"),
+    Shape(1, 1024, 1024, "gemv-1024",
+          "GEMV: batch-1 fully connected / transformer projection, 1024 -> 1024"),
+    Shape(3136, 64, 64, "conv1x1-56",
+          "MobileNetV2-style 1x1 convolution, 64 -> 64 channels on a 56x56 map "
+          "(M = 56*56; ResNet-50 layer1 conv1 is this GEMM)"),
+    Shape(784, 128, 576, "conv3x3-28-im2col",
+          "ResNet 3x3 convolution 64 -> 128 channels with a 28x28 output, as im2col "
+          "(M = 28*28, K = 3*3*64; ResNet-18 layer2 conv1)"),
+)
+
+#: Labels of the shapes ``qkernels bench --quick`` runs.
+QUICK: tuple[str, ...] = ("square-1024", "square-64", "gemv-1024", "conv1x1-56")
+
+#: The project's targets, checked at the end of every run.
+TARGET_RATIO_NUMPY_1024 = 2.0   # int8 GEMM >= 2x numpy float32 GOP/s at 1024^3, 1 thread
+TARGET_RATIO_ORT = 1.0          # int8 GEMM >= ONNX Runtime int8 at every shape
+
+LIBS = ("qkernels", "numpy", "ort")
+#: A worker during which other processes kept more than this many CPUs busy gets a warning.
+FOREIGN_CPUS_WARN = 0.15
+_SETTINGS = {  # seconds per timed batch, batches per measurement, warm-up seconds
+    "quick": {"min_time": 0.02, "repeats": 7, "warmup": 0.05},
+    "full": {"min_time": 0.05, "repeats": 15, "warmup": 0.15},
+}
+_NUMPY_UNSET_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def shapes(labels=None, quick: bool = False) -> list[Shape]:
+    """The shapes named by ``labels`` (all, or the quick subset, when None)."""
+    if labels:
+        by_label = {s.label: s for s in SHAPES}
+        unknown = [lab for lab in labels if lab not in by_label]
+        if unknown:
+            raise ValueError(f"unknown shape label(s) {', '.join(unknown)}; "
+                             f"expected some of {', '.join(by_label)}")
+        return [by_label[lab] for lab in labels]
+    if quick:
+        return [s for s in SHAPES if s.label in QUICK]
+    return list(SHAPES)
+
+
+# ---------------------------------------------------------------- problems and references
+
+class Problem(NamedTuple):
+    """Deterministic data of one shape: the same in every worker process."""
+    shape: Shape
+    a: object          # uint8 (M, K)
+    za: int
+    sa: float
+    b: object          # int8 (K, N), symmetric per column (zero point 0)
+    sb: object         # float32 (N,)
+    sy: float
+    zy: int
+
+
+def make_problem(shape: Shape, seed: int = 0) -> Problem:
+    """Full-range uint8 activations and int8 weights, an output scale that keeps
+    most outputs inside uint8 (about 3 standard deviations)."""
+    import numpy as np
+    rng = np.random.default_rng([seed, shape.m, shape.n, shape.k])
+    a = rng.integers(0, 256, (shape.m, shape.k), dtype=np.uint8)
+    b = rng.integers(-127, 128, (shape.k, shape.n), dtype=np.int8)
+    za = int(rng.integers(100, 156))
+    sa = float(np.float32(0.02))
+    sb = rng.uniform(0.005, 0.015, shape.n).astype(np.float32)
+    sigma_acc = np.sqrt(shape.k) * 74.0 * 73.6        # std of a sum of K products
+    sy = float(np.float32(3.0 * sa * float(sb.mean()) * sigma_acc / 127.0))
+    return Problem(shape, a, za, sa, b, sb, sy, 128)
+
+
+def reference(p: Problem):
+    """Exact int64 sums ``(a - za) @ b`` and the fp32-requantized uint8 output
+    (ONNX QLinearMatMul: ``clamp(rint(float32(acc) * (sa*sb/sy)) + zy)``).
+
+    The sums go through float64 BLAS: every partial sum is an integer below
+    2^53 for these shapes (|term| <= 255*127, K <= 2^14), so they are exact."""
+    import numpy as np
+    if p.shape.k > 1 << 14:
+        raise ValueError("float64 reference is exact only for K <= 16384")
+    acc = (p.a.astype(np.float64) - p.za) @ p.b.astype(np.float64)
+    acc = np.rint(acc).astype(np.int64)
+    scale = (np.float32(p.sa) * p.sb) / np.float32(p.sy)       # float32, ONNX Runtime's order
+    y = np.rint(acc.astype(np.int32).astype(np.float32) * scale) + np.float32(p.zy)
+    return acc, np.clip(y, 0, 255).astype(np.uint8)
+
+
+def _compare(got, want) -> dict:
+    import numpy as np
+    diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
+    bad = int(np.count_nonzero(diff))
+    return {"exact": bad == 0, "mismatches": bad, "size": int(diff.size),
+            "max_abs_diff": int(diff.max()) if diff.size else 0}
+
+
+def ort_model(p: Problem, op: str = "QLinearMatMul") -> bytes:
+    """A one-node ONNX model of ``p``: ``QLinearMatMul`` (uint8 output) or
+    ``MatMulInteger`` (int32 output); B and the parameters are initializers."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    m, n, k = p.shape.m, p.shape.n, p.shape.k
+    t = numpy_helper.from_array
+    inits = [t(p.b, "B"), t(np.array(p.za, np.uint8), "a_zero_point")]
+    if op == "QLinearMatMul":
+        inits += [t(np.array(p.sa, np.float32), "a_scale"), t(p.sb.astype(np.float32), "b_scale"),
+                  t(np.zeros(n, np.int8), "b_zero_point"), t(np.array(p.sy, np.float32), "y_scale"),
+                  t(np.array(p.zy, np.uint8), "y_zero_point")]
+        node = helper.make_node(op, ["A", "a_scale", "a_zero_point", "B", "b_scale", "b_zero_point",
+                                     "y_scale", "y_zero_point"], ["Y"])
+        out_type = TensorProto.UINT8
+    elif op == "MatMulInteger":
+        node = helper.make_node(op, ["A", "B", "a_zero_point"], ["Y"])
+        out_type = TensorProto.INT32
+    else:
+        raise ValueError(f"op must be QLinearMatMul or MatMulInteger, got {op!r}")
+    graph = helper.make_graph([node], f"{op}_{p.shape.label}",
+                              [helper.make_tensor_value_info("A", TensorProto.UINT8, [m, k])],
+                              [helper.make_tensor_value_info("Y", out_type, [m, n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                              producer_name="qkernels.bench")
+    model.ir_version = 7           # opset 13's IR: loadable by any ONNX Runtime >= 1.8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def ort_session(model: bytes, threads: int, spinning: bool = True):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def ort_bound_call(sess, a, out):
+    """A no-argument callable running ``sess`` on ``a`` into the preallocated ``out``."""
+    io = sess.io_binding()
+    io.bind_cpu_input("A", a)
+    io.bind_output("Y", "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
+    run = sess.run_with_iobinding
+    return lambda: run(io)
+
+
+# ---------------------------------------------------------------- BLAS threads
+
+def _openblas_libs():
+    """ctypes handles of the OpenBLAS libraries loaded in this process (Linux)."""
+    import ctypes
+    paths = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.rsplit(None, 1)[-1] if "/" in line else ""
+                if "openblas" in path.lower() and path not in paths:
+                    paths.append(path)
+    except OSError:
+        return []
+    libs = []
+    for path in paths:
+        try:
+            libs.append(ctypes.CDLL(path))
+        except OSError:
+            pass
+    return libs
+
+
+def _blas_sym(lib, stem: str):
+    for name in (f"openblas_{stem}", f"openblas_{stem}64_", f"scipy_openblas_{stem}64_",
+                 f"scipy_openblas_{stem}"):
+        fn = getattr(lib, name, None)
+        if fn is not None:
+            return fn
+    return None
+
+
+def blas_set_num_threads(n: int) -> bool:
+    """Limit numpy's BLAS to ``n`` threads now (threadpoolctl, else OpenBLAS via
+    ctypes). Returns False when no way was found."""
+    import numpy  # noqa: F401  (loads the BLAS)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=n, user_api="blas")
+        return True
+    except ImportError:
+        pass
+    done = False
+    for lib in _openblas_libs():
+        fn = _blas_sym(lib, "set_num_threads")
+        if fn is not None:
+            fn(int(n))
+            done = True
+    return done
+
+
+def blas_info() -> dict:
+    """numpy's BLAS: name, version, core type and threads, as far as known."""
+    import ctypes
+    import numpy as np
+    info = {}
+    try:
+        cfg = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        info.update(name=cfg.get("name"), version=cfg.get("version"))
+    except Exception:  # noqa: BLE001 - older numpy: no dict mode
+        pass
+    for lib in _openblas_libs():
+        for key, stem, restype in (("corename", "get_corename", ctypes.c_char_p),
+                                   ("config", "get_config", ctypes.c_char_p),
+                                   ("num_threads", "get_num_threads", ctypes.c_int)):
+            fn = _blas_sym(lib, stem)
+            if fn is not None:
+                fn.restype = restype
+                val = fn()
+                info[key] = val.decode() if isinstance(val, bytes) else val
+        break
+    return info
+
+
+# ---------------------------------------------------------------- timing (in the workers)
+
+def time_call(fn, min_time: float, repeats: int, warmup: float) -> dict:
+    """Median and minimum seconds per call of ``fn`` over ``repeats`` batches,
+    each batch at least ``min_time`` seconds, after ``warmup`` seconds of calls."""
+    clock = time.perf_counter
+    end = clock() + warmup
+    calls = 0
+    while calls < 2 or clock() < end:
+        fn()
+        calls += 1
+    number = 1
+    while True:
+        t0 = clock()
+        for _ in range(number):
+            fn()
+        dt = clock() - t0
+        if dt >= min_time:
+            break
+        number = max(number * 2, int(number * min_time / max(dt, 1e-9) * 1.2))
+    per_call = [dt / number]
+    for _ in range(repeats - 1):
+        t0 = clock()
+        for _ in range(number):
+            fn()
+        per_call.append((clock() - t0) / number)
+    per_call.sort()
+    mid = len(per_call) // 2
+    median = per_call[mid] if len(per_call) % 2 else 0.5 * (per_call[mid - 1] + per_call[mid])
+    return {"median_s": median, "min_s": per_call[0], "number": number, "repeats": repeats}
+
+
+def _measure(shape: Shape, lib: str, op: str, threads: int, timing: dict, fn, check=None) -> dict:
+    rec = {"lib": lib, "op": op, "threads": threads, "shape": shape.label,
+           "m": shape.m, "n": shape.n, "k": shape.k, "check": check}
+    if check is not None and check.get("exact") is False and check.get("blocking", False):
+        rec["error"] = "wrong result: not timed"
+        return rec
+    rec.update(time_call(fn, **timing))
+    rec["gops_median"] = shape.ops / rec["median_s"] / 1e9
+    rec["gops_max"] = shape.ops / rec["min_s"] / 1e9
+    return rec
+
+
+def _worker_qkernels(spec: dict, out: dict) -> None:
+    import numpy as np
+    import qkernels as qk
+    threads = spec["threads"]
+    qk.set_num_threads(threads)
+    out["info"] = {"cpu_info": qk.cpu_info(), "qkernels": qk.__version__, "numpy": np.__version__}
+    for sh in spec["shapes"]:
+        shape = Shape(**sh)
+        p = make_problem(shape, spec["seed"])
+        acc_ref, y_ref = reference(p)
+        aq = qk.QTensor(p.a, p.sa, p.za)
+        pw = qk.pack_weights(qk.QTensor(p.b, p.sb, 0, axis=1))
+        y = np.empty((shape.m, shape.n), np.uint8)
+        acc = np.empty((shape.m, shape.n), np.int32)
+
+        def call_u8(aq=aq, pw=pw, p=p, y=y):
+            return qk.matmul(aq, pw, out_scale=p.sy, out_zero_point=p.zy, out=y)
+
+        def call_i32(aq=aq, pw=pw, acc=acc):
+            return qk.matmul(aq, pw, out_dtype=np.int32, out=acc)
+
+        call_i32()                     # packs B once, outside the timing
+        check_i32 = dict(_compare(acc, acc_ref), blocking=True)
+        call_u8()
+        check_u8 = dict(_compare(y, y_ref), blocking=True)
+        check = dict(check_u8, int32_sums=check_i32)
+        check["exact"] = check_u8["exact"] and check_i32["exact"]
+        out["results"].append(_measure(shape, "qkernels", "matmul-u8", threads, spec["timing"],
+                                       call_u8, check))
+        if spec["int32"]:
+            out["results"].append(_measure(shape, "qkernels", "matmul-i32", threads, spec["timing"],
+                                           call_i32, check_i32))
+
+
+def _worker_numpy(spec: dict, out: dict) -> None:
+    import numpy as np
+    threads = spec["threads"]
+    controlled = blas_set_num_threads(threads)
+    out["info"] = {"numpy": np.__version__, "blas": blas_info(), "blas_threads_set_at_runtime": controlled,
+                   "env_unset": spec.get("env_unset", [])}
+    for sh in spec["shapes"]:
+        shape = Shape(**sh)
+        p = make_problem(shape, spec["seed"])
+        a = ((p.a.astype(np.float32) - np.float32(p.za)) * np.float32(p.sa))
+        b = p.b.astype(np.float32) * p.sb
+        c = np.empty((shape.m, shape.n), np.float32)
+
+        def call(a=a, b=b, c=c):
+            return np.matmul(a, b, out=c)
+
+        out["results"].append(_measure(shape, "numpy", "matmul-f32", threads, spec["timing"], call))
+
+
+def _worker_ort(spec: dict, out: dict) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    threads = spec["threads"]
+    import onnx
+    out["info"] = {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "numpy": np.__version__}
+    ops = ["QLinearMatMul"] + (["MatMulInteger"] if spec["int32"] else [])
+    for sh in spec["shapes"]:
+        shape = Shape(**sh)
+        p = make_problem(shape, spec["seed"])
+        acc_ref, y_ref = reference(p)
+        for op in ops:
+            sess = ort_session(ort_model(p, op), threads)
+            dtype, ref = (np.uint8, y_ref) if op == "QLinearMatMul" else (np.int32, acc_ref)
+            y = np.empty((shape.m, shape.n), dtype)
+            call = ort_bound_call(sess, p.a, y)
+            call()
+            check = _compare(y, ref)   # recorded, not blocking: a peer's exactness is information
+            out["results"].append(_measure(shape, "ort", op, threads, spec["timing"], call, check))
+            del sess
+
+
+def _worker_main() -> int:
+    """Entry point of a worker process: a JSON spec on stdin, JSON results on stdout."""
+    spec = json.loads(sys.stdin.read())
+    out = {"lib": spec["lib"], "threads": spec["threads"], "results": [], "info": {}}
+    worker = {"qkernels": _worker_qkernels, "numpy": _worker_numpy, "ort": _worker_ort}[spec["lib"]]
+    worker(spec, out)
+    sys.stdout.write("\n@@QKBENCH@@" + json.dumps(out) + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------- the parent process
+
+_BOOT = ("import importlib.util, sys\n"
+         "spec = importlib.util.spec_from_file_location('_qkernels_bench_worker', sys.argv[1])\n"
+         "mod = importlib.util.module_from_spec(spec)\n"
+         "sys.modules[spec.name] = mod\n"
+         "spec.loader.exec_module(mod)\n"
+         "sys.exit(mod._worker_main())\n")
+
+
+def _worker_env(lib: str, threads: int, isa: str | None) -> tuple[dict, list[str]]:
+    env = dict(os.environ)
+    unset = []
+    blas_threads = threads if lib == "numpy" else 1
+    env["OPENBLAS_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(blas_threads)
+    env["OMP_NUM_THREADS"] = str(threads if lib in ("numpy", "qkernels") else 1)
+    env["QKERNELS_NUM_THREADS"] = str(threads)
+    if lib == "numpy":
+        for var in _NUMPY_UNSET_ENV:
+            if env.pop(var, None) is not None:
+                unset.append(var)
+    if isa and lib == "qkernels":
+        env["QKERNELS_ISA"] = isa
+    return env, unset
+
+
+def run_worker(lib: str, threads: int, shape_list, timing: dict, *, int32: bool = False, seed: int = 0,
+               isa: str | None = None, timeout: float = 600) -> dict:
+    """Time ``lib`` on ``shape_list`` at ``threads`` threads in a fresh process."""
+    import resource
+    env, unset = _worker_env(lib, threads, isa)
+    busy0, wall0 = _cpu_busy_s(), time.perf_counter()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    self0 = resource.getrusage(resource.RUSAGE_SELF)
+    spec = {"lib": lib, "threads": threads, "shapes": [s._asdict() for s in shape_list],
+            "timing": timing, "int32": int32, "seed": seed, "env_unset": unset}
+    proc = subprocess.run([sys.executable, "-c", _BOOT, os.path.abspath(__file__)],
+                          input=json.dumps(spec), capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    marker = "@@QKBENCH@@"
+    if proc.returncode != 0 or marker not in proc.stdout:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
+        raise RuntimeError(f"{lib} worker ({threads} thread(s)) failed with status "
+                           f"{proc.returncode}:\n  " + "\n  ".join(tail))
+    out = json.loads(proc.stdout.rsplit(marker, 1)[1])
+    busy1, wall1 = _cpu_busy_s(), time.perf_counter()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    self1 = resource.getrusage(resource.RUSAGE_SELF)
+    if busy0 is not None and busy1 is not None and wall1 > wall0:
+        ours = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+                + self1.ru_utime + self1.ru_stime - self0.ru_utime - self0.ru_stime)
+        foreign = max(0.0, (busy1 - busy0) - ours) / (wall1 - wall0)
+        for r in out["results"]:
+            r["foreign_cpus"] = round(foreign, 3)
+    return out
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _cpu_busy_s() -> float | None:
+    """Seconds of non-idle CPU time of the whole machine since boot (Linux), all CPUs added."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)      # idle + iowait
+    busy = sum(fields[:8]) - idle                                 # without guest (counted in user)
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # pragma: no cover - not Unix
+        return None
+
+
+def _median(xs):
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else 0.5 * (xs[mid - 1] + xs[mid])
+
+
+def _merge_rounds(recs: list[dict]) -> dict:
+    """One record from the same measurement in several rounds: median of medians."""
+    first = dict(recs[0])
+    timed = [r for r in recs if "median_s" in r]
+    if not timed:
+        return first
+    first["median_s"] = _median([r["median_s"] for r in timed])
+    first["min_s"] = min(r["min_s"] for r in timed)
+    ops = 2 * first["m"] * first["n"] * first["k"]
+    first["gops_median"] = ops / first["median_s"] / 1e9
+    first["gops_max"] = ops / first["min_s"] / 1e9
+    first["rounds"] = len(timed)
+    foreign = [r["foreign_cpus"] for r in recs if r.get("foreign_cpus") is not None]
+    if foreign:
+        first["foreign_cpus"] = max(foreign)
+    if len(timed) > 1:
+        first["gops_median_per_round"] = [r["gops_median"] for r in timed]
+    checks = [r.get("check") for r in recs if r.get("check")]
+    if checks and not all(c.get("exact", True) for c in checks):
+        first["check"] = next(c for c in checks if not c.get("exact", True))
+    return first
+
+
+def _rows(results: list[dict], shape_list, threads_list) -> list[dict]:
+    """One row per (shape, threads): GOP/s of each library and the ratios."""
+    index = {(r["lib"], r["op"], r["shape"], r["threads"]): r for r in results}
+
+    def gops(lib, op, label, t):
+        r = index.get((lib, op, label, t))
+        return None if r is None or "gops_median" not in r else r["gops_median"]
+
+    rows = []
+    for t in threads_list:
+        for s in shape_list:
+            qk_rec = index.get(("qkernels", "matmul-u8", s.label, t), {})
+            row = {"shape": s.label, "mnk": s.mnk, "threads": t,
+                   "qkernels": gops("qkernels", "matmul-u8", s.label, t),
+                   "numpy": gops("numpy", "matmul-f32", s.label, t),
+                   "ort": gops("ort", "QLinearMatMul", s.label, t),
+                   "qkernels_i32": gops("qkernels", "matmul-i32", s.label, t),
+                   "ort_matmulinteger": gops("ort", "MatMulInteger", s.label, t),
+                   "qkernels_exact": (qk_rec.get("check") or {}).get("exact"),
+                   "ort_check": (index.get(("ort", "QLinearMatMul", s.label, t)) or {}).get("check")}
+            foreign = [r.get("foreign_cpus") for (lib, op, lab, th), r in index.items()
+                       if lab == s.label and th == t and r.get("foreign_cpus") is not None]
+            row["foreign_cpus"] = max(foreign) if foreign else None
+            q = row["qkernels"]
+            row["x_numpy"] = q / row["numpy"] if q and row["numpy"] else None
+            row["x_ort"] = q / row["ort"] if q and row["ort"] else None
+            qi, oi = row["qkernels_i32"], row["ort_matmulinteger"]
+            row["x_ort_matmulinteger"] = qi / oi if qi and oi else None
+            rows.append(row)
+    return rows
+
+
+def _targets(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        if r["shape"] == "square-1024" and r["threads"] == 1 and r["x_numpy"] is not None:
+            out.append({"target": f"int8 >= {TARGET_RATIO_NUMPY_1024:g}x numpy float32, 1024^3, 1 thread",
+                        "shape": r["shape"], "threads": 1, "ratio": r["x_numpy"],
+                        "met": r["x_numpy"] >= TARGET_RATIO_NUMPY_1024})
+    for r in rows:
+        if r["x_ort"] is not None:
+            out.append({"target": "int8 >= ONNX Runtime int8 (QLinearMatMul)", "shape": r["shape"],
+                        "threads": r["threads"], "ratio": r["x_ort"], "met": r["x_ort"] >= TARGET_RATIO_ORT})
+    return out
+
+
+def _fmt(x, spec="{:8.1f}", width=8) -> str:
+    return spec.format(x) if x is not None else "-".rjust(width)
+
+
+def format_table(report: dict) -> str:
+    """The human-readable table of a report made by :func:`run_bench`."""
+    m = report["machine"]
+    qi = (m.get("qkernels_cpu_info") or {})
+    blas = m.get("blas") or {}
+    lines = [
+        f"qkernels {m.get('qkernels')} int8 GEMM bench: ISA {qi.get('isa', '?')} "
+        f"(kernel {qi.get('gemm_kernel', '?')}), {m['cpu']}, {m['cpus']} CPU(s)",
+        f"peers: numpy {m.get('numpy')} float32 "
+        f"({blas.get('name', 'BLAS')} {blas.get('version', '')} {blas.get('corename', '')}".rstrip()
+        + ")" + (f", ONNX Runtime {m['onnxruntime']} QLinearMatMul u8 x s8" if m.get("onnxruntime") else ""),
+        "GOP/s = 2*M*N*K / median time per call; each library and thread count in its own process",
+        "",
+    ]
+    hdr = (f"{'ISA':<7}{'shape':<19}{'M x N x K':<16}{'thr':>3} {'qkernels':>9}{'numpy':>8}{'ORT':>8}"
+           f"{'x numpy':>9}{'x ORT':>7}  exact")
+    lines += [hdr, "-" * len(hdr)]
+    for r in report["rows"]:
+        exact = {True: "yes", False: "WRONG", None: "-"}[r["qkernels_exact"]]
+        lines.append(f"{qi.get('isa', '?'):<7}{r['shape']:<19}{r['mnk']:<16}{r['threads']:>3} "
+                     f"{_fmt(r['qkernels'], '{:9.1f}', 9)}{_fmt(r['numpy'])}{_fmt(r['ort'])}"
+                     f"{_fmt(r['x_numpy'], '{:9.2f}', 9)}{_fmt(r['x_ort'], '{:7.2f}', 7)}  {exact}"
+                     + ("  (busy machine)" if (r["foreign_cpus"] or 0) > FOREIGN_CPUS_WARN else ""))
+    if any(r["qkernels_i32"] or r["ort_matmulinteger"] for r in report["rows"]):
+        lines += ["", "int32 accumulators (qkernels out_dtype=int32 vs ONNX Runtime MatMulInteger), GOP/s:",
+                  f"{'shape':<19}{'thr':>3} {'qkernels':>9}{'ORT MMI':>9}{'x ORT':>7}"]
+        for r in report["rows"]:
+            lines.append(f"{r['shape']:<19}{r['threads']:>3} {_fmt(r['qkernels_i32'], '{:9.1f}', 9)}"
+                         f"{_fmt(r['ort_matmulinteger'], '{:9.1f}', 9)}"
+                         f"{_fmt(r['x_ort_matmulinteger'], '{:7.2f}', 7)}")
+    inexact = [r for r in report["rows"] if r["ort_check"] and not r["ort_check"]["exact"]]
+    if inexact:
+        lines += ["", "ONNX Runtime QLinearMatMul outputs differing from the exact reference "
+                      "(u8 x s8 AVX2 saturation; qkernels is exact):"]
+        seen = {}
+        for r in inexact:
+            c = r["ort_check"]
+            seen.setdefault((r["shape"], c["mismatches"], c["size"], c["max_abs_diff"]), []).append(r["threads"])
+        for (label, bad, size, diff), thr in seen.items():
+            lines.append(f"  {label:<19}{bad}/{size} outputs ({100.0 * bad / size:.1f} %), max diff {diff} "
+                         f"(threads {', '.join(map(str, thr))})")
+    if report["targets"]:
+        lines += ["", "targets:"]
+        for t in report["targets"]:
+            lines.append(f"  {'met    ' if t['met'] else 'NOT MET'}  {t['target']}: {t['shape']}, "
+                         f"{t['threads']} thr, ratio {t['ratio']:.2f}")
+    for note in report["notes"]:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def run_bench(shape_list, threads_list, *, quick: bool = False, int32: bool | None = None, rounds: int = 1,
+              isa: str | None = None, seed: int = 0, libs=LIBS, progress=None) -> dict:
+    """Run every (library, thread count) worker ``rounds`` times; return the report dict."""
+    timing = dict(_SETTINGS["quick" if quick else "full"])
+    if int32 is None:
+        int32 = not quick
+    notes = []
+    libs = list(libs)
+    if "ort" in libs and not (_have("onnxruntime") and _have("onnx")):
+        libs.remove("ort")
+        notes.append("ONNX Runtime columns skipped: onnxruntime and onnx are not both importable "
+                     "(pip install onnxruntime onnx)")
+    load_before = _loadavg()
+    raw: dict[tuple, list[dict]] = {}
+    infos: dict[str, dict] = {}
+    failed = False
+    for rnd in range(rounds):
+        for t in threads_list:
+            for lib in libs:
+                if progress:
+                    progress(f"[round {rnd + 1}/{rounds}] {lib}, {t} thread(s) ...")
+                try:
+                    res = run_worker(lib, t, shape_list, timing, int32=int32, seed=seed, isa=isa)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    notes.append(f"{lib} at {t} thread(s) failed: {exc}")
+                    failed = True
+                    continue
+                infos.setdefault(lib, {}).update(res["info"])
+                for r in res["results"]:
+                    raw.setdefault((r["lib"], r["op"], r["shape"], r["threads"]), []).append(r)
+    busy = sorted({(k[0], k[3], round(r["foreign_cpus"], 2)) for k, v in raw.items() for r in v
+                   if (r.get("foreign_cpus") or 0) > FOREIGN_CPUS_WARN})
+    if busy:
+        notes.append("other processes used CPU while these ran (library, threads, CPUs busy besides the "
+                     f"bench): {', '.join(f'{lib} {t}t {c}' for lib, t, c in busy)}; their figures "
+                     "(2 threads above all) are unreliable: rerun on an idle machine")
+    results = [_merge_rounds(v) for v in raw.values()]
+    wrong = [r for r in results if r["lib"] == "qkernels" and r.get("check") and not r["check"]["exact"]]
+    for r in wrong:
+        notes.append(f"qkernels {r['op']} WRONG at {r['shape']} {r['threads']} thread(s): "
+                     f"{r['check']['mismatches']} of {r['check']['size']} outputs differ from the reference")
+    np_info = infos.get("numpy", {})
+    if np_info.get("env_unset"):
+        notes.append(f"numpy ran without {', '.join(np_info['env_unset'])} (set here; they slow OpenBLAS)")
+    if "numpy" in infos and not np_info.get("blas_threads_set_at_runtime"):
+        notes.append("numpy BLAS threads set by environment only (no threadpoolctl, no OpenBLAS symbol)")
+    qinfo = infos.get("qkernels", {})
+    machine = {
+        "cpu": _cpu_model(), "cpus": _cpu_count(), "platform": platform.platform(),
+        "python": platform.python_version(), "qkernels": qinfo.get("qkernels"),
+        "qkernels_cpu_info": qinfo.get("cpu_info"), "numpy": np_info.get("numpy") or qinfo.get("numpy"),
+        "blas": np_info.get("blas"), "onnxruntime": infos.get("ort", {}).get("onnxruntime"),
+        "onnx": infos.get("ort", {}).get("onnx"), "loadavg_before": load_before,
+    }
+    rows = _rows(results, shape_list, threads_list)
+    return {
+        "schema": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {"quick": quick, "threads": list(threads_list), "shapes": [s.label for s in shape_list],
+                     "rounds": rounds, "timing": timing, "int32": int32, "seed": seed, "isa": isa},
+        "shapes": [dict(s._asdict(), ops=s.ops) for s in shape_list],
+        "machine": machine, "results": results, "rows": rows, "targets": _targets(rows),
+        "notes": notes, "ok": not wrong and not failed, "wrong_results": bool(wrong),
+    }
+
+
+def run_cli(args) -> int:
+    """``python -m qkernels bench``: print the table, optionally save JSON.
+
+    Exit status 1 when a qkernels result is wrong or a worker failed, else 0
+    (missing targets do not fail the command: they are reported)."""
+    quick = bool(getattr(args, "quick", False))
+    labels = getattr(args, "shapes", None)
+    try:
+        shape_list = shapes(labels, quick=quick)
+    except ValueError as exc:
+        print(f"qkernels bench: {exc}", file=sys.stderr)
+        return 2
+    threads_list = list(dict.fromkeys(getattr(args, "threads", None) or [1, _cpu_count()]))
+    if any(t < 1 for t in threads_list):
+        print("qkernels bench: --threads must be positive", file=sys.stderr)
+        return 2
+    rounds = getattr(args, "rounds", None) or 1
+    t0 = time.perf_counter()
+
+    def progress(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    report = run_bench(shape_list, threads_list, quick=quick, rounds=rounds,
+                       isa=getattr(args, "isa", None), progress=progress)
+    report["wall_s"] = round(time.perf_counter() - t0, 1)
+    print(format_table(report))
+    print(f"({report['wall_s']} s)")
+    path = getattr(args, "json", None)
+    if path:
+        with open(path, "w") as f:
+            json.dump(report, f, indent=1)
+            f.write("\n")
+        print(f"saved {path}")
+    return 0 if report["ok"] else 1

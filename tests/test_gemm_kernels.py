@@ -1,0 +1,481 @@
+"""int8 GEMM kernel suite: every ISA path against the int64 / ONNX / gemmlowp references.
+
+Mirrors the micro-kernels (XNNPACK's pattern): each test runs once per ISA path this
+CPU supports (the ``isa`` fixture forces it) over the tile edges — M, N and K around
+every MR, NR and KR in use (scalar 2x4c2, AVX2 4x16c2, NEON 4x8, NEON dot 4x16c4,
+i8mm 4x8c8) — and demands exact equality: int32 sums, fp32 requantization (ONNX
+QLinearMatMul) and fixed-point requantization (gemmlowp) alike.
+
+Also run under ARM emulation (.ci/emulated.sh): imports only numpy, pytest,
+hypothesis and qkernels; the references come from tests/conftest.py through the
+``ref`` fixture. QKERNELS_TEST_SMALL=1 shrinks shapes and example counts.
+"""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import qkernels
+from qkernels import QTensor, matmul, matmul_integer, pack_weights
+
+SMALL = os.environ.get("QKERNELS_TEST_SMALL", "").strip().lower() not in ("", "0", "false", "no")
+
+U8, S8 = np.dtype(np.uint8), np.dtype(np.int8)
+DTYPE_PAIRS = [(U8, S8), (S8, S8), (U8, U8), (S8, U8)]
+DTYPE_IDS = ["u8xs8", "s8xs8", "u8xu8", "s8xu8"]
+
+if SMALL:
+    M_EDGES = [1, 3, 5, 8, 9, 13]
+    N_EDGES = [1, 8, 9, 16, 17, 33]
+    K_EDGES = [1, 2, 3, 8, 9, 17, 33]
+else:
+    M_EDGES = [1, 2, 3, 4, 5, 6, 7, 8, 9, 13]
+    N_EDGES = [1, 7, 8, 9, 15, 16, 17, 31, 33]
+    K_EDGES = [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31, 33, 64]
+# The requantization tests cover the edges with a thinner grid (the int32 tests have the full one).
+M_REQ = [1, 3, 5, 9, 13] if SMALL else [1, 2, 3, 4, 5, 7, 8, 9, 13]
+N_REQ = [1, 8, 9, 17, 33] if SMALL else [1, 7, 8, 9, 15, 16, 17, 33]
+K_REQ = [1, 3, 9, 33] if SMALL else [1, 2, 3, 5, 8, 9, 17, 64]
+
+
+def _examples(n: int) -> int:
+    return max(5, n // 10) if SMALL else n
+
+
+def _qrange(dt):
+    info = np.iinfo(dt)
+    return int(info.min), int(info.max)
+
+
+def _b_qtensor(b, zb, sb=1.0):
+    """B as a QTensor: per column (axis=1) when zb or sb is an array, else per tensor."""
+    n = b.shape[-1]
+    if np.ndim(zb) or np.ndim(sb):
+        return QTensor(b, np.broadcast_to(np.asarray(sb, np.float32), (n,)),
+                       np.broadcast_to(np.asarray(zb), (n,)), axis=b.ndim - 1)
+    return QTensor(b, sb, zb)
+
+
+def _check_equal(got, want, what):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    if not np.array_equal(got.astype(np.int64), want.astype(np.int64)):
+        bad = np.argwhere(got.astype(np.int64) != want.astype(np.int64))
+        i = tuple(bad[0])
+        raise AssertionError(f"{what}: {len(bad)} of {got.size} elements differ; first at {i}: "
+                             f"got {got[i]}, expected {want[i]}")
+
+
+# ---------------------------------------------------------------------------- detection
+
+def test_expected_isas_are_detected_when_QKERNELS_EXPECT_ISAS_is_set():
+    want = os.environ.get("QKERNELS_EXPECT_ISAS")
+    if not want:
+        pytest.skip("QKERNELS_EXPECT_ISAS not set")
+    expected = {s.strip().lower() for s in want.split(",") if s.strip()}
+    assert set(qkernels.SUPPORTED_ISAS) == expected, qkernels.cpu_info()
+
+
+def test_scalar_path_is_always_supported_and_last():
+    assert qkernels.SUPPORTED_ISAS[-1] == "scalar"
+    assert len(set(qkernels.SUPPORTED_ISAS)) == len(qkernels.SUPPORTED_ISAS)
+
+
+def test_forced_isa_selects_that_paths_own_kernel(isa):
+    info = qkernels.cpu_info()
+    assert info["isa"] == isa
+    assert isa in info["gemm_kernel"].split("_"), info["gemm_kernel"]
+
+
+# --------------------------------------------------------------------- int32 accumulators
+
+@pytest.mark.parametrize("zb_kind", ["per_tensor_zb", "per_column_zb"])
+@pytest.mark.parametrize("a_dtype,b_dtype", DTYPE_PAIRS, ids=DTYPE_IDS)
+@pytest.mark.parametrize("m", M_EDGES)
+def test_int32_sums_exact_on_tile_edge_shapes(isa, m, a_dtype, b_dtype, zb_kind, ref):
+    rng = np.random.default_rng([m, a_dtype.num, b_dtype.num, len(zb_kind)])
+    for n in N_EDGES:
+        for k in K_EDGES:
+            a = ref.random_q(rng, (m, k), a_dtype)
+            b = ref.random_q(rng, (k, n), b_dtype)
+            za = ref.random_zero_point(rng, a_dtype)
+            zb = ref.random_zero_point(rng, b_dtype, n if zb_kind == "per_column_zb" else None)
+            got = matmul_integer(a, b, za, zb)
+            assert got.dtype == np.int32
+            _check_equal(got, ref.gemm_int32(a, b, za, zb), f"{isa} M={m} N={n} K={k} za={za} zb={zb}")
+
+
+@pytest.mark.parametrize("a_dtype,b_dtype", DTYPE_PAIRS, ids=DTYPE_IDS)
+def test_extreme_values_and_zero_points_do_not_saturate_int16_pairs(isa, a_dtype, b_dtype, ref):
+    """The vpmaddubsw trap: u8 255 x s8 -128 pairs (and every other corner) must stay exact."""
+    alo, ahi = _qrange(a_dtype)
+    blo, bhi = _qrange(b_dtype)
+    rng = np.random.default_rng(7)
+    ks = [1, 2, 3, 8, 9, 17, 64] if SMALL else [1, 2, 3, 4, 8, 9, 16, 17, 33, 64, 257, 1000]
+    for k in ks:
+        for a_mode in ("min", "max", "ends"):
+            for b_mode in ("min", "max", "ends"):
+                a = ref.random_q(rng, (5, k), a_dtype, a_mode)
+                b = ref.random_q(rng, (k, 17), b_dtype, b_mode)
+                for za in sorted({alo, ahi, 0 if alo < 0 else alo}):
+                    for zb in (blo, bhi, np.array([blo, bhi] * 8 + [blo])):
+                        got = matmul_integer(a, b, za, zb)
+                        _check_equal(got, ref.gemm_int32(a, b, za, zb),
+                                     f"{isa} K={k} A={a_mode} B={b_mode} za={za} zb={zb}")
+
+
+def test_u8_255_times_s8_minus128_sum_is_exact(isa):
+    """Spelled out: 255 * -128 * K, the pair sum -65280 that int16 cannot hold."""
+    for k in (1, 2, 3, 4, 16, 33, 100):
+        a = np.full((4, k), 255, np.uint8)
+        b = np.full((k, 16), -128, np.int8)
+        np.testing.assert_array_equal(matmul_integer(a, b), np.full((4, 16), -32640 * k, np.int32))
+        b = np.full((k, 16), 127, np.int8)
+        np.testing.assert_array_equal(matmul_integer(a, b, 0, -128), np.full((4, 16), 65025 * k, np.int32))
+
+
+def test_int32_sums_wrap_modulo_2_32_like_int32_arithmetic(isa, ref):
+    k = 33100                                  # 33100 * 65025 > 2^31
+    a = np.full((3, k), 255, np.uint8)
+    b = np.full((k, 9), -128, np.int8)
+    want = ref.gemm_int32(a, b, 0, 127)
+    assert int(want[0, 0]) != 33100 * 255 * -255   # it really wraps
+    _check_equal(matmul_integer(a, b, 0, 127), want, f"{isa} wrap")
+
+
+@pytest.mark.parametrize("a_dtype,b_dtype", DTYPE_PAIRS, ids=DTYPE_IDS)
+def test_bias_is_added_to_int32_output_exactly(isa, a_dtype, b_dtype, ref):
+    rng = np.random.default_rng(11)
+    for m, n, k in [(1, 1, 1), (3, 9, 5), (7, 17, 33), (13, 33, 64), (4, 16, 0)]:
+        a = ref.random_q(rng, (m, k), a_dtype)
+        b = ref.random_q(rng, (k, n), b_dtype)
+        za = ref.random_zero_point(rng, a_dtype)
+        zb = ref.random_zero_point(rng, b_dtype, n)
+        bias = rng.integers(-(2**31), 2**31, size=n, dtype=np.int64).astype(np.int32)
+        bias[0] = 2**31 - 1                      # near the ends: the sum wraps like int32
+        bq = _b_qtensor(b, zb, 0.5)
+        aq = QTensor(a, 0.25, za)
+        want = ref.gemm_int32(a, b, za, zb, bias)
+        # bias given to the call, to pack_weights, and overriding the packed one
+        _check_equal(matmul(aq, bq, bias=bias, out_dtype=np.int32), want, f"{isa} bias, QTensor B")
+        _check_equal(matmul(aq, pack_weights(bq, bias=bias), out_dtype=np.int32), want, f"{isa} packed bias")
+        other = pack_weights(bq, bias=np.zeros(n, np.int32))
+        _check_equal(matmul(aq, other, bias=bias, out_dtype=np.int32), want, f"{isa} bias overrides packed")
+        # int32 output without bias is MatMulInteger
+        _check_equal(matmul(aq, bq, out_dtype=np.int32), matmul_integer(a, b, za, zb), f"{isa} no bias")
+
+
+# ----------------------------------------------------------------------- requantization
+
+def _scales_for(acc, sa, n, rng, spread=200.0):
+    """Per-column B scales and an output scale putting outputs across (and past) the range."""
+    sb = (rng.uniform(0.5, 2.0, size=n) * 0.01).astype(np.float32)
+    peak = max(1.0, float(np.max(np.abs(acc.astype(np.float64)))))
+    sy = float(np.float32(sa * 0.01 * peak / spread))
+    return sb, sy
+
+
+@pytest.mark.parametrize("out_dtype", [U8, S8], ids=["u8out", "s8out"])
+@pytest.mark.parametrize("mode", ["fp32", "fixedpoint"])
+@pytest.mark.parametrize("a_dtype,b_dtype", DTYPE_PAIRS, ids=DTYPE_IDS)
+def test_requantized_output_matches_reference_on_tile_edge_shapes(isa, a_dtype, b_dtype, mode, out_dtype, ref):
+    rng = np.random.default_rng([a_dtype.num, b_dtype.num, out_dtype.num, len(mode)])
+    sa = 0.02
+    for m in M_REQ:
+        for n in N_REQ:
+            for k in K_REQ:
+                a = ref.random_q(rng, (m, k), a_dtype)
+                b = ref.random_q(rng, (k, n), b_dtype)
+                za = ref.random_zero_point(rng, a_dtype)
+                zb = ref.random_zero_point(rng, b_dtype, n)
+                bias = rng.integers(-5000, 5000, size=n).astype(np.int32)
+                acc = ref.gemm_int32(a, b, za, zb, bias)
+                sb, sy = _scales_for(acc, sa, n, rng)
+                zy = ref.random_zero_point(rng, out_dtype)
+                y = matmul(QTensor(a, sa, za), _b_qtensor(b, zb, sb), bias=bias, out_scale=sy,
+                           out_zero_point=zy, out_dtype=out_dtype, requant=mode)
+                assert isinstance(y, QTensor) and y.dtype == out_dtype
+                assert float(y.scale) == np.float32(sy) and int(y.zero_point) == zy
+                want = ref.requant(acc, mode, sa, sb, sy, zy, out_dtype)
+                _check_equal(y.data, want, f"{isa} {mode} M={m} N={n} K={k} za={za} zy={zy} sy={sy}")
+
+
+@pytest.mark.parametrize("out_dtype", [U8, S8], ids=["u8out", "s8out"])
+def test_fp32_requant_rounds_ties_half_to_even(isa, out_dtype, ref):
+    """scale 1/2 on odd sums lands exactly on .5: ONNX rounds to even (0.5 -> 0, 1.5 -> 2, -2.5 -> -2)."""
+    t = np.arange(-60, 61)
+    a = (t + 128).astype(np.uint8)[:, None]          # a - 128 = t
+    b = np.ones((1, 9), np.int8)
+    y = matmul(QTensor(a, 1.0, 128), QTensor(b, 1.0, 0), out_scale=2.0, out_zero_point=0,
+               out_dtype=out_dtype)
+    lo, hi = _qrange(out_dtype)
+    expected = np.clip(np.rint(t / 2.0), lo, hi).astype(np.int64)
+    assert list(np.rint([0.5, 1.5, 2.5, -0.5, -2.5])) == [0, 2, 2, 0, -2]
+    _check_equal(y.data, np.repeat(expected[:, None], 9, axis=1), f"{isa} ties")
+    _check_equal(y.data, ref.requant(t[:, None] * np.ones((1, 9), np.int64), "fp32", 1.0, 1.0, 2.0, 0, out_dtype),
+                 f"{isa} ties vs reference")
+
+
+def test_reference_fixedpoint_agrees_with_gemmlowp_known_values(ref):
+    """The reference itself against values worked by hand from gemmlowp/TFLite:
+    SRDHM rounds ties toward +inf, RoundingDivideByPOT ties away from zero."""
+    assert ref.fixedpoint_params(0.5) == (2**30, 0)
+    assert ref.fixedpoint_params(0.25) == (2**30, -1)
+    assert ref.fixedpoint_params(1.0) == (2**30, 1)
+    assert ref.fixedpoint_params(1 - 2.0**-40) == (2**30, 1)          # mult rounds to 2^31: carry
+    assert ref.fixedpoint_params(2.0**-32) == (2**30, -31)
+    assert ref.fixedpoint_params(2.0**-33) == (0, 0)
+    assert ref.srdhm(-(2**31), -(2**31)) == 2**31 - 1
+    assert [ref.fixedpoint_scale(x, 2**30, 0) for x in (-3, -1, 1, 3)] == [-1, 0, 1, 2]
+    assert [ref.fixedpoint_scale(x, 2**30, -1) for x in (-6, -2, -1, 2, 6)] == [-2, -1, 0, 1, 2]
+    assert [ref.rounding_divide_by_pot(x, 2) for x in (-6, -5, -2, 2, 5, 6)] == [-2, -1, -1, 1, 1, 2]
+    assert ref.fixedpoint_scale(2**30, 2**30, 5) == 2**30               # saturating left shift
+    assert ref.fixedpoint_scale(-(2**30), 2**30, 5) == -(2**30)
+
+
+@given(st.floats(min_value=2.0**-45, max_value=2.0**30, exclude_max=True, allow_subnormal=False))
+@settings(max_examples=_examples(300))
+def test_fixedpoint_multiplier_and_shift_match_reference(real, ref):
+    from qkernels._gemm import _fixedpoint_params
+    try:
+        want = ref.fixedpoint_params(real)
+    except ValueError:
+        with pytest.raises(ValueError):
+            _fixedpoint_params(np.array([real]))
+        return
+    mult, shift = _fixedpoint_params(np.array([real]))
+    assert (int(mult[0]), int(shift[0])) == want
+
+
+def test_fixedpoint_multiplier_edge_scales_match_reference(ref):
+    from qkernels._gemm import _fixedpoint_params
+    reals = [2.0**-32, 2.0**-31, 2.0**-33, 1e-12, 0.5, 1.0, 1 - 2.0**-40, 0.5 * (1 - 2.0**-33),
+             2.0**29, 2.0**30 - 1, 3.0, 1 / 3]
+    mult, shift = _fixedpoint_params(np.array(reals))
+    for r, mu, sh in zip(reals, mult, shift):
+        assert (int(mu), int(sh)) == ref.fixedpoint_params(r), r
+
+
+# (name, per-column real scales); sa = sy = 1, so the real scale is sb itself
+FIXEDPOINT_SCALES = {
+    "typical": lambda n, rng: rng.uniform(1e-4, 0.1, n),
+    "ties": lambda n, rng: np.resize([0.5, 0.25, 0.125, 0.75, 1.5, 2.5], n),
+    "ge_one_left_shift": lambda n, rng: rng.uniform(1.0, 300.0, n),
+    "mixed_left_and_right_shift": lambda n, rng: np.resize([3.0, 0.3, 0.03, 1.0, 17.5, 0.9, 2.0, 0.6, 1e-3], n),
+    "carry_to_2_30": lambda n, rng: np.full(n, 1 - 2.0**-40),
+    "tiny": lambda n, rng: np.resize([2.0**-32, 2.0**-31, 2.0**-33, 1e-12, 2.0**-30], n),
+}
+
+
+@pytest.mark.parametrize("out_dtype", [U8, S8], ids=["u8out", "s8out"])
+@pytest.mark.parametrize("regime", list(FIXEDPOINT_SCALES))
+def test_fixedpoint_requant_matches_gemmlowp_reference(isa, regime, out_dtype, ref):
+    rng = np.random.default_rng(len(regime))
+    for m, n, k in [(1, 1, 1), (3, 8, 2), (5, 9, 5), (9, 17, 9), (13, 33, 33), (4, 16, 64)]:
+        sb = np.asarray(FIXEDPOINT_SCALES[regime](n, rng), np.float64).astype(np.float32)
+        for data in ("small", "random"):
+            za = ref.random_zero_point(rng, U8)
+            if data == "small":     # sums of a few units, so large scales do not just saturate
+                a = np.clip(za + rng.integers(-3, 4, (m, k)), 0, 255).astype(np.uint8)
+                b = rng.integers(-2, 3, (k, n)).astype(np.int8)
+            else:
+                a = ref.random_q(rng, (m, k), U8)
+                b = ref.random_q(rng, (k, n), S8)
+            acc = ref.gemm_int32(a, b, za, 0)
+            zy = ref.random_zero_point(rng, out_dtype)
+            y = matmul(QTensor(a, 1.0, za), QTensor(b, sb, np.zeros(n, np.int32), axis=1), out_scale=1.0,
+                       out_zero_point=zy, out_dtype=out_dtype, requant="fixedpoint")
+            _check_equal(y.data, ref.requant(acc, "fixedpoint", 1.0, sb, 1.0, zy, out_dtype),
+                         f"{isa} {regime} {data} M={m} N={n} K={k} zy={zy}")
+
+
+def test_fixedpoint_scale_of_2_30_or_more_is_refused(isa):
+    a = QTensor(np.ones((2, 3), np.uint8), 1.0, 0)
+    b = QTensor(np.ones((3, 4), np.int8), 2.0**15, 0)
+    with pytest.raises(ValueError, match="fixed-point"):
+        matmul(a, b, out_scale=2.0**-15, requant="fixedpoint")
+
+
+ACTIVATIONS = ["relu", "relu6", (-0.3, 2.5), (0.0, 6.0), (1.0, 1.0), (-1e9, 1e9)]
+
+
+@pytest.mark.parametrize("mode", ["fp32", "fixedpoint"])
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+@pytest.mark.parametrize("out_dtype", [U8, S8], ids=["u8out", "s8out"])
+def test_fused_activation_clamps_like_onnx_relu_and_clip(isa, activation, out_dtype, mode, ref):
+    rng = np.random.default_rng(3)
+    m, n, k = 9, 33, 17
+    a = ref.random_q(rng, (m, k), U8)
+    b = ref.random_q(rng, (k, n), S8)
+    za = 128
+    acc = ref.gemm_int32(a, b, za, 0)
+    sa, sb = 0.05, np.float32(0.01)
+    peak = float(np.max(np.abs(acc))) * sa * float(sb)        # largest |real output|
+    for sy in (peak / 60, peak / 200, 6.0 / 100):
+        for zy in sorted({ref.qrange(out_dtype)[0], 0, 20, 100}):
+            y = matmul(QTensor(a, sa, za), QTensor(b, sb, 0), out_scale=sy, out_zero_point=zy,
+                       out_dtype=out_dtype, activation=activation, requant=mode)
+            want = ref.requant(acc, mode, sa, sb, sy, zy, out_dtype, activation)
+            _check_equal(y.data, want, f"{isa} {activation} {mode} sy={sy} zy={zy}")
+            lo, hi = ref.clamp_range(activation, out_dtype, sy, zy)
+            assert y.data.min() >= lo and y.data.max() <= hi
+
+
+def test_requant_of_extreme_sums_saturates_exactly(isa, ref):
+    """Sums near +-2^31 (float32 rounds them) and tiny/huge fp32 scales."""
+    k = 33000
+    a = np.full((2, k), 255, np.uint8)
+    b = np.concatenate([np.full((k, 8), -128, np.int8), np.full((k, 9), 127, np.int8)], axis=1)
+    acc = ref.gemm_int32(a, b, 0, 0)
+    for sb, sy in [(1e-9, 1.0), (1e-4, 1.0), (1.0, 1e-3), (2.0**-20, 2.0**20)]:
+        for mode in ("fp32", "fixedpoint"):
+            if mode == "fixedpoint" and sb / sy >= 2.0**30:
+                continue
+            for out_dtype, zy in ((U8, 7), (S8, -3)):
+                y = matmul(QTensor(a, 1.0, 0), QTensor(b, sb, 0), out_scale=sy, out_zero_point=zy,
+                           out_dtype=out_dtype, requant=mode)
+                _check_equal(y.data, ref.requant(acc, mode, 1.0, sb, sy, zy, out_dtype),
+                             f"{isa} {mode} sb={sb} sy={sy}")
+
+
+# ----------------------------------------------------------------------------- hypothesis
+
+MAX_MN = 20 if SMALL else 70
+MAX_K = 64 if SMALL else 300
+
+
+@st.composite
+def gemm_cases(draw):
+    return dict(
+        m=draw(st.integers(1, MAX_MN)), n=draw(st.integers(1, MAX_MN)), k=draw(st.integers(1, MAX_K)),
+        a_dtype=draw(st.sampled_from([U8, S8])), b_dtype=draw(st.sampled_from([U8, S8])),
+        a_mode=draw(st.sampled_from(["random", "random", "ends", "min", "max"])),
+        b_mode=draw(st.sampled_from(["random", "random", "ends", "min", "max"])),
+        zp_mode=draw(st.sampled_from(["random", "zero", "ends"])),
+        per_column=draw(st.booleans()),
+        bias=draw(st.booleans()),
+        out=draw(st.sampled_from(["int32", "fp32", "fixedpoint"])),
+        out_dtype=draw(st.sampled_from([U8, S8])),
+        activation=draw(st.sampled_from([None, None, "relu", "relu6", (-1.0, 3.0)])),
+        spread=draw(st.floats(1.0, 1000.0)),
+        packed=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
+
+
+def _zero_point(rng, dtype, n, mode, ref):
+    lo, hi = _qrange(dtype)
+    if mode == "zero":
+        z = np.zeros(n or 1, np.int64)
+    elif mode == "ends":
+        z = rng.choice([lo, hi], size=n or 1)
+    else:
+        z = np.atleast_1d(ref.random_zero_point(rng, dtype, n or 1))
+    return z if n else int(z[0])
+
+
+def _run_case(c, ref):
+    """Run one drawn case through the package; return (got, expected)."""
+    rng = np.random.default_rng(c["seed"])
+    m, n, k = c["m"], c["n"], c["k"]
+    a = ref.random_q(rng, (m, k), c["a_dtype"], c["a_mode"])
+    b = ref.random_q(rng, (k, n), c["b_dtype"], c["b_mode"])
+    za = _zero_point(rng, c["a_dtype"], None, c["zp_mode"], ref)
+    zb = _zero_point(rng, c["b_dtype"], n if c["per_column"] else None, c["zp_mode"], ref)
+    bias = rng.integers(-(2**20), 2**20, size=n).astype(np.int32) if c["bias"] else None
+    acc = ref.gemm_int32(a, b, za, zb, bias)
+    if c["out"] == "int32":
+        if bias is None and not c["packed"]:
+            return matmul_integer(a, b, za, zb), acc
+        bq = _b_qtensor(b, zb, 1.0)
+        return matmul(QTensor(a, 1.0, za), pack_weights(bq) if c["packed"] else bq, bias=bias,
+                      out_dtype=np.int32), acc
+    sa = 0.03
+    sb = rng.uniform(0.5, 2.0, size=n).astype(np.float32) if c["per_column"] else np.float32(0.7)
+    peak = max(1.0, float(np.max(np.abs(acc.astype(np.float64)))))
+    sy = float(np.float32(sa * 2.0 * peak / c["spread"]))
+    zy = _zero_point(rng, c["out_dtype"], None, c["zp_mode"], ref)
+    bq = _b_qtensor(b, zb, sb)
+    y = matmul(QTensor(a, sa, za), pack_weights(bq) if c["packed"] else bq, bias=bias, out_scale=sy,
+               out_zero_point=zy, out_dtype=c["out_dtype"], activation=c["activation"], requant=c["out"])
+    return y.data, ref.requant(acc, c["out"], sa, sb, sy, zy, c["out_dtype"], c["activation"])
+
+
+@given(case=gemm_cases())
+@settings(max_examples=_examples(120))
+def test_random_products_equal_reference(isa, case, ref):
+    got, want = _run_case(case, ref)
+    _check_equal(got, want, f"{isa} {case}")
+
+
+# ------------------------------------------------------------------ threads and ISA paths
+
+THREAD_SHAPES = [(1, 1, 1), (5, 33, 17), (64, 64, 64), (37, 70, 129)] + ([] if SMALL else [(130, 200, 300), (300, 17, 5)])
+
+
+@pytest.mark.parametrize("out", ["int32", "fp32", "fixedpoint"])
+def test_one_and_two_threads_give_identical_results(isa, out, ref):
+    rng = np.random.default_rng(5)
+    for m, n, k in THREAD_SHAPES:
+        case = dict(m=m, n=n, k=k, a_dtype=U8, b_dtype=S8, a_mode="random", b_mode="random",
+                    zp_mode="random", per_column=True, bias=True, out=out, out_dtype=U8,
+                    activation=None, spread=300.0, packed=True, seed=int(rng.integers(2**32)))
+        results = []
+        for threads in (1, 2, 3):
+            qkernels.set_num_threads(threads)
+            got, want = _run_case(case, ref)
+            _check_equal(got, want, f"{isa} {out} threads={threads} M={m} N={n} K={k}")
+            results.append(got)
+        assert all(np.array_equal(results[0], r) for r in results[1:])
+
+
+@pytest.mark.parametrize("out", ["int32", "fp32", "fixedpoint"])
+def test_every_isa_path_gives_identical_results(out, ref):
+    rng = np.random.default_rng(9)
+    shapes = [(1, 1, 1), (3, 7, 5), (13, 33, 64), (8, 16, 9), (41, 67, 250)]
+    for m, n, k in shapes:
+        for a_dtype, b_dtype in DTYPE_PAIRS:
+            case = dict(m=m, n=n, k=k, a_dtype=a_dtype, b_dtype=b_dtype, a_mode="random", b_mode="ends",
+                        zp_mode="random", per_column=True, bias=True, out=out, out_dtype=S8,
+                        activation="relu", spread=100.0, packed=True, seed=int(rng.integers(2**32)))
+            outs = {}
+            for isa in qkernels.SUPPORTED_ISAS:
+                with qkernels.use_isa(isa):
+                    outs[isa], want = _run_case(case, ref)
+            for isa, got in outs.items():
+                _check_equal(got, want, f"{isa} vs reference M={m} N={n} K={k}")
+    # one PackedWeights object serves every path (packed lazily per path)
+    a = ref.random_q(rng, (9, 40), U8)
+    pw = pack_weights(QTensor(ref.random_q(rng, (40, 20), S8), 0.1, 3))
+    res = []
+    for isa in qkernels.SUPPORTED_ISAS:
+        with qkernels.use_isa(isa):
+            res.append(matmul(QTensor(a, 0.1, 100), pw, out_dtype=np.int32))
+    assert all(np.array_equal(res[0], r) for r in res)
+
+
+LARGE_SHAPES = [(100, 140, 2000)] + ([] if SMALL else [(300, 300, 700)])
+
+
+@pytest.mark.parametrize("m,n,k", LARGE_SHAPES, ids=lambda v: str(v))
+def test_large_product_past_every_block_edge_is_exact(isa, m, n, k, ref):
+    rng = np.random.default_rng(m + n + k)
+    a = ref.random_q(rng, (m, k), U8)
+    b = ref.random_q(rng, (k, n), S8)
+    za, zb = 131, rng.integers(-128, 128, n)
+    bias = rng.integers(-(2**24), 2**24, n).astype(np.int32)
+    acc = ref.gemm_int32(a, b, za, zb, bias)
+    bq = _b_qtensor(b, zb, rng.uniform(0.5, 2.0, n).astype(np.float32) * 1e-3)
+    pw = pack_weights(bq, bias=bias)
+    aq = QTensor(a, 0.02, za)
+    for threads in (1, 2):
+        qkernels.set_num_threads(threads)
+        _check_equal(matmul(aq, pw, out_dtype=np.int32), acc, f"{isa} int32 threads={threads}")
+    sy = float(np.float32(0.02 * 1e-3 * float(np.max(np.abs(acc))) / 150))
+    y = matmul(aq, pw, out_scale=sy, out_zero_point=128, out_dtype=U8)
+    _check_equal(y.data, ref.requant(acc, "fp32", 0.02, bq.scale, sy, 128, U8), f"{isa} fp32")
+    if not SMALL:
+        y = matmul(aq, pw, out_scale=sy, out_zero_point=-5, out_dtype=S8, requant="fixedpoint")
+        _check_equal(y.data, ref.requant(acc, "fixedpoint", 0.02, bq.scale, sy, -5, S8), f"{isa} fixedpoint")
