@@ -600,9 +600,12 @@ def format_table(report: dict) -> str:
     m = report["machine"]
     qi = (m.get("qkernels_cpu_info") or {})
     blas = m.get("blas") or {}
+    kernels = qi.get("gemm_kernels") or qi.get("gemm_kernel") or "?"
+    if isinstance(kernels, (list, tuple)):
+        kernels = ", ".join(kernels)
     lines = [
         f"qkernels {m.get('qkernels')} int8 GEMM bench: ISA {qi.get('isa', '?')} "
-        f"(kernel {qi.get('gemm_kernel', '?')}), {m['cpu']}, {m['cpus']} CPU(s)",
+        f"(kernels {kernels}), {m['cpu']}, {m['cpus']} CPU(s)",
         f"peers: numpy {m.get('numpy')} float32 "
         f"({blas.get('name', 'BLAS')} {blas.get('version', '')} {blas.get('corename', '')}".rstrip()
         + ")" + (f", ONNX Runtime {m['onnxruntime']} QLinearMatMul u8 x s8" if m.get("onnxruntime") else ""),

@@ -19,47 +19,63 @@ static inline __m256i fixedpoint8(__m256i x, __m256i mult, __m256i rshift) {
 
 void qk_output_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
                     size_t m0, size_t n0, const qk_out_params *p, void *c, size_t c_stride) {
+    /* Locals, not p->...: stores through the char output pointer may alias anything,
+     * which would force a reload of every parameter after every store. */
+    const int mode = p->mode, out_signed = p->out_signed;
+    const int32_t *row_sum = p->row_sum;
     const size_t es = qk_out_elem_size(p);
     const __m256i zp = _mm256_set1_epi32(p->zero_point);
-    const __m256i lo = _mm256_set1_epi32(p->lo), hi = _mm256_set1_epi32(p->hi);
+    const __m256i lo_zp = _mm256_set1_epi32(p->lo - p->zero_point), hi_zp = _mm256_set1_epi32(p->hi - p->zero_point);
     const __m256 flo = _mm256_set1_ps((float)(p->lo - p->zero_point));
     const __m256 fhi = _mm256_set1_ps((float)(p->hi - p->zero_point));
-    for (size_t i = 0; i < mr; i++) {
-        const int32_t *a = acc + i * acc_stride;
-        char *row = (char *)c + (m0 + i) * c_stride + n0 * es;
-        size_t j = 0;
-        for (; j + 8 <= nr; j += 8) {
-            size_t n = n0 + j;
-            __m256i v = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(a + j)),
-                                         _mm256_loadu_si256((const __m256i *)(p->col_add + n)));
-            if (p->row_sum)
-                v = _mm256_sub_epi32(v, _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)(p->col_zb + n)),
-                                                           _mm256_set1_epi32(p->row_sum[m0 + i])));
-            if (p->mode == QK_OUT_INT32) {
+    size_t j = 0;
+    /* Column blocks outer, rows inner: per-column terms are loaded once per tile. */
+    for (; j + 8 <= nr; j += 8) {
+        const size_t n = n0 + j;
+        const __m256i add = _mm256_loadu_si256((const __m256i *)(p->col_add + n));
+        const __m256i zb = row_sum ? _mm256_loadu_si256((const __m256i *)(p->col_zb + n)) : add;
+        __m256 scale = _mm256_setzero_ps();
+        __m256i mult = add, rshift = add;
+        int scalar_cols = 0;
+        if (mode == QK_OUT_FP32) {
+            scale = _mm256_loadu_ps(p->scale + n);
+        } else if (mode == QK_OUT_FIXEDPOINT) {
+            const __m256i shift = _mm256_loadu_si256((const __m256i *)(p->shift + n));
+            scalar_cols = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(shift, _mm256_setzero_si256())));
+            mult = _mm256_loadu_si256((const __m256i *)(p->mult + n));
+            rshift = _mm256_sub_epi32(_mm256_setzero_si256(), shift);
+        }
+        for (size_t i = 0; i < mr; i++) {
+            const int32_t *a = acc + i * acc_stride;
+            char *row = (char *)c + (m0 + i) * c_stride + n0 * es;
+            if (scalar_cols) {
+                qk_out_row_tail(j, j + 8, a, m0 + i, n0, p, row);
+                continue;
+            }
+            __m256i v = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(a + j)), add);
+            if (row_sum)
+                v = _mm256_sub_epi32(v, _mm256_mullo_epi32(zb, _mm256_set1_epi32(row_sum[m0 + i])));
+            if (mode == QK_OUT_INT32) {
                 _mm256_storeu_si256((__m256i *)(row + 4 * j), v);
                 continue;
             }
             __m256i r;
-            if (p->mode == QK_OUT_FP32) {
-                __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_loadu_ps(p->scale + n));
+            if (mode == QK_OUT_FP32) {
+                __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), scale);
                 f = _mm256_min_ps(_mm256_max_ps(f, flo), fhi);
                 r = _mm256_add_epi32(_mm256_cvtps_epi32(f), zp);   /* MXCSR default: half to even */
             } else {
-                __m256i shift = _mm256_loadu_si256((const __m256i *)(p->shift + n));
-                if (_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(shift, _mm256_setzero_si256())))) {
-                    qk_out_row_tail(j, j + 8, a, m0 + i, n0, p, row);
-                    continue;
-                }
-                r = fixedpoint8(v, _mm256_loadu_si256((const __m256i *)(p->mult + n)),
-                                _mm256_sub_epi32(_mm256_setzero_si256(), shift));
                 /* clamp before adding the zero point: no int32 wrap-around */
-                r = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(r, _mm256_sub_epi32(lo, zp)),
-                                                      _mm256_sub_epi32(hi, zp)), zp);
+                r = fixedpoint8(v, mult, rshift);
+                r = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(r, lo_zp), hi_zp), zp);
             }
             __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-            w = p->out_signed ? _mm_packs_epi16(w, w) : _mm_packus_epi16(w, w);
+            w = out_signed ? _mm_packs_epi16(w, w) : _mm_packus_epi16(w, w);
             _mm_storel_epi64((__m128i *)(row + j), w);
         }
-        qk_out_row_tail(j, nr, a, m0 + i, n0, p, row);
     }
+    if (j < nr)
+        for (size_t i = 0; i < mr; i++)
+            qk_out_row_tail(j, nr, acc + i * acc_stride, m0 + i, n0, p,
+                            (char *)c + (m0 + i) * c_stride + n0 * es);
 }
