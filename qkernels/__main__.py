@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--shapes", nargs="+", metavar="LABEL", help="shape labels (see qkernels.bench.SHAPES)")
     p.add_argument("--rounds", type=int, default=1, help="repeat every process this many times (median)")
     p.add_argument("--isa", help="force the qkernels ISA path (QKERNELS_ISA) in the timed process")
+    p.add_argument("--wait-idle", type=float, metavar="S", help="before each process wait up to S s for an idle CPU")
     p.set_defaults(func=_bench)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -39,6 +39,8 @@ SUPPORTED_ISAS: tuple[str, ...] = tuple(_supported())   # best first; "scalar" a
 
 
 def _check_isa(name: str) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"ISA name must be a string, got {name!r}")
     name = name.strip().lower()
     if name not in ISA_NAMES:
         raise ValueError(f"unknown ISA {name!r}; expected one of {', '.join(ISA_NAMES)}")

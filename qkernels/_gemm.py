@@ -52,7 +52,7 @@ class PackedWeights:
             raise ValueError("weights may be quantized per tensor or per column (axis=1 or -1), "
                              f"not along axis {b.axis}")
         self.k, self.n = (int(d) for d in b.shape)
-        _check_size(self.k, self.n, itemsize=2, what="weights")
+        _check_size(max(self.k, 1), max(self.n, 1), itemsize=4, what="weights")   # packed size, sums
         self.qtensor = b
         self.signed = b.dtype == np.int8
         self.scale = np.broadcast_to(b.scale, (self.n,)).astype(np.float32)
@@ -174,7 +174,10 @@ def _make_plan(pw: PackedWeights, kid: int, a_signed: bool, za: int, sa, bias, m
     plan.scale, plan.mult, plan.shift = _EMPTY_F32, _EMPTY_I32, _EMPTY_I32
     if mode == _native.OUT_FP32:
         # float32, in ONNX Runtime's order: (sa * sb) / sy
-        plan.scale = np.ascontiguousarray((np.float32(sa) * pw.scale) / np.float32(out_scale), np.float32)
+        with np.errstate(over="ignore", under="ignore"):
+            plan.scale = np.ascontiguousarray((np.float32(sa) * pw.scale) / np.float32(out_scale), np.float32)
+        if not np.all(np.isfinite(plan.scale)):
+            raise ValueError("a_scale * b_scale / out_scale overflows float32; no output can represent it")
     elif mode == _native.OUT_FIXEDPOINT:
         real = (np.float64(sa) * pw.scale.astype(np.float64)) / np.float64(out_scale)
         plan.mult, plan.shift = _fixedpoint_params(real)
@@ -210,8 +213,8 @@ def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int
     squeeze_m = a_data.ndim == 1
     if squeeze_m:
         a_data = a_data[None, :]
-    if a_data.ndim < 1 or a_data.ndim == 0:
-        raise ValueError("matmul: input operand 0 does not have enough dimensions")
+    if a_data.ndim == 0:
+        raise ValueError("matmul: input operand 0 does not have enough dimensions (needs at least 1)")
     K = a_data.shape[-1]
     if isinstance(b, PackedWeights):
         b_batch, squeeze_n = (), False
@@ -223,6 +226,8 @@ def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int
     else:
         bq: QTensor = b
         bdata = bq.data
+        if bdata.ndim == 0:
+            raise ValueError("matmul: input operand 1 does not have enough dimensions (needs at least 1)")
         squeeze_n = bdata.ndim == 1
         if squeeze_n:
             bq = QTensor(bdata[:, None], bq.scale, bq.zero_point, None)
@@ -252,6 +257,8 @@ def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int
     else:
         res = np.empty(full_shape, out_dtype)
     out_signed = out_dtype == np.int8
+    if pws is not None and not b_batch:   # one B for every batch element: pack once, fold batch into M
+        b, pws = PackedWeights(pws), None
 
     if pws is None:                      # one packed B: fold A's batch into M
         pw = b
@@ -265,12 +272,12 @@ def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int
             _gemm2d(a2, a_signed, za, pw, plan, res.reshape(-1, N))
             if call_key is not None and bias is None:
                 pw._plans[call_key + (kid,)] = (plan, out_dtype, out_scale)
-    else:
+    elif res.size:
         a_b = np.broadcast_to(a_data, (*batch, M, K))
         b_b = np.broadcast_to(pws.data, (*batch, K, N))
         for idx in np.ndindex(*batch):
             pw = PackedWeights(QTensor(b_b[idx], pws.scale, pws.zero_point, None if pws.axis is None else 1))
-            if M * N:
+            if M * N * K:
                 plan = _make_plan(pw, _native.select_kernel(isa_idx, M), a_signed, za, sa, bias_arr, mode,
                                   out_scale, zy, lo, hi, out_signed)
                 _gemm2d(a_b[idx], a_signed, za, pw, plan, res[idx])
@@ -352,9 +359,9 @@ def matmul(a: QTensor, b, *, bias=None, out_scale=None, out_zero_point=0, out_dt
     sy = check_scale(out_scale, "out_scale")
     if sy.ndim:
         raise ValueError("out_scale must be a scalar")
-    zy = int(check_zero_point(out_zero_point, out_dtype, "out_zero_point"))
-    if zy != out_zero_point and np.ndim(out_zero_point):
+    if np.ndim(out_zero_point):
         raise ValueError("out_zero_point must be a scalar")
+    zy = int(check_zero_point(out_zero_point, out_dtype, "out_zero_point"))
     if requant not in _REQUANT_MODES:
         raise ValueError(f"requant must be 'fp32' or 'fixedpoint', got {requant!r}")
     lo, hi = _clamp_range(activation, out_dtype, float(sy), zy)
@@ -378,6 +385,8 @@ def matmul_integer(a, b, a_zero_point=0, b_zero_point=0, *, out=None) -> np.ndar
         raise ValueError("matmul_integer: operands must have at least one dimension")
     n = b.shape[-1] if b.ndim >= 2 else 1
     zb = check_zero_point(b_zero_point, b.dtype, "b_zero_point", n)
+    if zb.ndim and b.ndim < 2:
+        raise ValueError("b_zero_point per column needs b of at least 2 dimensions (K, N)")
     bq = QTensor(b, np.ones(n, np.float32) if zb.ndim else 1.0, zb, axis=-1 if zb.ndim else None)
     return _run(a, za, 1.0, bq, None, _native.OUT_INT32, 1.0, 0, 0, 0, np.dtype(np.int32), out)
 

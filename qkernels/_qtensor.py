@@ -87,6 +87,8 @@ def _normalize_axis(axis, ndim: int) -> int | None:
         return None
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         raise TypeError(f"axis must be an int or None, got {axis!r}")
+    if ndim == 0:
+        raise ValueError("a 0-d array has no axis for per-channel parameters")
     if not -ndim <= axis < ndim:
         raise ValueError(f"axis {axis} is out of bounds for an array of dimension {ndim}")
     return int(axis) % ndim
@@ -122,7 +124,7 @@ class QTensor:
     def __init__(self, data, scale, zero_point=0, axis=None):
         data = np.asarray(data)
         check_qdtype(data.dtype, "data dtype")
-        axis = _normalize_axis(axis, max(data.ndim, 1))
+        axis = _normalize_axis(axis, data.ndim)
         length = data.shape[axis] if axis is not None and data.ndim else None
         scale = check_scale(scale, "scale", length)
         zero_point = check_zero_point(zero_point, data.dtype, "zero_point", length)
@@ -192,7 +194,7 @@ def quantize(x, scale, zero_point=0, dtype=np.uint8, axis=None) -> QTensor:
     x = x.astype(np.float32, copy=False)
     if np.isnan(x).any():
         raise ValueError("x contains NaN, which has no quantized value")
-    ax = _normalize_axis(axis, max(x.ndim, 1))
+    ax = _normalize_axis(axis, x.ndim)
     length = x.shape[ax] if ax is not None and x.ndim else None
     s = check_scale(scale, "scale", length)
     z = check_zero_point(zero_point, dt, "zero_point", length)

@@ -509,6 +509,20 @@ def _cpu_busy_s() -> float | None:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+def wait_idle(max_wait: float, threshold: float = FOREIGN_CPUS_WARN, window: float = 1.0) -> float | None:
+    """Wait (at most ``max_wait`` s) until the machine has been idle for one ``window``:
+    fewer than ``threshold`` CPUs busy. Returns the last busy reading (None: unknown)."""
+    end = time.perf_counter() + max_wait
+    while True:
+        b0, t0 = _cpu_busy_s(), time.perf_counter()
+        if b0 is None:
+            return None
+        time.sleep(window)
+        busy = (_cpu_busy_s() - b0) / (time.perf_counter() - t0)
+        if busy < threshold or time.perf_counter() >= end:
+            return round(busy, 3)
+
+
 def _loadavg() -> float | None:
     try:
         return round(os.getloadavg()[0], 2)
@@ -628,17 +642,19 @@ def format_table(report: dict) -> str:
             lines.append(f"{r['shape']:<19}{r['threads']:>3} {_fmt(r['qkernels_i32'], '{:9.1f}', 9)}"
                          f"{_fmt(r['ort_matmulinteger'], '{:9.1f}', 9)}"
                          f"{_fmt(r['x_ort_matmulinteger'], '{:7.2f}', 7)}")
-    inexact = [r for r in report["rows"] if r["ort_check"] and not r["ort_check"]["exact"]]
+    inexact = [r for r in report["results"]
+               if r["lib"] == "ort" and r.get("check") and not r["check"]["exact"]]
     if inexact:
-        lines += ["", "ONNX Runtime QLinearMatMul outputs differing from the exact reference "
+        lines += ["", "ONNX Runtime outputs differing from the exact reference "
                       "(u8 x s8 AVX2 saturation; qkernels is exact):"]
         seen = {}
-        for r in inexact:
-            c = r["ort_check"]
-            seen.setdefault((r["shape"], c["mismatches"], c["size"], c["max_abs_diff"]), []).append(r["threads"])
-        for (label, bad, size, diff), thr in seen.items():
-            lines.append(f"  {label:<19}{bad}/{size} outputs ({100.0 * bad / size:.1f} %), max diff {diff} "
-                         f"(threads {', '.join(map(str, thr))})")
+        for r in sorted(inexact, key=lambda r: (r["op"], r["threads"])):
+            c = r["check"]
+            key = (r["op"], r["shape"], c["mismatches"], c["size"], c["max_abs_diff"])
+            seen.setdefault(key, []).append(r["threads"])
+        for (op, label, bad, size, diff), thr in seen.items():
+            lines.append(f"  {op:<14}{label:<19}{bad}/{size} outputs ({100.0 * bad / size:.1f} %), "
+                         f"max diff {diff} (threads {', '.join(map(str, thr))})")
     if report["targets"]:
         lines += ["", "targets:"]
         for t in report["targets"]:
@@ -650,7 +666,8 @@ def format_table(report: dict) -> str:
 
 
 def run_bench(shape_list, threads_list, *, quick: bool = False, int32: bool | None = None, rounds: int = 1,
-              isa: str | None = None, seed: int = 0, libs=LIBS, progress=None) -> dict:
+              isa: str | None = None, seed: int = 0, libs=LIBS, progress=None,
+              wait_idle_s: float = 0.0) -> dict:
     """Run every (library, thread count) worker ``rounds`` times; return the report dict."""
     timing = dict(_SETTINGS["quick" if quick else "full"])
     if int32 is None:
@@ -668,6 +685,10 @@ def run_bench(shape_list, threads_list, *, quick: bool = False, int32: bool | No
     for rnd in range(rounds):
         for t in threads_list:
             for lib in libs:
+                if wait_idle_s > 0:
+                    busy_now = wait_idle(wait_idle_s)
+                    if progress and busy_now is not None and busy_now >= FOREIGN_CPUS_WARN:
+                        progress(f"machine still busy ({busy_now} CPUs) after waiting {wait_idle_s:g} s")
                 if progress:
                     progress(f"[round {rnd + 1}/{rounds}] {lib}, {t} thread(s) ...")
                 try:
@@ -707,7 +728,7 @@ def run_bench(shape_list, threads_list, *, quick: bool = False, int32: bool | No
     return {
         "schema": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "settings": {"quick": quick, "threads": list(threads_list), "shapes": [s.label for s in shape_list],
-                     "rounds": rounds, "timing": timing, "int32": int32, "seed": seed, "isa": isa},
+                     "rounds": rounds, "wait_idle_s": wait_idle_s, "timing": timing, "int32": int32, "seed": seed, "isa": isa},
         "shapes": [dict(s._asdict(), ops=s.ops) for s in shape_list],
         "machine": machine, "results": results, "rows": rows, "targets": _targets(rows),
         "notes": notes, "ok": not wrong and not failed, "wrong_results": bool(wrong),
@@ -737,7 +758,8 @@ def run_cli(args) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     report = run_bench(shape_list, threads_list, quick=quick, rounds=rounds,
-                       isa=getattr(args, "isa", None), progress=progress)
+                       isa=getattr(args, "isa", None), progress=progress,
+                       wait_idle_s=getattr(args, "wait_idle", None) or 0.0)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
     print(format_table(report))
     print(f"({report['wall_s']} s)")
