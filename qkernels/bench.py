@@ -700,12 +700,15 @@ def run_bench(shape_list, threads_list, *, quick: bool = False, int32: bool | No
                 infos.setdefault(lib, {}).update(res["info"])
                 for r in res["results"]:
                     raw.setdefault((r["lib"], r["op"], r["shape"], r["threads"]), []).append(r)
-    busy = sorted({(k[0], k[3], round(r["foreign_cpus"], 2)) for k, v in raw.items() for r in v
-                   if (r.get("foreign_cpus") or 0) > FOREIGN_CPUS_WARN})
+    busy: dict[tuple, float] = {}
+    for k, v in raw.items():
+        for r in v:
+            if (r.get("foreign_cpus") or 0) > FOREIGN_CPUS_WARN:
+                busy[(k[0], k[3])] = max(busy.get((k[0], k[3]), 0.0), r["foreign_cpus"])
     if busy:
-        notes.append("other processes used CPU while these ran (library, threads, CPUs busy besides the "
-                     f"bench): {', '.join(f'{lib} {t}t {c}' for lib, t, c in busy)}; their figures "
-                     "(2 threads above all) are unreliable: rerun on an idle machine")
+        notes.append("other processes kept CPUs busy during these measurements (most CPUs busy besides "
+                     f"the bench): {', '.join(f'{lib} {t} thr {c:.2f}' for (lib, t), c in sorted(busy.items()))}"
+                     "; such figures (2 threads above all) are unreliable: rerun on an idle machine")
     results = [_merge_rounds(v) for v in raw.values()]
     wrong = [r for r in results if r["lib"] == "qkernels" and r.get("check") and not r["check"]["exact"]]
     for r in wrong:
@@ -761,12 +764,15 @@ def run_cli(args) -> int:
                        isa=getattr(args, "isa", None), progress=progress,
                        wait_idle_s=getattr(args, "wait_idle", None) or 0.0)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
-    print(format_table(report))
-    print(f"({report['wall_s']} s)")
     path = getattr(args, "json", None)
-    if path:
+    if path:                                  # saved first: a closed stdout must not lose it
         with open(path, "w") as f:
             json.dump(report, f, indent=1)
             f.write("\n")
-        print(f"saved {path}")
+    try:
+        print(format_table(report))
+        print(f"({report['wall_s']} s)" + (f"; saved {path}" if path else ""))
+        sys.stdout.flush()
+    except BrokenPipeError:                   # e.g. piped into head
+        sys.stdout = open(os.devnull, "w")
     return 0 if report["ok"] else 1

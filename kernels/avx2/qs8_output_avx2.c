@@ -5,7 +5,8 @@
 #include "qk_output.h"
 
 static inline __m256i fixedpoint8(__m256i x, __m256i mult, __m256i rshift) {
-    /* Saturating rounding doubling high multiply == (x*mult + 2^30) >> 31 for mult > 0. */
+    /* Saturating rounding doubling high multiply == (x*mult + 2^30) >> 31 except for
+     * x == mult == INT32_MIN, which the API never produces (multipliers are > 0). */
     const __m256i half = _mm256_set1_epi64x(1LL << 30);
     __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, mult), half);
     __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(mult, 32)), half);

@@ -34,7 +34,8 @@ typedef struct {
     int mode;                 /* enum qk_out_mode */
     int out_signed;           /* output int8 (1) or uint8 (0); unused for INT32 */
     int32_t zero_point;       /* output zero point */
-    int32_t lo, hi;           /* clamp, in output units (activation fused here) */
+    int32_t lo, hi;           /* clamp, in output units (activation fused here);
+                                 precondition: lo <= hi, both inside the output type */
     const int32_t *col_add;   /* [N] added to every row: bias and zero-point terms */
     const int32_t *col_zb;    /* [N] or NULL: B zero point times row sum, subtracted */
     const int32_t *row_sum;   /* [M] or NULL: sum of packed A over K (QK_PACK_S8 only) */
