@@ -129,6 +129,7 @@ void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1,
     const size_t a_panel = k_groups * kr * mr * (kern->a_pack == QK_PACK_I16 ? 2 : 1);
     const size_t b_panel = k_groups * kr * nr * (kern->b_pack == QK_PACK_I16 ? 2 : 1);
     int32_t acc[QK_MAX_TILE];
+    const int fuse = kern->fused && !p->row_sum && (p->mode == QK_OUT_INT32 || p->mode == QK_OUT_FP32);
     /* A panel outer: it stays in L1 while the block's B panels (L1/L2) pass by. */
     for (size_t m = m0; m < m1; m += mr) {
         const char *ap = (const char *)a_packed + (m / mr) * a_panel;
@@ -136,6 +137,10 @@ void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1,
         for (size_t n = n0; n < n1; n += nr) {
             const char *bp = (const char *)b_packed + (n / nr) * b_panel;
             size_t nc = n1 - n < nr ? n1 - n : nr;
+            if (fuse && mc == mr && nc == nr) {
+                kern->fused(k_groups, ap, bp, m, n, p, c, c_stride);
+                continue;
+            }
             kern->gemm(k_groups, ap, bp, acc);
             kern->output(mc, nc, acc, nr, m, n, p, c, c_stride);
         }

@@ -12,6 +12,8 @@ ukernel qs8_gemm_2x4c2_scalar;
 output_stage qk_output_scalar;
 #if defined(__x86_64__)
 ukernel qs8_gemm_6x16c2_avx2, qs8_gemm_1x16c2_avx2;
+void qs8_gemm_6x16c2_fused_avx2(size_t, const void *, const void *, size_t, size_t, const qk_out_params *,
+                                void *, size_t);
 output_stage qk_output_avx2;
 #endif
 #if defined(__aarch64__)
@@ -26,7 +28,8 @@ static const qk_gemm_kernel kernels[] = {
     {"qs8_gemm_2x4c2_scalar", QK_ISA_SCALAR, 2, 4, 2, I16, I16, 0, qs8_gemm_2x4c2_scalar, qk_output_scalar},
 #if defined(__x86_64__)
     {"qs8_gemm_1x16c2_avx2", QK_ISA_AVX2, 1, 16, 2, I16, S8, 2, qs8_gemm_1x16c2_avx2, qk_output_avx2},
-    {"qs8_gemm_6x16c2_avx2", QK_ISA_AVX2, 6, 16, 2, I16, I16, 0, qs8_gemm_6x16c2_avx2, qk_output_avx2},
+    {"qs8_gemm_6x16c2_avx2", QK_ISA_AVX2, 6, 16, 2, I16, I16, 0, qs8_gemm_6x16c2_avx2, qk_output_avx2,
+     qs8_gemm_6x16c2_fused_avx2},
 #endif
 #if defined(__aarch64__)
     {"qs8_gemm_4x8_neon_mlal", QK_ISA_NEON, 4, 8, 1, I16, I16, 0, qs8_gemm_4x8_neon_mlal, qk_output_neon},

@@ -87,6 +87,14 @@ def _isa_index(name: str) -> int:
     return ISA_NAMES.index(name)
 
 
+_INDEX = {name: i for i, name in enumerate(ISA_NAMES)}
+
+
+def isa_index() -> int:
+    """Index (in ISA_NAMES) of the path this thread uses."""
+    return _INDEX[getattr(_state, "isa", None) or _default]
+
+
 def gemm_kernels(isa: str | None = None) -> list[str]:
     """Names of the int8 GEMM micro-kernels an ISA path uses (small-M ones first)."""
     isa = isa or get_isa()

@@ -115,10 +115,12 @@ class QTensor:
     __array_priority__ = 20
 
     @classmethod
-    def _trusted(cls, data: np.ndarray, scale: float, zero_point: int) -> "QTensor":
-        """A per-tensor QTensor from parameters already validated (fast path of outputs)."""
+    def _trusted(cls, data: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> "QTensor":
+        """A per-tensor QTensor from 0-d float32/int32 parameters already validated
+        (the fast path of outputs; they may be shared, QTensors never modify them)."""
         q = object.__new__(cls)
-        q.data, q.scale, q.zero_point, q.axis = data, np.asarray(np.float32(scale)), np.asarray(np.int32(zero_point)), None
+        q.data, q.scale, q.zero_point, q.axis = data, scale, zero_point, None
+        q._params = (data.dtype.char, int(zero_point), float(scale))
         return q
 
     def __init__(self, data, scale, zero_point=0, axis=None):
@@ -141,6 +143,8 @@ class QTensor:
         self.scale = scale
         self.zero_point = zero_point
         self.axis = axis
+        # per-tensor parameters as Python scalars: the key of matmul's call cache
+        self._params = (data.dtype.char, int(zero_point), float(scale)) if axis is None else None
 
     shape = property(lambda self: self.data.shape)
     dtype = property(lambda self: self.data.dtype)

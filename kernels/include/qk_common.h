@@ -50,6 +50,11 @@ typedef void (*qk_output_fn)(size_t mr, size_t nr, const int32_t *acc, size_t ac
                              size_t m0, size_t n0, const qk_out_params *p,
                              void *c, size_t c_stride);
 
+/* A micro-kernel with the output stage fused in, for full tiles of int32 or fp32
+ * output without row sums; bit-identical to gemm + output. */
+typedef void (*qk_gemm_fused_fn)(size_t k_groups, const void *a, const void *b, size_t m0, size_t n0,
+                                 const qk_out_params *p, void *c, size_t c_stride);
+
 typedef struct {
     const char *name;         /* what it is: op, dtype, tile, ISA */
     int isa;
@@ -58,6 +63,7 @@ typedef struct {
     size_t max_m;             /* used only for M <= max_m (0: any M) */
     qk_gemm_ukernel_fn gemm;
     qk_output_fn output;
+    qk_gemm_fused_fn fused;   /* or NULL */
 } qk_gemm_kernel;
 
 /* Registry (kernels/registry.c): kernels by id (0..count-1), and the one to use
