@@ -25,7 +25,11 @@ _ARCH_FEATURES = {
     "x86_64": ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "avxvnni"),
     "aarch64": ("asimd", "asimddp", "fphp", "asimdhp", "i8mm"),
 }
-_state = threading.local()
+class _ThreadState(threading.local):
+    isa: str | None = None   # a class default: a missing attribute would cost an exception
+
+
+_state = _ThreadState()
 _lock = threading.Lock()
 
 
@@ -62,7 +66,7 @@ _default = _default_isa()
 
 def get_isa() -> str:
     """The ISA path the calls of this thread use."""
-    return getattr(_state, "isa", None) or _default
+    return _state.isa or _default
 
 
 def set_isa(name: str) -> None:
@@ -75,7 +79,7 @@ def set_isa(name: str) -> None:
 def use_isa(name: str):
     """Use ISA path ``name`` for the calls of this thread inside the ``with`` block."""
     name = _check_isa(name)
-    prev = getattr(_state, "isa", None)
+    prev = _state.isa
     _state.isa = name
     try:
         yield name
@@ -92,7 +96,7 @@ _INDEX = {name: i for i, name in enumerate(ISA_NAMES)}
 
 def isa_index() -> int:
     """Index (in ISA_NAMES) of the path this thread uses."""
-    return _INDEX[getattr(_state, "isa", None) or _default]
+    return _INDEX[_state.isa or _default]
 
 
 def gemm_kernels(isa: str | None = None) -> list[str]:

@@ -274,7 +274,7 @@ def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int
             if call_key is not None and bias is None and call_key[-1] == kid:
                 if len(pw._calls) > 64:
                     pw._calls.clear()
-                pw._calls[call_key] = (plan, out_dtype, pw.packed_for(kid)[0], *_result_params(out_scale, zy))
+                pw._calls[call_key] = (plan, out_dtype, pw.packed_for(kid)[0], *_result_params(out_scale, zy, out_dtype))
     elif res.size:
         a_b = np.broadcast_to(a_data, (*batch, M, K))
         b_b = np.broadcast_to(pws.data, (*batch, K, N))
@@ -288,9 +288,12 @@ def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int
     return out if out is not None else result
 
 
-def _result_params(out_scale, zy: int) -> tuple:
-    """The output QTensor's 0-d scale and zero point, made once per cached call."""
-    return np.asarray(np.float32(out_scale)), np.asarray(np.int32(zy))
+def _result_params(out_scale, zy: int, out_dtype=None) -> tuple:
+    """The output QTensor's 0-d scale and zero point (and its call-cache key), made
+    once per cached call."""
+    scale = np.asarray(np.float32(out_scale))
+    key = None if out_dtype is None else (np.dtype(out_dtype).char, int(zy), float(scale))
+    return scale, np.asarray(np.int32(zy)), key
 
 
 def _plan_for(pw, kid, a_signed, za, sa, bias_arr, cacheable, mode, out_scale, zy, lo, hi, out_signed):
@@ -343,7 +346,7 @@ def matmul(a: QTensor, b, *, bias=None, out_scale=None, out_zero_point=0, out_dt
             except TypeError:   # unhashable activation or parameters: take the full path
                 hit = key = None
             if hit is not None:
-                plan, dt, packed, sy, zy = hit
+                plan, dt, packed, sy, zy, params = hit
                 shape = (data.shape[0], b.n)
                 if out is None:
                     res = np.empty(shape, dt)
@@ -356,7 +359,7 @@ def matmul(a: QTensor, b, *, bias=None, out_scale=None, out_zero_point=0, out_dt
                              plan.col_zb, plan.need_row_sum, plan.mode, plan.out_signed, plan.zy,
                              plan.lo, plan.hi, plan.scale, plan.mult, plan.shift, res,
                              _dispatch._num_threads)
-                return res if plan.mode == _native.OUT_INT32 else QTensor._trusted(res, sy, zy)
+                return res if plan.mode == _native.OUT_INT32 else QTensor._trusted(res, sy, zy, params)
     if not isinstance(a, QTensor):
         raise TypeError(f"a must be a QTensor (see qkernels.quantize), got {type(a).__name__}")
     if a.axis is not None:
@@ -384,7 +387,7 @@ def matmul(a: QTensor, b, *, bias=None, out_scale=None, out_zero_point=0, out_dt
         raise ValueError(f"requant must be 'fp32' or 'fixedpoint', got {requant!r}")
     lo, hi = _clamp_range(activation, out_dtype, float(sy), zy)
     data = _run(a.data, za, sa, b, bias, _REQUANT_MODES[requant], float(sy), zy, lo, hi, out_dtype, out, key)
-    return QTensor._trusted(data, *_result_params(sy, zy))
+    return QTensor._trusted(data, *_result_params(sy, zy, out_dtype))
 
 
 def matmul_integer(a, b, a_zero_point=0, b_zero_point=0, *, out=None) -> np.ndarray:

@@ -113,14 +113,15 @@ class QTensor:
     """
 
     __array_priority__ = 20
+    __slots__ = ("data", "scale", "zero_point", "axis", "_params")
 
     @classmethod
-    def _trusted(cls, data: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> "QTensor":
+    def _trusted(cls, data: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, params=None) -> "QTensor":
         """A per-tensor QTensor from 0-d float32/int32 parameters already validated
         (the fast path of outputs; they may be shared, QTensors never modify them)."""
         q = object.__new__(cls)
         q.data, q.scale, q.zero_point, q.axis = data, scale, zero_point, None
-        q._params = (data.dtype.char, int(zero_point), float(scale))
+        q._params = params or (data.dtype.char, int(zero_point), float(scale))
         return q
 
     def __init__(self, data, scale, zero_point=0, axis=None):
