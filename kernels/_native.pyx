@@ -178,6 +178,16 @@ def gemm(int kid, cnp.ndarray a, bint a_signed, int32_t za, cnp.ndarray b_packed
         else:
             nc_panels = (nc_panels + 1) // 2
             n_blocks = (n_panels + nc_panels - 1) // nc_panels
+    # Equal shares: make the block count of the split dimension a multiple of the
+    # thread count, with blocks of (nearly) equal size (static schedule, no stealing).
+    if nthreads > 1 and m_blocks >= n_blocks and m_panels >= nthreads:
+        m_blocks = (m_blocks + nthreads - 1) // nthreads * nthreads
+        mc_panels = (m_panels + m_blocks - 1) // m_blocks
+        m_blocks = (m_panels + mc_panels - 1) // mc_panels
+    elif nthreads > 1 and n_panels >= nthreads:
+        n_blocks = (n_blocks + nthreads - 1) // nthreads * nthreads
+        nc_panels = (n_panels + n_blocks - 1) // n_blocks
+        n_blocks = (n_panels + nc_panels - 1) // nc_panels
     cdef Py_ssize_t n_tiles = m_blocks * n_blocks
     cdef int nt = <int>min(nthreads, <size_t>n_tiles)
 
