@@ -170,7 +170,9 @@ def gemm(int kid, cnp.ndarray a, bint a_signed, int32_t za, cnp.ndarray b_packed
         nthreads = 1
     cdef size_t m_blocks = (m_panels + mc_panels - 1) // mc_panels
     cdef size_t n_blocks = (n_panels + nc_panels - 1) // nc_panels
-    # Enough blocks for every thread: split the wider dimension further.
+    # Enough blocks for every thread: split the wider dimension further. (Measured:
+    # equal static shares beat OpenMP's dynamic schedule by 10-50 % on a quiet
+    # machine; on a loaded one a thread whose core is taken delays its whole share.)
     while nthreads > 1 and m_blocks * n_blocks < nthreads * 2 and (mc_panels > 1 or nc_panels > 1):
         if mc_panels > 1 and (m_blocks <= n_blocks or nc_panels == 1):
             mc_panels = (mc_panels + 1) // 2
