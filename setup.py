@@ -61,6 +61,7 @@ native = Extension(
 setup(
     packages=["qkernels", "qkernels.graph"],
     package_dir={"qkernels": "qkernels", "qkernels.graph": "graph"},
+    package_data={"qkernels": ["py.typed"]},
     ext_modules=cythonize([native], compiler_directives={"language_level": "3"}),
     cmdclass={"build_ext": BuildISAExt},
 )

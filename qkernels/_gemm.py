@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import sys
 import threading
+from typing import Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _dispatch, _native
 from ._qtensor import QTensor, check_qdtype, check_scale, check_zero_point, int_range
 
+Activation = Union[None, str, Tuple[float, float]]
 _REQUANT_MODES = {"fp32": _native.OUT_FP32, "fixedpoint": _native.OUT_FIXEDPOINT}
 _EMPTY_I32 = np.zeros(1, np.int32)
 _EMPTY_F32 = np.zeros(1, np.float32)
@@ -96,7 +99,7 @@ def _check_bias(bias, n: int) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(b, (n,)), dtype=np.int32)
 
 
-def pack_weights(b, bias=None) -> PackedWeights:
+def pack_weights(b: QTensor, bias: ArrayLike | None = None) -> PackedWeights:
     """Pack quantized weights ``b`` (QTensor (K, N), per tensor or per column) for reuse."""
     return PackedWeights(b, bias)
 
@@ -309,8 +312,10 @@ def _plan_for(pw, kid, a_signed, za, sa, bias_arr, cacheable, mode, out_scale, z
     return plan
 
 
-def matmul(a: QTensor, b, *, bias=None, out_scale=None, out_zero_point=0, out_dtype=None,
-           activation=None, requant: str = "fp32", out=None):
+def matmul(a: QTensor, b: QTensor | PackedWeights, *, bias: ArrayLike | None = None,
+           out_scale: float | None = None, out_zero_point: int = 0, out_dtype: DTypeLike = None,
+           activation: Activation = None, requant: str = "fp32",
+           out: np.ndarray | None = None) -> QTensor | np.ndarray:
     """Quantized matrix product, like ``numpy.matmul`` on the real values.
 
     Parameters
@@ -390,7 +395,8 @@ def matmul(a: QTensor, b, *, bias=None, out_scale=None, out_zero_point=0, out_dt
     return QTensor._trusted(data, *_result_params(sy, zy, out_dtype))
 
 
-def matmul_integer(a, b, a_zero_point=0, b_zero_point=0, *, out=None) -> np.ndarray:
+def matmul_integer(a: ArrayLike, b: ArrayLike, a_zero_point: int = 0, b_zero_point: ArrayLike = 0, *,
+                   out: np.ndarray | None = None) -> np.ndarray:
     """ONNX MatMulInteger: ``sum_k (a - a_zero_point) * (b - b_zero_point)`` in int32.
 
     ``a`` (..., M, K) and ``b`` (..., K, N) are uint8/int8 arrays; ``a_zero_point``

@@ -10,6 +10,7 @@ import math
 import numbers
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 QUANT_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 
@@ -124,7 +125,7 @@ class QTensor:
         q._params = params or (data.dtype.char, int(zero_point), float(scale))
         return q
 
-    def __init__(self, data, scale, zero_point=0, axis=None):
+    def __init__(self, data: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, axis: int | None = None):
         data = np.asarray(data)
         check_qdtype(data.dtype, "data dtype")
         axis = _normalize_axis(axis, data.ndim)
@@ -179,7 +180,8 @@ class QTensor:
         return (QTensor, (self.data, self.scale, self.zero_point, self.axis))
 
 
-def quantize(x, scale, zero_point=0, dtype=np.uint8, axis=None) -> QTensor:
+def quantize(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, dtype: DTypeLike = np.uint8,
+             axis: int | None = None) -> QTensor:
     """Quantize float ``x``: ``q = saturate(round_half_even(x / scale) + zero_point)``.
 
     Parameters
@@ -212,7 +214,8 @@ def quantize(x, scale, zero_point=0, dtype=np.uint8, axis=None) -> QTensor:
     return QTensor(q, s, z, axis=ax)
 
 
-def dequantize(q, scale=None, zero_point=None, axis=None) -> np.ndarray:
+def dequantize(q: QTensor | ArrayLike, scale: ArrayLike | None = None, zero_point: ArrayLike | None = None,
+               axis: int | None = None) -> np.ndarray:
     """Real values of a quantized array: ``(q - zero_point) * scale`` in float32.
 
     ``q`` is a :class:`QTensor` (its parameters are used) or a uint8/int8 array with

@@ -453,9 +453,11 @@ def run_worker(lib: str, threads: int, shape_list, timing: dict, *, int32: bool 
     self0 = resource.getrusage(resource.RUSAGE_SELF)
     spec = {"lib": lib, "threads": threads, "shapes": [s._asdict() for s in shape_list],
             "timing": timing, "int32": int32, "seed": seed, "env_unset": unset}
+    # cwd: beside this very package, so `python -c` (cwd first on sys.path) imports
+    # the same qkernels as this process, never an unbuilt source tree.
     proc = subprocess.run([sys.executable, "-c", _BOOT, os.path.abspath(__file__)],
                           input=json.dumps(spec), capture_output=True, text=True, env=env,
-                          timeout=timeout)
+                          timeout=timeout, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     marker = "@@QKBENCH@@"
     if proc.returncode != 0 or marker not in proc.stdout:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]

@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import subprocess
+import tempfile
 import sys
 import threading
 
@@ -32,11 +33,17 @@ def _rand(rng, shape, dtype):
     return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
 
 
+# Subprocesses start outside the source tree, whose qkernels/ (no compiled module in a
+# non-editable install) would shadow the installed package.
+NEUTRAL_DIR = tempfile.gettempdir()
+
+
 def _python(code: str, timeout=120, **env):
     """Run ``python -c code`` with a clean qkernels environment plus ``env``."""
     e = {k: v for k, v in os.environ.items() if k not in ("QKERNELS_ISA", "QKERNELS_NUM_THREADS")}
     e.update(env)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=timeout)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=timeout,
+                          cwd=NEUTRAL_DIR)
 
 
 # ------------------------------------------------------------------------ quantize (ONNX)
@@ -679,10 +686,12 @@ def test_cpu_info_reports_detection_and_choice():
 
 
 def test_cli_info_runs():
-    r = subprocess.run([sys.executable, "-m", "qkernels", "info"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "qkernels", "info"], capture_output=True, text=True, timeout=120,
+                       cwd=NEUTRAL_DIR)
     assert r.returncode == 0, r.stderr
     assert "ISA path used" in r.stdout and qkernels.get_isa() in r.stdout
     r = subprocess.run([sys.executable, "-m", "qkernels", "info", "--json"], capture_output=True, text=True,
+                       cwd=NEUTRAL_DIR,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
