@@ -33,40 +33,39 @@ void qs8_gemm_6x16c2_avx2(size_t k_groups, const void *a_, const void *b_, int32
     STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5)
 }
 
-/* One row of 16: add the column terms; store int32, or requantize exactly as the
- * output stage does (float32 multiply, clamp, round half to even) and store 16 bytes. */
-static inline void out_row16(__m256i v0, __m256i v1, const qk_out_params *p, const int32_t *col_add,
-                             const float *scale, char *row) {
-    v0 = _mm256_add_epi32(v0, _mm256_loadu_si256((const __m256i *)col_add));
-    v1 = _mm256_add_epi32(v1, _mm256_loadu_si256((const __m256i *)(col_add + 8)));
-    if (p->mode == QK_OUT_INT32) {
-        _mm256_storeu_si256((__m256i *)row, v0);
-        _mm256_storeu_si256((__m256i *)(row + 32), v1);
-        return;
-    }
-    const __m256 flo = _mm256_set1_ps((float)(p->lo - p->zero_point));
-    const __m256 fhi = _mm256_set1_ps((float)(p->hi - p->zero_point));
-    const __m256i zp = _mm256_set1_epi32(p->zero_point);
-    __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(v0), _mm256_loadu_ps(scale));
-    __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(v1), _mm256_loadu_ps(scale + 8));
-    f0 = _mm256_min_ps(_mm256_max_ps(f0, flo), fhi);
-    f1 = _mm256_min_ps(_mm256_max_ps(f1, flo), fhi);
-    __m256i w = _mm256_packs_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(f0), zp),
-                                   _mm256_add_epi32(_mm256_cvtps_epi32(f1), zp));
-    w = _mm256_permute4x64_epi64(w, 0xD8);   /* undo the per-lane interleave of packs */
-    __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
-    _mm_storeu_si128((__m128i *)row, p->out_signed ? _mm_packs_epi16(lo, hi) : _mm_packus_epi16(lo, hi));
-}
-
+/* The fused epilogue: add the column terms; store int32, or requantize exactly as
+ * the output stage does (float32 multiply, clamp, round half to even) and store 16
+ * bytes per row. Column terms are loaded once for the six rows. */
 void qs8_gemm_6x16c2_fused_avx2(size_t k_groups, const void *a_, const void *b_, size_t m0, size_t n0,
                                 const qk_out_params *p, void *c, size_t c_stride) {
     int32_t acc[6 * 16];
     qs8_gemm_6x16c2_avx2(k_groups, a_, b_, acc);
-    const int32_t *col_add = p->col_add + n0;
-    const float *scale = p->mode == QK_OUT_FP32 ? p->scale + n0 : NULL;
-    const size_t es = p->mode == QK_OUT_INT32 ? 4 : 1;
-    for (int i = 0; i < 6; i++)
-        out_row16(_mm256_loadu_si256((const __m256i *)(acc + 16 * i)),
-                  _mm256_loadu_si256((const __m256i *)(acc + 16 * i + 8)), p, col_add, scale,
-                  (char *)c + (m0 + i) * c_stride + n0 * es);
+    const __m256i add0 = _mm256_loadu_si256((const __m256i *)(p->col_add + n0));
+    const __m256i add1 = _mm256_loadu_si256((const __m256i *)(p->col_add + n0 + 8));
+    char *row = (char *)c + m0 * c_stride;
+    if (p->mode == QK_OUT_INT32) {
+        row += n0 * 4;
+        for (int i = 0; i < 6; i++, row += c_stride) {
+            _mm256_storeu_si256((__m256i *)row, _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + 16 * i)), add0));
+            _mm256_storeu_si256((__m256i *)(row + 32), _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + 16 * i + 8)), add1));
+        }
+        return;
+    }
+    const __m256 scale0 = _mm256_loadu_ps(p->scale + n0), scale1 = _mm256_loadu_ps(p->scale + n0 + 8);
+    const __m256 flo = _mm256_set1_ps((float)(p->lo - p->zero_point));
+    const __m256 fhi = _mm256_set1_ps((float)(p->hi - p->zero_point));
+    const __m256i zp = _mm256_set1_epi32(p->zero_point);
+    const int out_signed = p->out_signed;
+    row += n0;
+    for (int i = 0; i < 6; i++, row += c_stride) {
+        __m256i v0 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + 16 * i)), add0);
+        __m256i v1 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + 16 * i + 8)), add1);
+        __m256 f0 = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v0), scale0), flo), fhi);
+        __m256 f1 = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v1), scale1), flo), fhi);
+        __m256i w = _mm256_packs_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(f0), zp),
+                                       _mm256_add_epi32(_mm256_cvtps_epi32(f1), zp));
+        w = _mm256_permute4x64_epi64(w, 0xD8);   /* undo the per-lane interleave of packs */
+        __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+        _mm_storeu_si128((__m128i *)row, out_signed ? _mm_packs_epi16(lo, hi) : _mm_packus_epi16(lo, hi));
+    }
 }
