@@ -32,12 +32,13 @@ cdef extern from "qk_common.h" nogil:
         int mr, nr, kr
         int a_pack, b_pack
         size_t max_m
+        int needs_pairs_128
     int QK_ISA_COUNT
-    int QK_PACK_I16, QK_PACK_S8
+    int QK_PACK_I16, QK_PACK_S8, QK_PACK_U8
     int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT
     int qk_gemm_kernel_count()
     const qk_gemm_kernel *qk_gemm_kernel_get(int id)
-    int qk_gemm_kernel_select(int isa, size_t m)
+    int qk_gemm_kernel_select(int isa, size_t m, int b_pairs_128)
     const char *qk_isa_name(int isa)
     unsigned int qk_cpu_features()
     const char *qk_cpu_arch()
@@ -58,6 +59,7 @@ OUT_FP32 = QK_OUT_FP32
 OUT_FIXEDPOINT = QK_OUT_FIXEDPOINT
 PACK_I16 = QK_PACK_I16
 PACK_S8 = QK_PACK_S8
+PACK_U8 = QK_PACK_U8
 
 _FEATURE_BITS = {
     "avx2": 1 << 0, "fma": 1 << 1, "f16c": 1 << 2, "avx512f": 1 << 3, "avx512bw": 1 << 4,
@@ -81,16 +83,18 @@ def isa_names():
 
 
 def kernel_info(int kid):
-    """(name, isa, mr, nr, kr, a_pack, b_pack, max_m) of GEMM kernel `kid`, or None."""
+    """(name, isa, mr, nr, kr, a_pack, b_pack, max_m, needs_pairs_128) of kernel `kid`, or None."""
     cdef const qk_gemm_kernel *k = qk_gemm_kernel_get(kid)
     if k == NULL:
         return None
-    return (k.name.decode(), qk_isa_name(k.isa).decode(), k.mr, k.nr, k.kr, k.a_pack, k.b_pack, k.max_m)
+    return (k.name.decode(), qk_isa_name(k.isa).decode(), k.mr, k.nr, k.kr, k.a_pack, k.b_pack, k.max_m,
+            bool(k.needs_pairs_128))
 
 
-def select_kernel(int isa, size_t m):
-    """Id of the GEMM kernel an ISA uses for M rows (-1: none in this build)."""
-    return qk_gemm_kernel_select(isa, m)
+def select_kernel(int isa, size_t m, bint b_pairs_128=False):
+    """Id of the GEMM kernel an ISA uses for M rows (-1: none in this build), given
+    whether every stored pair of B along K has |b(k)| + |b(k+1)| <= 128."""
+    return qk_gemm_kernel_select(isa, m, b_pairs_128)
 
 
 def kernel_count():

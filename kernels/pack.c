@@ -22,6 +22,27 @@ size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k) {
     return elems * (pack == QK_PACK_I16 ? 2 : 1);
 }
 
+/* uint8 A panels: row-major, int8 flipped to uint8, with the sums of what is stored. */
+static void pack_a_rows_u8(int mr, int kr, size_t rows, size_t k, const void *a, int a_signed,
+                           ptrdiff_t stride_m, ptrdiff_t stride_k, uint8_t *dst, int32_t *row_sum) {
+    size_t kp = round_up(k ? k : 1, kr);
+    const uint8_t flip = a_signed ? 0x80 : 0;
+    for (int r = 0; r < mr; r++, dst += kp) {
+        size_t kk = 0;
+        if ((size_t)r < rows) {
+            const uint8_t *src = (const uint8_t *)a + (ptrdiff_t)r * stride_m;
+            uint32_t sum = 0;
+            for (; kk < k; kk++) {
+                uint8_t v = (uint8_t)(src[(ptrdiff_t)kk * stride_k] ^ flip);
+                dst[kk] = v;
+                sum += v;
+            }
+            if (row_sum) row_sum[r] = (int32_t)sum;
+        }
+        for (; kk < kp; kk++) dst[kk] = 0;
+    }
+}
+
 /* One panel of `rows` source rows (along the panel's long axis: rows of A or
  * columns of B) into `tile` lanes x K. `zp` is per lane (NULL when none).
  * QK_PACK_I16 stores value - zp as int16; QK_PACK_S8 stores the value as int8
@@ -110,6 +131,11 @@ void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k,
         size_t rows = m - m0 < (size_t)mr ? m - m0 : (size_t)mr;
         const void *src = (const char *)a + (ptrdiff_t)m0 * stride_m;
         void *dst = (char *)packed + (m0 / mr) * panel_bytes;
+        if (pack == QK_PACK_U8) {
+            pack_a_rows_u8(mr, kr, rows, k, src, a_signed, stride_m, stride_k, (uint8_t *)dst,
+                           row_sum ? row_sum + m0 : NULL);
+            continue;
+        }
         if (pack == QK_PACK_I16) {
             pack_a_rows_i16(mr, kr, rows, k, src, a_signed, stride_m, stride_k, za, (int16_t *)dst,
                             row_sum ? row_sum + m0 : NULL);

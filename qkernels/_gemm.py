@@ -61,6 +61,7 @@ class PackedWeights:
         self.scale = np.broadcast_to(b.scale, (self.n,)).astype(np.float32)
         self.zero_point = np.broadcast_to(b.zero_point, (self.n,)).astype(np.int32)
         self.bias = None if bias is None else _check_bias(bias, self.n)
+        self.pairs_128 = _pairs_fit_128(b.data, self.signed)
         self._packed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._plans: dict[tuple, _Plan] = {}
         self._calls: dict[tuple, tuple] = {}   # matmul's fast path: call arguments -> plan
@@ -86,6 +87,16 @@ class PackedWeights:
                     got = _native.pack_b(kid, self.qtensor.data, self.signed, self.zero_point)
                     self._packed[kid] = got
         return got
+
+
+def _pairs_fit_128(b: np.ndarray, signed: bool) -> bool:
+    """Whether every pair (b[2i], b[2i+1]) along K, as int8 panels store it (uint8
+    minus 128), has |b0| + |b1| <= 128: then uint8 x int8 products summed in pairs fit
+    int16 (255 * 128 < 32768), which makes vpmaddubsw exact. True for 7-bit weights."""
+    v = np.abs(b.astype(np.int16) - (0 if signed else 128))
+    if v.shape[0] % 2:
+        v = np.concatenate([v, np.zeros((1,) + v.shape[1:], v.dtype)])
+    return bool(v.size == 0 or (v[0::2] + v[1::2]).max() <= 128)
 
 
 def _check_bias(bias, n: int) -> np.ndarray:
@@ -165,7 +176,11 @@ def _make_plan(pw: PackedWeights, kid: int, a_signed: bool, za: int, sa, bias, m
         # A was zero-folded, B was not: subtract zb * sum_k(a - za) per row.
         col_add = b
     else:
-        za_s = za - (0 if a_signed else 128)
+        # A stored as int8 (uint8 minus 128) or as uint8 (int8 plus 128): shift za alike.
+        if a_pack == _native.PACK_U8:
+            za_s = za + (128 if a_signed else 0)
+        else:
+            za_s = za - (0 if a_signed else 128)
         col_add = b - za_s * col_sum.astype(np.int64) + pw.k * za_s * zb_s
     need_row = bool(np.any(zb_s != 0))
     # int32 wrap-around, as the hardware sums wrap
@@ -270,7 +285,7 @@ def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int
             bias_arr = pw.bias
         a2 = a_data.reshape(-1, K) if a_data.ndim > 2 else a_data
         if a2.shape[0] * N and res.size:
-            kid = _native.select_kernel(isa_idx, a2.shape[0])
+            kid = _native.select_kernel(isa_idx, a2.shape[0], pw.pairs_128)
             plan = _plan_for(pw, kid, a_signed, za, sa, bias_arr, bias is None, mode, out_scale, zy, lo, hi,
                              out_signed)
             _gemm2d(a2, a_signed, za, pw, plan, res.reshape(-1, N))
@@ -284,7 +299,7 @@ def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int
         for idx in np.ndindex(*batch):
             pw = PackedWeights(QTensor(b_b[idx], pws.scale, pws.zero_point, None if pws.axis is None else 1))
             if M * N * K:
-                plan = _make_plan(pw, _native.select_kernel(isa_idx, M), a_signed, za, sa, bias_arr, mode,
+                plan = _make_plan(pw, _native.select_kernel(isa_idx, M, pw.pairs_128), a_signed, za, sa, bias_arr, mode,
                                   out_scale, zy, lo, hi, out_signed)
                 _gemm2d(a_b[idx], a_signed, za, pw, plan, res[idx])
     result = res.reshape(result_shape)
@@ -346,7 +361,7 @@ def matmul(a: QTensor, b: QTensor | PackedWeights, *, bias: ArrayLike | None = N
         if data.ndim == 2 and data.shape[1] == b.k:
             try:
                 key = (a._params, out_scale, out_zero_point, out_dtype, activation, requant,
-                       _native.select_kernel(_dispatch.isa_index(), data.shape[0]))
+                       _native.select_kernel(_dispatch.isa_index(), data.shape[0], b.pairs_128))
                 hit = b._calls.get(key)
             except TypeError:   # unhashable activation or parameters: take the full path
                 hit = key = None

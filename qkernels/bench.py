@@ -52,6 +52,7 @@ class Shape(NamedTuple):
     k: int
     label: str
     source: str
+    wbits: int = 8   # weights drawn from the symmetric range of this many bits
 
     @property
     def ops(self) -> int:
@@ -77,10 +78,14 @@ SHAPES: tuple[Shape, ...] = (
     Shape(784, 128, 576, "conv3x3-28-im2col",
           "ResNet 3x3 convolution 64 -> 128 channels with a 28x28 output, as im2col "
           "(M = 28*28, K = 3*3*64; ResNet-18 layer2 conv1)"),
+    Shape(1024, 1024, 1024, "square-1024-w7",
+          "square-1024 with 7-bit weights in [-64, 63] (ONNX Runtime's advice for AVX2): "
+          "qkernels' provably exact vpmaddubsw kernel, and ONNX Runtime exact too", 7),
+    Shape(3136, 64, 64, "conv1x1-56-w7", "conv1x1-56 with 7-bit weights in [-64, 63]", 7),
 )
 
 #: Labels of the shapes ``qkernels bench --quick`` runs.
-QUICK: tuple[str, ...] = ("square-1024", "square-64", "gemv-1024", "conv1x1-56")
+QUICK: tuple[str, ...] = ("square-1024", "square-64", "gemv-1024", "conv1x1-56", "square-1024-w7")
 
 #: The project's targets, checked at the end of every run.
 TARGET_RATIO_NUMPY_1024 = 2.0   # int8 GEMM >= 2x numpy float32 GOP/s at 1024^3, 1 thread
@@ -125,16 +130,18 @@ class Problem(NamedTuple):
 
 
 def make_problem(shape: Shape, seed: int = 0) -> Problem:
-    """Full-range uint8 activations and int8 weights, an output scale that keeps
-    most outputs inside uint8 (about 3 standard deviations)."""
+    """Full-range uint8 activations and int8 weights (full range, or ``shape.wbits``
+    bits), an output scale that keeps most outputs inside uint8 (about 3 standard
+    deviations)."""
     import numpy as np
     rng = np.random.default_rng([seed, shape.m, shape.n, shape.k])
     a = rng.integers(0, 256, (shape.m, shape.k), dtype=np.uint8)
-    b = rng.integers(-127, 128, (shape.k, shape.n), dtype=np.int8)
+    half = 127 if shape.wbits >= 8 else 2 ** (shape.wbits - 1)
+    b = rng.integers(-half, half if shape.wbits < 8 else half + 1, (shape.k, shape.n), dtype=np.int8)
     za = int(rng.integers(100, 156))
     sa = float(np.float32(0.02))
     sb = rng.uniform(0.005, 0.015, shape.n).astype(np.float32)
-    sigma_acc = np.sqrt(shape.k) * 74.0 * 73.6        # std of a sum of K products
+    sigma_acc = np.sqrt(shape.k) * 74.0 * (73.6 * half / 127)   # std of a sum of K products
     sy = float(np.float32(3.0 * sa * float(sb.mean()) * sigma_acc / 127.0))
     return Problem(shape, a, za, sa, b, sb, sy, 128)
 

@@ -2,8 +2,8 @@
 
 Mirrors the micro-kernels (XNNPACK's pattern): each test runs once per ISA path this
 CPU supports (the ``isa`` fixture forces it) over the tile edges — M, N and K around
-every MR, NR and KR in use (scalar 2x4c2, AVX2 4x16c2, NEON 4x8, NEON dot 4x16c4,
-i8mm 4x8c8) — and demands exact equality: int32 sums, fp32 requantization (ONNX
+every MR, NR and KR in use (scalar 2x4c2, AVX2 6x16c2, 6x16c4 and 1x16c2, NEON 4x8,
+NEON dot 4x16c4, i8mm 4x8c8) — and demands exact equality: int32 sums, fp32 requantization (ONNX
 QLinearMatMul) and fixed-point requantization (gemmlowp) alike.
 
 Also run under ARM emulation (.ci/emulated.sh): imports only numpy, pytest,
@@ -540,3 +540,57 @@ def test_fp32_requant_scale_overflowing_float32_is_rejected_or_identical_on_ever
     if values[0] != "ValueError":
         rows = values[0]
         assert all(len(set(row)) == 1 for row in rows), f"columns of one row differ: {rows}"
+
+
+# ------------------------------------------- weights whose pairs fit 128: the vpmaddubsw kernel
+
+def _kernels_used(pw):
+    return {qkernels._native.kernel_info(kid)[0] for kid in pw._packed}
+
+
+def _pair_limited_b(rng, k, n, bdt, limit):
+    """B whose stored pairs (uint8 minus 128) reach |b0| + |b1| == limit exactly."""
+    off = 0 if bdt == S8 else 128
+    half = min(limit // 2, 64)
+    v = rng.integers(-half, half + 1, (k, n))
+    if k >= 2:                                   # the extreme pairs: (-128, 0), (64, 64), (-64, -64)
+        v[0, :], v[1, :] = -min(limit, 128), limit - min(limit, 128)
+    if k >= 4:
+        v[2, :], v[3, :] = limit // 2, limit - limit // 2
+    return (v + off).astype(bdt)
+
+
+@pytest.mark.parametrize("adt,bdt", DTYPE_PAIRS, ids=DTYPE_IDS)
+@pytest.mark.parametrize("m,n,k", [(3, 17, 5), (6, 16, 4), (7, 33, 9), (13, 31, 64), (50, 40, 131), (97, 16, 2)])
+def test_pair_limited_weights_are_exact_on_every_path(isa, ref, adt, bdt, m, n, k):
+    """|b0| + |b1| <= 128 for every pair along K lets AVX2 use vpmaddubsw exactly (255 * 128 <
+    32768); extremes of A (0 and 255 after the int8 flip) meet the extreme pairs."""
+    rng = np.random.default_rng([m, n, k])
+    a = ref.random_q(rng, (m, k), adt, "ends")
+    a[0, :] = _qrange(adt)[1]                    # 255 after the flip, against every extreme pair
+    b = _pair_limited_b(rng, k, n, bdt, 128)
+    za = int(rng.integers(*_qrange(adt)))
+    for zb in (0 if bdt == S8 else 128, ref.random_zero_point(rng, bdt, n)):
+        pw = pack_weights(_b_qtensor(b, zb))
+        assert pw.pairs_128
+        acc = matmul(QTensor(a, 1.0, za), pw, out_dtype=np.int32)
+        _check_equal(acc, ref.gemm_int32(a, b, za, zb), f"{isa} int32")
+        y = matmul(QTensor(a, 0.5, za), pw, out_scale=64.0, out_zero_point=3, out_dtype=U8)
+        want = ref.requant(ref.gemm_int32(a, b, za, zb), "fp32", 0.5, 1.0, 64.0, 3, U8)
+        _check_equal(y.data, want, f"{isa} fp32")
+        if isa == "avx2" and m > 2:
+            assert _kernels_used(pw) == {"qs8_gemm_6x16c4_u8s7_avx2"}
+
+
+def test_a_pair_past_128_takes_the_exact_general_kernel(ref):
+    """One pair of 129 anywhere (here (-128, 1)) rules the vpmaddubsw kernel out."""
+    rng = np.random.default_rng(7)
+    a = np.full((9, 6), 255, np.uint8)
+    b = _pair_limited_b(rng, 6, 17, S8, 128)
+    b[4, 5], b[5, 5] = -128, 1
+    pw = pack_weights(QTensor(b, 1.0, 0))
+    assert not pw.pairs_128
+    for isa in qkernels.SUPPORTED_ISAS:
+        with qkernels.use_isa(isa):
+            _check_equal(matmul(QTensor(a, 1.0, 0), pw, out_dtype=np.int32), ref.gemm_int32(a, b), isa)
+    assert "qs8_gemm_6x16c4_u8s7_avx2" not in _kernels_used(pw)

@@ -3,6 +3,7 @@
  * (fixed-point scale >= 1, rare) take the scalar route. */
 #include <immintrin.h>
 #include "qk_output.h"
+#include "qk_avx2.h"
 
 static inline __m256i fixedpoint8(__m256i x, __m256i mult, __m256i rshift) {
     /* Saturating rounding doubling high multiply == (x*mult + 2^30) >> 31 except for
@@ -79,4 +80,40 @@ void qk_output_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
         for (size_t i = 0; i < mr; i++)
             qk_out_row_tail(j, nr, acc + i * acc_stride, m0 + i, n0, p,
                             (char *)c + (m0 + i) * c_stride + n0 * es);
+}
+
+/* The epilogue of the fused kernels: mr full rows of 16 columns, row stride 16, int32
+ * or fp32 output, no row sums. Adds the column terms; stores int32, or requantizes
+ * exactly as the output stage does (float32 multiply, clamp, round half to even) and
+ * stores 16 bytes per row. Column terms are loaded once for all rows. */
+void qk_store_16cols_avx2(size_t mr, const int32_t *acc, size_t m0, size_t n0, const qk_out_params *p,
+                          void *c, size_t c_stride) {
+    const __m256i add0 = _mm256_loadu_si256((const __m256i *)(p->col_add + n0));
+    const __m256i add1 = _mm256_loadu_si256((const __m256i *)(p->col_add + n0 + 8));
+    char *row = (char *)c + m0 * c_stride;
+    if (p->mode == QK_OUT_INT32) {
+        row += n0 * 4;
+        for (size_t i = 0; i < mr; i++, row += c_stride) {
+            _mm256_storeu_si256((__m256i *)row, _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + 16 * i)), add0));
+            _mm256_storeu_si256((__m256i *)(row + 32), _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + 16 * i + 8)), add1));
+        }
+        return;
+    }
+    const __m256 scale0 = _mm256_loadu_ps(p->scale + n0), scale1 = _mm256_loadu_ps(p->scale + n0 + 8);
+    const __m256 flo = _mm256_set1_ps((float)(p->lo - p->zero_point));
+    const __m256 fhi = _mm256_set1_ps((float)(p->hi - p->zero_point));
+    const __m256i zp = _mm256_set1_epi32(p->zero_point);
+    const int out_signed = p->out_signed;
+    row += n0;
+    for (size_t i = 0; i < mr; i++, row += c_stride) {
+        __m256i v0 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + 16 * i)), add0);
+        __m256i v1 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + 16 * i + 8)), add1);
+        __m256 f0 = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v0), scale0), flo), fhi);
+        __m256 f1 = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v1), scale1), flo), fhi);
+        __m256i w = _mm256_packs_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(f0), zp),
+                                       _mm256_add_epi32(_mm256_cvtps_epi32(f1), zp));
+        w = _mm256_permute4x64_epi64(w, 0xD8);   /* undo the per-lane interleave of packs */
+        __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+        _mm_storeu_si128((__m128i *)row, out_signed ? _mm_packs_epi16(lo, hi) : _mm_packus_epi16(lo, hi));
+    }
 }

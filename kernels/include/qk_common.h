@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 enum qk_isa { QK_ISA_SCALAR = 0, QK_ISA_AVX2, QK_ISA_NEON, QK_ISA_NEONDOT, QK_ISA_I8MM, QK_ISA_COUNT };
-enum qk_pack { QK_PACK_I16 = 0, QK_PACK_S8 = 1 };
+enum qk_pack { QK_PACK_I16 = 0, QK_PACK_S8 = 1, QK_PACK_U8 = 2 };
 enum qk_out_mode { QK_OUT_INT32 = 0, QK_OUT_FP32 = 1, QK_OUT_FIXEDPOINT = 2 };
 
 typedef void (*qk_gemm_ukernel_fn)(size_t k_groups, const void *a, const void *b, int32_t *acc);
@@ -61,6 +61,8 @@ typedef struct {
     int mr, nr, kr;
     int a_pack, b_pack;       /* enum qk_pack of each operand's panels */
     size_t max_m;             /* used only for M <= max_m (0: any M) */
+    int needs_pairs_128;      /* exact only if every stored B pair along K has
+                                 |b(k)| + |b(k+1)| <= 128 (vpmaddubsw cannot saturate) */
     qk_gemm_ukernel_fn gemm;
     qk_output_fn output;
     qk_gemm_fused_fn fused;   /* or NULL */
@@ -72,7 +74,7 @@ typedef struct {
  * traffic dominates: the output stage then subtracts zb * row_sum(A). */
 int qk_gemm_kernel_count(void);
 const qk_gemm_kernel *qk_gemm_kernel_get(int id);
-int qk_gemm_kernel_select(int isa, size_t m);
+int qk_gemm_kernel_select(int isa, size_t m, int b_pairs_128);
 const char *qk_isa_name(int isa);
 
 /* CPU detection (kernels/cpu.c). Bit set of features; see QK_CPU_* below. */
