@@ -209,7 +209,7 @@ def _gemm2d(a: np.ndarray, a_signed: bool, za: int, pw: PackedWeights, plan: _Pl
     return _native.gemm(plan.kid, a, a_signed, za, packed, pw.n, plan.col_add,
                         plan.col_zb, plan.need_row_sum, plan.mode, plan.out_signed, plan.zy,
                         plan.lo, plan.hi, plan.scale, plan.mult, plan.shift, out,
-                        _dispatch.get_num_threads())
+                        _dispatch._num_threads)
 
 
 def _check_out(out, shape, dtype) -> np.ndarray:
@@ -292,7 +292,7 @@ def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int
             if call_key is not None and bias is None and call_key[-1] == kid:
                 if len(pw._calls) > 64:
                     pw._calls.clear()
-                pw._calls[call_key] = (plan, out_dtype, pw.packed_for(kid)[0], *_result_params(out_scale, zy, out_dtype))
+                pw._calls[call_key] = (plan, out_dtype, *_result_params(out_scale, zy, out_dtype))
     elif res.size:
         a_b = np.broadcast_to(a_data, (*batch, M, K))
         b_b = np.broadcast_to(pws.data, (*batch, K, N))
@@ -366,7 +366,7 @@ def matmul(a: QTensor, b: QTensor | PackedWeights, *, bias: ArrayLike | None = N
             except TypeError:   # unhashable activation or parameters: take the full path
                 hit = key = None
             if hit is not None:
-                plan, dt, packed, sy, zy, params = hit
+                plan, dt, sy, zy, params = hit
                 shape = (data.shape[0], b.n)
                 if out is None:
                     res = np.empty(shape, dt)
@@ -375,10 +375,7 @@ def matmul(a: QTensor, b: QTensor | PackedWeights, *, bias: ArrayLike | None = N
                     res = out
                 else:
                     res = _check_out(out, shape, dt)   # raises with the reason
-                _native.gemm(plan.kid, data, a._params[0] == "b", a._params[1], packed, b.n, plan.col_add,
-                             plan.col_zb, plan.need_row_sum, plan.mode, plan.out_signed, plan.zy,
-                             plan.lo, plan.hi, plan.scale, plan.mult, plan.shift, res,
-                             _dispatch._num_threads)
+                _gemm2d(data, a._params[0] == "b", a._params[1], b, plan, res)
                 return res if plan.mode == _native.OUT_INT32 else QTensor._trusted(res, sy, zy, params)
     if not isinstance(a, QTensor):
         raise TypeError(f"a must be a QTensor (see qkernels.quantize), got {type(a).__name__}")
