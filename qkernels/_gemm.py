@@ -56,6 +56,11 @@ class PackedWeights:
                              f"not along axis {b.axis}")
         self.k, self.n = (int(d) for d in b.shape)
         _check_size(max(self.k, 1), max(self.n, 1), itemsize=4, what="weights")   # packed size, sums
+        # Own a read-only copy: panels are packed lazily per kernel, and the kernel choice
+        # (pairs_128) must describe the very values that get packed.
+        data = np.array(b.data, copy=True)
+        data.flags.writeable = False
+        b = QTensor(data, b.scale, b.zero_point, b.axis)
         self.qtensor = b
         self.signed = b.dtype == np.int8
         self.scale = np.broadcast_to(b.scale, (self.n,)).astype(np.float32)
@@ -310,8 +315,10 @@ def _result_params(out_scale, zy: int, out_dtype=None) -> tuple:
     """The output QTensor's 0-d scale and zero point (and its call-cache key), made
     once per cached call."""
     scale = np.asarray(np.float32(out_scale))
+    zero_point = np.asarray(np.int32(zy))
+    scale.flags.writeable = zero_point.flags.writeable = False   # shared by every result of the call
     key = None if out_dtype is None else (np.dtype(out_dtype).char, int(zy), float(scale))
-    return scale, np.asarray(np.int32(zy)), key
+    return scale, zero_point, key
 
 
 def _plan_for(pw, kid, a_signed, za, sa, bias_arr, cacheable, mode, out_scale, zy, lo, hi, out_signed):

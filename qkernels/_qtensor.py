@@ -114,14 +114,19 @@ class QTensor:
     """
 
     __array_priority__ = 20
-    __slots__ = ("data", "scale", "zero_point", "axis", "_params")
+    # Read-only parameters: calls cache plans keyed by them (the data may change freely).
+    __slots__ = ("_data", "_scale", "_zero_point", "_axis", "_params")
+    data = property(lambda self: self._data, doc="the uint8/int8 ndarray")
+    scale = property(lambda self: self._scale, doc="float32 scale: 0-d, or 1-D along axis")
+    zero_point = property(lambda self: self._zero_point, doc="int32 zero point: 0-d, or 1-D along axis")
+    axis = property(lambda self: self._axis, doc="channel axis of per-channel parameters, or None")
 
     @classmethod
     def _trusted(cls, data: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, params=None) -> "QTensor":
         """A per-tensor QTensor from 0-d float32/int32 parameters already validated
         (the fast path of outputs; they may be shared, QTensors never modify them)."""
         q = object.__new__(cls)
-        q.data, q.scale, q.zero_point, q.axis = data, scale, zero_point, None
+        q._data, q._scale, q._zero_point, q._axis = data, scale, zero_point, None
         q._params = params or (data.dtype.char, int(zero_point), float(scale))
         return q
 
@@ -141,10 +146,12 @@ class QTensor:
             n = data.shape[axis]
             scale = np.broadcast_to(scale, (n,)).astype(np.float32)
             zero_point = np.broadcast_to(zero_point, (n,)).astype(np.int32)
-        self.data = data
-        self.scale = scale
-        self.zero_point = zero_point
-        self.axis = axis
+        scale.flags.writeable = False
+        zero_point.flags.writeable = False
+        self._data = data
+        self._scale = scale
+        self._zero_point = zero_point
+        self._axis = axis
         # per-tensor parameters as Python scalars: the key of matmul's call cache
         self._params = (data.dtype.char, int(zero_point), float(scale)) if axis is None else None
 

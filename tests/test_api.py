@@ -849,3 +849,23 @@ def test_quantize_and_dequantize_are_bit_exact_with_onnxruntime():
             f = _ort_run("DequantizeLinear", [("q", q.data)], [("s", scale), ("z", np.array(zp, dtype))],
                          np.float32)
             np.testing.assert_array_equal(dequantize(q), f)
+
+
+def test_qtensor_parameters_are_read_only():
+    q = QTensor(np.zeros((2, 3), np.uint8), np.array([0.5, 1.0, 2.0]), np.array([1, 2, 3]), axis=1)
+    with pytest.raises(AttributeError):
+        q.scale = 2.0
+    with pytest.raises(ValueError):
+        q.zero_point[0] = 7
+
+
+def test_weights_changed_after_packing_do_not_change_the_packed_product():
+    """PackedWeights owns a copy: the kernel choice made at pack time (pairs_128) and the
+    panels packed later always describe the same values."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (8, 6), dtype=np.uint8)
+    b = rng.integers(-64, 64, (6, 5), dtype=np.int8)
+    want = (a.astype(np.int64) @ b.astype(np.int64)).astype(np.int32)
+    pw = pack_weights(QTensor(b, 1.0, 0))
+    b[:] = -128                                   # would break the vpmaddubsw condition
+    np.testing.assert_array_equal(matmul(QTensor(a, 1.0, 0), pw, out_dtype=np.int32), want)
