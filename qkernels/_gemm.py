@@ -361,10 +361,10 @@ def matmul(a: QTensor, b: QTensor | PackedWeights, *, bias: ArrayLike | None = N
     Inputs of any strides and alignment are read in place (no copy).
     """
     key = None
-    if type(b) is PackedWeights and type(a) is QTensor and bias is None and a.axis is None:
+    if type(b) is PackedWeights and type(a) is QTensor and bias is None and a._axis is None:
         # Fast path for the repeated call (a layer run again): parameters validated once
         # are found with their plan in the weights' cache; about 2 us of Python.
-        data = a.data
+        data = a._data   # the slots, not the properties: this path counts microseconds
         if data.ndim == 2 and data.shape[1] == b.k:
             try:
                 key = (a._params, out_scale, out_zero_point, out_dtype, activation, requant,
