@@ -4,7 +4,7 @@
 Everything here trusts its caller (qkernels._gemm validates shapes, dtypes and
 quantization parameters); what it still checks, it checks before releasing the GIL.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int8_t, uint8_t, int32_t, uint32_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
@@ -50,6 +50,15 @@ cdef extern from "qk_common.h" nogil:
                    int32_t *row_sum)
     size_t qk_packed_b_bytes(int pack, int nr, int kr, size_t k, size_t n)
     size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k)
+    ctypedef struct qk_conv_geom:
+        const uint8_t *x
+        Py_ssize_t sn, sh, sw, sc
+        size_t in_h, in_w, out_h, out_w, kh, kw, cg
+        size_t stride_y, stride_x, dil_y, dil_x
+        Py_ssize_t pad_top, pad_left
+        uint8_t pad
+    void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows,
+                        int a_signed, int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum)
     void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1, size_t n0,
                        size_t n1, const void *a_packed, const void *b_packed,
                        const qk_out_params *p, void *c, size_t c_stride)
@@ -130,17 +139,45 @@ cdef inline void *_ptr(cnp.ndarray x):
     return cnp.PyArray_DATA(x)
 
 
-def gemm(int kid, cnp.ndarray a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
+cdef class ConvSource:
+    """The A operand of a convolution: the input of one group (N, H, W, C view, any
+    strides) read as the patch matrix (N*OH*OW, KH*KW*Cg). The caller validates."""
+    cdef qk_conv_geom g
+    cdef readonly size_t m, k
+    cdef object keep      # the array the geometry points into
+
+    def __init__(self, cnp.ndarray x, size_t out_h, size_t out_w, size_t kh, size_t kw, size_t stride_y,
+                 size_t stride_x, size_t dil_y, size_t dil_x, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                 int pad_byte):
+        self.keep = x
+        self.g.x = <const uint8_t *>cnp.PyArray_DATA(x)
+        self.g.sn, self.g.sh, self.g.sw, self.g.sc = x.strides[0], x.strides[1], x.strides[2], x.strides[3]
+        self.g.in_h, self.g.in_w, self.g.cg = x.shape[1], x.shape[2], x.shape[3]
+        self.g.out_h, self.g.out_w, self.g.kh, self.g.kw = out_h, out_w, kh, kw
+        self.g.stride_y, self.g.stride_x, self.g.dil_y, self.g.dil_x = stride_y, stride_x, dil_y, dil_x
+        self.g.pad_top, self.g.pad_left = pad_top, pad_left
+        self.g.pad = <uint8_t>(pad_byte & 0xFF)
+        self.m = <size_t>x.shape[0] * out_h * out_w
+        self.k = kh * kw * self.g.cg
+
+
+def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
          cnp.ndarray col_add, cnp.ndarray col_zb, bint need_row_sum, int mode, bint out_signed,
          int32_t zy, int32_t lo, int32_t hi, cnp.ndarray scale, cnp.ndarray mult, cnp.ndarray shift,
          cnp.ndarray out, int num_threads):
-    """C = output_stage(A (M, K) . packed B) into `out` (M, N), C-contiguous rows.
+    """C = output_stage(A (M, K) . packed B) into `out` (M, N): rows contiguous, any
+    row stride. A is a matrix (ndarray, any strides) or a ConvSource.
 
     The caller (qkernels._gemm) guarantees dtypes, contiguity and lengths of the
     per-column arrays (col_add, col_zb, scale, mult, shift: int32/float32, >= N)."""
     cdef const qk_gemm_kernel *k = _kernel(kid)
-    cdef size_t M = a.shape[0], K = a.shape[1]
-    cdef Py_ssize_t sm = a.strides[0], sk = a.strides[1]
+    cdef ConvSource conv = a if isinstance(a, ConvSource) else None
+    cdef cnp.ndarray mat = None if conv is not None else a
+    cdef size_t M = conv.m if conv is not None else mat.shape[0]
+    cdef size_t K = conv.k if conv is not None else mat.shape[1]
+    cdef Py_ssize_t sm = 0 if conv is not None else mat.strides[0]
+    cdef Py_ssize_t sk = 0 if conv is not None else mat.strides[1]
+    cdef const qk_conv_geom *geom = &conv.g if conv is not None else NULL
     cdef size_t mr = k.mr, nr = k.nr
     cdef size_t a_elem = 2 if k.a_pack == QK_PACK_I16 else 1
     cdef size_t b_elem = 2 if k.b_pack == QK_PACK_I16 else 1
@@ -204,8 +241,15 @@ def gemm(int kid, cnp.ndarray a, bint a_signed, int32_t za, cnp.ndarray b_packed
         free(a_packed)
         free(row_sum)
         raise MemoryError("cannot allocate the packed A buffer")
+    cdef uint8_t *scratch = NULL
+    if geom != NULL:
+        scratch = <uint8_t *>malloc(mr * max(K, 1) * nt + 64)
+        if scratch == NULL:
+            free(a_packed)
+            free(row_sum)
+            raise MemoryError("cannot allocate the im2col scratch buffer")
     p.row_sum = row_sum
-    cdef const char *a_data = <const char *>_ptr(a)
+    cdef const char *a_data = <const char *>_ptr(mat) if geom == NULL else NULL
     cdef const uint8_t *bp = <const uint8_t *>_ptr(b_packed)
     cdef char *c = <char *>_ptr(out)
     cdef size_t c_stride = out.strides[0]
@@ -213,19 +257,32 @@ def gemm(int kid, cnp.ndarray a, bint a_signed, int32_t za, cnp.ndarray b_packed
     try:
         with nogil:
             if nt == 1:
-                qk_pack_a(k.a_pack, k.mr, k.kr, M, K, a_data, a_signed, sm, sk, za, a_packed, row_sum)
+                if geom == NULL:
+                    qk_pack_a(k.a_pack, k.mr, k.kr, M, K, a_data, a_signed, sm, sk, za, a_packed, row_sum)
+                else:
+                    for t in range(<Py_ssize_t>m_panels):
+                        qk_pack_a_conv(k.a_pack, k.mr, k.kr, geom, t * mr, min(mr, M - t * mr), a_signed, za,
+                                       scratch, a_packed + t * a_panel_bytes,
+                                       row_sum + t * mr if row_sum != NULL else NULL)
                 for t in range(n_tiles):
                     _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, bp, &p, c, c_stride)
             else:
                 for t in prange(<Py_ssize_t>m_panels, num_threads=nt, schedule="static"):
-                    qk_pack_a(k.a_pack, k.mr, k.kr, min(mr, M - t * mr), K, a_data + t * mr * sm, a_signed,
-                              sm, sk, za, a_packed + t * a_panel_bytes,
-                              row_sum + t * mr if row_sum != NULL else NULL)
+                    if geom == NULL:
+                        qk_pack_a(k.a_pack, k.mr, k.kr, min(mr, M - t * mr), K, a_data + t * mr * sm,
+                                  a_signed, sm, sk, za, a_packed + t * a_panel_bytes,
+                                  row_sum + t * mr if row_sum != NULL else NULL)
+                    else:
+                        qk_pack_a_conv(k.a_pack, k.mr, k.kr, geom, t * mr, min(mr, M - t * mr), a_signed,
+                                       za, scratch + threadid() * mr * max(K, 1),
+                                       a_packed + t * a_panel_bytes,
+                                       row_sum + t * mr if row_sum != NULL else NULL)
                 for t in prange(n_tiles, num_threads=nt, schedule="static"):
                     _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, bp, &p, c, c_stride)
     finally:
         free(a_packed)
         free(row_sum)
+        free(scratch)
     return out
 
 

@@ -98,6 +98,22 @@ void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k,
 size_t qk_packed_b_bytes(int pack, int nr, int kr, size_t k, size_t n);
 size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k);
 
+/* Convolution as GEMM (kernels/im2col.c): the input of one group, NHWC with byte
+ * strides, read as the virtual patch matrix (rows: output pixels; K = kh*kw*cg). */
+typedef struct {
+    const uint8_t *x;                 /* first channel of the group */
+    ptrdiff_t sn, sh, sw, sc;         /* byte strides of N, H, W, C */
+    size_t in_h, in_w, out_h, out_w, kh, kw, cg;
+    size_t stride_y, stride_x, dil_y, dil_x;
+    ptrdiff_t pad_top, pad_left;
+    uint8_t pad;                      /* the input zero point, as a byte */
+} qk_conv_geom;
+void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst);
+/* Pack rows [r0, r0 + rows) (at most MR) of the patch matrix into one A panel;
+ * scratch holds MR * K bytes. */
+void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows, int a_signed,
+                    int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum);
+
 /* One block of output: rows [m0, m1) x columns [n0, n1), both starting on a tile edge. */
 void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1,
                    size_t n0, size_t n1, const void *a_packed, const void *b_packed,

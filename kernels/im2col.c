@@ -1,0 +1,40 @@
+/* Implicit im2col: the rows of the convolution's patch matrix, gathered on demand
+ * into a small scratch buffer that the ordinary A packing then reads. Row r is the
+ * output pixel (n, oy, ox); its K = kh * kw * cg bytes are the input channels of one
+ * group under each kernel tap, in (ky, kx, c) order (OHWI weights). Taps that fall
+ * in the padding read the input zero point, as ONNX QLinearConv requires, so padded
+ * cells contribute exactly zero. */
+#include <string.h>
+#include "qk_common.h"
+
+void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst) {
+    const size_t k = g->kh * g->kw * g->cg;
+    for (size_t i = 0; i < rows; i++, dst += k) {
+        size_t r = r0 + i;
+        const size_t ox = r % g->out_w, oy = (r / g->out_w) % g->out_h, n = r / (g->out_w * g->out_h);
+        uint8_t *d = dst;
+        for (size_t ky = 0; ky < g->kh; ky++) {
+            const ptrdiff_t iy = (ptrdiff_t)(oy * g->stride_y + ky * g->dil_y) - g->pad_top;
+            for (size_t kx = 0; kx < g->kw; kx++, d += g->cg) {
+                const ptrdiff_t ix = (ptrdiff_t)(ox * g->stride_x + kx * g->dil_x) - g->pad_left;
+                if (iy < 0 || ix < 0 || iy >= (ptrdiff_t)g->in_h || ix >= (ptrdiff_t)g->in_w) {
+                    memset(d, g->pad, g->cg);
+                    continue;
+                }
+                const uint8_t *s = g->x + (ptrdiff_t)n * g->sn + iy * g->sh + ix * g->sw;
+                if (g->sc == 1) {
+                    memcpy(d, s, g->cg);
+                } else {
+                    for (size_t c = 0; c < g->cg; c++) d[c] = s[(ptrdiff_t)c * g->sc];
+                }
+            }
+        }
+    }
+}
+
+void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows, int a_signed,
+                    int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum) {
+    const size_t k = g->kh * g->kw * g->cg;
+    qk_im2col_rows(g, r0, rows, scratch);
+    qk_pack_a(pack, mr, kr, rows, k, scratch, a_signed, (ptrdiff_t)k, 1, za, packed, row_sum);
+}

@@ -1,0 +1,213 @@
+"""int8 convolution as a GEMM over the implicit patch matrix (im2col, gathered on
+the fly panel by panel, never materialised), on the same kernels as ``matmul``.
+
+NHWC inside (an NCHW input is read through its strides, no copy); weights OHWI or
+OIHW, per tensor or per output channel; ONNX QLinearConv / ConvInteger semantics,
+with padding that reads the input zero point.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
+
+from . import _dispatch, _native
+from ._gemm import (Activation, PackedWeights, _check_bias, _check_out, _check_size, _clamp_range, _gemm2d,
+                    _plan_for, _REQUANT_MODES, _result_params)
+from ._qtensor import QTensor, check_qdtype, check_scale, check_zero_point
+
+_LAYOUTS = ("NHWC", "NCHW")
+_WEIGHT_LAYOUTS = ("OHWI", "OIHW")
+
+
+def _pair(v, name: str) -> tuple[int, int]:
+    vals = (v, v) if isinstance(v, numbers.Integral) else tuple(v) if isinstance(v, (tuple, list)) else None
+    if vals is None or len(vals) != 2 or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool)
+                                                   for x in vals):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+    if min(vals) < 1:
+        raise ValueError(f"{name} must be >= 1, got {v!r}")
+    return int(vals[0]), int(vals[1])
+
+
+def _padding(padding, in_hw, k_hw, stride, dilation) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) from an int, (h, w), (top, left, bottom, right) or an
+    ONNX auto_pad name: "valid", "same" / "same_upper" (extra cell at the end), "same_lower"."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return 0, 0, 0, 0
+        if mode not in ("same", "same_upper", "same_lower"):
+            raise ValueError(f"padding must be an int, a tuple, 'valid', 'same', 'same_upper' or 'same_lower', "
+                             f"got {padding!r}")
+        pads = []
+        for n, k, s, d in zip(in_hw, k_hw, stride, dilation):
+            total = max(0, (-(-n // s) - 1) * s + (k - 1) * d + 1 - n)
+            small = total // 2
+            pads.append((small, total - small) if mode != "same_lower" else (total - small, small))
+        return pads[0][0], pads[1][0], pads[0][1], pads[1][1]
+    if isinstance(padding, numbers.Integral) and not isinstance(padding, bool):
+        p = (int(padding),) * 4
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
+        p = (padding[0], padding[1], padding[0], padding[1])
+    elif isinstance(padding, (tuple, list)) and len(padding) == 4:
+        p = tuple(padding)
+    else:
+        raise TypeError(f"padding must be an int, (h, w), (top, left, bottom, right) or a mode name, got {padding!r}")
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for v in p):
+        raise ValueError(f"padding values must be non-negative ints, got {padding!r}")
+    return tuple(int(v) for v in p)
+
+
+class PackedConvWeights:
+    """Convolution weights (O, KH, KW, C/groups), packed once per group for reuse.
+
+    Made by :func:`pack_conv_weights`; ``conv2d`` accepts it in place of the weights.
+    """
+
+    def __init__(self, w: QTensor, groups: int = 1, weight_layout: str = "OHWI", bias=None):
+        if not isinstance(w, QTensor):
+            raise TypeError(f"weights must be a QTensor, got {type(w).__name__}")
+        if weight_layout not in _WEIGHT_LAYOUTS:
+            raise ValueError(f"weight_layout must be 'OHWI' or 'OIHW', got {weight_layout!r}")
+        if w.ndim != 4:
+            raise ValueError(f"weights must be 4-D ({weight_layout}), got shape {w.shape}")
+        if w.axis not in (None, 0):
+            raise ValueError("weights may be quantized per tensor or per output channel (axis=0) only")
+        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+            raise ValueError(f"groups must be a positive int, got {groups!r}")
+        data = w.data if weight_layout == "OHWI" else w.data.transpose(0, 2, 3, 1)
+        o, kh, kw, cg = (int(d) for d in data.shape)
+        if o % groups:
+            raise ValueError(f"output channels ({o}) must divide by groups ({groups})")
+        if min(o, kh, kw, cg) == 0:
+            raise ValueError(f"weights of shape {w.shape} are empty")
+        self.out_channels, self.kh, self.kw, self.cg, self.groups = o, kh, kw, cg, groups
+        self.bias = None if bias is None else _check_bias(bias, o)
+        scale = np.broadcast_to(w.scale, (o,))
+        zp = np.broadcast_to(w.zero_point, (o,))
+        og = o // groups
+        self.packed = []
+        for g in range(groups):
+            b = np.ascontiguousarray(data[g * og:(g + 1) * og]).reshape(og, kh * kw * cg).T   # (K, Og)
+            bq = QTensor(b, scale[g * og:(g + 1) * og], zp[g * og:(g + 1) * og], axis=1)
+            self.packed.append(PackedWeights(bq))
+        self.dtype = w.dtype
+
+    def __repr__(self):
+        return (f"PackedConvWeights(O={self.out_channels}, KH={self.kh}, KW={self.kw}, C/groups={self.cg}, "
+                f"groups={self.groups}, dtype={self.dtype})")
+
+
+def pack_conv_weights(w: QTensor, *, groups: int = 1, weight_layout: str = "OHWI",
+                      bias: ArrayLike | None = None) -> PackedConvWeights:
+    """Pack convolution weights (QTensor OHWI or OIHW, per tensor or per output
+    channel) once, for every later ``conv2d`` call."""
+    return PackedConvWeights(w, groups, weight_layout, bias)
+
+
+def conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike | None = None, *, stride=1, padding=0,
+           dilation=1, groups: int = 1, layout: str = "NHWC", weight_layout: str = "OHWI",
+           out_scale: float | None = None, out_zero_point: int = 0, out_dtype: DTypeLike = None,
+           activation: Activation = None, requant: str = "fp32", out: np.ndarray | None = None):
+    """Quantized 2-D convolution (ONNX QLinearConv; ConvInteger with ``out_dtype=np.int32``).
+
+    Parameters
+    ----------
+    x : QTensor (N, H, W, C) for ``layout="NHWC"`` or (N, C, H, W) for ``"NCHW"``;
+        uint8/int8, per tensor. Any strides (an NCHW array is read in place).
+    w : QTensor (O, KH, KW, C/groups) for ``weight_layout="OHWI"`` or (O, C/groups, KH, KW)
+        for ``"OIHW"``; int8/uint8, per tensor or per output channel (axis=0). Or
+        PackedConvWeights from :func:`pack_conv_weights` (its groups and layout apply).
+    bias : int32 (O,) at scale ``x.scale * w.scale`` (default: the packed bias, if any).
+    stride, dilation : int or (sh, sw).
+    padding : int, (ph, pw), (top, left, bottom, right), "valid", "same" / "same_upper"
+        or "same_lower" (ONNX auto_pad). Padded cells hold the input zero point.
+    groups : channel groups (C and O divide by it).
+    out_scale, out_zero_point, out_dtype, activation, requant : as :func:`qkernels.matmul`.
+    out : optional C-contiguous output of the result's shape and dtype.
+
+    Returns a QTensor (N, OH, OW, O) — (N, O, OH, OW) for NCHW — or an int32 ndarray.
+    """
+    if not isinstance(x, QTensor):
+        raise TypeError(f"x must be a QTensor, got {type(x).__name__}")
+    if x.axis is not None:
+        raise ValueError("x must be quantized per tensor (axis=None)")
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
+    if x.ndim != 4:
+        raise ValueError(f"x must be 4-D ({layout}), got shape {x.shape}")
+    xd = x.data if layout == "NHWC" else x.data.transpose(0, 2, 3, 1)
+    if isinstance(w, PackedConvWeights):
+        pw = w
+    elif isinstance(w, QTensor):
+        pw = PackedConvWeights(w, groups, weight_layout)
+    else:
+        raise TypeError(f"w must be a QTensor or PackedConvWeights, got {type(w).__name__}")
+    n, h, wd, c = (int(d) for d in xd.shape)
+    if c != pw.cg * pw.groups:
+        raise ValueError(f"x has {c} channels; the weights expect {pw.cg} per group x {pw.groups} groups")
+    sy_, sx_ = _pair(stride, "stride")
+    dy, dx = _pair(dilation, "dilation")
+    top, left, bottom, right = _padding(padding, (h, wd), (pw.kh, pw.kw), (sy_, sx_), (dy, dx))
+    eff_h, eff_w = (pw.kh - 1) * dy + 1, (pw.kw - 1) * dx + 1
+    if h + top + bottom < eff_h or wd + left + right < eff_w:
+        raise ValueError(f"the kernel ({eff_h}x{eff_w} with dilation) is larger than the padded input "
+                         f"({h + top + bottom}x{wd + left + right})")
+    oh = (h + top + bottom - eff_h) // sy_ + 1
+    ow = (wd + left + right - eff_w) // sx_ + 1
+    o = pw.out_channels
+
+    if out_dtype is None:
+        out_dtype = out.dtype if out is not None else x.dtype
+    out_dtype = np.dtype(out_dtype)
+    za, sa = int(x.zero_point), float(x.scale)
+    if out_dtype == np.int32:
+        if activation is not None or out_scale is not None:
+            raise ValueError("int32 output takes no out_scale or activation")
+        mode, sy, zy, lo, hi = _native.OUT_INT32, 1.0, 0, 0, 0
+    else:
+        check_qdtype(out_dtype, "out_dtype")
+        if out_scale is None:
+            raise TypeError("conv2d needs out_scale= for a quantized output (or out_dtype=np.int32)")
+        sy = float(check_scale(out_scale, "out_scale"))
+        if np.ndim(out_zero_point):
+            raise ValueError("out_zero_point must be a scalar")
+        zy = int(check_zero_point(out_zero_point, out_dtype, "out_zero_point"))
+        if requant not in _REQUANT_MODES:
+            raise ValueError(f"requant must be 'fp32' or 'fixedpoint', got {requant!r}")
+        mode = _REQUANT_MODES[requant]
+        lo, hi = _clamp_range(activation, out_dtype, sy, zy)
+    bias_arr = pw.bias if bias is None else _check_bias(bias, o)
+    _check_size(n, oh, ow, o, itemsize=out_dtype.itemsize)
+    _check_size(n * oh * ow, pw.kh * pw.kw * pw.cg, itemsize=2, what="patch matrix")
+
+    shape_nhwc = (n, oh, ow, o)
+    result_shape = shape_nhwc if layout == "NHWC" else (n, o, oh, ow)
+    if out is not None:
+        _check_out(out, result_shape, out_dtype)
+    res = out if out is not None and layout == "NHWC" else np.empty(shape_nhwc, out_dtype)
+    res2d = res.reshape(-1, o)
+    isa_idx = _dispatch.isa_index()
+    a_signed = xd.dtype == np.int8
+    og = o // pw.groups
+    if res.size:
+        for g, pwg in enumerate(pw.packed):
+            src = _native.ConvSource(xd[..., g * pw.cg:(g + 1) * pw.cg].view(np.uint8), oh, ow, pw.kh, pw.kw,
+                                     sy_, sx_, dy, dx, top, left, za)
+            kid = _native.select_kernel(isa_idx, src.m, pwg.pairs_128)
+            gbias = None if bias_arr is None else bias_arr[g * og:(g + 1) * og]
+            plan = _plan_for(pwg, kid, a_signed, za, sa, gbias, bias is None, mode, sy, zy, lo, hi,
+                             out_dtype == np.int8)
+            _gemm2d(src, a_signed, za, pwg, plan, res2d[:, g * og:(g + 1) * og])
+    if layout == "NCHW":
+        nchw = res.transpose(0, 3, 1, 2)
+        if out is not None:
+            out[...] = nchw
+            res = out
+        else:
+            res = np.ascontiguousarray(nchw)
+    if mode == _native.OUT_INT32:
+        return res
+    return QTensor._trusted(res, *_result_params(sy, zy, out_dtype))

@@ -1,0 +1,203 @@
+"""conv2d (QLinearConv / ConvInteger) on every ISA path against a plain int64
+reference, and against ONNX Runtime's QLinearConv where ONNX Runtime is exact (int8
+activations)."""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import qkernels
+from qkernels import QTensor, conv2d, pack_conv_weights
+
+SMALL = os.environ.get("QKERNELS_TEST_SMALL", "").strip().lower() not in ("", "0", "false", "no")
+U8, S8 = np.dtype(np.uint8), np.dtype(np.int8)
+
+
+def conv_ref(x, w, za, zw, stride, pads, dilation, groups):
+    """int64 convolution of NHWC x by OHWI w, padding (top, left, bottom, right) with za."""
+    n, h, wd, c = x.shape
+    o, kh, kw, cg = w.shape
+    t, l, b, r = pads
+    xp = np.full((n, h + t + b, wd + l + r, c), za, np.int64)
+    xp[:, t:t + h, l:l + wd, :] = x
+    xp -= za
+    oh = (h + t + b - (kh - 1) * dilation[0] - 1) // stride[0] + 1
+    ow = (wd + l + r - (kw - 1) * dilation[1] - 1) // stride[1] + 1
+    wz = w.astype(np.int64) - np.broadcast_to(np.asarray(zw, np.int64), (o,)).reshape(-1, 1, 1, 1)
+    og = o // groups
+    out = np.zeros((n, oh, ow, o), np.int64)
+    for g in range(groups):
+        for ky in range(kh):
+            for kx in range(kw):
+                y0, x0 = ky * dilation[0], kx * dilation[1]
+                patch = xp[:, y0:y0 + (oh - 1) * stride[0] + 1:stride[0], x0:x0 + (ow - 1) * stride[1] + 1:stride[1],
+                           g * cg:(g + 1) * cg]
+                out[..., g * og:(g + 1) * og] += np.einsum("nhwc,oc->nhwo", patch, wz[g * og:(g + 1) * og, ky, kx])
+    return out
+
+
+def _pads(padding, hw, khw, stride, dilation):
+    return qkernels._conv._padding(padding, hw, khw, stride, dilation)
+
+
+def _random(rng, shape, dt):
+    info = np.iinfo(dt)
+    return rng.integers(info.min, info.max, shape, endpoint=True).astype(dt)
+
+
+@st.composite
+def conv_cases(draw):
+    kh, kw = draw(st.sampled_from([(1, 1), (3, 3), (5, 5), (7, 7), (1, 3), (3, 1), (1, 5), (2, 2)]))
+    groups_kind = draw(st.sampled_from(["one", "two", "depthwise"]))
+    cg = draw(st.sampled_from([1, 3, 7, 17]))
+    groups = {"one": 1, "two": 2, "depthwise": draw(st.sampled_from([3, 8]))}[groups_kind]
+    if groups_kind == "depthwise":
+        cg = 1
+    c = cg * groups
+    o = groups * draw(st.sampled_from([1, 2, 5, 16, 17]))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = draw(st.one_of(st.sampled_from(["valid", "same", "same_lower"]),
+                             st.tuples(*[st.integers(0, 3)] * 4)))
+    eff = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
+    h = draw(st.integers(eff[0], eff[0] + (6 if SMALL else 12)))
+    w = draw(st.integers(eff[1], eff[1] + (6 if SMALL else 12)))
+    n = draw(st.integers(1, 2))
+    xdt = draw(st.sampled_from([U8, S8]))
+    return dict(n=n, h=h, w=w, c=c, o=o, kh=kh, kw=kw, stride=stride, dilation=dilation, padding=padding,
+                groups=groups, xdt=xdt, seed=draw(st.integers(0, 2**31)))
+
+
+@settings(max_examples=15 if SMALL else 60, deadline=None, database=None)
+@given(case=conv_cases())
+def test_conv2d_equals_the_int64_reference_on_every_path(case):
+    rng = np.random.default_rng(case["seed"])
+    x = _random(rng, (case["n"], case["h"], case["w"], case["c"]), case["xdt"])
+    w = _random(rng, (case["o"], case["kh"], case["kw"], case["c"] // case["groups"]), S8)
+    za = int(_random(rng, (), case["xdt"]))
+    zw = rng.integers(-128, 128, case["o"])
+    pads = _pads(case["padding"], (case["h"], case["w"]), (case["kh"], case["kw"]), case["stride"],
+                 case["dilation"])
+    try:
+        want = conv_ref(x, w, za, zw, case["stride"], pads, case["dilation"], case["groups"])
+    except ValueError:
+        return
+    if want.shape[1] < 1 or want.shape[2] < 1:
+        return
+    wq = QTensor(w, np.full(case["o"], 0.01, np.float32), zw, axis=0)
+    packed = pack_conv_weights(wq, groups=case["groups"])
+    for isa in qkernels.SUPPORTED_ISAS:
+        with qkernels.use_isa(isa):
+            for threads in (1, 2):
+                qkernels.set_num_threads(threads)
+                got = conv2d(QTensor(x, 0.02, za), packed, stride=case["stride"], padding=case["padding"],
+                             dilation=case["dilation"], out_dtype=np.int32)
+                np.testing.assert_array_equal(got, want.astype(np.int32), err_msg=f"{isa}, {threads} thread(s)")
+
+
+@pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS))
+@pytest.mark.parametrize("requant", ["fp32", "fixedpoint"])
+def test_conv2d_requantized_output_equals_the_reference_and_nchw_matches_nhwc(isa, requant):
+    rng = np.random.default_rng(1)
+    x = _random(rng, (2, 9, 11, 6), U8)
+    w = _random(rng, (10, 3, 3, 3), S8)
+    bias = rng.integers(-5000, 5000, 10).astype(np.int32)
+    sw = rng.uniform(0.005, 0.02, 10).astype(np.float32)
+    za, sa, sy, zy = 131, 0.03, 0.4, 7
+    acc = conv_ref(x, w, za, 0, (2, 1), (1, 2, 0, 1), (1, 1), 2) + bias
+    scale = (np.float32(sa) * sw) / np.float32(sy)
+    with qkernels.use_isa(isa):
+        kw = dict(stride=(2, 1), padding=(1, 2, 0, 1), groups=2, out_scale=sy, out_zero_point=zy,
+                  activation="relu", requant=requant)
+        y = conv2d(QTensor(x, sa, za), QTensor(w, sw, np.zeros(10, np.int8), axis=0), bias, **kw)
+        if requant == "fp32":
+            want = np.clip(np.rint(acc.astype(np.int32).astype(np.float32) * scale) + zy, zy, 255)
+            np.testing.assert_array_equal(y.data, want.astype(np.uint8))
+        y2 = conv2d(QTensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), sa, za),
+                    QTensor(np.ascontiguousarray(w.transpose(0, 3, 1, 2)), sw, np.zeros(10, np.int8), axis=0),
+                    bias, layout="NCHW", weight_layout="OIHW", **kw)
+        np.testing.assert_array_equal(y2.data, y.data.transpose(0, 3, 1, 2))
+        with qkernels.use_isa("scalar"):
+            y3 = conv2d(QTensor(x, sa, za), QTensor(w, sw, np.zeros(10, np.int8), axis=0), bias, **kw)
+        np.testing.assert_array_equal(y.data, y3.data)
+
+
+def test_conv2d_padding_reads_the_input_zero_point():
+    """A constant input equal to its zero point is real zero everywhere, padding included:
+    every output is just the bias."""
+    x = np.full((1, 5, 5, 4), 77, np.uint8)
+    w = np.random.default_rng(2).integers(-128, 128, (3, 3, 3, 4)).astype(np.int8)
+    bias = np.array([5, -6, 7], np.int32)
+    got = conv2d(QTensor(x, 1.0, 77), QTensor(w, 1.0, 0), bias, padding=2, out_dtype=np.int32)
+    assert got.shape == (1, 7, 7, 3)
+    assert (got == bias).all()
+
+
+def test_conv2d_bad_inputs_raise_clear_errors():
+    x = QTensor(np.zeros((1, 4, 4, 6), np.uint8), 1.0, 0)
+    w = QTensor(np.zeros((4, 3, 3, 3), np.int8), 1.0, 0)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        conv2d(x, QTensor(np.zeros((4, 5, 5, 6), np.int8), 1.0, 0), out_dtype=np.int32)
+    with pytest.raises(ValueError, match="channels"):
+        conv2d(x, w, groups=1, out_dtype=np.int32)                  # 6 channels vs 3 per group x 1
+    with pytest.raises(ValueError, match="divide"):
+        conv2d(x, QTensor(np.zeros((5, 3, 3, 3), np.int8), 1.0, 0), groups=2, out_dtype=np.int32)
+    with pytest.raises(TypeError):
+        conv2d(np.zeros((1, 4, 4, 6), np.uint8), w, groups=2, out_dtype=np.int32)
+    with pytest.raises(TypeError):
+        conv2d(x, QTensor(np.zeros((4, 3, 3, 3), np.int16).astype(np.int8), 1.0, 0), groups=2, padding=1.5,
+               out_dtype=np.int32)
+    with pytest.raises(ValueError):
+        conv2d(x, w, groups=2, padding="full", out_dtype=np.int32)
+    with pytest.raises(ValueError):
+        conv2d(x, w, groups=2, stride=0, out_dtype=np.int32)
+    with pytest.raises(ValueError):
+        conv2d(x, w, groups=2, layout="NWHC", out_dtype=np.int32)
+    with pytest.raises(ValueError):
+        conv2d(QTensor(np.zeros((4, 4, 6), np.uint8), 1.0, 0), w, groups=2, out_dtype=np.int32)
+    with pytest.raises(TypeError):
+        conv2d(x, w, groups=2)                                       # no out_scale
+
+
+def _ort_qlinearconv(x_nchw, sa, za, w_oihw, sw, b, sy, zy, stride, pads, dilation, groups, ydt):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    t = numpy_helper.from_array
+    o = w_oihw.shape[0]
+    inits = [t(np.array(sa, np.float32), "sa"), t(np.array(za, x_nchw.dtype), "za"), t(w_oihw, "w"),
+             t(np.asarray(sw, np.float32), "sw"), t(np.zeros(o, w_oihw.dtype), "zw"),
+             t(np.array(sy, np.float32), "sy"), t(np.array(zy, ydt), "zy"), t(b, "b")]
+    node = helper.make_node("QLinearConv", ["x", "sa", "za", "w", "sw", "zw", "sy", "zy", "b"], ["y"],
+                            strides=list(stride), pads=[pads[0], pads[1], pads[2], pads[3]],
+                            dilations=list(dilation), group=groups)
+    elem = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8}
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", elem[x_nchw.dtype], list(x_nchw.shape))],
+                          [helper.make_tensor_value_info("y", elem[np.dtype(ydt)], None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x_nchw})[0]
+
+
+@pytest.mark.parametrize("kh,stride,groups,pads", [(3, 1, 1, (1, 1, 1, 1)), (1, 1, 1, (0, 0, 0, 0)),
+                                                    (3, 2, 2, (0, 1, 1, 0)), (5, 1, 1, (2, 2, 2, 2)),
+                                                    (3, 1, 8, (1, 1, 1, 1))])
+def test_conv2d_int8_activations_equal_onnxruntime_qlinearconv_exactly(kh, stride, groups, pads):
+    rng = np.random.default_rng(kh * 10 + groups)
+    c, o = 8, 16
+    x = _random(rng, (1, 12, 10, c), S8)
+    w = rng.integers(-127, 128, (o, kh, kh, c // groups)).astype(np.int8)
+    b = rng.integers(-20000, 20000, o).astype(np.int32)
+    sw = rng.uniform(0.002, 0.01, o).astype(np.float32)
+    sa, za, sy, zy = 0.05, -3, 0.2, 4
+    want = _ort_qlinearconv(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), sa, za,
+                            np.ascontiguousarray(w.transpose(0, 3, 1, 2)), sw, b, sy, zy, (stride, stride),
+                            (pads[0], pads[1], pads[2], pads[3]), (1, 1), groups, np.int8)
+    for isa in qkernels.SUPPORTED_ISAS:
+        with qkernels.use_isa(isa):
+            y = conv2d(QTensor(x, sa, za), QTensor(w, sw, np.zeros(o, np.int8), axis=0), b, stride=stride,
+                       padding=pads, groups=groups, out_scale=sy, out_zero_point=zy, out_dtype=np.int8,
+                       layout="NHWC")
+            np.testing.assert_array_equal(y.data.transpose(0, 3, 1, 2), want, err_msg=isa)
