@@ -60,6 +60,16 @@ def _padding(padding, in_hw, k_hw, stride, dilation) -> tuple[int, int, int, int
     return tuple(int(v) for v in p)
 
 
+def _pixels_as_rows(xg: np.ndarray):
+    """The (N*H*W, C) matrix of a 1x1 stride-1 convolution's input, as a view when the
+    pixels lie at one stride (NHWC input); None otherwise."""
+    n, h, w, _ = xg.shape
+    sn, sh, sw, sc = xg.strides
+    if (h == 1 or sh == sw * w) and (n == 1 or sn == sh * h):
+        return np.lib.stride_tricks.as_strided(xg, (n * h * w, xg.shape[3]), (sw, sc), writeable=False)
+    return None
+
+
 class PackedConvWeights:
     """Convolution weights (O, KH, KW, C/groups), packed once per group for reuse.
 
@@ -193,10 +203,14 @@ def conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike | None = 
     a_signed = xd.dtype == np.int8
     og = o // pw.groups
     if res.size:
+        pointwise = pw.kh == pw.kw == 1 and sy_ == sx_ == 1 and top == left == bottom == right == 0
         for g, pwg in enumerate(pw.packed):
-            src = _native.ConvSource(xd[..., g * pw.cg:(g + 1) * pw.cg].view(np.uint8), oh, ow, pw.kh, pw.kw,
-                                     sy_, sx_, dy, dx, top, left, za)
-            kid = _native.select_kernel(isa_idx, src.m, pwg.pairs_128)
+            xg = xd[..., g * pw.cg:(g + 1) * pw.cg]
+            src = _pixels_as_rows(xg) if pointwise else None
+            if src is None:
+                src = _native.ConvSource(xg.view(np.uint8), oh, ow, pw.kh, pw.kw, sy_, sx_, dy, dx, top, left, za)
+            m = src.m if isinstance(src, _native.ConvSource) else src.shape[0]
+            kid = _native.select_kernel(isa_idx, m, pwg.pairs_128)
             gbias = None if bias_arr is None else bias_arr[g * og:(g + 1) * og]
             plan = _plan_for(pwg, kid, a_signed, za, sa, gbias, bias is None, mode, sy, zy, lo, hi,
                              out_dtype == np.int8)
