@@ -5,7 +5,7 @@ Everything here trusts its caller (qkernels._gemm validates shapes, dtypes and
 quantization parameters); what it still checks, it checks before releasing the GIL.
 """
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int8_t, uint8_t, int32_t, uint32_t
+from libc.stdint cimport int8_t, uint8_t, int16_t, int32_t, uint32_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 import numpy as np
@@ -26,6 +26,8 @@ cdef extern from "qk_common.h" nogil:
         const float *scale
         const int32_t *mult
         const int32_t *shift
+    ctypedef void (*qk_output_fn)(size_t, size_t, const int32_t *, size_t, size_t, size_t,
+                                  const qk_out_params *, void *, size_t)
     ctypedef struct qk_gemm_kernel:
         const char *name
         int isa
@@ -33,6 +35,7 @@ cdef extern from "qk_common.h" nogil:
         int a_pack, b_pack
         size_t max_m
         int needs_pairs_128
+        qk_output_fn output
     int QK_ISA_COUNT
     int QK_PACK_I16, QK_PACK_S8, QK_PACK_U8
     int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT
@@ -59,6 +62,16 @@ cdef extern from "qk_common.h" nogil:
         uint8_t pad
     void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows,
                         int a_signed, int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum)
+    ctypedef struct qk_dw_params:
+        qk_conv_geom g
+        size_t mult
+        const int16_t *w
+        int32_t za
+        int a_signed
+    ctypedef void (*qk_dw_pixel_fn)(const qk_dw_params *d, size_t pixel, int32_t *acc)
+    qk_dw_pixel_fn qk_dw_pixel_for_isa(int isa)
+    void qk_dwconv(const qk_dw_params *d, qk_dw_pixel_fn pixel_fn, qk_output_fn output, size_t p0, size_t p1,
+                   const qk_out_params *p, void *c, size_t c_stride, int32_t *acc)
     void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1, size_t n0,
                        size_t n1, const void *a_packed, const void *b_packed,
                        const qk_out_params *p, void *c, size_t c_stride)
@@ -293,3 +306,54 @@ cdef inline void _block(const qk_gemm_kernel *k, size_t K, size_t M, size_t N, P
     cdef size_t n0 = (t % n_blocks) * nc_panels * k.nr
     qk_gemm_block(k, K, m0, min(M, m0 + mc_panels * k.mr), n0, min(N, n0 + nc_panels * k.nr),
                   a_packed, bp, p, c, c_stride)
+
+
+def dwconv(int isa, ConvSource src, size_t mult, cnp.ndarray w, bint a_signed, int32_t za,
+           cnp.ndarray col_add, int mode, bint out_signed, int32_t zy, int32_t lo, int32_t hi,
+           cnp.ndarray scale, cnp.ndarray mult_q, cnp.ndarray shift, cnp.ndarray out, int num_threads):
+    """Depthwise convolution of `src` (all channels; its cg = C) by int16 zero-folded
+    weights w [KH*KW, C*mult] into out (pixels, C*mult), C-contiguous. The caller
+    (qkernels._conv) validates every array."""
+    cdef int kid = qk_gemm_kernel_select(isa, 1 << 20, 0)
+    cdef const qk_gemm_kernel *k = _kernel(kid)
+    cdef qk_dw_params d
+    d.g = src.g
+    d.mult = mult
+    d.w = <const int16_t *>_ptr(w)
+    d.za = za
+    d.a_signed = a_signed
+    cdef qk_dw_pixel_fn fn = qk_dw_pixel_for_isa(isa)
+    cdef qk_out_params p
+    p.mode = mode
+    p.out_signed = out_signed
+    p.zero_point = zy
+    p.lo = lo
+    p.hi = hi
+    p.col_add = <const int32_t *>_ptr(col_add)
+    p.col_zb = NULL
+    p.row_sum = NULL
+    p.scale = <const float *>_ptr(scale)
+    p.mult = <const int32_t *>_ptr(mult_q)
+    p.shift = <const int32_t *>_ptr(shift)
+    cdef size_t pixels = src.m, oc = src.g.cg * mult
+    if pixels == 0 or oc == 0:
+        return out
+    cdef size_t c_stride = out.strides[0]
+    cdef char *c = <char *>_ptr(out)
+    cdef int nt = <int>max(1, min(<size_t>num_threads, pixels // 64 if pixels >= 64 else 1))
+    cdef int32_t *acc = <int32_t *>malloc(sizeof(int32_t) * oc * nt)
+    if acc == NULL:
+        raise MemoryError("cannot allocate the depthwise accumulators")
+    cdef size_t chunk = (pixels + nt - 1) // nt
+    cdef Py_ssize_t t
+    try:
+        with nogil:
+            if nt == 1:
+                qk_dwconv(&d, fn, k.output, 0, pixels, &p, c, c_stride, acc)
+            else:
+                for t in prange(nt, num_threads=nt, schedule="static"):
+                    qk_dwconv(&d, fn, k.output, t * chunk, min(pixels, (t + 1) * chunk), &p, c, c_stride,
+                              acc + t * oc)
+    finally:
+        free(acc)
+    return out

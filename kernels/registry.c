@@ -62,3 +62,15 @@ const char *qk_isa_name(int isa) {
     static const char *names[QK_ISA_COUNT] = {"scalar", "avx2", "neon", "neondot", "i8mm"};
     return isa >= 0 && isa < QK_ISA_COUNT ? names[isa] : "unknown";
 }
+
+#if defined(__x86_64__)
+void qk_dw_pixel_avx2(const qk_dw_params *, size_t, int32_t *);
+#endif
+
+qk_dw_pixel_fn qk_dw_pixel_for_isa(int isa) {
+#if defined(__x86_64__)
+    if (isa == QK_ISA_AVX2) return qk_dw_pixel_avx2;
+#endif
+    (void)isa;
+    return qk_dw_pixel_scalar;   /* NEON paths: the portable loop, vectorised by the compiler */
+}

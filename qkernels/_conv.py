@@ -14,7 +14,7 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from . import _dispatch, _native
 from ._gemm import (Activation, PackedWeights, _check_bias, _check_out, _check_size, _clamp_range, _gemm2d,
-                    _plan_for, _REQUANT_MODES, _result_params)
+                    _plan_for, _REQUANT_MODES, _result_params, requant_terms)
 from ._qtensor import QTensor, check_qdtype, check_scale, check_zero_point
 
 _LAYOUTS = ("NHWC", "NCHW")
@@ -98,6 +98,12 @@ class PackedConvWeights:
         scale = np.broadcast_to(w.scale, (o,))
         zp = np.broadcast_to(w.zero_point, (o,))
         og = o // groups
+        self.scale = np.ascontiguousarray(scale, np.float32)
+        self.depthwise = cg == 1 and groups > 1
+        if self.depthwise:
+            # Direct depthwise kernel: int16 weights minus their zero points, [ky][kx][O].
+            wz = data[:, :, :, 0].astype(np.int16) - zp.astype(np.int16)[:, None, None]
+            self.dw_weights = np.ascontiguousarray(wz.transpose(1, 2, 0).reshape(kh * kw, o))
         self.packed = []
         for g in range(groups):
             b = np.ascontiguousarray(data[g * og:(g + 1) * og]).reshape(og, kh * kw * cg).T   # (K, Og)
@@ -202,7 +208,14 @@ def conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike | None = 
     isa_idx = _dispatch.isa_index()
     a_signed = xd.dtype == np.int8
     og = o // pw.groups
-    if res.size:
+    if res.size and pw.depthwise:
+        # groups == C: the direct depthwise kernel, channel multiplier O / C
+        src = _native.ConvSource(xd.view(np.uint8), oh, ow, pw.kh, pw.kw, sy_, sx_, dy, dx, top, left, za)
+        col_add = np.zeros(o, np.int32) if bias_arr is None else bias_arr
+        scale, mult, shift = requant_terms(mode, sa, pw.scale, sy)
+        _native.dwconv(isa_idx, src, o // c, pw.dw_weights, a_signed, za, col_add, mode, out_dtype == np.int8,
+                       zy, lo, hi, scale, mult, shift, res2d, _dispatch.get_num_threads())
+    elif res.size:
         pointwise = pw.kh == pw.kw == 1 and sy_ == sx_ == 1 and top == left == bottom == right == 0
         for g, pwg in enumerate(pw.packed):
             xg = xd[..., g * pw.cg:(g + 1) * pw.cg]

@@ -195,17 +195,23 @@ def _make_plan(pw: PackedWeights, kid: int, a_signed: bool, za: int, sa, bias, m
     plan.mode = mode
     plan.kid = kid
     plan.zy, plan.lo, plan.hi, plan.out_signed = zy, lo, hi, out_signed
-    plan.scale, plan.mult, plan.shift = _EMPTY_F32, _EMPTY_I32, _EMPTY_I32
+    plan.scale, plan.mult, plan.shift = requant_terms(mode, sa, pw.scale, out_scale)
+    return plan
+
+
+def requant_terms(mode: int, sa, sb: np.ndarray, out_scale) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-column (scale, multiplier, shift) arrays of the output stage for ``mode``."""
     if mode == _native.OUT_FP32:
         # float32, in ONNX Runtime's order: (sa * sb) / sy
         with np.errstate(over="ignore", under="ignore"):
-            plan.scale = np.ascontiguousarray((np.float32(sa) * pw.scale) / np.float32(out_scale), np.float32)
-        if not np.all(np.isfinite(plan.scale)):
+            scale = np.ascontiguousarray((np.float32(sa) * sb) / np.float32(out_scale), np.float32)
+        if not np.all(np.isfinite(scale)):
             raise ValueError("a_scale * b_scale / out_scale overflows float32; no output can represent it")
-    elif mode == _native.OUT_FIXEDPOINT:
-        real = (np.float64(sa) * pw.scale.astype(np.float64)) / np.float64(out_scale)
-        plan.mult, plan.shift = _fixedpoint_params(real)
-    return plan
+        return scale, _EMPTY_I32, _EMPTY_I32
+    if mode == _native.OUT_FIXEDPOINT:
+        real = (np.float64(sa) * sb.astype(np.float64)) / np.float64(out_scale)
+        return (_EMPTY_F32, *_fixedpoint_params(real))
+    return _EMPTY_F32, _EMPTY_I32, _EMPTY_I32
 
 
 def _gemm2d(a: np.ndarray, a_signed: bool, za: int, pw: PackedWeights, plan: _Plan,

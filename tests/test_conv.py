@@ -201,3 +201,39 @@ def test_conv2d_int8_activations_equal_onnxruntime_qlinearconv_exactly(kh, strid
                        padding=pads, groups=groups, out_scale=sy, out_zero_point=zy, out_dtype=np.int8,
                        layout="NHWC")
             np.testing.assert_array_equal(y.data.transpose(0, 3, 1, 2), want, err_msg=isa)
+
+
+@pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS))
+@pytest.mark.parametrize("requant", ["fp32", "fixedpoint"])
+@pytest.mark.parametrize("mult,xdt", [(1, U8), (1, S8), (3, U8)])
+def test_depthwise_requantized_output_equals_the_reference(isa, requant, mult, xdt):
+    """groups == channels takes the direct depthwise kernel (channel multiplier 1 or 3)."""
+    rng = np.random.default_rng(mult)
+    c = 19                                              # past every 8-channel vector, odd
+    x = _random(rng, (2, 10, 9, c), xdt)
+    w = _random(rng, (c * mult, 3, 3, 1), S8)
+    zw = rng.integers(-3, 4, c * mult)
+    bias = rng.integers(-3000, 3000, c * mult).astype(np.int32)
+    sw = rng.uniform(0.005, 0.02, c * mult).astype(np.float32)
+    za = int(_random(rng, (), xdt))
+    sa, sy, zy = 0.03, 0.25, -5 if xdt == S8 else 9
+    pads = (1, 0, 2, 1)
+    acc = (conv_ref(x, w, za, zw, (2, 1), pads, (1, 2), c) + bias).astype(np.int32)
+    packed = pack_conv_weights(QTensor(w, sw, zw, axis=0), groups=c, bias=bias)
+    assert packed.depthwise
+    with qkernels.use_isa(isa):
+        y = conv2d(QTensor(x, sa, za), packed, stride=(2, 1), padding=pads, dilation=(1, 2), out_scale=sy,
+                   out_zero_point=zy, out_dtype=xdt, activation="relu6", requant=requant)
+        np.testing.assert_array_equal(conv2d(QTensor(x, sa, za), packed, stride=(2, 1), padding=pads,
+                                             dilation=(1, 2), out_dtype=np.int32), acc)
+    lo, hi = max(np.iinfo(xdt).min, zy), min(np.iinfo(xdt).max, zy + int(np.rint(np.float32(6.0) / np.float32(sy))))
+    if requant == "fp32":
+        scale = (np.float32(sa) * sw) / np.float32(sy)
+        want = np.clip(np.rint(acc.astype(np.float32) * scale) + zy, lo, hi).astype(xdt)
+        np.testing.assert_array_equal(y.data, want)
+    else:
+        with qkernels.use_isa("scalar"):
+            ref = conv2d(QTensor(x, sa, za), packed, stride=(2, 1), padding=pads, dilation=(1, 2), out_scale=sy,
+                         out_zero_point=zy, out_dtype=xdt, activation="relu6", requant=requant)
+        np.testing.assert_array_equal(y.data, ref.data)
+        assert lo <= y.data.min() and y.data.max() <= hi

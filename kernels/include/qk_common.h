@@ -114,6 +114,24 @@ void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst)
 void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows, int a_signed,
                     int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum);
 
+/* Depthwise convolution (kernels/dwconv.c): g describes the whole input (cg = all C
+ * channels); w holds int16 weights minus their zero points, [ky][kx][C * mult]. */
+typedef struct {
+    qk_conv_geom g;
+    size_t mult;                      /* channel multiplier: output channel c * mult + j */
+    const int16_t *w;
+    int32_t za;
+    int a_signed;
+} qk_dw_params;
+typedef void (*qk_dw_pixel_fn)(const qk_dw_params *d, size_t pixel, int32_t *acc);
+void qk_dw_channels_scalar(const qk_dw_params *d, size_t pixel, size_t c_begin, size_t c_end, int32_t *acc);
+void qk_dw_pixel_scalar(const qk_dw_params *d, size_t pixel, int32_t *acc);
+/* The depthwise pixel function of an ISA (the portable one where none is specialised). */
+qk_dw_pixel_fn qk_dw_pixel_for_isa(int isa);
+/* Output pixels [p0, p1): sums, then the output stage; acc holds C * mult int32. */
+void qk_dwconv(const qk_dw_params *d, qk_dw_pixel_fn pixel_fn, qk_output_fn output, size_t p0, size_t p1,
+               const qk_out_params *p, void *c, size_t c_stride, int32_t *acc);
+
 /* One block of output: rows [m0, m1) x columns [n0, n1), both starting on a tile edge. */
 void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1,
                    size_t n0, size_t n1, const void *a_packed, const void *b_packed,
