@@ -206,10 +206,11 @@ def test_conv2d_int8_activations_equal_onnxruntime_qlinearconv_exactly(kh, strid
 @pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS))
 @pytest.mark.parametrize("requant", ["fp32", "fixedpoint"])
 @pytest.mark.parametrize("mult,xdt", [(1, U8), (1, S8), (3, U8)])
-def test_depthwise_requantized_output_equals_the_reference(isa, requant, mult, xdt):
-    """groups == channels takes the direct depthwise kernel (channel multiplier 1 or 3)."""
-    rng = np.random.default_rng(mult)
-    c = 19                                              # past every 8-channel vector, odd
+@pytest.mark.parametrize("c", [19, 75])
+def test_depthwise_requantized_output_equals_the_reference(isa, requant, mult, xdt, c):
+    """groups == channels takes the direct depthwise kernel (channel multiplier 1 or 3);
+    19 and 75 channels reach the 32-, 8- and 1-channel steps of the vector loop."""
+    rng = np.random.default_rng(mult + c)
     x = _random(rng, (2, 10, 9, c), xdt)
     w = _random(rng, (c * mult, 3, 3, 1), S8)
     zw = rng.integers(-3, 4, c * mult)
