@@ -37,6 +37,7 @@ cdef extern from "qk_common.h" nogil:
         int needs_pairs_128
         qk_output_fn output
     int QK_ISA_COUNT
+    int QK_DW_PIXELS
     int QK_PACK_I16, QK_PACK_S8, QK_PACK_U8
     int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT
     int qk_gemm_kernel_count()
@@ -341,7 +342,7 @@ def dwconv(int isa, ConvSource src, size_t mult, cnp.ndarray w, bint a_signed, i
     cdef size_t c_stride = out.strides[0]
     cdef char *c = <char *>_ptr(out)
     cdef int nt = <int>max(1, min(<size_t>num_threads, pixels // 64 if pixels >= 64 else 1))
-    cdef int32_t *acc = <int32_t *>malloc(sizeof(int32_t) * oc * nt)
+    cdef int32_t *acc = <int32_t *>malloc(sizeof(int32_t) * oc * QK_DW_PIXELS * nt)
     if acc == NULL:
         raise MemoryError("cannot allocate the depthwise accumulators")
     cdef size_t chunk = (pixels + nt - 1) // nt
@@ -353,7 +354,7 @@ def dwconv(int isa, ConvSource src, size_t mult, cnp.ndarray w, bint a_signed, i
             else:
                 for t in prange(nt, num_threads=nt, schedule="static"):
                     qk_dwconv(&d, fn, k.output, t * chunk, min(pixels, (t + 1) * chunk), &p, c, c_stride,
-                              acc + t * oc)
+                              acc + t * oc * QK_DW_PIXELS)
     finally:
         free(acc)
     return out

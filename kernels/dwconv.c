@@ -35,9 +35,11 @@ void qk_dw_pixel_scalar(const qk_dw_params *d, size_t pixel, int32_t *acc) {
 
 void qk_dwconv(const qk_dw_params *d, qk_dw_pixel_fn pixel_fn, qk_output_fn output, size_t p0, size_t p1,
                const qk_out_params *p, void *c, size_t c_stride, int32_t *acc) {
+    /* QK_DW_PIXELS pixels per output-stage call: its per-channel terms load once for all. */
     const size_t oc_count = d->g.cg * d->mult;
-    for (size_t px = p0; px < p1; px++) {
-        pixel_fn(d, px, acc);
-        output(1, oc_count, acc, oc_count, px, 0, p, c, c_stride);
+    for (size_t px = p0; px < p1; px += QK_DW_PIXELS) {
+        const size_t count = p1 - px < QK_DW_PIXELS ? p1 - px : QK_DW_PIXELS;
+        for (size_t i = 0; i < count; i++) pixel_fn(d, px + i, acc + i * oc_count);
+        output(count, oc_count, acc, oc_count, px, 0, p, c, c_stride);
     }
 }

@@ -128,7 +128,9 @@ void qk_dw_channels_scalar(const qk_dw_params *d, size_t pixel, size_t c_begin, 
 void qk_dw_pixel_scalar(const qk_dw_params *d, size_t pixel, int32_t *acc);
 /* The depthwise pixel function of an ISA (the portable one where none is specialised). */
 qk_dw_pixel_fn qk_dw_pixel_for_isa(int isa);
-/* Output pixels [p0, p1): sums, then the output stage; acc holds C * mult int32. */
+/* Output pixels [p0, p1): sums, then the output stage, QK_DW_PIXELS pixels at a time;
+ * acc holds QK_DW_PIXELS * C * mult int32. */
+#define QK_DW_PIXELS 8
 void qk_dwconv(const qk_dw_params *d, qk_dw_pixel_fn pixel_fn, qk_output_fn output, size_t p0, size_t p1,
                const qk_out_params *p, void *c, size_t c_stride, int32_t *acc);
 
