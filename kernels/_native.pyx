@@ -69,7 +69,7 @@ cdef extern from "qk_common.h" nogil:
         const int16_t *w
         int32_t za
         int a_signed
-    ctypedef void (*qk_dw_pixel_fn)(const qk_dw_params *d, size_t pixel, int32_t *acc)
+    ctypedef void (*qk_dw_pixel_fn)(const qk_dw_params *d, size_t n, size_t oy, size_t ox, int32_t *acc)
     qk_dw_pixel_fn qk_dw_pixel_for_isa(int isa)
     void qk_dwconv(const qk_dw_params *d, qk_dw_pixel_fn pixel_fn, qk_output_fn output, size_t p0, size_t p1,
                    const qk_out_params *p, void *c, size_t c_stride, int32_t *acc)

@@ -6,10 +6,10 @@
 
 /* Portable reference for input channels [c_begin, c_end) of one output pixel:
  * acc[oc] for oc = c * mult + j. */
-void qk_dw_channels_scalar(const qk_dw_params *d, size_t pixel, size_t c_begin, size_t c_end, int32_t *acc) {
+void qk_dw_channels_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox, size_t c_begin, size_t c_end,
+                           int32_t *acc) {
     const qk_conv_geom *g = &d->g;
     const size_t oc_count = g->cg * d->mult;
-    const size_t ox = pixel % g->out_w, oy = (pixel / g->out_w) % g->out_h, n = pixel / (g->out_w * g->out_h);
     for (size_t oc = c_begin * d->mult; oc < c_end * d->mult; oc++) acc[oc] = 0;
     for (size_t ky = 0; ky < g->kh; ky++) {
         const ptrdiff_t iy = (ptrdiff_t)(oy * g->stride_y + ky * g->dil_y) - g->pad_top;
@@ -29,17 +29,28 @@ void qk_dw_channels_scalar(const qk_dw_params *d, size_t pixel, size_t c_begin, 
     }
 }
 
-void qk_dw_pixel_scalar(const qk_dw_params *d, size_t pixel, int32_t *acc) {
-    qk_dw_channels_scalar(d, pixel, 0, d->g.cg, acc);
+void qk_dw_pixel_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox, int32_t *acc) {
+    qk_dw_channels_scalar(d, n, oy, ox, 0, d->g.cg, acc);
 }
 
 void qk_dwconv(const qk_dw_params *d, qk_dw_pixel_fn pixel_fn, qk_output_fn output, size_t p0, size_t p1,
                const qk_out_params *p, void *c, size_t c_stride, int32_t *acc) {
     /* QK_DW_PIXELS pixels per output-stage call: its per-channel terms load once for all. */
-    const size_t oc_count = d->g.cg * d->mult;
+    const size_t oc_count = d->g.cg * d->mult, ow = d->g.out_w, oh = d->g.out_h;
+    /* coordinates of p0, then stepped: no divisions per pixel */
+    size_t ox = p0 % ow, oy = (p0 / ow) % oh, n = p0 / (ow * oh);
     for (size_t px = p0; px < p1; px += QK_DW_PIXELS) {
         const size_t count = p1 - px < QK_DW_PIXELS ? p1 - px : QK_DW_PIXELS;
-        for (size_t i = 0; i < count; i++) pixel_fn(d, px + i, acc + i * oc_count);
+        for (size_t i = 0; i < count; i++) {
+            pixel_fn(d, n, oy, ox, acc + i * oc_count);
+            if (++ox == ow) {
+                ox = 0;
+                if (++oy == oh) {
+                    oy = 0;
+                    n++;
+                }
+            }
+        }
         output(count, oc_count, acc, oc_count, px, 0, p, c, c_stride);
     }
 }

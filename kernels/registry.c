@@ -64,7 +64,7 @@ const char *qk_isa_name(int isa) {
 }
 
 #if defined(__x86_64__)
-void qk_dw_pixel_avx2(const qk_dw_params *, size_t, int32_t *);
+void qk_dw_pixel_avx2(const qk_dw_params *, size_t, size_t, size_t, int32_t *);
 #endif
 
 qk_dw_pixel_fn qk_dw_pixel_for_isa(int isa) {

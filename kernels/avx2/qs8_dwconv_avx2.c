@@ -1,8 +1,8 @@
-/* Depthwise convolution pixel, AVX2: inputs widened to int32 minus the zero point,
- * times int16 weights (zero-folded) widened alike; vpmulld and vpaddd are exact for
- * any uint8/int8 values. The valid tap window is computed once per pixel, then 32
- * channels (four accumulators) at a time, 8 at a time, and the rest the portable way.
- * Channel multipliers other than 1 use the portable loop. */
+/* Depthwise convolution pixel, AVX2. The valid tap window is computed once per pixel;
+ * then 16 channels at a time, taps in pairs through vpmaddwd (inputs minus the zero
+ * point and zero-folded weights, both int16: exact); 8 channels at a time with
+ * vpmulld; the rest the portable way. Channel multipliers other than 1 use the
+ * portable loop. */
 #include <immintrin.h>
 #include "qk_common.h"
 
@@ -24,40 +24,55 @@ static inline void tap_window(ptrdiff_t origin, size_t dil, size_t taps, size_t 
     *hi = b;
 }
 
-void qk_dw_pixel_avx2(const qk_dw_params *d, size_t pixel, int32_t *acc) {
+/* Two taps of 16 channels: inputs and weights interleaved per channel, so one vpmaddwd
+ * adds both products (exact: |x - za| <= 255, |w - zw| <= 255). Lanes come out as
+ * channels 0-3, 8-11 (lo) and 4-7, 12-15 (hi). */
+static inline void tap_pair16(const uint8_t *x0, const uint8_t *x1, __m256i w0, __m256i w1, int sgn,
+                              __m256i za16, __m256i *lo, __m256i *hi) {
+    const __m128i r0 = _mm_loadu_si128((const __m128i *)x0), r1 = _mm_loadu_si128((const __m128i *)x1);
+    const __m256i v0 = _mm256_sub_epi16(sgn ? _mm256_cvtepi8_epi16(r0) : _mm256_cvtepu8_epi16(r0), za16);
+    const __m256i v1 = _mm256_sub_epi16(sgn ? _mm256_cvtepi8_epi16(r1) : _mm256_cvtepu8_epi16(r1), za16);
+    *lo = _mm256_add_epi32(*lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(v0, v1), _mm256_unpacklo_epi16(w0, w1)));
+    *hi = _mm256_add_epi32(*hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(v0, v1), _mm256_unpackhi_epi16(w0, w1)));
+}
+
+void qk_dw_pixel_avx2(const qk_dw_params *d, size_t n, size_t oy, size_t ox, int32_t *acc) {
     const qk_conv_geom *g = &d->g;
     if (d->mult != 1 || g->sc != 1) {
-        qk_dw_channels_scalar(d, pixel, 0, g->cg, acc);
+        qk_dw_channels_scalar(d, n, oy, ox, 0, g->cg, acc);
         return;
     }
     const size_t ch = g->cg;
-    const size_t ox = pixel % g->out_w, oy = (pixel / g->out_w) % g->out_h, n = pixel / (g->out_w * g->out_h);
     const ptrdiff_t y0 = (ptrdiff_t)(oy * g->stride_y) - g->pad_top, x0 = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
     size_t ky0, ky1, kx0, kx1;
     tap_window(y0, g->dil_y, g->kh, g->in_h, &ky0, &ky1);
     tap_window(x0, g->dil_x, g->kw, g->in_w, &kx0, &kx1);
     const uint8_t *base = g->x + (ptrdiff_t)n * g->sn;
-    const __m256i za = _mm256_set1_epi32(d->za);
     const int sgn = d->a_signed;
+    const __m256i za16 = _mm256_set1_epi16((int16_t)d->za), za = _mm256_set1_epi32(d->za);
     size_t c0 = 0;
-    for (; c0 + 32 <= ch; c0 += 32) {
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (; c0 + 16 <= ch; c0 += 16) {
+        __m256i lo = _mm256_setzero_si256(), hi = lo;
+        const uint8_t *px = NULL;           /* a tap waiting for its pair */
+        __m256i pw = lo;
         for (size_t ky = ky0; ky < ky1; ky++) {
             const uint8_t *row = base + (y0 + (ptrdiff_t)(ky * g->dil_y)) * g->sh + c0;
             const int16_t *wrow = d->w + ky * g->kw * ch + c0;
             for (size_t kx = kx0; kx < kx1; kx++) {
-                const uint8_t *s = row + (x0 + (ptrdiff_t)(kx * g->dil_x)) * g->sw;
-                const int16_t *w = wrow + kx * ch;
-                a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(widen8(s, sgn, za), weights8(w)));
-                a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(widen8(s + 8, sgn, za), weights8(w + 8)));
-                a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(widen8(s + 16, sgn, za), weights8(w + 16)));
-                a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(widen8(s + 24, sgn, za), weights8(w + 24)));
+                const uint8_t *xs = row + (x0 + (ptrdiff_t)(kx * g->dil_x)) * g->sw;
+                const __m256i w = _mm256_loadu_si256((const __m256i *)(wrow + kx * ch));
+                if (px == NULL) {
+                    px = xs;
+                    pw = w;
+                } else {
+                    tap_pair16(px, xs, pw, w, sgn, za16, &lo, &hi);
+                    px = NULL;
+                }
             }
         }
-        _mm256_storeu_si256((__m256i *)(acc + c0), a0);
-        _mm256_storeu_si256((__m256i *)(acc + c0 + 8), a1);
-        _mm256_storeu_si256((__m256i *)(acc + c0 + 16), a2);
-        _mm256_storeu_si256((__m256i *)(acc + c0 + 24), a3);
+        if (px != NULL) tap_pair16(px, px, pw, _mm256_setzero_si256(), sgn, za16, &lo, &hi);   /* odd tap */
+        _mm256_storeu_si256((__m256i *)(acc + c0), _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_storeu_si256((__m256i *)(acc + c0 + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
     }
     for (; c0 + 8 <= ch; c0 += 8) {
         __m256i a0 = _mm256_setzero_si256();
@@ -70,5 +85,5 @@ void qk_dw_pixel_avx2(const qk_dw_params *d, size_t pixel, int32_t *acc) {
         }
         _mm256_storeu_si256((__m256i *)(acc + c0), a0);
     }
-    if (c0 < ch) qk_dw_channels_scalar(d, pixel, c0, ch, acc);   /* the last channels */
+    if (c0 < ch) qk_dw_channels_scalar(d, n, oy, ox, c0, ch, acc);   /* the last channels */
 }

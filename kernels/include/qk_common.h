@@ -123,9 +123,11 @@ typedef struct {
     int32_t za;
     int a_signed;
 } qk_dw_params;
-typedef void (*qk_dw_pixel_fn)(const qk_dw_params *d, size_t pixel, int32_t *acc);
-void qk_dw_channels_scalar(const qk_dw_params *d, size_t pixel, size_t c_begin, size_t c_end, int32_t *acc);
-void qk_dw_pixel_scalar(const qk_dw_params *d, size_t pixel, int32_t *acc);
+/* The sums of one output pixel (n, oy, ox): acc[c * mult + j] for all output channels. */
+typedef void (*qk_dw_pixel_fn)(const qk_dw_params *d, size_t n, size_t oy, size_t ox, int32_t *acc);
+void qk_dw_channels_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox, size_t c_begin, size_t c_end,
+                           int32_t *acc);
+void qk_dw_pixel_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox, int32_t *acc);
 /* The depthwise pixel function of an ISA (the portable one where none is specialised). */
 qk_dw_pixel_fn qk_dw_pixel_for_isa(int isa);
 /* Output pixels [p0, p1): sums, then the output stage, QK_DW_PIXELS pixels at a time;
