@@ -69,6 +69,7 @@ cdef extern from "qk_common.h" nogil:
         const int16_t *w
         int32_t za
         int a_signed
+    void qk_dw_prepare(qk_dw_params *d)
     ctypedef void (*qk_dw_pixel_fn)(const qk_dw_params *d, size_t n, size_t oy, size_t ox, int32_t *acc)
     qk_dw_pixel_fn qk_dw_pixel_for_isa(int isa)
     void qk_dwconv(const qk_dw_params *d, qk_dw_pixel_fn pixel_fn, qk_output_fn output, size_t p0, size_t p1,
@@ -323,6 +324,7 @@ def dwconv(int isa, ConvSource src, size_t mult, cnp.ndarray w, bint a_signed, i
     d.w = <const int16_t *>_ptr(w)
     d.za = za
     d.a_signed = a_signed
+    qk_dw_prepare(&d)
     cdef qk_dw_pixel_fn fn = qk_dw_pixel_for_isa(isa)
     cdef qk_out_params p
     p.mode = mode

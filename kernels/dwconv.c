@@ -29,6 +29,13 @@ void qk_dw_channels_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox
     }
 }
 
+void qk_dw_prepare(qk_dw_params *d) {
+    const qk_conv_geom *g = &d->g;
+    d->taps = g->kh * g->kw <= QK_DW_MAX_TAPS ? g->kh * g->kw : 0;
+    for (size_t t = 0; t < d->taps; t++)
+        d->tap_offset[t] = (ptrdiff_t)((t / g->kw) * g->dil_y) * g->sh + (ptrdiff_t)((t % g->kw) * g->dil_x) * g->sw;
+}
+
 void qk_dw_pixel_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox, int32_t *acc) {
     qk_dw_channels_scalar(d, n, oy, ox, 0, d->g.cg, acc);
 }

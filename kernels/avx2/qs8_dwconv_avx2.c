@@ -50,27 +50,52 @@ void qk_dw_pixel_avx2(const qk_dw_params *d, size_t n, size_t oy, size_t ox, int
     const uint8_t *base = g->x + (ptrdiff_t)n * g->sn;
     const int sgn = d->a_signed;
     const __m256i za16 = _mm256_set1_epi16((int16_t)d->za), za = _mm256_set1_epi32(d->za);
+    /* The taps inside the input: byte offsets and weight rows. A pixel whose whole window
+     * is inside takes the offsets prepared once per call; a border pixel gathers its own.
+     * Then each block of 16 channels goes through the taps in pairs, without branches. */
+    enum { MAX_TAPS = QK_DW_MAX_TAPS };
+    ptrdiff_t local_off[MAX_TAPS];
+    const ptrdiff_t *xoff = local_off;
+    size_t taps = 0;
+    const size_t window = (ky1 - ky0) * (kx1 - kx0);
+    const int full = ky0 == 0 && kx0 == 0 && ky1 == g->kh && kx1 == g->kw && d->taps;
+    const ptrdiff_t origin = y0 * g->sh + x0 * g->sw;   /* may be negative: only origin + offset is an address */
+    if (full) {
+        xoff = d->tap_offset;
+        taps = d->taps;
+    } else if (window <= MAX_TAPS) {
+        for (size_t ky = ky0; ky < ky1; ky++)
+            for (size_t kx = kx0; kx < kx1; kx++)
+                local_off[taps++] = (ptrdiff_t)(ky * g->dil_y) * g->sh + (ptrdiff_t)(kx * g->dil_x) * g->sw;
+    }
+    const int16_t *wbase = d->w + (ky0 * g->kw + kx0) * ch;   /* weight row of the first valid tap */
     size_t c0 = 0;
-    for (; c0 + 16 <= ch; c0 += 16) {
+    for (; window <= MAX_TAPS && c0 + 16 <= ch; c0 += 16) {
         __m256i lo = _mm256_setzero_si256(), hi = lo;
-        const uint8_t *px = NULL;           /* a tap waiting for its pair */
-        __m256i pw = lo;
-        for (size_t ky = ky0; ky < ky1; ky++) {
-            const uint8_t *row = base + (y0 + (ptrdiff_t)(ky * g->dil_y)) * g->sh + c0;
-            const int16_t *wrow = d->w + ky * g->kw * ch + c0;
-            for (size_t kx = kx0; kx < kx1; kx++) {
-                const uint8_t *xs = row + (x0 + (ptrdiff_t)(kx * g->dil_x)) * g->sw;
-                const __m256i w = _mm256_loadu_si256((const __m256i *)(wrow + kx * ch));
-                if (px == NULL) {
-                    px = xs;
-                    pw = w;
-                } else {
-                    tap_pair16(px, xs, pw, w, sgn, za16, &lo, &hi);
-                    px = NULL;
-                }
+        size_t t = 0;
+        const uint8_t *x = base + c0;
+        if (full) {   /* weights are tap-ordered: row t is tap t */
+            const int16_t *w = d->w + c0;
+            for (; t + 2 <= taps; t += 2)
+                tap_pair16(x + (origin + xoff[t]), x + (origin + xoff[t + 1]), _mm256_loadu_si256((const __m256i *)(w + t * ch)),
+                           _mm256_loadu_si256((const __m256i *)(w + (t + 1) * ch)), sgn, za16, &lo, &hi);
+            if (t < taps)
+                tap_pair16(x + (origin + xoff[t]), x + (origin + xoff[t]), _mm256_loadu_si256((const __m256i *)(w + t * ch)),
+                           _mm256_setzero_si256(), sgn, za16, &lo, &hi);
+        } else {      /* border: the window's rows are kx1 - kx0 taps of a kw-wide weight row */
+            const size_t cols = kx1 - kx0;
+            for (; t + 2 <= taps; t += 2) {
+                const int16_t *w0 = wbase + ((t / cols) * g->kw + t % cols) * ch + c0;
+                const int16_t *w1 = wbase + (((t + 1) / cols) * g->kw + (t + 1) % cols) * ch + c0;
+                tap_pair16(x + (origin + xoff[t]), x + (origin + xoff[t + 1]), _mm256_loadu_si256((const __m256i *)w0),
+                           _mm256_loadu_si256((const __m256i *)w1), sgn, za16, &lo, &hi);
+            }
+            if (t < taps) {
+                const int16_t *w0 = wbase + ((t / cols) * g->kw + t % cols) * ch + c0;
+                tap_pair16(x + (origin + xoff[t]), x + (origin + xoff[t]), _mm256_loadu_si256((const __m256i *)w0),
+                           _mm256_setzero_si256(), sgn, za16, &lo, &hi);
             }
         }
-        if (px != NULL) tap_pair16(px, px, pw, _mm256_setzero_si256(), sgn, za16, &lo, &hi);   /* odd tap */
         _mm256_storeu_si256((__m256i *)(acc + c0), _mm256_permute2x128_si256(lo, hi, 0x20));
         _mm256_storeu_si256((__m256i *)(acc + c0 + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
     }

@@ -122,7 +122,13 @@ typedef struct {
     const int16_t *w;
     int32_t za;
     int a_signed;
+    /* Filled by qk_dw_prepare: byte offsets of the taps from a pixel's window origin,
+     * for pixels whose whole window is inside the input (QK_DW_MAX_TAPS at most). */
+    size_t taps;
+    ptrdiff_t tap_offset[64];
 } qk_dw_params;
+#define QK_DW_MAX_TAPS 64
+void qk_dw_prepare(qk_dw_params *d);
 /* The sums of one output pixel (n, oy, ox): acc[c * mult + j] for all output channels. */
 typedef void (*qk_dw_pixel_fn)(const qk_dw_params *d, size_t n, size_t oy, size_t ox, int32_t *acc);
 void qk_dw_channels_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox, size_t c_begin, size_t c_end,
