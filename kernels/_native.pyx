@@ -154,6 +154,24 @@ cdef inline void *_ptr(cnp.ndarray x):
     return cnp.PyArray_DATA(x)
 
 
+cdef qk_out_params _out_params(int mode, bint out_signed, int32_t zy, int32_t lo, int32_t hi,
+                               cnp.ndarray col_add, cnp.ndarray scale, cnp.ndarray mult, cnp.ndarray shift):
+    """The output stage's parameters; no B zero-point terms (the caller adds them)."""
+    cdef qk_out_params p
+    p.mode = mode
+    p.out_signed = out_signed
+    p.zero_point = zy
+    p.lo = lo
+    p.hi = hi
+    p.col_add = <const int32_t *>_ptr(col_add)
+    p.col_zb = NULL
+    p.row_sum = NULL
+    p.scale = <const float *>_ptr(scale)
+    p.mult = <const int32_t *>_ptr(mult)
+    p.shift = <const int32_t *>_ptr(shift)
+    return p
+
+
 cdef class ConvSource:
     """The A operand of a convolution: the input of one group (N, H, W, C view, any
     strides) read as the patch matrix (N*OH*OW, KH*KW*Cg). The caller validates."""
@@ -203,18 +221,8 @@ def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, siz
         raise ValueError("packed B does not match this kernel and shape")
     if M == 0 or N == 0:
         return out
-    cdef qk_out_params p
-    p.mode = mode
-    p.out_signed = out_signed
-    p.zero_point = zy
-    p.lo = lo
-    p.hi = hi
-    p.col_add = <const int32_t *>_ptr(col_add)
+    cdef qk_out_params p = _out_params(mode, out_signed, zy, lo, hi, col_add, scale, mult, shift)
     p.col_zb = <const int32_t *>_ptr(col_zb)
-    p.row_sum = NULL
-    p.scale = <const float *>_ptr(scale)
-    p.mult = <const int32_t *>_ptr(mult)
-    p.shift = <const int32_t *>_ptr(shift)
 
     # Blocking: an A block of mc rows stays in L2 while B panels stream past it.
     cdef size_t m_panels = (M + mr - 1) // mr, n_panels = (N + nr - 1) // nr
@@ -326,18 +334,7 @@ def dwconv(int isa, ConvSource src, size_t mult, cnp.ndarray w, bint a_signed, i
     d.a_signed = a_signed
     qk_dw_prepare(&d)
     cdef qk_dw_pixel_fn fn = qk_dw_pixel_for_isa(isa)
-    cdef qk_out_params p
-    p.mode = mode
-    p.out_signed = out_signed
-    p.zero_point = zy
-    p.lo = lo
-    p.hi = hi
-    p.col_add = <const int32_t *>_ptr(col_add)
-    p.col_zb = NULL
-    p.row_sum = NULL
-    p.scale = <const float *>_ptr(scale)
-    p.mult = <const int32_t *>_ptr(mult_q)
-    p.shift = <const int32_t *>_ptr(shift)
+    cdef qk_out_params p = _out_params(mode, out_signed, zy, lo, hi, col_add, scale, mult_q, shift)
     cdef size_t pixels = src.m, oc = src.g.cg * mult
     if pixels == 0 or oc == 0:
         return out

@@ -13,9 +13,9 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from . import _dispatch, _native
-from ._gemm import (Activation, PackedWeights, _check_bias, _check_out, _check_size, _clamp_range, _gemm2d,
-                    _plan_for, _REQUANT_MODES, _result_params, requant_terms)
-from ._qtensor import QTensor, check_qdtype, check_scale, check_zero_point
+from ._gemm import (Activation, PackedWeights, _check_bias, _check_out, _check_size, _gemm2d, _plan_for,
+                    _result_params, output_spec, requant_terms)
+from ._qtensor import QTensor
 
 _LAYOUTS = ("NHWC", "NCHW")
 _WEIGHT_LAYOUTS = ("OHWI", "OIHW")
@@ -175,26 +175,9 @@ def conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike | None = 
     ow = (wd + left + right - eff_w) // sx_ + 1
     o = pw.out_channels
 
-    if out_dtype is None:
-        out_dtype = out.dtype if out is not None else x.dtype
-    out_dtype = np.dtype(out_dtype)
+    out_dtype, mode, sy, zy, lo, hi = output_spec("conv2d", x.dtype, out, out_dtype, out_scale, out_zero_point,
+                                                  activation, requant)
     za, sa = int(x.zero_point), float(x.scale)
-    if out_dtype == np.int32:
-        if activation is not None or out_scale is not None:
-            raise ValueError("int32 output takes no out_scale or activation")
-        mode, sy, zy, lo, hi = _native.OUT_INT32, 1.0, 0, 0, 0
-    else:
-        check_qdtype(out_dtype, "out_dtype")
-        if out_scale is None:
-            raise TypeError("conv2d needs out_scale= for a quantized output (or out_dtype=np.int32)")
-        sy = float(check_scale(out_scale, "out_scale"))
-        if np.ndim(out_zero_point):
-            raise ValueError("out_zero_point must be a scalar")
-        zy = int(check_zero_point(out_zero_point, out_dtype, "out_zero_point"))
-        if requant not in _REQUANT_MODES:
-            raise ValueError(f"requant must be 'fp32' or 'fixedpoint', got {requant!r}")
-        mode = _REQUANT_MODES[requant]
-        lo, hi = _clamp_range(activation, out_dtype, sy, zy)
     bias_arr = pw.bias if bias is None else _check_bias(bias, o)
     _check_size(n, oh, ow, o, itemsize=out_dtype.itemsize)
     _check_size(n * oh * ow, pw.kh * pw.kw * pw.cg, itemsize=2, what="patch matrix")

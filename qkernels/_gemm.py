@@ -396,17 +396,29 @@ def matmul(a: QTensor, b: QTensor | PackedWeights, *, bias: ArrayLike | None = N
         raise ValueError("a must be quantized per tensor (axis=None)")
     if not isinstance(b, (QTensor, PackedWeights)):
         raise TypeError(f"b must be a QTensor or PackedWeights, got {type(b).__name__}")
+    out_dtype, mode, sy, zy, lo, hi = output_spec("matmul", a.dtype, out, out_dtype, out_scale, out_zero_point,
+                                                  activation, requant)
+    data = _run(a.data, int(a.zero_point), float(a.scale), b, bias, mode, sy, zy, lo, hi, out_dtype, out, key)
+    if mode == _native.OUT_INT32:
+        return data
+    return QTensor._trusted(data, *_result_params(sy, zy, out_dtype))
+
+
+def output_spec(op: str, default_dtype, out, out_dtype, out_scale, out_zero_point, activation, requant):
+    """Validate the output keywords shared by matmul and conv2d.
+
+    Returns (out_dtype, mode, out_scale, out_zero_point, lo, hi): the raw int32 mode,
+    or a requantization mode with its clamp range (activation fused)."""
     if out_dtype is None:
-        out_dtype = out.dtype if out is not None else a.dtype
+        out_dtype = out.dtype if out is not None else default_dtype
     out_dtype = np.dtype(out_dtype)
-    za, sa = int(a.zero_point), float(a.scale)
     if out_dtype == np.int32:
         if activation is not None or out_scale is not None:
             raise ValueError("int32 output takes no out_scale or activation")
-        return _run(a.data, za, sa, b, bias, _native.OUT_INT32, 1.0, 0, 0, 0, out_dtype, out, key)
+        return out_dtype, _native.OUT_INT32, 1.0, 0, 0, 0
     check_qdtype(out_dtype, "out_dtype")
     if out_scale is None:
-        raise TypeError("matmul needs out_scale= for a quantized output (or out_dtype=np.int32)")
+        raise TypeError(f"{op} needs out_scale= for a quantized output (or out_dtype=np.int32)")
     sy = check_scale(out_scale, "out_scale")
     if sy.ndim:
         raise ValueError("out_scale must be a scalar")
@@ -416,8 +428,7 @@ def matmul(a: QTensor, b: QTensor | PackedWeights, *, bias: ArrayLike | None = N
     if requant not in _REQUANT_MODES:
         raise ValueError(f"requant must be 'fp32' or 'fixedpoint', got {requant!r}")
     lo, hi = _clamp_range(activation, out_dtype, float(sy), zy)
-    data = _run(a.data, za, sa, b, bias, _REQUANT_MODES[requant], float(sy), zy, lo, hi, out_dtype, out, key)
-    return QTensor._trusted(data, *_result_params(sy, zy, out_dtype))
+    return out_dtype, _REQUANT_MODES[requant], float(sy), zy, lo, hi
 
 
 def matmul_integer(a: ArrayLike, b: ArrayLike, a_zero_point: int = 0, b_zero_point: ArrayLike = 0, *,
