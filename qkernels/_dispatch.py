@@ -87,10 +87,6 @@ def use_isa(name: str):
         _state.isa = prev
 
 
-def _isa_index(name: str) -> int:
-    return ISA_NAMES.index(name)
-
-
 _INDEX = {name: i for i, name in enumerate(ISA_NAMES)}
 
 

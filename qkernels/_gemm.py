@@ -238,7 +238,7 @@ def _check_out(out, shape, dtype) -> np.ndarray:
 def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int, lo: int, hi: int,
          out_dtype: np.dtype, out, call_key=None) -> np.ndarray:
     """Shared path of matmul and matmul_integer: broadcasting, packing, output."""
-    isa_idx = _dispatch._isa_index(_dispatch.get_isa())
+    isa_idx = _dispatch.isa_index()
     a_signed = a_data.dtype == np.int8
     squeeze_m = a_data.ndim == 1
     if squeeze_m:
