@@ -69,10 +69,12 @@ cdef extern from "qk_common.h" nogil:
         const int16_t *w
         int32_t za
         int a_signed
-    void qk_dw_prepare(qk_dw_params *d)
-    ctypedef void (*qk_dw_pixel_fn)(const qk_dw_params *d, size_t n, size_t oy, size_t ox, int32_t *acc)
-    qk_dw_pixel_fn qk_dw_pixel_for_isa(int isa)
-    void qk_dwconv(const qk_dw_params *d, qk_dw_pixel_fn pixel_fn, qk_output_fn output, size_t p0, size_t p1,
+    void qk_dw_prepare(qk_dw_params *d, uint8_t *zero_pixel, int32_t *init)
+    ctypedef size_t (*qk_dw_sum_fn)(size_t count, size_t taps, const uint8_t *const *ptrs, size_t c0,
+                                    size_t c1, const int16_t *w, size_t w_stride, const int32_t *init,
+                                    int a_signed, int32_t *acc, size_t acc_stride)
+    qk_dw_sum_fn qk_dw_sum_for_isa(int isa)
+    void qk_dwconv(const qk_dw_params *d, qk_dw_sum_fn sum, qk_output_fn output, size_t p0, size_t p1,
                    const qk_out_params *p, void *c, size_t c_stride, int32_t *acc)
     void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1, size_t n0,
                        size_t n1, const void *a_packed, const void *b_packed,
@@ -332,18 +334,20 @@ def dwconv(int isa, ConvSource src, size_t mult, cnp.ndarray w, bint a_signed, i
     d.w = <const int16_t *>_ptr(w)
     d.za = za
     d.a_signed = a_signed
-    qk_dw_prepare(&d)
-    cdef qk_dw_pixel_fn fn = qk_dw_pixel_for_isa(isa)
+    cdef qk_dw_sum_fn fn = qk_dw_sum_for_isa(isa)
     cdef qk_out_params p = _out_params(mode, out_signed, zy, lo, hi, col_add, scale, mult_q, shift)
-    cdef size_t pixels = src.m, oc = src.g.cg * mult
+    cdef size_t pixels = src.m, ch = src.g.cg, oc = src.g.cg * mult
     if pixels == 0 or oc == 0:
         return out
     cdef size_t c_stride = out.strides[0]
     cdef char *c = <char *>_ptr(out)
     cdef int nt = <int>max(1, min(<size_t>num_threads, pixels // 64 if pixels >= 64 else 1))
-    cdef int32_t *acc = <int32_t *>malloc(sizeof(int32_t) * oc * QK_DW_PIXELS * nt)
+    # per thread: the accumulators; once: the zero-point pixel and the init sums
+    cdef int32_t *acc = <int32_t *>malloc(sizeof(int32_t) * (oc * QK_DW_PIXELS * nt + ch) + ch)
     if acc == NULL:
         raise MemoryError("cannot allocate the depthwise accumulators")
+    cdef int32_t *init = acc + oc * QK_DW_PIXELS * nt
+    qk_dw_prepare(&d, <uint8_t *>(init + ch), init)
     cdef size_t chunk = (pixels + nt - 1) // nt
     cdef Py_ssize_t t
     try:

@@ -1,11 +1,11 @@
-/* Depthwise convolution, direct: each output pixel sums its kernel taps channel by
- * channel (NHWC, vectorised over channels), then the ISA's output stage requantizes
- * the pixel's channels. Taps in the padding read the input zero point, which the
- * zero-folded arithmetic turns into exact zeros, so they are skipped. */
+/* Depthwise convolution, direct (NHWC, vectorised over channels). See qk_common.h:
+ * the fast path builds an indirection row of tap pointers per output pixel and hands
+ * QK_DW_PIXELS pixels at a time to the ISA's sum kernel; the output stage of the ISA
+ * then requantizes them. The general path (channel multiplier > 1, strided channels,
+ * very large kernels) sums pixel by pixel in portable code. */
+#include <string.h>
 #include "qk_common.h"
 
-/* Portable reference for input channels [c_begin, c_end) of one output pixel:
- * acc[oc] for oc = c * mult + j. */
 void qk_dw_channels_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox, size_t c_begin, size_t c_end,
                            int32_t *acc) {
     const qk_conv_geom *g = &d->g;
@@ -16,7 +16,7 @@ void qk_dw_channels_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox
         if (iy < 0 || iy >= (ptrdiff_t)g->in_h) continue;
         for (size_t kx = 0; kx < g->kw; kx++) {
             const ptrdiff_t ix = (ptrdiff_t)(ox * g->stride_x + kx * g->dil_x) - g->pad_left;
-            if (ix < 0 || ix >= (ptrdiff_t)g->in_w) continue;
+            if (ix < 0 || ix >= (ptrdiff_t)g->in_w) continue;   /* padding: x - za = 0 */
             const uint8_t *s = g->x + (ptrdiff_t)n * g->sn + iy * g->sh + ix * g->sw;
             const int16_t *w = d->w + (ky * g->kw + kx) * oc_count;
             for (size_t c = c_begin; c < c_end; c++) {
@@ -29,27 +29,96 @@ void qk_dw_channels_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox
     }
 }
 
-void qk_dw_prepare(qk_dw_params *d) {
+size_t qk_dw_sum_scalar(size_t count, size_t taps, const uint8_t *const *ptrs, size_t c0, size_t c1,
+                        const int16_t *w, size_t w_stride, const int32_t *init, int a_signed,
+                        int32_t *acc, size_t acc_stride) {
+    /* uint32 arithmetic: the exact sum fits int32, partial sums may wrap */
+    for (size_t i = 0; i < count; i++) {
+        uint32_t *a = (uint32_t *)acc + i * acc_stride;
+        for (size_t c = c0; c < c1; c++) a[c] = (uint32_t)init[c];
+        for (size_t t = 0; t < taps; t++) {
+            const uint8_t *x = ptrs[i * taps + t];
+            const int16_t *wt = w + t * w_stride;
+            if (a_signed)
+                for (size_t c = c0; c < c1; c++) a[c] += (uint32_t)((int32_t)(int8_t)x[c] * wt[c]);
+            else
+                for (size_t c = c0; c < c1; c++) a[c] += (uint32_t)((int32_t)x[c] * wt[c]);
+        }
+    }
+    return c1;
+}
+
+/* Is the window of output coordinate o (origin o * stride - pad) inside [0, size)? */
+static int window_inside(size_t o, size_t stride, ptrdiff_t pad, size_t k, size_t dil, size_t size) {
+    const ptrdiff_t first = (ptrdiff_t)(o * stride) - pad;
+    return first >= 0 && first + (ptrdiff_t)((k - 1) * dil) < (ptrdiff_t)size;
+}
+
+/* The range [lo, hi) of output coordinates whose window is inside (it is contiguous). */
+static void inside_range(size_t out, size_t stride, ptrdiff_t pad, size_t k, size_t dil, size_t size,
+                         size_t *lo, size_t *hi) {
+    size_t a = 0;
+    while (a < out && !window_inside(a, stride, pad, k, dil, size)) a++;
+    size_t b = a;
+    while (b < out && window_inside(b, stride, pad, k, dil, size)) b++;
+    *lo = a;
+    *hi = b;
+}
+
+void qk_dw_prepare(qk_dw_params *d, uint8_t *zero_pixel, int32_t *init) {
     const qk_conv_geom *g = &d->g;
-    d->taps = g->kh * g->kw <= QK_DW_MAX_TAPS ? g->kh * g->kw : 0;
+    const size_t taps = g->kh * g->kw;
+    d->taps = d->mult == 1 && g->sc == 1 && taps <= QK_DW_MAX_TAPS ? taps : 0;
     for (size_t t = 0; t < d->taps; t++)
         d->tap_offset[t] = (ptrdiff_t)((t / g->kw) * g->dil_y) * g->sh + (ptrdiff_t)((t % g->kw) * g->dil_x) * g->sw;
+    inside_range(g->out_h, g->stride_y, g->pad_top, g->kh, g->dil_y, g->in_h, &d->oy_lo, &d->oy_hi);
+    inside_range(g->out_w, g->stride_x, g->pad_left, g->kw, g->dil_x, g->in_w, &d->ox_lo, &d->ox_hi);
+    memset(zero_pixel, (uint8_t)d->za, g->cg);
+    for (size_t c = 0; c < g->cg; c++) {
+        uint32_t s = 0;
+        for (size_t t = 0; t < d->taps; t++) s += (uint32_t)d->w[t * g->cg + c];
+        init[c] = (int32_t)((uint32_t)(-d->za) * s);
+    }
+    d->zero_pixel = zero_pixel;
+    d->init = init;
 }
 
-void qk_dw_pixel_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox, int32_t *acc) {
-    qk_dw_channels_scalar(d, n, oy, ox, 0, d->g.cg, acc);
+/* The indirection row of output pixel (n, oy, ox). */
+static void tap_pointers(const qk_dw_params *d, size_t n, size_t oy, size_t ox, const uint8_t **ptrs) {
+    const qk_conv_geom *g = &d->g;
+    const ptrdiff_t y0 = (ptrdiff_t)(oy * g->stride_y) - g->pad_top, x0 = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
+    const uint8_t *base = g->x + (ptrdiff_t)n * g->sn;
+    if (oy >= d->oy_lo && oy < d->oy_hi && ox >= d->ox_lo && ox < d->ox_hi) {
+        const uint8_t *origin = base + y0 * g->sh + x0 * g->sw;
+        for (size_t t = 0; t < d->taps; t++) ptrs[t] = origin + d->tap_offset[t];
+        return;
+    }
+    size_t t = 0;
+    for (size_t ky = 0; ky < g->kh; ky++) {
+        const ptrdiff_t iy = y0 + (ptrdiff_t)(ky * g->dil_y);
+        for (size_t kx = 0; kx < g->kw; kx++, t++) {
+            const ptrdiff_t ix = x0 + (ptrdiff_t)(kx * g->dil_x);
+            const int inside = iy >= 0 && iy < (ptrdiff_t)g->in_h && ix >= 0 && ix < (ptrdiff_t)g->in_w;
+            ptrs[t] = inside ? base + iy * g->sh + ix * g->sw : d->zero_pixel;
+        }
+    }
 }
 
-void qk_dwconv(const qk_dw_params *d, qk_dw_pixel_fn pixel_fn, qk_output_fn output, size_t p0, size_t p1,
+void qk_dwconv(const qk_dw_params *d, qk_dw_sum_fn sum, qk_output_fn output, size_t p0, size_t p1,
                const qk_out_params *p, void *c, size_t c_stride, int32_t *acc) {
-    /* QK_DW_PIXELS pixels per output-stage call: its per-channel terms load once for all. */
-    const size_t oc_count = d->g.cg * d->mult, ow = d->g.out_w, oh = d->g.out_h;
+    /* QK_DW_PIXELS pixels per sum and output-stage call: weights and per-channel terms
+     * load once for all of them. */
+    const size_t ch = d->g.cg, oc_count = ch * d->mult, ow = d->g.out_w, oh = d->g.out_h, taps = d->taps;
+    const uint8_t *ptrs[QK_DW_PIXELS * QK_DW_MAX_TAPS];
     /* coordinates of p0, then stepped: no divisions per pixel */
     size_t ox = p0 % ow, oy = (p0 / ow) % oh, n = p0 / (ow * oh);
     for (size_t px = p0; px < p1; px += QK_DW_PIXELS) {
         const size_t count = p1 - px < QK_DW_PIXELS ? p1 - px : QK_DW_PIXELS;
         for (size_t i = 0; i < count; i++) {
-            pixel_fn(d, n, oy, ox, acc + i * oc_count);
+            if (taps)
+                tap_pointers(d, n, oy, ox, ptrs + i * taps);
+            else
+                qk_dw_channels_scalar(d, n, oy, ox, 0, ch, acc + i * oc_count);
             if (++ox == ow) {
                 ox = 0;
                 if (++oy == oh) {
@@ -57,6 +126,11 @@ void qk_dwconv(const qk_dw_params *d, qk_dw_pixel_fn pixel_fn, qk_output_fn outp
                     n++;
                 }
             }
+        }
+        if (taps) {
+            const size_t done = sum(count, taps, ptrs, 0, ch, d->w, ch, d->init, d->a_signed, acc, oc_count);
+            if (done < ch)   /* the channels past the kernel's last whole block */
+                qk_dw_sum_scalar(count, taps, ptrs, done, ch, d->w, ch, d->init, d->a_signed, acc, oc_count);
         }
         output(count, oc_count, acc, oc_count, px, 0, p, c, c_stride);
     }

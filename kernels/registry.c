@@ -64,13 +64,18 @@ const char *qk_isa_name(int isa) {
 }
 
 #if defined(__x86_64__)
-void qk_dw_pixel_avx2(const qk_dw_params *, size_t, size_t, size_t, int32_t *);
+size_t qk_dw_sum_avx2(size_t, size_t, const uint8_t *const *, size_t, size_t, const int16_t *, size_t,
+                      const int32_t *, int, int32_t *, size_t);
+#elif defined(__aarch64__)
+size_t qk_dw_sum_neon(size_t, size_t, const uint8_t *const *, size_t, size_t, const int16_t *, size_t,
+                      const int32_t *, int, int32_t *, size_t);
 #endif
 
-qk_dw_pixel_fn qk_dw_pixel_for_isa(int isa) {
+qk_dw_sum_fn qk_dw_sum_for_isa(int isa) {
 #if defined(__x86_64__)
-    if (isa == QK_ISA_AVX2) return qk_dw_pixel_avx2;
+    if (isa == QK_ISA_AVX2) return qk_dw_sum_avx2;
+#elif defined(__aarch64__)
+    if (isa == QK_ISA_NEON || isa == QK_ISA_NEONDOT || isa == QK_ISA_I8MM) return qk_dw_sum_neon;
 #endif
-    (void)isa;
-    return qk_dw_pixel_scalar;   /* NEON paths: the portable loop, vectorised by the compiler */
+    return qk_dw_sum_scalar;
 }

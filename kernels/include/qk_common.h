@@ -115,31 +115,50 @@ void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, 
                     int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum);
 
 /* Depthwise convolution (kernels/dwconv.c): g describes the whole input (cg = all C
- * channels); w holds int16 weights minus their zero points, [ky][kx][C * mult]. */
+ * channels); w holds int16 weights minus their zero points, [ky][kx][C * mult].
+ *
+ * The fast path (channel multiplier 1, contiguous channels, at most QK_DW_MAX_TAPS
+ * taps) gives every output pixel an indirection row of tap pointers (QNNPACK): into the
+ * input, or, for taps in the padding, to a pixel of zero-point bytes. The ISA's sum
+ * kernel then adds raw inputs times weights onto init[c] = -za * sum_t w[t][c], which
+ * makes padded taps exact zeros with no branch; strides and dilations live only in the
+ * pointers, so one kernel per tap count serves them all. */
+#define QK_DW_MAX_TAPS 64
 typedef struct {
     qk_conv_geom g;
     size_t mult;                      /* channel multiplier: output channel c * mult + j */
     const int16_t *w;
     int32_t za;
     int a_signed;
-    /* Filled by qk_dw_prepare: byte offsets of the taps from a pixel's window origin,
-     * for pixels whose whole window is inside the input (QK_DW_MAX_TAPS at most). */
-    size_t taps;
-    ptrdiff_t tap_offset[64];
+    /* Filled by qk_dw_prepare: */
+    size_t taps;                      /* kh * kw when the fast path serves, else 0 */
+    ptrdiff_t tap_offset[QK_DW_MAX_TAPS];   /* byte offsets of the taps from a window origin */
+    size_t oy_lo, oy_hi, ox_lo, ox_hi;      /* output pixels whose window is inside the input */
+    const uint8_t *zero_pixel;        /* C bytes of the input zero point */
+    const int32_t *init;              /* [C] */
 } qk_dw_params;
-#define QK_DW_MAX_TAPS 64
-void qk_dw_prepare(qk_dw_params *d);
-/* The sums of one output pixel (n, oy, ox): acc[c * mult + j] for all output channels. */
-typedef void (*qk_dw_pixel_fn)(const qk_dw_params *d, size_t n, size_t oy, size_t ox, int32_t *acc);
+/* Fill the prepared fields; zero_pixel and init are caller buffers of C bytes and C int32. */
+void qk_dw_prepare(qk_dw_params *d, uint8_t *zero_pixel, int32_t *init);
+/* Sum kernel: for count pixels (tap pointers ptrs[i * taps + t]) and channels from c0,
+ * acc[i * acc_stride + c] = init[c] + sum_t x_t[c] * w[t * w_stride + c]. It covers
+ * whole blocks of its width and returns the end of what it covered (<= c1); the
+ * portable kernel covers everything. */
+typedef size_t (*qk_dw_sum_fn)(size_t count, size_t taps, const uint8_t *const *ptrs, size_t c0, size_t c1,
+                               const int16_t *w, size_t w_stride, const int32_t *init, int a_signed,
+                               int32_t *acc, size_t acc_stride);
+size_t qk_dw_sum_scalar(size_t count, size_t taps, const uint8_t *const *ptrs, size_t c0, size_t c1,
+                        const int16_t *w, size_t w_stride, const int32_t *init, int a_signed,
+                        int32_t *acc, size_t acc_stride);
+/* The sum kernel of an ISA (the portable one where none is specialised). */
+qk_dw_sum_fn qk_dw_sum_for_isa(int isa);
+/* The general path: sums of one output pixel (n, oy, ox), channels [c_begin, c_end),
+ * acc[c * mult + j] (any multiplier, strides and tap count). */
 void qk_dw_channels_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox, size_t c_begin, size_t c_end,
                            int32_t *acc);
-void qk_dw_pixel_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox, int32_t *acc);
-/* The depthwise pixel function of an ISA (the portable one where none is specialised). */
-qk_dw_pixel_fn qk_dw_pixel_for_isa(int isa);
 /* Output pixels [p0, p1): sums, then the output stage, QK_DW_PIXELS pixels at a time;
  * acc holds QK_DW_PIXELS * C * mult int32. */
 #define QK_DW_PIXELS 8
-void qk_dwconv(const qk_dw_params *d, qk_dw_pixel_fn pixel_fn, qk_output_fn output, size_t p0, size_t p1,
+void qk_dwconv(const qk_dw_params *d, qk_dw_sum_fn sum, qk_output_fn output, size_t p0, size_t p1,
                const qk_out_params *p, void *c, size_t c_stride, int32_t *acc);
 
 /* One block of output: rows [m0, m1) x columns [n0, n1), both starting on a tile edge. */

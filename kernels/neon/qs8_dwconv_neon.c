@@ -1,0 +1,61 @@
+/* Depthwise sum kernel, NEON: 16 channels at a time; inputs widen to int16 as they are
+ * (u8 or s8), weights are zero-folded int16, and smlal accumulates each tap into four
+ * int32x4 (every product is below 2^16 in magnitude: exact). 3x3 and 5x5 kernels get
+ * unrolled copies. The dot-product and i8mm paths use this kernel too: sdot sums four
+ * consecutive bytes of one lane, which depthwise (one tap per channel) does not have. */
+#include <arm_neon.h>
+#include "qk_common.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+ALWAYS_INLINE void widen16(const uint8_t *p, int sgn, int16x8_t *lo, int16x8_t *hi) {
+    const uint8x16_t raw = vld1q_u8(p);
+    if (sgn) {
+        const int8x16_t s = vreinterpretq_s8_u8(raw);
+        *lo = vmovl_s8(vget_low_s8(s));
+        *hi = vmovl_high_s8(s);
+    } else {
+        *lo = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(raw)));
+        *hi = vreinterpretq_s16_u16(vmovl_high_u8(raw));
+    }
+}
+
+ALWAYS_INLINE size_t sum_blocks(size_t count, size_t taps, const uint8_t *const *ptrs, size_t c0, size_t c1,
+                                const int16_t *w, size_t ws, const int32_t *init, int sgn, int32_t *acc,
+                                size_t as) {
+    size_t c = c0;
+    for (; c + 16 <= c1; c += 16) {
+        for (size_t i = 0; i < count; i++) {
+            const uint8_t *const *pp = ptrs + i * taps;
+            int32x4_t a0 = vld1q_s32(init + c), a1 = vld1q_s32(init + c + 4);
+            int32x4_t a2 = vld1q_s32(init + c + 8), a3 = vld1q_s32(init + c + 12);
+            for (size_t t = 0; t < taps; t++) {
+                int16x8_t xl, xh;
+                widen16(pp[t] + c, sgn, &xl, &xh);
+                const int16x8_t wl = vld1q_s16(w + t * ws + c), wh = vld1q_s16(w + t * ws + c + 8);
+                a0 = vmlal_s16(a0, vget_low_s16(xl), vget_low_s16(wl));
+                a1 = vmlal_high_s16(a1, xl, wl);
+                a2 = vmlal_s16(a2, vget_low_s16(xh), vget_low_s16(wh));
+                a3 = vmlal_high_s16(a3, xh, wh);
+            }
+            int32_t *out = acc + i * as + c;
+            vst1q_s32(out, a0);
+            vst1q_s32(out + 4, a1);
+            vst1q_s32(out + 8, a2);
+            vst1q_s32(out + 12, a3);
+        }
+    }
+    return c;
+}
+
+size_t qk_dw_sum_neon(size_t count, size_t taps, const uint8_t *const *ptrs, size_t c0, size_t c1,
+                      const int16_t *w, size_t ws, const int32_t *init, int a_signed, int32_t *acc, size_t as) {
+    if (taps == 9)
+        return a_signed ? sum_blocks(count, 9, ptrs, c0, c1, w, ws, init, 1, acc, as)
+                        : sum_blocks(count, 9, ptrs, c0, c1, w, ws, init, 0, acc, as);
+    if (taps == 25)
+        return a_signed ? sum_blocks(count, 25, ptrs, c0, c1, w, ws, init, 1, acc, as)
+                        : sum_blocks(count, 25, ptrs, c0, c1, w, ws, init, 0, acc, as);
+    return a_signed ? sum_blocks(count, taps, ptrs, c0, c1, w, ws, init, 1, acc, as)
+                    : sum_blocks(count, taps, ptrs, c0, c1, w, ws, init, 0, acc, as);
+}
