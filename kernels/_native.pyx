@@ -69,10 +69,13 @@ cdef extern from "qk_common.h" nogil:
         const int16_t *w
         int32_t za
         int a_signed
+        const qk_out_params *out
+        void *c
+        size_t c_stride
     void qk_dw_prepare(qk_dw_params *d, uint8_t *zero_pixel, int32_t *init)
-    ctypedef size_t (*qk_dw_sum_fn)(size_t count, size_t taps, const uint8_t *const *ptrs, size_t c0,
-                                    size_t c1, const int16_t *w, size_t w_stride, const int32_t *init,
-                                    int a_signed, int32_t *acc, size_t acc_stride)
+    ctypedef size_t (*qk_dw_sum_fn)(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs,
+                                    size_t ptr_stride, Py_ssize_t step, size_t c0, int32_t *acc,
+                                    size_t acc_stride, size_t m0, size_t *stored)
     qk_dw_sum_fn qk_dw_sum_for_isa(int isa)
     void qk_dwconv(const qk_dw_params *d, qk_dw_sum_fn sum, qk_output_fn output, size_t p0, size_t p1,
                    const qk_out_params *p, void *c, size_t c_stride, int32_t *acc)
@@ -348,6 +351,7 @@ def dwconv(int isa, ConvSource src, size_t mult, cnp.ndarray w, bint a_signed, i
         raise MemoryError("cannot allocate the depthwise accumulators")
     cdef int32_t *init = acc + oc * QK_DW_PIXELS * nt
     qk_dw_prepare(&d, <uint8_t *>(init + ch), init)
+    d.out, d.c, d.c_stride = &p, c, c_stride
     cdef size_t chunk = (pixels + nt - 1) // nt
     cdef Py_ssize_t t
     try:

@@ -29,23 +29,25 @@ void qk_dw_channels_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox
     }
 }
 
-size_t qk_dw_sum_scalar(size_t count, size_t taps, const uint8_t *const *ptrs, size_t c0, size_t c1,
-                        const int16_t *w, size_t w_stride, const int32_t *init, int a_signed,
-                        int32_t *acc, size_t acc_stride) {
+size_t qk_dw_sum_scalar(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs, size_t ptr_stride,
+                        ptrdiff_t step, size_t c0, int32_t *acc, size_t acc_stride, size_t m0, size_t *stored) {
+    const size_t taps = d->taps, ch = d->g.cg;
+    (void)m0;
+    *stored = c0;
     /* uint32 arithmetic: the exact sum fits int32, partial sums may wrap */
     for (size_t i = 0; i < count; i++) {
         uint32_t *a = (uint32_t *)acc + i * acc_stride;
-        for (size_t c = c0; c < c1; c++) a[c] = (uint32_t)init[c];
+        for (size_t c = c0; c < ch; c++) a[c] = (uint32_t)d->init[c];
         for (size_t t = 0; t < taps; t++) {
-            const uint8_t *x = ptrs[i * taps + t];
-            const int16_t *wt = w + t * w_stride;
-            if (a_signed)
-                for (size_t c = c0; c < c1; c++) a[c] += (uint32_t)((int32_t)(int8_t)x[c] * wt[c]);
+            const uint8_t *x = ptrs[i * ptr_stride + t] + (ptrdiff_t)i * step;
+            const int16_t *wt = d->w + t * ch;
+            if (d->a_signed)
+                for (size_t c = c0; c < ch; c++) a[c] += (uint32_t)((int32_t)(int8_t)x[c] * wt[c]);
             else
-                for (size_t c = c0; c < c1; c++) a[c] += (uint32_t)((int32_t)x[c] * wt[c]);
+                for (size_t c = c0; c < ch; c++) a[c] += (uint32_t)((int32_t)x[c] * wt[c]);
         }
     }
-    return c1;
+    return ch;
 }
 
 /* Is the window of output coordinate o (origin o * stride - pad) inside [0, size)? */
@@ -83,12 +85,16 @@ void qk_dw_prepare(qk_dw_params *d, uint8_t *zero_pixel, int32_t *init) {
     d->init = init;
 }
 
+static int pixel_inside(const qk_dw_params *d, size_t oy, size_t ox) {
+    return oy >= d->oy_lo && oy < d->oy_hi && ox >= d->ox_lo && ox < d->ox_hi;
+}
+
 /* The indirection row of output pixel (n, oy, ox). */
 static void tap_pointers(const qk_dw_params *d, size_t n, size_t oy, size_t ox, const uint8_t **ptrs) {
     const qk_conv_geom *g = &d->g;
     const ptrdiff_t y0 = (ptrdiff_t)(oy * g->stride_y) - g->pad_top, x0 = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
     const uint8_t *base = g->x + (ptrdiff_t)n * g->sn;
-    if (oy >= d->oy_lo && oy < d->oy_hi && ox >= d->ox_lo && ox < d->ox_hi) {
+    if (pixel_inside(d, oy, ox)) {
         const uint8_t *origin = base + y0 * g->sh + x0 * g->sw;
         for (size_t t = 0; t < d->taps; t++) ptrs[t] = origin + d->tap_offset[t];
         return;
@@ -106,32 +112,47 @@ static void tap_pointers(const qk_dw_params *d, size_t n, size_t oy, size_t ox, 
 
 void qk_dwconv(const qk_dw_params *d, qk_dw_sum_fn sum, qk_output_fn output, size_t p0, size_t p1,
                const qk_out_params *p, void *c, size_t c_stride, int32_t *acc) {
-    /* QK_DW_PIXELS pixels per sum and output-stage call: weights and per-channel terms
-     * load once for all of them. */
+    /* Up to QK_DW_PIXELS pixels per sum-kernel call: its weights and per-channel terms
+     * load once for all of them. A call takes a run of interior pixels of one row (one
+     * shared row of tap pointers, stepping through the input) or consecutive border
+     * pixels (a pointer row each). */
     const size_t ch = d->g.cg, oc_count = ch * d->mult, ow = d->g.out_w, oh = d->g.out_h, taps = d->taps;
+    const ptrdiff_t step = (ptrdiff_t)d->g.stride_x * d->g.sw;
     const uint8_t *ptrs[QK_DW_PIXELS * QK_DW_MAX_TAPS];
     /* coordinates of p0, then stepped: no divisions per pixel */
     size_t ox = p0 % ow, oy = (p0 / ow) % oh, n = p0 / (ow * oh);
-    for (size_t px = p0; px < p1; px += QK_DW_PIXELS) {
-        const size_t count = p1 - px < QK_DW_PIXELS ? p1 - px : QK_DW_PIXELS;
-        for (size_t i = 0; i < count; i++) {
-            if (taps)
-                tap_pointers(d, n, oy, ox, ptrs + i * taps);
-            else
-                qk_dw_channels_scalar(d, n, oy, ox, 0, ch, acc + i * oc_count);
-            if (++ox == ow) {
-                ox = 0;
-                if (++oy == oh) {
-                    oy = 0;
-                    n++;
-                }
+    for (size_t px = p0; px < p1;) {
+        const size_t left = p1 - px < QK_DW_PIXELS ? p1 - px : QK_DW_PIXELS;
+        size_t count = 0, ptr_stride = 0;
+        ptrdiff_t run_step = 0;
+        if (!taps) {   /* the general path */
+            for (; count < left; count++) {
+                qk_dw_channels_scalar(d, n, oy, ox, 0, ch, acc + count * oc_count);
+                if (++ox == ow) { ox = 0; if (++oy == oh) { oy = 0; n++; } }
             }
+        } else if (pixel_inside(d, oy, ox)) {
+            tap_pointers(d, n, oy, ox, ptrs);
+            count = d->ox_hi - ox < left ? d->ox_hi - ox : left;
+            run_step = step;
+            ox += count;
+            if (ox == ow) { ox = 0; if (++oy == oh) { oy = 0; n++; } }
+        } else {
+            ptr_stride = taps;
+            do {
+                tap_pointers(d, n, oy, ox, ptrs + count * taps);
+                count++;
+                if (++ox == ow) { ox = 0; if (++oy == oh) { oy = 0; n++; } }
+            } while (count < left && !pixel_inside(d, oy, ox));
         }
+        size_t stored = 0;
         if (taps) {
-            const size_t done = sum(count, taps, ptrs, 0, ch, d->w, ch, d->init, d->a_signed, acc, oc_count);
+            const size_t done = sum(d, count, ptrs, ptr_stride, run_step, 0, acc, oc_count, px, &stored);
+            size_t unused;
             if (done < ch)   /* the channels past the kernel's last whole block */
-                qk_dw_sum_scalar(count, taps, ptrs, done, ch, d->w, ch, d->init, d->a_signed, acc, oc_count);
+                qk_dw_sum_scalar(d, count, ptrs, ptr_stride, run_step, done, acc, oc_count, px, &unused);
         }
-        output(count, oc_count, acc, oc_count, px, 0, p, c, c_stride);
+        if (stored < oc_count)
+            output(count, oc_count - stored, acc + stored, oc_count, px, stored, p, c, c_stride);
+        px += count;
     }
 }

@@ -64,11 +64,11 @@ const char *qk_isa_name(int isa) {
 }
 
 #if defined(__x86_64__)
-size_t qk_dw_sum_avx2(size_t, size_t, const uint8_t *const *, size_t, size_t, const int16_t *, size_t,
-                      const int32_t *, int, int32_t *, size_t);
+size_t qk_dw_sum_avx2(const qk_dw_params *, size_t, const uint8_t *const *, size_t, ptrdiff_t, size_t, int32_t *,
+                      size_t, size_t, size_t *);
 #elif defined(__aarch64__)
-size_t qk_dw_sum_neon(size_t, size_t, const uint8_t *const *, size_t, size_t, const int16_t *, size_t,
-                      const int32_t *, int, int32_t *, size_t);
+size_t qk_dw_sum_neon(const qk_dw_params *, size_t, const uint8_t *const *, size_t, ptrdiff_t, size_t, int32_t *,
+                      size_t, size_t, size_t *);
 #endif
 
 qk_dw_sum_fn qk_dw_sum_for_isa(int isa) {

@@ -203,13 +203,76 @@ def test_conv2d_int8_activations_equal_onnxruntime_qlinearconv_exactly(kh, strid
             np.testing.assert_array_equal(y.data.transpose(0, 3, 1, 2), want, err_msg=isa)
 
 
+@st.composite
+def depthwise_cases(draw):
+    """Depthwise shapes for the sum kernels: channel counts around the 16-channel block
+    (1, 15, 16, 17, 31, 33, 48+), the unrolled 3x3 and 5x5, other tap counts up to the
+    indirection limit (7x7 = 49) and past it (9x9 = 81: the general path)."""
+    kh, kw = draw(st.sampled_from([(3, 3), (5, 5), (3, 3), (1, 1), (2, 3), (7, 7), (1, 9), (9, 9)]))
+    c = draw(st.sampled_from([1, 3, 15, 16, 17, 31, 33, 48, 67]))
+    mult = draw(st.sampled_from([1, 1, 1, 2]))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = draw(st.one_of(st.sampled_from(["valid", "same", "same_lower"]),
+                             st.tuples(*[st.integers(0, 4)] * 4)))
+    eff = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
+    h = draw(st.integers(eff[0], eff[0] + (5 if SMALL else 11)))
+    w = draw(st.integers(eff[1], eff[1] + (5 if SMALL else 11)))
+    return dict(n=draw(st.integers(1, 2)), h=h, w=w, c=c, mult=mult, kh=kh, kw=kw, stride=stride,
+                dilation=dilation, padding=padding, xdt=draw(st.sampled_from([U8, S8])),
+                extreme=draw(st.booleans()), seed=draw(st.integers(0, 2**31)))
+
+
+@settings(max_examples=15 if SMALL else 80, deadline=None, database=None)
+@given(case=depthwise_cases())
+def test_depthwise_equals_the_int64_reference_on_every_path(case):
+    """int32 sums and fp32-requantized output of the direct depthwise kernels equal the
+    reference on every path and thread count; extreme cases put every input at the
+    type's far end (u8 255 / s8 -128) against weights -128 or 127."""
+    rng = np.random.default_rng(case["seed"])
+    c, o, xdt = case["c"], case["c"] * case["mult"], case["xdt"]
+    shape = (case["n"], case["h"], case["w"], c)
+    if case["extreme"]:
+        x = np.full(shape, np.iinfo(xdt).max if xdt == U8 else np.iinfo(xdt).min, xdt)
+        w = rng.choice(np.array([-128, 127], np.int8), (o, case["kh"], case["kw"], 1))
+        za = 0 if xdt == U8 else 127
+        zw = rng.choice(np.array([-128, 127]), o)
+    else:
+        x = _random(rng, shape, xdt)
+        w = _random(rng, (o, case["kh"], case["kw"], 1), S8)
+        za = int(_random(rng, (), xdt))
+        zw = rng.integers(-128, 128, o)
+    pads = _pads(case["padding"], (case["h"], case["w"]), (case["kh"], case["kw"]), case["stride"],
+                 case["dilation"])
+    want = conv_ref(x, w, za, zw, case["stride"], pads, case["dilation"], c)
+    if want.shape[1] < 1 or want.shape[2] < 1:
+        return
+    bias = rng.integers(-10000, 10000, o).astype(np.int32)
+    sw = rng.uniform(0.001, 0.01, o).astype(np.float32)
+    sa, sy, zy = 0.02, 0.3, 3
+    scale = (np.float32(sa) * sw) / np.float32(sy)
+    acc = (want + bias).astype(np.int32)
+    y_want = np.clip(np.rint(acc.astype(np.float32) * scale) + zy, np.iinfo(xdt).min, np.iinfo(xdt).max).astype(xdt)
+    packed = pack_conv_weights(QTensor(w, sw, zw, axis=0), groups=c, bias=bias)
+    assert packed.depthwise or c == 1   # one channel is a plain convolution
+    kw = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"])
+    for isa in qkernels.SUPPORTED_ISAS:
+        with qkernels.use_isa(isa):
+            for threads in (1, 2):
+                qkernels.set_num_threads(threads)
+                got = conv2d(QTensor(x, sa, za), packed, out_dtype=np.int32, **kw)
+                np.testing.assert_array_equal(got, acc, err_msg=f"{isa}, {threads} thread(s)")
+                y = conv2d(QTensor(x, sa, za), packed, out_scale=sy, out_zero_point=zy, out_dtype=xdt, **kw)
+                np.testing.assert_array_equal(y.data, y_want, err_msg=f"{isa}, {threads} thread(s)")
+
+
 @pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS))
 @pytest.mark.parametrize("requant", ["fp32", "fixedpoint"])
 @pytest.mark.parametrize("mult,xdt", [(1, U8), (1, S8), (3, U8)])
 @pytest.mark.parametrize("c", [19, 75])
 def test_depthwise_requantized_output_equals_the_reference(isa, requant, mult, xdt, c):
     """groups == channels takes the direct depthwise kernel (channel multiplier 1 or 3);
-    19 and 75 channels reach the 32-, 8- and 1-channel steps of the vector loop."""
+    19 and 75 channels reach the 16-channel blocks and the portable tail."""
     rng = np.random.default_rng(mult + c)
     x = _random(rng, (2, 10, 9, c), xdt)
     w = _random(rng, (c * mult, 3, 3, 1), S8)

@@ -39,5 +39,5 @@ void qs8_gemm_6x16c4_u8s7_fused_avx2(size_t k_groups, const void *a_, const void
                                      const qk_out_params *p, void *c, size_t c_stride) {
     int32_t acc[6 * 16];
     qs8_gemm_6x16c4_u8s7_avx2(k_groups, a_, b_, acc);
-    qk_store_16cols_avx2(6, acc, m0, n0, p, c, c_stride);
+    qk_store_16cols_avx2(6, acc, 16, m0, n0, p, c, c_stride);
 }

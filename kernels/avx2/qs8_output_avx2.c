@@ -82,11 +82,11 @@ void qk_output_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
                             (char *)c + (m0 + i) * c_stride + n0 * es);
 }
 
-/* The epilogue of the fused kernels: mr full rows of 16 columns, row stride 16, int32
+/* The epilogue of the fused kernels: mr full rows of 16 columns (row stride acc_stride), int32
  * or fp32 output, no row sums. Adds the column terms; stores int32, or requantizes
  * exactly as the output stage does (float32 multiply, clamp, round half to even) and
  * stores 16 bytes per row. Column terms are loaded once for all rows. */
-void qk_store_16cols_avx2(size_t mr, const int32_t *acc, size_t m0, size_t n0, const qk_out_params *p,
+void qk_store_16cols_avx2(size_t mr, const int32_t *acc, size_t acc_stride, size_t m0, size_t n0, const qk_out_params *p,
                           void *c, size_t c_stride) {
     const __m256i add0 = _mm256_loadu_si256((const __m256i *)(p->col_add + n0));
     const __m256i add1 = _mm256_loadu_si256((const __m256i *)(p->col_add + n0 + 8));
@@ -94,8 +94,8 @@ void qk_store_16cols_avx2(size_t mr, const int32_t *acc, size_t m0, size_t n0, c
     if (p->mode == QK_OUT_INT32) {
         row += n0 * 4;
         for (size_t i = 0; i < mr; i++, row += c_stride) {
-            _mm256_storeu_si256((__m256i *)row, _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + 16 * i)), add0));
-            _mm256_storeu_si256((__m256i *)(row + 32), _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + 16 * i + 8)), add1));
+            _mm256_storeu_si256((__m256i *)row, _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i)), add0));
+            _mm256_storeu_si256((__m256i *)(row + 32), _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i + 8)), add1));
         }
         return;
     }
@@ -106,8 +106,8 @@ void qk_store_16cols_avx2(size_t mr, const int32_t *acc, size_t m0, size_t n0, c
     const int out_signed = p->out_signed;
     row += n0;
     for (size_t i = 0; i < mr; i++, row += c_stride) {
-        __m256i v0 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + 16 * i)), add0);
-        __m256i v1 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + 16 * i + 8)), add1);
+        __m256i v0 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i)), add0);
+        __m256i v1 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i + 8)), add1);
         __m256 f0 = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v0), scale0), flo), fhi);
         __m256 f1 = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v1), scale1), flo), fhi);
         __m256i w = _mm256_packs_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(f0), zp),

@@ -136,19 +136,25 @@ typedef struct {
     size_t oy_lo, oy_hi, ox_lo, ox_hi;      /* output pixels whose window is inside the input */
     const uint8_t *zero_pixel;        /* C bytes of the input zero point */
     const int32_t *init;              /* [C] */
+    /* Set by the caller: the output, for sum kernels that store it themselves (NULL: never) */
+    const qk_out_params *out;
+    void *c;
+    size_t c_stride;
 } qk_dw_params;
 /* Fill the prepared fields; zero_pixel and init are caller buffers of C bytes and C int32. */
 void qk_dw_prepare(qk_dw_params *d, uint8_t *zero_pixel, int32_t *init);
-/* Sum kernel: for count pixels (tap pointers ptrs[i * taps + t]) and channels from c0,
- * acc[i * acc_stride + c] = init[c] + sum_t x_t[c] * w[t * w_stride + c]. It covers
- * whole blocks of its width and returns the end of what it covered (<= c1); the
- * portable kernel covers everything. */
-typedef size_t (*qk_dw_sum_fn)(size_t count, size_t taps, const uint8_t *const *ptrs, size_t c0, size_t c1,
-                               const int16_t *w, size_t w_stride, const int32_t *init, int a_signed,
-                               int32_t *acc, size_t acc_stride);
-size_t qk_dw_sum_scalar(size_t count, size_t taps, const uint8_t *const *ptrs, size_t c0, size_t c1,
-                        const int16_t *w, size_t w_stride, const int32_t *init, int a_signed,
-                        int32_t *acc, size_t acc_stride);
+/* Sum kernel: for count pixels and channels from c0, acc[i * acc_stride + c] =
+ * init[c] + sum_t x_t[c] * w[t][c], where tap t of pixel i is at
+ * ptrs[i * ptr_stride + t] + i * step (an interior run shares one row of pointers,
+ * ptr_stride 0, and steps through the input; border pixels have a row each, step 0).
+ * It covers whole blocks of its width and returns the end of what it covered (<= C);
+ * the portable kernel covers everything. A kernel may also requantize and store the
+ * output of those channels (pixel i is output row m0 + i) when d->out is set: it then
+ * sets *stored to the end of what it stored, else to c0. */
+typedef size_t (*qk_dw_sum_fn)(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs, size_t ptr_stride,
+                               ptrdiff_t step, size_t c0, int32_t *acc, size_t acc_stride, size_t m0, size_t *stored);
+size_t qk_dw_sum_scalar(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs, size_t ptr_stride,
+                        ptrdiff_t step, size_t c0, int32_t *acc, size_t acc_stride, size_t m0, size_t *stored);
 /* The sum kernel of an ISA (the portable one where none is specialised). */
 qk_dw_sum_fn qk_dw_sum_for_isa(int isa);
 /* The general path: sums of one output pixel (n, oy, ox), channels [c_begin, c_end),

@@ -20,42 +20,44 @@ ALWAYS_INLINE void widen16(const uint8_t *p, int sgn, int16x8_t *lo, int16x8_t *
     }
 }
 
-ALWAYS_INLINE size_t sum_blocks(size_t count, size_t taps, const uint8_t *const *ptrs, size_t c0, size_t c1,
-                                const int16_t *w, size_t ws, const int32_t *init, int sgn, int32_t *acc,
-                                size_t as) {
+ALWAYS_INLINE size_t sum_blocks(const qk_dw_params *d, size_t count, size_t taps, int sgn, const uint8_t *const *ptrs,
+                                size_t ps, ptrdiff_t step, size_t c0, int32_t *acc, size_t as) {
+    const size_t ch = d->g.cg;
+    const int16_t *w = d->w;
     size_t c = c0;
-    for (; c + 16 <= c1; c += 16) {
+    for (; c + 16 <= ch; c += 16) {
         for (size_t i = 0; i < count; i++) {
-            const uint8_t *const *pp = ptrs + i * taps;
-            int32x4_t a0 = vld1q_s32(init + c), a1 = vld1q_s32(init + c + 4);
-            int32x4_t a2 = vld1q_s32(init + c + 8), a3 = vld1q_s32(init + c + 12);
+            const uint8_t *const *pp = ptrs + i * ps;
+            const ptrdiff_t off = (ptrdiff_t)i * step + (ptrdiff_t)c;
+            int32x4_t a0 = vld1q_s32(d->init + c), a1 = vld1q_s32(d->init + c + 4);
+            int32x4_t a2 = vld1q_s32(d->init + c + 8), a3 = vld1q_s32(d->init + c + 12);
             for (size_t t = 0; t < taps; t++) {
                 int16x8_t xl, xh;
-                widen16(pp[t] + c, sgn, &xl, &xh);
-                const int16x8_t wl = vld1q_s16(w + t * ws + c), wh = vld1q_s16(w + t * ws + c + 8);
+                widen16(pp[t] + off, sgn, &xl, &xh);
+                const int16x8_t wl = vld1q_s16(w + t * ch + c), wh = vld1q_s16(w + t * ch + c + 8);
                 a0 = vmlal_s16(a0, vget_low_s16(xl), vget_low_s16(wl));
                 a1 = vmlal_high_s16(a1, xl, wl);
                 a2 = vmlal_s16(a2, vget_low_s16(xh), vget_low_s16(wh));
                 a3 = vmlal_high_s16(a3, xh, wh);
             }
-            int32_t *out = acc + i * as + c;
-            vst1q_s32(out, a0);
-            vst1q_s32(out + 4, a1);
-            vst1q_s32(out + 8, a2);
-            vst1q_s32(out + 12, a3);
+            int32_t *o = acc + i * as + c;
+            vst1q_s32(o, a0);
+            vst1q_s32(o + 4, a1);
+            vst1q_s32(o + 8, a2);
+            vst1q_s32(o + 12, a3);
         }
     }
     return c;
 }
 
-size_t qk_dw_sum_neon(size_t count, size_t taps, const uint8_t *const *ptrs, size_t c0, size_t c1,
-                      const int16_t *w, size_t ws, const int32_t *init, int a_signed, int32_t *acc, size_t as) {
-    if (taps == 9)
-        return a_signed ? sum_blocks(count, 9, ptrs, c0, c1, w, ws, init, 1, acc, as)
-                        : sum_blocks(count, 9, ptrs, c0, c1, w, ws, init, 0, acc, as);
-    if (taps == 25)
-        return a_signed ? sum_blocks(count, 25, ptrs, c0, c1, w, ws, init, 1, acc, as)
-                        : sum_blocks(count, 25, ptrs, c0, c1, w, ws, init, 0, acc, as);
-    return a_signed ? sum_blocks(count, taps, ptrs, c0, c1, w, ws, init, 1, acc, as)
-                    : sum_blocks(count, taps, ptrs, c0, c1, w, ws, init, 0, acc, as);
+size_t qk_dw_sum_neon(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs, size_t ps, ptrdiff_t step,
+                      size_t c0, int32_t *acc, size_t as, size_t m0, size_t *stored) {
+    (void)m0;
+    *stored = c0;   /* the NEON output stage requantizes */
+#define QK_DW_SUM(T, S) sum_blocks(d, count, T, S, ptrs, ps, step, c0, acc, as)
+    const int sgn = d->a_signed;
+    if (d->taps == 9) return sgn ? QK_DW_SUM(9, 1) : QK_DW_SUM(9, 0);
+    if (d->taps == 25) return sgn ? QK_DW_SUM(25, 1) : QK_DW_SUM(25, 0);
+    return sgn ? QK_DW_SUM(d->taps, 1) : QK_DW_SUM(d->taps, 0);
+#undef QK_DW_SUM
 }
