@@ -8,13 +8,24 @@
 #include "qk_common.h"
 
 void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst) {
-    const size_t k = g->kh * g->kw * g->cg;
+    const size_t k = g->kh * g->kw * g->cg, row_bytes = g->kw * g->cg;
+    /* pixels of a row are adjacent, channels too, no dilation along x */
+    const int contiguous = g->sc == 1 && g->sw == (ptrdiff_t)g->cg && g->dil_x == 1;
     for (size_t i = 0; i < rows; i++, dst += k) {
         size_t r = r0 + i;
         const size_t ox = r % g->out_w, oy = (r / g->out_w) % g->out_h, n = r / (g->out_w * g->out_h);
         uint8_t *d = dst;
+        const ptrdiff_t ix0 = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
+        const int row_inside = ix0 >= 0 && ix0 + (ptrdiff_t)((g->kw - 1) * g->dil_x) < (ptrdiff_t)g->in_w;
         for (size_t ky = 0; ky < g->kh; ky++) {
             const ptrdiff_t iy = (ptrdiff_t)(oy * g->stride_y + ky * g->dil_y) - g->pad_top;
+            if (contiguous && row_inside && iy >= 0 && iy < (ptrdiff_t)g->in_h) {
+                /* the window row is kw * cg consecutive bytes: one copy (few channels,
+                 * as in RGB stems, would otherwise cost one tiny copy per tap) */
+                memcpy(d, g->x + (ptrdiff_t)n * g->sn + iy * g->sh + ix0 * g->sw, row_bytes);
+                d += row_bytes;
+                continue;
+            }
             for (size_t kx = 0; kx < g->kw; kx++, d += g->cg) {
                 const ptrdiff_t ix = (ptrdiff_t)(ox * g->stride_x + kx * g->dil_x) - g->pad_left;
                 if (iy < 0 || ix < 0 || iy >= (ptrdiff_t)g->in_h || ix >= (ptrdiff_t)g->in_w) {
