@@ -1,8 +1,10 @@
-"""Markdown tables from a saved ``python -m qkernels bench --json`` report.
+"""Markdown tables from a saved ``python -m qkernels bench --json`` report (either
+suite: ``--suite gemm`` or ``--suite conv``).
 
-    python bench/report.py bench.json            # shapes, figures, targets, ORT exactness
-    python bench/report.py --shapes              # just the shape table (no report needed)
-    python bench/report.py --compare OLD.json NEW.json   # qkernels GOP/s, old vs new
+    python bench/report.py bench.json            # figures, targets, ORT exactness
+    python bench/report.py --shapes              # just the GEMM shape table (no report needed)
+    python bench/report.py --layers              # just the convolution layer table
+    python bench/report.py --compare OLD.json NEW.json   # qkernels GOP/s, old vs new (same suite)
 
 docs/performance.md is made from this output, so the docs read the same shape table
 and the same numbers as the CLI. Reports of the documented runs are kept in
@@ -16,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shapes import QUICK, SHAPES  # noqa: E402
+from shapes import LAYERS, QUICK, QUICK_LAYERS, SHAPES  # noqa: E402
 
 
 def _f(x, spec="{:.1f}"):
@@ -30,6 +32,52 @@ def shapes_table() -> str:
         out.append(f"| `{s.label}` | {s.m} × {s.n} × {s.k} | {s.ops / 1e9:.4g} | "
                    f"{'yes' if s.label in QUICK else ''} | {s.source} |")
     return "\n".join(out)
+
+
+def layers_table() -> str:
+    out = ["| label | layer | GOP per call | in `--quick` | XNNPACK model | where it comes from |",
+           "| --- | --- | ---: | :---: | --- | --- |"]
+    for la in LAYERS:
+        out.append(f"| `{la.label}` | {la.geometry} | {la.ops / 1e9:.4g} | "
+                   f"{'yes' if la.label in QUICK_LAYERS else ''} | {la.tflite} | {la.source} |")
+    return "\n".join(out)
+
+
+def targets_table(rep: dict) -> list[str]:
+    if not rep.get("targets"):
+        return []
+    out = ["", "| target | shape | threads | ratio | met |", "| --- | --- | ---: | ---: | :---: |"]
+    for t in rep["targets"]:
+        out.append(f"| {t['target']} | `{t['shape']}` | {t['threads']} | {t['ratio']:.2f} | "
+                   f"{'yes' if t['met'] else '**no**'} |")
+    return out
+
+
+CONV_COLUMNS = ("qkernels", "ort-int8", "ort-u8", "ort-fp32", "numpy-fp32", "xnnpack")
+
+
+def conv_tables(rep: dict) -> str:
+    """ms per call and GOP/s per layer and library; ratios, checks, targets."""
+    titles = "| qkernels int8 | ORT int8 (s8) | ORT int8 (u8) | ORT fp32 | numpy fp32 | XNNPACK int8 |"
+    legend = ("Milliseconds per call (median); × = qkernels over ONNX Runtime int8 (the faster of its s8 and "
+              "u8 activation paths) and over the fastest int8 peer; \"exact\" = qkernels equal to the int64 "
+              "reference; \"ORT = ref\": ONNX Runtime's s8 / u8 outputs equal to it too.")
+    out = [legend, "",
+           "| layer | geometry | threads " + titles + " × ORT int8 | × fastest int8 peer | exact | ORT = ref |",
+           "| --- | --- | ---: |" + " ---: |" * 8 + " :---: | :---: |"]
+    yes_no = {True: "yes", False: "**no**", None: "–"}
+    for r in rep["rows"]:
+        cells = " | ".join(_f(r["ms"][c], "{:.3f}") for c in CONV_COLUMNS)
+        peer = f"{_f(r['x_fastest_peer'], '{:.2f}')}" + (f" ({r['fastest_peer']})" if r["fastest_peer"] else "")
+        out.append(f"| `{r['shape']}` | {r['geometry']} | {r['threads']} | {cells} | "
+                   f"{_f(r['x_ort_int8'], '{:.2f}')} | {peer} | {yes_no[r['qkernels_exact']]} | "
+                   f"{yes_no[r['ort_int8_exact']]} / {yes_no[r.get('ort_u8_exact')]} |")
+    out += ["", "GOP/s (2 × multiply-adds / median time):", "", "| layer | threads " + titles,
+            "| --- | ---: |" + " ---: |" * 6]
+    for r in rep["rows"]:
+        out.append(f"| `{r['shape']}` | {r['threads']} | "
+                   + " | ".join(_f(r["gops"][c]) for c in CONV_COLUMNS) + " |")
+    return "\n".join(out + targets_table(rep))
 
 
 def results_tables(rep: dict) -> str:
@@ -46,11 +94,7 @@ def results_tables(rep: dict) -> str:
         for r in rep["rows"]:
             out.append(f"| `{r['shape']}` | {r['threads']} | {_f(r['qkernels_i32'])} | "
                        f"{_f(r['ort_matmulinteger'])} | {_f(r['x_ort_matmulinteger'], '{:.2f}')} |")
-    if rep.get("targets"):
-        out += ["", "| target | shape | threads | ratio | met |", "| --- | --- | ---: | ---: | :---: |"]
-        for t in rep["targets"]:
-            out.append(f"| {t['target']} | `{t['shape']}` | {t['threads']} | {t['ratio']:.2f} | "
-                       f"{'yes' if t['met'] else '**no**'} |")
+    out += targets_table(rep)
     ort = {}
     for r in rep["results"]:
         if r["lib"] == "ort" and r.get("check"):
@@ -64,42 +108,57 @@ def results_tables(rep: dict) -> str:
 
 
 def compare(old: dict, new: dict) -> str:
-    """qkernels GOP/s of two reports side by side (same shape and thread count)."""
+    """qkernels GOP/s of two reports of one suite side by side (same shape and thread count)."""
+    if old.get("suite", "gemm") != new.get("suite", "gemm"):
+        raise SystemExit("compare: the two reports are of different suites")
+    conv = new.get("suite") == "conv"
+    ratios = (("x_ort_int8", "× ORT int8"), ("x_fastest_peer", "× fastest int8 peer")) if conv else \
+        (("x_numpy", "× numpy"), ("x_ort", "× ORT"))
+
+    def qk(row):
+        return row["gops"]["qkernels"] if conv else row["qkernels"]
+
     before = {(r["shape"], r["threads"]): r for r in old["rows"]}
-    out = ["| shape | threads | old GOP/s | new GOP/s | new / old | × numpy old → new | × ORT old → new |",
+    out = ["| shape | threads | old GOP/s | new GOP/s | new / old | "
+           + " | ".join(f"{title} old → new" for _, title in ratios) + " |",
            "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
     for r in new["rows"]:
         o = before.get((r["shape"], r["threads"]))
         if o is None:
             continue
-        change = r["qkernels"] / o["qkernels"] if r["qkernels"] and o["qkernels"] else None
-        out.append(f"| `{r['shape']}` | {r['threads']} | {_f(o['qkernels'])} | {_f(r['qkernels'])} | "
-                   f"{_f(change, '{:.2f}')} | {_f(o['x_numpy'], '{:.2f}')} → {_f(r['x_numpy'], '{:.2f}')} | "
-                   f"{_f(o['x_ort'], '{:.2f}')} → {_f(r['x_ort'], '{:.2f}')} |")
+        change = qk(r) / qk(o) if qk(r) and qk(o) else None
+        out.append(f"| `{r['shape']}` | {r['threads']} | {_f(qk(o))} | {_f(qk(r))} | {_f(change, '{:.2f}')} | "
+                   + " | ".join(f"{_f(o[key], '{:.2f}')} → {_f(r[key], '{:.2f}')}" for key, _ in ratios) + " |")
     return "\n".join(out)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("report", nargs="?", help="JSON saved by `python -m qkernels bench --json`")
-    ap.add_argument("--shapes", action="store_true", help="print only the shape table")
+    ap.add_argument("--shapes", action="store_true", help="print only the GEMM shape table")
+    ap.add_argument("--layers", action="store_true", help="print only the convolution layer table")
     ap.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="compare two reports")
     args = ap.parse_args(argv)
     if args.compare:
         old, new = (json.loads(Path(p).read_text()) for p in args.compare)
         print(compare(old, new))
         return 0
+    if args.layers:
+        print(layers_table())
+        return 0
     if args.shapes or not args.report:
         print(shapes_table())
         return 0
     rep = json.loads(Path(args.report).read_text())
     m = rep["machine"]
+    conv = rep.get("suite") == "conv"
     print(f"Measured {rep['created']} on {m['cpu']} ({m['cpus']} CPUs), qkernels {m['qkernels']} "
           f"ISA {(m.get('qkernels_cpu_info') or {}).get('isa')}, numpy {m['numpy']} "
           f"({(m.get('blas') or {}).get('name')} {(m.get('blas') or {}).get('version')} "
-          f"{(m.get('blas') or {}).get('corename', '')}), ONNX Runtime {m.get('onnxruntime')}; "
+          f"{(m.get('blas') or {}).get('corename', '')}), ONNX Runtime {m.get('onnxruntime')}"
+          + (f", XNNPACK (ai-edge-litert {m.get('ai_edge_litert')})" if conv else "") + "; "
           f"settings {json.dumps(rep['settings']['timing'])}, rounds {rep['settings']['rounds']}.\n")
-    print(results_tables(rep))
+    print(conv_tables(rep) if conv else results_tables(rep))
     for note in rep.get("notes", []):
         print(f"\nNote: {note}")
     return 0

@@ -1,13 +1,20 @@
-"""The GEMM shapes of every benchmark: re-exported from :mod:`qkernels.bench`.
+"""The GEMM shapes and convolution layers of every benchmark: re-exported from
+:mod:`qkernels.bench` (``SHAPES``) and :mod:`qkernels.bench_conv` (``LAYERS``).
 
-One table serves the pytest-benchmark suite here, ``python -m qkernels bench`` and
-docs/performance.md. It lives in the package (which must never import ``bench/``)
-so that the CLI can read it; add or change shapes there.
+One table of each serves the pytest-benchmark suites here, ``python -m qkernels bench``
+(``--suite gemm`` / ``--suite conv``) and docs/performance.md. They live in the package
+(which must never import ``bench/``) so that the CLI can read them; add or change
+shapes and layers there.
 """
 from qkernels.bench import QUICK, SHAPES, Shape, shapes
+from qkernels.bench_conv import LAYERS, Layer, layers
+from qkernels.bench_conv import QUICK as QUICK_LAYERS
 
-__all__ = ["SHAPES", "QUICK", "Shape", "shapes"]
+__all__ = ["LAYERS", "QUICK", "QUICK_LAYERS", "SHAPES", "Layer", "Shape", "layers", "shapes"]
 
 if __name__ == "__main__":
     for s in SHAPES:
         print(f"{s.label:<19}{s.mnk:<16}{'quick' if s.label in QUICK else '':<6}{s.source}")
+    print()
+    for la in LAYERS:
+        print(f"{la.label:<19}{la.geometry:<26}{'quick' if la.label in QUICK_LAYERS else '':<6}{la.source}")

@@ -30,8 +30,11 @@ against an exact numpy reference (int32 sums and the requantized uint8 output);
 a wrong result posts no number and makes the command exit with status 1.
 
 This module must stay importable on its own, without importing the ``qkernels``
-package at module level: the worker processes load it by file path so that the
-numpy and ONNX Runtime workers never load qkernels' OpenMP runtime.
+package at module level: the worker processes import it from its folder as a
+submodule of a stand-in package (``_BOOT``), so that the numpy and ONNX Runtime
+workers never load qkernels' OpenMP runtime. The convolution suite
+(:mod:`qkernels.bench_conv`, ``--suite conv``) runs on the same machinery:
+:func:`run_worker`, :func:`collect`, :func:`time_call`, :func:`run_cli`.
 """
 from __future__ import annotations
 
@@ -62,6 +65,10 @@ class Shape(NamedTuple):
     @property
     def mnk(self) -> str:
         return f"{self.m}x{self.n}x{self.k}"
+
+    def record_fields(self) -> dict:
+        """What a timing record says of its shape (besides the label)."""
+        return {"m": self.m, "n": self.n, "k": self.k}
 
 
 #: The GEMM shapes of the benchmarks: (M, N, K, label, source).
@@ -103,16 +110,22 @@ _NUMPY_UNSET_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 def shapes(labels=None, quick: bool = False) -> list[Shape]:
     """The shapes named by ``labels`` (all, or the quick subset, when None)."""
+    return select(SHAPES, QUICK, labels, quick)
+
+
+def select(table, quick_labels, labels=None, quick: bool = False, what: str = "shape") -> list:
+    """The items of ``table`` named by ``labels`` (all, or those in ``quick_labels``,
+    when None); ValueError naming any unknown label."""
     if labels:
-        by_label = {s.label: s for s in SHAPES}
+        by_label = {s.label: s for s in table}
         unknown = [lab for lab in labels if lab not in by_label]
         if unknown:
-            raise ValueError(f"unknown shape label(s) {', '.join(unknown)}; "
+            raise ValueError(f"unknown {what} label(s) {', '.join(unknown)}; "
                              f"expected some of {', '.join(by_label)}")
         return [by_label[lab] for lab in labels]
     if quick:
-        return [s for s in SHAPES if s.label in QUICK]
-    return list(SHAPES)
+        return [s for s in table if s.label in quick_labels]
+    return list(table)
 
 
 # ---------------------------------------------------------------- problems and references
@@ -157,9 +170,17 @@ def reference(p: Problem):
         raise ValueError("float64 reference is exact only for K <= 16384")
     acc = (p.a.astype(np.float64) - p.za) @ p.b.astype(np.float64)
     acc = np.rint(acc).astype(np.int64)
-    scale = (np.float32(p.sa) * p.sb) / np.float32(p.sy)       # float32, ONNX Runtime's order
-    y = np.rint(acc.astype(np.int32).astype(np.float32) * scale) + np.float32(p.zy)
-    return acc, np.clip(y, 0, 255).astype(np.uint8)
+    return acc, requantize(acc, p.sa, p.sb, p.sy, p.zy, np.uint8)
+
+
+def requantize(acc, sa, sb, sy, zy, dtype):
+    """ONNX QLinear* output of the int32 sums ``acc`` (..., N), per-column ``sb``:
+    ``saturate(rint(float32(acc) * (sa*sb/sy)) + zy)`` in float32, ONNX Runtime's order."""
+    import numpy as np
+    info = np.iinfo(dtype)
+    scale = (np.float32(sa) * sb) / np.float32(sy)
+    y = np.rint(acc.astype(np.int32).astype(np.float32) * scale) + np.float32(zy)
+    return np.clip(y, info.min, info.max).astype(dtype)
 
 
 def _compare(got, want) -> dict:
@@ -174,7 +195,6 @@ def ort_model(p: Problem, op: str = "QLinearMatMul") -> bytes:
     """A one-node ONNX model of ``p``: ``QLinearMatMul`` (uint8 output) or
     ``MatMulInteger`` (int32 output); B and the parameters are initializers."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     m, n, k = p.shape.m, p.shape.n, p.shape.k
     t = numpy_helper.from_array
@@ -194,6 +214,13 @@ def ort_model(p: Problem, op: str = "QLinearMatMul") -> bytes:
     graph = helper.make_graph([node], f"{op}_{p.shape.label}",
                               [helper.make_tensor_value_info("A", TensorProto.UINT8, [m, k])],
                               [helper.make_tensor_value_info("Y", out_type, [m, n])], inits)
+    return onnx_bytes(graph)
+
+
+def onnx_bytes(graph) -> bytes:
+    """The checked, serialized opset-13 model of one ONNX ``graph``."""
+    import onnx
+    from onnx import helper
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
                               producer_name="qkernels.bench")
     model.ir_version = 7           # opset 13's IR: loadable by any ONNX Runtime >= 1.8
@@ -212,11 +239,11 @@ def ort_session(model: bytes, threads: int, spinning: bool = True):
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
-def ort_bound_call(sess, a, out):
+def ort_bound_call(sess, a, out, in_name: str = "A", out_name: str = "Y"):
     """A no-argument callable running ``sess`` on ``a`` into the preallocated ``out``."""
     io = sess.io_binding()
-    io.bind_cpu_input("A", a)
-    io.bind_output("Y", "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
+    io.bind_cpu_input(in_name, a)
+    io.bind_output(out_name, "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
     run = sess.run_with_iobinding
     return lambda: run(io)
 
@@ -327,27 +354,66 @@ def time_call(fn, min_time: float, repeats: int, warmup: float) -> dict:
     return {"median_s": median, "min_s": per_call[0], "number": number, "repeats": repeats}
 
 
-def _measure(shape: Shape, lib: str, op: str, threads: int, timing: dict, fn, check=None) -> dict:
-    rec = {"lib": lib, "op": op, "threads": threads, "shape": shape.label,
-           "m": shape.m, "n": shape.n, "k": shape.k, "check": check}
+def _measure(shape, lib: str, op: str, threads: int, timing: dict, fn, check=None) -> dict:
+    """The timing record of ``fn`` on ``shape`` (a :class:`Shape` or any item with
+    ``label``, ``ops`` and ``record_fields()``); a blocking wrong ``check`` is not timed."""
+    rec = record(shape, lib, op, threads, check)
     if check is not None and check.get("exact") is False and check.get("blocking", False):
         rec["error"] = "wrong result: not timed"
         return rec
     rec.update(time_call(fn, **timing))
-    rec["gops_median"] = shape.ops / rec["median_s"] / 1e9
-    rec["gops_max"] = shape.ops / rec["min_s"] / 1e9
+    _add_gops(rec, shape.ops)
     return rec
+
+
+def record(shape, lib: str, op: str, threads: int, check=None, **more) -> dict:
+    """A result record without timing (``more``: e.g. ``error=...``)."""
+    return {"lib": lib, "op": op, "threads": threads, "shape": shape.label, **shape.record_fields(),
+            "check": check, **more}
+
+
+def _add_gops(rec: dict, ops: int) -> None:
+    rec["gops_median"] = ops / rec["median_s"] / 1e9
+    rec["gops_max"] = ops / rec["min_s"] / 1e9
+
+
+def _qkernels_setup(spec: dict, out: dict):
+    """A qkernels worker's start: its threads set, its versions noted; returns the module."""
+    import numpy as np
+    import qkernels as qk
+    qk.set_num_threads(spec["threads"])
+    out["info"] = {"cpu_info": qk.cpu_info(), "qkernels": qk.__version__, "numpy": np.__version__}
+    return qk
+
+
+def _numpy_setup(spec: dict, out: dict) -> None:
+    """A numpy worker's start: its BLAS limited to the thread count, its BLAS noted."""
+    import numpy as np
+    controlled = blas_set_num_threads(spec["threads"])
+    out["info"] = {"numpy": np.__version__, "blas": blas_info(), "blas_threads_set_at_runtime": controlled,
+                   "env_unset": spec.get("env_unset", [])}
+
+
+def _ort_setup(out: dict) -> None:
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    out["info"] = {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "numpy": np.__version__}
+
+
+def worker_problems(spec: dict, cls=Shape, make=make_problem):
+    """``(item, problem)`` for every item of a worker's spec (``cls``: the item type,
+    ``make(item, seed)``: its problem builder)."""
+    for fields in spec["shapes"]:
+        item = cls(**fields)
+        yield item, make(item, spec["seed"])
 
 
 def _worker_qkernels(spec: dict, out: dict) -> None:
     import numpy as np
-    import qkernels as qk
+    qk = _qkernels_setup(spec, out)
     threads = spec["threads"]
-    qk.set_num_threads(threads)
-    out["info"] = {"cpu_info": qk.cpu_info(), "qkernels": qk.__version__, "numpy": np.__version__}
-    for sh in spec["shapes"]:
-        shape = Shape(**sh)
-        p = make_problem(shape, spec["seed"])
+    for shape, p in worker_problems(spec):
         acc_ref, y_ref = reference(p)
         aq = qk.QTensor(p.a, p.sa, p.za)
         pw = qk.pack_weights(qk.QTensor(p.b, p.sb, 0, axis=1))
@@ -375,13 +441,9 @@ def _worker_qkernels(spec: dict, out: dict) -> None:
 
 def _worker_numpy(spec: dict, out: dict) -> None:
     import numpy as np
+    _numpy_setup(spec, out)
     threads = spec["threads"]
-    controlled = blas_set_num_threads(threads)
-    out["info"] = {"numpy": np.__version__, "blas": blas_info(), "blas_threads_set_at_runtime": controlled,
-                   "env_unset": spec.get("env_unset", [])}
-    for sh in spec["shapes"]:
-        shape = Shape(**sh)
-        p = make_problem(shape, spec["seed"])
+    for shape, p in worker_problems(spec):
         a = ((p.a.astype(np.float32) - np.float32(p.za)) * np.float32(p.sa))
         b = p.b.astype(np.float32) * p.sb
         c = np.empty((shape.m, shape.n), np.float32)
@@ -394,14 +456,10 @@ def _worker_numpy(spec: dict, out: dict) -> None:
 
 def _worker_ort(spec: dict, out: dict) -> None:
     import numpy as np
-    import onnxruntime as ort
+    _ort_setup(out)
     threads = spec["threads"]
-    import onnx
-    out["info"] = {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "numpy": np.__version__}
     ops = ["QLinearMatMul"] + (["MatMulInteger"] if spec["int32"] else [])
-    for sh in spec["shapes"]:
-        shape = Shape(**sh)
-        p = make_problem(shape, spec["seed"])
+    for shape, p in worker_problems(spec):
         acc_ref, y_ref = reference(p)
         for op in ops:
             sess = ort_session(ort_model(p, op), threads)
@@ -414,24 +472,31 @@ def _worker_ort(spec: dict, out: dict) -> None:
             del sess
 
 
-def _worker_main() -> int:
-    """Entry point of a worker process: a JSON spec on stdin, JSON results on stdout."""
+#: The workers of this suite, by library: ``worker(spec, out)`` fills ``out``.
+WORKERS = {"qkernels": _worker_qkernels, "numpy": _worker_numpy, "ort": _worker_ort}
+
+
+def _worker_main(workers=None) -> int:
+    """Entry point of a worker process: a JSON spec on stdin, JSON results on stdout.
+    ``workers``: the suite's table (default: this module's :data:`WORKERS`)."""
     spec = json.loads(sys.stdin.read())
     out = {"lib": spec["lib"], "threads": spec["threads"], "results": [], "info": {}}
-    worker = {"qkernels": _worker_qkernels, "numpy": _worker_numpy, "ort": _worker_ort}[spec["lib"]]
-    worker(spec, out)
+    (workers or WORKERS)[spec["lib"]](spec, out)
     sys.stdout.write("\n@@QKBENCH@@" + json.dumps(out) + "\n")
     return 0
 
 
 # ---------------------------------------------------------------- the parent process
 
-_BOOT = ("import importlib.util, sys\n"
-         "spec = importlib.util.spec_from_file_location('_qkernels_bench_worker', sys.argv[1])\n"
-         "mod = importlib.util.module_from_spec(spec)\n"
-         "sys.modules[spec.name] = mod\n"
-         "spec.loader.exec_module(mod)\n"
-         "sys.exit(mod._worker_main())\n")
+# A worker imports the suite module (argv[2]: "bench", "bench_conv") from this folder
+# (argv[1]) as a submodule of a stand-in package: its relative imports work, and the
+# qkernels package (its __init__, its OpenMP runtime) is never loaded unless the
+# worker itself imports it.
+_BOOT = ("import importlib, sys, types\n"
+         "pkg = types.ModuleType('_qkernels_bench_worker')\n"
+         "pkg.__path__ = [sys.argv[1]]\n"
+         "sys.modules[pkg.__name__] = pkg\n"
+         "sys.exit(importlib.import_module(pkg.__name__ + '.' + sys.argv[2])._worker_main())\n")
 
 
 def _worker_env(lib: str, threads: int, isa: str | None) -> tuple[dict, list[str]]:
@@ -450,21 +515,24 @@ def _worker_env(lib: str, threads: int, isa: str | None) -> tuple[dict, list[str
     return env, unset
 
 
-def run_worker(lib: str, threads: int, shape_list, timing: dict, *, int32: bool = False, seed: int = 0,
-               isa: str | None = None, timeout: float = 600) -> dict:
-    """Time ``lib`` on ``shape_list`` at ``threads`` threads in a fresh process."""
+def run_worker(lib: str, threads: int, shape_list, timing: dict, *, module: str = "bench", seed: int = 0,
+               isa: str | None = None, timeout: float = 600, **extra) -> dict:
+    """Time ``lib`` on ``shape_list`` at ``threads`` threads in a fresh process running
+    the workers of ``module`` (a suite module beside this one); ``extra`` goes into the
+    worker's spec (e.g. ``int32=True``)."""
     import resource
     env, unset = _worker_env(lib, threads, isa)
     busy0, wall0 = _cpu_busy_s(), time.perf_counter()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     self0 = resource.getrusage(resource.RUSAGE_SELF)
     spec = {"lib": lib, "threads": threads, "shapes": [s._asdict() for s in shape_list],
-            "timing": timing, "int32": int32, "seed": seed, "env_unset": unset}
+            "timing": timing, "seed": seed, "env_unset": unset, **extra}
+    here = os.path.dirname(os.path.abspath(__file__))
     # cwd: beside this very package, so `python -c` (cwd first on sys.path) imports
     # the same qkernels as this process, never an unbuilt source tree.
-    proc = subprocess.run([sys.executable, "-c", _BOOT, os.path.abspath(__file__)],
+    proc = subprocess.run([sys.executable, "-c", _BOOT, here, module],
                           input=json.dumps(spec), capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                          timeout=timeout, cwd=os.path.dirname(here))
     marker = "@@QKBENCH@@"
     if proc.returncode != 0 or marker not in proc.stdout:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
@@ -545,17 +613,16 @@ def _median(xs):
     return xs[mid] if len(xs) % 2 else 0.5 * (xs[mid - 1] + xs[mid])
 
 
-def _merge_rounds(recs: list[dict]) -> dict:
-    """One record from the same measurement in several rounds: median of medians."""
+def _merge_rounds(recs: list[dict], ops: int) -> dict:
+    """One record from the same measurement in several rounds: median of medians
+    (``ops``: the operations of one call)."""
     first = dict(recs[0])
     timed = [r for r in recs if "median_s" in r]
     if not timed:
         return first
     first["median_s"] = _median([r["median_s"] for r in timed])
     first["min_s"] = min(r["min_s"] for r in timed)
-    ops = 2 * first["m"] * first["n"] * first["k"]
-    first["gops_median"] = ops / first["median_s"] / 1e9
-    first["gops_max"] = ops / first["min_s"] / 1e9
+    _add_gops(first, ops)
     first["rounds"] = len(timed)
     foreign = [r["foreign_cpus"] for r in recs if r.get("foreign_cpus") is not None]
     if foreign:
@@ -588,9 +655,7 @@ def _rows(results: list[dict], shape_list, threads_list) -> list[dict]:
                    "ort_matmulinteger": gops("ort", "MatMulInteger", s.label, t),
                    "qkernels_exact": (qk_rec.get("check") or {}).get("exact"),
                    "ort_check": (index.get(("ort", "QLinearMatMul", s.label, t)) or {}).get("check")}
-            foreign = [r.get("foreign_cpus") for (lib, op, lab, th), r in index.items()
-                       if lab == s.label and th == t and r.get("foreign_cpus") is not None]
-            row["foreign_cpus"] = max(foreign) if foreign else None
+            row["foreign_cpus"] = foreign_cpus(index, s.label, t)
             q = row["qkernels"]
             row["x_numpy"] = q / row["numpy"] if q and row["numpy"] else None
             row["x_ort"] = q / row["ort"] if q and row["ort"] else None
@@ -598,6 +663,14 @@ def _rows(results: list[dict], shape_list, threads_list) -> list[dict]:
             row["x_ort_matmulinteger"] = qi / oi if qi and oi else None
             rows.append(row)
     return rows
+
+
+def foreign_cpus(index: dict, label: str, threads: int) -> float | None:
+    """The most CPUs other processes kept busy during any measurement of ``label`` at
+    ``threads`` (``index``: records by (lib, op, label, threads))."""
+    foreign = [r.get("foreign_cpus") for (_, _, lab, th), r in index.items()
+               if lab == label and th == threads and r.get("foreign_cpus") is not None]
+    return max(foreign) if foreign else None
 
 
 def _targets(rows: list[dict]) -> list[dict]:
@@ -622,16 +695,10 @@ def format_table(report: dict) -> str:
     """The human-readable table of a report made by :func:`run_bench`."""
     m = report["machine"]
     qi = (m.get("qkernels_cpu_info") or {})
-    blas = m.get("blas") or {}
-    kernels = qi.get("gemm_kernels") or qi.get("gemm_kernel") or "?"
-    if isinstance(kernels, (list, tuple)):
-        kernels = ", ".join(kernels)
     lines = [
-        f"qkernels {m.get('qkernels')} int8 GEMM bench: ISA {qi.get('isa', '?')} "
-        f"(kernels {kernels}), {m['cpu']}, {m['cpus']} CPU(s)",
-        f"peers: numpy {m.get('numpy')} float32 "
-        f"({blas.get('name', 'BLAS')} {blas.get('version', '')} {blas.get('corename', '')}".rstrip()
-        + ")" + (f", ONNX Runtime {m['onnxruntime']} QLinearMatMul u8 x s8" if m.get("onnxruntime") else ""),
+        isa_line(m, "int8 GEMM"),
+        "peers: " + blas_label(m)
+        + (f", ONNX Runtime {m['onnxruntime']} QLinearMatMul u8 x s8" if m.get("onnxruntime") else ""),
         "GOP/s = 2*M*N*K / median time per call; each library and thread count in its own process",
         "",
     ]
@@ -643,7 +710,7 @@ def format_table(report: dict) -> str:
         lines.append(f"{qi.get('isa', '?'):<7}{r['shape']:<19}{r['mnk']:<16}{r['threads']:>3} "
                      f"{_fmt(r['qkernels'], '{:9.1f}', 9)}{_fmt(r['numpy'])}{_fmt(r['ort'])}"
                      f"{_fmt(r['x_numpy'], '{:9.2f}', 9)}{_fmt(r['x_ort'], '{:7.2f}', 7)}  {exact}"
-                     + ("  (busy machine)" if (r["foreign_cpus"] or 0) > FOREIGN_CPUS_WARN else ""))
+                     + busy_mark(r))
     if any(r["qkernels_i32"] or r["ort_matmulinteger"] for r in report["rows"]):
         lines += ["", "int32 accumulators (qkernels out_dtype=int32 vs ONNX Runtime MatMulInteger), GOP/s:",
                   f"{'shape':<19}{'thr':>3} {'qkernels':>9}{'ORT MMI':>9}{'x ORT':>7}"]
@@ -664,6 +731,33 @@ def format_table(report: dict) -> str:
         for (op, label, bad, size, diff), thr in seen.items():
             lines.append(f"  {op:<14}{label:<19}{bad}/{size} outputs ({100.0 * bad / size:.1f} %), "
                          f"max diff {diff} (threads {', '.join(map(str, thr))})")
+    return "\n".join(lines + format_footer(report))
+
+
+def isa_line(m: dict, what: str) -> str:
+    """The first line of a table: qkernels' version, ISA path and kernels, the machine."""
+    qi = (m.get("qkernels_cpu_info") or {})
+    kernels = qi.get("gemm_kernels") or qi.get("gemm_kernel") or "?"
+    if isinstance(kernels, (list, tuple)):
+        kernels = ", ".join(kernels)
+    return (f"qkernels {m.get('qkernels')} {what} bench: ISA {qi.get('isa', '?')} "
+            f"(kernels {kernels}), {m['cpu']}, {m['cpus']} CPU(s)")
+
+
+def blas_label(m: dict) -> str:
+    """numpy's version and BLAS, e.g. ``numpy 2.4.6 float32 (scipy-openblas 0.3.31 Haswell)``."""
+    blas = m.get("blas") or {}
+    return (f"numpy {m.get('numpy')} float32 "
+            f"({blas.get('name', 'BLAS')} {blas.get('version', '')} {blas.get('corename', '')}".rstrip() + ")")
+
+
+def busy_mark(row: dict) -> str:
+    return "  (busy machine)" if (row["foreign_cpus"] or 0) > FOREIGN_CPUS_WARN else ""
+
+
+def format_footer(report: dict) -> list[str]:
+    """The lines closing every suite's table: targets met or not, then the notes."""
+    lines = []
     if report["targets"]:
         lines += ["", "targets:"]
         for t in report["targets"]:
@@ -671,23 +765,22 @@ def format_table(report: dict) -> str:
                          f"{t['threads']} thr, ratio {t['ratio']:.2f}")
     for note in report["notes"]:
         lines.append(f"note: {note}")
-    return "\n".join(lines)
+    return lines
 
 
-def run_bench(shape_list, threads_list, *, quick: bool = False, int32: bool | None = None, rounds: int = 1,
-              isa: str | None = None, seed: int = 0, libs=LIBS, progress=None,
-              wait_idle_s: float = 0.0) -> dict:
-    """Run every (library, thread count) worker ``rounds`` times; return the report dict."""
-    timing = dict(_SETTINGS["quick" if quick else "full"])
-    if int32 is None:
-        int32 = not quick
-    notes = []
-    libs = list(libs)
-    if "ort" in libs and not (_have("onnxruntime") and _have("onnx")):
-        libs.remove("ort")
-        notes.append("ONNX Runtime columns skipped: onnxruntime and onnx are not both importable "
-                     "(pip install onnxruntime onnx)")
+def collect(module: str, libs, shape_list, threads_list, *, timing: dict, rounds: int = 1,
+            isa: str | None = None, seed: int = 0, progress=None, wait_idle_s: float = 0.0,
+            extra_by_lib=None) -> dict:
+    """Run every (library, thread count) worker of the suite ``module`` ``rounds`` times.
+
+    ``extra_by_lib``: per library, its items (instead of ``shape_list``) and more spec
+    entries: ``{lib: (items, {key: value})}``. Returns the parts of a report every
+    suite shares: ``results`` (rounds merged), ``infos`` (per library), ``notes``,
+    ``failed`` (a worker crashed), ``wrong`` (qkernels records failing their check)
+    and ``machine``."""
+    extra_by_lib = extra_by_lib or {}
     load_before = _loadavg()
+    notes: list[str] = []
     raw: dict[tuple, list[dict]] = {}
     infos: dict[str, dict] = {}
     failed = False
@@ -700,8 +793,9 @@ def run_bench(shape_list, threads_list, *, quick: bool = False, int32: bool | No
                         progress(f"machine still busy ({busy_now} CPUs) after waiting {wait_idle_s:g} s")
                 if progress:
                     progress(f"[round {rnd + 1}/{rounds}] {lib}, {t} thread(s) ...")
+                items, extra = extra_by_lib.get(lib, (shape_list, {}))
                 try:
-                    res = run_worker(lib, t, shape_list, timing, int32=int32, seed=seed, isa=isa)
+                    res = run_worker(lib, t, items, timing, module=module, seed=seed, isa=isa, **extra)
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     notes.append(f"{lib} at {t} thread(s) failed: {exc}")
                     failed = True
@@ -718,7 +812,8 @@ def run_bench(shape_list, threads_list, *, quick: bool = False, int32: bool | No
         notes.append("other processes kept CPUs busy during these measurements (most CPUs busy besides "
                      f"the bench): {', '.join(f'{lib} {t} thr {c:.2f}' for (lib, t), c in sorted(busy.items()))}"
                      "; such figures (2 threads above all) are unreliable: rerun on an idle machine")
-    results = [_merge_rounds(v) for v in raw.values()]
+    ops = {s.label: s.ops for s in shape_list}
+    results = [_merge_rounds(v, ops[k[2]]) for k, v in raw.items()]
     wrong = [r for r in results if r["lib"] == "qkernels" and r.get("check") and not r["check"]["exact"]]
     for r in wrong:
         notes.append(f"qkernels {r['op']} WRONG at {r['shape']} {r['threads']} thread(s): "
@@ -736,26 +831,60 @@ def run_bench(shape_list, threads_list, *, quick: bool = False, int32: bool | No
         "blas": np_info.get("blas"), "onnxruntime": infos.get("ort", {}).get("onnxruntime"),
         "onnx": infos.get("ort", {}).get("onnx"), "loadavg_before": load_before,
     }
-    rows = _rows(results, shape_list, threads_list)
+    return {"results": results, "infos": infos, "notes": notes, "failed": failed, "wrong": wrong,
+            "machine": machine}
+
+
+def created_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def ort_available(libs: list, notes: list, lib: str = "ort") -> None:
+    """Drop ``lib`` from ``libs`` with a note when onnxruntime or onnx is missing."""
+    if lib in libs and not (_have("onnxruntime") and _have("onnx")):
+        libs.remove(lib)
+        notes.append("ONNX Runtime columns skipped: onnxruntime and onnx are not both importable "
+                     "(pip install onnxruntime onnx)")
+
+
+def run_bench(shape_list, threads_list, *, quick: bool = False, int32: bool | None = None, rounds: int = 1,
+              isa: str | None = None, seed: int = 0, libs=LIBS, progress=None,
+              wait_idle_s: float = 0.0) -> dict:
+    """Run every (library, thread count) worker ``rounds`` times; return the report dict."""
+    timing = dict(_SETTINGS["quick" if quick else "full"])
+    if int32 is None:
+        int32 = not quick
+    notes: list[str] = []
+    libs = list(libs)
+    ort_available(libs, notes)
+    got = collect("bench", libs, shape_list, threads_list, timing=timing, rounds=rounds, isa=isa, seed=seed,
+                  progress=progress, wait_idle_s=wait_idle_s,
+                  extra_by_lib={lib: (shape_list, {"int32": int32}) for lib in libs})
+    rows = _rows(got["results"], shape_list, threads_list)
     return {
-        "schema": 1, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "schema": 1, "created": created_now(),
         "settings": {"quick": quick, "threads": list(threads_list), "shapes": [s.label for s in shape_list],
                      "rounds": rounds, "wait_idle_s": wait_idle_s, "timing": timing, "int32": int32, "seed": seed, "isa": isa},
         "shapes": [dict(s._asdict(), ops=s.ops) for s in shape_list],
-        "machine": machine, "results": results, "rows": rows, "targets": _targets(rows),
-        "notes": notes, "ok": not wrong and not failed, "wrong_results": bool(wrong),
+        "machine": got["machine"], "results": got["results"], "rows": rows, "targets": _targets(rows),
+        "notes": notes + got["notes"], "ok": not got["wrong"] and not got["failed"],
+        "wrong_results": bool(got["wrong"]),
     }
 
 
-def run_cli(args) -> int:
+def run_cli(args, select=None, run=None, fmt=None) -> int:
     """``python -m qkernels bench``: print the table, optionally save JSON.
 
+    ``select(labels, quick=)``, ``run(items, threads, quick=, rounds=, isa=, progress=,
+    wait_idle_s=)`` and ``fmt(report)`` are the suite's (default: GEMM's :func:`shapes`,
+    :func:`run_bench` and :func:`format_table`).
     Exit status 1 when a qkernels result is wrong or a worker failed, else 0
     (missing targets do not fail the command: they are reported)."""
+    select, run, fmt = select or shapes, run or run_bench, fmt or format_table
     quick = bool(getattr(args, "quick", False))
     labels = getattr(args, "shapes", None)
     try:
-        shape_list = shapes(labels, quick=quick)
+        shape_list = select(labels, quick=quick)
     except ValueError as exc:
         print(f"qkernels bench: {exc}", file=sys.stderr)
         return 2
@@ -769,7 +898,7 @@ def run_cli(args) -> int:
     def progress(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    report = run_bench(shape_list, threads_list, quick=quick, rounds=rounds,
+    report = run(shape_list, threads_list, quick=quick, rounds=rounds,
                        isa=getattr(args, "isa", None), progress=progress,
                        wait_idle_s=getattr(args, "wait_idle", None) or 0.0)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -779,7 +908,7 @@ def run_cli(args) -> int:
             json.dump(report, f, indent=1)
             f.write("\n")
     try:
-        print(format_table(report))
+        print(fmt(report))
         print(f"({report['wall_s']} s)" + (f"; saved {path}" if path else ""))
         sys.stdout.flush()
     except BrokenPipeError:                   # e.g. piped into head
