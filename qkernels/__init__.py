@@ -10,12 +10,13 @@ dot product, i8mm), with the best path for this CPU picked at run time::
 """
 from ._dispatch import (SUPPORTED_ISAS, cpu_info, get_isa, get_num_threads, set_isa, set_num_threads,
                         use_isa)
-from ._conv import PackedConvWeights, conv2d, pack_conv_weights
+from ._conv import PackedConvWeights, conv2d, depthwise_conv2d, pack_conv_weights
 from ._gemm import PackedWeights, matmul, matmul_integer, pack_weights
 from ._qtensor import QTensor, dequantize, quantize
 
 __version__ = "0.1.0"
 __all__ = [
-    "QTensor", "PackedWeights", "PackedConvWeights", "conv2d", "pack_conv_weights", "quantize", "dequantize", "matmul", "matmul_integer", "pack_weights",
+    "QTensor", "PackedWeights", "PackedConvWeights", "conv2d", "depthwise_conv2d", "pack_conv_weights", "quantize",
+    "dequantize", "matmul", "matmul_integer", "pack_weights",
     "cpu_info", "get_isa", "set_isa", "use_isa", "SUPPORTED_ISAS", "set_num_threads", "get_num_threads",
 ]

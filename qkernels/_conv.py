@@ -274,3 +274,37 @@ class _ConvCall:
         if self.mode == _native.OUT_INT32:
             return res
         return QTensor._trusted(res, *self.result_params)
+
+
+def depthwise_conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike | None = None, *, stride=1,
+                     padding=0, dilation=1, layout: str = "NHWC", weight_layout: str = "OHWI",
+                     out_scale: float | None = None, out_zero_point: int = 0, out_dtype: DTypeLike = None,
+                     activation: Activation = None, requant: str = "fp32", out: np.ndarray | None = None):
+    """Quantized depthwise convolution: :func:`conv2d` with ``groups`` = input channels.
+
+    ``w`` holds C * multiplier filters of one input channel each: a QTensor (O, KH, KW, 1)
+    for ``weight_layout="OHWI"`` or (O, 1, KH, KW) for ``"OIHW"`` (PyTorch's depthwise
+    layout), O = C * multiplier, output channel ``c * multiplier + j`` reading input
+    channel ``c``; or PackedConvWeights packed with ``groups=C``. Everything else is as
+    in :func:`conv2d`; the direct depthwise kernels run.
+    """
+    if not isinstance(x, QTensor):
+        raise TypeError(f"x must be a QTensor, got {type(x).__name__}")
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
+    if x.ndim != 4:
+        raise ValueError(f"x must be 4-D ({layout}), got shape {x.shape}")
+    c = int(x.shape[3] if layout == "NHWC" else x.shape[1])
+    if isinstance(w, PackedConvWeights):
+        if w.groups != c or w.cg != 1:
+            raise ValueError(f"packed weights are not depthwise for {c} channels (groups={w.groups}, "
+                             f"C/groups={w.cg}); pack them with groups=C")
+    elif isinstance(w, QTensor):
+        if w.ndim != 4 or w.shape[3 if weight_layout == "OHWI" else 1] != 1:
+            raise ValueError(f"depthwise weights must be (O, KH, KW, 1) for OHWI or (O, 1, KH, KW) for OIHW, "
+                             f"got shape {w.shape}")
+    else:
+        raise TypeError(f"w must be a QTensor or PackedConvWeights, got {type(w).__name__}")
+    return conv2d(x, w, bias, stride=stride, padding=padding, dilation=dilation, groups=c, layout=layout,
+                  weight_layout=weight_layout, out_scale=out_scale, out_zero_point=out_zero_point,
+                  out_dtype=out_dtype, activation=activation, requant=requant, out=out)

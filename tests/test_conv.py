@@ -326,3 +326,26 @@ def test_uint8_activations_are_exact_where_onnxruntime_saturates(record_property
     record_property("ort_u8_outputs_off", int((diff > 0).sum()))
     record_property("ort_u8_max_steps_off", int(diff.max()))
     print(f"ONNX Runtime u8 QLinearConv: {(diff > 0).mean():.1%} of outputs off, up to {diff.max()} steps")
+
+
+def test_depthwise_conv2d_is_conv2d_with_groups_equal_to_channels():
+    rng = np.random.default_rng(5)
+    x = _random(rng, (1, 9, 8, 6), S8)
+    w = _random(rng, (12, 3, 3, 1), S8)              # channel multiplier 2
+    sw = rng.uniform(0.005, 0.02, 12).astype(np.float32)
+    xq, wq = QTensor(x, 0.05, -4), QTensor(w, sw, 0, axis=0)
+    kw = dict(stride=2, padding="same", out_scale=0.3, out_zero_point=1, activation="relu")
+    want = conv2d(xq, wq, groups=6, **kw)
+    np.testing.assert_array_equal(qkernels.depthwise_conv2d(xq, wq, **kw).data, want.data)
+    np.testing.assert_array_equal(qkernels.depthwise_conv2d(xq, pack_conv_weights(wq, groups=6), **kw).data,
+                                  want.data)
+    w_oihw = QTensor(np.ascontiguousarray(w.transpose(0, 3, 1, 2)), sw, 0, axis=0)   # PyTorch layout
+    x_nchw = QTensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), 0.05, -4)
+    got = qkernels.depthwise_conv2d(x_nchw, w_oihw, layout="NCHW", weight_layout="OIHW", **kw)
+    np.testing.assert_array_equal(got.data, want.data.transpose(0, 3, 1, 2))
+    with pytest.raises(ValueError, match="not depthwise"):
+        qkernels.depthwise_conv2d(xq, pack_conv_weights(QTensor(_random(rng, (4, 3, 3, 6), S8), 0.01, 0)), **kw)
+    with pytest.raises(ValueError, match="depthwise weights must be"):
+        qkernels.depthwise_conv2d(xq, QTensor(_random(rng, (6, 3, 3, 2), S8), 0.01, 0), **kw)
+    with pytest.raises(ValueError, match="channels"):   # 12 filters of one channel cannot serve 5 channels
+        qkernels.depthwise_conv2d(QTensor(x[..., :5], 0.05, -4), wq, **kw)
