@@ -21,6 +21,7 @@ ISA_FLAGS = {
     "aarch64": {
         "neon": ["-march=armv8-a"],
         "neondot": ["-march=armv8.2-a+dotprod"],
+        "neonfp16": ["-march=armv8.2-a+fp16"],
         "i8mm": ["-march=armv8.2-a+i8mm"],
     },
 }

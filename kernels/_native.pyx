@@ -26,6 +26,8 @@ cdef extern from "qk_common.h" nogil:
         const float *scale
         const int32_t *mult
         const int32_t *shift
+        const float *bias_f
+        float flo, fhi
     ctypedef void (*qk_output_fn)(size_t, size_t, const int32_t *, size_t, size_t, size_t,
                                   const qk_out_params *, void *, size_t)
     ctypedef struct qk_gemm_kernel:
@@ -36,13 +38,16 @@ cdef extern from "qk_common.h" nogil:
         size_t max_m
         int needs_pairs_128
         qk_output_fn output
+        int dtype
     int QK_ISA_COUNT
     int QK_DW_PIXELS
-    int QK_PACK_I16, QK_PACK_S8, QK_PACK_U8
-    int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT
+    int QK_PACK_I16, QK_PACK_S8, QK_PACK_U8, QK_PACK_F32, QK_PACK_F16
+    int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT, QK_OUT_F16
+    int QK_DTYPE_QS8, QK_DTYPE_F16
+    size_t qk_pack_elem_size(int pack)
     int qk_gemm_kernel_count()
     const qk_gemm_kernel *qk_gemm_kernel_get(int id)
-    int qk_gemm_kernel_select(int isa, size_t m, int b_pairs_128)
+    int qk_gemm_kernel_select(int dtype, int isa, size_t m, int b_pairs_128)
     const char *qk_isa_name(int isa)
     unsigned int qk_cpu_features()
     const char *qk_cpu_arch()
@@ -61,6 +66,7 @@ cdef extern from "qk_common.h" nogil:
         size_t stride_y, stride_x, dil_y, dil_x
         Py_ssize_t pad_top, pad_left
         uint8_t pad
+        size_t elem
     void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows,
                         int a_signed, int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum)
     ctypedef struct qk_dw_params:
@@ -69,6 +75,8 @@ cdef extern from "qk_common.h" nogil:
         const int16_t *w
         int32_t za
         int a_signed
+        int dtype
+        const float *wf
         const qk_out_params *out
         void *c
         size_t c_stride
@@ -76,7 +84,7 @@ cdef extern from "qk_common.h" nogil:
     ctypedef size_t (*qk_dw_sum_fn)(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs,
                                     size_t ptr_stride, Py_ssize_t step, size_t c0, int32_t *acc,
                                     size_t acc_stride, size_t m0, size_t *stored)
-    qk_dw_sum_fn qk_dw_sum_for_isa(int isa)
+    qk_dw_sum_fn qk_dw_sum_for_isa(int dtype, int isa)
     void qk_dwconv(const qk_dw_params *d, qk_dw_sum_fn sum, qk_output_fn output, size_t p0, size_t p1,
                    const qk_out_params *p, void *c, size_t c_stride, int32_t *acc)
     void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1, size_t n0,
@@ -86,6 +94,9 @@ cdef extern from "qk_common.h" nogil:
 OUT_INT32 = QK_OUT_INT32
 OUT_FP32 = QK_OUT_FP32
 OUT_FIXEDPOINT = QK_OUT_FIXEDPOINT
+OUT_F16 = QK_OUT_F16
+DTYPE_QS8 = QK_DTYPE_QS8
+DTYPE_F16 = QK_DTYPE_F16
 PACK_I16 = QK_PACK_I16
 PACK_S8 = QK_PACK_S8
 PACK_U8 = QK_PACK_U8
@@ -112,18 +123,18 @@ def isa_names():
 
 
 def kernel_info(int kid):
-    """(name, isa, mr, nr, kr, a_pack, b_pack, max_m, needs_pairs_128) of kernel `kid`, or None."""
+    """(name, isa, mr, nr, kr, a_pack, b_pack, max_m, needs_pairs_128, dtype) of kernel `kid`, or None."""
     cdef const qk_gemm_kernel *k = qk_gemm_kernel_get(kid)
     if k == NULL:
         return None
     return (k.name.decode(), qk_isa_name(k.isa).decode(), k.mr, k.nr, k.kr, k.a_pack, k.b_pack, k.max_m,
-            bool(k.needs_pairs_128))
+            bool(k.needs_pairs_128), k.dtype)
 
 
-def select_kernel(int isa, size_t m, bint b_pairs_128=False):
-    """Id of the GEMM kernel an ISA uses for M rows (-1: none in this build), given
-    whether every stored pair of B along K has |b(k)| + |b(k+1)| <= 128."""
-    return qk_gemm_kernel_select(isa, m, b_pairs_128)
+def select_kernel(int isa, size_t m, bint b_pairs_128=False, int dtype=QK_DTYPE_QS8):
+    """Id of the GEMM kernel an ISA uses for M rows of `dtype` (-1: none in this build),
+    given whether every stored pair of B along K has |b(k)| + |b(k+1)| <= 128."""
+    return qk_gemm_kernel_select(dtype, isa, m, b_pairs_128)
 
 
 def kernel_count():
@@ -186,11 +197,14 @@ cdef class ConvSource:
 
     def __init__(self, cnp.ndarray x, size_t out_h, size_t out_w, size_t kh, size_t kw, size_t stride_y,
                  size_t stride_x, size_t dil_y, size_t dil_x, Py_ssize_t pad_top, Py_ssize_t pad_left,
-                 int pad_byte):
+                 int pad_byte, size_t elem=1):
+        """x: the input viewed as bytes (N, H, W, C * elem), strides in bytes."""
         self.keep = x
         self.g.x = <const uint8_t *>cnp.PyArray_DATA(x)
-        self.g.sn, self.g.sh, self.g.sw, self.g.sc = x.strides[0], x.strides[1], x.strides[2], x.strides[3]
-        self.g.in_h, self.g.in_w, self.g.cg = x.shape[1], x.shape[2], x.shape[3]
+        self.g.sn, self.g.sh, self.g.sw = x.strides[0], x.strides[1], x.strides[2]
+        self.g.sc = x.strides[3] * elem          # channel stride (an fp16 value is 2 bytes)
+        self.g.in_h, self.g.in_w, self.g.cg = x.shape[1], x.shape[2], x.shape[3] // elem
+        self.g.elem = elem
         self.g.out_h, self.g.out_w, self.g.kh, self.g.kw = out_h, out_w, kh, kw
         self.g.stride_y, self.g.stride_x, self.g.dil_y, self.g.dil_x = stride_y, stride_x, dil_y, dil_x
         self.g.pad_top, self.g.pad_left = pad_top, pad_left
@@ -209,6 +223,30 @@ def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, siz
     The caller (qkernels._gemm) guarantees dtypes, contiguity and lengths of the
     per-column arrays (col_add, col_zb, scale, mult, shift: int32/float32, >= N)."""
     cdef const qk_gemm_kernel *k = _kernel(kid)
+    cdef qk_out_params p = _out_params(mode, out_signed, zy, lo, hi, col_add, scale, mult, shift)
+    p.col_zb = <const int32_t *>_ptr(col_zb)
+    return _gemm_run(k, a, a_signed, za, b_packed, N, need_row_sum, &p, out, num_threads)
+
+
+def gemm_f16(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bias, float flo, float fhi,
+             cnp.ndarray out, int num_threads):
+    """fp16 C = fp16(clamp(A (M, K) . packed B + bias, flo, fhi)) into `out` (M, N) float16:
+    the same driver as `gemm`, with an fp16 kernel. A: float16 matrix (any strides) or
+    a ConvSource of elem 2; bias: float32 (>= N)."""
+    cdef const qk_gemm_kernel *k = _kernel(kid)
+    if k.dtype != QK_DTYPE_F16:
+        raise ValueError(f"kernel {kid} is not an fp16 kernel")
+    cdef qk_out_params p
+    memset(&p, 0, sizeof(p))
+    p.mode = QK_OUT_F16
+    p.bias_f = <const float *>_ptr(bias)
+    p.flo, p.fhi = flo, fhi
+    return _gemm_run(k, a, False, 0, b_packed, N, False, &p, out, num_threads)
+
+
+cdef object _gemm_run(const qk_gemm_kernel *k, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
+                      bint need_row_sum, qk_out_params *pp, cnp.ndarray out, int num_threads):
+    cdef qk_out_params p = pp[0]
     cdef ConvSource conv = a if isinstance(a, ConvSource) else None
     cdef cnp.ndarray mat = None if conv is not None else a
     cdef size_t M = conv.m if conv is not None else mat.shape[0]
@@ -217,8 +255,8 @@ def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, siz
     cdef Py_ssize_t sk = 0 if conv is not None else mat.strides[1]
     cdef const qk_conv_geom *geom = &conv.g if conv is not None else NULL
     cdef size_t mr = k.mr, nr = k.nr
-    cdef size_t a_elem = 2 if k.a_pack == QK_PACK_I16 else 1
-    cdef size_t b_elem = 2 if k.b_pack == QK_PACK_I16 else 1
+    cdef size_t a_elem = qk_pack_elem_size(k.a_pack)
+    cdef size_t b_elem = qk_pack_elem_size(k.b_pack)
     cdef size_t kp = (K + k.kr - 1) // k.kr * k.kr
     if kp == 0:
         kp = k.kr
@@ -226,8 +264,6 @@ def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, siz
         raise ValueError("packed B does not match this kernel and shape")
     if M == 0 or N == 0:
         return out
-    cdef qk_out_params p = _out_params(mode, out_signed, zy, lo, hi, col_add, scale, mult, shift)
-    p.col_zb = <const int32_t *>_ptr(col_zb)
 
     # Blocking: an A block of mc rows stays in L2 while B panels stream past it.
     cdef size_t m_panels = (M + mr - 1) // mr, n_panels = (N + nr - 1) // nr
@@ -270,8 +306,9 @@ def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, siz
         free(row_sum)
         raise MemoryError("cannot allocate the packed A buffer")
     cdef uint8_t *scratch = NULL
+    cdef size_t scratch_bytes = mr * max(K, 1) * (geom.elem if geom != NULL else 1)
     if geom != NULL:
-        scratch = <uint8_t *>malloc(mr * max(K, 1) * nt + 64)
+        scratch = <uint8_t *>malloc(scratch_bytes * nt + 64)
         if scratch == NULL:
             free(a_packed)
             free(row_sum)
@@ -302,7 +339,7 @@ def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, siz
                                   row_sum + t * mr if row_sum != NULL else NULL)
                     else:
                         qk_pack_a_conv(k.a_pack, k.mr, k.kr, geom, t * mr, min(mr, M - t * mr), a_signed,
-                                       za, scratch + threadid() * mr * max(K, 1),
+                                       za, scratch + threadid() * scratch_bytes,
                                        a_packed + t * a_panel_bytes,
                                        row_sum + t * mr if row_sum != NULL else NULL)
                 for t in prange(n_tiles, num_threads=nt, schedule="static"):
@@ -329,19 +366,69 @@ def dwconv(int isa, ConvSource src, size_t mult, cnp.ndarray w, bint a_signed, i
     """Depthwise convolution of `src` (all channels; its cg = C) by int16 zero-folded
     weights w [KH*KW, C*mult] into out (pixels, C*mult), C-contiguous. The caller
     (qkernels._conv) validates every array."""
-    cdef int kid = qk_gemm_kernel_select(isa, 1 << 20, 0)
-    cdef const qk_gemm_kernel *k = _kernel(kid)
     cdef qk_dw_params d
+    memset(&d, 0, sizeof(d))
     d.g = src.g
     d.mult = mult
     d.w = <const int16_t *>_ptr(w)
     d.za = za
     d.a_signed = a_signed
-    cdef qk_dw_sum_fn fn = qk_dw_sum_for_isa(isa)
+    d.dtype = QK_DTYPE_QS8
     cdef qk_out_params p = _out_params(mode, out_signed, zy, lo, hi, col_add, scale, mult_q, shift)
-    cdef size_t pixels = src.m, ch = src.g.cg, oc = src.g.cg * mult
+    return _dw_run(isa, &d, src.m, &p, out, num_threads)
+
+
+def dwconv_f16(int isa, ConvSource src, cnp.ndarray wf, cnp.ndarray bias, float flo, float fhi,
+               cnp.ndarray out, int num_threads):
+    """fp16 depthwise convolution (channel multiplier 1) of `src` (elem 2) by float32
+    weights wf [KH*KW, C] into out (pixels, C) float16: fp32 sums, bias and clamp, one
+    rounding. The caller validates every array."""
+    cdef qk_dw_params d
+    memset(&d, 0, sizeof(d))
+    d.g = src.g
+    d.mult = 1
+    d.dtype = QK_DTYPE_F16
+    d.wf = <const float *>_ptr(wf)
+    cdef qk_out_params p
+    memset(&p, 0, sizeof(p))
+    p.mode = QK_OUT_F16
+    p.bias_f = <const float *>_ptr(bias)
+    p.flo, p.fhi = flo, fhi
+    return _dw_run(isa, &d, src.m, &p, out, num_threads)
+
+
+cdef object _dw_run(int isa, qk_dw_params *d, size_t pixels, qk_out_params *p, cnp.ndarray out, int num_threads):
+    cdef int kid = qk_gemm_kernel_select(d.dtype, isa, 1 << 20, 0)
+    cdef const qk_gemm_kernel *k = _kernel(kid)    # its output stage
+    cdef qk_dw_sum_fn fn = qk_dw_sum_for_isa(d.dtype, isa)
+    cdef size_t ch = d.g.cg, oc = d.g.cg * d.mult
     if pixels == 0 or oc == 0:
         return out
+    cdef size_t c_stride = out.strides[0]
+    cdef char *c = <char *>_ptr(out)
+    cdef int nt = <int>max(1, min(<size_t>num_threads, pixels // 64 if pixels >= 64 else 1))
+    # per thread: the accumulators; once: the init sums and the zero-point pixel
+    cdef int32_t *acc = <int32_t *>malloc(sizeof(int32_t) * (oc * QK_DW_PIXELS * nt + ch) + ch * d.g.elem)
+    if acc == NULL:
+        raise MemoryError("cannot allocate the depthwise accumulators")
+    cdef int32_t *init = acc + oc * QK_DW_PIXELS * nt
+    if d.dtype == QK_DTYPE_F16:
+        memset(init, 0, sizeof(int32_t) * ch)          # float +0.0: the bias comes in the output stage
+    qk_dw_prepare(d, <uint8_t *>(init + ch), init)
+    d.out, d.c, d.c_stride = p, c, c_stride
+    cdef size_t chunk = (pixels + nt - 1) // nt
+    cdef Py_ssize_t t
+    try:
+        with nogil:
+            if nt == 1:
+                qk_dwconv(d, fn, k.output, 0, pixels, p, c, c_stride, acc)
+            else:
+                for t in prange(nt, num_threads=nt, schedule="static"):
+                    qk_dwconv(d, fn, k.output, t * chunk, min(pixels, (t + 1) * chunk), p, c, c_stride,
+                              acc + t * oc * QK_DW_PIXELS)
+    finally:
+        free(acc)
+    return out
     cdef size_t c_stride = out.strides[0]
     cdef char *c = <char *>_ptr(out)
     cdef int nt = <int>max(1, min(<size_t>num_threads, pixels // 64 if pixels >= 64 else 1))

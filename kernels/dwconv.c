@@ -70,13 +70,13 @@ static void inside_range(size_t out, size_t stride, ptrdiff_t pad, size_t k, siz
 void qk_dw_prepare(qk_dw_params *d, uint8_t *zero_pixel, int32_t *init) {
     const qk_conv_geom *g = &d->g;
     const size_t taps = g->kh * g->kw;
-    d->taps = d->mult == 1 && g->sc == 1 && taps <= QK_DW_MAX_TAPS ? taps : 0;
+    d->taps = d->mult == 1 && g->sc == (ptrdiff_t)g->elem && taps <= QK_DW_MAX_TAPS ? taps : 0;
     for (size_t t = 0; t < d->taps; t++)
         d->tap_offset[t] = (ptrdiff_t)((t / g->kw) * g->dil_y) * g->sh + (ptrdiff_t)((t % g->kw) * g->dil_x) * g->sw;
     inside_range(g->out_h, g->stride_y, g->pad_top, g->kh, g->dil_y, g->in_h, &d->oy_lo, &d->oy_hi);
     inside_range(g->out_w, g->stride_x, g->pad_left, g->kw, g->dil_x, g->in_w, &d->ox_lo, &d->ox_hi);
-    memset(zero_pixel, (uint8_t)d->za, g->cg);
-    for (size_t c = 0; c < g->cg; c++) {
+    memset(zero_pixel, (uint8_t)d->za, g->cg * g->elem);
+    for (size_t c = 0; c < g->cg && d->dtype == QK_DTYPE_QS8; c++) {
         uint32_t s = 0;
         for (size_t t = 0; t < d->taps; t++) s += (uint32_t)d->w[t * g->cg + c];
         init[c] = (int32_t)((uint32_t)(-d->za) * s);
@@ -149,7 +149,8 @@ void qk_dwconv(const qk_dw_params *d, qk_dw_sum_fn sum, qk_output_fn output, siz
             const size_t done = sum(d, count, ptrs, ptr_stride, run_step, 0, acc, oc_count, px, &stored);
             size_t unused;
             if (done < ch)   /* the channels past the kernel's last whole block */
-                qk_dw_sum_scalar(d, count, ptrs, ptr_stride, run_step, done, acc, oc_count, px, &unused);
+                (d->dtype == QK_DTYPE_F16 ? qk_dw_sum_f16_scalar : qk_dw_sum_scalar)(
+                    d, count, ptrs, ptr_stride, run_step, done, acc, oc_count, px, &unused);
         }
         if (stored < oc_count)
             output(count, oc_count - stored, acc + stored, oc_count, px, stored, p, c, c_stride);

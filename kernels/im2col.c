@@ -8,9 +8,9 @@
 #include "qk_common.h"
 
 void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst) {
-    const size_t k = g->kh * g->kw * g->cg, row_bytes = g->kw * g->cg;
+    const size_t es = g->elem, tap_bytes = g->cg * es, k = g->kh * g->kw * tap_bytes, row_bytes = g->kw * tap_bytes;
     /* pixels of a row are adjacent, channels too, no dilation along x */
-    const int contiguous = g->sc == 1 && g->sw == (ptrdiff_t)g->cg && g->dil_x == 1;
+    const int contiguous = g->sc == (ptrdiff_t)es && g->sw == (ptrdiff_t)tap_bytes && g->dil_x == 1;
     for (size_t i = 0; i < rows; i++, dst += k) {
         size_t r = r0 + i;
         const size_t ox = r % g->out_w, oy = (r / g->out_w) % g->out_h, n = r / (g->out_w * g->out_h);
@@ -26,17 +26,17 @@ void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst)
                 d += row_bytes;
                 continue;
             }
-            for (size_t kx = 0; kx < g->kw; kx++, d += g->cg) {
+            for (size_t kx = 0; kx < g->kw; kx++, d += tap_bytes) {
                 const ptrdiff_t ix = (ptrdiff_t)(ox * g->stride_x + kx * g->dil_x) - g->pad_left;
                 if (iy < 0 || ix < 0 || iy >= (ptrdiff_t)g->in_h || ix >= (ptrdiff_t)g->in_w) {
-                    memset(d, g->pad, g->cg);
+                    memset(d, g->pad, tap_bytes);
                     continue;
                 }
                 const uint8_t *s = g->x + (ptrdiff_t)n * g->sn + iy * g->sh + ix * g->sw;
-                if (g->sc == 1) {
-                    memcpy(d, s, g->cg);
+                if (g->sc == (ptrdiff_t)es) {
+                    memcpy(d, s, tap_bytes);
                 } else {
-                    for (size_t c = 0; c < g->cg; c++) d[c] = s[(ptrdiff_t)c * g->sc];
+                    for (size_t c = 0; c < g->cg; c++) memcpy(d + c * es, s + (ptrdiff_t)c * g->sc, es);
                 }
             }
         }
@@ -45,7 +45,8 @@ void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst)
 
 void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows, int a_signed,
                     int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum) {
-    const size_t k = g->kh * g->kw * g->cg;
+    const size_t k = g->kh * g->kw * g->cg;   /* values; a scratch row holds k * elem bytes */
     qk_im2col_rows(g, r0, rows, scratch);
-    qk_pack_a(pack, mr, kr, rows, k, scratch, a_signed, (ptrdiff_t)k, 1, za, packed, row_sum);
+    qk_pack_a(pack, mr, kr, rows, k, scratch, a_signed, (ptrdiff_t)(k * g->elem), (ptrdiff_t)g->elem, za, packed,
+              row_sum);
 }

@@ -3,6 +3,7 @@
  * the output stage. Portable C, compiled without ISA flags. */
 #include <string.h>
 #include "qk_common.h"
+#include "qk_f16.h"
 
 #define QK_MAX_TILE (8 * 16)
 
@@ -14,12 +15,31 @@ static inline int32_t load_q8(const void *base, int is_signed, ptrdiff_t offset)
 
 size_t qk_packed_b_bytes(int pack, int nr, int kr, size_t k, size_t n) {
     size_t elems = round_up(n, nr) * round_up(k ? k : 1, kr);
-    return elems * (pack == QK_PACK_I16 ? 2 : 1);
+    return elems * qk_pack_elem_size(pack);
 }
 
 size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k) {
     size_t elems = round_up(m, mr) * round_up(k ? k : 1, kr);
-    return elems * (pack == QK_PACK_I16 ? 2 : 1);
+    return elems * qk_pack_elem_size(pack);
+}
+
+/* A float panel (QK_PACK_F32 or QK_PACK_F16) of `rows` fp16 source rows: k-major,
+ * `tile` values per k step, zero-padded. Strides in bytes. */
+static void pack_panel_float(int pack, int tile, size_t rows, size_t k, const void *src,
+                             ptrdiff_t stride_row, ptrdiff_t stride_k, void *dst) {
+    float *f = (float *)dst;
+    uint16_t *h = (uint16_t *)dst;
+    for (size_t kk = 0; kk < (k ? k : 1); kk++) {
+        for (int r = 0; r < tile; r++) {
+            uint16_t v = 0;
+            if ((size_t)r < rows && kk < k)
+                memcpy(&v, (const char *)src + (ptrdiff_t)r * stride_row + (ptrdiff_t)kk * stride_k, 2);
+            if (pack == QK_PACK_F32)
+                f[kk * tile + r] = qk_f16_to_f32(v);
+            else
+                h[kk * tile + r] = v;
+        }
+    }
 }
 
 /* uint8 A panels: row-major, int8 flipped to uint8, with the sums of what is stored. */
@@ -82,6 +102,10 @@ void qk_pack_b(int pack, int nr, int kr, size_t k, size_t n,
     for (size_t n0 = 0; n0 < n; n0 += nr) {
         size_t cols = n - n0 < (size_t)nr ? n - n0 : (size_t)nr;
         const void *src = (const char *)b + (ptrdiff_t)n0 * stride_n * 1;
+        if (pack == QK_PACK_F32 || pack == QK_PACK_F16) {
+            pack_panel_float(pack, nr, cols, k, src, stride_n, stride_k, (char *)packed + (n0 / nr) * panel_bytes);
+            continue;
+        }
         pack_panel(pack, nr, kr, cols, k, src, b_signed, stride_n, stride_k,
                    zb ? zb + n0 : NULL, 0, (char *)packed + (n0 / nr) * panel_bytes,
                    pack == QK_PACK_S8 ? sums : NULL);
@@ -131,6 +155,10 @@ void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k,
         size_t rows = m - m0 < (size_t)mr ? m - m0 : (size_t)mr;
         const void *src = (const char *)a + (ptrdiff_t)m0 * stride_m;
         void *dst = (char *)packed + (m0 / mr) * panel_bytes;
+        if (pack == QK_PACK_F32 || pack == QK_PACK_F16) {
+            pack_panel_float(pack, mr, rows, k, src, stride_m, stride_k, dst);
+            continue;
+        }
         if (pack == QK_PACK_U8) {
             pack_a_rows_u8(mr, kr, rows, k, src, a_signed, stride_m, stride_k, (uint8_t *)dst,
                            row_sum ? row_sum + m0 : NULL);
@@ -152,8 +180,8 @@ void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1,
                    const qk_out_params *p, void *c, size_t c_stride) {
     const size_t mr = kern->mr, nr = kern->nr, kr = kern->kr;
     const size_t k_groups = round_up(k ? k : 1, kr) / kr;
-    const size_t a_panel = k_groups * kr * mr * (kern->a_pack == QK_PACK_I16 ? 2 : 1);
-    const size_t b_panel = k_groups * kr * nr * (kern->b_pack == QK_PACK_I16 ? 2 : 1);
+    const size_t a_panel = k_groups * kr * mr * qk_pack_elem_size(kern->a_pack);
+    const size_t b_panel = k_groups * kr * nr * qk_pack_elem_size(kern->b_pack);
     int32_t acc[QK_MAX_TILE];
     const int fuse = kern->fused && !p->row_sum && (p->mode == QK_OUT_INT32 || p->mode == QK_OUT_FP32);
     /* A panel outer: it stays in L1 while the block's B panels (L1/L2) pass by. */

@@ -18,7 +18,7 @@ _REQUIRES = {
     "i8mm": ("asimd", "asimddp", "i8mm"),
     "neondot": ("asimd", "asimddp"),
     "neon": ("asimd",),
-    "avx2": ("avx2",),
+    "avx2": ("avx2", "fma", "f16c"),
     "scalar": (),
 }
 _ARCH_FEATURES = {

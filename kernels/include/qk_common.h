@@ -23,8 +23,14 @@
 #include <stdint.h>
 
 enum qk_isa { QK_ISA_SCALAR = 0, QK_ISA_AVX2, QK_ISA_NEON, QK_ISA_NEONDOT, QK_ISA_I8MM, QK_ISA_COUNT };
-enum qk_pack { QK_PACK_I16 = 0, QK_PACK_S8 = 1, QK_PACK_U8 = 2 };
-enum qk_out_mode { QK_OUT_INT32 = 0, QK_OUT_FP32 = 1, QK_OUT_FIXEDPOINT = 2 };
+enum qk_pack { QK_PACK_I16 = 0, QK_PACK_S8 = 1, QK_PACK_U8 = 2, QK_PACK_F32 = 3, QK_PACK_F16 = 4 };
+enum qk_out_mode { QK_OUT_INT32 = 0, QK_OUT_FP32 = 1, QK_OUT_FIXEDPOINT = 2, QK_OUT_F16 = 3 };
+/* What a kernel computes: int8 (exact int32 sums) or fp16 (fp32 sums of fp16 values). */
+enum qk_dtype { QK_DTYPE_QS8 = 0, QK_DTYPE_F16 = 1 };
+/* Bytes per packed value of a pack kind. */
+static inline size_t qk_pack_elem_size(int pack) {
+    return pack == QK_PACK_F32 ? 4 : (pack == QK_PACK_I16 || pack == QK_PACK_F16) ? 2 : 1;
+}
 
 typedef void (*qk_gemm_ukernel_fn)(size_t k_groups, const void *a, const void *b, int32_t *acc);
 
@@ -42,6 +48,10 @@ typedef struct {
     const float *scale;       /* [N] fp32 mode: sa*sb[n]/sy */
     const int32_t *mult;      /* [N] fixed-point mode: Q31 multiplier */
     const int32_t *shift;     /* [N] fixed-point mode: left shift (>0) or right shift (<0) */
+    /* QK_OUT_F16 (fp16 kernels: acc holds float sums): out = fp16(min(max(acc + bias, flo), fhi)),
+       NaN kept, round half to even */
+    const float *bias_f;      /* [N] */
+    float flo, fhi;
 } qk_out_params;
 
 /* Turn an mr x nr tile (row stride acc_stride) at rows m0.., columns n0.. into output
@@ -66,6 +76,8 @@ typedef struct {
     qk_gemm_ukernel_fn gemm;
     qk_output_fn output;
     qk_gemm_fused_fn fused;   /* or NULL */
+    int dtype;                /* enum qk_dtype (fp16 kernels: acc holds float sums) */
+    int needs_fp16_arith;     /* uses ARMv8.2 FP16 arithmetic (CPU feature asimdhp) */
 } qk_gemm_kernel;
 
 /* Registry (kernels/registry.c): kernels by id (0..count-1), and the one to use
@@ -74,7 +86,10 @@ typedef struct {
  * traffic dominates: the output stage then subtracts zb * row_sum(A). */
 int qk_gemm_kernel_count(void);
 const qk_gemm_kernel *qk_gemm_kernel_get(int id);
-int qk_gemm_kernel_select(int isa, size_t m, int b_pairs_128);
+int qk_gemm_kernel_select(int dtype, int isa, size_t m, int b_pairs_128);
+/* fp16 kernels fall back along i8mm -> neondot -> neon: the FP16-arithmetic kernel is
+ * registered under neondot (every CPU with dot product so far has FP16 arithmetic, and
+ * it is checked at selection) and the plain-NEON one converts to fp32. */
 const char *qk_isa_name(int isa);
 
 /* CPU detection (kernels/cpu.c). Bit set of features; see QK_CPU_* below. */
@@ -88,7 +103,9 @@ enum {
 uint32_t qk_cpu_features(void);
 const char *qk_cpu_arch(void);
 
-/* Packing (kernels/pack.c). Strides are in elements of the source type. */
+/* Packing (kernels/pack.c). Strides are in bytes. int8 kinds read uint8/int8 sources;
+ * QK_PACK_F32 and QK_PACK_F16 read fp16 (IEEE binary16 bits) and store k-major panels
+ * (kr = 1): MR (NR) values per k step, as float or as fp16 bits, zero-padded. */
 void qk_pack_b(int pack, int nr, int kr, size_t k, size_t n,
                const void *b, int b_signed, ptrdiff_t stride_k, ptrdiff_t stride_n,
                const int32_t *zb, void *packed, int32_t *col_sum);
@@ -106,11 +123,12 @@ typedef struct {
     size_t in_h, in_w, out_h, out_w, kh, kw, cg;
     size_t stride_y, stride_x, dil_y, dil_x;
     ptrdiff_t pad_top, pad_left;
-    uint8_t pad;                      /* the input zero point, as a byte */
+    uint8_t pad;                      /* the input zero point, as a byte (fp16: 0, i.e. +0.0) */
+    size_t elem;                      /* bytes per value: 1 (int8) or 2 (fp16) */
 } qk_conv_geom;
 void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst);
 /* Pack rows [r0, r0 + rows) (at most MR) of the patch matrix into one A panel;
- * scratch holds MR * K bytes. */
+ * scratch holds MR * K * elem bytes. */
 void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows, int a_signed,
                     int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum);
 
@@ -130,18 +148,20 @@ typedef struct {
     const int16_t *w;
     int32_t za;
     int a_signed;
+    int dtype;                        /* enum qk_dtype; QK_DTYPE_F16: fp16 input, weights wf */
+    const float *wf;                  /* fp16 path: float weights [ky][kx][C] */
     /* Filled by qk_dw_prepare: */
     size_t taps;                      /* kh * kw when the fast path serves, else 0 */
     ptrdiff_t tap_offset[QK_DW_MAX_TAPS];   /* byte offsets of the taps from a window origin */
     size_t oy_lo, oy_hi, ox_lo, ox_hi;      /* output pixels whose window is inside the input */
-    const uint8_t *zero_pixel;        /* C bytes of the input zero point */
-    const int32_t *init;              /* [C] */
+    const uint8_t *zero_pixel;        /* C values of the input zero point (fp16: +0.0) */
+    const int32_t *init;              /* [C]; fp16 path: float bits, filled by the caller */
     /* Set by the caller: the output, for sum kernels that store it themselves (NULL: never) */
     const qk_out_params *out;
     void *c;
     size_t c_stride;
 } qk_dw_params;
-/* Fill the prepared fields; zero_pixel and init are caller buffers of C bytes and C int32. */
+/* Fill the prepared fields; zero_pixel and init are caller buffers of C * elem bytes and C int32. */
 void qk_dw_prepare(qk_dw_params *d, uint8_t *zero_pixel, int32_t *init);
 /* Sum kernel: for count pixels and channels from c0, acc[i * acc_stride + c] =
  * init[c] + sum_t x_t[c] * w[t][c], where tap t of pixel i is at
@@ -155,8 +175,10 @@ typedef size_t (*qk_dw_sum_fn)(const qk_dw_params *d, size_t count, const uint8_
                                ptrdiff_t step, size_t c0, int32_t *acc, size_t acc_stride, size_t m0, size_t *stored);
 size_t qk_dw_sum_scalar(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs, size_t ptr_stride,
                         ptrdiff_t step, size_t c0, int32_t *acc, size_t acc_stride, size_t m0, size_t *stored);
+size_t qk_dw_sum_f16_scalar(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs, size_t ptr_stride,
+                            ptrdiff_t step, size_t c0, int32_t *acc, size_t acc_stride, size_t m0, size_t *stored);
 /* The sum kernel of an ISA (the portable one where none is specialised). */
-qk_dw_sum_fn qk_dw_sum_for_isa(int isa);
+qk_dw_sum_fn qk_dw_sum_for_isa(int dtype, int isa);
 /* The general path: sums of one output pixel (n, oy, ox), channels [c_begin, c_end),
  * acc[c * mult + j] (any multiplier, strides and tap count). */
 void qk_dw_channels_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox, size_t c_begin, size_t c_end,
