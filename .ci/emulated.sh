@@ -31,7 +31,7 @@ SITE=$CACHE/site-arm64                # aarch64 wheels -> PYTHONPATH
 APTROOT=$CACHE/apt-arm64              # private apt state for the arm64 downloads
 SRC=$CACHE/src-arm64                  # copy of the repository, built for aarch64
 PYARM64=$CACHE/bin/pyarm64            # the aarch64 python under qemu (QEMU_CPU picks the CPU)
-TESTS=${QK_EMU_TESTS:-tests/test_gemm_kernels.py tests/test_conv.py}
+TESTS=${QK_EMU_TESTS:-tests/test_gemm_kernels.py tests/test_conv.py tests/test_f16.py}
 LANES=${QK_EMU_LANES:-"max a76 a53 x86"}
 ARM64_DEBS="python3.11-minimal libpython3.11-stdlib libstdc++6 libgomp1"   # libgomp1: -fopenmp
 ARM64_WHEELS="numpy pytest hypothesis setuptools cython"
@@ -152,6 +152,9 @@ for insn in smlal sdot smmla; do
     echo "   objdump: $n x $insn"
     [ "$n" -gt 0 ] || { echo "no $insn in $SO"; exit 1; }
 done
+n=$(grep -cE 'fmla\s+v[0-9]+\.8h' <<<"$DIS" || true)   # the FP16-arithmetic fp16 kernel
+echo "   objdump: $n x fmla .8h"
+[ "$n" -gt 0 ] || { echo "no fp16 fmla in $SO"; exit 1; }
 
 # ---- 5. test lanes -------------------------------------------------------------------
 # Lanes run $QK_EMU_JOBS at a time (default: the number of cores; qemu-user is mostly one

@@ -12,9 +12,9 @@ import numbers
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from . import _dispatch, _native
+from . import _dispatch, _f16, _native
 from ._gemm import (Activation, PackedWeights, _check_bias, _check_out, _check_size, _gemm2d, _plan_for,
-                    _result_params, output_spec, requant_terms)
+                    _result_params, check_f16_call, output_spec, requant_terms)
 from ._qtensor import QTensor
 
 _LAYOUTS = ("NHWC", "NCHW")
@@ -85,8 +85,7 @@ class PackedConvWeights:
             raise ValueError(f"weights must be 4-D ({weight_layout}), got shape {w.shape}")
         if w.axis not in (None, 0):
             raise ValueError("weights may be quantized per tensor or per output channel (axis=0) only")
-        if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
-            raise ValueError(f"groups must be a positive int, got {groups!r}")
+        _check_groups(groups)
         data = w.data if weight_layout == "OHWI" else w.data.transpose(0, 2, 3, 1)
         o, kh, kw, cg = (int(d) for d in data.shape)
         if o % groups:
@@ -123,11 +122,75 @@ class PackedConvWeights:
                 f"groups={self.groups}, dtype={self.dtype})")
 
 
-def pack_conv_weights(w: QTensor, *, groups: int = 1, weight_layout: str = "OHWI",
-                      bias: ArrayLike | None = None) -> PackedConvWeights:
-    """Pack convolution weights (QTensor OHWI or OIHW, per tensor or per output
-    channel) once, for every later ``conv2d`` call."""
+def pack_conv_weights(w, *, groups: int = 1, weight_layout: str = "OHWI", bias: ArrayLike | None = None):
+    """Pack convolution weights once, for every later ``conv2d`` call: a QTensor (OHWI
+    or OIHW, per tensor or per output channel) -> PackedConvWeights; a float16 array
+    -> fp16 packed weights."""
+    if isinstance(w, np.ndarray) and w.dtype == np.float16:
+        _check_groups(groups)
+        if weight_layout not in _WEIGHT_LAYOUTS:
+            raise ValueError(f"weight_layout must be 'OHWI' or 'OIHW', got {weight_layout!r}")
+        return _f16.PackedConvWeightsF16(w, groups, weight_layout, bias)
     return PackedConvWeights(w, groups, weight_layout, bias)
+
+
+def _check_groups(groups) -> None:
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+
+
+def _geometry(shape, kh: int, kw: int, cg: int, groups: int, stride, padding, dilation) -> tuple:
+    """(oh, ow, stride_y, stride_x, dil_y, dil_x, top, left, bottom, right) of a
+    convolution of an NHWC input of ``shape``, validated."""
+    n, h, wd, c = (int(d) for d in shape)
+    if c != cg * groups:
+        raise ValueError(f"x has {c} channels; the weights expect {cg} per group x {groups} groups")
+    sy_, sx_ = _pair(stride, "stride")
+    dy, dx = _pair(dilation, "dilation")
+    top, left, bottom, right = _padding(padding, (h, wd), (kh, kw), (sy_, sx_), (dy, dx))
+    eff_h, eff_w = (kh - 1) * dy + 1, (kw - 1) * dx + 1
+    if h + top + bottom < eff_h or wd + left + right < eff_w:
+        raise ValueError(f"the kernel ({eff_h}x{eff_w} with dilation) is larger than the padded input "
+                         f"({h + top + bottom}x{wd + left + right})")
+    return ((h + top + bottom - eff_h) // sy_ + 1, (wd + left + right - eff_w) // sx_ + 1,
+            sy_, sx_, dy, dx, top, left, bottom, right)
+
+
+def _output_buffer(shape_nhwc, nchw: bool, out, dtype) -> np.ndarray:
+    """The NHWC array the kernels write: ``out`` itself when it is NHWC."""
+    if out is not None:
+        n, oh, ow, o = shape_nhwc
+        _check_out(out, (n, o, oh, ow) if nchw else shape_nhwc, dtype)
+    return out if out is not None and not nchw else np.empty(shape_nhwc, dtype)
+
+
+def _to_layout(res: np.ndarray, nchw: bool, out) -> np.ndarray:
+    if not nchw:
+        return res
+    if out is not None:
+        out[...] = res.transpose(0, 3, 1, 2)
+        return out
+    return np.ascontiguousarray(res.transpose(0, 3, 1, 2))
+
+
+def _conv2d_f16(x, w, bias, stride, padding, dilation, groups, layout, weight_layout, activation, out):
+    x = _f16._as_f16(x, "x")
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
+    if x.ndim != 4:
+        raise ValueError(f"x must be 4-D ({layout}), got shape {x.shape}")
+    if isinstance(w, (QTensor, PackedConvWeights)):
+        raise TypeError("x is float16 but the weights are quantized; pass float16 weights")
+    pw = w if isinstance(w, _f16.PackedConvWeightsF16) else pack_conv_weights(w, groups=groups,
+                                                                             weight_layout=weight_layout)
+    nchw = layout == "NCHW"
+    xd = x.transpose(0, 2, 3, 1) if nchw else x
+    geometry = _geometry(xd.shape, pw.kh, pw.kw, pw.cg, pw.groups, stride, padding, dilation)
+    shape = (xd.shape[0], geometry[0], geometry[1], pw.out_channels)
+    _check_size(*shape, itemsize=2)
+    _check_size(shape[0] * shape[1] * shape[2], pw.kh * pw.kw * pw.cg, itemsize=4, what="patch matrix")
+    res = _output_buffer(shape, nchw, out, np.float16)
+    return _to_layout(_f16.conv2d(xd, pw, bias, geometry, activation, res), nchw, out)
 
 
 def conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike | None = None, *, stride=1, padding=0,
@@ -152,7 +215,13 @@ def conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike | None = 
     out : optional C-contiguous output of the result's shape and dtype.
 
     Returns a QTensor (N, OH, OW, O) — (N, O, OH, OW) for NCHW — or an int32 ndarray.
+
+    fp16: ``x`` a float16 array and ``w`` float16 (or packed from one), ``bias`` a float
+    array (O,), ``activation`` as above; returns float16 (accuracy: docs/api.md, "fp16").
     """
+    if not isinstance(x, QTensor):
+        check_f16_call("conv2d", out_scale, out_zero_point, out_dtype, requant)
+        return _conv2d_f16(x, w, bias, stride, padding, dilation, groups, layout, weight_layout, activation, out)
     key = None
     if type(w) is PackedConvWeights and type(x) is QTensor and bias is None and x._params is not None:
         # Fast path for the repeated call (a layer run again): the call validated and
@@ -196,18 +265,9 @@ class _ConvCall:
             pw = PackedConvWeights(w, groups, weight_layout)
         else:
             raise TypeError(f"w must be a QTensor or PackedConvWeights, got {type(w).__name__}")
-        n, h, wd, c = (int(d) for d in xd.shape)
-        if c != pw.cg * pw.groups:
-            raise ValueError(f"x has {c} channels; the weights expect {pw.cg} per group x {pw.groups} groups")
-        sy_, sx_ = _pair(stride, "stride")
-        dy, dx = _pair(dilation, "dilation")
-        top, left, bottom, right = _padding(padding, (h, wd), (pw.kh, pw.kw), (sy_, sx_), (dy, dx))
-        eff_h, eff_w = (pw.kh - 1) * dy + 1, (pw.kw - 1) * dx + 1
-        if h + top + bottom < eff_h or wd + left + right < eff_w:
-            raise ValueError(f"the kernel ({eff_h}x{eff_w} with dilation) is larger than the padded input "
-                             f"({h + top + bottom}x{wd + left + right})")
-        oh = (h + top + bottom - eff_h) // sy_ + 1
-        ow = (wd + left + right - eff_w) // sx_ + 1
+        n, c = int(xd.shape[0]), int(xd.shape[3])
+        oh, ow, sy_, sx_, dy, dx, top, left, bottom, right = _geometry(xd.shape, pw.kh, pw.kw, pw.cg, pw.groups,
+                                                                       stride, padding, dilation)
         o = pw.out_channels
         out_dtype, mode, sy, zy, lo, hi = output_spec("conv2d", x.dtype, out, out_dtype, out_scale,
                                                       out_zero_point, activation, requant)
@@ -217,7 +277,6 @@ class _ConvCall:
         _check_size(n * oh * ow, pw.kh * pw.kw * pw.cg, itemsize=2, what="patch matrix")
         self.pw, self.dtype, self.mode, self.out_dtype = pw, x.dtype, mode, out_dtype
         self.shape_nhwc = (n, oh, ow, o)
-        self.result_shape = self.shape_nhwc if not self.nchw else (n, o, oh, ow)
         self.geometry = (oh, ow, pw.kh, pw.kw, sy_, sx_, dy, dx, top, left, za)
         self.pointwise = pw.kh == pw.kw == 1 and sy_ == sx_ == 1 and top == left == bottom == right == 0
         self.isa = _dispatch.isa_index()
@@ -246,9 +305,7 @@ class _ConvCall:
         if data.dtype != self.dtype:
             raise TypeError(f"x has dtype {data.dtype}; this call was prepared for {self.dtype}")
         nchw = self.nchw
-        if out is not None:
-            _check_out(out, self.result_shape, self.out_dtype)
-        res = out if out is not None and not nchw else np.empty(self.shape_nhwc, self.out_dtype)
+        res = _output_buffer(self.shape_nhwc, nchw, out, self.out_dtype)
         if res.size:
             xd = data.transpose(0, 2, 3, 1) if nchw else data
             pw, o = self.pw, self.shape_nhwc[3]
@@ -265,12 +322,7 @@ class _ConvCall:
                         src = _native.ConvSource(xg.view(np.uint8), *self.geometry)
                     _gemm2d(src, self.a_signed, self.za, pwg, plan,
                             res2d[:, g * og:(g + 1) * og] if pw.groups > 1 else res2d)
-        if nchw:
-            if out is not None:
-                out[...] = res.transpose(0, 3, 1, 2)
-                res = out
-            else:
-                res = np.ascontiguousarray(res.transpose(0, 3, 1, 2))
+        res = _to_layout(res, nchw, out)
         if self.mode == _native.OUT_INT32:
             return res
         return QTensor._trusted(res, *self.result_params)
@@ -288,23 +340,23 @@ def depthwise_conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike
     channel ``c``; or PackedConvWeights packed with ``groups=C``. Everything else is as
     in :func:`conv2d`; the direct depthwise kernels run.
     """
-    if not isinstance(x, QTensor):
-        raise TypeError(f"x must be a QTensor, got {type(x).__name__}")
+    if not isinstance(x, (QTensor, np.ndarray)):
+        raise TypeError(f"x must be a QTensor or a float16 array, got {type(x).__name__}")
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
     if x.ndim != 4:
         raise ValueError(f"x must be 4-D ({layout}), got shape {x.shape}")
     c = int(x.shape[3] if layout == "NHWC" else x.shape[1])
-    if isinstance(w, PackedConvWeights):
+    if isinstance(w, (PackedConvWeights, _f16.PackedConvWeightsF16)):
         if w.groups != c or w.cg != 1:
             raise ValueError(f"packed weights are not depthwise for {c} channels (groups={w.groups}, "
                              f"C/groups={w.cg}); pack them with groups=C")
-    elif isinstance(w, QTensor):
+    elif isinstance(w, (QTensor, np.ndarray)):
         if w.ndim != 4 or w.shape[3 if weight_layout == "OHWI" else 1] != 1:
             raise ValueError(f"depthwise weights must be (O, KH, KW, 1) for OHWI or (O, 1, KH, KW) for OIHW, "
                              f"got shape {w.shape}")
     else:
-        raise TypeError(f"w must be a QTensor or PackedConvWeights, got {type(w).__name__}")
+        raise TypeError(f"w must be a QTensor, a float16 array or packed weights, got {type(w).__name__}")
     return conv2d(x, w, bias, stride=stride, padding=padding, dilation=dilation, groups=c, layout=layout,
                   weight_layout=weight_layout, out_scale=out_scale, out_zero_point=out_zero_point,
                   out_dtype=out_dtype, activation=activation, requant=requant, out=out)

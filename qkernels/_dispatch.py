@@ -99,7 +99,13 @@ def gemm_kernels(isa: str | None = None) -> list[str]:
     """Names of the int8 GEMM micro-kernels an ISA path uses (small-M ones first)."""
     isa = isa or get_isa()
     infos = (_native.kernel_info(i) for i in range(_native.kernel_count()))
-    return [info[0] for info in infos if info[1] == isa]
+    return [info[0] for info in infos if info[1] == isa and info[9] == _native.DTYPE_QS8]
+
+
+def f16_kernel(isa: str | None = None) -> str:
+    """Name of the fp16 GEMM micro-kernel an ISA path uses."""
+    kid = _native.select_kernel(ISA_NAMES.index(isa or get_isa()), 1 << 20, False, _native.DTYPE_F16)
+    return _native.kernel_info(kid)[0]
 
 
 def _cpu_count() -> int:
@@ -147,5 +153,6 @@ def cpu_info() -> dict:
         "isa": used,
         "forced_by_env": bool(os.environ.get("QKERNELS_ISA")),
         "gemm_kernels": gemm_kernels(used),
+        "f16_kernel": f16_kernel(used),
         "num_threads": get_num_threads(),
     }

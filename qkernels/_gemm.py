@@ -115,9 +115,21 @@ def _check_bias(bias, n: int) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(b, (n,)), dtype=np.int32)
 
 
-def pack_weights(b: QTensor, bias: ArrayLike | None = None) -> PackedWeights:
-    """Pack quantized weights ``b`` (QTensor (K, N), per tensor or per column) for reuse."""
+def pack_weights(b, bias: ArrayLike | None = None):
+    """Pack weights for reuse: quantized ``b`` (QTensor (K, N), per tensor or per
+    column) -> PackedWeights; a float16 array (K, N) -> PackedWeightsF16."""
+    if isinstance(b, np.ndarray) and b.dtype == np.float16:
+        from ._f16 import PackedWeightsF16
+        return PackedWeightsF16(b, bias)
     return PackedWeights(b, bias)
+
+
+def check_f16_call(op: str, out_scale, out_zero_point, out_dtype, requant) -> None:
+    """fp16 calls take no quantization keywords (TypeError otherwise)."""
+    if out_scale is not None or out_zero_point not in (0, None) or requant != "fp32" or \
+            (out_dtype is not None and np.dtype(out_dtype) != np.float16):
+        raise TypeError(f"{op} on float16 operands returns float16 and takes no out_scale, out_zero_point, "
+                        "requant or other out_dtype")
 
 
 def _fixedpoint_params(real_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -136,20 +148,16 @@ def _fixedpoint_params(real_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mult.astype(np.int32), exp.astype(np.int32)
 
 
-def _clamp_range(activation, out_dtype, out_scale: float, zy: int) -> tuple[int, int]:
-    lo, hi = int_range(out_dtype)
-
-    def q(v: float) -> int:
-        return int(np.clip(np.rint(np.float32(v) / np.float32(out_scale)) + zy, lo, hi))
-
+def activation_range(activation: Activation) -> tuple[float, float]:
+    """(min, max) in real units of a fused activation: None, "relu", "relu6" or (min, max)."""
     if activation is None:
-        return lo, hi
+        return -np.inf, np.inf
     if isinstance(activation, str):
         name = activation.lower()
         if name == "relu":
-            return max(lo, zy), hi
+            return 0.0, np.inf
         if name == "relu6":
-            return max(lo, zy), q(6.0)
+            return 0.0, 6.0
         raise ValueError(f"activation must be None, 'relu', 'relu6' or (min, max), got {activation!r}")
     try:
         amin, amax = (float(v) for v in activation)
@@ -157,6 +165,18 @@ def _clamp_range(activation, out_dtype, out_scale: float, zy: int) -> tuple[int,
         raise ValueError(f"activation must be None, 'relu', 'relu6' or (min, max), got {activation!r}") from None
     if np.isnan(amin) or np.isnan(amax) or amin > amax:
         raise ValueError(f"activation range must be (min, max) with min <= max, got {activation!r}")
+    return amin, amax
+
+
+def _clamp_range(activation, out_dtype, out_scale: float, zy: int) -> tuple[int, int]:
+    lo, hi = int_range(out_dtype)
+    amin, amax = activation_range(activation)
+
+    def q(v: float) -> int:
+        if np.isinf(v):
+            return hi if v > 0 else lo
+        return int(np.clip(np.rint(np.float32(v) / np.float32(out_scale)) + zy, lo, hi))
+
     return q(amin), q(amax)
 
 
@@ -365,7 +385,18 @@ def matmul(a: QTensor, b: QTensor | PackedWeights, *, bias: ArrayLike | None = N
 
     Returns a QTensor (quantized output) or an int32 ndarray (``out_dtype=np.int32``).
     Inputs of any strides and alignment are read in place (no copy).
+
+    fp16: ``a`` and ``b`` float16 arrays (or ``b`` from ``pack_weights`` of one), ``bias``
+    a float array (N,), ``activation`` as above; returns float16 (see docs/api.md, "fp16",
+    for the accuracy contract). Quantization keywords do not apply.
     """
+    if not isinstance(a, QTensor):
+        from . import _f16
+        if isinstance(b, (QTensor, PackedWeights)):
+            raise TypeError(f"matmul: a is {type(a).__name__} but b is quantized; quantize a (QTensor) "
+                            "or pass float16 arrays for both")
+        check_f16_call("matmul", out_scale, out_zero_point, out_dtype, requant)
+        return _f16.matmul(a, b, bias, activation, out)
     key = None
     if type(b) is PackedWeights and type(a) is QTensor and bias is None and a._axis is None:
         # Fast path for the repeated call (a layer run again): parameters validated once

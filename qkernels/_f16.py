@@ -1,0 +1,204 @@
+"""fp16 (IEEE binary16) matrix multiplication and convolution on the same native driver
+as int8: float16 arrays in, float16 out.
+
+Accuracy contract (docs/api.md, "fp16"): products of fp16 values are exact in fp32 and
+summed in fp32 (on Arm CPUs with FP16 arithmetic: in fp16 over chunks of 8 along K,
+the chunks in fp32); the bias is added in fp32; the clamp keeps NaN; one rounding to
+fp16 (nearest, ties to even; overflow to +-inf like numpy's float16).
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from . import _dispatch, _native
+from ._gemm import Activation, _check_out, _check_size, activation_range
+
+F16 = np.dtype(np.float16)
+_NO_BIAS: dict[int, np.ndarray] = {}
+
+
+def _as_f16(x, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype != F16:
+        raise TypeError(f"{name} must be float16 (fp16 calls take float16 operands only), got {arr.dtype}")
+    return arr
+
+
+def _bias(bias, n: int) -> np.ndarray:
+    """float32 (N,) bias; zeros (shared, read-only) for None."""
+    if bias is None:
+        if n not in _NO_BIAS:
+            z = np.zeros(max(n, 1), np.float32)
+            z.flags.writeable = False
+            _NO_BIAS[n] = z
+        return _NO_BIAS[n]
+    b = np.asarray(bias)
+    if b.dtype.kind != "f":
+        raise TypeError(f"fp16 bias must be a float array, got {b.dtype}")
+    if b.shape != (n,):
+        raise ValueError(f"bias must have shape ({n},), got {b.shape}")
+    return np.ascontiguousarray(b, np.float32)
+
+
+def _clamp(activation: Activation) -> tuple[float, float]:
+    lo, hi = activation_range(activation)
+    return float(np.float32(lo)), float(np.float32(hi))
+
+
+def _kernel(m: int) -> int:
+    return _native.select_kernel(_dispatch.isa_index(), m, False, _native.DTYPE_F16)
+
+
+class PackedWeightsF16:
+    """fp16 B (K, N), packed once per ISA path (lazily) and reused; made by
+    :func:`qkernels.pack_weights` from a float16 array."""
+
+    def __init__(self, b: ArrayLike, bias: ArrayLike | None = None):
+        b = _as_f16(b, "weights")
+        if b.ndim != 2:
+            raise ValueError(f"weights must be 2-D (K, N), got shape {b.shape}")
+        self.k, self.n = (int(d) for d in b.shape)
+        _check_size(max(self.k, 1), max(self.n, 1), itemsize=4, what="weights")
+        self.data = np.array(b, copy=True)
+        self.data.flags.writeable = False
+        self.bias = None if bias is None else _bias(bias, self.n)
+        self._packed: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    shape = property(lambda self: (self.k, self.n))
+    dtype = F16
+
+    def __repr__(self):
+        return f"PackedWeightsF16(K={self.k}, N={self.n})"
+
+    def packed_for(self, kid: int) -> np.ndarray:
+        packed = self._packed.get(kid)
+        if packed is None:
+            with self._lock:
+                packed = self._packed.get(kid)
+                if packed is None:
+                    packed = _native.pack_b(kid, self.data, False, np.zeros(max(self.n, 1), np.int32))[0]
+                    self._packed[kid] = packed
+        return packed
+
+    def __reduce__(self):
+        return PackedWeightsF16, (self.data, self.bias)
+
+
+def gemm2d(a, pw: PackedWeightsF16, bias: np.ndarray, lo: float, hi: float, out: np.ndarray) -> np.ndarray:
+    """out (M, N) = fp16(clamp(a . B + bias)); a: float16 matrix or a ConvSource."""
+    m = a.m if isinstance(a, _native.ConvSource) else a.shape[0]
+    kid = _kernel(m)
+    return _native.gemm_f16(kid, a, pw.packed_for(kid), pw.n, bias, lo, hi, out, _dispatch._num_threads)
+
+
+def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarray:
+    """fp16 ``numpy.matmul(a, b)`` (+ bias, activation): see qkernels.matmul."""
+    a = _as_f16(a, "a")
+    if not isinstance(b, PackedWeightsF16):
+        b = _as_f16(b, "b")
+    b_ndim = 2 if isinstance(b, PackedWeightsF16) else b.ndim
+    if a.ndim == 0 or b_ndim == 0:
+        raise ValueError("matmul: operands must have at least one dimension")
+    lo, hi = _clamp(activation)
+    a2d = a[None, :] if a.ndim == 1 else a
+    if isinstance(b, PackedWeightsF16):
+        k, n, b_batch = b.k, b.n, ()
+    else:
+        b2d = b[:, None] if b.ndim == 1 else b
+        k, n, b_batch = b2d.shape[-2], b2d.shape[-1], b2d.shape[:-2]
+    if a2d.shape[-1] != k:
+        raise ValueError(f"matmul: a has K = {a2d.shape[-1]} but b has K = {k}")
+    m = a2d.shape[-2]
+    try:
+        batch = np.broadcast_shapes(a2d.shape[:-2], b_batch)
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions {a2d.shape[:-2]} and {b_batch} do not broadcast") from None
+    shape = (*batch, m, n)
+    result_shape = shape[:-2] + (() if a.ndim == 1 else (m,)) + (() if b_ndim == 1 else (n,))
+    _check_size(*shape, itemsize=2)
+    bias_default = b.bias if isinstance(b, PackedWeightsF16) else None
+    bias_arr = _bias(bias if bias is not None else bias_default, n)
+    if out is not None:
+        _check_out(out, result_shape, F16)
+    res = np.empty(shape, F16) if out is None else out.reshape(shape)
+    if res.size and not b_batch:
+        pw = b if isinstance(b, PackedWeightsF16) else PackedWeightsF16(b2d)
+        a_rows = np.broadcast_to(a2d, (*batch, m, k)).reshape(-1, k) if batch else a2d
+        gemm2d(a_rows, pw, bias_arr, lo, hi, res.reshape(-1, n))
+    elif res.size:
+        a_b, b_b = np.broadcast_to(a2d, (*batch, m, k)), np.broadcast_to(b2d, (*batch, k, n))
+        for idx in np.ndindex(*batch):
+            gemm2d(a_b[idx], PackedWeightsF16(b_b[idx]), bias_arr, lo, hi, res[idx])
+    return out if out is not None else res.reshape(result_shape)
+
+
+class PackedConvWeightsF16:
+    """fp16 convolution weights (O, KH, KW, C/groups), packed once per group; made by
+    :func:`qkernels.pack_conv_weights` from a float16 array."""
+
+    def __init__(self, w: ArrayLike, groups: int, weight_layout: str, bias=None):
+        w = _as_f16(w, "weights")
+        if w.ndim != 4:
+            raise ValueError(f"weights must be 4-D ({weight_layout}), got shape {w.shape}")
+        data = w if weight_layout == "OHWI" else w.transpose(0, 2, 3, 1)
+        o, kh, kw, cg = (int(d) for d in data.shape)
+        if o % groups:
+            raise ValueError(f"output channels ({o}) must divide by groups ({groups})")
+        if min(o, kh, kw, cg) == 0:
+            raise ValueError(f"weights of shape {w.shape} are empty")
+        self.out_channels, self.kh, self.kw, self.cg, self.groups = o, kh, kw, cg, groups
+        self.bias = None if bias is None else _bias(bias, o)
+        og = o // groups
+        # the direct depthwise kernel: multiplier 1 and an indirection row of at most 64 taps
+        self.depthwise = cg == 1 and groups > 1 and og == 1 and kh * kw <= 64
+        if self.depthwise:
+            self.dw_weights = np.ascontiguousarray(data[:, :, :, 0].transpose(1, 2, 0).reshape(kh * kw, o),
+                                                   np.float32)
+        self.packed = [PackedWeightsF16(np.ascontiguousarray(data[g * og:(g + 1) * og]).reshape(og, -1).T)
+                       for g in range(groups)]
+        self.dtype = F16
+
+    def __repr__(self):
+        return (f"PackedConvWeightsF16(O={self.out_channels}, KH={self.kh}, KW={self.kw}, "
+                f"C/groups={self.cg}, groups={self.groups})")
+
+
+def conv2d(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activation: Activation,
+           res: np.ndarray) -> np.ndarray:
+    """fp16 convolution of NHWC ``xd`` into ``res`` (N, OH, OW, O) float16, C-contiguous.
+    ``geometry``: (oh, ow, stride_y, stride_x, dil_y, dil_x, top, left, bottom, right),
+    validated by the caller (qkernels._conv)."""
+    oh, ow, sy, sx, dy, dx, top, left, bottom, right = geometry
+    o = pw.out_channels
+    bias_arr = _bias(bias if bias is not None else pw.bias, o)
+    lo, hi = _clamp(activation)
+    if not res.size:
+        return res
+    if xd.strides[3] != 2:            # the gathers copy whole pixels: channels must be adjacent
+        xd = np.ascontiguousarray(xd)
+    res2d = res.reshape(-1, o)
+
+    def source(x):
+        return _native.ConvSource(x.view(np.uint8), oh, ow, pw.kh, pw.kw, sy, sx, dy, dx, top, left, 0, 2)
+
+    if pw.depthwise:
+        _native.dwconv_f16(_dispatch.isa_index(), source(xd), pw.dw_weights, bias_arr, lo, hi, res2d,
+                           _dispatch._num_threads)
+        return res
+    og = o // pw.groups
+    pointwise = pw.kh == pw.kw == 1 and sy == sx == 1 and top == left == bottom == right == 0
+    n, h, w, _ = xd.shape
+    for g, pwg in enumerate(pw.packed):
+        xg = xd[..., g * pw.cg:(g + 1) * pw.cg]
+        if pointwise and xg.strides[2] == xg.strides[3] * xg.shape[3] and xg.strides[1] == xg.strides[2] * w \
+                and xg.strides[0] == xg.strides[1] * h:
+            a = np.lib.stride_tricks.as_strided(xg, (n * h * w, pw.cg), (xg.strides[2], xg.strides[3]),
+                                                writeable=False)
+        else:
+            a = source(xg)
+        gemm2d(a, pwg, bias_arr[g * og:(g + 1) * og], lo, hi, res2d[:, g * og:(g + 1) * og])
+    return res

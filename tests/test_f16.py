@@ -1,0 +1,219 @@
+"""fp16 matmul, conv2d and depthwise_conv2d on every ISA path against a float64 numpy
+reference, within the accuracy contract of docs/api.md ("fp16"):
+
+    |got - ref| <= ulp16(ref) / 2 + e(K) * sum_k |a_k b_k| + 2^-25
+
+where ulp16(ref)/2 is the one final rounding to fp16 and e(K) the accumulation error:
+K * 2^-23 for fp32 sums, 8 * 2^-11 for Arm's FP16-arithmetic kernel (fp16 sums over
+chunks of 8 along K). Also: exact single products (the rounding itself, bit for bit
+against numpy), NaN/Inf propagation and overflow like numpy's float16, clear errors.
+"""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import qkernels
+from qkernels import conv2d, depthwise_conv2d, matmul, pack_conv_weights, pack_weights
+
+SMALL = os.environ.get("QKERNELS_TEST_SMALL", "").strip().lower() not in ("", "0", "false", "no")
+F16 = np.float16
+
+
+def _fp16_arith(isa: str) -> bool:
+    """Does this path's fp16 GEMM accumulate in fp16 (Arm FP16 arithmetic)?"""
+    with qkernels.use_isa(isa):
+        return "neonfp16" in qkernels.cpu_info().get("f16_kernel", "")
+
+
+def _bound(ref, scale, k, isa):
+    """The contract's bound on |got - ref| (element-wise)."""
+    e = 8 * 2.0**-11 if _fp16_arith(isa) else k * 2.0**-23
+    ulp_half = np.abs(ref) * 2.0**-11
+    return ulp_half + e * scale + 2.0**-25
+
+
+def _check(got, ref, scale, k, isa, what=""):
+    assert got.dtype == F16
+    ref = np.asarray(ref, np.float64)
+    err = np.abs(got.astype(np.float64) - ref)
+    bound = _bound(ref, scale, k, isa)
+    bad = ~(err <= bound)
+    assert not bad.any(), (f"{what} {isa}: {bad.sum()} of {bad.size} outside the bound; worst err "
+                           f"{err[bad].max():.3g} vs bound {bound[bad].min():.3g}")
+
+
+def _rand(rng, shape, spread=1.0):
+    return (rng.standard_normal(shape) * spread).astype(F16)
+
+
+@settings(max_examples=12 if SMALL else 40, deadline=None, database=None)
+@given(m=st.sampled_from([1, 2, 5, 6, 7, 13, 64, 97]), k=st.sampled_from([1, 3, 8, 9, 17, 64, 255, 1031]),
+       n=st.sampled_from([1, 7, 8, 15, 16, 17, 33, 100]), seed=st.integers(0, 2**31),
+       act=st.sampled_from([None, "relu", "relu6", (-0.5, 0.25)]), bias=st.booleans())
+def test_matmul_within_the_contract_on_every_path(m, k, n, seed, act, bias):
+    rng = np.random.default_rng(seed)
+    a, b = _rand(rng, (m, k)), _rand(rng, (k, n), 1 / np.sqrt(k))
+    bv = _rand(rng, (n,)) if bias else None
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    ref = a64 @ b64 + (0 if bv is None else bv.astype(np.float64))
+    lo, hi = qkernels._gemm.activation_range(act)
+    ref = np.clip(ref, lo, hi)
+    scale = np.abs(a64) @ np.abs(b64)
+    for isa in qkernels.SUPPORTED_ISAS:
+        with qkernels.use_isa(isa):
+            for threads in (1, 2):
+                qkernels.set_num_threads(threads)
+                _check(matmul(a, b, bias=bv, activation=act), ref, scale, k, isa, f"{threads} thr")
+                _check(matmul(a, pack_weights(b), bias=bv, activation=act), ref, scale, k, isa, "packed")
+
+
+def test_single_products_round_exactly_like_numpy():
+    """K = 1: one exact fp32 product, one rounding. Every path must give numpy's
+    float16 rounding bit for bit, across the whole range: subnormals, the largest
+    finite value, overflow to inf, ties."""
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 1 << 16, 4096, dtype=np.uint16)
+    a = bits.view(F16)
+    a = a[np.isfinite(a)][:, None]                                 # (M, 1)
+    b = np.array([[1.0, -1.0, 0.5, 3.0, 1e-3, 2.0**-10, 300.0, 0.0, 1.0009765625]], F16)
+    want = (a.astype(np.float32) * b.astype(np.float32)).astype(F16)
+    for isa in qkernels.SUPPORTED_ISAS:
+        with qkernels.use_isa(isa):
+            got = matmul(a, b)   # value equality: the sign of a zero sum is not part of the contract
+            np.testing.assert_array_equal(got, want, err_msg=isa)
+            assert (np.signbit(got) == np.signbit(want))[want != 0].all()
+
+
+def test_nan_and_inf_propagate_like_numpy():
+    a = np.ones((9, 20), F16)
+    b = np.full((20, 19), 0.5, F16)
+    a[1, 3] = np.nan
+    a[2, 5] = np.inf
+    a[3, 0], a[3, 1] = np.inf, -np.inf                             # inf - inf: NaN
+    b[7, 4] = np.inf                                               # column 4: inf unless a NaN meets it
+    a[4, 7] = 0.0                                                  # 0 * inf: NaN in (4, 4)
+    a[5, :] = 200.0                                                # 20 * 200 * 17... overflow: inf
+    b[:, 10] = 17.0
+    want = (a.astype(np.float32) @ b.astype(np.float32)).astype(F16)
+    for isa in qkernels.SUPPORTED_ISAS:
+        with qkernels.use_isa(isa):
+            got = matmul(a, b)
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=isa)
+            np.testing.assert_array_equal(np.isinf(got), np.isinf(want), err_msg=isa)
+            np.testing.assert_array_equal(np.signbit(got[np.isinf(got)]), np.signbit(want[np.isinf(want)]))
+            assert np.isnan(matmul(a, b, activation="relu")[1]).all()   # the clamp keeps NaN, as np.maximum
+
+
+def test_matmul_broadcasting_vectors_out_and_bias_default():
+    rng = np.random.default_rng(3)
+    a, b = _rand(rng, (3, 1, 5, 16)), _rand(rng, (2, 16, 7))
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    got = matmul(a, b)
+    assert got.shape == (3, 2, 5, 7)
+    _check(got, ref, np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)), 16, qkernels.get_isa())
+    v, w = _rand(rng, (16,)), _rand(rng, (16, 7))
+    assert matmul(v, w).shape == (7,) and matmul(w.T.copy(), v).shape == (7,)
+    out = np.empty((5, 7), F16)
+    bias = np.arange(7, dtype=np.float32)
+    pw = pack_weights(w, bias=bias)
+    assert matmul(a[0, 0], pw, out=out) is out
+    np.testing.assert_array_equal(out, matmul(a[0, 0], w, bias=bias))
+    assert "PackedWeightsF16" in repr(pw)
+
+
+def test_mixed_dtypes_and_bad_arguments_raise_clear_errors():
+    a16, b16 = np.ones((4, 8), F16), np.ones((8, 3), F16)
+    q = qkernels.quantize(np.ones((8, 3), np.float32), 0.1, 0, np.int8)
+    with pytest.raises(TypeError, match="float16"):
+        matmul(a16, b16.astype(np.float32))
+    with pytest.raises(TypeError, match="float16"):
+        matmul(a16.astype(np.float32), b16)
+    with pytest.raises(TypeError, match="quantized"):
+        matmul(a16, q)
+    with pytest.raises(TypeError, match="out_scale"):
+        matmul(a16, b16, out_scale=0.1)
+    with pytest.raises(ValueError, match="K"):
+        matmul(a16, np.ones((7, 3), F16))
+    with pytest.raises(ValueError, match="bias"):
+        matmul(a16, b16, bias=np.ones(4, np.float32))
+    with pytest.raises(TypeError, match="out"):
+        matmul(a16, b16, out=np.empty((4, 3), np.float32))
+    with pytest.raises(TypeError, match="float16"):
+        conv2d(np.ones((1, 4, 4, 2), np.float32), np.ones((1, 3, 3, 2), F16))
+    with pytest.raises(TypeError, match="quantized"):
+        conv2d(np.ones((1, 4, 4, 2), F16), qkernels.QTensor(np.ones((1, 3, 3, 2), np.int8), 0.1, 0))
+
+
+def conv_ref64(x, w, stride, pads, dilation, groups):
+    """float64 convolution of NHWC x by OHWI w (and the same of |x|, |w|: the scale)."""
+    n, h, wd, c = x.shape
+    o, kh, kw, cg = w.shape
+    t, l, b, r = pads
+    outs = []
+    for xx, ww in ((x.astype(np.float64), w.astype(np.float64)), (np.abs(x.astype(np.float64)),
+                                                                     np.abs(w.astype(np.float64)))):
+        xp = np.zeros((n, h + t + b, wd + l + r, c))
+        xp[:, t:t + h, l:l + wd] = xx
+        oh = (h + t + b - (kh - 1) * dilation[0] - 1) // stride[0] + 1
+        ow = (wd + l + r - (kw - 1) * dilation[1] - 1) // stride[1] + 1
+        og = o // groups
+        out = np.zeros((n, oh, ow, o))
+        for g in range(groups):
+            for ky in range(kh):
+                for kx in range(kw):
+                    y0, x0 = ky * dilation[0], kx * dilation[1]
+                    patch = xp[:, y0:y0 + (oh - 1) * stride[0] + 1:stride[0], x0:x0 + (ow - 1) * stride[1] + 1:stride[1],
+                               g * cg:(g + 1) * cg]
+                    out[..., g * og:(g + 1) * og] += np.einsum("nhwc,oc->nhwo", patch, ww[g * og:(g + 1) * og, ky, kx])
+        outs.append(out)
+    return outs
+
+
+@st.composite
+def conv_cases(draw):
+    kh, kw = draw(st.sampled_from([(1, 1), (3, 3), (5, 5), (1, 3), (3, 1), (7, 7)]))
+    kind = draw(st.sampled_from(["one", "two", "depthwise"]))
+    cg = 1 if kind == "depthwise" else draw(st.sampled_from([1, 3, 8, 17]))
+    groups = {"one": 1, "two": 2, "depthwise": draw(st.sampled_from([3, 8, 16, 19]))}[kind]
+    mult = draw(st.sampled_from([1, 1, 2])) if kind == "depthwise" else draw(st.sampled_from([1, 5, 16]))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = draw(st.one_of(st.sampled_from(["valid", "same", "same_lower"]), st.tuples(*[st.integers(0, 3)] * 4)))
+    eff = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
+    h = draw(st.integers(eff[0], eff[0] + (5 if SMALL else 10)))
+    w = draw(st.integers(eff[1], eff[1] + (5 if SMALL else 10)))
+    return dict(n=draw(st.integers(1, 2)), h=h, w=w, cg=cg, groups=groups, o=groups * mult, kh=kh, kw=kw,
+                stride=stride, dilation=dilation, padding=padding, nchw=draw(st.booleans()),
+                act=draw(st.sampled_from([None, "relu6"])), seed=draw(st.integers(0, 2**31)))
+
+
+@settings(max_examples=12 if SMALL else 40, deadline=None, database=None)
+@given(case=conv_cases())
+def test_conv2d_and_depthwise_within_the_contract_on_every_path(case):
+    rng = np.random.default_rng(case["seed"])
+    c = case["cg"] * case["groups"]
+    x = _rand(rng, (case["n"], case["h"], case["w"], c))
+    k = case["kh"] * case["kw"] * case["cg"]
+    w = _rand(rng, (case["o"], case["kh"], case["kw"], case["cg"]), 1 / np.sqrt(k))
+    bias = _rand(rng, (case["o"],))
+    pads = qkernels._conv._padding(case["padding"], (case["h"], case["w"]), (case["kh"], case["kw"]),
+                                   case["stride"], case["dilation"])
+    ref, scale = conv_ref64(x, w, case["stride"], pads, case["dilation"], case["groups"])
+    ref = np.clip(ref + bias.astype(np.float64), *qkernels._gemm.activation_range(case["act"]))
+    kw = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], activation=case["act"])
+    packed = pack_conv_weights(w, groups=case["groups"], bias=bias)
+    xin = np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if case["nchw"] else x
+    layout = "NCHW" if case["nchw"] else "NHWC"
+    for isa in qkernels.SUPPORTED_ISAS:
+        with qkernels.use_isa(isa):
+            for threads in (1, 2):
+                qkernels.set_num_threads(threads)
+                got = conv2d(xin, packed, layout=layout, **kw)
+                got = got.transpose(0, 2, 3, 1) if case["nchw"] else got
+                _check(got, ref, scale, k, isa, f"conv {threads} thr")
+            if case["cg"] == 1 and case["groups"] == c:
+                got = depthwise_conv2d(x, w, bias, **kw)
+                _check(got, ref, scale, k, isa, "depthwise_conv2d")
