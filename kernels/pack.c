@@ -23,12 +23,35 @@ size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k) {
     return elems * qk_pack_elem_size(pack);
 }
 
+/* A row-major float A panel (QK_PACK_F32_ROWS) of `rows` fp16 rows, zero rows below:
+ * contiguous rows convert with F16C/NEON (qk_f16_row_converter). */
+static void pack_rows_f32(int mr, size_t rows, size_t k, const void *src, ptrdiff_t stride_m, ptrdiff_t stride_k,
+                          float *dst) {
+    const size_t kp = k ? k : 1;
+    const qk_f16_row_fn convert = qk_f16_row_converter();
+    for (int r = 0; r < mr; r++, dst += kp) {
+        const char *row = (const char *)src + (ptrdiff_t)r * stride_m;
+        if ((size_t)r >= rows) {
+            memset(dst, 0, kp * sizeof(float));
+        } else if (stride_k == 2 && ((uintptr_t)row & 1) == 0) {
+            convert((const uint16_t *)(const void *)row, dst, k);
+        } else {
+            for (size_t kk = 0; kk < k; kk++) {
+                uint16_t v;
+                memcpy(&v, row + (ptrdiff_t)kk * stride_k, 2);
+                dst[kk] = qk_f16_to_f32(v);
+            }
+        }
+    }
+}
+
 /* A float panel (QK_PACK_F32 or QK_PACK_F16) of `rows` fp16 source rows: k-major,
  * `tile` values per k step, zero-padded. Strides in bytes. */
 static void pack_panel_float(int pack, int tile, size_t rows, size_t k, const void *src,
                              ptrdiff_t stride_row, ptrdiff_t stride_k, void *dst) {
     float *f = (float *)dst;
     uint16_t *h = (uint16_t *)dst;
+
     for (size_t kk = 0; kk < (k ? k : 1); kk++) {
         for (int r = 0; r < tile; r++) {
             uint16_t v = 0;
@@ -155,6 +178,10 @@ void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k,
         size_t rows = m - m0 < (size_t)mr ? m - m0 : (size_t)mr;
         const void *src = (const char *)a + (ptrdiff_t)m0 * stride_m;
         void *dst = (char *)packed + (m0 / mr) * panel_bytes;
+        if (pack == QK_PACK_F32_ROWS) {
+            pack_rows_f32(mr, rows, k, src, stride_m, stride_k, (float *)dst);
+            continue;
+        }
         if (pack == QK_PACK_F32 || pack == QK_PACK_F16) {
             pack_panel_float(pack, mr, rows, k, src, stride_m, stride_k, dst);
             continue;

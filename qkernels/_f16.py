@@ -97,6 +97,21 @@ def gemm2d(a, pw: PackedWeightsF16, bias: np.ndarray, lo: float, hi: float, out:
 
 def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarray:
     """fp16 ``numpy.matmul(a, b)`` (+ bias, activation): see qkernels.matmul."""
+    if type(b) is PackedWeightsF16 and type(a) is np.ndarray and a.dtype == F16 and a.ndim == 2 \
+            and a.shape[1] == b.k and bias is None and activation is None:
+        # the repeated layer call: nothing to broadcast; only `out` to check
+        shape = (a.shape[0], b.n)
+        if out is None:
+            res = np.empty(shape, F16)
+        elif type(out) is np.ndarray and out.shape == shape and out.dtype == F16 and out.flags.c_contiguous \
+                and out.flags.writeable:
+            res = out
+        else:
+            res = None
+        if res is not None:
+            if res.size:
+                gemm2d(a, b, b.bias if b.bias is not None else _bias(None, b.n), -np.inf, np.inf, res)
+            return res
     a = _as_f16(a, "a")
     if not isinstance(b, PackedWeightsF16):
         b = _as_f16(b, "b")

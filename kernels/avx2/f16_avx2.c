@@ -7,24 +7,25 @@
 #include "qk_f16.h"
 
 void f16_gemm_6x16_avx2(size_t k, const void *a, const void *b, int32_t *acc) {
-    const float *ap = (const float *)a;
+    /* A: 6 rows of k floats (QK_PACK_F32_ROWS) */
+    const float *a0 = (const float *)a, *a1 = a0 + k, *a2 = a1 + k, *a3 = a2 + k, *a4 = a3 + k, *a5 = a4 + k;
     const uint16_t *bp = (const uint16_t *)b;
     __m256 c0l = _mm256_setzero_ps(), c0h = c0l, c1l = c0l, c1h = c0l, c2l = c0l, c2h = c0l;
     __m256 c3l = c0l, c3h = c0l, c4l = c0l, c4h = c0l, c5l = c0l, c5h = c0l;
-    for (size_t kk = 0; kk < k; kk++, ap += 6, bp += 16) {
+    for (size_t kk = 0; kk < k; kk++, bp += 16) {
         const __m256 bl = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)bp));
         const __m256 bh = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(bp + 8)));
-        __m256 x = _mm256_broadcast_ss(ap);
+        __m256 x = _mm256_broadcast_ss(a0 + kk);
         c0l = _mm256_fmadd_ps(x, bl, c0l); c0h = _mm256_fmadd_ps(x, bh, c0h);
-        x = _mm256_broadcast_ss(ap + 1);
+        x = _mm256_broadcast_ss(a1 + kk);
         c1l = _mm256_fmadd_ps(x, bl, c1l); c1h = _mm256_fmadd_ps(x, bh, c1h);
-        x = _mm256_broadcast_ss(ap + 2);
+        x = _mm256_broadcast_ss(a2 + kk);
         c2l = _mm256_fmadd_ps(x, bl, c2l); c2h = _mm256_fmadd_ps(x, bh, c2h);
-        x = _mm256_broadcast_ss(ap + 3);
+        x = _mm256_broadcast_ss(a3 + kk);
         c3l = _mm256_fmadd_ps(x, bl, c3l); c3h = _mm256_fmadd_ps(x, bh, c3h);
-        x = _mm256_broadcast_ss(ap + 4);
+        x = _mm256_broadcast_ss(a4 + kk);
         c4l = _mm256_fmadd_ps(x, bl, c4l); c4h = _mm256_fmadd_ps(x, bh, c4h);
-        x = _mm256_broadcast_ss(ap + 5);
+        x = _mm256_broadcast_ss(a5 + kk);
         c5l = _mm256_fmadd_ps(x, bl, c5l); c5h = _mm256_fmadd_ps(x, bh, c5h);
     }
     float *c = (float *)acc;
@@ -82,4 +83,33 @@ size_t qk_dw_sum_f16_avx2(const qk_dw_params *d, size_t count, const uint8_t *co
         }
     }
     return c;
+}
+
+void qk_f16_to_f32_row_f16c(const uint16_t *src, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = qk_f16_to_f32(src[i]);
+}
+
+/* 1 x 16 tile for M <= 2 (GEMV): the 6-row kernel would compute five rows of padding. */
+void f16_gemm_1x16_avx2(size_t k, const void *a, const void *b, int32_t *acc) {
+    const float *ap = (const float *)a;
+    const uint16_t *bp = (const uint16_t *)b;
+    __m256 l0 = _mm256_setzero_ps(), h0 = l0, l1 = l0, h1 = l0;   /* two chains per half: latency */
+    size_t kk = 0;
+    for (; kk + 2 <= k; kk += 2, ap += 2, bp += 32) {
+        const __m256 x0 = _mm256_broadcast_ss(ap), x1 = _mm256_broadcast_ss(ap + 1);
+        l0 = _mm256_fmadd_ps(x0, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)bp)), l0);
+        h0 = _mm256_fmadd_ps(x0, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(bp + 8))), h0);
+        l1 = _mm256_fmadd_ps(x1, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(bp + 16))), l1);
+        h1 = _mm256_fmadd_ps(x1, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(bp + 24))), h1);
+    }
+    if (kk < k) {
+        const __m256 x0 = _mm256_broadcast_ss(ap);
+        l0 = _mm256_fmadd_ps(x0, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)bp)), l0);
+        h0 = _mm256_fmadd_ps(x0, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(bp + 8))), h0);
+    }
+    float *c = (float *)acc;
+    _mm256_storeu_ps(c, _mm256_add_ps(l0, l1));
+    _mm256_storeu_ps(c + 8, _mm256_add_ps(h0, h1));
 }

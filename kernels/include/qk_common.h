@@ -23,13 +23,14 @@
 #include <stdint.h>
 
 enum qk_isa { QK_ISA_SCALAR = 0, QK_ISA_AVX2, QK_ISA_NEON, QK_ISA_NEONDOT, QK_ISA_I8MM, QK_ISA_COUNT };
-enum qk_pack { QK_PACK_I16 = 0, QK_PACK_S8 = 1, QK_PACK_U8 = 2, QK_PACK_F32 = 3, QK_PACK_F16 = 4 };
+enum qk_pack { QK_PACK_I16 = 0, QK_PACK_S8 = 1, QK_PACK_U8 = 2, QK_PACK_F32 = 3, QK_PACK_F16 = 4,
+               QK_PACK_F32_ROWS = 5 };
 enum qk_out_mode { QK_OUT_INT32 = 0, QK_OUT_FP32 = 1, QK_OUT_FIXEDPOINT = 2, QK_OUT_F16 = 3 };
 /* What a kernel computes: int8 (exact int32 sums) or fp16 (fp32 sums of fp16 values). */
 enum qk_dtype { QK_DTYPE_QS8 = 0, QK_DTYPE_F16 = 1 };
 /* Bytes per packed value of a pack kind. */
 static inline size_t qk_pack_elem_size(int pack) {
-    return pack == QK_PACK_F32 ? 4 : (pack == QK_PACK_I16 || pack == QK_PACK_F16) ? 2 : 1;
+    return (pack == QK_PACK_F32 || pack == QK_PACK_F32_ROWS) ? 4 : (pack == QK_PACK_I16 || pack == QK_PACK_F16) ? 2 : 1;
 }
 
 typedef void (*qk_gemm_ukernel_fn)(size_t k_groups, const void *a, const void *b, int32_t *acc);
@@ -92,6 +93,11 @@ int qk_gemm_kernel_select(int dtype, int isa, size_t m, int b_pairs_128);
  * it is checked at selection) and the plain-NEON one converts to fp32. */
 const char *qk_isa_name(int isa);
 
+/* fp16 -> fp32 of a contiguous row (exact: every fp16 value is a float), with F16C or
+ * NEON where the CPU has it, whatever ISA path is in use (registry.c). */
+typedef void (*qk_f16_row_fn)(const uint16_t *src, float *dst, size_t n);
+qk_f16_row_fn qk_f16_row_converter(void);
+
 /* CPU detection (kernels/cpu.c). Bit set of features; see QK_CPU_* below. */
 enum {
     QK_CPU_AVX2 = 1 << 0, QK_CPU_FMA = 1 << 1, QK_CPU_F16C = 1 << 2,
@@ -105,7 +111,9 @@ const char *qk_cpu_arch(void);
 
 /* Packing (kernels/pack.c). Strides are in bytes. int8 kinds read uint8/int8 sources;
  * QK_PACK_F32 and QK_PACK_F16 read fp16 (IEEE binary16 bits) and store k-major panels
- * (kr = 1): MR (NR) values per k step, as float or as fp16 bits, zero-padded. */
+ * (kr = 1): MR (NR) values per k step, as float or as fp16 bits, zero-padded.
+ * QK_PACK_F32_ROWS (A only) stores MR rows of K floats, row-major (x86 kernels
+ * broadcast from row streams; packing is then a plain vector conversion per row). */
 void qk_pack_b(int pack, int nr, int kr, size_t k, size_t n,
                const void *b, int b_signed, ptrdiff_t stride_k, ptrdiff_t stride_n,
                const int32_t *zb, void *packed, int32_t *col_sum);
