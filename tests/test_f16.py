@@ -79,7 +79,8 @@ def test_single_products_round_exactly_like_numpy():
     a = bits.view(F16)
     a = a[np.isfinite(a)][:, None]                                 # (M, 1)
     b = np.array([[1.0, -1.0, 0.5, 3.0, 1e-3, 2.0**-10, 300.0, 0.0, 1.0009765625]], F16)
-    want = (a.astype(np.float32) * b.astype(np.float32)).astype(F16)
+    with np.errstate(over="ignore"):
+        want = (a.astype(np.float32) * b.astype(np.float32)).astype(F16)
     for isa in qkernels.SUPPORTED_ISAS:
         with qkernels.use_isa(isa):
             got = matmul(a, b)   # value equality: the sign of a zero sum is not part of the contract
@@ -97,7 +98,8 @@ def test_nan_and_inf_propagate_like_numpy():
     a[4, 7] = 0.0                                                  # 0 * inf: NaN in (4, 4)
     a[5, :] = 200.0                                                # 20 * 200 * 17... overflow: inf
     b[:, 10] = 17.0
-    want = (a.astype(np.float32) @ b.astype(np.float32)).astype(F16)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = (a.astype(np.float32) @ b.astype(np.float32)).astype(F16)
     for isa in qkernels.SUPPORTED_ISAS:
         with qkernels.use_isa(isa):
             got = matmul(a, b)
@@ -217,3 +219,14 @@ def test_conv2d_and_depthwise_within_the_contract_on_every_path(case):
             if case["cg"] == 1 and case["groups"] == c:
                 got = depthwise_conv2d(x, w, bias, **kw)
                 _check(got, ref, scale, k, isa, "depthwise_conv2d")
+
+
+def test_each_path_uses_its_fp16_kernel():
+    feats = qkernels.cpu_info()["features"]
+    want = {"scalar": "f16_gemm_4x8_scalar", "avx2": "f16_gemm_6x16_avx2", "neon": "f16_gemm_8x8_neon"}
+    for isa in qkernels.SUPPORTED_ISAS:
+        got = qkernels._dispatch.f16_kernel(isa)
+        if isa in want:
+            assert got == want[isa]
+        else:   # neondot, i8mm: fp16 arithmetic when the CPU has it, else the converting kernel
+            assert got == ("f16_gemm_8x8_neonfp16" if feats.get("asimdhp") else "f16_gemm_8x8_neon"), isa
