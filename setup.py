@@ -60,8 +60,8 @@ native = Extension(
 )
 
 setup(
-    packages=["qkernels", "qkernels.graph"],
-    package_dir={"qkernels": "qkernels", "qkernels.graph": "graph"},
+    packages=["qkernels", "qkernels.graph", "qkernels.graph.backends"],
+    package_dir={"qkernels": "qkernels", "qkernels.graph": "graph", "qkernels.graph.backends": "graph/backends"},
     package_data={"qkernels": ["py.typed"]},
     ext_modules=cythonize([native], compiler_directives={"language_level": "3"}),
     cmdclass={"build_ext": BuildISAExt},

@@ -1,5 +1,5 @@
-"""Markdown tables from a saved ``python -m qkernels bench --json`` report (either
-suite: ``--suite gemm`` or ``--suite conv``).
+"""Markdown tables from a saved ``python -m qkernels bench --json`` report (any
+suite: ``--suite gemm``, ``--suite conv`` or ``--suite f16``).
 
     python bench/report.py bench.json            # figures, targets, ORT exactness
     python bench/report.py --shapes              # just the GEMM shape table (no report needed)
@@ -80,6 +80,36 @@ def conv_tables(rep: dict) -> str:
     return "\n".join(out + targets_table(rep))
 
 
+F16_COLUMNS = ("qkernels", "numpy-f32", "numpy-f16")
+
+
+def f16_tables(rep: dict) -> str:
+    """GOP/s per shape of qkernels fp16, numpy float32 and float16; ratios, weights, checks, targets."""
+    b = rep["settings"]["numpy_f16"]
+    mnk = b["max_mnk"]
+    mnk = f"2^{mnk.bit_length() - 1}" if mnk > 0 and mnk & (mnk - 1) == 0 else mnk
+    legend = ("GOP/s, median; × = qkernels fp16 over numpy float32 and float16; numpy float16 (`np.matmul`, no "
+              f"BLAS, one thread) timed within about {b['budget_s']:g} s per shape (at most {b['max_repeats']} "
+              f"calls after a warm-up call; \\* = the warm-up call alone), not above M·N·K = {mnk}; "
+              "weights = KiB of the packed fp16 weights / of float32 B; \"within bound\" = every qkernels output "
+              "within |ref|·2⁻¹¹ + e·(|a|@|b|) + 2⁻²⁵ of the float64 reference, with the largest error over "
+              "|a|@|b| and over the bound.")
+    out = [legend, "",
+           "| shape | threads | qkernels fp16 | numpy fp32 | numpy fp16 | × numpy fp32 | × numpy fp16 | weights KiB "
+           "| within bound | max err / (\\|a\\|@\\|b\\|) | max err / bound |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: |"]
+    yes_no = {True: "yes", False: "**no**", None: "–"}
+    for r in rep["rows"]:
+        wb = r["weights_bytes"]
+        f16 = _f(r["gops"]["numpy-f16"], "{:.2f}") + ("\\*" if r.get("numpy_f16_timed_once") else "")
+        out.append(f"| `{r['shape']}` | {r['threads']} | {_f(r['gops']['qkernels'])} | {_f(r['gops']['numpy-f32'])} "
+                   f"| {f16} | {_f(r['x_numpy_f32'], '{:.2f}')} | {_f(r['x_numpy_f16'], '{:.0f}')} | "
+                   f"{_f(wb.get('f16_packed') and wb['f16_packed'] / 1024, '{:.0f}')} / {wb['f32'] / 1024:.0f} | "
+                   f"{yes_no[r['qkernels_within_bound']]} | {_f(r.get('max_err_rel'), '{:.1e}')} | "
+                   f"{_f(r.get('max_err_over_bound'), '{:.2f}')} |")
+    return "\n".join(out + targets_table(rep))
+
+
 def results_tables(rep: dict) -> str:
     out = ["| shape | threads | qkernels int8 | numpy fp32 | ORT int8 | × numpy | × ORT | exact |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
@@ -111,12 +141,13 @@ def compare(old: dict, new: dict) -> str:
     """qkernels GOP/s of two reports of one suite side by side (same shape and thread count)."""
     if old.get("suite", "gemm") != new.get("suite", "gemm"):
         raise SystemExit("compare: the two reports are of different suites")
-    conv = new.get("suite") == "conv"
-    ratios = (("x_ort_int8", "× ORT int8"), ("x_fastest_peer", "× fastest int8 peer")) if conv else \
-        (("x_numpy", "× numpy"), ("x_ort", "× ORT"))
+    suite = new.get("suite", "gemm")
+    ratios = {"conv": (("x_ort_int8", "× ORT int8"), ("x_fastest_peer", "× fastest int8 peer")),
+              "f16": (("x_numpy_f32", "× numpy fp32"), ("x_numpy_f16", "× numpy fp16"))}.get(
+        suite, (("x_numpy", "× numpy"), ("x_ort", "× ORT")))
 
     def qk(row):
-        return row["gops"]["qkernels"] if conv else row["qkernels"]
+        return row["qkernels"] if suite == "gemm" else row["gops"]["qkernels"]
 
     before = {(r["shape"], r["threads"]): r for r in old["rows"]}
     out = ["| shape | threads | old GOP/s | new GOP/s | new / old | "
@@ -151,14 +182,17 @@ def main(argv=None) -> int:
         return 0
     rep = json.loads(Path(args.report).read_text())
     m = rep["machine"]
-    conv = rep.get("suite") == "conv"
+    suite = rep.get("suite", "gemm")
+    qi = m.get("qkernels_cpu_info") or {}
+    peers = {"conv": f", ONNX Runtime {m.get('onnxruntime')}, XNNPACK (ai-edge-litert {m.get('ai_edge_litert')})",
+             "f16": ""}.get(suite, f", ONNX Runtime {m.get('onnxruntime')}")
     print(f"Measured {rep['created']} on {m['cpu']} ({m['cpus']} CPUs), qkernels {m['qkernels']} "
-          f"ISA {(m.get('qkernels_cpu_info') or {}).get('isa')}, numpy {m['numpy']} "
+          f"ISA {qi.get('isa')}" + (f" (fp16 kernel {qi.get('f16_kernel')})" if suite == "f16" else "")
+          + f", numpy {m['numpy']} "
           f"({(m.get('blas') or {}).get('name')} {(m.get('blas') or {}).get('version')} "
-          f"{(m.get('blas') or {}).get('corename', '')}), ONNX Runtime {m.get('onnxruntime')}"
-          + (f", XNNPACK (ai-edge-litert {m.get('ai_edge_litert')})" if conv else "") + "; "
+          f"{(m.get('blas') or {}).get('corename', '')}){peers}; "
           f"settings {json.dumps(rep['settings']['timing'])}, rounds {rep['settings']['rounds']}.\n")
-    print(conv_tables(rep) if conv else results_tables(rep))
+    print({"conv": conv_tables, "f16": f16_tables}.get(suite, results_tables)(rep))
     for note in rep.get("notes", []):
         print(f"\nNote: {note}")
     return 0

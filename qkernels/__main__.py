@@ -23,11 +23,9 @@ def _info(args) -> int:
 
 
 def _bench(args) -> int:
-    if args.suite == "conv":
-        from .bench_conv import run_cli
-    else:
-        from .bench import run_cli
-    return run_cli(args)
+    import importlib
+    module = {"gemm": "bench", "conv": "bench_conv", "f16": "bench_f16"}[args.suite]
+    return importlib.import_module(f".{module}", __package__).run_cli(args)
 
 
 def main(argv=None) -> int:
@@ -36,15 +34,17 @@ def main(argv=None) -> int:
     p = sub.add_parser("info", help="CPU features and the kernel path in use")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_info)
-    p = sub.add_parser("bench", help="int8 GEMM (or convolution) speed beside numpy float32, ONNX Runtime "
-                                     "(and XNNPACK)")
-    p.add_argument("--suite", choices=("gemm", "conv"), default="gemm",
-                   help="gemm: int8 GEMM shapes (default); conv: convolution layers (qkernels.bench_conv.LAYERS)")
+    p = sub.add_parser("bench", help="int8 GEMM (or convolution, or fp16 GEMM) speed beside numpy float32, "
+                                     "ONNX Runtime (and XNNPACK, numpy float16)")
+    p.add_argument("--suite", choices=("gemm", "conv", "f16"), default="gemm",
+                   help="gemm: int8 GEMM shapes (default); conv: convolution layers (qkernels.bench_conv.LAYERS); "
+                        "f16: fp16 GEMM on the GEMM shapes beside numpy float32 and float16")
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
     p.add_argument("--threads", type=int, nargs="*", help="thread counts (default: 1 and all)")
     p.add_argument("--json", metavar="PATH", help="save the results as JSON")
     p.add_argument("--shapes", nargs="+", metavar="LABEL",
-                   help="shape labels (qkernels.bench.SHAPES), or layer labels with --suite conv")
+                   help="shape labels (qkernels.bench.SHAPES; --suite f16: qkernels.bench_f16.SHAPES), "
+                        "or layer labels with --suite conv")
     p.add_argument("--rounds", type=int, default=1, help="repeat every process this many times (median)")
     p.add_argument("--isa", help="force the qkernels ISA path (QKERNELS_ISA) in the timed process")
     p.add_argument("--wait-idle", type=float, metavar="S", help="before each process wait up to S s for an idle CPU")

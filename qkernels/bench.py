@@ -33,7 +33,8 @@ This module must stay importable on its own, without importing the ``qkernels``
 package at module level: the worker processes import it from its folder as a
 submodule of a stand-in package (``_BOOT``), so that the numpy and ONNX Runtime
 workers never load qkernels' OpenMP runtime. The convolution suite
-(:mod:`qkernels.bench_conv`, ``--suite conv``) runs on the same machinery:
+(:mod:`qkernels.bench_conv`, ``--suite conv``) and the fp16 GEMM suite
+(:mod:`qkernels.bench_f16`, ``--suite f16``) run on the same machinery:
 :func:`run_worker`, :func:`collect`, :func:`time_call`, :func:`run_cli`.
 """
 from __future__ import annotations
@@ -358,12 +359,18 @@ def _measure(shape, lib: str, op: str, threads: int, timing: dict, fn, check=Non
     """The timing record of ``fn`` on ``shape`` (a :class:`Shape` or any item with
     ``label``, ``ops`` and ``record_fields()``); a blocking wrong ``check`` is not timed."""
     rec = record(shape, lib, op, threads, check)
-    if check is not None and check.get("exact") is False and check.get("blocking", False):
+    if check_failed(check) and check.get("blocking", False):
         rec["error"] = "wrong result: not timed"
         return rec
     rec.update(time_call(fn, **timing))
     _add_gops(rec, shape.ops)
     return rec
+
+
+def check_failed(check) -> bool:
+    """Did a result's ``check`` fail: not exact (int8), or outside its accuracy bound
+    (``within_bound``, fp16)? None (no check) is no failure."""
+    return bool(check) and (check.get("exact") is False or check.get("within_bound") is False)
 
 
 def record(shape, lib: str, op: str, threads: int, check=None, **more) -> dict:
@@ -439,19 +446,31 @@ def _worker_qkernels(spec: dict, out: dict) -> None:
                                            call_i32, check_i32))
 
 
-def _worker_numpy(spec: dict, out: dict) -> None:
+def matmul_worker(spec: dict, out: dict, problems, operands, lib: str = "numpy", op: str = "matmul-f32",
+                  measure=None) -> None:
+    """Time ``np.matmul(a, b, out=c)`` of every ``(shape, problem)`` of ``problems``
+    (``operands(problem)``: ``(a, b)``; ``c`` of their result type, preallocated) with
+    ``measure`` (default :func:`_measure`)."""
     import numpy as np
-    _numpy_setup(spec, out)
-    threads = spec["threads"]
-    for shape, p in worker_problems(spec):
-        a = ((p.a.astype(np.float32) - np.float32(p.za)) * np.float32(p.sa))
-        b = p.b.astype(np.float32) * p.sb
-        c = np.empty((shape.m, shape.n), np.float32)
+    measure = measure or _measure
+    for shape, p in problems:
+        a, b = operands(p)
+        c = np.empty((shape.m, shape.n), np.result_type(a, b))
 
         def call(a=a, b=b, c=c):
             return np.matmul(a, b, out=c)
 
-        out["results"].append(_measure(shape, "numpy", "matmul-f32", threads, spec["timing"], call))
+        out["results"].append(measure(shape, lib, op, spec["threads"], spec["timing"], call))
+
+
+def _dequantized_f32(p: Problem):
+    import numpy as np
+    return (p.a.astype(np.float32) - np.float32(p.za)) * np.float32(p.sa), p.b.astype(np.float32) * p.sb
+
+
+def _worker_numpy(spec: dict, out: dict) -> None:
+    _numpy_setup(spec, out)
+    matmul_worker(spec, out, worker_problems(spec), _dequantized_f32)
 
 
 def _worker_ort(spec: dict, out: dict) -> None:
@@ -629,9 +648,9 @@ def _merge_rounds(recs: list[dict], ops: int) -> dict:
         first["foreign_cpus"] = max(foreign)
     if len(timed) > 1:
         first["gops_median_per_round"] = [r["gops_median"] for r in timed]
-    checks = [r.get("check") for r in recs if r.get("check")]
-    if checks and not all(c.get("exact", True) for c in checks):
-        first["check"] = next(c for c in checks if not c.get("exact", True))
+    failed = [r["check"] for r in recs if check_failed(r.get("check"))]
+    if failed:
+        first["check"] = failed[0]
     return first
 
 
@@ -734,10 +753,11 @@ def format_table(report: dict) -> str:
     return "\n".join(lines + format_footer(report))
 
 
-def isa_line(m: dict, what: str) -> str:
-    """The first line of a table: qkernels' version, ISA path and kernels, the machine."""
+def isa_line(m: dict, what: str, kernels_key: str = "gemm_kernels") -> str:
+    """The first line of a table: qkernels' version, ISA path and kernels (``cpu_info()``'s
+    ``kernels_key``), the machine."""
     qi = (m.get("qkernels_cpu_info") or {})
-    kernels = qi.get("gemm_kernels") or qi.get("gemm_kernel") or "?"
+    kernels = qi.get(kernels_key) or qi.get("gemm_kernel") or "?"
     if isinstance(kernels, (list, tuple)):
         kernels = ", ".join(kernels)
     return (f"qkernels {m.get('qkernels')} {what} bench: ISA {qi.get('isa', '?')} "
@@ -814,10 +834,11 @@ def collect(module: str, libs, shape_list, threads_list, *, timing: dict, rounds
                      "; such figures (2 threads above all) are unreliable: rerun on an idle machine")
     ops = {s.label: s.ops for s in shape_list}
     results = [_merge_rounds(v, ops[k[2]]) for k, v in raw.items()]
-    wrong = [r for r in results if r["lib"] == "qkernels" and r.get("check") and not r["check"]["exact"]]
+    wrong = [r for r in results if r["lib"] == "qkernels" and check_failed(r.get("check"))]
     for r in wrong:
+        how = "differ from the reference" if "exact" in r["check"] else "are outside the accuracy bound"
         notes.append(f"qkernels {r['op']} WRONG at {r['shape']} {r['threads']} thread(s): "
-                     f"{r['check']['mismatches']} of {r['check']['size']} outputs differ from the reference")
+                     f"{r['check']['mismatches']} of {r['check']['size']} outputs {how}")
     np_info = infos.get("numpy", {})
     if np_info.get("env_unset"):
         notes.append(f"numpy ran without {', '.join(np_info['env_unset'])} (set here; they slow OpenBLAS)")

@@ -1,0 +1,86 @@
+"""The backend plug-in protocol, and the registry of backends by name.
+
+A backend says which nodes it can run and compiles a run of nodes (a partition) into a
+callable. The runner gives every accelerator backend the nodes it takes, in as few
+and as large partitions as it can (each switch between backends costs copies), and
+every other node falls back to ``cpu`` (qkernels' kernels), then ``reference``
+(plain numpy, every operator: the oracle of the tests).
+
+Third-party backends register through the ``qkernels.backends`` entry-point group: an
+entry point named like the backend, pointing at a Backend subclass or a factory
+returning an instance::
+
+    [project.entry-points."qkernels.backends"]
+    mynpu = "mynpu_qkernels:MyNpuBackend"
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .ir import Graph, Node
+
+Kernel = Callable[[Mapping[str, np.ndarray]], "dict[str, np.ndarray]"]
+
+
+class Backend:
+    """Subclass and override ``supports`` and ``compile``."""
+
+    #: the name sessions and reports use
+    name: str = "backend"
+
+    def supports(self, node: Node, graph: Graph) -> bool:
+        """Can this backend run ``node`` (its op, domain, attributes, and the dtypes and
+        constant inputs it sees in ``graph``)?"""
+        raise NotImplementedError
+
+    def compile(self, nodes: list[Node], graph: Graph) -> Kernel:
+        """A callable running ``nodes`` (a partition, in order): it receives a mapping
+        with at least every value the partition reads from outside, and returns the
+        values it produces (every output of its nodes). It must be safe to call from
+        several threads at once."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<backend {self.name}>"
+
+
+_REGISTRY: dict[str, Callable[[], Backend]] = {}
+_ENTRY_POINTS_LOADED = False
+
+
+def register_backend(name: str, factory: Callable[[], Backend]) -> None:
+    """Make ``name`` usable in ``Session(..., backends=[name])``."""
+    _REGISTRY[name] = factory
+
+
+def _load_entry_points() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    from importlib.metadata import entry_points
+    for ep in entry_points(group="qkernels.backends"):
+        if ep.name not in _REGISTRY:
+            _REGISTRY[ep.name] = lambda ep=ep: ep.load()()
+
+
+def available_backends() -> list[str]:
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def get_backend(spec) -> Backend:
+    """A Backend instance from an instance or a registered name."""
+    if isinstance(spec, Backend):
+        return spec
+    if isinstance(spec, str):
+        _load_entry_points()
+        if spec not in _REGISTRY:
+            raise ValueError(f"unknown backend {spec!r}; available: {', '.join(available_backends())}")
+        backend = _REGISTRY[spec]()
+        if not isinstance(backend, Backend):
+            raise TypeError(f"backend {spec!r} made a {type(backend).__name__}, not a qkernels.graph.Backend")
+        return backend
+    raise TypeError(f"a backend is a name or a qkernels.graph.Backend, got {type(spec).__name__}")

@@ -1,0 +1,168 @@
+"""Session: load a model, plan it (fold constants, let backends rewrite, partition),
+run it. Like ONNX Runtime's InferenceSession."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .backend import Backend, get_backend
+from .errors import ModelError, RunError
+from .ir import Graph, ValueInfo
+from .model import load_model, to_graph
+from .partition import Partition, partition
+
+#: operators never folded at load, though their inputs are constant
+_NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """A graph input or output: name, shape (ints, symbolic names or None) and numpy dtype."""
+    name: str
+    shape: tuple | None
+    dtype: np.dtype | None
+
+    @property
+    def type(self) -> str:   # ONNX Runtime spells it "tensor(float)"
+        return f"tensor({self.dtype})" if self.dtype is not None else "tensor(unknown)"
+
+
+class Session:
+    """Run an ONNX model (path, bytes or onnx.ModelProto) on qkernels.
+
+    ``backends``: names or Backend instances, most preferred first; ``cpu`` (our kernels)
+    and ``reference`` (numpy) are appended as the fallbacks when not listed.
+    ``num_threads``: threads of the kernels (default: qkernels' setting).
+    """
+
+    def __init__(self, model, backends: Sequence | None = None, num_threads: int | None = None):
+        from . import backends as _builtin   # noqa: F401  (registers cpu and reference)
+        if num_threads is not None:
+            if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+                raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
+        self.num_threads = num_threads
+        chain = [get_backend(b) for b in (backends or [])]
+        for fallback in ("cpu", "reference"):
+            if not any(b.name == fallback for b in chain):
+                chain.append(get_backend(fallback))
+        self.backends = chain
+        graph = to_graph(load_model(model))
+        self.graph = self._fold_constants(graph)
+        for b in self.backends:
+            rewrite = getattr(b, "rewrite", None)
+            if rewrite is not None:
+                self.graph = rewrite(self.graph)
+        self._partitions: list[Partition] = partition(self.graph, self.backends)
+        self._kernels = [p.backend.compile(p.nodes, self.graph) for p in self._partitions]
+        self._last_use = self._liveness()
+
+    # ---------------------------------------------------------------- planning
+
+    def _fold_constants(self, graph: Graph) -> Graph:
+        """Nodes whose inputs are all constant run once here (on the reference backend)."""
+        reference = get_backend("reference")
+        consts = dict(graph.initializers)
+        kept = []
+        for node in graph.nodes:
+            if node.op_type not in _NOT_FOLDED and not node.domain and all(not i or i in consts for i in node.inputs) \
+                    and reference.supports(node, graph):
+                try:
+                    consts.update(reference.compile([node], graph)(consts))
+                    continue
+                except (ValueError, TypeError, IndexError, ArithmeticError) as exc:
+                    raise ModelError(f"node {node.name!r} ({node.op_type}) fails on its constant inputs: {exc}") \
+                        from None
+            kept.append(node)
+        outputs = {o.name for o in graph.outputs}
+        used = {i for n in kept for i in n.inputs} | outputs
+        return Graph(kept, {k: v for k, v in consts.items() if k in used}, graph.inputs, graph.outputs,
+                     graph.opset, graph.name)
+
+    def _liveness(self) -> list[list[str]]:
+        """For each partition, the values no later partition (or output) needs."""
+        keep = {o.name for o in self.graph.outputs} | set(self.graph.initializers)
+        last = {}
+        for k, p in enumerate(self._partitions):
+            for name in p.reads:
+                last[name] = k
+            for n in p.nodes:
+                for o in n.outputs:
+                    last.setdefault(o, k)
+        drops: list[list[str]] = [[] for _ in self._partitions]
+        for name, k in last.items():
+            if name not in keep:
+                drops[k].append(name)
+        return drops
+
+    # ---------------------------------------------------------------- introspection
+
+    def get_inputs(self) -> list[NodeArg]:
+        return [NodeArg(v.name, v.shape, v.dtype) for v in self.graph.inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        return [NodeArg(v.name, v.shape, v.dtype) for v in self.graph.outputs]
+
+    @property
+    def partitions(self) -> list[tuple[str, list[str]]]:
+        """(backend name, node names) of each partition, in run order."""
+        return [(p.backend.name, [n.name for n in p.nodes]) for p in self._partitions]
+
+    def explain(self) -> str:
+        lines = [f"{len(self._partitions)} partition(s), {len(self.graph.nodes)} node(s) after planning, "
+                 f"{len(self.graph.initializers)} constant(s):"]
+        for k, p in enumerate(self._partitions):
+            ops: dict[str, int] = {}
+            for n in p.nodes:
+                ops[n.key] = ops.get(n.key, 0) + 1
+            lines.append(f"  [{k}] {p.backend.name:<10} {len(p.nodes):>4} node(s): "
+                         + ", ".join(f"{op} x{c}" if c > 1 else op for op, c in ops.items()))
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- running
+
+    def _check_feed(self, info: ValueInfo, value) -> np.ndarray:
+        arr = np.asarray(value)
+        if info.dtype is not None and arr.dtype != info.dtype:
+            raise RunError(f"input {info.name!r} must be {info.dtype}, got {arr.dtype}")
+        if info.shape is not None:
+            if arr.ndim != len(info.shape):
+                raise RunError(f"input {info.name!r} must have {len(info.shape)} dimensions "
+                               f"(shape {info.shape}), got shape {arr.shape}")
+            for want, got in zip(info.shape, arr.shape):
+                if isinstance(want, int) and want != got:
+                    raise RunError(f"input {info.name!r} must have shape {info.shape}, got {arr.shape}")
+        return arr
+
+    def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, object]) -> list[np.ndarray]:
+        """The requested outputs (all when ``output_names`` is None) for ``feeds``."""
+        if not isinstance(feeds, Mapping):
+            raise RunError(f"feeds must be a mapping of input name -> array, got {type(feeds).__name__}")
+        declared = {v.name: v for v in self.graph.inputs}
+        unknown = [k for k in feeds if k not in declared]
+        if unknown:
+            raise RunError(f"unknown input(s) {unknown}; the model's inputs are {list(declared)}")
+        missing = [k for k in declared if k not in feeds]
+        if missing:
+            raise RunError(f"missing input(s) {missing}")
+        names = [o.name for o in self.graph.outputs] if output_names is None else list(output_names)
+        known = {o.name for o in self.graph.outputs}
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise RunError(f"unknown output(s) {bad}; the model's outputs are {sorted(known)}")
+        values = dict(self.graph.initializers)
+        values.update((k, self._check_feed(declared[k], v)) for k, v in feeds.items())
+        from .. import _dispatch
+        saved = _dispatch.get_num_threads()
+        if self.num_threads is not None:
+            _dispatch.set_num_threads(self.num_threads)
+        try:
+            for kernel, drops in zip(self._kernels, self._last_use):
+                values.update(kernel(values))
+                for name in drops:
+                    values.pop(name, None)
+        finally:
+            if self.num_threads is not None:
+                _dispatch.set_num_threads(saved)
+        return [values[n] for n in names]
