@@ -1,0 +1,203 @@
+"""qkernels.graph.Session: loading, robustness (every bad model or call a clear
+exception), partitioning among backends with a toy accelerator, thread safety."""
+import os
+import threading
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from qkernels.graph import Backend, ModelError, RunError, Session, UnsupportedError  # noqa: E402
+
+
+def mlp(opset=13, extra_nodes=(), name="mlp"):
+    """x (2, 4) -> MatMul w1 -> Add b -> Relu -> MatMul w2 -> Identity -> y (2, 3)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 5)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "b"),
+             numpy_helper.from_array(rng.standard_normal((5, 3)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+             helper.make_node("Add", ["h", "b"], ["hb"], name="add"),
+             helper.make_node("Relu", ["hb"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["m2"], name="mm2"),
+             helper.make_node("Identity", ["m2"], ["y"], name="id"), *extra_nodes]
+    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def reference_mlp(model, x):
+    w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return np.maximum(x @ w["w1"] + w["b"], 0) @ w["w2"]
+
+
+X = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+
+
+def test_runs_like_onnxruntime_and_describes_itself(tmp_path):
+    model = mlp()
+    want = reference_mlp(model, X)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    for src in (model, model.SerializeToString(), str(path), path):
+        (y,) = Session(src).run(None, {"x": X})
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+    s = Session(model)
+    assert [(i.name, i.shape, i.dtype) for i in s.get_inputs()] == [("x", (2, 4), np.float32)]
+    assert s.get_outputs()[0].name == "y" and s.get_outputs()[0].type == "tensor(float32)"
+    assert s.run(["y"], {"x": X})[0].shape == (2, 3)
+    assert "partition" in s.explain()
+
+
+def test_constant_subgraphs_are_folded_at_load():
+    extra = [helper.make_node("Relu", ["w2"], ["w2r"], name="fold_me")]
+    model = mlp(extra_nodes=extra)
+    model.graph.node[3].input[1] = "w2r"      # mm2 now reads relu(w2): constant, folded
+    s = Session(model)
+    assert "fold_me" not in [n.name for n in s.graph.nodes]
+    w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    want = np.maximum(X @ w["w1"] + w["b"], 0) @ np.maximum(w["w2"], 0)
+    np.testing.assert_allclose(s.run(None, {"x": X})[0], want, rtol=1e-5, atol=1e-6)
+
+
+class ToyAccelerator(Backend):
+    """Takes MatMul only, and counts what it runs."""
+    name = "toy"
+
+    def __init__(self):
+        self.calls = 0
+
+    def supports(self, node, graph):
+        return node.op_type == "MatMul"
+
+    def compile(self, nodes, graph):
+        def run(values):
+            self.calls += 1
+            out = {}
+            for n in nodes:
+                out[n.outputs[0]] = np.matmul(values[n.inputs[0]] if n.inputs[0] in values else out[n.inputs[0]],
+                                              values[n.inputs[1]])
+            return out
+        return run
+
+
+def test_accelerator_takes_its_nodes_and_the_rest_falls_back_to_cpu():
+    toy = ToyAccelerator()
+    s = Session(mlp(), backends=[toy])
+    assert s.partitions == [("toy", ["mm1"]), ("cpu", ["add", "relu"]), ("toy", ["mm2"]), ("cpu", ["id"])]
+    np.testing.assert_allclose(s.run(None, {"x": X})[0], reference_mlp(mlp(), X), rtol=1e-5, atol=1e-6)
+    assert toy.calls == 2
+    s2 = Session(mlp(), backends=["reference"])
+    assert {b for b, _ in s2.partitions} == {"reference"}
+
+
+def test_partitions_are_few_when_independent_nodes_allow():
+    """Two independent MatMul branches: the toy takes both in one partition."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), n) for n in ("wa", "wb")]
+    nodes = [helper.make_node("MatMul", ["x", "wa"], ["a"], name="ma"),
+             helper.make_node("Relu", ["a"], ["ra"], name="ra"),
+             helper.make_node("MatMul", ["x", "wb"], ["b"], name="mb"),
+             helper.make_node("Add", ["ra", "b"], ["y"], name="add")]
+    g = helper.make_graph(nodes, "branches", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], inits)
+    s = Session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), backends=[ToyAccelerator()])
+    assert s.partitions == [("toy", ["ma", "mb"]), ("cpu", ["ra", "add"])]
+
+
+def test_bad_models_raise_model_errors(tmp_path):
+    good = mlp().SerializeToString()
+    with pytest.raises(ModelError, match="protobuf|not a valid"):
+        Session(b"this is not a model")
+    with pytest.raises(ModelError):
+        Session(good[: len(good) // 2])                       # truncated
+    with pytest.raises(ModelError, match="cannot read"):
+        Session(str(tmp_path / "missing.onnx"))
+    with pytest.raises(ModelError, match="opset"):
+        Session(mlp(opset=11))
+    cyc = mlp()
+    cyc.graph.node[0].input[0] = "y"                           # mm1 reads the output: a cycle
+    with pytest.raises(ModelError, match="cycle"):
+        Session(cyc)
+    dangling = mlp()
+    dangling.graph.node[1].input[0] = "nowhere"
+    with pytest.raises(ModelError, match="nowhere"):
+        Session(dangling)
+    huge = mlp()
+    huge.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1 << 40
+    with pytest.raises(ModelError, match="too large"):
+        Session(huge)
+    with pytest.raises(TypeError):
+        Session(12345)
+
+
+def test_unsupported_nodes_are_all_listed_at_load():
+    extra = [helper.make_node("NoSuchOp", ["x"], ["u1"], name="bad1"),
+             helper.make_node("AlsoMissing", ["u1"], ["u2"], name="bad2", domain="com.example")]
+    model = mlp(extra_nodes=extra)
+    model.graph.output.append(helper.make_tensor_value_info("u2", TensorProto.FLOAT, None))
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    with pytest.raises(UnsupportedError) as err:
+        Session(model)
+    assert "bad1" in str(err.value) and "bad2" in str(err.value) and len(err.value.nodes) == 2
+
+
+def test_external_data_outside_the_model_folder_is_refused(tmp_path):
+    model = mlp()
+    w = model.graph.initializer[0]
+    inside = tmp_path / "model"
+    inside.mkdir()
+    (tmp_path / "secret.bin").write_bytes(numpy_helper.to_array(w).tobytes())
+    w.ClearField("float_data")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    entry = w.external_data.add()
+    entry.key, entry.value = "location", "../secret.bin"
+    onnx.save(model, inside / "m.onnx")
+    with pytest.raises(ModelError, match="outside"):
+        Session(str(inside / "m.onnx"))
+    os.replace(tmp_path / "secret.bin", inside / "w1.bin")   # the same file inside the folder loads
+    entry.value = "w1.bin"
+    onnx.save(model, inside / "m.onnx")
+    np.testing.assert_allclose(Session(str(inside / "m.onnx")).run(None, {"x": X})[0], reference_mlp(mlp(), X),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ModelError, match="external"):
+        Session(model)                                        # no folder to look in
+
+
+def test_bad_runs_raise_run_errors():
+    s = Session(mlp())
+    with pytest.raises(RunError, match="missing"):
+        s.run(None, {})
+    with pytest.raises(RunError, match="unknown input"):
+        s.run(None, {"x": X, "z": X})
+    with pytest.raises(RunError, match="float32"):
+        s.run(None, {"x": X.astype(np.float64)})
+    with pytest.raises(RunError, match="shape"):
+        s.run(None, {"x": np.zeros((3, 4), np.float32)})
+    with pytest.raises(RunError, match="unknown output"):
+        s.run(["nope"], {"x": X})
+    with pytest.raises(RunError, match="mapping"):
+        s.run(None, [X])
+
+
+def test_sessions_run_from_several_threads():
+    s = Session(mlp())
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal((2, 4)).astype(np.float32) for _ in range(16)]
+    want = [reference_mlp(mlp(), x) for x in xs]
+    got = [None] * len(xs)
+
+    def work(k):
+        for _ in range(20):
+            got[k] = s.run(None, {"x": xs[k]})[0]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
