@@ -95,8 +95,8 @@ def f16_tables(rep: dict) -> str:
               "within |ref|·2⁻¹¹ + e·(|a|@|b|) + 2⁻²⁵ of the float64 reference, with the largest error over "
               "|a|@|b| and over the bound.")
     out = [legend, "",
-           "| shape | threads | qkernels fp16 | numpy fp32 | numpy fp16 | × numpy fp32 | × numpy fp16 | weights KiB "
-           "| within bound | max err / (\\|a\\|@\\|b\\|) | max err / bound |",
+           ("| shape | threads | qkernels fp16 | numpy fp32 | numpy fp16 | × numpy fp32 | × numpy fp16 | weights KiB "
+            "| within bound | max err / (\\|a\\|@\\|b\\|) | max err / bound |"),
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: |"]
     yes_no = {True: "yes", False: "**no**", None: "–"}
     for r in rep["rows"]:

@@ -57,6 +57,9 @@ class Session:
         self._partitions: list[Partition] = partition(self.graph, self.backends)
         self._kernels = [p.backend.compile(p.nodes, self.graph) for p in self._partitions]
         self._last_use = self._liveness()
+        #: bytes of inputs and intermediate values alive at once at the worst point of the
+        #: last run (values are dropped after their last reader: liveness); None before a run
+        self.peak_bytes: int | None = None
 
     # ---------------------------------------------------------------- planning
 
@@ -157,12 +160,20 @@ class Session:
         saved = _dispatch.get_num_threads()
         if self.num_threads is not None:
             _dispatch.set_num_threads(self.num_threads)
+        consts = self.graph.initializers
+        live = peak = sum(v.nbytes for k, v in values.items() if k not in consts)
         try:
             for kernel, drops in zip(self._kernels, self._last_use):
-                values.update(kernel(values))
+                produced = kernel(values)
+                values.update(produced)
+                live += sum(v.nbytes for v in produced.values())
+                peak = max(peak, live)
                 for name in drops:
-                    values.pop(name, None)
+                    dead = values.pop(name, None)
+                    if dead is not None and name not in consts:
+                        live -= dead.nbytes
         finally:
             if self.num_threads is not None:
                 _dispatch.set_num_threads(saved)
+        self.peak_bytes = peak
         return [values[n] for n in names]

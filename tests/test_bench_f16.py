@@ -105,7 +105,7 @@ def test_numpy_f16_budget_times_a_slow_call_a_few_times_or_once():
         import time
         time.sleep(0.02)
 
-    rec = bench_f16.time_budgeted(slow, {"min_time": 0.05, "repeats": 15, "warmup": 0.1}, 0.07, 5)
-    assert rec["repeats"] == 2 and not rec["timed_once"] and rec["median_s"] >= 0.02
+    rec = bench_f16.time_budgeted(slow, {"min_time": 0.05, "repeats": 15, "warmup": 0.1}, 0.2, 3)
+    assert 1 <= rec["repeats"] <= 3 and not rec["timed_once"] and rec["median_s"] >= 0.02 and rec["number"] == 1
     rec = bench_f16.time_budgeted(slow, {"min_time": 0.05, "repeats": 15, "warmup": 0.1}, 0.01, 5)
     assert rec["timed_once"] and rec["repeats"] == 1
