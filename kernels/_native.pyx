@@ -100,6 +100,7 @@ DTYPE_F16 = QK_DTYPE_F16
 PACK_I16 = QK_PACK_I16
 PACK_S8 = QK_PACK_S8
 PACK_U8 = QK_PACK_U8
+PACK_F16 = QK_PACK_F16
 
 _FEATURE_BITS = {
     "avx2": 1 << 0, "fma": 1 << 1, "f16c": 1 << 2, "avx512f": 1 << 3, "avx512bw": 1 << 4,

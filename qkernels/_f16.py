@@ -53,8 +53,10 @@ def _kernel(m: int) -> int:
 
 
 class PackedWeightsF16:
-    """fp16 B (K, N), packed once per ISA path (lazily) and reused; made by
-    :func:`qkernels.pack_weights` from a float16 array."""
+    """fp16 B (K, N), packed once and reused; made by :func:`qkernels.pack_weights` from a
+    float16 array. Where the kernel keeps B as fp16 panels (x86, Arm) the panels are the
+    only copy kept: half the memory of float32 weights. Other paths' panels are made
+    from them on first use."""
 
     def __init__(self, b: ArrayLike, bias: ArrayLike | None = None):
         b = _as_f16(b, "weights")
@@ -62,11 +64,14 @@ class PackedWeightsF16:
             raise ValueError(f"weights must be 2-D (K, N), got shape {b.shape}")
         self.k, self.n = (int(d) for d in b.shape)
         _check_size(max(self.k, 1), max(self.n, 1), itemsize=4, what="weights")
-        self.data = np.array(b, copy=True)
-        self.data.flags.writeable = False
         self.bias = None if bias is None else _bias(bias, self.n)
-        self._packed: dict[int, np.ndarray] = {}
+        self._panels: dict[tuple, np.ndarray] = {}    # (pack kind, NR) -> packed bytes
+        self._by_kid: dict[int, np.ndarray] = {}      # kernel id -> its panels (the call's lookup)
         self._lock = threading.Lock()
+        self._source: np.ndarray | None = np.array(b, copy=True)
+        self.packed_for(_kernel(1 << 20))
+        if self._fp16_panel() is not None:
+            self._source = None
 
     shape = property(lambda self: (self.k, self.n))
     dtype = F16
@@ -74,14 +79,41 @@ class PackedWeightsF16:
     def __repr__(self):
         return f"PackedWeightsF16(K={self.k}, N={self.n})"
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the packed panels (and the source, where no fp16 panel exists)."""
+        return sum(p.nbytes for p in self._panels.values()) + (0 if self._source is None else self._source.nbytes)
+
+    def _fp16_panel(self):
+        return next(((nr, p) for (kind, nr), p in self._panels.items() if kind == _native.PACK_F16), None)
+
+    @property
+    def data(self) -> np.ndarray:
+        """The weights (K, N) float16, read-only (rebuilt from the fp16 panels if needed)."""
+        if self._source is not None:
+            return self._source
+        nr, packed = self._fp16_panel()
+        panels = packed.view(np.uint16).reshape(-1, max(self.k, 1), nr)[:, :self.k]
+        out = np.ascontiguousarray(panels.transpose(1, 0, 2).reshape(self.k, -1)[:, :self.n]).view(F16)
+        out.flags.writeable = False
+        return out
+
     def packed_for(self, kid: int) -> np.ndarray:
-        packed = self._packed.get(kid)
+        packed = self._by_kid.get(kid)
+        if packed is None:
+            packed = self._by_kid[kid] = self._pack(kid)
+        return packed
+
+    def _pack(self, kid: int) -> np.ndarray:
+        info = _native.kernel_info(kid)
+        key = (info[6], info[3])                   # B pack kind, NR: kernels that agree share panels
+        packed = self._panels.get(key)
         if packed is None:
             with self._lock:
-                packed = self._packed.get(kid)
+                packed = self._panels.get(key)
                 if packed is None:
                     packed = _native.pack_b(kid, self.data, False, np.zeros(max(self.n, 1), np.int32))[0]
-                    self._packed[kid] = packed
+                    self._panels[key] = packed
         return packed
 
     def __reduce__(self):

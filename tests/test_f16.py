@@ -230,3 +230,20 @@ def test_each_path_uses_its_fp16_kernel():
             assert got == want[isa]
         else:   # neondot, i8mm: fp16 arithmetic when the CPU has it, else the converting kernel
             assert got == ("f16_gemm_8x8_neonfp16" if feats.get("asimdhp") else "f16_gemm_8x8_neon"), isa
+
+
+def test_packed_fp16_weights_keep_half_the_memory_and_serve_every_path():
+    import pickle
+    rng = np.random.default_rng(7)
+    b = _rand(rng, (100, 37))
+    pw = pack_weights(b)
+    if qkernels.get_isa() != "scalar":   # fp16 panels are the only copy
+        assert pw.nbytes <= 100 * 48 * 2 < b.astype(np.float32).nbytes
+    np.testing.assert_array_equal(pw.data, b)
+    a = _rand(rng, (9, 100))
+    want = matmul(a, b)
+    for isa in qkernels.SUPPORTED_ISAS:   # other paths' panels come from the fp16 ones
+        with qkernels.use_isa(isa):
+            _check(matmul(a, pw), a.astype(np.float64) @ b.astype(np.float64),
+                   np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)), 100, isa)
+    np.testing.assert_array_equal(matmul(a, pickle.loads(pickle.dumps(pw))), want)
