@@ -24,7 +24,8 @@ class Partition:
 
 def assign(graph: Graph, backends: list[Backend]) -> dict[int, Backend]:
     """node id -> the first backend that supports it; UnsupportedError lists every node
-    that none supports."""
+    that none supports, with the reason the first backend offering a ``why_not(node,
+    graph)`` method gives."""
     chosen, missing = {}, []
     for node in graph.nodes:
         for b in backends:
@@ -32,10 +33,20 @@ def assign(graph: Graph, backends: list[Backend]) -> dict[int, Backend]:
                 chosen[id(node)] = b
                 break
         else:
-            missing.append((node, None))
+            missing.append((node, _reason(node, graph, backends)))
     if missing:
         raise UnsupportedError(missing)
     return chosen
+
+
+def _reason(node: Node, graph: Graph, backends: list[Backend]) -> str | None:
+    for b in backends:
+        why_not = getattr(b, "why_not", None)
+        if why_not is not None:
+            why = why_not(node, graph)
+            if why:
+                return why
+    return None
 
 
 def partition(graph: Graph, backends: list[Backend]) -> list[Partition]:

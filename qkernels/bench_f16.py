@@ -150,7 +150,7 @@ def _worker_qkernels(spec: dict, out: dict) -> None:
         call()                                      # packs B once, outside the timing
         check = dict(accuracy_check(y, p, fp16_arith), blocking=True)
         rec = bench._measure(shape, "qkernels", "matmul-f16", spec["threads"], spec["timing"], call, check)
-        packed = sum(x.nbytes for x in getattr(pw, "_packed", {}).values())
+        packed = pw.nbytes                         # what the packed weights hold (fp16 panels)
         rec["weights_bytes"] = {"f16_packed": packed or None, "f16": p.b.nbytes, "f32": shape.k * shape.n * 4}
         out["results"].append(rec)
 

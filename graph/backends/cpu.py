@@ -1,27 +1,89 @@
 """The cpu backend: qkernels' kernels for the operators they serve, the reference
-operators for the rest."""
+operators for the rest.
+
+Kernel-backed (constant weights are packed once, when the session is planned):
+
+- int8: ``QLinearConv`` and ``ConvInteger`` (2-D) -> :func:`qkernels.conv2d` on the NCHW
+  input in place; ``QLinearMatMul``, ``MatMulInteger`` and com.microsoft ``QGemm`` ->
+  :func:`qkernels.matmul` (packed weights when they are constants);
+- fp16: ``Conv`` (2-D), ``MatMul``, ``Gemm`` and the fused com.microsoft ``FusedConv`` /
+  ``FusedGemm`` -> the fp16 kernels (fp32 sums, bias and activation fused);
+- float32: ``Conv``, ``Gemm`` and their fused forms in numpy with one BLAS product
+  (qkernels has no fp32 kernels): see :mod:`.npconv`.
+
+A maker returns None for a node the kernels do not serve (other dtypes, 1-D/3-D
+convolutions, weights that are not constants, ...); the reference operator runs it.
+A runner also hands a call to the reference operator when the values it gets at run
+time are not what it was prepared for (a dtype or rank it does not serve).
+
+:meth:`CpuBackend.rewrite` runs the planning passes of :mod:`qkernels.graph.rewrite`.
+"""
 from __future__ import annotations
 
+from typing import Callable
+
+import numpy as np
+
+from ... import _conv, _gemm
+from ..._qtensor import QTensor
 from ..backend import Backend
 from ..ir import Graph, Node
+from . import npconv
 from .reference import OPS, run_node
+
+Runner = Callable[[dict], dict]
 
 #: op key -> function(node, graph) returning a kernel runner (values -> outputs), or
 #: None when this node is not one the kernels serve (dtypes, attributes)
-KERNELS: dict = {}
+KERNELS: dict[str, Callable[[Node, Graph], Runner | None]] = {}
+
+_INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
+_F16, _F32 = np.dtype(np.float16), np.dtype(np.float32)
+
+
+def kernel(*keys: str):
+    def register(fn):
+        for k in keys:
+            KERNELS[k] = fn
+        return fn
+    return register
 
 
 class CpuBackend(Backend):
     name = "cpu"
 
+    def __init__(self):
+        self._made: dict[int, tuple[Node, Graph, Runner | None]] = {}
+
+    def _make(self, node: Node, graph: Graph) -> Runner | None:
+        got = self._made.get(id(node))
+        if got is not None and got[0] is node and got[1] is graph:
+            return got[2]
+        make = KERNELS.get(node.key)
+        runner = None
+        if make is not None:
+            try:
+                runner = make(node, graph)
+            except (ValueError, TypeError):   # weights the kernels refuse: the reference decides
+                runner = None
+        self._made[id(node)] = (node, graph, runner)
+        return runner
+
     def supports(self, node: Node, graph: Graph) -> bool:
-        return node.key in KERNELS or node.key in OPS
+        if node.key in OPS:
+            return True
+        return node.key in KERNELS and self._make(node, graph) is not None
+
+    def rewrite(self, graph: Graph) -> Graph:
+        """The planning passes (BatchNormalization folding, QDQ to integer operators,
+        activation fusion): :func:`qkernels.graph.rewrite.rewrite`."""
+        from ..rewrite import rewrite
+        return rewrite(graph)
 
     def compile(self, nodes: list[Node], graph: Graph):
         steps = []
         for node in nodes:
-            make = KERNELS.get(node.key)
-            fast = make(node, graph) if make else None
+            fast = self._make(node, graph) if node.key in KERNELS else None
             steps.append(fast or (lambda values, node=node: run_node(node, values)))
 
         def run(values):
@@ -33,3 +95,466 @@ class CpuBackend(Backend):
                 out.update(produced)
             return out
         return run
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _inputs(node: Node, n: int) -> list[str]:
+    return list(node.inputs[:n]) + [""] * (n - len(node.inputs[:n]))
+
+
+def _const(graph: Graph, name: str):
+    return graph.initializers.get(name) if name else None
+
+
+def _fallback(node: Node, runner: Runner) -> Runner:
+    """``runner``, handing the call to the reference operator when it raises _NotServed."""
+    if node.key not in OPS:
+        return runner
+
+    def run(values):
+        try:
+            return runner(values)
+        except _NotServed:
+            return run_node(node, values)
+    return run
+
+
+class _NotServed(Exception):
+    """Raised by a runner for values it was not prepared for (the reference runs them)."""
+
+
+class _QParams:
+    """A per-tensor (scale, zero point) pair of a quantized input or output: constants
+    validated once (with their QTensor parameters made once), or read at run time."""
+
+    def __init__(self, graph: Graph, scale: str, zero_point: str):
+        self.scale_name, self.zp_name = scale, zero_point
+        s, z = _const(graph, scale), _const(graph, zero_point) if zero_point else np.zeros((), np.uint8)
+        self.const = s is not None and z is not None
+        if self.const:
+            self.dtype = z.dtype
+            self._set(s, z)
+        else:
+            self.dtype = None
+
+    @classmethod
+    def constant(cls, scale, zero_point) -> "_QParams":
+        p = cls.__new__(cls)
+        p.scale_name = p.zp_name = ""
+        p.const, p.dtype = True, np.asarray(zero_point).dtype
+        p._set(np.asarray(scale), np.asarray(zero_point))
+        return p
+
+    def _set(self, s, z):
+        if np.size(s) != 1 or np.size(z) != 1 or z.dtype not in _INT8:
+            raise ValueError("per-tensor scale and zero point expected")
+        q = QTensor(np.zeros(1, z.dtype), np.asarray(s).reshape(()), np.asarray(z).reshape(()))
+        self.scale, self.zp = float(q.scale), int(q.zero_point)
+        self._s, self._z = q.scale, q.zero_point
+        self.params = (z.dtype.char, self.zp, self.scale)
+
+    def get(self, values):
+        """(scale, zero_point, dtype) now."""
+        if self.const:
+            return self.scale, self.zp, self.dtype
+        s = values[self.scale_name]
+        z = values[self.zp_name] if self.zp_name else np.zeros((), np.uint8)
+        if np.size(s) != 1 or np.size(z) != 1 or z.dtype not in _INT8:
+            raise _NotServed
+        return float(np.asarray(s).reshape(())), int(np.asarray(z).reshape(())), z.dtype
+
+    def qtensor(self, values, data: np.ndarray) -> QTensor:
+        if self.const:
+            if data.dtype != self.dtype:
+                raise _NotServed
+            return QTensor._trusted(data, self._s, self._z, self.params)
+        s, z, dt = self.get(values)
+        if data.dtype != dt:
+            raise _NotServed
+        return QTensor(data, s, z)
+
+
+def _weight_qtensor(w: np.ndarray, scale, zp, axis: int, n: int) -> QTensor:
+    """QTensor of constant weights, per tensor or per channel along ``axis`` (length n)."""
+    scale = np.asarray(scale, np.float32)
+    zp = np.zeros((), w.dtype) if zp is None else np.asarray(zp)
+    if zp.dtype != w.dtype or scale.size not in (1, n) or zp.size not in (1, n):
+        raise ValueError("weight quantization parameters do not fit the weights")
+    if scale.size == 1 and zp.size == 1:
+        return QTensor(w, scale.reshape(()), zp.reshape(()))
+    return QTensor(w, np.broadcast_to(scale.reshape(-1), (n,)), np.broadcast_to(zp.reshape(-1), (n,)), axis=axis)
+
+
+def conv_geometry(node: Node, w_shape) -> tuple | None:
+    """(stride, dilation, padding, groups) of a 2-D Conv-like node for qkernels.conv2d
+    (padding a (top, left, bottom, right) tuple or an auto_pad mode), or None."""
+    if len(w_shape) != 4:
+        return None
+    a = node.attrs
+    ks = a.get("kernel_shape")
+    if ks is not None and tuple(ks) != tuple(w_shape[2:]):
+        return None
+    strides, dil = tuple(a.get("strides", (1, 1))), tuple(a.get("dilations", (1, 1)))
+    if len(strides) != 2 or len(dil) != 2 or min(strides + dil) < 1:
+        return None
+    auto = a.get("auto_pad", "NOTSET") or "NOTSET"
+    if auto == "NOTSET":
+        pads = tuple(a.get("pads", (0, 0, 0, 0)))
+        if len(pads) != 4 or min(pads) < 0:
+            return None
+        padding = tuple(int(p) for p in pads)
+    elif auto in ("VALID", "SAME_UPPER", "SAME_LOWER"):
+        padding = auto.lower()
+    else:
+        return None
+    groups = int(a.get("group", 1))
+    return tuple(int(s) for s in strides), tuple(int(d) for d in dil), padding, groups
+
+
+def _activation(node: Node):
+    """qkernels' activation of a fused node (FusedConv/FusedGemm attributes): None,
+    "relu" or (min, max); False for one the kernels cannot apply."""
+    if node.domain != "com.microsoft" or node.op_type not in ("FusedConv", "FusedGemm"):
+        return None
+    act = node.attrs.get("activation", "")
+    if act == "Relu":
+        return "relu"
+    if act == "Clip":
+        if node.op_type == "FusedConv":
+            params = list(node.attrs.get("activation_params", (-np.inf, np.inf)))
+            if len(params) != 2:
+                return False
+        else:
+            params = [node.attrs.get("activation_alpha", -np.inf), node.attrs.get("activation_beta", np.inf)]
+        return float(params[0]), float(params[1])
+    return False
+
+
+def apply_activation(y: np.ndarray, activation) -> np.ndarray:
+    """The activation of a fused node applied to ``y`` in place (numpy)."""
+    if activation == "relu":
+        np.maximum(y, y.dtype.type(0), out=y)
+    elif activation is not None:
+        lo, hi = activation
+        np.clip(y, y.dtype.type(lo), y.dtype.type(hi), out=y)
+    return y
+
+
+# -------------------------------------------------------------------- int8 convolution
+
+@kernel("QLinearConv", "ConvInteger")
+def _make_qconv(node: Node, graph: Graph) -> Runner | None:
+    if node.op_type == "QLinearConv":
+        x, sx, zx, w, sw, zw, sy, zy, b = _inputs(node, 9)
+    else:
+        x, w, zx, zw = _inputs(node, 4)
+        sx = sw = sy = zy = b = ""
+    W = _const(graph, w)
+    if W is None or W.ndim != 4 or W.dtype not in _INT8:
+        return None
+    geometry = conv_geometry(node, W.shape)
+    if geometry is None:
+        return None
+    stride, dilation, padding, groups = geometry
+    o = W.shape[0]
+    if node.op_type == "QLinearConv":
+        SW = _const(graph, sw)
+        if SW is None or (zw and _const(graph, zw) is None):
+            return None
+        xin, out = _QParams(graph, sx, zx), _QParams(graph, sy, zy)
+    else:
+        SW = np.ones((), np.float32)
+        if (zx and _const(graph, zx) is None) or (zw and _const(graph, zw) is None):
+            return None
+        ZX = _const(graph, zx) if zx else None
+        xin = _ConvIntegerInput(ZX)
+        out = None
+    ZW = _const(graph, zw) if zw else None
+    B = _const(graph, b) if b else None
+    if b and B is None:
+        return None
+    wq = _weight_qtensor(W, SW if node.op_type == "QLinearConv" else np.ones(np.size(ZW) if ZW is not None else 1,
+                                                                             np.float32), ZW, 0, o)
+    pw = _conv.pack_conv_weights(wq, groups=groups, weight_layout="OIHW", bias=B)
+    result = node.outputs[0]
+
+    def run(values):
+        data = values[x]
+        if data.ndim != 4:
+            raise _NotServed
+        xq = xin.qtensor(values, data)
+        if out is None:
+            y = _conv.conv2d(xq, pw, stride=stride, padding=padding, dilation=dilation, layout="NCHW",
+                             out_dtype=np.int32)
+            return {result: y}
+        ys, yz, ydt = out.get(values)
+        y = _conv.conv2d(xq, pw, stride=stride, padding=padding, dilation=dilation, layout="NCHW",
+                         out_scale=ys, out_zero_point=yz, out_dtype=ydt)
+        return {result: y.data}
+    return _fallback(node, run)
+
+
+class _ConvIntegerInput:
+    """The input of ConvInteger/MatMulInteger: scale 1, a constant zero point (0 when
+    omitted, of the input's dtype)."""
+
+    def __init__(self, zp):
+        if zp is not None and (np.size(zp) != 1 or zp.dtype not in _INT8):
+            raise ValueError("per-tensor zero point expected")
+        self.zp = None if zp is None else int(np.asarray(zp).reshape(()))
+        self.dtype = None if zp is None else zp.dtype
+        self._one = np.asarray(np.float32(1.0))
+        self._one.flags.writeable = False
+
+    def qtensor(self, values, data: np.ndarray) -> QTensor:
+        if data.dtype not in _INT8 or (self.dtype is not None and data.dtype != self.dtype):
+            raise _NotServed
+        z = np.asarray(np.int32(self.zp or 0))
+        return QTensor._trusted(data, self._one, z, (data.dtype.char, self.zp or 0, 1.0))
+
+
+# ------------------------------------------------------------------------- int8 matmul
+
+@kernel("QLinearMatMul", "MatMulInteger")
+def _make_qmatmul(node: Node, graph: Graph) -> Runner | None:
+    integer = node.op_type == "MatMulInteger"
+    if integer:
+        a, b, za, zb = _inputs(node, 4)
+        if (za and _const(graph, za) is None) or (zb and _const(graph, zb) is None):
+            return None
+        ain = _ConvIntegerInput(_const(graph, za) if za else None)
+        ZB, SB, out = (_const(graph, zb) if zb else None), None, None
+    else:
+        a, sa, za, b, sb, zb, sy, zy = _inputs(node, 8)
+        SB, ZB = _const(graph, sb), _const(graph, zb)
+        if SB is None or ZB is None:
+            return None
+        ain, out = _QParams(graph, sa, za), _QParams(graph, sy, zy)
+    B = _const(graph, b)
+    result = node.outputs[0]
+    if B is not None:
+        if B.ndim != 2 or B.dtype not in _INT8:
+            return None
+        n = B.shape[1]
+        scale = np.ones(np.size(ZB) if ZB is not None else 1, np.float32) if integer else SB
+        pw = _gemm.pack_weights(_weight_qtensor(B, scale, ZB, 1, n))
+    else:   # both operands vary: the kernels pack B at each call
+        if ZB is not None and np.size(ZB) != 1 or SB is not None and np.size(SB) != 1:
+            return None
+        pw = None
+        sb_f = 1.0 if SB is None else float(SB.reshape(()))
+        zb_i = 0 if ZB is None else int(ZB.reshape(()))
+
+    def run(values):
+        data = values[a]
+        aq = ain.qtensor(values, data)
+        if pw is None:
+            bd = values[b]
+            if bd.dtype not in _INT8 or bd.ndim < 2 or (ZB is not None and bd.dtype != ZB.dtype):
+                raise _NotServed
+            rhs = QTensor(bd, sb_f, zb_i)
+        else:
+            rhs = pw
+        if out is None:
+            return {result: _gemm.matmul(aq, rhs, out_dtype=np.int32)}
+        ys, yz, ydt = out.get(values)
+        return {result: _gemm.matmul(aq, rhs, out_scale=ys, out_zero_point=yz, out_dtype=ydt).data}
+    return _fallback(node, run)
+
+
+@kernel("com.microsoft::QGemm")
+def _make_qgemm(node: Node, graph: Graph) -> Runner | None:
+    """com.microsoft QGemm as ONNX Runtime computes it: int32 sums plus the int32 C,
+    times ``alpha * a_scale * b_scale[n]`` (float32, in that order), over ``y_scale``
+    and requantized, or float32 when y_scale is omitted. alpha is folded into a's
+    scale, which gives the same float32 products."""
+    a, sa, za, b, sb, zb, c, sy, zy = _inputs(node, 9)
+    B, SB, ZB = _const(graph, b), _const(graph, sb), _const(graph, zb)
+    SA, ZA = _const(graph, sa), _const(graph, za)
+    alpha = float(node.attrs.get("alpha", 1.0))
+    trans_a, trans_b = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
+    if B is None or SB is None or ZB is None or SA is None or ZA is None or B.ndim != 2 or B.dtype not in _INT8:
+        return None
+    if np.size(SA) != 1 or np.size(ZA) != 1 or ZA.dtype not in _INT8 or not alpha > 0:
+        return None
+    bk = B.T if trans_b else B
+    n = bk.shape[1]
+    C = _const(graph, c) if c else None
+    if c and (C is None or C.dtype != np.int32):
+        return None
+    bias = None
+    if C is not None:
+        if C.size in (1, n) and (C.ndim < 2 or C.shape[0] == 1):
+            bias = np.broadcast_to(C.reshape(-1), (n,)).astype(np.int32)
+        else:
+            return None
+    sa_alpha = np.float32(np.float32(alpha) * np.float32(SA.reshape(())))
+    ain = _QParams.constant(sa_alpha, ZA)
+    pw = _gemm.pack_weights(_weight_qtensor(np.ascontiguousarray(bk), SB, ZB, 1, n), bias=bias)
+    out = _QParams(graph, sy, zy) if sy else None
+    if out is None:
+        float_scale = (sa_alpha * np.broadcast_to(SB.astype(np.float32).reshape(-1), (n,))).astype(np.float32)
+    result = node.outputs[0]
+
+    def run(values):
+        data = values[a]
+        if data.ndim != 2:
+            raise _NotServed
+        aq = ain.qtensor(values, data.T if trans_a else data)
+        if out is None:
+            acc = _gemm.matmul(aq, pw, out_dtype=np.int32)
+            return {result: acc.astype(np.float32) * float_scale}
+        ys, yz, ydt = out.get(values)
+        return {result: _gemm.matmul(aq, pw, out_scale=ys, out_zero_point=yz, out_dtype=ydt).data}
+    return _fallback(node, run)
+
+
+# ------------------------------------------------------------------ float convolution
+
+@kernel("Conv", "com.microsoft::FusedConv")
+def _make_conv(node: Node, graph: Graph) -> Runner | None:
+    x, w, b = _inputs(node, 3)
+    if len(node.inputs) > 3 and any(node.inputs[3:]):   # FusedConv's Z (a sum input)
+        return _fused_reference(node)
+    activation = _activation(node)
+    W = _const(graph, w)
+    B = _const(graph, b) if b else None
+    geometry = conv_geometry(node, W.shape) if W is not None else None
+    if activation is False or W is None or W.dtype not in (_F16, _F32) or geometry is None \
+            or (b and (B is None or B.dtype != W.dtype or B.shape != (W.shape[0],))):
+        return _fused_reference(node)
+    stride, dilation, padding, groups = geometry
+    if W.shape[0] % groups:
+        return _fused_reference(node)
+    result = node.outputs[0]
+    if W.dtype == _F16:
+        pw = _conv.pack_conv_weights(W, groups=groups, weight_layout="OIHW",
+                                     bias=None if B is None else B.astype(np.float32))
+
+        def run(values):
+            data = values[x]
+            if data.dtype != _F16 or data.ndim != 4:
+                raise _NotServed
+            return {result: _conv.conv2d(data, pw, stride=stride, padding=padding, dilation=dilation,
+                                         layout="NCHW", activation=activation)}
+    else:
+        conv = npconv.FloatConv(W, B, stride, dilation, padding, groups)
+
+        def run(values):
+            data = values[x]
+            if data.dtype != _F32 or data.ndim != 4:
+                raise _NotServed
+            return {result: apply_activation(conv(data), activation)}
+    return _fallback_fused(node, run, activation)
+
+
+def _reference_fused(node: Node, activation) -> Runner | None:
+    """A fused node on the reference operator of its base (Conv, Gemm), then the
+    activation in numpy; None when the reference lacks the base operator."""
+    base = {"FusedConv": "Conv", "FusedGemm": "Gemm"}.get(node.op_type) if node.domain == "com.microsoft" \
+        else None
+    if base is None or base not in OPS or activation is False:
+        return None
+    attrs = {k: v for k, v in node.attrs.items() if not k.startswith("activation")}
+    plain = Node(node.name, base, "", list(node.inputs[:3]), list(node.outputs), attrs)
+
+    def run(values):
+        out = run_node(plain, values)
+        return {k: apply_activation(np.array(v), activation) for k, v in out.items()}
+    return run
+
+
+def _fused_reference(node: Node) -> Runner | None:
+    """No kernel for this node: None for a plain ONNX operator (the reference runs it),
+    the reference base operator plus activation for a fused one."""
+    if node.domain != "com.microsoft" or (len(node.inputs) > 3 and any(node.inputs[3:])):
+        return None
+    return _reference_fused(node, _activation(node))
+
+
+def _fallback_fused(node: Node, runner: Runner, activation) -> Runner:
+    if not node.domain:
+        return _fallback(node, runner)
+    ref = _reference_fused(node, activation)
+    if ref is None:
+        return runner
+
+    def run(values):
+        try:
+            return runner(values)
+        except _NotServed:
+            return ref(values)
+    return run
+
+
+# ----------------------------------------------------------------------- float GEMM
+
+@kernel("Gemm", "com.microsoft::FusedGemm")
+def _make_gemm(node: Node, graph: Graph) -> Runner | None:
+    a, b, c = _inputs(node, 3)
+    activation = _activation(node)
+    B = _const(graph, b)
+    C = _const(graph, c) if c else None
+    alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+    trans_a, trans_b = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
+    if activation is False or B is None or B.ndim != 2 or B.dtype not in (_F16, _F32) or (c and C is None):
+        return _fused_reference(node)
+    bk = B.T if trans_b else B
+    n = bk.shape[1]
+    bias = None
+    if C is not None:
+        if C.dtype != B.dtype or C.size not in (1, n) or (C.ndim == 2 and C.shape[0] != 1) or C.ndim > 2:
+            return _fused_reference(node)
+        bias = np.broadcast_to(C.reshape(-1), (n,))
+    result = node.outputs[0]
+    if B.dtype == _F16:
+        if alpha != 1.0:
+            return _fused_reference(node)
+        bias32 = None if bias is None else (np.float32(beta) * bias.astype(np.float32)).astype(np.float32)
+        pw = _gemm.pack_weights(np.ascontiguousarray(bk), bias=bias32)
+
+        def run(values):
+            data = values[a]
+            if data.dtype != _F16 or data.ndim != 2:
+                raise _NotServed
+            return {result: _gemm.matmul(data.T if trans_a else data, pw, activation=activation)}
+    else:
+        bmat = np.ascontiguousarray(bk, np.float32)
+        cvec = None if bias is None else (np.float32(beta) * bias).astype(np.float32)
+
+        def run(values):
+            data = values[a]
+            if data.dtype != _F32 or data.ndim != 2:
+                raise _NotServed
+            y = np.matmul(data.T if trans_a else data, bmat)
+            if alpha != 1.0:
+                y *= np.float32(alpha)
+            if cvec is not None:
+                y += cvec
+            return {result: apply_activation(y, activation)}
+    return _fallback_fused(node, run, activation)
+
+
+@kernel("MatMul")
+def _make_matmul(node: Node, graph: Graph) -> Runner | None:
+    a, b = _inputs(node, 2)
+    B = _const(graph, b)
+    result = node.outputs[0]
+    if B is not None and (B.dtype != _F16 or B.ndim != 2):
+        return None
+    if B is not None:
+        pw = _gemm.pack_weights(B)
+
+        def run(values):
+            data = values[a]
+            if data.dtype != _F16 or data.ndim < 1:
+                raise _NotServed
+            return {result: _gemm.matmul(data, pw)}
+    else:
+        def run(values):
+            da, db = values[a], values[b]
+            if da.dtype != _F16 or db.dtype != _F16 or da.ndim < 1 or db.ndim < 1:
+                raise _NotServed
+            return {result: _gemm.matmul(da, db)}
+    return _fallback(node, run)

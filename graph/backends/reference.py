@@ -4,7 +4,11 @@ the tests and the last fallback of a session.
 
 An operator is a function ``f(node, *inputs) -> output or tuple of outputs``, registered
 with ``@op("Name")`` (``@op("Name", domain="com.microsoft")``). Omitted optional inputs
-arrive as None.
+arrive as None. ``@op(..., attrs=(...))`` names the attributes the function
+understands (a node with any other attribute is refused, not run with it ignored), and
+``@op(..., check=fn)`` adds ``fn(node, graph) -> None | reason`` for attribute values or
+modes it does not implement; :func:`why_not` gathers both, and a session's
+UnsupportedError shows the reason next to the node.
 """
 from __future__ import annotations
 
@@ -13,25 +17,56 @@ from typing import Callable
 import numpy as np
 
 from ..backend import Backend
+from ..errors import ModelError
 from ..ir import Graph, Node
 
 OPS: dict[str, Callable] = {}
+#: op key -> the attribute names the implementation reads (None: not declared, any)
+ATTRS: dict[str, frozenset | None] = {}
+#: op key -> fn(node, graph) returning None when the node is supported, else the reason
+CHECKS: dict[str, Callable] = {}
 
 
-def op(*names: str, domain: str = ""):
+def op(*names: str, domain: str = "", attrs=None, check: Callable | None = None):
     def register(fn):
         for name in names:
-            OPS[f"{domain}::{name}" if domain else name] = fn
+            key = f"{domain}::{name}" if domain else name
+            OPS[key] = fn
+            ATTRS[key] = None if attrs is None else frozenset(attrs)
+            if check is not None:
+                CHECKS[key] = check
         return fn
     return register
+
+
+def why_not(node: Node, graph: Graph | None = None) -> str | None:
+    """None when the reference operators can run ``node``; else why not (one line)."""
+    if node.key not in OPS:
+        return "no implementation of this operator"
+    known = ATTRS.get(node.key)
+    if known is not None:
+        extra = sorted(set(node.attrs) - known)
+        if extra:
+            return f"attribute(s) {', '.join(extra)} not supported"
+    check = CHECKS.get(node.key)
+    if check is not None:
+        try:
+            return check(node, graph)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            return f"malformed attributes ({exc})"
+    return None
 
 
 def run_node(node: Node, values) -> dict:
     fn = OPS[node.key]
     args = [values[i] if i else None for i in node.inputs]
-    result = fn(node, *args)
+    with np.errstate(all="ignore"):   # inf/nan results are ONNX semantics, not warnings
+        result = fn(node, *args)
     if not isinstance(result, tuple):
         result = (result,)
+    if len(node.outputs) > len(result) and any(node.outputs[len(result):]):
+        raise ModelError(f"node {node.name!r} ({node.key}) asks for {len(node.outputs)} outputs; "
+                         f"the reference implementation makes {len(result)}")
     return {name: np.asarray(r) for name, r in zip(node.outputs, result) if name}
 
 
@@ -39,7 +74,10 @@ class ReferenceBackend(Backend):
     name = "reference"
 
     def supports(self, node: Node, graph: Graph) -> bool:
-        return node.key in OPS
+        return why_not(node, graph) is None
+
+    def why_not(self, node: Node, graph: Graph) -> str | None:
+        return why_not(node, graph)
 
     def compile(self, nodes: list[Node], graph: Graph):
         def run(values):

@@ -1,0 +1,492 @@
+"""Planning passes of the ``cpu`` backend: graph rewrites that keep the model's results
+(up to float rounding) and let more of it run on qkernels' kernels.
+
+:func:`rewrite` runs, in order:
+
+1. :func:`fold_batchnorm` — BatchNormalization after a float Conv folded into the
+   Conv's weights and bias;
+2. :func:`qdq_to_integer` — ``DequantizeLinear -> Conv/MatMul/Gemm -> QuantizeLinear``
+   (ONNX Runtime's QDQ format) turned into QLinearConv / QLinearMatMul / QGemm, so a
+   QDQ model runs in int8 instead of float; a Relu/Clip before the QuantizeLinear
+   becomes an integer clamp (none when the output's saturation already does it), and
+   ``DequantizeLinear -> MaxPool/Flatten/Reshape/... -> QuantizeLinear`` with the same
+   quantization on both sides runs on the integers;
+3. :func:`fuse_activations` — Relu / Clip after a float Conv or Gemm fused into it
+   (``com.microsoft`` FusedConv / FusedGemm, ONNX Runtime's contrib operators);
+4. :func:`fold_constant_dequantize` — DequantizeLinear of constants left over (weights
+   of operators no pass took) folded into float constants;
+
+then drops the nodes and constants nothing reads any more. Every pass is a function
+``Graph -> Graph`` that returns a new Graph and never modifies its argument.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .ir import Graph, Node, topological
+
+MS = "com.microsoft"
+_INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
+
+
+class _Editor:
+    """The graph being rewritten: nodes, constants, who produces and who reads each
+    value, and fresh names."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.nodes = list(graph.nodes)
+        self.inits = dict(graph.initializers)
+        self.outputs = {o.name for o in graph.outputs}
+        self.producer = graph.producers()
+        self.consumers = graph.consumers()
+        self.names = set(self.inits) | {v.name for v in graph.inputs} | set(self.producer)
+        self.replaced: dict[int, list[Node]] = {}    # node id -> nodes taking its place
+        self.removed: set[int] = set()
+
+    def const(self, name: str):
+        return self.inits.get(name) if name else None
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.names:
+            k += 1
+            name = f"{base}_{k}"
+        self.names.add(name)
+        return name
+
+    def add_const(self, base: str, value: np.ndarray) -> str:
+        name = self.fresh(base)
+        self.inits[name] = value
+        return name
+
+    def only_consumer(self, value: str) -> Node | None:
+        """The single node reading ``value``, when exactly one does and it is not a graph output."""
+        users = self.consumers.get(value, [])
+        if value in self.outputs or len(users) != 1:
+            return None
+        return users[0]
+
+    def producer_of(self, value: str, op_type: str) -> Node | None:
+        node = self.producer.get(value)
+        return node if node is not None and node.op_type == op_type and not node.domain else None
+
+    def taken(self, *nodes: Node) -> bool:
+        return any(id(n) in self.removed or id(n) in self.replaced for n in nodes)
+
+    def replace(self, old: Node, new: list[Node], *also_removed: Node) -> None:
+        self.replaced[id(old)] = new
+        self.removed.update(id(n) for n in also_removed)
+
+    def result(self) -> Graph:
+        nodes = []
+        for n in self.nodes:
+            if id(n) in self.removed:
+                continue
+            nodes.extend(self.replaced.get(id(n), [n]))
+        g = self.graph
+        available = set(self.inits) | {v.name for v in g.inputs}
+        return Graph(topological(nodes, available), self.inits, g.inputs, g.outputs, g.opset, g.name)
+
+
+def _attr(node: Node, name: str, default):
+    return node.attrs.get(name, default)
+
+
+def _scalar(arr) -> bool:
+    return arr is not None and np.size(arr) == 1
+
+
+# ------------------------------------------------------------------------------ passes
+
+def fold_batchnorm(graph: Graph) -> Graph:
+    """Fold ``BatchNormalization(Conv(x, W, B))`` into ``Conv(x, W', B')`` when the Conv
+    is float with constant W (and B), the BN's parameters are constant, it is in
+    inference mode, and the Conv's output has no other reader:
+    ``W' = W * s``, ``B' = (B - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``
+    per output channel (computed in float64, stored in W's dtype)."""
+    ed = _Editor(graph)
+    for bn in graph.nodes:
+        if bn.op_type != "BatchNormalization" or bn.domain or _attr(bn, "training_mode", 0):
+            continue
+        if any(o and (ed.consumers.get(o) or o in ed.outputs) for o in bn.outputs[1:]):
+            continue
+        conv = ed.producer_of(bn.inputs[0], "Conv")
+        if conv is None or ed.only_consumer(conv.outputs[0]) is not bn or ed.taken(conv, bn):
+            continue
+        w = ed.const(conv.inputs[1])
+        b = ed.const(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] else None
+        has_b = len(conv.inputs) > 2 and bool(conv.inputs[2])
+        params = [ed.const(i) for i in bn.inputs[1:5]]
+        if w is None or w.dtype not in _FLOATS or w.ndim < 3 or (has_b and b is None) \
+                or any(p is None for p in params):
+            continue
+        o = w.shape[0]
+        gamma, beta, mean, var = (np.asarray(p, np.float64).reshape(-1) for p in params)
+        if any(p.size not in (1, o) for p in (gamma, beta, mean, var)):
+            continue
+        s = gamma / np.sqrt(var + float(_attr(bn, "epsilon", 1e-5)))
+        w2 = (w.astype(np.float64) * np.broadcast_to(s, (o,)).reshape((o,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+        b0 = np.zeros(o) if b is None else b.astype(np.float64)
+        b2 = ((b0 - mean) * s + beta).astype(w.dtype)
+        b2 = np.broadcast_to(b2, (o,)).copy()
+        wn = ed.add_const(f"{conv.name}/bn_folded_W", w2)
+        bname = ed.add_const(f"{conv.name}/bn_folded_B", b2)
+        new = Node(conv.name, "Conv", "", [conv.inputs[0], wn, bname], [bn.outputs[0]], dict(conv.attrs))
+        ed.replace(conv, [new], bn)
+    return _prune(ed.result())
+
+
+def _dq_params(ed: _Editor, dq: Node):
+    """(q, scale, zero_point, axis) of a DequantizeLinear with constant scale and zero
+    point (q may be a constant or not), or None when it is not a plain one."""
+    if len(dq.inputs) < 3 or not dq.inputs[2] or _attr(dq, "block_size", 0):
+        return None
+    scale, zp = ed.const(dq.inputs[1]), ed.const(dq.inputs[2])
+    if scale is None or zp is None or scale.dtype != np.float32 or scale.shape != zp.shape:
+        return None
+    return dq.inputs[0], scale, zp, int(_attr(dq, "axis", 1))
+
+
+def _activation_input(ed: _Editor, dq_out: str):
+    """(x_q name, scale name, zero-point name, zero point array) when ``dq_out`` comes from a
+    per-tensor DequantizeLinear of int8/uint8 values."""
+    dq = ed.producer_of(dq_out, "DequantizeLinear")
+    if dq is None:
+        return None
+    p = _dq_params(ed, dq)
+    if p is None or not _scalar(p[1]) or p[2].dtype not in _INT8:
+        return None
+    return dq.inputs[0], dq.inputs[1], dq.inputs[2], p[2]
+
+
+def _const_weights(ed: _Editor, value: str):
+    """(w_q, scale, zero_point, axis, dq node) of a DequantizeLinear of int8/uint8 constants."""
+    dq = ed.producer_of(value, "DequantizeLinear")
+    if dq is None:
+        return None
+    p = _dq_params(ed, dq)
+    if p is None:
+        return None
+    w = ed.const(p[0])
+    if w is None or w.dtype not in _INT8 or p[2].dtype != w.dtype:
+        return None
+    axis = p[3] + w.ndim if p[3] < 0 else p[3]
+    return w, p[1], p[2], axis, dq
+
+
+def _output_quantizer(ed: _Editor, value: str):
+    """The QuantizeLinear that alone reads ``value`` (maybe through one Relu/Clip), as
+    (quantize node, activation node or None, y_scale array, y_zero_point array)."""
+    user = ed.only_consumer(value)
+    act = None
+    if user is not None and not user.domain and user.op_type in ("Relu", "Clip"):
+        act, user = user, ed.only_consumer(user.outputs[0])
+    if user is None or user.op_type != "QuantizeLinear" or user.domain or len(user.inputs) < 3:
+        return None
+    sy, zy = ed.const(user.inputs[1]), ed.const(user.inputs[2])
+    if not _scalar(sy) or not _scalar(zy) or sy.dtype != np.float32 or zy.dtype not in _INT8:
+        return None
+    if _attr(user, "output_dtype", 0) or not _attr(user, "saturate", 1):
+        return None
+    return user, act, sy, zy
+
+
+def _clamp(ed: _Editor, act: Node | None, sy, zy):
+    """Integer bounds (lo, hi) that a Relu/Clip before QuantizeLinear(sy, zy) amounts to
+    on the quantized output (QuantizeLinear is monotone: Q(clip(v, a, b)) = clip(Q(v),
+    Q(a), Q(b))), or None when the Clip's bounds are not constants."""
+    info = np.iinfo(zy.dtype)
+    lo, hi = int(info.min), int(info.max)
+    if act is None:
+        return lo, hi
+    s, z = np.float32(sy.reshape(())), int(zy.reshape(()))
+
+    def q(v) -> int:
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            r = float(np.rint(np.float32(v) / s))
+        return int(min(max(r + z, lo), hi))
+
+    if act.op_type == "Relu":
+        return q(0.0), hi
+    bounds = []
+    for k, default in ((1, lo), (2, hi)):
+        name = act.inputs[k] if len(act.inputs) > k else ""
+        if not name:
+            bounds.append(default)
+            continue
+        v = ed.const(name)
+        if not _scalar(v):
+            return None
+        bounds.append(q(float(v.reshape(()))))
+    return bounds[0], bounds[1]
+
+
+def _quantized_bias(ed: _Editor, value: str, sa: np.float32, sb: np.ndarray, n: int, factor: float = 1.0):
+    """int32 bias (n,) at scale sa * sb: from a DequantizeLinear of int32 constants whose
+    scale is that product, or a float constant rounded to it; None otherwise."""
+    bias_scale = (np.float32(sa) * np.broadcast_to(sb.astype(np.float32).reshape(-1), (n,))).astype(np.float32)
+    dq = ed.producer_of(value, "DequantizeLinear")
+    if dq is not None:
+        q = ed.const(dq.inputs[0])
+        scale = ed.const(dq.inputs[1]) if len(dq.inputs) > 1 else None
+        zp = ed.const(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] else np.zeros((), np.int32)
+        if q is None or scale is None or zp is None or q.dtype != np.int32 or np.any(zp != 0) or factor != 1.0:
+            return None
+        if q.size not in (1, n) or not np.allclose(np.broadcast_to(scale.reshape(-1), (n,)), bias_scale,
+                                                    rtol=1e-6, atol=0):
+            return None
+        return np.broadcast_to(q.reshape(-1), (n,)).astype(np.int32)
+    c = ed.const(value)
+    if c is None or c.dtype not in _FLOATS or c.size not in (1, n):
+        return None
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        q = np.rint(np.broadcast_to(c.reshape(-1), (n,)).astype(np.float64) * factor / bias_scale)
+    if not np.all(np.abs(q) < 2**31 - 1):
+        return None
+    return q.astype(np.int32)
+
+
+#: operators that only move or select values: on quantized values with the same scale
+#: and zero point in and out, they give what the float path would
+_MOVERS = {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice",
+           "SpaceToDepth", "DepthToSpace"}
+
+
+def qdq_to_integer(graph: Graph) -> Graph:
+    """Turn ONNX Runtime's QDQ pattern into integer operators (what ORT itself does when
+    it runs a QDQ model):
+
+    - ``DequantizeLinear(x_q) -> Conv(., DequantizeLinear(W_q), [DequantizeLinear(B_q int32)
+      or float B]) -> [Relu/Clip] -> QuantizeLinear`` becomes ``QLinearConv`` (2-D or any
+      Conv with constant int8/uint8 weights, per tensor or per output channel);
+    - the same around ``MatMul`` becomes ``QLinearMatMul`` (second operand per tensor or
+      per column), around ``Gemm`` com.microsoft ``QGemm``;
+    - a Relu/Clip between the operator and the QuantizeLinear becomes an integer Clip on
+      the quantized output, or nothing when the output's saturation already clamps there
+      (the usual case: ORT's quantizer gives a Relu output the zero point qmin);
+    - ``DequantizeLinear -> MaxPool/Flatten/Reshape/Transpose/... -> QuantizeLinear`` with
+      identical quantization on both sides runs on the quantized values directly.
+
+    A float bias is rounded to int32 at scale ``x_scale * w_scale``; an int32 bias must
+    already be at that scale (the quantizer's convention), else nothing is rewritten.
+    """
+    ed = _Editor(graph)
+    for node in graph.nodes:
+        if node.domain or ed.taken(node):
+            continue
+        if node.op_type in ("Conv", "MatMul", "Gemm"):
+            _qdq_compute(ed, node)
+        elif node.op_type in _MOVERS:
+            _qdq_mover(ed, node)
+    return _prune(ed.result())
+
+
+def _qdq_compute(ed: _Editor, node: Node) -> None:
+    if not node.inputs or not node.outputs or len(node.inputs) < 2:
+        return
+    x = _activation_input(ed, node.inputs[0])
+    out = _output_quantizer(ed, node.outputs[0])
+    if x is None or out is None:
+        return
+    xq, sx_name, zx_name, _ = x
+    quant, act, sy, zy = out
+    sx = ed.const(sx_name).reshape(()).astype(np.float32)
+    clamp = _clamp(ed, act, sy, zy)
+    if clamp is None or ed.taken(quant, *([act] if act else [])):
+        return
+    op = node.op_type
+    weights = _const_weights(ed, node.inputs[1])
+    attrs: dict = {}
+    if op == "Conv":
+        if weights is None:
+            return
+        w, sw, zw, axis, _ = weights
+        o = w.shape[0]
+        if w.ndim < 3 or not (sw.size == 1 or (axis == 0 and sw.size == o)):
+            return
+        bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
+        bias = _quantized_bias(ed, bias_name, sx, sw, o) if bias_name else None
+        if bias_name and bias is None:
+            return
+        extra = [ed.add_const(f"{node.name}/bias_int32", bias)] if bias is not None else []
+        new_op, domain = "QLinearConv", ""
+        attrs = dict(node.attrs)
+        w_inputs = [ed.producer[node.inputs[1]].inputs[0], ed.producer[node.inputs[1]].inputs[1],
+                    ed.producer[node.inputs[1]].inputs[2]]
+    elif op == "MatMul":
+        if weights is not None:
+            w, sw, zw, axis, dq = weights
+            if w.ndim != 2 or not (sw.size == 1 or (axis == 1 and sw.size == w.shape[1])):
+                return
+            w_inputs = list(dq.inputs[:3])
+        else:   # a product of two activations, both per tensor
+            b = _activation_input(ed, node.inputs[1])
+            if b is None:
+                return
+            w_inputs = list(b[:3])
+        extra, new_op, domain = [], "QLinearMatMul", ""
+    else:   # Gemm
+        if weights is None or _attr(node, "transA", 0):
+            return
+        w, sw, zw, axis, dq = weights
+        trans_b = int(_attr(node, "transB", 0))
+        alpha, beta = float(_attr(node, "alpha", 1.0)), float(_attr(node, "beta", 1.0))
+        if w.ndim != 2 or alpha <= 0:
+            return
+        n = w.shape[0] if trans_b else w.shape[1]
+        if not (sw.size == 1 or (sw.size == n and axis == (0 if trans_b else 1))):
+            return
+        c_name = node.inputs[2] if len(node.inputs) > 2 else ""
+        if c_name:
+            if ed.producer_of(c_name, "DequantizeLinear") is not None and (alpha != 1.0 or beta != 1.0):
+                return
+            bias = _quantized_bias(ed, c_name, sx, sw, n, beta / alpha)
+            if bias is None:
+                return
+            c_inputs = [ed.add_const(f"{node.name}/bias_int32", bias)]
+        else:
+            c_inputs = [""]
+        w_inputs = list(dq.inputs[:3])
+        new_op, domain = "QGemm", MS
+        attrs = {"transA": 0, "transB": trans_b, "alpha": alpha}
+        extra = c_inputs
+    lo, hi = clamp
+    info = np.iinfo(zy.dtype)
+    result = quant.outputs[0]
+    inputs = [xq, sx_name, zx_name, *w_inputs]
+    if new_op == "QGemm":
+        inputs += extra + [quant.inputs[1], quant.inputs[2]]
+    else:
+        inputs += [quant.inputs[1], quant.inputs[2]] + extra
+    if (lo, hi) == (info.min, info.max):
+        ed.replace(node, [Node(node.name, new_op, domain, inputs, [result], attrs)], quant,
+                   *([act] if act else []))
+        return
+    raw = ed.fresh(f"{result}/unclamped")
+    lo_name = ed.add_const(f"{node.name}/clamp_min", np.array(lo, zy.dtype))
+    hi_name = ed.add_const(f"{node.name}/clamp_max", np.array(hi, zy.dtype))
+    ed.replace(node, [Node(node.name, new_op, domain, inputs, [raw], attrs),
+                      Node(f"{node.name}/clamp", "Clip", "", [raw, lo_name, hi_name], [result], {})],
+               quant, *([act] if act else []))
+
+
+def _qdq_mover(ed: _Editor, node: Node) -> None:
+    if not node.inputs or len(node.outputs) != 1 and not (node.op_type == "MaxPool" and
+                                                           not any(node.outputs[1:])):
+        return
+    x = _activation_input(ed, node.inputs[0])
+    out = _output_quantizer(ed, node.outputs[0])
+    if x is None or out is None or out[1] is not None or ed.taken(out[0]):
+        return
+    xq, sx_name, zx_name, zx = x
+    quant, _, sy, zy = out
+    sx = ed.const(sx_name)
+    if zy.dtype != zx.dtype or float(sy.reshape(())) != float(sx.reshape(())) or int(zy.reshape(())) != int(zx.reshape(())):
+        return
+    if any(i and i not in ed.inits for i in node.inputs[1:]):
+        return   # shapes, axes and starts must be constants (they are not quantized values)
+    ed.replace(node, [Node(node.name, node.op_type, "", [xq, *node.inputs[1:]], [quant.outputs[0]],
+                           dict(node.attrs))], quant)
+
+
+def fuse_activations(graph: Graph) -> Graph:
+    """Fuse ``Relu`` or ``Clip(min, max constants)`` after a float Conv (constant 4-D
+    weights) or Gemm (constant B) whose output nothing else reads into com.microsoft
+    ``FusedConv`` (``activation="Relu"`` or ``"Clip"`` with ``activation_params=[min,
+    max]``, as ONNX Runtime spells it) or ``FusedGemm`` (``activation``, and
+    ``activation_alpha``/``activation_beta`` for Clip's bounds). The cpu backend applies
+    the activation in the kernels' output stage."""
+    ed = _Editor(graph)
+    for node in graph.nodes:
+        if node.domain or node.op_type not in ("Conv", "Gemm") or len(node.inputs) < 2 or ed.taken(node):
+            continue
+        w = ed.const(node.inputs[1])
+        if w is None or w.dtype not in _FLOATS or (node.op_type == "Conv" and w.ndim != 4) \
+                or (node.op_type == "Gemm" and w.ndim != 2):
+            continue
+        act = ed.only_consumer(node.outputs[0])
+        if act is None or act.domain or act.op_type not in ("Relu", "Clip") or ed.taken(act):
+            continue
+        bounds = [-np.inf, np.inf]
+        if act.op_type == "Clip":
+            ok = True
+            for k in (1, 2):
+                name = act.inputs[k] if len(act.inputs) > k else ""
+                if name:
+                    v = ed.const(name)
+                    ok = ok and _scalar(v)
+                    if ok:
+                        bounds[k - 1] = float(v.reshape(()))
+            if not ok or bounds[0] > bounds[1]:
+                continue
+        attrs = dict(node.attrs)
+        if node.op_type == "Conv":
+            attrs["activation"] = act.op_type
+            if act.op_type == "Clip":
+                attrs["activation_params"] = [float(np.float32(b)) for b in bounds]
+            new = Node(node.name, "FusedConv", MS, list(node.inputs), [act.outputs[0]], attrs)
+        else:
+            attrs["activation"] = act.op_type
+            if act.op_type == "Clip":
+                attrs["activation_alpha"], attrs["activation_beta"] = (float(np.float32(b)) for b in bounds)
+            new = Node(node.name, "FusedGemm", MS, list(node.inputs), [act.outputs[0]], attrs)
+        ed.replace(node, [new], act)
+    return _prune(ed.result())
+
+
+def fold_constant_dequantize(graph: Graph) -> Graph:
+    """Replace each DequantizeLinear whose inputs are all constants (weights no integer
+    pass took) by its float result: ``(q - zero_point) * scale``, per tensor or along
+    ``axis``, in float32 like ONNX."""
+    ed = _Editor(graph)
+    for node in graph.nodes:
+        if node.op_type != "DequantizeLinear" or node.domain or len(node.outputs) != 1:
+            continue
+        if not all(i in ed.inits for i in node.inputs if i) or _attr(node, "block_size", 0):
+            continue
+        q = ed.inits[node.inputs[0]]
+        scale = ed.inits[node.inputs[1]]
+        zp = ed.inits[node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] else np.zeros((), q.dtype)
+        if q.dtype.kind not in "iu" or scale.dtype != np.float32:
+            continue
+        axis = int(_attr(node, "axis", 1))
+        s, z = scale, zp.astype(np.int64)
+        if scale.ndim == 1 and scale.size > 1:
+            if q.ndim == 0:
+                continue
+            axis = axis + q.ndim if axis < 0 else axis
+            shape = [1] * q.ndim
+            shape[axis] = -1
+            s, z = scale.reshape(shape), z.reshape(shape)
+        value = ((q.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32)
+        ed.inits[node.outputs[0]] = value
+        ed.replace(node, [])
+    return _prune(ed.result())
+
+
+def _prune(graph: Graph) -> Graph:
+    """Drop nodes none of whose outputs anything reads (nor the graph returns), then the
+    constants no node reads."""
+    outputs = {o.name for o in graph.outputs}
+    nodes = list(graph.nodes)
+    while True:
+        used = {i for n in nodes for i in n.inputs if i} | outputs
+        kept = [n for n in nodes if any(o and o in used for o in n.outputs)]
+        if len(kept) == len(nodes):
+            break
+        nodes = kept
+    used = {i for n in nodes for i in n.inputs if i} | outputs
+    inits = {k: v for k, v in graph.initializers.items() if k in used}
+    return Graph(nodes, inits, graph.inputs, graph.outputs, graph.opset, graph.name)
+
+
+PASSES = (fold_batchnorm, qdq_to_integer, fuse_activations, fold_constant_dequantize)
+
+
+def rewrite(graph: Graph) -> Graph:
+    """Every pass, in order (the cpu backend's planning)."""
+    for p in PASSES:
+        graph = p(graph)
+    return graph
