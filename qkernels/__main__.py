@@ -1,4 +1,4 @@
-"""Command line: ``python -m qkernels info`` and ``python -m qkernels bench``."""
+"""Command line: ``python -m qkernels info``, ``bench`` and ``run`` (an ONNX model on the graph runner)."""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +28,47 @@ def _bench(args) -> int:
     return importlib.import_module(f".{module}", __package__).run_cli(args)
 
 
+def _run(args) -> int:
+    import time
+
+    import numpy as np
+
+    from .graph import ModelError, RunError, Session
+    feeds = {}
+    for item in args.input or []:
+        name, sep, path = item.partition("=")
+        if not sep:
+            print(f"qkernels run: --input takes NAME=FILE.npy, got {item!r}", file=sys.stderr)
+            return 2
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            print(f"qkernels run: cannot load {path!r}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        session = Session(args.model, backends=args.backend or None, num_threads=args.threads)
+        if args.explain:
+            print(session.explain())
+        if not feeds and session.get_inputs():
+            if not args.explain:
+                print("inputs: " + ", ".join(f"{i.name} {i.dtype} {i.shape}" for i in session.get_inputs()))
+            return 0
+        t0 = time.perf_counter()
+        outputs = session.run(None, feeds)
+        dt = time.perf_counter() - t0
+    except (ModelError, RunError, ValueError, TypeError) as exc:
+        print(f"qkernels run: {exc}", file=sys.stderr)
+        return 1
+    for info, value in zip(session.get_outputs(), outputs):
+        print(f"{info.name}: {value.dtype} {value.shape}")
+        if args.output_dir:
+            import os
+            os.makedirs(args.output_dir, exist_ok=True)
+            np.save(os.path.join(args.output_dir, f"{info.name}.npy"), value)
+    print(f"run: {dt * 1e3:.2f} ms, peak intermediate memory {session.peak_bytes / 2**20:.2f} MiB")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="qkernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +93,15 @@ def main(argv=None) -> int:
                    help="--suite conv: folder of the XNNPACK .tflite models (default: bench/tflite here, "
                         "else in the source checkout)")
     p.set_defaults(func=_bench)
+    p = sub.add_parser("run", help="run an ONNX model on the graph runner")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input (repeat for each)")
+    p.add_argument("--explain", action="store_true", help="print the plan: partitions and their backends")
+    p.add_argument("--backend", action="append", metavar="NAME",
+                   help="preferred backend (repeatable; cpu and reference are the fallbacks)")
+    p.add_argument("--threads", type=int, help="kernel threads")
+    p.add_argument("--output-dir", metavar="DIR", help="save each output as DIR/<name>.npy")
+    p.set_defaults(func=_run)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -201,3 +201,19 @@ def test_sessions_run_from_several_threads():
         t.join()
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_cli_run_explains_and_runs(tmp_path, capsys):
+    from qkernels.__main__ import main
+    path = tmp_path / "m.onnx"
+    onnx.save(mlp(), path)
+    np.save(tmp_path / "x.npy", X)
+    assert main(["run", str(path), "--explain"]) == 0
+    assert "partition" in capsys.readouterr().out
+    assert main(["run", str(path), "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", str(tmp_path / "out")]) == 0
+    assert "y: float32 (2, 3)" in capsys.readouterr().out
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "y.npy"), reference_mlp(mlp(), X), rtol=1e-5, atol=1e-6)
+    assert main(["run", str(path), "--input", f"x={tmp_path / 'missing.npy'}"]) == 2
+    np.save(tmp_path / "bad.npy", X.astype(np.float64))
+    assert main(["run", str(path), "--input", f"x={tmp_path / 'bad.npy'}"]) == 1
+    assert "float32" in capsys.readouterr().err
