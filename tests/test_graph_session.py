@@ -217,3 +217,30 @@ def test_cli_run_explains_and_runs(tmp_path, capsys):
     np.save(tmp_path / "bad.npy", X.astype(np.float64))
     assert main(["run", str(path), "--input", f"x={tmp_path / 'bad.npy'}"]) == 1
     assert "float32" in capsys.readouterr().err
+
+
+def test_third_party_backends_register_through_entry_points(monkeypatch):
+    """A package declaring [project.entry-points."qkernels.backends"] toy = "pkg:Factory"
+    is found by name; what it makes must be a Backend."""
+    import importlib.metadata as md
+
+    from qkernels.graph import available_backends, backend
+
+    class EP:
+        def __init__(self, name, target):
+            self.name, self._target = name, target
+
+        def load(self):
+            return self._target
+
+    eps = [EP("toy-ep", ToyAccelerator), EP("not-a-backend", object)]
+    monkeypatch.setattr(md, "entry_points", lambda group=None: eps if group == "qkernels.backends" else [])
+    monkeypatch.setattr(backend, "_ENTRY_POINTS_LOADED", False)
+    monkeypatch.setattr(backend, "_REGISTRY", dict(backend._REGISTRY))
+    assert "toy-ep" in available_backends()
+    s = Session(mlp(), backends=["toy-ep"])
+    assert s.partitions[0][0] == "toy"
+    with pytest.raises(TypeError, match="not a qkernels.graph.Backend"):
+        Session(mlp(), backends=["not-a-backend"])
+    with pytest.raises(ValueError, match="unknown backend"):
+        Session(mlp(), backends=["nope"])
