@@ -224,8 +224,9 @@ def _clamp(ed: _Editor, act: Node | None, sy, zy):
 
 
 def _quantized_bias(ed: _Editor, value: str, sa: np.float32, sb: np.ndarray, n: int, factor: float = 1.0):
-    """int32 bias (n,) at scale sa * sb: from a DequantizeLinear of int32 constants whose
-    scale is that product, or a float constant rounded to it; None otherwise."""
+    """The name of an int32 bias (n,) at scale sa * sb for ``value``: the int32 constant of
+    a DequantizeLinear whose scale is that product, or a new constant (a float bias times
+    ``factor`` rounded to that scale); None when ``value`` is neither."""
     bias_scale = (np.float32(sa) * np.broadcast_to(sb.astype(np.float32).reshape(-1), (n,))).astype(np.float32)
     dq = ed.producer_of(value, "DequantizeLinear")
     if dq is not None:
@@ -234,10 +235,12 @@ def _quantized_bias(ed: _Editor, value: str, sa: np.float32, sb: np.ndarray, n: 
         zp = ed.const(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] else np.zeros((), np.int32)
         if q is None or scale is None or zp is None or q.dtype != np.int32 or np.any(zp != 0) or factor != 1.0:
             return None
-        if q.size not in (1, n) or not np.allclose(np.broadcast_to(scale.reshape(-1), (n,)), bias_scale,
-                                                    rtol=1e-6, atol=0):
+        if q.size not in (1, n) or scale.size not in (1, n) or not np.allclose(
+                np.broadcast_to(scale.reshape(-1), (n,)), bias_scale, rtol=1e-6, atol=0):
             return None
-        return np.broadcast_to(q.reshape(-1), (n,)).astype(np.int32)
+        if q.shape == (n,):
+            return dq.inputs[0]
+        return ed.add_const(f"{value}/int32", np.broadcast_to(q.reshape(-1), (n,)).astype(np.int32))
     c = ed.const(value)
     if c is None or c.dtype not in _FLOATS or c.size not in (1, n):
         return None
@@ -245,7 +248,7 @@ def _quantized_bias(ed: _Editor, value: str, sa: np.float32, sb: np.ndarray, n: 
         q = np.rint(np.broadcast_to(c.reshape(-1), (n,)).astype(np.float64) * factor / bias_scale)
     if not np.all(np.abs(q) < 2**31 - 1):
         return None
-    return q.astype(np.int32)
+    return ed.add_const(f"{value}/int32", q.astype(np.int32))
 
 
 #: operators that only move or select values: on quantized values with the same scale
@@ -271,6 +274,8 @@ def qdq_to_integer(graph: Graph) -> Graph:
 
     A float bias is rounded to int32 at scale ``x_scale * w_scale``; an int32 bias must
     already be at that scale (the quantizer's convention), else nothing is rewritten.
+    The weights' DequantizeLinear nodes must still be in the graph: folded into float
+    constants before this pass, the integer weights and their scales are gone.
     """
     ed = _Editor(graph)
     for node in graph.nodes:
@@ -302,7 +307,7 @@ def _qdq_compute(ed: _Editor, node: Node) -> None:
     if op == "Conv":
         if weights is None:
             return
-        w, sw, zw, axis, _ = weights
+        w, sw, _, axis, dq = weights
         o = w.shape[0]
         if w.ndim < 3 or not (sw.size == 1 or (axis == 0 and sw.size == o)):
             return
@@ -310,14 +315,13 @@ def _qdq_compute(ed: _Editor, node: Node) -> None:
         bias = _quantized_bias(ed, bias_name, sx, sw, o) if bias_name else None
         if bias_name and bias is None:
             return
-        extra = [ed.add_const(f"{node.name}/bias_int32", bias)] if bias is not None else []
+        extra = [bias] if bias is not None else []
         new_op, domain = "QLinearConv", ""
         attrs = dict(node.attrs)
-        w_inputs = [ed.producer[node.inputs[1]].inputs[0], ed.producer[node.inputs[1]].inputs[1],
-                    ed.producer[node.inputs[1]].inputs[2]]
+        w_inputs = list(dq.inputs[:3])
     elif op == "MatMul":
         if weights is not None:
-            w, sw, zw, axis, dq = weights
+            w, sw, _, axis, dq = weights
             if w.ndim != 2 or not (sw.size == 1 or (axis == 1 and sw.size == w.shape[1])):
                 return
             w_inputs = list(dq.inputs[:3])
@@ -330,7 +334,7 @@ def _qdq_compute(ed: _Editor, node: Node) -> None:
     else:   # Gemm
         if weights is None or _attr(node, "transA", 0):
             return
-        w, sw, zw, axis, dq = weights
+        w, sw, _, axis, dq = weights
         trans_b = int(_attr(node, "transB", 0))
         alpha, beta = float(_attr(node, "alpha", 1.0)), float(_attr(node, "beta", 1.0))
         if w.ndim != 2 or alpha <= 0:
@@ -345,7 +349,7 @@ def _qdq_compute(ed: _Editor, node: Node) -> None:
             bias = _quantized_bias(ed, c_name, sx, sw, n, beta / alpha)
             if bias is None:
                 return
-            c_inputs = [ed.add_const(f"{node.name}/bias_int32", bias)]
+            c_inputs = [bias]
         else:
             c_inputs = [""]
         w_inputs = list(dq.inputs[:3])
@@ -373,20 +377,19 @@ def _qdq_compute(ed: _Editor, node: Node) -> None:
 
 
 def _qdq_mover(ed: _Editor, node: Node) -> None:
-    if not node.inputs or len(node.outputs) != 1 and not (node.op_type == "MaxPool" and
-                                                           not any(node.outputs[1:])):
+    if not node.inputs or not node.outputs or any(node.outputs[1:]):   # MaxPool's Indices: not taken
         return
     x = _activation_input(ed, node.inputs[0])
     out = _output_quantizer(ed, node.outputs[0])
     if x is None or out is None or out[1] is not None or ed.taken(out[0]):
         return
-    xq, sx_name, zx_name, zx = x
+    xq, sx_name, _, zx = x
     quant, _, sy, zy = out
     sx = ed.const(sx_name)
-    if zy.dtype != zx.dtype or float(sy.reshape(())) != float(sx.reshape(())) or int(zy.reshape(())) != int(zx.reshape(())):
-        return
-    if any(i and i not in ed.inits for i in node.inputs[1:]):
-        return   # shapes, axes and starts must be constants (they are not quantized values)
+    same = zy.dtype == zx.dtype and float(sy.reshape(())) == float(sx.reshape(())) \
+        and int(zy.reshape(())) == int(zx.reshape(()))
+    if not same or any(i and i not in ed.inits for i in node.inputs[1:]):
+        return   # and shapes, axes, starts must be constants (they are not quantized values)
     ed.replace(node, [Node(node.name, node.op_type, "", [xq, *node.inputs[1:]], [quant.outputs[0]],
                            dict(node.attrs))], quant)
 

@@ -13,8 +13,11 @@ from .ir import Graph, ValueInfo
 from .model import load_model, to_graph
 from .partition import Partition, partition
 
-#: operators never folded at load, though their inputs are constant
-_NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
+#: operators never folded at load, though their inputs are constant: random ones, and
+#: DequantizeLinear (a QDQ model's int8 weights and scales must reach the rewrites that
+#: turn DQ -> op -> Q into integer kernels; the cpu backend folds what they leave)
+_NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+               "DequantizeLinear"}
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,9 @@ class Session:
     """Run an ONNX model (path, bytes or onnx.ModelProto) on qkernels.
 
     ``backends``: names or Backend instances, most preferred first; ``cpu`` (our kernels)
-    and ``reference`` (numpy) are appended as the fallbacks when not listed.
+    and ``reference`` (numpy) are appended as the fallbacks when not listed. Planning
+    rewrites (``Backend.rewrite``) come from the listed backends only, and from ``cpu``
+    when none are listed: ``backends=["reference"]`` runs the model as written.
     ``num_threads``: threads of the kernels (default: qkernels' setting).
     """
 
@@ -43,14 +48,15 @@ class Session:
             if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
                 raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
         self.num_threads = num_threads
-        chain = [get_backend(b) for b in (backends or [])]
+        chain = [get_backend(b) for b in (backends or ["cpu"])]
+        rewriters = list(chain)
         for fallback in ("cpu", "reference"):
             if not any(b.name == fallback for b in chain):
                 chain.append(get_backend(fallback))
         self.backends = chain
         graph = to_graph(load_model(model))
         self.graph = self._fold_constants(graph)
-        for b in self.backends:
+        for b in rewriters:
             rewrite = getattr(b, "rewrite", None)
             if rewrite is not None:
                 self.graph = rewrite(self.graph)

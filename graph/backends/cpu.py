@@ -3,9 +3,9 @@ operators for the rest.
 
 Kernel-backed (constant weights are packed once, when the session is planned):
 
-- int8: ``QLinearConv`` and ``ConvInteger`` (2-D) -> :func:`qkernels.conv2d` on the NCHW
-  input in place; ``QLinearMatMul``, ``MatMulInteger`` and com.microsoft ``QGemm`` ->
-  :func:`qkernels.matmul` (packed weights when they are constants);
+- int8: ``QLinearConv`` and ``ConvInteger`` (2-D) -> :func:`qkernels.conv2d` (on NHWC
+  copies of the NCHW values); ``QLinearMatMul``, ``MatMulInteger`` and com.microsoft
+  ``QGemm`` -> :func:`qkernels.matmul` (packed weights when they are constants);
 - fp16: ``Conv`` (2-D), ``MatMul``, ``Gemm`` and the fused com.microsoft ``FusedConv`` /
   ``FusedGemm`` -> the fp16 kernels (fp32 sums, bias and activation fused);
 - float32: ``Conv``, ``Gemm`` and their fused forms in numpy with one BLAS product
@@ -27,9 +27,12 @@ import numpy as np
 from ... import _conv, _gemm
 from ..._qtensor import QTensor
 from ..backend import Backend
+from ..errors import RunError
 from ..ir import Graph, Node
+from ..rewrite import rewrite as _rewrite
 from . import npconv
-from .reference import OPS, run_node
+from .reference import run_node
+from .reference import why_not as reference_why_not
 
 Runner = Callable[[dict], dict]
 
@@ -37,14 +40,21 @@ Runner = Callable[[dict], dict]
 #: None when this node is not one the kernels serve (dtypes, attributes)
 KERNELS: dict[str, Callable[[Node, Graph], Runner | None]] = {}
 
+#: op key -> the attributes its maker understands (a node with another one is left to
+#: the reference, which refuses what it does not implement)
+KERNEL_ATTRS: dict[str, frozenset] = {}
+
 _INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
 _F16, _F32 = np.dtype(np.float16), np.dtype(np.float32)
+_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
 
-def kernel(*keys: str):
+def kernel(*keys: str, attrs=()):
+    """Register a maker for ``keys``, understanding the attributes ``attrs``."""
     def register(fn):
         for k in keys:
             KERNELS[k] = fn
+            KERNEL_ATTRS[k] = frozenset(attrs)
         return fn
     return register
 
@@ -61,7 +71,7 @@ class CpuBackend(Backend):
             return got[2]
         make = KERNELS.get(node.key)
         runner = None
-        if make is not None:
+        if make is not None and set(node.attrs) <= KERNEL_ATTRS[node.key]:
             try:
                 runner = make(node, graph)
             except (ValueError, TypeError):   # weights the kernels refuse: the reference decides
@@ -70,15 +80,23 @@ class CpuBackend(Backend):
         return runner
 
     def supports(self, node: Node, graph: Graph) -> bool:
-        if node.key in OPS:
-            return True
+        return self.why_not(node, graph) is None
+
+    def on_kernels(self, node: Node, graph: Graph) -> bool:
+        """Whether ``node`` runs on qkernels' kernels here (fp32 Conv/Gemm: the numpy
+        BLAS path) rather than on its reference operator."""
         return node.key in KERNELS and self._make(node, graph) is not None
+
+    def why_not(self, node: Node, graph: Graph) -> str | None:
+        """None when a kernel or the reference operator runs ``node``, else why not."""
+        if self.on_kernels(node, graph):
+            return None
+        return reference_why_not(node, graph)
 
     def rewrite(self, graph: Graph) -> Graph:
         """The planning passes (BatchNormalization folding, QDQ to integer operators,
         activation fusion): :func:`qkernels.graph.rewrite.rewrite`."""
-        from ..rewrite import rewrite
-        return rewrite(graph)
+        return _rewrite(graph)
 
     def compile(self, nodes: list[Node], graph: Graph):
         steps = []
@@ -107,16 +125,21 @@ def _const(graph: Graph, name: str):
     return graph.initializers.get(name) if name else None
 
 
-def _fallback(node: Node, runner: Runner) -> Runner:
-    """``runner``, handing the call to the reference operator when it raises _NotServed."""
-    if node.key not in OPS:
-        return runner
+def _fallback(node: Node, graph: Graph, runner: Runner, reference: Runner | None = None) -> Runner:
+    """``runner``, handing a call to ``reference`` (default: the node's reference
+    operator, when it runs the node) when it raises _NotServed."""
+    if reference is None and reference_why_not(node, graph) is None:
+        def reference(values):
+            return run_node(node, values)
 
     def run(values):
         try:
             return runner(values)
         except _NotServed:
-            return run_node(node, values)
+            if reference is None:
+                shapes = ", ".join(f"{values[i].dtype}{list(values[i].shape)}" for i in node.inputs if i)
+                raise RunError(f"node {node.name!r} ({node.key}) cannot run on inputs {shapes}") from None
+            return reference(values)
     return run
 
 
@@ -243,7 +266,7 @@ def apply_activation(y: np.ndarray, activation) -> np.ndarray:
 
 # -------------------------------------------------------------------- int8 convolution
 
-@kernel("QLinearConv", "ConvInteger")
+@kernel("QLinearConv", "ConvInteger", attrs=_CONV_ATTRS)
 def _make_qconv(node: Node, graph: Graph) -> Runner | None:
     if node.op_type == "QLinearConv":
         x, sx, zx, w, sw, zw, sy, zy, b = _inputs(node, 9)
@@ -264,7 +287,6 @@ def _make_qconv(node: Node, graph: Graph) -> Runner | None:
             return None
         xin, out = _QParams(graph, sx, zx), _QParams(graph, sy, zy)
     else:
-        SW = np.ones((), np.float32)
         if (zx and _const(graph, zx) is None) or (zw and _const(graph, zw) is None):
             return None
         ZX = _const(graph, zx) if zx else None
@@ -274,8 +296,9 @@ def _make_qconv(node: Node, graph: Graph) -> Runner | None:
     B = _const(graph, b) if b else None
     if b and B is None:
         return None
-    wq = _weight_qtensor(W, SW if node.op_type == "QLinearConv" else np.ones(np.size(ZW) if ZW is not None else 1,
-                                                                             np.float32), ZW, 0, o)
+    if node.op_type == "ConvInteger":   # scale 1 (per channel when the zero points are)
+        SW = np.ones(np.size(ZW) if ZW is not None else 1, np.float32)
+    wq = _weight_qtensor(W, SW, ZW, 0, o)
     pw = _conv.pack_conv_weights(wq, groups=groups, weight_layout="OIHW", bias=B)
     result = node.outputs[0]
 
@@ -283,16 +306,18 @@ def _make_qconv(node: Node, graph: Graph) -> Runner | None:
         data = values[x]
         if data.ndim != 4:
             raise _NotServed
-        xq = xin.qtensor(values, data)
+        # NHWC copies around the call: the kernels gather NHWC pixels, and reading an
+        # NCHW array in place (layout="NCHW") is several times slower for 3x3 and
+        # depthwise convolutions than these two transposes
+        xq = xin.qtensor(values, np.ascontiguousarray(data.transpose(0, 2, 3, 1)))
         if out is None:
-            y = _conv.conv2d(xq, pw, stride=stride, padding=padding, dilation=dilation, layout="NCHW",
-                             out_dtype=np.int32)
-            return {result: y}
-        ys, yz, ydt = out.get(values)
-        y = _conv.conv2d(xq, pw, stride=stride, padding=padding, dilation=dilation, layout="NCHW",
-                         out_scale=ys, out_zero_point=yz, out_dtype=ydt)
-        return {result: y.data}
-    return _fallback(node, run)
+            y = _conv.conv2d(xq, pw, stride=stride, padding=padding, dilation=dilation, out_dtype=np.int32)
+        else:
+            ys, yz, ydt = out.get(values)
+            y = _conv.conv2d(xq, pw, stride=stride, padding=padding, dilation=dilation, out_scale=ys,
+                             out_zero_point=yz, out_dtype=ydt).data
+        return {result: np.ascontiguousarray(y.transpose(0, 3, 1, 2))}
+    return _fallback(node, graph, run)
 
 
 class _ConvIntegerInput:
@@ -360,10 +385,10 @@ def _make_qmatmul(node: Node, graph: Graph) -> Runner | None:
             return {result: _gemm.matmul(aq, rhs, out_dtype=np.int32)}
         ys, yz, ydt = out.get(values)
         return {result: _gemm.matmul(aq, rhs, out_scale=ys, out_zero_point=yz, out_dtype=ydt).data}
-    return _fallback(node, run)
+    return _fallback(node, graph, run)
 
 
-@kernel("com.microsoft::QGemm")
+@kernel("com.microsoft::QGemm", attrs=("alpha", "transA", "transB"))
 def _make_qgemm(node: Node, graph: Graph) -> Runner | None:
     """com.microsoft QGemm as ONNX Runtime computes it: int32 sums plus the int32 C,
     times ``alpha * a_scale * b_scale[n]`` (float32, in that order), over ``y_scale``
@@ -407,26 +432,26 @@ def _make_qgemm(node: Node, graph: Graph) -> Runner | None:
             return {result: acc.astype(np.float32) * float_scale}
         ys, yz, ydt = out.get(values)
         return {result: _gemm.matmul(aq, pw, out_scale=ys, out_zero_point=yz, out_dtype=ydt).data}
-    return _fallback(node, run)
+    return _fallback(node, graph, run)
 
 
 # ------------------------------------------------------------------ float convolution
 
-@kernel("Conv", "com.microsoft::FusedConv")
+@kernel("Conv", "com.microsoft::FusedConv", attrs=_CONV_ATTRS + ("activation", "activation_params"))
 def _make_conv(node: Node, graph: Graph) -> Runner | None:
     x, w, b = _inputs(node, 3)
     if len(node.inputs) > 3 and any(node.inputs[3:]):   # FusedConv's Z (a sum input)
-        return _fused_reference(node)
+        return _fused_reference(node, graph)
     activation = _activation(node)
     W = _const(graph, w)
     B = _const(graph, b) if b else None
     geometry = conv_geometry(node, W.shape) if W is not None else None
     if activation is False or W is None or W.dtype not in (_F16, _F32) or geometry is None \
             or (b and (B is None or B.dtype != W.dtype or B.shape != (W.shape[0],))):
-        return _fused_reference(node)
+        return _fused_reference(node, graph)
     stride, dilation, padding, groups = geometry
     if W.shape[0] % groups:
-        return _fused_reference(node)
+        return _fused_reference(node, graph)
     result = node.outputs[0]
     if W.dtype == _F16:
         pw = _conv.pack_conv_weights(W, groups=groups, weight_layout="OIHW",
@@ -446,18 +471,20 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
             if data.dtype != _F32 or data.ndim != 4:
                 raise _NotServed
             return {result: apply_activation(conv(data), activation)}
-    return _fallback_fused(node, run, activation)
+    return _fallback_fused(node, graph, run, activation)
 
 
-def _reference_fused(node: Node, activation) -> Runner | None:
+def _reference_fused(node: Node, graph: Graph, activation) -> Runner | None:
     """A fused node on the reference operator of its base (Conv, Gemm), then the
-    activation in numpy; None when the reference lacks the base operator."""
+    activation in numpy; None when the reference does not run that base node."""
     base = {"FusedConv": "Conv", "FusedGemm": "Gemm"}.get(node.op_type) if node.domain == "com.microsoft" \
         else None
-    if base is None or base not in OPS or activation is False:
+    if base is None or activation is False or (len(node.inputs) > 3 and any(node.inputs[3:])):
         return None
     attrs = {k: v for k, v in node.attrs.items() if not k.startswith("activation")}
     plain = Node(node.name, base, "", list(node.inputs[:3]), list(node.outputs), attrs)
+    if reference_why_not(plain, graph) is not None:
+        return None
 
     def run(values):
         out = run_node(plain, values)
@@ -465,32 +492,22 @@ def _reference_fused(node: Node, activation) -> Runner | None:
     return run
 
 
-def _fused_reference(node: Node) -> Runner | None:
+def _fused_reference(node: Node, graph: Graph) -> Runner | None:
     """No kernel for this node: None for a plain ONNX operator (the reference runs it),
-    the reference base operator plus activation for a fused one."""
-    if node.domain != "com.microsoft" or (len(node.inputs) > 3 and any(node.inputs[3:])):
-        return None
-    return _reference_fused(node, _activation(node))
+    the reference base operator plus the activation for a fused one."""
+    return _reference_fused(node, graph, _activation(node)) if node.domain else None
 
 
-def _fallback_fused(node: Node, runner: Runner, activation) -> Runner:
+def _fallback_fused(node: Node, graph: Graph, runner: Runner, activation) -> Runner:
     if not node.domain:
-        return _fallback(node, runner)
-    ref = _reference_fused(node, activation)
-    if ref is None:
-        return runner
-
-    def run(values):
-        try:
-            return runner(values)
-        except _NotServed:
-            return ref(values)
-    return run
+        return _fallback(node, graph, runner)
+    return _fallback(node, graph, runner, _reference_fused(node, graph, activation))
 
 
 # ----------------------------------------------------------------------- float GEMM
 
-@kernel("Gemm", "com.microsoft::FusedGemm")
+@kernel("Gemm", "com.microsoft::FusedGemm",
+        attrs=("alpha", "beta", "transA", "transB", "activation", "activation_alpha", "activation_beta"))
 def _make_gemm(node: Node, graph: Graph) -> Runner | None:
     a, b, c = _inputs(node, 3)
     activation = _activation(node)
@@ -499,18 +516,18 @@ def _make_gemm(node: Node, graph: Graph) -> Runner | None:
     alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
     trans_a, trans_b = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
     if activation is False or B is None or B.ndim != 2 or B.dtype not in (_F16, _F32) or (c and C is None):
-        return _fused_reference(node)
+        return _fused_reference(node, graph)
     bk = B.T if trans_b else B
     n = bk.shape[1]
     bias = None
     if C is not None:
         if C.dtype != B.dtype or C.size not in (1, n) or (C.ndim == 2 and C.shape[0] != 1) or C.ndim > 2:
-            return _fused_reference(node)
+            return _fused_reference(node, graph)
         bias = np.broadcast_to(C.reshape(-1), (n,))
     result = node.outputs[0]
     if B.dtype == _F16:
         if alpha != 1.0:
-            return _fused_reference(node)
+            return _fused_reference(node, graph)
         bias32 = None if bias is None else (np.float32(beta) * bias.astype(np.float32)).astype(np.float32)
         pw = _gemm.pack_weights(np.ascontiguousarray(bk), bias=bias32)
 
@@ -533,7 +550,7 @@ def _make_gemm(node: Node, graph: Graph) -> Runner | None:
             if cvec is not None:
                 y += cvec
             return {result: apply_activation(y, activation)}
-    return _fallback_fused(node, run, activation)
+    return _fallback_fused(node, graph, run, activation)
 
 
 @kernel("MatMul")
@@ -557,4 +574,4 @@ def _make_matmul(node: Node, graph: Graph) -> Runner | None:
             if da.dtype != _F16 or db.dtype != _F16 or da.ndim < 1 or db.ndim < 1:
                 raise _NotServed
             return {result: _gemm.matmul(da, db)}
-    return _fallback(node, run)
+    return _fallback(node, graph, run)

@@ -1,0 +1,521 @@
+"""The graph runner's ``cpu`` backend: qkernels' kernels under ONNX operators, and its
+planning passes (BatchNormalization folding, QDQ -> integer operators, activation fusion).
+
+Oracles: the ``reference`` backend alone (numpy, the ONNX specification) and ONNX Runtime
+(skipped, visibly, when it is not installed). Integer results must match bit for bit
+where they come straight out of a convolution or matrix product.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from qkernels.graph import Backend, Session  # noqa: E402
+from qkernels.graph.backends.cpu import CpuBackend, conv_geometry  # noqa: E402
+from qkernels.graph.backends.npconv import FloatConv  # noqa: E402
+from qkernels.graph.ir import Node  # noqa: E402
+
+OPSET = 17
+X_SHAPE = (1, 3, 16, 16)
+
+
+class _NoCpu(Backend):
+    """Stands in for the ``cpu`` fallback so that a session runs on the reference
+    operators only, with no cpu planning passes: the independent oracle."""
+    name = "cpu"
+
+    def supports(self, node, graph):
+        return False
+
+
+def reference_session(model) -> Session:
+    return Session(model, backends=["reference", _NoCpu()])
+
+
+def _ort():
+    return pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: no ORT comparison")
+
+
+def _model(nodes, inputs, outputs, inits, opset=OPSET, ms=False):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    opsets = [helper.make_opsetid("", opset)] + ([helper.make_opsetid("com.microsoft", 1)] if ms else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return model
+
+
+def assert_fp16_close(got, want, sum_abs):
+    """Within the fp16 accuracy contract (docs/api.md) of both sides, against each other:
+    each output is one fp16 rounding (2^-11 relative) away from a sum whose error is at
+    most 8 * 2^-11 * sum|terms| (fp16 chunks of 8 on Arm; fp32 sums elsewhere are tighter)."""
+    got, want = got.astype(np.float64), want.astype(np.float64)
+    bound = 2 * 2.0**-11 * np.abs(want) + 8 * 2.0**-11 * sum_abs + 2.0**-24
+    assert np.all(np.abs(got - want) <= bound), float(np.max(np.abs(got - want) - bound))
+
+
+# --------------------------------------------------------------------------- float CNN
+
+def make_cnn(dtype=np.float32, seed=0):
+    """Conv+BN+Relu, depthwise Conv (stride 2) + Clip(0, 6), 1x1 Conv, residual Add,
+    MaxPool, GlobalAveragePool, Flatten, Gemm. Outputs: the logits ``y`` and the 1x1
+    convolution's output ``c3``."""
+    rng = np.random.default_rng(seed)
+    et = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    inits = []
+
+    def init(name, arr):
+        inits.append(numpy_helper.from_array(np.asarray(arr, dtype), name))
+        return name
+
+    n = helper.make_node
+    nodes = [
+        n("Conv", ["x", init("w1", rng.standard_normal((8, 3, 3, 3)) * 0.3), init("b1", rng.standard_normal(8) * 0.1)],
+          ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        n("BatchNormalization", ["c1", init("g1", rng.uniform(0.5, 1.5, 8)), init("be1", rng.standard_normal(8) * 0.1),
+                                 init("m1", rng.standard_normal(8) * 0.1), init("v1", rng.uniform(0.5, 2, 8))],
+          ["bn1"], epsilon=1e-5, name="bn1"),
+        n("Relu", ["bn1"], ["r1"], name="relu1"),
+        n("Conv", ["r1", init("wd", rng.standard_normal((8, 1, 3, 3)) * 0.3), init("bd", rng.standard_normal(8) * 0.1)],
+          ["c2"], pads=[1, 1, 1, 1], strides=[2, 2], group=8, name="dwconv"),
+        n("Clip", ["c2", init("lo", 0.0), init("hi", 6.0)], ["r2"], name="relu6"),
+        n("Conv", ["r2", init("wp", rng.standard_normal((8, 8, 1, 1)) * 0.3), init("bp", rng.standard_normal(8) * 0.1)],
+          ["c3"], name="pwconv"),
+        n("Add", ["c3", "r2"], ["a3"], name="add"),
+        n("MaxPool", ["a3"], ["p3"], kernel_shape=[2, 2], strides=[2, 2], name="maxpool"),
+        n("GlobalAveragePool", ["p3"], ["g3"], name="gap"),
+        n("Flatten", ["g3"], ["f3"], axis=1, name="flatten"),
+        n("Gemm", ["f3", init("wf", rng.standard_normal((10, 8)) * 0.3), init("bf", rng.standard_normal(10) * 0.1)],
+          ["y"], transB=1, name="fc"),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("x", et, list(X_SHAPE))],
+                  [helper.make_tensor_value_info("y", et, [1, 10]),
+                   helper.make_tensor_value_info("c3", et, [1, 8, 8, 8])], inits)
+
+
+def _inputs(dtype, n=3):
+    return [np.random.default_rng(100 + k).standard_normal(X_SHAPE).astype(dtype) for k in range(n)]
+
+
+def _ops(session) -> list[str]:
+    return [n.key for n in session.graph.nodes]
+
+
+def test_float_cnn_planning():
+    s = Session(make_cnn())
+    ops = _ops(s)
+    assert "BatchNormalization" not in ops                      # folded into conv1
+    assert ops.count("com.microsoft::FusedConv") == 2           # conv1+Relu, dwconv+Clip
+    assert "Relu" not in ops and "Clip" not in ops
+    cpu = next(b for b in s.backends if b.name == "cpu")
+    on_kernels = [n.op_type for n in s.graph.nodes if cpu.on_kernels(n, s.graph)]
+    assert sorted(on_kernels) == ["Conv", "FusedConv", "FusedConv", "Gemm"]
+    assert [b for b, _ in s.partitions] == ["cpu"]
+
+
+def test_float_cnn_matches_reference_and_ort():
+    model = make_cnn()
+    cpu, ref = Session(model), reference_session(model)
+    xs = _inputs(np.float32)
+    got = [cpu.run(None, {"x": x}) for x in xs]
+    for x, outs in zip(xs, got):
+        for g, w in zip(outs, ref.run(None, {"x": x})):
+            assert g.dtype == np.float32 and g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    ort = _ort()
+    rt = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for x, outs in zip(xs, got):
+        for g, t in zip(outs, rt.run(None, {"x": x})):
+            np.testing.assert_allclose(g, t, rtol=1e-4, atol=1e-5)
+
+
+def test_fp16_cnn_matches_reference():
+    model = make_cnn(np.float16)
+    cpu, ref = Session(model), reference_session(model)
+    assert _ops(cpu).count("com.microsoft::FusedConv") == 2
+    for x in _inputs(np.float16):
+        for g, w in zip(cpu.run(None, {"x": x}), ref.run(None, {"x": x})):
+            assert g.dtype == np.float16 and g.shape == w.shape
+            # a few fp16 steps: each layer rounds to fp16 on both sides, the folded
+            # BatchNormalization rounds its fp16 weights differently, and Arm's fp16
+            # arithmetic sums in fp16 chunks (docs/api.md, "fp16")
+            scale = float(np.abs(w.astype(np.float32)).max())
+            np.testing.assert_allclose(g.astype(np.float32), w.astype(np.float32), rtol=2e-2, atol=1e-2 * scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("trans_a,trans_b,alpha,beta,c_shape", [
+    (0, 0, 1.0, 1.0, (5,)), (1, 1, 1.0, 0.5, (1, 5)), (0, 1, 2.0, 1.0, None), (0, 0, 1.0, 1.0, (4, 5))])
+def test_float_gemm_and_matmul(dtype, trans_a, trans_b, alpha, beta, c_shape):
+    rng = np.random.default_rng(7)
+    et = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    a_shape = (6, 4) if trans_a else (4, 6)
+    b = rng.standard_normal((5, 6) if trans_b else (6, 5)).astype(dtype)
+    inits = [numpy_helper.from_array(b, "b"), numpy_helper.from_array(rng.standard_normal((6, 3)).astype(dtype), "m")]
+    ins = ["a", "b"]
+    if c_shape:
+        inits.append(numpy_helper.from_array(rng.standard_normal(c_shape).astype(dtype), "c"))
+        ins.append("c")
+    nodes = [helper.make_node("Gemm", ins, ["y"], transA=trans_a, transB=trans_b, alpha=alpha, beta=beta, name="gemm"),
+             helper.make_node("Relu", ["y"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["a3", "m"], ["z"], name="matmul")]
+    model = _model(nodes, [helper.make_tensor_value_info("a", et, list(a_shape)),
+                           helper.make_tensor_value_info("a3", et, [2, 3, 6])],
+                   [helper.make_tensor_value_info("r", et, None), helper.make_tensor_value_info("z", et, None)], inits)
+    cpu, ref = Session(model), reference_session(model)
+    feeds = {"a": rng.standard_normal(a_shape).astype(dtype), "a3": rng.standard_normal((2, 3, 6)).astype(dtype)}
+    a = feeds["a"].astype(np.float64).T if trans_a else feeds["a"].astype(np.float64)
+    bm = b.astype(np.float64).T if trans_b else b.astype(np.float64)
+    c = np.abs(numpy_helper.to_array(inits[2]).astype(np.float64)) * abs(beta) if c_shape else 0
+    sums = [np.abs(a) @ np.abs(bm) * abs(alpha) + c,
+            np.abs(feeds["a3"].astype(np.float64)) @ np.abs(numpy_helper.to_array(inits[1]).astype(np.float64))]
+    for g, w, sum_abs in zip(cpu.run(None, feeds), ref.run(None, feeds), sums):
+        assert g.dtype == dtype and g.shape == w.shape
+        if dtype == np.float32:
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+        else:
+            assert_fp16_close(g, w, sum_abs)
+
+
+def _geometry(kw, w_shape):
+    """(stride, dilation, padding, groups) of Conv attributes ``kw``."""
+    return conv_geometry(Node("conv", "Conv", "", [], [], dict(kw)), w_shape)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("kw", [dict(pads=[0, 1, 2, 1], strides=[2, 1]), dict(auto_pad="SAME_UPPER", strides=[2, 2]),
+                                dict(auto_pad="SAME_LOWER", dilations=[2, 1]), dict(group=2, pads=[1, 1, 1, 1]),
+                                dict(group=4, pads=[1, 1, 1, 1], dilations=[1, 2])])
+def test_float_conv_geometries(dtype, kw):
+    rng = np.random.default_rng(3)
+    et = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    g = kw.get("group", 1)
+    w = (rng.standard_normal((8, 4 // g, 3, 3)) * 0.3).astype(dtype)
+    b = (rng.standard_normal(8) * 0.1).astype(dtype)
+    model = _model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", **kw)],
+                   [helper.make_tensor_value_info("x", et, [2, 4, 9, 7])], [helper.make_tensor_value_info("y", et, None)],
+                   [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    cpu, ref = Session(model), reference_session(model)
+    assert CpuBackend().on_kernels(cpu.graph.nodes[0], cpu.graph)
+    x = rng.standard_normal((2, 4, 9, 7)).astype(dtype)
+    got, want = cpu.run(None, {"x": x})[0], ref.run(None, {"x": x})[0]
+    assert got.shape == want.shape and got.dtype == dtype
+    if dtype == np.float32:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    else:   # sum |x w| + |b| by the same convolution of absolute values
+        f32 = np.float32
+        sum_abs = FloatConv(np.abs(w).astype(f32), np.abs(b).astype(f32), *_geometry(kw, w.shape))(np.abs(x).astype(f32))
+        assert_fp16_close(got, want, sum_abs.astype(np.float64))
+
+
+# ------------------------------------------------------------------- quantized CNN (ORT)
+
+@pytest.fixture(scope="module")
+def quantized_models(tmp_path_factory):
+    """The CNN through onnxruntime's quant_pre_process (BatchNormalization folded) and
+    quantize_static (s8 activations and weights), in QDQ and QOperator formats, per
+    tensor and per channel: {(format, per_channel): ModelProto}."""
+    _ort()
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(1)
+            self.data = iter([{"x": rng.standard_normal(X_SHAPE).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.data, None)
+
+    d = tmp_path_factory.mktemp("quant")
+    onnx.save(make_cnn(), d / "float.onnx")
+    quant_pre_process(str(d / "float.onnx"), str(d / "pre.onnx"), skip_symbolic_shape=True)
+    models = {}
+    for fmt in ("QDQ", "QOperator"):
+        for per_channel in (False, True):
+            out = d / f"{fmt}_{per_channel}.onnx"
+            quantize_static(str(d / "pre.onnx"), str(out), Reader(), quant_format=getattr(QuantFormat, fmt),
+                            per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+            models[fmt, per_channel] = onnx.load(str(out))
+    return models
+
+
+def _ort_int8(model, ort):
+    """ORT running the quantized model in int8 all the way: its x86 default turns QDQ
+    int8 activations into uint8 (session.qdqisint8allowed=0), whose AVX2 kernels saturate
+    in vpmaddubsw — not exact; with int8 allowed it runs the exact s8 kernels."""
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.qdqisint8allowed", "1")
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _scale(model, name):
+    return float(next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == name))
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per_tensor", "per_channel"])
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_quantized_cnn_matches_ort(quantized_models, fmt, per_channel):
+    ort = _ort()
+    model = quantized_models[fmt, per_channel]
+    s = Session(model)
+    ops = _ops(s)
+    # every Conv and Gemm runs in int8 on the kernels: QDQ rewritten like QOperator
+    assert not {"Conv", "Gemm", "MatMul", "com.microsoft::FusedConv"} & set(ops), ops
+    assert ops.count("QLinearConv") == 3 and ops.count("com.microsoft::QGemm") == 1, ops
+    cpu = next(b for b in s.backends if b.name == "cpu")
+    assert sum(cpu.on_kernels(n, s.graph) for n in s.graph.nodes) == 4
+    rt = _ort_int8(model, ort)
+    y_scale, c3_scale = _scale(model, "y_scale"), _scale(model, "c3_scale")
+    for x in _inputs(np.float32, 5):
+        (y, c3), (ty, tc3) = s.run(None, {"x": x}), rt.run(None, {"x": x})
+        np.testing.assert_array_equal(c3, tc3)            # straight out of three int8 convolutions
+        # the logits also pass Add / GlobalAveragePool (ORT: QLinearAdd, whose SIMD
+        # scaling may round a tie the other way) and QGemm: within one step
+        assert np.abs(y - ty).max() <= 1.01 * y_scale
+    assert c3_scale > 0
+
+
+def test_qdq_cnn_matches_ort_float_path(quantized_models):
+    """ORT without graph optimizations runs the QDQ model literally, in float
+    (DequantizeLinear -> float Conv -> QuantizeLinear): within one step of our int8."""
+    ort = _ort()
+    model = quantized_models["QDQ", True]
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    rt = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    s, ref = Session(model), reference_session(model)
+    steps = (_scale(model, "y_scale"), _scale(model, "c3_scale"))
+    for x in _inputs(np.float32, 3):
+        got, theirs, want = s.run(None, {"x": x}), rt.run(None, {"x": x}), ref.run(None, {"x": x})
+        for g, t, w, step in zip(got, theirs, want, steps):
+            assert np.abs(g - t).max() <= 1.01 * step
+            assert np.abs(g - w).max() <= 1.01 * step
+
+
+# ------------------------------------------------------------- hand-made QDQ patterns
+
+def _qdq_model(relu_zero_point=0, clip=None, per_column=True):
+    """x -> Q -> DQ -> Conv(DQ(W), DQ(B)) -> Relu or Clip -> Q -> DQ -> MaxPool -> Q -> DQ
+    -> Flatten -> Q -> DQ -> MatMul(DQ(W2), per column or not) -> Q -> DQ, all int8; the
+    Relu/Clip output's zero point is not always qmin, so the activation must become an
+    integer clamp."""
+    rng = np.random.default_rng(5)
+    f = np.float32
+    i = []
+
+    def init(name, arr, dtype=None):
+        i.append(numpy_helper.from_array(np.asarray(arr, dtype), name))
+        return name
+
+    w = rng.integers(-127, 128, (6, 3, 3, 3)).astype(np.int8)
+    sw = (rng.uniform(0.5, 1.5, 6) * 0.01).astype(f)
+    sx = f(0.02)
+    bias = rng.integers(-500, 500, 6).astype(np.int32)
+    w2 = rng.integers(-127, 128, (6 * 4 * 4, 5)).astype(np.int8)
+    sw2 = (rng.uniform(0.5, 1.5, 5 if per_column else 1) * 0.01).astype(f)
+    n = helper.make_node
+    act = n("Relu", ["c"], ["r"], name="relu") if clip is None else \
+        n("Clip", ["c", init("cmin", clip[0], f), init("cmax", clip[1], f)], ["r"], name="clip")
+    nodes = [
+        n("QuantizeLinear", ["x", init("sx", sx, f), init("zx", 3, np.int8)], ["xq"], name="qx"),
+        n("DequantizeLinear", ["xq", "sx", "zx"], ["xd"], name="dqx"),
+        n("DequantizeLinear", [init("w", w), init("sw", sw), init("zw", np.zeros(6), np.int8)], ["wd"], axis=0,
+          name="dqw"),
+        n("DequantizeLinear", [init("b", bias), init("sb", sx * sw), init("zb", np.zeros(6), np.int32)], ["bd"], axis=0,
+          name="dqb"),
+        n("Conv", ["xd", "wd", "bd"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2], name="conv"),
+        act,
+        n("QuantizeLinear", ["r", init("sr", 0.05, f), init("zr", relu_zero_point, np.int8)], ["rq"], name="qr"),
+        n("DequantizeLinear", ["rq", "sr", "zr"], ["rd"], name="dqr"),
+        n("MaxPool", ["rd"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+        n("QuantizeLinear", ["p", "sr", "zr"], ["pq"], name="qp"),
+        n("DequantizeLinear", ["pq", "sr", "zr"], ["pd"], name="dqp"),
+        n("Flatten", ["pd"], ["fl"], name="flatten"),
+        n("QuantizeLinear", ["fl", "sr", "zr"], ["flq"], name="qfl"),
+        n("DequantizeLinear", ["flq", "sr", "zr"], ["fld"], name="dqfl"),
+        n("DequantizeLinear", [init("w2", w2), init("sw2", sw2), init("zw2", np.zeros(sw2.size), np.int8)], ["w2d"],
+          axis=1, name="dqw2"),
+        n("MatMul", ["fld", "w2d"], ["m"], name="matmul"),
+        n("QuantizeLinear", ["m", init("sm", 0.5, f), init("zm", -7, np.int8)], ["mq"], name="qm"),
+        n("DequantizeLinear", ["mq", "sm", "zm"], ["y"], name="dqm"),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 16, 16])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                   helper.make_tensor_value_info("rd", TensorProto.FLOAT, None)], i)
+
+
+@pytest.mark.parametrize("relu_zero_point,clip,per_column", [
+    (0, None, True), (-128, None, False), (-20, (0.0, 6.0), True), (10, (-1.0, 2.0), False)])
+def test_qdq_patterns_rewritten(relu_zero_point, clip, per_column):
+    model = _qdq_model(relu_zero_point, clip, per_column)
+    s, ref = Session(model), reference_session(model)
+    ops = _ops(s)
+    assert "Conv" not in ops and "MatMul" not in ops and "QLinearConv" in ops and "QLinearMatMul" in ops, ops
+    assert "Relu" not in ops and "MaxPool" in ops and ops.count("DequantizeLinear") == 2   # rd and y
+    # the clamp stays an integer Clip unless the saturation already does it
+    implied = clip is None and relu_zero_point == -128
+    assert ("Clip" in ops) == (not implied), ops
+    node = {n.op_type: n for n in s.graph.nodes}
+    assert node["MaxPool"].inputs[0] != "rd" and node["Flatten"].inputs[0] == node["MaxPool"].outputs[0]  # on int8
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32) * 2
+        (y, rd), (ry, rrd) = s.run(None, {"x": x}), ref.run(None, {"x": x})
+        np.testing.assert_array_equal(rd, rrd)       # int8 conv + clamp == float conv + Relu + Q, here exactly
+        assert np.abs(y - ry).max() <= 0.5 * 1.01
+
+
+def test_qdq_not_rewritten_when_output_is_shared():
+    """The Conv's float output is also a graph output: nothing to fuse."""
+    model = _qdq_model()
+    model.graph.output.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, None))
+    s = Session(model)
+    assert "Conv" in _ops(s)
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    for g, w in zip(s.run(None, {"x": x}), reference_session(model).run(None, {"x": x})):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------- single integer nodes, bit for bit
+
+def _int_model(node, inputs, inits, out_dtype):
+    return _model([node], [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(d)), list(s))
+                           for n, d, s in inputs],
+                  [helper.make_tensor_value_info(node.output[0], helper.np_dtype_to_tensor_dtype(np.dtype(out_dtype)),
+                                                 None)],
+                  [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()], ms=True)
+
+
+def _check_bitwise(model, feeds, on_kernels=True):
+    cpu, ref = Session(model), reference_session(model)
+    if on_kernels:
+        assert CpuBackend().on_kernels(cpu.graph.nodes[0], cpu.graph)
+    got, want = cpu.run(None, feeds)[0], ref.run(None, feeds)[0]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def _q(rng, shape, dtype):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+
+
+CONV_CASES = [
+    dict(pads=[1, 1, 1, 1]),
+    dict(strides=[2, 2], pads=[0, 1, 2, 1], dilations=[1, 2]),
+    dict(auto_pad="SAME_UPPER", strides=[2, 1]),
+    dict(group=2, pads=[1, 1, 1, 1]),
+    dict(group=4, pads=[1, 1, 1, 1]),           # depthwise
+]
+
+
+@pytest.mark.parametrize("kw", CONV_CASES)
+@pytest.mark.parametrize("xdt,wdt,per_channel", [(np.int8, np.int8, False), (np.int8, np.int8, True),
+                                                  (np.uint8, np.int8, True), (np.uint8, np.uint8, False)])
+def test_qlinearconv_bitwise(kw, xdt, wdt, per_channel):
+    rng = np.random.default_rng(21)
+    g = kw.get("group", 1)
+    o = 8
+    w = _q(rng, (o, 4 // g, 3, 3), wdt)
+    n = o if per_channel else 1
+    inits = {"sx": np.float32(0.03), "zx": np.array(rng.integers(-5, 5) + (128 if xdt == np.uint8 else 0), xdt),
+             "w": w, "sw": (rng.uniform(0.5, 2, n) * 0.01).astype(np.float32).reshape(-1 if per_channel else ()),
+             "zw": (np.zeros(n) + (128 if wdt == np.uint8 else 0)).astype(wdt).reshape(-1 if per_channel else ()),
+             "sy": np.float32(0.07), "zy": np.array(-3 if xdt == np.int8 else 120, xdt),
+             "b": rng.integers(-2000, 2000, o).astype(np.int32)}
+    node = helper.make_node("QLinearConv", ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy", "b"], ["y"], name="qconv", **kw)
+    model = _int_model(node, [("x", xdt, (2, 4, 11, 9))], inits, xdt)
+    _check_bitwise(model, {"x": _q(rng, (2, 4, 11, 9), xdt)})
+
+
+@pytest.mark.parametrize("kw", CONV_CASES[:4])
+@pytest.mark.parametrize("xdt,wdt", [(np.uint8, np.int8), (np.int8, np.int8), (np.uint8, np.uint8)])
+def test_convinteger_bitwise(kw, xdt, wdt):
+    rng = np.random.default_rng(22)
+    g = kw.get("group", 1)
+    inits = {"w": _q(rng, (6, 4 // g, 3, 3), wdt), "zx": np.array(7, xdt), "zw": np.array(2, wdt)}
+    node = helper.make_node("ConvInteger", ["x", "w", "zx", "zw"], ["y"], name="convint", **kw)
+    model = _int_model(node, [("x", xdt, (1, 4, 10, 10))], inits, np.int32)
+    _check_bitwise(model, {"x": _q(rng, (1, 4, 10, 10), xdt)})
+
+
+@pytest.mark.parametrize("const_b,adt,bdt,per_column", [
+    (True, np.int8, np.int8, False), (True, np.int8, np.int8, True), (True, np.uint8, np.int8, True),
+    (True, np.uint8, np.uint8, False), (False, np.int8, np.int8, False), (False, np.uint8, np.uint8, False)])
+def test_qlinearmatmul_bitwise(const_b, adt, bdt, per_column):
+    """b packed once when it is a constant, else per call (per tensor)."""
+    rng = np.random.default_rng(23)
+    n = 7 if per_column else 1
+    b = _q(rng, (33, 7), bdt)
+    inits = {"sa": np.float32(0.02), "za": np.array(4 + (128 if adt == np.uint8 else 0), adt),
+             "sb": (rng.uniform(0.5, 2, n) * 0.01).astype(np.float32).reshape(-1 if per_column else ()),
+             "zb": np.full(n, 2 + (128 if bdt == np.uint8 else 0), bdt).reshape(-1 if per_column else ()),
+             "sy": np.float32(0.05), "zy": np.array(1 + (128 if adt == np.uint8 else 0), adt)}
+    feeds = {"a": _q(rng, (3, 5, 33), adt)}
+    inputs = [("a", adt, (3, 5, 33))]
+    if const_b:
+        inits["b"] = b
+    else:
+        feeds["b"] = b
+        inputs.append(("b", bdt, (33, 7)))
+    node = helper.make_node("QLinearMatMul", ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"], ["y"], name="qmm")
+    _check_bitwise(_int_model(node, inputs, inits, adt), feeds)
+
+
+@pytest.mark.parametrize("const_b", [True, False], ids=["packed", "varying_b"])
+@pytest.mark.parametrize("adt,bdt,zb_per_column", [(np.uint8, np.int8, False), (np.int8, np.int8, True),
+                                                    (np.uint8, np.uint8, True)])
+def test_matmulinteger_bitwise(const_b, adt, bdt, zb_per_column):
+    rng = np.random.default_rng(24)
+    b = _q(rng, (40, 9), bdt)
+    inits = {"za": np.array(3, adt), "zb": (rng.integers(0, 5, 9) if zb_per_column else np.array(5)).astype(bdt)}
+    feeds = {"a": _q(rng, (2, 6, 40), adt)}
+    inputs = [("a", adt, (2, 6, 40))]
+    if const_b:
+        inits["b"] = b
+    else:
+        feeds["b"] = b
+        inputs.append(("b", bdt, (40, 9)))
+    node = helper.make_node("MatMulInteger", ["a", "b", "za", "zb"], ["y"], name="mmi")
+    _check_bitwise(_int_model(node, inputs, inits, np.int32), feeds, on_kernels=const_b or not zb_per_column)
+
+
+@pytest.mark.parametrize("trans_a,trans_b,alpha,float_out,c_shape", [
+    (0, 1, 1.0, False, (9,)), (1, 0, 0.5, False, None), (0, 0, 1.0, True, (9,)), (0, 1, 2.0, True, (1, 9))])
+def test_qgemm_bitwise(trans_a, trans_b, alpha, float_out, c_shape):
+    rng = np.random.default_rng(25)
+    inits = {"sa": np.float32(0.02), "za": np.array(-3, np.int8), "b": _q(rng, (9, 30) if trans_b else (30, 9), np.int8),
+             "sb": (rng.uniform(0.5, 2, 9) * 0.01).astype(np.float32), "zb": np.zeros(9, np.int8)}
+    ins = ["a", "sa", "za", "b", "sb", "zb"]
+    if c_shape:
+        inits["c"] = rng.integers(-1000, 1000, c_shape).astype(np.int32)
+    ins.append("c" if c_shape else "")
+    if not float_out:
+        inits.update(sy=np.float32(0.04), zy=np.array(2, np.int8))
+        ins += ["sy", "zy"]
+    node = helper.make_node("QGemm", ins, ["y"], domain="com.microsoft", name="qgemm", transA=trans_a,
+                            transB=trans_b, alpha=alpha)
+    a_shape = (30, 4) if trans_a else (4, 30)
+    model = _int_model(node, [("a", np.int8, a_shape)], inits, np.float32 if float_out else np.int8)
+    feeds = {"a": _q(rng, a_shape, np.int8)}
+    _check_bitwise(model, feeds)
+    ort = _ort()
+    theirs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_array_equal(Session(model).run(None, feeds)[0], theirs)
+
+
+def test_conv_without_constant_weights_runs_on_reference():
+    """Weights fed at run time: no kernel (nothing to pack), the reference runs it."""
+    rng = np.random.default_rng(26)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5]),
+                            helper.make_tensor_value_info("w", TensorProto.FLOAT, [3, 2, 3, 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [])
+    s = Session(model)
+    assert not CpuBackend().on_kernels(s.graph.nodes[0], s.graph)
+    feeds = {"x": rng.standard_normal((1, 2, 5, 5)).astype(np.float32),
+             "w": rng.standard_normal((3, 2, 3, 3)).astype(np.float32)}
+    np.testing.assert_allclose(s.run(None, feeds)[0], reference_session(model).run(None, feeds)[0], rtol=1e-6)
