@@ -35,6 +35,12 @@ class Backend:
         constant inputs it sees in ``graph``)?"""
         raise NotImplementedError
 
+    def why_not(self, node: Node, graph: Graph) -> str | None:
+        """Optional: why ``supports`` refuses ``node`` (one line, e.g. "auto_pad 'X' not
+        supported"), shown next to the node in a session's UnsupportedError; None when
+        there is no particular reason to give."""
+        return None
+
     def compile(self, nodes: list[Node], graph: Graph) -> Kernel:
         """A callable running ``nodes`` (a partition, in order): it receives a mapping
         with at least every value the partition reads from outside, and returns the

@@ -5,7 +5,8 @@ the tests and the last fallback of a session.
 An operator is a function ``f(node, *inputs) -> output or tuple of outputs``, registered
 with ``@op("Name")`` (``@op("Name", domain="com.microsoft")``). Omitted optional inputs
 arrive as None. ``@op(..., attrs=(...))`` names the attributes the function
-understands (a node with any other attribute is refused, not run with it ignored), and
+understands (a node with any other attribute is refused, not run with it ignored;
+``attrs=None`` accepts any), and
 ``@op(..., check=fn)`` adds ``fn(node, graph) -> None | reason`` for attribute values or
 modes it does not implement; :func:`why_not` gathers both, and a session's
 UnsupportedError shows the reason next to the node.
@@ -27,7 +28,7 @@ ATTRS: dict[str, frozenset | None] = {}
 CHECKS: dict[str, Callable] = {}
 
 
-def op(*names: str, domain: str = "", attrs=None, check: Callable | None = None):
+def op(*names: str, domain: str = "", attrs=(), check: Callable | None = None):
     def register(fn):
         for name in names:
             key = f"{domain}::{name}" if domain else name

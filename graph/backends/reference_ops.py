@@ -258,12 +258,18 @@ def _bitwise_not(node, x):
 @op("BitShift", attrs=("direction",),
     check=_check_known(("direction", None), ("LEFT", "RIGHT"), "direction"))
 def _bitshift(node, x, y):
-    if x.dtype.kind != "u":
-        _fail(node, f"BitShift needs unsigned integers, got {x.dtype}")
-    f = np.left_shift if node.attrs["direction"] == "LEFT" else np.right_shift
-    out = f(x, y.astype(x.dtype))
+    if x.dtype.kind not in "iu":
+        _fail(node, f"BitShift needs integers, got {x.dtype}")
     bits = x.dtype.itemsize * 8
-    return np.where(y >= bits, x.dtype.type(0), out).astype(x.dtype)   # C would be undefined; 0 like ORT
+    y = np.asarray(y)
+    ok = (y >= 0) & (y < bits)
+    ys = np.where(ok, y, 0).astype(x.dtype)
+    left = node.attrs["direction"] == "LEFT"
+    out = np.left_shift(x, ys) if left else np.right_shift(x, ys)   # right: arithmetic for signed
+    # a shift by a negative count or by the width or more: the sign extension alone
+    # (-1 for a right shift of a negative signed value, else 0)
+    fill = np.where((x < 0) & (not left), x.dtype.type(-1) if x.dtype.kind == "i" else 0, 0)
+    return np.where(ok, out, fill).astype(x.dtype)
 
 
 @op("Div")
@@ -279,11 +285,9 @@ def _div(node, a, b):
 
 @op("Mod", attrs=("fmod",))
 def _mod(node, a, b):
-    if node.attrs.get("fmod", 0):
-        return np.asarray(np.fmod(a, b)).astype(a.dtype, copy=False)
-    if a.dtype.kind == "f":
-        _fail(node, "fmod=0 on floating-point inputs is not allowed by the specification")
-    return np.asarray(np.mod(a, b)).astype(a.dtype, copy=False)
+    # fmod=1: a - trunc(a / b) * b (sign of a); fmod=0: a - floor(a / b) * b (sign of b)
+    f = np.fmod if node.attrs.get("fmod", 0) else np.mod
+    return np.asarray(f(a, b)).astype(a.dtype, copy=False)
 
 
 @op("Pow")
@@ -352,8 +356,9 @@ def _check_cast(node, graph):
 
 
 def _cast_to(node, x, dtype):
-    if x.dtype == object or x.dtype.kind in "SU" or x.dtype not in TENSOR_TYPES.values():
-        _fail(node, f"cast from {x.dtype} not supported")
+    for t, what in ((x.dtype, "from"), (dtype, "to")):
+        if t == object or t.kind in "SUV" or t not in TENSOR_TYPES.values():
+            _fail(node, f"cast {what} {t} not supported")
     if dtype.kind in "iu" and x.dtype.kind == "f":
         # float -> int truncates toward zero (C); NaN and out-of-range values are
         # undefined in ONNX: give 0 for NaN instead of numpy's platform value
@@ -400,17 +405,21 @@ def _gemm(node, a, b, c=None):
             y = y * y.dtype.type(alpha)
         if c is not None and beta != 0.0:
             y = y + _w(c).astype(y.dtype) * y.dtype.type(beta)
-    else:
-        if alpha != 1.0:
-            y = y * dtype.type(alpha)
+    elif alpha != 1.0 or (c is not None and beta not in (0.0, 1.0)):
+        # integer Gemm with fractional alpha/beta: scaled in float64, truncated back
+        y = y.astype(np.float64) * alpha
         if c is not None and beta != 0.0:
-            y = y + c.astype(dtype) * dtype.type(beta)
+            y = y + c.astype(np.float64) * beta
+    elif c is not None and beta != 0.0:
+        y = y + c.astype(dtype)
     return y.astype(dtype, copy=False)
 
 
 @op("Einsum", attrs=("equation",))
 def _einsum(node, *xs):
     dtype = xs[0].dtype
+    if dtype not in TENSOR_TYPES.values() or dtype == np.bool_:
+        _fail(node, f"input dtype {dtype} not supported")
     return np.asarray(np.einsum(node.attrs["equation"], *[_w(x) for x in xs])).astype(dtype)
 
 
@@ -703,11 +712,12 @@ def _depth_to_space(node, x):
     return t.reshape(n, c // (b * b), h * b, w * b)
 
 
-@op("SpaceToDepth", attrs=("blocksize",))
+@op("SpaceToDepth", attrs=("blocksize", "mode"), check=_check_known(("mode", "DCR"), ("DCR", "CRD"), "mode"))
 def _space_to_depth(node, x):
     b = node.attrs["blocksize"]
     n, c, h, w = x.shape
-    t = x.reshape(n, c, h // b, b, w // b, b).transpose(0, 3, 5, 1, 2, 4)
+    t = x.reshape(n, c, h // b, b, w // b, b)
+    t = t.transpose(0, 3, 5, 1, 2, 4) if node.attrs.get("mode", "DCR") == "DCR" else t.transpose(0, 1, 3, 5, 2, 4)
     return t.reshape(n, c * b * b, h // b, w // b)
 
 
@@ -1003,7 +1013,8 @@ def _geometry(node, in_sp, kernel, ceil_mode=False):
         elif auto_pad == "VALID":
             begin[i] = end[i] = 0
         span = in_sp[i] + begin[i] + end[i] - dk
-        if ceil_mode:
+        if ceil_mode and auto_pad not in ("SAME_UPPER", "SAME_LOWER", "VALID"):
+            # (with auto_pad the specification's ceil_mode shapes equal the floor ones)
             o = -(-span // strides[i]) + 1
             if (o - 1) * strides[i] >= in_sp[i] + begin[i]:   # the last window must start inside
                 o -= 1
@@ -1242,7 +1253,7 @@ def _requant(acc, scale, zero_point, dtype):
     return _saturate(np.rint(f).astype(np.float64) + float(zero_point), dtype)
 
 
-def _zp(v, like=None) -> int:
+def _zp(v) -> int:
     return 0 if v is None else int(_scalar(v))
 
 
@@ -1255,7 +1266,7 @@ def _int_matmul(a, b):
     return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
 
 
-def _col_param(v, ndim_b):
+def _col_param(v):
     """A per-column parameter of B (scalar, or (N,)) broadcast against (..., M, N)."""
     v = np.asarray(v)
     return v.reshape(()) if v.size == 1 else v.reshape(-1)
@@ -1275,7 +1286,7 @@ def _matmul_integer(node, a, b, a_zp=None, b_zp=None):
         za = np.asarray(a_zp, np.int64)
         a64 = a64 - (za.reshape(()) if za.size == 1 else za.reshape(-1, 1))   # per row (M,)
     if b_zp is not None:
-        b64 = b64 - _col_param(b_zp, b.ndim).astype(np.int64)
+        b64 = b64 - _col_param(b_zp).astype(np.int64)
     return _wrap_int32(_int_matmul(a64, b64))
 
 
@@ -1283,10 +1294,10 @@ def _matmul_integer(node, a, b, a_zp=None, b_zp=None):
 def _qlinear_matmul(node, a, sa, za, b, sb, zb, sy, zy):
     _check_8bit(node, a, b, za, zb, zy)
     a64 = a.astype(np.int64) - _zp(za)
-    b64 = b.astype(np.int64) - (0 if zb is None else _col_param(zb, b.ndim).astype(np.int64))
+    b64 = b.astype(np.int64) - (0 if zb is None else _col_param(zb).astype(np.int64))
     acc = _int_matmul(a64, b64)
     # ONNX Runtime's float32 scale, in its order: (sa * sb) / sy
-    scale = (np.float32(_scalar(sa)) * _col_param(sb, b.ndim).astype(np.float32)) / np.float32(_scalar(sy))
+    scale = (np.float32(_scalar(sa)) * _col_param(sb).astype(np.float32)) / np.float32(_scalar(sy))
     return _requant(acc, scale, _zp(zy), a.dtype if zy is None else zy.dtype)
 
 
@@ -1411,10 +1422,10 @@ def _qgemm(node, a, sa, za, b, sb, zb, c=None, sy=None, zy=None):
         b = b.T
     if a.ndim != 2 or b.ndim != 2:
         _fail(node, f"QGemm needs 2-D A and B, got {a.shape} and {b.shape}")
-    acc = _int_matmul(a.astype(np.int64) - _zp(za), b.astype(np.int64) - _col_param(zb, 2).astype(np.int64))
+    acc = _int_matmul(a.astype(np.int64) - _zp(za), b.astype(np.int64) - _col_param(zb).astype(np.int64))
     if c is not None:
         acc = acc + c.astype(np.int64)
-    scale = np.float32(node.attrs.get("alpha", 1.0)) * np.float32(_scalar(sa)) * _col_param(sb, 2).astype(np.float32)
+    scale = np.float32(node.attrs.get("alpha", 1.0)) * np.float32(_scalar(sa)) * _col_param(sb).astype(np.float32)
     if sy is None:
         return _wrap_int32(acc).astype(np.float32) * scale
     scale = scale / np.float32(_scalar(sy))
