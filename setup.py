@@ -60,7 +60,7 @@ native = Extension(
 )
 
 setup(
-    packages=["qkernels", "qkernels.graph", "qkernels.graph.backends"],
+    packages=["qkernels", "qkernels.quant", "qkernels.graph", "qkernels.graph.backends"],
     package_dir={"qkernels": "qkernels", "qkernels.graph": "graph", "qkernels.graph.backends": "graph/backends"},
     package_data={"qkernels": ["py.typed", "data/*.onnx", "data/*.npz", "data/README.md"]},
     ext_modules=cythonize([native], compiler_directives={"language_level": "3"}),

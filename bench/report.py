@@ -1,10 +1,10 @@
 """Markdown tables from a saved ``python -m qkernels bench --json`` report (any
-suite: ``--suite gemm``, ``--suite conv`` or ``--suite f16``).
+suite: ``--suite gemm``, ``--suite conv``, ``--suite f16`` or ``--suite models``).
 
     python bench/report.py bench.json            # figures, targets, ORT exactness
     python bench/report.py --shapes              # just the GEMM shape table (no report needed)
     python bench/report.py --layers              # just the convolution layer table
-    python bench/report.py --compare OLD.json NEW.json   # qkernels GOP/s, old vs new (same suite)
+    python bench/report.py --compare OLD.json NEW.json   # qkernels GOP/s (models: ms), old vs new (same suite)
 
 docs/performance.md is made from this output, so the docs read the same shape table
 and the same numbers as the CLI. Reports of the documented runs are kept in
@@ -110,6 +110,48 @@ def f16_tables(rep: dict) -> str:
     return "\n".join(out + targets_table(rep))
 
 
+def _mib(b, spec="{:.1f}"):
+    return _f(None if b is None else b / 2 ** 20, spec)
+
+
+def _model_check(c) -> str:
+    """fp32: within the tolerance or not (largest difference over max |logit|); int8:
+    largest difference in output LSB and whether the argmax agrees."""
+    if not c:
+        return "–"
+    if "within_bound" in c:
+        return ("ok" if c["within_bound"] else "**WRONG**") + f" ({_f(c.get('rel_diff'), '{:.1e}')})"
+    if c.get("error"):
+        return c["error"]
+    return f"{_f(c.get('max_diff_lsb'), '{:.0f}')} LSB, argmax {'same' if c.get('argmax_agrees') else '**differs**'}"
+
+
+def models_tables(rep: dict) -> str:
+    """ms per run of qkernels' graph runner and ONNX Runtime per model, ratios, memory,
+    checks, targets, and what the runner made of each int8 model."""
+    st = rep["settings"]
+    legend = ("Milliseconds per `run` (median); qk / ORT = qkernels' time over ONNX Runtime's on the same model "
+              "bytes, qk / ORT fp32 = over ONNX Runtime's float32 model (int8 rows); RSS growth = growth of the "
+              "process's peak resident memory (`ru_maxrss`) from before reading the model to after the timed runs, "
+              "an upper bound including the serialized model and the loaded weights; live = qkernels "
+              "`Session.peak_bytes` (input and intermediate tensors alive at once); check: fp32 logits within "
+              f"{st.get('fp32_rtol', 1e-4):g} × max \\|logit\\| of ONNX Runtime's (largest difference over "
+              "max \\|logit\\|), int8 (information): the largest difference in output LSB and the argmax.")
+    header = ("| model | variant | input | threads | qkernels ms | ORT ms | qk / ORT | ORT fp32 ms | qk / ORT fp32 "
+              "| model MiB | RSS growth qkernels MiB | RSS growth ORT MiB | live qkernels MiB "
+              "| load qkernels / ORT s | check |")
+    out = [legend, "", header, "| --- | --- | --- | ---: |" + " ---: |" * 10 + " --- |"]
+    for r in rep["rows"]:
+        ms, rss, load = r["ms"], r["rss_growth"], r["load_s"]
+        out.append(f"| {r['model']} | {r['variant']} | {r['geometry']} | {r['threads']} | "
+                   f"{_f(ms['qkernels'], '{:.2f}')} | {_f(ms['ort'], '{:.2f}')} | {_f(r['qk_over_ort'], '{:.2f}')} | "
+                   f"{_f(ms['ort-fp32'], '{:.2f}')} | {_f(r['qk_over_ort_fp32'], '{:.2f}')} | "
+                   f"{_mib(r.get('model_bytes'))} | {_mib(rss['qkernels'])} | {_mib(rss['ort'])} | "
+                   f"{_mib(r['peak_bytes'], '{:.2f}')} | {_f(load['qkernels'], '{:.2f}')} / "
+                   f"{_f(load['ort'], '{:.2f}')} | {_model_check(r['check'])} |")
+    return "\n".join(out + targets_table(rep))
+
+
 def results_tables(rep: dict) -> str:
     out = ["| shape | threads | qkernels int8 | numpy fp32 | ORT int8 | × numpy | × ORT | exact |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
@@ -143,14 +185,18 @@ def compare(old: dict, new: dict) -> str:
         raise SystemExit("compare: the two reports are of different suites")
     suite = new.get("suite", "gemm")
     ratios = {"conv": (("x_ort_int8", "× ORT int8"), ("x_fastest_peer", "× fastest int8 peer")),
-              "f16": (("x_numpy_f32", "× numpy fp32"), ("x_numpy_f16", "× numpy fp16"))}.get(
+              "f16": (("x_numpy_f32", "× numpy fp32"), ("x_numpy_f16", "× numpy fp16")),
+              "models": (("qk_over_ort", "qk / ORT"), ("qk_over_ort_fp32", "qk / ORT fp32"))}.get(
         suite, (("x_numpy", "× numpy"), ("x_ort", "× ORT")))
+    unit, spec = ("ms", "{:.2f}") if suite == "models" else ("GOP/s", "{:.1f}")
 
     def qk(row):
+        if suite == "models":
+            return row["ms"]["qkernels"]
         return row["qkernels"] if suite == "gemm" else row["gops"]["qkernels"]
 
     before = {(r["shape"], r["threads"]): r for r in old["rows"]}
-    out = ["| shape | threads | old GOP/s | new GOP/s | new / old | "
+    out = [f"| shape | threads | old {unit} | new {unit} | new / old | "
            + " | ".join(f"{title} old → new" for _, title in ratios) + " |",
            "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
     for r in new["rows"]:
@@ -158,7 +204,8 @@ def compare(old: dict, new: dict) -> str:
         if o is None:
             continue
         change = qk(r) / qk(o) if qk(r) and qk(o) else None
-        out.append(f"| `{r['shape']}` | {r['threads']} | {_f(qk(o))} | {_f(qk(r))} | {_f(change, '{:.2f}')} | "
+        out.append(f"| `{r['shape']}` | {r['threads']} | {_f(qk(o), spec)} | {_f(qk(r), spec)} | "
+                   f"{_f(change, '{:.2f}')} | "
                    + " | ".join(f"{_f(o[key], '{:.2f}')} → {_f(r[key], '{:.2f}')}" for key, _ in ratios) + " |")
     return "\n".join(out)
 
@@ -186,13 +233,13 @@ def main(argv=None) -> int:
     qi = m.get("qkernels_cpu_info") or {}
     peers = {"conv": f", ONNX Runtime {m.get('onnxruntime')}, XNNPACK (ai-edge-litert {m.get('ai_edge_litert')})",
              "f16": ""}.get(suite, f", ONNX Runtime {m.get('onnxruntime')}")
+    blas = m.get("blas") or {}
     print(f"Measured {rep['created']} on {m['cpu']} ({m['cpus']} CPUs), qkernels {m['qkernels']} "
           f"ISA {qi.get('isa')}" + (f" (fp16 kernel {qi.get('f16_kernel')})" if suite == "f16" else "")
-          + f", numpy {m['numpy']} "
-          f"({(m.get('blas') or {}).get('name')} {(m.get('blas') or {}).get('version')} "
-          f"{(m.get('blas') or {}).get('corename', '')}){peers}; "
-          f"settings {json.dumps(rep['settings']['timing'])}, rounds {rep['settings']['rounds']}.\n")
-    print({"conv": conv_tables, "f16": f16_tables}.get(suite, results_tables)(rep))
+          + f", numpy {m['numpy']}"
+          + (f" ({blas.get('name')} {blas.get('version')} {blas.get('corename', '')})" if blas else "")
+          + f"{peers}; settings {json.dumps(rep['settings']['timing'])}, rounds {rep['settings']['rounds']}.\n")
+    print({"conv": conv_tables, "f16": f16_tables, "models": models_tables}.get(suite, results_tables)(rep))
     for note in rep.get("notes", []):
         print(f"\nNote: {note}")
     return 0

@@ -24,7 +24,7 @@ def _info(args) -> int:
 
 def _bench(args) -> int:
     import importlib
-    module = {"gemm": "bench", "conv": "bench_conv", "f16": "bench_f16"}[args.suite]
+    module = {"gemm": "bench", "conv": "bench_conv", "f16": "bench_f16", "models": "bench_models"}[args.suite]
     return importlib.import_module(f".{module}", __package__).run_cli(args)
 
 
@@ -69,23 +69,57 @@ def _run(args) -> int:
     return 0
 
 
+def _demo(args) -> int:
+    from .demo import run_demo
+    run_demo(out=args.out, method=args.method, threads=args.threads, with_ort=not args.no_ort,
+             progress=not args.quiet)
+    return 0
+
+
+def _quantize(args) -> int:
+    import onnx
+
+    from .graph import ModelError
+    from .quant import CalibrationError, quantize_model
+    try:
+        model, report = quantize_model(args.model, args.calib, target=args.target, method=args.method,
+                                       per_channel=not args.per_tensor, reduce_range=args.reduce_range,
+                                       exclude_nodes=args.exclude or (), progress=not args.quiet,
+                                       return_report=True)
+    except (ModelError, CalibrationError, ValueError) as exc:
+        print(f"qkernels quantize: {exc}", file=sys.stderr)
+        return 1
+    onnx.save(model, args.output)
+    print(f"{'tensor':<32}{'scale':>12}{'zero point':>12}{'min':>12}{'max':>12}")
+    for r in report:
+        print(f"{r['tensor'][:31]:<32}{r['scale']:>12.5g}{r['zero_point']:>12}{r['min']:>12.4g}{r['max']:>12.4g}")
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(report, f, indent=1)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="qkernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="CPU features and the kernel path in use")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_info)
-    p = sub.add_parser("bench", help="int8 GEMM (or convolution, or fp16 GEMM) speed beside numpy float32, "
-                                     "ONNX Runtime (and XNNPACK, numpy float16)")
-    p.add_argument("--suite", choices=("gemm", "conv", "f16"), default="gemm",
+    p = sub.add_parser("bench", help="int8 GEMM (or convolution, fp16 GEMM, whole models) speed beside numpy "
+                                     "float32, ONNX Runtime (and XNNPACK, numpy float16)")
+    p.add_argument("--suite", choices=("gemm", "conv", "f16", "models"), default="gemm",
                    help="gemm: int8 GEMM shapes (default); conv: convolution layers (qkernels.bench_conv.LAYERS); "
-                        "f16: fp16 GEMM on the GEMM shapes beside numpy float32 and float16")
-    p.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
+                        "f16: fp16 GEMM on the GEMM shapes beside numpy float32 and float16; models: MobileNetV2 "
+                        "and ResNet-18, float32 and int8, on the graph runner beside ONNX Runtime "
+                        "(latency and memory)")
+    p.add_argument("--quick", action="store_true", help="fewer shapes and repeats (--suite models: small models)")
     p.add_argument("--threads", type=int, nargs="*", help="thread counts (default: 1 and all)")
     p.add_argument("--json", metavar="PATH", help="save the results as JSON")
     p.add_argument("--shapes", nargs="+", metavar="LABEL",
                    help="shape labels (qkernels.bench.SHAPES; --suite f16: qkernels.bench_f16.SHAPES), "
-                        "or layer labels with --suite conv")
+                        "layer labels with --suite conv, model labels with --suite models "
+                        "(qkernels.bench_models.MODELS, e.g. mobilenet_v2-int8)")
     p.add_argument("--rounds", type=int, default=1, help="repeat every process this many times (median)")
     p.add_argument("--isa", help="force the qkernels ISA path (QKERNELS_ISA) in the timed process")
     p.add_argument("--wait-idle", type=float, metavar="S", help="before each process wait up to S s for an idle CPU")
@@ -102,6 +136,25 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, help="kernel threads")
     p.add_argument("--output-dir", metavar="DIR", help="save each output as DIR/<name>.npy")
     p.set_defaults(func=_run)
+    p = sub.add_parser("demo", help="the main job: quantize the shipped digits CNN, compare float and int8")
+    p.add_argument("--out", default="digits_cnn_int8.onnx", help="where to write the quantized model")
+    p.add_argument("--method", default="minmax", help="calibration: minmax, moving_average, percentile, entropy, mse")
+    p.add_argument("--threads", type=int, help="kernel threads")
+    p.add_argument("--no-ort", action="store_true", help="leave out ONNX Runtime's columns")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_demo)
+    p = sub.add_parser("quantize", help="post-training quantization of a float ONNX model (QDQ output)")
+    p.add_argument("model", help="the float .onnx file")
+    p.add_argument("output", help="the quantized .onnx file to write")
+    p.add_argument("--calib", help="calibration data: .npz/.npy file or folder (input name -> array)")
+    p.add_argument("--target", default="cpu", choices=("cpu", "dsp", "fp16"))
+    p.add_argument("--method", default="minmax", help="minmax, moving_average, percentile, entropy, mse")
+    p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, not per channel")
+    p.add_argument("--reduce-range", action="store_true", help="7-bit grids (ONNX Runtime's reduce_range)")
+    p.add_argument("--exclude", nargs="+", metavar="NODE", help="nodes to keep in float")
+    p.add_argument("--report", metavar="JSON", help="save the per-tensor report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_quantize)
     args = parser.parse_args(argv)
     return args.func(args)
 

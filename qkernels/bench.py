@@ -33,9 +33,10 @@ This module must stay importable on its own, without importing the ``qkernels``
 package at module level: the worker processes import it from its folder as a
 submodule of a stand-in package (``_BOOT``), so that the numpy and ONNX Runtime
 workers never load qkernels' OpenMP runtime. The convolution suite
-(:mod:`qkernels.bench_conv`, ``--suite conv``) and the fp16 GEMM suite
-(:mod:`qkernels.bench_f16`, ``--suite f16``) run on the same machinery:
-:func:`run_worker`, :func:`collect`, :func:`time_call`, :func:`run_cli`.
+(:mod:`qkernels.bench_conv`, ``--suite conv``), the fp16 GEMM suite
+(:mod:`qkernels.bench_f16`, ``--suite f16``) and the whole-model suite
+(:mod:`qkernels.bench_models`, ``--suite models``) run on the same machinery:
+:func:`run_worker`, :func:`collect`, :func:`time_call`, :func:`make_report`, :func:`run_cli`.
 """
 from __future__ import annotations
 
@@ -229,9 +230,14 @@ def onnx_bytes(graph) -> bytes:
     return model.SerializeToString()
 
 
-def ort_session(model: bytes, threads: int, spinning: bool = True):
+def ort_session(model: bytes, threads: int, spinning: bool = True, optimize: bool = True):
+    """An ONNX Runtime CPU session of ``model`` on ``threads`` threads (``optimize``:
+    its graph optimizations, on by default; off, a QDQ model runs its float operators
+    between the quantize/dequantize steps)."""
     import onnxruntime as ort
     so = ort.SessionOptions()
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -357,7 +363,8 @@ def time_call(fn, min_time: float, repeats: int, warmup: float) -> dict:
 
 def _measure(shape, lib: str, op: str, threads: int, timing: dict, fn, check=None) -> dict:
     """The timing record of ``fn`` on ``shape`` (a :class:`Shape` or any item with
-    ``label``, ``ops`` and ``record_fields()``); a blocking wrong ``check`` is not timed."""
+    ``label``, ``ops`` (None: no GOP/s) and ``record_fields()``); a blocking wrong
+    ``check`` is not timed."""
     rec = record(shape, lib, op, threads, check)
     if check_failed(check) and check.get("blocking", False):
         rec["error"] = "wrong result: not timed"
@@ -379,7 +386,10 @@ def record(shape, lib: str, op: str, threads: int, check=None, **more) -> dict:
             "check": check, **more}
 
 
-def _add_gops(rec: dict, ops: int) -> None:
+def _add_gops(rec: dict, ops: int | None) -> None:
+    """GOP/s of a timed record doing ``ops`` operations per call (None: not counted, none)."""
+    if ops is None:
+        return
     rec["gops_median"] = ops / rec["median_s"] / 1e9
     rec["gops_max"] = ops / rec["min_s"] / 1e9
 
@@ -632,9 +642,9 @@ def _median(xs):
     return xs[mid] if len(xs) % 2 else 0.5 * (xs[mid - 1] + xs[mid])
 
 
-def _merge_rounds(recs: list[dict], ops: int) -> dict:
+def _merge_rounds(recs: list[dict], ops: int | None) -> dict:
     """One record from the same measurement in several rounds: median of medians
-    (``ops``: the operations of one call)."""
+    (``ops``: the operations of one call, None when not counted)."""
     first = dict(recs[0])
     timed = [r for r in recs if "median_s" in r]
     if not timed:
@@ -647,7 +657,9 @@ def _merge_rounds(recs: list[dict], ops: int) -> dict:
     if foreign:
         first["foreign_cpus"] = max(foreign)
     if len(timed) > 1:
-        first["gops_median_per_round"] = [r["gops_median"] for r in timed]
+        first["median_s_per_round"] = [r["median_s"] for r in timed]
+        if ops is not None:
+            first["gops_median_per_round"] = [r["gops_median"] for r in timed]
     failed = [r["check"] for r in recs if check_failed(r.get("check"))]
     if failed:
         first["check"] = failed[0]
@@ -790,11 +802,14 @@ def format_footer(report: dict) -> list[str]:
 
 def collect(module: str, libs, shape_list, threads_list, *, timing: dict, rounds: int = 1,
             isa: str | None = None, seed: int = 0, progress=None, wait_idle_s: float = 0.0,
-            extra_by_lib=None) -> dict:
+            extra_by_lib=None, process_per_item: bool = False) -> dict:
     """Run every (library, thread count) worker of the suite ``module`` ``rounds`` times.
 
     ``extra_by_lib``: per library, its items (instead of ``shape_list``) and more spec
-    entries: ``{lib: (items, {key: value})}``. Returns the parts of a report every
+    entries: ``{lib: (items, {key: value})}``. ``process_per_item``: one process per
+    (library, thread count, item) instead of one per (library, thread count), so that
+    nothing of one item (its peak memory above all) is left in the next one's process.
+    Returns the parts of a report every
     suite shares: ``results`` (rounds merged), ``infos`` (per library), ``notes``,
     ``failed`` (a worker crashed), ``wrong`` (qkernels records failing their check)
     and ``machine``."""
@@ -802,27 +817,31 @@ def collect(module: str, libs, shape_list, threads_list, *, timing: dict, rounds
     load_before = _loadavg()
     notes: list[str] = []
     raw: dict[tuple, list[dict]] = {}
+    all_items = {s.label: s for s in shape_list}
     infos: dict[str, dict] = {}
     failed = False
     for rnd in range(rounds):
         for t in threads_list:
             for lib in libs:
-                if wait_idle_s > 0:
-                    busy_now = wait_idle(wait_idle_s)
-                    if progress and busy_now is not None and busy_now >= FOREIGN_CPUS_WARN:
-                        progress(f"machine still busy ({busy_now} CPUs) after waiting {wait_idle_s:g} s")
-                if progress:
-                    progress(f"[round {rnd + 1}/{rounds}] {lib}, {t} thread(s) ...")
                 items, extra = extra_by_lib.get(lib, (shape_list, {}))
-                try:
-                    res = run_worker(lib, t, items, timing, module=module, seed=seed, isa=isa, **extra)
-                except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    notes.append(f"{lib} at {t} thread(s) failed: {exc}")
-                    failed = True
-                    continue
-                infos.setdefault(lib, {}).update(res["info"])
-                for r in res["results"]:
-                    raw.setdefault((r["lib"], r["op"], r["shape"], r["threads"]), []).append(r)
+                for group in ([[item] for item in items] if process_per_item else [items]):
+                    if wait_idle_s > 0:
+                        busy_now = wait_idle(wait_idle_s)
+                        if progress and busy_now is not None and busy_now >= FOREIGN_CPUS_WARN:
+                            progress(f"machine still busy ({busy_now} CPUs) after waiting {wait_idle_s:g} s")
+                    tag = f", {group[0].label}" if process_per_item else ""
+                    if progress:
+                        progress(f"[round {rnd + 1}/{rounds}] {lib}, {t} thread(s){tag} ...")
+                    try:
+                        res = run_worker(lib, t, group, timing, module=module, seed=seed, isa=isa, **extra)
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                        notes.append(f"{lib} at {t} thread(s){tag} failed: {exc}")
+                        failed = True
+                        continue
+                    infos.setdefault(lib, {}).update(res["info"])
+                    for r in res["results"]:
+                        raw.setdefault((r["lib"], r["op"], r["shape"], r["threads"]), []).append(r)
+                    all_items.update((item.label, item) for item in group)
     busy: dict[tuple, float] = {}
     for k, v in raw.items():
         for r in v:
@@ -832,8 +851,7 @@ def collect(module: str, libs, shape_list, threads_list, *, timing: dict, rounds
         notes.append("other processes kept CPUs busy during these measurements (most CPUs busy besides "
                      f"the bench): {', '.join(f'{lib} {t} thr {c:.2f}' for (lib, t), c in sorted(busy.items()))}"
                      "; such figures (2 threads above all) are unreliable: rerun on an idle machine")
-    ops = {s.label: s.ops for s in shape_list}
-    results = [_merge_rounds(v, ops[k[2]]) for k, v in raw.items()]
+    results = [_merge_rounds(v, getattr(all_items.get(k[2]), "ops", None)) for k, v in raw.items()]
     wrong = [r for r in results if r["lib"] == "qkernels" and check_failed(r.get("check"))]
     for r in wrong:
         how = "differ from the reference" if "exact" in r["check"] else "are outside the accuracy bound"
@@ -860,6 +878,29 @@ def created_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def make_report(got: dict, rows: list, targets: list, notes: list, *, settings: dict, suite: str | None = None,
+                **more) -> dict:
+    """A suite's report: ``settings``, its items and other entries (``more``), then the
+    parts :func:`collect` (``got``) gives every suite, ``rows``, ``targets`` and ``notes``
+    (before collect's); ``ok`` unless a worker failed or a qkernels result is wrong."""
+    return {
+        "schema": 1, **({"suite": suite} if suite else {}), "created": created_now(), "settings": settings,
+        **more, "machine": got["machine"], "results": got["results"], "rows": rows, "targets": targets,
+        "notes": notes + got["notes"], "ok": not got["wrong"] and not got["failed"],
+        "wrong_results": bool(got["wrong"]),
+    }
+
+
+def run_setup(quick: bool, libs, timing: dict | None = None) -> tuple[dict, list[str], list]:
+    """The start of a suite's run: its batch settings (``timing``, else the quick or full
+    ones), its notes so far and its libraries, ONNX Runtime's (``ort``) dropped with a
+    note when it does not import."""
+    libs = list(libs)
+    notes: list[str] = []
+    ort_available(libs, notes)
+    return dict(timing or _SETTINGS["quick" if quick else "full"]), notes, libs
+
+
 def ort_available(libs: list, notes: list, lib: str = "ort") -> None:
     """Drop ``lib`` from ``libs`` with a note when onnxruntime or onnx is missing."""
     if lib in libs and not (_have("onnxruntime") and _have("onnx")):
@@ -872,25 +913,17 @@ def run_bench(shape_list, threads_list, *, quick: bool = False, int32: bool | No
               isa: str | None = None, seed: int = 0, libs=LIBS, progress=None,
               wait_idle_s: float = 0.0) -> dict:
     """Run every (library, thread count) worker ``rounds`` times; return the report dict."""
-    timing = dict(_SETTINGS["quick" if quick else "full"])
+    timing, notes, libs = run_setup(quick, libs)
     if int32 is None:
         int32 = not quick
-    notes: list[str] = []
-    libs = list(libs)
-    ort_available(libs, notes)
     got = collect("bench", libs, shape_list, threads_list, timing=timing, rounds=rounds, isa=isa, seed=seed,
                   progress=progress, wait_idle_s=wait_idle_s,
                   extra_by_lib={lib: (shape_list, {"int32": int32}) for lib in libs})
     rows = _rows(got["results"], shape_list, threads_list)
-    return {
-        "schema": 1, "created": created_now(),
-        "settings": {"quick": quick, "threads": list(threads_list), "shapes": [s.label for s in shape_list],
-                     "rounds": rounds, "wait_idle_s": wait_idle_s, "timing": timing, "int32": int32, "seed": seed, "isa": isa},
-        "shapes": [dict(s._asdict(), ops=s.ops) for s in shape_list],
-        "machine": got["machine"], "results": got["results"], "rows": rows, "targets": _targets(rows),
-        "notes": notes + got["notes"], "ok": not got["wrong"] and not got["failed"],
-        "wrong_results": bool(got["wrong"]),
-    }
+    settings = {"quick": quick, "threads": list(threads_list), "shapes": [s.label for s in shape_list],
+                "rounds": rounds, "wait_idle_s": wait_idle_s, "timing": timing, "int32": int32, "seed": seed, "isa": isa}
+    return make_report(got, rows, _targets(rows), notes, settings=settings,
+                       shapes=[dict(s._asdict(), ops=s.ops) for s in shape_list])
 
 
 def run_cli(args, select=None, run=None, fmt=None) -> int:

@@ -466,10 +466,7 @@ def run_bench(layer_list, threads_list, *, quick: bool = False, rounds: int = 1,
               timing: dict | None = None) -> dict:
     """Run every (library, thread count) worker ``rounds`` times; return the report dict
     (``timing``: overrides the quick/full batch settings)."""
-    timing = dict(timing or bench._SETTINGS["quick" if quick else "full"])
-    notes: list[str] = []
-    libs = list(libs)
-    bench.ort_available(libs, notes)
+    timing, notes, libs = bench.run_setup(quick, libs, timing)
     extra = {lib: (layer_list, {}) for lib in libs}
     folder = None
     if "xnnpack" in libs:
@@ -485,16 +482,12 @@ def run_bench(layer_list, threads_list, *, quick: bool = False, rounds: int = 1,
               if r["lib"] == "xnnpack" and r.get("error")]
     machine = dict(got["machine"], ai_edge_litert=got["infos"].get("xnnpack", {}).get("ai_edge_litert"))
     rows = _rows(got["results"], layer_list, threads_list)
-    return {
-        "schema": 1, "suite": "conv", "created": bench.created_now(),
-        "settings": {"quick": quick, "threads": list(threads_list), "layers": [la.label for la in layer_list],
-                     "rounds": rounds, "wait_idle_s": wait_idle_s, "timing": timing, "seed": seed, "isa": isa,
-                     "tflite_dir": folder},
-        "layers": [dict(la._asdict(), ops=la.ops, geometry=la.geometry) for la in layer_list],
-        "machine": machine, "results": got["results"], "rows": rows, "targets": _targets(rows),
-        "notes": notes + got["notes"], "ok": not got["wrong"] and not got["failed"],
-        "wrong_results": bool(got["wrong"]),
-    }
+    settings = {"quick": quick, "threads": list(threads_list), "layers": [la.label for la in layer_list],
+                "rounds": rounds, "wait_idle_s": wait_idle_s, "timing": timing, "seed": seed, "isa": isa,
+                "tflite_dir": folder}
+    return bench.make_report(dict(got, machine=machine), rows, _targets(rows), notes, settings=settings,
+                             suite="conv",
+                             layers=[dict(la._asdict(), ops=la.ops, geometry=la.geometry) for la in layer_list])
 
 
 def run_cli(args) -> int:

@@ -299,16 +299,11 @@ def run_bench(shape_list, threads_list, *, quick: bool = False, rounds: int = 1,
     if once:
         notes.append(f"numpy float16 timed once (its warm-up call alone: over the budget) at {', '.join(once)}")
     rows = _rows(got["results"], shape_list, threads_list)
-    return {
-        "schema": 1, "suite": "f16", "created": bench.created_now(),
-        "settings": {"quick": quick, "threads": list(threads_list), "shapes": [s.label for s in shape_list],
-                     "rounds": rounds, "wait_idle_s": wait_idle_s, "timing": timing, "seed": seed, "isa": isa,
-                     "numpy_f16": dict(budget, max_mnk=numpy_f16_max_mnk)},
-        "shapes": [dict(s._asdict(), ops=s.ops) for s in shape_list],
-        "machine": got["machine"], "results": got["results"], "rows": rows, "targets": _targets(rows),
-        "notes": notes + got["notes"], "ok": not got["wrong"] and not got["failed"],
-        "wrong_results": bool(got["wrong"]),
-    }
+    settings = {"quick": quick, "threads": list(threads_list), "shapes": [s.label for s in shape_list],
+                "rounds": rounds, "wait_idle_s": wait_idle_s, "timing": timing, "seed": seed, "isa": isa,
+                "numpy_f16": dict(budget, max_mnk=numpy_f16_max_mnk)}
+    return bench.make_report(got, rows, _targets(rows), notes, settings=settings, suite="f16",
+                             shapes=[dict(s._asdict(), ops=s.ops) for s in shape_list])
 
 
 def run_cli(args) -> int:

@@ -1,0 +1,110 @@
+"""``qkernels bench --suite models`` (qkernels/bench_models.py): tiny models through the
+prepare step and the per-model processes, the fp32 gate and the int8 comparison, the
+CLI's quick path, and the saved JSON through bench/report.py."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qkernels import bench, bench_models
+from qkernels.__main__ import main
+
+pytest.importorskip("onnx")
+
+TINY_TIMING = {"min_time": 0.001, "repeats": 3, "warmup": 0.0}
+TINY = [bench_models.Model(f"mobilenet_v2-{v}", "mobilenet_v2", v, 0.25, 32, 10, "test")
+        for v in bench_models.VARIANTS]
+REPORT = Path(__file__).resolve().parent.parent / "bench" / "report.py"
+
+
+def test_tiny_models_run_checked_on_both_libraries_and_report_prints_them(tmp_path):
+    pytest.importorskip("onnxruntime")
+    rep = bench_models.run_bench(TINY, [1], quick=True, timing=TINY_TIMING)
+    assert rep["ok"] and not rep["wrong_results"], rep["notes"]
+    assert rep["suite"] == "models" and [(r["shape"], r["variant"], r["threads"]) for r in rep["rows"]] == [
+        ("mobilenet_v2-fp32", "fp32", 1), ("mobilenet_v2-int8", "int8", 1)]
+    fp32, int8 = rep["rows"]
+    assert fp32["check"]["within_bound"] is True and fp32["check"]["rel_diff"] <= bench_models.FP32_RTOL
+    c = int8["check"]
+    assert c["blocking"] is False and c["output_scale"] > 0 and c["max_diff_lsb"] >= 0
+    assert c["qdq_float_max_diff_lsb"] >= 0 and rep["prepared"]["mobilenet_v2-int8"]["ort_vs_qdq_float_lsb"] >= 0
+    assert isinstance(c["argmax_agrees"], bool) and not bench.check_failed(c)
+    for r in rep["rows"]:
+        assert r["ms"]["qkernels"] > 0 and r["ms"]["ort"] > 0 and r["qk_over_ort"] > 0
+        assert r["rss_growth"]["qkernels"] >= 0 and r["rss_growth"]["ort"] >= 0
+        assert r["peak_bytes"] > 0 and r["model_bytes"] > 0 and r["plan_ops"]
+    # the int8 row is compared with ORT's float32 model too, and both targets are reported
+    assert int8["ms"]["ort-fp32"] == fp32["ms"]["ort"] and int8["qk_over_ort_fp32"] > 0
+    assert {t["target"] for t in rep["targets"]} == {"int8 latency <= 0.8x ONNX Runtime int8",
+                                                      "int8 latency <= 0.5x ONNX Runtime float32"}
+    assert rep["prepared"]["mobilenet_v2-int8"]["ops"]["QuantizeLinear"] > 0
+    assert any(n.startswith("qkernels plan of mobilenet_v2-int8") for n in rep["notes"]), rep["notes"]
+    assert any(n.startswith("int8 logits of mobilenet_v2-int8 (1 thr)") for n in rep["notes"]), rep["notes"]
+    table = bench_models.format_table(rep)
+    assert "whole-model bench" in table and "mobilenet_v2" in table and "LSB" in table and "ok " in table
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps(rep))
+    md = subprocess.run([sys.executable, str(REPORT), str(path)], capture_output=True, text=True, check=True).stdout
+    assert "| mobilenet_v2 | int8 | w0.25 32px | 1 |" in md and "LSB, argmax" in md
+    assert "int8 latency <= 0.8x ONNX Runtime int8" in md
+    md = subprocess.run([sys.executable, str(REPORT), "--compare", str(path), str(path)], capture_output=True,
+                        text=True, check=True).stdout
+    assert "| `mobilenet_v2-fp32` | 1 |" in md and "old ms" in md and "qk / ORT fp32" in md
+
+
+def test_cli_models_quick_run_saves_json(tmp_path, capsys):
+    path = tmp_path / "models.json"
+    rc = main(["bench", "--suite", "models", "--quick", "--threads", "1", "--shapes", "resnet18-fp32",
+               "--json", str(path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rep = json.loads(path.read_text())
+    [row] = rep["rows"]
+    assert row["shape"] == "resnet18-fp32" and row["geometry"] == "w0.5 96px" and row["ms"]["qkernels"] > 0
+    if bench._have("onnxruntime"):
+        assert row["check"]["within_bound"] is True and row["ms"]["ort"] > 0
+    assert "whole-model bench" in out and "resnet18" in out
+    assert main(["bench", "--suite", "models", "--shapes", "resnet18-int4"]) == 2
+
+
+def test_model_tables_and_selection():
+    assert [m.label for m in bench_models.MODELS] == ["mobilenet_v2-fp32", "mobilenet_v2-int8", "resnet18-fp32",
+                                                      "resnet18-int8"]
+    assert all((m.size, m.width) == (224, 1.0) for m in bench_models.models())
+    quick = bench_models.models(["mobilenet_v2-int8"], quick=True)
+    assert [(m.label, m.width, m.size, m.geometry) for m in quick] == [("mobilenet_v2-int8", 0.5, 96, "w0.5 96px")]
+    assert quick[0].twin.label == "mobilenet_v2-fp32" and quick[0].twin.size == 96
+    with pytest.raises(ValueError, match="unknown model"):
+        bench_models.models(["nope"])
+
+
+def test_fp32_check_gates_and_int8_comparison_informs():
+    ref = np.array([[1.0, -4.0, 2.0]], np.float32)
+    good = bench_models.check_fp32(ref + 1e-5, ref)
+    assert good["within_bound"] and good["mismatches"] == 0 and good["rel_diff"] < 1e-4
+    bad = bench_models.check_fp32(ref + np.array([[0, 0, 1e-2]], np.float32), ref)
+    assert not bad["within_bound"] and bad["mismatches"] == 1 and bench.check_failed(bad)
+    assert not bench_models.check_fp32(ref[:, :2], ref)["within_bound"]
+    c = bench_models.compare_int8(ref + np.array([[0, 0.5, 0]], np.float32), ref, 0.25)
+    assert c["max_diff_lsb"] == 2 and c["mismatches"] == 1 and c["argmax_agrees"] and not bench.check_failed(c)
+    assert not bench_models.compare_int8(ref[:, ::-1], ref, 0.25)["argmax_agrees"]
+    # a wrong fp32 result posts no time: no ratio, no target
+    model = TINY[0]
+    rec = bench._measure(model, "qkernels", bench_models.OP, 1, TINY_TIMING, lambda: None, bad)
+    assert "median_s" not in rec and rec["error"].startswith("wrong result")
+    [row] = bench_models._rows([rec], [model], [1])
+    assert row["ms"]["qkernels"] is None and row["qk_over_ort"] is None
+    assert "WRONG" in bench_models.check_cell(row["check"])
+
+
+def test_without_onnxruntime_int8_models_are_skipped_with_a_note(monkeypatch):
+    real = bench._have
+    monkeypatch.setattr(bench, "_have", lambda name: False if name == "onnxruntime" else real(name))
+    rep = bench_models.run_bench([TINY[1]], [1], quick=True, timing=TINY_TIMING)
+    assert rep["ok"] and rep["rows"] == [] and rep["settings"]["models"] == []
+    assert any(n.startswith("int8 models skipped (mobilenet_v2-int8)") for n in rep["notes"]), rep["notes"]
+    assert any(n.startswith("ONNX Runtime columns skipped") for n in rep["notes"]), rep["notes"]
+    assert "whole-model bench" in bench_models.format_table(rep)
