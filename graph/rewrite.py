@@ -10,7 +10,8 @@
    QDQ model runs in int8 instead of float; a Relu/Clip before the QuantizeLinear
    becomes an integer clamp (none when the output's saturation already does it), and
    ``DequantizeLinear -> MaxPool/Flatten/Reshape/... -> QuantizeLinear`` with the same
-   quantization on both sides runs on the integers;
+   quantization on both sides runs on the integers; QDQ Add / Mul / GlobalAveragePool
+   become com.microsoft QLinearAdd / QLinearMul / QLinearGlobalAveragePool;
 3. :func:`fuse_activations` — Relu / Clip after a float Conv or Gemm fused into it
    (``com.microsoft`` FusedConv / FusedGemm, ONNX Runtime's contrib operators);
 4. :func:`fold_constant_dequantize` — DequantizeLinear of constants left over (weights
@@ -285,7 +286,45 @@ def qdq_to_integer(graph: Graph) -> Graph:
             _qdq_compute(ed, node)
         elif node.op_type in _MOVERS:
             _qdq_mover(ed, node)
+        elif node.op_type in ("Add", "Mul", "GlobalAveragePool"):
+            _qdq_contrib(ed, node)
     return _prune(ed.result())
+
+
+def _qdq_contrib(ed: _Editor, node: Node) -> None:
+    """``DQ(a) -> Add/Mul <- DQ(b) -> [Relu/Clip] -> Q`` into com.microsoft QLinearAdd /
+    QLinearMul, and ``DQ -> GlobalAveragePool -> Q`` into QLinearGlobalAveragePool: the
+    operators ONNX Runtime uses for them, computed (reference backend) as dequantize,
+    float32 op, quantize, which is what the QDQ graph means. A residual block's Add then
+    no longer leaves int8."""
+    unary = node.op_type == "GlobalAveragePool"
+    if len(node.inputs) != (1 if unary else 2) or len(node.outputs) != 1:
+        return
+    ins = [_activation_input(ed, i) for i in node.inputs]
+    out = _output_quantizer(ed, node.outputs[0])
+    if any(i is None for i in ins) or out is None:
+        return
+    quant, act, sy, zy = out
+    if any(i[3].dtype != zy.dtype for i in ins) or ed.taken(quant, *([act] if act else [])):
+        return
+    clamp = _clamp(ed, act, sy, zy)
+    if clamp is None or (unary and act is not None):
+        return
+    inputs = [x for i in ins for x in i[:3]] + [quant.inputs[1], quant.inputs[2]]
+    new_op = {"Add": "QLinearAdd", "Mul": "QLinearMul", "GlobalAveragePool": "QLinearGlobalAveragePool"}[node.op_type]
+    attrs = {"channels_last": 0} if unary else {}
+    lo, hi = clamp
+    info = np.iinfo(zy.dtype)
+    result = quant.outputs[0]
+    if (lo, hi) == (info.min, info.max):
+        ed.replace(node, [Node(node.name, new_op, MS, inputs, [result], attrs)], quant, *([act] if act else []))
+        return
+    raw = ed.fresh(f"{result}/unclamped")
+    lo_name = ed.add_const(f"{node.name}/clamp_min", np.array(lo, zy.dtype))
+    hi_name = ed.add_const(f"{node.name}/clamp_max", np.array(hi, zy.dtype))
+    ed.replace(node, [Node(node.name, new_op, MS, inputs, [raw], attrs),
+                      Node(f"{node.name}/clamp", "Clip", "", [raw, lo_name, hi_name], [result], {})],
+               quant, *([act] if act else []))
 
 
 def _qdq_compute(ed: _Editor, node: Node) -> None:
