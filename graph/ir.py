@@ -41,6 +41,7 @@ class Graph:
     outputs: list[ValueInfo]
     opset: int
     name: str = ""
+    metadata: dict = field(default_factory=dict)   # the model's metadata_props
 
     def producers(self) -> dict[str, Node]:
         return {o: n for n in self.nodes for o in n.outputs if o}

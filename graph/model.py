@@ -156,4 +156,4 @@ def to_graph(proto) -> Graph:
     missing = [o.name for o in outputs if o.name not in produced]
     if missing:
         raise ModelError(f"graph output(s) {missing} are produced by no node")
-    return Graph(ordered, inits, inputs, outputs, opset, g.name)
+    return Graph(ordered, inits, inputs, outputs, opset, g.name, {p.key: p.value for p in proto.metadata_props})

@@ -88,7 +88,7 @@ class _Editor:
             nodes.extend(self.replaced.get(id(n), [n]))
         g = self.graph
         available = set(self.inits) | {v.name for v in g.inputs}
-        return Graph(topological(nodes, available), self.inits, g.inputs, g.outputs, g.opset, g.name)
+        return Graph(topological(nodes, available), self.inits, g.inputs, g.outputs, g.opset, g.name, g.metadata)
 
 
 def _attr(node: Node, name: str, default):
@@ -521,7 +521,7 @@ def _prune(graph: Graph) -> Graph:
         nodes = kept
     used = {i for n in nodes for i in n.inputs if i} | outputs
     inits = {k: v for k, v in graph.initializers.items() if k in used}
-    return Graph(nodes, inits, graph.inputs, graph.outputs, graph.opset, graph.name)
+    return Graph(nodes, inits, graph.inputs, graph.outputs, graph.opset, graph.name, graph.metadata)
 
 
 PASSES = (fold_batchnorm, qdq_to_integer, fuse_activations, fold_constant_dequantize)

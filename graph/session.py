@@ -87,7 +87,7 @@ class Session:
         outputs = {o.name for o in graph.outputs}
         used = {i for n in kept for i in n.inputs} | outputs
         return Graph(kept, {k: v for k, v in consts.items() if k in used}, graph.inputs, graph.outputs,
-                     graph.opset, graph.name)
+                     graph.opset, graph.name, graph.metadata)
 
     def _liveness(self) -> list[list[str]]:
         """For each partition, the values no later partition (or output) needs."""

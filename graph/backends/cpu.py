@@ -315,9 +315,17 @@ def _make_qconv(node: Node, graph: Graph) -> Runner | None:
         else:
             ys, yz, ydt = out.get(values)
             y = _conv.conv2d(xq, pw, stride=stride, padding=padding, dilation=dilation, out_scale=ys,
-                             out_zero_point=yz, out_dtype=ydt).data
+                             out_zero_point=yz, out_dtype=ydt, requant=_requant(graph)).data
         return {result: np.ascontiguousarray(y.transpose(0, 3, 1, 2))}
     return _fallback(node, graph, run)
+
+
+def _requant(graph: Graph) -> str:
+    """The requantization of int8 outputs: fp32 (ONNX), or fixed point (integer multiplier
+    and shift) for models marked ``qkernels.requant = fixedpoint`` by the quantizer's
+    ``dsp`` target, whose power-of-two scales make it a rounding shift."""
+    mode = graph.metadata.get("qkernels.requant", "fp32")
+    return mode if mode in ("fp32", "fixedpoint") else "fp32"
 
 
 class _ConvIntegerInput:
@@ -384,7 +392,7 @@ def _make_qmatmul(node: Node, graph: Graph) -> Runner | None:
         if out is None:
             return {result: _gemm.matmul(aq, rhs, out_dtype=np.int32)}
         ys, yz, ydt = out.get(values)
-        return {result: _gemm.matmul(aq, rhs, out_scale=ys, out_zero_point=yz, out_dtype=ydt).data}
+        return {result: _gemm.matmul(aq, rhs, out_scale=ys, out_zero_point=yz, out_dtype=ydt, requant=_requant(graph)).data}
     return _fallback(node, graph, run)
 
 
@@ -431,7 +439,7 @@ def _make_qgemm(node: Node, graph: Graph) -> Runner | None:
             acc = _gemm.matmul(aq, pw, out_dtype=np.int32)
             return {result: acc.astype(np.float32) * float_scale}
         ys, yz, ydt = out.get(values)
-        return {result: _gemm.matmul(aq, pw, out_scale=ys, out_zero_point=yz, out_dtype=ydt).data}
+        return {result: _gemm.matmul(aq, pw, out_scale=ys, out_zero_point=yz, out_dtype=ydt, requant=_requant(graph)).data}
     return _fallback(node, graph, run)
 
 
