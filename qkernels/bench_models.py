@@ -162,7 +162,7 @@ def quantize_int8(proto, model: Model, folder: str, seed: int = 0) -> str:
 
     stem = os.path.join(folder, model.label)
     onnx.save(proto, stem + ".float.onnx")
-    quant_pre_process(stem + ".float.onnx", stem + ".pre.onnx")
+    quant_pre_process(stem + ".float.onnx", stem + ".pre.onnx", skip_symbolic_shape=True)   # no sympy needed
     ortq.quantize_static(stem + ".pre.onnx", stem + ".onnx", Reader(), quant_format=ortq.QuantFormat.QDQ,
                          activation_type=ortq.QuantType.QInt8, weight_type=ortq.QuantType.QInt8, per_channel=True)
     for suffix in (".float.onnx", ".pre.onnx"):
