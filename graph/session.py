@@ -182,4 +182,5 @@ class Session:
             if self.num_threads is not None:
                 _dispatch.set_num_threads(saved)
         self.peak_bytes = peak
-        return [values[n] for n in names]
+        # kernels may leave strided views (ascontiguousarray would make 0-d arrays 1-d)
+        return [v if (v := values[n]).flags.c_contiguous else v.copy(order="C") for n in names]

@@ -306,9 +306,8 @@ def _make_qconv(node: Node, graph: Graph) -> Runner | None:
         data = values[x]
         if data.ndim != 4:
             raise _NotServed
-        # NHWC copies around the call: the kernels gather NHWC pixels, and reading an
-        # NCHW array in place (layout="NCHW") is several times slower for 3x3 and
-        # depthwise convolutions than these two transposes
+        # the kernels gather NHWC pixels: an NCHW input is copied once (free when it is
+        # the NCHW view of an NHWC array, as this runner returns)
         xq = xin.qtensor(values, np.ascontiguousarray(data.transpose(0, 2, 3, 1)))
         if out is None:
             y = _conv.conv2d(xq, pw, stride=stride, padding=padding, dilation=dilation, out_dtype=np.int32)
@@ -316,7 +315,10 @@ def _make_qconv(node: Node, graph: Graph) -> Runner | None:
             ys, yz, ydt = out.get(values)
             y = _conv.conv2d(xq, pw, stride=stride, padding=padding, dilation=dilation, out_scale=ys,
                              out_zero_point=yz, out_dtype=ydt, requant=_requant(graph)).data
-        return {result: np.ascontiguousarray(y.transpose(0, 3, 1, 2))}
+        # an NCHW view of the NHWC result, no copy: the next convolution's transpose back
+        # is then free, and elementwise operators between keep the NHWC memory order
+        # (numpy's order="K"), so chains of convolutions stay NHWC in memory
+        return {result: y.transpose(0, 3, 1, 2)}
     return _fallback(node, graph, run)
 
 
