@@ -81,21 +81,31 @@ def _quantize(args) -> int:
 
     from .graph import ModelError
     from .quant import CalibrationError, quantize_model
+    from .quant.report import format_report, plot_report, save_report
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("qkernels quantize: --plot needs matplotlib, which is not installed: "
+                  "pip install 'qkernels[plot]'", file=sys.stderr)
+            return 2
     try:
         model, report = quantize_model(args.model, args.calib, target=args.target, method=args.method,
                                        per_channel=not args.per_tensor, reduce_range=args.reduce_range,
                                        exclude_nodes=args.exclude or (), progress=not args.quiet,
+                                       bias_correction=args.bias_correction, equalize=args.equalize,
                                        return_report=True)
     except (ModelError, CalibrationError, ValueError) as exc:
         print(f"qkernels quantize: {exc}", file=sys.stderr)
         return 1
     onnx.save(model, args.output)
-    print(f"{'tensor':<32}{'scale':>12}{'zero point':>12}{'min':>12}{'max':>12}")
-    for r in report:
-        print(f"{r['tensor'][:31]:<32}{r['scale']:>12.5g}{r['zero_point']:>12}{r['min']:>12.4g}{r['max']:>12.4g}")
+    print(format_report(report))
     if args.report:
-        with open(args.report, "w") as f:
-            json.dump(report, f, indent=1)
+        save_report(report, args.report)
+        print(f"wrote the report {args.report}")
+    if args.plot:
+        plot_report(report, args.plot)
+        print(f"wrote the plot {args.plot}")
     print(f"wrote {args.output}")
     return 0
 
@@ -152,7 +162,12 @@ def main(argv=None) -> int:
     p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, not per channel")
     p.add_argument("--reduce-range", action="store_true", help="7-bit grids (ONNX Runtime's reduce_range)")
     p.add_argument("--exclude", nargs="+", metavar="NODE", help="nodes to keep in float")
-    p.add_argument("--report", metavar="JSON", help="save the per-tensor report as JSON")
+    p.add_argument("--bias-correction", action="store_true",
+                   help="correct each layer's bias for the mean error of its weight quantization")
+    p.add_argument("--equalize", action="store_true",
+                   help="cross-layer equalisation of Conv -> [Relu] -> Conv pairs before calibration")
+    p.add_argument("--report", metavar="JSON", help="save the report (per tensor, weight, layer, output) as JSON")
+    p.add_argument("--plot", metavar="IMAGE", help="plot SQNR per tensor (.png, .svg, .pdf; needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_quantize)
     args = parser.parse_args(argv)

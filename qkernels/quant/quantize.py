@@ -17,6 +17,7 @@ Targets (docs/quant.md):
 from __future__ import annotations
 
 import copy
+import math
 import os
 from typing import Iterable, Mapping
 
@@ -215,6 +216,27 @@ def calibrate(model, calibration_data, tensors: list[str], method: str = "minmax
     return observers
 
 
+def quantize_weight(arr: np.ndarray, axis: int | None, power_of_two: bool = False):
+    """(int8 values, float32 scales, int8 zero points) of a weight: symmetric int8
+    (-127..127), per slice along ``axis`` (None: per tensor) -- what the QDQ model stores."""
+    arr = np.asarray(arr, np.float32)
+    scale, zp = weight_params(arr, axis=axis, symmetric=True, dtype=np.int8, power_of_two=power_of_two)
+    scale, zp = np.asarray(scale, np.float32), np.asarray(zp)
+    shape = [1] * arr.ndim
+    if axis is not None:
+        shape[axis] = -1
+    q = np.clip(np.rint(arr / scale.reshape(shape)), -127, 127).astype(np.int8)
+    return q, scale, zp
+
+
+def dequantize_weight(q: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
+    """The float32 weight a DequantizeLinear gives back from :func:`quantize_weight`."""
+    shape = [1] * q.ndim
+    if axis is not None:
+        shape[axis] = -1
+    return (q.astype(np.float32) * np.asarray(scale, np.float32).reshape(shape)).astype(np.float32)
+
+
 def _qdq_model(model, act_params: dict, weights: dict, biases: dict, target: str, act_dtype):
     """The QDQ model: Q/DQ after each calibrated activation, weights and biases stored
     quantized behind a DequantizeLinear."""
@@ -242,15 +264,15 @@ def _qdq_model(model, act_params: dict, weights: dict, biases: dict, target: str
     w_scales = {}
     for w, (node, axis) in weights.items():
         arr = inits[w].astype(np.float32)
-        scale, zp = weight_params(arr, axis=axis, symmetric=True, dtype=np.int8, power_of_two=pow2)
-        scale, zp = np.asarray(scale, np.float32), np.asarray(zp)
-        shape = [1] * arr.ndim
+        q, scale, zp = quantize_weight(arr, axis, pow2)
         if axis is not None:
-            shape[axis] = -1
-        q = np.clip(np.rint(arr / scale.reshape(shape)), -127, 127).astype(np.int8)
-        out_channels = arr.shape[axis if axis is not None else 0]
-        w_scales[w] = np.broadcast_to(scale, (out_channels,)) if axis is not None or node.op_type == "Conv" \
-            else np.broadcast_to(scale, (arr.shape[0 if node.op_type == "Gemm" else 1],))
+            out_channels = arr.shape[axis]
+        elif node.op_type == "Gemm":       # per tensor: one scale for each output column all the same
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            out_channels = arr.shape[0 if trans_b else 1]
+        else:
+            out_channels = arr.shape[0 if node.op_type == "Conv" else 1]
+        w_scales[w] = np.broadcast_to(scale, (out_channels,))
         new_inits += [numpy_helper.from_array(q, f"{w}_quantized"),
                       numpy_helper.from_array(scale.astype(np.float32), f"{w}_scale"),
                       numpy_helper.from_array(zp.astype(np.int8), f"{w}_zero_point")]
@@ -318,42 +340,187 @@ def to_fp16(model):
     return m
 
 
+def _name_nodes(model):
+    """Give every unnamed node a unique name (``<op_type>_<index>``), in place, so that
+    reports, ``exclude_nodes`` and the accuracy budget can name each layer."""
+    taken = {n.name for n in model.graph.node if n.name}
+    for k, n in enumerate(model.graph.node):
+        if not n.name:
+            name, j = f"{n.op_type}_{k}", 0
+            while name in taken:
+                j += 1
+                name = f"{n.op_type}_{k}_{j}"
+            n.name = name
+            taken.add(name)
+    return model
+
+
+def _layers(model, op_types, exclude):
+    """The quantized nodes in graph order as (node, activation input, weight or None,
+    quantized output tensor) -- the output after a fused Relu/Clip, as in :func:`_plan`."""
+    inits = {t.name for t in model.graph.initializer}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    out = []
+    for n in model.graph.node:
+        if n.op_type not in op_types or n.name in exclude:
+            continue
+        y = n.output[0]
+        after = consumers.get(y, [])
+        if len(after) == 1 and after[0].op_type in _FUSABLE_ACTIVATIONS:
+            y = after[0].output[0]
+        w = n.input[1] if len(n.input) > 1 and n.input[1] in inits else None
+        out.append((n, n.input[0], w, y))
+    return out
+
+
+def _replayable(data):
+    """Calibration data that can be read more than once: a reader or an iterator is read
+    into a list of batches (the passes and the report read the data again)."""
+    if isinstance(data, (str, os.PathLike, Mapping, list, tuple)):
+        return data
+    if hasattr(data, "get_next"):
+        return list(iter_calibration(data, []))
+    try:
+        one_shot = iter(data) is data
+    except TypeError:
+        return data
+    return list(iter_calibration(data, [])) if one_shot else data
+
+
 def quantize_model(model, calibration_data=None, target: str = "cpu", method: str = "minmax", *,
                    per_channel: bool = True, reduce_range: bool = False, activation_dtype=np.int8,
                    op_types: Iterable[str] = DEFAULT_OP_TYPES, exclude_nodes: Iterable[str] = (),
-                   progress: bool = True, return_report: bool = False, **observer_options):
+                   progress: bool = True, return_report: bool = False, bias_correction: bool = False,
+                   equalize: bool = False, evaluate=None, max_drop: float = 0.01, **observer_options):
     """Quantize a float ONNX model (path, bytes or ModelProto) post-training.
 
     Returns an ``onnx.ModelProto`` in QDQ form (save it with ``onnx.save``), or
-    ``(model, report)`` with ``return_report=True`` (per tensor: scale, zero point,
-    clipping fraction, SQNR of its own quantization). ``calibration_data``: an iterable
-    of feed dicts, a ``.npz``/``.npy`` file or folder, a mapping name -> array, or an
-    object with ONNX Runtime's ``CalibrationDataReader`` interface.
+    ``(model, report)`` with ``return_report=True``: a dict (:mod:`qkernels.quant.report`)
+    with, per quantized tensor, scale, zero point, range, clipping fraction, SQNR and
+    cosine against float (measured by running the float and the quantized model on the
+    calibration data), per weight and per layer, per model output, and what the passes
+    did. ``calibration_data``: an iterable of feed dicts, a ``.npz``/``.npy`` file or
+    folder, a mapping name -> array, or an object with ONNX Runtime's
+    ``CalibrationDataReader`` interface (a reader or an iterator is read into memory
+    when the data is needed more than once: bias correction, the report).
+
+    Passes (:mod:`qkernels.quant.passes`):
+
+    * ``equalize=True``: cross-layer equalisation of ``Conv -> [Relu] -> Conv`` pairs on
+      the float model (after batch-norm folding, before calibration);
+    * ``bias_correction=True``: each quantized layer's bias corrected by the mean output
+      error its weight quantization causes on the calibration data;
+    * ``evaluate=fn`` (``fn(model_proto) -> score``, higher is better) with ``max_drop``:
+      while the quantized model scores below ``fn(float model) - max_drop``, the most
+      sensitive remaining layer (largest score drop when it alone is quantized) is kept
+      in float and the model rebuilt from the same calibration (no recalibration).
     """
     from ..graph.model import load_model
+    from . import passes
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    proto = fold_batch_norm(load_model(model))
+    if evaluate is not None and not callable(evaluate):
+        raise TypeError(f"evaluate must be a function model -> score, got {type(evaluate).__name__}")
+    max_drop = float(max_drop)
+    if not max_drop >= 0.0:
+        raise ValueError(f"max_drop must be >= 0, got {max_drop!r}")
+    original = load_model(model)
+    proto = _name_nodes(fold_batch_norm(original))
     if target == "fp16":
         m = to_fp16(proto)
-        return (m, []) if return_report else m
+        return (m, {"target": "fp16", "tensors": [], "weights": [], "layers": [], "outputs": [],
+                    "float_nodes": []}) if return_report else m
     if calibration_data is None:
         raise CalibrationError(f"target {target!r} needs calibration data")
     act_dtype = np.dtype(np.int8 if target == "dsp" else activation_dtype)
     if act_dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
         raise ValueError(f"activation_dtype must be int8 or uint8, got {act_dtype}")
-    acts, weights, biases = _plan(proto, tuple(op_types), set(exclude_nodes))
-    if not per_channel:
-        weights = {w: (n, None) for w, (n, _) in weights.items()}
+    op_types = tuple(op_types)
+    user_exclude = set(exclude_nodes)
+    symmetric = pow2 = target == "dsp"
+    eq_info = None
+    if equalize:
+        proto, eq_info = passes.equalize(proto)
+    if bias_correction or return_report:
+        calibration_data = _replayable(calibration_data)
+    acts, _, _ = _plan(proto, op_types, user_exclude)
     observers = calibrate(proto, calibration_data, acts, method, progress, **observer_options)
-    symmetric = target == "dsp"
-    params, report = {}, []
+    act_params = {}
     for name in acts:
         lo, hi = observers[name].range(symmetric=symmetric)
         scale, zp = quant_params(lo, hi, act_dtype, symmetric=symmetric, reduce_range=reduce_range,
-                                 power_of_two=target == "dsp")
-        params[name] = (scale, zp)
-        report.append({"tensor": name, "scale": float(scale), "zero_point": int(zp), "range": (float(lo), float(hi)),
-                       "min": float(observers[name].min), "max": float(observers[name].max)})
-    m = _qdq_model(proto, params, weights, biases, target, act_dtype)
-    return (m, report) if return_report else m
+                                 power_of_two=pow2)
+        act_params[name] = (scale, zp, lo, hi)
+    layers_all = _layers(proto, op_types, user_exclude)
+    means = passes.input_means(proto, calibration_data, [n.name for n, *_ in layers_all], progress) \
+        if bias_correction else None
+
+    def plan(src, exclude):
+        a, w, b = _plan(src, op_types, exclude)
+        if not per_channel:
+            w = {k: (n, None) for k, (n, _) in w.items()}
+        return a, w, b
+
+    def build(exclude, keep=None):
+        src, bc = proto, None
+        a, w, b = plan(src, exclude)
+        if bias_correction:
+            src, bc = passes.correct_biases(proto, w, means, pow2)
+            a, w, b = plan(src, exclude)
+        q = _qdq_model(src, {k: act_params[k][:2] for k in a}, w, b, target, act_dtype)
+        if keep is not None:
+            keep.update(acts=a, weights=w, bias_correction=bc, exclude=set(exclude))
+        return q
+
+    final: dict = {}
+    budget = None
+    if evaluate is None:
+        m = build(user_exclude, final)
+    else:
+        float_score = float(evaluate(original))
+        # the search's last build is the model it returns: ``final`` describes that one
+        m, budget = passes.search_accuracy_budget(lambda ex: build(ex, final), evaluate,
+                                                  [n.name for n, *_ in layers_all], float_score, max_drop,
+                                                  always_float=user_exclude)
+    if not return_report:
+        return m
+    from .report import measure, weight_stats
+    used = {k: act_params[k] for k in final["acts"]}
+    stats, outputs, batches = measure(proto, m, calibration_data, used, act_dtype, progress)
+    producer = {o: n.name for n in proto.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.name)
+    init_arrays = {t.name: t for t in proto.graph.initializer}
+    from onnx import numpy_helper
+    tensors = []
+    for name in final["acts"]:
+        scale, zp, lo, hi = act_params[name]
+        tensors.append({"tensor": name, "scale": float(scale), "zero_point": int(zp), "range": [float(lo), float(hi)],
+                        "min": float(observers[name].min), "max": float(observers[name].max),
+                        "producer": producer.get(name, ""), "consumers": consumers.get(name, []), **stats[name]})
+    weights = []
+    for w, (node, axis) in final["weights"].items():
+        arr = numpy_helper.to_array(init_arrays[w]).astype(np.float32)
+        weights.append({"tensor": w, "node": node.name, **weight_stats(arr, axis, pow2)})
+    w_by_node = {x["node"]: x for x in weights}
+    layers = []
+    for node, x, w, y in _layers(proto, op_types, final["exclude"]):
+        ins, outs = stats.get(x, {}).get("sqnr_db"), stats.get(y, {}).get("sqnr_db")
+        drop = None if ins is None or outs is None or (math.isinf(ins) and ins == outs) else ins - outs
+        layers.append({"node": node.name, "op_type": node.op_type, "input": x, "output": y, "weight": w,
+                       "input_sqnr_db": ins, "output_sqnr_db": outs, "sqnr_drop_db": drop,
+                       "weight_sqnr_db": w_by_node.get(node.name, {}).get("sqnr_db")})
+    float_nodes = [n.name for n in proto.graph.node if n.op_type in op_types and n.name in final["exclude"]]
+    report = {"target": target, "method": method, "batches": batches,
+              "settings": {"per_channel": bool(per_channel), "reduce_range": bool(reduce_range),
+                           "activation_dtype": act_dtype.name, "bias_correction": bool(bias_correction),
+                           "equalize": bool(equalize), "op_types": list(op_types)},
+              "tensors": tensors, "weights": weights, "layers": layers, "outputs": outputs,
+              "float_nodes": float_nodes, "excluded_nodes": sorted(user_exclude),
+              "accuracy_budget": budget, "equalization": eq_info, "bias_correction": final["bias_correction"]}
+    return m, report

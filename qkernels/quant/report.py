@@ -1,0 +1,323 @@
+"""The quantization report: what each quantized tensor costs, measured against float.
+
+:func:`qkernels.quant.quantize_model` with ``return_report=True`` returns it as a dict
+(plain JSON types, so :func:`save_report` / :func:`load_report` round-trip it exactly):
+
+``tensors`` -- one entry per quantized activation, in graph order:
+    ``tensor``, ``scale``, ``zero_point``, ``range`` (the observer's ``[lo, hi]``),
+    ``min``/``max`` (exact, from calibration), ``producer`` (the node writing it, ""
+    for a graph input), ``consumers``, ``clip_fraction`` (share of the float
+    calibration values outside the chosen range, extended to include 0 as the
+    quantization parameters are), ``sqnr_db`` and ``cosine`` (the quantized model's
+    dequantized value against the float model's, end to end: every upstream error
+    included), ``own_sqnr_db`` (the float value quantized and dequantized with this
+    tensor's own scale and zero point: its rounding and clipping alone), ``mean_error``.
+``weights`` -- per quantized weight: ``tensor``, ``node``, ``axis`` (None: per tensor),
+    ``scale_min``/``scale_max``, ``sqnr_db``, ``cosine`` and ``range_spread`` (largest
+    over smallest per-channel range).
+``layers`` -- per quantized node: its input and output tensors, their end-to-end SQNR,
+    ``sqnr_drop_db`` (input minus output: what this layer adds to the error) and its
+    weight's SQNR. The layer with the largest drop is the one that hurts.
+``outputs`` -- per model output: ``sqnr_db``, ``cosine``, ``max_abs_error``,
+    ``mean_error``.
+``float_nodes`` -- the nodes of the quantized operator types left in float (``exclude_nodes``
+    and the accuracy budget's choices); ``accuracy_budget``, ``equalization`` and
+    ``bias_correction`` -- what those passes did (None when not run).
+
+SQNR is ``10 log10(sum x^2 / sum (x - x_q)^2)`` in dB over all calibration values
+(``inf`` when the two agree exactly); cosine is ``<x, x_q> / (|x| |x_q|)`` (1 when both
+are zero).
+
+:func:`format_report` prints it as tables, :func:`plot_report` draws SQNR per tensor
+(matplotlib: ``pip install 'qkernels[plot]'``).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+__all__ = ["format_report", "save_report", "load_report", "plot_report", "sqnr_db", "cosine"]
+
+
+def sqnr_db(signal: float, noise: float) -> float:
+    """``10 log10(signal / noise)`` from the two sums of squares (inf for no noise)."""
+    if noise <= 0.0:
+        return math.inf
+    if signal <= 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def cosine(dot: float, a2: float, b2: float) -> float:
+    if a2 <= 0.0 and b2 <= 0.0:
+        return 1.0
+    if a2 <= 0.0 or b2 <= 0.0:
+        return 0.0
+    return float(dot / math.sqrt(a2 * b2))
+
+
+class _Compare:
+    """Running sums for SQNR, cosine and errors of a float tensor x and its estimate y."""
+
+    def __init__(self):
+        self.xx = self.ee = self.xy = self.yy = self.err = 0.0
+        self.n = 0
+        self.max_abs = 0.0
+
+    def add(self, x: np.ndarray, y: np.ndarray):
+        x = np.asarray(x, np.float64).reshape(-1)
+        y = np.asarray(y, np.float64).reshape(-1)
+        if x.shape != y.shape:
+            raise ValueError(f"float and quantized values differ in size: {x.size} vs {y.size}")
+        e = y - x
+        self.xx += float(x @ x)
+        self.yy += float(y @ y)
+        self.xy += float(x @ y)
+        self.ee += float(e @ e)
+        self.err += float(e.sum())
+        self.n += x.size
+        if x.size:
+            self.max_abs = max(self.max_abs, float(np.abs(e).max()))
+
+    def sqnr(self):
+        return sqnr_db(self.xx, self.ee)
+
+    def cos(self):
+        return cosine(self.xy, self.xx, self.yy)
+
+    def mean_error(self):
+        return self.err / self.n if self.n else 0.0
+
+
+def _fake_quant(x: np.ndarray, scale: float, zp: int, dtype) -> np.ndarray:
+    """QuantizeLinear then DequantizeLinear, as ONNX computes them (float32 division, round
+    half to even, saturate to the type)."""
+    info = np.iinfo(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = np.clip(np.rint(np.asarray(x, np.float32) / np.float32(scale)) + zp, info.min, info.max)
+    return ((q - zp) * np.float32(scale)).astype(np.float32)
+
+
+def measure(float_model, quant_model, calibration_data, act_params: dict, act_dtype, progress: bool = False):
+    """Run the float and the quantized model on every calibration batch (qkernels' runner)
+    and compare: per quantized activation (``act_params``: name -> (scale, zero point,
+    lo, hi)) and per model output. Returns ``(per tensor stats, per output stats, batches)``."""
+    from ..graph import Session
+    from .quantize import _with_outputs, iter_calibration
+    names = list(act_params)
+    float_outputs = [o.name for o in float_model.graph.output]
+    q_graph_outputs = {o.name for o in quant_model.graph.output}
+    q_names = [n if n in q_graph_outputs else f"{n}_dq" for n in names]
+    f_session = Session(_with_outputs(float_model, names).SerializeToString())
+    q_session = Session(_with_outputs(quant_model, q_names).SerializeToString())
+    f_fetch = list(dict.fromkeys(names + float_outputs))
+    q_fetch = list(dict.fromkeys(q_names + float_outputs))
+    inputs = [i.name for i in f_session.get_inputs()]
+    e2e = {n: _Compare() for n in names}
+    own = {n: _Compare() for n in names}
+    clipped = {n: 0 for n in names}
+    outs = {o: _Compare() for o in float_outputs}
+    batches = iter_calibration(calibration_data, inputs)
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, desc="report", unit="batch")
+    seen = 0
+    for feeds in batches:
+        fv = dict(zip(f_fetch, f_session.run(f_fetch, feeds)))
+        qv = dict(zip(q_fetch, q_session.run(q_fetch, feeds)))
+        for n, qn in zip(names, q_names):
+            scale, zp, lo, hi = act_params[n]
+            x = fv[n]
+            e2e[n].add(x, qv[qn])
+            own[n].add(x, _fake_quant(x, scale, zp, act_dtype))
+            clipped[n] += int(np.count_nonzero((x < min(lo, 0.0)) | (x > max(hi, 0.0))))
+        for o in float_outputs:
+            outs[o].add(fv[o], qv[o])
+        seen += 1
+    tensors = {n: {"clip_fraction": clipped[n] / e2e[n].n if e2e[n].n else 0.0,
+                   "sqnr_db": e2e[n].sqnr(), "cosine": e2e[n].cos(), "own_sqnr_db": own[n].sqnr(),
+                   "mean_error": e2e[n].mean_error()} for n in names}
+    outputs = [{"tensor": o, "sqnr_db": c.sqnr(), "cosine": c.cos(), "max_abs_error": c.max_abs,
+                "mean_error": c.mean_error()} for o, c in outs.items()]
+    return tensors, outputs, seen
+
+
+def weight_stats(arr: np.ndarray, axis, power_of_two: bool) -> dict:
+    from .passes import range_spread
+    from .quantize import dequantize_weight, quantize_weight
+    q, scale, _ = quantize_weight(arr, axis, power_of_two)
+    c = _Compare()
+    c.add(arr, dequantize_weight(q, scale, axis))
+    spread = range_spread(np.moveaxis(arr, axis if axis is not None else 0, 0)) if arr.ndim > 1 else 1.0
+    return {"axis": axis, "scale_min": float(np.min(scale)), "scale_max": float(np.max(scale)),
+            "sqnr_db": c.sqnr(), "cosine": c.cos(), "range_spread": spread}
+
+
+# ---------------------------------------------------------------- output
+
+def _f(v, fmt: str) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return format(v, fmt)
+
+
+def format_report(report: dict) -> str:
+    """The report as text tables: activations, weights, layers (the worst marked), outputs."""
+    lines = []
+    s = report.get("settings", {})
+    head = f"target {report.get('target')}"
+    if report.get("method"):
+        head += f", {report['method']} calibration on {report.get('batches', '?')} batches"
+    if s:
+        head += (", per-channel" if s.get("per_channel") else ", per-tensor") + " weights"
+        if s.get("reduce_range"):
+            head += ", reduced range"
+    lines.append(head)
+    tensors = report.get("tensors", [])
+    if tensors:
+        lines.append("")
+        lines.append(f"{'activation':<28}{'producer':<16}{'scale':>11}{'zp':>6}{'clip %':>8}{'SQNR dB':>9}"
+                     f"{'own dB':>8}{'cosine':>9}")
+        for t in tensors:
+            lines.append(f"{t['tensor'][:27]:<28}{(t.get('producer') or '(input)')[:15]:<16}"
+                         f"{t['scale']:>11.4g}{t['zero_point']:>6}{_f(t.get('clip_fraction', 0) * 100, '.3f'):>8}"
+                         f"{_f(t.get('sqnr_db'), '.1f'):>9}{_f(t.get('own_sqnr_db'), '.1f'):>8}"
+                         f"{_f(t.get('cosine'), '.5f'):>9}")
+    weights = report.get("weights", [])
+    if weights:
+        lines.append("")
+        lines.append(f"{'weight':<28}{'node':<16}{'scale min..max':>22}{'SQNR dB':>9}{'cosine':>9}{'spread':>9}")
+        for w in weights:
+            rng = f"{w['scale_min']:.3g}..{w['scale_max']:.3g}"
+            lines.append(f"{w['tensor'][:27]:<28}{w['node'][:15]:<16}{rng:>22}{_f(w['sqnr_db'], '.1f'):>9}"
+                         f"{_f(w['cosine'], '.5f'):>9}{_f(w['range_spread'], '.3g'):>9}")
+    layers = report.get("layers", [])
+    if layers:
+        known = [la for la in layers if la.get("sqnr_drop_db") is not None and not math.isnan(la["sqnr_drop_db"])]
+        worst = max(known, key=lambda la: la["sqnr_drop_db"]) if known else None
+        lines.append("")
+        lines.append(f"{'layer':<22}{'op':<8}{'in SQNR':>9}{'out SQNR':>10}{'drop dB':>9}{'weight dB':>11}")
+        for la in layers:
+            mark = "  <- largest drop" if la is worst else ""
+            lines.append(f"{la['node'][:21]:<22}{la['op_type']:<8}{_f(la.get('input_sqnr_db'), '.1f'):>9}"
+                         f"{_f(la.get('output_sqnr_db'), '.1f'):>10}{_f(la.get('sqnr_drop_db'), '.1f'):>9}"
+                         f"{_f(la.get('weight_sqnr_db'), '.1f'):>11}{mark}")
+    outputs = report.get("outputs", [])
+    if outputs:
+        lines.append("")
+        lines.append(f"{'model output':<28}{'SQNR dB':>9}{'cosine':>10}{'max |err|':>11}{'mean err':>11}")
+        for o in outputs:
+            lines.append(f"{o['tensor'][:27]:<28}{_f(o['sqnr_db'], '.1f'):>9}{_f(o['cosine'], '.6f'):>10}"
+                         f"{o['max_abs_error']:>11.4g}{o['mean_error']:>11.3g}")
+    if tensors:
+        low = min(tensors, key=lambda t: t.get("own_sqnr_db", math.inf))
+        lines.append("")
+        lines.append(f"lowest own-quantization SQNR: {low['tensor']} ({_f(low.get('own_sqnr_db'), '.1f')} dB, "
+                     f"{low.get('clip_fraction', 0) * 100:.3f} % clipped)")
+    fl = report.get("float_nodes") or []
+    lines.append(f"kept in float: {', '.join(fl) if fl else 'none'}")
+    ab = report.get("accuracy_budget")
+    if ab:
+        lines.append(f"accuracy budget: float {ab['float_score']:.6g}, all quantized {ab['quantized_score']:.6g}, "
+                     f"final {ab['final_score']:.6g} (max drop {ab['max_drop']:g}: "
+                     f"{'met' if ab['met'] else 'NOT met'}); kept in float: "
+                     f"{', '.join(ab['kept_float']) or 'none'}")
+    eq = report.get("equalization")
+    if eq:
+        for p in eq["pairs"]:
+            lines.append(f"equalized {' -> '.join(p['nodes'])}: channel range spread {p['spread_before']:.3g} -> "
+                         f"{p['spread_after']:.3g}")
+        for sk in eq["skipped"]:
+            lines.append(f"not equalized {' -> '.join(sk['nodes'])}: {sk['reason']}")
+    bc = report.get("bias_correction")
+    if bc:
+        done = [b for b in bc if "skipped" not in b]
+        lines.append(f"bias correction: {len(done)} layer(s) corrected"
+                     + "".join(f"; {b['node']} skipped ({b['skipped']})" for b in bc if "skipped" in b))
+    return "\n".join(lines)
+
+
+def _encode(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return {k: _encode(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_encode(x) for x in v]
+    return v
+
+
+_SPECIAL = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def _decode(v):
+    if isinstance(v, str) and v in _SPECIAL:
+        return _SPECIAL[v]
+    if isinstance(v, dict):
+        return {k: _decode(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_decode(x) for x in v]
+    return v
+
+
+def save_report(report: dict, path) -> None:
+    """Write the report as strict JSON (infinite SQNR as the string "inf")."""
+    with open(path, "w") as f:
+        json.dump(_encode(report), f, indent=1, allow_nan=False)
+        f.write("\n")
+
+
+def load_report(path) -> dict:
+    """Read a report written by :func:`save_report` (the strings "inf"/"-inf"/"nan" back to floats)."""
+    with open(path) as f:
+        return _decode(json.load(f))
+
+
+def _figure(**kw):
+    """A matplotlib Figure (no pyplot: the user's backend is left alone)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError("plotting the quantization report needs matplotlib, which is not installed: "
+                          "pip install 'qkernels[plot]' (or pip install matplotlib)") from None
+    return Figure(**kw)
+
+
+def plot_report(report: dict, path) -> None:
+    """A bar chart of SQNR (dB) per quantized tensor and per model output, saved to ``path``
+    (any format matplotlib writes: .png, .svg, .pdf). Bars: end to end against float;
+    dots: the tensor's own quantization. ImportError with the install line when
+    matplotlib is missing."""
+    tensors = report.get("tensors", [])
+    outputs = report.get("outputs", [])
+    labels = [t["tensor"] + (f" ({t['producer']})" if t.get("producer") and t["producer"] != t["tensor"] else "")
+              for t in tensors] + [f"output {o['tensor']}" for o in outputs]
+    cap = 100.0
+
+    def val(v):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return 0.0
+        return min(float(v), cap) if v != -math.inf else 0.0
+
+    e2e = [val(t.get("sqnr_db")) for t in tensors] + [val(o.get("sqnr_db")) for o in outputs]
+    own = [val(t.get("own_sqnr_db")) for t in tensors]
+    x = np.arange(len(labels))
+    fig = _figure(figsize=(max(6.0, 0.45 * len(labels) + 2.0), 4.5))
+    ax = fig.subplots()
+    colors = ["tab:blue"] * len(tensors) + ["tab:orange"] * len(outputs)
+    ax.bar(x, e2e, color=colors, label="end to end vs float")
+    if own:
+        ax.plot(x[:len(own)], own, "k.", markersize=8, label="own quantization only")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("SQNR (dB)")
+    title = f"quantization SQNR per tensor ({report.get('target', '?')}, {report.get('method', '?')})"
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
