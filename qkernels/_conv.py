@@ -103,8 +103,11 @@ class PackedConvWeights:
             # Direct depthwise kernel: int16 weights minus their zero points, [ky][kx][O].
             wz = data[:, :, :, 0].astype(np.int16) - zp.astype(np.int16)[:, None, None]
             self.dw_weights = np.ascontiguousarray(wz.transpose(1, 2, 0).reshape(kh * kw, o))
+        # One GEMM B per group, except for depthwise: its direct kernels read dw_weights
+        # (a GEMM per channel would cost a QTensor and a pack per channel: 1 s of planning
+        # for MobileNetV2)
         self.packed = []
-        for g in range(groups):
+        for g in range(0 if self.depthwise else groups):
             b = np.ascontiguousarray(data[g * og:(g + 1) * og]).reshape(og, kh * kw * cg).T   # (K, Og)
             bq = QTensor(b, scale[g * og:(g + 1) * og], zp[g * og:(g + 1) * og], axis=1)
             self.packed.append(PackedWeights(bq))

@@ -206,7 +206,7 @@ class PackedConvWeightsF16:
             self.dw_weights = np.ascontiguousarray(data[:, :, :, 0].transpose(1, 2, 0).reshape(kh * kw, o),
                                                    np.float32)
         self.packed = [PackedWeightsF16(np.ascontiguousarray(data[g * og:(g + 1) * og]).reshape(og, -1).T)
-                       for g in range(groups)]
+                       for g in range(0 if self.depthwise else groups)]   # depthwise: its direct kernel
         self.dtype = F16
 
     def __repr__(self):
