@@ -71,8 +71,12 @@ def _run(args) -> int:
 
 def _demo(args) -> int:
     from .demo import run_demo
-    run_demo(out=args.out, method=args.method, threads=args.threads, with_ort=not args.no_ort,
-             progress=not args.quiet)
+    try:
+        run_demo(out=args.out, method=args.method, threads=args.threads, with_ort=not args.no_ort,
+                 progress=not args.quiet)
+    except (OSError, ValueError) as exc:   # an unwritable --out, an unknown --method
+        print(f"qkernels demo: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -98,7 +102,11 @@ def _quantize(args) -> int:
     except (ModelError, CalibrationError, ValueError) as exc:
         print(f"qkernels quantize: {exc}", file=sys.stderr)
         return 1
-    onnx.save(model, args.output)
+    try:
+        onnx.save(model, args.output)
+    except OSError as exc:
+        print(f"qkernels quantize: cannot write {args.output!r}: {exc}", file=sys.stderr)
+        return 1
     print(format_report(report))
     if args.report:
         save_report(report, args.report)
@@ -126,6 +134,11 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats (--suite models: small models)")
     p.add_argument("--threads", type=int, nargs="*", help="thread counts (default: 1 and all)")
     p.add_argument("--json", metavar="PATH", help="save the results as JSON")
+    p.add_argument("--compare", metavar="BASELINE",
+                   help="compare with a saved --json report of the same suite; exit status 3 when a qkernels "
+                        "measurement regressed beyond the threshold its run-to-run noise justifies")
+    p.add_argument("--plot", metavar="IMAGE", help="bar chart of qkernels' speed-ups over its peers "
+                                                   "(.png, .svg, .pdf; needs matplotlib: qkernels[plot])")
     p.add_argument("--shapes", nargs="+", metavar="LABEL",
                    help="shape labels (qkernels.bench.SHAPES; --suite f16: qkernels.bench_f16.SHAPES), "
                         "layer labels with --suite conv, model labels with --suite models "

@@ -137,3 +137,20 @@ def test_demo_runs_and_reports(tmp_path):
     assert "qkernels int8" in text and "accuracy" in text
     assert res["accuracy_drop_points"] <= 0.5
     assert (tmp_path / "q.onnx").exists()
+
+
+def test_cli_quantize_and_demo_report_errors_clearly(digits, tmp_path, capsys):
+    from qkernels.__main__ import main
+    model, calib, _, _ = digits
+    np.savez(tmp_path / "calib.npz", input=np.concatenate([b["input"] for b in calib]))
+    out = tmp_path / "q.onnx"
+    assert main(["quantize", model, str(out), "--calib", str(tmp_path / "calib.npz"), "--quiet",
+                 "--report", str(tmp_path / "r.json")]) == 0
+    assert out.exists() and (tmp_path / "r.json").exists()
+    assert main(["quantize", str(tmp_path / "missing.onnx"), str(out), "--calib", str(tmp_path / "calib.npz")]) == 1
+    assert "cannot read model" in capsys.readouterr().err
+    assert main(["quantize", model, str(tmp_path / "no" / "dir" / "q.onnx"), "--calib",
+                 str(tmp_path / "calib.npz"), "--quiet"]) == 1
+    assert "cannot write" in capsys.readouterr().err
+    assert main(["demo", "--method", "nope", "--quiet", "--no-ort", "--out", str(tmp_path / "d.onnx")]) == 1
+    assert "unknown calibration method" in capsys.readouterr().err
