@@ -4,7 +4,8 @@ suite: ``--suite gemm``, ``--suite conv``, ``--suite f16`` or ``--suite models``
     python bench/report.py bench.json            # figures, targets, ORT exactness
     python bench/report.py --shapes              # just the GEMM shape table (no report needed)
     python bench/report.py --layers              # just the convolution layer table
-    python bench/report.py --compare OLD.json NEW.json   # qkernels GOP/s (models: ms), old vs new (same suite)
+    python bench/report.py --compare OLD.json NEW.json   # qkernels speed old vs new (same suite), noise
+                                                         # threshold, verdict; exit 3 on a regression
 
 docs/performance.md is made from this output, so the docs read the same shape table
 and the same numbers as the CLI. Reports of the documented runs are kept in
@@ -19,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shapes import LAYERS, QUICK, QUICK_LAYERS, SHAPES  # noqa: E402
+
+from qkernels.bench_compare import CompareError, EXIT_REGRESSION, compare_reports, format_markdown  # noqa: E402
 
 
 def _f(x, spec="{:.1f}"):
@@ -180,34 +183,12 @@ def results_tables(rep: dict) -> str:
 
 
 def compare(old: dict, new: dict) -> str:
-    """qkernels GOP/s of two reports of one suite side by side (same shape and thread count)."""
-    if old.get("suite", "gemm") != new.get("suite", "gemm"):
-        raise SystemExit("compare: the two reports are of different suites")
-    suite = new.get("suite", "gemm")
-    ratios = {"conv": (("x_ort_int8", "× ORT int8"), ("x_fastest_peer", "× fastest int8 peer")),
-              "f16": (("x_numpy_f32", "× numpy fp32"), ("x_numpy_f16", "× numpy fp16")),
-              "models": (("qk_over_ort", "qk / ORT"), ("qk_over_ort_fp32", "qk / ORT fp32"))}.get(
-        suite, (("x_numpy", "× numpy"), ("x_ort", "× ORT")))
-    unit, spec = ("ms", "{:.2f}") if suite == "models" else ("GOP/s", "{:.1f}")
-
-    def qk(row):
-        if suite == "models":
-            return row["ms"]["qkernels"]
-        return row["qkernels"] if suite == "gemm" else row["gops"]["qkernels"]
-
-    before = {(r["shape"], r["threads"]): r for r in old["rows"]}
-    out = [f"| shape | threads | old {unit} | new {unit} | new / old | "
-           + " | ".join(f"{title} old → new" for _, title in ratios) + " |",
-           "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
-    for r in new["rows"]:
-        o = before.get((r["shape"], r["threads"]))
-        if o is None:
-            continue
-        change = qk(r) / qk(o) if qk(r) and qk(o) else None
-        out.append(f"| `{r['shape']}` | {r['threads']} | {_f(qk(o), spec)} | {_f(qk(r), spec)} | "
-                   f"{_f(change, '{:.2f}')} | "
-                   + " | ".join(f"{_f(o[key], '{:.2f}')} → {_f(r[key], '{:.2f}')}" for key, _ in ratios) + " |")
-    return "\n".join(out)
+    """qkernels speed of two reports of one suite side by side, with the noise threshold
+    and verdict of :mod:`qkernels.bench_compare` (the logic ``qkernels bench --compare`` uses)."""
+    try:
+        return format_markdown(compare_reports(old, new))
+    except CompareError as exc:
+        raise SystemExit(f"compare: {exc}") from None
 
 
 def main(argv=None) -> int:
@@ -219,8 +200,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.compare:
         old, new = (json.loads(Path(p).read_text()) for p in args.compare)
-        print(compare(old, new))
-        return 0
+        try:
+            cmp = compare_reports(old, new)
+        except CompareError as exc:
+            print(f"compare: {exc}", file=sys.stderr)
+            return 2
+        print(format_markdown(cmp))
+        return EXIT_REGRESSION if cmp["regressed"] else 0
     if args.layers:
         print(layers_table())
         return 0

@@ -91,10 +91,15 @@ SHAPES: tuple[Shape, ...] = (
           "square-1024 with 7-bit weights in [-64, 63] (ONNX Runtime's advice for AVX2): "
           "qkernels' provably exact vpmaddubsw kernel, and ONNX Runtime exact too", 7),
     Shape(3136, 64, 64, "conv1x1-56-w7", "conv1x1-56 with 7-bit weights in [-64, 63]", 7),
+    Shape(128, 384, 384, "proj-128x384",
+          "transformer attention projection (Q, K, V or output), 128 tokens, d_model 384 "
+          "(MiniLM / DeiT-S class)"),
+    Shape(128, 1536, 384, "ffn-128x1536x384",
+          "transformer feed-forward up-projection 384 -> 1536 (4 x d_model), 128 tokens"),
 )
 
 #: Labels of the shapes ``qkernels bench --quick`` runs.
-QUICK: tuple[str, ...] = ("square-1024", "square-64", "gemv-1024", "conv1x1-56", "square-1024-w7")
+QUICK: tuple[str, ...] = ("square-1024", "square-64", "gemv-1024", "conv1x1-56", "square-1024-w7", "proj-128x384")
 
 #: The project's targets, checked at the end of every run.
 TARGET_RATIO_NUMPY_1024 = 2.0   # int8 GEMM >= 2x numpy float32 GOP/s at 1024^3, 1 thread
@@ -399,7 +404,9 @@ def _qkernels_setup(spec: dict, out: dict):
     import numpy as np
     import qkernels as qk
     qk.set_num_threads(spec["threads"])
-    out["info"] = {"cpu_info": qk.cpu_info(), "qkernels": qk.__version__, "numpy": np.__version__}
+    from .bench_peak import measure_clock
+    out["info"] = {"cpu_info": qk.cpu_info(), "qkernels": qk.__version__, "numpy": np.__version__,
+                   "clock": measure_clock()}
     return qk
 
 
@@ -696,6 +703,24 @@ def _rows(results: list[dict], shape_list, threads_list) -> list[dict]:
     return rows
 
 
+def add_peak(rows: list[dict], machine: dict, dtype: str, gops_of, shape_list) -> None:
+    """Each row's ``peak_gops`` (this CPU's theoretical peak for ``dtype`` at the row's
+    thread count, :mod:`qkernels.bench_peak`) and ``pct_peak`` (qkernels' GOP/s,
+    ``gops_of(row)``, as a percentage of it); ``machine["peak"]`` says how."""
+    from .bench_peak import ops_per_cycle, peak_gops, pct_peak
+    qi = machine.get("qkernels_cpu_info") or {}
+    isa, f16k = qi.get("isa"), qi.get("f16_kernel")
+    ghz = (machine.get("clock") or {}).get("ghz")
+    wbits = {s.label: getattr(s, "wbits", 8) for s in shape_list}
+    for r in rows:
+        w = wbits.get(r["shape"], 8)
+        r["peak_gops"] = peak_gops(ghz, isa, dtype, r["threads"], machine.get("cpus"), w, f16k)
+        r["pct_peak"] = pct_peak(gops_of(r), r["peak_gops"])
+    machine["peak"] = {"dtype": dtype, "isa": isa, "clock_ghz": ghz,
+                       "ops_per_cycle_per_core": ops_per_cycle(isa, dtype, 8, f16k),
+                       "formula": "ops/cycle/core x clock GHz x min(threads, CPUs)"}
+
+
 def foreign_cpus(index: dict, label: str, threads: int) -> float | None:
     """The most CPUs other processes kept busy during any measurement of ``label`` at
     ``threads`` (``index``: records by (lib, op, label, threads))."""
@@ -731,15 +756,17 @@ def format_table(report: dict) -> str:
         "peers: " + blas_label(m)
         + (f", ONNX Runtime {m['onnxruntime']} QLinearMatMul u8 x s8" if m.get("onnxruntime") else ""),
         "GOP/s = 2*M*N*K / median time per call; each library and thread count in its own process",
+        peak_line(m),
         "",
     ]
-    hdr = (f"{'ISA':<7}{'shape':<19}{'M x N x K':<16}{'thr':>3} {'qkernels':>9}{'numpy':>8}{'ORT':>8}"
+    hdr = (f"{'ISA':<7}{'shape':<19}{'M x N x K':<16}{'thr':>3} {'qkernels':>9}{'% peak':>7}{'numpy':>8}{'ORT':>8}"
            f"{'x numpy':>9}{'x ORT':>7}  exact")
     lines += [hdr, "-" * len(hdr)]
     for r in report["rows"]:
         exact = {True: "yes", False: "WRONG", None: "-"}[r["qkernels_exact"]]
         lines.append(f"{qi.get('isa', '?'):<7}{r['shape']:<19}{r['mnk']:<16}{r['threads']:>3} "
-                     f"{_fmt(r['qkernels'], '{:9.1f}', 9)}{_fmt(r['numpy'])}{_fmt(r['ort'])}"
+                     f"{_fmt(r['qkernels'], '{:9.1f}', 9)}{_fmt(r.get('pct_peak'), '{:7.0f}', 7)}"
+                     f"{_fmt(r['numpy'])}{_fmt(r['ort'])}"
                      f"{_fmt(r['x_numpy'], '{:9.2f}', 9)}{_fmt(r['x_ort'], '{:7.2f}', 7)}  {exact}"
                      + busy_mark(r))
     if any(r["qkernels_i32"] or r["ort_matmulinteger"] for r in report["rows"]):
@@ -774,6 +801,18 @@ def isa_line(m: dict, what: str, kernels_key: str = "gemm_kernels") -> str:
         kernels = ", ".join(kernels)
     return (f"qkernels {m.get('qkernels')} {what} bench: ISA {qi.get('isa', '?')} "
             f"(kernels {kernels}), {m['cpu']}, {m['cpus']} CPU(s)")
+
+
+def peak_line(m: dict) -> str:
+    """How the ``% peak`` column was computed (ops/cycle, clock and how it was found)."""
+    pk, clk = m.get("peak") or {}, m.get("clock") or {}
+    if not pk.get("ops_per_cycle_per_core") or not clk.get("ghz"):
+        return f"% peak: no peak for ISA {pk.get('isa')} (clock {clk.get('ghz')}, {clk.get('method', '?')})"
+    opc, ghz = pk["ops_per_cycle_per_core"], clk["ghz"]
+    return (f"% peak = qkernels GOP/s over {opc} {pk['dtype']} ops/cycle/core x {ghz:.2f} GHz "
+            f"(= {opc * ghz:.0f} GOP/s per core) x cores used; clock {clk.get('method')}"
+            + ("; 7-bit-weight rows: vpmaddubsw, 2x the ops/cycle" if pk["dtype"] == "int8" and pk.get("isa") == "avx2"
+               else ""))
 
 
 def blas_label(m: dict) -> str:
@@ -866,7 +905,7 @@ def collect(module: str, libs, shape_list, threads_list, *, timing: dict, rounds
     machine = {
         "cpu": _cpu_model(), "cpus": _cpu_count(), "platform": platform.platform(),
         "python": platform.python_version(), "qkernels": qinfo.get("qkernels"),
-        "qkernels_cpu_info": qinfo.get("cpu_info"), "numpy": np_info.get("numpy") or qinfo.get("numpy"),
+        "qkernels_cpu_info": qinfo.get("cpu_info"), "clock": qinfo.get("clock"), "numpy": np_info.get("numpy") or qinfo.get("numpy"),
         "blas": np_info.get("blas"), "onnxruntime": infos.get("ort", {}).get("onnxruntime"),
         "onnx": infos.get("ort", {}).get("onnx"), "loadavg_before": load_before,
     }
@@ -920,6 +959,7 @@ def run_bench(shape_list, threads_list, *, quick: bool = False, int32: bool | No
                   progress=progress, wait_idle_s=wait_idle_s,
                   extra_by_lib={lib: (shape_list, {"int32": int32}) for lib in libs})
     rows = _rows(got["results"], shape_list, threads_list)
+    add_peak(rows, got["machine"], "int8", lambda r: r["qkernels"], shape_list)
     settings = {"quick": quick, "threads": list(threads_list), "shapes": [s.label for s in shape_list],
                 "rounds": rounds, "wait_idle_s": wait_idle_s, "timing": timing, "int32": int32, "seed": seed, "isa": isa}
     return make_report(got, rows, _targets(rows), notes, settings=settings,
@@ -932,7 +972,8 @@ def run_cli(args, select=None, run=None, fmt=None) -> int:
     ``select(labels, quick=)``, ``run(items, threads, quick=, rounds=, isa=, progress=,
     wait_idle_s=)`` and ``fmt(report)`` are the suite's (default: GEMM's :func:`shapes`,
     :func:`run_bench` and :func:`format_table`).
-    Exit status 1 when a qkernels result is wrong or a worker failed, else 0
+    Exit status (:func:`finish_cli`): 1 when a qkernels result is wrong or a worker failed,
+    2 for a usage error, 3 when ``--compare`` found a regression beyond the noise, else 0
     (missing targets do not fail the command: they are reported)."""
     select, run, fmt = select or shapes, run or run_bench, fmt or format_table
     quick = bool(getattr(args, "quick", False))
@@ -947,6 +988,15 @@ def run_cli(args, select=None, run=None, fmt=None) -> int:
         print("qkernels bench: --threads must be positive", file=sys.stderr)
         return 2
     rounds = getattr(args, "rounds", None) or 1
+    baseline_path, plot_path = getattr(args, "compare", None), getattr(args, "plot", None)
+    baseline = None
+    if baseline_path:                         # read first: a bad baseline fails before minutes of timing
+        try:
+            with open(baseline_path) as f:
+                baseline = json.load(f)
+        except (OSError, ValueError) as exc:
+            print(f"qkernels bench: cannot read the baseline {baseline_path!r}: {exc}", file=sys.stderr)
+            return 2
     t0 = time.perf_counter()
 
     def progress(msg):
@@ -956,7 +1006,28 @@ def run_cli(args, select=None, run=None, fmt=None) -> int:
                        isa=getattr(args, "isa", None), progress=progress,
                        wait_idle_s=getattr(args, "wait_idle", None) or 0.0)
     report["wall_s"] = round(time.perf_counter() - t0, 1)
-    path = getattr(args, "json", None)
+    return finish_cli(report, fmt, path=getattr(args, "json", None), baseline=baseline,
+                      baseline_path=baseline_path, plot_path=plot_path)
+
+
+def finish_cli(report: dict, fmt, *, path=None, baseline=None, baseline_path=None, plot_path=None) -> int:
+    """The end of ``qkernels bench``: compare with ``baseline`` (a loaded report), save
+    JSON to ``path``, print the table (and the comparison), draw ``plot_path``.
+
+    Exit status: 1 when a qkernels result is wrong or a worker failed; else 2 when the
+    baseline is of another suite; else :data:`qkernels.bench_compare.EXIT_REGRESSION`
+    (3) when a qkernels measurement regressed beyond the noise threshold; else 0."""
+    from . import bench_compare
+    cmp, rc = None, 0
+    if baseline is not None:
+        try:
+            cmp = bench_compare.compare_reports(baseline, report)
+        except bench_compare.CompareError as exc:
+            print(f"qkernels bench: --compare: {exc}", file=sys.stderr)
+            rc = 2
+        else:
+            report["comparison"] = dict(cmp, baseline=baseline_path, regressed=len(cmp["regressed"]))
+            rc = bench_compare.EXIT_REGRESSION if cmp["regressed"] else 0
     if path:                                  # saved first: a closed stdout must not lose it
         with open(path, "w") as f:
             json.dump(report, f, indent=1)
@@ -964,7 +1035,18 @@ def run_cli(args, select=None, run=None, fmt=None) -> int:
     try:
         print(fmt(report))
         print(f"({report['wall_s']} s)" + (f"; saved {path}" if path else ""))
+        if cmp is not None:
+            print()
+            print(bench_compare.format_text(cmp, baseline_path or "baseline"))
         sys.stdout.flush()
     except BrokenPipeError:                   # e.g. piped into head
         sys.stdout = open(os.devnull, "w")
-    return 0 if report["ok"] else 1
+    if plot_path:
+        try:
+            bench_compare.plot_speedups(report, plot_path)
+        except ImportError:
+            print("qkernels bench: --plot skipped: it needs matplotlib, which is not installed "
+                  "(pip install 'qkernels[plot]')", file=sys.stderr)
+        else:
+            print(f"wrote the plot {plot_path}")
+    return rc if report["ok"] else 1

@@ -258,15 +258,15 @@ def format_table(report: dict) -> str:
     isa = (m.get("qkernels_cpu_info") or {}).get("isa", "?")
     lines = [bench.isa_line(m, "fp16 GEMM", "f16_kernel"),
              "peers: " + bench.blas_label(m) + f", numpy {m.get('numpy')} float16 (np.matmul, no BLAS)",
-             legend(report), ""]
+             legend(report), bench.peak_line(m), ""]
     hdr = (f"{'ISA':<7}{'shape':<19}{'M x N x K':<16}{'thr':>3}" + "".join(f"{TITLES[c]:>10}" for c in COLUMNS)
-           + f"{'x f32':>7}{'x f16':>8}{'W KiB':>11}  check  err/|a||b| err/bound")
+           + f"{'% peak':>7}{'x f32':>7}{'x f16':>8}{'W KiB':>11}  check  err/|a||b| err/bound")
     lines += [hdr, "-" * len(hdr)]
     for r in report["rows"]:
         f16 = _cell(r["gops"]["numpy-f16"], "{:.2f}", 9) + ("*" if r.get("numpy_f16_timed_once") else " ")
         lines.append(f"{isa:<7}{r['shape']:<19}{r['mnk']:<16}{r['threads']:>3}"
                      + _cell(r["gops"]["qkernels"], "{:.1f}", 10) + _cell(r["gops"]["numpy-f32"], "{:.1f}", 10)
-                     + f16 + _cell(r["x_numpy_f32"], "{:.2f}", 7) + _cell(r["x_numpy_f16"], "{:.0f}", 8)
+                     + f16 + _cell(r.get("pct_peak"), "{:.0f}", 7) + _cell(r["x_numpy_f32"], "{:.2f}", 7) + _cell(r["x_numpy_f16"], "{:.0f}", 8)
                      + weights_cell(r["weights_bytes"]).rjust(11)
                      + f"  {check_cell(r)}" + bench.busy_mark(r))
     return "\n".join(lines + bench.format_footer(report))
@@ -299,6 +299,7 @@ def run_bench(shape_list, threads_list, *, quick: bool = False, rounds: int = 1,
     if once:
         notes.append(f"numpy float16 timed once (its warm-up call alone: over the budget) at {', '.join(once)}")
     rows = _rows(got["results"], shape_list, threads_list)
+    bench.add_peak(rows, got["machine"], "f16", lambda r: r["gops"]["qkernels"], shape_list)
     settings = {"quick": quick, "threads": list(threads_list), "shapes": [s.label for s in shape_list],
                 "rounds": rounds, "wait_idle_s": wait_idle_s, "timing": timing, "seed": seed, "isa": isa,
                 "numpy_f16": dict(budget, max_mnk=numpy_f16_max_mnk)}
