@@ -312,19 +312,7 @@ def _qdq_contrib(ed: _Editor, node: Node) -> None:
         return
     inputs = [x for i in ins for x in i[:3]] + [quant.inputs[1], quant.inputs[2]]
     new_op = {"Add": "QLinearAdd", "Mul": "QLinearMul", "GlobalAveragePool": "QLinearGlobalAveragePool"}[node.op_type]
-    attrs = {"channels_last": 0} if unary else {}
-    lo, hi = clamp
-    info = np.iinfo(zy.dtype)
-    result = quant.outputs[0]
-    if (lo, hi) == (info.min, info.max):
-        ed.replace(node, [Node(node.name, new_op, MS, inputs, [result], attrs)], quant, *([act] if act else []))
-        return
-    raw = ed.fresh(f"{result}/unclamped")
-    lo_name = ed.add_const(f"{node.name}/clamp_min", np.array(lo, zy.dtype))
-    hi_name = ed.add_const(f"{node.name}/clamp_max", np.array(hi, zy.dtype))
-    ed.replace(node, [Node(node.name, new_op, MS, inputs, [raw], attrs),
-                      Node(f"{node.name}/clamp", "Clip", "", [raw, lo_name, hi_name], [result], {})],
-               quant, *([act] if act else []))
+    _replace_quantized(ed, node, new_op, MS, inputs, {"channels_last": 0} if unary else {}, quant, act, clamp, zy)
 
 
 def _qdq_compute(ed: _Editor, node: Node) -> None:
@@ -395,24 +383,31 @@ def _qdq_compute(ed: _Editor, node: Node) -> None:
         new_op, domain = "QGemm", MS
         attrs = {"transA": 0, "transB": trans_b, "alpha": alpha}
         extra = c_inputs
-    lo, hi = clamp
-    info = np.iinfo(zy.dtype)
-    result = quant.outputs[0]
     inputs = [xq, sx_name, zx_name, *w_inputs]
     if new_op == "QGemm":
         inputs += extra + [quant.inputs[1], quant.inputs[2]]
     else:
         inputs += [quant.inputs[1], quant.inputs[2]] + extra
+    _replace_quantized(ed, node, new_op, domain, inputs, attrs, quant, act, clamp, zy)
+
+
+def _replace_quantized(ed: _Editor, node: Node, new_op: str, domain: str, inputs: list, attrs: dict,
+                       quant: Node, act: Node | None, clamp: tuple, zy) -> None:
+    """Replace ``node`` (with its output's QuantizeLinear and activation) by the integer
+    operator writing the quantized output, followed by an integer Clip when the
+    activation narrows the output's range."""
+    lo, hi = clamp
+    info = np.iinfo(zy.dtype)
+    result = quant.outputs[0]
+    removed = (quant, *([act] if act else []))
     if (lo, hi) == (info.min, info.max):
-        ed.replace(node, [Node(node.name, new_op, domain, inputs, [result], attrs)], quant,
-                   *([act] if act else []))
+        ed.replace(node, [Node(node.name, new_op, domain, inputs, [result], attrs)], *removed)
         return
     raw = ed.fresh(f"{result}/unclamped")
     lo_name = ed.add_const(f"{node.name}/clamp_min", np.array(lo, zy.dtype))
     hi_name = ed.add_const(f"{node.name}/clamp_max", np.array(hi, zy.dtype))
     ed.replace(node, [Node(node.name, new_op, domain, inputs, [raw], attrs),
-                      Node(f"{node.name}/clamp", "Clip", "", [raw, lo_name, hi_name], [result], {})],
-               quant, *([act] if act else []))
+                      Node(f"{node.name}/clamp", "Clip", "", [raw, lo_name, hi_name], [result], {})], *removed)
 
 
 def _qdq_mover(ed: _Editor, node: Node) -> None:

@@ -79,19 +79,10 @@ class PackedConvWeights:
     def __init__(self, w: QTensor, groups: int = 1, weight_layout: str = "OHWI", bias=None):
         if not isinstance(w, QTensor):
             raise TypeError(f"weights must be a QTensor, got {type(w).__name__}")
-        if weight_layout not in _WEIGHT_LAYOUTS:
-            raise ValueError(f"weight_layout must be 'OHWI' or 'OIHW', got {weight_layout!r}")
-        if w.ndim != 4:
-            raise ValueError(f"weights must be 4-D ({weight_layout}), got shape {w.shape}")
         if w.axis not in (None, 0):
             raise ValueError("weights may be quantized per tensor or per output channel (axis=0) only")
-        _check_groups(groups)
-        data = w.data if weight_layout == "OHWI" else w.data.transpose(0, 2, 3, 1)
-        o, kh, kw, cg = (int(d) for d in data.shape)
-        if o % groups:
-            raise ValueError(f"output channels ({o}) must divide by groups ({groups})")
-        if min(o, kh, kw, cg) == 0:
-            raise ValueError(f"weights of shape {w.shape} are empty")
+        data = ohwi_weights(w.data, groups, weight_layout)
+        o, kh, kw, cg = data.shape
         self.out_channels, self.kh, self.kw, self.cg, self.groups = o, kh, kw, cg, groups
         self.bias = None if bias is None else _check_bias(bias, o)
         scale = np.broadcast_to(w.scale, (o,))
@@ -130,11 +121,25 @@ def pack_conv_weights(w, *, groups: int = 1, weight_layout: str = "OHWI", bias: 
     or OIHW, per tensor or per output channel) -> PackedConvWeights; a float16 array
     -> fp16 packed weights."""
     if isinstance(w, np.ndarray) and w.dtype == np.float16:
-        _check_groups(groups)
-        if weight_layout not in _WEIGHT_LAYOUTS:
-            raise ValueError(f"weight_layout must be 'OHWI' or 'OIHW', got {weight_layout!r}")
-        return _f16.PackedConvWeightsF16(w, groups, weight_layout, bias)
+        return _f16.PackedConvWeightsF16(ohwi_weights(w, groups, weight_layout), groups, bias)
     return PackedConvWeights(w, groups, weight_layout, bias)
+
+
+def ohwi_weights(data: np.ndarray, groups: int, weight_layout: str) -> np.ndarray:
+    """Convolution weights (O, KH, KW, C/groups) from OHWI or OIHW (a view), validated
+    with the group count (of any dtype: shared by the int8 and fp16 packings)."""
+    if weight_layout not in _WEIGHT_LAYOUTS:
+        raise ValueError(f"weight_layout must be 'OHWI' or 'OIHW', got {weight_layout!r}")
+    if data.ndim != 4:
+        raise ValueError(f"weights must be 4-D ({weight_layout}), got shape {data.shape}")
+    _check_groups(groups)
+    ohwi = data if weight_layout == "OHWI" else data.transpose(0, 2, 3, 1)
+    o, kh, kw, cg = ohwi.shape
+    if o % groups:
+        raise ValueError(f"output channels ({o}) must divide by groups ({groups})")
+    if min(o, kh, kw, cg) == 0:
+        raise ValueError(f"weights of shape {data.shape} are empty")
+    return ohwi
 
 
 def _check_groups(groups) -> None:

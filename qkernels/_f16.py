@@ -185,18 +185,12 @@ def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarr
 
 class PackedConvWeightsF16:
     """fp16 convolution weights (O, KH, KW, C/groups), packed once per group; made by
-    :func:`qkernels.pack_conv_weights` from a float16 array."""
+    :func:`qkernels.pack_conv_weights` from a float16 array (which validates it and
+    hands it over as OHWI)."""
 
-    def __init__(self, w: ArrayLike, groups: int, weight_layout: str, bias=None):
-        w = _as_f16(w, "weights")
-        if w.ndim != 4:
-            raise ValueError(f"weights must be 4-D ({weight_layout}), got shape {w.shape}")
-        data = w if weight_layout == "OHWI" else w.transpose(0, 2, 3, 1)
-        o, kh, kw, cg = (int(d) for d in data.shape)
-        if o % groups:
-            raise ValueError(f"output channels ({o}) must divide by groups ({groups})")
-        if min(o, kh, kw, cg) == 0:
-            raise ValueError(f"weights of shape {w.shape} are empty")
+    def __init__(self, data: np.ndarray, groups: int, bias=None):
+        data = _as_f16(data, "weights")
+        o, kh, kw, cg = data.shape
         self.out_channels, self.kh, self.kw, self.cg, self.groups = o, kh, kw, cg, groups
         self.bias = None if bias is None else _bias(bias, o)
         og = o // groups
