@@ -1,8 +1,9 @@
 """The GEMM shapes and convolution layers of every benchmark: re-exported from
 :mod:`qkernels.bench` (``SHAPES``) and :mod:`qkernels.bench_conv` (``LAYERS``).
 
-One table of each serves the pytest-benchmark suites here, ``python -m qkernels bench``
-(``--suite gemm`` / ``--suite conv``) and docs/performance.md. They live in the package
+One table of each serves the pytest-benchmark suites here (which read them from the
+package directly), ``python -m qkernels bench`` (``--suite gemm`` / ``--suite conv``) and
+docs/performance.md; ``python bench/shapes.py`` lists them. They live in the package
 (which must never import ``bench/``) so that the CLI can read them; add or change
 shapes and layers there.
 """

@@ -257,7 +257,7 @@ def ort_bound_call(sess, a, out, in_name: str = "A", out_name: str = "Y"):
     io.bind_cpu_input(in_name, a)
     io.bind_output(out_name, "cpu", 0, out.dtype, list(out.shape), out.ctypes.data)
     run = sess.run_with_iobinding
-    return lambda: run(io)
+    return lambda _keep=(a, out): run(io)      # the bound buffers live as long as the call
 
 
 # ---------------------------------------------------------------- BLAS threads

@@ -2,7 +2,7 @@
 float32 and TFLite's XNNPACK, at real edge-network layers.
 
 The layer table here (:data:`LAYERS`) is the one table that the CLI and the
-pytest-benchmark suite (``bench/test_bench_conv.py``, through ``bench/shapes.py``) read.
+pytest-benchmark suite (``bench/test_bench_conv.py``) read.
 
 What is timed, per layer and per thread count (batch 1, "same" padding):
 
@@ -97,7 +97,9 @@ LAYERS: tuple[Layer, ...] = (
           "conv1x1_int8.tflite"),
     Layer("resnet-3x3-56", 56, 64, 64, 3, 1, False, "ResNet-18 3x3 56x56x64 -> 64", "conv3x3_int8.tflite"),
     Layer("resnet-stem-7x7s2", 224, 3, 64, 7, 2, False, "ResNet-18 stem 7x7 s2, 224x224x3 -> 64"),
-    Layer("effnet-dw5-28", 28, 240, 240, 5, 1, True, "EfficientNet/MobileNetV3 depthwise 5x5 28x28x240"),
+    Layer("effnet-dw5-28", 28, 240, 240, 5, 1, True, "EfficientNet-B0 depthwise 5x5 28x28x240 (stage 3 MBConv6)"),
+    Layer("effnet-pw-28", 28, 240, 40, 1, 1, False, "EfficientNet-B0 1x1 projection 28x28x240 -> 40"),
+    Layer("mnv3-dw5-56s2", 56, 72, 72, 5, 2, True, "MobileNetV3-Large depthwise 5x5 s2 56x56x72"),
 )
 
 #: Labels of the layers ``--quick`` runs (the CI smoke run: a few seconds).
