@@ -91,6 +91,15 @@ cdef extern from "qk_common.h" nogil:
                        size_t n1, const void *a_packed, const void *b_packed,
                        const qk_out_params *p, void *c, size_t c_stride)
 
+cdef extern from "qk_quant.h" nogil:
+    ctypedef struct qk_quant_kernels:
+        pass
+    const qk_quant_kernels *qk_quant_kernels_for_isa(int isa)
+    int qk_quantize_range(const qk_quant_kernels *k, size_t i0, size_t i1, size_t channels, size_t inner,
+                          const float *x, const float *scale, const int32_t *zp, int out_signed, void *q)
+    void qk_dequantize_range(const qk_quant_kernels *k, size_t i0, size_t i1, size_t channels, size_t inner,
+                             const void *q, int in_signed, const float *scale, const int32_t *zp, float *y)
+
 OUT_INT32 = QK_OUT_INT32
 OUT_FP32 = QK_OUT_FP32
 OUT_FIXEDPOINT = QK_OUT_FIXEDPOINT
@@ -430,26 +439,59 @@ cdef object _dw_run(int isa, qk_dw_params *d, size_t pixels, qk_out_params *p, c
     finally:
         free(acc)
     return out
-    cdef size_t c_stride = out.strides[0]
-    cdef char *c = <char *>_ptr(out)
-    cdef int nt = <int>max(1, min(<size_t>num_threads, pixels // 64 if pixels >= 64 else 1))
-    # per thread: the accumulators; once: the zero-point pixel and the init sums
-    cdef int32_t *acc = <int32_t *>malloc(sizeof(int32_t) * (oc * QK_DW_PIXELS * nt + ch) + ch)
-    if acc == NULL:
-        raise MemoryError("cannot allocate the depthwise accumulators")
-    cdef int32_t *init = acc + oc * QK_DW_PIXELS * nt
-    qk_dw_prepare(&d, <uint8_t *>(init + ch), init)
-    d.out, d.c, d.c_stride = &p, c, c_stride
-    cdef size_t chunk = (pixels + nt - 1) // nt
+
+
+# quantize / dequantize are memory-bound: a thread takes at least this many values (and
+# a multiple of 64 of them, so that no two threads write one cache line).
+cdef size_t _QUANT_PER_THREAD = 1 << 16
+
+
+cdef inline int _quant_threads(size_t n, int num_threads, size_t *chunk) noexcept nogil:
+    cdef int nt = <int>max(1, min(<size_t>num_threads, n // _QUANT_PER_THREAD))
+    chunk[0] = ((n + nt - 1) // nt + 63) // 64 * 64
+    return nt
+
+
+def quantize(int isa, cnp.ndarray x, cnp.ndarray scale, cnp.ndarray zp, size_t channels, size_t inner,
+             bint out_signed, cnp.ndarray out, int num_threads):
+    """out = saturate(rint(x / scale) + zp) for float32 x viewed as (outer, channels, inner),
+    C-contiguous, into int8/uint8 out of x's size; scale float32 and zp int32 hold
+    `channels` values. Returns True when x holds a NaN. The caller validates every array."""
+    cdef size_t n = x.size, chunk
+    cdef const qk_quant_kernels *k = qk_quant_kernels_for_isa(isa)
+    cdef const float *xp = <const float *>_ptr(x)
+    cdef const float *sp = <const float *>_ptr(scale)
+    cdef const int32_t *zpp = <const int32_t *>_ptr(zp)
+    cdef void *q = _ptr(out)
+    cdef int nt = _quant_threads(n, num_threads, &chunk), nan = 0
     cdef Py_ssize_t t
-    try:
-        with nogil:
-            if nt == 1:
-                qk_dwconv(&d, fn, k.output, 0, pixels, &p, c, c_stride, acc)
-            else:
-                for t in prange(nt, num_threads=nt, schedule="static"):
-                    qk_dwconv(&d, fn, k.output, t * chunk, min(pixels, (t + 1) * chunk), &p, c, c_stride,
-                              acc + t * oc * QK_DW_PIXELS)
-    finally:
-        free(acc)
+    with nogil:
+        if nt == 1:
+            nan = qk_quantize_range(k, 0, n, channels, inner, xp, sp, zpp, out_signed, q)
+        else:
+            for t in prange(nt, num_threads=nt, schedule="static"):
+                nan += qk_quantize_range(k, min(n, t * chunk), min(n, (t + 1) * chunk), channels, inner, xp, sp,
+                                         zpp, out_signed, q)
+    return nan != 0
+
+
+def dequantize(int isa, cnp.ndarray q, bint in_signed, cnp.ndarray scale, cnp.ndarray zp, size_t channels,
+               size_t inner, cnp.ndarray out, int num_threads):
+    """out = float32(q - zp) * scale for int8/uint8 q viewed as (outer, channels, inner),
+    C-contiguous, into float32 out of q's size. The caller validates every array."""
+    cdef size_t n = q.size, chunk
+    cdef const qk_quant_kernels *k = qk_quant_kernels_for_isa(isa)
+    cdef const void *qp = _ptr(q)
+    cdef const float *sp = <const float *>_ptr(scale)
+    cdef const int32_t *zpp = <const int32_t *>_ptr(zp)
+    cdef float *y = <float *>_ptr(out)
+    cdef int nt = _quant_threads(n, num_threads, &chunk)
+    cdef Py_ssize_t t
+    with nogil:
+        if nt == 1:
+            qk_dequantize_range(k, 0, n, channels, inner, qp, in_signed, sp, zpp, y)
+        else:
+            for t in prange(nt, num_threads=nt, schedule="static"):
+                qk_dequantize_range(k, min(n, t * chunk), min(n, (t + 1) * chunk), channels, inner, qp, in_signed,
+                                    sp, zpp, y)
     return out

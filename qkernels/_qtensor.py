@@ -12,6 +12,8 @@ import numbers
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from . import _dispatch, _native
+
 QUANT_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 
 
@@ -93,15 +95,6 @@ def _normalize_axis(axis, ndim: int) -> int | None:
     if not -ndim <= axis < ndim:
         raise ValueError(f"axis {axis} is out of bounds for an array of dimension {ndim}")
     return int(axis) % ndim
-
-
-def _broadcast_param(p: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
-    """Shape a per-axis parameter so it broadcasts against the data."""
-    if p.ndim == 0 or axis is None:
-        return p
-    shape = [1] * ndim
-    shape[axis] = p.shape[0]
-    return p.reshape(shape)
 
 
 class QTensor:
@@ -205,20 +198,33 @@ def quantize(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, dtype: D
     x = np.asarray(x)
     if x.dtype.kind not in "fiub":
         raise TypeError(f"x must be a real numeric array, got {x.dtype}")
-    x = x.astype(np.float32, copy=False)
-    if np.isnan(x).any():
-        raise ValueError("x contains NaN, which has no quantized value")
+    x = _c_contiguous(x.astype(np.float32, copy=False))
     ax = _normalize_axis(axis, x.ndim)
     length = x.shape[ax] if ax is not None and x.ndim else None
     s = check_scale(scale, "scale", length)
     z = check_zero_point(zero_point, dt, "zero_point", length)
     if ax is None and (s.ndim or z.ndim) and (s.size != 1 or z.size != 1):
         raise ValueError("per-channel scale or zero_point needs axis=")
-    lo, hi = int_range(dt)
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        y = np.rint(x / _broadcast_param(s, ax, x.ndim)) + _broadcast_param(z, ax, x.ndim)
-    q = np.clip(y, lo, hi).astype(dt)
+    q = np.empty(x.shape, dt)
+    if _native.quantize(_dispatch.isa_index(), x, *_native_params(s, z, ax, x.shape), dt == np.int8, q,
+                        _dispatch._num_threads):
+        raise ValueError("x contains NaN, which has no quantized value")
     return QTensor(q, s, z, axis=ax)
+
+
+def _c_contiguous(a: np.ndarray) -> np.ndarray:
+    """``a``, or an aligned C-contiguous copy (np.ascontiguousarray would make 0-d 1-d)."""
+    return a if a.flags.c_contiguous and a.flags.aligned else a.copy()
+
+
+def _native_params(s: np.ndarray, z: np.ndarray, axis: int | None, shape) -> tuple:
+    """The kernels' view of the data, (outer, channels, inner), with one scale and zero
+    point per channel: ``(scale, zero_point, channels, inner)``."""
+    if axis is None:
+        return s.reshape(1), z.reshape(1), 1, 1
+    channels, inner = shape[axis], max(1, math.prod(shape[axis + 1:]))
+    return (np.ascontiguousarray(np.broadcast_to(s.reshape(-1), (channels,)), np.float32),
+            np.ascontiguousarray(np.broadcast_to(z.reshape(-1), (channels,)), np.int32), channels, inner)
 
 
 def dequantize(q: QTensor | ArrayLike, scale: ArrayLike | None = None, zero_point: ArrayLike | None = None,
@@ -237,5 +243,7 @@ def dequantize(q: QTensor | ArrayLike, scale: ArrayLike | None = None, zero_poin
             raise TypeError("dequantize needs scale= for a plain array")
         qt = QTensor(q, scale, 0 if zero_point is None else zero_point, axis)
         data, s, z, ax = qt.data, qt.scale, qt.zero_point, qt.axis
-    diff = data.astype(np.int32) - _broadcast_param(z, ax, data.ndim)
-    return (diff.astype(np.float32) * _broadcast_param(s, ax, data.ndim)).astype(np.float32)
+    data = _c_contiguous(data)
+    y = np.empty(data.shape, np.float32)
+    return _native.dequantize(_dispatch.isa_index(), data, data.dtype == np.int8, *_native_params(s, z, ax, data.shape),
+                              y, _dispatch._num_threads)

@@ -266,7 +266,9 @@ def test_quantized_cnn_matches_ort(quantized_models, fmt, per_channel):
     assert not {"Conv", "Gemm", "MatMul", "com.microsoft::FusedConv"} & set(ops), ops
     assert ops.count("QLinearConv") == 3 and ops.count("com.microsoft::QGemm") == 1, ops
     cpu = next(b for b in s.backends if b.name == "cpu")
-    assert sum(cpu.on_kernels(n, s.graph) for n in s.graph.nodes) == 4
+    on_kernels = [n.op_type for n in s.graph.nodes if cpu.on_kernels(n, s.graph)]
+    assert sorted(set(on_kernels) - {"QuantizeLinear", "DequantizeLinear"}) == ["QGemm", "QLinearConv"], on_kernels
+    assert len(on_kernels) == 4 + ops.count("QuantizeLinear") + ops.count("DequantizeLinear"), on_kernels
     rt = _ort_int8(model, ort)
     y_scale, c3_scale = _scale(model, "y_scale"), _scale(model, "c3_scale")
     for x in _inputs(np.float32, 5):
@@ -519,3 +521,32 @@ def test_conv_without_constant_weights_runs_on_reference():
     feeds = {"x": rng.standard_normal((1, 2, 5, 5)).astype(np.float32),
              "w": rng.standard_normal((3, 2, 3, 3)).astype(np.float32)}
     np.testing.assert_allclose(s.run(None, feeds)[0], reference_session(model).run(None, feeds)[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_quantize_and_dequantize_linear_run_on_the_kernels_exactly(dtype):
+    rng = np.random.default_rng(7)
+    elem = TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8
+    zq = np.array(3 if dtype == np.uint8 else -3, dtype)
+    sc = rng.uniform(0.02, 0.1, 5).astype(np.float32)              # per channel, axis 1
+    zc = rng.integers(-4, 5, 5).astype(dtype) if dtype == np.int8 else rng.integers(0, 9, 5).astype(dtype)
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(zq, "z"),
+             numpy_helper.from_array(sc, "sc"), numpy_helper.from_array(zc, "zc")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"]),
+             helper.make_node("QuantizeLinear", ["x", "sc", "zc"], ["qc"], axis=1),
+             helper.make_node("DequantizeLinear", ["qc", "sc", "zc"], ["yc"], axis=1)]
+    vi = helper.make_tensor_value_info
+    model = _model(nodes, [vi("x", TensorProto.FLOAT, [2, 5, 7])],
+                   [vi("q", elem, None), vi("y", TensorProto.FLOAT, None), vi("qc", elem, None),
+                    vi("yc", TensorProto.FLOAT, None)], inits)
+    s, ref = Session(model), reference_session(model)
+    cpu = next(b for b in s.backends if b.name == "cpu")
+    assert all(cpu.on_kernels(n, s.graph) for n in s.graph.nodes)
+    x = (rng.standard_normal((2, 5, 7)) * 5).astype(np.float32)
+    x.flat[:4] = [np.inf, -np.inf, 2.5 * 0.05, 1e30]
+    for got, want in zip(s.run(None, {"x": x}), ref.run(None, {"x": x})):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    x[0, 0, 0] = np.nan      # refused by the kernels: the reference operator runs it, no error
+    assert [g.dtype for g in s.run(None, {"x": x})] == [dtype, np.float32, dtype, np.float32]

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ... import _conv, _gemm
-from ..._qtensor import QTensor
+from ..._qtensor import QTensor, dequantize, quantize
 from ..backend import Backend
 from ..errors import RunError
 from ..ir import Graph, Node
@@ -350,6 +350,33 @@ class _ConvIntegerInput:
 
 
 # ------------------------------------------------------------------------- int8 matmul
+
+@kernel("QuantizeLinear", "DequantizeLinear", attrs=("axis",))
+def _make_quantize_linear(node: Node, graph: Graph) -> Runner | None:
+    """float32 <-> int8/uint8 with constant parameters, per tensor or per axis, on the
+    native kernels (ONNX's definitions, bit for bit); other types, and NaN inputs (which
+    the kernels refuse), go to the reference operator."""
+    x, s, z = _inputs(node, 3)
+    S = _const(graph, s)
+    Z = _const(graph, z) if z else np.zeros((), np.uint8)
+    if S is None or Z is None or S.dtype != _F32 or Z.dtype not in _INT8 or S.shape != Z.shape or S.ndim > 1:
+        return None
+    axis = node.attrs.get("axis", 1) if S.size > 1 else None
+    S, Z = (S, Z) if axis is not None else (S.reshape(()), Z.reshape(()))
+    result = node.outputs[0]
+
+    def run(values):
+        data = values[x]
+        if data.dtype != (_F32 if node.op_type == "QuantizeLinear" else Z.dtype):
+            raise _NotServed
+        try:
+            if node.op_type == "QuantizeLinear":
+                return {result: quantize(data, S, Z, Z.dtype, axis).data}
+            return {result: dequantize(data, S, Z, axis)}
+        except ValueError:       # NaN, or per-axis parameters that do not fit the data
+            raise _NotServed from None
+    return _fallback(node, graph, run)
+
 
 @kernel("QLinearMatMul", "MatMulInteger")
 def _make_qmatmul(node: Node, graph: Graph) -> Runner | None:

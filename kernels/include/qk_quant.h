@@ -1,0 +1,55 @@
+/* qkernels: quantize and dequantize (ONNX QuantizeLinear / DequantizeLinear in float32).
+ *
+ *   quantize:   q = saturate(round_half_even(x / scale) + zero_point)   (x / scale in float32)
+ *   dequantize: y = float32(q - zero_point) * scale                     (one float32 rounding)
+ *
+ * A row kernel handles n contiguous values with one scale and zero point (per_elem 0)
+ * or one per value (per_elem 1: per-channel parameters along the last axis). The range
+ * driver (kernels/quantize.c) walks a flat range of an array viewed as
+ * (outer, channels, inner) and hands each run of values that share a channel (inner > 1),
+ * or each row of channels (inner == 1), to the row kernel; per tensor, channels == 1.
+ * Every ISA's row kernel is bit-identical to the scalar one.
+ */
+#ifndef QK_QUANT_H
+#define QK_QUANT_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Returns nonzero when some x is NaN (its q is then unspecified). */
+typedef int (*qk_quantize_row_fn)(size_t n, const float *x, const float *scale, const int32_t *zp, int per_elem,
+                                  int out_signed, void *q);
+typedef void (*qk_dequantize_row_fn)(size_t n, const void *q, int in_signed, const float *scale, const int32_t *zp,
+                                     int per_elem, float *y);
+
+typedef struct {
+    qk_quantize_row_fn quantize;
+    qk_dequantize_row_fn dequantize;
+} qk_quant_kernels;
+
+/* The row kernels of an ISA (the scalar ones where none is specialised). */
+const qk_quant_kernels *qk_quant_kernels_for_isa(int isa);
+
+/* Values [i0, i1) of an array viewed as (outer, channels, inner); scale and zp hold
+ * `channels` values. quantize returns nonzero when it met a NaN. */
+int qk_quantize_range(const qk_quant_kernels *k, size_t i0, size_t i1, size_t channels, size_t inner,
+                      const float *x, const float *scale, const int32_t *zp, int out_signed, void *q);
+void qk_dequantize_range(const qk_quant_kernels *k, size_t i0, size_t i1, size_t channels, size_t inner,
+                         const void *q, int in_signed, const float *scale, const int32_t *zp, float *y);
+
+int qk_quantize_row_scalar(size_t n, const float *x, const float *scale, const int32_t *zp, int per_elem,
+                           int out_signed, void *q);
+void qk_dequantize_row_scalar(size_t n, const void *q, int in_signed, const float *scale, const int32_t *zp,
+                              int per_elem, float *y);
+
+/* One value: the definition every kernel matches (also their tails). */
+static inline int32_t qk_quantize_one(float x, float scale, int32_t zp, int out_signed) {
+    const float lo = out_signed ? -128.0f : 0.0f, hi = out_signed ? 127.0f : 255.0f;
+    float v = rintf(x / scale) + (float)zp;     /* beyond 2^24 the sum may round: it saturates anyway */
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    return (int32_t)v;                          /* NaN: unspecified, the caller raises */
+}
+
+#endif
