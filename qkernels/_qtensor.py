@@ -41,6 +41,8 @@ def check_qdtype(dtype, name: str) -> np.dtype:
 
 def check_scale(scale, name: str = "scale", length: int | None = None) -> np.ndarray:
     """float32 array of scales, each finite and > 0; scalar (0-d) or 1-D of ``length``."""
+    if isinstance(scale, np.ndarray) and scale.ndim == 0 and scale.dtype.kind in "fiu":
+        scale = scale.item()                     # 0-d: the scalar path (numpy calls cost microseconds)
     if isinstance(scale, _SCALARS) and not isinstance(scale, bool):   # fast path: per tensor
         s32 = np.float32(scale)
         if not (math.isfinite(scale) and scale > 0 and s32 > 0 and math.isfinite(s32)):
@@ -65,6 +67,8 @@ def check_scale(scale, name: str = "scale", length: int | None = None) -> np.nda
 def check_zero_point(zero_point, dtype, name: str = "zero_point", length: int | None = None) -> np.ndarray:
     """int32 array of zero points inside ``dtype``'s range; 0-d or 1-D of ``length``."""
     lo, hi = int_range(dtype)
+    if isinstance(zero_point, np.ndarray) and zero_point.ndim == 0 and zero_point.dtype.kind in "iu":
+        zero_point = zero_point.item()
     if isinstance(zero_point, (int, np.integer)) and not isinstance(zero_point, bool):   # fast path
         if not lo <= zero_point <= hi:
             raise ValueError(f"{name} must lie in [{lo}, {hi}] for {np.dtype(dtype)}, got {zero_point!r}")
@@ -209,6 +213,10 @@ def quantize(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, dtype: D
     if _native.quantize(_dispatch.isa_index(), x, *_native_params(s, z, ax, x.shape), dt == np.int8, q,
                         _dispatch._num_threads):
         raise ValueError("x contains NaN, which has no quantized value")
+    if ax is None:                               # validated above: no second check
+        s, z = s.reshape(()), z.reshape(())
+        s.flags.writeable = z.flags.writeable = False
+        return QTensor._trusted(q, s, z)
     return QTensor(q, s, z, axis=ax)
 
 
