@@ -8,6 +8,8 @@ collect it. Run it with ``python -m pytest bench/ --benchmark-only``.
 import sys
 from pathlib import Path
 
+import pytest
+
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
@@ -19,6 +21,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["qkernels_summary"] = {"clock": suite.clock(), "cpus": suite.CPUS, "rows": suite.summary_rows()}
 
 
+@pytest.hookimpl(trylast=True)      # after pytest-benchmark's tables
 def pytest_terminal_summary(terminalreporter):
     if suite.RESULTS:
         terminalreporter.section("qkernels summary")

@@ -63,6 +63,7 @@ def finish(benchmark, *, lib: str, threads: int, work: float | None = None, unit
     milliseconds only), ``peak`` = ``(dtype, wbits)`` for a qkernels row with a
     theoretical peak. Extra keywords go to ``extra_info``. Nothing is recorded under
     ``--benchmark-disable`` (no timings)."""
+    unit = unit if work else "ms"
     benchmark.extra_info.update(lib=lib, threads=threads, **info)
     stats = getattr(benchmark, "stats", None)
     if stats is None:

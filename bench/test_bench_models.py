@@ -1,0 +1,126 @@
+"""Whole-model benchmarks: the qkernels graph runner beside ONNX Runtime on MobileNetV2
+and ResNet-18, float32 and int8.
+
+Run with::
+
+    python -m pytest bench/test_bench_models.py --benchmark-only                   # 224px models
+    QKERNELS_BENCH_QUICK=1 python -m pytest bench/test_bench_models.py --benchmark-only   # small ones
+
+The models, their int8 variant, the input and the checks are :mod:`qkernels.bench_models`'
+(``python -m qkernels bench --suite models``): each architecture is built once per session
+(zoo builder, seeded weights), quantized once by ONNX Runtime's own tools
+(``quantize_int8``: QDQ, s8 per channel) into a temporary folder, so both libraries run the
+very same bytes. Each architecture and thread count (1 and all CPUs) is one benchmark group
+``model-<arch>-<t>t`` holding, in milliseconds per ``run(None, {"input": x})``:
+
+* ``qkernels-int8`` / ``qkernels-fp32``: ``qkernels.graph.Session(model, num_threads=t)``
+  on the int8 / float32 model;
+* ``ort-int8`` / ``ort-fp32``: ``onnxruntime.InferenceSession`` on the same bytes
+  (``intra_op_num_threads`` = t, intra-op spinning off so that its idle pool does not
+  steal cores from the next benchmark of this process).
+
+Before timing, qkernels' logits are compared with ONNX Runtime's (1 thread): float32
+within ``FP32_RTOL`` of the largest |logit| (else the test fails); int8 is information
+(``check`` in ``extra_info``: largest difference in output LSB, argmax agreement). Without
+onnxruntime the ORT rows and the int8 models (ORT quantizes them) are skipped, visibly,
+and the float32 logits go unchecked. Same one-process caveat as test_bench_gemm.py: for
+ratios between libraries trust ``python -m qkernels bench --suite models``.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import pytest
+from suite import CPUS, QUICK, THREADS, finish, use_threads
+
+from qkernels import bench_models
+from qkernels.bench import blas_set_num_threads, check_failed, ort_session
+
+MODELS = bench_models.models(quick=QUICK)
+CASES = [pytest.param(m, lib, t, id=f"{m.arch}-{lib}-{m.variant}-{t}t")
+         for arch in dict.fromkeys(m.arch for m in MODELS) for t in THREADS
+         for m in MODELS if m.arch == arch for lib in ("qkernels", "ort")]
+
+
+def _need_ort(why: str):
+    return pytest.importorskip("onnxruntime", reason=f"{why}: onnxruntime not installed")
+
+
+class Prepared(NamedTuple):
+    """A model as both libraries run it: its bytes, the timed input, ONNX Runtime's logits."""
+    data: bytes
+    x: object
+    ref: object                   # ORT's logits (1 thread), None without onnxruntime
+    output_scale: float | None    # int8: the logits' quantization scale
+    ref_qdq: object               # int8: ORT's logits with its optimizations off (float QDQ)
+
+
+@functools.cache
+def _float_proto(fp32_model):
+    return bench_models.build(fp32_model)
+
+
+@functools.cache
+def _prepare(model, folder) -> Prepared:
+    import onnx
+    proto = _float_proto(model.twin)
+    if model.variant == "int8":
+        proto = onnx.load(bench_models.quantize_int8(proto, model, str(folder)))
+    data = proto.SerializeToString()
+    x = bench_models.model_input(model)
+    ref = ref_qdq = None
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        ref = ort_session(data, 1, spinning=False).run(None, {"input": x})[0]
+        if model.variant == "int8":
+            ref_qdq = ort_session(data, 1, spinning=False, optimize=False).run(None, {"input": x})[0]
+    return Prepared(data, x, ref, bench_models.output_scale(proto), ref_qdq)
+
+
+@pytest.fixture(scope="session")
+def model_folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+def _check(model, p: Prepared, logits) -> dict | None:
+    """bench_models' check of qkernels' logits; fails the test only when it is blocking."""
+    if p.ref is None:
+        return None
+    check = bench_models.check_fp32(logits, p.ref) if model.variant == "fp32" else \
+        bench_models.compare_int8(logits, p.ref, p.output_scale, p.ref_qdq)
+    assert not (check_failed(check) and check.get("blocking")), \
+        f"{model.label}: qkernels' logits differ from ONNX Runtime's: {bench_models.check_cell(check)}"
+    return check
+
+
+@pytest.mark.parametrize("model, lib, threads", CASES)
+def test_model(benchmark, model_folder, model, lib, threads):
+    if lib == "ort":
+        ort = _need_ort("ONNX Runtime peer skipped")
+    elif model.variant == "int8":
+        _need_ort("int8 model skipped: ONNX Runtime's quantizer makes it")
+    use_threads(threads)
+    p = _prepare(model, model_folder)
+    feeds = {"input": p.x}
+    benchmark.group = f"model-{model.arch}-{threads}t"
+    if lib == "ort":
+        session = ort_session(p.data, threads, spinning=False)
+        session.run(None, feeds)
+        benchmark(session.run, None, feeds)
+        info = {"onnxruntime": ort.__version__}
+    else:
+        from qkernels.graph import Session
+        # numpy's BLAS (the runner's float convolutions) on 1 thread, as in bench_models' qkernels worker
+        info = {"blas_threads_controlled": blas_set_num_threads(1)}
+        try:
+            session = Session(p.data, num_threads=threads)
+            info["check"] = _check(model, p, session.run(None, feeds)[0])
+            benchmark(session.run, None, feeds)
+        finally:
+            blas_set_num_threads(CPUS)
+    finish(benchmark, lib=f"{lib}-{model.variant}", threads=threads, work=None, model=model.label,
+           geometry=model.geometry, **info)
