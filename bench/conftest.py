@@ -18,7 +18,8 @@ import suite  # noqa: E402  (needs the path above)
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
-    output_json["qkernels_summary"] = {"clock": suite.clock(), "cpus": suite.CPUS, "rows": suite.summary_rows()}
+    output_json["qkernels_summary"] = {"clock": suite.clock(), "cpus": suite.CPUS, "versions": suite.versions(),
+                                       "rows": suite.summary_rows()}
 
 
 @pytest.hookimpl(trylast=True)      # after pytest-benchmark's tables

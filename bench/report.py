@@ -6,6 +6,8 @@ suite: ``--suite gemm``, ``--suite conv``, ``--suite f16`` or ``--suite models``
     python bench/report.py --layers              # just the convolution layer table
     python bench/report.py --compare OLD.json NEW.json   # qkernels speed old vs new (same suite), noise
                                                          # threshold, verdict; exit 3 on a regression
+    python bench/report.py pytest-bench.json     # the side-by-side summary of a
+                                                 # `pytest bench/ --benchmark-json=...` run
 
 docs/performance.md is made from this output, so the docs read the same shape table
 and the same numbers as the CLI. Reports of the documented runs are kept in
@@ -182,6 +184,41 @@ def results_tables(rep: dict) -> str:
     return "\n".join(out)
 
 
+def pytest_summary_tables(rep: dict) -> str:
+    """The side-by-side summary of a pytest-benchmark JSON of bench/ (key
+    ``qkernels_summary``, written by bench/conftest.py): one table per suite."""
+    summ = rep["qkernels_summary"]
+    mi = rep.get("machine_info", {})
+    out = [f"pytest-benchmark {rep.get('version')} on {mi.get('cpu', {}).get('brand_raw', mi.get('machine'))} "
+           f"({summ['cpus']} CPUs), {rep.get('datetime')}; clock {summ['clock']['ghz']} GHz "
+           f"({summ['clock']['method']}); "
+           + ", ".join(f"{k} {v}" for k, v in summ.get("versions", {}).items()) + ". Rates in GOP/s (quantize/dequantize: Gelem/s; models: ms per run); "
+           "× = qkernels' speed-up over the peer (its median time over qkernels')."]
+    suites: dict[str, list[dict]] = {}
+    for r in summ["rows"]:
+        suites.setdefault(r["group"].split("-")[0], []).append(r)
+    for name, rows in suites.items():
+        peers = sorted({p for r in rows for p in r["peers"]})
+        out += ["", f"**{name}**", "",
+                "| group | qkernels | rate | % peak | " + " | ".join(f"{p} | ×" for p in peers) + " |",
+                "| --- | --- | ---: | ---: | " + " | ".join("---: | ---:" for _ in peers) + " |"]
+        for r in rows:
+            mine = r["qkernels"] or {}
+            cells = []
+            for p in peers:
+                x = r["peers"].get(p)
+                cells += ["–", "–"] if x is None else [_rate(x), _f(x["speedup"], "{:.2f}")]
+            out.append(f"| `{r['group'][len(name) + 1:]}` | {r['lib']} | {_rate(mine)} | "
+                       f"{_f(mine.get('pct_peak'), '{:.0f}')} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _rate(x: dict) -> str:
+    if not x:
+        return "–"
+    return f"{x['rate']:.3g}" if x.get("rate") else f"{x['median_s'] * 1e3:.3g} ms"
+
+
 def compare(old: dict, new: dict) -> str:
     """qkernels speed of two reports of one suite side by side, with the noise threshold
     and verdict of :mod:`qkernels.bench_compare` (the logic ``qkernels bench --compare`` uses)."""
@@ -214,6 +251,9 @@ def main(argv=None) -> int:
         print(shapes_table())
         return 0
     rep = json.loads(Path(args.report).read_text())
+    if "qkernels_summary" in rep:            # a pytest-benchmark JSON of bench/
+        print(pytest_summary_tables(rep))
+        return 0
     m = rep["machine"]
     suite = rep.get("suite", "gemm")
     qi = m.get("qkernels_cpu_info") or {}

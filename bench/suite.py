@@ -49,6 +49,17 @@ def peak_gops(dtype: str, threads: int, wbits: int = 8) -> float | None:
                                 qk.cpu_info().get("f16_kernel"))
 
 
+def versions() -> dict:
+    """qkernels (and its ISA path), numpy and ONNX Runtime (None: not installed)."""
+    import numpy as np
+    try:
+        import onnxruntime
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = None
+    return {"qkernels": qk.__version__, "isa": qk.get_isa(), "numpy": np.__version__, "onnxruntime": ort}
+
+
 def use_threads(threads: int) -> None:
     """Skip when ``threads`` exceeds this machine's CPUs, else set qkernels' threads."""
     if threads > CPUS:

@@ -56,10 +56,10 @@ def check_scale(scale, name: str = "scale", length: int | None = None) -> np.nda
         raise ValueError(f"{name} must be a scalar or 1-D, got shape {s.shape}")
     if s.ndim == 1 and length is not None and s.shape[0] != length:
         raise ValueError(f"{name} has {s.shape[0]} values, expected {length} (one per channel)")
-    if not np.all(np.isfinite(s)) or np.any(s <= 0):
-        raise ValueError(f"{name} must be finite and > 0, got {scale!r}")
     s32 = s.astype(np.float32)
-    if np.any(s32 == 0) or not np.all(np.isfinite(s32)):
+    if not np.all((s32 > 0) & (s32 < np.inf)):          # one pass in the good case (NaN fails too)
+        if not np.all(np.isfinite(s)) or np.any(s <= 0):
+            raise ValueError(f"{name} must be finite and > 0, got {scale!r}")
         raise ValueError(f"{name} is outside float32's positive range: {scale!r}")
     return s32
 
@@ -119,12 +119,14 @@ class QTensor:
     axis = property(lambda self: self._axis, doc="channel axis of per-channel parameters, or None")
 
     @classmethod
-    def _trusted(cls, data: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, params=None) -> "QTensor":
-        """A per-tensor QTensor from 0-d float32/int32 parameters already validated
-        (the fast path of outputs; they may be shared, QTensors never modify them)."""
+    def _trusted(cls, data: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, params=None,
+                 axis: int | None = None) -> "QTensor":
+        """A QTensor from float32/int32 parameters already validated: 0-d, or 1-D of
+        ``data.shape[axis]`` (the fast path of outputs; they may be shared, QTensors
+        never modify them)."""
         q = object.__new__(cls)
-        q._data, q._scale, q._zero_point, q._axis = data, scale, zero_point, None
-        q._params = params or (data.dtype.char, int(zero_point), float(scale))
+        q._data, q._scale, q._zero_point, q._axis = data, scale, zero_point, axis
+        q._params = None if axis is not None else params or (data.dtype.char, int(zero_point), float(scale))
         return q
 
     def __init__(self, data: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, axis: int | None = None):
@@ -210,14 +212,13 @@ def quantize(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, dtype: D
     if ax is None and (s.ndim or z.ndim) and (s.size != 1 or z.size != 1):
         raise ValueError("per-channel scale or zero_point needs axis=")
     q = np.empty(x.shape, dt)
-    if _native.quantize(_dispatch.isa_index(), x, *_native_params(s, z, ax, x.shape), dt == np.int8, q,
-                        _dispatch._num_threads):
+    sc, zc, channels, inner = _native_params(s, z, ax, x.shape)
+    if _native.quantize(_dispatch.isa_index(), x, sc, zc, channels, inner, dt == np.int8, q, _dispatch._num_threads):
         raise ValueError("x contains NaN, which has no quantized value")
     if ax is None:                               # validated above: no second check
-        s, z = s.reshape(()), z.reshape(())
-        s.flags.writeable = z.flags.writeable = False
-        return QTensor._trusted(q, s, z)
-    return QTensor(q, s, z, axis=ax)
+        sc, zc = sc.reshape(()), zc.reshape(())
+    sc.flags.writeable = zc.flags.writeable = False  # made by the checks above: this QTensor's own
+    return QTensor._trusted(q, sc, zc, axis=ax)
 
 
 def _c_contiguous(a: np.ndarray) -> np.ndarray:
