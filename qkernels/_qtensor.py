@@ -89,6 +89,22 @@ def check_zero_point(zero_point, dtype, name: str = "zero_point", length: int | 
     return z64.astype(np.int32)
 
 
+def check_out(out, shape, dtype, source: np.ndarray | None = None) -> np.ndarray:
+    """``out`` when it can take a result of ``shape`` and ``dtype`` (and does not overlap
+    ``source``), else TypeError / ValueError saying why."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}, expected {np.dtype(dtype)}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writeable C-contiguous array")
+    if source is not None and np.may_share_memory(out, source):
+        raise ValueError("out overlaps the input")
+    return out
+
+
 def _normalize_axis(axis, ndim: int) -> int | None:
     if axis is None:
         return None
@@ -187,7 +203,7 @@ class QTensor:
 
 
 def quantize(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, dtype: DTypeLike = np.uint8,
-             axis: int | None = None) -> QTensor:
+             axis: int | None = None, out: np.ndarray | None = None) -> QTensor:
     """Quantize float ``x``: ``q = saturate(round_half_even(x / scale) + zero_point)``.
 
     Parameters
@@ -197,6 +213,8 @@ def quantize(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, dtype: D
     zero_point : int or 1-D int array inside ``dtype``'s range.
     dtype : np.uint8 or np.int8.
     axis : None for per-tensor, else the channel axis of per-channel parameters.
+    out : optional C-contiguous ``dtype`` array of ``x``'s shape to write into (the
+        returned QTensor's data); it must not overlap ``x``.
 
     Returns a :class:`QTensor`. NaN in ``x`` raises ValueError; ±inf saturates.
     """
@@ -211,7 +229,7 @@ def quantize(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, dtype: D
     z = check_zero_point(zero_point, dt, "zero_point", length)
     if ax is None and (s.ndim or z.ndim) and (s.size != 1 or z.size != 1):
         raise ValueError("per-channel scale or zero_point needs axis=")
-    q = np.empty(x.shape, dt)
+    q = np.empty(x.shape, dt) if out is None else _aligned(check_out(out, x.shape, dt, x))
     sc, zc, channels, inner = _native_params(s, z, ax, x.shape)
     if _native.quantize(_dispatch.isa_index(), x, sc, zc, channels, inner, dt == np.int8, q, _dispatch._num_threads):
         raise ValueError("x contains NaN, which has no quantized value")
@@ -219,6 +237,12 @@ def quantize(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, dtype: D
         sc, zc = sc.reshape(()), zc.reshape(())
     sc.flags.writeable = zc.flags.writeable = False  # made by the checks above: this QTensor's own
     return QTensor._trusted(q, sc, zc, axis=ax)
+
+
+def _aligned(out: np.ndarray) -> np.ndarray:
+    if not out.flags.aligned:
+        raise ValueError("out must be aligned to its dtype")
+    return out
 
 
 def _c_contiguous(a: np.ndarray) -> np.ndarray:
@@ -237,11 +261,12 @@ def _native_params(s: np.ndarray, z: np.ndarray, axis: int | None, shape) -> tup
 
 
 def dequantize(q: QTensor | ArrayLike, scale: ArrayLike | None = None, zero_point: ArrayLike | None = None,
-               axis: int | None = None) -> np.ndarray:
+               axis: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Real values of a quantized array: ``(q - zero_point) * scale`` in float32.
 
     ``q`` is a :class:`QTensor` (its parameters are used) or a uint8/int8 array with
-    ``scale``, ``zero_point`` and ``axis`` given here.
+    ``scale``, ``zero_point`` and ``axis`` given here. ``out``: an optional C-contiguous
+    float32 array of the data's shape to write into (returned), not overlapping it.
     """
     if isinstance(q, QTensor):
         if scale is not None or zero_point is not None or axis is not None:
@@ -253,6 +278,6 @@ def dequantize(q: QTensor | ArrayLike, scale: ArrayLike | None = None, zero_poin
         qt = QTensor(q, scale, 0 if zero_point is None else zero_point, axis)
         data, s, z, ax = qt.data, qt.scale, qt.zero_point, qt.axis
     data = _c_contiguous(data)
-    y = np.empty(data.shape, np.float32)
+    y = np.empty(data.shape, np.float32) if out is None else _aligned(check_out(out, data.shape, np.float32, data))
     return _native.dequantize(_dispatch.isa_index(), data, data.dtype == np.int8, *_native_params(s, z, ax, data.shape),
                               y, _dispatch._num_threads)

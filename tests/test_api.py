@@ -121,6 +121,43 @@ def test_quantize_and_dequantize_match_onnx_reference(x, scale, zp, dtype, ref):
     assert np.all(err <= 0.5 * s * (1 + 1e-5) + 1e-6 * np.abs(x[inside]))
 
 
+def test_quantize_and_dequantize_write_into_out(ref):
+    x = np.random.default_rng(5).normal(0, 4, (3, 33)).astype(np.float32)
+    buf = np.empty((3, 33), np.int8)
+    q = quantize(x, 0.1, -2, dtype=S8, out=buf)
+    assert q.data is buf
+    np.testing.assert_array_equal(buf, ref.quantize_ref(x, 0.1, -2, S8))
+    y = np.empty((3, 33), np.float32)
+    assert dequantize(q, out=y) is y
+    np.testing.assert_array_equal(y, ref.dequantize_ref(buf, 0.1, -2))
+    assert dequantize(buf, 0.1, -2, out=y) is y
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (np.empty((3, 33), np.uint8), TypeError, "dtype"),
+    (np.empty((3, 32), np.int8), ValueError, "shape"),
+    (np.empty((33, 3), np.int8).T, ValueError, "C-contiguous"),
+    ([0] * 99, TypeError, "numpy array"),
+])
+def test_quantize_out_is_checked(bad, error, match):
+    with pytest.raises(error, match=match):
+        quantize(np.zeros((3, 33), np.float32), 0.1, 0, dtype=S8, out=bad)
+
+
+def test_quantize_and_dequantize_refuse_overlapping_readonly_or_misaligned_out():
+    raw = np.zeros(4 * 40 + 1, np.uint8)
+    x = raw[:160].view(np.float32)
+    with pytest.raises(ValueError, match="overlaps"):
+        quantize(x, 0.1, 0, dtype=U8, out=raw[:40])
+    misaligned = np.frombuffer(raw.data, np.float32, 40, offset=1)
+    with pytest.raises(ValueError, match="aligned|writeable"):
+        dequantize(np.zeros(40, np.uint8), 0.1, out=misaligned)
+    ro = np.zeros(40, np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        dequantize(np.zeros(40, np.uint8), 0.1, out=ro)
+
+
 # ------------------------------------------------------------------------------ QTensor
 
 def test_qtensor_matmul_returns_float32_of_the_exact_integer_product(ref):

@@ -66,8 +66,9 @@ size_t qk_dw_sum_f16_avx2(const qk_dw_params *d, size_t count, const uint8_t *co
     const float *init = (const float *)d->init;
     (void)m0;
     *stored = c0;
-    size_t c = c0;
-    for (; c + 16 <= ch; c += 16) {
+    const size_t end = qk_dw_blocks_end(c0, 16, ch);
+    for (size_t b = c0; b < end; b += 16) {
+        const size_t c = qk_dw_block(b, 16, ch);
         for (size_t i = 0; i < count; i++) {
             const uint8_t *const *pp = ptrs + i * ps;
             const ptrdiff_t off = (ptrdiff_t)i * step + (ptrdiff_t)(2 * c);
@@ -82,7 +83,7 @@ size_t qk_dw_sum_f16_avx2(const qk_dw_params *d, size_t count, const uint8_t *co
             _mm256_storeu_ps(o + 8, hi);
         }
     }
-    return c;
+    return end;
 }
 
 void qk_f16_to_f32_row_f16c(const uint16_t *src, float *dst, size_t n) {

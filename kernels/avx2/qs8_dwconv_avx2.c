@@ -22,8 +22,9 @@ ALWAYS_INLINE size_t sum_blocks(const qk_dw_params *d, size_t count, size_t taps
     const size_t pairs = (taps + 1) / 2, ch = d->g.cg;
     const int16_t *w = d->w;
     const qk_out_params *out = d->out && d->out->mode != QK_OUT_FIXEDPOINT ? d->out : NULL;
-    size_t c = c0;
-    for (; c + 16 <= ch; c += 16) {
+    const size_t end = qk_dw_blocks_end(c0, 16, ch);
+    for (size_t b = c0; b < end; b += 16) {
+        const size_t c = qk_dw_block(b, 16, ch);
         for (size_t q = 0; q < pairs; q++) {
             const __m256i w0 = _mm256_loadu_si256((const __m256i *)(w + 2 * q * ch + c));
             const __m256i w1 = 2 * q + 1 < taps ? _mm256_loadu_si256((const __m256i *)(w + (2 * q + 1) * ch + c))
@@ -51,8 +52,8 @@ ALWAYS_INLINE size_t sum_blocks(const qk_dw_params *d, size_t count, size_t taps
         /* the block's output while its sums are in L1 */
         if (out) qk_store_16cols_avx2(count, acc + c, as, m0, c, out, d->c, d->c_stride);
     }
-    *stored = out ? c : c0;
-    return c;
+    *stored = out ? end : c0;
+    return end;
 }
 
 size_t qk_dw_sum_avx2(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs, size_t ps, ptrdiff_t step,

@@ -185,6 +185,12 @@ size_t qk_dw_sum_scalar(const qk_dw_params *d, size_t count, const uint8_t *cons
                         ptrdiff_t step, size_t c0, int32_t *acc, size_t acc_stride, size_t m0, size_t *stored);
 size_t qk_dw_sum_f16_scalar(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs, size_t ptr_stride,
                             ptrdiff_t step, size_t c0, int32_t *acc, size_t acc_stride, size_t m0, size_t *stored);
+/* Channel blocks of a sum kernel of width w over [c0, ch): block b starts at
+ * qk_dw_block(b, w, ch), so that a partial last block becomes the w channels ending at ch
+ * (a few channels computed twice, to the same values) and no channel is left to the
+ * portable kernel once ch - c0 >= w; the kernel covers [c0, qk_dw_blocks_end(c0, w, ch)). */
+static inline size_t qk_dw_blocks_end(size_t c0, size_t w, size_t ch) { return ch - c0 >= w ? ch : c0; }
+static inline size_t qk_dw_block(size_t b, size_t w, size_t ch) { return b + w <= ch ? b : ch - w; }
 /* The sum kernel of an ISA (the portable one where none is specialised). */
 qk_dw_sum_fn qk_dw_sum_for_isa(int dtype, int isa);
 /* The general path: sums of one output pixel (n, oy, ox), channels [c_begin, c_end),

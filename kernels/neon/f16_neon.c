@@ -62,8 +62,9 @@ size_t qk_dw_sum_f16_neon(const qk_dw_params *d, size_t count, const uint8_t *co
     const float *init = (const float *)d->init;
     (void)m0;
     *stored = c0;
-    size_t c = c0;
-    for (; c + 8 <= ch; c += 8) {
+    const size_t end = qk_dw_blocks_end(c0, 8, ch);
+    for (size_t b = c0; b < end; b += 8) {
+        const size_t c = qk_dw_block(b, 8, ch);
         for (size_t i = 0; i < count; i++) {
             const uint8_t *const *pp = ptrs + i * ps;
             const ptrdiff_t off = (ptrdiff_t)i * step + (ptrdiff_t)(2 * c);
@@ -78,7 +79,7 @@ size_t qk_dw_sum_f16_neon(const qk_dw_params *d, size_t count, const uint8_t *co
             vst1q_f32(o + 4, hi);
         }
     }
-    return c;
+    return end;
 }
 
 void qk_f16_to_f32_row_neon(const uint16_t *src, float *dst, size_t n) {

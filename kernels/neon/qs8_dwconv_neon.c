@@ -24,8 +24,9 @@ ALWAYS_INLINE size_t sum_blocks(const qk_dw_params *d, size_t count, size_t taps
                                 size_t ps, ptrdiff_t step, size_t c0, int32_t *acc, size_t as) {
     const size_t ch = d->g.cg;
     const int16_t *w = d->w;
-    size_t c = c0;
-    for (; c + 16 <= ch; c += 16) {
+    const size_t end = qk_dw_blocks_end(c0, 16, ch);
+    for (size_t b = c0; b < end; b += 16) {
+        const size_t c = qk_dw_block(b, 16, ch);
         for (size_t i = 0; i < count; i++) {
             const uint8_t *const *pp = ptrs + i * ps;
             const ptrdiff_t off = (ptrdiff_t)i * step + (ptrdiff_t)c;
@@ -47,7 +48,7 @@ ALWAYS_INLINE size_t sum_blocks(const qk_dw_params *d, size_t count, size_t taps
             vst1q_s32(o + 12, a3);
         }
     }
-    return c;
+    return end;
 }
 
 size_t qk_dw_sum_neon(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs, size_t ps, ptrdiff_t step,
