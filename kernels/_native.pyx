@@ -295,6 +295,12 @@ cdef object _gemm_run(const qk_gemm_kernel *k, object a, bint a_signed, int32_t 
         else:
             nc_panels = (nc_panels + 1) // 2
             n_blocks = (n_panels + nc_panels - 1) // nc_panels
+    # Blocks of equal size in both dimensions (a cache-sized cut can leave a last block
+    # of one panel: 128 rows of fp16 were 21 + 1 panels, and one thread got 21 of them).
+    mc_panels = (m_panels + m_blocks - 1) // m_blocks
+    m_blocks = (m_panels + mc_panels - 1) // mc_panels
+    nc_panels = (n_panels + n_blocks - 1) // n_blocks
+    n_blocks = (n_panels + nc_panels - 1) // nc_panels
     # Equal shares: make the block count of the split dimension a multiple of the
     # thread count, with blocks of (nearly) equal size (static schedule, no stealing).
     if nthreads > 1 and m_blocks >= n_blocks and m_panels >= nthreads:
