@@ -56,7 +56,7 @@ def test_cli_conv_suite_quick_run_saves_json(tmp_path, capsys):
 
 def test_layer_table_quick_subset_and_tflite_models():
     labels = [la.label for la in bench_conv.LAYERS]
-    assert len(labels) == len(set(labels)) == 11 and "pw-56x64-256" in labels
+    assert len(labels) == len(set(labels)) == 13 and {"pw-56x64-256", "mnv3-dw5-56s2", "effnet-pw-28"} <= set(labels)
     assert [la.label for la in bench_conv.layers(quick=True)] == list(bench_conv.QUICK)
     with pytest.raises(ValueError, match="unknown layer"):
         bench_conv.layers(["nope"])
