@@ -8,8 +8,8 @@ Run with::
 
 The models, their int8 variant, the input and the checks are :mod:`qkernels.bench_models`'
 (``python -m qkernels bench --suite models``): each architecture is built once per session
-(zoo builder, seeded weights), quantized once by ONNX Runtime's own tools
-(``quantize_int8``: QDQ, s8 per channel) into a temporary folder, so both libraries run the
+(``write_model``: zoo builder, seeded weights; int8 quantized once by ONNX Runtime's own
+tools, QDQ, s8 per channel) into a temporary folder, so both libraries run the
 very same bytes. Each architecture and thread count (1 and all CPUs) is one benchmark group
 ``model-<arch>-<t>t`` holding, in milliseconds per ``run(None, {"input": x})``:
 
@@ -34,7 +34,7 @@ from typing import NamedTuple
 import pytest
 from suite import CPUS, QUICK, THREADS, finish, use_threads
 
-from qkernels import bench_models
+from qkernels import bench, bench_models
 from qkernels.bench import blas_set_num_threads, check_failed, ort_session
 
 MODELS = bench_models.models(quick=QUICK)
@@ -57,27 +57,13 @@ class Prepared(NamedTuple):
 
 
 @functools.cache
-def _float_proto(fp32_model):
-    return bench_models.build(fp32_model)
-
-
-@functools.cache
 def _prepare(model, folder) -> Prepared:
-    import onnx
-    proto = _float_proto(model.twin)
-    if model.variant == "int8":
-        proto = onnx.load(bench_models.quantize_int8(proto, model, str(folder)))
-    data = proto.SerializeToString()
+    path, proto = bench_models.write_model(model, str(folder))
+    with open(path, "rb") as f:
+        data = f.read()
     x = bench_models.model_input(model)
-    ref = ref_qdq = None
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        ref = ort_session(data, 1, spinning=False).run(None, {"input": x})[0]
-        if model.variant == "int8":
-            ref_qdq = ort_session(data, 1, spinning=False, optimize=False).run(None, {"input": x})[0]
+    have_ort = bench._have("onnxruntime")
+    ref, ref_qdq = bench_models.ort_references(data, model, {"input": x}) if have_ort else (None, None)
     return Prepared(data, x, ref, bench_models.output_scale(proto), ref_qdq)
 
 

@@ -4,13 +4,13 @@
 
 static const qk_quant_kernels scalar = {qk_quantize_row_scalar, qk_dequantize_row_scalar};
 #if defined(__x86_64__)
-int qk_quantize_row_avx2(size_t, const float *, const float *, const int32_t *, int, int, void *);
-void qk_dequantize_row_avx2(size_t, const void *, int, const float *, const int32_t *, int, float *);
+size_t qk_quantize_row_avx2(size_t, const float *, const float *, const int32_t *, int, int, void *, int *);
+size_t qk_dequantize_row_avx2(size_t, const void *, int, const float *, const int32_t *, int, float *);
 static const qk_quant_kernels avx2 = {qk_quantize_row_avx2, qk_dequantize_row_avx2};
 #endif
 #if defined(__aarch64__)
-int qk_quantize_row_neon(size_t, const float *, const float *, const int32_t *, int, int, void *);
-void qk_dequantize_row_neon(size_t, const void *, int, const float *, const int32_t *, int, float *);
+size_t qk_quantize_row_neon(size_t, const float *, const float *, const int32_t *, int, int, void *, int *);
+size_t qk_dequantize_row_neon(size_t, const void *, int, const float *, const int32_t *, int, float *);
 static const qk_quant_kernels neon = {qk_quantize_row_neon, qk_dequantize_row_neon};
 #endif
 
@@ -48,7 +48,10 @@ int qk_quantize_range(const qk_quant_kernels *k, size_t i0, size_t i1, size_t ch
     int per_elem;
     for (size_t i = i0; i < i1; i += len) {
         len = run_at(i, i1, channels, inner, &c, &per_elem);
-        nan |= k->quantize(len, x + i, scale + c, zp + c, per_elem, out_signed, (uint8_t *)q + i);
+        const size_t done = k->quantize(len, x + i, scale + c, zp + c, per_elem, out_signed, (uint8_t *)q + i, &nan);
+        const size_t p = c + (per_elem ? done : 0);    /* the tail: scalar */
+        qk_quantize_row_scalar(len - done, x + i + done, scale + p, zp + p, per_elem, out_signed,
+                               (uint8_t *)q + i + done, &nan);
     }
     return nan;
 }
@@ -59,6 +62,9 @@ void qk_dequantize_range(const qk_quant_kernels *k, size_t i0, size_t i1, size_t
     int per_elem;
     for (size_t i = i0; i < i1; i += len) {
         len = run_at(i, i1, channels, inner, &c, &per_elem);
-        k->dequantize(len, (const uint8_t *)q + i, in_signed, scale + c, zp + c, per_elem, y + i);
+        const uint8_t *qi = (const uint8_t *)q + i;
+        const size_t done = k->dequantize(len, qi, in_signed, scale + c, zp + c, per_elem, y + i);
+        const size_t p = c + (per_elem ? done : 0);    /* the tail: scalar */
+        qk_dequantize_row_scalar(len - done, qi + done, in_signed, scale + p, zp + p, per_elem, y + i + done);
     }
 }

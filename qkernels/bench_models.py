@@ -256,6 +256,28 @@ def _problems(spec: dict):
     return bench.worker_problems(spec, Model, make)
 
 
+def write_model(model: Model, folder: str, seed: int = 0):
+    """``model`` written to ``folder`` (float32 as built; int8 quantized by ONNX Runtime,
+    :func:`quantize_int8`): ``(path, proto)``."""
+    import onnx
+    proto = build(model, seed)
+    if model.variant == "int8":
+        path = quantize_int8(proto, model, folder, seed)
+        return path, onnx.load(path)
+    path = os.path.join(folder, model.label + ".onnx")
+    onnx.save(proto, path)
+    return path, proto
+
+
+def ort_references(data: bytes, model: Model, feeds: dict) -> tuple:
+    """ONNX Runtime's logits of the model bytes on 1 thread, and for int8 also with its
+    graph optimizations off (the QDQ model's float semantics; None for float32)."""
+    ref = bench.ort_session(data, 1, spinning=False).run(None, feeds)[0]
+    if model.variant != "int8":
+        return ref, None
+    return ref, bench.ort_session(data, 1, spinning=False, optimize=False).run(None, feeds)[0]
+
+
 def _worker_prepare(spec: dict, out: dict) -> None:
     """Build (and quantize) every model into ``spec["workdir"]``, with ONNX Runtime's
     reference logits when it imports; ``out["prepared"]``: per label, what was made."""
@@ -267,33 +289,24 @@ def _worker_prepare(spec: dict, out: dict) -> None:
     out["info"] = {"onnx": onnx.__version__}
     out["prepared"] = {}
 
-    def make(model: Model):
-        proto = build(model, spec["seed"])
-        if model.variant == "int8":
-            path = quantize_int8(proto, model, spec["workdir"], spec["seed"])
-            return path, onnx.load(path)
-        path = os.path.join(spec["workdir"], model.label + ".onnx")
-        onnx.save(proto, path)
-        return path, proto
-
     for fields in spec["shapes"]:
         model = Model(**fields)
         t0 = time.perf_counter()
-        path, proto = make(model)
+        path, proto = write_model(model, spec["workdir"], spec["seed"])
         with open(path, "rb") as f:
             data = f.read()
         ops: dict[str, int] = {}
         for node in proto.graph.node:
             ops[node.op_type] = ops.get(node.op_type, 0) + 1
         prep = {"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "ops": ops,
-                "output_scale": output_scale(proto), "reference": None, "warmup": make(model.warmup)[0]}
+                "output_scale": output_scale(proto), "reference": None,
+                "warmup": write_model(model.warmup, spec["workdir"], spec["seed"])[0]}
         feeds = {"input": model_input(model, spec["seed"])}
-        if have_ort:
-            ref = bench.ort_session(data, 1).run(None, feeds)[0]
+        ref, qdq = ort_references(data, model, feeds) if have_ort else (None, None)
+        if ref is not None:
             prep["reference"] = path[:-len(".onnx")] + ".logits.npy"
             np.save(prep["reference"], ref)
-        if have_ort and model.variant == "int8":
-            qdq = bench.ort_session(data, 1, optimize=False).run(None, feeds)[0]
+        if qdq is not None:
             prep["reference_qdq"] = path[:-len(".onnx")] + ".logits_qdq.npy"
             np.save(prep["reference_qdq"], qdq)
             prep["ort_vs_qdq_float_lsb"] = max_diff_lsb(ref, qdq, prep["output_scale"])

@@ -19,8 +19,8 @@ static inline void store32(void *q, __m256i v0, __m256i v1, __m256i v2, __m256i 
     _mm256_storeu_si256((__m256i *)q, _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
 }
 
-int qk_quantize_row_avx2(size_t n, const float *x, const float *scale, const int32_t *zp, int per_elem,
-                         int out_signed, void *q) {
+size_t qk_quantize_row_avx2(size_t n, const float *x, const float *scale, const int32_t *zp, int per_elem,
+                            int out_signed, void *q, int *nan_found) {
     const __m256 lo = _mm256_set1_ps(out_signed ? -128.0f : 0.0f), hi = _mm256_set1_ps(out_signed ? 127.0f : 255.0f);
     __m256 nan = _mm256_setzero_ps();
     uint8_t *out = (uint8_t *)q;
@@ -43,11 +43,8 @@ int qk_quantize_row_avx2(size_t n, const float *x, const float *scale, const int
             store32(out + i, v[0], v[1], v[2], v[3], out_signed);
         }
     }
-    int any = _mm256_movemask_ps(nan) != 0;
-    if (i < n)
-        any |= qk_quantize_row_scalar(n - i, x + i, scale + (per_elem ? i : 0), zp + (per_elem ? i : 0), per_elem,
-                                      out_signed, out + i);
-    return any;
+    *nan_found |= _mm256_movemask_ps(nan) != 0;
+    return i;
 }
 
 /* Eight bytes at q, widened to int32. */
@@ -56,8 +53,8 @@ static inline __m256i widen8(const uint8_t *q, int in_signed) {
     return in_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
 }
 
-void qk_dequantize_row_avx2(size_t n, const void *q, int in_signed, const float *scale, const int32_t *zp,
-                            int per_elem, float *y) {
+size_t qk_dequantize_row_avx2(size_t n, const void *q, int in_signed, const float *scale, const int32_t *zp,
+                              int per_elem, float *y) {
     const uint8_t *in = (const uint8_t *)q;
     size_t i = 0;
     if (!per_elem) {
@@ -73,7 +70,5 @@ void qk_dequantize_row_avx2(size_t n, const void *q, int in_signed, const float 
             _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(scale + i)));
         }
     }
-    if (i < n)
-        qk_dequantize_row_scalar(n - i, in + i, in_signed, scale + (per_elem ? i : 0), zp + (per_elem ? i : 0),
-                                 per_elem, y + i);
+    return i;
 }

@@ -17,11 +17,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Returns nonzero when some x is NaN (its q is then unspecified). */
-typedef int (*qk_quantize_row_fn)(size_t n, const float *x, const float *scale, const int32_t *zp, int per_elem,
-                                  int out_signed, void *q);
-typedef void (*qk_dequantize_row_fn)(size_t n, const void *q, int in_signed, const float *scale, const int32_t *zp,
-                                     int per_elem, float *y);
+/* A row kernel covers whole steps of its width and returns how many values it did (<= n);
+ * the range driver gives the rest to the scalar kernel, which does all n. quantize sets
+ * *nan when some x is NaN (its q is then unspecified). */
+typedef size_t (*qk_quantize_row_fn)(size_t n, const float *x, const float *scale, const int32_t *zp, int per_elem,
+                                     int out_signed, void *q, int *nan);
+typedef size_t (*qk_dequantize_row_fn)(size_t n, const void *q, int in_signed, const float *scale, const int32_t *zp,
+                                       int per_elem, float *y);
 
 typedef struct {
     qk_quantize_row_fn quantize;
@@ -38,10 +40,10 @@ int qk_quantize_range(const qk_quant_kernels *k, size_t i0, size_t i1, size_t ch
 void qk_dequantize_range(const qk_quant_kernels *k, size_t i0, size_t i1, size_t channels, size_t inner,
                          const void *q, int in_signed, const float *scale, const int32_t *zp, float *y);
 
-int qk_quantize_row_scalar(size_t n, const float *x, const float *scale, const int32_t *zp, int per_elem,
-                           int out_signed, void *q);
-void qk_dequantize_row_scalar(size_t n, const void *q, int in_signed, const float *scale, const int32_t *zp,
-                              int per_elem, float *y);
+size_t qk_quantize_row_scalar(size_t n, const float *x, const float *scale, const int32_t *zp, int per_elem,
+                              int out_signed, void *q, int *nan);
+size_t qk_dequantize_row_scalar(size_t n, const void *q, int in_signed, const float *scale, const int32_t *zp,
+                                int per_elem, float *y);
 
 /* One value: the definition every kernel matches (also their tails). */
 static inline int32_t qk_quantize_one(float x, float scale, int32_t zp, int out_signed) {

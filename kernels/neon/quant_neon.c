@@ -22,8 +22,8 @@ static inline void store16(uint8_t *q, int32x4_t v0, int32x4_t v1, int32x4_t v2,
         vst1q_u8(q, vcombine_u8(vqmovun_s16(a), vqmovun_s16(b)));
 }
 
-int qk_quantize_row_neon(size_t n, const float *x, const float *scale, const int32_t *zp, int per_elem,
-                         int out_signed, void *q) {
+size_t qk_quantize_row_neon(size_t n, const float *x, const float *scale, const int32_t *zp, int per_elem,
+                            int out_signed, void *q, int *nan_found) {
     const float32x4_t lo = vdupq_n_f32(out_signed ? -128.0f : 0.0f), hi = vdupq_n_f32(out_signed ? 127.0f : 255.0f);
     uint32x4_t nan = vdupq_n_u32(0);
     uint8_t *out = (uint8_t *)q;
@@ -38,15 +38,12 @@ int qk_quantize_row_neon(size_t n, const float *x, const float *scale, const int
         }
         store16(out + i, v[0], v[1], v[2], v[3], out_signed);
     }
-    int any = vmaxvq_u32(nan) != 0;
-    if (i < n)
-        any |= qk_quantize_row_scalar(n - i, x + i, scale + (per_elem ? i : 0), zp + (per_elem ? i : 0), per_elem,
-                                      out_signed, out + i);
-    return any;
+    *nan_found |= vmaxvq_u32(nan) != 0;
+    return i;
 }
 
-void qk_dequantize_row_neon(size_t n, const void *q, int in_signed, const float *scale, const int32_t *zp,
-                            int per_elem, float *y) {
+size_t qk_dequantize_row_neon(size_t n, const void *q, int in_signed, const float *scale, const int32_t *zp,
+                              int per_elem, float *y) {
     const uint8_t *in = (const uint8_t *)q;
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -60,7 +57,5 @@ void qk_dequantize_row_neon(size_t n, const void *q, int in_signed, const float 
             vst1q_f32(y + o, vmulq_f32(vcvtq_f32_s32(vsubq_s32(d[j], z)), s));
         }
     }
-    if (i < n)
-        qk_dequantize_row_scalar(n - i, in + i, in_signed, scale + (per_elem ? i : 0), zp + (per_elem ? i : 0),
-                                 per_elem, y + i);
+    return i;
 }
