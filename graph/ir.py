@@ -2,6 +2,7 @@
 numpy arrays, typed inputs and outputs, a checked topological order."""
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,16 +78,17 @@ def topological(nodes: list[Node], available: set[str]) -> list[Node]:
         for i in set(n.inputs):
             if i and i in produced_by:
                 users.setdefault(id(produced_by[i]), []).append(n)
-    ready = [n for n in nodes if waiting[id(n)] == 0]
-    order, index = [], {id(n): k for k, n in enumerate(nodes)}
+    # a heap of the ready nodes' positions: always the earliest ready node next, O(n log n)
+    index = {id(n): k for k, n in enumerate(nodes)}
+    ready = [k for k, n in enumerate(nodes) if waiting[id(n)] == 0]
+    order = []
     while ready:
-        ready.sort(key=lambda n: index[id(n)])
-        n = ready.pop(0)
+        n = nodes[heapq.heappop(ready)]
         order.append(n)
         for u in users.get(id(n), []):
             waiting[id(u)] -= 1
             if waiting[id(u)] == 0:
-                ready.append(u)
+                heapq.heappush(ready, index[id(u)])
     if len(order) != len(nodes):
         stuck = [n.name or n.op_type for n in nodes if waiting[id(n)] > 0]
         raise ModelError(f"the graph has a cycle through node(s) {', '.join(stuck[:10])}")

@@ -3,6 +3,7 @@ external data only from inside the model's folder; every defect a ModelError."""
 from __future__ import annotations
 
 import os
+import stat
 
 import numpy as np
 
@@ -11,6 +12,10 @@ from .ir import Graph, Node, ValueInfo, topological
 
 MIN_OPSET = 13
 MAX_ELEMENTS = 1 << 34          # a declared or stored tensor above this is refused (16 G elements)
+MAX_MODEL_BYTES = (1 << 31) - 1   # protobuf cannot parse a message of 2 GiB (keep weights external)
+#: bits per element of the element types numpy stores in a byte each but ONNX packs
+_PACKED_BITS = {"int4": 4, "uint4": 4, "float4_e2m1fn": 4, "int2": 2, "uint2": 2, "float6_e2m3fn": 6,
+                "float6_e3m2fn": 6}
 
 
 def _onnx():
@@ -31,16 +36,45 @@ def load_model(model):
         proto, base = _parse(onnx, bytes(model), DecodeError), None
     elif isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise ModelError(f"cannot read model {path!r}: {exc.strerror or exc}") from None
+        data = _read_regular(path, "model")
         proto, base = _parse(onnx, data, DecodeError), os.path.dirname(os.path.abspath(path))
     else:
         raise TypeError(f"model must be a path, bytes or onnx.ModelProto, got {type(model).__name__}")
     _load_external(onnx, proto, base)
     return proto
+
+
+def _read_regular(path: str, what: str, span: tuple[int, int] | None = None) -> bytes:
+    """The bytes of the file ``path`` (``what`` names it in errors): all of them (at most
+    MAX_MODEL_BYTES), or the ``span`` (offset, length). Refused before reading anything:
+    what is not a regular file (a FIFO would block, /dev/zero never ends, a folder), a
+    file too large, a span past the end."""
+    def regular(st):
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelError(f"{what} {path!r} is not a regular file")
+    try:
+        regular(os.stat(path))
+        # non-blocking, and checked again once open: a FIFO swapped in meanwhile cannot block
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+        with os.fdopen(os.open(path, flags), "rb") as f:
+            st = os.fstat(f.fileno())
+            regular(st)
+            offset, length = span if span is not None else (0, st.st_size)
+            if span is None and length > MAX_MODEL_BYTES:
+                raise ModelError(f"{what} {path!r} is {length} bytes, over protobuf's 2 GiB limit "
+                                 "(keep the weights in external data files)")
+            if offset + length > st.st_size:
+                raise ModelError(f"{what} {path!r} is {st.st_size} bytes; bytes {offset} to {offset + length} "
+                                 "are asked for")
+            f.seek(offset)
+            data = f.read(length)
+    except ModelError:
+        raise
+    except (OSError, ValueError) as exc:   # ValueError: a NUL in the path
+        raise ModelError(f"cannot read {what} {path!r}: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(data) != length:
+        raise ModelError(f"{what} {path!r} changed while being read")
+    return data
 
 
 def _parse(onnx, data: bytes, decode_error):
@@ -64,17 +98,23 @@ def _load_external(onnx, proto, base: str | None) -> None:
         if base is None:
             raise ModelError(f"tensor {tensor.name!r} keeps its data in external file {location!r}; "
                              "load the model from its path so the file can be found")
+        if "\0" in location:
+            raise ModelError(f"tensor {tensor.name!r}: external data path {location!r} holds a NUL byte")
         target = os.path.realpath(os.path.join(base, location))
         if os.path.isabs(location) or os.path.commonpath([target, os.path.realpath(base)]) != os.path.realpath(base):
             raise ModelError(f"tensor {tensor.name!r}: external data path {location!r} points outside the "
                              "model's folder (refused)")
         try:
             offset, length = int(info.get("offset", 0)), info.get("length")
-            with open(target, "rb") as f:
-                f.seek(offset)
-                data = f.read(int(length)) if length is not None else f.read()
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"tensor {tensor.name!r}: cannot read external data {location!r}: {exc}") from None
+            length = None if length is None else int(length)
+        except ValueError:
+            raise ModelError(f"tensor {tensor.name!r}: external data offset {info.get('offset')!r} and length "
+                             f"{info.get('length')!r} must be integers") from None
+        need = _stored_bytes(onnx, tensor)   # read exactly what the dims and type take
+        if offset < 0 or length not in (None, need):
+            raise ModelError(f"tensor {tensor.name!r}: external data at offset {offset}, length {length}, but "
+                             f"its dims {list(tensor.dims)} take {need} bytes")
+        data = _read_regular(target, f"external data file of tensor {tensor.name!r}", (offset, need))
         tensor.raw_data = data
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT
@@ -89,21 +129,45 @@ def _dtype(onnx, elem_type: int):
         raise ModelError(f"unsupported tensor element type {elem_type}") from None
 
 
+def _text(value, what: str) -> str:
+    """A string field of the model: protobuf hands back bytes where it is not UTF-8."""
+    if not isinstance(value, str):
+        raise ModelError(f"{what} is not valid UTF-8 text: {value!r}")
+    return value
+
+
 def _value_info(onnx, vi) -> ValueInfo:
+    _text(vi.name, "a graph input or output name")
     t = vi.type.tensor_type
     shape = None
     if t.HasField("shape"):
-        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (_text(d.dim_param, f"a dim of {vi.name!r}") or None)
+                      for d in t.shape.dim)
         known = [d for d in shape if isinstance(d, int)]
         if any(d < 0 for d in known) or int(np.prod(known, dtype=object)) > MAX_ELEMENTS:
             raise ModelError(f"{vi.name!r} declares shape {shape}, which is negative or too large")
     return ValueInfo(vi.name, _dtype(onnx, t.elem_type), shape)
 
 
-def _tensor(onnx, t) -> np.ndarray:
+def _elements(t) -> int:
+    """The element count of TensorProto ``t``'s dims, when they are within the limits."""
     n = int(np.prod(list(t.dims), dtype=object)) if len(t.dims) else 1
     if any(d < 0 for d in t.dims) or n > MAX_ELEMENTS:
         raise ModelError(f"tensor {t.name!r} declares dims {list(t.dims)}, which are negative or too large")
+    return n
+
+
+def _stored_bytes(onnx, t) -> int:
+    """The bytes TensorProto ``t``'s data takes in raw (and external) form."""
+    dtype = _dtype(onnx, t.data_type)
+    if dtype is None or dtype.kind == "O":
+        raise ModelError(f"tensor {t.name!r}: element type {t.data_type} cannot be stored as raw data")
+    bits = _PACKED_BITS.get(dtype.name, 8 * dtype.itemsize)
+    return -(-_elements(t) * bits // 8)
+
+
+def _tensor(onnx, t) -> np.ndarray:
+    n = _elements(t)
     try:
         arr = onnx.numpy_helper.to_array(t)
     except Exception as exc:   # malformed tensors raise assorted errors inside onnx
@@ -121,9 +185,14 @@ def _attrs(onnx, node) -> dict:
         elif a.type == onnx.AttributeProto.TENSOR:
             out[a.name] = _tensor(onnx, a.t)
         else:
-            v = onnx.helper.get_attribute_value(a)
-            out[a.name] = v.decode() if isinstance(v, bytes) else [x.decode() if isinstance(x, bytes) else x for x in v] \
-                if isinstance(v, list) and v and isinstance(v[0], bytes) else v
+            try:
+                v = onnx.helper.get_attribute_value(a)
+                out[a.name] = v.decode() if isinstance(v, bytes) else [x.decode() if isinstance(x, bytes) else x
+                                                                       for x in v] \
+                    if isinstance(v, list) and v and isinstance(v[0], bytes) else v
+            except ValueError as exc:   # an undefined attribute type, a string that is not UTF-8
+                raise ModelError(f"node {node.name or node.op_type!r}: attribute {a.name!r} is malformed: {exc}") \
+                    from None
     return out
 
 
@@ -137,20 +206,27 @@ def to_graph(proto) -> Graph:
         raise ModelError(f"opset {opset} is older than {MIN_OPSET}, the oldest this runner supports "
                          "(convert it with onnx.version_converter)")
     g = proto.graph
-    inits = {t.name: _tensor(onnx, t) for t in g.initializer}
+    inits = {_text(t.name, "an initializer's name"): _tensor(onnx, t) for t in g.initializer}
     inputs = [_value_info(onnx, vi) for vi in g.input if vi.name not in inits]
     outputs = [_value_info(onnx, vi) for vi in g.output]
     if not outputs:
         raise ModelError("the graph has no outputs")
-    nodes = [Node(n.name or f"{n.op_type}_{k}", n.op_type, "" if n.domain == "ai.onnx" else n.domain,
-                  list(n.input), list(n.output), _attrs(onnx, n)) for k, n in enumerate(g.node)]
-    names = [n.name for n in nodes]
-    if len(set(names)) != len(names):   # unique names: partitions and errors refer to them
-        seen: dict[str, int] = {}
-        for n in nodes:
-            seen[n.name] = seen.get(n.name, 0) + 1
-            if seen[n.name] > 1:
-                n.name = f"{n.name}#{seen[n.name]}"
+    nodes = []
+    for k, n in enumerate(g.node):
+        op_type, domain = _text(n.op_type, f"node {k}'s op_type"), _text(n.domain, f"node {k}'s domain")
+        nodes.append(Node(_text(n.name, f"node {k}'s name") or f"{op_type}_{k}", op_type,
+                          "" if domain == "ai.onnx" else domain, [_text(i, f"an input of node {k}") for i in n.input],
+                          [_text(o, f"an output of node {k}") for o in n.output], _attrs(onnx, n)))
+    taken = {n.name for n in nodes}
+    seen: set[str] = set()
+    for n in nodes:   # unique names: partitions and errors refer to them
+        if n.name in seen:
+            k = 2
+            while f"{n.name}#{k}" in taken:
+                k += 1
+            n.name = f"{n.name}#{k}"
+            taken.add(n.name)
+        seen.add(n.name)
     ordered = topological(nodes, set(inits) | {v.name for v in inputs})
     produced = {o for n in nodes for o in n.outputs} | set(inits) | {v.name for v in inputs}
     missing = [o.name for o in outputs if o.name not in produced]

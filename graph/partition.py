@@ -3,6 +3,7 @@ order, that supports it; the order of the nodes is then chosen (among topologica
 orders) to keep each backend's nodes together, so partitions are few and large."""
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 from .backend import Backend
@@ -51,28 +52,32 @@ def _reason(node: Node, graph: Graph, backends: list[Backend]) -> str | None:
 
 def partition(graph: Graph, backends: list[Backend]) -> list[Partition]:
     chosen = assign(graph, backends)
-    index = {id(n): k for k, n in enumerate(graph.nodes)}
+    nodes = graph.nodes
+    index = {id(n): k for k, n in enumerate(nodes)}
     producer = graph.producers()
-    deps = {id(n): {id(producer[i]) for i in n.inputs if i in producer} for n in graph.nodes}
+    deps = {id(n): {id(producer[i]) for i in n.inputs if i in producer} for n in nodes}
     users: dict[int, list[Node]] = {}
-    for n in graph.nodes:
+    for n in nodes:
         for d in deps[id(n)]:
             users.setdefault(d, []).append(n)
     waiting = {k: len(v) for k, v in deps.items()}
-    ready = [n for n in graph.nodes if not waiting[id(n)]]
+    # the ready nodes' positions, one heap per backend (few backends): O(n log n) in all
+    ready: dict[int, list[int]] = {id(b): [] for b in backends}
+    for k, n in enumerate(nodes):
+        if not waiting[id(n)]:
+            ready[id(chosen[id(n)])].append(k)
     parts: list[Partition] = []
-    while ready:
-        current = parts[-1].backend if parts else None
-        same = [n for n in ready if chosen[id(n)] is current]
+    while any(ready.values()):
+        current = ready[id(parts[-1].backend)] if parts else None
         # stay on the current backend while it has ready nodes; else the earliest node
-        node = min(same or ready, key=lambda n: index[id(n)])
-        ready.remove(node)
-        if chosen[id(node)] is current:
+        heap = current or min((h for h in ready.values() if h), key=lambda h: h[0])
+        node = nodes[heapq.heappop(heap)]
+        if heap is current:
             parts[-1].nodes.append(node)
         else:
             parts.append(Partition(chosen[id(node)], [node]))
         for u in users.get(id(node), []):
             waiting[id(u)] -= 1
             if not waiting[id(u)]:
-                ready.append(u)
+                heapq.heappush(ready[id(chosen[id(u)])], index[id(u)])
     return parts

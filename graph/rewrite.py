@@ -18,7 +18,10 @@
    of operators no pass took) folded into float constants;
 
 then drops the nodes and constants nothing reads any more. Every pass is a function
-``Graph -> Graph`` that returns a new Graph and never modifies its argument.
+``Graph -> Graph`` that returns a new Graph and never modifies its argument. The passes
+read nodes that :func:`qkernels.graph.validate.validate` checked (arity, attribute
+names and types); a pattern whose values do not fit (shapes, axes of constants made
+by folding) is left as it is, for the operators to refuse when they run.
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ class _Editor:
         self.producer = graph.producers()
         self.consumers = graph.consumers()
         self.names = set(self.inits) | {v.name for v in graph.inputs} | set(self.producer)
+        self.suffix: dict[str, int] = {}   # base -> last suffix tried (names are never freed)
         self.replaced: dict[int, list[Node]] = {}    # node id -> nodes taking its place
         self.removed: set[int] = set()
 
@@ -50,10 +54,11 @@ class _Editor:
         return self.inits.get(name) if name else None
 
     def fresh(self, base: str) -> str:
-        name, k = base, 1
+        name, k = base, self.suffix.get(base, 1)
         while name in self.names:
             k += 1
             name = f"{base}_{k}"
+        self.suffix[base] = k
         self.names.add(name)
         return name
 
@@ -125,8 +130,8 @@ def fold_batchnorm(graph: Graph) -> Graph:
             continue
         o = w.shape[0]
         gamma, beta, mean, var = (np.asarray(p, np.float64).reshape(-1) for p in params)
-        if any(p.size not in (1, o) for p in (gamma, beta, mean, var)):
-            continue
+        if any(p.size not in (1, o) for p in (gamma, beta, mean, var)) or (b is not None and b.shape != (o,)):
+            continue   # shapes the operators refuse when they run
         s = gamma / np.sqrt(var + float(_attr(bn, "epsilon", 1e-5)))
         w2 = (w.astype(np.float64) * np.broadcast_to(s, (o,)).reshape((o,) + (1,) * (w.ndim - 1))).astype(w.dtype)
         b0 = np.zeros(o) if b is None else b.astype(np.float64)
@@ -488,15 +493,12 @@ def fold_constant_dequantize(graph: Graph) -> Graph:
         zp = ed.inits[node.inputs[2]] if len(node.inputs) > 2 and node.inputs[2] else np.zeros((), q.dtype)
         if q.dtype.kind not in "iu" or scale.dtype != np.float32:
             continue
-        axis = int(_attr(node, "axis", 1))
-        s, z = scale, zp.astype(np.int64)
-        if scale.ndim == 1 and scale.size > 1:
-            if q.ndim == 0:
+        axis, shape = int(_attr(node, "axis", 1)), [1] * q.ndim
+        if scale.size > 1 or zp.size > 1:   # per axis: left to the reference's checks unless it fits
+            if not -q.ndim <= axis < q.ndim or any(v.size not in (1, q.shape[axis]) or v.ndim > 1 for v in (scale, zp)):
                 continue
-            axis = axis + q.ndim if axis < 0 else axis
-            shape = [1] * q.ndim
             shape[axis] = -1
-            s, z = scale.reshape(shape), z.reshape(shape)
+        s, z = (v.reshape(shape) if v.size > 1 else v.reshape(()) for v in (scale, zp.astype(np.int64)))
         value = ((q.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32)
         ed.inits[node.outputs[0]] = value
         ed.replace(node, [])
@@ -506,15 +508,16 @@ def fold_constant_dequantize(graph: Graph) -> Graph:
 def _prune(graph: Graph) -> Graph:
     """Drop nodes none of whose outputs anything reads (nor the graph returns), then the
     constants no node reads."""
-    outputs = {o.name for o in graph.outputs}
-    nodes = list(graph.nodes)
-    while True:
-        used = {i for n in nodes for i in n.inputs if i} | outputs
-        kept = [n for n in nodes if any(o and o in used for o in n.outputs)]
-        if len(kept) == len(nodes):
-            break
-        nodes = kept
-    used = {i for n in nodes for i in n.inputs if i} | outputs
+    # one sweep from the outputs back (the nodes are in topological order, so every
+    # reader is decided before its producers): linear, where re-scanning until nothing
+    # changes was quadratic in a long dead chain
+    used = {o.name for o in graph.outputs}
+    kept = []
+    for n in reversed(graph.nodes):
+        if any(o and o in used for o in n.outputs):
+            kept.append(n)
+            used.update(i for i in n.inputs if i)
+    nodes = kept[::-1]
     inits = {k: v for k, v in graph.initializers.items() if k in used}
     return Graph(nodes, inits, graph.inputs, graph.outputs, graph.opset, graph.name, graph.metadata)
 

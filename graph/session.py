@@ -2,22 +2,19 @@
 run it. Like ONNX Runtime's InferenceSession."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from .backend import Backend, get_backend
-from .errors import ModelError, RunError
-from .ir import Graph, ValueInfo
+from .errors import RunError
+from .fold import FOLD_LIMIT, fold_constants
+from .ir import ValueInfo
 from .model import load_model, to_graph
 from .partition import Partition, partition
-
-#: operators never folded at load, though their inputs are constant: random ones, and
-#: DequantizeLinear (a QDQ model's int8 weights and scales must reach the rewrites that
-#: turn DQ -> op -> Q into integer kernels; the cpu backend folds what they leave)
-_NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-               "DequantizeLinear"}
+from .validate import validate
 
 
 @dataclass(frozen=True)
@@ -40,14 +37,20 @@ class Session:
     rewrites (``Backend.rewrite``) come from the listed backends only, and from ``cpu``
     when none are listed: ``backends=["reference"]`` runs the model as written.
     ``num_threads``: threads of the kernels (default: qkernels' setting).
+    ``fold_limit``: the most bytes a value computed at load by constant folding may take
+    (default :data:`qkernels.graph.fold.FOLD_LIMIT`, 64 MiB); bigger ones are computed
+    at run time (0: only Constant nodes fold).
     """
 
-    def __init__(self, model, backends: Sequence | None = None, num_threads: int | None = None):
+    def __init__(self, model, backends: Sequence | None = None, num_threads: int | None = None,
+                 fold_limit: int = FOLD_LIMIT):
         from . import backends as _builtin   # noqa: F401  (registers cpu and reference)
         if num_threads is not None:
-            if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-                raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
+            from .. import _dispatch
+            _dispatch.check_threads(num_threads)
         self.num_threads = num_threads
+        if isinstance(fold_limit, bool) or not isinstance(fold_limit, int) or fold_limit < 0:
+            raise ValueError(f"fold_limit must be a non-negative int (bytes), got {fold_limit!r}")
         chain = [get_backend(b) for b in (backends or ["cpu"])]
         rewriters = list(chain)
         for fallback in ("cpu", "reference"):
@@ -55,7 +58,8 @@ class Session:
                 chain.append(get_backend(fallback))
         self.backends = chain
         graph = to_graph(load_model(model))
-        self.graph = self._fold_constants(graph)
+        validate(graph)   # every node checked once, before folding and the backends see it
+        self.graph = fold_constants(graph, fold_limit)
         for b in rewriters:
             rewrite = getattr(b, "rewrite", None)
             if rewrite is not None:
@@ -63,31 +67,13 @@ class Session:
         self._partitions: list[Partition] = partition(self.graph, self.backends)
         self._kernels = [p.backend.compile(p.nodes, self.graph) for p in self._partitions]
         self._last_use = self._liveness()
+        for value in self.graph.initializers.values():   # shared by every run: no kernel, no caller writes them
+            value.flags.writeable = False
         #: bytes of inputs and intermediate values alive at once at the worst point of the
         #: last run (values are dropped after their last reader: liveness); None before a run
         self.peak_bytes: int | None = None
 
     # ---------------------------------------------------------------- planning
-
-    def _fold_constants(self, graph: Graph) -> Graph:
-        """Nodes whose inputs are all constant run once here (on the reference backend)."""
-        reference = get_backend("reference")
-        consts = dict(graph.initializers)
-        kept = []
-        for node in graph.nodes:
-            if node.op_type not in _NOT_FOLDED and not node.domain and all(not i or i in consts for i in node.inputs) \
-                    and reference.supports(node, graph):
-                try:
-                    consts.update(reference.compile([node], graph)(consts))
-                    continue
-                except (ValueError, TypeError, IndexError, ArithmeticError) as exc:
-                    raise ModelError(f"node {node.name!r} ({node.op_type}) fails on its constant inputs: {exc}") \
-                        from None
-            kept.append(node)
-        outputs = {o.name for o in graph.outputs}
-        used = {i for n in kept for i in n.inputs} | outputs
-        return Graph(kept, {k: v for k, v in consts.items() if k in used}, graph.inputs, graph.outputs,
-                     graph.opset, graph.name, graph.metadata)
 
     def _liveness(self) -> list[list[str]]:
         """For each partition, the values no later partition (or output) needs."""
@@ -163,12 +149,10 @@ class Session:
         values = dict(self.graph.initializers)
         values.update((k, self._check_feed(declared[k], v)) for k, v in feeds.items())
         from .. import _dispatch
-        saved = _dispatch.get_num_threads()
-        if self.num_threads is not None:
-            _dispatch.set_num_threads(self.num_threads)
         consts = self.graph.initializers
         live = peak = sum(v.nbytes for k, v in values.items() if k not in consts)
-        try:
+        # the session's thread count applies to this thread's calls only, never process-wide
+        with _dispatch.use_num_threads(self.num_threads) if self.num_threads is not None else nullcontext():
             for kernel, drops in zip(self._kernels, self._last_use):
                 produced = kernel(values)
                 values.update(produced)
@@ -178,9 +162,9 @@ class Session:
                     dead = values.pop(name, None)
                     if dead is not None and name not in consts:
                         live -= dead.nbytes
-        finally:
-            if self.num_threads is not None:
-                _dispatch.set_num_threads(saved)
         self.peak_bytes = peak
-        # kernels may leave strided views (ascontiguousarray would make 0-d arrays 1-d)
-        return [v if (v := values[n]).flags.c_contiguous else v.copy(order="C") for n in names]
+        # kernels may leave strided views (ascontiguousarray would make 0-d arrays 1-d), numpy
+        # reductions numpy scalars, and an output may be a (read-only) constant: every output
+        # a C-contiguous ndarray the caller owns
+        return [v if (v := np.asarray(values[n])).flags.c_contiguous and v.flags.writeable else v.copy(order="C")
+                for n in names]

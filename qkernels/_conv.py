@@ -14,11 +14,15 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from . import _dispatch, _f16, _native
 from ._gemm import (Activation, PackedWeights, _check_bias, _check_out, _check_size, _gemm2d, _plan_for,
-                    _result_params, check_f16_call, output_spec, requant_terms)
+                    _result_params, check_f16_call, output_spec, requant_terms, rows_view)
 from ._qtensor import QTensor
+from ._qtensor import check_no_overlap as _check_no_overlap
 
 _LAYOUTS = ("NHWC", "NCHW")
 _WEIGHT_LAYOUTS = ("OHWI", "OIHW")
+# The largest stride, dilation or padding accepted: no real convolution comes near it, and
+# below it every index the C kernels compute (padded extent, tap offset) fits 64 bits.
+MAX_GEOMETRY = 2**31 - 1
 
 
 def _pair(v, name: str) -> tuple[int, int]:
@@ -26,8 +30,8 @@ def _pair(v, name: str) -> tuple[int, int]:
     if vals is None or len(vals) != 2 or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool)
                                                    for x in vals):
         raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
-    if min(vals) < 1:
-        raise ValueError(f"{name} must be >= 1, got {v!r}")
+    if min(vals) < 1 or max(vals) > MAX_GEOMETRY:
+        raise ValueError(f"{name} must be from 1 to {MAX_GEOMETRY}, got {v!r}")
     return int(vals[0]), int(vals[1])
 
 
@@ -55,19 +59,9 @@ def _padding(padding, in_hw, k_hw, stride, dilation) -> tuple[int, int, int, int
         p = tuple(padding)
     else:
         raise TypeError(f"padding must be an int, (h, w), (top, left, bottom, right) or a mode name, got {padding!r}")
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for v in p):
-        raise ValueError(f"padding values must be non-negative ints, got {padding!r}")
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and 0 <= v <= MAX_GEOMETRY for v in p):
+        raise ValueError(f"padding values must be ints from 0 to {MAX_GEOMETRY}, got {padding!r}")
     return tuple(int(v) for v in p)
-
-
-def _pixels_as_rows(xg: np.ndarray):
-    """The (N*H*W, C) matrix of a 1x1 stride-1 convolution's input, as a view when the
-    pixels lie at one stride (NHWC input); None otherwise."""
-    n, h, w, _ = xg.shape
-    sn, sh, sw, sc = xg.strides
-    if (h == 1 or sh == sw * w) and (n == 1 or sn == sh * h):
-        return np.lib.stride_tricks.as_strided(xg, (n * h * w, xg.shape[3]), (sw, sc), writeable=False)
-    return None
 
 
 class PackedConvWeights:
@@ -164,11 +158,12 @@ def _geometry(shape, kh: int, kw: int, cg: int, groups: int, stride, padding, di
             sy_, sx_, dy, dx, top, left, bottom, right)
 
 
-def _output_buffer(shape_nhwc, nchw: bool, out, dtype) -> np.ndarray:
-    """The NHWC array the kernels write: ``out`` itself when it is NHWC."""
+def _output_buffer(shape_nhwc, nchw: bool, out, dtype, **inputs) -> np.ndarray:
+    """The NHWC array the kernels write: ``out`` itself when it is NHWC (checked not to
+    overlap the named ``inputs``)."""
     if out is not None:
         n, oh, ow, o = shape_nhwc
-        _check_out(out, (n, o, oh, ow) if nchw else shape_nhwc, dtype)
+        _check_out(out, (n, o, oh, ow) if nchw else shape_nhwc, dtype, **inputs)
     return out if out is not None and not nchw else np.empty(shape_nhwc, dtype)
 
 
@@ -197,7 +192,7 @@ def _conv2d_f16(x, w, bias, stride, padding, dilation, groups, layout, weight_la
     shape = (xd.shape[0], geometry[0], geometry[1], pw.out_channels)
     _check_size(*shape, itemsize=2)
     _check_size(shape[0] * shape[1] * shape[2], pw.kh * pw.kw * pw.cg, itemsize=4, what="patch matrix")
-    res = _output_buffer(shape, nchw, out, np.float16)
+    res = _output_buffer(shape, nchw, out, np.float16, x=x, w=w, bias=bias)
     return _to_layout(_f16.conv2d(xd, pw, bias, geometry, activation, res), nchw, out)
 
 
@@ -215,12 +210,14 @@ def conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike | None = 
         for ``"OIHW"``; int8/uint8, per tensor or per output channel (axis=0). Or
         PackedConvWeights from :func:`pack_conv_weights` (its groups and layout apply).
     bias : int32 (O,) at scale ``x.scale * w.scale`` (default: the packed bias, if any).
-    stride, dilation : int or (sh, sw).
-    padding : int, (ph, pw), (top, left, bottom, right), "valid", "same" / "same_upper"
-        or "same_lower" (ONNX auto_pad). Padded cells hold the input zero point.
+    stride, dilation : int or (sh, sw), at most MAX_GEOMETRY (2**31 - 1).
+    padding : int, (ph, pw), (top, left, bottom, right) of at most MAX_GEOMETRY, "valid",
+        "same" / "same_upper" or "same_lower" (ONNX auto_pad). Padded cells hold the
+        input zero point.
     groups : channel groups (C and O divide by it).
     out_scale, out_zero_point, out_dtype, activation, requant : as :func:`qkernels.matmul`.
-    out : optional C-contiguous output of the result's shape and dtype.
+    out : optional C-contiguous output of the result's shape and dtype, not overlapping
+        an input (ValueError).
 
     Returns a QTensor (N, OH, OW, O) — (N, O, OH, OW) for NCHW — or an int32 ndarray.
 
@@ -283,6 +280,8 @@ class _ConvCall:
         bias_arr = pw.bias if bias is None else _check_bias(bias, o)
         _check_size(n, oh, ow, o, itemsize=out_dtype.itemsize)
         _check_size(n * oh * ow, pw.kh * pw.kw * pw.cg, itemsize=2, what="patch matrix")
+        if out is not None:   # run() checks out against each input x; the weights and bias once, here
+            _check_no_overlap(out, w=w, bias=bias)
         self.pw, self.dtype, self.mode, self.out_dtype = pw, x.dtype, mode, out_dtype
         self.shape_nhwc = (n, oh, ow, o)
         self.geometry = (oh, ow, pw.kh, pw.kw, sy_, sx_, dy, dx, top, left, za)
@@ -313,7 +312,7 @@ class _ConvCall:
         if data.dtype != self.dtype:
             raise TypeError(f"x has dtype {data.dtype}; this call was prepared for {self.dtype}")
         nchw = self.nchw
-        res = _output_buffer(self.shape_nhwc, nchw, out, self.out_dtype)
+        res = _output_buffer(self.shape_nhwc, nchw, out, self.out_dtype, x=data)
         if res.size:
             # NCHW: one transposing copy to NHWC; gathering through NCHW strides measured
             # 5-25x slower than the copy and the NHWC call together
@@ -322,12 +321,12 @@ class _ConvCall:
             res2d = res.reshape(-1, o)
             if pw.depthwise:
                 src = _native.ConvSource(xd.view(np.uint8), *self.geometry)
-                _native.dwconv(self.isa, src, *self.dw_args, res2d, _dispatch._num_threads)
+                _native.dwconv(self.isa, src, *self.dw_args, res2d, _dispatch.get_num_threads())
             else:
                 og = o // pw.groups
                 for g, (pwg, plan) in enumerate(self.group_plans):
                     xg = xd[..., g * pw.cg:(g + 1) * pw.cg] if pw.groups > 1 else xd
-                    src = _pixels_as_rows(xg) if self.pointwise else None
+                    src = rows_view(xg) if self.pointwise else None   # (N*H*W, C) when pixels lie at one stride
                     if src is None:
                         src = _native.ConvSource(xg.view(np.uint8), *self.geometry)
                     _gemm2d(src, self.a_signed, self.za, pwg, plan,

@@ -1,8 +1,9 @@
 """Which ISA path runs, and how many threads: detected once, overridable.
 
 ``QKERNELS_ISA`` (scalar, avx2, neon, neondot, i8mm) forces a path at import;
-``QKERNELS_NUM_THREADS`` sets the default thread count. Asking for a path the CPU
-lacks, or that this build does not contain, is an error, never a silent fallback.
+``QKERNELS_NUM_THREADS`` sets the default thread count (at most ``MAX_THREADS``).
+Asking for a path the CPU lacks, or that this build does not contain, is an error,
+never a silent fallback.
 """
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ _ARCH_FEATURES = {
     "aarch64": ("asimd", "asimddp", "fphp", "asimdhp", "i8mm"),
 }
 class _ThreadState(threading.local):
-    isa: str | None = None   # a class default: a missing attribute would cost an exception
+    # class defaults: a missing attribute would cost an exception
+    isa: str | None = None
+    threads: int | None = None
 
 
 _state = _ThreadState()
@@ -115,32 +118,55 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+# The most threads a call may use: far above any core count, and inside the C int the
+# kernels take (a larger count would only fail later, in every call).
+MAX_THREADS = 1024
+
+
+def check_threads(n, name: str = "num_threads") -> int:
+    """``n`` when it is a thread count from 1 to MAX_THREADS, else ValueError naming ``name``."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"{name} must be an int from 1 to {MAX_THREADS}, got {n!r}")
+    return n
+
+
 def _env_threads() -> int:
     raw = os.environ.get("QKERNELS_NUM_THREADS")
     if not raw:
-        return _cpu_count()
+        return min(_cpu_count(), MAX_THREADS)
     try:
         n = int(raw)
     except ValueError:
-        raise ValueError(f"QKERNELS_NUM_THREADS must be a positive integer, got {raw!r}") from None
-    if n < 1:
-        raise ValueError(f"QKERNELS_NUM_THREADS must be a positive integer, got {raw!r}")
-    return n
+        n = raw
+    return check_threads(n, "QKERNELS_NUM_THREADS")
 
 
 _num_threads = _env_threads()
 
 
 def set_num_threads(n: int) -> None:
-    """Threads each kernel call may use (results never depend on it)."""
+    """Threads each kernel call may use, in every thread without a ``use_num_threads``
+    block (1 to MAX_THREADS; results never depend on it)."""
     global _num_threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"num_threads must be a positive int, got {n!r}")
-    _num_threads = n
+    _num_threads = check_threads(n)
 
 
 def get_num_threads() -> int:
-    return _num_threads
+    """Threads the calls of this thread use."""
+    return _state.threads or _num_threads
+
+
+@contextlib.contextmanager
+def use_num_threads(n: int):
+    """Use ``n`` threads for the calls of this thread inside the ``with`` block (the
+    process-wide count, and other threads, are untouched)."""
+    n = check_threads(n)
+    prev = _state.threads
+    _state.threads = n
+    try:
+        yield n
+    finally:
+        _state.threads = prev
 
 
 def cpu_info() -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _dispatch, _native
-from ._gemm import Activation, _check_out, _check_size, activation_range
+from ._gemm import Activation, _check_out, _check_size, activation_range, rows_view
 
 F16 = np.dtype(np.float16)
 _NO_BIAS: dict[int, np.ndarray] = {}
@@ -124,7 +124,7 @@ def gemm2d(a, pw: PackedWeightsF16, bias: np.ndarray, lo: float, hi: float, out:
     """out (M, N) = fp16(clamp(a . B + bias)); a: float16 matrix or a ConvSource."""
     m = a.m if isinstance(a, _native.ConvSource) else a.shape[0]
     kid = _kernel(m)
-    return _native.gemm_f16(kid, a, pw.packed_for(kid), pw.n, bias, lo, hi, out, _dispatch._num_threads)
+    return _native.gemm_f16(kid, a, pw.packed_for(kid), pw.n, bias, lo, hi, out, _dispatch.get_num_threads())
 
 
 def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarray:
@@ -136,7 +136,7 @@ def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarr
         if out is None:
             res = np.empty(shape, F16)
         elif type(out) is np.ndarray and out.shape == shape and out.dtype == F16 and out.flags.c_contiguous \
-                and out.flags.writeable:
+                and out.flags.writeable and not np.may_share_memory(out, a):
             res = out
         else:
             res = None
@@ -170,7 +170,7 @@ def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarr
     bias_default = b.bias if isinstance(b, PackedWeightsF16) else None
     bias_arr = _bias(bias if bias is not None else bias_default, n)
     if out is not None:
-        _check_out(out, result_shape, F16)
+        _check_out(out, result_shape, F16, a=a, b=b, bias=bias)
     res = np.empty(shape, F16) if out is None else out.reshape(shape)
     if res.size and not b_batch:
         pw = b if isinstance(b, PackedWeightsF16) else PackedWeightsF16(b2d)
@@ -228,18 +228,14 @@ def conv2d(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activation:
 
     if pw.depthwise:
         _native.dwconv_f16(_dispatch.isa_index(), source(xd), pw.dw_weights, bias_arr, lo, hi, res2d,
-                           _dispatch._num_threads)
+                           _dispatch.get_num_threads())
         return res
     og = o // pw.groups
     pointwise = pw.kh == pw.kw == 1 and sy == sx == 1 and top == left == bottom == right == 0
-    n, h, w, _ = xd.shape
     for g, pwg in enumerate(pw.packed):
         xg = xd[..., g * pw.cg:(g + 1) * pw.cg]
-        if pointwise and xg.strides[2] == xg.strides[3] * xg.shape[3] and xg.strides[1] == xg.strides[2] * w \
-                and xg.strides[0] == xg.strides[1] * h:
-            a = np.lib.stride_tricks.as_strided(xg, (n * h * w, pw.cg), (xg.strides[2], xg.strides[3]),
-                                                writeable=False)
-        else:
+        a = rows_view(xg) if pointwise else None   # (N*H*W, C) when pixels lie at one stride
+        if a is None:
             a = source(xg)
         gemm2d(a, pwg, bias_arr[g * og:(g + 1) * og], lo, hi, res2d[:, g * og:(g + 1) * og])
     return res

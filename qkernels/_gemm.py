@@ -39,6 +39,20 @@ def _check_size(*dims: int, itemsize: int = 1, what: str = "result") -> None:
         raise ValueError(f"{what} of shape {tuple(int(d) for d in dims)} is too large to address")
 
 
+def rows_view(x: np.ndarray) -> np.ndarray | None:
+    """``x`` (..., C) as the matrix (rows, C) without a copy, when its leading
+    dimensions lie at one row stride; None otherwise. Dimensions of size 1 are skipped:
+    their stride is arbitrary (numpy leaves any value there)."""
+    dims = [(n, s) for n, s in zip(x.shape[:-1], x.strides[:-1]) if n != 1]
+    if any(s0 != s1 * n1 for (_, s0), (n1, s1) in zip(dims, dims[1:])):
+        return None
+    rows = 1
+    for n, _ in dims:
+        rows *= n
+    row_stride = dims[-1][1] if dims else x.strides[-1] * x.shape[-1]
+    return np.lib.stride_tricks.as_strided(x, (rows, x.shape[-1]), (row_stride, x.strides[-1]), writeable=False)
+
+
 class PackedWeights:
     """B (K, N) of a GEMM, packed once into micro-kernel panels and reused.
 
@@ -241,7 +255,7 @@ def _gemm2d(a: np.ndarray, a_signed: bool, za: int, pw: PackedWeights, plan: _Pl
     return _native.gemm(plan.kid, a, a_signed, za, packed, pw.n, plan.col_add,
                         plan.col_zb, plan.need_row_sum, plan.mode, plan.out_signed, plan.zy,
                         plan.lo, plan.hi, plan.scale, plan.mult, plan.shift, out,
-                        _dispatch._num_threads)
+                        _dispatch.get_num_threads())
 
 
 def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int, lo: int, hi: int,
@@ -291,7 +305,7 @@ def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int
     if squeeze_n:
         result_shape = result_shape[:-1]
     if out is not None:
-        _check_out(out, result_shape, out_dtype)
+        _check_out(out, result_shape, out_dtype, a=a_data, b=None if pws is None else pws.data, bias=bias)
         res = out.reshape(full_shape)
     else:
         res = np.empty(full_shape, out_dtype)
@@ -370,7 +384,8 @@ def matmul(a: QTensor, b: QTensor | PackedWeights, *, bias: ArrayLike | None = N
     activation : None, "relu", "relu6" or (min, max) in real units, fused as a clamp.
     requant : "fp32" (ONNX QLinearMatMul: float32 multiply, round half to even) or
         "fixedpoint" (int32 multiplier and shift, gemmlowp/TFLite rounding).
-    out : optional C-contiguous output array of the result's shape and dtype.
+    out : optional C-contiguous output array of the result's shape and dtype, not
+        overlapping an input (ValueError).
 
     Returns a QTensor (quantized output) or an int32 ndarray (``out_dtype=np.int32``).
     Inputs of any strides and alignment are read in place (no copy).
@@ -404,10 +419,10 @@ def matmul(a: QTensor, b: QTensor | PackedWeights, *, bias: ArrayLike | None = N
                 if out is None:
                     res = np.empty(shape, dt)
                 elif type(out) is np.ndarray and out.shape == shape and out.dtype == dt \
-                        and out.flags.c_contiguous and out.flags.writeable:
+                        and out.flags.c_contiguous and out.flags.writeable and not np.may_share_memory(out, data):
                     res = out
                 else:
-                    res = _check_out(out, shape, dt)   # raises with the reason
+                    res = _check_out(out, shape, dt, a=data)   # raises with the reason
                 _gemm2d(data, a._params[0] == "b", a._params[1], b, plan, res)
                 return res if plan.mode == _native.OUT_INT32 else QTensor._trusted(res, sy, zy, params)
     if not isinstance(a, QTensor):

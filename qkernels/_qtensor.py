@@ -89,9 +89,10 @@ def check_zero_point(zero_point, dtype, name: str = "zero_point", length: int | 
     return z64.astype(np.int32)
 
 
-def check_out(out, shape, dtype, source: np.ndarray | None = None) -> np.ndarray:
-    """``out`` when it can take a result of ``shape`` and ``dtype`` (and does not overlap
-    ``source``), else TypeError / ValueError saying why."""
+def check_out(out, shape, dtype, **inputs) -> np.ndarray:
+    """``out`` when it can take a result of ``shape`` and ``dtype`` without overlapping
+    any of the named ``inputs`` (arrays the call reads; other values are skipped), else
+    TypeError / ValueError saying why."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
     if out.shape != tuple(shape):
@@ -100,9 +101,18 @@ def check_out(out, shape, dtype, source: np.ndarray | None = None) -> np.ndarray
         raise TypeError(f"out has dtype {out.dtype}, expected {np.dtype(dtype)}")
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError("out must be a writeable C-contiguous array")
-    if source is not None and np.may_share_memory(out, source):
-        raise ValueError("out overlaps the input")
+    check_no_overlap(out, **inputs)
     return out
+
+
+def check_no_overlap(out: np.ndarray, **inputs) -> None:
+    """ValueError when ``out`` may share memory with one of the named input arrays: the
+    kernels would read values they already overwrote."""
+    for name, arr in inputs.items():
+        if isinstance(arr, QTensor):
+            arr = arr.data
+        if isinstance(arr, np.ndarray) and np.may_share_memory(out, arr):
+            raise ValueError(f"out overlaps the input {name}; pass a separate output array")
 
 
 def _normalize_axis(axis, ndim: int) -> int | None:
@@ -219,7 +229,7 @@ def quantize(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, dtype: D
     Returns a :class:`QTensor`. NaN in ``x`` raises ValueError; ±inf saturates.
     """
     dt = check_qdtype(dtype, "dtype")
-    x = np.asarray(x)
+    x_in = x = np.asarray(x)
     if x.dtype.kind not in "fiub":
         raise TypeError(f"x must be a real numeric array, got {x.dtype}")
     x = _c_contiguous(x.astype(np.float32, copy=False))
@@ -229,9 +239,10 @@ def quantize(x: ArrayLike, scale: ArrayLike, zero_point: ArrayLike = 0, dtype: D
     z = check_zero_point(zero_point, dt, "zero_point", length)
     if ax is None and (s.ndim or z.ndim) and (s.size != 1 or z.size != 1):
         raise ValueError("per-channel scale or zero_point needs axis=")
-    q = np.empty(x.shape, dt) if out is None else _aligned(check_out(out, x.shape, dt, x))
+    q = np.empty(x.shape, dt) if out is None else _aligned(check_out(out, x.shape, dt, x=x_in))
     sc, zc, channels, inner = _native_params(s, z, ax, x.shape)
-    if _native.quantize(_dispatch.isa_index(), x, sc, zc, channels, inner, dt == np.int8, q, _dispatch._num_threads):
+    if _native.quantize(_dispatch.isa_index(), x, sc, zc, channels, inner, dt == np.int8, q,
+                        _dispatch.get_num_threads()):
         raise ValueError("x contains NaN, which has no quantized value")
     if ax is None:                               # validated above: no second check
         sc, zc = sc.reshape(()), zc.reshape(())
@@ -277,7 +288,7 @@ def dequantize(q: QTensor | ArrayLike, scale: ArrayLike | None = None, zero_poin
             raise TypeError("dequantize needs scale= for a plain array")
         qt = QTensor(q, scale, 0 if zero_point is None else zero_point, axis)
         data, s, z, ax = qt.data, qt.scale, qt.zero_point, qt.axis
+    y = np.empty(data.shape, np.float32) if out is None else _aligned(check_out(out, data.shape, np.float32, q=data))
     data = _c_contiguous(data)
-    y = np.empty(data.shape, np.float32) if out is None else _aligned(check_out(out, data.shape, np.float32, data))
     return _native.dequantize(_dispatch.isa_index(), data, data.dtype == np.int8, *_native_params(s, z, ax, data.shape),
-                              y, _dispatch._num_threads)
+                              y, _dispatch.get_num_threads())

@@ -906,3 +906,104 @@ def test_weights_changed_after_packing_do_not_change_the_packed_product():
     pw = pack_weights(QTensor(b, 1.0, 0))
     b[:] = -128                                   # would break the vpmaddubsw condition
     np.testing.assert_array_equal(matmul(QTensor(a, 1.0, 0), pw, out_dtype=np.int32), want)
+
+
+
+# ------------------------------------------------- out= never overlaps an input (issue 12)
+
+def _overlapping_calls():
+    """name -> (a call whose ``out`` overlaps one of its inputs, that input's name)."""
+    rng = np.random.default_rng(12)
+    x = _rand(rng, (1, 8, 8, 8), U8)
+    w_1x1, w_dw = QTensor(_rand(rng, (8, 1, 1, 8), S8), 0.02, 0), QTensor(_rand(rng, (8, 3, 3, 1), S8), 0.02, 0)
+    buf = np.zeros(128, np.uint8)                 # int8 weights in the first half of an int32 output
+    w_in_out = QTensor(buf[:64].view(S8).reshape(8, 1, 1, 8), 0.02, 0)
+    a, b = _rand(rng, (8, 8), U8), QTensor(_rand(rng, (8, 8), S8), 0.02, 0)
+    packed = pack_weights(b)
+    both = np.zeros(64, np.uint8)                 # a and out overlapping by half
+    h = (x / 64).astype(np.float16)
+    h_1x1, h_dw = (w_1x1.data / 4).astype(np.float16), (w_dw.data / 4).astype(np.float16)
+    h_b, h_bias = (_rand(rng, (8, 8), S8) / 8).astype(np.float16), np.zeros(8, np.float32)
+    f = np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)
+    f_bytes = f.view(U8).reshape(-1)[:64].reshape(8, 8)
+    q = dict(out_scale=0.5, out_zero_point=3)
+    return {
+        "depthwise_conv2d out=x.data (the issue's case)": (
+            lambda: qkernels.depthwise_conv2d(QTensor(x, 0.1, 0), w_dw, padding=1, out=x, **q), "x"),
+        "depthwise_conv2d NCHW": (
+            lambda: qkernels.depthwise_conv2d(QTensor(x, 0.1, 0), w_dw, padding=1, layout="NCHW", out=x, **q), "x"),
+        "conv2d int8": (lambda: qkernels.conv2d(QTensor(x, 0.1, 0), w_1x1, out=x, **q), "x"),
+        "conv2d int8, packed (the repeated-call path)": (
+            lambda: [qkernels.conv2d(QTensor(x, 0.1, 0), pw := qkernels.pack_conv_weights(w_1x1), **q),
+                     qkernels.conv2d(QTensor(x, 0.1, 0), pw, out=x, **q)], "x"),
+        "conv2d int32 out over the weights": (
+            lambda: qkernels.conv2d(QTensor(x[:, :2, :2], 0.1, 0), w_in_out, out_dtype=np.int32,
+                                    out=buf.view(np.int32).reshape(1, 2, 2, 8)), "w"),
+        "conv2d fp16": (lambda: qkernels.conv2d(h, h_1x1, out=h), "x"),
+        "depthwise_conv2d fp16": (lambda: qkernels.depthwise_conv2d(h, h_dw, padding=1, out=h), "x"),
+        "matmul int8": (lambda: matmul(QTensor(a, 0.1, 0), b, out=a, **q), "a"),
+        "matmul int8, packed (the repeated-call path)": (
+            lambda: [matmul(QTensor(a, 0.1, 0), packed, **q), matmul(QTensor(a, 0.1, 0), packed, out=a, **q)], "a"),
+        "matmul int8, out over b": (
+            lambda: matmul(QTensor(a, 0.1, 0), b, out=b.data, out_scale=0.5, out_zero_point=-3, out_dtype=S8), "b"),
+        "matmul int8, half-overlapping buffers": (
+            lambda: matmul(QTensor(both[:32].reshape(4, 8), 0.1, 0), b, out=both[16:48].reshape(4, 8), **q), "a"),
+        "matmul_integer": (lambda: matmul_integer(np.ones((2, 8), U8), a, out=a.view(np.int32).reshape(2, 8)), "b"),
+        "matmul fp16": (lambda: matmul(h_b, h_b, out=h_b), "a"),
+        "matmul fp16, packed (the repeated-call path)": (lambda: matmul(h_b, pack_weights(h_b.copy()), out=h_b), "a"),
+        "matmul fp16, out over the bias": (
+            lambda: matmul(h_b[:2], h_b, bias=h_bias, out=h_bias.view(np.float16).reshape(2, 8)), "bias"),
+        "quantize": (lambda: quantize(f, 0.1, 0, dtype=U8, out=f_bytes), "x"),
+        "dequantize": (lambda: dequantize(f_bytes, 0.1, out=f), "q"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_overlapping_calls()))
+def test_every_call_refuses_an_out_overlapping_one_of_its_inputs(name):
+    """Kernels would read values they already overwrote (190 of 512 values wrong for the
+    depthwise case): every call taking out= refuses an overlap, naming the input."""
+    call, input_name = _overlapping_calls()[name]
+    with pytest.raises(ValueError, match=f"out overlaps the input {input_name}\\b"):
+        call()
+
+
+# ------------------------------------------------------- thread counts (issue 12, points 4, 8)
+
+def test_thread_counts_above_the_maximum_are_refused_at_the_door():
+    """set_num_threads(2**31) was accepted, then every kernel call raised OverflowError."""
+    saved = qkernels.get_num_threads()
+    for bad in (2**31, qkernels.MAX_THREADS + 1, 2**64):
+        with pytest.raises(ValueError, match=f"num_threads must be an int from 1 to {qkernels.MAX_THREADS}"):
+            qkernels.set_num_threads(bad)
+        with pytest.raises(ValueError, match="num_threads"):
+            qkernels.use_num_threads(bad).__enter__()
+    assert qkernels.get_num_threads() == saved
+    qkernels.set_num_threads(qkernels.MAX_THREADS)
+    try:   # the largest count runs (the kernels cap threads by the work anyway)
+        assert matmul_integer(np.ones((2, 3), U8), np.ones((3, 2), U8)).tolist() == [[3, 3], [3, 3]]
+    finally:
+        qkernels.set_num_threads(saved)
+    r = _python("import qkernels", QKERNELS_NUM_THREADS="3000000000")
+    assert r.returncode != 0 and "QKERNELS_NUM_THREADS must be an int from 1 to" in r.stderr, r.stderr
+
+
+def test_use_num_threads_sets_this_threads_count_only_and_restores_it():
+    saved = qkernels.get_num_threads()
+    seen = {}
+
+    def other():
+        seen["other"] = qkernels.get_num_threads()
+
+    with qkernels.use_num_threads(3) as n:
+        assert n == 3 and qkernels.get_num_threads() == 3 and qkernels.cpu_info()["num_threads"] == 3
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        with qkernels.use_num_threads(1):
+            assert qkernels.get_num_threads() == 1
+        assert qkernels.get_num_threads() == 3
+        assert matmul_integer(np.ones((2, 3), U8), np.ones((3, 2), U8)).tolist() == [[3, 3], [3, 3]]
+    assert seen["other"] == saved and qkernels.get_num_threads() == saved
+    for bad in (0, True, 1.5, "2", None):
+        with pytest.raises(ValueError):
+            qkernels.use_num_threads(bad).__enter__()

@@ -349,3 +349,64 @@ def test_depthwise_conv2d_is_conv2d_with_groups_equal_to_channels():
         qkernels.depthwise_conv2d(xq, QTensor(_random(rng, (6, 3, 3, 2), S8), 0.01, 0), **kw)
     with pytest.raises(ValueError, match="channels"):   # 12 filters of one channel cannot serve 5 channels
         qkernels.depthwise_conv2d(QTensor(x[..., :5], 0.05, -4), wq, **kw)
+
+
+def _strided(a, **strides):
+    """``a`` with the given strides (in elements) on some of its size-1 axes, by name."""
+    axes = {"n": 0, "h": 1, "w": 2}
+    s = list(a.strides)
+    for name, v in strides.items():
+        assert a.shape[axes[name]] == 1
+        s[axes[name]] = v * a.itemsize
+    return np.lib.stride_tricks.as_strided(a, a.shape, s, writeable=False)
+
+
+def _pointwise_views():
+    b = np.random.default_rng(0).integers(0, 256, (2, 1, 8, 4), np.uint8)
+    one_px = np.random.default_rng(1).integers(0, 256, (3, 1, 1, 4), np.uint8)
+    return {
+        "W-sliced batch, H == 1 (issue 12)": b[:, :, :4],
+        "W step 2, H == 1": b[:, :, ::2],
+        "W reversed, H == 1": b[:, :, ::-1],
+        "one pixel per image, odd W stride": _strided(one_px, w=5),
+        "one pixel per image, H and W strides 0": _strided(one_px, h=0, w=0),
+        "H == 1 of stride 3 over a contiguous batch": _strided(b, h=3),
+        "batch broadcast": np.broadcast_to(b[:1], (2, 1, 8, 4)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_pointwise_views()))
+@pytest.mark.parametrize("dtype", [U8, np.dtype(np.float16)], ids=["u8", "f16"])
+def test_pointwise_conv_reads_each_image_of_a_view_whose_pixels_do_not_lie_at_one_stride(name, dtype):
+    """The 1x1 stride-1 fast path reads the pixels as (N*H*W, C) rows in place only when
+    they lie at one stride; size-1 dimensions may have any stride (issue 12, point 1)."""
+    x = _pointwise_views()[name]
+    w = np.arange(12).reshape(3, 1, 1, 4) % 5 - 2
+    if dtype == U8:
+        def conv(x):
+            return conv2d(QTensor(x, 0.1, 0), QTensor(w.astype(np.int8), 0.1, 0), out_dtype=np.int32)
+    else:
+        x = (x / 16).astype(np.float16)
+
+        def conv(x):
+            return conv2d(x, w.astype(np.float16))
+    np.testing.assert_array_equal(conv(x), conv(np.ascontiguousarray(x)))
+    np.testing.assert_array_equal(conv(x)[1], conv(np.ascontiguousarray(x[1:]))[0])   # image 1 from image 1
+
+
+@pytest.mark.parametrize("arg,value", [("dilation", 2**64), ("dilation", 2**31), ("stride", 2**64),
+                                       ("stride", (1, 2**63)), ("padding", 2**63), ("padding", (0, 0, 2**40, 0)),
+                                       ("padding", 2**31)], ids=str)
+@pytest.mark.parametrize("depthwise", [False, True], ids=["conv2d", "depthwise"])
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_conv_geometry_beyond_the_limit_is_a_value_error_naming_the_argument(arg, value, depthwise, kernel):
+    """Huge stride, dilation or padding: a ValueError naming the argument, before any
+    native call (they were OverflowErrors, or ran with 1x1 kernels; issue 12, point 4)."""
+    x = QTensor(np.ones((1, 4, 4, 2), np.uint8), 0.1, 0)
+    w = QTensor(np.ones((2, kernel, kernel, 1 if depthwise else 2), np.int8), 0.1, 0)
+    conv = qkernels.depthwise_conv2d if depthwise else conv2d
+    with pytest.raises(ValueError, match=f"{arg}.*{qkernels._conv.MAX_GEOMETRY}"):
+        conv(x, w, out_dtype=np.int32, **{arg: value})
+    with pytest.raises(ValueError, match=arg):
+        conv((x.data / 8).astype(np.float16), (w.data / 4).astype(np.float16), **{arg: value})
+    conv(x, w, out_dtype=np.int32, **{arg: 1})   # an ordinary value still runs

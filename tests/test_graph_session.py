@@ -2,6 +2,7 @@
 exception), partitioning among backends with a toy accelerator, thread safety."""
 import os
 import threading
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -244,3 +245,55 @@ def test_third_party_backends_register_through_entry_points(monkeypatch):
         Session(mlp(), backends=["not-a-backend"])
     with pytest.raises(ValueError, match="unknown backend"):
         Session(mlp(), backends=["nope"])
+
+
+class ThreadCountProbe(ToyAccelerator):
+    """The toy accelerator, recording the thread count its kernels would use."""
+    name = "probe"
+
+    def compile(self, nodes, graph):
+        run = super().compile(nodes, graph)
+
+        def probe(values):
+            import qkernels
+            self.seen.append(qkernels.get_num_threads())
+            return run(values)
+        return probe
+
+
+def test_a_sessions_thread_count_applies_to_its_own_calls_and_never_to_the_global_one():
+    """8 Python threads run Session(num_threads=1) at once while the process-wide count
+    is 2 (issue 12, point 8): the session's calls use 1, the global count stays 2, and a
+    thread-local count set in one thread does not leak into another."""
+    import qkernels
+    saved = qkernels.get_num_threads()
+    qkernels.set_num_threads(2)
+    try:
+        probe = ThreadCountProbe()
+        probe.seen = []
+        s = Session(mlp(), backends=[probe], num_threads=1)
+        barrier = threading.Barrier(8)
+        errors = []
+
+        def work(k):
+            barrier.wait()
+            with qkernels.use_num_threads(3) if k == 0 else nullcontext():
+                for _ in range(30):
+                    np.testing.assert_allclose(s.run(None, {"x": X})[0], reference_mlp(mlp(), X), rtol=1e-5,
+                                               atol=1e-6)
+                    want = 3 if k == 0 else 2          # outside the run: this thread's own setting
+                    if qkernels.get_num_threads() != want:
+                        errors.append((k, qkernels.get_num_threads()))
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert qkernels.get_num_threads() == 2
+        assert probe.seen and set(probe.seen) == {1}
+        with pytest.raises(ValueError, match="num_threads"):
+            Session(mlp(), num_threads=2**31)
+    finally:
+        qkernels.set_num_threads(saved)

@@ -30,7 +30,9 @@ from ..backend import Backend
 from ..errors import RunError
 from ..ir import Graph, Node
 from ..rewrite import rewrite as _rewrite
+from ..validate import node_errors
 from . import npconv
+from .reference import OPS as REFERENCE_OPS
 from .reference import run_node
 from .reference import why_not as reference_why_not
 
@@ -88,10 +90,13 @@ class CpuBackend(Backend):
         return node.key in KERNELS and self._make(node, graph) is not None
 
     def why_not(self, node: Node, graph: Graph) -> str | None:
-        """None when a kernel or the reference operator runs ``node``, else why not."""
-        if self.on_kernels(node, graph):
+        """None when a kernel or the reference operator runs ``node``, else why not. What
+        the reference operator refuses (attributes, arity) is refused though a kernel could
+        take it: the kernels never give a meaning to a node the reference does not."""
+        why = reference_why_not(node, graph)
+        if why is None or (node.key not in REFERENCE_OPS and self.on_kernels(node, graph)):
             return None
-        return reference_why_not(node, graph)
+        return why
 
     def rewrite(self, graph: Graph) -> Graph:
         """The planning passes (BatchNormalization folding, QDQ to integer operators,
@@ -134,7 +139,8 @@ def _fallback(node: Node, graph: Graph, runner: Runner, reference: Runner | None
 
     def run(values):
         try:
-            return runner(values)
+            with node_errors(node):
+                return runner(values)
         except _NotServed:
             if reference is None:
                 shapes = ", ".join(f"{values[i].dtype}{list(values[i].shape)}" for i in node.inputs if i)
@@ -232,6 +238,8 @@ def conv_geometry(node: Node, w_shape) -> tuple | None:
     else:
         return None
     groups = int(a.get("group", 1))
+    if groups < 1:
+        return None
     return tuple(int(s) for s in strides), tuple(int(d) for d in dil), padding, groups
 
 

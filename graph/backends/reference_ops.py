@@ -24,7 +24,8 @@ import math
 
 import numpy as np
 
-from ..errors import ModelError
+from ..validate import check_size
+from ..validate import fail as _fail
 from .reference import op
 
 # ----------------------------------------------------------------------------- helpers
@@ -44,10 +45,6 @@ _FLOATS = {np.dtype(t) for t in (np.float16, np.float32, np.float64)}
 
 def _type_name(t: int) -> str:
     return _TYPE_NAMES.get(int(t), f"type {t}")
-
-
-def _fail(node, msg: str):
-    raise ModelError(f"node {node.name!r} ({node.key}): {msg}")
 
 
 def _wdtype(dtype) -> np.dtype:
@@ -432,11 +429,15 @@ def _det(node, x):
 
 @op("Reshape", attrs=("allowzero",))
 def _reshape(node, x, shape):
-    shape = _ints(shape)
+    asked = shape = _ints(shape)
     if not node.attrs.get("allowzero", 0):
+        if any(d == 0 for d in shape[x.ndim:]):
+            _fail(node, f"shape {asked} copies (0) a dimension input shape {x.shape} does not have")
         shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
-    if shape.count(-1) > 1:
-        _fail(node, f"shape {shape} has more than one -1")
+    known = math.prod(d for d in shape if d != -1)
+    if shape.count(-1) > 1 or any(d < -1 for d in shape) or \
+            (x.size != known if -1 not in shape else known == 0 or x.size % known):
+        _fail(node, f"cannot reshape {x.shape} to {asked}")
     return x.reshape(shape)
 
 
@@ -502,12 +503,22 @@ def _size(node, x):
 
 @op("Expand")
 def _expand(node, x, shape):
-    return np.array(np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(_ints(shape)))))
+    shape = tuple(_ints(shape))
+    check_size(shape, node)   # before broadcasting (numpy's limit is 32 dimensions)
+    try:
+        out = np.broadcast_shapes(x.shape, shape)
+    except ValueError:
+        _fail(node, f"cannot expand {x.shape} to {shape}")
+    return np.array(np.broadcast_to(x, check_size(out, node)))
 
 
 @op("Tile")
 def _tile(node, x, repeats):
-    return np.tile(x, _ints(repeats))
+    reps = _ints(repeats)
+    if len(reps) != x.ndim:
+        _fail(node, f"repeats has {len(reps)} values for rank {x.ndim}")
+    check_size([d * r for d, r in zip(x.shape, reps)], node)
+    return np.tile(x, reps)
 
 
 @op("Constant", attrs=("value", "value_float", "value_floats", "value_int", "value_ints", "value_string",
@@ -535,7 +546,7 @@ def _constant(node):
 def _constant_of_shape(node, shape):
     value = node.attrs.get("value")
     value = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)
-    return np.full(tuple(_ints(shape)), value[0], dtype=value.dtype)
+    return np.full(check_size(_ints(shape), node), value[0], dtype=value.dtype)
 
 
 @op("Range", attrs=("stash_type",))
@@ -544,6 +555,7 @@ def _range(node, start, limit, delta):
     s, l, d = (_scalar(v).astype(_wdtype(dtype)) for v in (start, limit, delta))
     n = max(int(np.ceil((float(l) - float(s)) / float(d))), 0) if dtype.kind == "f" else \
         max(-(-(int(l) - int(s)) // int(d)), 0)
+    check_size([n], node)
     if dtype.kind == "f":
         return (s + np.arange(n, dtype=s.dtype) * d).astype(dtype)
     return (int(s) + np.arange(n, dtype=np.int64) * int(d)).astype(dtype)
@@ -691,6 +703,7 @@ def _trilu(node, x, k=None):
 @op("OneHot", attrs=("axis",))
 def _one_hot(node, indices, depth, values):
     depth = int(_scalar(depth))
+    check_size(indices.shape + (depth,), node)
     idx = indices.astype(np.int64)
     idx = np.where(idx < 0, idx + depth, idx)
     axis = node.attrs.get("axis", -1)
@@ -736,6 +749,7 @@ def _pad(node, x, pads, value=None, axes=None):
     crop = tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(width))
     x = x[crop]
     width = [(max(b, 0), max(e, 0)) for b, e in width]
+    check_size([d + b + e for d, (b, e) in zip(x.shape, width)], node)
     mode = node.attrs.get("mode", "constant")
     if mode == "constant":
         v = _scalar(value, 0)
