@@ -180,6 +180,7 @@ def _tensor(onnx, t) -> np.ndarray:
 def _attrs(onnx, node) -> dict:
     out = {}
     for a in node.attribute:
+        _text(a.name, f"an attribute name of node {node.name or node.op_type!r}")
         if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
             out[a.name] = a   # kept raw: only ops with subgraphs read it (none are supported yet)
         elif a.type == onnx.AttributeProto.TENSOR:

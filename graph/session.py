@@ -67,7 +67,8 @@ class Session:
         self._partitions: list[Partition] = partition(self.graph, self.backends)
         self._kernels = [p.backend.compile(p.nodes, self.graph) for p in self._partitions]
         self._last_use = self._liveness()
-        for value in self.graph.initializers.values():   # shared by every run: no kernel, no caller writes them
+        for name, value in self.graph.initializers.items():   # shared by every run: nothing writes them
+            self.graph.initializers[name] = value = np.asarray(value)   # (folding may leave numpy scalars)
             value.flags.writeable = False
         #: bytes of inputs and intermediate values alive at once at the worst point of the
         #: last run (values are dropped after their last reader: liveness); None before a run

@@ -31,7 +31,7 @@ static void pack_rows_f32(int mr, size_t rows, size_t k, const void *src, ptrdif
     const qk_f16_row_fn convert = qk_f16_row_converter();
     for (int r = 0; r < mr; r++, dst += kp) {
         const char *row = (const char *)src + (ptrdiff_t)r * stride_m;
-        if ((size_t)r >= rows) {
+        if ((size_t)r >= rows || k == 0) {   /* K = 0: the one padded step must be 0 too */
             memset(dst, 0, kp * sizeof(float));
         } else if (stride_k == 2 && ((uintptr_t)row & 1) == 0) {
             convert((const uint16_t *)(const void *)row, dst, k);

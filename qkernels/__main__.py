@@ -3,7 +3,65 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
 import sys
+import zipfile
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):   # one line, like the commands' own errors: --help has the usage
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind, lo, hi=math.inf):
+    """An argparse type: a finite ``kind(text)`` from ``lo`` to ``hi``."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and lo <= value <= hi):
+            what = "an integer" if kind is int else "a number"
+            bounds = f">= {lo}" if hi == math.inf else f"from {lo} to {hi}"
+            raise argparse.ArgumentTypeError(f"expected {what} {bounds}, got {text!r}")
+        return value
+    return parse
+
+
+def _threads(text):
+    from . import MAX_THREADS   # the library's own limit, checked here before any work
+    return _number(int, 1, MAX_THREADS)(text)
+
+
+def _cannot_write(path: str, folder: bool = False) -> str | None:
+    """Why ``path`` cannot be written (None when it can), found by trying (permission bits
+    say nothing to root or on a read-only mount): every output is checked before the work,
+    so a typo fails at once, not after minutes of calibration or timing."""
+    try:
+        if folder:
+            if os.path.lexists(path) and not os.path.isdir(path):
+                return "it exists and is not a folder"
+            os.makedirs(path, exist_ok=True)
+            import tempfile
+            tempfile.TemporaryFile(dir=path).close()
+            return None
+        existed = os.path.lexists(path)
+        # append, never truncate: a file that exists keeps its content until the real write
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK, 0o666))
+        if not existed:
+            os.unlink(path)
+    except (OSError, ValueError) as exc:   # ValueError: a NUL in the path
+        return getattr(exc, "strerror", None) or str(exc)
+    return None
+
+
+def _npy_name(name: str) -> str:
+    """The file name of output ``name`` under --output-dir. ONNX names may hold "/" (as
+    TensorFlow's "scope/op:0" do): such characters become "_" rather than refusing the model
+    or writing outside the folder; with ".npy" added no name can be "." or ".."."""
+    return re.sub(r"[/\\\x00-\x1f]", "_", name) + ".npy"
 
 
 def _info(args) -> int:
@@ -40,10 +98,17 @@ def _run(args) -> int:
         if not sep:
             print(f"qkernels run: --input takes NAME=FILE.npy, got {item!r}", file=sys.stderr)
             return 2
+        if name in feeds:
+            print(f"qkernels run: --input {name!r} is given twice", file=sys.stderr)
+            return 2
         try:
             feeds[name] = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             print(f"qkernels run: cannot load {path!r}: {exc}", file=sys.stderr)
+            return 2
+        if not isinstance(feeds[name], np.ndarray):
+            feeds[name].close()
+            print(f"qkernels run: {path!r} is a .npz archive; --input takes one .npy array", file=sys.stderr)
             return 2
     try:
         session = Session(args.model, backends=args.backend or None, num_threads=args.threads)
@@ -53,18 +118,29 @@ def _run(args) -> int:
             if not args.explain:
                 print("inputs: " + ", ".join(f"{i.name} {i.dtype} {i.shape}" for i in session.get_inputs()))
             return 0
+        names = [info.name for info in session.get_outputs()]
+        owner = {}   # file name -> the output saved there
+        for name in names if args.output_dir else ():
+            clash = owner.setdefault(_npy_name(name), name)
+            if clash != name:
+                print(f"qkernels run: outputs {clash!r} and {name!r} would both be saved as "
+                      f"{_npy_name(name)!r} in --output-dir", file=sys.stderr)
+                return 2
         t0 = time.perf_counter()
         outputs = session.run(None, feeds)
         dt = time.perf_counter() - t0
     except (ModelError, RunError, ValueError, TypeError) as exc:
         print(f"qkernels run: {exc}", file=sys.stderr)
         return 1
-    for info, value in zip(session.get_outputs(), outputs):
-        print(f"{info.name}: {value.dtype} {value.shape}")
-        if args.output_dir:
-            import os
-            os.makedirs(args.output_dir, exist_ok=True)
-            np.save(os.path.join(args.output_dir, f"{info.name}.npy"), value)
+    for name, value in zip(names, outputs) if args.output_dir else ():   # saved first: stdout may close
+        try:
+            np.save(os.path.join(args.output_dir, _npy_name(name)), value)
+        except OSError as exc:   # checked before the run, yet a disk can fill up
+            print(f"qkernels run: cannot write: {exc}", file=sys.stderr)
+            return 1
+    for name, value in zip(names, outputs):
+        renamed = args.output_dir and _npy_name(name) != f"{name}.npy"
+        print(f"{name}: {value.dtype} {value.shape}" + (f" (saved as {_npy_name(name)})" if renamed else ""))
     print(f"run: {dt * 1e3:.2f} ms, peak intermediate memory {session.peak_bytes / 2**20:.2f} MiB")
     return 0
 
@@ -102,24 +178,27 @@ def _quantize(args) -> int:
     except (ModelError, CalibrationError, ValueError) as exc:
         print(f"qkernels quantize: {exc}", file=sys.stderr)
         return 1
-    try:
+    try:   # the files first: a closed stdout must not lose them
         onnx.save(model, args.output)
-    except OSError as exc:
-        print(f"qkernels quantize: cannot write {args.output!r}: {exc}", file=sys.stderr)
+        if args.report:
+            save_report(report, args.report)
+        if args.plot:
+            plot_report(report, args.plot)
+    except OSError as exc:   # checked before the work, yet a disk can fill up
+        print(f"qkernels quantize: cannot write: {exc}", file=sys.stderr)
         return 1
     print(format_report(report))
     if args.report:
-        save_report(report, args.report)
         print(f"wrote the report {args.report}")
     if args.plot:
-        plot_report(report, args.plot)
         print(f"wrote the plot {args.plot}")
     print(f"wrote {args.output}")
     return 0
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="qkernels", description=__doc__)
+    from . import SUPPORTED_ISAS
+    parser = _Parser(prog="qkernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="CPU features and the kernel path in use")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -132,7 +211,7 @@ def main(argv=None) -> int:
                         "and ResNet-18, float32 and int8, on the graph runner beside ONNX Runtime "
                         "(latency and memory)")
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats (--suite models: small models)")
-    p.add_argument("--threads", type=int, nargs="*", help="thread counts (default: 1 and all)")
+    p.add_argument("--threads", type=_threads, nargs="*", help="thread counts (default: 1 and all)")
     p.add_argument("--json", metavar="PATH", help="save the results as JSON")
     p.add_argument("--compare", metavar="BASELINE",
                    help="compare with a saved --json report of the same suite; exit status 3 when a qkernels "
@@ -143,29 +222,32 @@ def main(argv=None) -> int:
                    help="shape labels (qkernels.bench.SHAPES; --suite f16: qkernels.bench_f16.SHAPES), "
                         "layer labels with --suite conv, model labels with --suite models "
                         "(qkernels.bench_models.MODELS, e.g. mobilenet_v2-int8)")
-    p.add_argument("--rounds", type=int, default=1, help="repeat every process this many times (median)")
-    p.add_argument("--isa", help="force the qkernels ISA path (QKERNELS_ISA) in the timed process")
-    p.add_argument("--wait-idle", type=float, metavar="S", help="before each process wait up to S s for an idle CPU")
+    p.add_argument("--rounds", type=_number(int, 1), default=1, help="repeat every process this many times (median)")
+    p.add_argument("--isa", choices=SUPPORTED_ISAS,
+                   help="force the qkernels ISA path (QKERNELS_ISA) in the timed process")
+    p.add_argument("--wait-idle", type=_number(float, 0), metavar="S",
+                   help="before each process wait up to S s for an idle CPU")
     p.add_argument("--tflite-dir", metavar="DIR",
                    help="--suite conv: folder of the XNNPACK .tflite models (default: bench/tflite here, "
                         "else in the source checkout)")
-    p.set_defaults(func=_bench)
+    p.set_defaults(func=_bench, outputs=("json", "plot"))
     p = sub.add_parser("run", help="run an ONNX model on the graph runner")
     p.add_argument("model", help="the .onnx file")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input (repeat for each)")
     p.add_argument("--explain", action="store_true", help="print the plan: partitions and their backends")
     p.add_argument("--backend", action="append", metavar="NAME",
                    help="preferred backend (repeatable; cpu and reference are the fallbacks)")
-    p.add_argument("--threads", type=int, help="kernel threads")
-    p.add_argument("--output-dir", metavar="DIR", help="save each output as DIR/<name>.npy")
-    p.set_defaults(func=_run)
+    p.add_argument("--threads", type=_threads, help="kernel threads")
+    p.add_argument("--output-dir", metavar="DIR", help="save each output as DIR/<name>.npy (characters that "
+                                                       "break a path, such as /, become _)")
+    p.set_defaults(func=_run, folders=("output_dir",))
     p = sub.add_parser("demo", help="the main job: quantize the shipped digits CNN, compare float and int8")
     p.add_argument("--out", default="digits_cnn_int8.onnx", help="where to write the quantized model")
     p.add_argument("--method", default="minmax", help="calibration: minmax, moving_average, percentile, entropy, mse")
-    p.add_argument("--threads", type=int, help="kernel threads")
+    p.add_argument("--threads", type=_threads, help="kernel threads")
     p.add_argument("--no-ort", action="store_true", help="leave out ONNX Runtime's columns")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_demo)
+    p.set_defaults(func=_demo, outputs=("out",))
     p = sub.add_parser("quantize", help="post-training quantization of a float ONNX model (QDQ output)")
     p.add_argument("model", help="the float .onnx file")
     p.add_argument("output", help="the quantized .onnx file to write")
@@ -182,9 +264,23 @@ def main(argv=None) -> int:
     p.add_argument("--report", metavar="JSON", help="save the report (per tensor, weight, layer, output) as JSON")
     p.add_argument("--plot", metavar="IMAGE", help="plot SQNR per tensor (.png, .svg, .pdf; needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_quantize)
+    p.set_defaults(func=_quantize, outputs=("output", "report", "plot"))
     args = parser.parse_args(argv)
-    return args.func(args)
+    outputs = [(getattr(args, dest), False) for dest in getattr(args, "outputs", ())] + \
+        [(getattr(args, dest), True) for dest in getattr(args, "folders", ())]
+    for path, folder in outputs:
+        problem = path and _cannot_write(path, folder)
+        if problem:
+            print(f"qkernels {args.command}: cannot write {path!r}: {problem}", file=sys.stderr)
+            return 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:   # Ctrl-C: a line, not a traceback
+        print(f"qkernels {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:     # stdout closed early (| head): end quietly, as Python's docs advise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from . import _dispatch, _f16, _native
 from ._gemm import (Activation, PackedWeights, _check_bias, _check_out, _check_size, _gemm2d, _plan_for,
                     _result_params, check_f16_call, output_spec, requant_terms, rows_view)
-from ._qtensor import QTensor
+from ._qtensor import QTensor, check_choice
 from ._qtensor import check_no_overlap as _check_no_overlap
 
 _LAYOUTS = ("NHWC", "NCHW")
@@ -122,8 +122,7 @@ def pack_conv_weights(w, *, groups: int = 1, weight_layout: str = "OHWI", bias: 
 def ohwi_weights(data: np.ndarray, groups: int, weight_layout: str) -> np.ndarray:
     """Convolution weights (O, KH, KW, C/groups) from OHWI or OIHW (a view), validated
     with the group count (of any dtype: shared by the int8 and fp16 packings)."""
-    if weight_layout not in _WEIGHT_LAYOUTS:
-        raise ValueError(f"weight_layout must be 'OHWI' or 'OIHW', got {weight_layout!r}")
+    check_choice(weight_layout, _WEIGHT_LAYOUTS, "weight_layout")
     if data.ndim != 4:
         raise ValueError(f"weights must be 4-D ({weight_layout}), got shape {data.shape}")
     _check_groups(groups)
@@ -178,8 +177,7 @@ def _to_layout(res: np.ndarray, nchw: bool, out) -> np.ndarray:
 
 def _conv2d_f16(x, w, bias, stride, padding, dilation, groups, layout, weight_layout, activation, out):
     x = _f16._as_f16(x, "x")
-    if layout not in _LAYOUTS:
-        raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
+    check_choice(layout, _LAYOUTS, "layout")
     if x.ndim != 4:
         raise ValueError(f"x must be 4-D ({layout}), got shape {x.shape}")
     if isinstance(w, (QTensor, PackedConvWeights)):
@@ -258,8 +256,7 @@ class _ConvCall:
             raise TypeError(f"x must be a QTensor, got {type(x).__name__}")
         if x.axis is not None:
             raise ValueError("x must be quantized per tensor (axis=None)")
-        if layout not in _LAYOUTS:
-            raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
+        check_choice(layout, _LAYOUTS, "layout")
         if x.ndim != 4:
             raise ValueError(f"x must be 4-D ({layout}), got shape {x.shape}")
         self.nchw = layout == "NCHW"
@@ -351,8 +348,7 @@ def depthwise_conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike
     """
     if not isinstance(x, (QTensor, np.ndarray)):
         raise TypeError(f"x must be a QTensor or a float16 array, got {type(x).__name__}")
-    if layout not in _LAYOUTS:
-        raise ValueError(f"layout must be 'NHWC' or 'NCHW', got {layout!r}")
+    check_choice(layout, _LAYOUTS, "layout")
     if x.ndim != 4:
         raise ValueError(f"x must be 4-D ({layout}), got shape {x.shape}")
     c = int(x.shape[3] if layout == "NHWC" else x.shape[1])

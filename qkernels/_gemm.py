@@ -6,6 +6,7 @@ requantization with a fused clamp; or the raw int32 sums (ONNX MatMulInteger).
 """
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from typing import Tuple, Union
@@ -14,7 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from . import _dispatch, _native
-from ._qtensor import QTensor, check_qdtype, check_scale, check_zero_point, int_range
+from ._qtensor import QTensor, as_dtype, check_choice, check_qdtype, check_scale, check_zero_point, int_range
 from ._qtensor import check_out as _check_out
 
 Activation = Union[None, str, Tuple[float, float]]
@@ -141,8 +142,9 @@ def pack_weights(b, bias: ArrayLike | None = None):
 
 def check_f16_call(op: str, out_scale, out_zero_point, out_dtype, requant) -> None:
     """fp16 calls take no quantization keywords (TypeError otherwise)."""
-    if out_scale is not None or out_zero_point not in (0, None) or requant != "fp32" or \
-            (out_dtype is not None and np.dtype(out_dtype) != np.float16):
+    if out_scale is not None or not (out_zero_point is None or np.ndim(out_zero_point) == 0 and out_zero_point == 0) \
+            or not (isinstance(requant, str) and requant == "fp32") or \
+            (out_dtype is not None and as_dtype(out_dtype, "out_dtype") != np.float16):
         raise TypeError(f"{op} on float16 operands returns float16 and takes no out_scale, out_zero_point, "
                         "requant or other out_dtype")
 
@@ -295,7 +297,10 @@ def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int
         pws = bq
     bias_arr = None if bias is None else _check_bias(bias, N)
     M = a_data.shape[-2]
-    batch = np.broadcast_shapes(a_data.shape[:-2], b_batch) if b_batch else a_data.shape[:-2]
+    try:
+        batch = np.broadcast_shapes(a_data.shape[:-2], b_batch) if b_batch else a_data.shape[:-2]
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions {a_data.shape[:-2]} and {b_batch} do not broadcast") from None
     full_shape = (*batch, M, N)
     _check_size(*full_shape, itemsize=out_dtype.itemsize)
     _check_size(M, K, itemsize=2, what="A")
@@ -317,7 +322,7 @@ def _run(a_data: np.ndarray, za: int, sa, b, bias, mode: int, out_scale, zy: int
         pw = b
         if bias_arr is None:
             bias_arr = pw.bias
-        a2 = a_data.reshape(-1, K) if a_data.ndim > 2 else a_data
+        a2 = a_data.reshape(math.prod(a_data.shape[:-1]), K) if a_data.ndim > 2 else a_data   # (-1, 0) fails
         if a2.shape[0] * N and res.size:
             kid = _native.select_kernel(isa_idx, a2.shape[0], pw.pairs_128)
             plan = _plan_for(pw, kid, a_signed, za, sa, bias_arr, bias is None, mode, out_scale, zy, lo, hi,
@@ -446,7 +451,7 @@ def output_spec(op: str, default_dtype, out, out_dtype, out_scale, out_zero_poin
     or a requantization mode with its clamp range (activation fused)."""
     if out_dtype is None:
         out_dtype = out.dtype if out is not None else default_dtype
-    out_dtype = np.dtype(out_dtype)
+    out_dtype = as_dtype(out_dtype, "out_dtype")
     if out_dtype == np.int32:
         if activation is not None or out_scale is not None:
             raise ValueError("int32 output takes no out_scale or activation")
@@ -460,8 +465,7 @@ def output_spec(op: str, default_dtype, out, out_dtype, out_scale, out_zero_poin
     if np.ndim(out_zero_point):
         raise ValueError("out_zero_point must be a scalar")
     zy = int(check_zero_point(out_zero_point, out_dtype, "out_zero_point"))
-    if requant not in _REQUANT_MODES:
-        raise ValueError(f"requant must be 'fp32' or 'fixedpoint', got {requant!r}")
+    check_choice(requant, tuple(_REQUANT_MODES), "requant")
     lo, hi = _clamp_range(activation, out_dtype, float(sy), zy)
     return out_dtype, _REQUANT_MODES[requant], float(sy), zy, lo, hi
 

@@ -29,11 +29,24 @@ def int_range(dtype) -> tuple[int, int]:
     return r
 
 
-def check_qdtype(dtype, name: str) -> np.dtype:
+def check_choice(value, choices, name: str):
+    """``value`` when it is one of the strings ``choices`` (a ValueError naming ``name``
+    otherwise: arrays and unhashable values included)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def as_dtype(dtype, name: str) -> np.dtype:
+    """``np.dtype(dtype)``, or a TypeError naming the argument."""
     try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"{name} must be uint8 or int8, got {dtype!r}") from None
+        return np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a numpy dtype, got {dtype!r}") from None
+
+
+def check_qdtype(dtype, name: str) -> np.dtype:
+    dt = as_dtype(dtype, name)
     if dt not in QUANT_DTYPES:
         raise TypeError(f"{name} must be uint8 or int8, got {dt}")
     return dt

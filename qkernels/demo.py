@@ -102,7 +102,7 @@ def run_demo(out: str = "digits_cnn_int8.onnx", method: str = "minmax", threads:
     from .graph import Session
     from .quant import quantize_model
     stream = stream or sys.stdout
-    if threads:
+    if threads is not None:   # 0 is an error, not the default
         set_num_threads(threads)
     model_path, data = shipped_data()
     calib, x_test, labels = as_input(data["calib_images"]), as_input(data["test_images"]), data["test_labels"]

@@ -1007,3 +1007,34 @@ def test_use_num_threads_sets_this_threads_count_only_and_restores_it():
     for bad in (0, True, 1.5, "2", None):
         with pytest.raises(ValueError):
             qkernels.use_num_threads(bad).__enter__()
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, w: qkernels.matmul(x, w, out_scale=0.1, requant=np.zeros((2, 2))),
+    lambda x, w: qkernels.matmul(x, w, out_scale=0.1, out_dtype=-2**63),
+    lambda x, w: qkernels.matmul(x, w, out_scale=0.1, out_dtype="x"),
+    lambda x, w: qkernels.matmul(x.data.astype(np.float16), w.data.astype(np.float16), out_zero_point=np.zeros(3)),
+    lambda x, w: qkernels.matmul(x.data.astype(np.float16), w.data.astype(np.float16), requant=[1]),
+    lambda x, w: qkernels.conv2d(qkernels.QTensor(x.data.reshape(1, 2, 2, 4), 0.1), qkernels.QTensor(np.ones((2, 1, 1, 4), np.int8), 0.1),
+                           out_dtype=np.int32, layout=np.zeros((2, 2))),
+    lambda x, w: qkernels.conv2d(qkernels.QTensor(x.data.reshape(1, 2, 2, 4), 0.1), qkernels.QTensor(np.ones((2, 1, 1, 4), np.int8), 0.1),
+                           out_dtype=np.int32, weight_layout=["OHWI"]),
+    lambda x, w: qkernels.matmul_integer(x.data.reshape(2, 2, 4)[:, :, :3], np.ones((13, 3, 2), np.int8)),
+], ids=["requant-array", "out_dtype-int", "out_dtype-str", "f16-zero-point-array", "f16-requant-list",
+        "layout-array", "weight_layout-list", "batch-mismatch"])
+def test_hostile_arguments_get_a_clear_error_naming_them(call):
+    # found by the API fuzzer: each raised from inside numpy (ambiguous truth value,
+    # unhashable array, "Cannot interpret ... as a data type", broadcast_shapes)
+    x = qkernels.QTensor(np.arange(16, dtype=np.uint8).reshape(4, 4), 0.1, 0)
+    w = qkernels.QTensor(np.ones((4, 3), np.int8), 0.1, 0)
+    with pytest.raises((ValueError, TypeError)) as info:
+        call(x, w)
+    assert any(word in str(info.value) for word in ("requant", "out_dtype", "out_zero_point", "layout", "do not broadcast")), \
+        str(info.value)
+
+
+def test_matmul_integer_with_k0_and_batch_dims_is_zero():
+    # reshape(-1, 0) of an empty batch failed (API fuzzer seed 0, case 17)
+    a, b = np.zeros((2, 33, 0), np.uint8), np.zeros((0, 5), np.uint8)
+    r = qkernels.matmul_integer(a, b)
+    assert r.shape == (2, 33, 5) and r.dtype == np.int32 and not r.any()

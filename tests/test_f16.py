@@ -247,3 +247,22 @@ def test_packed_fp16_weights_keep_half_the_memory_and_serve_every_path():
             _check(matmul(a, pw), a.astype(np.float64) @ b.astype(np.float64),
                    np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)), 100, isa)
     np.testing.assert_array_equal(matmul(a, pickle.loads(pickle.dumps(pw))), want)
+
+
+def test_k0_product_is_zero_whatever_the_heap_held():
+    qk = qkernels
+    # The row-major fp16 A panel left its one padded K step unwritten when K = 0: rows
+    # read freed heap memory (NaN here) as A. Found by the API fuzzer (seed 1, case 1210).
+    import ctypes
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    for isa in qk.SUPPORTED_ISAS:
+        with qk.use_isa(isa):
+            for m in (1, 5, 6, 7, 8, 13):
+                for _ in range(5):
+                    for size in (24, 48, 64, 96, 128, 192, 256):   # freed chunks of 0xFF for the next malloc
+                        p = libc.malloc(size + 64)
+                        ctypes.memset(p, 0xFF, size + 64)
+                        libc.free(p)
+                    r = qk.matmul(np.zeros((m, 0), np.float16), np.zeros((0, 7), np.float16))
+                    assert r.shape == (m, 7) and not np.any(r != 0), (isa, m)

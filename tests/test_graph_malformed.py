@@ -232,3 +232,37 @@ def test_an_opset_newer_than_onnx_is_checked_against_the_newest_schemas():
     np.testing.assert_array_equal(Session(model).run(None, {"x": np.array([-1, 1], np.float32)})[0], [0, 1])
     model = _model([helper.make_node("Relu", ["x"], ["y"], name="n", alpha=1.0)], [("x", TP.FLOAT, [2])], opset=2**31)
     _refused(model, match="'alpha'")
+
+
+@pytest.mark.parametrize("field", [b"Relu", b"relu_node", b"kept"])
+def test_names_that_are_not_utf8_are_refused(field):
+    # protobuf hands back bytes for string fields that are not UTF-8 (found by the model fuzzer)
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu_node"),
+             helper.make_node("LeakyRelu", ["x"], ["z"], name="leaky", alpha=0.5)]
+    model = _model(nodes, [("x", TP.FLOAT, [2])], outputs=("y", "z"))
+    data = model.SerializeToString()
+    if field == b"kept":      # an attribute name
+        data = data.replace(b"alpha", b"al\xffha")
+    else:
+        data = data.replace(field, field[:1] + b"\xff" + field[2:])
+    with pytest.raises(ModelError, match="not valid UTF-8"):
+        Session(data)
+
+
+def test_outputs_are_owned_ndarrays_and_constants_stay_read_only():
+    # a reduction folded to a numpy scalar, and an output that is a constant, come back as
+    # ndarrays the caller may write without changing the next run (found by the model fuzzer)
+    nodes = [helper.make_node("ReduceSum", ["c"], ["s"], name="sum", keepdims=0),
+             helper.make_node("Identity", ["c"], ["i"], name="ident"),
+             helper.make_node("Add", ["x", "s"], ["y"], name="add")]
+    model = _model(nodes, [("x", TP.FLOAT, [2])], {"c": np.ones(2, np.float32)}, outputs=("y", "s", "i"))
+    sess = Session(model)
+    y, s, i = sess.run(None, {"x": np.zeros(2, np.float32)})
+    for out in (y, s, i):
+        assert type(out) is np.ndarray and out.flags.writeable and out.flags.c_contiguous
+    assert s.shape == () and float(s) == 2.0
+    i[:] = 7
+    s[...] = 9
+    y2, s2, i2 = sess.run(None, {"x": np.zeros(2, np.float32)})
+    assert float(s2) == 2.0 and np.array_equal(i2, np.ones(2, np.float32)) and np.array_equal(y2, [2, 2])
+    assert all(not v.flags.writeable for v in sess.graph.initializers.values())

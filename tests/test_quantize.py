@@ -150,7 +150,7 @@ def test_cli_quantize_and_demo_report_errors_clearly(digits, tmp_path, capsys):
     assert main(["quantize", str(tmp_path / "missing.onnx"), str(out), "--calib", str(tmp_path / "calib.npz")]) == 1
     assert "cannot read model" in capsys.readouterr().err
     assert main(["quantize", model, str(tmp_path / "no" / "dir" / "q.onnx"), "--calib",
-                 str(tmp_path / "calib.npz"), "--quiet"]) == 1
+                 str(tmp_path / "calib.npz"), "--quiet"]) == 2   # a usage error, found before the work
     assert "cannot write" in capsys.readouterr().err
     assert main(["demo", "--method", "nope", "--quiet", "--no-ort", "--out", str(tmp_path / "d.onnx")]) == 1
     assert "unknown calibration method" in capsys.readouterr().err

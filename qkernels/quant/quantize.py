@@ -17,8 +17,11 @@ Targets (docs/quant.md):
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import os
+import zipfile
+import zlib
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -60,18 +63,13 @@ def iter_calibration(data, input_names: list[str]) -> Iterable[dict]:
             for f in files:
                 yield from iter_calibration(os.path.join(path, f), input_names)
             return
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise CalibrationError(f"cannot read calibration data {path!r}: {exc}") from None
-        if isinstance(loaded, np.ndarray):
-            if len(input_names) != 1:
-                raise CalibrationError(f"{path!r} holds one array but the model has inputs {input_names}")
-            loaded = {input_names[0]: loaded}
-        yield from iter_calibration(dict(loaded), input_names)
+        yield from iter_calibration(_load_arrays(path, input_names), input_names)
         return
     if isinstance(data, Mapping):
         arrays = {k: np.asarray(v) for k, v in data.items()}
+        for k, v in arrays.items():
+            if v.ndim == 0:
+                raise CalibrationError(f"calibration array {k!r} is a scalar; it needs a leading batch axis")
         n = min(len(v) for v in arrays.values()) if arrays else 0
         for i in range(0, n, 32):
             yield {k: v[i:i + 32] for k, v in arrays.items()}
@@ -81,6 +79,35 @@ def iter_calibration(data, input_names: list[str]) -> Iterable[dict]:
             raise CalibrationError(f"calibration batches must be dicts of input name -> array, got "
                                    f"{type(item).__name__}")
         yield dict(item)
+
+
+#: what numpy raises on a damaged .npy/.npz: bad header or pickled data (ValueError), short
+#: file (EOFError), bad zip or CRC (BadZipFile), corrupt deflate stream (zlib.error)
+_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _load_arrays(path: str, input_names: list[str]) -> dict:
+    """The arrays of a .npy or .npz file, every .npz member read here: members are read
+    lazily, so a damaged one would otherwise fail later with a raw zipfile or zlib error."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except _UNREADABLE as exc:
+        raise CalibrationError(f"cannot read calibration data {path!r}: {exc}") from None
+    if isinstance(loaded, np.ndarray):
+        if len(input_names) != 1:
+            raise CalibrationError(f"{path!r} holds one array but the model has inputs {input_names}")
+        return {input_names[0]: loaded}
+    arrays = {}
+    with loaded:
+        for name in loaded.files:
+            try:
+                value = loaded[name]
+            except _UNREADABLE as exc:
+                raise CalibrationError(f"cannot read member {name!r} of calibration data {path!r}: {exc}") from None
+            if not isinstance(value, np.ndarray):   # numpy hands back the raw bytes of a non-.npy member
+                raise CalibrationError(f"member {name!r} of calibration data {path!r} is not a .npy array")
+            arrays[name] = value
+    return arrays
 
 
 # ---------------------------------------------------------------- model surgery
@@ -355,6 +382,18 @@ def _name_nodes(model):
     return model
 
 
+def _check_node_names(model, names) -> None:
+    """Every name in ``exclude_nodes`` must name a node: a typo would silently quantize the
+    layer the user meant to keep in float. The error lists the nearest names."""
+    known = [n.name for n in model.graph.node]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], known, n=5, cutoff=0.5)
+        hint = f"did you mean {', '.join(map(repr, near))}?" if near else \
+            f"the nodes are {', '.join(map(repr, known[:10]))}{', ...' if len(known) > 10 else ''}"
+        raise ValueError(f"exclude_nodes: no node named {unknown[0]!r}; {hint}")
+
+
 def _layers(model, op_types, exclude):
     """The quantized nodes in graph order as (node, activation input, weight or None,
     quantized output tensor) -- the output after a fused Relu/Clip, as in :func:`_plan`."""
@@ -429,6 +468,8 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
         raise ValueError(f"max_drop must be >= 0, got {max_drop!r}")
     original = load_model(model)
     proto = _name_nodes(fold_batch_norm(original))
+    user_exclude = set(exclude_nodes)
+    _check_node_names(proto, user_exclude)
     if target == "fp16":
         m = to_fp16(proto)
         return (m, {"target": "fp16", "tensors": [], "weights": [], "layers": [], "outputs": [],
@@ -439,7 +480,6 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     if act_dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
         raise ValueError(f"activation_dtype must be int8 or uint8, got {act_dtype}")
     op_types = tuple(op_types)
-    user_exclude = set(exclude_nodes)
     symmetric = pow2 = target == "dsp"
     eq_info = None
     if equalize:
