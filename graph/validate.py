@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import ModelError, RunError
 from .ir import Graph, Node
-from .model import MAX_ELEMENTS
+from . import model
 
 #: numpy's limit on dimensions (broadcasting: 32 even where arrays may have 64)
 MAX_RANK = 32
@@ -48,8 +48,8 @@ def check_size(shape, node: Node) -> tuple:
     if len(shape) > MAX_RANK:
         fail(node, f"output rank {len(shape)} is above the limit of {MAX_RANK} dimensions")
     n = math.prod(shape)
-    if n > MAX_ELEMENTS:
-        fail(node, f"output shape {shape} holds {n} elements, above the limit of {MAX_ELEMENTS} "
+    if n > model.MAX_ELEMENTS:   # read at each call: a program may change the limit
+        fail(node, f"output shape {shape} holds {n} elements, above the limit of {model.MAX_ELEMENTS} "
                    "(qkernels.graph.model.MAX_ELEMENTS)")
     return shape
 
