@@ -208,6 +208,8 @@ def _clamp(ed: _Editor, act: Node | None, sy, zy):
     if act is None:
         return lo, hi
     s, z = np.float32(sy.reshape(())), int(zy.reshape(()))
+    if not (np.isfinite(s) and s > 0):   # no integer clamp stands for it: left to the reference op
+        return None
 
     def q(v) -> int:
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
@@ -223,7 +225,7 @@ def _clamp(ed: _Editor, act: Node | None, sy, zy):
             bounds.append(default)
             continue
         v = ed.const(name)
-        if not _scalar(v):
+        if not _scalar(v) or np.isnan(v.reshape(())):
             return None
         bounds.append(q(float(v.reshape(()))))
     return bounds[0], bounds[1]

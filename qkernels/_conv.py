@@ -357,6 +357,7 @@ def depthwise_conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike
             raise ValueError(f"packed weights are not depthwise for {c} channels (groups={w.groups}, "
                              f"C/groups={w.cg}); pack them with groups=C")
     elif isinstance(w, (QTensor, np.ndarray)):
+        check_choice(weight_layout, _WEIGHT_LAYOUTS, "weight_layout")
         if w.ndim != 4 or w.shape[3 if weight_layout == "OHWI" else 1] != 1:
             raise ValueError(f"depthwise weights must be (O, KH, KW, 1) for OHWI or (O, 1, KH, KW) for OIHW, "
                              f"got shape {w.shape}")

@@ -1020,8 +1020,11 @@ def test_use_num_threads_sets_this_threads_count_only_and_restores_it():
     lambda x, w: qkernels.conv2d(qkernels.QTensor(x.data.reshape(1, 2, 2, 4), 0.1), qkernels.QTensor(np.ones((2, 1, 1, 4), np.int8), 0.1),
                            out_dtype=np.int32, weight_layout=["OHWI"]),
     lambda x, w: qkernels.matmul_integer(x.data.reshape(2, 2, 4)[:, :, :3], np.ones((13, 3, 2), np.int8)),
+    lambda x, w: qkernels.depthwise_conv2d(qkernels.QTensor(x.data.reshape(1, 2, 2, 4), 0.1),
+                                           qkernels.QTensor(np.ones((4, 1, 1, 1), np.int8), 0.1),
+                                           out_dtype=np.int32, weight_layout=np.array([])),
 ], ids=["requant-array", "out_dtype-int", "out_dtype-str", "f16-zero-point-array", "f16-requant-list",
-        "layout-array", "weight_layout-list", "batch-mismatch"])
+        "layout-array", "weight_layout-list", "batch-mismatch", "depthwise-weight_layout-array"])
 def test_hostile_arguments_get_a_clear_error_naming_them(call):
     # found by the API fuzzer: each raised from inside numpy (ambiguous truth value,
     # unhashable array, "Cannot interpret ... as a data type", broadcast_shapes)

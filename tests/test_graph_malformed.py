@@ -266,3 +266,24 @@ def test_outputs_are_owned_ndarrays_and_constants_stay_read_only():
     y2, s2, i2 = sess.run(None, {"x": np.zeros(2, np.float32)})
     assert float(s2) == 2.0 and np.array_equal(i2, np.ones(2, np.float32)) and np.array_equal(y2, [2, 2])
     assert all(not v.flags.writeable for v in sess.graph.initializers.values())
+
+
+@pytest.mark.parametrize("clip_max", [None, np.float32(np.nan)])
+def test_nan_output_scale_or_clip_bound_is_not_turned_into_an_integer_clamp(clip_max):
+    # int(NaN) escaped the QDQ rewrite's clamp (model fuzzer seed 2, case 1215): such a
+    # pattern stays as written and runs on the reference operators, like ORT's graph
+    # with optimizations off
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["xf"], name="dqx"),
+             helper.make_node("DequantizeLinear", ["w", "s", "zw"], ["wf"], name="dqw"),
+             helper.make_node("Conv", ["xf", "wf"], ["yf"], name="conv"),
+             helper.make_node("Clip", ["yf", "", "hi"], ["cf"], name="clip") if clip_max is not None
+             else helper.make_node("Relu", ["yf"], ["cf"], name="relu"),
+             helper.make_node("QuantizeLinear", ["cf", "sy", "z"], ["y"], name="q")]
+    inits = {"s": np.float32(0.1), "z": np.uint8(0), "zw": np.int8(0), "w": np.ones((2, 1, 1, 1), np.int8),
+             "sy": np.float32(np.nan if clip_max is None else 0.1)}
+    if clip_max is not None:
+        inits["hi"] = clip_max
+    sess = Session(_model(nodes, [_X8], inits))
+    (y,) = sess.run(None, _FEED8)
+    (ref,) = Session(_model(nodes, [_X8], inits), backends=["reference"]).run(None, _FEED8)
+    assert y.dtype == np.uint8 and y.shape == (1, 2, 4, 4) and np.array_equal(y, ref)
