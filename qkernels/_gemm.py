@@ -47,9 +47,7 @@ def rows_view(x: np.ndarray) -> np.ndarray | None:
     dims = [(n, s) for n, s in zip(x.shape[:-1], x.strides[:-1]) if n != 1]
     if any(s0 != s1 * n1 for (_, s0), (n1, s1) in zip(dims, dims[1:])):
         return None
-    rows = 1
-    for n, _ in dims:
-        rows *= n
+    rows = math.prod(n for n, _ in dims)
     row_stride = dims[-1][1] if dims else x.strides[-1] * x.shape[-1]
     return np.lib.stride_tricks.as_strided(x, (rows, x.shape[-1]), (row_stride, x.strides[-1]), writeable=False)
 
