@@ -14,6 +14,7 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 # Per-architecture: kernel folder -> compiler flags for the files in it.
 ISA_FLAGS = {
@@ -48,9 +49,21 @@ class BuildISAExt(build_ext):
         super().build_extension(ext)
 
 
+class BuildPyWithoutCheckoutOnly(build_py):
+    """Installs bench/ as qkernels.bench without the modules that run from a checkout only:
+    its pytest-benchmark suites and scripts (`pytest bench`, `python bench/report.py`)."""
+    CHECKOUT_ONLY = ("conftest", "suite", "shapes", "report", "f16_accumulation")
+
+    def find_package_modules(self, package, package_dir):
+        modules = super().find_package_modules(package, package_dir)
+        if package != "qkernels.bench":
+            return modules
+        return [m for m in modules if m[1] not in self.CHECKOUT_ONLY and not m[1].startswith("test_")]
+
+
 native = Extension(
     "qkernels._native",
-    sources=["kernels/_native.pyx", "kernels/pack.c", "kernels/im2col.c", "kernels/dwconv.c", "kernels/quantize.c", "kernels/cpu.c", "kernels/registry.c",
+    sources=["kernels/_native.pyx", "kernels/pack.c", "kernels/gemm_block.c", "kernels/im2col.c", "kernels/dwconv.c", "kernels/quantize.c", "kernels/cpu.c", "kernels/registry.c",
              *sorted(glob("kernels/scalar/*.c"))],
     include_dirs=["kernels/include", np.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
@@ -60,9 +73,11 @@ native = Extension(
 )
 
 setup(
-    packages=["qkernels", "qkernels.quant", "qkernels.graph", "qkernels.graph.backends"],
-    package_dir={"qkernels": "qkernels", "qkernels.graph": "graph", "qkernels.graph.backends": "graph/backends"},
+    packages=["qkernels", "qkernels.quant", "qkernels.graph", "qkernels.graph.backends",
+              "qkernels.graph.backends.reference", "qkernels.bench"],
+    package_dir={"qkernels": "qkernels", "qkernels.graph": "graph", "qkernels.graph.backends": "graph/backends",
+                 "qkernels.bench": "bench"},
     package_data={"qkernels": ["py.typed", "data/*.onnx", "data/*.npz", "data/README.md"]},
     ext_modules=cythonize([native], compiler_directives={"language_level": "3"}),
-    cmdclass={"build_ext": BuildISAExt},
+    cmdclass={"build_ext": BuildISAExt, "build_py": BuildPyWithoutCheckoutOnly},
 )

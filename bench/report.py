@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shapes import LAYERS, QUICK, QUICK_LAYERS, SHAPES  # noqa: E402
 
-from qkernels.bench_compare import CompareError, EXIT_REGRESSION, compare_reports, format_markdown  # noqa: E402
+from qkernels.bench.compare import CompareError, EXIT_REGRESSION, compare_reports, format_markdown  # noqa: E402
 
 
 def _f(x, spec="{:.1f}"):
@@ -221,7 +221,7 @@ def _rate(x: dict) -> str:
 
 def compare(old: dict, new: dict) -> str:
     """qkernels speed of two reports of one suite side by side, with the noise threshold
-    and verdict of :mod:`qkernels.bench_compare` (the logic ``qkernels bench --compare`` uses)."""
+    and verdict of :mod:`qkernels.bench.compare` (the logic ``qkernels bench --compare`` uses)."""
     try:
         return format_markdown(compare_reports(old, new))
     except CompareError as exc:

@@ -1,15 +1,14 @@
 """The GEMM shapes and convolution layers of every benchmark: re-exported from
-:mod:`qkernels.bench` (``SHAPES``) and :mod:`qkernels.bench_conv` (``LAYERS``).
+:mod:`qkernels.bench.gemm` (``SHAPES``) and :mod:`qkernels.bench.conv` (``LAYERS``).
 
 One table of each serves the pytest-benchmark suites here (which read them from the
-package directly), ``python -m qkernels bench`` (``--suite gemm`` / ``--suite conv``) and
-docs/performance.md; ``python bench/shapes.py`` lists them. They live in the package
-(which must never import ``bench/``) so that the CLI can read them; add or change
-shapes and layers there.
+harness directly), ``python -m qkernels bench`` (``--suite gemm`` / ``--suite conv``) and
+docs/performance.md; ``python bench/shapes.py`` lists them. Add or change shapes and
+layers in gemm.py and conv.py.
 """
-from qkernels.bench import QUICK, SHAPES, Shape, shapes
-from qkernels.bench_conv import LAYERS, Layer, layers
-from qkernels.bench_conv import QUICK as QUICK_LAYERS
+from qkernels.bench.conv import LAYERS, Layer, layers
+from qkernels.bench.conv import QUICK as QUICK_LAYERS
+from qkernels.bench.gemm import QUICK, SHAPES, Shape, shapes
 
 __all__ = ["LAYERS", "QUICK", "QUICK_LAYERS", "SHAPES", "Layer", "Shape", "layers", "shapes"]
 

@@ -9,7 +9,7 @@ at the end of the session and adds to the JSON (key ``qkernels_summary``): per
 benchmark group and thread count, qkernels' rate, each peer's rate and qkernels'
 speed-up over it (peer median time / qkernels median time), all from this one run.
 
-Peak: ``qkernels.bench_peak`` -- ops per cycle per core of the ISA path in use
+Peak: ``qkernels.bench.peak`` -- ops per cycle per core of the ISA path in use
 (``qkernels.get_isa()``, for fp16 the kernel of ``cpu_info()["f16_kernel"]``) x the
 clock x the cores used. The clock is measured once per session, in this process, by a
 chain of dependent one-cycle adds (x86-64), else read from sysfs or /proc/cpuinfo;
@@ -23,7 +23,7 @@ import os
 import pytest
 
 import qkernels as qk
-from qkernels import bench_peak
+from qkernels.bench import peak as bench_peak
 
 CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 #: 1 thread and all threads (of this process's CPUs).

@@ -3,7 +3,7 @@ numpy float32 and ONNX Runtime (int8 and float32) at the layers of real edge mod
 (MobileNetV2/V3, ResNet-18/50, EfficientNet-B0), 1 thread and all threads.
 
 Run with ``python -m pytest bench/test_bench_conv.py --benchmark-only`` (``-k mnv2`` for
-some layers). The layers, problems and ONNX models are :mod:`qkernels.bench_conv`'s (the
+some layers). The layers, problems and ONNX models are :mod:`qkernels.bench.conv`'s (the
 table of ``python -m qkernels bench --suite conv``; ``python bench/shapes.py`` lists it).
 Each layer and thread count is one benchmark group holding:
 
@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 
 import qkernels as qk
-from qkernels import bench_conv
-from qkernels.bench import blas_set_num_threads, ort_bound_call, ort_session
+from qkernels.bench import conv as bench_conv
+from qkernels.bench.peers import blas_set_num_threads, ort_bound_call, ort_session
 from suite import CPUS, QUICK, THREADS, finish, use_threads
 
 LAYERS = bench_conv.layers(quick=QUICK)

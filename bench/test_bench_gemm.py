@@ -8,7 +8,7 @@ Run with::
     python -m pytest bench/ --benchmark-only --benchmark-json=b.json   # save; later:
     python -m pytest bench/ --benchmark-only --benchmark-compare=<saved> --benchmark-compare-fail=median:10%
 
-Shapes come from ``bench/shapes.py`` (the table of :mod:`qkernels.bench`, shared with
+Shapes come from ``bench/shapes.py`` (the table of :mod:`qkernels.bench.gemm`, shared with
 ``python -m qkernels bench`` and docs/performance.md). Each shape and thread count
 (1 and all CPUs) is one benchmark group holding:
 
@@ -17,7 +17,7 @@ Shapes come from ``bench/shapes.py`` (the table of :mod:`qkernels.bench`, shared
   the result is first checked against the exact numpy reference;
 * ``qkernels-f16``: ``qkernels.matmul`` on float16 A and packed float16 B, float16 ``out=``
   (not on the ``-w7`` shapes: in fp16 they are their full-range twins), first checked
-  within the fp16 accuracy bound (``qkernels.bench_f16.accuracy_check``);
+  within the fp16 accuracy bound (``qkernels.bench.f16.accuracy_check``);
 * ``numpy-f32``: float32 ``np.matmul(a, b, out=c)``, its BLAS limited to the thread count
   (threadpoolctl, else OpenBLAS's ``set_num_threads`` through ctypes);
 * ``numpy-f16``: ``np.matmul`` on the float16 arrays (no BLAS: 1 thread, small shapes only);
@@ -43,9 +43,9 @@ import numpy as np
 import pytest
 
 import qkernels as qk
-from qkernels import bench_f16
-from qkernels.bench import (blas_set_num_threads, make_problem, ort_bound_call, ort_model, ort_session, reference,
-                            shapes)
+from qkernels.bench import f16 as bench_f16
+from qkernels.bench.gemm import make_problem, ort_model, reference, shapes
+from qkernels.bench.peers import blas_set_num_threads, ort_bound_call, ort_session
 from suite import CPUS, QUICK, THREADS, finish, use_threads
 
 SHAPES = shapes(quick=QUICK)

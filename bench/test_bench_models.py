@@ -6,7 +6,7 @@ Run with::
     python -m pytest bench/test_bench_models.py --benchmark-only                   # 224px models
     QKERNELS_BENCH_QUICK=1 python -m pytest bench/test_bench_models.py --benchmark-only   # small ones
 
-The models, their int8 variant, the input and the checks are :mod:`qkernels.bench_models`'
+The models, their int8 variant, the input and the checks are :mod:`qkernels.bench.models`'
 (``python -m qkernels bench --suite models``): each architecture is built once per session
 (``write_model``: zoo builder, seeded weights; int8 quantized once by ONNX Runtime's own
 tools, QDQ, s8 per channel) into a temporary folder, so both libraries run the
@@ -34,8 +34,9 @@ from typing import NamedTuple
 import pytest
 from suite import CPUS, QUICK, THREADS, finish, use_threads
 
-from qkernels import bench, bench_models
-from qkernels.bench import blas_set_num_threads, check_failed, ort_session
+from qkernels.bench import models as bench_models
+from qkernels.bench.peers import blas_set_num_threads, have, ort_session
+from qkernels.bench.timing import check_failed
 
 MODELS = bench_models.models(quick=QUICK)
 CASES = [pytest.param(m, lib, t, id=f"{m.arch}-{lib}-{m.variant}-{t}t")
@@ -62,7 +63,7 @@ def _prepare(model, folder) -> Prepared:
     with open(path, "rb") as f:
         data = f.read()
     x = bench_models.model_input(model)
-    have_ort = bench._have("onnxruntime")
+    have_ort = have("onnxruntime")
     ref, ref_qdq = bench_models.ort_references(data, model, {"input": x}) if have_ort else (None, None)
     return Prepared(data, x, ref, bench_models.output_scale(proto), ref_qdq)
 

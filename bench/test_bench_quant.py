@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 
 import qkernels as qk
-from qkernels.bench import onnx_bytes, ort_bound_call, ort_session
+from qkernels.bench.peers import onnx_bytes, ort_bound_call, ort_session
 from suite import QUICK, THREADS, finish, use_threads
 
 

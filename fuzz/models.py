@@ -154,10 +154,10 @@ def corpus() -> dict[str, bytes]:
         with open(path, "rb") as f:
             out[os.path.basename(path)] = f.read()
     try:
-        from qkernels.graph import zoo
+        from qkernels.bench import zoo
         out["mobilenet_v2"] = zoo.mobilenet_v2(width=0.25, size=32, classes=10).SerializeToString()
         out["resnet18"] = zoo.resnet18(width=0.125, size=32, classes=10).SerializeToString()
-    except ImportError:   # another installation without the zoo
+    except ImportError:   # an installation without the benchmark harness (and its zoo)
         pass
     return out
 

@@ -25,7 +25,8 @@ Kernel = Callable[[Mapping[str, np.ndarray]], "dict[str, np.ndarray]"]
 
 
 class Backend:
-    """Subclass and override ``supports`` and ``compile``."""
+    """Subclass and override ``supports`` and ``compile`` (``why_not`` and ``rewrite``
+    are optional)."""
 
     #: the name sessions and reports use
     name: str = "backend"
@@ -40,6 +41,13 @@ class Backend:
         supported"), shown next to the node in a session's UnsupportedError; None when
         there is no particular reason to give."""
         return None
+
+    def rewrite(self, graph: Graph) -> Graph:
+        """Optional: planning passes of this backend (fusions, layout changes), run on the
+        whole graph after constant folding and before partitioning when the session lists
+        this backend; the graph returned must compute the same outputs. The default
+        returns ``graph`` unchanged."""
+        return graph
 
     def compile(self, nodes: list[Node], graph: Graph) -> Kernel:
         """A callable running ``nodes`` (a partition, in order): it receives a mapping

@@ -61,9 +61,7 @@ class Session:
         validate(graph)   # every node checked once, before folding and the backends see it
         self.graph = fold_constants(graph, fold_limit)
         for b in rewriters:
-            rewrite = getattr(b, "rewrite", None)
-            if rewrite is not None:
-                self.graph = rewrite(self.graph)
+            self.graph = b.rewrite(self.graph)
         self._partitions: list[Partition] = partition(self.graph, self.backends)
         self._kernels = [p.backend.compile(p.nodes, self.graph) for p in self._partitions]
         self._last_use = self._liveness()

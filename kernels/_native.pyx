@@ -13,92 +13,7 @@ cimport numpy as cnp
 
 cnp.import_array()
 
-cdef extern from "qk_common.h" nogil:
-    ctypedef void (*qk_gemm_ukernel_fn)(size_t, const void *, const void *, int32_t *)
-    ctypedef struct qk_out_params:
-        int mode
-        int out_signed
-        int32_t zero_point
-        int32_t lo, hi
-        const int32_t *col_add
-        const int32_t *col_zb
-        const int32_t *row_sum
-        const float *scale
-        const int32_t *mult
-        const int32_t *shift
-        const float *bias_f
-        float flo, fhi
-    ctypedef void (*qk_output_fn)(size_t, size_t, const int32_t *, size_t, size_t, size_t,
-                                  const qk_out_params *, void *, size_t)
-    ctypedef struct qk_gemm_kernel:
-        const char *name
-        int isa
-        int mr, nr, kr
-        int a_pack, b_pack
-        size_t max_m
-        int needs_pairs_128
-        qk_output_fn output
-        int dtype
-    int QK_ISA_COUNT
-    int QK_DW_PIXELS
-    int QK_PACK_I16, QK_PACK_S8, QK_PACK_U8, QK_PACK_F32, QK_PACK_F16
-    int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT, QK_OUT_F16
-    int QK_DTYPE_QS8, QK_DTYPE_F16
-    size_t qk_pack_elem_size(int pack)
-    int qk_gemm_kernel_count()
-    const qk_gemm_kernel *qk_gemm_kernel_get(int id)
-    int qk_gemm_kernel_select(int dtype, int isa, size_t m, int b_pairs_128)
-    const char *qk_isa_name(int isa)
-    unsigned int qk_cpu_features()
-    const char *qk_cpu_arch()
-    void qk_pack_b(int pack, int nr, int kr, size_t k, size_t n, const void *b, int b_signed,
-                   Py_ssize_t stride_k, Py_ssize_t stride_n, const int32_t *zb, void *packed,
-                   int32_t *col_sum)
-    void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k, const void *a, int a_signed,
-                   Py_ssize_t stride_m, Py_ssize_t stride_k, int32_t za, void *packed,
-                   int32_t *row_sum)
-    size_t qk_packed_b_bytes(int pack, int nr, int kr, size_t k, size_t n)
-    size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k)
-    ctypedef struct qk_conv_geom:
-        const uint8_t *x
-        Py_ssize_t sn, sh, sw, sc
-        size_t in_h, in_w, out_h, out_w, kh, kw, cg
-        size_t stride_y, stride_x, dil_y, dil_x
-        Py_ssize_t pad_top, pad_left
-        uint8_t pad
-        size_t elem
-    void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows,
-                        int a_signed, int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum)
-    ctypedef struct qk_dw_params:
-        qk_conv_geom g
-        size_t mult
-        const int16_t *w
-        int32_t za
-        int a_signed
-        int dtype
-        const float *wf
-        const qk_out_params *out
-        void *c
-        size_t c_stride
-    void qk_dw_prepare(qk_dw_params *d, uint8_t *zero_pixel, int32_t *init)
-    ctypedef size_t (*qk_dw_sum_fn)(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs,
-                                    size_t ptr_stride, Py_ssize_t step, size_t c0, int32_t *acc,
-                                    size_t acc_stride, size_t m0, size_t *stored)
-    qk_dw_sum_fn qk_dw_sum_for_isa(int dtype, int isa)
-    void qk_dwconv(const qk_dw_params *d, qk_dw_sum_fn sum, qk_output_fn output, size_t p0, size_t p1,
-                   const qk_out_params *p, void *c, size_t c_stride, int32_t *acc)
-    void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1, size_t n0,
-                       size_t n1, const void *a_packed, const void *b_packed,
-                       const qk_out_params *p, void *c, size_t c_stride)
-
-cdef extern from "qk_quant.h" nogil:
-    ctypedef struct qk_quant_kernels:
-        pass
-    const qk_quant_kernels *qk_quant_kernels_for_isa(int isa)
-    int qk_quantize_range(const qk_quant_kernels *k, size_t i0, size_t i1, size_t channels, size_t inner,
-                          const float *x, const float *scale, const int32_t *zp, int out_signed, void *q)
-    void qk_dequantize_range(const qk_quant_kernels *k, size_t i0, size_t i1, size_t channels, size_t inner,
-                             const void *q, int in_signed, const float *scale, const int32_t *zp, float *y)
+from qk cimport *
 
 OUT_INT32 = QK_OUT_INT32
 OUT_FP32 = QK_OUT_FP32
@@ -110,6 +25,12 @@ PACK_I16 = QK_PACK_I16
 PACK_S8 = QK_PACK_S8
 PACK_U8 = QK_PACK_U8
 PACK_F16 = QK_PACK_F16
+PACK_F32 = QK_PACK_F32
+PACK_F32_ROWS = QK_PACK_F32_ROWS
+KIND_GEMM = QK_KIND_GEMM
+KIND_DW_SUM = QK_KIND_DW_SUM
+KIND_QUANTIZE = QK_KIND_QUANTIZE
+KIND_DEQUANTIZE = QK_KIND_DEQUANTIZE
 
 _FEATURE_BITS = {
     "avx2": 1 << 0, "fma": 1 << 1, "f16c": 1 << 2, "avx512f": 1 << 3, "avx512bw": 1 << 4,
@@ -133,12 +54,13 @@ def isa_names():
 
 
 def kernel_info(int kid):
-    """(name, isa, mr, nr, kr, a_pack, b_pack, max_m, needs_pairs_128, dtype) of kernel `kid`, or None."""
-    cdef const qk_gemm_kernel *k = qk_gemm_kernel_get(kid)
+    """(name, isa, mr, nr, kr, a_pack, b_pack, max_m, needs_pairs_128, dtype, kind) of micro-kernel
+    `kid` (KIND_GEMM, KIND_DW_SUM, KIND_QUANTIZE or KIND_DEQUANTIZE), or None."""
+    cdef const qk_ukernel *k = qk_ukernel_get(kid)
     if k == NULL:
         return None
     return (k.name.decode(), qk_isa_name(k.isa).decode(), k.mr, k.nr, k.kr, k.a_pack, k.b_pack, k.max_m,
-            bool(k.needs_pairs_128), k.dtype)
+            bool(k.needs_pairs_128), k.dtype, k.kind)
 
 
 def select_kernel(int isa, size_t m, bint b_pairs_128=False, int dtype=QK_DTYPE_QS8):
@@ -148,12 +70,13 @@ def select_kernel(int isa, size_t m, bint b_pairs_128=False, int dtype=QK_DTYPE_
 
 
 def kernel_count():
-    return qk_gemm_kernel_count()
+    """Number of micro-kernels in the registry (all kinds; ids 0 .. count - 1)."""
+    return qk_ukernel_count()
 
 
-cdef const qk_gemm_kernel *_kernel(int kid) except NULL:
-    cdef const qk_gemm_kernel *k = qk_gemm_kernel_get(kid)
-    if k == NULL:
+cdef const qk_ukernel *_kernel(int kid) except NULL:
+    cdef const qk_ukernel *k = qk_ukernel_get(kid)
+    if k == NULL or k.kind != QK_KIND_GEMM:
         raise ValueError(f"no GEMM kernel {kid} in this build")
     return k
 
@@ -163,7 +86,7 @@ def pack_b(int kid, cnp.ndarray b, bint b_signed, const int32_t[::1] zb):
 
     Returns (packed uint8 buffer, column sums int32[N]). For int16 panels the zero
     points are subtracted here; for int8 panels the sums let the caller fold them."""
-    cdef const qk_gemm_kernel *k = _kernel(kid)
+    cdef const qk_ukernel *k = _kernel(kid)
     cdef size_t K = b.shape[0], N = b.shape[1]
     cdef Py_ssize_t sk = b.strides[0], sn = b.strides[1]
     packed = np.empty(qk_packed_b_bytes(k.b_pack, k.nr, k.kr, K, N), np.uint8)
@@ -232,7 +155,7 @@ def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, siz
 
     The caller (qkernels._gemm) guarantees dtypes, contiguity and lengths of the
     per-column arrays (col_add, col_zb, scale, mult, shift: int32/float32, >= N)."""
-    cdef const qk_gemm_kernel *k = _kernel(kid)
+    cdef const qk_ukernel *k = _kernel(kid)
     cdef qk_out_params p = _out_params(mode, out_signed, zy, lo, hi, col_add, scale, mult, shift)
     p.col_zb = <const int32_t *>_ptr(col_zb)
     return _gemm_run(k, a, a_signed, za, b_packed, N, need_row_sum, &p, out, num_threads)
@@ -243,7 +166,7 @@ def gemm_f16(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bias
     """fp16 C = fp16(clamp(A (M, K) . packed B + bias, flo, fhi)) into `out` (M, N) float16:
     the same driver as `gemm`, with an fp16 kernel. A: float16 matrix (any strides) or
     a ConvSource of elem 2; bias: float32 (>= N)."""
-    cdef const qk_gemm_kernel *k = _kernel(kid)
+    cdef const qk_ukernel *k = _kernel(kid)
     if k.dtype != QK_DTYPE_F16:
         raise ValueError(f"kernel {kid} is not an fp16 kernel")
     cdef qk_out_params p
@@ -254,7 +177,7 @@ def gemm_f16(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bias
     return _gemm_run(k, a, False, 0, b_packed, N, False, &p, out, num_threads)
 
 
-cdef object _gemm_run(const qk_gemm_kernel *k, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
+cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
                       bint need_row_sum, qk_out_params *pp, cnp.ndarray out, int num_threads):
     cdef qk_out_params p = pp[0]
     cdef ConvSource conv = a if isinstance(a, ConvSource) else None
@@ -367,7 +290,7 @@ cdef object _gemm_run(const qk_gemm_kernel *k, object a, bint a_signed, int32_t 
     return out
 
 
-cdef inline void _block(const qk_gemm_kernel *k, size_t K, size_t M, size_t N, Py_ssize_t t,
+cdef inline void _block(const qk_ukernel *k, size_t K, size_t M, size_t N, Py_ssize_t t,
                         size_t n_blocks, size_t mc_panels, size_t nc_panels, const void *a_packed,
                         const void *bp, const qk_out_params *p, char *c, size_t c_stride) noexcept nogil:
     cdef size_t m0 = (t // n_blocks) * mc_panels * k.mr
@@ -415,8 +338,8 @@ def dwconv_f16(int isa, ConvSource src, cnp.ndarray wf, cnp.ndarray bias, float 
 
 cdef object _dw_run(int isa, qk_dw_params *d, size_t pixels, qk_out_params *p, cnp.ndarray out, int num_threads):
     cdef int kid = qk_gemm_kernel_select(d.dtype, isa, 1 << 20, 0)
-    cdef const qk_gemm_kernel *k = _kernel(kid)    # its output stage
-    cdef qk_dw_sum_fn fn = qk_dw_sum_for_isa(d.dtype, isa)
+    cdef const qk_ukernel *k = _kernel(kid)    # its output stage
+    cdef qk_dw_sum_fn fn = qk_ukernel_for_isa(QK_KIND_DW_SUM, d.dtype, isa).dw_sum
     cdef size_t ch = d.g.cg, oc = d.g.cg * d.mult
     if pixels == 0 or oc == 0:
         return out
@@ -464,7 +387,7 @@ def quantize(int isa, cnp.ndarray x, cnp.ndarray scale, cnp.ndarray zp, size_t c
     C-contiguous, into int8/uint8 out of x's size; scale float32 and zp int32 hold
     `channels` values. Returns True when x holds a NaN. The caller validates every array."""
     cdef size_t n = x.size, chunk
-    cdef const qk_quant_kernels *k = qk_quant_kernels_for_isa(isa)
+    cdef qk_quantize_row_fn k = qk_ukernel_for_isa(QK_KIND_QUANTIZE, QK_DTYPE_QS8, isa).quantize
     cdef const float *xp = <const float *>_ptr(x)
     cdef const float *sp = <const float *>_ptr(scale)
     cdef const int32_t *zpp = <const int32_t *>_ptr(zp)
@@ -486,7 +409,7 @@ def dequantize(int isa, cnp.ndarray q, bint in_signed, cnp.ndarray scale, cnp.nd
     """out = float32(q - zp) * scale for int8/uint8 q viewed as (outer, channels, inner),
     C-contiguous, into float32 out of q's size. The caller validates every array."""
     cdef size_t n = q.size, chunk
-    cdef const qk_quant_kernels *k = qk_quant_kernels_for_isa(isa)
+    cdef qk_dequantize_row_fn k = qk_ukernel_for_isa(QK_KIND_DEQUANTIZE, QK_DTYPE_QS8, isa).dequantize
     cdef const void *qp = _ptr(q)
     cdef const float *sp = <const float *>_ptr(scale)
     cdef const int32_t *zpp = <const int32_t *>_ptr(zp)
@@ -501,3 +424,182 @@ def dequantize(int isa, cnp.ndarray q, bint in_signed, cnp.ndarray scale, cnp.nd
                 qk_dequantize_range(k, min(n, t * chunk), min(n, (t + 1) * chunk), channels, inner, qp, in_signed,
                                     sp, zpp, y)
     return out
+
+
+# ------------------------------------------------------------------------ test entry points
+# One micro-kernel on one tile, for tests/test_ukernels.py (XNNPACK's pattern: each kernel
+# against the reference on every edge). No validation beyond what keeps memory safe.
+
+cdef size_t _k_groups(const qk_ukernel *k, size_t K):
+    """What a kernel's first argument counts: groups of KR along K (K = 0 is one group of zeros)."""
+    return max(1, (K + k.kr - 1) // k.kr)
+
+
+def ukernel_info(int kid):
+    """Every field of kernel `kid` as a dict (isa by name), or None past the table."""
+    cdef const qk_ukernel *k = qk_ukernel_get(kid)
+    if k == NULL:
+        return None
+    return dict(name=k.name.decode(), kind=k.kind, isa=qk_isa_name(k.isa).decode(), dtype=k.dtype, mr=k.mr,
+                nr=k.nr, kr=k.kr, a_pack=k.a_pack, b_pack=k.b_pack, max_m=k.max_m,
+                needs_pairs_128=bool(k.needs_pairs_128), needs_fp16_arith=bool(k.needs_fp16_arith),
+                fused=k.fused != NULL, width=k.width)
+
+
+def ukernel_pack_a(int kid, cnp.ndarray a, bint a_signed, int32_t za):
+    """One A panel of kernel `kid` from a (rows <= MR, K): (panel bytes, row sums int32[MR])."""
+    cdef const qk_ukernel *k = _kernel(kid)
+    cdef size_t M = a.shape[0], K = a.shape[1]
+    if M > <size_t>k.mr:
+        raise ValueError(f"one panel holds at most {k.mr} rows")
+    packed = np.zeros(qk_packed_a_bytes(k.a_pack, k.mr, k.kr, k.mr, K), np.uint8)
+    row_sum = np.zeros(k.mr, np.int32)
+    cdef uint8_t[::1] pv = packed
+    cdef int32_t[::1] rs = row_sum
+    qk_pack_a(k.a_pack, k.mr, k.kr, M, K, cnp.PyArray_DATA(a), a_signed, a.strides[0], a.strides[1], za,
+              &pv[0], &rs[0])
+    return packed, row_sum
+
+
+def ukernel_gemm(int kid, const uint8_t[::1] a_panel, const uint8_t[::1] b_panel, size_t K):
+    """The raw MR x NR tile of kernel `kid` over one packed A and one packed B panel:
+    int32 sums, or float32 for fp16 kernels."""
+    cdef const qk_ukernel *k = _kernel(kid)
+    if (<size_t>a_panel.shape[0] != qk_packed_a_bytes(k.a_pack, k.mr, k.kr, k.mr, K) or
+            <size_t>b_panel.shape[0] != qk_packed_b_bytes(k.b_pack, k.nr, k.kr, K, k.nr)):
+        raise ValueError("panels do not match this kernel and K")
+    acc = np.zeros((k.mr, k.nr), np.int32)
+    cdef int32_t[:, ::1] av = acc
+    k.gemm(_k_groups(k, K), &a_panel[0], &b_panel[0], &av[0, 0])
+    return acc.view(np.float32) if k.dtype == QK_DTYPE_F16 else acc
+
+
+cdef qk_out_params _tile_params(int mode, bint out_signed, int32_t zy, int32_t lo, int32_t hi, col_add, col_zb,
+                                row_sum, scale, mult, shift, bias, float flo, float fhi) except *:
+    """Output-stage parameters from optional arrays (None: NULL); the caller keeps them alive."""
+    cdef qk_out_params p
+    memset(&p, 0, sizeof(p))
+    p.mode, p.out_signed, p.zero_point, p.lo, p.hi = mode, out_signed, zy, lo, hi
+    p.col_add = <const int32_t *>_opt_ptr(col_add, np.int32)
+    p.col_zb = <const int32_t *>_opt_ptr(col_zb, np.int32)
+    p.row_sum = <const int32_t *>_opt_ptr(row_sum, np.int32)
+    p.scale = <const float *>_opt_ptr(scale, np.float32)
+    p.mult = <const int32_t *>_opt_ptr(mult, np.int32)
+    p.shift = <const int32_t *>_opt_ptr(shift, np.int32)
+    p.bias_f = <const float *>_opt_ptr(bias, np.float32)
+    p.flo, p.fhi = flo, fhi
+    return p
+
+
+cdef void *_opt_ptr(x, dtype) except? NULL:
+    if x is None:
+        return NULL
+    if not (isinstance(x, np.ndarray) and x.dtype == dtype and x.flags.c_contiguous):
+        raise TypeError(f"expected a C-contiguous {np.dtype(dtype)} array")
+    return _ptr(x)
+
+
+def ukernel_output(int kid, cnp.ndarray acc, cnp.ndarray out, int mode, bint out_signed=False, int32_t zy=0,
+                   int32_t lo=0, int32_t hi=0, col_add=None, col_zb=None, row_sum=None, scale=None, mult=None,
+                   shift=None, bias=None, float flo=0, float fhi=0):
+    """Kernel `kid`'s output stage on the tile acc[:mc, :nc] into out (mc, nc), C-contiguous
+    (rows 0.., columns 0..: per-row and per-column arrays are indexed from 0)."""
+    cdef const qk_ukernel *k = _kernel(kid)
+    if acc.itemsize != 4 or not acc.flags.c_contiguous or not out.flags.c_contiguous:
+        raise ValueError("acc: 4-byte values, C-contiguous; out: C-contiguous")
+    if out.shape[0] > acc.shape[0] or out.shape[1] > acc.shape[1]:
+        raise ValueError("out is larger than acc")
+    cdef qk_out_params p = _tile_params(mode, out_signed, zy, lo, hi, col_add, col_zb, row_sum, scale, mult,
+                                        shift, bias, flo, fhi)
+    k.output(out.shape[0], out.shape[1], <const int32_t *>_ptr(acc), acc.shape[1], 0, 0, &p, _ptr(out),
+             out.strides[0])
+    return out
+
+
+def ukernel_fused(int kid, const uint8_t[::1] a_panel, const uint8_t[::1] b_panel, size_t K, cnp.ndarray out,
+                  int mode, bint out_signed=False, int32_t zy=0, int32_t lo=0, int32_t hi=0, col_add=None,
+                  scale=None):
+    """Kernel `kid`'s fused entry (gemm and output stage in one) on one full tile into out
+    (MR, NR), C-contiguous; int32 or fp32 output, no row sums."""
+    cdef const qk_ukernel *k = _kernel(kid)
+    if k.fused == NULL:
+        raise ValueError(f"kernel {kid} has no fused entry")
+    if (<size_t>a_panel.shape[0] != qk_packed_a_bytes(k.a_pack, k.mr, k.kr, k.mr, K) or
+            <size_t>b_panel.shape[0] != qk_packed_b_bytes(k.b_pack, k.nr, k.kr, K, k.nr)):
+        raise ValueError("panels do not match this kernel and K")
+    if out.shape[0] != k.mr or out.shape[1] != k.nr or not out.flags.c_contiguous:
+        raise ValueError("out must be one full C-contiguous tile")
+    cdef qk_out_params p = _tile_params(mode, out_signed, zy, lo, hi, col_add, None, None, scale, None, None,
+                                        None, 0, 0)
+    k.fused(_k_groups(k, K), &a_panel[0], &b_panel[0], 0, 0, &p, _ptr(out), out.strides[0])
+    return out
+
+
+cdef const qk_ukernel *_kernel_of(int kid, int kind) except NULL:
+    cdef const qk_ukernel *k = qk_ukernel_get(kid)
+    if k == NULL or k.kind != kind:
+        raise ValueError(f"no micro-kernel {kid} of kind {kind} in this build")
+    return k
+
+
+def ukernel_dw_sum(int kid, const uint8_t[:, :, ::1] x, cnp.ndarray w, cnp.ndarray init, bint a_signed, size_t c0,
+                   bint run=False):
+    """Depthwise sum kernel `kid` over `count` pixels: x (count, taps, C * elem bytes) holds each
+    tap's input pixel; w (taps, C) int16 (int8 kernels) or float32 (fp16 kernels); init (C)
+    int32 or float32. Pointer rows per pixel, or (run) one shared row stepping through x, as
+    for an interior run. Returns (acc (count, C): sums of channels [c0, end), zeros elsewhere,
+    end)."""
+    cdef const qk_ukernel *k = _kernel_of(kid, QK_KIND_DW_SUM)
+    cdef size_t count = x.shape[0], taps = x.shape[1], elem = 2 if k.dtype == QK_DTYPE_F16 else 1
+    cdef size_t ch = x.shape[2] // elem
+    w_dtype = np.float32 if k.dtype == QK_DTYPE_F16 else np.int16
+    if (w.dtype != w_dtype or init.dtype.itemsize != 4 or not w.flags.c_contiguous or
+            (<object>w).shape != (taps, ch) or init.shape[0] != ch or c0 > ch or count == 0 or taps == 0):
+        raise ValueError("w (taps, C) of the kernel's weight type, init (C), c0 <= C, count and taps >= 1")
+    init = np.ascontiguousarray(init)
+    cdef qk_dw_params d
+    memset(&d, 0, sizeof(d))
+    d.g.cg, d.g.elem = ch, elem
+    d.mult, d.taps, d.a_signed, d.dtype = 1, taps, a_signed, k.dtype
+    d.w = <const int16_t *>_ptr(w)
+    d.wf = <const float *>_ptr(w)
+    d.init = <const int32_t *>_ptr(init)
+    ptrs = np.empty(count * taps, np.uintp)
+    cdef size_t i, t
+    cdef const uint8_t **pp = <const uint8_t **>_ptr(ptrs)
+    for i in range(count):
+        for t in range(taps):
+            pp[i * taps + t] = &x[0, t, 0] if run else &x[i, t, 0]
+    acc = np.zeros((count, ch), np.int32)
+    cdef int32_t[:, ::1] av = acc
+    cdef size_t stored, end
+    end = k.dw_sum(&d, count, pp, 0 if run else taps, <Py_ssize_t>(taps * ch * elem) if run else 0, c0, &av[0, 0],
+                   ch, 0, &stored)
+    return (acc.view(np.float32) if k.dtype == QK_DTYPE_F16 else acc), end
+
+
+def ukernel_quantize(int kid, const float[::1] x, const float[::1] scale, const int32_t[::1] zp, bint per_elem,
+                     bint out_signed):
+    """Quantize row kernel `kid` on x: (q (n) int8/uint8, values done, NaN seen). scale and zp
+    hold one value, or n (per_elem)."""
+    cdef const qk_ukernel *k = _kernel_of(kid, QK_KIND_QUANTIZE)
+    cdef size_t n = x.shape[0]
+    if scale.shape[0] < (n if per_elem else 1) or zp.shape[0] < (n if per_elem else 1) or n == 0:
+        raise ValueError("scale and zp: one value, or one per value")
+    q = np.zeros(n, np.int8 if out_signed else np.uint8)
+    cdef int nan = 0
+    cdef size_t done = k.quantize(n, &x[0], &scale[0], &zp[0], per_elem, out_signed, _ptr(q), &nan)
+    return q, done, nan != 0
+
+
+def ukernel_dequantize(int kid, cnp.ndarray q, const float[::1] scale, const int32_t[::1] zp, bint per_elem):
+    """Dequantize row kernel `kid` on int8/uint8 q (n), C-contiguous: (y (n) float32, values done)."""
+    cdef const qk_ukernel *k = _kernel_of(kid, QK_KIND_DEQUANTIZE)
+    cdef size_t n = q.shape[0]
+    if (q.itemsize != 1 or not q.flags.c_contiguous or n == 0 or
+            scale.shape[0] < (n if per_elem else 1) or zp.shape[0] < (n if per_elem else 1)):
+        raise ValueError("q: 1-byte values; scale and zp: one value, or one per value")
+    y = np.zeros(n, np.float32)
+    cdef float[::1] yv = y
+    cdef size_t done = k.dequantize(n, _ptr(q), q.dtype == np.int8, &scale[0], &zp[0], per_elem, &yv[0])
+    return y, done

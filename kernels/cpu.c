@@ -1,5 +1,10 @@
 /* Run-time CPU feature detection: cpuid/xgetbv on x86-64, getauxval on aarch64. */
-#include "qk_common.h"
+#include "qk_cpu.h"
+
+const char *qk_isa_name(int isa) {
+    static const char *names[QK_ISA_COUNT] = {"scalar", "avx2", "neon", "neondot", "i8mm"};
+    return isa >= 0 && isa < QK_ISA_COUNT ? names[isa] : "unknown";
+}
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>

@@ -1,10 +1,10 @@
-/* Depthwise convolution, direct (NHWC, vectorised over channels). See qk_common.h:
+/* Depthwise convolution, direct (NHWC, vectorised over channels). See qk_conv.h:
  * the fast path builds an indirection row of tap pointers per output pixel and hands
  * QK_DW_PIXELS pixels at a time to the ISA's sum kernel; the output stage of the ISA
  * then requantizes them. The general path (channel multiplier > 1, strided channels,
  * very large kernels) sums pixel by pixel in portable code. */
 #include <string.h>
-#include "qk_common.h"
+#include "qk_conv.h"
 
 void qk_dw_channels_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox, size_t c_begin, size_t c_end,
                            int32_t *acc) {
@@ -27,27 +27,6 @@ void qk_dw_channels_scalar(const qk_dw_params *d, size_t n, size_t oy, size_t ox
             }
         }
     }
-}
-
-size_t qk_dw_sum_scalar(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs, size_t ptr_stride,
-                        ptrdiff_t step, size_t c0, int32_t *acc, size_t acc_stride, size_t m0, size_t *stored) {
-    const size_t taps = d->taps, ch = d->g.cg;
-    (void)m0;
-    *stored = c0;
-    /* uint32 arithmetic: the exact sum fits int32, partial sums may wrap */
-    for (size_t i = 0; i < count; i++) {
-        uint32_t *a = (uint32_t *)acc + i * acc_stride;
-        for (size_t c = c0; c < ch; c++) a[c] = (uint32_t)d->init[c];
-        for (size_t t = 0; t < taps; t++) {
-            const uint8_t *x = ptrs[i * ptr_stride + t] + (ptrdiff_t)i * step;
-            const int16_t *wt = d->w + t * ch;
-            if (d->a_signed)
-                for (size_t c = c0; c < ch; c++) a[c] += (uint32_t)((int32_t)(int8_t)x[c] * wt[c]);
-            else
-                for (size_t c = c0; c < ch; c++) a[c] += (uint32_t)((int32_t)x[c] * wt[c]);
-        }
-    }
-    return ch;
 }
 
 /* Is the window of output coordinate o (origin o * stride - pad) inside [0, size)? */

@@ -5,7 +5,7 @@
  * in the padding read the input zero point, as ONNX QLinearConv requires, so padded
  * cells contribute exactly zero. */
 #include <string.h>
-#include "qk_common.h"
+#include "qk_conv.h"
 
 void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst) {
     const size_t es = g->elem, tap_bytes = g->cg * es, k = g->kh * g->kw * tap_bytes, row_bytes = g->kw * tap_bytes;

@@ -1,11 +1,8 @@
-/* Packing of A and B into micro-kernel panels (layouts described in qk_common.h),
- * and the block loop that runs a micro-kernel over tiles and hands each tile to
- * the output stage. Portable C, compiled without ISA flags. */
+/* Packing of A and B into micro-kernel panels (layouts described in qk_pack.h).
+ * Portable C, compiled without ISA flags. */
 #include <string.h>
-#include "qk_common.h"
 #include "qk_f16.h"
-
-#define QK_MAX_TILE (8 * 16)
+#include "qk_pack.h"
 
 static inline size_t round_up(size_t x, size_t q) { return (x + q - 1) / q * q; }
 
@@ -199,31 +196,5 @@ void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k,
         pack_panel(pack, mr, kr, rows, k, src, a_signed, stride_m, stride_k, NULL, za, dst, sums);
         if (row_sum)
             for (size_t i = 0; i < rows; i++) row_sum[m0 + i] = sums[i];
-    }
-}
-
-void qk_gemm_block(const qk_gemm_kernel *kern, size_t k, size_t m0, size_t m1,
-                   size_t n0, size_t n1, const void *a_packed, const void *b_packed,
-                   const qk_out_params *p, void *c, size_t c_stride) {
-    const size_t mr = kern->mr, nr = kern->nr, kr = kern->kr;
-    const size_t k_groups = round_up(k ? k : 1, kr) / kr;
-    const size_t a_panel = k_groups * kr * mr * qk_pack_elem_size(kern->a_pack);
-    const size_t b_panel = k_groups * kr * nr * qk_pack_elem_size(kern->b_pack);
-    int32_t acc[QK_MAX_TILE];
-    const int fuse = kern->fused && !p->row_sum && (p->mode == QK_OUT_INT32 || p->mode == QK_OUT_FP32);
-    /* A panel outer: it stays in L1 while the block's B panels (L1/L2) pass by. */
-    for (size_t m = m0; m < m1; m += mr) {
-        const char *ap = (const char *)a_packed + (m / mr) * a_panel;
-        size_t mc = m1 - m < mr ? m1 - m : mr;
-        for (size_t n = n0; n < n1; n += nr) {
-            const char *bp = (const char *)b_packed + (n / nr) * b_panel;
-            size_t nc = n1 - n < nr ? n1 - n : nr;
-            if (fuse && mc == mr && nc == nr) {
-                kern->fused(k_groups, ap, bp, m, n, p, c, c_stride);
-                continue;
-            }
-            kern->gemm(k_groups, ap, bp, acc);
-            kern->output(mc, nc, acc, nr, m, n, p, c, c_stride);
-        }
     }
 }

@@ -1,72 +1,104 @@
-/* The table of GEMM micro-kernels, filled at compile time from what this build
- * compiled (x86-64 builds have no NEON kernels and vice versa). For each ISA the
- * selection takes the first kernel whose max_m admits M and whose condition on the
- * weights holds, so small-M and weight-specific kernels come before the general one. */
-#include "qk_common.h"
+/* The table of micro-kernels, filled at compile time from what this build compiled, and
+ * the run-time choice among them (qk_registry.h). */
 #include "qk_f16.h"
+#include "qk_registry.h"
 
-typedef void ukernel(size_t, const void *, const void *, int32_t *);
-typedef void output_stage(size_t, size_t, const int32_t *, size_t, size_t, size_t, const qk_out_params *,
-                          void *, size_t);
+/* The kernels, by ISA. Declared through their types, so a signature that drifts from the
+ * contract fails to compile here. */
+typedef void gemm_fn(size_t, const void *, const void *, int32_t *);
+typedef void output_fn(size_t, size_t, const int32_t *, size_t, size_t, size_t, const qk_out_params *, void *,
+                       size_t);
+typedef void fused_fn(size_t, const void *, const void *, size_t, size_t, const qk_out_params *, void *, size_t);
+typedef size_t dw_sum_fn(const qk_dw_params *, size_t, const uint8_t *const *, size_t, ptrdiff_t, size_t, int32_t *,
+                         size_t, size_t, size_t *);
+typedef size_t quantize_fn(size_t, const float *, const float *, const int32_t *, int, int, void *, int *);
+typedef size_t dequantize_fn(size_t, const void *, int, const float *, const int32_t *, int, float *);
+typedef void f16_row_fn(const uint16_t *, float *, size_t);
 
-ukernel qs8_gemm_2x4c2_scalar;
-output_stage qk_output_scalar, qk_output_f16_scalar;
-ukernel f16_gemm_4x8_scalar;
+gemm_fn qs8_gemm_2x4c2_scalar, f16_gemm_4x8_scalar;
+output_fn qk_output_scalar, qk_output_f16_scalar;
 #if defined(__x86_64__)
-ukernel f16_gemm_6x16_avx2, f16_gemm_1x16_avx2;
-output_stage qk_output_f16_avx2;
-ukernel qs8_gemm_6x16c2_avx2, qs8_gemm_1x16c2_avx2, qs8_gemm_6x16c4_u8s7_avx2;
-void qs8_gemm_6x16c2_fused_avx2(size_t, const void *, const void *, size_t, size_t, const qk_out_params *,
-                                void *, size_t);
-void qs8_gemm_6x16c4_u8s7_fused_avx2(size_t, const void *, const void *, size_t, size_t,
-                                     const qk_out_params *, void *, size_t);
-output_stage qk_output_avx2;
+gemm_fn qs8_gemm_1x16c2_avx2, qs8_gemm_6x16c2_avx2, qs8_gemm_6x16c4_u8s7_avx2, f16_gemm_1x16_avx2, f16_gemm_6x16_avx2;
+fused_fn qs8_gemm_6x16c2_fused_avx2, qs8_gemm_6x16c4_u8s7_fused_avx2;
+output_fn qk_output_avx2, qk_output_f16_avx2;
+dw_sum_fn qk_dw_sum_avx2, qk_dw_sum_f16_avx2;
+quantize_fn qk_quantize_row_avx2;
+dequantize_fn qk_dequantize_row_avx2;
+f16_row_fn qk_f16_to_f32_row_f16c;
 #endif
 #if defined(__aarch64__)
-ukernel qs8_gemm_4x8_neon_mlal, qs8_gemm_4x16c4_neondot, qs8_gemm_4x8c8_i8mm;
-ukernel f16_gemm_8x8_neon, f16_gemm_8x8_neonfp16;
-output_stage qk_output_neon, qk_output_f16_neon;
+gemm_fn qs8_gemm_4x8_neon_mlal, qs8_gemm_4x16c4_neondot, qs8_gemm_4x8c8_i8mm, f16_gemm_8x8_neon, f16_gemm_8x8_neonfp16;
+output_fn qk_output_neon, qk_output_f16_neon;
+dw_sum_fn qk_dw_sum_neon, qk_dw_sum_f16_neon;
+quantize_fn qk_quantize_row_neon;
+dequantize_fn qk_dequantize_row_neon;
+f16_row_fn qk_f16_to_f32_row_neon;
 #endif
 
-#define I16 QK_PACK_I16
-#define S8 QK_PACK_S8
-#define U8 QK_PACK_U8
-#define F32 QK_PACK_F32
-#define F32R QK_PACK_F32_ROWS
-#define F16 QK_PACK_F16
-#define FP16 QK_DTYPE_F16
-static const qk_gemm_kernel kernels[] = {
-    /* name                       ISA              mr nr kr  A    B   max_m pairs<=128 */
-    {"qs8_gemm_2x4c2_scalar", QK_ISA_SCALAR, 2, 4, 2, I16, I16, 0, 0, qs8_gemm_2x4c2_scalar, qk_output_scalar},
-    {"f16_gemm_4x8_scalar", QK_ISA_SCALAR, 4, 8, 1, F32R, F32, 0, 0, f16_gemm_4x8_scalar, qk_output_f16_scalar,
-     NULL, FP16, 0},
+#define GEMM .kind = QK_KIND_GEMM
+#define DW_SUM .kind = QK_KIND_DW_SUM
+#define QUANTIZE .kind = QK_KIND_QUANTIZE, .dtype = QK_DTYPE_QS8
+#define DEQUANTIZE .kind = QK_KIND_DEQUANTIZE, .dtype = QK_DTYPE_QS8
+#define QS8 .dtype = QK_DTYPE_QS8
+#define F16 .dtype = QK_DTYPE_F16
+
+/* Within a kind and ISA, the selection takes the first entry that fits: small-M and
+ * weight-specific GEMM kernels come before the general one. */
+static const qk_ukernel kernels[] = {
+    /* ---- scalar: the reference of every other path, and the tails of their vector loops */
+    {.name = "qs8_gemm_2x4c2_scalar", GEMM, QS8, .isa = QK_ISA_SCALAR, .mr = 2, .nr = 4, .kr = 2,
+     .a_pack = QK_PACK_I16, .b_pack = QK_PACK_I16, .gemm = qs8_gemm_2x4c2_scalar, .output = qk_output_scalar},
+    {.name = "f16_gemm_4x8_scalar", GEMM, F16, .isa = QK_ISA_SCALAR, .mr = 4, .nr = 8, .kr = 1,
+     .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F32, .gemm = f16_gemm_4x8_scalar, .output = qk_output_f16_scalar},
+    {.name = "qs8_dwconv_scalar", DW_SUM, QS8, .isa = QK_ISA_SCALAR, .dw_sum = qk_dw_sum_scalar, .width = 1},
+    {.name = "f16_dwconv_scalar", DW_SUM, F16, .isa = QK_ISA_SCALAR, .dw_sum = qk_dw_sum_f16_scalar, .width = 1},
+    {.name = "qs8_quantize_scalar", QUANTIZE, .isa = QK_ISA_SCALAR, .quantize = qk_quantize_row_scalar},
+    {.name = "qs8_dequantize_scalar", DEQUANTIZE, .isa = QK_ISA_SCALAR, .dequantize = qk_dequantize_row_scalar},
 #if defined(__x86_64__)
-    {"f16_gemm_1x16_avx2", QK_ISA_AVX2, 1, 16, 1, F32R, F16, 2, 0, f16_gemm_1x16_avx2, qk_output_f16_avx2,
-     NULL, FP16, 0},
-    {"f16_gemm_6x16_avx2", QK_ISA_AVX2, 6, 16, 1, F32R, F16, 0, 0, f16_gemm_6x16_avx2, qk_output_f16_avx2,
-     NULL, FP16, 0},
-    {"qs8_gemm_1x16c2_avx2", QK_ISA_AVX2, 1, 16, 2, I16, S8, 2, 0, qs8_gemm_1x16c2_avx2, qk_output_avx2},
-    {"qs8_gemm_6x16c4_u8s7_avx2", QK_ISA_AVX2, 6, 16, 4, U8, S8, 0, 1, qs8_gemm_6x16c4_u8s7_avx2,
-     qk_output_avx2, qs8_gemm_6x16c4_u8s7_fused_avx2},
-    {"qs8_gemm_6x16c2_avx2", QK_ISA_AVX2, 6, 16, 2, I16, I16, 0, 0, qs8_gemm_6x16c2_avx2, qk_output_avx2,
-     qs8_gemm_6x16c2_fused_avx2},
+    /* ---- AVX2 (with FMA and F16C) */
+    {.name = "qs8_gemm_1x16c2_avx2", GEMM, QS8, .isa = QK_ISA_AVX2, .mr = 1, .nr = 16, .kr = 2,
+     .a_pack = QK_PACK_I16, .b_pack = QK_PACK_S8, .max_m = 2, .gemm = qs8_gemm_1x16c2_avx2, .output = qk_output_avx2},
+    {.name = "qs8_gemm_6x16c4_u8s7_avx2", GEMM, QS8, .isa = QK_ISA_AVX2, .mr = 6, .nr = 16, .kr = 4,
+     .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8, .needs_pairs_128 = 1, .gemm = qs8_gemm_6x16c4_u8s7_avx2,
+     .output = qk_output_avx2, .fused = qs8_gemm_6x16c4_u8s7_fused_avx2},
+    {.name = "qs8_gemm_6x16c2_avx2", GEMM, QS8, .isa = QK_ISA_AVX2, .mr = 6, .nr = 16, .kr = 2,
+     .a_pack = QK_PACK_I16, .b_pack = QK_PACK_I16, .gemm = qs8_gemm_6x16c2_avx2, .output = qk_output_avx2,
+     .fused = qs8_gemm_6x16c2_fused_avx2},
+    {.name = "f16_gemm_1x16_avx2", GEMM, F16, .isa = QK_ISA_AVX2, .mr = 1, .nr = 16, .kr = 1,
+     .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16, .max_m = 2, .gemm = f16_gemm_1x16_avx2,
+     .output = qk_output_f16_avx2},
+    {.name = "f16_gemm_6x16_avx2", GEMM, F16, .isa = QK_ISA_AVX2, .mr = 6, .nr = 16, .kr = 1,
+     .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16, .gemm = f16_gemm_6x16_avx2, .output = qk_output_f16_avx2},
+    {.name = "qs8_dwconv_avx2", DW_SUM, QS8, .isa = QK_ISA_AVX2, .dw_sum = qk_dw_sum_avx2, .width = 16},
+    {.name = "f16_dwconv_avx2", DW_SUM, F16, .isa = QK_ISA_AVX2, .dw_sum = qk_dw_sum_f16_avx2, .width = 16},
+    {.name = "qs8_quantize_avx2", QUANTIZE, .isa = QK_ISA_AVX2, .quantize = qk_quantize_row_avx2},
+    {.name = "qs8_dequantize_avx2", DEQUANTIZE, .isa = QK_ISA_AVX2, .dequantize = qk_dequantize_row_avx2},
 #endif
 #if defined(__aarch64__)
-    {"qs8_gemm_4x8_neon_mlal", QK_ISA_NEON, 4, 8, 1, I16, I16, 0, 0, qs8_gemm_4x8_neon_mlal, qk_output_neon},
-    {"qs8_gemm_4x16c4_neondot", QK_ISA_NEONDOT, 4, 16, 4, S8, S8, 0, 0, qs8_gemm_4x16c4_neondot, qk_output_neon},
-    {"qs8_gemm_4x8c8_i8mm", QK_ISA_I8MM, 4, 8, 8, S8, S8, 0, 0, qs8_gemm_4x8c8_i8mm, qk_output_neon},
-    {"f16_gemm_8x8_neonfp16", QK_ISA_NEONDOT, 8, 8, 1, F16, F16, 0, 0, f16_gemm_8x8_neonfp16, qk_output_f16_neon,
-     NULL, FP16, 1},
-    {"f16_gemm_8x8_neon", QK_ISA_NEON, 8, 8, 1, F32, F16, 0, 0, f16_gemm_8x8_neon, qk_output_f16_neon,
-     NULL, FP16, 0},
+    /* ---- NEON (armv8-a), dot product (armv8.2-a+dotprod), i8mm; neondot and i8mm borrow
+       the NEON depthwise and quantize kernels (sdot sums four bytes of one lane, which
+       depthwise, one tap per channel, does not have) */
+    {.name = "qs8_gemm_4x8_neon_mlal", GEMM, QS8, .isa = QK_ISA_NEON, .mr = 4, .nr = 8, .kr = 1,
+     .a_pack = QK_PACK_I16, .b_pack = QK_PACK_I16, .gemm = qs8_gemm_4x8_neon_mlal, .output = qk_output_neon},
+    {.name = "qs8_gemm_4x16c4_neondot", GEMM, QS8, .isa = QK_ISA_NEONDOT, .mr = 4, .nr = 16, .kr = 4,
+     .a_pack = QK_PACK_S8, .b_pack = QK_PACK_S8, .gemm = qs8_gemm_4x16c4_neondot, .output = qk_output_neon},
+    {.name = "qs8_gemm_4x8c8_i8mm", GEMM, QS8, .isa = QK_ISA_I8MM, .mr = 4, .nr = 8, .kr = 8,
+     .a_pack = QK_PACK_S8, .b_pack = QK_PACK_S8, .gemm = qs8_gemm_4x8c8_i8mm, .output = qk_output_neon},
+    {.name = "f16_gemm_8x8_neonfp16", GEMM, F16, .isa = QK_ISA_NEONDOT, .mr = 8, .nr = 8, .kr = 1,
+     .a_pack = QK_PACK_F16, .b_pack = QK_PACK_F16, .needs_fp16_arith = 1, .gemm = f16_gemm_8x8_neonfp16,
+     .output = qk_output_f16_neon},
+    {.name = "f16_gemm_8x8_neon", GEMM, F16, .isa = QK_ISA_NEON, .mr = 8, .nr = 8, .kr = 1,
+     .a_pack = QK_PACK_F32, .b_pack = QK_PACK_F16, .gemm = f16_gemm_8x8_neon, .output = qk_output_f16_neon},
+    {.name = "qs8_dwconv_neon", DW_SUM, QS8, .isa = QK_ISA_NEON, .dw_sum = qk_dw_sum_neon, .width = 16},
+    {.name = "f16_dwconv_neon", DW_SUM, F16, .isa = QK_ISA_NEON, .dw_sum = qk_dw_sum_f16_neon, .width = 8},
+    {.name = "qs8_quantize_neon", QUANTIZE, .isa = QK_ISA_NEON, .quantize = qk_quantize_row_neon},
+    {.name = "qs8_dequantize_neon", DEQUANTIZE, .isa = QK_ISA_NEON, .dequantize = qk_dequantize_row_neon},
 #endif
 };
 
-int qk_gemm_kernel_count(void) { return (int)(sizeof(kernels) / sizeof(kernels[0])); }
+int qk_ukernel_count(void) { return (int)(sizeof(kernels) / sizeof(kernels[0])); }
 
-const qk_gemm_kernel *qk_gemm_kernel_get(int id) {
-    return id >= 0 && id < qk_gemm_kernel_count() ? &kernels[id] : NULL;
-}
+const qk_ukernel *qk_ukernel_get(int id) { return id >= 0 && id < qk_ukernel_count() ? &kernels[id] : NULL; }
 
 /* CPU features once: cpuid traps to the hypervisor in VMs (tens of microseconds). */
 static uint32_t features(void) {
@@ -75,47 +107,41 @@ static uint32_t features(void) {
     return (uint32_t)cached;
 }
 
-static int select_exact(int dtype, int isa, size_t m, int b_pairs_128) {
+/* The path below an ISA path, whose kernels a CPU with it can run (-1: none). */
+static int lesser_isa(int isa) {
+    switch (isa) {
+    case QK_ISA_I8MM: return QK_ISA_NEONDOT;
+    case QK_ISA_NEONDOT: return QK_ISA_NEON;
+    case QK_ISA_SCALAR: return -1;
+    default: return QK_ISA_SCALAR;
+    }
+}
+
+static int select_exact(int kind, int dtype, int isa, size_t m, int b_pairs_128) {
     const int fp16_arith = (features() & QK_CPU_ASIMDHP) != 0;
-    for (int id = 0; id < qk_gemm_kernel_count(); id++) {
-        const qk_gemm_kernel *k = &kernels[id];
-        if (k->dtype == dtype && k->isa == isa && (k->max_m == 0 || m <= k->max_m) &&
+    for (int id = 0; id < qk_ukernel_count(); id++) {
+        const qk_ukernel *k = &kernels[id];
+        if (k->kind == kind && k->dtype == dtype && k->isa == isa && (k->max_m == 0 || m <= k->max_m) &&
             (!k->needs_pairs_128 || b_pairs_128) && (!k->needs_fp16_arith || fp16_arith))
             return id;
     }
     return -1;
 }
 
-int qk_gemm_kernel_select(int dtype, int isa, size_t m, int b_pairs_128) {
-    int id = select_exact(dtype, isa, m, b_pairs_128);
-    if (dtype == QK_DTYPE_F16)   /* i8mm -> neondot -> neon */
-        for (int fallback = isa; id < 0 && (fallback == QK_ISA_I8MM || fallback == QK_ISA_NEONDOT);)
-            id = select_exact(dtype, --fallback, m, b_pairs_128);
+static int select_or_lesser(int kind, int dtype, int isa, size_t m, int b_pairs_128) {
+    int id = -1;
+    for (; id < 0 && isa >= 0; isa = lesser_isa(isa)) id = select_exact(kind, dtype, isa, m, b_pairs_128);
     return id;
 }
 
-const char *qk_isa_name(int isa) {
-    static const char *names[QK_ISA_COUNT] = {"scalar", "avx2", "neon", "neondot", "i8mm"};
-    return isa >= 0 && isa < QK_ISA_COUNT ? names[isa] : "unknown";
+int qk_gemm_kernel_select(int dtype, int isa, size_t m, int b_pairs_128) {
+    if (dtype == QK_DTYPE_QS8) return select_exact(QK_KIND_GEMM, dtype, isa, m, b_pairs_128);
+    return select_or_lesser(QK_KIND_GEMM, dtype, isa, m, b_pairs_128);
 }
 
-#if defined(__x86_64__)
-size_t qk_dw_sum_avx2(const qk_dw_params *, size_t, const uint8_t *const *, size_t, ptrdiff_t, size_t, int32_t *,
-                      size_t, size_t, size_t *);
-size_t qk_dw_sum_f16_avx2(const qk_dw_params *, size_t, const uint8_t *const *, size_t, ptrdiff_t, size_t,
-                          int32_t *, size_t, size_t, size_t *);
-#elif defined(__aarch64__)
-size_t qk_dw_sum_neon(const qk_dw_params *, size_t, const uint8_t *const *, size_t, ptrdiff_t, size_t, int32_t *,
-                      size_t, size_t, size_t *);
-size_t qk_dw_sum_f16_neon(const qk_dw_params *, size_t, const uint8_t *const *, size_t, ptrdiff_t, size_t,
-                          int32_t *, size_t, size_t, size_t *);
-#endif
-
-#if defined(__x86_64__)
-void qk_f16_to_f32_row_f16c(const uint16_t *, float *, size_t);
-#elif defined(__aarch64__)
-void qk_f16_to_f32_row_neon(const uint16_t *, float *, size_t);
-#endif
+const qk_ukernel *qk_ukernel_for_isa(int kind, int dtype, int isa) {
+    return qk_ukernel_get(select_or_lesser(kind, dtype, isa, 0, 0));
+}
 
 static void f16_to_f32_row_portable(const uint16_t *src, float *dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = qk_f16_to_f32(src[i]);
@@ -128,14 +154,4 @@ qk_f16_row_fn qk_f16_row_converter(void) {
     return qk_f16_to_f32_row_neon;
 #endif
     return f16_to_f32_row_portable;
-}
-
-qk_dw_sum_fn qk_dw_sum_for_isa(int dtype, int isa) {
-    const int f16 = dtype == QK_DTYPE_F16;
-#if defined(__x86_64__)
-    if (isa == QK_ISA_AVX2) return f16 ? qk_dw_sum_f16_avx2 : qk_dw_sum_avx2;
-#elif defined(__aarch64__)
-    if (isa == QK_ISA_NEON || isa == QK_ISA_NEONDOT || isa == QK_ISA_I8MM) return f16 ? qk_dw_sum_f16_neon : qk_dw_sum_neon;
-#endif
-    return f16 ? qk_dw_sum_f16_scalar : qk_dw_sum_scalar;
 }

@@ -10,8 +10,9 @@ dot product, i8mm), with the best path for this CPU picked at run time::
 """
 from ._dispatch import (MAX_THREADS, SUPPORTED_ISAS, cpu_info, get_isa, get_num_threads, set_isa, set_num_threads,
                         use_isa, use_num_threads)
-from ._conv import PackedConvWeights, conv2d, depthwise_conv2d, pack_conv_weights
-from ._gemm import PackedWeights, matmul, matmul_integer, pack_weights
+from ._api import conv2d, depthwise_conv2d, matmul, pack_conv_weights, pack_weights
+from ._conv import PackedConvWeights
+from ._gemm import PackedWeights, matmul_integer
 from ._qtensor import QTensor, dequantize, quantize
 
 __version__ = "0.1.0"

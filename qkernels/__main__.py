@@ -82,8 +82,7 @@ def _info(args) -> int:
 
 def _bench(args) -> int:
     import importlib
-    module = {"gemm": "bench", "conv": "bench_conv", "f16": "bench_f16", "models": "bench_models"}[args.suite]
-    return importlib.import_module(f".{module}", __package__).run_cli(args)
+    return importlib.import_module(f".bench.{args.suite}", __package__).SUITE.cli(args)
 
 
 def _run(args) -> int:
@@ -206,7 +205,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("bench", help="int8 GEMM (or convolution, fp16 GEMM, whole models) speed beside numpy "
                                      "float32, ONNX Runtime (and XNNPACK, numpy float16)")
     p.add_argument("--suite", choices=("gemm", "conv", "f16", "models"), default="gemm",
-                   help="gemm: int8 GEMM shapes (default); conv: convolution layers (qkernels.bench_conv.LAYERS); "
+                   help="gemm: int8 GEMM shapes (default); conv: convolution layers (qkernels.bench.conv.LAYERS); "
                         "f16: fp16 GEMM on the GEMM shapes beside numpy float32 and float16; models: MobileNetV2 "
                         "and ResNet-18, float32 and int8, on the graph runner beside ONNX Runtime "
                         "(latency and memory)")
@@ -219,9 +218,9 @@ def main(argv=None) -> int:
     p.add_argument("--plot", metavar="IMAGE", help="bar chart of qkernels' speed-ups over its peers "
                                                    "(.png, .svg, .pdf; needs matplotlib: qkernels[plot])")
     p.add_argument("--shapes", nargs="+", metavar="LABEL",
-                   help="shape labels (qkernels.bench.SHAPES; --suite f16: qkernels.bench_f16.SHAPES), "
+                   help="shape labels (qkernels.bench.gemm.SHAPES; --suite f16: qkernels.bench.f16.SHAPES), "
                         "layer labels with --suite conv, model labels with --suite models "
-                        "(qkernels.bench_models.MODELS, e.g. mobilenet_v2-int8)")
+                        "(qkernels.bench.models.MODELS, e.g. mobilenet_v2-int8)")
     p.add_argument("--rounds", type=_number(int, 1), default=1, help="repeat every process this many times (median)")
     p.add_argument("--isa", choices=SUPPORTED_ISAS,
                    help="force the qkernels ISA path (QKERNELS_ISA) in the timed process")

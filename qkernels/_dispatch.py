@@ -102,7 +102,8 @@ def gemm_kernels(isa: str | None = None) -> list[str]:
     """Names of the int8 GEMM micro-kernels an ISA path uses (small-M ones first)."""
     isa = isa or get_isa()
     infos = (_native.kernel_info(i) for i in range(_native.kernel_count()))
-    return [info[0] for info in infos if info[1] == isa and info[9] == _native.DTYPE_QS8]
+    return [info[0] for info in infos if info[1] == isa and info[9] == _native.DTYPE_QS8
+            and info[10] == _native.KIND_GEMM]
 
 
 def f16_kernel(isa: str | None = None) -> str:

@@ -14,7 +14,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _dispatch, _native
-from ._gemm import Activation, _check_out, _check_size, activation_range, rows_view
+from ._common import Activation, activation_range, check_choice, check_out, check_size, rows_view
+from ._conv_geometry import LAYOUTS, geometry, ohwi_weights, output_buffer, to_layout
 
 F16 = np.dtype(np.float16)
 _NO_BIAS: dict[int, np.ndarray] = {}
@@ -63,7 +64,7 @@ class PackedWeightsF16:
         if b.ndim != 2:
             raise ValueError(f"weights must be 2-D (K, N), got shape {b.shape}")
         self.k, self.n = (int(d) for d in b.shape)
-        _check_size(max(self.k, 1), max(self.n, 1), itemsize=4, what="weights")
+        check_size(max(self.k, 1), max(self.n, 1), itemsize=4, what="weights")
         self.bias = None if bias is None else _bias(bias, self.n)
         self._panels: dict[tuple, np.ndarray] = {}    # (pack kind, NR) -> packed bytes
         self._by_kid: dict[int, np.ndarray] = {}      # kernel id -> its panels (the call's lookup)
@@ -128,7 +129,8 @@ def gemm2d(a, pw: PackedWeightsF16, bias: np.ndarray, lo: float, hi: float, out:
 
 
 def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarray:
-    """fp16 ``numpy.matmul(a, b)`` (+ bias, activation): see qkernels.matmul."""
+    """fp16 ``numpy.matmul(a, b)`` (+ bias, activation): :func:`qkernels.matmul` on
+    float16 operands (documented there)."""
     if type(b) is PackedWeightsF16 and type(a) is np.ndarray and a.dtype == F16 and a.ndim == 2 \
             and a.shape[1] == b.k and bias is None and activation is None:
         # the repeated layer call: nothing to broadcast; only `out` to check
@@ -166,11 +168,11 @@ def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarr
         raise ValueError(f"matmul: batch dimensions {a2d.shape[:-2]} and {b_batch} do not broadcast") from None
     shape = (*batch, m, n)
     result_shape = shape[:-2] + (() if a.ndim == 1 else (m,)) + (() if b_ndim == 1 else (n,))
-    _check_size(*shape, itemsize=2)
+    check_size(*shape, itemsize=2)
     bias_default = b.bias if isinstance(b, PackedWeightsF16) else None
     bias_arr = _bias(bias if bias is not None else bias_default, n)
     if out is not None:
-        _check_out(out, result_shape, F16, a=a, b=b, bias=bias)
+        check_out(out, result_shape, F16, a=a, b=b, bias=bias)
     res = np.empty(shape, F16) if out is None else out.reshape(shape)
     if res.size and not b_batch:
         pw = b if isinstance(b, PackedWeightsF16) else PackedWeightsF16(b2d)
@@ -185,11 +187,10 @@ def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarr
 
 class PackedConvWeightsF16:
     """fp16 convolution weights (O, KH, KW, C/groups), packed once per group; made by
-    :func:`qkernels.pack_conv_weights` from a float16 array (which validates it and
-    hands it over as OHWI)."""
+    :func:`qkernels.pack_conv_weights` from a float16 array (OHWI or OIHW)."""
 
-    def __init__(self, data: np.ndarray, groups: int, bias=None):
-        data = _as_f16(data, "weights")
+    def __init__(self, w: ArrayLike, groups: int = 1, weight_layout: str = "OHWI", bias=None):
+        data = ohwi_weights(_as_f16(w, "weights"), groups, weight_layout)
         o, kh, kw, cg = data.shape
         self.out_channels, self.kh, self.kw, self.cg, self.groups = o, kh, kw, cg, groups
         self.bias = None if bias is None else _bias(bias, o)
@@ -208,11 +209,28 @@ class PackedConvWeightsF16:
                 f"C/groups={self.cg}, groups={self.groups})")
 
 
-def conv2d(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activation: Activation,
-           res: np.ndarray) -> np.ndarray:
+def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, layout: str = "NHWC",
+           weight_layout: str = "OHWI", activation: Activation = None, out=None) -> np.ndarray:
+    """fp16 convolution: :func:`qkernels.conv2d` on a float16 ``x`` (documented there)."""
+    x = _as_f16(x, "x")
+    check_choice(layout, LAYOUTS, "layout")
+    if x.ndim != 4:
+        raise ValueError(f"x must be 4-D ({layout}), got shape {x.shape}")
+    pw = w if isinstance(w, PackedConvWeightsF16) else PackedConvWeightsF16(w, groups, weight_layout)
+    nchw = layout == "NCHW"
+    xd = x.transpose(0, 2, 3, 1) if nchw else x
+    geom = geometry(xd.shape, pw.kh, pw.kw, pw.cg, pw.groups, stride, padding, dilation)
+    shape = (xd.shape[0], geom[0], geom[1], pw.out_channels)
+    check_size(*shape, itemsize=2)
+    check_size(shape[0] * shape[1] * shape[2], pw.kh * pw.kw * pw.cg, itemsize=4, what="patch matrix")
+    res = output_buffer(shape, nchw, out, F16, x=x, w=w, bias=bias)
+    return to_layout(_conv_nhwc(xd, pw, bias, geom, activation, res), nchw, out)
+
+
+def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activation: Activation,
+               res: np.ndarray) -> np.ndarray:
     """fp16 convolution of NHWC ``xd`` into ``res`` (N, OH, OW, O) float16, C-contiguous.
-    ``geometry``: (oh, ow, stride_y, stride_x, dil_y, dil_x, top, left, bottom, right),
-    validated by the caller (qkernels._conv)."""
+    ``geometry``: (oh, ow, stride_y, stride_x, dil_y, dil_x, top, left, bottom, right)."""
     oh, ow, sy, sx, dy, dx, top, left, bottom, right = geometry
     o = pw.out_channels
     bias_arr = _bias(bias if bias is not None else pw.bias, o)

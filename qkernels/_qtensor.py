@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from . import _dispatch, _native
+from ._common import as_dtype, check_out
 
 QUANT_DTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 
@@ -27,22 +28,6 @@ def int_range(dtype) -> tuple[int, int]:
         info = np.iinfo(dtype)
         r = int(info.min), int(info.max)
     return r
-
-
-def check_choice(value, choices, name: str):
-    """``value`` when it is one of the strings ``choices`` (a ValueError naming ``name``
-    otherwise: arrays and unhashable values included)."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
-
-def as_dtype(dtype, name: str) -> np.dtype:
-    """``np.dtype(dtype)``, or a TypeError naming the argument."""
-    try:
-        return np.dtype(dtype)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a numpy dtype, got {dtype!r}") from None
 
 
 def check_qdtype(dtype, name: str) -> np.dtype:
@@ -100,32 +85,6 @@ def check_zero_point(zero_point, dtype, name: str = "zero_point", length: int | 
     if np.any(z64 < lo) or np.any(z64 > hi):
         raise ValueError(f"{name} must lie in [{lo}, {hi}] for {np.dtype(dtype)}, got {zero_point!r}")
     return z64.astype(np.int32)
-
-
-def check_out(out, shape, dtype, **inputs) -> np.ndarray:
-    """``out`` when it can take a result of ``shape`` and ``dtype`` without overlapping
-    any of the named ``inputs`` (arrays the call reads; other values are skipped), else
-    TypeError / ValueError saying why."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"out has shape {out.shape}, expected {tuple(shape)}")
-    if out.dtype != dtype:
-        raise TypeError(f"out has dtype {out.dtype}, expected {np.dtype(dtype)}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out must be a writeable C-contiguous array")
-    check_no_overlap(out, **inputs)
-    return out
-
-
-def check_no_overlap(out: np.ndarray, **inputs) -> None:
-    """ValueError when ``out`` may share memory with one of the named input arrays: the
-    kernels would read values they already overwrote."""
-    for name, arr in inputs.items():
-        if isinstance(arr, QTensor):
-            arr = arr.data
-        if isinstance(arr, np.ndarray) and np.may_share_memory(out, arr):
-            raise ValueError(f"out overlaps the input {name}; pass a separate output array")
 
 
 def _normalize_axis(axis, ndim: int) -> int | None:
@@ -213,13 +172,15 @@ class QTensor:
         f = self.dequantize()
         return f if dtype is None else f.astype(dtype)
 
+    # ``a @ b`` is a GEMM, a layer above this one: qkernels._gemm installs its product
+    # here when it loads (always, with the package), so the arrow points down.
+    _matmul = None
+
     def __matmul__(self, other):
-        from ._gemm import matmul_real
-        return matmul_real(self, other)
+        return QTensor._matmul(self, other)
 
     def __rmatmul__(self, other):
-        from ._gemm import matmul_real
-        return matmul_real(other, self)
+        return QTensor._matmul(other, self)
 
     def __reduce__(self):
         return (QTensor, (self.data, self.scale, self.zero_point, self.axis))

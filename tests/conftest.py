@@ -226,9 +226,10 @@ def dequantize_ref(q, scale, zero_point, axis=None) -> np.ndarray:
 
 # --------------------------------------------------------------------------- random data
 
-def random_q(rng, shape, dtype, mode="random") -> np.ndarray:
-    """uint8/int8 array: uniform over the type, or one of the extremes everywhere."""
-    lo, hi = qrange(dtype)
+def random_q(rng, shape, dtype, mode="random", lo=None, hi=None) -> np.ndarray:
+    """Integer array: uniform over the type (or [lo, hi]), or one of the extremes everywhere."""
+    lo = qrange(dtype)[0] if lo is None else lo
+    hi = qrange(dtype)[1] if hi is None else hi
     if mode == "min":
         return np.full(shape, lo, dtype)
     if mode == "max":

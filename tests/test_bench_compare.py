@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from qkernels import bench, bench_compare, bench_peak
+from qkernels.bench import compare as bench_compare
+from qkernels.bench import gemm, harness
+from qkernels.bench import peak as bench_peak
 from qkernels.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,10 +81,10 @@ def test_the_same_report_does_not_regress_and_other_suites_are_refused():
 def test_exit_codes_of_the_cli_comparison(capsys):
     old = _report({"square-64": 1e-3})
     fmt = lambda rep: "table"  # noqa: E731
-    same = bench.finish_cli(_report({"square-64": 1e-3}), fmt, baseline=old, baseline_path="old.json")
-    slow = bench.finish_cli(_report({"square-64": 2e-3}), fmt, baseline=old, baseline_path="old.json")
-    wrong = bench.finish_cli(_report({"square-64": 2e-3}, ok=False), fmt, baseline=old)
-    suite = bench.finish_cli(_report({"square-64": 1e-3}, suite="f16"), fmt, baseline=old)
+    same = harness.finish_cli(_report({"square-64": 1e-3}), fmt, baseline=old, baseline_path="old.json")
+    slow = harness.finish_cli(_report({"square-64": 2e-3}), fmt, baseline=old, baseline_path="old.json")
+    wrong = harness.finish_cli(_report({"square-64": 2e-3}, ok=False), fmt, baseline=old)
+    suite = harness.finish_cli(_report({"square-64": 1e-3}, suite="f16"), fmt, baseline=old)
     assert (same, slow, wrong, suite) == (0, bench_compare.EXIT_REGRESSION, 1, 2)
     out = capsys.readouterr()
     assert "comparison with old.json" in out.out and "REGRESSED" in out.out
@@ -114,10 +116,10 @@ def test_peak_from_a_given_clock_and_isa():
     assert bench_peak.pct_peak(92.8, 185.6) == pytest.approx(50.0)
     rows = [{"shape": "square-1024", "threads": 1, "qkernels": 92.8}, {"shape": "x", "threads": 2, "qkernels": None}]
     machine = {"cpus": 2, "qkernels_cpu_info": {"isa": "avx2"}, "clock": {"ghz": 2.9, "method": "given"}}
-    bench.add_peak(rows, machine, "int8", lambda r: r["qkernels"], bench.SHAPES)
+    harness.add_peak(rows, machine, "int8", lambda r: r["qkernels"], gemm.SHAPES)
     assert rows[0]["pct_peak"] == pytest.approx(50.0) and rows[1]["peak_gops"] == pytest.approx(371.2)
     assert rows[1]["pct_peak"] is None
-    assert "64 int8 ops/cycle/core x 2.90 GHz (= 186 GOP/s per core)" in bench.peak_line(machine)
+    assert "64 int8 ops/cycle/core x 2.90 GHz (= 186 GOP/s per core)" in harness.peak_line(machine)
 
 
 def test_the_clock_is_measured_or_read():
@@ -129,7 +131,7 @@ def test_the_clock_is_measured_or_read():
 
 def test_plot_is_skipped_visibly_without_matplotlib(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)       # import matplotlib -> ImportError
-    rc = bench.finish_cli(_report({"square-64": 1e-3}), lambda rep: "table", plot_path=str(tmp_path / "p.png"))
+    rc = harness.finish_cli(_report({"square-64": 1e-3}), lambda rep: "table", plot_path=str(tmp_path / "p.png"))
     assert rc == 0 and not (tmp_path / "p.png").exists()
     assert "--plot skipped" in capsys.readouterr().err and "qkernels[plot]" in bench_compare.__doc__ + "qkernels[plot]"
     labels, series = bench_compare.speedups(_report({"square-64": 1e-3}))
@@ -137,8 +139,8 @@ def test_plot_is_skipped_visibly_without_matplotlib(monkeypatch, capsys, tmp_pat
 
 
 def test_new_transformer_shapes_are_in_the_gemm_and_f16_suites():
-    from qkernels import bench_f16
-    mnk = {s.label: (s.m, s.n, s.k) for s in bench.SHAPES}
+    from qkernels.bench import f16 as bench_f16
+    mnk = {s.label: (s.m, s.n, s.k) for s in gemm.SHAPES}
     assert (128, 384, 384) in mnk.values() and (128, 1536, 384) in mnk.values()
     labels = {s.label for s in bench_f16.SHAPES}
     assert {lab for lab, v in mnk.items() if v in ((128, 384, 384), (128, 1536, 384))} <= labels

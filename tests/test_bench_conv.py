@@ -1,4 +1,4 @@
-"""``qkernels bench --suite conv`` (qkernels/bench_conv.py): a tiny run through the
+"""``qkernels bench --suite conv`` (bench/conv.py): a tiny run through the
 per-process machinery, the CLI path, the numpy peer and the reference it checks with."""
 import json
 from pathlib import Path
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import qkernels
-from qkernels import bench, bench_conv
 from qkernels.__main__ import main
-from qkernels.bench_conv import Layer
+from qkernels.bench import conv as bench_conv
+from qkernels.bench import peers, timing
+from qkernels.bench.conv import Layer
 
 TINY_TIMING = {"min_time": 0.001, "repeats": 3, "warmup": 0.0}
 # Tiny geometries that name XNNPACK models, so the missing-folder path is taken.
@@ -33,7 +34,7 @@ def test_tiny_conv_bench_checks_qkernels_exact_and_notes_a_missing_tflite_folder
     why = "missing" if importlib.util.find_spec("ai_edge_litert") else "not importable"
     assert any(n.startswith("XNNPACK column skipped") and why in n for n in rep["notes"]), rep["notes"]
     assert rep["suite"] == "conv" and rep["settings"]["tflite_dir"] is None
-    if bench._have("onnxruntime") and bench._have("onnx"):   # int8 activations: ONNX Runtime is exact too
+    if peers.have("onnxruntime") and peers.have("onnx"):   # int8 activations: ONNX Runtime is exact too
         assert all(r["ort_int8_exact"] is True and r["gops"]["ort-fp32"] > 0 for r in rep["rows"])
     json.dumps(rep)
     table = bench_conv.format_table(rep)
@@ -89,16 +90,16 @@ def test_reference_and_numpy_peer_match_qkernels_and_each_other(layer):
 
 def test_a_wrong_qkernels_result_is_not_timed_and_fails_the_report():
     layer = TINY[0]
-    rec = bench._measure(layer, "qkernels", "conv2d-s8", 1, TINY_TIMING, lambda: None,
+    rec = timing.measure(layer, "qkernels", "conv2d-s8", 1, TINY_TIMING, lambda: None,
                          {"exact": False, "blocking": True, "mismatches": 3, "size": 10, "max_abs_diff": 1})
     assert "median_s" not in rec and rec["error"].startswith("wrong result")
-    [row] = bench_conv._rows([rec], [layer], [1])
-    assert row["qkernels_exact"] is False and row["gops"]["qkernels"] is None and not bench_conv._targets([row])
+    [row] = bench_conv.SUITE.rows([rec], [layer], [1])
+    assert row["qkernels_exact"] is False and row["gops"]["qkernels"] is None and not bench_conv.SUITE.check_targets([row])
 
 
 def test_missing_ai_edge_litert_skips_the_xnnpack_column_with_a_note(monkeypatch):
-    have = bench._have
-    monkeypatch.setattr(bench, "_have", lambda module: module != "ai_edge_litert" and have(module))
+    have = peers.have
+    monkeypatch.setattr(peers, "have", lambda module: module != "ai_edge_litert" and have(module))
     folder, x_layers, notes = bench_conv._xnnpack_plan(bench_conv.LAYERS)
     assert folder is None and x_layers == [] and len(notes) == 1 and "ai_edge_litert" in notes[0]
     assert bench_conv._xnnpack_plan([la for la in bench_conv.LAYERS if not la.tflite]) == (None, [], [])

@@ -1,4 +1,4 @@
-"""``qkernels bench --suite f16`` (qkernels/bench_f16.py): a tiny run through the
+"""``qkernels bench --suite f16`` (bench/f16.py): a tiny run through the
 per-process machinery, the CLI's quick path, the accuracy check it gates on, and the
 saved JSON through bench/report.py."""
 import json
@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 import qkernels
-from qkernels import bench, bench_f16
 from qkernels.__main__ import main
+from qkernels.bench import f16 as bench_f16
+from qkernels.bench import gemm, timing
 
 TINY_TIMING = {"min_time": 0.001, "repeats": 3, "warmup": 0.0}
-TINY = [bench.Shape(7, 24, 40, "tiny-7x24x40", "test"), bench.Shape(1, 33, 17, "tiny-gemv", "test")]
+TINY = [gemm.Shape(7, 24, 40, "tiny-7x24x40", "test"), gemm.Shape(1, 33, 17, "tiny-gemv", "test")]
 REPORT = Path(__file__).resolve().parent.parent / "bench" / "report.py"
 
 
@@ -68,14 +69,14 @@ def test_cli_f16_quick_run_saves_json_that_report_prints(tmp_path, capsys):
 
 
 def test_shapes_are_the_gemm_shapes_less_the_7bit_twins():
-    assert [s.label for s in bench_f16.SHAPES] == [s.label for s in bench.SHAPES if s.wbits >= 8]
-    assert [s.label for s in bench_f16.shapes(quick=True)] == [lab for lab in bench.QUICK if "-w7" not in lab]
+    assert [s.label for s in bench_f16.SHAPES] == [s.label for s in gemm.SHAPES if s.wbits >= 8]
+    assert [s.label for s in bench_f16.shapes(quick=True)] == [lab for lab in gemm.QUICK if "-w7" not in lab]
     with pytest.raises(ValueError, match="unknown shape"):
         bench_f16.shapes(["nope"])
 
 
 def test_accuracy_check_flags_an_output_outside_the_bound():
-    p = bench_f16.make_problem(bench.Shape(5, 9, 300, "t", "test"))
+    p = bench_f16.make_problem(gemm.Shape(5, 9, 300, "t", "test"))
     y = qkernels.matmul(p.a, qkernels.pack_weights(p.b))
     good = bench_f16.accuracy_check(y, p, _fp16_arith())
     assert good["within_bound"] and good["mismatches"] == 0 and good["size"] == 45
@@ -83,17 +84,17 @@ def test_accuracy_check_flags_an_output_outside_the_bound():
     bad[2, 3] = np.float16(float(bad[2, 3]) + 0.5)
     bad[4, 0] = np.nan
     c = bench_f16.accuracy_check(bad, p)
-    assert not c["within_bound"] and c["mismatches"] == 2 and bench.check_failed(c)
+    assert not c["within_bound"] and c["mismatches"] == 2 and timing.check_failed(c)
 
 
 def test_a_wrong_qkernels_result_is_not_timed_and_fails_the_row():
     shape = TINY[0]
     check = {"within_bound": False, "blocking": True, "mismatches": 3, "size": 10, "max_err_rel": 0.1}
-    rec = bench._measure(shape, "qkernels", "matmul-f16", 1, TINY_TIMING, lambda: None, check)
+    rec = timing.measure(shape, "qkernels", "matmul-f16", 1, TINY_TIMING, lambda: None, check)
     assert "median_s" not in rec and rec["error"].startswith("wrong result")
-    [row] = bench_f16._rows([rec], [shape], [1])
-    assert row["qkernels_within_bound"] is False and row["gops"]["qkernels"] is None and not bench_f16._targets([row])
-    assert not bench.check_failed(None) and not bench.check_failed({"exact": True})
+    [row] = bench_f16.SUITE.rows([rec], [shape], [1])
+    assert row["qkernels_within_bound"] is False and row["gops"]["qkernels"] is None and not bench_f16.SUITE.check_targets([row])
+    assert not timing.check_failed(None) and not timing.check_failed({"exact": True})
 
 
 def test_numpy_f16_budget_times_a_slow_call_a_few_times_or_once():

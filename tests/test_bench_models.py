@@ -1,4 +1,4 @@
-"""``qkernels bench --suite models`` (qkernels/bench_models.py): tiny models through the
+"""``qkernels bench --suite models`` (bench/models.py): tiny models through the
 prepare step and the per-model processes, the fp32 gate and the int8 comparison, the
 CLI's quick path, and the saved JSON through bench/report.py."""
 import json
@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qkernels import bench, bench_models
 from qkernels.__main__ import main
+from qkernels.bench import models as bench_models
+from qkernels.bench import peers, timing
 
 pytest.importorskip("onnx")
 
@@ -31,7 +32,7 @@ def test_tiny_models_run_checked_on_both_libraries_and_report_prints_them(tmp_pa
     c = int8["check"]
     assert c["blocking"] is False and c["output_scale"] > 0 and c["max_diff_lsb"] >= 0
     assert c["qdq_float_max_diff_lsb"] >= 0 and rep["prepared"]["mobilenet_v2-int8"]["ort_vs_qdq_float_lsb"] >= 0
-    assert isinstance(c["argmax_agrees"], bool) and not bench.check_failed(c)
+    assert isinstance(c["argmax_agrees"], bool) and not timing.check_failed(c)
     for r in rep["rows"]:
         assert r["ms"]["qkernels"] > 0 and r["ms"]["ort"] > 0 and r["qk_over_ort"] > 0
         assert r["rss_growth"]["qkernels"] >= 0 and r["rss_growth"]["ort"] >= 0
@@ -64,7 +65,7 @@ def test_cli_models_quick_run_saves_json(tmp_path, capsys):
     rep = json.loads(path.read_text())
     [row] = rep["rows"]
     assert row["shape"] == "resnet18-fp32" and row["geometry"] == "w0.5 96px" and row["ms"]["qkernels"] > 0
-    if bench._have("onnxruntime"):
+    if peers.have("onnxruntime"):
         assert row["check"]["within_bound"] is True and row["ms"]["ort"] > 0
     assert "whole-model bench" in out and "resnet18" in out
     assert main(["bench", "--suite", "models", "--shapes", "resnet18-int4"]) == 2
@@ -86,23 +87,23 @@ def test_fp32_check_gates_and_int8_comparison_informs():
     good = bench_models.check_fp32(ref + 1e-5, ref)
     assert good["within_bound"] and good["mismatches"] == 0 and good["rel_diff"] < 1e-4
     bad = bench_models.check_fp32(ref + np.array([[0, 0, 1e-2]], np.float32), ref)
-    assert not bad["within_bound"] and bad["mismatches"] == 1 and bench.check_failed(bad)
+    assert not bad["within_bound"] and bad["mismatches"] == 1 and timing.check_failed(bad)
     assert not bench_models.check_fp32(ref[:, :2], ref)["within_bound"]
     c = bench_models.compare_int8(ref + np.array([[0, 0.5, 0]], np.float32), ref, 0.25)
-    assert c["max_diff_lsb"] == 2 and c["mismatches"] == 1 and c["argmax_agrees"] and not bench.check_failed(c)
+    assert c["max_diff_lsb"] == 2 and c["mismatches"] == 1 and c["argmax_agrees"] and not timing.check_failed(c)
     assert not bench_models.compare_int8(ref[:, ::-1], ref, 0.25)["argmax_agrees"]
     # a wrong fp32 result posts no time: no ratio, no target
     model = TINY[0]
-    rec = bench._measure(model, "qkernels", bench_models.OP, 1, TINY_TIMING, lambda: None, bad)
+    rec = timing.measure(model, "qkernels", bench_models.OP, 1, TINY_TIMING, lambda: None, bad)
     assert "median_s" not in rec and rec["error"].startswith("wrong result")
-    [row] = bench_models._rows([rec], [model], [1])
+    [row] = bench_models.SUITE.rows([rec], [model], [1])
     assert row["ms"]["qkernels"] is None and row["qk_over_ort"] is None
     assert "WRONG" in bench_models.check_cell(row["check"])
 
 
 def test_without_onnxruntime_int8_models_are_skipped_with_a_note(monkeypatch):
-    real = bench._have
-    monkeypatch.setattr(bench, "_have", lambda name: False if name == "onnxruntime" else real(name))
+    real = peers.have
+    monkeypatch.setattr(peers, "have", lambda name: False if name == "onnxruntime" else real(name))
     rep = bench_models.run_bench([TINY[1]], [1], quick=True, timing=TINY_TIMING)
     assert rep["ok"] and rep["rows"] == [] and rep["settings"]["models"] == []
     assert any(n.startswith("int8 models skipped (mobilenet_v2-int8)") for n in rep["notes"]), rep["notes"]

@@ -39,7 +39,7 @@ def conv_ref(x, w, za, zw, stride, pads, dilation, groups):
 
 
 def _pads(padding, hw, khw, stride, dilation):
-    return qkernels._conv._padding(padding, hw, khw, stride, dilation)
+    return qkernels._conv_geometry.explicit_padding(padding, hw, khw, stride, dilation)
 
 
 def _random(rng, shape, dt):
@@ -405,7 +405,7 @@ def test_conv_geometry_beyond_the_limit_is_a_value_error_naming_the_argument(arg
     x = QTensor(np.ones((1, 4, 4, 2), np.uint8), 0.1, 0)
     w = QTensor(np.ones((2, kernel, kernel, 1 if depthwise else 2), np.int8), 0.1, 0)
     conv = qkernels.depthwise_conv2d if depthwise else conv2d
-    with pytest.raises(ValueError, match=f"{arg}.*{qkernels._conv.MAX_GEOMETRY}"):
+    with pytest.raises(ValueError, match=f"{arg}.*{qkernels._conv_geometry.MAX_GEOMETRY}"):
         conv(x, w, out_dtype=np.int32, **{arg: value})
     with pytest.raises(ValueError, match=arg):
         conv((x.data / 8).astype(np.float16), (w.data / 4).astype(np.float16), **{arg: value})

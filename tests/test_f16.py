@@ -59,7 +59,7 @@ def test_matmul_within_the_contract_on_every_path(m, k, n, seed, act, bias):
     bv = _rand(rng, (n,)) if bias else None
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     ref = a64 @ b64 + (0 if bv is None else bv.astype(np.float64))
-    lo, hi = qkernels._gemm.activation_range(act)
+    lo, hi = qkernels._common.activation_range(act)
     ref = np.clip(ref, lo, hi)
     scale = np.abs(a64) @ np.abs(b64)
     for isa in qkernels.SUPPORTED_ISAS:
@@ -201,10 +201,10 @@ def test_conv2d_and_depthwise_within_the_contract_on_every_path(case):
     k = case["kh"] * case["kw"] * case["cg"]
     w = _rand(rng, (case["o"], case["kh"], case["kw"], case["cg"]), 1 / np.sqrt(k))
     bias = _rand(rng, (case["o"],))
-    pads = qkernels._conv._padding(case["padding"], (case["h"], case["w"]), (case["kh"], case["kw"]),
+    pads = qkernels._conv_geometry.explicit_padding(case["padding"], (case["h"], case["w"]), (case["kh"], case["kw"]),
                                    case["stride"], case["dilation"])
     ref, scale = conv_ref64(x, w, case["stride"], pads, case["dilation"], case["groups"])
-    ref = np.clip(ref + bias.astype(np.float64), *qkernels._gemm.activation_range(case["act"]))
+    ref = np.clip(ref + bias.astype(np.float64), *qkernels._common.activation_range(case["act"]))
     kw = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], activation=case["act"])
     packed = pack_conv_weights(w, groups=case["groups"], bias=bias)
     xin = np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if case["nchw"] else x

@@ -243,22 +243,22 @@ def test_reference_fixedpoint_agrees_with_gemmlowp_known_values(ref):
 @given(real=st.floats(min_value=2.0**-45, max_value=2.0**30, exclude_max=True, allow_subnormal=False))
 @settings(max_examples=_examples(300))
 def test_fixedpoint_multiplier_and_shift_match_reference(real, ref):
-    from qkernels._gemm import _fixedpoint_params
+    from qkernels._requant import fixedpoint_params
     try:
         want = ref.fixedpoint_params(real)
     except ValueError:
         with pytest.raises(ValueError):
-            _fixedpoint_params(np.array([real]))
+            fixedpoint_params(np.array([real]))
         return
-    mult, shift = _fixedpoint_params(np.array([real]))
+    mult, shift = fixedpoint_params(np.array([real]))
     assert (int(mult[0]), int(shift[0])) == want
 
 
 def test_fixedpoint_multiplier_edge_scales_match_reference(ref):
-    from qkernels._gemm import _fixedpoint_params
+    from qkernels._requant import fixedpoint_params
     reals = [2.0**-32, 2.0**-31, 2.0**-33, 1e-12, 0.5, 1.0, 1 - 2.0**-40, 0.5 * (1 - 2.0**-33),
              2.0**29, 2.0**30 - 1, 3.0, 1 / 3]
-    mult, shift = _fixedpoint_params(np.array(reals))
+    mult, shift = fixedpoint_params(np.array(reals))
     for r, mu, sh in zip(reals, mult, shift):
         assert (int(mu), int(sh)) == ref.fixedpoint_params(r), r
 

@@ -11,7 +11,8 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto as TP  # noqa: E402
 from onnx import helper, numpy_helper  # noqa: E402
 
-from qkernels.graph import ModelError, RunError, Session, UnsupportedError, zoo  # noqa: E402
+from qkernels.bench import zoo  # noqa: E402
+from qkernels.graph import ModelError, RunError, Session, UnsupportedError  # noqa: E402
 from qkernels.graph import session as session_module  # noqa: E402
 
 

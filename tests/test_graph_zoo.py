@@ -1,11 +1,12 @@
-"""The model builders (qkernels.graph.zoo) make valid ONNX that the runner and ONNX
+"""The model builders (qkernels.bench.zoo) make valid ONNX that the runner and ONNX
 Runtime run alike (small widths and resolutions: fast)."""
 import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from qkernels.graph import Session, zoo  # noqa: E402
+from qkernels.bench import zoo  # noqa: E402
+from qkernels.graph import Session  # noqa: E402
 
 
 @pytest.mark.parametrize("build", [zoo.mobilenet_v2, zoo.resnet18])

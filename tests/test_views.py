@@ -145,7 +145,7 @@ def conv_cases(draw, depthwise=False):
     # size-1 dimensions (H == 1 above all) have arbitrary strides: drawn often
     n, h, w = (2, 8, 16) if big else (draw(st.sampled_from((1, 2, 2, 3))), draw(st.sampled_from((1, 1, 2, 3, 5))),
                                        draw(st.sampled_from((1, 2, 3, 6))))
-    pads = qk._conv._padding(padding, (h, w), (kh, kw), qk._conv._pair(stride, "s"), qk._conv._pair(dilation, "d"))
+    pads = qk._conv_geometry.explicit_padding(padding, (h, w), (kh, kw), qk._conv_geometry.pair(stride, "s"), qk._conv_geometry.pair(dilation, "d"))
     if h + pads[0] + pads[2] < (kh - 1) * dilation + 1 or w + pads[1] + pads[3] < (kw - 1) * dilation + 1:
         padding = "same"                              # the kernel must fit the padded input
         stride = 1

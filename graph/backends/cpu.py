@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from ... import _conv, _gemm
+from ... import _api
 from ..._qtensor import QTensor, dequantize, quantize
 from ..backend import Backend
 from ..errors import RunError
@@ -307,7 +307,7 @@ def _make_qconv(node: Node, graph: Graph) -> Runner | None:
     if node.op_type == "ConvInteger":   # scale 1 (per channel when the zero points are)
         SW = np.ones(np.size(ZW) if ZW is not None else 1, np.float32)
     wq = _weight_qtensor(W, SW, ZW, 0, o)
-    pw = _conv.pack_conv_weights(wq, groups=groups, weight_layout="OIHW", bias=B)
+    pw = _api.pack_conv_weights(wq, groups=groups, weight_layout="OIHW", bias=B)
     result = node.outputs[0]
 
     def run(values):
@@ -318,10 +318,10 @@ def _make_qconv(node: Node, graph: Graph) -> Runner | None:
         # the NCHW view of an NHWC array, as this runner returns)
         xq = xin.qtensor(values, np.ascontiguousarray(data.transpose(0, 2, 3, 1)))
         if out is None:
-            y = _conv.conv2d(xq, pw, stride=stride, padding=padding, dilation=dilation, out_dtype=np.int32)
+            y = _api.conv2d(xq, pw, stride=stride, padding=padding, dilation=dilation, out_dtype=np.int32)
         else:
             ys, yz, ydt = out.get(values)
-            y = _conv.conv2d(xq, pw, stride=stride, padding=padding, dilation=dilation, out_scale=ys,
+            y = _api.conv2d(xq, pw, stride=stride, padding=padding, dilation=dilation, out_scale=ys,
                              out_zero_point=yz, out_dtype=ydt, requant=_requant(graph)).data
         # an NCHW view of the NHWC result, no copy: the next convolution's transpose back
         # is then free, and elementwise operators between keep the NHWC memory order
@@ -408,7 +408,7 @@ def _make_qmatmul(node: Node, graph: Graph) -> Runner | None:
             return None
         n = B.shape[1]
         scale = np.ones(np.size(ZB) if ZB is not None else 1, np.float32) if integer else SB
-        pw = _gemm.pack_weights(_weight_qtensor(B, scale, ZB, 1, n))
+        pw = _api.pack_weights(_weight_qtensor(B, scale, ZB, 1, n))
     else:   # both operands vary: the kernels pack B at each call
         if ZB is not None and np.size(ZB) != 1 or SB is not None and np.size(SB) != 1:
             return None
@@ -427,9 +427,9 @@ def _make_qmatmul(node: Node, graph: Graph) -> Runner | None:
         else:
             rhs = pw
         if out is None:
-            return {result: _gemm.matmul(aq, rhs, out_dtype=np.int32)}
+            return {result: _api.matmul(aq, rhs, out_dtype=np.int32)}
         ys, yz, ydt = out.get(values)
-        return {result: _gemm.matmul(aq, rhs, out_scale=ys, out_zero_point=yz, out_dtype=ydt, requant=_requant(graph)).data}
+        return {result: _api.matmul(aq, rhs, out_scale=ys, out_zero_point=yz, out_dtype=ydt, requant=_requant(graph)).data}
     return _fallback(node, graph, run)
 
 
@@ -461,7 +461,7 @@ def _make_qgemm(node: Node, graph: Graph) -> Runner | None:
             return None
     sa_alpha = np.float32(np.float32(alpha) * np.float32(SA.reshape(())))
     ain = _QParams.constant(sa_alpha, ZA)
-    pw = _gemm.pack_weights(_weight_qtensor(np.ascontiguousarray(bk), SB, ZB, 1, n), bias=bias)
+    pw = _api.pack_weights(_weight_qtensor(np.ascontiguousarray(bk), SB, ZB, 1, n), bias=bias)
     out = _QParams(graph, sy, zy) if sy else None
     if out is None:
         float_scale = (sa_alpha * np.broadcast_to(SB.astype(np.float32).reshape(-1), (n,))).astype(np.float32)
@@ -473,10 +473,10 @@ def _make_qgemm(node: Node, graph: Graph) -> Runner | None:
             raise _NotServed
         aq = ain.qtensor(values, data.T if trans_a else data)
         if out is None:
-            acc = _gemm.matmul(aq, pw, out_dtype=np.int32)
+            acc = _api.matmul(aq, pw, out_dtype=np.int32)
             return {result: acc.astype(np.float32) * float_scale}
         ys, yz, ydt = out.get(values)
-        return {result: _gemm.matmul(aq, pw, out_scale=ys, out_zero_point=yz, out_dtype=ydt, requant=_requant(graph)).data}
+        return {result: _api.matmul(aq, pw, out_scale=ys, out_zero_point=yz, out_dtype=ydt, requant=_requant(graph)).data}
     return _fallback(node, graph, run)
 
 
@@ -499,14 +499,14 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
         return _fused_reference(node, graph)
     result = node.outputs[0]
     if W.dtype == _F16:
-        pw = _conv.pack_conv_weights(W, groups=groups, weight_layout="OIHW",
+        pw = _api.pack_conv_weights(W, groups=groups, weight_layout="OIHW",
                                      bias=None if B is None else B.astype(np.float32))
 
         def run(values):
             data = values[x]
             if data.dtype != _F16 or data.ndim != 4:
                 raise _NotServed
-            return {result: _conv.conv2d(data, pw, stride=stride, padding=padding, dilation=dilation,
+            return {result: _api.conv2d(data, pw, stride=stride, padding=padding, dilation=dilation,
                                          layout="NCHW", activation=activation)}
     else:
         conv = npconv.FloatConv(W, B, stride, dilation, padding, groups)
@@ -574,13 +574,13 @@ def _make_gemm(node: Node, graph: Graph) -> Runner | None:
         if alpha != 1.0:
             return _fused_reference(node, graph)
         bias32 = None if bias is None else (np.float32(beta) * bias.astype(np.float32)).astype(np.float32)
-        pw = _gemm.pack_weights(np.ascontiguousarray(bk), bias=bias32)
+        pw = _api.pack_weights(np.ascontiguousarray(bk), bias=bias32)
 
         def run(values):
             data = values[a]
             if data.dtype != _F16 or data.ndim != 2:
                 raise _NotServed
-            return {result: _gemm.matmul(data.T if trans_a else data, pw, activation=activation)}
+            return {result: _api.matmul(data.T if trans_a else data, pw, activation=activation)}
     else:
         bmat = np.ascontiguousarray(bk, np.float32)
         cvec = None if bias is None else (np.float32(beta) * bias).astype(np.float32)
@@ -606,17 +606,17 @@ def _make_matmul(node: Node, graph: Graph) -> Runner | None:
     if B is not None and (B.dtype != _F16 or B.ndim != 2):
         return None
     if B is not None:
-        pw = _gemm.pack_weights(B)
+        pw = _api.pack_weights(B)
 
         def run(values):
             data = values[a]
             if data.dtype != _F16 or data.ndim < 1:
                 raise _NotServed
-            return {result: _gemm.matmul(data, pw)}
+            return {result: _api.matmul(data, pw)}
     else:
         def run(values):
             da, db = values[a], values[b]
             if da.dtype != _F16 or db.dtype != _F16 or da.ndim < 1 or db.ndim < 1:
                 raise _NotServed
-            return {result: _gemm.matmul(da, db)}
+            return {result: _api.matmul(da, db)}
     return _fallback(node, graph, run)

@@ -4,7 +4,7 @@
  * B's zero point is applied by the output stage (row sum of A). Two K-pairs per
  * step on independent accumulators to overlap the loads. */
 #include <immintrin.h>
-#include "qk_common.h"
+#include "qk_gemm.h"
 
 void qs8_gemm_1x16c2_avx2(size_t k_groups, const void *a, const void *b, int32_t *acc) {
     const int16_t *pa = (const int16_t *)a;

@@ -4,7 +4,7 @@
  * tile [r0c0 r0c1 r1c0 r1c1]: 2 row pairs x 4 column pairs = 8 accumulators, which
  * are unzipped into rows at the end. Exact int8 products summed in int32. */
 #include <arm_neon.h>
-#include "qk_common.h"
+#include "qk_gemm.h"
 
 void qs8_gemm_4x8c8_i8mm(size_t k_groups, const void *a, const void *b, int32_t *acc) {
     const int8_t *pa = (const int8_t *)a, *pb = (const int8_t *)b;

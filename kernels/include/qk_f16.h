@@ -3,6 +3,7 @@
  * round the same way (to nearest, ties to even; overflow to infinity; NaN stays NaN). */
 #ifndef QK_F16_H
 #define QK_F16_H
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -42,6 +43,11 @@ static inline uint16_t qk_f32_to_f16(float f) {
     if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) r++;    /* a carry moves to the next binade */
     return sign | (uint16_t)r;
 }
+
+/* fp16 -> fp32 of a contiguous row (exact: every fp16 value is a float), with F16C or
+ * NEON where the CPU has it, whatever ISA path is in use (kernels/registry.c). */
+typedef void (*qk_f16_row_fn)(const uint16_t *src, float *dst, size_t n);
+qk_f16_row_fn qk_f16_row_converter(void);
 
 /* The fp16 output stage for one value: bias added in float, clamp keeping NaN, one rounding. */
 static inline uint16_t qk_f16_out(float acc, float bias, float lo, float hi) {

@@ -1,9 +1,40 @@
-/* The output stage of one element, shared by the scalar stage and the tails of the
- * vector stages, so every ISA rounds exactly alike. */
+/* The output stage: what turns a tile of int32 sums (fp32 sums for fp16 kernels) into
+ * the caller's output, one stage per ISA; and the stage of one element, shared by the
+ * scalar stage and the tails of the vector stages, so every ISA rounds exactly alike. */
 #ifndef QK_OUTPUT_H
 #define QK_OUTPUT_H
 #include <math.h>
-#include "qk_common.h"
+#include <stddef.h>
+#include <stdint.h>
+#include "qk_fixedpoint.h"
+
+enum qk_out_mode { QK_OUT_INT32 = 0, QK_OUT_FP32 = 1, QK_OUT_FIXEDPOINT = 2, QK_OUT_F16 = 3 };
+
+/* How the sums of one tile become the output. Per-column arrays are indexed by the
+ * absolute column, per-row arrays by the absolute row. */
+typedef struct {
+    int mode;                 /* enum qk_out_mode */
+    int out_signed;           /* output int8 (1) or uint8 (0); unused for INT32 */
+    int32_t zero_point;       /* output zero point */
+    int32_t lo, hi;           /* clamp, in output units (activation fused here);
+                                 precondition: lo <= hi, both inside the output type */
+    const int32_t *col_add;   /* [N] added to every row: bias and zero-point terms */
+    const int32_t *col_zb;    /* [N] or NULL: B zero point times row sum, subtracted */
+    const int32_t *row_sum;   /* [M] or NULL: sum of packed A over K (QK_PACK_S8, QK_PACK_U8) */
+    const float *scale;       /* [N] fp32 mode: sa*sb[n]/sy */
+    const int32_t *mult;      /* [N] fixed-point mode: Q31 multiplier */
+    const int32_t *shift;     /* [N] fixed-point mode: left shift (>0) or right shift (<0) */
+    /* QK_OUT_F16 (fp16 kernels: acc holds float sums): out = fp16(min(max(acc + bias, flo), fhi)),
+       NaN kept, round half to even */
+    const float *bias_f;      /* [N] */
+    float flo, fhi;
+} qk_out_params;
+
+/* Turn an mr x nr tile (row stride acc_stride) at rows m0.., columns n0.. into output
+ * rows of c (row stride c_stride bytes). */
+typedef void (*qk_output_fn)(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
+                             size_t m0, size_t n0, const qk_out_params *p,
+                             void *c, size_t c_stride);
 
 /* acc plus bias and zero-point terms, wrapping like int32 arithmetic. */
 static inline int32_t qk_out_acc(int32_t acc, size_t m, size_t n, const qk_out_params *p) {

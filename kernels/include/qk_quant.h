@@ -25,19 +25,12 @@ typedef size_t (*qk_quantize_row_fn)(size_t n, const float *x, const float *scal
 typedef size_t (*qk_dequantize_row_fn)(size_t n, const void *q, int in_signed, const float *scale, const int32_t *zp,
                                        int per_elem, float *y);
 
-typedef struct {
-    qk_quantize_row_fn quantize;
-    qk_dequantize_row_fn dequantize;
-} qk_quant_kernels;
-
-/* The row kernels of an ISA (the scalar ones where none is specialised). */
-const qk_quant_kernels *qk_quant_kernels_for_isa(int isa);
-
-/* Values [i0, i1) of an array viewed as (outer, channels, inner); scale and zp hold
- * `channels` values. quantize returns nonzero when it met a NaN. */
-int qk_quantize_range(const qk_quant_kernels *k, size_t i0, size_t i1, size_t channels, size_t inner,
+/* Values [i0, i1) of an array viewed as (outer, channels, inner) with an ISA's row kernel
+ * (the registry's, qk_registry.h); scale and zp hold `channels` values. quantize returns
+ * nonzero when it met a NaN. */
+int qk_quantize_range(qk_quantize_row_fn row, size_t i0, size_t i1, size_t channels, size_t inner,
                       const float *x, const float *scale, const int32_t *zp, int out_signed, void *q);
-void qk_dequantize_range(const qk_quant_kernels *k, size_t i0, size_t i1, size_t channels, size_t inner,
+void qk_dequantize_range(qk_dequantize_row_fn row, size_t i0, size_t i1, size_t channels, size_t inner,
                          const void *q, int in_signed, const float *scale, const int32_t *zp, float *y);
 
 size_t qk_quantize_row_scalar(size_t n, const float *x, const float *scale, const int32_t *zp, int per_elem,

@@ -4,7 +4,7 @@
  * unrolled copies. The dot-product and i8mm paths use this kernel too: sdot sums four
  * consecutive bytes of one lane, which depthwise (one tap per channel) does not have. */
 #include <arm_neon.h>
-#include "qk_common.h"
+#include "qk_conv.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 

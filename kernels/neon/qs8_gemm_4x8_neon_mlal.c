@@ -4,7 +4,7 @@
  * row) by 8 int16 columns of B with vmlal: exact widening multiply-adds into
  * int32, no saturation anywhere. */
 #include <arm_neon.h>
-#include "qk_common.h"
+#include "qk_gemm.h"
 
 #define QK_MLAL_K(c, a, lane, b)                                            \
     do {                                                                    \

@@ -4,7 +4,7 @@
  * exact int8 products summed in int32, 16 named accumulators (an array would be
  * zeroed on the stack first). */
 #include <arm_neon.h>
-#include "qk_common.h"
+#include "qk_gemm.h"
 
 /* row i of the tile: 16 columns from the 4 B vectors and lane i of A */
 #define QK_DOT_ROW(i)                                          \

@@ -4,7 +4,7 @@
  * accumulation at every K, where whole-K fp16 accumulation is 7-30x worse
  * (docs/design.md, "fp16"; bench/f16_accumulation.py measures it). A and B are fp16 panels. */
 #include <arm_neon.h>
-#include "qk_common.h"
+#include "qk_gemm.h"
 
 #define QK_F16_CHUNK 8
 

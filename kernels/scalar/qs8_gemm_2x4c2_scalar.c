@@ -1,6 +1,6 @@
 /* int8 GEMM micro-kernel, portable C: 2x4 tile, K in pairs, int16 zero-folded panels
  * (A row-major, B in pairs of K per column). */
-#include "qk_common.h"
+#include "qk_gemm.h"
 
 void qs8_gemm_2x4c2_scalar(size_t k_groups, const void *a, const void *b, int32_t *acc) {
     const int16_t *pa = (const int16_t *)a, *pb = (const int16_t *)b;

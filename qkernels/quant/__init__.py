@@ -4,10 +4,17 @@ observers and quantization parameters.
 - :func:`quantize_model` (:mod:`qkernels.quant.quantize`) -- a float ONNX model and
   calibration data in, a QDQ ONNX model out (targets ``cpu``, ``dsp``, ``fp16``).
 
-- :mod:`qkernels.quant.passes` -- cross-layer equalisation, bias correction and the
-  accuracy-budget search (``quantize_model(equalize=, bias_correction=, evaluate=)``).
-- :mod:`qkernels.quant.report` -- the per-tensor report (SQNR, cosine, clipping) as a
-  table, JSON and a plot.
+- :mod:`qkernels.quant.passes` -- batch-norm folding, cross-layer equalisation, bias
+  correction and the accuracy-budget search (``quantize_model(equalize=,
+  bias_correction=, evaluate=)``).
+- :mod:`qkernels.quant.calibration` -- calibration data in its accepted forms, and
+  :func:`calibrate` (the float model run over it, one observer per tensor).
+- :mod:`qkernels.quant.plan` -- which activations, weights and biases get quantized;
+  :mod:`qkernels.quant.qdq` -- the QDQ (and fp16) model written from that plan;
+  :mod:`qkernels.quant.weights` -- the int8 weight grid and per-channel ranges;
+  :mod:`qkernels.quant.graphutil` -- ONNX graph helpers these modules share.
+- :mod:`qkernels.quant.report` -- the per-tensor report (SQNR, cosine, clipping): measured,
+  assembled, and shown as a table, JSON and a plot.
 - :mod:`qkernels.quant.observers` -- mergeable, picklable observers that collect a
   tensor's range batch by batch (min-max, moving average, percentile, entropy, MSE).
 - :mod:`qkernels.quant.params` -- scale and zero point from a range
@@ -26,8 +33,9 @@ from .observers import (
     make_observer,
 )
 from .params import qrange, quant_params, weight_params
-from .passes import correct_biases, equalize, input_means, search_accuracy_budget
-from .quantize import TARGETS, CalibrationError, calibrate, fold_batch_norm, quantize_model
+from .calibration import CalibrationError, calibrate
+from .passes import correct_biases, equalize, fold_batch_norm, input_means, search_accuracy_budget
+from .quantize import TARGETS, quantize_model
 from .report import format_report, load_report, plot_report, save_report
 
 __all__ = [

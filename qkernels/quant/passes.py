@@ -1,6 +1,8 @@
 """Quantization passes around calibration (Nagel et al. 2019, "Data-Free Quantization
 Through Weight Equalization and Bias Correction", and a layer-wise accuracy budget).
 
+* :func:`fold_batch_norm` -- BatchNormalization after a Conv folded into its weights
+  and bias (always run first).
 * :func:`equalize` -- cross-layer equalisation, on the float model before calibration:
   for ``Conv -> [Relu] -> Conv`` pairs with constant weights, output channel ``i`` of the
   first conv is divided by ``s_i`` and input channel ``i`` of the second multiplied by
@@ -22,43 +24,68 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
-__all__ = ["equalize", "input_means", "correct_biases", "search_accuracy_budget", "channel_ranges",
-           "range_spread"]
+from .calibration import iter_calibration
+from .graphutil import consumers, drop_unused_initializers, node_attrs, with_outputs
+from .weights import channel_ranges, dequantize_weight, quantize_weight, range_spread
+
+__all__ = ["fold_batch_norm", "equalize", "input_means", "correct_biases", "search_accuracy_budget",
+           "channel_ranges", "range_spread"]
 
 
-def _attrs(node) -> dict:
-    from onnx import helper
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+# ---------------------------------------------------------------- batch-norm folding
 
-
-def _consumers(graph) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for n in graph.node:
+def fold_batch_norm(model):
+    """BatchNormalization after a Conv with constant weights (and no other reader of the
+    Conv's output) folded into the Conv's weights and bias; returns a new model."""
+    import onnx
+    from onnx import numpy_helper
+    model = copy.deepcopy(model)
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    readers: dict[str, int] = {}
+    for n in g.node:
         for i in n.input:
-            if i:
-                out.setdefault(i, []).append(n)
-    return out
+            readers[i] = readers.get(i, 0) + 1
+    producer = {o: n for n in g.node for o in n.output}
+    graph_outputs = {o.name for o in g.output}
+    drop = []
+    for bn in g.node:
+        if bn.op_type != "BatchNormalization" or len(bn.output) != 1:
+            continue
+        conv = producer.get(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or readers.get(conv.output[0], 0) != 1 \
+                or conv.output[0] in graph_outputs or conv.input[1] not in inits \
+                or not all(i in inits for i in bn.input[1:5]):
+            continue
+        scale, b, mean, var = (numpy_helper.to_array(inits[i]).astype(np.float64) for i in bn.input[1:5])
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        k = scale / np.sqrt(var + eps)
+        w = numpy_helper.to_array(inits[conv.input[1]])
+        bias = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) \
+            if len(conv.input) > 2 and conv.input[2] in inits else np.zeros(w.shape[0])
+        w_new = (w.astype(np.float64) * k.reshape(-1, *([1] * (w.ndim - 1)))).astype(w.dtype)
+        b_new = ((bias - mean) * k + b).astype(w.dtype)
+        wn, bn_name = conv.input[1] + "_bnfold", conv.output[0] + "_bnfold_bias"
+        g.initializer.extend([numpy_helper.from_array(w_new, wn), numpy_helper.from_array(b_new, bn_name)])
+        conv.input[1] = wn
+        if len(conv.input) > 2:
+            conv.input[2] = bn_name
+        else:
+            conv.input.append(bn_name)
+        conv.output[0] = bn.output[0]
+        drop.append(bn)
+    for n in drop:
+        g.node.remove(n)
+    drop_unused_initializers(g)
+    onnx.checker.check_model(model)
+    return model
 
 
 # ---------------------------------------------------------------- cross-layer equalisation
-
-def channel_ranges(w: np.ndarray) -> np.ndarray:
-    """Per output channel (axis 0) ``max |w|`` of a Conv weight."""
-    w = np.asarray(w, np.float64)
-    return np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-
-
-def range_spread(w: np.ndarray) -> float:
-    """Largest over smallest non-zero per-output-channel range of a Conv weight (1 = all
-    channels alike); a large spread is what per-tensor quantization suffers from."""
-    r = channel_ranges(w)
-    r = r[r > 0]
-    return float(r.max() / r.min()) if r.size else 1.0
-
 
 def _input_channel_ranges(w2: np.ndarray, group: int) -> np.ndarray:
     """Per *input* channel of a (grouped) Conv weight ``(O, C/g, k...)``: ``max |w|`` over
@@ -81,12 +108,12 @@ def _equalization_pairs(model):
     """(pairs [(conv1, activation node or None, conv2)], skipped [(names, reason)])."""
     g = model.graph
     inits = {t.name for t in g.initializer}
-    consumers = _consumers(g)
+    readers = consumers(g)
     outputs = {o.name for o in g.output}
     pairs, skipped = [], []
 
     def only_reader(value):
-        users = consumers.get(value, [])
+        users = readers.get(value, [])
         return users[0] if len(users) == 1 and value not in outputs else None
 
     for c1 in g.node:
@@ -145,35 +172,59 @@ def equalize(model, iterations: int = 20, tol: float = 1e-4):
     g = model.graph
     pairs, skipped = _equalization_pairs(model)
     info = {"pairs": [], "skipped": [{"nodes": list(n), "reason": r} for n, r in skipped], "sweeps": 0}
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    pairs = _channel_matched(pairs, inits, info["skipped"])
     if not pairs:
         return model, info
-    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    chained = []
+    w, b = _working_copies(pairs, inits)
+    before = {c.name: range_spread(w[c.name]) for c1, _, c2 in pairs for c in (c1, c2)}
+    info["sweeps"] = _sweep(pairs, w, b, iterations, tol)
+    for c1, act, c2 in pairs:
+        info["pairs"].append({"nodes": _pair_names(c1, act, c2),
+                              "spread_before": before[c1.name], "spread_after": range_spread(w[c1.name]),
+                              "second_spread_before": before[c2.name],
+                              "second_spread_after": range_spread(w[c2.name])})
+    _write_back(g, w, b, inits)
+    return model, info
+
+
+def _pair_names(c1, act, c2) -> list[str]:
+    return [c1.name] + ([act.name] if act else []) + [c2.name]
+
+
+def _channel_matched(pairs, inits: dict, skipped: list) -> list:
+    """The pairs whose first conv's output channels are the second's input channels (the
+    others are added to ``skipped``)."""
+    kept = []
     for c1, act, c2 in pairs:
         w1, w2 = inits[c1.input[1]], inits[c2.input[1]]
-        if w2.ndim < 3 or w1.ndim != w2.ndim or w2.shape[1] * int(_attrs(c2).get("group", 1)) != w1.shape[0]:
-            info["skipped"].append({"nodes": [c1.name] + ([act.name] if act else []) + [c2.name],
-                                    "reason": "the first Conv's output channels are not the second's input channels"})
+        if w2.ndim < 3 or w1.ndim != w2.ndim or w2.shape[1] * int(node_attrs(c2).get("group", 1)) != w1.shape[0]:
+            skipped.append({"nodes": _pair_names(c1, act, c2),
+                            "reason": "the first Conv's output channels are not the second's input channels"})
         else:
-            chained.append((c1, act, c2))
-    pairs = chained
-    if not pairs:
-        return model, info
-    # working float64 copies per node: weight and bias
-    w = {}
-    b = {}
+            kept.append((c1, act, c2))
+    return kept
+
+
+def _working_copies(pairs, inits: dict) -> tuple[dict, dict]:
+    """float64 copies of each paired conv's weight and bias (None: no bias), by node name."""
+    w, b = {}, {}
     for c1, _, c2 in pairs:
         for c in (c1, c2):
-            if c.name in w:
-                continue
-            w[c.name] = inits[c.input[1]].astype(np.float64)
-            b[c.name] = inits[c.input[2]].astype(np.float64) if len(c.input) > 2 and c.input[2] else None
-    before = {c1.name: range_spread(w[c1.name]) for c1, _, _ in pairs}
-    before2 = {c2.name: range_spread(w[c2.name]) for _, _, c2 in pairs}
-    for sweep in range(iterations):
+            if c.name not in w:
+                w[c.name] = inits[c.input[1]].astype(np.float64)
+                b[c.name] = inits[c.input[2]].astype(np.float64) if len(c.input) > 2 and c.input[2] else None
+    return w, b
+
+
+def _sweep(pairs, w: dict, b: dict, iterations: int, tol: float) -> int:
+    """Rescale every pair, in place, until each scale is within ``tol`` of 1 (in log) or
+    ``iterations`` sweeps are done; returns the number of sweeps."""
+    sweeps = 0
+    for sweeps in range(1, iterations + 1):
         worst = 0.0
         for c1, _, c2 in pairs:
-            group = int(_attrs(c2).get("group", 1))
+            group = int(node_attrs(c2).get("group", 1))
             w1, w2 = w[c1.name], w[c2.name]
             r1 = channel_ranges(w1)
             r2 = _input_channel_ranges(w2, group)
@@ -185,33 +236,28 @@ def equalize(model, iterations: int = 20, tol: float = 1e-4):
                 b[c1.name] = b[c1.name] / s
             w[c2.name] = _scale_input_channels(w2, group, s)
             worst = max(worst, float(np.abs(np.log(s)).max()))
-        info["sweeps"] = sweep + 1
         if worst < tol:
             break
-    for c1, act, c2 in pairs:
-        info["pairs"].append({"nodes": [c1.name] + ([act.name] if act else []) + [c2.name],
-                              "spread_before": before[c1.name], "spread_after": range_spread(w[c1.name]),
-                              "second_spread_before": before2[c2.name],
-                              "second_spread_after": range_spread(w[c2.name])})
-    # write every touched weight and bias back under a new name (an initializer may be shared)
+    return sweeps
+
+
+def _write_back(g, w: dict, b: dict, inits: dict) -> None:
+    """Every touched weight and bias stored under a new name (an initializer may be
+    shared with a node that was not equalised)."""
+    from onnx import numpy_helper
     new_inits = []
     for node in g.node:
         if node.name not in w:
             continue
-        dtype = inits[node.input[1]].dtype
         name = f"{node.input[1]}_eq_{node.name}"
-        new_inits.append(numpy_helper.from_array(w[node.name].astype(dtype), name))
+        new_inits.append(numpy_helper.from_array(w[node.name].astype(inits[node.input[1]].dtype), name))
         node.input[1] = name
         if b[node.name] is not None:
             bname = f"{node.input[2]}_eq_{node.name}"
             new_inits.append(numpy_helper.from_array(b[node.name].astype(inits[node.input[2]].dtype), bname))
             node.input[2] = bname
     g.initializer.extend(new_inits)
-    used = {i for n in g.node for i in n.input}
-    keep = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    return model, info
+    drop_unused_initializers(g)
 
 
 # ---------------------------------------------------------------- bias correction
@@ -257,11 +303,10 @@ def input_means(model, calibration_data, nodes: Iterable[str], progress: bool = 
     data, the float model run on qkernels' runner: over the batch for Conv (so the
     mean keeps its spatial shape), over every row for Gemm and MatMul."""
     from ..graph import Session
-    from .quantize import _with_outputs, iter_calibration
     wanted = set(nodes)
     sel = [n for n in model.graph.node if n.name in wanted]
     tensors = list(dict.fromkeys(n.input[0] for n in sel))
-    session = Session(_with_outputs(model, tensors).SerializeToString())
+    session = Session(with_outputs(model, tensors).SerializeToString())
     inputs = [i.name for i in session.get_inputs()]
     means = {n.name: _Mean() for n in sel}
     batches = iter_calibration(calibration_data, inputs)
@@ -272,7 +317,7 @@ def input_means(model, calibration_data, nodes: Iterable[str], progress: bool = 
         values = dict(zip(tensors, session.run(tensors, feeds)))
         for n in sel:
             x = values[n.input[0]]
-            if n.op_type == "Gemm" and _attrs(n).get("transA", 0):
+            if n.op_type == "Gemm" and node_attrs(n).get("transA", 0):
                 x = x.T
             means[n.name].add(x, rows=n.op_type != "Conv")
     return means
@@ -284,7 +329,7 @@ def _conv_mean_output(node, x_mean: np.ndarray, w: np.ndarray) -> np.ndarray:
     from onnx import TensorProto, helper, numpy_helper
 
     from ..graph import Session
-    attrs = {k: v for k, v in _attrs(node).items()}
+    attrs = {k: v for k, v in node_attrs(node).items()}
     n = helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
     graph = helper.make_graph([n], "bc", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_mean.shape))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
@@ -298,7 +343,7 @@ def correct_biases(model, weights: dict, means: dict, power_of_two: bool = False
     """The float model with each quantized layer's bias corrected for the mean output error
     of its weight quantization (Nagel et al. 2019, §4.2, empirical form).
 
-    ``weights``: weight tensor -> (node, axis) as :func:`qkernels.quant.quantize._plan`
+    ``weights``: weight tensor -> (node, axis) as :func:`qkernels.quant.plan.plan_tensors`
     gives it (axis None: per tensor); ``means``: :func:`input_means`. For every node, with
     ``eps = dequantize(quantize(W)) - W`` (exactly the model's weight grid):
 
@@ -316,12 +361,10 @@ def correct_biases(model, weights: dict, means: dict, power_of_two: bool = False
     ``<bias>_bc``) and a list of ``{"node", "bias", "mean_shift_max", "skipped"?}``.
     """
     from onnx import numpy_helper
-
-    from .quantize import dequantize_weight, quantize_weight
     model = copy.deepcopy(model)
     g = model.graph
     inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    consumers = _consumers(g)
+    readers = consumers(g)
     outputs = {o.name for o in g.output}
     info, new_inits = [], []
     for wname, (node, axis) in weights.items():
@@ -333,77 +376,109 @@ def correct_biases(model, weights: dict, means: dict, power_of_two: bool = False
         if m is None or m.count == 0:
             entry["skipped"] = "no input statistics"
             continue
-        w = inits[wname].astype(np.float32)
-        q, scale, _ = quantize_weight(w, axis, power_of_two)
-        eps = dequantize_weight(q, scale, axis).astype(np.float64) - w.astype(np.float64)
-        a = _attrs(node)
+        eps = _weight_error(inits[wname], axis, power_of_two)
         if node.op_type == "Conv":
-            xm = m.value()
-            if xm is not None:
-                delta = _conv_mean_output(node, xm[None], eps)
-            else:
-                group = int(a.get("group", 1))
-                cm = m.channel_value()
-                o, cpg = eps.shape[0], eps.shape[1]
-                per_in = cm.reshape(group, 1, cpg)            # channel g*cpg + j
-                e = eps.reshape(group, o // group, cpg, -1).sum(axis=3)
-                delta = (e * per_in).sum(axis=2).reshape(o)
-            target, old = (node.input[2], inits[node.input[2]]) if len(node.input) > 2 and node.input[2] \
-                else (None, np.zeros(eps.shape[0], w.dtype))
-            new = (old.astype(np.float64) - delta).astype(old.dtype)
-            name = f"{target}_bc" if target else f"{node.name}_bias_bc"
-            if target:
-                node.input[2] = name
-            else:
-                node.input.append(name)
+            fix = _corrected_conv_bias(node, eps, m, inits)
         elif node.op_type == "Gemm":
-            xm = m.value()
-            e = eps.T if a.get("transB", 0) else eps                         # (K, N)
-            delta = float(a.get("alpha", 1.0)) * (xm @ e)
-            beta = float(a.get("beta", 1.0))
-            if len(node.input) > 2 and node.input[2]:
-                old = inits.get(node.input[2])
-                if old is None or old.size not in (1, delta.size) or beta == 0:
-                    entry["skipped"] = "C is not a constant of N values"
-                    continue
-                new = (np.broadcast_to(old.astype(np.float64).reshape(-1), delta.shape) - delta / beta)
-                new = new.reshape(old.shape if old.size == delta.size else delta.shape).astype(old.dtype)
-                name = f"{node.input[2]}_bc"
-                node.input[2] = name
-            else:
-                if beta == 0:
-                    entry["skipped"] = "beta is 0"
-                    continue
-                new = (-delta / beta).astype(w.dtype)
-                name = f"{node.name}_bias_bc"
-                node.input.append(name)
-        else:   # MatMul: the bias is the constant of an Add reading the output alone
-            users = consumers.get(node.output[0], [])
-            add = users[0] if len(users) == 1 and node.output[0] not in outputs and users[0].op_type == "Add" \
-                else None
-            xm = m.value()
-            delta = xm @ eps if xm is not None and xm.ndim == 1 else None
-            if add is None or delta is None:
-                entry["skipped"] = "no bias: the MatMul's output is not read by an Add alone"
-                continue
-            k = 1 if add.input[0] == node.output[0] else 0
-            old = inits.get(add.input[k])
-            if old is None or old.size != delta.size or old.shape[-1:] != delta.shape:
-                entry["skipped"] = "the Add's other operand is not a constant of N values"
-                continue
-            new = (old.astype(np.float64) - delta).astype(old.dtype)
-            name = f"{add.input[k]}_bc_{node.name}"
-            add.input[k] = name
-            entry["add"] = add.name
-        new_inits.append(numpy_helper.from_array(np.ascontiguousarray(new), name))
-        entry["bias"] = name
-        entry["mean_shift_max"] = float(np.abs(delta).max())
+            fix = _corrected_gemm_bias(node, eps, m, inits)
+        else:
+            fix = _corrected_matmul_bias(node, eps, m, inits, readers, outputs)
+        if isinstance(fix, str):
+            entry["skipped"] = fix
+            continue
+        new_inits.append(numpy_helper.from_array(np.ascontiguousarray(fix.values), fix.name))
+        if fix.add is not None:
+            entry["add"] = fix.add
+        entry["bias"] = fix.name
+        entry["mean_shift_max"] = float(np.abs(fix.delta).max())
     g.initializer.extend(new_inits)
-    used = {i for n in g.node for i in n.input}
-    keep = [t for t in g.initializer if t.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
+    drop_unused_initializers(g)
     return model, info
+
+
+class _Bias(NamedTuple):
+    """A corrected bias: its new initializer's name and values, the correction, and the
+    Add node holding it (MatMul only)."""
+    name: str
+    values: np.ndarray
+    delta: np.ndarray
+    add: str | None = None
+
+
+def _weight_error(w: np.ndarray, axis, power_of_two: bool) -> np.ndarray:
+    """``dequantize(quantize(W)) - W`` in float64: exactly the model's weight grid."""
+    w = w.astype(np.float32)
+    q, scale, _ = quantize_weight(w, axis, power_of_two)
+    return dequantize_weight(q, scale, axis).astype(np.float64) - w.astype(np.float64)
+
+
+def _conv_output_shift(node, eps: np.ndarray, mean: _Mean) -> np.ndarray:
+    """Per output channel, the mean output shift that weight error ``eps`` causes."""
+    xm = mean.value()
+    if xm is not None:
+        return _conv_mean_output(node, xm[None], eps)
+    # spatial size varies between batches: per-channel input means times eps summed over the kernel
+    group = int(node_attrs(node).get("group", 1))
+    o, cpg = eps.shape[0], eps.shape[1]
+    per_in = mean.channel_value().reshape(group, 1, cpg)            # channel g*cpg + j
+    e = eps.reshape(group, o // group, cpg, -1).sum(axis=3)
+    return (e * per_in).sum(axis=2).reshape(o)
+
+
+def _corrected_conv_bias(node, eps: np.ndarray, mean: _Mean, inits: dict) -> _Bias:
+    """The Conv's bias minus the shift (a Conv without bias gets one); rewires ``node``."""
+    delta = _conv_output_shift(node, eps, mean)
+    target, old = (node.input[2], inits[node.input[2]]) if len(node.input) > 2 and node.input[2] \
+        else (None, np.zeros(eps.shape[0], np.float32))
+    new = (old.astype(np.float64) - delta).astype(old.dtype)
+    name = f"{target}_bc" if target else f"{node.name}_bias_bc"
+    if target:
+        node.input[2] = name
+    else:
+        node.input.append(name)
+    return _Bias(name, new, delta)
+
+
+def _corrected_gemm_bias(node, eps: np.ndarray, mean: _Mean, inits: dict) -> _Bias | str:
+    """Gemm's C minus ``alpha * E[x] @ eps' / beta`` (C of N values or absent); rewires
+    ``node``, or says why not."""
+    a = node_attrs(node)
+    e = eps.T if a.get("transB", 0) else eps                         # (K, N)
+    delta = float(a.get("alpha", 1.0)) * (mean.value() @ e)
+    beta = float(a.get("beta", 1.0))
+    if len(node.input) > 2 and node.input[2]:
+        old = inits.get(node.input[2])
+        if old is None or old.size not in (1, delta.size) or beta == 0:
+            return "C is not a constant of N values"
+        new = (np.broadcast_to(old.astype(np.float64).reshape(-1), delta.shape) - delta / beta)
+        new = new.reshape(old.shape if old.size == delta.size else delta.shape).astype(old.dtype)
+        name = f"{node.input[2]}_bc"
+        node.input[2] = name
+        return _Bias(name, new, delta)
+    if beta == 0:
+        return "beta is 0"
+    name = f"{node.name}_bias_bc"
+    node.input.append(name)
+    return _Bias(name, (-delta / beta).astype(np.float32), delta)
+
+
+def _corrected_matmul_bias(node, eps: np.ndarray, mean: _Mean, inits: dict, readers: dict,
+                           outputs: set) -> _Bias | str:
+    """The constant of an Add that alone reads the MatMul's output (a linear layer's bias)
+    minus ``E[x] @ eps``; rewires the Add, or says why not."""
+    users = readers.get(node.output[0], [])
+    add = users[0] if len(users) == 1 and node.output[0] not in outputs and users[0].op_type == "Add" else None
+    xm = mean.value()
+    delta = xm @ eps if xm is not None and xm.ndim == 1 else None
+    if add is None or delta is None:
+        return "no bias: the MatMul's output is not read by an Add alone"
+    k = 1 if add.input[0] == node.output[0] else 0
+    old = inits.get(add.input[k])
+    if old is None or old.size != delta.size or old.shape[-1:] != delta.shape:
+        return "the Add's other operand is not a constant of N values"
+    name = f"{add.input[k]}_bc_{node.name}"
+    add.input[k] = name
+    return _Bias(name, (old.astype(np.float64) - delta).astype(old.dtype), delta, add.name)
 
 
 # ---------------------------------------------------------------- accuracy budget

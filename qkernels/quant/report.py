@@ -38,7 +38,12 @@ import math
 
 import numpy as np
 
-__all__ = ["format_report", "save_report", "load_report", "plot_report", "sqnr_db", "cosine"]
+from .calibration import iter_calibration
+from .graphutil import with_outputs
+from .plan import quantized_layers
+from .weights import dequantize_weight, quantize_weight, range_spread
+
+__all__ = ["build_report", "format_report", "save_report", "load_report", "plot_report", "sqnr_db", "cosine"]
 
 
 def sqnr_db(signal: float, noise: float) -> float:
@@ -105,13 +110,12 @@ def measure(float_model, quant_model, calibration_data, act_params: dict, act_dt
     and compare: per quantized activation (``act_params``: name -> (scale, zero point,
     lo, hi)) and per model output. Returns ``(per tensor stats, per output stats, batches)``."""
     from ..graph import Session
-    from .quantize import _with_outputs, iter_calibration
     names = list(act_params)
     float_outputs = [o.name for o in float_model.graph.output]
     q_graph_outputs = {o.name for o in quant_model.graph.output}
     q_names = [n if n in q_graph_outputs else f"{n}_dq" for n in names]
-    f_session = Session(_with_outputs(float_model, names).SerializeToString())
-    q_session = Session(_with_outputs(quant_model, q_names).SerializeToString())
+    f_session = Session(with_outputs(float_model, names).SerializeToString())
+    q_session = Session(with_outputs(quant_model, q_names).SerializeToString())
     f_fetch = list(dict.fromkeys(names + float_outputs))
     q_fetch = list(dict.fromkeys(q_names + float_outputs))
     inputs = [i.name for i in f_session.get_inputs()]
@@ -145,14 +149,80 @@ def measure(float_model, quant_model, calibration_data, act_params: dict, act_dt
 
 
 def weight_stats(arr: np.ndarray, axis, power_of_two: bool) -> dict:
-    from .passes import range_spread
-    from .quantize import dequantize_weight, quantize_weight
+    """Scale range, SQNR, cosine and per-channel range spread of one quantized weight."""
     q, scale, _ = quantize_weight(arr, axis, power_of_two)
     c = _Compare()
     c.add(arr, dequantize_weight(q, scale, axis))
     spread = range_spread(np.moveaxis(arr, axis if axis is not None else 0, 0)) if arr.ndim > 1 else 1.0
     return {"axis": axis, "scale_min": float(np.min(scale)), "scale_max": float(np.max(scale)),
             "sqnr_db": c.sqnr(), "cosine": c.cos(), "range_spread": spread}
+
+
+# ---------------------------------------------------------------- assembly
+
+def fp16_report() -> dict:
+    """The report of the ``fp16`` target: nothing is quantized, nothing measured."""
+    return {"target": "fp16", "tensors": [], "weights": [], "layers": [], "outputs": [], "float_nodes": []}
+
+
+def build_report(float_model, quant_model, calibration_data, *, target: str, method: str, settings: dict,
+                 act_params: dict, observers: dict, quantized, excluded_nodes, accuracy_budget, equalization,
+                 progress: bool = False) -> dict:
+    """The report of :func:`qkernels.quant.quantize_model` (the layout is this module's
+    docstring): ``float_model`` the float model the quantizer planned on (batch norm
+    folded, equalised), ``act_params`` tensor -> (scale, zero point, lo, hi) of every
+    calibrated activation, ``observers`` their observers, ``quantized`` what the final
+    build quantized (``acts``, ``weights``, ``exclude``, ``bias_correction``), ``settings``
+    the options the report repeats (``op_types`` and ``activation_dtype`` among them)."""
+    act_dtype = np.dtype(settings["activation_dtype"])
+    pow2 = target == "dsp"
+    used = {k: act_params[k] for k in quantized.acts}
+    stats, outputs, batches = measure(float_model, quant_model, calibration_data, used, act_dtype, progress)
+    weights = _weight_entries(float_model, quantized.weights, pow2)
+    layers = _layer_entries(float_model, settings["op_types"], quantized.exclude, stats, weights)
+    float_nodes = [n.name for n in float_model.graph.node
+                   if n.op_type in settings["op_types"] and n.name in quantized.exclude]
+    return {"target": target, "method": method, "batches": batches, "settings": settings,
+            "tensors": _tensor_entries(float_model, quantized.acts, act_params, observers, stats),
+            "weights": weights, "layers": layers, "outputs": outputs,
+            "float_nodes": float_nodes, "excluded_nodes": sorted(excluded_nodes),
+            "accuracy_budget": accuracy_budget, "equalization": equalization,
+            "bias_correction": quantized.bias_correction}
+
+
+def _tensor_entries(model, acts, act_params: dict, observers: dict, stats: dict) -> list[dict]:
+    producer = {o: n.name for n in model.graph.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n.name)
+    tensors = []
+    for name in acts:
+        scale, zp, lo, hi = act_params[name]
+        tensors.append({"tensor": name, "scale": float(scale), "zero_point": int(zp), "range": [float(lo), float(hi)],
+                        "min": float(observers[name].min), "max": float(observers[name].max),
+                        "producer": producer.get(name, ""), "consumers": readers.get(name, []), **stats[name]})
+    return tensors
+
+
+def _weight_entries(model, weights: dict, pow2: bool) -> list[dict]:
+    from onnx import numpy_helper
+    inits = {t.name: t for t in model.graph.initializer}
+    return [{"tensor": w, "node": node.name,
+             **weight_stats(numpy_helper.to_array(inits[w]).astype(np.float32), axis, pow2)}
+            for w, (node, axis) in weights.items()]
+
+
+def _layer_entries(model, op_types, exclude, stats: dict, weights: list[dict]) -> list[dict]:
+    w_by_node = {x["node"]: x for x in weights}
+    layers = []
+    for node, x, w, y in quantized_layers(model, op_types, exclude):
+        ins, outs = stats.get(x, {}).get("sqnr_db"), stats.get(y, {}).get("sqnr_db")
+        drop = None if ins is None or outs is None or (math.isinf(ins) and ins == outs) else ins - outs
+        layers.append({"node": node.name, "op_type": node.op_type, "input": x, "output": y, "weight": w,
+                       "input_sqnr_db": ins, "output_sqnr_db": outs, "sqnr_drop_db": drop,
+                       "weight_sqnr_db": w_by_node.get(node.name, {}).get("sqnr_db")})
+    return layers
 
 
 # ---------------------------------------------------------------- output

@@ -1,0 +1,555 @@
+"""``qkernels bench --suite models``: whole-model latency and memory of the graph runner
+(:class:`qkernels.graph.Session`) beside ONNX Runtime, on the same model bytes.
+
+The models (:data:`MODELS`) are :func:`zoo.mobilenet_v2` and
+:func:`zoo.resnet18` (float32, NCHW input ``input`` (1, 3, 224, 224),
+output ``logits``; seeded random weights), each in two variants:
+
+* ``fp32``: the model as built;
+* ``int8``: the model quantized by ONNX Runtime's own tools: ``quant_pre_process``
+  (its documented pre-processing: shape inference and the graph optimizations that
+  fold BatchNormalization into Conv) then ``quantize_static`` (QDQ format, int8
+  activations and weights, weights per channel, calibrated on
+  :data:`CALIBRATION_INPUTS` seeded random inputs).
+
+``--quick`` runs small versions of the same graphs (:data:`QUICK_MODELS`: width 0.5,
+96x96 input).
+
+The models are made once per run, in a process of their own (``prepare``): each one
+written to a temporary folder, with ONNX Runtime's logits (1 thread) on the seeded input
+as the reference. Every timed process then reads the same file, so both libraries run
+the very same bytes, and no process that measures memory has run the quantizer (its
+calibration would raise the process's peak memory above what is measured).
+
+What is timed, per model and thread count, each (library, thread count, model) in its own
+process (:func:`harness.collect` with ``process_per_item``):
+
+* ``qkernels``: ``Session(model_bytes, num_threads=t).run(None, {"input": x})`` (default
+  backends: cpu, then reference);
+* ``ort``: ``onnxruntime.InferenceSession`` (CPUExecutionProvider, ``intra_op_num_threads``
+  = t, :func:`peers.ort_session`) ``.run(None, {"input": x})``; for an int8
+  model ONNX Runtime also times its float32 twin (the float32 target's peer).
+
+Memory, per model and library: the growth of the process's peak resident memory
+(``getrusage`` ``ru_maxrss``) from before the model is read to after the timed runs: an
+upper bound, which includes the serialized model and the loaded weights; for qkernels
+also ``Session.peak_bytes``, the input and intermediate tensors alive at once in the
+last run.
+
+Before timing, qkernels' logits are compared with ONNX Runtime's: fp32 within
+:data:`FP32_RTOL` of the largest ``|logit|`` (else no number is posted and the command
+exits with status 1); int8 (information, not a gate): the largest difference in units of
+the output's quantization scale (LSB) and whether the argmax agrees. Without
+``onnxruntime`` the int8 variant and the ONNX Runtime columns are skipped with a note.
+Processes, timing, rounds, idle waits and the JSON report are :mod:`harness`'s
+machinery.
+
+Imports neither qkernels nor numpy at module level (:mod:`worker` says why).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import NamedTuple
+
+from . import peers
+from .harness import Suite, Target, busy_mark, cell, collect, format_footer, isa_line, ratio, run_setup, run_worker, \
+    select, settings_of
+from .timing import measure, worker_problems
+
+
+class Model(NamedTuple):
+    """One benchmark model: a :mod:`zoo` builder, its variant and size."""
+    label: str           # e.g. "mobilenet_v2-int8"
+    arch: str            # the zoo builder: "mobilenet_v2" or "resnet18"
+    variant: str         # "fp32" or "int8"
+    width: float = 1.0
+    size: int = 224
+    classes: int = 1000
+    source: str = ""
+
+    @property
+    def ops(self) -> None:
+        """Operations are not counted: no GOP/s, milliseconds per run."""
+        return None
+
+    @property
+    def geometry(self) -> str:
+        """``224px`` or ``w0.5 96px``."""
+        return (f"w{self.width:g} " if self.width != 1.0 else "") + f"{self.size}px"
+
+    @property
+    def twin(self) -> Model:
+        """The float32 model this one is made from (itself when float32)."""
+        return self._replace(label=f"{self.arch}-fp32", variant="fp32")
+
+    @property
+    def warmup(self) -> Model:
+        """A tiny model of the same graph and variant, run once before the measured
+        one: the libraries' one-off costs (imports, thread pools) stay out of its memory."""
+        return self._replace(label=f"{self.label}-warmup", width=0.25, size=32, classes=10)
+
+    def record_fields(self) -> dict:
+        """What a timing record says of its model (besides the label)."""
+        return {"model": self.arch, "variant": self.variant, "width": self.width, "size": self.size,
+                "classes": self.classes}
+
+
+VARIANTS = ("fp32", "int8")
+
+
+def _variants(arch: str, source: str, width: float = 1.0, size: int = 224) -> tuple[Model, ...]:
+    return tuple(Model(f"{arch}-{v}", arch, v, width, size, 1000, source) for v in VARIANTS)
+
+
+#: The models of the benchmark, at full size.
+MODELS: tuple[Model, ...] = (
+    *_variants("mobilenet_v2", "MobileNetV2 1.0, 224x224 (Sandler et al. 2018; torchvision layout)"),
+    *_variants("resnet18", "ResNet-18, 224x224 (He et al. 2016; torchvision layout)"),
+)
+#: ``--quick``: the same graphs, half the channels, 96x96 inputs.
+QUICK_MODELS: tuple[Model, ...] = tuple(m._replace(width=0.5, size=96) for m in MODELS)
+
+#: fp32 check: every qkernels logit within this fraction of max |ONNX Runtime logit|.
+FP32_RTOL = 1e-4
+#: Calibration inputs of the int8 models (seeded standard normal, like the timed input).
+CALIBRATION_INPUTS = 4
+
+#: The targets, checked at the end of every run (reported, never a failure).
+TARGET_INT8_OVER_ORT_INT8 = 0.8   # qkernels int8 latency <= 0.8x ONNX Runtime int8
+TARGET_INT8_OVER_ORT_FP32 = 0.5   # qkernels int8 latency <= 0.5x ONNX Runtime float32
+
+LIBS = ("qkernels", "ort")
+OP = "run"           # the op of every timing record: one Session.run
+
+
+def models(labels=None, quick: bool = False) -> list[Model]:
+    """The models named by ``labels`` (all when None), small ones with ``quick``."""
+    table = QUICK_MODELS if quick else MODELS
+    return select(table, [m.label for m in table], labels, quick, what="model")
+
+
+# ---------------------------------------------------------------- models, inputs, checks
+
+def model_input(model: Model, seed: int = 0, k: int = 0):
+    """The seeded float32 input (1, 3, size, size): ``k`` = 0 the timed one, 1.. calibration."""
+    import numpy as np
+    rng = np.random.default_rng([seed, k, model.size])
+    return rng.standard_normal((1, 3, model.size, model.size)).astype(np.float32)
+
+
+def build(model: Model, seed: int = 0):
+    """The float32 onnx.ModelProto of ``model`` (its zoo builder; weights seeded by ``seed``)."""
+    from . import zoo
+    return getattr(zoo, model.arch)(width=model.width, size=model.size, classes=model.classes, seed=seed)
+
+
+def quantize_int8(proto, model: Model, folder: str, seed: int = 0) -> str:
+    """ONNX Runtime's int8 QDQ model of the float32 ``proto``, written to ``folder``:
+    ``quant_pre_process``, then ``quantize_static`` (QDQ, s8 activations and weights,
+    per channel) calibrated on :data:`CALIBRATION_INPUTS` seeded inputs. Returns its path."""
+    import onnx
+    from onnxruntime import quantization as ortq
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(ortq.CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter([{"input": model_input(model, seed, k)} for k in range(1, CALIBRATION_INPUTS + 1)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    stem = os.path.join(folder, model.label)
+    onnx.save(proto, stem + ".float.onnx")
+    quant_pre_process(stem + ".float.onnx", stem + ".pre.onnx", skip_symbolic_shape=True)   # no sympy needed
+    ortq.quantize_static(stem + ".pre.onnx", stem + ".onnx", Reader(), quant_format=ortq.QuantFormat.QDQ,
+                         activation_type=ortq.QuantType.QInt8, weight_type=ortq.QuantType.QInt8, per_channel=True)
+    for suffix in (".float.onnx", ".pre.onnx"):
+        os.remove(stem + suffix)
+    return stem + ".onnx"
+
+
+def output_scale(proto, output: str = "logits") -> float | None:
+    """The scale of the DequantizeLinear that makes ``output`` (None: not quantized)."""
+    from onnx import numpy_helper
+    inits = {t.name: t for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "DequantizeLinear" and output in node.output and node.input[1] in inits:
+            return float(numpy_helper.to_array(inits[node.input[1]]).reshape(-1)[0])
+    return None
+
+
+def check_fp32(got, ref, rtol: float = FP32_RTOL) -> dict:
+    """Every logit within ``rtol * max |ref|`` of ONNX Runtime's (blocking)."""
+    import numpy as np
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    if got.shape != ref.shape:
+        return {"within_bound": False, "mismatches": int(ref.size), "size": int(ref.size), "blocking": True,
+                "error": f"shape {got.shape}, expected {ref.shape}"}
+    diff = np.abs(got - ref)
+    top = float(np.abs(ref).max()) if ref.size else 0.0
+    bad = int(np.count_nonzero(~(diff <= rtol * top)))
+    worst = float(diff.max()) if diff.size else 0.0
+    return {"within_bound": bad == 0, "mismatches": bad, "size": int(ref.size), "max_abs_diff": worst,
+            "max_abs_ref": top, "rel_diff": worst / top if top else worst, "rtol": rtol, "blocking": True}
+
+
+def max_diff_lsb(a, b, scale: float | None) -> float:
+    """The largest ``|a - b|`` in units of ``scale`` (absolute when there is none)."""
+    import numpy as np
+    diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+    return float(diff.max() / (scale or 1.0)) if diff.size else 0.0
+
+
+def compare_int8(got, ref, scale: float | None, qdq=None) -> dict:
+    """Dequantized logits against ONNX Runtime's (information, never blocking): the
+    largest difference in output LSB (``scale``), the outputs that differ, the argmax;
+    with ``qdq`` (ONNX Runtime's logits with its optimizations off: the QDQ model's
+    float semantics) the largest difference from those too."""
+    import numpy as np
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    if got.shape != ref.shape:
+        return {"size": int(ref.size), "error": f"shape {got.shape}, expected {ref.shape}", "blocking": False}
+    diff = np.abs(got - ref)
+    return {"max_abs_diff": float(diff.max()), "output_scale": scale,
+            "max_diff_lsb": max_diff_lsb(got, ref, scale) if scale else None,
+            "mismatches": int(np.count_nonzero(np.rint(diff / scale) if scale else diff)), "size": int(ref.size),
+            "argmax_agrees": bool(got.reshape(got.shape[0], -1).argmax(1).tolist()
+                                  == ref.reshape(ref.shape[0], -1).argmax(1).tolist()),
+            "qdq_float_max_diff_lsb": max_diff_lsb(got, qdq, scale) if qdq is not None and scale else None,
+            "blocking": False}
+
+
+def peak_rss_bytes() -> int | None:
+    """The peak resident memory of this process so far (``ru_maxrss``), in bytes."""
+    try:
+        import resource
+    except ImportError:   # pragma: no cover - not Unix
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) * (1 if sys.platform == "darwin" else 1024)
+
+
+# ---------------------------------------------------------------- workers (in their own processes)
+
+class Problem(NamedTuple):
+    """A prepared model in a worker: its file, the timed input, ONNX Runtime's logits."""
+    model: Model
+    path: str
+    x: object                     # float32 (1, 3, size, size)
+    ref: object                   # ONNX Runtime's logits (1 thread), None without it
+    output_scale: float | None    # int8: the logits' quantization scale
+    ref_qdq: object               # int8: ONNX Runtime's logits, optimizations off (float QDQ)
+    warmup: tuple | None          # (path, input) of the tiny model run first, None: none
+
+
+def _problems(spec: dict):
+    import numpy as np
+
+    def make(model: Model, seed: int) -> Problem:
+        prep = spec["prepared"][model.label]
+        ref, qdq = (np.load(prep[k]) if prep.get(k) else None for k in ("reference", "reference_qdq"))
+        warmup = (prep["warmup"], model_input(model.warmup, seed)) if prep.get("warmup") else None
+        return Problem(model, prep["path"], model_input(model, seed), ref, prep.get("output_scale"), qdq, warmup)
+
+    return worker_problems(spec, Model, make)
+
+
+def write_model(model: Model, folder: str, seed: int = 0):
+    """``model`` written to ``folder`` (float32 as built; int8 quantized by ONNX Runtime,
+    :func:`quantize_int8`): ``(path, proto)``."""
+    import onnx
+    proto = build(model, seed)
+    if model.variant == "int8":
+        path = quantize_int8(proto, model, folder, seed)
+        return path, onnx.load(path)
+    path = os.path.join(folder, model.label + ".onnx")
+    onnx.save(proto, path)
+    return path, proto
+
+
+def ort_references(data: bytes, model: Model, feeds: dict) -> tuple:
+    """ONNX Runtime's logits of the model bytes on 1 thread, and for int8 also with its
+    graph optimizations off (the QDQ model's float semantics; None for float32)."""
+    ref = peers.ort_session(data, 1, spinning=False).run(None, feeds)[0]
+    if model.variant != "int8":
+        return ref, None
+    return ref, peers.ort_session(data, 1, spinning=False, optimize=False).run(None, feeds)[0]
+
+
+def _worker_prepare(spec: dict, out: dict) -> None:
+    """Build (and quantize) every model into ``spec["workdir"]``, with ONNX Runtime's
+    reference logits when it imports; ``out["prepared"]``: per label, what was made."""
+    import hashlib
+
+    import numpy as np
+    import onnx
+    have_ort = peers.have("onnxruntime")
+    out["info"] = {"onnx": onnx.__version__}
+    out["prepared"] = {}
+
+    for fields in spec["shapes"]:
+        model = Model(**fields)
+        t0 = time.perf_counter()
+        path, proto = write_model(model, spec["workdir"], spec["seed"])
+        with open(path, "rb") as f:
+            data = f.read()
+        ops: dict[str, int] = {}
+        for node in proto.graph.node:
+            ops[node.op_type] = ops.get(node.op_type, 0) + 1
+        prep = {"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "ops": ops,
+                "output_scale": output_scale(proto), "reference": None,
+                "warmup": write_model(model.warmup, spec["workdir"], spec["seed"])[0]}
+        feeds = {"input": model_input(model, spec["seed"])}
+        ref, qdq = ort_references(data, model, feeds) if have_ort else (None, None)
+        if ref is not None:
+            prep["reference"] = path[:-len(".onnx")] + ".logits.npy"
+            np.save(prep["reference"], ref)
+        if qdq is not None:
+            prep["reference_qdq"] = path[:-len(".onnx")] + ".logits_qdq.npy"
+            np.save(prep["reference_qdq"], qdq)
+            prep["ort_vs_qdq_float_lsb"] = max_diff_lsb(ref, qdq, prep["output_scale"])
+        prep["prepare_s"] = round(time.perf_counter() - t0, 3)
+        out["prepared"][model.label] = prep
+
+
+def _timed(problem: Problem, lib: str, threads: int, timing: dict, load, check=None):
+    """Read the model, ``load(model_bytes)`` -> ``(run, session)`` (``run(feeds)``: the
+    outputs), check the first output with ``check(logits)``, time ``run``: ``(record,
+    session)``, the record with the load time and the growth of the peak memory (from
+    after a run of the tiny warm-up model, when there is one)."""
+    if problem.warmup:
+        with open(problem.warmup[0], "rb") as f:
+            run, session = load(f.read())
+        run({"input": problem.warmup[1]})
+        del run, session
+    before = peak_rss_bytes()
+    t0 = time.perf_counter()
+    with open(problem.path, "rb") as f:
+        run, session = load(f.read())
+    load_s = time.perf_counter() - t0
+    feeds = {"input": problem.x}
+    logits = run(feeds)[0]
+    rec = measure(problem.model, lib, OP, threads, timing, lambda: run(feeds),
+                         check(logits) if check else None)
+    after = peak_rss_bytes()
+    rec.update(load_s=load_s, rss_peak_before=before, rss_peak_after=after,
+               rss_growth=after - before if before is not None and after is not None else None)
+    return rec, session
+
+
+#: Operators whose outputs are integers whatever their inputs (a QDQ model's int8 path).
+_TO_INTEGER = ("QuantizeLinear", "QLinear", "QGemm", "Integer")
+
+
+def _plan(session) -> dict:
+    """What the runner made of the model: node counts per operator after planning
+    (``ops``), those computing on floats (``float_ops``: neither (de)quantization nor
+    operators on integers, the type followed from the first input), partitions
+    (backend, nodes) and the explanation."""
+    graph = getattr(session, "graph", None)
+    integer = {name for name, v in getattr(graph, "initializers", {}).items() if v.dtype.kind in "iu"}
+    ops: dict[str, int] = {}
+    floats: dict[str, int] = {}
+    for node in getattr(graph, "nodes", []):
+        ops[node.key] = ops.get(node.key, 0) + 1
+        if node.op_type == "DequantizeLinear":
+            continue
+        if any(tag in node.op_type for tag in _TO_INTEGER) or (node.inputs and node.inputs[0] in integer):
+            integer.update(node.outputs)
+        else:
+            floats[node.key] = floats.get(node.key, 0) + 1
+    return {"ops": ops, "float_ops": floats if graph is not None else None,
+            "partitions": [[backend, len(nodes)] for backend, nodes in session.partitions],
+            "explain": session.explain()}
+
+
+def _worker_qkernels(spec: dict, out: dict) -> None:
+    peers.qkernels_setup(spec, out)
+    from qkernels.graph import Session
+    threads = spec["threads"]
+
+    def load(data):
+        s = Session(data, num_threads=threads)
+        return (lambda feeds: s.run(None, feeds)), s
+
+    for _, p in _problems(spec):
+        def check(logits, p=p):
+            if p.ref is None:
+                return None
+            return check_fp32(logits, p.ref) if p.model.variant == "fp32" else \
+                compare_int8(logits, p.ref, p.output_scale, p.ref_qdq)
+
+        rec, session = _timed(p, "qkernels", threads, spec["timing"], load, check)
+        rec.update(peak_bytes=session.peak_bytes, plan=_plan(session))
+        out["results"].append(rec)
+        del session
+
+
+def _worker_ort(spec: dict, out: dict) -> None:
+    peers.ort_setup(out)
+    threads = spec["threads"]
+
+    def load(data):
+        s = peers.ort_session(data, threads)
+        return (lambda feeds: s.run(None, feeds)), s
+
+    for _, p in _problems(spec):
+        rec, session = _timed(p, "ort", threads, spec["timing"], load)
+        out["results"].append(rec)
+        del session
+
+
+WORKERS = {"prepare": _worker_prepare, "qkernels": _worker_qkernels, "ort": _worker_ort}
+
+
+# ---------------------------------------------------------------- the parent process
+
+def _counts(ops: dict) -> str:
+    return ", ".join(f"{op} x{n}" if n > 1 else op for op, n in ops.items()) or "none"
+
+
+def _mib(b) -> float | None:
+    return None if b is None else b / 2 ** 20
+
+
+def _row(m: Model, recs: dict, find) -> dict:
+    """ms of each library (an int8 model's float32 twin on ONNX Runtime too), ratios, memory,
+    the check (the model's bytes: :func:`run_bench` adds them)."""
+    qk, ort = recs["qkernels"], recs["ort"]
+    ort32 = find("ort", OP, m.twin.label) if m.variant == "int8" else {}
+    ms = {col: r["median_s"] * 1e3 if "median_s" in r else None
+          for col, r in (("qkernels", qk), ("ort", ort), ("ort-fp32", ort32))}
+    plan = qk.get("plan") or {}
+    return {"model": m.arch, "variant": m.variant, "geometry": m.geometry, "ms": ms,
+            "load_s": {"qkernels": qk.get("load_s"), "ort": ort.get("load_s")},
+            "qk_over_ort": ratio(ms["qkernels"], ms["ort"]), "qk_over_ort_fp32": ratio(ms["qkernels"], ms["ort-fp32"]),
+            "rss_growth": {"qkernels": qk.get("rss_growth"), "ort": ort.get("rss_growth")},
+            "peak_bytes": qk.get("peak_bytes"), "check": qk.get("check"),
+            "plan_ops": plan.get("ops"), "float_ops": plan.get("float_ops")}
+
+
+def check_cell(check) -> str:
+    """fp32: ``ok 3.1e-06`` (largest difference over max |logit|) or ``WRONG``; int8:
+    ``3 LSB =`` (largest difference in output LSB, ``=``/``!=``: argmax agrees or not)."""
+    if not check:
+        return "-"
+    if "within_bound" in check:
+        rel = check.get("rel_diff")
+        return ("ok" if check["within_bound"] else "WRONG") + (f" {rel:.1e}" if rel is not None else "")
+    if check.get("error"):
+        return check["error"]
+    lsb = check.get("max_diff_lsb")
+    size = f"{lsb:.0f} LSB" if lsb is not None else f"{check.get('max_abs_diff', 0):.2g}"
+    return f"{size} {'=' if check.get('argmax_agrees') else '!='}"
+
+
+def legend() -> str:
+    return ("ms per Session.run (median); qk/ORT, qk/f32: qkernels' time over ONNX Runtime's on the same model "
+            "bytes and over ORT's float32 model; each (library, thread count, model) in its own process. model: "
+            "MiB of the .onnx file. RSS+ MiB: growth of the process's peak resident memory (ru_maxrss) from before "
+            "reading the model to after the timed runs, an upper bound including the serialized model and the "
+            "loaded weights; live: qkernels Session.peak_bytes (input and intermediates alive at once). check: "
+            f"fp32 logits within "
+            f"{FP32_RTOL:g} x max|logit| of ORT's (ok, largest difference over max|logit|); int8 (information): "
+            "largest difference from ORT's logits in output LSB, argmax equal (=) or not (!=)")
+
+
+def format_table(report: dict) -> str:
+    """The human-readable table of a report made by :func:`run_bench`."""
+    m = report["machine"]
+    peers = (f"ONNX Runtime {m['onnxruntime']} InferenceSession (CPUExecutionProvider); int8: ORT "
+             "quant_pre_process + quantize_static, QDQ, s8 activations and weights per channel") \
+        if m.get("onnxruntime") else "none (onnxruntime not importable)"
+    lines = [isa_line(m, "whole-model"), f"peers: {peers}", legend(), ""]
+    hdr = (f"{'model':<14}{'variant':<8}{'input':<11}{'thr':>3}{'qkernels':>10}{'ORT':>9}{'qk/ORT':>8}"
+           f"{'ORT f32':>9}{'qk/f32':>8}{'model':>7}{'RSS+ qk':>9}{'RSS+ ORT':>9}{'live qk':>9}  check")
+    lines += [hdr, "-" * len(hdr)]
+    for r in report["rows"]:
+        ms, rss = r["ms"], r["rss_growth"]
+        lines.append(f"{r['model']:<14}{r['variant']:<8}{r['geometry']:<11}{r['threads']:>3}"
+                     + cell(ms["qkernels"], "{:.2f}", 10) + cell(ms["ort"], "{:.2f}", 9)
+                     + cell(r["qk_over_ort"], "{:.2f}", 8) + cell(ms["ort-fp32"], "{:.2f}", 9)
+                     + cell(r["qk_over_ort_fp32"], "{:.2f}", 8) + cell(_mib(r["model_bytes"]), "{:.1f}", 7)
+                     + cell(_mib(rss["qkernels"]), "{:.1f}", 9)
+                     + cell(_mib(rss["ort"]), "{:.1f}", 9) + cell(_mib(r["peak_bytes"]), "{:.2f}", 9)
+                     + f"  {check_cell(r['check'])}" + busy_mark(r))
+    return "\n".join(lines + format_footer(report))
+
+
+def _int8_notes(rows: list[dict], prepared: dict) -> list[str]:
+    """Per int8 model (its first row): qkernels' plan, what stayed float, and its logits
+    beside ONNX Runtime's int8 and beside the float QDQ semantics."""
+    notes, seen = [], set()
+    for r in rows:
+        if r["variant"] != "int8" or not r["plan_ops"] or r["shape"] in seen:
+            continue
+        seen.add(r["shape"])
+        prep = prepared.get(r["shape"], {})
+        made = prep.get("ops") or {}
+        notes.append(f"qkernels plan of {r['shape']} ({sum(made.values())} nodes as quantized by ORT: "
+                     f"{_counts(made)}): {_counts(r['plan_ops'])}; on floats: {_counts(r['float_ops'] or {})}")
+        c = r["check"] or {}
+        if c.get("max_diff_lsb") is not None:
+            qdq, ort_qdq = (cell(x, "{:.0f}", 0) for x in (c.get("qdq_float_max_diff_lsb"),
+                                                            prep.get("ort_vs_qdq_float_lsb")))
+            notes.append(f"int8 logits of {r['shape']} ({r['threads']} thr), largest differences in output LSB: "
+                         f"qkernels vs ORT int8 {c['max_diff_lsb']:.0f} (argmax "
+                         f"{'the same' if c.get('argmax_agrees') else 'differs'}), qkernels vs the float QDQ "
+                         f"semantics (ORT with graph optimizations off) {qdq}, ORT int8 vs that {ort_qdq}")
+    return notes
+
+
+def run_bench(model_list, threads_list, *, quick: bool = False, rounds: int = 1, isa: str | None = None,
+              seed: int = 0, libs=LIBS, progress=None, wait_idle_s: float = 0.0, timing: dict | None = None) -> dict:
+    """Prepare the models, then run every (library, thread count, model) worker ``rounds``
+    times; return the report dict (``timing``: overrides the quick/full batch settings)."""
+    timing, notes, libs = run_setup(quick, libs, timing)
+    if not peers.have("onnxruntime"):
+        skipped = [m.label for m in model_list if m.variant != "fp32"]
+        model_list = [m for m in model_list if m.variant == "fp32"]
+        notes.append("fp32 logits not checked (no ONNX Runtime reference)")
+        if skipped:
+            notes.append(f"int8 models skipped ({', '.join(skipped)}): onnxruntime quantizes them "
+                         "(pip install onnxruntime)")
+    by_label = {m.label: m for m in model_list}
+    ort_list = list(by_label.values()) + [m.twin for m in model_list if m.twin.label not in by_label]
+    prepared: dict = {}
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="qkernels-bench-models-") as workdir:
+        if model_list:
+            if progress:
+                progress("preparing the models (int8: ONNX Runtime quantize_static) ...")
+            try:
+                prepared = run_worker("prepare", 1, ort_list if "ort" in libs else model_list, timing,
+                                      module=SUITE.name, seed=seed, workdir=workdir)["prepared"]
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                notes.append(f"preparing the models failed: {exc}")
+                failed = True
+        extra = {lib: (ort_list if lib == "ort" else model_list, {"prepared": prepared}) for lib in libs}
+        got = collect(SUITE.name, libs if prepared else [], model_list, threads_list, timing=timing,
+                      rounds=rounds, isa=isa, seed=seed, progress=progress, wait_idle_s=wait_idle_s,
+                      extra_by_lib=extra, process_per_item=True)
+        got["failed"] = got["failed"] or failed
+    settings = settings_of("models", model_list, threads_list, quick=quick, rounds=rounds, wait_idle_s=wait_idle_s,
+                           timing=timing, seed=seed, isa=isa, fp32_rtol=FP32_RTOL,
+                           calibration_inputs=CALIBRATION_INPUTS)
+    report = SUITE.report(got, model_list, threads_list, notes, settings,
+                          models=[dict(m._asdict(), geometry=m.geometry) for m in model_list],
+                          prepared={k: {f: v for f, v in p.items() if f not in ("path", "reference", "reference_qdq",
+                                                                               "warmup")}
+                                    for k, p in prepared.items()})
+    for r in report["rows"]:
+        r["model_bytes"] = prepared.get(r["shape"], {}).get("bytes")
+    report["notes"][len(notes):len(notes)] = _int8_notes(report["rows"], prepared)   # before collect's notes
+    return report
+
+
+SUITE = Suite("models", {"qkernels": ("qkernels", OP), "ort": ("ort", OP)}, _row, tuple(
+    Target(key, need, f"int8 latency <= {need:g}x {what}", when=lambda r: r["variant"] == "int8", at_most=True)
+    for key, need, what in (("qk_over_ort", TARGET_INT8_OVER_ORT_INT8, "ONNX Runtime int8"),
+                            ("qk_over_ort_fp32", TARGET_INT8_OVER_ORT_FP32, "ONNX Runtime float32"))),
+    models, run_bench, format_table)

@@ -1,0 +1,56 @@
+"""The reference backend: every supported operator in plain numpy, following the ONNX
+specification (opset 13 and later). Slow and simple on purpose: it is the oracle of
+the tests and the last fallback of a session.
+
+:mod:`.registry` holds the operator table (``OPS``, ``ATTRS``, ``CHECKS``, ``ARITY``), the
+``@op`` decorator that fills it, :func:`why_not` and :func:`run_node`; one module per
+family of operators registers into it when this package is imported.
+
+Conventions of the operators:
+
+* dtypes follow the specification: an op returns its inputs' dtype (float16 stays
+  float16, int8 stays int8) unless the op defines another. Where numpy would lose
+  precision in float16 (sums, products of several terms, transcendental chains), the
+  computation runs in float32 and the result is rounded once back to float16.
+* integer arithmetic wraps like fixed-width C integers; integer Div truncates toward
+  zero.
+* the quantized operators are exact: integer accumulations are done exactly (int64, or
+  float64 matmuls whose every partial sum is an integer below 2**53), accumulators wrap
+  to int32 like ONNX Runtime's, and requantization is
+  ``saturate(round_half_even(float32(acc) * float32((s_a * s_b) / s_y)) + z_y)`` with the
+  scale computed in float32 in that order, as ONNX Runtime and qkernels do.
+* an attribute or mode an op does not implement makes ``why_not`` refuse the node
+  (``attrs=`` lists what each op reads, ``check=`` inspects values); a dtype only known
+  when running raises ModelError rather than computing something else.
+"""
+from __future__ import annotations
+
+from ...backend import Backend
+from ...ir import Graph, Node
+# the families register their operators into the registry when imported
+from . import (activations, cast, conv, elementwise, generators, indexing, linalg, logical,  # noqa: F401
+               normalization, ort_contrib, quantized, reduction, shape)
+from .registry import ARITY, ATTRS, CHECKS, OPS, op, run_node, why_not
+
+__all__ = ["ReferenceBackend", "OPS", "ATTRS", "CHECKS", "ARITY", "op", "run_node", "why_not"]
+
+
+class ReferenceBackend(Backend):
+    name = "reference"
+
+    def supports(self, node: Node, graph: Graph) -> bool:
+        return why_not(node, graph) is None
+
+    def why_not(self, node: Node, graph: Graph) -> str | None:
+        return why_not(node, graph)
+
+    def compile(self, nodes: list[Node], graph: Graph):
+        def run(values):
+            scope = dict(values)
+            out = {}
+            for node in nodes:
+                produced = run_node(node, scope)
+                scope.update(produced)
+                out.update(produced)
+            return out
+        return run

@@ -1,0 +1,109 @@
+"""com.microsoft operators (ONNX Runtime's contrib domain) that its quantizer writes."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...validate import fail
+from .common import check_known, norm_axis, scalar, sigmoid, wrap_int32
+from .quantized import column_param, exact_int_matmul, requantize, require_8bit, saturate, zero_point_value
+from .registry import op
+
+# As onnxruntime's quantizer writes them (docs/ContribOperators.md of onnxruntime).
+# Where onnxruntime's exact arithmetic is a lookup table built by dequantize -> float32
+# op -> quantize (QLinearSigmoid, QLinearLeakyRelu, QLinearConcat), the same steps here
+# give the same table. QLinearAdd/QLinearMul are computed the same way: dequantize ->
+# float32 op -> quantize (round half to even, saturate); onnxruntime's SIMD kernels fold
+# the scales differently and can differ by one step on ties.
+
+MS = "com.microsoft"
+
+
+def _dequant(x, s, z):
+    """float32 scale * (x - zero point), onnxruntime's lookup-table order."""
+    return np.float32(scalar(s)) * (x.astype(np.int32) - zero_point_value(z)).astype(np.float32)
+
+
+def _quant(f, s, z, dtype):
+    q = np.rint(np.asarray(f, np.float32) / np.float32(scalar(s))).astype(np.float64)
+    return saturate(q + zero_point_value(z), dtype)
+
+
+@op("QLinearAdd", domain=MS)
+def _qlinear_add(node, a, sa, za, b, sb, zb, sc, zc=None):
+    require_8bit(node, a, b)
+    return _quant(_dequant(a, sa, za) + _dequant(b, sb, zb), sc, zc, a.dtype)
+
+
+@op("QLinearMul", domain=MS)
+def _qlinear_mul(node, a, sa, za, b, sb, zb, sc, zc=None):
+    require_8bit(node, a, b)
+    return _quant(_dequant(a, sa, za) * _dequant(b, sb, zb), sc, zc, a.dtype)
+
+
+@op("QLinearSigmoid", domain=MS)
+def _qlinear_sigmoid(node, x, sx, zx, sy, zy=None):
+    require_8bit(node, x)
+    return _quant(sigmoid(_dequant(x, sx, zx)), sy, zy, x.dtype)
+
+
+@op("QLinearLeakyRelu", domain=MS, attrs=("alpha",))
+def _qlinear_leaky_relu(node, x, sx, zx, sy, zy=None):
+    require_8bit(node, x)
+    f = _dequant(x, sx, zx)
+    return _quant(np.where(f >= 0, f, f * np.float32(node.attrs.get("alpha", 0.01))), sy, zy, x.dtype)
+
+
+@op("QLinearConcat", domain=MS, attrs=("axis",))
+def _qlinear_concat(node, sy, zy, *triples):
+    if len(triples) % 3:
+        fail(node, "inputs after Y_scale, Y_zero_point must be (X, X_scale, X_zero_point) triples")
+    xs = triples[0::3]
+    require_8bit(node, *xs)
+    axis = norm_axis(node, node.attrs["axis"], xs[0].ndim)
+    dtype = zy.dtype
+    parts = []
+    for x, s, z in zip(xs, triples[1::3], triples[2::3]):
+        if float(scalar(s)) == float(scalar(sy)) and zero_point_value(z) == zero_point_value(zy):
+            parts.append(x.astype(dtype))     # same quantization: copied (onnxruntime too)
+        else:
+            parts.append(_quant(_dequant(x, s, z), sy, zy, dtype))
+    return np.concatenate(parts, axis=axis)
+
+
+@op("QLinearGlobalAveragePool", domain=MS, attrs=("channels_last",),
+    check=check_known(("channels_last", 0), (0, 1), "channels_last"))
+def _qlinear_global_average_pool(node, x, sx, zx, sy, zy):
+    # onnxruntime's MLAS (x86 and portable code): an exact int32 sum minus
+    # zero_point * image_size, times the float32 scale x_scale / (y_scale * image_size),
+    # rounded half to even, plus y_zero_point, saturated
+    require_8bit(node, x)
+    if x.ndim < 3:
+        fail(node, f"input must have rank >= 3, got shape {x.shape}")
+    last = bool(node.attrs.get("channels_last", 0))
+    axes = tuple(range(1, x.ndim - 1)) if last else tuple(range(2, x.ndim))
+    size = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+    acc = np.sum(x.astype(np.int64), axis=axes, keepdims=True) - zero_point_value(zx) * size
+    scale = np.float32(scalar(sx)) / (np.float32(scalar(sy)) * np.float32(size))
+    return requantize(acc, scale, zero_point_value(zy), x.dtype)
+
+
+@op("QGemm", domain=MS, attrs=("alpha", "transA", "transB"))
+def _qgemm(node, a, sa, za, b, sb, zb, c=None, sy=None, zy=None):
+    # onnxruntime: int32 acc = (A - za)(B - zb) + C; scale = alpha * sa * sb[n] (float32,
+    # in that order), / y_scale when the output is quantized; float output = acc * scale
+    require_8bit(node, a, b)
+    if node.attrs.get("transA", 0):
+        a = a.T
+    if node.attrs.get("transB", 0):
+        b = b.T
+    if a.ndim != 2 or b.ndim != 2:
+        fail(node, f"QGemm needs 2-D A and B, got {a.shape} and {b.shape}")
+    acc = exact_int_matmul(a.astype(np.int64) - zero_point_value(za),
+                           b.astype(np.int64) - column_param(zb).astype(np.int64))
+    if c is not None:
+        acc = acc + c.astype(np.int64)
+    scale = np.float32(node.attrs.get("alpha", 1.0)) * np.float32(scalar(sa)) * column_param(sb).astype(np.float32)
+    if sy is None:
+        return wrap_int32(acc).astype(np.float32) * scale
+    scale = scale / np.float32(scalar(sy))
+    return requantize(acc, scale, zero_point_value(zy), np.dtype(np.uint8) if zy is None else zy.dtype)

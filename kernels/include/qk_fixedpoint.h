@@ -1,0 +1,31 @@
+/* Fixed-point requantization, the gemmlowp/TFLite scheme: saturating rounding doubling
+ * high multiply, then a rounding (half away from zero) right shift. The scalar output
+ * stage and the vector stages' tails use it; the vector stages match it bit for bit. */
+#ifndef QK_FIXEDPOINT_H
+#define QK_FIXEDPOINT_H
+#include <stdint.h>
+
+static inline int32_t qk_srdhm(int32_t a, int32_t b) {
+    if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+    int64_t ab = (int64_t)a * (int64_t)b;
+    int64_t nudge = ab >= 0 ? (1LL << 30) : (1 - (1LL << 30));
+    return (int32_t)((ab + nudge) / (1LL << 31));
+}
+
+static inline int32_t qk_rdbpot(int32_t x, int exponent) {
+    if (exponent <= 0) return x;
+    int32_t mask = (int32_t)((1LL << exponent) - 1);
+    int32_t remainder = x & mask;
+    int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* acc * mult * 2^(shift - 31): a saturating left shift (shift > 0), SRDHM, then the
+ * rounding right shift (shift < 0). */
+static inline int32_t qk_fixedpoint_scale(int32_t acc, int32_t mult, int32_t shift) {
+    int64_t x = (int64_t)acc * ((int64_t)1 << (shift > 0 ? shift : 0));
+    if (x > INT32_MAX) x = INT32_MAX;
+    if (x < INT32_MIN) x = INT32_MIN;
+    return qk_rdbpot(qk_srdhm((int32_t)x, mult), shift < 0 ? -shift : 0);
+}
+#endif

@@ -1,0 +1,32 @@
+/* The GEMM micro-kernel contract, and the tile loop that drives one (kernels/gemm_block.c).
+ *
+ * A micro-kernel computes one MR x NR tile of raw dot products from one packed A panel
+ * (MR rows) and one packed B panel (NR columns), layouts in qk_pack.h, and stores it
+ * row-major with row stride NR into `acc`: int32 sums for int8 kernels, fp32 sums (in
+ * the same buffer) for fp16 kernels. It knows nothing of zero points, bias or output
+ * types: the output stage of its ISA (qk_output.h) turns the tile into the result. */
+#ifndef QK_GEMM_H
+#define QK_GEMM_H
+#include <stddef.h>
+#include <stdint.h>
+#include "qk_output.h"
+#include "qk_pack.h"
+
+/* What a kernel computes: int8 (exact int32 sums) or fp16 (fp32 sums of fp16 values). */
+enum qk_dtype { QK_DTYPE_QS8 = 0, QK_DTYPE_F16 = 1 };
+
+/* k_groups: groups of KR along K (fp16 kernels: KR = 1, so the steps of K). */
+typedef void (*qk_gemm_ukernel_fn)(size_t k_groups, const void *a, const void *b, int32_t *acc);
+
+/* A micro-kernel with the output stage fused in, for full tiles of int32 or fp32
+ * output without row sums; bit-identical to gemm + output. */
+typedef void (*qk_gemm_fused_fn)(size_t k_groups, const void *a, const void *b, size_t m0, size_t n0,
+                                 const qk_out_params *p, void *c, size_t c_stride);
+
+/* One block of output: rows [m0, m1) x columns [n0, n1), both starting on a tile edge,
+ * with a GEMM kernel of the registry (qk_registry.h). */
+typedef struct qk_ukernel qk_ukernel;
+void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
+                   size_t n0, size_t n1, const void *a_packed, const void *b_packed,
+                   const qk_out_params *p, void *c, size_t c_stride);
+#endif

@@ -1,0 +1,115 @@
+# The C side of the native extension, declared once (kernels/include/qk_*.h): what the
+# Cython drivers (_native.pyx: `from qk cimport *`) may call and read.
+from libc.stdint cimport uint8_t, int16_t, int32_t, uint16_t
+
+cdef extern from "qk_cpu.h" nogil:
+    int QK_ISA_COUNT
+    const char *qk_isa_name(int isa)
+    unsigned int qk_cpu_features()
+    const char *qk_cpu_arch()
+
+cdef extern from "qk_pack.h" nogil:
+    int QK_PACK_I16, QK_PACK_S8, QK_PACK_U8, QK_PACK_F32, QK_PACK_F16, QK_PACK_F32_ROWS
+    size_t qk_pack_elem_size(int pack)
+    void qk_pack_b(int pack, int nr, int kr, size_t k, size_t n, const void *b, int b_signed,
+                   Py_ssize_t stride_k, Py_ssize_t stride_n, const int32_t *zb, void *packed,
+                   int32_t *col_sum)
+    void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k, const void *a, int a_signed,
+                   Py_ssize_t stride_m, Py_ssize_t stride_k, int32_t za, void *packed,
+                   int32_t *row_sum)
+    size_t qk_packed_b_bytes(int pack, int nr, int kr, size_t k, size_t n)
+    size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k)
+
+cdef extern from "qk_output.h" nogil:
+    int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT, QK_OUT_F16
+    ctypedef struct qk_out_params:
+        int mode
+        int out_signed
+        int32_t zero_point
+        int32_t lo, hi
+        const int32_t *col_add
+        const int32_t *col_zb
+        const int32_t *row_sum
+        const float *scale
+        const int32_t *mult
+        const int32_t *shift
+        const float *bias_f
+        float flo, fhi
+    ctypedef void (*qk_output_fn)(size_t, size_t, const int32_t *, size_t, size_t, size_t,
+                                  const qk_out_params *, void *, size_t)
+
+cdef extern from "qk_gemm.h" nogil:
+    int QK_DTYPE_QS8, QK_DTYPE_F16
+    ctypedef void (*qk_gemm_ukernel_fn)(size_t, const void *, const void *, int32_t *)
+    ctypedef void (*qk_gemm_fused_fn)(size_t, const void *, const void *, size_t, size_t,
+                                      const qk_out_params *, void *, size_t)
+
+cdef extern from "qk_conv.h" nogil:
+    int QK_DW_PIXELS
+    ctypedef struct qk_conv_geom:
+        const uint8_t *x
+        Py_ssize_t sn, sh, sw, sc
+        size_t in_h, in_w, out_h, out_w, kh, kw, cg
+        size_t stride_y, stride_x, dil_y, dil_x
+        Py_ssize_t pad_top, pad_left
+        uint8_t pad
+        size_t elem
+    void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows,
+                        int a_signed, int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum)
+    ctypedef struct qk_dw_params:
+        qk_conv_geom g
+        size_t mult
+        const int16_t *w
+        int32_t za
+        int a_signed
+        int dtype
+        const float *wf
+        size_t taps
+        const uint8_t *zero_pixel
+        const int32_t *init
+        const qk_out_params *out
+        void *c
+        size_t c_stride
+    void qk_dw_prepare(qk_dw_params *d, uint8_t *zero_pixel, int32_t *init)
+    ctypedef size_t (*qk_dw_sum_fn)(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs,
+                                    size_t ptr_stride, Py_ssize_t step, size_t c0, int32_t *acc,
+                                    size_t acc_stride, size_t m0, size_t *stored)
+    void qk_dwconv(const qk_dw_params *d, qk_dw_sum_fn sum, qk_output_fn output, size_t p0, size_t p1,
+                   const qk_out_params *p, void *c, size_t c_stride, int32_t *acc)
+
+cdef extern from "qk_quant.h" nogil:
+    ctypedef size_t (*qk_quantize_row_fn)(size_t n, const float *x, const float *scale, const int32_t *zp,
+                                          int per_elem, int out_signed, void *q, int *nan)
+    ctypedef size_t (*qk_dequantize_row_fn)(size_t n, const void *q, int in_signed, const float *scale,
+                                            const int32_t *zp, int per_elem, float *y)
+    int qk_quantize_range(qk_quantize_row_fn row, size_t i0, size_t i1, size_t channels, size_t inner,
+                          const float *x, const float *scale, const int32_t *zp, int out_signed, void *q)
+    void qk_dequantize_range(qk_dequantize_row_fn row, size_t i0, size_t i1, size_t channels, size_t inner,
+                             const void *q, int in_signed, const float *scale, const int32_t *zp, float *y)
+
+cdef extern from "qk_registry.h" nogil:
+    int QK_KIND_GEMM, QK_KIND_DW_SUM, QK_KIND_QUANTIZE, QK_KIND_DEQUANTIZE
+    ctypedef struct qk_ukernel:
+        const char *name
+        int kind
+        int isa
+        int dtype
+        int mr, nr, kr
+        int a_pack, b_pack
+        size_t max_m
+        int needs_pairs_128
+        int needs_fp16_arith
+        qk_gemm_ukernel_fn gemm
+        qk_output_fn output
+        qk_gemm_fused_fn fused
+        qk_dw_sum_fn dw_sum
+        int width
+        qk_quantize_row_fn quantize
+        qk_dequantize_row_fn dequantize
+    int qk_ukernel_count()
+    const qk_ukernel *qk_ukernel_get(int id)
+    int qk_gemm_kernel_select(int dtype, int isa, size_t m, int b_pairs_128)
+    const qk_ukernel *qk_ukernel_for_isa(int kind, int dtype, int isa)
+    void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1, size_t n0,
+                       size_t n1, const void *a_packed, const void *b_packed,
+                       const qk_out_params *p, void *c, size_t c_stride)

@@ -1,0 +1,128 @@
+"""Calibration: reading calibration data in the forms users have it, and running the
+float model over it to feed one observer per tensor."""
+from __future__ import annotations
+
+import os
+import zipfile
+import zlib
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from .graphutil import with_outputs
+from .observers import make_observer
+
+__all__ = ["CalibrationError", "iter_calibration", "replayable", "calibrate"]
+
+
+class CalibrationError(ValueError):
+    """The calibration data cannot be used: empty, wrong names or shapes, NaN/Inf."""
+
+
+def iter_calibration(data, input_names: list[str]) -> Iterable[dict]:
+    """Feed dicts from: an iterable of dicts, a .npz/.npy file or a folder of them, a
+    mapping name -> array (one batch per leading index block of 32), or an object with
+    ONNX Runtime's CalibrationDataReader interface (``get_next()``)."""
+    if hasattr(data, "get_next"):
+        while True:
+            item = data.get_next()
+            if item is None:
+                return
+            yield dict(item)
+        return
+    if isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        if os.path.isdir(path):
+            files = sorted(f for f in os.listdir(path) if f.endswith((".npz", ".npy")))
+            if not files:
+                raise CalibrationError(f"calibration folder {path!r} holds no .npz or .npy files")
+            for f in files:
+                yield from iter_calibration(os.path.join(path, f), input_names)
+            return
+        yield from iter_calibration(_load_arrays(path, input_names), input_names)
+        return
+    if isinstance(data, Mapping):
+        arrays = {k: np.asarray(v) for k, v in data.items()}
+        for k, v in arrays.items():
+            if v.ndim == 0:
+                raise CalibrationError(f"calibration array {k!r} is a scalar; it needs a leading batch axis")
+        n = min(len(v) for v in arrays.values()) if arrays else 0
+        for i in range(0, n, 32):
+            yield {k: v[i:i + 32] for k, v in arrays.items()}
+        return
+    for item in data:
+        if not isinstance(item, Mapping):
+            raise CalibrationError(f"calibration batches must be dicts of input name -> array, got "
+                                   f"{type(item).__name__}")
+        yield dict(item)
+
+
+#: what numpy raises on a damaged .npy/.npz: bad header or pickled data (ValueError), short
+#: file (EOFError), bad zip or CRC (BadZipFile), corrupt deflate stream (zlib.error)
+_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _load_arrays(path: str, input_names: list[str]) -> dict:
+    """The arrays of a .npy or .npz file, every .npz member read here: members are read
+    lazily, so a damaged one would otherwise fail later with a raw zipfile or zlib error."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except _UNREADABLE as exc:
+        raise CalibrationError(f"cannot read calibration data {path!r}: {exc}") from None
+    if isinstance(loaded, np.ndarray):
+        if len(input_names) != 1:
+            raise CalibrationError(f"{path!r} holds one array but the model has inputs {input_names}")
+        return {input_names[0]: loaded}
+    arrays = {}
+    with loaded:
+        for name in loaded.files:
+            try:
+                value = loaded[name]
+            except _UNREADABLE as exc:
+                raise CalibrationError(f"cannot read member {name!r} of calibration data {path!r}: {exc}") from None
+            if not isinstance(value, np.ndarray):   # numpy hands back the raw bytes of a non-.npy member
+                raise CalibrationError(f"member {name!r} of calibration data {path!r} is not a .npy array")
+            arrays[name] = value
+    return arrays
+
+
+def replayable(data):
+    """Calibration data that can be read more than once: a reader or an iterator is read
+    into a list of batches (the passes and the report read the data again)."""
+    if isinstance(data, (str, os.PathLike, Mapping, list, tuple)):
+        return data
+    if hasattr(data, "get_next"):
+        return list(iter_calibration(data, []))
+    try:
+        one_shot = iter(data) is data
+    except TypeError:
+        return data
+    return list(iter_calibration(data, [])) if one_shot else data
+
+
+def calibrate(model, calibration_data, tensors: list[str], method: str = "minmax", progress: bool = True,
+              **observer_options) -> dict:
+    """name -> observer fed with every calibration batch (the float model run on
+    qkernels' graph runner)."""
+    from ..graph import RunError, Session
+    session = Session(with_outputs(model, tensors).SerializeToString())
+    inputs = [i.name for i in session.get_inputs()]
+    observers = {t: make_observer(method, **observer_options) for t in tensors}
+    batches = iter_calibration(calibration_data, inputs)
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, desc="calibrating", unit="batch")
+    seen = 0
+    for feeds in batches:
+        try:
+            values = session.run(tensors, feeds)
+        except RunError as exc:
+            raise CalibrationError(f"calibration batch {seen}: {exc}") from None
+        for t, v in zip(tensors, values):
+            if not np.all(np.isfinite(v)):
+                raise CalibrationError(f"calibration batch {seen}: tensor {t!r} holds NaN or Inf")
+            observers[t].update(v)
+        seen += 1
+    if not seen:
+        raise CalibrationError("the calibration data is empty")
+    return observers
