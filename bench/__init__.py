@@ -9,7 +9,8 @@ count in a process of its own.
   (ONNX Runtime, numpy's BLAS, each library's worker start), :mod:`worker` (the entry
   of a timed process);
 * the suites: :mod:`gemm` (int8 GEMM, the default), :mod:`conv`, :mod:`f16`,
-  :mod:`models` (whole models on the graph runner, built by :mod:`zoo`);
+  :mod:`quant` (quantize/dequantize), :mod:`models` (whole models on the graph runner,
+  built by :mod:`zoo`);
 * :mod:`compare` (``--compare``: regressions beyond the noise, ``--plot``) and
   :mod:`peak` (this CPU's theoretical peak, its measured clock).
 
@@ -21,4 +22,4 @@ checkout (``pytest bench``, ``python bench/report.py``): they are not installed.
 """
 
 #: ``qkernels bench --suite NAME``: the module of each suite (its ``SUITE``).
-SUITES = ("gemm", "conv", "f16", "models")
+SUITES = ("gemm", "conv", "f16", "quant", "models")

@@ -45,6 +45,8 @@ SIGMAS = 3.0
 #: The peers' ratios shown per suite: (row key, title).
 RATIOS = {"conv": (("x_ort_int8", "× ORT int8"), ("x_fastest_peer", "× fastest int8 peer")),
           "f16": (("x_numpy_f32", "× numpy fp32"), ("x_numpy_f16", "× numpy fp16")),
+          "quant": (("x_numpy_q", "quantize × numpy"), ("x_ort_q", "quantize × ORT"),
+                    ("x_numpy_dq", "dequantize × numpy"), ("x_ort_dq", "dequantize × ORT")),
           "models": (("qk_over_ort", "qk / ORT"), ("qk_over_ort_fp32", "qk / ORT fp32")),
           "gemm": (("x_numpy", "× numpy"), ("x_ort", "× ORT"))}
 

@@ -1,5 +1,6 @@
 """Markdown tables from a saved ``python -m qkernels bench --json`` report (any
-suite: ``--suite gemm``, ``--suite conv``, ``--suite f16`` or ``--suite models``).
+suite: ``--suite gemm``, ``--suite conv``, ``--suite f16``, ``--suite quant`` or
+``--suite models``).
 
     python bench/report.py bench.json            # figures, targets, ORT exactness
     python bench/report.py --shapes              # just the GEMM shape table (no report needed)
@@ -112,6 +113,27 @@ def f16_tables(rep: dict) -> str:
                    f"{_f(wb.get('f16_packed') and wb['f16_packed'] / 1024, '{:.0f}')} / {wb['f32'] / 1024:.0f} | "
                    f"{yes_no[r['qkernels_within_bound']]} | {_f(r.get('max_err_rel'), '{:.1e}')} | "
                    f"{_f(r.get('max_err_over_bound'), '{:.2f}')} |")
+    return "\n".join(out + targets_table(rep))
+
+
+def quant_tables(rep: dict) -> str:
+    """Gelem/s per case of qkernels' quantize and dequantize beside numpy float32 and
+    ONNX Runtime; ratios, checks."""
+    legend = ("Gelem/s (elements / median time per call; memory-bound, no % of peak); × = qkernels over numpy "
+              "float32 and ONNX Runtime; \"exact\" = qkernels equal to ONNX's definition in float32 (round half "
+              "to even, saturate); \"ORT = ref\": ONNX Runtime's outputs equal to it too.")
+    yes_no = {True: "yes", False: "**no**", None: "–"}
+    out = [legend]
+    for op, pre in (("quantize", "q"), ("dequantize", "dq")):
+        out += ["", f"{op}:", "", "| case | shape | kind | threads | qkernels | numpy fp32 | ORT | × numpy | × ORT "
+                "| exact | ORT = ref |", "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: | :---: |"]
+        for r in rep["rows"]:
+            g = r["gelem_s"]
+            out.append(f"| `{r['shape']}` | {r['dims']} | {r['kind']} | {r['threads']} "
+                       f"| {_f(g[pre + '-qkernels'], '{:.2f}')} "
+                       f"| {_f(g[pre + '-numpy'], '{:.2f}')} | {_f(g[pre + '-ort'], '{:.2f}')} "
+                       f"| {_f(r['x_numpy_' + pre], '{:.2f}')} | {_f(r['x_ort_' + pre], '{:.2f}')} "
+                       f"| {yes_no[r[op + '_exact']]} | {yes_no[r['ort_exact'][0 if pre == 'q' else 1]]} |")
     return "\n".join(out + targets_table(rep))
 
 
@@ -265,7 +287,8 @@ def main(argv=None) -> int:
           + f", numpy {m['numpy']}"
           + (f" ({blas.get('name')} {blas.get('version')} {blas.get('corename', '')})" if blas else "")
           + f"{peers}; settings {json.dumps(rep['settings']['timing'])}, rounds {rep['settings']['rounds']}.\n")
-    print({"conv": conv_tables, "f16": f16_tables, "models": models_tables}.get(suite, results_tables)(rep))
+    print({"conv": conv_tables, "f16": f16_tables, "quant": quant_tables,
+           "models": models_tables}.get(suite, results_tables)(rep))
     for note in rep.get("notes", []):
         print(f"\nNote: {note}")
     return 0

@@ -197,17 +197,19 @@ def _quantize(args) -> int:
 
 def main(argv=None) -> int:
     from . import SUPPORTED_ISAS
+    from .bench import SUITES
     parser = _Parser(prog="qkernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="CPU features and the kernel path in use")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_info)
-    p = sub.add_parser("bench", help="int8 GEMM (or convolution, fp16 GEMM, whole models) speed beside numpy "
-                                     "float32, ONNX Runtime (and XNNPACK, numpy float16)")
-    p.add_argument("--suite", choices=("gemm", "conv", "f16", "models"), default="gemm",
+    p = sub.add_parser("bench", help="int8 GEMM (or convolution, fp16 GEMM, quantize/dequantize, whole models) "
+                                     "speed beside numpy float32, ONNX Runtime (and XNNPACK, numpy float16)")
+    p.add_argument("--suite", choices=SUITES, default="gemm",
                    help="gemm: int8 GEMM shapes (default); conv: convolution layers (qkernels.bench.conv.LAYERS); "
-                        "f16: fp16 GEMM on the GEMM shapes beside numpy float32 and float16; models: MobileNetV2 "
-                        "and ResNet-18, float32 and int8, on the graph runner beside ONNX Runtime "
+                        "f16: fp16 GEMM on the GEMM shapes beside numpy float32 and float16; quant: quantize and "
+                        "dequantize of activations and weights (qkernels.bench.quant.CASES) in Gelem/s; models: "
+                        "MobileNetV2 and ResNet-18, float32 and int8, on the graph runner beside ONNX Runtime "
                         "(latency and memory)")
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats (--suite models: small models)")
     p.add_argument("--threads", type=_threads, nargs="*", help="thread counts (default: 1 and all)")
@@ -219,7 +221,8 @@ def main(argv=None) -> int:
                                                    "(.png, .svg, .pdf; needs matplotlib: qkernels[plot])")
     p.add_argument("--shapes", nargs="+", metavar="LABEL",
                    help="shape labels (qkernels.bench.gemm.SHAPES; --suite f16: qkernels.bench.f16.SHAPES), "
-                        "layer labels with --suite conv, model labels with --suite models "
+                        "layer labels with --suite conv, case labels with --suite quant, model labels with "
+                        "--suite models "
                         "(qkernels.bench.models.MODELS, e.g. mobilenet_v2-int8)")
     p.add_argument("--rounds", type=_number(int, 1), default=1, help="repeat every process this many times (median)")
     p.add_argument("--isa", choices=SUPPORTED_ISAS,
