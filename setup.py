@@ -17,8 +17,13 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 # Per-architecture: kernel folder -> compiler flags for the files in it.
+_AVX2 = ["-mavx2", "-mfma", "-mf16c"]
 ISA_FLAGS = {
-    "x86_64": {"avx2": ["-mavx2", "-mfma", "-mf16c"]},
+    "x86_64": {
+        "avx2": _AVX2,
+        "avx512vnni": _AVX2 + ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"],
+        "avxvnni": _AVX2 + ["-mavxvnni"],
+    },
     "aarch64": {
         "neon": ["-march=armv8-a"],
         "neondot": ["-march=armv8.2-a+dotprod"],
@@ -26,6 +31,9 @@ ISA_FLAGS = {
         "i8mm": ["-march=armv8.2-a+i8mm"],
     },
 }
+# Folders built a second time with these flags and QK_VNNI_EMULATED: every AVX-512/VNNI
+# operation exact in AVX2 (kernels/include/qk_vnni.h), so any AVX2 CPU tests their logic.
+EMULATED_FLAGS = {"avx512vnni": _AVX2, "avxvnni": _AVX2}
 COMMON_FLAGS = ["-O3", "-std=c11", "-fno-strict-aliasing", "-fopenmp"]
 
 
@@ -35,7 +43,8 @@ def target_arch():
 
 
 class BuildISAExt(build_ext):
-    """Compiles each kernels/<isa>/*.c with its own flags and links the objects in."""
+    """Compiles each kernels/<isa>/*.c with its own flags (and the emulated builds) and
+    links the objects in."""
 
     def build_extension(self, ext):
         objects = []
@@ -45,6 +54,10 @@ class BuildISAExt(build_ext):
                 objects += self.compiler.compile(
                     sources, output_dir=self.build_temp, include_dirs=ext.include_dirs,
                     extra_postargs=COMMON_FLAGS + flags)
+            if sources and isa in EMULATED_FLAGS:
+                objects += self.compiler.compile(
+                    sources, output_dir=os.path.join(self.build_temp, "emulated"), include_dirs=ext.include_dirs,
+                    macros=[("QK_VNNI_EMULATED", "1")], extra_postargs=COMMON_FLAGS + EMULATED_FLAGS[isa])
         ext.extra_objects = objects + list(ext.extra_objects or [])
         super().build_extension(ext)
 
@@ -52,7 +65,7 @@ class BuildISAExt(build_ext):
 class BuildPyWithoutCheckoutOnly(build_py):
     """Installs bench/ as qkernels.bench without the modules that run from a checkout only:
     its pytest-benchmark suites and scripts (`pytest bench`, `python bench/report.py`)."""
-    CHECKOUT_ONLY = ("conftest", "suite", "shapes", "report", "f16_accumulation")
+    CHECKOUT_ONLY = ("conftest", "suite", "shapes", "report", "f16_accumulation", "mca")
 
     def find_package_modules(self, package, package_dir):
         modules = super().find_package_modules(package, package_dir)

@@ -2,7 +2,8 @@
 #include "qk_cpu.h"
 
 const char *qk_isa_name(int isa) {
-    static const char *names[QK_ISA_COUNT] = {"scalar", "avx2", "neon", "neondot", "i8mm"};
+    static const char *names[QK_ISA_COUNT] = {"scalar", "avx2", "neon", "neondot", "i8mm",
+                                                "avx512vnni", "avxvnni", "avx512vnni_emu", "avxvnni_emu"};
     return isa >= 0 && isa < QK_ISA_COUNT ? names[isa] : "unknown";
 }
 
@@ -28,6 +29,7 @@ uint32_t qk_cpu_features(void) {
         if ((b >> 5) & 1) f |= QK_CPU_AVX2;
         if (zmm_os && ((b >> 16) & 1)) f |= QK_CPU_AVX512F;
         if (zmm_os && ((b >> 30) & 1)) f |= QK_CPU_AVX512BW;
+        if (zmm_os && ((b >> 31) & 1)) f |= QK_CPU_AVX512VL;
         if (zmm_os && ((c >> 11) & 1)) f |= QK_CPU_AVX512VNNI;
         __cpuid_count(7, 1, a, b, c, d);
         if ((a >> 4) & 1) f |= QK_CPU_AVXVNNI;

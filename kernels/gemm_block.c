@@ -3,7 +3,7 @@
  * Portable C, compiled without ISA flags. */
 #include "qk_registry.h"
 
-#define QK_MAX_TILE (8 * 16)   /* the largest MR x NR in the registry */
+#define QK_MAX_TILE (12 * 32)   /* the largest MR x NR in the registry */
 
 static inline size_t round_up(size_t x, size_t q) { return (x + q - 1) / q * q; }
 

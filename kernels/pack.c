@@ -72,6 +72,13 @@ static void pack_a_rows_u8(int mr, int kr, size_t rows, size_t k, const void *a,
         if ((size_t)r < rows) {
             const uint8_t *src = (const uint8_t *)a + (ptrdiff_t)r * stride_m;
             uint32_t sum = 0;
+            if (stride_k == 1) {   /* contiguous rows: a loop the compiler vectorises */
+                for (; kk < k; kk++) {
+                    uint8_t v = (uint8_t)(src[kk] ^ flip);
+                    dst[kk] = v;
+                    sum += v;
+                }
+            }
             for (; kk < k; kk++) {
                 uint8_t v = (uint8_t)(src[(ptrdiff_t)kk * stride_k] ^ flip);
                 dst[kk] = v;
@@ -118,7 +125,7 @@ void qk_pack_b(int pack, int nr, int kr, size_t k, size_t n,
                const void *b, int b_signed, ptrdiff_t stride_k, ptrdiff_t stride_n,
                const int32_t *zb, void *packed, int32_t *col_sum) {
     size_t panel_bytes = qk_packed_b_bytes(pack, nr, kr, k, nr);
-    int32_t sums[16];
+    int32_t sums[64];   /* NR <= 64 */
     for (size_t n0 = 0; n0 < n; n0 += nr) {
         size_t cols = n - n0 < (size_t)nr ? n - n0 : (size_t)nr;
         const void *src = (const char *)b + (ptrdiff_t)n0 * stride_n * 1;
@@ -170,7 +177,7 @@ void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k,
                const void *a, int a_signed, ptrdiff_t stride_m, ptrdiff_t stride_k,
                int32_t za, void *packed, int32_t *row_sum) {
     size_t panel_bytes = qk_packed_a_bytes(pack, mr, kr, mr, k);
-    int32_t sums[8];
+    int32_t sums[16];   /* MR <= 16 */
     for (size_t m0 = 0; m0 < m; m0 += mr) {
         size_t rows = m - m0 < (size_t)mr ? m - m0 : (size_t)mr;
         const void *src = (const char *)a + (ptrdiff_t)m0 * stride_m;

@@ -25,6 +25,14 @@ dw_sum_fn qk_dw_sum_avx2, qk_dw_sum_f16_avx2;
 quantize_fn qk_quantize_row_avx2;
 dequantize_fn qk_dequantize_row_avx2;
 f16_row_fn qk_f16_to_f32_row_f16c;
+/* VNNI kernels: each built natively and emulated in AVX2 (qk_vnni.h) */
+#define QK_NATIVE_AND_EMU(type, name) type name, name##_emu;
+QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_12x32c4_avx512vnni)
+QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_1x32c4_avx512vnni)
+QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_12x32c4_fused_avx512vnni)
+QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_6x16c4_avxvnni)
+QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_1x16c4_avxvnni)
+QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_6x16c4_fused_avxvnni)
 #endif
 #if defined(__aarch64__)
 gemm_fn qs8_gemm_4x8_neon_mlal, qs8_gemm_4x16c4_neondot, qs8_gemm_4x8c8_i8mm, f16_gemm_8x8_neon, f16_gemm_8x8_neonfp16;
@@ -73,6 +81,25 @@ static const qk_ukernel kernels[] = {
     {.name = "f16_dwconv_avx2", DW_SUM, F16, .isa = QK_ISA_AVX2, .dw_sum = qk_dw_sum_f16_avx2, .width = 16},
     {.name = "qs8_quantize_avx2", QUANTIZE, .isa = QK_ISA_AVX2, .quantize = qk_quantize_row_avx2},
     {.name = "qs8_dequantize_avx2", DEQUANTIZE, .isa = QK_ISA_AVX2, .dequantize = qk_dequantize_row_avx2},
+    /* ---- VNNI: u8 x s8 quads by vpdpbusd, exact for any weights; the other kinds are the
+       AVX2 ones. Every kernel twice: the native build, and the AVX2 emulation (*_EMU path). */
+#define VNNI_GEMM(fn, isa_, ...)                                                          \
+    {.name = #fn, GEMM, QS8, .isa = isa_, __VA_ARGS__, .gemm = fn, .output = qk_output_avx2},  \
+    {.name = #fn "_emu", GEMM, QS8, .isa = isa_##_EMU, __VA_ARGS__, .gemm = fn##_emu, .output = qk_output_avx2}
+#define VNNI_GEMM_FUSED(fn, fused_fn, isa_, ...)                                                            \
+    {.name = #fn, GEMM, QS8, .isa = isa_, __VA_ARGS__, .gemm = fn, .output = qk_output_avx2, .fused = fused_fn}, \
+    {.name = #fn "_emu", GEMM, QS8, .isa = isa_##_EMU, __VA_ARGS__, .gemm = fn##_emu, .output = qk_output_avx2,  \
+     .fused = fused_fn##_emu}
+    VNNI_GEMM(qs8_gemm_1x32c4_avx512vnni, QK_ISA_AVX512VNNI, .mr = 1, .nr = 32, .kr = 4, .a_pack = QK_PACK_U8,
+              .b_pack = QK_PACK_S8, .max_m = 2),
+    VNNI_GEMM_FUSED(qs8_gemm_12x32c4_avx512vnni, qs8_gemm_12x32c4_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 12,
+                    .nr = 32, .kr = 4, .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8),
+    VNNI_GEMM(qs8_gemm_1x16c4_avxvnni, QK_ISA_AVXVNNI, .mr = 1, .nr = 16, .kr = 4, .a_pack = QK_PACK_U8,
+              .b_pack = QK_PACK_S8, .max_m = 2),
+    VNNI_GEMM_FUSED(qs8_gemm_6x16c4_avxvnni, qs8_gemm_6x16c4_fused_avxvnni, QK_ISA_AVXVNNI, .mr = 6, .nr = 16,
+                    .kr = 4, .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8),
+#undef VNNI_GEMM
+#undef VNNI_GEMM_FUSED
 #endif
 #if defined(__aarch64__)
     /* ---- NEON (armv8-a), dot product (armv8.2-a+dotprod), i8mm; neondot and i8mm borrow
@@ -112,6 +139,8 @@ static int lesser_isa(int isa) {
     switch (isa) {
     case QK_ISA_I8MM: return QK_ISA_NEONDOT;
     case QK_ISA_NEONDOT: return QK_ISA_NEON;
+    case QK_ISA_AVX512VNNI: case QK_ISA_AVXVNNI: case QK_ISA_AVX512VNNI_EMU: case QK_ISA_AVXVNNI_EMU:
+        return QK_ISA_AVX2;
     case QK_ISA_SCALAR: return -1;
     default: return QK_ISA_SCALAR;
     }

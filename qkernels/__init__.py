@@ -8,7 +8,7 @@ dot product, i8mm), with the best path for this CPU picked at run time::
     w = qk.quantize(np.random.randn(256, 32), scale=0.02, zero_point=0, dtype=np.int8)
     y = qk.matmul(a, qk.pack_weights(w), out_scale=0.05, out_zero_point=0)
 """
-from ._dispatch import (MAX_THREADS, SUPPORTED_ISAS, cpu_info, get_isa, get_num_threads, set_isa, set_num_threads,
+from ._dispatch import (EMULATED_ISAS, MAX_THREADS, SUPPORTED_ISAS, cpu_info, get_isa, get_num_threads, set_isa, set_num_threads,
                         use_isa, use_num_threads)
 from ._api import conv2d, depthwise_conv2d, matmul, pack_conv_weights, pack_weights
 from ._conv import PackedConvWeights
@@ -19,6 +19,6 @@ __version__ = "0.1.0"
 __all__ = [
     "QTensor", "PackedWeights", "PackedConvWeights", "conv2d", "depthwise_conv2d", "pack_conv_weights", "quantize",
     "dequantize", "matmul", "matmul_integer", "pack_weights",
-    "cpu_info", "get_isa", "set_isa", "use_isa", "SUPPORTED_ISAS", "set_num_threads", "get_num_threads",
+    "cpu_info", "get_isa", "set_isa", "use_isa", "SUPPORTED_ISAS", "EMULATED_ISAS", "set_num_threads", "get_num_threads",
     "use_num_threads", "MAX_THREADS",
 ]

@@ -1,9 +1,12 @@
 """Which ISA path runs, and how many threads: detected once, overridable.
 
-``QKERNELS_ISA`` (scalar, avx2, neon, neondot, i8mm) forces a path at import;
+``QKERNELS_ISA`` (scalar, avx2, avxvnni, avx512vnni, neon, neondot, i8mm) forces a path
+at import;
 ``QKERNELS_NUM_THREADS`` sets the default thread count (at most ``MAX_THREADS``).
 Asking for a path the CPU lacks, or that this build does not contain, is an error,
-never a silent fallback.
+never a silent fallback. ``EMULATED_ISAS`` are test paths: the VNNI kernels built with
+every AVX-512/VNNI instruction emulated exactly in AVX2 (kernels/include/qk_vnni.h), so
+their logic is checked on any AVX2 CPU; they are used only when asked for.
 """
 from __future__ import annotations
 
@@ -19,11 +22,13 @@ _REQUIRES = {
     "i8mm": ("asimd", "asimddp", "i8mm"),
     "neondot": ("asimd", "asimddp"),
     "neon": ("asimd",),
+    "avx512vnni": ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni"),
+    "avxvnni": ("avx2", "fma", "f16c", "avxvnni"),
     "avx2": ("avx2", "fma", "f16c"),
     "scalar": (),
 }
 _ARCH_FEATURES = {
-    "x86_64": ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vnni", "avxvnni"),
+    "x86_64": ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni"),
     "aarch64": ("asimd", "asimddp", "fphp", "asimdhp", "i8mm"),
 }
 class _ThreadState(threading.local):
@@ -43,6 +48,10 @@ def _supported() -> list[str]:
 
 
 SUPPORTED_ISAS: tuple[str, ...] = tuple(_supported())   # best first; "scalar" always last
+_EMULATES = {"avx512vnni_emu": "avx512vnni", "avxvnni_emu": "avxvnni"}
+# The emulations run where AVX2 does (and this build has them).
+EMULATED_ISAS: tuple[str, ...] = tuple(
+    e for e in _EMULATES if "avx2" in SUPPORTED_ISAS and _native.select_kernel(ISA_NAMES.index(e), 1 << 20) >= 0)
 
 
 def _check_isa(name: str) -> str:
@@ -51,7 +60,7 @@ def _check_isa(name: str) -> str:
     name = name.strip().lower()
     if name not in ISA_NAMES:
         raise ValueError(f"unknown ISA {name!r}; expected one of {', '.join(ISA_NAMES)}")
-    if name not in SUPPORTED_ISAS:
+    if name not in SUPPORTED_ISAS and name not in EMULATED_ISAS:
         raise ValueError(f"ISA {name!r} is not available here (CPU {_native.cpu_arch()} supports "
                          f"{', '.join(SUPPORTED_ISAS)})")
     return name
@@ -177,6 +186,7 @@ def cpu_info() -> dict:
         "arch": arch,
         "features": {k: v for k, v in _native.cpu_features().items() if k in _ARCH_FEATURES.get(arch, k)},
         "isas_available": list(SUPPORTED_ISAS),
+        "isas_emulated": list(EMULATED_ISAS),
         "isa": used,
         "forced_by_env": bool(os.environ.get("QKERNELS_ISA")),
         "gemm_kernels": gemm_kernels(used),

@@ -12,7 +12,8 @@ Environment:
 
 Test files get the references through the session fixture ``ref`` (fixtures need no
 import, so the test files import only numpy, pytest, hypothesis and qkernels), and
-any test taking an ``isa`` argument runs once per path in ``qkernels.SUPPORTED_ISAS``
+any test taking an ``isa`` argument runs once per path in ``qkernels.SUPPORTED_ISAS`` and
+``qkernels.EMULATED_ISAS``
 with that path forced by ``qkernels.use_isa``.
 """
 from __future__ import annotations
@@ -266,10 +267,14 @@ def ref():
     return REF
 
 
+# Every path this CPU runs, and the emulated VNNI paths (their kernels' logic on any AVX2 CPU).
+TESTED_ISAS = list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS)
+
+
 def pytest_generate_tests(metafunc):
     # `isa_name` is the raw parameter; the `isa` fixture forces the path around the test.
     if "isa_name" in metafunc.fixturenames:
-        metafunc.parametrize("isa_name", list(qkernels.SUPPORTED_ISAS), scope="function")
+        metafunc.parametrize("isa_name", TESTED_ISAS, scope="function")
 
 
 @pytest.fixture

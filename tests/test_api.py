@@ -621,7 +621,7 @@ def test_empty_product_with_huge_batch_returns_at_once(a_shape, b_shape):
 
 def test_use_isa_forces_a_path_in_this_thread_only_and_restores_it():
     before = qkernels.get_isa()
-    for isa in qkernels.SUPPORTED_ISAS:
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
         with qkernels.use_isa(isa) as name:
             assert name == isa and qkernels.get_isa() == isa and qkernels.cpu_info()["isa"] == isa
             seen = []
@@ -658,7 +658,7 @@ def test_unavailable_isa_gives_a_clear_error():
 
 
 def test_set_isa_changes_the_default_path():
-    for isa in qkernels.SUPPORTED_ISAS:
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
         qkernels.set_isa(isa)
         assert qkernels.get_isa() == isa
         seen = []
@@ -668,7 +668,7 @@ def test_set_isa_changes_the_default_path():
         assert seen == [isa]
 
 
-@pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS))
+@pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS))
 def test_QKERNELS_ISA_env_var_forces_the_path(isa):
     r = _python("import qkernels as q; i = q.cpu_info(); print(q.get_isa(), i['isa'], i['forced_by_env'])",
                 QKERNELS_ISA=isa.upper())
@@ -745,7 +745,7 @@ def test_concurrent_calls_from_8_threads_give_correct_results(ref):
                        rng.integers(-10, 10, 40), axis=1)
     shared = pack_weights(shared_b)
     qkernels.set_num_threads(2)
-    isas = list(qkernels.SUPPORTED_ISAS)
+    isas = list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS)
     barrier = threading.Barrier(8)
 
     def worker(i):

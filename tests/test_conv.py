@@ -88,7 +88,7 @@ def test_conv2d_equals_the_int64_reference_on_every_path(case):
         return
     wq = QTensor(w, np.full(case["o"], 0.01, np.float32), zw, axis=0)
     packed = pack_conv_weights(wq, groups=case["groups"])
-    for isa in qkernels.SUPPORTED_ISAS:
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
         with qkernels.use_isa(isa):
             for threads in (1, 2):
                 qkernels.set_num_threads(threads)
@@ -97,7 +97,7 @@ def test_conv2d_equals_the_int64_reference_on_every_path(case):
                 np.testing.assert_array_equal(got, want.astype(np.int32), err_msg=f"{isa}, {threads} thread(s)")
 
 
-@pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS))
+@pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS))
 @pytest.mark.parametrize("requant", ["fp32", "fixedpoint"])
 def test_conv2d_requantized_output_equals_the_reference_and_nchw_matches_nhwc(isa, requant):
     rng = np.random.default_rng(1)
@@ -195,7 +195,7 @@ def test_conv2d_int8_activations_equal_onnxruntime_qlinearconv_exactly(kh, strid
     want = _ort_qlinearconv(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), sa, za,
                             np.ascontiguousarray(w.transpose(0, 3, 1, 2)), sw, b, sy, zy, (stride, stride),
                             (pads[0], pads[1], pads[2], pads[3]), (1, 1), groups, np.int8)
-    for isa in qkernels.SUPPORTED_ISAS:
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
         with qkernels.use_isa(isa):
             y = conv2d(QTensor(x, sa, za), QTensor(w, sw, np.zeros(o, np.int8), axis=0), b, stride=stride,
                        padding=pads, groups=groups, out_scale=sy, out_zero_point=zy, out_dtype=np.int8,
@@ -256,7 +256,7 @@ def test_depthwise_equals_the_int64_reference_on_every_path(case):
     packed = pack_conv_weights(QTensor(w, sw, zw, axis=0), groups=c, bias=bias)
     assert packed.depthwise or c == 1   # one channel is a plain convolution
     kw = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"])
-    for isa in qkernels.SUPPORTED_ISAS:
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
         with qkernels.use_isa(isa):
             for threads in (1, 2):
                 qkernels.set_num_threads(threads)
@@ -266,7 +266,7 @@ def test_depthwise_equals_the_int64_reference_on_every_path(case):
                 np.testing.assert_array_equal(y.data, y_want, err_msg=f"{isa}, {threads} thread(s)")
 
 
-@pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS))
+@pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS))
 @pytest.mark.parametrize("requant", ["fp32", "fixedpoint"])
 @pytest.mark.parametrize("mult,xdt", [(1, U8), (1, S8), (3, U8)])
 @pytest.mark.parametrize("c", [19, 75])

@@ -223,7 +223,8 @@ def test_conv2d_and_depthwise_within_the_contract_on_every_path(case):
 
 def test_each_path_uses_its_fp16_kernel():
     feats = qkernels.cpu_info()["features"]
-    want = {"scalar": "f16_gemm_4x8_scalar", "avx2": "f16_gemm_6x16_avx2", "neon": "f16_gemm_8x8_neon"}
+    want = {"scalar": "f16_gemm_4x8_scalar", "avx2": "f16_gemm_6x16_avx2", "neon": "f16_gemm_8x8_neon",
+            "avxvnni": "f16_gemm_6x16_avx2", "avx512vnni": "f16_gemm_6x16_avx2"}   # the VNNI paths: AVX2's
     for isa in qkernels.SUPPORTED_ISAS:
         got = qkernels._dispatch.f16_kernel(isa)
         if isa in want:

@@ -29,7 +29,7 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 def _runnable(info) -> bool:
     """Can this CPU run the kernel? Its ISA path is supported, and FP16 arithmetic if it needs it."""
-    return info["isa"] in qkernels.SUPPORTED_ISAS and (
+    return info["isa"] in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS and (
         not info["needs_fp16_arith"] or _native.cpu_features()["asimdhp"])
 
 

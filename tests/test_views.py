@@ -13,7 +13,9 @@ import qkernels as qk
 from qkernels import QTensor
 
 SMALL = os.environ.get("QKERNELS_TEST_SMALL", "").strip().lower() not in ("", "0", "false", "no")
-ISAS = list(dict.fromkeys((qk.SUPPORTED_ISAS[0], "avx2" if "avx2" in qk.SUPPORTED_ISAS else "scalar", "scalar")))
+# The default path, AVX2 (what a VNNI path borrows), one emulated VNNI path, the reference.
+ISAS = list(dict.fromkeys((qk.SUPPORTED_ISAS[0], "avx2" if "avx2" in qk.SUPPORTED_ISAS else "scalar",
+                           *qk.EMULATED_ISAS[:1], "scalar")))
 COMBOS = [(isa, threads) for isa in ISAS for threads in (1, 2)]
 VIEWS = settings(max_examples=6 if SMALL else 50, deadline=None)
 U8, S8, F16, F32 = (np.dtype(t) for t in (np.uint8, np.int8, np.float16, np.float32))

@@ -5,14 +5,19 @@
  * 4 * k_groups bytes), B panels grouped (qk_pack.h). Define before including:
  *   QK_GEMM_NAME, QK_FUSED_NAME  the two functions
  *   QK_DOT(a, b)                 8 int32 sums of one group for 8 columns; `ones` (int16 1s)
- *                                is in scope */
+ *                                is in scope
+ *   or QK_MAC(c, a, b)           c plus those sums, in one instruction (VNNI's vpdpbusd;
+ *                                kernels/avxvnni uses this template too) */
 #include <immintrin.h>
 #include "qk_avx2.h"
+#ifndef QK_MAC
+#define QK_MAC(c, a, b) _mm256_add_epi32(c, QK_DOT(a, b))
+#endif
 
 #define QK_ROW(i)                                                            \
     a = _mm256_set1_epi32(*(const int32_t *)(pa + (i) * kp));                \
-    c##i##0 = _mm256_add_epi32(c##i##0, QK_DOT(a, b0));                      \
-    c##i##1 = _mm256_add_epi32(c##i##1, QK_DOT(a, b1));
+    c##i##0 = QK_MAC(c##i##0, a, b0);                                        \
+    c##i##1 = QK_MAC(c##i##1, a, b1);
 #define QK_STORE(i)                                                          \
     _mm256_storeu_si256((__m256i *)(acc + 16 * (i)), c##i##0);               \
     _mm256_storeu_si256((__m256i *)(acc + 16 * (i) + 8), c##i##1);
@@ -45,5 +50,6 @@ void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, s
     qk_store_16cols_avx2(6, acc, 16, m0, n0, p, c, c_stride);
 }
 
+#undef QK_MAC
 #undef QK_ROW
 #undef QK_STORE

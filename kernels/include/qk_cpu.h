@@ -4,15 +4,18 @@
 #define QK_CPU_H
 #include <stdint.h>
 
-/* ISA paths, each a set of micro-kernels (QKERNELS_ISA forces one). */
-enum qk_isa { QK_ISA_SCALAR = 0, QK_ISA_AVX2, QK_ISA_NEON, QK_ISA_NEONDOT, QK_ISA_I8MM, QK_ISA_COUNT };
+/* ISA paths, each a set of micro-kernels (QKERNELS_ISA forces one). The *_EMU paths hold
+ * the VNNI kernels built a second time with every AVX-512/VNNI operation emulated exactly
+ * in AVX2 (qk_vnni.h): for tests on any AVX2 CPU, never picked by default. */
+enum qk_isa { QK_ISA_SCALAR = 0, QK_ISA_AVX2, QK_ISA_NEON, QK_ISA_NEONDOT, QK_ISA_I8MM,
+              QK_ISA_AVX512VNNI, QK_ISA_AVXVNNI, QK_ISA_AVX512VNNI_EMU, QK_ISA_AVXVNNI_EMU, QK_ISA_COUNT };
 const char *qk_isa_name(int isa);
 
 /* Features the CPU has (and the OS enables): a bit set of QK_CPU_*. */
 enum {
     QK_CPU_AVX2 = 1 << 0, QK_CPU_FMA = 1 << 1, QK_CPU_F16C = 1 << 2,
     QK_CPU_AVX512F = 1 << 3, QK_CPU_AVX512BW = 1 << 4, QK_CPU_AVX512VNNI = 1 << 5,
-    QK_CPU_AVXVNNI = 1 << 6,
+    QK_CPU_AVXVNNI = 1 << 6, QK_CPU_AVX512VL = 1 << 7,
     QK_CPU_ASIMD = 1 << 8, QK_CPU_ASIMDDP = 1 << 9, QK_CPU_FPHP = 1 << 10,
     QK_CPU_ASIMDHP = 1 << 11, QK_CPU_I8MM = 1 << 12,
 };

@@ -49,7 +49,8 @@ const qk_ukernel *qk_ukernel_get(int id);
  * B int8) serves small M, where B's memory traffic dominates: the output stage then
  * subtracts zb * row_sum(A). An int8 kernel is never borrowed from another path (an ISA
  * path without one is not available); fp16 and the other kinds fall back to the nearest
- * lesser path that has one (i8mm -> neondot -> neon -> scalar, avx2 -> scalar): the
+ * lesser path that has one (i8mm -> neondot -> neon -> scalar;
+ * avx512vnni, avxvnni and their emulations -> avx2 -> scalar): the
  * FP16-arithmetic kernel is registered under neondot (every CPU with dot product so far
  * has FP16 arithmetic, and it is checked at selection), the plain-NEON one converts. */
 int qk_gemm_kernel_select(int dtype, int isa, size_t m, int b_pairs_128);

@@ -1,0 +1,31 @@
+/* int8 GEMV micro-kernel, AVX-512 VNNI: 1x32 tile for M <= 2, the panels of the 8x32
+ * kernel. One row gives only two accumulator chains, and vpdpbusd's latency (5 cycles)
+ * would bound them: four K quads per step on independent accumulators, summed at the end
+ * (int32 adds wrap alike in any order: exact). */
+#include "qk_gemm.h"
+#include "qk_vnni.h"
+
+void QK_VNNI_FN(qs8_gemm_1x32c4_avx512vnni)(size_t k_groups, const void *a_, const void *b_, int32_t *acc) {
+    const uint8_t *pa = (const uint8_t *)a_, *pb = (const uint8_t *)b_;
+    qk_v512 c0 = qk512_zero(), c1 = c0, d0 = c0, d1 = c0, e0 = c0, e1 = c0, f0 = c0, f1 = c0;
+    size_t g = 0;
+    for (; g + 4 <= k_groups; g += 4, pa += 16, pb += 512) {
+        const qk_v512 a0 = qk512_bcast32(pa), a1 = qk512_bcast32(pa + 4);
+        const qk_v512 a2 = qk512_bcast32(pa + 8), a3 = qk512_bcast32(pa + 12);
+        c0 = qk512_dpbusd(c0, a0, qk512_load(pb));
+        c1 = qk512_dpbusd(c1, a0, qk512_load(pb + 64));
+        d0 = qk512_dpbusd(d0, a1, qk512_load(pb + 128));
+        d1 = qk512_dpbusd(d1, a1, qk512_load(pb + 192));
+        e0 = qk512_dpbusd(e0, a2, qk512_load(pb + 256));
+        e1 = qk512_dpbusd(e1, a2, qk512_load(pb + 320));
+        f0 = qk512_dpbusd(f0, a3, qk512_load(pb + 384));
+        f1 = qk512_dpbusd(f1, a3, qk512_load(pb + 448));
+    }
+    for (; g < k_groups; g++, pa += 4, pb += 128) {
+        const qk_v512 a0 = qk512_bcast32(pa);
+        c0 = qk512_dpbusd(c0, a0, qk512_load(pb));
+        c1 = qk512_dpbusd(c1, a0, qk512_load(pb + 64));
+    }
+    qk512_store(acc, qk512_add(qk512_add(c0, d0), qk512_add(e0, f0)));
+    qk512_store(acc + 16, qk512_add(qk512_add(c1, d1), qk512_add(e1, f1)));
+}
