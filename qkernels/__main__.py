@@ -74,6 +74,8 @@ def _info(args) -> int:
     print(f"architecture      {info['arch']}")
     print(f"CPU features      {feats}")
     print(f"ISA paths here    {', '.join(info['isas_available'])}")
+    if info["isas_emulated"]:
+        print(f"test paths        {', '.join(info['isas_emulated'])} (VNNI kernels, AVX-512/VNNI emulated in AVX2)")
     print(f"ISA path used     {info['isa']}{' (forced by QKERNELS_ISA)' if info['forced_by_env'] else ''}")
     print(f"int8 GEMM kernels {', '.join(info['gemm_kernels'])}")
     print(f"threads           {info['num_threads']}")

@@ -33,8 +33,8 @@ def _runnable(info) -> bool:
         not info["needs_fp16_arith"] or _native.cpu_features()["asimdhp"])
 
 
-KERNELS = [(kid, info) for kid, info in ((i, _native.ukernel_info(i)) for i in range(_native.kernel_count()))
-           if _runnable(info)]
+REGISTERED = [(i, _native.ukernel_info(i)) for i in range(_native.kernel_count())]
+KERNELS = [(kid, info) for kid, info in REGISTERED if _runnable(info)]
 GEMM = [(kid, info) for kid, info in KERNELS if info["kind"] == _native.KIND_GEMM]
 QS8 = [(kid, info) for kid, info in GEMM if info["dtype"] == _native.DTYPE_QS8]
 F16 = [(kid, info) for kid, info in GEMM if info["dtype"] == _native.DTYPE_F16]
@@ -48,6 +48,24 @@ def _scalar_kid(dtype) -> int:
 
 def _ids(kernels):
     return [info["name"] for _, info in kernels]
+
+
+def _params(kernels):
+    """The kernels of one group, as test parameters, followed by the registered kernels of
+    the same kind and dtype that this CPU cannot run (native VNNI kernels on a CPU without
+    VNNI; their logic is checked through the *_emu paths), skipped with the reason."""
+    (_, first), = kernels[:1] or [(None, None)]
+    params = [pytest.param(kid, info, id=info["name"]) for kid, info in kernels]
+    if first is None:
+        return params
+    feats = _native.cpu_features()
+    for kid, info in REGISTERED:
+        if (info["kind"], info["dtype"]) == (first["kind"], first["dtype"]) and not _runnable(info) and \
+                (not first["fused"] or info["fused"]):
+            lacks = ", ".join(f for f in qkernels._dispatch._REQUIRES.get(info["isa"], ()) if not feats[f])
+            reason = f"this CPU cannot run the {info['isa']} path (lacks {lacks or 'FP16 arithmetic'})"
+            params.append(pytest.param(kid, info, id=info["name"], marks=pytest.mark.skip(reason=reason)))
+    return params
 
 
 def _m_edges(mr):
@@ -121,7 +139,7 @@ def test_every_isa_path_of_this_cpu_has_its_int8_kernels_in_the_registry():
 # --------------------------------------------------------------------------- int8 GEMM
 
 @pytest.mark.parametrize("a_dtype,b_dtype", DTYPE_PAIRS, ids=DTYPE_IDS)
-@pytest.mark.parametrize("kid,info", QS8, ids=_ids(QS8))
+@pytest.mark.parametrize("kid,info", _params(QS8))
 def test_int8_ukernel_sums_equal_int64_on_every_edge_tile(kid, info, a_dtype, b_dtype, ref):
     rng = np.random.default_rng(kid * 7 + len(a_dtype.str + b_dtype.str))
     lo, hi = _b_range(info, b_dtype)
@@ -136,7 +154,7 @@ def test_int8_ukernel_sums_equal_int64_on_every_edge_tile(kid, info, a_dtype, b_
 
 
 @pytest.mark.parametrize("a_dtype,b_dtype", DTYPE_PAIRS, ids=DTYPE_IDS)
-@pytest.mark.parametrize("kid,info", QS8, ids=_ids(QS8))
+@pytest.mark.parametrize("kid,info", _params(QS8))
 def test_int8_ukernel_sums_are_exact_at_extreme_values_and_zero_points(kid, info, a_dtype, b_dtype, ref):
     """-128/127/0/255 everywhere, zero points at the ends of their type: the largest
     products (255 * 255 after zero-point folding) and longest runs of one sign."""
@@ -188,7 +206,7 @@ MODES = {"int32": _native.OUT_INT32, "fp32": _native.OUT_FP32, "fixedpoint": _na
 
 @pytest.mark.parametrize("row_sums", [False, True], ids=["no_row_sums", "row_sums"])
 @pytest.mark.parametrize("mode", list(MODES), ids=list(MODES))
-@pytest.mark.parametrize("kid,info", QS8, ids=_ids(QS8))
+@pytest.mark.parametrize("kid,info", _params(QS8))
 def test_int8_output_stage_equals_the_scalar_stage_on_every_edge_tile(kid, info, mode, row_sums):
     rng = np.random.default_rng(kid * 31 + MODES[mode] * 2 + row_sums)
     mr, nr, ref_kid = info["mr"], info["nr"], _scalar_kid(_native.DTYPE_QS8)
@@ -208,7 +226,7 @@ def test_int8_output_stage_equals_the_scalar_stage_on_every_edge_tile(kid, info,
 
 
 @pytest.mark.parametrize("mode", ["int32", "fp32"])
-@pytest.mark.parametrize("kid,info", FUSED, ids=_ids(FUSED))
+@pytest.mark.parametrize("kid,info", _params(FUSED))
 def test_fused_ukernel_equals_its_gemm_and_the_scalar_stage(kid, info, mode, ref):
     rng = np.random.default_rng(kid + MODES[mode])
     mr, nr, ref_kid = info["mr"], info["nr"], _scalar_kid(_native.DTYPE_QS8)
@@ -241,7 +259,7 @@ def _f16_bound(ref, scale, k, info):
     return np.abs(ref) * 2.0**-11 + e * scale + 2.0**-25
 
 
-@pytest.mark.parametrize("kid,info", F16, ids=_ids(F16))
+@pytest.mark.parametrize("kid,info", _params(F16))
 def test_fp16_ukernel_sums_lie_within_the_documented_bound_on_every_edge_tile(kid, info):
     rng = np.random.default_rng(kid)
     mr, nr = info["mr"], info["nr"]
@@ -273,7 +291,7 @@ def _same_f16(got, want):
         np.array_equal(np.isnan(got), np.isnan(want))
 
 
-@pytest.mark.parametrize("kid,info", F16, ids=_ids(F16))
+@pytest.mark.parametrize("kid,info", _params(F16))
 def test_fp16_output_stage_equals_the_scalar_stage_on_every_edge_tile(kid, info):
     rng = np.random.default_rng(kid)
     mr, nr, ref_kid = info["mr"], info["nr"], _scalar_kid(_native.DTYPE_F16)
@@ -304,7 +322,7 @@ def _dw_end(info, ch, c0):
 
 
 @pytest.mark.parametrize("run", [False, True], ids=["pointer_rows", "interior_run"])
-@pytest.mark.parametrize("kid,info", DW, ids=_ids(DW))
+@pytest.mark.parametrize("kid,info", _params(DW))
 def test_depthwise_sum_ukernel_covers_its_blocks_exactly(kid, info, run, ref):
     rng = np.random.default_rng(kid + run)
     f16 = info["dtype"] == _native.DTYPE_F16
@@ -375,7 +393,7 @@ def _check_done(done, ref_done, n, where):
 
 
 @pytest.mark.parametrize("per_elem", [False, True], ids=["per_tensor", "per_value"])
-@pytest.mark.parametrize("kid,info", QUANTIZE, ids=_ids(QUANTIZE))
+@pytest.mark.parametrize("kid,info", _params(QUANTIZE))
 def test_quantize_row_ukernel_equals_the_scalar_row(kid, info, per_elem):
     ref_kid = _scalar_row_kid(_native.KIND_QUANTIZE)
     for rng, n, signed, with_nan, scale, zp in _row_cases(kid + per_elem, per_elem):
@@ -394,7 +412,7 @@ def test_quantize_row_ukernel_equals_the_scalar_row(kid, info, per_elem):
 
 
 @pytest.mark.parametrize("per_elem", [False, True], ids=["per_tensor", "per_value"])
-@pytest.mark.parametrize("kid,info", DEQUANTIZE, ids=_ids(DEQUANTIZE))
+@pytest.mark.parametrize("kid,info", _params(DEQUANTIZE))
 def test_dequantize_row_ukernel_equals_the_scalar_row(kid, info, per_elem, ref):
     ref_kid = _scalar_row_kid(_native.KIND_DEQUANTIZE)
     for rng, n, signed, at_ends, scale, zp in _row_cases(kid + per_elem, per_elem):
