@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .._layout import convertible, nhwc_to_nchw
 from .backend import Backend, get_backend
 from .errors import RunError
 from .fold import FOLD_LIMIT, fold_constants
@@ -161,9 +162,21 @@ class Session:
                     dead = values.pop(name, None)
                     if dead is not None and name not in consts:
                         live -= dead.nbytes
+            # kernels may leave strided views (ascontiguousarray would make 0-d arrays 1-d),
+            # numpy reductions numpy scalars, and an output may be a (read-only) constant:
+            # every output a C-contiguous ndarray the caller owns
+            outputs = [_owned(values[n]) for n in names]
         self.peak_bytes = peak
-        # kernels may leave strided views (ascontiguousarray would make 0-d arrays 1-d), numpy
-        # reductions numpy scalars, and an output may be a (read-only) constant: every output
-        # a C-contiguous ndarray the caller owns
-        return [v if (v := np.asarray(values[n])).flags.c_contiguous and v.flags.writeable else v.copy(order="C")
-                for n in names]
+        return outputs
+
+
+def _owned(value) -> np.ndarray:
+    """An output as a C-contiguous ndarray the caller owns. The cpu backend's convolutions
+    return NCHW views of NHWC memory: those are copied by the native transpose (numpy's
+    strided copy is several times slower), any other view by numpy."""
+    v = np.asarray(value)
+    if v.flags.c_contiguous and v.flags.writeable:
+        return v
+    if v.ndim == 4 and convertible(v.dtype):
+        return nhwc_to_nchw(v.transpose(0, 2, 3, 1))
+    return v.copy(order="C")

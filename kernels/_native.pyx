@@ -426,6 +426,49 @@ def dequantize(int isa, cnp.ndarray q, bint in_signed, cnp.ndarray scale, cnp.nd
     return out
 
 
+# ------------------------------------------------------------------------ layout conversion
+# NCHW <-> NHWC (qkernels._layout validates the arrays): per image, the 2-D transpose
+# between channels and pixels (kernels/layout.c); per row of pixels when a view's rows
+# and columns of pixels do not lie at one stride. One thread: splitting an image's pixels
+# between two threads measured no faster here (the transposes run near the memory's
+# pace) and, on a busy machine, at times 100x slower (waking the second thread).
+
+def transpose_layout(cnp.ndarray x, cnp.ndarray out, bint to_nhwc, bint simd):
+    """out = x.transpose(0, 2, 3, 1) (to_nhwc: x NCHW) or x.transpose(0, 3, 1, 2) (x NHWC)
+    for x of any strides (negative and zero included) and out C-contiguous of that shape,
+    both of one itemsize (1, 2 or 4 bytes). The caller validates both; this checks the
+    shapes and itemsizes again before it writes."""
+    if x.ndim != 4 or out.ndim != 4 or x.itemsize != out.itemsize or x.itemsize not in (1, 2, 4) \
+            or not out.flags.c_contiguous:
+        raise ValueError("transpose_layout: 4-D arrays of one itemsize (1, 2 or 4), out C-contiguous")
+    expected = (<object>x).transpose((0, 2, 3, 1) if to_nhwc else (0, 3, 1, 2)).shape
+    if (<object>out).shape != expected:
+        raise ValueError(f"transpose_layout: out has shape {(<object>out).shape}, expected {expected}")
+    if x.size == 0:
+        return out
+    cdef int ci = 1 if to_nhwc else 3, hi = 2 if to_nhwc else 1, wi = 3 if to_nhwc else 2
+    cdef const uint8_t *src = <const uint8_t *>_ptr(x)
+    cdef uint8_t *dst = <uint8_t *>_ptr(out)
+    cdef size_t elem = x.itemsize, n = x.shape[0], c = x.shape[ci], h = x.shape[hi], w = x.shape[wi]
+    cdef Py_ssize_t sn = x.strides[0], sc = x.strides[ci], sh = x.strides[hi]
+    cdef Py_ssize_t sp = sh if w == 1 else x.strides[wi]     # the stride between pixels of a row
+    # pixels of an image at one stride: one transpose per image, else one per row of pixels
+    cdef bint merged = h == 1 or w == 1 or sh == <Py_ssize_t>w * sp
+    cdef size_t rows_of_pixels = 1 if merged else h, pixels = h * w if merged else w, image, r, gp
+    cdef const uint8_t *s
+    with nogil:
+        for image in range(n):
+            for r in range(rows_of_pixels):
+                s = src + <Py_ssize_t>image * sn + <Py_ssize_t>r * sh
+                gp = image * h * w + r * w          # the first pixel's index among all images'
+                if to_nhwc:   # (C, pixels) -> (pixels, C)
+                    qk_transpose(simd, elem, c, pixels, s, sc, sp, dst + gp * c * elem, c * elem)
+                else:         # (pixels, C) -> (C, pixels)
+                    qk_transpose(simd, elem, pixels, c, s, sp, sc, dst + (image * c * h * w + r * w) * elem,
+                                 h * w * elem)
+    return out
+
+
 # ------------------------------------------------------------------------ test entry points
 # One micro-kernel on one tile, for tests/test_ukernels.py (XNNPACK's pattern: each kernel
 # against the reference on every edge). No validation beyond what keeps memory safe.

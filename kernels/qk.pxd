@@ -113,3 +113,7 @@ cdef extern from "qk_registry.h" nogil:
     void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1, size_t n0,
                        size_t n1, const void *a_packed, const void *b_packed,
                        const qk_out_params *p, void *c, size_t c_stride)
+
+cdef extern from "qk_layout.h" nogil:
+    void qk_transpose(int simd, size_t elem, size_t rows, size_t cols, const uint8_t *src, Py_ssize_t s_row,
+                      Py_ssize_t s_col, uint8_t *dst, Py_ssize_t d_row)

@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 from ._common import check_choice, check_out
+from ._layout import nhwc_to_nchw, transpose_into
 
 LAYOUTS = ("NHWC", "NCHW")
 WEIGHT_LAYOUTS = ("OHWI", "OIHW")
@@ -105,10 +106,8 @@ def output_buffer(shape_nhwc, nchw: bool, out, dtype, **inputs) -> np.ndarray:
 
 
 def to_layout(res: np.ndarray, nchw: bool, out) -> np.ndarray:
-    """The NHWC result ``res`` in the caller's layout (into ``out`` when given)."""
+    """The NHWC result ``res`` in the caller's layout (into ``out`` when given: checked by
+    output_buffer already)."""
     if not nchw:
         return res
-    if out is not None:
-        out[...] = res.transpose(0, 3, 1, 2)
-        return out
-    return np.ascontiguousarray(res.transpose(0, 3, 1, 2))
+    return nhwc_to_nchw(res) if out is None else transpose_into(res, out, False)

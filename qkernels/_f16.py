@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike
 from . import _dispatch, _native
 from ._common import Activation, activation_range, check_choice, check_out, check_size, rows_view
 from ._conv_geometry import LAYOUTS, geometry, ohwi_weights, output_buffer, to_layout
+from ._layout import nchw_to_nhwc
 
 F16 = np.dtype(np.float16)
 _NO_BIAS: dict[int, np.ndarray] = {}
@@ -224,6 +225,8 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, la
     check_size(*shape, itemsize=2)
     check_size(shape[0] * shape[1] * shape[2], pw.kh * pw.kw * pw.cg, itemsize=4, what="patch matrix")
     res = output_buffer(shape, nchw, out, F16, x=x, w=w, bias=bias)
+    if nchw and res.size:   # the gathers read NHWC pixels: one native transposing copy
+        xd = nchw_to_nhwc(x, copy=False)
     return to_layout(_conv_nhwc(xd, pw, bias, geom, activation, res), nchw, out)
 
 

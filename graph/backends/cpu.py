@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ... import _api
+from ..._layout import convertible, nchw_to_nhwc
 from ..._qtensor import QTensor, dequantize, quantize
 from ..backend import Backend
 from ..errors import RunError
@@ -312,11 +313,11 @@ def _make_qconv(node: Node, graph: Graph) -> Runner | None:
 
     def run(values):
         data = values[x]
-        if data.ndim != 4:
+        if data.ndim != 4 or not convertible(data.dtype):
             raise _NotServed
-        # the kernels gather NHWC pixels: an NCHW input is copied once (free when it is
-        # the NCHW view of an NHWC array, as this runner returns)
-        xq = xin.qtensor(values, np.ascontiguousarray(data.transpose(0, 2, 3, 1)))
+        # the kernels gather NHWC pixels: an NCHW input is copied once, by the native
+        # transpose (free when it is the NCHW view of an NHWC array, as this runner returns)
+        xq = xin.qtensor(values, nchw_to_nhwc(data, copy=False))
         if out is None:
             y = _api.conv2d(xq, pw, stride=stride, padding=padding, dilation=dilation, out_dtype=np.int32)
         else:

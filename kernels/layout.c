@@ -1,0 +1,68 @@
+/* Layout conversion (qk_layout.h): the portable blocked transpose and the dispatcher to
+ * the SIMD tiles. Compiled without ISA flags: runs on any CPU of its architecture. */
+#include <string.h>
+#include "qk_cpu.h"
+#include "qk_layout.h"
+
+#if defined(__x86_64__)
+void qk_transpose_avx2(size_t elem, size_t rows, size_t cols, const uint8_t *src, ptrdiff_t s_row, uint8_t *dst,
+                       ptrdiff_t d_row);
+#elif defined(__aarch64__)
+void qk_transpose_neon(size_t elem, size_t rows, size_t cols, const uint8_t *src, ptrdiff_t s_row, uint8_t *dst,
+                       ptrdiff_t d_row);
+#endif
+
+/* Square blocks of this many elements: a block's source rows and destination rows stay
+ * in L1 while it is copied (16 x 16 x 4 bytes: 1 KiB each side). */
+#define QK_LAYOUT_BLOCK 16
+
+/* One piece for every element size: `elem` is a constant where it is inlined, so the
+ * memcpy is one load and one store. */
+static inline __attribute__((always_inline)) void transpose_blocked(size_t elem, size_t rows, size_t cols,
+                                                                    const uint8_t *src, ptrdiff_t s_row,
+                                                                    ptrdiff_t s_col, uint8_t *dst, ptrdiff_t d_row) {
+    for (size_t j0 = 0; j0 < cols; j0 += QK_LAYOUT_BLOCK) {
+        const size_t j1 = cols - j0 < QK_LAYOUT_BLOCK ? cols : j0 + QK_LAYOUT_BLOCK;
+        for (size_t i0 = 0; i0 < rows; i0 += QK_LAYOUT_BLOCK) {
+            const size_t i1 = rows - i0 < QK_LAYOUT_BLOCK ? rows : i0 + QK_LAYOUT_BLOCK;
+            for (size_t j = j0; j < j1; j++) {
+                const uint8_t *s = src + (ptrdiff_t)i0 * s_row + (ptrdiff_t)j * s_col;
+                uint8_t *d = dst + (ptrdiff_t)j * d_row + i0 * elem;
+                for (size_t i = i0; i < i1; i++, s += s_row, d += elem) memcpy(d, s, elem);
+            }
+        }
+    }
+}
+
+static void transpose_portable(size_t elem, size_t rows, size_t cols, const uint8_t *src, ptrdiff_t s_row,
+                               ptrdiff_t s_col, uint8_t *dst, ptrdiff_t d_row) {
+    switch (elem) {
+    case 1: transpose_blocked(1, rows, cols, src, s_row, s_col, dst, d_row); break;
+    case 2: transpose_blocked(2, rows, cols, src, s_row, s_col, dst, d_row); break;
+    case 4: transpose_blocked(4, rows, cols, src, s_row, s_col, dst, d_row); break;
+    default: transpose_blocked(elem, rows, cols, src, s_row, s_col, dst, d_row); break;
+    }
+}
+
+qk_transpose_fn qk_transpose_simd(void) {
+    /* CPU features once: cpuid traps to the hypervisor in VMs (tens of microseconds). */
+    static volatile int64_t cached = -1;   /* benign race: every thread stores the same value */
+    if (cached < 0) cached = qk_cpu_features();
+#if defined(__x86_64__)
+    if (cached & QK_CPU_AVX2) return qk_transpose_avx2;
+#elif defined(__aarch64__)
+    return qk_transpose_neon;   /* NEON is part of AArch64 */
+#endif
+    return NULL;
+}
+
+void qk_transpose(int simd, size_t elem, size_t rows, size_t cols, const uint8_t *src, ptrdiff_t s_row,
+                  ptrdiff_t s_col, uint8_t *dst, ptrdiff_t d_row) {
+    const size_t tile = elem == 1 || elem == 2 || elem == 4 ? qk_transpose_tile(elem) : 0;
+    qk_transpose_fn k = simd && tile && s_col == (ptrdiff_t)elem && rows >= tile && cols >= tile
+                            ? qk_transpose_simd() : NULL;
+    if (k)
+        k(elem, rows, cols, src, s_row, dst, d_row);
+    else
+        transpose_portable(elem, rows, cols, src, s_row, s_col, dst, d_row);
+}
