@@ -7,11 +7,11 @@
 #include <string.h>
 #include "qk_conv.h"
 
-void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst) {
-    const size_t es = g->elem, tap_bytes = g->cg * es, k = g->kh * g->kw * tap_bytes, row_bytes = g->kw * tap_bytes;
+void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst, size_t dst_stride) {
+    const size_t es = g->elem, tap_bytes = g->cg * es, row_bytes = g->kw * tap_bytes;
     /* pixels of a row are adjacent, channels too, no dilation along x */
     const int contiguous = g->sc == (ptrdiff_t)es && g->sw == (ptrdiff_t)tap_bytes && g->dil_x == 1;
-    for (size_t i = 0; i < rows; i++, dst += k) {
+    for (size_t i = 0; i < rows; i++, dst += dst_stride) {
         size_t r = r0 + i;
         const size_t ox = r % g->out_w, oy = (r / g->out_w) % g->out_h, n = r / (g->out_w * g->out_h);
         uint8_t *d = dst;
@@ -46,7 +46,29 @@ void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst)
 void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows, int a_signed,
                     int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum) {
     const size_t k = g->kh * g->kw * g->cg;   /* values; a scratch row holds k * elem bytes */
-    qk_im2col_rows(g, r0, rows, scratch);
+    if (pack == QK_PACK_U8 && g->elem == 1) {
+        /* uint8 A panels are row-major bytes: gather straight into them, then flip int8
+           inputs and sum in place (one pass over the panel, not two) */
+        const size_t kp = (k + kr - 1) / kr * kr, stride = kp ? kp : (size_t)kr;
+        uint8_t *dst = (uint8_t *)packed;
+        qk_im2col_rows(g, r0, rows, dst, stride);
+        const uint8_t flip = a_signed ? 0x80 : 0;
+        for (size_t i = 0; i < (size_t)mr; i++, dst += stride) {
+            if (i >= rows) {
+                memset(dst, 0, stride);
+                continue;
+            }
+            uint32_t sum = 0;
+            for (size_t kk = 0; kk < k; kk++) {
+                dst[kk] ^= flip;
+                sum += dst[kk];
+            }
+            memset(dst + k, 0, stride - k);
+            if (row_sum) row_sum[i] = (int32_t)sum;
+        }
+        return;
+    }
+    qk_im2col_rows(g, r0, rows, scratch, k * g->elem);
     qk_pack_a(pack, mr, kr, rows, k, scratch, a_signed, (ptrdiff_t)(k * g->elem), (ptrdiff_t)g->elem, za, packed,
               row_sum);
 }

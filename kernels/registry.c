@@ -33,9 +33,14 @@ QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_12x32c4_fused_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_6x16c4_avxvnni)
 QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_1x16c4_avxvnni)
 QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_6x16c4_fused_avxvnni)
+QK_NATIVE_AND_EMU(gemm_fn, f16_gemm_12x32_avx512vnni)
+QK_NATIVE_AND_EMU(gemm_fn, f16_gemm_1x32_avx512vnni)
+QK_NATIVE_AND_EMU(gemm_fn, f16_gemm_6x32_avx512vnni)
+QK_NATIVE_AND_EMU(dw_sum_fn, qk_dw_sum_avx512vnni)
 #endif
 #if defined(__aarch64__)
-gemm_fn qs8_gemm_4x8_neon_mlal, qs8_gemm_4x16c4_neondot, qs8_gemm_4x8c8_i8mm, f16_gemm_8x8_neon, f16_gemm_8x8_neonfp16;
+gemm_fn qs8_gemm_4x8_neon_mlal, qs8_gemm_4x16c4_neondot, qs8_gemm_4x8c8_i8mm, qs8_gemm_8x8c8_i8mm, f16_gemm_8x8_neon,
+    f16_gemm_8x8_neonfp16;
 output_fn qk_output_neon, qk_output_f16_neon;
 dw_sum_fn qk_dw_sum_neon, qk_dw_sum_f16_neon;
 quantize_fn qk_quantize_row_neon;
@@ -82,7 +87,8 @@ static const qk_ukernel kernels[] = {
     {.name = "qs8_quantize_avx2", QUANTIZE, .isa = QK_ISA_AVX2, .quantize = qk_quantize_row_avx2},
     {.name = "qs8_dequantize_avx2", DEQUANTIZE, .isa = QK_ISA_AVX2, .dequantize = qk_dequantize_row_avx2},
     /* ---- VNNI: u8 x s8 quads by vpdpbusd, exact for any weights; the other kinds are the
-       AVX2 ones. Every kernel twice: the native build, and the AVX2 emulation (*_EMU path). */
+       AVX2 ones but for the AVX-512 fp16 GEMM and depthwise kernels below. Every kernel
+       twice: the native build, and the AVX2 emulation (*_EMU path). */
 #define VNNI_GEMM(fn, isa_, ...)                                                          \
     {.name = #fn, GEMM, QS8, .isa = isa_, __VA_ARGS__, .gemm = fn, .output = qk_output_avx2},  \
     {.name = #fn "_emu", GEMM, QS8, .isa = isa_##_EMU, __VA_ARGS__, .gemm = fn##_emu, .output = qk_output_avx2}
@@ -98,8 +104,24 @@ static const qk_ukernel kernels[] = {
               .b_pack = QK_PACK_S8, .max_m = 2),
     VNNI_GEMM_FUSED(qs8_gemm_6x16c4_avxvnni, qs8_gemm_6x16c4_fused_avxvnni, QK_ISA_AVXVNNI, .mr = 6, .nr = 16,
                     .kr = 4, .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8),
+    /* AVX-512 fp16 GEMM and int8 depthwise: zmm beat AVX2 on family 6 model 207 (docs/design.md,
+       "AVX-512 tier"); fp16 depthwise and the avxvnni path stay AVX2's. The int8 depthwise
+       kernel hands 16-31 leftover channels to the AVX2 one, hence width 16. */
+#define VNNI_TWICE(name_, field, fn, isa_, ...)                          \
+    {.name = #name_, .isa = isa_, __VA_ARGS__, .field = fn},               \
+    {.name = #name_ "_emu", .isa = isa_##_EMU, __VA_ARGS__, .field = fn##_emu}
+    VNNI_TWICE(f16_gemm_1x32_avx512vnni, gemm, f16_gemm_1x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F16, .mr = 1,
+               .nr = 32, .kr = 1, .max_m = 2, .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16,
+               .output = qk_output_f16_avx2),
+    VNNI_TWICE(f16_gemm_6x32_avx512vnni, gemm, f16_gemm_6x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F16, .mr = 6,
+               .nr = 32, .kr = 1, .max_m = 6, .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16,
+               .output = qk_output_f16_avx2),
+    VNNI_TWICE(f16_gemm_12x32_avx512vnni, gemm, f16_gemm_12x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F16, .mr = 12,
+               .nr = 32, .kr = 1, .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16, .output = qk_output_f16_avx2),
+    VNNI_TWICE(qs8_dwconv_avx512vnni, dw_sum, qk_dw_sum_avx512vnni, QK_ISA_AVX512VNNI, DW_SUM, QS8, .width = 16),
 #undef VNNI_GEMM
 #undef VNNI_GEMM_FUSED
+#undef VNNI_TWICE
 #endif
 #if defined(__aarch64__)
     /* ---- NEON (armv8-a), dot product (armv8.2-a+dotprod), i8mm; neondot and i8mm borrow
@@ -109,8 +131,11 @@ static const qk_ukernel kernels[] = {
      .a_pack = QK_PACK_I16, .b_pack = QK_PACK_I16, .gemm = qs8_gemm_4x8_neon_mlal, .output = qk_output_neon},
     {.name = "qs8_gemm_4x16c4_neondot", GEMM, QS8, .isa = QK_ISA_NEONDOT, .mr = 4, .nr = 16, .kr = 4,
      .a_pack = QK_PACK_S8, .b_pack = QK_PACK_S8, .gemm = qs8_gemm_4x16c4_neondot, .output = qk_output_neon},
+    /* i8mm: 4 rows where M <= 4, else 8 (the 8x8 tile loads less per SMMLA; same B panels) */
     {.name = "qs8_gemm_4x8c8_i8mm", GEMM, QS8, .isa = QK_ISA_I8MM, .mr = 4, .nr = 8, .kr = 8,
-     .a_pack = QK_PACK_S8, .b_pack = QK_PACK_S8, .gemm = qs8_gemm_4x8c8_i8mm, .output = qk_output_neon},
+     .a_pack = QK_PACK_S8, .b_pack = QK_PACK_S8, .max_m = 4, .gemm = qs8_gemm_4x8c8_i8mm, .output = qk_output_neon},
+    {.name = "qs8_gemm_8x8c8_i8mm", GEMM, QS8, .isa = QK_ISA_I8MM, .mr = 8, .nr = 8, .kr = 8,
+     .a_pack = QK_PACK_S8, .b_pack = QK_PACK_S8, .gemm = qs8_gemm_8x8c8_i8mm, .output = qk_output_neon},
     {.name = "f16_gemm_8x8_neonfp16", GEMM, F16, .isa = QK_ISA_NEONDOT, .mr = 8, .nr = 8, .kr = 1,
      .a_pack = QK_PACK_F16, .b_pack = QK_PACK_F16, .needs_fp16_arith = 1, .gemm = f16_gemm_8x8_neonfp16,
      .output = qk_output_f16_neon},

@@ -20,6 +20,8 @@ from qkernels import conv2d, depthwise_conv2d, matmul, pack_conv_weights, pack_w
 
 SMALL = os.environ.get("QKERNELS_TEST_SMALL", "").strip().lower() not in ("", "0", "false", "no")
 F16 = np.float16
+# Every path this CPU runs, and the emulated VNNI paths (their kernels' logic in AVX2)
+PATHS = qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS
 
 
 def _fp16_arith(isa: str) -> bool:
@@ -62,7 +64,7 @@ def test_matmul_within_the_contract_on_every_path(m, k, n, seed, act, bias):
     lo, hi = qkernels._common.activation_range(act)
     ref = np.clip(ref, lo, hi)
     scale = np.abs(a64) @ np.abs(b64)
-    for isa in qkernels.SUPPORTED_ISAS:
+    for isa in PATHS:
         with qkernels.use_isa(isa):
             for threads in (1, 2):
                 qkernels.set_num_threads(threads)
@@ -81,7 +83,7 @@ def test_single_products_round_exactly_like_numpy():
     b = np.array([[1.0, -1.0, 0.5, 3.0, 1e-3, 2.0**-10, 300.0, 0.0, 1.0009765625]], F16)
     with np.errstate(over="ignore"):
         want = (a.astype(np.float32) * b.astype(np.float32)).astype(F16)
-    for isa in qkernels.SUPPORTED_ISAS:
+    for isa in PATHS:
         with qkernels.use_isa(isa):
             got = matmul(a, b)   # value equality: the sign of a zero sum is not part of the contract
             np.testing.assert_array_equal(got, want, err_msg=isa)
@@ -100,7 +102,7 @@ def test_nan_and_inf_propagate_like_numpy():
     b[:, 10] = 17.0
     with np.errstate(over="ignore", invalid="ignore"):
         want = (a.astype(np.float32) @ b.astype(np.float32)).astype(F16)
-    for isa in qkernels.SUPPORTED_ISAS:
+    for isa in PATHS:
         with qkernels.use_isa(isa):
             got = matmul(a, b)
             np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=isa)
@@ -209,7 +211,7 @@ def test_conv2d_and_depthwise_within_the_contract_on_every_path(case):
     packed = pack_conv_weights(w, groups=case["groups"], bias=bias)
     xin = np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if case["nchw"] else x
     layout = "NCHW" if case["nchw"] else "NHWC"
-    for isa in qkernels.SUPPORTED_ISAS:
+    for isa in PATHS:
         with qkernels.use_isa(isa):
             for threads in (1, 2):
                 qkernels.set_num_threads(threads)
@@ -224,8 +226,9 @@ def test_conv2d_and_depthwise_within_the_contract_on_every_path(case):
 def test_each_path_uses_its_fp16_kernel():
     feats = qkernels.cpu_info()["features"]
     want = {"scalar": "f16_gemm_4x8_scalar", "avx2": "f16_gemm_6x16_avx2", "neon": "f16_gemm_8x8_neon",
-            "avxvnni": "f16_gemm_6x16_avx2", "avx512vnni": "f16_gemm_6x16_avx2"}   # the VNNI paths: AVX2's
-    for isa in qkernels.SUPPORTED_ISAS:
+            "avxvnni": "f16_gemm_6x16_avx2", "avxvnni_emu": "f16_gemm_6x16_avx2",   # ymm: AVX2's
+            "avx512vnni": "f16_gemm_12x32_avx512vnni", "avx512vnni_emu": "f16_gemm_12x32_avx512vnni_emu"}
+    for isa in PATHS:
         got = qkernels._dispatch.f16_kernel(isa)
         if isa in want:
             assert got == want[isa]
@@ -238,12 +241,14 @@ def test_packed_fp16_weights_keep_half_the_memory_and_serve_every_path():
     rng = np.random.default_rng(7)
     b = _rand(rng, (100, 37))
     pw = pack_weights(b)
-    if qkernels.get_isa() != "scalar":   # fp16 panels are the only copy
-        assert pw.nbytes <= 100 * 48 * 2 < b.astype(np.float32).nbytes
+    if qkernels.get_isa() != "scalar":   # fp16 panels are the only copy: N padded to the kernel's NR
+        kid = qkernels._native.select_kernel(qkernels._dispatch.isa_index(), 1 << 20, False, qkernels._native.DTYPE_F16)
+        nr = qkernels._native.ukernel_info(kid)["nr"]
+        assert pw.nbytes <= 100 * (-(-37 // nr) * nr) * 2 < b.astype(np.float32).nbytes
     np.testing.assert_array_equal(pw.data, b)
     a = _rand(rng, (9, 100))
     want = matmul(a, b)
-    for isa in qkernels.SUPPORTED_ISAS:   # other paths' panels come from the fp16 ones
+    for isa in PATHS:   # other paths' panels come from the fp16 ones
         with qkernels.use_isa(isa):
             _check(matmul(a, pw), a.astype(np.float64) @ b.astype(np.float64),
                    np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)), 100, isa)
@@ -257,7 +262,7 @@ def test_k0_product_is_zero_whatever_the_heap_held():
     import ctypes
     libc = ctypes.CDLL(None)
     libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
-    for isa in qk.SUPPORTED_ISAS:
+    for isa in PATHS:
         with qk.use_isa(isa):
             for m in (1, 5, 6, 7, 8, 13):
                 for _ in range(5):
@@ -267,3 +272,21 @@ def test_k0_product_is_zero_whatever_the_heap_held():
                         libc.free(p)
                     r = qk.matmul(np.zeros((m, 0), np.float16), np.zeros((0, 7), np.float16))
                     assert r.shape == (m, 7) and not np.any(r != 0), (isa, m)
+
+
+@pytest.mark.parametrize("isa", [i for i in ("avx512vnni", "avx512vnni_emu") if i in PATHS])
+def test_avx512_fp16_kernels_give_the_avx2_floats(isa):
+    """The zmm kernels (12x32, 6x32, 1x32) run each sum as the AVX2 kernels' FMA sequence
+    (docs/design.md, "AVX-512 tier"): same floats, bit for bit, at every M regime and
+    N edge; NaN and Inf included."""
+    rng = np.random.default_rng(11)
+    for m in (1, 2, 3, 6, 7, 12, 13, 25):
+        for k, n in ((1, 1), (2, 33), (9, 31), (64, 64), (257, 100)):
+            a, b = _rand(rng, (m, k), 4.0), _rand(rng, (k, n), 4.0)
+            a.flat[rng.integers(0, a.size, 2)] = [np.inf, np.nan] if a.size > 3 else 1
+            bias = _rand(rng, (n,))
+            with qkernels.use_isa("avx2"):
+                want = matmul(a, b, bias=bias).view(np.uint16)
+            with qkernels.use_isa(isa):
+                got = matmul(a, b, bias=bias).view(np.uint16)
+            np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={m} K={k} N={n}")

@@ -13,7 +13,6 @@
  * on N = 24 or 144 layers. Define before including:
  *   QK_MR, QK_NV                  the tile
  *   QK_GEMM_NAME, QK_FUSED_NAME   the two functions (through QK_VNNI_FN) */
-#include "qk_avx2.h"
 #include "qk_gemm.h"
 #include "qk_vnni.h"
 
@@ -42,11 +41,13 @@ void QK_GEMM_NAME(size_t k_groups, const void *a_, const void *b_, int32_t *acc)
         for (int j = 0; j < QK_NV; j++) qk512_store(acc + (i * QK_NV + j) * 16, c[i][j]);
 }
 
-/* Full tiles of int32 or fp32 output: 16-column strips through the AVX2 epilogue. */
+void QK_VNNI_FN(qk_store_cols_avx512vnni)(size_t mr, size_t strips, const int32_t *acc, size_t acc_stride, size_t m0,
+                                          size_t n0, const qk_out_params *p, void *c, size_t c_stride);
+
+/* Full tiles of int32 or fp32 output: the zmm epilogue (qs8_output_avx512vnni.c). */
 void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, size_t n0, const qk_out_params *p,
                    void *c, size_t c_stride) {
     int32_t acc[QK_MR * QK_NV * 16];
     QK_GEMM_NAME(k_groups, a_, b_, acc);
-    for (int j = 0; j < QK_NV; j++)
-        qk_store_16cols_avx2(QK_MR, acc + 16 * j, 16 * QK_NV, m0, n0 + 16 * j, p, c, c_stride);
+    QK_VNNI_FN(qk_store_cols_avx512vnni)(QK_MR, QK_NV, acc, 16 * QK_NV, m0, n0, p, c, c_stride);
 }

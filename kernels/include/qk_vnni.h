@@ -78,4 +78,135 @@ static inline qk_v512 qk512_add(qk_v512 x, qk_v512 y) { return _mm512_add_epi32(
 static inline qk_v512 qk512_dpbusd(qk_v512 c, qk_v512 a, qk_v512 b) { return _mm512_dpbusd_epi32(c, a, b); }
 static inline void qk512_store(void *p, qk_v512 v) { _mm512_storeu_si512(p, v); }
 #endif
+/* ---- 512-bit, for the fp16 GEMM and depthwise kernels (kernels/avx512vnni/f16_*, qs8_dwconv_*).
+ * Emulated, each operation is the AVX2 one on each 256-bit half, with the lanes where
+ * zmm has them (per-128-bit-lane unpacks included): one rounding per FMA either way, so
+ * the emulated kernel computes the native one's values bit for bit. */
+#if defined(QK_VNNI_EMULATED)
+typedef struct { __m256 lo, hi; } qk_v512f;
+static inline qk_v512f qk512f_zero(void) { qk_v512f v = {_mm256_setzero_ps(), _mm256_setzero_ps()}; return v; }
+static inline qk_v512f qk512f_bcast(const float *p) {
+    const __m256 x = _mm256_broadcast_ss(p);
+    qk_v512f v = {x, x};
+    return v;
+}
+static inline qk_v512f qk512f_load(const float *p) {
+    qk_v512f v = {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)};
+    return v;
+}
+static inline qk_v512f qk512f_load_f16(const void *p) {   /* 16 fp16 values, converted exactly */
+    qk_v512f v = {_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)),
+                  _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p + 1))};
+    return v;
+}
+static inline qk_v512f qk512f_fmadd(qk_v512f a, qk_v512f b, qk_v512f c) {
+    qk_v512f v = {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+    return v;
+}
+static inline qk_v512f qk512f_add(qk_v512f x, qk_v512f y) {
+    qk_v512f v = {_mm256_add_ps(x.lo, y.lo), _mm256_add_ps(x.hi, y.hi)};
+    return v;
+}
+static inline void qk512f_store(float *p, qk_v512f v) {
+    _mm256_storeu_ps(p, v.lo);
+    _mm256_storeu_ps(p + 8, v.hi);
+}
+/* 32 bytes widened to 32 int16, in order */
+static inline qk_v512 qk512_widen_u8(const void *p) {
+    qk_v512 v = {_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p)),
+                 _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p + 1))};
+    return v;
+}
+static inline qk_v512 qk512_widen_s8(const void *p) {
+    qk_v512 v = {_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p)),
+                 _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p + 1))};
+    return v;
+}
+static inline qk_v512 qk512_unpacklo16(qk_v512 x, qk_v512 y) {   /* within each 128-bit lane */
+    qk_v512 v = {_mm256_unpacklo_epi16(x.lo, y.lo), _mm256_unpacklo_epi16(x.hi, y.hi)};
+    return v;
+}
+static inline qk_v512 qk512_unpackhi16(qk_v512 x, qk_v512 y) {
+    qk_v512 v = {_mm256_unpackhi_epi16(x.lo, y.lo), _mm256_unpackhi_epi16(x.hi, y.hi)};
+    return v;
+}
+/* vpdpwssd: c.i32[l] += x.i16[2l] * y.i16[2l] + x.i16[2l+1] * y.i16[2l+1], wrapping: vpmaddwd
+   then vpaddd is the same sum modulo 2^32 for every input */
+static inline qk_v512 qk512_dpwssd(qk_v512 c, qk_v512 x, qk_v512 y) {
+    qk_v512 v = {_mm256_add_epi32(c.lo, _mm256_madd_epi16(x.lo, y.lo)),
+                 _mm256_add_epi32(c.hi, _mm256_madd_epi16(x.hi, y.hi))};
+    return v;
+}
+/* 128-bit lanes interleaved: lo = (x0, y0, x1, y1), hi = (x2, y2, x3, y3) */
+static inline qk_v512 qk512_zip128_lo(qk_v512 x, qk_v512 y) {
+    qk_v512 v = {_mm256_permute2x128_si256(x.lo, y.lo, 0x20), _mm256_permute2x128_si256(x.lo, y.lo, 0x31)};
+    return v;
+}
+static inline qk_v512 qk512_zip128_hi(qk_v512 x, qk_v512 y) {
+    qk_v512 v = {_mm256_permute2x128_si256(x.hi, y.hi, 0x20), _mm256_permute2x128_si256(x.hi, y.hi, 0x31)};
+    return v;
+}
+#elif defined(__AVX512F__)
+typedef __m512 qk_v512f;
+static inline qk_v512f qk512f_zero(void) { return _mm512_setzero_ps(); }
+static inline qk_v512f qk512f_bcast(const float *p) { return _mm512_set1_ps(*p); }
+static inline qk_v512f qk512f_load(const float *p) { return _mm512_loadu_ps(p); }
+static inline qk_v512f qk512f_load_f16(const void *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+static inline qk_v512f qk512f_fmadd(qk_v512f a, qk_v512f b, qk_v512f c) { return _mm512_fmadd_ps(a, b, c); }
+static inline qk_v512f qk512f_add(qk_v512f x, qk_v512f y) { return _mm512_add_ps(x, y); }
+static inline void qk512f_store(float *p, qk_v512f v) { _mm512_storeu_ps(p, v); }
+static inline qk_v512 qk512_widen_u8(const void *p) {
+    return _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p));
+}
+static inline qk_v512 qk512_widen_s8(const void *p) {
+    return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)p));
+}
+static inline qk_v512 qk512_unpacklo16(qk_v512 x, qk_v512 y) { return _mm512_unpacklo_epi16(x, y); }
+static inline qk_v512 qk512_unpackhi16(qk_v512 x, qk_v512 y) { return _mm512_unpackhi_epi16(x, y); }
+static inline qk_v512 qk512_dpwssd(qk_v512 c, qk_v512 x, qk_v512 y) { return _mm512_dpwssd_epi32(c, x, y); }
+static inline qk_v512 qk512_zip128_lo(qk_v512 x, qk_v512 y) {
+    return _mm512_permutex2var_epi64(x, _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), y);
+}
+static inline qk_v512 qk512_zip128_hi(qk_v512 x, qk_v512 y) {
+    return _mm512_permutex2var_epi64(x, _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15), y);
+}
+#endif
+/* ---- the output stage (qs8_output_avx512vnni.c) */
+#if defined(QK_VNNI_EMULATED)
+static inline qk_v512f qk512f_set1(float x) { qk_v512f v = {_mm256_set1_ps(x), _mm256_set1_ps(x)}; return v; }
+static inline qk_v512 qk512_set1(int32_t x) { qk_v512 v = {_mm256_set1_epi32(x), _mm256_set1_epi32(x)}; return v; }
+static inline qk_v512f qk512_to_f32(qk_v512 x) {
+    qk_v512f v = {_mm256_cvtepi32_ps(x.lo), _mm256_cvtepi32_ps(x.hi)};
+    return v;
+}
+/* x * s clamped to [lo, hi] (max, then min: NaN-free inputs) */
+static inline qk_v512f qk512f_mul_clamp(qk_v512f x, qk_v512f s, qk_v512f lo, qk_v512f hi) {
+    qk_v512f v = {_mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(x.lo, s.lo), lo.lo), hi.lo),
+                  _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(x.hi, s.hi), lo.hi), hi.hi)};
+    return v;
+}
+static inline qk_v512 qk512_round(qk_v512f x) {   /* to int32, nearest even (MXCSR default) */
+    qk_v512 v = {_mm256_cvtps_epi32(x.lo), _mm256_cvtps_epi32(x.hi)};
+    return v;
+}
+/* The low byte of each lane (vpmovdb), 16 bytes stored: masked to 0..255, the unsigned
+   saturating packs keep every value. */
+static inline void qk512_store_bytes(void *p, qk_v512 v) {
+    const __m256i ff = _mm256_set1_epi32(0xff);
+    __m256i w = _mm256_packus_epi32(_mm256_and_si256(v.lo, ff), _mm256_and_si256(v.hi, ff));
+    w = _mm256_permute4x64_epi64(w, 0xD8);   /* undo the per-lane interleave of packs */
+    _mm_storeu_si128((__m128i *)p, _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+}
+#elif defined(__AVX512F__)
+static inline qk_v512f qk512f_set1(float x) { return _mm512_set1_ps(x); }
+static inline qk_v512 qk512_set1(int32_t x) { return _mm512_set1_epi32(x); }
+static inline qk_v512f qk512_to_f32(qk_v512 x) { return _mm512_cvtepi32_ps(x); }
+static inline qk_v512f qk512f_mul_clamp(qk_v512f x, qk_v512f s, qk_v512f lo, qk_v512f hi) {
+    return _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, s), lo), hi);
+}
+static inline qk_v512 qk512_round(qk_v512f x) { return _mm512_cvtps_epi32(x); }
+static inline void qk512_store_bytes(void *p, qk_v512 v) { _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8(v)); }
+#endif
 #endif

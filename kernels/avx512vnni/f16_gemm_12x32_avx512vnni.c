@@ -1,0 +1,7 @@
+/* fp16 GEMM micro-kernel, AVX-512: a 12x32 tile (template in f16_gemm_avx512vnni.h):
+ * 24 zmm accumulators, 2 conversions and 12 broadcasts per 24 FMAs. */
+#define QK_MR 12
+#define QK_NV 2
+#define QK_CHAINS 1
+#define QK_GEMM_NAME QK_VNNI_FN(f16_gemm_12x32_avx512vnni)
+#include "f16_gemm_avx512vnni.h"

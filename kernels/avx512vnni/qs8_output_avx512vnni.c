@@ -1,0 +1,32 @@
+/* The epilogue of the fused AVX-512 VNNI kernels: mr full rows of 16-column strips
+ * (zmm), int32 or fp32-requantized 8-bit output, no row sums. Bit-identical to
+ * qk_store_16cols_avx2 and the scalar stage (qk_output.h): column terms added in int32,
+ * float32 multiply, clamp in float to [lo - zy, hi - zy], round half to even, + zy;
+ * the clamped value fits the 8-bit type, so vpmovdb's truncation stores it exactly.
+ * Half the instructions of the AVX2 epilogue per output (the stage is a quarter of a
+ * 3136x64x64 call). */
+#include "qk_output.h"
+#include "qk_vnni.h"
+
+void QK_VNNI_FN(qk_store_cols_avx512vnni)(size_t mr, size_t strips, const int32_t *acc, size_t acc_stride, size_t m0,
+                                          size_t n0, const qk_out_params *p, void *c, size_t c_stride) {
+    for (size_t s = 0; s < strips; s++, acc += 16, n0 += 16) {
+        const qk_v512 add = qk512_load(p->col_add + n0);
+        char *row = (char *)c + m0 * c_stride;
+        if (p->mode == QK_OUT_INT32) {
+            row += n0 * 4;
+            for (size_t i = 0; i < mr; i++, row += c_stride)
+                qk512_store(row, qk512_add(qk512_load(acc + acc_stride * i), add));
+            continue;
+        }
+        const qk_v512f scale = qk512f_load(p->scale + n0);
+        const qk_v512f flo = qk512f_set1((float)(p->lo - p->zero_point));
+        const qk_v512f fhi = qk512f_set1((float)(p->hi - p->zero_point));
+        const qk_v512 zp = qk512_set1(p->zero_point);
+        row += n0;
+        for (size_t i = 0; i < mr; i++, row += c_stride) {
+            const qk_v512 v = qk512_add(qk512_load(acc + acc_stride * i), add);
+            qk512_store_bytes(row, qk512_add(qk512_round(qk512f_mul_clamp(qk512_to_f32(v), scale, flo, fhi)), zp));
+        }
+    }
+}
