@@ -12,12 +12,13 @@ count in a process of its own.
   :mod:`quant` (quantize/dequantize), :mod:`models` (whole models on the graph runner,
   built by :mod:`zoo`);
 * :mod:`compare` (``--compare``: regressions beyond the noise, ``--plot``) and
-  :mod:`peak` (this CPU's theoretical peak, its measured clock).
+  :mod:`peak` (this CPU's theoretical peak, its measured clock, the measured
+  ``vpdpbusd`` peak of the VNNI paths, AMX permission probes).
 
 Nothing here imports qkernels or numpy at module level (:mod:`worker` says why), and
 the library never imports this package. The pytest-benchmark suites (``conftest.py``,
 ``suite.py``, ``test_bench_*.py``) and the scripts (``report.py``, ``shapes.py``,
-``f16_accumulation.py``) live in the same folder of the source tree but run from a
+``f16_accumulation.py``, ``mca.py``: Arm kernels by llvm-mca) live in the same folder of the source tree but run from a
 checkout (``pytest bench``, ``python bench/report.py``): they are not installed.
 """
 

@@ -19,7 +19,7 @@ import suite  # noqa: E402  (needs the path above)
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["qkernels_summary"] = {"clock": suite.clock(), "cpus": suite.CPUS, "versions": suite.versions(),
-                                       "rows": suite.summary_rows()}
+                                       "int8_peak": suite.int8_peak(), "rows": suite.summary_rows()}
 
 
 @pytest.hookimpl(trylast=True)      # after pytest-benchmark's tables

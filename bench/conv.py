@@ -32,15 +32,13 @@ Imports neither qkernels nor numpy at module level (:mod:`worker` says why).
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import NamedTuple
 
 from . import peers
-from .gemm import requantize
-from .harness import Suite, Target, blas_label, busy_mark, cell, collect, format_footer, gops_ms, isa_line, \
-    ratio, run_only, run_setup, selector, settings_of
-from .timing import compare_exact, measure, record, worker_problems
+from .gemm import NOAMX_NOTE, requantize
+from .harness import Suite, Target, add_peak, blas_label, busy_mark, cell, collect, format_footer, gops_ms, \
+    isa_line, peak_line, ratio, run_only, run_setup, selector, settings_of
+from .timing import compare_exact, measure, worker_problems
 
 
 class Layer(NamedTuple):
@@ -112,13 +110,14 @@ QUICK: tuple[str, ...] = ("mnv2-dw-112", "mnv2-pw-56", "resnet-3x3-56")
 TARGET_RATIO_ORT_INT8 = 1.2   # every non-depthwise layer: qkernels >= 1.2x ONNX Runtime int8
 TARGET_RATIO_DW_PEER = 1.5    # every depthwise layer: >= 1.5x the fastest int8 peer
 
-LIBS = ("qkernels", "ort", "numpy", "xnnpack")
+LIBS = ("qkernels", "ort", "numpy", "xnnpack", "ort-noamx", "xnnpack-noamx")
 #: Report columns: name -> (worker library, op) of its records.
 COLUMNS = {"qkernels": ("qkernels", "conv2d-s8"), "ort-int8": ("ort", "QLinearConv"),
            "ort-u8": ("ort", "QLinearConv-u8"), "ort-fp32": ("ort", "Conv"), "numpy-fp32": ("numpy", "conv-f32"),
-           "xnnpack": ("xnnpack", "tflite-s8")}
+           "xnnpack": ("xnnpack", "tflite-s8"), "ort-u8-noamx": ("ort-noamx", "QLinearConv-u8"),
+           "xnnpack-noamx": ("xnnpack-noamx", "tflite-s8")}
 TITLES = {"qkernels": "qkernels", "ort-int8": "ORT int8", "ort-u8": "ORT u8", "ort-fp32": "ORT fp32", "numpy-fp32": "numpy f32",
-          "xnnpack": "XNNPACK"}
+          "xnnpack": "XNNPACK", "ort-u8-noamx": "ORTu8nAMX", "xnnpack-noamx": "XNNnoAMX"}
 #: The peers "x fastest peer" (and the depthwise target) measure against.
 INT8_PEERS = ("xnnpack", "ort-int8", "ort-u8")
 #: ONNX Runtime's two int8 configurations: int8 activations (exact) and uint8 activations
@@ -309,6 +308,8 @@ def _worker_ort(spec: dict, out: dict) -> None:
         _, y_ref = reference(p)
         for dtype, op, out_dtype in (("int8", "QLinearConv", np.int8), ("uint8", "QLinearConv-u8", np.uint8),
                                      ("fp32", "Conv", np.float32)):
+            if dtype not in spec.get("ort_dtypes", (dtype,)):
+                continue
             sess = peers.ort_session(ort_model(p, dtype), spec["threads"])
             y = np.empty((1, layer.o, layer.out_hw, layer.out_hw), out_dtype)
             call = peers.ort_bound_call(sess, ort_feed(p, dtype), y, "x", "y")
@@ -330,31 +331,9 @@ def _worker_numpy(spec: dict, out: dict) -> None:
 
 
 def _worker_xnnpack(spec: dict, out: dict) -> None:
-    import importlib.metadata
-
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter
-    try:
-        version = importlib.metadata.version("ai-edge-litert")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
-    out["info"] = {"ai_edge_litert": version, "numpy": np.__version__}
+    peers.xnnpack_setup(out)
     for layer, p in _problems(spec):
-        path = os.path.join(spec["tflite_dir"], layer.tflite)
-        it = Interpreter(model_path=path, num_threads=spec["threads"])
-        it.allocate_tensors()
-        inp, res = it.get_input_details()[0], it.get_output_details()[0]
-        got = (list(inp["shape"]), np.dtype(inp["dtype"]), list(res["shape"]), np.dtype(res["dtype"]))
-        want = ([1, layer.h, layer.h, layer.c], np.dtype(np.int8), [1, layer.out_hw, layer.out_hw, layer.o],
-                np.dtype(np.int8))
-        if got != want:
-            out["results"].append(record(layer, "xnnpack", "tflite-s8", spec["threads"],
-                                               error=f"{layer.tflite}: input/output {got}, expected {want}"))
-            continue
-        it.set_tensor(inp["index"], p.x)           # once: invoke() alone is timed
-        out["results"].append(measure(layer, "xnnpack", "tflite-s8", spec["threads"], spec["timing"],
-                                             it.invoke))
-        del it
+        out["results"].append(peers.xnnpack_measure(layer, spec, p.x, (1, layer.out_hw, layer.out_hw, layer.o)))
 
 
 WORKERS = {"qkernels": _worker_qkernels, "ort": _worker_ort, "numpy": _worker_numpy, "xnnpack": _worker_xnnpack}
@@ -362,30 +341,8 @@ WORKERS = {"qkernels": _worker_qkernels, "ort": _worker_ort, "numpy": _worker_nu
 
 # ---------------------------------------------------------------- the parent process
 
-def tflite_candidates(given=None) -> list[Path]:
-    """Where the ``.tflite`` models are looked for: ``given``; else bench/tflite under
-    the current directory, then beside this module (a source checkout's bench/)."""
-    if given:
-        return [Path(given)]
-    return [Path.cwd() / "bench" / "tflite", Path(__file__).resolve().parent / "tflite"]
-
-
-def _xnnpack_plan(layer_list, tflite_dir=None) -> tuple[str | None, list[Layer], list[str]]:
-    """(folder, layers XNNPACK runs, notes): the column is skipped, with a note, when
-    ai_edge_litert does not import or no folder of models is found."""
-    with_model = [la for la in layer_list if la.tflite]
-    if not with_model:
-        return None, [], []
-    if not peers.have("ai_edge_litert"):
-        return None, [], ["XNNPACK column skipped: ai_edge_litert is not importable (pip install ai-edge-litert)"]
-    candidates = tflite_candidates(tflite_dir)
-    folder = next((c.resolve() for c in candidates if c.is_dir()), None)
-    if folder is None:
-        where = " or ".join(map(str, dict.fromkeys(candidates)))
-        return None, [], [f"XNNPACK column skipped: no folder of .tflite models at {where} (see --tflite-dir)"]
-    found = [la for la in with_model if (folder / la.tflite).is_file()]
-    notes = [f"XNNPACK skipped at {la.label}: {la.tflite} is not in {folder}" for la in with_model if la not in found]
-    return str(folder), found, notes
+#: Where the models are looked for, and which layers XNNPACK runs (shared with the gemm suite).
+tflite_candidates, _xnnpack_plan = peers.tflite_candidates, peers.xnnpack_plan
 
 
 def _row(layer: Layer, recs: dict, find) -> dict:
@@ -395,6 +352,7 @@ def _row(layer: Layer, recs: dict, find) -> dict:
     fastest = max(found, key=found.get) if found else None
     return {"geometry": layer.geometry, "depthwise": layer.depthwise, "ops": layer.ops, "gops": gops, "ms": ms,
             "x_ort_int8": ratio(q, max((gops[c] for c in ORT_INT8 if gops[c]), default=None)),
+            "x_ort_u8_noamx": ratio(q, gops["ort-u8-noamx"]), "x_xnnpack_noamx": ratio(q, gops["xnnpack-noamx"]),
             "fastest_peer": fastest, "x_fastest_peer": ratio(q, found.get(fastest)),
             "qkernels_exact": (recs["qkernels"].get("check") or {}).get("exact"),
             "ort_int8_exact": (recs["ort-int8"].get("check") or {}).get("exact"),
@@ -424,11 +382,12 @@ def format_table(report: dict) -> str:
                      + "".join(cell(r["ms"][c], "{:.3f}", 10) for c in COLUMNS)
                      + f"{cell(r['x_ort_int8'], '{:.2f}', 8)}{cell(r['x_fastest_peer'], '{:.2f}', 8)}"
                      f"  {exact:<7}{ort_ok}" + busy_mark(r))
-    hdr = head + "".join(f"{TITLES[c]:>10}" for c in COLUMNS)
-    lines += ["", "GOP/s:", hdr, "-" * len(hdr)]
+    hdr = head + "".join(f"{TITLES[c]:>10}" for c in COLUMNS) + f"{'% peak':>8}"
+    lines += ["", "GOP/s (% peak: qkernels, not for depthwise layers):", peak_line(m), hdr, "-" * len(hdr)]
     for r in report["rows"]:
         lines.append(f"{r['shape']:<18}{r['geometry']:<24}{r['threads']:>3}"
-                     + "".join(cell(r["gops"][c], "{:.1f}", 10) for c in COLUMNS))
+                     + "".join(cell(r["gops"][c], "{:.1f}", 10) for c in COLUMNS)
+                     + cell(r.get("pct_peak"), "{:.0f}", 8))
     return "\n".join(lines + format_footer(report))
 
 
@@ -443,16 +402,24 @@ def run_bench(layer_list, threads_list, *, quick: bool = False, rounds: int = 1,
     if "xnnpack" in libs:
         folder, x_layers, x_notes = _xnnpack_plan(layer_list, tflite_dir)
         notes += x_notes
-        run_only(libs, extra, "xnnpack", x_layers, {"tflite_dir": folder})
+        for lib in [lib for lib in libs if lib.startswith("xnnpack")]:
+            run_only(libs, extra, lib, x_layers, {"tflite_dir": folder})
+    if "ort-noamx" in libs:          # ONNX Runtime without AMX: its fast (u8) configuration only
+        extra["ort-noamx"] = (layer_list, {"ort_dtypes": ["uint8"]})
     got = collect(SUITE.name, libs, layer_list, threads_list, timing=timing, rounds=rounds, isa=isa,
                   seed=seed, progress=progress, wait_idle_s=wait_idle_s, extra_by_lib=extra)
     notes += [f"XNNPACK not timed at {r['shape']}: {r['error']}" for r in got["results"]
               if r["lib"] == "xnnpack" and r.get("error")]
+    notes += [NOAMX_NOTE] if any(lib.endswith("-noamx") for lib in libs) else []
     machine = dict(got["machine"], ai_edge_litert=got["infos"].get("xnnpack", {}).get("ai_edge_litert"))
     settings = settings_of("layers", layer_list, threads_list, quick=quick, rounds=rounds, wait_idle_s=wait_idle_s,
                            timing=timing, seed=seed, isa=isa, tflite_dir=folder)
-    return SUITE.report(dict(got, machine=machine), layer_list, threads_list, notes, settings,
-                        layers=[dict(la._asdict(), ops=la.ops, geometry=la.geometry) for la in layer_list])
+    report = SUITE.report(dict(got, machine=machine), layer_list, threads_list, notes, settings,
+                          layers=[dict(la._asdict(), ops=la.ops, geometry=la.geometry) for la in layer_list])
+    # % peak of the int8 dot-product instruction: not for depthwise layers, which do not run on it
+    add_peak(report["rows"], report["machine"], "int8", lambda r: r["gops"]["qkernels"], layer_list,
+             applies=lambda r: not r["depthwise"])
+    return report
 
 
 SUITE = Suite("conv", COLUMNS, _row, (

@@ -14,7 +14,13 @@ What is timed, per shape and per thread count:
   ``QLinearMatMul`` model (uint8 A, int8 B per column as an initializer, uint8
   output) run through an I/O binding with a preallocated output;
 * outside ``--quick`` also the raw int32 accumulators: ``qkernels.matmul(...,
-  out_dtype=np.int32)`` beside ONNX Runtime ``MatMulInteger``.
+  out_dtype=np.int32)`` beside ONNX Runtime ``MatMulInteger``;
+* ``xnnpack``: TFLite's XNNPACK (``ai_edge_litert``'s ``Interpreter``) invoking a
+  one-layer int8 ``FULLY_CONNECTED`` model (Keras ``Dense``, per-channel int8 weights,
+  int8 activations) of the same M, N, K, for the shapes that name one
+  (:attr:`Shape.tflite`: square-1024 and gemv-1024), read from ``--tflite-dir`` (default
+  ``bench/tflite``); other weights: times only. Skipped with a note when
+  ``ai_edge_litert`` or the model is missing.
 
 Each library and thread count runs in its own process (:mod:`harness`). Before
 timing, one qkernels call per shape is checked against an exact numpy reference (int32
@@ -29,7 +35,7 @@ from typing import NamedTuple
 
 from . import peers
 from .harness import Suite, Target, add_peak, blas_label, busy_mark, cell, collect, format_footer, isa_line, \
-    peak_line, ratio, run_setup, selector, settings_of
+    peak_line, ratio, run_only, run_setup, selector, settings_of
 from .timing import compare_exact, measure, worker_problems
 
 
@@ -41,6 +47,7 @@ class Shape(NamedTuple):
     label: str
     source: str
     wbits: int = 8   # weights drawn from the symmetric range of this many bits
+    tflite: str = ""     # the .tflite model of this GEMM for XNNPACK ("" when none)
 
     @property
     def ops(self) -> int:
@@ -59,11 +66,12 @@ class Shape(NamedTuple):
 #: The GEMM shapes of the benchmarks: (M, N, K, label, source).
 SHAPES: tuple[Shape, ...] = (
     Shape(1024, 1024, 1024, "square-1024",
-          "square GEMM; the project's target shape (int8 >= 2x numpy float32 on 1 thread)"),
+          "square GEMM; the project's target shape (int8 >= 2x numpy float32 on 1 thread)",
+          tflite="gemm1024_int8.tflite"),
     Shape(256, 256, 256, "square-256", "square GEMM whose operands fit in L2"),
     Shape(64, 64, 64, "square-64", "small square GEMM: per-call overhead dominates"),
     Shape(1, 1024, 1024, "gemv-1024",
-          "GEMV: batch-1 fully connected / transformer projection, 1024 -> 1024"),
+          "GEMV: batch-1 fully connected / transformer projection, 1024 -> 1024", tflite="gemv1024_int8.tflite"),
     Shape(3136, 64, 64, "conv1x1-56",
           "MobileNetV2-style 1x1 convolution, 64 -> 64 channels on a 56x56 map "
           "(M = 56*56; ResNet-50 layer1 conv1 is this GEMM)"),
@@ -88,10 +96,15 @@ QUICK: tuple[str, ...] = ("square-1024", "square-64", "gemv-1024", "conv1x1-56",
 TARGET_RATIO_NUMPY_1024 = 2.0   # int8 GEMM >= 2x numpy float32 GOP/s at 1024^3, 1 thread
 TARGET_RATIO_ORT = 1.0          # int8 GEMM >= ONNX Runtime int8 at every shape
 
-LIBS = ("qkernels", "numpy", "ort")
+LIBS = ("qkernels", "numpy", "ort", "ort-noamx", "xnnpack", "xnnpack-noamx")
 #: Report columns: name -> (worker library, op) of its records.
 COLUMNS = {"qkernels": ("qkernels", "matmul-u8"), "numpy": ("numpy", "matmul-f32"), "ort": ("ort", "QLinearMatMul"),
-           "qkernels_i32": ("qkernels", "matmul-i32"), "ort_matmulinteger": ("ort", "MatMulInteger")}
+           "qkernels_i32": ("qkernels", "matmul-i32"), "ort_matmulinteger": ("ort", "MatMulInteger"),
+           "xnnpack": ("xnnpack", "tflite-s8"), "ort_noamx": ("ort-noamx", "QLinearMatMul"),
+           "xnnpack_noamx": ("xnnpack-noamx", "tflite-s8")}
+#: What the columns of the peers with AMX denied are.
+NOAMX_NOTE = ("noAMX columns: ONNX Runtime / XNNPACK in a process where Linux refuses them AMX tiles (a small "
+              "sigaltstack), so they run their AVX-512 VNNI (vpdpbusd) kernels: the VNNI-only peer")
 #: The shapes named by ``labels`` (all, or the quick subset, when None).
 shapes = selector(SHAPES, QUICK)
 
@@ -240,8 +253,16 @@ def _worker_ort(spec: dict, out: dict) -> None:
             del sess
 
 
+def _worker_xnnpack(spec: dict, out: dict) -> None:
+    import numpy as np
+    peers.xnnpack_setup(out)
+    for shape, p in _problems(spec):
+        x = (p.a ^ np.uint8(0x80)).view(np.int8)      # the same activations as int8 (its models take int8)
+        out["results"].append(peers.xnnpack_measure(shape, spec, x, (shape.m, shape.n)))
+
+
 #: The workers of this suite, by library: ``worker(spec, out)`` fills ``out``.
-WORKERS = {"qkernels": _worker_qkernels, "numpy": _worker_numpy, "ort": _worker_ort}
+WORKERS = {"qkernels": _worker_qkernels, "numpy": _worker_numpy, "ort": _worker_ort, "xnnpack": _worker_xnnpack}
 
 
 # ---------------------------------------------------------------- the parent process
@@ -251,7 +272,8 @@ def _row(s: Shape, recs: dict, find) -> dict:
     g = {col: r.get("gops_median") for col, r in recs.items()}
     return {"mnk": s.mnk, **g, "qkernels_exact": (recs["qkernels"].get("check") or {}).get("exact"),
             "ort_check": recs["ort"].get("check"), "x_numpy": ratio(g["qkernels"], g["numpy"]),
-            "x_ort": ratio(g["qkernels"], g["ort"]),
+            "x_ort": ratio(g["qkernels"], g["ort"]), "x_xnnpack": ratio(g["qkernels"], g["xnnpack"]),
+            "x_ort_noamx": ratio(g["qkernels"], g["ort_noamx"]), "x_xnnpack_noamx": ratio(g["qkernels"], g["xnnpack_noamx"]),
             "x_ort_matmulinteger": ratio(g["qkernels_i32"], g["ort_matmulinteger"])}
 
 
@@ -262,20 +284,26 @@ def format_table(report: dict) -> str:
     lines = [
         isa_line(m, "int8 GEMM"),
         "peers: " + blas_label(m)
-        + (f", ONNX Runtime {m['onnxruntime']} QLinearMatMul u8 x s8" if m.get("onnxruntime") else ""),
+        + (f", ONNX Runtime {m['onnxruntime']} QLinearMatMul u8 x s8" if m.get("onnxruntime") else "")
+        + (f", XNNPACK (ai-edge-litert {m['ai_edge_litert']}) FULLY_CONNECTED s8 x s8, other weights: times only"
+           if m.get("ai_edge_litert") else ""),
         "GOP/s = 2*M*N*K / median time per call; each library and thread count in its own process",
         peak_line(m),
         "",
     ]
-    hdr = (f"{'ISA':<7}{'shape':<19}{'M x N x K':<16}{'thr':>3} {'qkernels':>9}{'% peak':>7}{'numpy':>8}{'ORT':>8}"
-           f"{'x numpy':>9}{'x ORT':>7}  exact")
+    hdr = (f"{'ISA':<11}{'shape':<19}{'M x N x K':<16}{'thr':>3} {'qkernels':>9}{'% peak':>7}{'numpy':>8}{'ORT':>8}"
+           f"{'XNNPACK':>8}{'ORTnoAMX':>9}{'XNNnoAMX':>9}{'x numpy':>9}{'x ORT':>7}{'x XNN':>7}{'x ORTn':>7}"
+           f"{'x XNNn':>7}  exact")
     lines += [hdr, "-" * len(hdr)]
     for r in report["rows"]:
         exact = {True: "yes", False: "WRONG", None: "-"}[r["qkernels_exact"]]
-        lines.append(f"{qi.get('isa', '?'):<7}{r['shape']:<19}{r['mnk']:<16}{r['threads']:>3} "
+        lines.append(f"{qi.get('isa', '?'):<11}{r['shape']:<19}{r['mnk']:<16}{r['threads']:>3} "
                      f"{cell(r['qkernels'], '{:.1f}', 9)}{cell(r.get('pct_peak'), '{:.0f}', 7)}"
-                     f"{cell(r['numpy'])}{cell(r['ort'])}"
-                     f"{cell(r['x_numpy'], '{:.2f}', 9)}{cell(r['x_ort'], '{:.2f}', 7)}  {exact}"
+                     f"{cell(r['numpy'])}{cell(r['ort'])}{cell(r.get('xnnpack'))}"
+                     f"{cell(r.get('ort_noamx'), '{:.1f}', 9)}{cell(r.get('xnnpack_noamx'), '{:.1f}', 9)}"
+                     f"{cell(r['x_numpy'], '{:.2f}', 9)}{cell(r['x_ort'], '{:.2f}', 7)}"
+                     f"{cell(r.get('x_xnnpack'), '{:.2f}', 7)}{cell(r.get('x_ort_noamx'), '{:.2f}', 7)}"
+                     f"{cell(r.get('x_xnnpack_noamx'), '{:.2f}', 7)}  {exact}"
                      + busy_mark(r))
     if any(r["qkernels_i32"] or r["ort_matmulinteger"] for r in report["rows"]):
         lines += ["", "int32 accumulators (qkernels out_dtype=int32 vs ONNX Runtime MatMulInteger), GOP/s:",
@@ -285,7 +313,7 @@ def format_table(report: dict) -> str:
                          f"{cell(r['ort_matmulinteger'], '{:.1f}', 9)}"
                          f"{cell(r['x_ort_matmulinteger'], '{:.2f}', 7)}")
     inexact = [r for r in report["results"]
-               if r["lib"] == "ort" and r.get("check") and not r["check"]["exact"]]
+               if r["lib"].startswith("ort") and r.get("check") and not r["check"]["exact"]]
     if inexact:
         lines += ["", "ONNX Runtime outputs differing from the exact reference "
                       "(u8 x s8 AVX2 saturation; qkernels is exact):"]
@@ -302,16 +330,27 @@ def format_table(report: dict) -> str:
 
 def run_bench(shape_list, threads_list, *, quick: bool = False, int32: bool | None = None, rounds: int = 1,
               isa: str | None = None, seed: int = 0, libs=LIBS, progress=None,
-              wait_idle_s: float = 0.0) -> dict:
-    """Run every (library, thread count) worker ``rounds`` times; return the report dict."""
-    timing, notes, libs = run_setup(quick, libs)
+              wait_idle_s: float = 0.0, tflite_dir=None, timing: dict | None = None) -> dict:
+    """Run every (library, thread count) worker ``rounds`` times; return the report dict
+    (``timing``: overrides the quick/full batch settings)."""
+    timing, notes, libs = run_setup(quick, libs, timing)
     if int32 is None:
         int32 = not quick
+    extra = {lib: (shape_list, {"int32": int32}) for lib in libs}
+    folder = None
+    if "xnnpack" in libs:
+        folder, x_shapes, x_notes = peers.xnnpack_plan(shape_list, tflite_dir)
+        notes += x_notes
+        for lib in [lib for lib in libs if lib.startswith("xnnpack")]:
+            run_only(libs, extra, lib, x_shapes, {"tflite_dir": folder})
     got = collect(SUITE.name, libs, shape_list, threads_list, timing=timing, rounds=rounds, isa=isa, seed=seed,
-                  progress=progress, wait_idle_s=wait_idle_s,
-                  extra_by_lib={lib: (shape_list, {"int32": int32}) for lib in libs})
+                  progress=progress, wait_idle_s=wait_idle_s, extra_by_lib=extra)
+    notes += [f"XNNPACK not timed at {r['shape']}: {r['error']}" for r in got["results"]
+              if r["lib"] == "xnnpack" and r.get("error")]
+    notes += [NOAMX_NOTE] if any(lib.endswith("-noamx") for lib in libs) else []
+    got = dict(got, machine=dict(got["machine"], ai_edge_litert=got["infos"].get("xnnpack", {}).get("ai_edge_litert")))
     settings = settings_of("shapes", shape_list, threads_list, quick=quick, rounds=rounds, wait_idle_s=wait_idle_s,
-                           timing=timing, int32=int32, seed=seed, isa=isa)
+                           timing=timing, int32=int32, seed=seed, isa=isa, tflite_dir=folder)
     report = SUITE.report(got, shape_list, threads_list, notes, settings,
                           shapes=[dict(s._asdict(), ops=s.ops) for s in shape_list])
     add_peak(report["rows"], report["machine"], "int8", lambda r: r["qkernels"], shape_list)
@@ -322,4 +361,5 @@ SUITE = Suite("gemm", COLUMNS, _row, (
     Target("x_numpy", TARGET_RATIO_NUMPY_1024, f"int8 >= {TARGET_RATIO_NUMPY_1024:g}x numpy float32, 1024^3, 1 thread",
            when=lambda r: r["shape"] == "square-1024" and r["threads"] == 1),
     Target("x_ort", TARGET_RATIO_ORT, "int8 >= ONNX Runtime int8 (QLinearMatMul)"),
-), shapes, run_bench, format_table)
+    Target("x_ort_noamx", TARGET_RATIO_ORT, "int8 >= ONNX Runtime int8 without AMX (its VNNI path)"),
+), shapes, run_bench, format_table, options=("tflite_dir",))

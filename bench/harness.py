@@ -163,22 +163,32 @@ def foreign_cpus(index: dict, label: str, threads: int) -> float | None:
     return max(foreign) if foreign else None
 
 
-def add_peak(rows: list[dict], machine: dict, dtype: str, gops_of, shape_list) -> None:
+def add_peak(rows: list[dict], machine: dict, dtype: str, gops_of, shape_list, applies=lambda row: True) -> None:
     """Each row's ``peak_gops`` (this CPU's theoretical peak for ``dtype`` at the row's
-    thread count, :mod:`peak`) and ``pct_peak`` (qkernels' GOP/s, ``gops_of(row)``, as a
-    percentage of it); ``machine["peak"]`` says how."""
+    thread count, :mod:`peak`; for int8 the measured ``vpdpbusd`` peak where the worker
+    measured one, ``machine["int8_peak"]``) and ``pct_peak`` (qkernels' GOP/s,
+    ``gops_of(row)``, as a percentage of it; None for rows ``applies`` rejects);
+    ``machine["peak"]`` says how."""
     from .peak import ops_per_cycle, pct_peak, peak_gops
     qi = machine.get("qkernels_cpu_info") or {}
     isa, f16k = qi.get("isa"), qi.get("f16_kernel")
     ghz = (machine.get("clock") or {}).get("ghz")
+    measured = (machine.get("int8_peak") or {}) if dtype == "int8" else {}
+    per_core = measured.get("gops_per_core")
     wbits = {s.label: getattr(s, "wbits", 8) for s in shape_list}
     for r in rows:
         w = wbits.get(r["shape"], 8)
-        r["peak_gops"] = peak_gops(ghz, isa, dtype, r["threads"], machine.get("cpus"), w, f16k)
+        r["peak_gops"] = peak_gops(ghz, isa, dtype, r["threads"], machine.get("cpus"), w, f16k, per_core) \
+            if applies(r) else None
         r["pct_peak"] = pct_peak(gops_of(r), r["peak_gops"])
-    machine["peak"] = {"dtype": dtype, "isa": isa, "clock_ghz": ghz,
-                       "ops_per_cycle_per_core": ops_per_cycle(isa, dtype, 8, f16k),
-                       "formula": "ops/cycle/core x clock GHz x min(threads, CPUs)"}
+    opc = ops_per_cycle(isa, dtype, 8, f16k)
+    if per_core:
+        opc = round(per_core / ghz) if ghz else None
+    machine["peak"] = {"dtype": dtype, "isa": isa, "clock_ghz": ghz, "ops_per_cycle_per_core": opc,
+                       **({"measured_gops_per_core": per_core, "measured_by": measured.get("method")}
+                          if per_core else {}),
+                       "formula": ("measured GOP/s per core" if per_core else "ops/cycle/core x clock GHz")
+                       + " x min(threads, CPUs)"}
 
 
 # ---------------------------------------------------------------- worker processes
@@ -376,13 +386,19 @@ def collect(module: str, libs, shape_list, threads_list, *, timing: dict, rounds
     if "numpy" in infos and not np_info.get("blas_threads_set_at_runtime"):
         notes.append("numpy BLAS threads set by environment only (no threadpoolctl, no OpenBLAS symbol)")
     qinfo = infos.get("qkernels", {})
+    amx = {lib: info["amx_tiles_permitted"] for lib, info in infos.items() if "amx_tiles_permitted" in info}
+    if any(amx.values()):
+        notes.append("AMX: " + ", ".join(f"{lib} {'asked for AMX tiles' if v else 'without AMX'}"
+                                         for lib, v in sorted(amx.items()))
+                     + " (arch_prctl XCOMP_PERM after its run); an AMX peer may run above the vpdpbusd peak")
     machine = {
         "cpu": _cpu_model(), "cpus": cpu_count(), "platform": platform.platform(),
         "python": platform.python_version(), "qkernels": qinfo.get("qkernels"),
         "qkernels_cpu_info": qinfo.get("cpu_info"), "clock": qinfo.get("clock"),
+        "int8_peak": qinfo.get("int8_peak"),
         "numpy": np_info.get("numpy") or qinfo.get("numpy"),
         "blas": np_info.get("blas"), "onnxruntime": infos.get("ort", {}).get("onnxruntime"),
-        "onnx": infos.get("ort", {}).get("onnx"), "loadavg_before": load_before,
+        "onnx": infos.get("ort", {}).get("onnx"), "loadavg_before": load_before, "amx_tiles_permitted": amx,
     }
     return {"results": results, "infos": infos, "notes": notes, "failed": failed, "wrong": wrong,
             "machine": machine}
@@ -406,14 +422,18 @@ def make_report(got: dict, rows: list, targets: list, notes: list, *, settings: 
 
 def run_setup(quick: bool, libs, timing: dict | None = None) -> tuple[dict, list[str], list]:
     """The start of a suite's run: its batch settings (``timing``, else the quick or full
-    ones), its notes so far and its libraries, ONNX Runtime's (``ort``) dropped with a
-    note when it does not import."""
+    ones), its notes so far and its libraries, ONNX Runtime's (``ort``, ``ort-noamx``)
+    dropped with a note when it does not import, the peers with AMX denied
+    (``*-noamx``) dropped on a CPU without AMX."""
+    from .peak import NOAMX, has_amx
     libs = list(libs)
     notes: list[str] = []
     if "ort" in libs and not (peers.have("onnxruntime") and peers.have("onnx")):
-        libs.remove("ort")
+        libs = [lib for lib in libs if lib not in ("ort", "ort" + NOAMX)]
         notes.append("ONNX Runtime columns skipped: onnxruntime and onnx are not both importable "
                      "(pip install onnxruntime onnx)")
+    if any(lib.endswith(NOAMX) for lib in libs) and not has_amx():
+        libs = [lib for lib in libs if not lib.endswith(NOAMX)]   # the same as the peers themselves here
     return dict(timing or SETTINGS["quick" if quick else "full"]), notes, libs
 
 
@@ -438,6 +458,10 @@ def isa_line(m: dict, what: str, kernels_key: str = "gemm_kernels") -> str:
 def peak_line(m: dict) -> str:
     """How the ``% peak`` column was computed (ops/cycle, clock and how it was found)."""
     pk, clk = m.get("peak") or {}, m.get("clock") or {}
+    if pk.get("measured_gops_per_core"):
+        return (f"% peak = qkernels GOP/s over the measured {pk['dtype']} peak, {pk['measured_gops_per_core']:.0f} "
+                f"GOP/s per core ({pk['measured_by']}; = {pk['ops_per_cycle_per_core']} ops/cycle at the "
+                f"{clk.get('ghz')} GHz clock) x cores used")
     if not pk.get("ops_per_cycle_per_core") or not clk.get("ghz"):
         return f"% peak: no peak for ISA {pk.get('isa')} (clock {clk.get('ghz')}, {clk.get('method', '?')})"
     opc, ghz = pk["ops_per_cycle_per_core"], clk["ghz"]

@@ -1,12 +1,15 @@
 """The peers' side of the workers: ONNX Runtime sessions of one-node models, numpy's BLAS
-threads, and the start of each library's worker (its threads set, its versions noted).
+threads, XNNPACK's ``.tflite`` models (found, checked, timed; gemm and conv suites), and the
+start of each library's worker (its threads set, its versions noted).
 
 Imports neither qkernels nor numpy at module level: a numpy or ONNX Runtime worker must
 never load qkernels (see :mod:`worker`); only :func:`qkernels_setup` imports it.
 """
 from __future__ import annotations
 
-from .timing import measure
+from pathlib import Path
+
+from .timing import measure, record
 
 
 def have(module: str) -> bool:
@@ -135,10 +138,10 @@ def qkernels_setup(spec: dict, out: dict):
 
     import qkernels as qk
 
-    from .peak import measure_clock
+    from .peak import measure_clock, measure_int8_peak
     qk.set_num_threads(spec["threads"])
     out["info"] = {"cpu_info": qk.cpu_info(), "qkernels": qk.__version__, "numpy": np.__version__,
-                   "clock": measure_clock()}
+                   "clock": measure_clock(), "int8_peak": measure_int8_peak(qk.get_isa())}
     return qk
 
 
@@ -171,3 +174,64 @@ def matmul_worker(spec: dict, out: dict, problems, operands, lib: str = "numpy",
             return np.matmul(a, b, out=c)
 
         out["results"].append(measure(shape, lib, op, spec["threads"], spec["timing"], call, timer=timer))
+
+
+# ---------------------------------------------------------------- XNNPACK (TFLite models through LiteRT)
+
+def tflite_candidates(given=None) -> list[Path]:
+    """Where the ``.tflite`` models are looked for: ``given``; else bench/tflite under
+    the current directory, then beside this module (a source checkout's bench/)."""
+    if given:
+        return [Path(given)]
+    return [Path.cwd() / "bench" / "tflite", Path(__file__).resolve().parent / "tflite"]
+
+
+def xnnpack_plan(items, tflite_dir=None) -> tuple[str | None, list, list[str]]:
+    """(folder, items XNNPACK runs, notes) for the ``items`` that name a ``.tflite``
+    model: the column is skipped, with a note, when ai_edge_litert does not import or no
+    folder of models is found."""
+    with_model = [it for it in items if it.tflite]
+    if not with_model:
+        return None, [], []
+    if not have("ai_edge_litert"):
+        return None, [], ["XNNPACK column skipped: ai_edge_litert is not importable (pip install ai-edge-litert)"]
+    candidates = tflite_candidates(tflite_dir)
+    folder = next((c.resolve() for c in candidates if c.is_dir()), None)
+    if folder is None:
+        where = " or ".join(map(str, dict.fromkeys(candidates)))
+        return None, [], [f"XNNPACK column skipped: no folder of .tflite models at {where} (see --tflite-dir)"]
+    found = [it for it in with_model if (folder / it.tflite).is_file()]
+    notes = [f"XNNPACK skipped at {it.label}: {it.tflite} is not in {folder}" for it in with_model if it not in found]
+    return str(folder), found, notes
+
+
+def xnnpack_setup(out: dict) -> None:
+    """An XNNPACK worker's start: LiteRT's version noted."""
+    import importlib.metadata
+
+    import numpy as np
+    try:
+        version = importlib.metadata.version("ai-edge-litert")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    out["info"] = {"ai_edge_litert": version, "numpy": np.__version__}
+
+
+def xnnpack_measure(item, spec: dict, x, out_shape) -> dict:
+    """The timing record of ``invoke()`` of ``item.tflite`` (LiteRT's ``Interpreter``:
+    XNNPACK, ``spec["threads"]`` threads) on the int8 input ``x`` (set once); an error
+    record when the model's int8 input/output shapes are not ``x.shape`` / ``out_shape``."""
+    import os
+
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_path=os.path.join(spec["tflite_dir"], item.tflite), num_threads=spec["threads"])
+    it.allocate_tensors()
+    inp, res = it.get_input_details()[0], it.get_output_details()[0]
+    got = (list(inp["shape"]), np.dtype(inp["dtype"]), list(res["shape"]), np.dtype(res["dtype"]))
+    want = (list(x.shape), np.dtype(np.int8), list(out_shape), np.dtype(np.int8))
+    if got != want:
+        return record(item, "xnnpack", "tflite-s8", spec["threads"],
+                      error=f"{item.tflite}: input/output {got}, expected {want}")
+    it.set_tensor(inp["index"], x)             # once: invoke() alone is timed
+    return measure(item, "xnnpack", "tflite-s8", spec["threads"], spec["timing"], it.invoke)

@@ -60,29 +60,37 @@ def targets_table(rep: dict) -> list[str]:
 
 
 CONV_COLUMNS = ("qkernels", "ort-int8", "ort-u8", "ort-fp32", "numpy-fp32", "xnnpack")
+#: The peers with AMX denied, shown where a report has them.
+CONV_NOAMX = (("ort-u8-noamx", "ORT u8 no AMX"), ("xnnpack-noamx", "XNNPACK no AMX"))
 
 
 def conv_tables(rep: dict) -> str:
     """ms per call and GOP/s per layer and library; ratios, checks, targets."""
-    titles = "| qkernels int8 | ORT int8 (s8) | ORT int8 (u8) | ORT fp32 | numpy fp32 | XNNPACK int8 |"
+    extra = [(c, t) for c, t in CONV_NOAMX if any(r["gops"].get(c) for r in rep["rows"])]
+    peak = any(r.get("pct_peak") for r in rep["rows"])
+    titles = ("| qkernels int8 | ORT int8 (s8) | ORT int8 (u8) | ORT fp32 | numpy fp32 | XNNPACK int8 |"
+              + "".join(f" {t} |" for _, t in extra))
     legend = ("Milliseconds per call (median); × = qkernels over ONNX Runtime int8 (the faster of its s8 and "
               "u8 activation paths) and over the fastest int8 peer; \"exact\" = qkernels equal to the int64 "
               "reference; \"ORT = ref\": ONNX Runtime's s8 / u8 outputs equal to it too.")
     out = [legend, "",
            "| layer | geometry | threads " + titles + " × ORT int8 | × fastest int8 peer | exact | ORT = ref |",
-           "| --- | --- | ---: |" + " ---: |" * 8 + " :---: | :---: |"]
+           "| --- | --- | ---: |" + " ---: |" * (8 + len(extra)) + " :---: | :---: |"]
     yes_no = {True: "yes", False: "**no**", None: "–"}
     for r in rep["rows"]:
-        cells = " | ".join(_f(r["ms"][c], "{:.3f}") for c in CONV_COLUMNS)
+        cells = " | ".join(_f(r["ms"].get(c), "{:.3f}") for c in CONV_COLUMNS + tuple(c for c, _ in extra))
         peer = f"{_f(r['x_fastest_peer'], '{:.2f}')}" + (f" ({r['fastest_peer']})" if r["fastest_peer"] else "")
         out.append(f"| `{r['shape']}` | {r['geometry']} | {r['threads']} | {cells} | "
                    f"{_f(r['x_ort_int8'], '{:.2f}')} | {peer} | {yes_no[r['qkernels_exact']]} | "
                    f"{yes_no[r['ort_int8_exact']]} / {yes_no[r.get('ort_u8_exact')]} |")
-    out += ["", "GOP/s (2 × multiply-adds / median time):", "", "| layer | threads " + titles,
-            "| --- | ---: |" + " ---: |" * 6]
+    out += ["", "GOP/s (2 × multiply-adds / median time)" + ("; % peak: qkernels over the int8 peak (not for "
+            "depthwise layers)" if peak else "") + ":", "",
+            "| layer | threads " + titles + (" % peak |" if peak else ""),
+            "| --- | ---: |" + " ---: |" * (6 + len(extra) + peak)]
     for r in rep["rows"]:
         out.append(f"| `{r['shape']}` | {r['threads']} | "
-                   + " | ".join(_f(r["gops"][c]) for c in CONV_COLUMNS) + " |")
+                   + " | ".join(_f(r["gops"].get(c)) for c in CONV_COLUMNS + tuple(c for c, _ in extra)) + " |"
+                   + (f" {_f(r.get('pct_peak'), '{:.0f}')} |" if peak else ""))
     return "\n".join(out + targets_table(rep))
 
 
@@ -180,12 +188,19 @@ def models_tables(rep: dict) -> str:
 
 
 def results_tables(rep: dict) -> str:
-    out = ["| shape | threads | qkernels int8 | numpy fp32 | ORT int8 | × numpy | × ORT | exact |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"]
+    # XNNPACK and the peers with AMX denied (*_noamx) where the report has them
+    peers = [(c, t) for c, t in (("ort", "ORT int8"), ("ort_noamx", "ORT no AMX"), ("xnnpack", "XNNPACK"),
+                                 ("xnnpack_noamx", "XNNPACK no AMX")) if any(r.get(c) for r in rep["rows"])]
+    peak = any(r.get("pct_peak") for r in rep["rows"])
+    out = ["| shape | threads | qkernels int8 |" + (" % peak |" if peak else "") + " numpy fp32 | "
+           + " | ".join(t for _, t in peers) + " | × numpy | " + " | ".join(f"× {t}" for _, t in peers) + " | exact |",
+           "| --- | ---: | ---: |" + (" ---: |" if peak else "") + " ---: |" * (2 + 2 * len(peers)) + " :---: |"]
     for r in rep["rows"]:
         exact = {True: "yes", False: "**WRONG**", None: "–"}[r["qkernels_exact"]]
-        out.append(f"| `{r['shape']}` | {r['threads']} | {_f(r['qkernels'])} | {_f(r['numpy'])} | "
-                   f"{_f(r['ort'])} | {_f(r['x_numpy'], '{:.2f}')} | {_f(r['x_ort'], '{:.2f}')} | {exact} |")
+        out.append(f"| `{r['shape']}` | {r['threads']} | {_f(r['qkernels'])} | "
+                   + (f"{_f(r.get('pct_peak'), '{:.0f}')} | " if peak else "") + f"{_f(r['numpy'])} | "
+                   + " | ".join(_f(r.get(c)) for c, _ in peers) + f" | {_f(r['x_numpy'], '{:.2f}')} | "
+                   + " | ".join(_f(r.get(f"x_{c}"), '{:.2f}') for c, _ in peers) + f" | {exact} |")
     if any(r.get("qkernels_i32") for r in rep["rows"]):
         out += ["", "int32 accumulators (`out_dtype=np.int32`) beside ONNX Runtime `MatMulInteger`, GOP/s:", "",
                 "| shape | threads | qkernels int32 | ORT MatMulInteger | × ORT |",
@@ -280,13 +295,18 @@ def main(argv=None) -> int:
     suite = rep.get("suite", "gemm")
     qi = m.get("qkernels_cpu_info") or {}
     peers = {"conv": f", ONNX Runtime {m.get('onnxruntime')}, XNNPACK (ai-edge-litert {m.get('ai_edge_litert')})",
-             "f16": ""}.get(suite, f", ONNX Runtime {m.get('onnxruntime')}")
+             "f16": ""}.get(suite, f", ONNX Runtime {m.get('onnxruntime')}"
+                            + (f", XNNPACK (ai-edge-litert {m['ai_edge_litert']})" if m.get("ai_edge_litert") else ""))
     blas = m.get("blas") or {}
     print(f"Measured {rep['created']} on {m['cpu']} ({m['cpus']} CPUs), qkernels {m['qkernels']} "
           f"ISA {qi.get('isa')}" + (f" (fp16 kernel {qi.get('f16_kernel')})" if suite == "f16" else "")
           + f", numpy {m['numpy']}"
           + (f" ({blas.get('name')} {blas.get('version')} {blas.get('corename', '')})" if blas else "")
           + f"{peers}; settings {json.dumps(rep['settings']['timing'])}, rounds {rep['settings']['rounds']}.\n")
+    pk = m.get("peak") or {}
+    if pk.get("measured_gops_per_core"):
+        print(f"% peak: of the measured {pk['dtype']} peak, {pk['measured_gops_per_core']:.0f} GOP/s per core "
+              f"({pk['measured_by']}).\n")
     print({"conv": conv_tables, "f16": f16_tables, "quant": quant_tables,
            "models": models_tables}.get(suite, results_tables)(rep))
     for note in rep.get("notes", []):

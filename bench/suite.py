@@ -43,10 +43,17 @@ def clock() -> dict:
     return bench_peak.measure_clock()
 
 
+@functools.lru_cache(maxsize=None)
+def int8_peak() -> dict | None:
+    """The measured vpdpbusd peak of the current VNNI path (None elsewhere): once per session."""
+    return bench_peak.measure_int8_peak(qk.get_isa())
+
+
 def peak_gops(dtype: str, threads: int, wbits: int = 8) -> float | None:
-    """Theoretical peak GOP/s of qkernels' current path for ``dtype`` ("int8"/"f16")."""
+    """Theoretical peak GOP/s of qkernels' current path for ``dtype`` ("int8"/"f16"); int8
+    on a VNNI path: the measured vpdpbusd peak."""
     return bench_peak.peak_gops(clock()["ghz"], qk.get_isa(), dtype, threads, CPUS, wbits,
-                                qk.cpu_info().get("f16_kernel"))
+                                qk.cpu_info().get("f16_kernel"), (int8_peak() or {}).get("gops_per_core"))
 
 
 def versions() -> dict:
@@ -118,8 +125,9 @@ def _rate(x: dict | None) -> str:
 
 def format_summary(rows: list[dict]) -> list[str]:
     """The summary as text lines: one line per group."""
-    c = clock()
-    lines = [f"qkernels beside its peers, this run (ISA {qk.get_isa()}; clock {c['ghz']} GHz, {c['method']}; "
+    c, pk = clock(), int8_peak()
+    measured = f"; int8 % peak of {pk['gops_per_core']:.0f} GOP/s per core, {pk['method']}" if pk else ""
+    lines = [f"qkernels beside its peers, this run (ISA {qk.get_isa()}; clock {c['ghz']} GHz, {c['method']}{measured}; "
              f"rates in GOP/s, quantize/dequantize in Gelem/s, models in ms; xN = qkernels' speed-up)"]
     for r in rows:
         mine = r["qkernels"]

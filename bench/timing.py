@@ -98,9 +98,19 @@ def worker_problems(spec: dict, cls, make):
 
 def worker_main(workers: dict) -> int:
     """A worker process: a JSON spec on stdin, ``workers[spec["lib"]](spec, out)`` fills
-    ``out``, JSON results on stdout after :data:`MARKER`."""
+    ``out``, JSON results on stdout after :data:`MARKER`. ``<lib>-noamx`` runs the worker
+    of ``<lib>`` with AMX denied (:func:`peak.deny_amx_tiles`), its records under its own name."""
+    from .peak import NOAMX, amx_tiles_permitted, deny_amx_tiles
     spec = json.loads(sys.stdin.read())
-    out = {"lib": spec["lib"], "threads": spec["threads"], "results": [], "info": {}}
-    workers[spec["lib"]](spec, out)
+    lib = spec["lib"]
+    out = {"lib": lib, "threads": spec["threads"], "results": [], "info": {}}
+    base = lib[:-len(NOAMX)] if lib.endswith(NOAMX) else lib
+    if base != lib:               # a peer with AMX denied: before it is imported
+        deny_amx_tiles()
+    workers[base](spec, out)
+    for r in out["results"]:
+        r["lib"] = lib
+    # did the library ask Linux for AMX tiles (it does before using them)?
+    out["info"]["amx_tiles_permitted"] = amx_tiles_permitted()
     sys.stdout.write(f"\n{MARKER}" + json.dumps(out) + "\n")
     return 0

@@ -238,7 +238,15 @@ cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, 
     cdef int nt = <int>min(nthreads, <size_t>n_tiles)
 
     cdef size_t a_panel_bytes = qk_packed_a_bytes(k.a_pack, k.mr, k.kr, mr, K)
-    cdef char *a_packed = <char *>malloc(a_panel_bytes * m_panels + 64)
+    # uint8 rows of K bytes, one after another, K a whole number of groups: the matrix is
+    # its own row-major uint8 panels (qk_pack.h), so the full panels are read in place and
+    # only a last partial one is packed (a copy as large as A saved: the 1x1 convolutions)
+    cdef size_t m_direct = 0
+    if (geom == NULL and k.a_pack == QK_PACK_U8 and not a_signed and not need_row_sum and K > 0 and
+            K % k.kr == 0 and sk == 1 and sm == <Py_ssize_t>K):
+        m_direct = M // mr * mr
+    cdef size_t packed_panels = m_panels - m_direct // mr
+    cdef char *a_packed = <char *>malloc(a_panel_bytes * packed_panels + 64)
     cdef int32_t *row_sum = <int32_t *>malloc(sizeof(int32_t) * m_panels * mr) if need_row_sum else NULL
     if a_packed == NULL or (need_row_sum and row_sum == NULL):
         free(a_packed)
@@ -260,7 +268,14 @@ cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, 
     cdef Py_ssize_t t
     try:
         with nogil:
-            if nt == 1:
+            if m_direct:
+                if m_direct < M:
+                    qk_pack_a(k.a_pack, k.mr, k.kr, M - m_direct, K, a_data + m_direct * sm, a_signed, sm, sk, za,
+                              a_packed, NULL)
+                for t in prange(n_tiles, num_threads=nt, schedule="static"):
+                    _block_direct(k, K, M, N, t, n_blocks, mc_panels, nc_panels, m_direct, a_data, a_packed, bp,
+                                  &p, c, c_stride)
+            elif nt == 1:
                 if geom == NULL:
                     qk_pack_a(k.a_pack, k.mr, k.kr, M, K, a_data, a_signed, sm, sk, za, a_packed, row_sum)
                 else:
@@ -291,12 +306,28 @@ cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, 
 
 
 cdef inline void _block(const qk_ukernel *k, size_t K, size_t M, size_t N, Py_ssize_t t,
-                        size_t n_blocks, size_t mc_panels, size_t nc_panels, const void *a_packed,
+                        size_t n_blocks, size_t mc_panels, size_t nc_panels, const char *a_packed,
                         const void *bp, const qk_out_params *p, char *c, size_t c_stride) noexcept nogil:
     cdef size_t m0 = (t // n_blocks) * mc_panels * k.mr
     cdef size_t n0 = (t % n_blocks) * nc_panels * k.nr
     qk_gemm_block(k, K, m0, min(M, m0 + mc_panels * k.mr), n0, min(N, n0 + nc_panels * k.nr),
-                  a_packed, bp, p, c, c_stride)
+                  a_packed + m0 // k.mr * qk_packed_a_bytes(k.a_pack, k.mr, k.kr, k.mr, K), bp, p, c, c_stride)
+
+
+cdef inline void _block_direct(const qk_ukernel *k, size_t K, size_t M, size_t N, Py_ssize_t t,
+                               size_t n_blocks, size_t mc_panels, size_t nc_panels, size_t m_direct,
+                               const char *a, const char *tail, const void *bp, const qk_out_params *p, char *c,
+                               size_t c_stride) noexcept nogil:
+    """_block with rows below m_direct read from the matrix itself, the rest from the
+    packed last panel."""
+    cdef size_t m0 = (t // n_blocks) * mc_panels * k.mr
+    cdef size_t m1 = min(M, m0 + mc_panels * k.mr)
+    cdef size_t n0 = (t % n_blocks) * nc_panels * k.nr
+    cdef size_t n1 = min(N, n0 + nc_panels * k.nr)
+    if m0 < m_direct:
+        qk_gemm_block(k, K, m0, min(m1, m_direct), n0, n1, a + m0 * K, bp, p, c, c_stride)
+    if m1 > m_direct:
+        qk_gemm_block(k, K, m_direct, m1, n0, n1, tail, bp, p, c, c_stride)
 
 
 def dwconv(int isa, ConvSource src, size_t mult, cnp.ndarray w, bint a_signed, int32_t za,

@@ -18,7 +18,7 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
     const int fuse = kern->fused && !p->row_sum && (p->mode == QK_OUT_INT32 || p->mode == QK_OUT_FP32);
     /* A panel outer: it stays in L1 while the block's B panels (L1/L2) pass by. */
     for (size_t m = m0; m < m1; m += mr) {
-        const char *ap = (const char *)a_packed + (m / mr) * a_panel;
+        const char *ap = (const char *)a_packed + ((m - m0) / mr) * a_panel;
         size_t mc = m1 - m < mr ? m1 - m : mr;
         for (size_t n = n0; n < n1; n += nr) {
             const char *bp = (const char *)b_packed + (n / nr) * b_panel;

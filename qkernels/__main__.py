@@ -232,7 +232,7 @@ def main(argv=None) -> int:
     p.add_argument("--wait-idle", type=_number(float, 0), metavar="S",
                    help="before each process wait up to S s for an idle CPU")
     p.add_argument("--tflite-dir", metavar="DIR",
-                   help="--suite conv: folder of the XNNPACK .tflite models (default: bench/tflite here, "
+                   help="--suite conv and gemm: folder of the XNNPACK .tflite models (default: bench/tflite here, "
                         "else in the source checkout)")
     p.set_defaults(func=_bench, outputs=("json", "plot"))
     p = sub.add_parser("run", help="run an ONNX model on the graph runner")

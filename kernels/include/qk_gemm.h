@@ -24,7 +24,8 @@ typedef void (*qk_gemm_fused_fn)(size_t k_groups, const void *a, const void *b, 
                                  const qk_out_params *p, void *c, size_t c_stride);
 
 /* One block of output: rows [m0, m1) x columns [n0, n1), both starting on a tile edge,
- * with a GEMM kernel of the registry (qk_registry.h). */
+ * with a GEMM kernel of the registry (qk_registry.h). a_packed: the A panels of rows
+ * [m0, m1), one after another; b_packed: all B panels (column n in panel n / NR). */
 typedef struct qk_ukernel qk_ukernel;
 void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
                    size_t n0, size_t n1, const void *a_packed, const void *b_packed,
