@@ -265,7 +265,7 @@ cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, 
     cdef const uint8_t *bp = <const uint8_t *>_ptr(b_packed)
     cdef char *c = <char *>_ptr(out)
     cdef size_t c_stride = out.strides[0]
-    cdef Py_ssize_t t
+    cdef Py_ssize_t t, mb
     try:
         with nogil:
             if m_direct:
@@ -275,16 +275,16 @@ cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, 
                 for t in prange(n_tiles, num_threads=nt, schedule="static"):
                     _block_direct(k, K, M, N, t, n_blocks, mc_panels, nc_panels, m_direct, a_data, a_packed, bp,
                                   &p, c, c_stride)
-            elif nt == 1:
-                if geom == NULL:
-                    qk_pack_a(k.a_pack, k.mr, k.kr, M, K, a_data, a_signed, sm, sk, za, a_packed, row_sum)
-                else:
-                    for t in range(<Py_ssize_t>m_panels):
-                        qk_pack_a_conv(k.a_pack, k.mr, k.kr, geom, t * mr, min(mr, M - t * mr), a_signed, za,
-                                       scratch, a_packed + t * a_panel_bytes,
-                                       row_sum + t * mr if row_sum != NULL else NULL)
-                for t in range(n_tiles):
-                    _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, bp, &p, c, c_stride)
+            elif nt == 1 or m_blocks >= nt:
+                # a block of rows at a time (each thread its own blocks): its A panels are
+                # packed (mc_panels: sized for L2) right before its tiles read them, not all
+                # of A first (a conv's 1.8 MB patch matrix had left L2 by then: 1.45x)
+                for mb in prange(<Py_ssize_t>m_blocks, num_threads=nt, schedule="static"):
+                    _pack_panels(k, mb * mc_panels, min(m_panels, (mb + 1) * mc_panels), M, K, a_data, sm, sk,
+                                 a_signed, za, geom, scratch + threadid() * scratch_bytes if scratch != NULL else NULL,
+                                 a_packed, a_panel_bytes, row_sum)
+                    for t in range(mb * <Py_ssize_t>n_blocks, (mb + 1) * <Py_ssize_t>n_blocks):
+                        _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, bp, &p, c, c_stride)
             else:
                 for t in prange(<Py_ssize_t>m_panels, num_threads=nt, schedule="static"):
                     if geom == NULL:
@@ -303,6 +303,20 @@ cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, 
         free(row_sum)
         free(scratch)
     return out
+
+
+cdef inline void _pack_panels(const qk_ukernel *k, size_t p0, size_t p1, size_t M, size_t K, const char *a_data,
+                              Py_ssize_t sm, Py_ssize_t sk, bint a_signed, int32_t za, const qk_conv_geom *geom,
+                              uint8_t *scratch, char *a_packed, size_t a_panel_bytes, int32_t *row_sum) noexcept nogil:
+    """A panels p0 .. p1 - 1 (of a matrix, or of a convolution's patches) into their places."""
+    cdef size_t mr = k.mr, t
+    if geom == NULL:
+        qk_pack_a(k.a_pack, k.mr, k.kr, min(M, p1 * mr) - p0 * mr, K, a_data + <Py_ssize_t>(p0 * mr) * sm, a_signed,
+                  sm, sk, za, a_packed + p0 * a_panel_bytes, row_sum + p0 * mr if row_sum != NULL else NULL)
+        return
+    for t in range(p0, p1):
+        qk_pack_a_conv(k.a_pack, k.mr, k.kr, geom, t * mr, min(mr, M - t * mr), a_signed, za, scratch,
+                       a_packed + t * a_panel_bytes, row_sum + t * mr if row_sum != NULL else NULL)
 
 
 cdef inline void _block(const qk_ukernel *k, size_t K, size_t M, size_t N, Py_ssize_t t,
@@ -387,7 +401,7 @@ cdef object _dw_run(int isa, qk_dw_params *d, size_t pixels, qk_out_params *p, c
     qk_dw_prepare(d, <uint8_t *>(init + ch), init)
     d.out, d.c, d.c_stride = p, c, c_stride
     cdef size_t chunk = (pixels + nt - 1) // nt
-    cdef Py_ssize_t t
+    cdef Py_ssize_t t, mb
     try:
         with nogil:
             if nt == 1:

@@ -58,13 +58,14 @@ void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, 
                 memset(dst, 0, stride);
                 continue;
             }
-            uint32_t sum = 0;
-            for (size_t kk = 0; kk < k; kk++) {
-                dst[kk] ^= flip;
-                sum += dst[kk];
+            if (flip)   /* separate loops, each vectorised; uint8 inputs need neither */
+                for (size_t kk = 0; kk < k; kk++) dst[kk] ^= flip;
+            if (row_sum) {
+                uint32_t sum = 0;
+                for (size_t kk = 0; kk < k; kk++) sum += dst[kk];
+                row_sum[i] = (int32_t)sum;
             }
             memset(dst + k, 0, stride - k);
-            if (row_sum) row_sum[i] = (int32_t)sum;
         }
         return;
     }
