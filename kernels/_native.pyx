@@ -619,7 +619,7 @@ def ukernel_fused(int kid, const uint8_t[::1] a_panel, const uint8_t[::1] b_pane
         raise ValueError("out must be one full C-contiguous tile")
     cdef qk_out_params p = _tile_params(mode, out_signed, zy, lo, hi, col_add, None, None, scale, None, None,
                                         None, 0, 0)
-    k.fused(_k_groups(k, K), &a_panel[0], &b_panel[0], 0, 0, &p, _ptr(out), out.strides[0])
+    k.fused(_k_groups(k, K), &a_panel[0], &b_panel[0], 0, 0, k.nr, &p, _ptr(out), out.strides[0])
     return out
 
 

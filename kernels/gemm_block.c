@@ -23,8 +23,8 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
         for (size_t n = n0; n < n1; n += nr) {
             const char *bp = (const char *)b_packed + (n / nr) * b_panel;
             size_t nc = n1 - n < nr ? n1 - n : nr;
-            if (fuse && mc == mr && nc == nr) {
-                kern->fused(k_groups, ap, bp, m, n, p, c, c_stride);
+            if (fuse && mc == mr && nc % 16 == 0) {   /* a last panel's 16-column strips too */
+                kern->fused(k_groups, ap, bp, m, n, nc, p, c, c_stride);
                 continue;
             }
             kern->gemm(k_groups, ap, bp, acc);

@@ -7,7 +7,17 @@
 #include <string.h>
 #include "qk_conv.h"
 
-void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst, size_t dst_stride) {
+/* n bytes from s to d, each xor flip (int8 <-> uint8 when flip = 0x80): a loop the
+ * compiler vectorises; memcpy when there is nothing to flip. */
+static inline void copy_flip(uint8_t *d, const uint8_t *s, size_t n, uint8_t flip) {
+    if (!flip) {
+        memcpy(d, s, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) d[i] = (uint8_t)(s[i] ^ flip);
+}
+
+void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst, size_t dst_stride, uint8_t flip) {
     const size_t es = g->elem, tap_bytes = g->cg * es, row_bytes = g->kw * tap_bytes;
     /* pixels of a row are adjacent, channels too, no dilation along x */
     const int contiguous = g->sc == (ptrdiff_t)es && g->sw == (ptrdiff_t)tap_bytes && g->dil_x == 1;
@@ -22,21 +32,23 @@ void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst,
             if (contiguous && row_inside && iy >= 0 && iy < (ptrdiff_t)g->in_h) {
                 /* the window row is kw * cg consecutive bytes: one copy (few channels,
                  * as in RGB stems, would otherwise cost one tiny copy per tap) */
-                memcpy(d, g->x + (ptrdiff_t)n * g->sn + iy * g->sh + ix0 * g->sw, row_bytes);
+                copy_flip(d, g->x + (ptrdiff_t)n * g->sn + iy * g->sh + ix0 * g->sw, row_bytes, flip);
                 d += row_bytes;
                 continue;
             }
             for (size_t kx = 0; kx < g->kw; kx++, d += tap_bytes) {
                 const ptrdiff_t ix = (ptrdiff_t)(ox * g->stride_x + kx * g->dil_x) - g->pad_left;
                 if (iy < 0 || ix < 0 || iy >= (ptrdiff_t)g->in_h || ix >= (ptrdiff_t)g->in_w) {
-                    memset(d, g->pad, tap_bytes);
+                    memset(d, g->pad ^ flip, tap_bytes);
                     continue;
                 }
                 const uint8_t *s = g->x + (ptrdiff_t)n * g->sn + iy * g->sh + ix * g->sw;
                 if (g->sc == (ptrdiff_t)es) {
-                    memcpy(d, s, tap_bytes);
+                    copy_flip(d, s, tap_bytes, flip);
                 } else {
                     for (size_t c = 0; c < g->cg; c++) memcpy(d + c * es, s + (ptrdiff_t)c * g->sc, es);
+                    if (flip)   /* flip is given for 1-byte values only */
+                        for (size_t c = 0; c < g->cg; c++) d[c] ^= flip;
                 }
             }
         }
@@ -51,15 +63,12 @@ void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, 
            inputs and sum in place (one pass over the panel, not two) */
         const size_t kp = (k + kr - 1) / kr * kr, stride = kp ? kp : (size_t)kr;
         uint8_t *dst = (uint8_t *)packed;
-        qk_im2col_rows(g, r0, rows, dst, stride);
-        const uint8_t flip = a_signed ? 0x80 : 0;
+        qk_im2col_rows(g, r0, rows, dst, stride, a_signed ? 0x80 : 0);   /* int8 flipped while copied */
         for (size_t i = 0; i < (size_t)mr; i++, dst += stride) {
             if (i >= rows) {
                 memset(dst, 0, stride);
                 continue;
             }
-            if (flip)   /* separate loops, each vectorised; uint8 inputs need neither */
-                for (size_t kk = 0; kk < k; kk++) dst[kk] ^= flip;
             if (row_sum) {
                 uint32_t sum = 0;
                 for (size_t kk = 0; kk < k; kk++) sum += dst[kk];
@@ -69,7 +78,7 @@ void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, 
         }
         return;
     }
-    qk_im2col_rows(g, r0, rows, scratch, k * g->elem);
+    qk_im2col_rows(g, r0, rows, scratch, k * g->elem, 0);
     qk_pack_a(pack, mr, kr, rows, k, scratch, a_signed, (ptrdiff_t)(k * g->elem), (ptrdiff_t)g->elem, za, packed,
               row_sum);
 }

@@ -41,7 +41,7 @@ cdef extern from "qk_output.h" nogil:
 cdef extern from "qk_gemm.h" nogil:
     int QK_DTYPE_QS8, QK_DTYPE_F16
     ctypedef void (*qk_gemm_ukernel_fn)(size_t, const void *, const void *, int32_t *)
-    ctypedef void (*qk_gemm_fused_fn)(size_t, const void *, const void *, size_t, size_t,
+    ctypedef void (*qk_gemm_fused_fn)(size_t, const void *, const void *, size_t, size_t, size_t,
                                       const qk_out_params *, void *, size_t)
 
 cdef extern from "qk_conv.h" nogil:

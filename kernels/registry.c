@@ -8,7 +8,8 @@
 typedef void gemm_fn(size_t, const void *, const void *, int32_t *);
 typedef void output_fn(size_t, size_t, const int32_t *, size_t, size_t, size_t, const qk_out_params *, void *,
                        size_t);
-typedef void fused_fn(size_t, const void *, const void *, size_t, size_t, const qk_out_params *, void *, size_t);
+typedef void fused_fn(size_t, const void *, const void *, size_t, size_t, size_t, const qk_out_params *, void *,
+                      size_t);
 typedef size_t dw_sum_fn(const qk_dw_params *, size_t, const uint8_t *const *, size_t, ptrdiff_t, size_t, int32_t *,
                          size_t, size_t, size_t *);
 typedef size_t quantize_fn(size_t, const float *, const float *, const int32_t *, int, int, void *, int *);

@@ -43,9 +43,10 @@ void QK_GEMM_NAME(size_t k_groups, const void *a_, const void *b_, int32_t *acc)
 /* Full tiles of int32 or fp32 output: the tile goes through the 16-wide epilogue instead of
  * the generic output stage. (Requantizing straight from the accumulator registers made GCC
  * spill them inside the loop.) */
-void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, size_t n0, const qk_out_params *p,
-                   void *c, size_t c_stride) {
+void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, size_t n0, size_t nc,
+                   const qk_out_params *p, void *c, size_t c_stride) {
     int32_t acc[6 * 16];
+    (void)nc;   /* NR = 16: always the whole tile */
     QK_GEMM_NAME(k_groups, a_, b_, acc);
     qk_store_16cols_avx2(6, acc, 16, m0, n0, p, c, c_stride);
 }

@@ -44,10 +44,11 @@ void QK_GEMM_NAME(size_t k_groups, const void *a_, const void *b_, int32_t *acc)
 void QK_VNNI_FN(qk_store_cols_avx512vnni)(size_t mr, size_t strips, const int32_t *acc, size_t acc_stride, size_t m0,
                                           size_t n0, const qk_out_params *p, void *c, size_t c_stride);
 
-/* Full tiles of int32 or fp32 output: the zmm epilogue (qs8_output_avx512vnni.c). */
-void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, size_t n0, const qk_out_params *p,
-                   void *c, size_t c_stride) {
+/* Tiles of int32 or fp32 output, nc / 16 strips of 16 columns: the zmm epilogue
+ * (qs8_output_avx512vnni.c). */
+void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, size_t n0, size_t nc,
+                   const qk_out_params *p, void *c, size_t c_stride) {
     int32_t acc[QK_MR * QK_NV * 16];
     QK_GEMM_NAME(k_groups, a_, b_, acc);
-    QK_VNNI_FN(qk_store_cols_avx512vnni)(QK_MR, QK_NV, acc, 16 * QK_NV, m0, n0, p, c, c_stride);
+    QK_VNNI_FN(qk_store_cols_avx512vnni)(QK_MR, nc / 16, acc, 16 * QK_NV, m0, n0, p, c, c_stride);
 }

@@ -17,7 +17,9 @@ typedef struct {
     uint8_t pad;                      /* the input zero point, as a byte (fp16: 0, i.e. +0.0) */
     size_t elem;                      /* bytes per value: 1 (int8) or 2 (fp16) */
 } qk_conv_geom;
-void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst, size_t dst_stride);
+/* Rows [r0, r0 + rows) of the patch matrix, dst_stride bytes apart, every byte xor flip
+ * (padding too). */
+void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst, size_t dst_stride, uint8_t flip);
 /* Pack rows [r0, r0 + rows) (at most MR) of the patch matrix into one A panel;
  * scratch holds MR * K * elem bytes. */
 void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows, int a_signed,

@@ -18,9 +18,10 @@ enum qk_dtype { QK_DTYPE_QS8 = 0, QK_DTYPE_F16 = 1 };
 /* k_groups: groups of KR along K (fp16 kernels: KR = 1, so the steps of K). */
 typedef void (*qk_gemm_ukernel_fn)(size_t k_groups, const void *a, const void *b, int32_t *acc);
 
-/* A micro-kernel with the output stage fused in, for full tiles of int32 or fp32
- * output without row sums; bit-identical to gemm + output. */
-typedef void (*qk_gemm_fused_fn)(size_t k_groups, const void *a, const void *b, size_t m0, size_t n0,
+/* A micro-kernel with the output stage fused in, for tiles of all MR rows and nc columns
+ * (nc: NR, or a multiple of 16 below it) of int32 or fp32 output without row sums;
+ * bit-identical to gemm + output. */
+typedef void (*qk_gemm_fused_fn)(size_t k_groups, const void *a, const void *b, size_t m0, size_t n0, size_t nc,
                                  const qk_out_params *p, void *c, size_t c_stride);
 
 /* One block of output: rows [m0, m1) x columns [n0, n1), both starting on a tile edge,
