@@ -175,7 +175,8 @@ def _quantize(args) -> int:
                                        per_channel=not args.per_tensor, reduce_range=args.reduce_range,
                                        exclude_nodes=args.exclude or (), progress=not args.quiet,
                                        bias_correction=args.bias_correction, equalize=args.equalize,
-                                       return_report=True)
+                                       batch_size=args.batch_size, return_report=True,
+                                       measure=bool(args.report or args.plot))
     except (ModelError, CalibrationError, ValueError) as exc:
         print(f"qkernels quantize: {exc}", file=sys.stderr)
         return 1
@@ -188,7 +189,12 @@ def _quantize(args) -> int:
     except OSError as exc:   # checked before the work, yet a disk can fill up
         print(f"qkernels quantize: cannot write: {exc}", file=sys.stderr)
         return 1
-    print(format_report(report))
+    if args.report or args.plot:
+        print(format_report(report))
+    else:
+        print(f"quantized {len(report.get('layers', []))} layers ({report.get('target')}, {report.get('method')} "
+              f"calibration); kept in float: {', '.join(report.get('float_nodes', [])) or 'none'}. "
+              "--report FILE measures SQNR per tensor and layer against float")
     if args.report:
         print(f"wrote the report {args.report}")
     if args.plot:
@@ -255,17 +261,26 @@ def main(argv=None) -> int:
     p = sub.add_parser("quantize", help="post-training quantization of a float ONNX model (QDQ output)")
     p.add_argument("model", help="the float .onnx file")
     p.add_argument("output", help="the quantized .onnx file to write")
-    p.add_argument("--calib", help="calibration data: .npz/.npy file or folder (input name -> array)")
-    p.add_argument("--target", default="cpu", choices=("cpu", "dsp", "fp16"))
+    p.add_argument("--calib", help="calibration data: a .npz (input name -> array) or .npy file, or a folder of "
+                                    "them; fed --batch-size samples at a time along the leading axis")
+    p.add_argument("--batch-size", type=_number(int, 1), metavar="N",
+                   help="samples per calibration batch (default 32)")
+    p.add_argument("--target", default="cpu", choices=("cpu", "dsp", "fp16"),
+                   help="cpu: int8 activations and per-channel int8 weights (default); dsp: symmetric int8 with "
+                        "power-of-two scales (fixed-point requantization); fp16: float16, no calibration")
     p.add_argument("--method", default="minmax", help="minmax, moving_average, percentile, entropy, mse")
     p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, not per channel")
     p.add_argument("--reduce-range", action="store_true", help="7-bit grids (ONNX Runtime's reduce_range)")
-    p.add_argument("--exclude", nargs="+", metavar="NODE", help="nodes to keep in float")
+    p.add_argument("--exclude", action="append", metavar="NODE",
+                   help="a node to keep in float, by the name the report shows (repeat for more; an unknown name "
+                        "is an error that lists the nearest ones)")
     p.add_argument("--bias-correction", action="store_true",
                    help="correct each layer's bias for the mean error of its weight quantization")
     p.add_argument("--equalize", action="store_true",
                    help="cross-layer equalisation of Conv -> [Relu] -> Conv pairs before calibration")
-    p.add_argument("--report", metavar="JSON", help="save the report (per tensor, weight, layer, output) as JSON")
+    p.add_argument("--report", metavar="JSON", help="measure and save the report (per tensor, weight, layer, "
+                                                    "output) as JSON; its table is printed too (the measuring "
+                                                    "pass runs only with --report or --plot)")
     p.add_argument("--plot", metavar="IMAGE", help="plot SQNR per tensor (.png, .svg, .pdf; needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_quantize, outputs=("output", "report", "plot"))

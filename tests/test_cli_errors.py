@@ -236,3 +236,86 @@ def test_closed_stdout_ends_quietly():
     finally:
         os.close(write)
     assert r.returncode != 0 and r.stderr == ""
+
+
+# ------------------------------------------------------------- quantize's options behave
+
+def _quantize(d, capsys, *extra, report=None):
+    argv = ["quantize", str(d / "m.onnx"), str(d / "out" / "o.onnx"), "--quiet", "--calib", str(d / "good.npz"),
+            *extra]
+    if report:
+        argv += ["--report", str(report)]
+    return cli(argv, capsys)
+
+
+def test_exclude_repeats_and_leaves_the_positionals_alone(d, capsys):
+    """--exclude A B model out used to swallow the positionals; now each --exclude takes one name."""
+    import json
+    rep = d / "out" / "ex.json"
+    rc, cap = cli(["quantize", "--exclude", "relu", "--exclude", "mm1", str(d / "m.onnx"), str(d / "out" / "ex.onnx"),
+                   "--quiet", "--calib", str(d / "good.npz"), "--report", str(rep)], capsys)
+    assert rc == 0, cap.err
+    assert json.loads(rep.read_text())["excluded_nodes"] == ["mm1", "relu"]
+    rc, cap = _quantize(d, capsys, "--exclude", "relu1")
+    assert rc == 1 and "no node named 'relu1'; did you mean 'relu'" in cap.err
+
+
+@pytest.mark.parametrize("batch_size,batches", [(None, 1), (5, 4), (3, 6), (16, 1), (100, 1)])
+def test_batch_size_sets_the_calibration_batches(d, capsys, batch_size, batches):
+    """16 calibration samples, fed --batch-size at a time (32 by default)."""
+    import json
+    rep = d / "out" / f"bs{batch_size}.json"
+    rc, cap = _quantize(d, capsys, *(("--batch-size", str(batch_size)) if batch_size else ()), report=rep)
+    assert rc == 0, cap.err
+    assert json.loads(rep.read_text())["batches"] == batches
+    assert _quantize(d, capsys, "--batch-size", "0")[0] == 2      # argparse: expected an integer >= 1
+
+
+def test_batch_size_is_checked_in_the_library(d):
+    from qkernels.quant import quantize_model
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        quantize_model(str(d / "m.onnx"), str(d / "good.npz"), batch_size=0, progress=False)
+    with pytest.raises(ValueError, match="batch_size applies to calibration arrays"):
+        quantize_model(str(d / "m.onnx"), [{"x": np.zeros((2, 4), np.float32)}], batch_size=4, progress=False)
+
+
+def test_progress_counts_samples_against_a_known_total(d, capsys):
+    from qkernels.quant.calibration import Batched, _samples, calibration_batches
+    assert _samples(str(d / "good.npz")) == 16 and _samples(str(d / "x3.npy")) == 3
+    assert _samples({"x": np.zeros((7, 4))}) == 7 and _samples([{"x": np.zeros((2, 4))}] * 3) == 6
+    assert _samples(Batched(str(d / "good.npz"), 5)) == 16
+    for unknown in (str(d / "trunc.npz"), str(d / "notnpy.npz"), str(d / "calibdir"), iter([])):
+        assert _samples(unknown) is None            # damaged or one-shot: no total, the reading reports
+    capsys.readouterr()
+    got = [len(b["x"]) for b in calibration_batches(Batched({"x": np.zeros((7, 4))}, 3), ["x"], True, "calib")]
+    assert got == [3, 3, 1]
+    assert "7/7" in capsys.readouterr().err
+
+
+def test_quantize_measures_only_when_a_report_is_asked_for(d, capsys):
+    from qkernels.quant import quantize_model
+    rc, cap = _quantize(d, capsys)
+    assert rc == 0, cap.err
+    lines = cap.out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("quantized 2 layers") and "--report" in lines[0]
+    _, report = quantize_model(str(d / "m.onnx"), str(d / "good.npz"), progress=False, return_report=True,
+                               measure=False)
+    assert report["batches"] is None and report["outputs"] == []
+    assert report["tensors"] and all("sqnr_db" not in t for t in report["tensors"])
+    _, measured = quantize_model(str(d / "m.onnx"), str(d / "good.npz"), progress=False, return_report=True)
+    assert measured["batches"] == 1 and all("sqnr_db" in t for t in measured["tensors"])
+
+
+def test_help_lists_every_command_and_every_quantize_option_has_help(capsys):
+    rc, cap = cli(["--help"], capsys)
+    assert rc == 0
+    for command in ("info", "bench", "run", "demo", "quantize"):
+        assert command in cap.out
+    rc, cap = cli(["quantize", "--help"], capsys)
+    assert rc == 0
+    options = [line.split()[0] for line in cap.out.splitlines() if line.startswith("  --")]
+    assert "--batch-size" in options and "--exclude" in options and "--target" in options
+    text = " ".join(cap.out.split())
+    for opt in options:   # argparse puts the help after the option (same or next line)
+        after = text.split(opt, 1)[1].split(" --", 1)[0]
+        assert len(after.split()) >= 3, (opt, after)

@@ -28,7 +28,7 @@ from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
-from .calibration import iter_calibration
+from .calibration import calibration_batches
 from .graphutil import consumers, drop_unused_initializers, node_attrs, with_outputs
 from .weights import channel_ranges, dequantize_weight, quantize_weight, range_spread
 
@@ -309,10 +309,7 @@ def input_means(model, calibration_data, nodes: Iterable[str], progress: bool = 
     session = Session(with_outputs(model, tensors).SerializeToString())
     inputs = [i.name for i in session.get_inputs()]
     means = {n.name: _Mean() for n in sel}
-    batches = iter_calibration(calibration_data, inputs)
-    if progress:
-        from tqdm import tqdm
-        batches = tqdm(batches, desc="bias correction", unit="batch")
+    batches = calibration_batches(calibration_data, inputs, progress, "bias correction")
     for feeds in batches:
         values = dict(zip(tensors, session.run(tensors, feeds)))
         for n in sel:

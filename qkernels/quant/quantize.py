@@ -16,12 +16,13 @@ Targets (docs/quant.md):
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 
-from .calibration import CalibrationError, calibrate, replayable
+from .calibration import Batched, CalibrationError, calibrate, replayable
 from .params import quant_params
 from .passes import correct_biases, fold_batch_norm, input_means, search_accuracy_budget
 from .passes import equalize as equalize_pass
@@ -38,18 +39,21 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
                    per_channel: bool = True, reduce_range: bool = False, activation_dtype=np.int8,
                    op_types: Iterable[str] = DEFAULT_OP_TYPES, exclude_nodes: Iterable[str] = (),
                    progress: bool = True, return_report: bool = False, bias_correction: bool = False,
-                   equalize: bool = False, evaluate=None, max_drop: float = 0.01, **observer_options):
+                   equalize: bool = False, evaluate=None, max_drop: float = 0.01, batch_size: int | None = None,
+                   measure: bool = True, **observer_options):
     """Quantize a float ONNX model (path, bytes or ModelProto) post-training.
 
     Returns an ``onnx.ModelProto`` in QDQ form (save it with ``onnx.save``), or
     ``(model, report)`` with ``return_report=True``: a dict (:mod:`qkernels.quant.report`)
     with, per quantized tensor, scale, zero point, range, clipping fraction, SQNR and
     cosine against float (measured by running the float and the quantized model on the
-    calibration data), per weight and per layer, per model output, and what the passes
-    did. ``calibration_data``: an iterable of feed dicts, a ``.npz``/``.npy`` file or
+    calibration data; ``measure=False`` skips that pass and its figures), per weight and
+    per layer, per model output, and what the passes did. ``calibration_data``: an iterable of feed dicts, a ``.npz``/``.npy`` file or
     folder, a mapping name -> array, or an object with ONNX Runtime's
     ``CalibrationDataReader`` interface (a reader or an iterator is read into memory
-    when the data is needed more than once: bias correction, the report).
+    when the data is needed more than once: bias correction, the report). Arrays (a
+    mapping, a file or folder) are fed ``batch_size`` samples at a time (default
+    :data:`~qkernels.quant.calibration.BATCH_SIZE`, 32) along their leading axis.
 
     Passes (:mod:`qkernels.quant.passes`):
 
@@ -73,12 +77,17 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
         return (m, fp16_report()) if return_report else m
     if calibration_data is None:
         raise CalibrationError(f"target {target!r} needs calibration data")
+    if batch_size is not None:
+        if not isinstance(calibration_data, (str, os.PathLike, Mapping)):
+            raise ValueError("batch_size applies to calibration arrays (a mapping, a .npz/.npy file or folder); "
+                             "batches given as feed dicts keep their own size")
+        calibration_data = Batched(calibration_data, batch_size)
     act_dtype = _activation_dtype(target, activation_dtype)
     op_types = tuple(op_types)
     eq_info = None
     if equalize:
         proto, eq_info = equalize_pass(proto)
-    if bias_correction or return_report:
+    if bias_correction or (return_report and measure):
         calibration_data = replayable(calibration_data)
     acts, _, _ = plan_tensors(proto, op_types, user_exclude)
     observers = calibrate(proto, calibration_data, acts, method, progress, **observer_options)
@@ -100,7 +109,7 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     return m, build_report(proto, m, calibration_data, target=target, method=method, settings=settings,
                            act_params=act_params, observers=observers, quantized=builder.last,
                            excluded_nodes=user_exclude, accuracy_budget=budget, equalization=eq_info,
-                           progress=progress)
+                           progress=progress, measure_pass=measure)
 
 
 def _check_options(target: str, evaluate, max_drop) -> float:

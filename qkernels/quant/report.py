@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from .calibration import iter_calibration
+from .calibration import calibration_batches
 from .graphutil import with_outputs
 from .plan import quantized_layers
 from .weights import dequantize_weight, quantize_weight, range_spread
@@ -123,10 +123,7 @@ def measure(float_model, quant_model, calibration_data, act_params: dict, act_dt
     own = {n: _Compare() for n in names}
     clipped = {n: 0 for n in names}
     outs = {o: _Compare() for o in float_outputs}
-    batches = iter_calibration(calibration_data, inputs)
-    if progress:
-        from tqdm import tqdm
-        batches = tqdm(batches, desc="report", unit="batch")
+    batches = calibration_batches(calibration_data, inputs, progress, "report")
     seen = 0
     for feeds in batches:
         fv = dict(zip(f_fetch, f_session.run(f_fetch, feeds)))
@@ -167,17 +164,20 @@ def fp16_report() -> dict:
 
 def build_report(float_model, quant_model, calibration_data, *, target: str, method: str, settings: dict,
                  act_params: dict, observers: dict, quantized, excluded_nodes, accuracy_budget, equalization,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, measure_pass: bool = True) -> dict:
     """The report of :func:`qkernels.quant.quantize_model` (the layout is this module's
     docstring): ``float_model`` the float model the quantizer planned on (batch norm
     folded, equalised), ``act_params`` tensor -> (scale, zero point, lo, hi) of every
     calibrated activation, ``observers`` their observers, ``quantized`` what the final
     build quantized (``acts``, ``weights``, ``exclude``, ``bias_correction``), ``settings``
-    the options the report repeats (``op_types`` and ``activation_dtype`` among them)."""
+    the options the report repeats (``op_types`` and ``activation_dtype`` among them).
+    ``measure_pass=False`` leaves out what only running both models measures (SQNR,
+    cosine, clipping, outputs): the report of the plan alone, at no extra cost."""
     act_dtype = np.dtype(settings["activation_dtype"])
     pow2 = target == "dsp"
     used = {k: act_params[k] for k in quantized.acts}
-    stats, outputs, batches = measure(float_model, quant_model, calibration_data, used, act_dtype, progress)
+    stats, outputs, batches = measure(float_model, quant_model, calibration_data, used, act_dtype, progress) \
+        if measure_pass else ({}, [], None)
     weights = _weight_entries(float_model, quantized.weights, pow2)
     layers = _layer_entries(float_model, settings["op_types"], quantized.exclude, stats, weights)
     float_nodes = [n.name for n in float_model.graph.node
@@ -201,7 +201,8 @@ def _tensor_entries(model, acts, act_params: dict, observers: dict, stats: dict)
         scale, zp, lo, hi = act_params[name]
         tensors.append({"tensor": name, "scale": float(scale), "zero_point": int(zp), "range": [float(lo), float(hi)],
                         "min": float(observers[name].min), "max": float(observers[name].max),
-                        "producer": producer.get(name, ""), "consumers": readers.get(name, []), **stats[name]})
+                        "producer": producer.get(name, ""), "consumers": readers.get(name, []),
+                        **stats.get(name, {})})
     return tensors
 
 
@@ -254,7 +255,7 @@ def format_report(report: dict) -> str:
                      f"{'own dB':>8}{'cosine':>9}")
         for t in tensors:
             lines.append(f"{t['tensor'][:27]:<28}{(t.get('producer') or '(input)')[:15]:<16}"
-                         f"{t['scale']:>11.4g}{t['zero_point']:>6}{_f(t.get('clip_fraction', 0) * 100, '.3f'):>8}"
+                         f"{t['scale']:>11.4g}{t['zero_point']:>6}{_f(None if t.get('clip_fraction') is None else t['clip_fraction'] * 100, '.3f'):>8}"
                          f"{_f(t.get('sqnr_db'), '.1f'):>9}{_f(t.get('own_sqnr_db'), '.1f'):>8}"
                          f"{_f(t.get('cosine'), '.5f'):>9}")
     weights = report.get("weights", [])
