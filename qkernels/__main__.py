@@ -1,4 +1,5 @@
-"""Command line: ``python -m qkernels info``, ``bench`` and ``run`` (an ONNX model on the graph runner)."""
+"""Command line: ``python -m qkernels info``, ``bench``, ``run`` (an ONNX model on the graph runner),
+``demo``, ``quantize`` (a float ONNX model to int8 QDQ) and ``report`` (a saved quantization report's tables)."""
 from __future__ import annotations
 
 import argparse
@@ -162,7 +163,7 @@ def _quantize(args) -> int:
 
     from .graph import ModelError
     from .quant import CalibrationError, quantize_model
-    from .quant.report import format_report, plot_report, save_report
+    from .quant.report import format_report, format_summary, plot_report, save_report
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -189,7 +190,10 @@ def _quantize(args) -> int:
     except OSError as exc:   # checked before the work, yet a disk can fill up
         print(f"qkernels quantize: cannot write: {exc}", file=sys.stderr)
         return 1
-    if args.report or args.plot:
+    if args.report:
+        print(format_summary(report))
+        print(f"every table: qkernels report {args.report}")
+    elif args.plot:
         print(format_report(report))
     else:
         print(f"quantized {len(report.get('layers', []))} layers ({report.get('target')}, {report.get('method')} "
@@ -200,6 +204,18 @@ def _quantize(args) -> int:
     if args.plot:
         print(f"wrote the plot {args.plot}")
     print(f"wrote {args.output}")
+    return 0
+
+
+def _report(args) -> int:
+    from .quant.report import format_report, load_report
+    try:
+        report = load_report(args.report)
+        text = format_report(report)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        print(f"qkernels report: cannot read {args.report!r} as a quantization report: {exc}", file=sys.stderr)
+        return 1
+    print(text)
     return 0
 
 
@@ -279,11 +295,15 @@ def main(argv=None) -> int:
     p.add_argument("--equalize", action="store_true",
                    help="cross-layer equalisation of Conv -> [Relu] -> Conv pairs before calibration")
     p.add_argument("--report", metavar="JSON", help="measure and save the report (per tensor, weight, layer, "
-                                                    "output) as JSON; its table is printed too (the measuring "
-                                                    "pass runs only with --report or --plot)")
+                                                    "output) as JSON and print its summary (qkernels report FILE "
+                                                    "prints every table; the measuring pass runs only with "
+                                                    "--report or --plot)")
     p.add_argument("--plot", metavar="IMAGE", help="plot SQNR per tensor (.png, .svg, .pdf; needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_quantize, outputs=("output", "report", "plot"))
+    p = sub.add_parser("report", help="print every table of a quantization report saved by quantize --report")
+    p.add_argument("report", help="the report's .json file")
+    p.set_defaults(func=_report)
     args = parser.parse_args(argv)
     outputs = [(getattr(args, dest), False) for dest in getattr(args, "outputs", ())] + \
         [(getattr(args, dest), True) for dest in getattr(args, "folders", ())]

@@ -309,7 +309,7 @@ def test_quantize_measures_only_when_a_report_is_asked_for(d, capsys):
 def test_help_lists_every_command_and_every_quantize_option_has_help(capsys):
     rc, cap = cli(["--help"], capsys)
     assert rc == 0
-    for command in ("info", "bench", "run", "demo", "quantize"):
+    for command in ("info", "bench", "run", "demo", "quantize", "report"):
         assert command in cap.out
     rc, cap = cli(["quantize", "--help"], capsys)
     assert rc == 0
@@ -319,3 +319,17 @@ def test_help_lists_every_command_and_every_quantize_option_has_help(capsys):
     for opt in options:   # argparse puts the help after the option (same or next line)
         after = text.split(opt, 1)[1].split(" --", 1)[0]
         assert len(after.split()) >= 3, (opt, after)
+
+
+def test_report_prints_a_summary_and_the_report_command_every_table(d, capsys):
+    rep = d / "out" / "sum.json"
+    rc, cap = _quantize(d, capsys, report=rep)
+    assert rc == 0, cap.err
+    out = cap.out.splitlines()
+    assert len(out) < 10 and any(line.startswith("output y: SQNR") for line in out)
+    assert any(line.startswith("largest SQNR drops: mm") for line in out)
+    assert f"every table: qkernels report {rep}" in out
+    rc, cap = cli(["report", str(rep)], capsys)
+    assert rc == 0 and "activation" in cap.out and "model output" in cap.out and "layer" in cap.out
+    rc, cap = cli(["report", str(d / "text")], capsys)
+    assert rc == 1 and cap.err.startswith("qkernels report: cannot read") and len(cap.err.splitlines()) == 1

@@ -178,7 +178,7 @@ def test_plot_draws_sqnr_per_tensor(digits_report, tmp_path):
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_prints_the_table_and_saves_the_report(digits, tmp_path, capsys):
+def test_cli_prints_a_summary_and_saves_the_report(digits, tmp_path, capsys):
     model, calib = digits
     np.savez(tmp_path / "c.npz", input=np.concatenate([b["input"] for b in calib]))
     args = ["quantize", model, str(tmp_path / "q.onnx"), "--calib", str(tmp_path / "c.npz"), "--quiet",
@@ -186,6 +186,7 @@ def test_cli_prints_the_table_and_saves_the_report(digits, tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "SQNR" in out and "bias correction: 3 layer(s) corrected" in out
+    assert main(["report", str(tmp_path / "r.json")]) == 0 and "weight" in capsys.readouterr().out
     r = load_report(tmp_path / "r.json")
     assert r["settings"]["bias_correction"] and len(r["tensors"]) == 5
     try:

@@ -43,7 +43,7 @@ from .graphutil import with_outputs
 from .plan import quantized_layers
 from .weights import dequantize_weight, quantize_weight, range_spread
 
-__all__ = ["build_report", "format_report", "save_report", "load_report", "plot_report", "sqnr_db", "cosine"]
+__all__ = ["build_report", "format_report", "format_summary", "save_report", "load_report", "plot_report", "sqnr_db", "cosine"]
 
 
 def sqnr_db(signal: float, noise: float) -> float:
@@ -236,6 +236,25 @@ def _f(v, fmt: str) -> str:
     return format(v, fmt)
 
 
+def format_summary(report: dict, worst: int = 5) -> str:
+    """A few lines for the console: the settings, each model output's SQNR, the ``worst``
+    layers by SQNR drop, what stayed in float (:func:`format_report`: every table)."""
+    lines = [format_report({k: report.get(k) for k in ("target", "method", "batches", "settings")}).splitlines()[0]]
+    for o in (report.get("outputs") or [])[:3]:
+        lines.append(f"output {o['tensor']}: SQNR {_f(o['sqnr_db'], '.1f')} dB, cosine {_f(o['cosine'], '.6f')}")
+    known = [la for la in report.get("layers") or []
+             if la.get("sqnr_drop_db") is not None and math.isfinite(la["sqnr_drop_db"])]
+    if known:
+        top = sorted(known, key=lambda la: -la["sqnr_drop_db"])[:worst]
+        lines.append("largest SQNR drops: " + ", ".join(f"{la['node']} ({la['op_type']}) {la['sqnr_drop_db']:.1f} dB"
+                                                     for la in top))
+    fl = report.get("float_nodes") or []
+    lines.append(f"kept in float: {', '.join(fl) if fl else 'none'}")
+    passes = ("accuracy budget", "equalized", "not equalized", "bias correction")   # what the passes did
+    lines += [line for line in format_report(report).splitlines() if line.startswith(passes)]
+    return "\n".join(lines)
+
+
 def format_report(report: dict) -> str:
     """The report as text tables: activations, weights, layers (the worst marked), outputs."""
     lines = []
@@ -284,7 +303,7 @@ def format_report(report: dict) -> str:
         for o in outputs:
             lines.append(f"{o['tensor'][:27]:<28}{_f(o['sqnr_db'], '.1f'):>9}{_f(o['cosine'], '.6f'):>10}"
                          f"{o['max_abs_error']:>11.4g}{o['mean_error']:>11.3g}")
-    if tensors:
+    if any("own_sqnr_db" in t for t in tensors):   # measured (not a measure=False report)
         low = min(tensors, key=lambda t: t.get("own_sqnr_db", math.inf))
         lines.append("")
         lines.append(f"lowest own-quantization SQNR: {low['tensor']} ({_f(low.get('own_sqnr_db'), '.1f')} dB, "
