@@ -284,7 +284,8 @@ cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, 
                                  a_signed, za, geom, scratch + threadid() * scratch_bytes if scratch != NULL else NULL,
                                  a_packed, a_panel_bytes, row_sum)
                     for t in range(mb * <Py_ssize_t>n_blocks, (mb + 1) * <Py_ssize_t>n_blocks):
-                        _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, bp, &p, c, c_stride)
+                        _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, a_panel_bytes, bp, &p, c,
+                               c_stride)
             else:
                 for t in prange(<Py_ssize_t>m_panels, num_threads=nt, schedule="static"):
                     if geom == NULL:
@@ -297,7 +298,8 @@ cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, 
                                        a_packed + t * a_panel_bytes,
                                        row_sum + t * mr if row_sum != NULL else NULL)
                 for t in prange(n_tiles, num_threads=nt, schedule="static"):
-                    _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, bp, &p, c, c_stride)
+                    _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, a_panel_bytes, bp, &p, c,
+                           c_stride)
     finally:
         free(a_packed)
         free(row_sum)
@@ -321,11 +323,12 @@ cdef inline void _pack_panels(const qk_ukernel *k, size_t p0, size_t p1, size_t 
 
 cdef inline void _block(const qk_ukernel *k, size_t K, size_t M, size_t N, Py_ssize_t t,
                         size_t n_blocks, size_t mc_panels, size_t nc_panels, const char *a_packed,
-                        const void *bp, const qk_out_params *p, char *c, size_t c_stride) noexcept nogil:
+                        size_t a_panel_bytes, const void *bp, const qk_out_params *p, char *c,
+                        size_t c_stride) noexcept nogil:
     cdef size_t m0 = (t // n_blocks) * mc_panels * k.mr
     cdef size_t n0 = (t % n_blocks) * nc_panels * k.nr
     qk_gemm_block(k, K, m0, min(M, m0 + mc_panels * k.mr), n0, min(N, n0 + nc_panels * k.nr),
-                  a_packed + m0 // k.mr * qk_packed_a_bytes(k.a_pack, k.mr, k.kr, k.mr, K), bp, p, c, c_stride)
+                  a_packed + m0 // k.mr * a_panel_bytes, bp, p, c, c_stride)
 
 
 cdef inline void _block_direct(const qk_ukernel *k, size_t K, size_t M, size_t N, Py_ssize_t t,

@@ -48,10 +48,9 @@ def _supported() -> list[str]:
 
 
 SUPPORTED_ISAS: tuple[str, ...] = tuple(_supported())   # best first; "scalar" always last
-_EMULATES = {"avx512vnni_emu": "avx512vnni", "avxvnni_emu": "avxvnni"}
 # The emulations run where AVX2 does (and this build has them).
 EMULATED_ISAS: tuple[str, ...] = tuple(
-    e for e in _EMULATES if "avx2" in SUPPORTED_ISAS and _native.select_kernel(ISA_NAMES.index(e), 1 << 20) >= 0)
+    e for e in ("avx512vnni_emu", "avxvnni_emu") if "avx2" in SUPPORTED_ISAS and _native.select_kernel(ISA_NAMES.index(e), 1 << 20) >= 0)
 
 
 def _check_isa(name: str) -> str:
