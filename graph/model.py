@@ -10,7 +10,9 @@ import numpy as np
 from .errors import ModelError
 from .ir import Graph, Node, ValueInfo, topological
 
-MIN_OPSET = 13
+MIN_OPSET = 13                  # the runner's operators are written to opset 13+ semantics
+#: metadata key under which a converted model records its original opset (explain() says it)
+CONVERTED_KEY = "qkernels.converted_from_opset"
 MAX_ELEMENTS = 1 << 34          # a declared or stored tensor above this is refused (16 G elements)
 MAX_MODEL_BYTES = (1 << 31) - 1   # protobuf cannot parse a message of 2 GiB (keep weights external)
 #: bits per element of the element types numpy stores in a byte each but ONNX packs
@@ -141,8 +143,9 @@ def _value_info(onnx, vi) -> ValueInfo:
     t = vi.type.tensor_type
     shape = None
     if t.HasField("shape"):
-        shape = tuple(d.dim_value if d.HasField("dim_value") else (_text(d.dim_param, f"a dim of {vi.name!r}") or None)
-                      for d in t.shape.dim)
+        # -1 is how some exporters (paddle2onnx, old PyTorch) write a dynamic dim: ORT reads it so too
+        shape = tuple((None if d.dim_value == -1 else d.dim_value) if d.HasField("dim_value")
+                      else (_text(d.dim_param, f"a dim of {vi.name!r}") or None) for d in t.shape.dim)
         known = [d for d in shape if isinstance(d, int)]
         if any(d < 0 for d in known) or int(np.prod(known, dtype=object)) > MAX_ELEMENTS:
             raise ModelError(f"{vi.name!r} declares shape {shape}, which is negative or too large")
@@ -197,15 +200,36 @@ def _attrs(onnx, node) -> dict:
     return out
 
 
-def to_graph(proto) -> Graph:
-    """The runner's Graph of a loaded ModelProto (checked: opset, types, order)."""
+def default_opset(proto) -> int | None:
+    """The version of the default ONNX domain that ``proto`` imports (None: none)."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def upgrade_opset(proto):
+    """``proto`` itself when its default opset is MIN_OPSET or later, else its conversion
+    by ``onnx.version_converter`` (a new model, with the original opset in its metadata
+    under CONVERTED_KEY); a model the converter cannot convert is a ModelError."""
     onnx = _onnx()
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = default_opset(proto)
     if opset is None:
         raise ModelError("the model imports no default-domain opset")
-    if opset < MIN_OPSET:
-        raise ModelError(f"opset {opset} is older than {MIN_OPSET}, the oldest this runner supports "
-                         "(convert it with onnx.version_converter)")
+    if opset >= MIN_OPSET:
+        return proto
+    from onnx import version_converter
+    try:
+        out = version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as exc:   # the converter raises assorted errors (RuntimeError, IndexError, ...)
+        raise ModelError(f"converting opset {opset} to {MIN_OPSET} failed: {exc}") from None
+    onnx.helper.set_model_props(out, {**{p.key: p.value for p in proto.metadata_props}, CONVERTED_KEY: str(opset)})
+    return out
+
+
+def to_graph(proto) -> Graph:
+    """The runner's Graph of a loaded ModelProto (checked: opset, types, order); a model
+    of an older opset is converted to 13 first (:func:`upgrade_opset`)."""
+    onnx = _onnx()
+    proto = upgrade_opset(proto)
+    opset = default_opset(proto)
     g = proto.graph
     inits = {_text(t.name, "an initializer's name"): _tensor(onnx, t) for t in g.initializer}
     inputs = [_value_info(onnx, vi) for vi in g.input if vi.name not in inits]

@@ -7,10 +7,8 @@ other tools written against that API run models on qkernels::
     outputs = ReferenceBackend.run_model(model, [x])
 
 ``ReferenceBackend`` runs every node on the ``reference`` backend (numpy, the oracle);
-``CpuBackend`` puts ``cpu`` (qkernels' kernels) first. A model whose default opset is
-older than 13 (the oldest the runner loads) is first converted with
-``onnx.version_converter`` to opset 13, as the runner's error message advises users to
-do; a model the converter cannot handle raises its error.
+``CpuBackend`` puts ``cpu`` (qkernels' kernels) first. A model of an older opset is
+converted to 13 by the runner itself when it loads (``graph.model.upgrade_opset``).
 """
 from __future__ import annotations
 
@@ -24,21 +22,7 @@ try:
 except ImportError as exc:   # pragma: no cover - onnx is a dependency of the graph runner
     raise ImportError("qkernels.graph.onnx_backend needs the onnx package (pip install onnx)") from exc
 
-from .model import MIN_OPSET
 from .session import Session
-
-
-def _default_opset(model: onnx.ModelProto) -> int | None:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-
-
-def upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` itself when its default opset is 13 or later, else its conversion to 13."""
-    version = _default_opset(model)
-    if version is None or version >= MIN_OPSET:
-        return model
-    from onnx import version_converter
-    return version_converter.convert_version(model, MIN_OPSET)
 
 
 class QkernelsRep(BackendRep):
@@ -76,7 +60,6 @@ class ReferenceBackend(Backend):
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> QkernelsRep:
         super().prepare(model, device, **kwargs)        # onnx.checker.check_model
-        model = upgrade(model)
         session = Session(model, backends=list(cls.backends))
         return QkernelsRep(session, [i.name for i in model.graph.input])
 
@@ -111,7 +94,7 @@ class ReferenceBackend(Backend):
             opsets.append(helper.make_opsetid(node.domain, 1))
         model = helper.make_model(helper.make_graph([node], "run_node", graph_inputs, graph_outputs),
                                   opset_imports=opsets)
-        session = Session(upgrade(model), backends=list(cls.backends))
+        session = Session(model, backends=list(cls.backends))
         return namedtupledict("Outputs", [o.name for o in session.get_outputs()])(
             *session.run(None, dict(zip(names, arrays))))
 

@@ -13,7 +13,7 @@ from .backend import Backend, get_backend
 from .errors import RunError
 from .fold import FOLD_LIMIT, fold_constants
 from .ir import ValueInfo
-from .model import load_model, to_graph
+from .model import CONVERTED_KEY, load_model, to_graph
 from .partition import Partition, partition
 from .validate import validate
 
@@ -107,6 +107,8 @@ class Session:
     def explain(self) -> str:
         lines = [f"{len(self._partitions)} partition(s), {len(self.graph.nodes)} node(s) after planning, "
                  f"{len(self.graph.initializers)} constant(s):"]
+        if CONVERTED_KEY in self.graph.metadata:
+            lines.insert(0, f"converted at load from opset {self.graph.metadata[CONVERTED_KEY]} to {self.graph.opset}")
         for k, p in enumerate(self._partitions):
             ops: dict[str, int] = {}
             for n in p.nodes:

@@ -108,6 +108,25 @@ def test_partitions_are_few_when_independent_nodes_allow():
     assert s.partitions == [("toy", ["ma", "mb"]), ("cpu", ["ra", "add"])]
 
 
+def test_older_opsets_and_minus_one_dims_load_as_ort_reads_them():
+    """Exports as people have them: opset 11 converted at load (explain() says so), a
+    -1 dim read as dynamic; results equal the opset-13 model's."""
+    x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+    want = Session(mlp()).run(None, {"x": x})[0]
+    old = mlp(opset=11)
+    old.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    s = Session(old)
+    assert "converted at load from opset 11 to 13" in s.explain()
+    assert s.get_inputs()[0].shape == (None, 4)
+    np.testing.assert_array_equal(s.run(None, {"x": x})[0], want)
+    np.testing.assert_allclose(s.run(None, {"x": x[:1]})[0], want[:1], rtol=1e-6, atol=1e-6)   # GEMV vs GEMM
+    assert old.opset_import[0].version == 11            # the caller's model is left as it was
+    bad = mlp()
+    bad.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -2
+    with pytest.raises(ModelError, match="negative"):
+        Session(bad)
+
+
 def test_bad_models_raise_model_errors(tmp_path):
     good = mlp().SerializeToString()
     with pytest.raises(ModelError, match="protobuf|not a valid"):
@@ -116,8 +135,10 @@ def test_bad_models_raise_model_errors(tmp_path):
         Session(good[: len(good) // 2])                       # truncated
     with pytest.raises(ModelError, match="cannot read"):
         Session(str(tmp_path / "missing.onnx"))
+    no_default = mlp()
+    no_default.opset_import[0].domain = "com.example"
     with pytest.raises(ModelError, match="opset"):
-        Session(mlp(opset=11))
+        Session(no_default)
     cyc = mlp()
     cyc.graph.node[0].input[0] = "y"                           # mm1 reads the output: a cycle
     with pytest.raises(ModelError, match="cycle"):
