@@ -180,26 +180,46 @@ def replayable(data):
     return list(iter_calibration(data, [])) if one_shot else data
 
 
+def _split(feeds: dict, n: int) -> list[dict]:
+    """``feeds`` as [its first ``n`` samples, the rest] when every array shares one leading
+    length above ``n``; else [feeds]."""
+    lens = {len(v) if np.ndim(v) else None for v in feeds.values()}
+    if len(lens) != 1 or None in lens or lens.pop() <= n:
+        return [feeds]
+    return [{k: v[:n] for k, v in feeds.items()}, {k: v[n:] for k, v in feeds.items()}]
+
+
 def calibrate(model, calibration_data, tensors: list[str], method: str = "minmax", progress: bool = True,
-              **observer_options) -> dict:
+              capture=(), capture_samples: int = 8, **observer_options):
     """name -> observer fed with every calibration batch (the float model run on
-    qkernels' graph runner)."""
+    qkernels' graph runner).
+
+    With ``capture`` (tensor names), returns ``(observers, values)``: ``values`` holds the
+    feeds and every tensor of ``tensors`` and ``capture`` for the first
+    ``capture_samples`` samples of the first batch (the first batch is run in two parts
+    for that; every sample is still observed once)."""
     from ..graph import RunError, Session
-    session = Session(with_outputs(model, tensors).SerializeToString())
+    fetch = list(dict.fromkeys([*tensors, *capture]))
+    session = Session(with_outputs(model, fetch).SerializeToString())
     inputs = [i.name for i in session.get_inputs()]
     observers = {t: make_observer(method, **observer_options) for t in tensors}
     batches = calibration_batches(calibration_data, inputs, progress, "calibrating")
-    seen = 0
+    seen, captured = 0, None
     for feeds in batches:
-        try:
-            values = session.run(tensors, feeds)
-        except RunError as exc:
-            raise CalibrationError(f"calibration batch {seen}: {exc}") from None
-        for t, v in zip(tensors, values):
-            if not np.all(np.isfinite(v)):
-                raise CalibrationError(f"calibration batch {seen}: tensor {t!r} holds NaN or Inf")
-            observers[t].update(v)
+        for part in _split(feeds, capture_samples) if capture and captured is None else [feeds]:
+            try:
+                values = session.run(fetch, part)
+            except RunError as exc:
+                raise CalibrationError(f"calibration batch {seen}: {exc}") from None
+            for t, v in zip(fetch, values):
+                if t not in observers:
+                    continue
+                if not np.all(np.isfinite(v)):
+                    raise CalibrationError(f"calibration batch {seen}: tensor {t!r} holds NaN or Inf")
+                observers[t].update(v)
+            if capture and captured is None:
+                captured = {**part, **dict(zip(fetch, values))}
         seen += 1
     if not seen:
         raise CalibrationError("the calibration data is empty")
-    return observers
+    return (observers, captured) if capture else observers

@@ -36,7 +36,7 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-__all__ = ["qrange", "quant_params", "weight_params", "PARAM_DTYPES"]
+__all__ = ["qrange", "quant_params", "weight_params", "fake_quantize", "PARAM_DTYPES"]
 
 PARAM_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16), np.dtype(np.uint16))
 _F32_TINY = float(np.finfo(np.float32).tiny)
@@ -178,3 +178,12 @@ def weight_params(w: ArrayLike, axis: int | None = None, symmetric: bool = True,
         lo, hi = a.min(axis=others), a.max(axis=others)
     s, z = _params(lo, hi, dt, bool(symmetric), bool(reduce_range), bool(power_of_two))
     return s, z.astype(dt)
+
+
+def fake_quantize(x: ArrayLike, scale: float, zero_point: int, dtype: DTypeLike = np.int8) -> np.ndarray:
+    """QuantizeLinear then DequantizeLinear, as ONNX computes them (float32 division,
+    round half to even, saturate to ``dtype``): the value a QDQ pair passes on."""
+    info = np.iinfo(np.dtype(dtype))
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = np.clip(np.rint(np.asarray(x, np.float32) / np.float32(scale)) + zero_point, info.min, info.max)
+    return ((q - zero_point) * np.float32(scale)).astype(np.float32)

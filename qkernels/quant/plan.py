@@ -66,21 +66,6 @@ def quantized_layers(model, op_types, exclude):
              _quantized_output(n, readers)) for n in _selected(model, op_types, exclude)]
 
 
-def name_nodes(model):
-    """Give every unnamed node a unique name (``<op_type>_<index>``), in place, so that
-    reports, ``exclude_nodes`` and the accuracy budget can name each layer."""
-    taken = {n.name for n in model.graph.node if n.name}
-    for k, n in enumerate(model.graph.node):
-        if not n.name:
-            name, j = f"{n.op_type}_{k}", 0
-            while name in taken:
-                j += 1
-                name = f"{n.op_type}_{k}_{j}"
-            n.name = name
-            taken.add(name)
-    return model
-
-
 def check_node_names(model, names) -> None:
     """Every name in ``exclude_nodes`` must name a node: a typo would silently quantize the
     layer the user meant to keep in float. The error lists the nearest names."""

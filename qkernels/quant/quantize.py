@@ -22,11 +22,13 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from .auto import AUTO_SAMPLES, capture_list, choose_ranges
 from .calibration import Batched, CalibrationError, calibrate, replayable
 from .params import quant_params
 from .passes import correct_biases, fold_batch_norm, input_means, search_accuracy_budget
 from .passes import equalize as equalize_pass
-from .plan import DEFAULT_OP_TYPES, check_node_names, name_nodes, plan_tensors, quantized_layers
+from .plan import DEFAULT_OP_TYPES, check_node_names, plan_tensors, quantized_layers
+from .prepare import prepare
 from .qdq import qdq_model, to_fp16
 from .report import build_report, fp16_report
 
@@ -55,6 +57,11 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     mapping, a file or folder) are fed ``batch_size`` samples at a time (default
     :data:`~qkernels.quant.calibration.BATCH_SIZE`, 32) along their leading axis.
 
+    The model is first brought to the form the quantizer plans on
+    (:mod:`qkernels.quant.prepare`: an older opset converted to 13, nodes named, constant
+    subgraphs -- weights in ``Constant`` nodes among them -- folded into initializers,
+    batch norm folded into the Conv before it); the report's ``preprocessing`` says what ran.
+
     Passes (:mod:`qkernels.quant.passes`):
 
     * ``equalize=True``: cross-layer equalisation of ``Conv -> [Relu] -> Conv`` pairs on
@@ -69,7 +76,7 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     from ..graph.model import load_model
     max_drop = _check_options(target, evaluate, max_drop)
     original = load_model(model)
-    proto = name_nodes(fold_batch_norm(original))
+    proto, preprocessing = prepare(original)
     user_exclude = set(exclude_nodes)
     check_node_names(proto, user_exclude)
     if target == "fp16":
@@ -90,8 +97,17 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     if bias_correction or (return_report and measure):
         calibration_data = replayable(calibration_data)
     acts, _, _ = plan_tensors(proto, op_types, user_exclude)
-    observers = calibrate(proto, calibration_data, acts, method, progress, **observer_options)
-    act_params = _activation_params(observers, acts, act_dtype, target == "dsp", reduce_range)
+    dsp, chosen = target == "dsp", None
+    if method == "auto":   # the first samples' values kept for the choice
+        observers, values = calibrate(proto, calibration_data, acts, method, progress,
+                                      capture=capture_list(proto, acts), capture_samples=AUTO_SAMPLES,
+                                      **observer_options)
+        chosen = choose_ranges(proto, values, observers, acts, act_dtype, dsp, reduce_range, dsp)
+        ranges = {name: rng for name, (_, rng) in chosen.items()}
+    else:
+        observers = calibrate(proto, calibration_data, acts, method, progress, **observer_options)
+        ranges = {name: observers[name].range(symmetric=dsp) for name in acts}
+    act_params = _activation_params(ranges, act_dtype, dsp, reduce_range)
     candidates = [n.name for n, *_ in quantized_layers(proto, op_types, user_exclude)]
     means = input_means(proto, calibration_data, candidates, progress) if bias_correction else None
     builder = _Builder(proto, op_types, per_channel, target, act_dtype, act_params, means)
@@ -109,7 +125,8 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     return m, build_report(proto, m, calibration_data, target=target, method=method, settings=settings,
                            act_params=act_params, observers=observers, quantized=builder.last,
                            excluded_nodes=user_exclude, accuracy_budget=budget, equalization=eq_info,
-                           progress=progress, measure_pass=measure)
+                           progress=progress, measure_pass=measure, preprocessing=preprocessing,
+                           chosen_methods=None if chosen is None else {k: m for k, (m, _) in chosen.items()})
 
 
 def _check_options(target: str, evaluate, max_drop) -> float:
@@ -131,12 +148,11 @@ def _activation_dtype(target: str, activation_dtype) -> np.dtype:
     return act_dtype
 
 
-def _activation_params(observers: dict, acts, act_dtype, dsp: bool, reduce_range: bool) -> dict:
-    """tensor -> (scale, zero point, lo, hi) from each observer's range (``dsp``: symmetric,
+def _activation_params(ranges: dict, act_dtype, dsp: bool, reduce_range: bool) -> dict:
+    """tensor -> (scale, zero point, lo, hi) from each tensor's range (``dsp``: symmetric,
     power-of-two scales)."""
     params = {}
-    for name in acts:
-        lo, hi = observers[name].range(symmetric=dsp)
+    for name, (lo, hi) in ranges.items():
         scale, zp = quant_params(lo, hi, act_dtype, symmetric=dsp, reduce_range=reduce_range, power_of_two=dsp)
         params[name] = (scale, zp, lo, hi)
     return params

@@ -20,6 +20,8 @@
     weight's SQNR. The layer with the largest drop is the one that hurts.
 ``outputs`` -- per model output: ``sqnr_db``, ``cosine``, ``max_abs_error``,
     ``mean_error``.
+``preprocessing`` -- what :mod:`qkernels.quant.prepare` did to the float model before
+    calibration (opset conversion, constant folding, batch-norm folding), a line each.
 ``float_nodes`` -- the nodes of the quantized operator types left in float (``exclude_nodes``
     and the accuracy budget's choices); ``accuracy_budget``, ``equalization`` and
     ``bias_correction`` -- what those passes did (None when not run).
@@ -40,6 +42,7 @@ import numpy as np
 
 from .calibration import calibration_batches
 from .graphutil import with_outputs
+from .params import fake_quantize
 from .plan import quantized_layers
 from .weights import dequantize_weight, quantize_weight, range_spread
 
@@ -96,15 +99,6 @@ class _Compare:
         return self.err / self.n if self.n else 0.0
 
 
-def _fake_quant(x: np.ndarray, scale: float, zp: int, dtype) -> np.ndarray:
-    """QuantizeLinear then DequantizeLinear, as ONNX computes them (float32 division, round
-    half to even, saturate to the type)."""
-    info = np.iinfo(dtype)
-    with np.errstate(over="ignore", invalid="ignore"):
-        q = np.clip(np.rint(np.asarray(x, np.float32) / np.float32(scale)) + zp, info.min, info.max)
-    return ((q - zp) * np.float32(scale)).astype(np.float32)
-
-
 def measure(float_model, quant_model, calibration_data, act_params: dict, act_dtype, progress: bool = False):
     """Run the float and the quantized model on every calibration batch (qkernels' runner)
     and compare: per quantized activation (``act_params``: name -> (scale, zero point,
@@ -132,7 +126,7 @@ def measure(float_model, quant_model, calibration_data, act_params: dict, act_dt
             scale, zp, lo, hi = act_params[n]
             x = fv[n]
             e2e[n].add(x, qv[qn])
-            own[n].add(x, _fake_quant(x, scale, zp, act_dtype))
+            own[n].add(x, fake_quantize(x, scale, zp, act_dtype))
             clipped[n] += int(np.count_nonzero((x < min(lo, 0.0)) | (x > max(hi, 0.0))))
         for o in float_outputs:
             outs[o].add(fv[o], qv[o])
@@ -164,7 +158,8 @@ def fp16_report() -> dict:
 
 def build_report(float_model, quant_model, calibration_data, *, target: str, method: str, settings: dict,
                  act_params: dict, observers: dict, quantized, excluded_nodes, accuracy_budget, equalization,
-                 progress: bool = False, measure_pass: bool = True) -> dict:
+                 progress: bool = False, measure_pass: bool = True, preprocessing=(),
+                 chosen_methods: dict | None = None) -> dict:
     """The report of :func:`qkernels.quant.quantize_model` (the layout is this module's
     docstring): ``float_model`` the float model the quantizer planned on (batch norm
     folded, equalised), ``act_params`` tensor -> (scale, zero point, lo, hi) of every
@@ -183,14 +178,14 @@ def build_report(float_model, quant_model, calibration_data, *, target: str, met
     float_nodes = [n.name for n in float_model.graph.node
                    if n.op_type in settings["op_types"] and n.name in quantized.exclude]
     return {"target": target, "method": method, "batches": batches, "settings": settings,
-            "tensors": _tensor_entries(float_model, quantized.acts, act_params, observers, stats),
+            "tensors": _tensor_entries(float_model, quantized.acts, act_params, observers, stats, chosen_methods),
             "weights": weights, "layers": layers, "outputs": outputs,
             "float_nodes": float_nodes, "excluded_nodes": sorted(excluded_nodes),
             "accuracy_budget": accuracy_budget, "equalization": equalization,
-            "bias_correction": quantized.bias_correction}
+            "bias_correction": quantized.bias_correction, "preprocessing": list(preprocessing)}
 
 
-def _tensor_entries(model, acts, act_params: dict, observers: dict, stats: dict) -> list[dict]:
+def _tensor_entries(model, acts, act_params: dict, observers: dict, stats: dict, chosen: dict | None) -> list[dict]:
     producer = {o: n.name for n in model.graph.node for o in n.output}
     readers: dict[str, list] = {}
     for n in model.graph.node:
@@ -202,7 +197,7 @@ def _tensor_entries(model, acts, act_params: dict, observers: dict, stats: dict)
         tensors.append({"tensor": name, "scale": float(scale), "zero_point": int(zp), "range": [float(lo), float(hi)],
                         "min": float(observers[name].min), "max": float(observers[name].max),
                         "producer": producer.get(name, ""), "consumers": readers.get(name, []),
-                        **stats.get(name, {})})
+                        **({"method": chosen[name]} if chosen else {}), **stats.get(name, {})})
     return tensors
 
 
@@ -250,7 +245,7 @@ def format_summary(report: dict, worst: int = 5) -> str:
                                                      for la in top))
     fl = report.get("float_nodes") or []
     lines.append(f"kept in float: {', '.join(fl) if fl else 'none'}")
-    passes = ("accuracy budget", "equalized", "not equalized", "bias correction")   # what the passes did
+    passes = ("pre-processing", "accuracy budget", "equalized", "not equalized", "bias correction")   # what the passes did
     lines += [line for line in format_report(report).splitlines() if line.startswith(passes)]
     return "\n".join(lines)
 
@@ -310,6 +305,8 @@ def format_report(report: dict) -> str:
                      f"{low.get('clip_fraction', 0) * 100:.3f} % clipped)")
     fl = report.get("float_nodes") or []
     lines.append(f"kept in float: {', '.join(fl) if fl else 'none'}")
+    for step in report.get("preprocessing") or []:
+        lines.append(f"pre-processing: {step}")
     ab = report.get("accuracy_budget")
     if ab:
         lines.append(f"accuracy budget: float {ab['float_score']:.6g}, all quantized {ab['quantized_score']:.6g}, "

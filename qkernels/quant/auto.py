@@ -1,0 +1,97 @@
+"""``method="auto"``: per tensor, the calibration method whose range hurts least where
+it matters -- at the outputs of the nodes that read the tensor.
+
+Every activation is observed once by an :class:`~qkernels.quant.observers.AutoObserver`
+(one histogram, from which min-max, percentile, entropy and MSE each give a range).
+Then, on the first :data:`AUTO_SAMPLES` samples of the calibration data, each tensor
+``x`` is quantized with each candidate range (a QDQ round trip, the tensor's own
+scale and zero point), its consumers are run on the reference operators with that
+value and every other input in float, and the candidate with the least relative
+squared error summed over the consumers' outputs,
+
+    sum_c |f_c(Q(x)) - f_c(x)|^2 / |f_c(x)|^2,
+
+wins (the first listed on ties). A tensor no node reads (a model output) is judged by
+its own error. The consumer's view matters because the tensor's own error (what the
+MSE range minimises) weighs every value alike: a convolution with large weights on a
+few channels, or a HardSigmoid gate whose slope is steep in a narrow band, does not.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .params import fake_quantize, quant_params
+
+__all__ = ["AUTO_SAMPLES", "capture_list", "choose_ranges"]
+
+#: calibration samples the choice runs on (the first ones)
+AUTO_SAMPLES = 8
+
+
+def _relative_error(ref: dict, got: dict) -> float:
+    err = 0.0
+    for name, y in ref.items():
+        y = np.asarray(y).reshape(-1)
+        e = np.asarray(got[name]).reshape(-1) - y
+        energy = float(np.dot(y, y))
+        err += float(np.dot(e, e)) / energy if energy > 0 else float(np.dot(e, e))
+    return err
+
+
+def _readers(graph) -> dict:
+    readers: dict[str, list] = {}
+    for node in graph.nodes:
+        for i in dict.fromkeys(i for i in node.inputs if i):
+            readers.setdefault(i, []).append(node)
+    return readers
+
+
+def capture_list(model, acts) -> list[str]:
+    """The tensors :func:`choose_ranges` needs besides ``acts``: every non-constant input
+    of the nodes that read them (:func:`~qkernels.quant.calibration.calibrate` captures
+    them on the first samples)."""
+    from ..graph.model import to_graph
+    graph = to_graph(model)
+    readers = _readers(graph)
+    return list(dict.fromkeys(i for a in acts for n in readers.get(a, []) for i in n.inputs
+                              if i and i not in graph.initializers))
+
+
+def choose_ranges(model, values: dict, observers: dict, acts, act_dtype, symmetric: bool,
+                  reduce_range: bool, power_of_two: bool) -> dict:
+    """tensor -> (method, (lo, hi)) for every name in ``acts``: ``values`` the float
+    values of the first samples (the feeds, ``acts`` and :func:`capture_list`),
+    ``observers`` their AutoObservers; the other arguments as
+    :func:`~qkernels.quant.params.quant_params`."""
+    from ..graph.backends.reference import run_node
+    from ..graph.model import to_graph
+    graph = to_graph(model)
+    readers = _readers(graph)
+    scope = {**graph.initializers, **values}
+    chosen = {}
+    for name in acts:
+        cands, grids = {}, {}
+        for method, (lo, hi) in observers[name].candidates(symmetric).items():
+            grid = quant_params(lo, hi, act_dtype, symmetric=symmetric, reduce_range=reduce_range,
+                                power_of_two=power_of_two)
+            if grid not in grids.values():      # ranges that give the same grid are tried once
+                cands[method], grids[method] = (lo, hi), grid
+        if len(cands) == 1:
+            chosen[name] = next(iter(cands.items()))
+            continue
+        x = scope[name]
+        consumers = readers.get(name, [])
+        base = [run_node(n, scope) for n in consumers]   # the reference operators, as the trials
+        best = None
+        for method, (lo, hi) in cands.items():
+            scale, zp = grids[method]
+            xq = fake_quantize(x, scale, zp, act_dtype)
+            if consumers:
+                trial = {**scope, name: xq}
+                err = sum(_relative_error(ref, run_node(n, trial)) for n, ref in zip(consumers, base))
+            else:
+                err = _relative_error({name: x}, {name: xq})
+            if best is None or err < best[0]:
+                best = (err, method, (lo, hi))
+        chosen[name] = best[1:]
+    return chosen
