@@ -111,7 +111,8 @@ def qk_quantize(path: Path, calib: np.ndarray, method: str, **options):
     return m, time.perf_counter() - t
 
 
-def study(models, methods, n_calib: int, n_eval: int, runner: str = "ort") -> list[dict]:
+def study(models, methods, n_calib: int, n_eval: int, runner: str = "ort", keep_float: int = 0,
+          **options) -> list[dict]:
     paths = real_models.fetch()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,7 +124,7 @@ def study(models, methods, n_calib: int, n_eval: int, runner: str = "ort") -> li
             run = run_qk if runner == "qkernels" else run_ort
             for method in methods:
                 row = {"model": model, "method": method}
-                q, row["qk_seconds"] = qk_quantize(paths[model], calib, method)
+                q, row["qk_seconds"] = qk_quantize(paths[model], calib, method, keep_float=keep_float, **options)
                 got = run(q, held)
                 row["qk_sqnr_db"], row["qk_agree"] = sqnr(ref, got), agreement(model, ref, got)
                 if method in ORT_METHODS:
@@ -152,11 +153,14 @@ def main(argv=None) -> int:
     p.add_argument("--eval", type=int, default=64, help="held-out inputs (default 64)")
     p.add_argument("--runner", choices=("ort", "qkernels"), default="ort",
                    help="the engine that runs qkernels' quantized models (default ort, as for ORT's)")
+    p.add_argument("--keep-float", type=int, default=0, help="qkernels keeps this many layers in float")
+    p.add_argument("--bias-correction", action="store_true", help="qkernels corrects biases")
     p.add_argument("--json", help="write the rows to this file")
     a = p.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     print(f"{'model':<11}{'method':<11}{'qkernels: SQNR, agree, time':<30}| ORT quantize_static")
-    rows = study(a.models, a.methods, a.calib, a.eval, a.runner)
+    rows = study(a.models, a.methods, a.calib, a.eval, a.runner, a.keep_float,
+                 **({"bias_correction": True} if a.bias_correction else {}))
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1) + "\n")
     return 0

@@ -8,7 +8,8 @@ folded, ``-1`` and symbolic input dims) -- not made for us.
   cache folder and unpacks the three ``.onnx`` files (about 16 MB); nothing here runs in
   CI, and nothing in the library downloads anything;
 * :func:`samples` makes their inputs: text lines drawn with Pillow (random words, digits
-  and punctuation in the default font at several sizes, grey levels, noise, half of the
+  and punctuation in DejaVu Sans, Serif or Mono where the system has them, else Pillow's
+  default font, at several sizes, grey levels, noise, half of the
   classifier's lines turned 180 degrees), preprocessed as rapidocr does
   (``(x / 255 - 0.5) / 0.5``, height 48, right-padded with zeros; the detector gets pages
   of lines, sides multiples of 32);
@@ -68,11 +69,24 @@ def _text(rng) -> str:
     return text.upper() if rng.random() < 0.2 else text
 
 
+#: fonts drawn with, where the system has them (else Pillow's own default font)
+FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
+         "/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf")
+
+
+def _font(rng, size: int):
+    from PIL import ImageFont
+    found = [f for f in FONTS if os.path.exists(f)]
+    if found:
+        return ImageFont.truetype(found[int(rng.integers(0, len(found)))], size)
+    return ImageFont.load_default(size=size)
+
+
 def _line(rng, text: str, height: int):
     """A grey image of one text line (numpy uint8, 3 channels), ``height`` rows."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
     size = int(rng.integers(height // 2, height - 6))
-    font = ImageFont.load_default(size=size)
+    font = _font(rng, size)
     left, top, right, bottom = font.getbbox(text)
     w, h = right - left + 2 * int(rng.integers(2, 10)), height
     bg, fg = int(rng.integers(170, 256)), int(rng.integers(0, 90))

@@ -196,7 +196,7 @@ def _quantize(args) -> int:
     elif args.plot:
         print(format_report(report))
     else:
-        print(f"quantized {len(report.get('layers', []))} layers ({report.get('target')}, {report.get('method')} "
+        print(f"quantized {sum(la.get('quantized', True) for la in report.get('layers', []))} layers ({report.get('target')}, {report.get('method')} "
               f"calibration); kept in float: {', '.join(report.get('float_nodes', [])) or 'none'}. "
               "--report FILE measures SQNR per tensor and layer against float")
     if args.report:

@@ -169,3 +169,36 @@ def test_constant_node_weights_are_quantized_as_weights_after_folding():
     a = Session(q_init).run(None, {"x": x})[0]
     b = Session(q_const).run(None, {"x": x})[0]
     np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- the report's culprit
+
+def test_report_names_the_add_that_costs_the_outputs_not_the_first_layer():
+    """An Add whose output range is set by one huge channel the next layer ignores: its
+    per-tensor grid wipes out the channels that matter. The first layer's drop (an
+    exact input to a rounded output) is larger, but the Add costs the outputs most."""
+    from qkernels.quant import format_report
+    from qkernels.quant.report import culprits
+    rng = np.random.default_rng(6)
+    w1 = rng.standard_normal((4, 8)).astype(np.float32)
+    c = np.zeros(8, np.float32)
+    c[7] = 1000.0
+    w2 = rng.standard_normal((8, 2)).astype(np.float32)
+    w2[7] = 0.0
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="first"),
+             helper.make_node("Add", ["h", "c"], ["t"], name="offset"),
+             helper.make_node("MatMul", ["t", "w2"], ["y"], name="last")]
+    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+                          [numpy_helper.from_array(v, k) for k, v in (("w1", w1), ("c", c), ("w2", w2))])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    x = (rng.integers(-8, 8, (64, 4)) / 8).astype(np.float32)     # exact on the int8 grid of its range
+    _, r = quantize_model(model, {"x": x}, progress=False, return_report=True)
+    assert culprits(r)[0]["tensor"] == "t" and culprits(r)[0]["producer"] == "offset"
+    rows = {la["node"]: la for la in r["layers"]}
+    assert rows["offset"]["quantized"] is False and rows["offset"]["op_type"] == "Add"
+    assert rows["first"]["sqnr_drop_db"] is None          # exact input: no drop to name, no inf
+    text = format_report(r)
+    marked = [line for line in text.splitlines() if "<- costs the outputs most" in line]
+    assert len(marked) == 1 and marked[0].startswith("offset")
+    assert " inf" not in text

@@ -108,7 +108,15 @@ def test_report_has_every_field_per_tensor_weight_layer_and_output(digits_report
     assert {t["tensor"]: t["producer"] for t in r["tensors"]}["r1"] == "relu1"
     assert [w["node"] for w in r["weights"]] == ["conv1", "conv2", "fc"]
     assert all(w["sqnr_db"] > 30 and w["axis"] is not None for w in r["weights"])
-    assert [la["node"] for la in r["layers"]] == ["conv1", "conv2", "fc"]
+    # the quantized layers, and every other node writing a quantized tensor (Flatten writes f)
+    assert [(la["node"], la["quantized"]) for la in r["layers"]] == \
+        [("conv1", True), ("conv2", True), ("flatten", False), ("fc", True)]
+    flatten = r["layers"][2]
+    assert flatten["input"] == "r2" and flatten["input_sqnr_db"] == r["tensors"][2]["sqnr_db"]
+    assert all(la["sqnr_drop_db"] is None or math.isfinite(la["sqnr_drop_db"]) for la in r["layers"])
+    # each tensor's cost alone: below the exact output, above the all-quantized output
+    for t in r["tensors"]:
+        assert r["outputs"][0]["sqnr_db"] - 0.5 <= t["alone_sqnr_db"], t
     conv2 = r["layers"][1]
     assert conv2["input"] == "r1" and conv2["output"] == "r2"
     assert conv2["sqnr_drop_db"] == pytest.approx(conv2["input_sqnr_db"] - conv2["output_sqnr_db"])
@@ -146,7 +154,7 @@ def test_report_table_names_every_tensor_and_the_worst_layer(digits_report):
     text = format_report(r)
     for name in ("input", "r1", "r2", "logits", "conv1", "conv2", "fc", "SQNR", "cosine", "clip %"):
         assert name in text
-    assert text.count("<- largest drop") == 1
+    assert text.count("<- costs the outputs most") == 1
     assert "kept in float: none" in text
 
 

@@ -482,7 +482,7 @@ def _corrected_matmul_bias(node, eps: np.ndarray, mean: _Mean, inits: dict, read
 
 def search_accuracy_budget(build: Callable[[set], object], evaluate: Callable[[object], float],
                            candidates: list[str], float_score: float, max_drop: float,
-                           always_float: Iterable[str] = ()):
+                           always_float: Iterable[str] = (), sensitivity: dict | None = None):
     """Greedily keep layers in float until ``evaluate(model) >= float_score - max_drop``.
 
     ``build(exclude)`` gives the quantized model with the node names in ``exclude`` left
@@ -498,7 +498,8 @@ def search_accuracy_budget(build: Callable[[set], object], evaluate: Callable[[o
     Returns ``(model, info)``: ``info`` has ``float_score``, ``quantized_score`` (all
     candidates quantized), ``final_score``, ``max_drop``, ``met``, ``kept_float``
     (in the order chosen), ``sensitivity`` (node -> drop; empty when not needed),
-    ``steps`` and ``evaluations``.
+    ``steps`` and ``evaluations``. A given ``sensitivity`` (node -> how much quantizing
+    it alone costs, larger is worse) is used instead of measuring it with ``evaluate``.
     """
     base = set(always_float)
     candidates = [c for c in candidates if c not in base]
@@ -518,7 +519,7 @@ def search_accuracy_budget(build: Callable[[set], object], evaluate: Callable[[o
     info = {"float_score": float(float_score), "quantized_score": s, "final_score": s, "max_drop": float(max_drop),
             "met": True, "kept_float": [], "sensitivity": {}, "steps": [{"kept_float": [], "score": s}]}
     threshold = float_score - max_drop
-    sensitivity: dict[str, float] = {}
+    sensitivity = dict(sensitivity or {})
     while s < threshold:
         remaining = [c for c in candidates if c not in exclude]
         if not remaining:

@@ -22,7 +22,7 @@ def _quantized_output(node, readers: dict) -> str:
     return node.output[0]
 
 
-def _weight_axis(node) -> int:
+def weight_axis(node) -> int:
     """The output-channel axis of a weight: Conv (O, I, ...) 0, MatMul (K, N) 1, Gemm 1
     or 0 with transB."""
     if node.op_type == "Conv":
@@ -48,7 +48,7 @@ def plan_tensors(model, op_types, exclude, per_channel: bool = True):
         if x not in inits:
             acts.append(x)
         if w in inits:
-            weights[w] = (n, _weight_axis(n) if per_channel else None)
+            weights[w] = (n, weight_axis(n) if per_channel else None)
         elif w:
             acts.append(w)
         if len(n.input) > 2 and n.input[2] in inits and n.op_type in ("Conv", "Gemm") and w in inits:

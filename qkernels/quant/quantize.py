@@ -16,6 +16,7 @@ Targets (docs/quant.md):
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -27,10 +28,11 @@ from .calibration import Batched, CalibrationError, calibrate, replayable
 from .params import quant_params
 from .passes import correct_biases, fold_batch_norm, input_means, search_accuracy_budget
 from .passes import equalize as equalize_pass
-from .plan import DEFAULT_OP_TYPES, check_node_names, plan_tensors, quantized_layers
+from .plan import DEFAULT_OP_TYPES, check_node_names, plan_tensors, quantized_layers, weight_axis
 from .prepare import prepare
 from .qdq import qdq_model, to_fp16
 from .report import build_report, fp16_report
+from .sensitivity import Probe, output_sqnr
 
 __all__ = ["TARGETS", "DEFAULT_OP_TYPES", "quantize_model", "CalibrationError", "calibrate", "fold_batch_norm"]
 
@@ -42,7 +44,8 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
                    op_types: Iterable[str] = DEFAULT_OP_TYPES, exclude_nodes: Iterable[str] = (),
                    progress: bool = True, return_report: bool = False, bias_correction: bool = False,
                    equalize: bool = False, evaluate=None, max_drop: float = 0.01, batch_size: int | None = None,
-                   measure: bool = True, **observer_options):
+                   measure: bool = True, keep_float: int = 0, min_sqnr_db: float | None = None,
+                   **observer_options):
     """Quantize a float ONNX model (path, bytes or ModelProto) post-training.
 
     Returns an ``onnx.ModelProto`` in QDQ form (save it with ``onnx.save``), or
@@ -72,9 +75,19 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
       while the quantized model scores below ``fn(float model) - max_drop``, the most
       sensitive remaining layer (largest score drop when it alone is quantized) is kept
       in float and the model rebuilt from the same calibration (no recalibration).
+
+    Keeping the worst layers in float without writing ``evaluate``
+    (:mod:`qkernels.quant.sensitivity`: each layer quantized alone on the first
+    calibration samples, its cost the model outputs' SQNR against float):
+
+    * ``keep_float=N``: the ``N`` layers whose quantization alone costs the outputs most
+      stay in float;
+    * ``min_sqnr_db=X``: layers stay in float, the most costly first, until the
+      quantized model's outputs are within ``X`` dB SQNR of float's (measured on those
+      samples after each step).
     """
     from ..graph.model import load_model
-    max_drop = _check_options(target, evaluate, max_drop)
+    max_drop = _check_options(target, evaluate, max_drop, keep_float, min_sqnr_db)
     original = load_model(model)
     proto, preprocessing = prepare(original)
     user_exclude = set(exclude_nodes)
@@ -111,11 +124,30 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     candidates = [n.name for n, *_ in quantized_layers(proto, op_types, user_exclude)]
     means = input_means(proto, calibration_data, candidates, progress) if bias_correction else None
     builder = _Builder(proto, op_types, per_channel, target, act_dtype, act_params, means)
-    if evaluate is None:
-        m, budget = builder.build(user_exclude), None
-    else:
+    always_float, sensitivity = set(user_exclude), None
+    if keep_float or min_sqnr_db is not None:
+        probe = Probe(proto, calibration_data)
+        sensitivity = {n.name: -probe.layer_alone(x, w, _axis(builder, n), y, act_params, act_dtype, dsp)
+                       for n, x, w, y in quantized_layers(proto, op_types, user_exclude)}
+        worst = sorted(sensitivity, key=lambda c: -sensitivity[c])[:keep_float]
+        always_float |= set(worst)
+    if evaluate is not None:
         m, budget = search_accuracy_budget(builder.build, evaluate, candidates, float(evaluate(original)), max_drop,
-                                           always_float=user_exclude)
+                                           always_float=always_float)
+    elif min_sqnr_db is not None:
+        def score(model):
+            from ..graph import Session
+            return output_sqnr(probe.reference, dict(zip(probe.outputs, Session(model.SerializeToString()).run(
+                probe.outputs, {k: probe.scope[k] for k in probe_inputs}))))
+        probe_inputs = [i.name for i in proto.graph.input if i.name not in probe.graph.initializers]
+        m, budget = search_accuracy_budget(builder.build, score, candidates, float(min_sqnr_db), 0.0,
+                                           always_float=always_float, sensitivity=sensitivity)
+        budget.update(metric="output SQNR dB vs float", min_sqnr_db=budget.pop("float_score"))
+    else:
+        m, budget = builder.build(always_float), None
+    if keep_float:
+        budget = {**(budget or {}), "keep_float": keep_float, "kept_float_by_rank": worst,
+                  "sensitivity_sqnr_db": {k: -v for k, v in sensitivity.items()}}
     if not return_report:
         return m
     # the search's last build is the model it returns: ``builder.last`` describes that one
@@ -129,10 +161,18 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
                            chosen_methods=None if chosen is None else {k: m for k, (m, _) in chosen.items()})
 
 
-def _check_options(target: str, evaluate, max_drop) -> float:
+def _check_options(target: str, evaluate, max_drop, keep_float, min_sqnr_db) -> float:
     """Refuse a bad option before any work; returns ``max_drop`` as a float."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if isinstance(keep_float, bool) or not isinstance(keep_float, int) or keep_float < 0:
+        raise ValueError(f"keep_float must be an int >= 0, got {keep_float!r}")
+    if min_sqnr_db is not None:
+        if evaluate is not None:
+            raise ValueError("give either evaluate= (your metric, with max_drop=) or min_sqnr_db= (output SQNR "
+                             "against float), not both")
+        if not isinstance(min_sqnr_db, (int, float)) or isinstance(min_sqnr_db, bool) or not math.isfinite(min_sqnr_db):
+            raise ValueError(f"min_sqnr_db must be a finite number of dB, got {min_sqnr_db!r}")
     if evaluate is not None and not callable(evaluate):
         raise TypeError(f"evaluate must be a function model -> score, got {type(evaluate).__name__}")
     max_drop = float(max_drop)
@@ -186,3 +226,8 @@ class _Builder:
         q = qdq_model(src, {k: self.act_params[k][:2] for k in acts}, weights, biases, self.target, self.act_dtype)
         self.last = _Quantized(acts, weights, set(exclude), bc)
         return q
+
+
+def _axis(builder: _Builder, node):
+    """The axis a layer's weight is quantized along (None: per tensor)."""
+    return weight_axis(node) if builder.per_channel else None

@@ -11,13 +11,20 @@
     quantization parameters are), ``sqnr_db`` and ``cosine`` (the quantized model's
     dequantized value against the float model's, end to end: every upstream error
     included), ``own_sqnr_db`` (the float value quantized and dequantized with this
-    tensor's own scale and zero point: its rounding and clipping alone), ``mean_error``.
+    tensor's own scale and zero point: its rounding and clipping alone),
+    ``alone_sqnr_db`` (the model outputs' SQNR when this tensor alone is quantized, on
+    the first calibration samples: what it costs the outputs, :mod:`.sensitivity`),
+    ``mean_error``, and with ``method="auto"`` the ``method`` chosen for it.
 ``weights`` -- per quantized weight: ``tensor``, ``node``, ``axis`` (None: per tensor),
     ``scale_min``/``scale_max``, ``sqnr_db``, ``cosine`` and ``range_spread`` (largest
     over smallest per-channel range).
-``layers`` -- per quantized node: its input and output tensors, their end-to-end SQNR,
-    ``sqnr_drop_db`` (input minus output: what this layer adds to the error) and its
-    weight's SQNR. The layer with the largest drop is the one that hurts.
+``layers`` -- per quantized node (``quantized`` true) and per other node writing a
+    quantized tensor (Add, Mul, Concat, ...: ``quantized`` false, its input SQNR the worst
+    of its measured inputs): input and output tensors, their end-to-end SQNR,
+    ``sqnr_drop_db`` (input minus output when both are finite: what the node adds to the
+    error), ``alone_sqnr_db`` of its output and its weight's SQNR. The culprit is the row
+    of lowest ``alone_sqnr_db`` (:func:`culprits` ranks the tensors): a first layer's
+    large drop whose error later layers damp ranks low.
 ``outputs`` -- per model output: ``sqnr_db``, ``cosine``, ``max_abs_error``,
     ``mean_error``.
 ``preprocessing`` -- what :mod:`qkernels.quant.prepare` did to the float model before
@@ -46,7 +53,7 @@ from .params import fake_quantize
 from .plan import quantized_layers
 from .weights import dequantize_weight, quantize_weight, range_spread
 
-__all__ = ["build_report", "format_report", "format_summary", "save_report", "load_report", "plot_report", "sqnr_db", "cosine"]
+__all__ = ["build_report", "culprits", "format_report", "format_summary", "save_report", "load_report", "plot_report", "sqnr_db", "cosine"]
 
 
 def sqnr_db(signal: float, noise: float) -> float:
@@ -174,7 +181,10 @@ def build_report(float_model, quant_model, calibration_data, *, target: str, met
     stats, outputs, batches = measure(float_model, quant_model, calibration_data, used, act_dtype, progress) \
         if measure_pass else ({}, [], None)
     weights = _weight_entries(float_model, quantized.weights, pow2)
-    layers = _layer_entries(float_model, settings["op_types"], quantized.exclude, stats, weights)
+    alone = _alone_costs(float_model, calibration_data, used, act_dtype, progress) if measure_pass else {}
+    for name, value in alone.items():
+        stats.setdefault(name, {})["alone_sqnr_db"] = value
+    layers = _layer_entries(float_model, settings["op_types"], quantized.exclude, stats, weights, list(used))
     float_nodes = [n.name for n in float_model.graph.node
                    if n.op_type in settings["op_types"] and n.name in quantized.exclude]
     return {"target": target, "method": method, "batches": batches, "settings": settings,
@@ -209,16 +219,57 @@ def _weight_entries(model, weights: dict, pow2: bool) -> list[dict]:
             for w, (node, axis) in weights.items()]
 
 
-def _layer_entries(model, op_types, exclude, stats: dict, weights: list[dict]) -> list[dict]:
+def _alone_costs(model, calibration_data, act_params: dict, act_dtype, progress: bool) -> dict:
+    """tensor -> output SQNR (dB) with only that tensor quantized (:mod:`.sensitivity`)."""
+    from .sensitivity import Probe
+    probe = Probe(model, calibration_data)
+    names = list(act_params)
+    if progress:
+        from tqdm import tqdm
+        names = tqdm(names, desc="cost of each tensor alone", unit="tensor")
+    return {n: probe.tensor_alone(n, *act_params[n][:2], act_dtype) for n in names}
+
+
+def _drop(ins, outs):
+    """Input minus output SQNR, when both are finite (an exact input has no drop to name)."""
+    if ins is None or outs is None or not (math.isfinite(ins) and math.isfinite(outs)):
+        return None
+    return ins - outs
+
+
+def _layer_entries(model, op_types, exclude, stats: dict, weights: list[dict], acts: list) -> list[dict]:
+    """One row per node that writes a quantized tensor or is a quantized layer, in graph
+    order: the quantized layers (input, weight, output) and the other producers (Add,
+    Mul, Concat, ...: their inputs' worst SQNR against their output's)."""
     w_by_node = {x["node"]: x for x in weights}
+    layer_of = {node.name: (x, w, y) for node, x, w, y in quantized_layers(model, op_types, exclude)}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    fused = {y for _, _, y in layer_of.values()}      # a fused Relu/Clip's output belongs to its layer's row
+    writes = {producer[t].name: t for t in acts if t in producer and t not in fused}
     layers = []
-    for node, x, w, y in quantized_layers(model, op_types, exclude):
-        ins, outs = stats.get(x, {}).get("sqnr_db"), stats.get(y, {}).get("sqnr_db")
-        drop = None if ins is None or outs is None or (math.isinf(ins) and ins == outs) else ins - outs
+    for node in model.graph.node:
+        if node.name in layer_of:
+            x, w, y = layer_of[node.name]
+            ins = stats.get(x, {}).get("sqnr_db")
+        elif node.name in writes:
+            y, w = writes[node.name], None
+            measured = [stats[i]["sqnr_db"] for i in node.input if "sqnr_db" in stats.get(i, {})]
+            x, ins = ", ".join(i for i in node.input if i in stats) or None, min(measured) if measured else None
+        else:
+            continue
+        outs = stats.get(y, {}).get("sqnr_db")
         layers.append({"node": node.name, "op_type": node.op_type, "input": x, "output": y, "weight": w,
-                       "input_sqnr_db": ins, "output_sqnr_db": outs, "sqnr_drop_db": drop,
+                       "quantized": node.name in layer_of, "input_sqnr_db": ins, "output_sqnr_db": outs,
+                       "sqnr_drop_db": _drop(ins, outs), "alone_sqnr_db": stats.get(y, {}).get("alone_sqnr_db"),
                        "weight_sqnr_db": w_by_node.get(node.name, {}).get("sqnr_db")})
     return layers
+
+
+def culprits(report: dict, n: int = 5) -> list[dict]:
+    """The ``n`` quantized tensors that cost the model's outputs most when each alone is
+    quantized (lowest ``alone_sqnr_db``), worst first."""
+    known = [t for t in report.get("tensors") or [] if t.get("alone_sqnr_db") is not None]
+    return sorted(known, key=lambda t: t["alone_sqnr_db"])[:n]
 
 
 # ---------------------------------------------------------------- output
@@ -227,7 +278,7 @@ def _f(v, fmt: str) -> str:
     if v is None:
         return "-"
     if isinstance(v, float) and math.isinf(v):
-        return "inf" if v > 0 else "-inf"
+        return "exact" if v > 0 else "-inf"        # an SQNR of inf: no error at all
     return format(v, fmt)
 
 
@@ -237,12 +288,11 @@ def format_summary(report: dict, worst: int = 5) -> str:
     lines = [format_report({k: report.get(k) for k in ("target", "method", "batches", "settings")}).splitlines()[0]]
     for o in (report.get("outputs") or [])[:3]:
         lines.append(f"output {o['tensor']}: SQNR {_f(o['sqnr_db'], '.1f')} dB, cosine {_f(o['cosine'], '.6f')}")
-    known = [la for la in report.get("layers") or []
-             if la.get("sqnr_drop_db") is not None and math.isfinite(la["sqnr_drop_db"])]
-    if known:
-        top = sorted(known, key=lambda la: -la["sqnr_drop_db"])[:worst]
-        lines.append("largest SQNR drops: " + ", ".join(f"{la['node']} ({la['op_type']}) {la['sqnr_drop_db']:.1f} dB"
-                                                     for la in top))
+    top = culprits(report, worst)
+    if top:
+        lines.append("costliest tensors (output SQNR with each alone quantized): "
+                     + ", ".join(f"{t['tensor']} from {t.get('producer') or '(input)'} {_f(t['alone_sqnr_db'], '.1f')} dB"
+                                 for t in top))
     fl = report.get("float_nodes") or []
     lines.append(f"kept in float: {', '.join(fl) if fl else 'none'}")
     passes = ("pre-processing", "accuracy budget", "equalized", "not equalized", "bias correction")   # what the passes did
@@ -265,13 +315,15 @@ def format_report(report: dict) -> str:
     tensors = report.get("tensors", [])
     if tensors:
         lines.append("")
-        lines.append(f"{'activation':<28}{'producer':<16}{'scale':>11}{'zp':>6}{'clip %':>8}{'SQNR dB':>9}"
-                     f"{'own dB':>8}{'cosine':>9}")
+        lines.append(f"{'activation':<28}{'producer':<16}{'method':<11}{'scale':>11}{'zp':>6}{'clip %':>8}"
+                     f"{'SQNR dB':>9}{'own dB':>8}{'alone dB':>9}{'cosine':>9}")
         for t in tensors:
+            clip = None if t.get("clip_fraction") is None else t["clip_fraction"] * 100
             lines.append(f"{t['tensor'][:27]:<28}{(t.get('producer') or '(input)')[:15]:<16}"
-                         f"{t['scale']:>11.4g}{t['zero_point']:>6}{_f(None if t.get('clip_fraction') is None else t['clip_fraction'] * 100, '.3f'):>8}"
+                         f"{(t.get('method') or report.get('method') or '')[:10]:<11}"
+                         f"{t['scale']:>11.4g}{t['zero_point']:>6}{_f(clip, '.3f'):>8}"
                          f"{_f(t.get('sqnr_db'), '.1f'):>9}{_f(t.get('own_sqnr_db'), '.1f'):>8}"
-                         f"{_f(t.get('cosine'), '.5f'):>9}")
+                         f"{_f(t.get('alone_sqnr_db'), '.1f'):>9}{_f(t.get('cosine'), '.5f'):>9}")
     weights = report.get("weights", [])
     if weights:
         lines.append("")
@@ -282,15 +334,17 @@ def format_report(report: dict) -> str:
                          f"{_f(w['cosine'], '.5f'):>9}{_f(w['range_spread'], '.3g'):>9}")
     layers = report.get("layers", [])
     if layers:
-        known = [la for la in layers if la.get("sqnr_drop_db") is not None and not math.isnan(la["sqnr_drop_db"])]
-        worst = max(known, key=lambda la: la["sqnr_drop_db"]) if known else None
+        costed = [la for la in layers if la.get("alone_sqnr_db") is not None]
+        worst = min(costed, key=lambda la: la["alone_sqnr_db"]) if costed else None
         lines.append("")
-        lines.append(f"{'layer':<22}{'op':<8}{'in SQNR':>9}{'out SQNR':>10}{'drop dB':>9}{'weight dB':>11}")
+        lines.append(f"{'layer':<22}{'op':<18}{'in SQNR':>9}{'out SQNR':>10}{'drop dB':>9}{'alone dB':>10}"
+                     f"{'weight dB':>11}")
         for la in layers:
-            mark = "  <- largest drop" if la is worst else ""
-            lines.append(f"{la['node'][:21]:<22}{la['op_type']:<8}{_f(la.get('input_sqnr_db'), '.1f'):>9}"
+            mark = "  <- costs the outputs most" if la is worst else ""
+            op = la["op_type"] + ("" if la.get("quantized", True) else " (float)")
+            lines.append(f"{la['node'][:21]:<22}{op[:17]:<18}{_f(la.get('input_sqnr_db'), '.1f'):>9}"
                          f"{_f(la.get('output_sqnr_db'), '.1f'):>10}{_f(la.get('sqnr_drop_db'), '.1f'):>9}"
-                         f"{_f(la.get('weight_sqnr_db'), '.1f'):>11}{mark}")
+                         f"{_f(la.get('alone_sqnr_db'), '.1f'):>10}{_f(la.get('weight_sqnr_db'), '.1f'):>11}{mark}")
     outputs = report.get("outputs", [])
     if outputs:
         lines.append("")

@@ -1,0 +1,106 @@
+"""What each quantized tensor and each quantized layer costs the model's outputs on its
+own: the float model run on the first :data:`SAMPLES` calibration samples, then, for
+one change at a time (a tensor through its QDQ pair; a layer's input, weight and output
+quantized), only the nodes downstream of the change re-run on the reference operators,
+and the outputs compared with float's (SQNR in dB over every model output).
+
+This is "quantizing it alone" (the report's ``alone_sqnr_db``, the culprit ranking, and
+the order in which ``keep_float=`` / ``min_sqnr_db=`` keep layers in float): a tensor
+whose own error is large but is damped downstream ranks low, an Add whose error every
+later layer carries ranks high. Interactions between changes are not measured here;
+the accuracy search scores the real quantized model after each step.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .calibration import iter_calibration
+from .graphutil import with_outputs
+from .params import fake_quantize
+from .weights import dequantize_weight, quantize_weight
+
+__all__ = ["SAMPLES", "Probe"]
+
+#: calibration samples the probe runs on (the first ones)
+SAMPLES = 4
+
+
+def _first(model, calibration_data, n: int) -> dict:
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in inits]
+    feeds = next(iter(iter_calibration(calibration_data, inputs)))
+    lens = {len(v) if np.ndim(v) else None for v in feeds.values()}
+    if len(lens) == 1 and None not in lens and lens.pop() > n:
+        feeds = {k: v[:n] for k, v in feeds.items()}
+    return feeds
+
+
+def output_sqnr(ref: dict, got: dict) -> float:
+    """SQNR (dB) of ``got`` against ``ref`` over all their arrays together (inf: equal)."""
+    signal = noise = 0.0
+    for name, y in ref.items():
+        y = np.asarray(y, np.float64)
+        e = np.asarray(got[name], np.float64) - y
+        signal += float(np.vdot(y, y))
+        noise += float(np.vdot(e, e))
+    if noise == 0.0:
+        return math.inf
+    return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+
+class Probe:
+    """The float ``model``'s values on the first ``samples`` samples of
+    ``calibration_data``; :meth:`sqnr` re-runs what a change reaches."""
+
+    def __init__(self, model, calibration_data, samples: int = SAMPLES):
+        from ..graph import Session
+        from ..graph.model import to_graph
+        self.graph = to_graph(model)
+        names = list(dict.fromkeys(o for n in self.graph.nodes for o in n.outputs if o))
+        feeds = _first(model, calibration_data, samples)
+        session = Session(with_outputs(model, names).SerializeToString())
+        self.scope = {**self.graph.initializers, **feeds, **dict(zip(names, session.run(names, feeds)))}
+        self.outputs = [o.name for o in self.graph.outputs]
+        self.reference = {o: self.scope[o] for o in self.outputs}
+
+    def sqnr(self, changes: dict, weights: dict | None = None, after: dict | None = None) -> float:
+        """Output SQNR (dB) with the tensors of ``changes`` (name -> value) and
+        ``weights`` (initializer -> value) replaced, and the outputs named in ``after``
+        (name -> function) passed through it where they are computed."""
+        from ..graph.backends.reference import run_node
+        after = after or {}
+        scope = {**self.scope, **(weights or {}), **changes}
+        dirty = set(changes) | set(weights or {})
+        for node in self.graph.nodes:
+            if not any(i in dirty for i in node.inputs):
+                continue
+            produced = run_node(node, scope)
+            for name, fn in after.items():
+                if name in produced:
+                    produced[name] = fn(produced[name])
+            scope.update(produced)
+            dirty.update(produced)
+        return output_sqnr(self.reference, {o: scope[o] for o in self.outputs})
+
+    def tensor_alone(self, name: str, scale, zero_point, dtype) -> float:
+        """Output SQNR with only tensor ``name`` through its QDQ pair."""
+        return self.sqnr({name: fake_quantize(self.scope[name], scale, zero_point, dtype)})
+
+    def layer_alone(self, x: str | None, w: str | None, axis, y: str | None, act_params: dict, dtype,
+                    power_of_two: bool = False) -> float:
+        """Output SQNR with only one layer quantized: its activation input ``x`` and
+        output ``y`` (where they have ``act_params``) and its weight ``w`` (per ``axis``)."""
+        changes, weights, after = {}, {}, {}
+        if x in act_params:
+            changes[x] = fake_quantize(self.scope[x], *act_params[x][:2], dtype)
+        if w is not None:
+            q, scale, _ = quantize_weight(self.scope[w], axis, power_of_two)
+            weights[w] = dequantize_weight(q, scale, axis)
+        if y in act_params:
+            scale, zp = act_params[y][:2]
+            after[y] = lambda v: fake_quantize(v, scale, zp, dtype)
+        if not changes and not weights:     # nothing upstream of y changes: y's own pair alone
+            return self.sqnr({y: after[y](self.scope[y])}) if after else math.inf
+        return self.sqnr(changes, weights, after)
