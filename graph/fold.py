@@ -62,6 +62,25 @@ def _elements(node: Node, args: list) -> int:
         return math.prod(dims)
     if op == "OneHot":
         return x.size * int(np.asarray(args[1]).reshape(-1)[0])
+    if op == "Resize":   # sizes, else floor(dim * scale), on the axes given (all by default)
+        dims = list(x.shape)
+        given = args[3] if len(args) > 3 and args[3] is not None and np.size(args[3]) else None
+        scales = None if given is not None or len(args) < 3 or args[2] is None else np.asarray(args[2], np.float64)
+        axes = node.attrs.get("axes") or range(x.ndim)
+        values = _ints(given) if given is not None else (scales.reshape(-1) if scales is not None else [])
+        for a, v in zip(axes, values):
+            dims[a % x.ndim] = int(v) if given is not None else int(math.floor(dims[a % x.ndim] * float(v)))
+        return math.prod(max(d, 0) for d in dims)
+    if op == "ConvTranspose" and x.ndim >= 3 and args[1].ndim == x.ndim:   # no pads: an upper bound
+        sp = node.attrs.get("output_shape")
+        if not sp:
+            k = args[1].shape[2:]
+            n = x.ndim - 2
+            st = node.attrs.get("strides") or [1] * n
+            dil = node.attrs.get("dilations") or [1] * n
+            op_ = node.attrs.get("output_padding") or [0] * n
+            sp = [st[i] * (x.shape[2 + i] - 1) + op_[i] + (k[i] - 1) * dil[i] + 1 for i in range(n)]
+        return x.shape[0] * args[1].shape[1] * node.attrs.get("group", 1) * math.prod(int(d) for d in sp)
     if op in ("MatMul", "MatMulInteger"):
         return math.prod(_matmul_shape(x, args[1]))
     if op == "QLinearMatMul":

@@ -26,9 +26,11 @@ operators we do.
 
 Models of opset < 13 (41 included tests: ConvInteger, MatMulInteger, QLinearConv,
 DynamicQuantizeLinear, old Dropout, And/Or/Xor/Not, Shrink at opsets 1 to 11) are
-converted to opset 13 by the adapter with ``onnx.version_converter``, as the runner
-advises users to do.
-The MaxPool ``Indices`` output is implemented (row- and column-major storage_order).
+converted to opset 13 by the runner itself when it loads them
+(``graph.model.upgrade_opset``, with ``onnx.version_converter``).
+The MaxPool ``Indices`` output is implemented (row- and column-major storage_order);
+every Resize test (all modes, coordinate transformations, nearest modes, antialias,
+axes, keep_aspect_ratio_policy) and every ConvTranspose test runs, none skipped.
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ INCLUDE: dict[str, list[str]] = {
     "Compress": [r"^test_compress_"], "Concat": [r"^test_concat_"], "Constant": [r"^test_constant_cpu"],
     "ConstantOfShape": [r"^test_constantofshape_"],
     "Conv": [r"^test_basic_conv_", r"^test_conv_with_"], "ConvInteger": [r"^test_convinteger_"],
+    "ConvTranspose": [r"^test_convtranspose"],
     "Cos": [r"^test_cos_"], "Cosh": [r"^test_cosh_"], "CumSum": [r"^test_cumsum_"],
     "DepthToSpace": [r"^test_depthtospace_"], "DequantizeLinear": [r"^test_dequantizelinear"],
     "Det": [r"^test_det_"], "Div": [r"^test_div_"], "Dropout": [r"^test_dropout_", r"^test_training_dropout"],
@@ -89,6 +92,7 @@ INCLUDE: dict[str, list[str]] = {
     "ReduceMean": [r"^test_reduce_mean_"], "ReduceMin": [r"^test_reduce_min_"],
     "ReduceProd": [r"^test_reduce_prod_"], "ReduceSum": [r"^test_reduce_sum_(?!square)"],
     "ReduceSumSquare": [r"^test_reduce_sum_square_"], "Relu": [r"^test_relu_"], "Reshape": [r"^test_reshape_"],
+    "Resize": [r"^test_resize_"],
     "Round": [r"^test_round_"], "ScatterElements": [r"^test_scatter_elements_"], "ScatterND": [r"^test_scatternd_"],
     "Selu": [r"^test_selu_"], "Shape": [r"^test_shape_"], "Shrink": [r"^test_shrink_"],
     "Sigmoid": [r"^test_sigmoid_"], "Sign": [r"^test_sign_"], "Sin": [r"^test_sin_"], "Sinh": [r"^test_sinh_"],

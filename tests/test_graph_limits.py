@@ -199,6 +199,10 @@ _GROWING = {
     "Gemm": lambda k: ([("a", np.ones((1, k), np.float32)), ("b", np.ones((1, k), np.float32))], {"transA": 1}),
     "Add": lambda k: ([("a", np.ones((k, 1), np.float32)), ("b", np.ones((1, k), np.float32))], {}),
     "Gather": lambda k: ([("a", np.ones((1, k), np.float32)), ("b", np.zeros(k, np.int64))], {}),
+    "Resize": lambda k: ([("a", np.ones((1, 1, 2, 2), np.float32)), ("r", np.zeros(0, np.float32)),
+                          ("s", np.array([1, 1, k, 1], np.float32))], {}),
+    "ConvTranspose": lambda k: ([("a", np.ones((1, 1, 1, 2), np.float32)), ("b", np.ones((1, 4, 1, 1), np.float32))],
+                                {"strides": [1, k]}),
 }
 _SQUARE = {"MatMul", "Gemm", "Add", "Gather"}   # outputs of k*k elements
 

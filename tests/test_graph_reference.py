@@ -1,11 +1,17 @@
 """The graph runner's reference operators beyond the ONNX node tests
 (test_graph_conformance.py): bit-exact agreement of the quantized operators with
 qkernels' kernels, the com.microsoft operators and the pooling/convolution geometry
-against ONNX Runtime (when installed), dtype rules, and refusals with their reasons."""
+against ONNX Runtime (when installed), Resize and ConvTranspose on random geometries
+against onnx.reference and a loop-by-loop numpy ConvTranspose, dtype rules, and
+refusals with their reasons."""
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto as TP  # noqa: E402
@@ -17,7 +23,8 @@ from qkernels.graph.backends.reference import why_not  # noqa: E402
 from qkernels.graph.ir import Node  # noqa: E402
 
 MS = "com.microsoft"
-NP2TP = {np.dtype(np.float32): TP.FLOAT, np.dtype(np.float16): TP.FLOAT16, np.dtype(np.uint8): TP.UINT8,
+NP2TP = {np.dtype(np.float32): TP.FLOAT, np.dtype(np.float16): TP.FLOAT16, np.dtype(np.float64): TP.DOUBLE,
+         np.dtype(np.uint8): TP.UINT8,
          np.dtype(np.int8): TP.INT8, np.dtype(np.int32): TP.INT32, np.dtype(np.int64): TP.INT64}
 
 
@@ -280,6 +287,265 @@ def test_conv_matches_onnxruntime(seed):
     assert got.dtype == dt and got.shape == want.shape
     tol = 1e-2 if dt == np.float16 else 1e-5
     np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=tol, atol=tol)
+
+
+# ------------------------------------------- Resize and ConvTranspose vs onnx.reference
+
+_COORDS = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
+           "tf_crop_and_resize")
+
+
+@st.composite
+def _resize_cases(draw):
+    rank = draw(st.integers(1, 4))
+    shape = tuple(draw(st.lists(st.sampled_from([1, 2, 3, 4, 5, 7]), min_size=rank, max_size=rank)))
+    mode = draw(st.sampled_from(["nearest", "linear", "cubic"]))
+    coords = draw(st.sampled_from(_COORDS))
+    attrs = {"mode": mode, "coordinate_transformation_mode": coords}
+    if mode == "nearest":   # (onnx.reference raises on antialias with nearest: tested below)
+        attrs["nearest_mode"] = draw(st.sampled_from(["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]))
+        dtype = draw(st.sampled_from([np.float32, np.float64, np.float16, np.uint8, np.int32]))
+    else:
+        attrs["antialias"] = draw(st.integers(0, 1))
+        attrs["exclude_outside"] = draw(st.integers(0, 1))
+        if mode == "cubic":
+            attrs["cubic_coeff_a"] = draw(st.sampled_from([-0.75, -0.5]))
+        dtype = draw(st.sampled_from([np.float32, np.float32, np.float64, np.float16, np.uint8]))
+    axes = list(range(rank))
+    if rank > 1 and draw(st.booleans()):
+        axes = draw(st.permutations(range(rank)))[:draw(st.integers(1, rank))]
+        attrs["axes"] = [a - rank if draw(st.booleans()) else a for a in axes]
+    consts = {}
+    if coords == "tf_crop_and_resize":   # dyadic: onnx.reference does roi arithmetic in float32, exact on these
+        starts = [draw(st.sampled_from([-0.25, 0.0, 0.125, 0.375])) for _ in axes]
+        ends = [draw(st.sampled_from([0.625, 0.875, 1.0, 1.25])) for _ in axes]
+        consts["roi"] = np.array(starts + ends, np.float32)
+        attrs["extrapolation_value"] = draw(st.sampled_from([0.0, -1.5, 10.0]))
+    if draw(st.booleans()):
+        consts["scales"] = np.array([draw(st.sampled_from([0.25, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 2.5, 3.0]))
+                                     for _ in axes], np.float32)
+    else:
+        consts["sizes"] = np.array([draw(st.integers(1, 9)) for _ in axes], np.int64)
+        if draw(st.booleans()):
+            attrs["keep_aspect_ratio_policy"] = draw(st.sampled_from(["not_larger", "not_smaller"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    if np.dtype(dtype).kind == "f":
+        x = (rng.standard_normal(shape) * 3).astype(dtype)
+    else:
+        x = rng.integers(0, 250, shape).astype(dtype)
+    return x, consts, attrs
+
+
+def _resize_model(x, consts, attrs):
+    inputs = ["x"] + [k if k in consts else "" for k in ("roi", "scales", "sizes")]
+    while not inputs[-1]:
+        inputs.pop()
+    return _model_io("Resize", inputs, {"x": x}, consts, [("y", NP2TP[x.dtype])], attrs, opset=19)
+
+
+def _reference_differs(x, consts, attrs) -> bool:
+    """The cases left out of the comparison with onnx.reference: pytorch_half_pixel
+    resizing an axis to length 1 (we map it to 0 as the specification and ONNX Runtime
+    do; onnx.reference to -0.5 or from a fractional length:
+    test_resize_pytorch_half_pixel_length_1), and a source coordinate within 1e-9 of an
+    integer without being one (e.g. 1.0000000000000002): onnx.reference adds its edge
+    padding to it, which rounds it onto the integer, to choose the taps, but weights them
+    by the unrounded fraction, so its weight lands on the neighbouring tap."""
+    from qkernels.graph.backends.reference import resize
+    node = Node("r", "Resize", "", ["x"], ["y"], attrs)
+    geometry = resize._geometry(node, x.shape, consts.get("roi"), consts.get("scales"), consts.get("sizes"))
+    coords = attrs["coordinate_transformation_mode"]
+    for n_in, (n_out, scale, width, start, end) in zip(x.shape, geometry):
+        if coords == "pytorch_half_pixel" and n_out == 1 != n_in:
+            return True
+        src = resize._source(coords, n_in, n_out, scale, width, start, end)
+        frac = np.abs(src - np.round(src))
+        if np.any((frac > 0) & (frac < 1e-9)):
+            return True
+    return False
+
+
+@given(case=_resize_cases())
+def test_resize_matches_onnx_reference(case):
+    from onnx.reference import ReferenceEvaluator
+    x, consts, attrs = case
+    assume(not _reference_differs(x, consts, attrs))
+    model = _resize_model(x, consts, attrs)
+    plain = dict(attrs, axes=[a % x.ndim for a in attrs["axes"]]) if "axes" in attrs else attrs
+    want = ReferenceEvaluator(_resize_model(x, consts, plain)).run(None, {"x": x})[0]   # (it mishandles axes < 0)
+    got = _ref(model, {"x": x})[0]
+    assert got.dtype == x.dtype and got.shape == want.shape
+    if attrs["mode"] == "nearest":   # same source coordinates, so the same picks
+        np.testing.assert_array_equal(got, want)
+    elif x.dtype.kind in "iu":   # float64 sums rounded: a tie may round either way
+        np.testing.assert_allclose(got.astype(np.int64), want.astype(np.int64), atol=1, rtol=0)
+    else:   # a few ulps of |x|: ours sums in float32 (float64 for float64), onnx.reference in float64
+        # but with float32 cubic weights (cubic_coeff_a is a float32 attribute there)
+        eps = 1e-3 if x.dtype == np.float16 else 1e-6
+        tol = 10 * eps * max(1.0, float(np.abs(x.astype(np.float64)).max(initial=0)))
+        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=10 * eps, atol=tol)
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+def test_resize_pytorch_half_pixel_length_1(mode):
+    """An output of length 1 samples source coordinate 0, as the specification and ONNX
+    Runtime have it (onnx.reference: -0.5, and a fractional length, 1.5 here)."""
+    x = (np.arange(5, dtype=np.float32) ** 2).reshape(1, 1, 1, 5)
+    model = _resize_model(x, {"scales": np.array([1, 1, 1, 0.3], np.float32)},
+                          {"mode": mode, "coordinate_transformation_mode": "pytorch_half_pixel"})
+    got = _ref(model, {"x": x})[0]
+    np.testing.assert_array_equal(got, x[..., :1])
+    np.testing.assert_array_equal(got, _ort(model, {"x": x})[0])
+
+
+def test_resize_nearest_ignores_antialias():
+    """The specification: antialias changes linear and cubic only."""
+    x = np.random.default_rng(3).standard_normal((1, 2, 5, 7)).astype(np.float32)
+    consts = {"scales": np.array([1, 1, 0.5, 0.6], np.float32)}
+    plain = _ref(_resize_model(x, consts, {"mode": "nearest"}), {"x": x})[0]
+    np.testing.assert_array_equal(_ref(_resize_model(x, consts, {"mode": "nearest", "antialias": 1}), {"x": x})[0],
+                                  plain)
+
+
+@pytest.mark.parametrize("opset", [11, 12])
+def test_resize_tf_half_pixel_for_nn_of_opsets_11_12(opset):
+    """A coordinate mode of opsets 11-12 that the conversion to 13 keeps:
+    x_original = (x_resized + 0.5) / scale (refused in a model of opset 13 or later)."""
+    x = np.arange(5, dtype=np.float32).reshape(1, 1, 1, 5) * 10
+    model = _model_io("Resize", ["x", "roi", "s"], {"x": x},
+                      {"roi": np.zeros(0, np.float32), "s": np.array([1, 1, 1, 2.5], np.float32)}, [("y", TP.FLOAT)],
+                      {"mode": "nearest", "coordinate_transformation_mode": "tf_half_pixel_for_nn"}, opset=opset)
+    src = (np.arange(12) + 0.5) / 2.5
+    want = x[..., np.clip(np.ceil(src - 0.5), 0, 4).astype(int)]   # round_prefer_floor
+    np.testing.assert_array_equal(_ref(model, {"x": x})[0], want)
+    model.opset_import[0].version = 13
+    with pytest.raises(UnsupportedError, match="'tf_half_pixel_for_nn' not supported"):
+        Session(model, backends=["reference"])
+
+
+def test_resize_refusals():
+    x = np.zeros((1, 1, 2, 2), np.float32)
+    model = _resize_model(x, {"scales": np.ones(4, np.float32)}, {"mode": "bilinear"})
+    with pytest.raises(UnsupportedError, match="mode 'bilinear' not supported"):
+        Session(model, backends=["reference"])
+    both = _resize_model(x, {"scales": np.ones(4, np.float32), "sizes": np.ones(4, np.int64)}, {})
+    with pytest.raises(ModelError, match="exactly one of scales and sizes"):
+        _ref(both, {"x": x})
+    short = _resize_model(x, {"scales": np.ones(3, np.float32)}, {})
+    with pytest.raises(ModelError, match="scales has 3 values for 4 axes"):
+        _ref(short, {"x": x})
+    negative = _resize_model(x, {"scales": np.array([1, 1, -2, 1], np.float32)}, {})
+    with pytest.raises(ModelError, match="scales must be positive"):
+        _ref(negative, {"x": x})
+    # an opset-10 Resize (asymmetric) comes out of onnx.version_converter as half_pixel
+    old = _model_io("Resize", ["x", "s"], {"x": x}, {"s": np.array([1, 1, 2, 2], np.float32)}, [("y", TP.FLOAT)],
+                    {"mode": "linear"}, opset=10)
+    with pytest.raises(UnsupportedError, match="converted from opset 10"):
+        Session(old, backends=["reference"])
+
+
+@st.composite
+def _conv_transpose_cases(draw):
+    nd = draw(st.integers(1, 3))
+    group = draw(st.sampled_from([1, 1, 2, 3]))
+    c, m = group * draw(st.integers(1, 3)), draw(st.integers(1, 3))   # W: (C, M/group, *k)
+    in_sp = [draw(st.integers(1, 5)) for _ in range(nd)]
+    k = [draw(st.integers(1, 3)) for _ in range(nd)]
+    attrs = {"strides": [draw(st.integers(1, 3)) for _ in range(nd)]}
+    if group > 1:
+        attrs["group"] = group
+    if draw(st.booleans()):
+        attrs["dilations"] = [draw(st.integers(1, 2)) for _ in range(nd)]
+    dil = attrs.get("dilations", [1] * nd)
+    if draw(st.booleans()):
+        attrs["output_padding"] = [draw(st.integers(0, max(s, d) - 1)) for s, d in zip(attrs["strides"], dil)]
+    extra = attrs.get("output_padding", [0] * nd)
+    full = [s * (i - 1) + e + (kk - 1) * d + 1 for s, i, e, kk, d in zip(attrs["strides"], in_sp, extra, k, dil)]
+    how = draw(st.sampled_from(["pads", "auto_pad", "output_shape"]))
+    if how == "pads":
+        attrs["pads"] = [draw(st.integers(0, 2)) for _ in range(2 * nd)]
+        assume(all(f - b - e >= 1 for f, b, e in zip(full, attrs["pads"][:nd], attrs["pads"][nd:])))
+    elif how == "auto_pad":
+        attrs["auto_pad"] = draw(st.sampled_from(["SAME_UPPER", "SAME_LOWER", "VALID"]))
+    else:
+        attrs["output_shape"] = [max(1, f - draw(st.integers(0, 3))) for f in full]
+        if draw(st.booleans()):
+            attrs["auto_pad"] = draw(st.sampled_from(["SAME_UPPER", "SAME_LOWER"]))
+    if draw(st.booleans()):
+        attrs["kernel_shape"] = k
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    x = rng.standard_normal([draw(st.integers(1, 2)), c] + in_sp).astype(dtype)
+    w = rng.standard_normal([c, m] + k).astype(dtype)
+    b = rng.standard_normal(m * group).astype(dtype) if draw(st.booleans()) else None
+    return x, w, b, attrs
+
+
+def _conv_transpose_loops(x, w, b, attrs):
+    """ConvTranspose from its definition: input position p, tap t add x[p] * w[t] at
+    output p*stride + t*dilation - pad_begin; the pads from the specification."""
+    nd = x.ndim - 2
+    s, d = attrs["strides"], attrs.get("dilations", [1] * nd)
+    extra = attrs.get("output_padding", [0] * nd)
+    group = attrs.get("group", 1)
+    full = [si * (i - 1) + e + (k - 1) * di + 1 for si, i, e, k, di in zip(s, x.shape[2:], extra, w.shape[2:], d)]
+    target, auto_pad = attrs.get("output_shape"), attrs.get("auto_pad", "NOTSET")
+    if target is None and auto_pad.startswith("SAME"):
+        target = [i * si for i, si in zip(x.shape[2:], s)]
+    if target is not None:
+        total = [f - t for f, t in zip(full, target)]
+        begin = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        out = target
+    else:
+        pads = attrs.get("pads", [0] * 2 * nd)
+        begin, out = pads[:nd], [f - pads[i] - pads[nd + i] for i, f in enumerate(full)]
+    cg, mg = x.shape[1] // group, w.shape[1]
+    y = np.zeros((x.shape[0], mg * group) + tuple(out))
+    for p in itertools.product(*map(range, x.shape[2:])):
+        for t in itertools.product(*map(range, w.shape[2:])):
+            o = tuple(pi * si + ti * di - bi for pi, si, ti, di, bi in zip(p, s, t, d, begin))
+            if all(0 <= oi < n for oi, n in zip(o, out)):
+                for g in range(group):
+                    xs = x[(slice(None), slice(g * cg, (g + 1) * cg)) + p].astype(np.float64)
+                    ws = w[(slice(g * cg, (g + 1) * cg), slice(None)) + t]
+                    y[(slice(None), slice(g * mg, (g + 1) * mg)) + o] += xs @ ws
+    return y if b is None else y + b.reshape((1, -1) + (1,) * nd)
+
+
+@given(case=_conv_transpose_cases())
+def test_conv_transpose_matches_definition_and_onnx_reference(case):
+    from onnx.reference import ReferenceEvaluator
+    x, w, b, attrs = case
+    consts = {"w": w} if b is None else {"w": w, "b": b}
+    model = _model_io("ConvTranspose", ["x"] + list(consts), {"x": x}, consts, [("y", NP2TP[x.dtype])], attrs)
+    got = _ref(model, {"x": x})[0]
+    want = _conv_transpose_loops(x, w, b, attrs)
+    assert got.dtype == x.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # onnx.reference's grouped ConvTranspose splits W by output channels (it fails or mixes
+    # groups), with output_shape but no auto_pad it ignores the specification's pads, and
+    # it refuses output_padding >= stride (as ONNX Runtime does; the specification allows
+    # up to the stride or the dilation)
+    if attrs.get("group", 1) == 1 and ("output_shape" not in attrs or "auto_pad" in attrs) \
+            and all(e < s for e, s in zip(attrs.get("output_padding", [0] * (x.ndim - 2)), attrs["strides"])):
+        np.testing.assert_allclose(got, ReferenceEvaluator(model).run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_conv_transpose_refusals():
+    x, w = np.zeros((1, 2, 3, 3), np.float32), np.zeros((2, 1, 3, 3), np.float32)
+    model = _model_io("ConvTranspose", ["x", "w"], {"x": x}, {"w": w}, [("y", TP.FLOAT)], {"auto_pad": "SAME"})
+    with pytest.raises((UnsupportedError, ModelError), match="auto_pad"):
+        Session(model, backends=["reference"])
+    model = _model_io("ConvTranspose", ["x", "w"], {"x": x}, {"w": w}, [("y", TP.FLOAT)], {"pads": [3, 3, 2, 2]})
+    with pytest.raises(ModelError, match="output would have spatial shape"):
+        _ref(model, {"x": x})
+    model = _model_io("ConvTranspose", ["x", "w"], {"x": x}, {"w": w[:1]}, [("y", TP.FLOAT)], {"group": 2})
+    with pytest.raises(ModelError, match="channels do not match"):   # W needs one row per input channel
+        _ref(model, {"x": x})
+    model = _model_io("ConvTranspose", ["x", "w"], {"x": x}, {"w": w}, [("y", TP.FLOAT)],
+                      {"strides": [2, 2], "output_padding": [2, 0]})
+    with pytest.raises(ModelError, match="smaller than the stride or the dilation"):
+        _ref(model, {"x": x})
 
 
 # --------------------------------------------------------------------- dtype rules

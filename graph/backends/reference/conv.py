@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from ...validate import fail
+from ...validate import check_size, fail
 from .common import all_checks, channel_shape, check_known, compute_dtype, lowest, require_float, widened
 from .registry import op
 
@@ -98,6 +98,82 @@ def _conv_op(node, x, w, b=None):
     if b is not None:
         y = y + channel_shape(y, b).astype(y.dtype)
     return y.astype(x.dtype)
+
+
+def _transpose_geometry(node, in_sp, kernel):
+    """(strides, dilations, pads_begin, out) of a transposed convolution: its output
+    before cropping has ``s*(in-1) + output_padding + (k-1)*d + 1`` positions; explicit
+    pads crop it, output_shape or SAME_UPPER/SAME_LOWER (target ``in*s``) set the pads
+    (the odd one at the end for SAME_UPPER, at the start otherwise, as the specification
+    says); a pad may be negative there (an output_shape larger than the full output)."""
+    n = len(in_sp)
+    strides = list(node.attrs.get("strides") or [1] * n)
+    dil = list(node.attrs.get("dilations") or [1] * n)
+    pads = list(node.attrs.get("pads") or [0] * (2 * n))
+    extra = list(node.attrs.get("output_padding") or [0] * n)
+    target = node.attrs.get("output_shape")
+    if len(strides) != n or len(dil) != n or len(pads) != 2 * n or len(extra) != n or len(kernel) != n \
+            or (target is not None and len(target) != n):
+        fail(node, f"strides/dilations/pads/output_padding/output_shape/kernel do not match {n} spatial dimension(s)")
+    if any(not 0 <= e < max(s, d) for e, s, d in zip(extra, strides, dil)):   # as the specification, PyTorch
+        fail(node, f"output_padding {extra} must be at least 0 and smaller than the stride or the dilation")
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    full = [s * (i - 1) + e + (k - 1) * d + 1 for s, i, e, k, d in zip(strides, in_sp, extra, kernel, dil)]
+    if target is None and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        target = [i * s for i, s in zip(in_sp, strides)]
+    if target is not None:
+        total = [f - t for f, t in zip(full, target)]
+        begin = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in total]
+        end = [t - b for t, b in zip(total, begin)]
+    elif auto_pad == "VALID":
+        begin = end = [0] * n
+    else:
+        begin, end = pads[:n], pads[n:]
+    out = [f - b - e for f, b, e in zip(full, begin, end)]
+    if min(out, default=1) < 1:
+        fail(node, f"the output would have spatial shape {out}")
+    return strides, dil, begin, out
+
+
+@op("ConvTranspose", attrs=CONV_ATTRS + ("output_padding", "output_shape"), check=check_auto_pad)
+def _conv_transpose(node, x, w, b=None):
+    """X (N, C, *sp) by W (C, M/group, *k): each input position adds W times its value
+    into the output at ``position * stride + tap * dilation - pad``; one product gives
+    every tap's contribution (columns), then one strided add per kernel tap."""
+    require_float(node, x)
+    if x.ndim < 3 or w.ndim != x.ndim:
+        fail(node, f"ConvTranspose needs X (N, C, ...) and W of the same rank, got {x.shape} and {w.shape}")
+    kernel = list(w.shape[2:])
+    if list(node.attrs.get("kernel_shape") or kernel) != kernel:
+        fail(node, f"kernel_shape {node.attrs['kernel_shape']} does not match W {w.shape}")
+    group = node.attrs.get("group", 1)
+    n, c = x.shape[:2]
+    if c != w.shape[0] or c % group:
+        fail(node, f"channels do not match: X {x.shape}, W {w.shape}, group {group}")
+    m = w.shape[1] * group
+    if b is not None and b.size != m:
+        fail(node, f"B has {b.size} values for {m} output channels")
+    in_sp = x.shape[2:]
+    strides, dil, begin, out = _transpose_geometry(node, in_sp, kernel)
+    check_size((n, m) + tuple(out), node)
+    dtype = compute_dtype(x.dtype)
+    taps = int(np.prod(kernel, dtype=np.int64))
+    size = int(np.prod(in_sp, dtype=np.int64))
+    wt = widened(w).astype(dtype).reshape(group, c // group, m // group * taps).transpose(0, 2, 1)   # g, M/g*K, C/g
+    cols = np.matmul(wt[None], widened(x).reshape(n, group, c // group, size))                      # N, g, M/g*K, L
+    cols = cols.reshape((n, m, taps) + tuple(in_sp))
+    y = np.zeros((n, m) + tuple(out), dtype)
+    for j, offs in enumerate(itertools.product(*[range(k) for k in kernel])):
+        dst, src = [], []
+        for s, d, o, p, size, length in zip(strides, dil, offs, begin, in_sp, out):
+            shift = o * d - p                        # input position a lands on a*s + shift
+            lo, hi = max(0, -(shift // s)), min(size, -((shift - length) // s))   # 0 <= a*s + shift < length
+            dst.append(slice(lo * s + shift, (hi - 1) * s + shift + 1, s) if hi > lo else slice(0, 0))
+            src.append(slice(lo, max(hi, lo)))
+        y[(slice(None), slice(None)) + tuple(dst)] += cols[(slice(None), slice(None), j) + tuple(src)]
+    if b is not None:
+        y += channel_shape(y, b).astype(dtype)
+    return y.astype(x.dtype, copy=False)
 
 
 _POOL_ATTRS = ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads", "strides")
