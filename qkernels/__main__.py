@@ -177,7 +177,8 @@ def _quantize(args) -> int:
                                        exclude_nodes=args.exclude or (), progress=not args.quiet,
                                        bias_correction=args.bias_correction, equalize=args.equalize,
                                        batch_size=args.batch_size, return_report=True,
-                                       measure=bool(args.report or args.plot))
+                                       measure=bool(args.report or args.plot), keep_float=args.keep_float,
+                                       min_sqnr_db=args.min_sqnr_db)
     except (ModelError, CalibrationError, ValueError) as exc:
         print(f"qkernels quantize: {exc}", file=sys.stderr)
         return 1
@@ -269,7 +270,9 @@ def main(argv=None) -> int:
     p.set_defaults(func=_run, folders=("output_dir",))
     p = sub.add_parser("demo", help="the main job: quantize the shipped digits CNN, compare float and int8")
     p.add_argument("--out", default="digits_cnn_int8.onnx", help="where to write the quantized model")
-    p.add_argument("--method", default="minmax", help="calibration: minmax, moving_average, percentile, entropy, mse")
+    p.add_argument("--method", default="auto", help="calibration: auto (default: per tensor the best of minmax, "
+                                                   "percentile, entropy, mse), minmax, moving_average, percentile, "
+                                                   "entropy, mse")
     p.add_argument("--threads", type=_threads, help="kernel threads")
     p.add_argument("--no-ort", action="store_true", help="leave out ONNX Runtime's columns")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -284,12 +287,20 @@ def main(argv=None) -> int:
     p.add_argument("--target", default="cpu", choices=("cpu", "dsp", "fp16"),
                    help="cpu: int8 activations and per-channel int8 weights (default); dsp: symmetric int8 with "
                         "power-of-two scales (fixed-point requantization); fp16: float16, no calibration")
-    p.add_argument("--method", default="minmax", help="minmax, moving_average, percentile, entropy, mse")
+    p.add_argument("--method", default="auto",
+                   help="calibration: auto (default: per tensor, the range of minmax, percentile, entropy or mse "
+                        "that least disturbs the nodes reading it), minmax, moving_average, percentile, entropy, mse")
     p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, not per channel")
     p.add_argument("--reduce-range", action="store_true", help="7-bit grids (ONNX Runtime's reduce_range)")
     p.add_argument("--exclude", action="append", metavar="NODE",
                    help="a node to keep in float, by the name the report shows (repeat for more; an unknown name "
                         "is an error that lists the nearest ones)")
+    p.add_argument("--keep-float", type=_number(int, 0), default=0, metavar="N",
+                   help="keep in float the N layers whose quantization alone costs the outputs most (measured "
+                        "on the first calibration samples)")
+    p.add_argument("--min-sqnr-db", type=_number(float, -math.inf), metavar="X",
+                   help="keep layers in float, costliest first, until the outputs' SQNR against float is at "
+                        "least X dB")
     p.add_argument("--bias-correction", action="store_true",
                    help="correct each layer's bias for the mean error of its weight quantization")
     p.add_argument("--equalize", action="store_true",

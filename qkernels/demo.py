@@ -93,7 +93,7 @@ def _ort_rows(model_path, q_path, calib, x_test, labels, ours_pred, threads) -> 
     return rows, notes
 
 
-def run_demo(out: str = "digits_cnn_int8.onnx", method: str = "minmax", threads: int | None = None,
+def run_demo(out: str = "digits_cnn_int8.onnx", method: str = "auto", threads: int | None = None,
              with_ort: bool = True, progress: bool = True, stream=None) -> dict:
     """Run the demo; returns its figures (also printed to ``stream``)."""
     import onnx

@@ -98,6 +98,8 @@ MISUSES = [   # (command line, what the message must name)
     (Q + " --calib {d}/x64.npy", "float32"),
     (Q, "needs calibration data"),
     (Q + " --calib {d}/good.npz --method nope", "'nope'"),
+    (Q + " --calib {d}/good.npz --keep-float -1", "--keep-float"),
+    (Q + " --calib {d}/good.npz --min-sqnr-db inf", "--min-sqnr-db"),
     (Q + " --calib {d}/good.npz --target nope", "--target"),
     (Q + " --calib {d}/good.npz --exclude mm3", "no node named 'mm3'; did you mean 'mm2', 'mm1'?"),
     (Q + " --calib {d}/good.npz --exclude zzz", "no node named 'zzz'; the nodes are 'mm1', 'relu'"),
@@ -246,6 +248,21 @@ def _quantize(d, capsys, *extra, report=None):
     if report:
         argv += ["--report", str(report)]
     return cli(argv, capsys)
+
+
+def test_keep_float_and_min_sqnr_db_from_the_command_line(d, capsys):
+    import json
+    rep = d / "out" / "kf.json"
+    rc, cap = _quantize(d, capsys, "--keep-float", "1", report=rep)
+    assert rc == 0, cap.err
+    r = json.loads(rep.read_text())
+    assert len(r["float_nodes"]) == 1 and r["float_nodes"] == r["accuracy_budget"]["kept_float_by_rank"]
+    assert any(line.startswith("keep float 1: ") for line in cap.out.splitlines())
+    rc, cap = _quantize(d, capsys, "--min-sqnr-db", "200", report=rep)     # more than int8 can give
+    assert rc == 0, cap.err
+    r = json.loads(rep.read_text())
+    assert r["accuracy_budget"]["min_sqnr_db"] == 200 and sorted(r["float_nodes"]) == ["mm1", "mm2"]
+    assert "(at least 200 dB: met)" in cap.out and "output y: SQNR exact dB" in cap.out   # all float: exact
 
 
 def test_exclude_repeats_and_leaves_the_positionals_alone(d, capsys):

@@ -173,12 +173,9 @@ def test_constant_node_weights_are_quantized_as_weights_after_folding():
 
 # ---------------------------------------------------------------- the report's culprit
 
-def test_report_names_the_add_that_costs_the_outputs_not_the_first_layer():
-    """An Add whose output range is set by one huge channel the next layer ignores: its
-    per-tensor grid wipes out the channels that matter. The first layer's drop (an
-    exact input to a rounded output) is larger, but the Add costs the outputs most."""
-    from qkernels.quant import format_report
-    from qkernels.quant.report import culprits
+def _offset_model():
+    """x -> MatMul "first" -> Add "offset" (+1000 on channel 7) -> MatMul "last" (which
+    ignores channel 7), and inputs exact on their int8 grid."""
     rng = np.random.default_rng(6)
     w1 = rng.standard_normal((4, 8)).astype(np.float32)
     c = np.zeros(8, np.float32)
@@ -193,6 +190,16 @@ def test_report_names_the_add_that_costs_the_outputs_not_the_first_layer():
                           [numpy_helper.from_array(v, k) for k, v in (("w1", w1), ("c", c), ("w2", w2))])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     x = (rng.integers(-8, 8, (64, 4)) / 8).astype(np.float32)     # exact on the int8 grid of its range
+    return model, x
+
+
+def test_report_names_the_add_that_costs_the_outputs_not_the_first_layer():
+    """An Add whose output range is set by one huge channel the next layer ignores: its
+    per-tensor grid wipes out the channels that matter. The first layer's drop (an
+    exact input to a rounded output) is larger, but the Add costs the outputs most."""
+    from qkernels.quant import format_report
+    from qkernels.quant.report import culprits
+    model, x = _offset_model()
     _, r = quantize_model(model, {"x": x}, progress=False, return_report=True)
     assert culprits(r)[0]["tensor"] == "t" and culprits(r)[0]["producer"] == "offset"
     rows = {la["node"]: la for la in r["layers"]}
@@ -202,3 +209,40 @@ def test_report_names_the_add_that_costs_the_outputs_not_the_first_layer():
     marked = [line for line in text.splitlines() if "<- costs the outputs most" in line]
     assert len(marked) == 1 and marked[0].startswith("offset")
     assert " inf" not in text
+
+
+# ---------------------------------------------------------------- float layers without code
+
+def test_keep_float_keeps_the_layer_that_costs_most():
+    model, x = _offset_model()
+    q0 = quantize_model(model, {"x": x}, progress=False)
+    q1, r = quantize_model(model, {"x": x}, progress=False, keep_float=1, return_report=True)
+    assert r["float_nodes"] == ["last"]
+    assert r["accuracy_budget"]["kept_float_by_rank"] == ["last"]
+    from qkernels.quant import format_report
+    assert "keep float 1: the layers whose quantization alone costs the outputs most: last (" in format_report(r)
+    feeds = {"x": x}
+    ref = Session(model).run(None, feeds)[0].astype(np.float64)
+
+    def sqnr(q):
+        e = Session(q).run(None, feeds)[0] - ref
+        return 10 * math.log10(float(np.sum(ref * ref)) / float(np.sum(e * e)))
+    assert sqnr(q1) > sqnr(q0) + 10
+
+
+def test_min_sqnr_db_keeps_layers_in_float_until_the_outputs_reach_it():
+    model, x = _offset_model()
+    _, plain = quantize_model(model, {"x": x}, progress=False, return_report=True)
+    want = plain["outputs"][0]["sqnr_db"] + 15
+    _, r = quantize_model(model, {"x": x}, progress=False, min_sqnr_db=want, return_report=True)
+    ab = r["accuracy_budget"]
+    assert ab["met"] and ab["final_score"] >= want and ab["min_sqnr_db"] == want
+    assert ab["metric"].startswith("output SQNR") and ab["kept_float"][0] == "last"
+    assert r["outputs"][0]["sqnr_db"] >= want - 1.0          # on all the calibration data too
+    from qkernels.quant import format_report
+    assert f"(at least {want:g} dB: met); kept in float: last" in format_report(r)
+    with pytest.raises(ValueError, match="not both"):
+        quantize_model(model, {"x": x}, progress=False, min_sqnr_db=20, evaluate=lambda m: 1.0)
+    for bad in ({"keep_float": -1}, {"keep_float": 1.5}, {"min_sqnr_db": math.nan}):
+        with pytest.raises(ValueError):
+            quantize_model(model, {"x": x}, progress=False, **bad)

@@ -29,7 +29,7 @@ def digits():
 @pytest.fixture(scope="module")
 def digits_report(digits):
     model, calib = digits
-    return quantize_model(model, calib, progress=False, return_report=True)
+    return quantize_model(model, calib, method="minmax", progress=False, return_report=True)
 
 
 def _model(nodes, inputs, outputs, inits, opset=13):

@@ -25,7 +25,7 @@ def _accuracy(model, x, y):
     return float((Session(model).run(None, {"input": x})[0].argmax(1) == y).mean())
 
 
-@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile", "mse", "moving_average"])
+@pytest.mark.parametrize("method", ["auto", "minmax", "entropy", "percentile", "mse", "moving_average"])
 def test_int8_digits_within_half_a_point_of_float(digits, method):
     model, calib, x, y = digits
     q = quantize_model(model, calib, method=method, progress=False)

@@ -2,7 +2,7 @@
 DequantizeLinear around the float operators), which qkernels' graph runner turns into
 integer kernel calls and ONNX Runtime runs as well.
 
-    quantize_model(model, calibration_data, target="cpu", method="minmax")
+    quantize_model(model, calibration_data, target="cpu", method="auto")
 
 Targets (docs/quant.md):
 
@@ -39,7 +39,7 @@ __all__ = ["TARGETS", "DEFAULT_OP_TYPES", "quantize_model", "CalibrationError", 
 TARGETS = ("cpu", "dsp", "fp16")
 
 
-def quantize_model(model, calibration_data=None, target: str = "cpu", method: str = "minmax", *,
+def quantize_model(model, calibration_data=None, target: str = "cpu", method: str = "auto", *,
                    per_channel: bool = True, reduce_range: bool = False, activation_dtype=np.int8,
                    op_types: Iterable[str] = DEFAULT_OP_TYPES, exclude_nodes: Iterable[str] = (),
                    progress: bool = True, return_report: bool = False, bias_correction: bool = False,

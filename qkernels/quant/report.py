@@ -295,7 +295,7 @@ def format_summary(report: dict, worst: int = 5) -> str:
                                  for t in top))
     fl = report.get("float_nodes") or []
     lines.append(f"kept in float: {', '.join(fl) if fl else 'none'}")
-    passes = ("pre-processing", "accuracy budget", "equalized", "not equalized", "bias correction")   # what the passes did
+    passes = ("pre-processing", "keep float", "accuracy budget", "equalized", "not equalized", "bias correction")   # what the passes did
     lines += [line for line in format_report(report).splitlines() if line.startswith(passes)]
     return "\n".join(lines)
 
@@ -361,8 +361,15 @@ def format_report(report: dict) -> str:
     lines.append(f"kept in float: {', '.join(fl) if fl else 'none'}")
     for step in report.get("preprocessing") or []:
         lines.append(f"pre-processing: {step}")
-    ab = report.get("accuracy_budget")
-    if ab:
+    ab = report.get("accuracy_budget") or {}
+    if ab.get("keep_float"):
+        lines.append(f"keep float {ab['keep_float']}: the layers whose quantization alone costs the outputs most: "
+                     + ", ".join(f"{n} ({_f(ab['sensitivity_sqnr_db'][n], '.1f')} dB)" for n in ab["kept_float_by_rank"]))
+    if "min_sqnr_db" in ab:
+        lines.append(f"accuracy budget: output SQNR all quantized {_f(ab['quantized_score'], '.1f')} dB, final "
+                     f"{_f(ab['final_score'], '.1f')} dB (at least {ab['min_sqnr_db']:g} dB: "
+                     f"{'met' if ab['met'] else 'NOT met'}); kept in float: {', '.join(ab['kept_float']) or 'none'}")
+    elif "float_score" in ab:
         lines.append(f"accuracy budget: float {ab['float_score']:.6g}, all quantized {ab['quantized_score']:.6g}, "
                      f"final {ab['final_score']:.6g} (max drop {ab['max_drop']:g}: "
                      f"{'met' if ab['met'] else 'NOT met'}); kept in float: "
