@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import math
 import os
@@ -73,7 +74,7 @@ def agreement(model: str, ref: np.ndarray, got: np.ndarray) -> float | None:
     return None
 
 
-def ort_quantize(path: Path, calib: np.ndarray, method: str, work: Path):
+def ort_quantize(path: Path, calib: np.ndarray, method: str, work: Path, tag: str = ""):
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, \
         quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -96,7 +97,7 @@ def ort_quantize(path: Path, calib: np.ndarray, method: str, work: Path):
         def get_next(self):
             return next(self.items, None)
 
-    out = work / f"{path.stem}-ort-{method}.onnx"
+    out = work / f"{path.stem}-ort-{method}{tag}.onnx"
     t = time.perf_counter()
     quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -111,38 +112,53 @@ def qk_quantize(path: Path, calib: np.ndarray, method: str, **options):
     return m, time.perf_counter() - t
 
 
-def study(models, methods, n_calib: int, n_eval: int, runner: str = "ort", keep_float: int = 0,
+def study(models, methods, n_calib: int, n_eval: int, runner: str = "ort", keep_float: int = 0, seeds=(1,),
           **options) -> list[dict]:
+    """One row per model and method: per calibration seed (held-out inputs from seed +
+    1000), each quantizer's output SQNR, agreement and time; the printed line gives the
+    mean over the seeds and the spread."""
     paths = real_models.fetch()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for model in models:
-            calib = real_models.samples(model, n_calib, seed=1)
-            held = real_models.samples(model, n_eval, seed=2)
-            ref = run_ort(paths[model], held)
+            data = {sd: (real_models.samples(model, n_calib, seed=sd), real_models.samples(model, n_eval, seed=sd + 1000))
+                    for sd in seeds}
+            refs = {sd: run_ort(paths[model], held) for sd, (_, held) in data.items()}
             run = run_qk if runner == "qkernels" else run_ort
             for method in methods:
-                row = {"model": model, "method": method}
-                q, row["qk_seconds"] = qk_quantize(paths[model], calib, method, keep_float=keep_float, **options)
-                got = run(q, held)
-                row["qk_sqnr_db"], row["qk_agree"] = sqnr(ref, got), agreement(model, ref, got)
-                if method in ORT_METHODS:
-                    q, row["ort_seconds"] = ort_quantize(paths[model], calib, method, work)
-                    got = run_ort(q, held)
-                    row["ort_sqnr_db"], row["ort_agree"] = sqnr(ref, got), agreement(model, ref, got)
+                row = {"model": model, "method": method, "seeds": list(seeds)}
+                for sd, (calib, held) in data.items():
+                    q, t = qk_quantize(paths[model], calib, method, keep_float=keep_float, **options)
+                    got = run(q, held)
+                    _add(row, "qk", sqnr(refs[sd], got), agreement(model, refs[sd], got), t)
+                    if method in ORT_METHODS:
+                        with contextlib.redirect_stdout(io.StringIO()):
+                            q, t = ort_quantize(paths[model], calib, method, work, tag=str(sd))
+                        got = run_ort(q, held)
+                        _add(row, "ort", sqnr(refs[sd], got), agreement(model, refs[sd], got), t)
                 rows.append(row)
                 print(_line(row), flush=True)
     return rows
 
 
+def _add(row: dict, who: str, db: float, agree, seconds: float) -> None:
+    for key, v in (("sqnr_db", db), ("agree", agree), ("seconds", seconds)):
+        row.setdefault(f"{who}_{key}", []).append(v)
+
+
 def _line(r: dict) -> str:
-    def pct(v):
-        return "" if v is None else f"{100 * v:.0f} %"
-    ort = f"{r['ort_sqnr_db']:6.1f} dB {pct(r.get('ort_agree')):>6} {r['ort_seconds']:6.1f} s" \
-        if "ort_sqnr_db" in r else ""
-    return f"{r['model']:<11}{r['method']:<11}{r['qk_sqnr_db']:6.1f} dB {pct(r.get('qk_agree')):>6} " \
-           f"{r['qk_seconds']:6.1f} s   | {ort}"
+    def cell(who):
+        if f"{who}_sqnr_db" not in r:
+            return ""
+        db, agree, sec = r[f"{who}_sqnr_db"], r[f"{who}_agree"], r[f"{who}_seconds"]
+        text = f"{np.mean(db):6.1f} dB"
+        if len(db) > 1:
+            text += f" ({min(db):.1f}..{max(db):.1f})"
+        if agree[0] is not None:
+            text += f" {100 * np.mean(agree):4.0f} %"
+        return text + f" {np.median(sec):5.1f} s"
+    return f"{r['model']:<11}{r['method']:<11}{cell('qk'):<36}| {cell('ort')}"
 
 
 def main(argv=None) -> int:
@@ -153,13 +169,15 @@ def main(argv=None) -> int:
     p.add_argument("--eval", type=int, default=64, help="held-out inputs (default 64)")
     p.add_argument("--runner", choices=("ort", "qkernels"), default="ort",
                    help="the engine that runs qkernels' quantized models (default ort, as for ORT's)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1],
+                   help="calibration inputs from each seed, held-out inputs from seed + 1000 (default 1)")
     p.add_argument("--keep-float", type=int, default=0, help="qkernels keeps this many layers in float")
     p.add_argument("--bias-correction", action="store_true", help="qkernels corrects biases")
     p.add_argument("--json", help="write the rows to this file")
     a = p.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    print(f"{'model':<11}{'method':<11}{'qkernels: SQNR, agree, time':<30}| ORT quantize_static")
-    rows = study(a.models, a.methods, a.calib, a.eval, a.runner, a.keep_float,
+    print(f"{'model':<11}{'method':<11}{'qkernels: SQNR (spread), agree, time':<36}| ORT quantize_static")
+    rows = study(a.models, a.methods, a.calib, a.eval, a.runner, a.keep_float, a.seeds,
                  **({"bias_correction": True} if a.bias_correction else {}))
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1) + "\n")

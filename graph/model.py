@@ -228,6 +228,7 @@ def to_graph(proto) -> Graph:
     """The runner's Graph of a loaded ModelProto (checked: opset, types, order); a model
     of an older opset is converted to 13 first (:func:`upgrade_opset`)."""
     onnx = _onnx()
+    original = proto
     proto = upgrade_opset(proto)
     opset = default_opset(proto)
     g = proto.graph
@@ -257,4 +258,7 @@ def to_graph(proto) -> Graph:
     missing = [o.name for o in outputs if o.name not in produced]
     if missing:
         raise ModelError(f"graph output(s) {missing} are produced by no node")
-    return Graph(ordered, inits, inputs, outputs, opset, g.name, {p.key: p.value for p in proto.metadata_props})
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    if proto is original:   # converted by an earlier tool (our quantizer keeps the key): not at this load
+        metadata.pop(CONVERTED_KEY, None)
+    return Graph(ordered, inits, inputs, outputs, opset, g.name, metadata)

@@ -152,10 +152,14 @@ def prepare(model):
     """(model ready to calibrate, lines saying what pre-processing did)."""
     from ..graph.model import CONVERTED_KEY, upgrade_opset
     steps = []
-    model = upgrade_opset(model)
-    converted = {p.key: p.value for p in model.metadata_props}.get(CONVERTED_KEY)
+    original, model = model, upgrade_opset(model)
+    props = {p.key: p.value for p in model.metadata_props}
+    converted = props.pop(CONVERTED_KEY, None) if model is not original else None
     if converted is not None:
         steps.append(f"converted from opset {converted} to 13")
+        del model.metadata_props[:]          # the quantized model is opset 13 as written
+        for k, v in props.items():
+            model.metadata_props.add(key=k, value=v)
     model = name_nodes(copy.deepcopy(model))
     model, folded = fold_constants(model)
     if folded:
