@@ -11,7 +11,9 @@ squared error summed over the consumers' outputs,
 
     sum_c |f_c(Q(x)) - f_c(x)|^2 / |f_c(x)|^2,
 
-wins (the first listed on ties). A tensor no node reads (a model output) is judged by
+wins (the first listed on ties). A Conv reading the tensor is judged on its first samples
+up to :data:`CONV_ELEMENTS` input values (a large early feature map on one or two
+samples, a small late one on all of them). A tensor no node reads (a model output) is judged by
 its own error. The consumer's view matters because the tensor's own error (what the
 MSE range minimises) weighs every value alike: a convolution with large weights on a
 few channels, or a HardSigmoid gate whose slope is steep in a narrow band, does not.
@@ -36,6 +38,20 @@ def _relative_error(ref: dict, got: dict) -> float:
         energy = float(np.dot(y, y))
         err += float(np.dot(e, e)) / energy if energy > 0 else float(np.dot(e, e))
     return err
+
+
+#: values of a Conv's input that judge a candidate: a large feature map needs fewer samples
+#: for as steady an estimate, and the convolutions are most of the choice's time
+CONV_ELEMENTS = 1 << 18
+
+
+def _samples_for(consumers, x: np.ndarray) -> np.ndarray:
+    """``x`` as its consumers read it for the choice: when they are all Convs (whose
+    input's axis 0 is the batch), its first samples up to :data:`CONV_ELEMENTS` values
+    (at least one sample); else all of it."""
+    if not consumers or any(n.op_type != "Conv" for n in consumers) or x.ndim < 3 or len(x) < 2:
+        return x
+    return x[:max(1, -(-CONV_ELEMENTS // max(1, x[0].size)))]
 
 
 def _readers(graph) -> dict:
@@ -79,16 +95,15 @@ def choose_ranges(model, values: dict, observers: dict, acts, act_dtype, symmetr
         if len(cands) == 1:
             chosen[name] = next(iter(cands.items()))
             continue
-        x = scope[name]
         consumers = readers.get(name, [])
-        base = [run_node(n, scope) for n in consumers]   # the reference operators, as the trials
+        x = _samples_for(consumers, scope[name])
+        base = [run_node(n, {**scope, name: x}) for n in consumers]   # the reference operators, as the trials
         best = None
         for method, (lo, hi) in cands.items():
             scale, zp = grids[method]
             xq = fake_quantize(x, scale, zp, act_dtype)
             if consumers:
-                trial = {**scope, name: xq}
-                err = sum(_relative_error(ref, run_node(n, trial)) for n, ref in zip(consumers, base))
+                err = sum(_relative_error(ref, run_node(n, {**scope, name: xq})) for n, ref in zip(consumers, base))
             else:
                 err = _relative_error({name: x}, {name: xq})
             if best is None or err < best[0]:

@@ -491,7 +491,8 @@ class EntropyObserver(HistogramObserver):
       balanced data.
 
     The ``t_i`` of least divergence wins (the smallest on ties), clipped to the
-    observed ``max |x|``. ``range(symmetric=True)`` is ``(-t, t)``; asymmetric is
+    observed ``max |x|``; beyond 64 candidates the search takes every step-th one and then
+    every one around the best (KL varies smoothly with ``i``). ``range(symmetric=True)`` is ``(-t, t)``; asymmetric is
     ``(max(min, -t), min(max, t))`` -- the same threshold on both sides, each side
     clipped to the data (a one-sided ReLU output keeps ``lo = min >= 0``); both bounds
     are kept inside ``[min, max]``, so all-negative data with ``t < |max|`` gives
@@ -553,8 +554,10 @@ class EntropyObserver(HistogramObserver):
         total = float(h.sum())
         cum = np.cumsum(h)
         start = max(nq, floor)
-        best_i, best_kl = last, math.inf
-        for i in range(start, last + 1):
+        if start >= last:
+            return min(last * self.bin_width, amax)
+
+        def divergence(i: int) -> float:
             sliced = h[:i]
             p = sliced.copy()
             p[-1] += total - cum[i - 1]
@@ -569,12 +572,24 @@ class EntropyObserver(HistogramObserver):
             q = np.where(nonzero, np.repeat(per_bin, sizes), 0.0)
             ps, qs = _smooth(p), _smooth(q)
             if ps is None or qs is None:
-                continue
+                return math.inf
             ps /= ps.sum()
             qs /= qs.sum()
-            kl = float(np.sum(ps * np.log(ps / qs)))
-            if kl < best_kl:
-                best_kl, best_i = kl, i
+            return float(np.sum(ps * np.log(ps / qs)))
+
+        # coarse to fine: every step-th threshold, then every one around the best
+        step = max(1, (last - start) // 64)
+        coarse = list(range(start, last + 1, step))
+        if coarse[-1] != last:
+            coarse.append(last)
+        kl = {i: divergence(i) for i in coarse}
+        best = min(coarse, key=lambda i: (kl[i], i))
+        for i in range(max(start, best - step + 1), min(last, best + step - 1) + 1):
+            if i not in kl:
+                kl[i] = divergence(i)
+        best_i = min(kl, key=lambda i: (kl[i], i))
+        if kl[best_i] == math.inf:
+            best_i = last
         return min(best_i * self.bin_width, amax)
 
     def _range(self, symmetric):
