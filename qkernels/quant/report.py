@@ -13,7 +13,8 @@
     included), ``own_sqnr_db`` (the float value quantized and dequantized with this
     tensor's own scale and zero point: its rounding and clipping alone),
     ``alone_sqnr_db`` (the model outputs' SQNR when this tensor alone is quantized, on
-    the first calibration samples: what it costs the outputs, :mod:`.sensitivity`),
+    the first :data:`REPORT_SAMPLES` calibration samples: what it costs the outputs,
+    :mod:`.sensitivity`),
     ``mean_error``, and with ``method="auto"`` the ``method`` chosen for it.
 ``weights`` -- per quantized weight: ``tensor``, ``node``, ``axis`` (None: per tensor),
     ``scale_min``/``scale_max``, ``sqnr_db``, ``cosine`` and ``range_spread`` (largest
@@ -81,20 +82,23 @@ class _Compare:
         self.n = 0
         self.max_abs = 0.0
 
-    def add(self, x: np.ndarray, y: np.ndarray):
-        x = np.asarray(x, np.float64).reshape(-1)
-        y = np.asarray(y, np.float64).reshape(-1)
+    def add(self, x: np.ndarray, y: np.ndarray, block: int = 1 << 15):
+        x = np.asarray(x).reshape(-1)
+        y = np.asarray(y).reshape(-1)
         if x.shape != y.shape:
             raise ValueError(f"float and quantized values differ in size: {x.size} vs {y.size}")
-        e = y - x
-        self.xx += float(x @ x)
-        self.yy += float(y @ y)
-        self.xy += float(x @ y)
-        self.ee += float(e @ e)
-        self.err += float(e.sum())
-        self.n += x.size
-        if x.size:
+        # float64 sums, a cache-sized block at a time (2x faster than converting whole tensors)
+        for i in range(0, x.size, block):
+            xb = x[i:i + block].astype(np.float64)
+            yb = y[i:i + block].astype(np.float64)
+            e = yb - xb
+            self.xx += float(xb @ xb)
+            self.yy += float(yb @ yb)
+            self.xy += float(xb @ yb)
+            self.ee += float(e @ e)
+            self.err += float(e.sum())
             self.max_abs = max(self.max_abs, float(np.abs(e).max()))
+        self.n += x.size
 
     def sqnr(self):
         return sqnr_db(self.xx, self.ee)
@@ -219,10 +223,15 @@ def _weight_entries(model, weights: dict, pow2: bool) -> list[dict]:
             for w, (node, axis) in weights.items()]
 
 
+#: calibration samples the report's per-tensor costs are measured on (one downstream
+#: re-run per quantized tensor: the report's largest part)
+REPORT_SAMPLES = 2
+
+
 def _alone_costs(model, calibration_data, act_params: dict, act_dtype, progress: bool) -> dict:
     """tensor -> output SQNR (dB) with only that tensor quantized (:mod:`.sensitivity`)."""
     from .sensitivity import Probe
-    probe = Probe(model, calibration_data)
+    probe = Probe(model, calibration_data, REPORT_SAMPLES)
     names = list(act_params)
     if progress:
         from tqdm import tqdm
