@@ -24,12 +24,40 @@ from .ir import Graph, Node
 Kernel = Callable[[Mapping[str, np.ndarray]], "dict[str, np.ndarray]"]
 
 
+#: how a node runs, as ``explain()`` and the profile say: qkernels' native kernels, numpy
+#: (BLAS) code of a backend, the numpy reference operator, or a backend's own code
+PLACEMENTS = ("native", "numpy", "reference", "backend")
+
+
+def run_steps(steps, values, timer=None) -> dict:
+    """Run ``steps`` ((node, fn(values) -> outputs) in order) on a copy of ``values``;
+    the outputs of all. ``timer(node, seconds)`` is told each step's time when given."""
+    import time
+    scope = dict(values)
+    out = {}
+    for node, fn in steps:
+        if timer is None:
+            produced = fn(scope)
+        else:
+            t0 = time.perf_counter()
+            produced = fn(scope)
+            timer(node, time.perf_counter() - t0)
+        scope.update(produced)
+        out.update(produced)
+    return out
+
+
 class Backend:
-    """Subclass and override ``supports`` and ``compile`` (``why_not`` and ``rewrite``
-    are optional)."""
+    """Subclass and override ``supports`` and ``compile`` (``why_not``, ``rewrite`` and
+    ``placement`` are optional). A compiled callable may take a ``timer`` keyword (and
+    set ``accepts_timer = True`` on itself): then a profiled run times each node."""
 
     #: the name sessions and reports use
     name: str = "backend"
+
+    def placement(self, node: Node, graph: Graph) -> str:
+        """Optional: how ``node`` runs here, one of :data:`PLACEMENTS` (default "backend")."""
+        return "backend"
 
     def supports(self, node: Node, graph: Graph) -> bool:
         """Can this backend run ``node`` (its op, domain, attributes, and the dtypes and

@@ -9,10 +9,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .._layout import convertible, nhwc_to_nchw
-from .backend import Backend, get_backend
+from .backend import PLACEMENTS, Backend, get_backend
 from .errors import RunError
 from .fold import FOLD_LIMIT, fold_constants
-from .ir import ValueInfo
+from .ir import Node, ValueInfo
 from .model import CONVERTED_KEY, load_model, to_graph
 from .partition import Partition, partition
 from .validate import validate
@@ -72,6 +72,9 @@ class Session:
         #: bytes of inputs and intermediate values alive at once at the worst point of the
         #: last run (values are dropped after their last reader: liveness); None before a run
         self.peak_bytes: int | None = None
+        #: per-node timings of the last ``run(..., profile=True)`` (None before one)
+        self.last_profile: list[dict] | None = None
+        self._backend_of = {id(n): p.backend for p in self._partitions for n in p.nodes}
 
     # ---------------------------------------------------------------- planning
 
@@ -104,17 +107,54 @@ class Session:
         """(backend name, node names) of each partition, in run order."""
         return [(p.backend.name, [n.name for n in p.nodes]) for p in self._partitions]
 
-    def explain(self) -> str:
+    def placement(self, node: Node) -> str:
+        """How ``node`` (of ``self.graph``) runs: "native" (qkernels' kernels), "numpy"
+        (numpy/BLAS code of the cpu backend), "reference" (the numpy reference operator)
+        or "backend" (another backend's own code)."""
+        backend = self._backend_of[id(node)]
+        return backend.placement(node, self.graph)
+
+    def explain(self, nodes: bool = False) -> str:
+        """The plan: per partition its backend and its operators, grouped by how they run
+        (native kernels, numpy, the numpy reference); ``nodes=True`` adds a line per node."""
         lines = [f"{len(self._partitions)} partition(s), {len(self.graph.nodes)} node(s) after planning, "
                  f"{len(self.graph.initializers)} constant(s):"]
         if CONVERTED_KEY in self.graph.metadata:
             lines.insert(0, f"converted at load from opset {self.graph.metadata[CONVERTED_KEY]} to {self.graph.opset}")
         for k, p in enumerate(self._partitions):
-            ops: dict[str, int] = {}
+            groups: dict[str, dict[str, int]] = {}
             for n in p.nodes:
+                ops = groups.setdefault(self.placement(n), {})
                 ops[n.key] = ops.get(n.key, 0) + 1
-            lines.append(f"  [{k}] {p.backend.name:<10} {len(p.nodes):>4} node(s): "
-                         + ", ".join(f"{op} x{c}" if c > 1 else op for op, c in ops.items()))
+            lines.append(f"  [{k}] {p.backend.name:<10} {len(p.nodes):>4} node(s)")
+            for where in PLACEMENTS:
+                if where in groups:
+                    ops = groups[where]
+                    lines.append(f"      {where:<9} {sum(ops.values()):>4}: "
+                                 + ", ".join(f"{op} x{c}" if c > 1 else op for op, c in ops.items()))
+            if nodes:
+                lines += [f"        {n.name}  {n.key}  {self.placement(n)}" for n in p.nodes]
+        return "\n".join(lines)
+
+    def format_profile(self, top: int = 15) -> str:
+        """The last ``run(..., profile=True)`` as text: time per operator type and
+        placement, then the ``top`` slowest nodes (ValueError before any profiled run)."""
+        rows = self.last_profile
+        if rows is None:
+            raise ValueError("no profiled run yet: call run(..., profile=True) first")
+        total = sum(r["seconds"] for r in rows) or 1e-12
+        by_op: dict[tuple, list] = {}
+        for r in rows:
+            acc = by_op.setdefault((r["op"], r["placement"]), [0, 0.0])
+            acc[0] += 1
+            acc[1] += r["seconds"]
+        lines = [f"profile: {len(rows)} node(s), {total * 1e3:.3f} ms in nodes",
+                 f"{'operator':<32}{'runs as':<11}{'nodes':>6}{'ms':>10}{'%':>7}"]
+        for (op, where), (count, secs) in sorted(by_op.items(), key=lambda kv: -kv[1][1]):
+            lines.append(f"{op[:31]:<32}{where:<11}{count:>6}{secs * 1e3:>10.3f}{100 * secs / total:>7.1f}")
+        lines += ["", f"{'slowest nodes':<40}{'operator':<24}{'ms':>10}"]
+        for r in sorted(rows, key=lambda r: -r["seconds"])[:top]:
+            lines.append(f"{r['node'][:39]:<40}{r['op'][:23]:<24}{r['seconds'] * 1e3:>10.3f}")
         return "\n".join(lines)
 
     # ---------------------------------------------------------------- running
@@ -132,8 +172,14 @@ class Session:
                     raise RunError(f"input {info.name!r} must have shape {info.shape}, got {arr.shape}")
         return arr
 
-    def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, object]) -> list[np.ndarray]:
-        """The requested outputs (all when ``output_names`` is None) for ``feeds``."""
+    def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, object],
+            profile: bool = False) -> list[np.ndarray]:
+        """The requested outputs (all when ``output_names`` is None) for ``feeds``.
+
+        ``profile=True`` also times every node (a partition of a backend whose compiled
+        code cannot time its nodes is one row): :attr:`last_profile` holds a dict per
+        node (``node``, ``op``, ``backend``, ``placement``, ``seconds``) in run order,
+        :meth:`format_profile` the table."""
         if not isinstance(feeds, Mapping):
             raise RunError(f"feeds must be a mapping of input name -> array, got {type(feeds).__name__}")
         declared = {v.name: v for v in self.graph.inputs}
@@ -155,8 +201,9 @@ class Session:
         live = peak = sum(v.nbytes for k, v in values.items() if k not in consts)
         # the session's thread count applies to this thread's calls only, never process-wide
         with _dispatch.use_num_threads(self.num_threads) if self.num_threads is not None else nullcontext():
-            for kernel, drops in zip(self._kernels, self._last_use):
-                produced = kernel(values)
+            rows = [] if profile else None
+            for part, kernel, drops in zip(self._partitions, self._kernels, self._last_use):
+                produced = kernel(values) if rows is None else self._timed(part, kernel, values, rows)
                 values.update(produced)
                 live += sum(v.nbytes for v in produced.values())
                 peak = max(peak, live)
@@ -169,7 +216,23 @@ class Session:
             # every output a C-contiguous ndarray the caller owns
             outputs = [_owned(values[n]) for n in names]
         self.peak_bytes = peak
+        if rows is not None:
+            self.last_profile = rows
         return outputs
+
+    def _timed(self, part, kernel, values, rows: list) -> dict:
+        import time
+
+        def timer(node, seconds):
+            rows.append({"node": node.name, "op": node.key, "backend": part.backend.name,
+                         "placement": self.placement(node), "seconds": seconds})
+        if getattr(kernel, "accepts_timer", False):
+            return kernel(values, timer=timer)
+        t0 = time.perf_counter()
+        produced = kernel(values)
+        rows.append({"node": f"partition of {len(part.nodes)} node(s)", "op": "(partition)",
+                     "backend": part.backend.name, "placement": "backend", "seconds": time.perf_counter() - t0})
+        return produced
 
 
 def _owned(value) -> np.ndarray:

@@ -131,6 +131,8 @@ def _run(args) -> int:
         t0 = time.perf_counter()
         outputs = session.run(None, feeds)
         dt = time.perf_counter() - t0
+        if args.profile:   # a second run, timed per node: the first one packed and warmed up
+            session.run(None, feeds, profile=True)
     except (ModelError, RunError, ValueError, TypeError) as exc:
         print(f"qkernels run: {exc}", file=sys.stderr)
         return 1
@@ -144,6 +146,8 @@ def _run(args) -> int:
         renamed = args.output_dir and _npy_name(name) != f"{name}.npy"
         print(f"{name}: {value.dtype} {value.shape}" + (f" (saved as {_npy_name(name)})" if renamed else ""))
     print(f"run: {dt * 1e3:.2f} ms, peak intermediate memory {session.peak_bytes / 2**20:.2f} MiB")
+    if args.profile:
+        print(session.format_profile())
     return 0
 
 
@@ -261,7 +265,11 @@ def main(argv=None) -> int:
     p = sub.add_parser("run", help="run an ONNX model on the graph runner")
     p.add_argument("model", help="the .onnx file")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input (repeat for each)")
-    p.add_argument("--explain", action="store_true", help="print the plan: partitions and their backends")
+    p.add_argument("--explain", action="store_true",
+                   help="print the plan: partitions, their backends, and which nodes run on qkernels' native "
+                        "kernels, numpy code or the numpy reference")
+    p.add_argument("--profile", action="store_true",
+                   help="run once more timing every node: time per operator and placement, the slowest nodes")
     p.add_argument("--backend", action="append", metavar="NAME",
                    help="preferred backend (repeatable; cpu and reference are the fallbacks)")
     p.add_argument("--threads", type=_threads, help="kernel threads")

@@ -318,3 +318,56 @@ def test_a_sessions_thread_count_applies_to_its_own_calls_and_never_to_the_globa
             Session(mlp(), num_threads=2**31)
     finally:
         qkernels.set_num_threads(saved)
+
+
+# ------------------------------------------------------------------ introspection (how nodes run, profile)
+
+def test_explain_says_which_nodes_run_native_numpy_or_reference():
+    from qkernels.demo import shipped_data
+    from qkernels.quant import quantize_model
+    model, data = shipped_data()
+    calib = data["calib_images"][:64, None].astype(np.float32) / 16
+    q = Session(quantize_model(model, {"input": calib}, method="minmax", progress=False))
+    f = Session(model)
+    placements = {n.key: q.placement(n) for n in q.graph.nodes}
+    assert placements["QLinearConv"] == "native" and placements["QuantizeLinear"] == "native"
+    assert {f.placement(n) for n in f.graph.nodes if n.op_type in ("Conv", "FusedConv")} == {"numpy"}   # fp32: BLAS
+    text = q.explain()
+    native = next(line for line in text.splitlines() if line.strip().startswith("native"))
+    assert "QLinearConv x2" in native
+    assert any(line.strip().startswith("reference") for line in text.splitlines())
+    listed = q.explain(nodes=True).splitlines()
+    for n in q.graph.nodes:
+        assert any(line.split() == [n.name, n.key, q.placement(n)] for line in listed), n.name
+    r = Session(model, backends=["reference"])
+    assert {r.placement(n) for n in r.graph.nodes} == {"reference"}
+
+
+def test_profile_times_every_node_and_a_foreign_partition_as_one_row():
+    s = Session(mlp())
+    with pytest.raises(ValueError, match="profile=True"):
+        s.format_profile()
+    y = s.run(None, {"x": X})[0]
+    assert s.last_profile is None                                       # only when asked
+    np.testing.assert_array_equal(s.run(None, {"x": X}, profile=True)[0], y)
+    rows = s.last_profile
+    assert [r["node"] for r in rows] == [n.name for n in s.graph.nodes]
+    assert all(r["seconds"] >= 0 and r["backend"] == "cpu" for r in rows)
+    text = s.format_profile()
+    assert text.startswith(f"profile: {len(rows)} node(s)") and "MatMul" in text
+    toy = ToyAccelerator()
+    t = Session(mlp(), backends=[toy])
+    t.run(None, {"x": X}, profile=True)
+    kinds = [(r["backend"], r["op"]) for r in t.last_profile]
+    assert kinds.count(("toy", "(partition)")) == 2 and ("cpu", "Add") in kinds
+    assert {r["placement"] for r in t.last_profile if r["backend"] == "toy"} == {"backend"}
+
+
+def test_run_profile_from_the_command_line(tmp_path, capsys):
+    from qkernels.__main__ import main
+    import onnx
+    onnx.save(mlp(), tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", X)
+    assert main(["run", str(tmp_path / "m.onnx"), "--input", f"x={tmp_path / 'x.npy'}", "--profile"]) == 0
+    out = capsys.readouterr().out
+    assert "profile: 5 node(s)" in out and "slowest nodes" in out

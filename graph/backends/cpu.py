@@ -27,7 +27,7 @@ import numpy as np
 from ... import _api
 from ..._layout import convertible, nchw_to_nhwc
 from ..._qtensor import QTensor, dequantize, quantize
-from ..backend import Backend
+from ..backend import Backend, run_steps
 from ..errors import RunError
 from ..ir import Graph, Node
 from ..rewrite import rewrite as _rewrite
@@ -104,20 +104,21 @@ class CpuBackend(Backend):
         activation fusion): :func:`qkernels.graph.rewrite.rewrite`."""
         return _rewrite(graph)
 
+    def placement(self, node: Node, graph: Graph) -> str:
+        """"native" (qkernels' int8/fp16 kernels), "numpy" (the float32 BLAS path, fused
+        nodes on the reference base operator) or "reference" (the numpy reference)."""
+        runner = self._make(node, graph) if node.key in KERNELS else None
+        return "reference" if runner is None else getattr(runner, "placement", "native")
+
     def compile(self, nodes: list[Node], graph: Graph):
         steps = []
         for node in nodes:
             fast = self._make(node, graph) if node.key in KERNELS else None
-            steps.append(fast or (lambda values, node=node: run_node(node, values)))
+            steps.append((node, fast or (lambda values, node=node: run_node(node, values))))
 
-        def run(values):
-            scope = dict(values)
-            out = {}
-            for step in steps:
-                produced = step(scope)
-                scope.update(produced)
-                out.update(produced)
-            return out
+        def run(values, timer=None):
+            return run_steps(steps, values, timer)
+        run.accepts_timer = True
         return run
 
 
@@ -147,6 +148,7 @@ def _fallback(node: Node, graph: Graph, runner: Runner, reference: Runner | None
                 shapes = ", ".join(f"{values[i].dtype}{list(values[i].shape)}" for i in node.inputs if i)
                 raise RunError(f"node {node.name!r} ({node.key}) cannot run on inputs {shapes}") from None
             return reference(values)
+    run.placement = getattr(runner, "placement", "native")
     return run
 
 
@@ -517,6 +519,7 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
             if data.dtype != _F32 or data.ndim != 4:
                 raise _NotServed
             return {result: apply_activation(conv(data), activation)}
+        run.placement = "numpy"
     return _fallback_fused(node, graph, run, activation)
 
 
@@ -535,6 +538,7 @@ def _reference_fused(node: Node, graph: Graph, activation) -> Runner | None:
     def run(values):
         out = run_node(plain, values)
         return {k: apply_activation(np.array(v), activation) for k, v in out.items()}
+    run.placement = "reference"
     return run
 
 
@@ -596,6 +600,7 @@ def _make_gemm(node: Node, graph: Graph) -> Runner | None:
             if cvec is not None:
                 y += cvec
             return {result: apply_activation(y, activation)}
+        run.placement = "numpy"
     return _fallback_fused(node, graph, run, activation)
 
 

@@ -25,7 +25,7 @@ Conventions of the operators:
 """
 from __future__ import annotations
 
-from ...backend import Backend
+from ...backend import Backend, run_steps
 from ...ir import Graph, Node
 # the families register their operators into the registry when imported
 from . import (activations, cast, conv, elementwise, generators, indexing, linalg, logical,  # noqa: F401
@@ -44,13 +44,13 @@ class ReferenceBackend(Backend):
     def why_not(self, node: Node, graph: Graph) -> str | None:
         return why_not(node, graph)
 
+    def placement(self, node: Node, graph: Graph) -> str:
+        return "reference"
+
     def compile(self, nodes: list[Node], graph: Graph):
-        def run(values):
-            scope = dict(values)
-            out = {}
-            for node in nodes:
-                produced = run_node(node, scope)
-                scope.update(produced)
-                out.update(produced)
-            return out
+        steps = [(node, lambda values, node=node: run_node(node, values)) for node in nodes]
+
+        def run(values, timer=None):
+            return run_steps(steps, values, timer)
+        run.accepts_timer = True
         return run
