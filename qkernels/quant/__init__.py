@@ -4,6 +4,13 @@ observers and quantization parameters.
 - :func:`quantize_model` (:mod:`qkernels.quant.quantize`) -- a float ONNX model and
   calibration data in, a QDQ ONNX model out (targets ``cpu``, ``dsp``, ``fp16``).
 
+- :mod:`qkernels.quant.prepare` -- the float model brought to the form the quantizer
+  plans on: opset conversion, node names, constant folding (``Constant``-node weights),
+  batch-norm and conv-affine folding;
+- :mod:`qkernels.quant.auto` -- ``method="auto"``: per tensor, the candidate range that
+  least disturbs the nodes reading it;
+- :mod:`qkernels.quant.sensitivity` -- what each tensor or layer costs the outputs when
+  it alone is quantized (the report's culprit, ``keep_float=``, ``min_sqnr_db=``);
 - :mod:`qkernels.quant.passes` -- batch-norm folding, cross-layer equalisation, bias
   correction and the accuracy-budget search (``quantize_model(equalize=,
   bias_correction=, evaluate=)``).
