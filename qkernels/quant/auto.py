@@ -55,33 +55,27 @@ def _samples_for(consumers, x: np.ndarray) -> np.ndarray:
 
 
 def _readers(graph) -> dict:
-    readers: dict[str, list] = {}
-    for node in graph.nodes:
-        for i in dict.fromkeys(i for i in node.inputs if i):
-            readers.setdefault(i, []).append(node)
-    return readers
+    """value -> the nodes reading it, each once (a node may read a value twice)."""
+    return {k: list({id(n): n for n in v}.values()) for k, v in graph.consumers().items()}
 
 
-def capture_list(model, acts) -> list[str]:
+def capture_list(graph, acts) -> list[str]:
     """The tensors :func:`choose_ranges` needs besides ``acts``: every non-constant input
-    of the nodes that read them (:func:`~qkernels.quant.calibration.calibrate` captures
-    them on the first samples)."""
-    from ..graph.model import to_graph
-    graph = to_graph(model)
+    of the nodes that read them, in ``graph`` (the runner's Graph of the model:
+    :func:`~qkernels.quant.calibration.calibrate` captures them on the first samples)."""
     readers = _readers(graph)
     return list(dict.fromkeys(i for a in acts for n in readers.get(a, []) for i in n.inputs
                               if i and i not in graph.initializers))
 
 
-def choose_ranges(model, values: dict, observers: dict, acts, act_dtype, symmetric: bool,
+def choose_ranges(graph, values: dict, observers: dict, acts, act_dtype, symmetric: bool,
                   reduce_range: bool, power_of_two: bool) -> dict:
-    """tensor -> (method, (lo, hi)) for every name in ``acts``: ``values`` the float
-    values of the first samples (the feeds, ``acts`` and :func:`capture_list`),
+    """tensor -> (method, (lo, hi)) for every name in ``acts``: ``graph`` the runner's
+    Graph of the model, ``values`` the float values of the first samples (the feeds,
+    ``acts`` and :func:`capture_list`),
     ``observers`` their AutoObservers; the other arguments as
     :func:`~qkernels.quant.params.quant_params`."""
     from ..graph.backends.reference import run_node
-    from ..graph.model import to_graph
-    graph = to_graph(model)
     readers = _readers(graph)
     scope = {**graph.initializers, **values}
     chosen = {}

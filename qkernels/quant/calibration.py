@@ -12,7 +12,7 @@ import numpy as np
 from .graphutil import with_outputs
 from .observers import make_observer
 
-__all__ = ["CalibrationError", "BATCH_SIZE", "Batched", "iter_calibration", "calibration_batches", "replayable",
+__all__ = ["CalibrationError", "BATCH_SIZE", "Batched", "iter_calibration", "calibration_batches", "replayable", "split_feeds",
            "calibrate"]
 
 #: Arrays (a mapping, a .npz/.npy file or folder) are fed in blocks of this many samples
@@ -180,7 +180,7 @@ def replayable(data):
     return list(iter_calibration(data, [])) if one_shot else data
 
 
-def _split(feeds: dict, n: int) -> list[dict]:
+def split_feeds(feeds: dict, n: int) -> list[dict]:
     """``feeds`` as [its first ``n`` samples, the rest] when every array shares one leading
     length above ``n``; else [feeds]."""
     lens = {len(v) if np.ndim(v) else None for v in feeds.values()}
@@ -206,7 +206,7 @@ def calibrate(model, calibration_data, tensors: list[str], method: str = "minmax
     batches = calibration_batches(calibration_data, inputs, progress, "calibrating")
     seen, captured = 0, None
     for feeds in batches:
-        for part in _split(feeds, capture_samples) if capture and captured is None else [feeds]:
+        for part in split_feeds(feeds, capture_samples) if capture and captured is None else [feeds]:
             try:
                 values = session.run(fetch, part)
             except RunError as exc:

@@ -112,10 +112,12 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     acts, _, _ = plan_tensors(proto, op_types, user_exclude)
     dsp, chosen = target == "dsp", None
     if method == "auto":   # the first samples' values kept for the choice
+        from ..graph.model import to_graph
+        graph = to_graph(proto)
         observers, values = calibrate(proto, calibration_data, acts, method, progress,
-                                      capture=capture_list(proto, acts), capture_samples=AUTO_SAMPLES,
+                                      capture=capture_list(graph, acts), capture_samples=AUTO_SAMPLES,
                                       **observer_options)
-        chosen = choose_ranges(proto, values, observers, acts, act_dtype, dsp, reduce_range, dsp)
+        chosen = choose_ranges(graph, values, observers, acts, act_dtype, dsp, reduce_range, dsp)
         ranges = {name: rng for name, (_, rng) in chosen.items()}
     else:
         observers = calibrate(proto, calibration_data, acts, method, progress, **observer_options)

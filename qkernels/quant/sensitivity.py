@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .calibration import iter_calibration
+from .calibration import iter_calibration, split_feeds
 from .graphutil import with_outputs
 from .params import fake_quantize
 from .weights import dequantize_weight, quantize_weight
@@ -28,13 +28,11 @@ SAMPLES = 4
 
 
 def _first(model, calibration_data, n: int) -> dict:
+    """The first ``n`` samples of the first calibration batch (the whole batch when it
+    has no single leading axis to cut)."""
     inits = {t.name for t in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in inits]
-    feeds = next(iter(iter_calibration(calibration_data, inputs)))
-    lens = {len(v) if np.ndim(v) else None for v in feeds.values()}
-    if len(lens) == 1 and None not in lens and lens.pop() > n:
-        feeds = {k: v[:n] for k, v in feeds.items()}
-    return feeds
+    return split_feeds(next(iter(iter_calibration(calibration_data, inputs))), n)[0]
 
 
 def output_sqnr(ref: dict, got: dict) -> float:
