@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
 import json
 import math
 import os
@@ -162,12 +164,29 @@ def _demo(args) -> int:
     return 0
 
 
+def _calib_files(calib: str) -> list[str]:
+    """The shards of --calib: the files a pattern matches, a folder's .npz/.npy files, or the file."""
+    if os.path.isdir(calib):
+        files = sorted(os.path.join(calib, f) for f in os.listdir(calib) if f.endswith((".npz", ".npy")))
+        if not files:
+            raise ValueError(f"calibration folder {calib!r} holds no .npz or .npy files")
+        return files
+    if glob.has_magic(calib):
+        files = sorted(glob.glob(calib))
+        if not files:
+            raise ValueError(f"--calib: no file matches {calib!r}")
+        return files
+    return [calib]
+
+
 def _quantize(args) -> int:
     import onnx
 
     from .graph import ModelError
     from .quant import CalibrationError, quantize_model
+    from .quant.data import BATCH_SIZE
     from .quant.report import format_report, format_summary, plot_report, save_report
+    from .quant.shards import Shards, dask_client
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -175,15 +194,27 @@ def _quantize(args) -> int:
             print("qkernels quantize: --plot needs matplotlib, which is not installed: "
                   "pip install 'qkernels[plot]'", file=sys.stderr)
             return 2
+    distributed = args.scheduler is not None or args.workers is not None
+    if args.scheduler is not None and args.workers is not None:
+        print("qkernels quantize: give --scheduler (a running cluster) or --workers (a local one), not both",
+              file=sys.stderr)
+        return 2
     try:
-        model, report = quantize_model(args.model, args.calib, target=args.target, method=args.method,
-                                       per_channel=not args.per_tensor, reduce_range=args.reduce_range,
-                                       exclude_nodes=args.exclude or (), progress=not args.quiet,
-                                       bias_correction=args.bias_correction, equalize=args.equalize,
-                                       batch_size=args.batch_size, return_report=True,
-                                       measure=bool(args.report or args.plot), keep_float=args.keep_float,
-                                       min_sqnr_db=args.min_sqnr_db)
-    except (ModelError, CalibrationError, ValueError) as exc:
+        calib = args.calib
+        if calib is not None and (distributed or glob.has_magic(calib)):   # a shard per file
+            calib = Shards(_calib_files(calib), args.batch_size or BATCH_SIZE)
+        with dask_client(args.scheduler, args.workers) if distributed else contextlib.nullcontext() as client:
+            model, report = quantize_model(args.model, calib, target=args.target, method=args.method,
+                                           per_channel=not args.per_tensor, reduce_range=args.reduce_range,
+                                           exclude_nodes=args.exclude or (), progress=not args.quiet,
+                                           bias_correction=args.bias_correction, equalize=args.equalize,
+                                           batch_size=None if isinstance(calib, Shards) else args.batch_size,
+                                           return_report=True, measure=bool(args.report or args.plot),
+                                           keep_float=args.keep_float, min_sqnr_db=args.min_sqnr_db, client=client)
+    except ImportError as exc:
+        print(f"qkernels quantize: {exc}", file=sys.stderr)
+        return 2
+    except (ModelError, CalibrationError, ValueError, OSError) as exc:
         print(f"qkernels quantize: {exc}", file=sys.stderr)
         return 1
     try:   # the files first: a closed stdout must not lose them
@@ -288,10 +319,17 @@ def main(argv=None) -> int:
     p = sub.add_parser("quantize", help="post-training quantization of a float ONNX model (QDQ output)")
     p.add_argument("model", help="the float .onnx file")
     p.add_argument("output", help="the quantized .onnx file to write")
-    p.add_argument("--calib", help="calibration data: a .npz (input name -> array) or .npy file, or a folder of "
-                                    "them; fed --batch-size samples at a time along the leading axis")
+    p.add_argument("--calib", help="calibration data: a .npz (input name -> array) or .npy file, a folder of "
+                                    "them or a glob pattern ('data/*.npz', quoted); fed --batch-size samples at a "
+                                    "time along the leading axis")
     p.add_argument("--batch-size", type=_number(int, 1), metavar="N",
                    help="samples per calibration batch (default 32)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run every pass over the calibration data on a Dask cluster (tcp://host:8786), a shard per "
+                        "--calib file (a glob pattern such as 'data/*.npz', or a folder): the same model as in one "
+                        "process (needs pip install 'qkernels[distributed]')")
+    p.add_argument("--workers", type=_number(int, 1), metavar="N",
+                   help="the same on a local Dask cluster of N worker processes (one thread each)")
     p.add_argument("--target", default="cpu", choices=("cpu", "dsp", "fp16"),
                    help="cpu: int8 activations and per-channel int8 weights (default); dsp: symmetric int8 with "
                         "power-of-two scales (fixed-point requantization); fp16: float16, no calibration")

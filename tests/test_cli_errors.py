@@ -297,7 +297,7 @@ def test_batch_size_is_checked_in_the_library(d):
 
 
 def test_progress_counts_samples_against_a_known_total(d, capsys):
-    from qkernels.quant.calibration import Batched, _samples, calibration_batches
+    from qkernels.quant.data import Batched, _samples, calibration_batches
     assert _samples(str(d / "good.npz")) == 16 and _samples(str(d / "x3.npy")) == 3
     assert _samples({"x": np.zeros((7, 4))}) == 7 and _samples([{"x": np.zeros((2, 4))}] * 3) == 6
     assert _samples(Batched(str(d / "good.npz"), 5)) == 16

@@ -96,14 +96,7 @@ class Observer:
         ``other`` must be the same class with the same settings (TypeError / ValueError
         otherwise) and, when both have names, the same name (ValueError).
         """
-        if type(other) is not type(self):
-            raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}: "
-                            "observers must be of the same kind")
-        if self._settings() != other._settings():
-            raise ValueError(f"cannot merge {type(self).__name__}s with different settings: "
-                             f"{self._settings_str()} vs {other._settings_str()}")
-        if self.name is not None and other.name is not None and self.name != other.name:
-            raise ValueError(f"cannot merge the observer of tensor {other.name!r} into that of {self.name!r}")
+        self.merge_check(other)
         if other.count == 0:
             return self
         self._merge_state(other)
@@ -113,6 +106,17 @@ class Observer:
         if self.name is None:
             self.name = other.name
         return self
+
+    def merge_check(self, other: Observer) -> None:
+        """Refuse to merge an observer of another kind, settings or tensor."""
+        if type(other) is not type(self):
+            raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}: "
+                            "observers must be of the same kind")
+        if self._settings() != other._settings():
+            raise ValueError(f"cannot merge {type(self).__name__}s with different settings: "
+                             f"{self._settings_str()} vs {other._settings_str()}")
+        if self.name is not None and other.name is not None and self.name != other.name:
+            raise ValueError(f"cannot merge the observer of tensor {other.name!r} into that of {self.name!r}")
 
     def range(self, symmetric: bool = False) -> tuple[float, float]:
         """The real range ``(lo, hi)`` to map onto the integer grid.
@@ -204,11 +208,16 @@ class MovingAverageMinMaxObserver(Observer):
         self.momentum = momentum
         self.avg_min = math.nan
         self.avg_max = math.nan
+        self.batches: list[tuple[float, float, int]] = []   # (min, max, size) of each batch, for extend()
 
     def _settings(self):
         return (("momentum", self.momentum),)
 
     def _observe(self, x, lo, hi):
+        self._step(lo, hi)
+        self.batches.append((lo, hi, int(x.size)))
+
+    def _step(self, lo, hi):
         if self.count == 0:
             self.avg_min, self.avg_max = lo, hi
         else:
@@ -216,7 +225,22 @@ class MovingAverageMinMaxObserver(Observer):
             self.avg_min = m * self.avg_min + (1.0 - m) * lo
             self.avg_max = m * self.avg_max + (1.0 - m) * hi
 
+    def extend(self, other: "MovingAverageMinMaxObserver") -> "MovingAverageMinMaxObserver":
+        """Continue with ``other``'s batches as if they came after ours: its per-batch
+        ranges are replayed, so the result is **exactly** one pass over our data then
+        its (sharded calibration folds shards this way, in order). ``other`` is unchanged."""
+        self.merge_check(other)
+        for lo, hi, n in other.batches:
+            self._step(lo, hi)
+            self.batches.append((lo, hi, n))
+            self.count += n
+            self.min, self.max = min(self.min, lo), max(self.max, hi)
+        if self.name is None:
+            self.name = other.name
+        return self
+
     def _merge_state(self, other):
+        self.batches += other.batches
         if self.count == 0:
             self.avg_min, self.avg_max = other.avg_min, other.avg_max
             return

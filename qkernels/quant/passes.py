@@ -28,8 +28,8 @@ from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
-from .calibration import calibration_batches
 from .graphutil import consumers, drop_unused_initializers, node_attrs, with_outputs
+from .shards import ShardJob, run_shards
 from .weights import channel_ranges, dequantize_weight, quantize_weight, range_spread
 
 __all__ = ["fold_batch_norm", "equalize", "input_means", "correct_biases", "search_accuracy_budget",
@@ -289,6 +289,23 @@ class _Mean:
             self.sum = s if self.sum is None else self.sum + s
         self.count += n
 
+    def merge(self, other: "_Mean") -> "_Mean":
+        """Add ``other``'s sums (the next shard's) to ours."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            vars(self).update(vars(other))      # (sums are never added to in place)
+            return self
+        if other.channel_sum is not None:
+            self.channel_sum = self.channel_sum + other.channel_sum
+            self.channel_count += other.channel_count
+        if self.sum is False or other.sum is False or self.sum.shape != other.sum.shape:
+            self.sum = False                                  # shapes vary: per-channel only
+        else:
+            self.sum = self.sum + other.sum
+        self.count += other.count
+        return self
+
     def value(self):
         if self.sum is None or self.sum is False:
             return None
@@ -298,26 +315,44 @@ class _Mean:
         return None if self.channel_sum is None else self.channel_sum / self.channel_count
 
 
-def input_means(model, calibration_data, nodes: Iterable[str], progress: bool = False) -> dict:
+def input_means(model, calibration_data, nodes: Iterable[str], progress: bool = False, client=None) -> dict:
     """Node name -> running mean of its activation input (input 0) over the calibration
     data, the float model run on qkernels' runner: over the batch for Conv (so the
-    mean keeps its spatial shape), over every row for Gemm and MatMul."""
-    from ..graph import Session
+    mean keeps its spatial shape), over every row for Gemm and MatMul. Sharded data
+    (:mod:`qkernels.quant.shards`) is summed per shard, the shards' sums added in shard
+    order (on the workers of ``client`` when given: the same means either way)."""
     wanted = set(nodes)
-    sel = [n for n in model.graph.node if n.name in wanted]
-    tensors = list(dict.fromkeys(n.input[0] for n in sel))
-    session = Session(with_outputs(model, tensors).SerializeToString())
-    inputs = [i.name for i in session.get_inputs()]
-    means = {n.name: _Mean() for n in sel}
-    batches = calibration_batches(calibration_data, inputs, progress, "bias correction")
-    for feeds in batches:
-        values = dict(zip(tensors, session.run(tensors, feeds)))
-        for n in sel:
-            x = values[n.input[0]]
-            if n.op_type == "Gemm" and node_attrs(n).get("transA", 0):
-                x = x.T
-            means[n.name].add(x, rows=n.op_type != "Conv")
-    return means
+    sel = [(n.name, n.op_type, n.input[0], bool(n.op_type == "Gemm" and node_attrs(n).get("transA", 0)))
+           for n in model.graph.node if n.name in wanted]
+    tensors = list(dict.fromkeys(x for _, _, x, _ in sel))
+    return run_shards(_Means(sel), [with_outputs(model, tensors)], calibration_data, client=client,
+                      progress=progress, desc="bias correction")
+
+
+class _Means(ShardJob):
+    """input_means as a shard job: a shard gives node -> _Mean of its batches."""
+
+    def __init__(self, sel):
+        self.sel = sel        # (node, op type, input tensor, transposed) per node
+
+    def setup(self, models):
+        from ..graph import Session
+        return Session(models[0])
+
+    def run(self, session, batches, index):
+        tensors = list(dict.fromkeys(x for _, _, x, _ in self.sel))
+        means = {name: _Mean() for name, *_ in self.sel}
+        for feeds in batches:
+            values = dict(zip(tensors, session.run(tensors, feeds)))
+            for name, op, x, trans in self.sel:
+                v = values[x]
+                means[name].add(v.T if trans else v, rows=op != "Conv")
+        return means
+
+    def merge(self, total, partial):
+        for name, mean in partial.items():
+            total[name].merge(mean)
+        return total
 
 
 def _conv_mean_output(node, x_mean: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -32,7 +32,8 @@ from .plan import DEFAULT_OP_TYPES, check_node_names, plan_tensors, quantized_la
 from .prepare import prepare
 from .qdq import qdq_model, to_fp16
 from .report import build_report, fp16_report
-from .sensitivity import Probe, output_sqnr
+from .sensitivity import Probe, output_sqnr, probe_each
+from .shards import Shards, shards_of
 
 __all__ = ["TARGETS", "DEFAULT_OP_TYPES", "quantize_model", "CalibrationError", "calibrate", "fold_batch_norm"]
 
@@ -45,7 +46,7 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
                    progress: bool = True, return_report: bool = False, bias_correction: bool = False,
                    equalize: bool = False, evaluate=None, max_drop: float = 0.01, batch_size: int | None = None,
                    measure: bool = True, keep_float: int = 0, min_sqnr_db: float | None = None,
-                   **observer_options):
+                   client=None, **observer_options):
     """Quantize a float ONNX model (path, bytes or ModelProto) post-training.
 
     Returns an ``onnx.ModelProto`` in QDQ form (save it with ``onnx.save``), or
@@ -76,6 +77,14 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
       sensitive remaining layer (largest score drop when it alone is quantized) is kept
       in float and the model rebuilt from the same calibration (no recalibration).
 
+    Calibration data in shards (:class:`~qkernels.quant.shards.Shards`: files, a glob
+    pattern, callables, a ``dask.bag`` or ``dask.array``) is run shard by shard; with
+    ``client`` (a ``distributed.Client``) every pass over the data -- calibration, bias
+    correction, the sensitivity of ``keep_float``/``min_sqnr_db`` and the report -- runs
+    on the cluster's workers, and the model is the same, bit for bit, as with
+    ``client=None`` on the same shards (docs/distributed.md). Given a client, data that
+    is not a Shards is made one (a list's items, a pattern's files are the shards).
+
     Keeping the worst layers in float without writing ``evaluate``
     (:mod:`qkernels.quant.sensitivity`: each layer quantized alone on the first
     calibration samples, its cost the model outputs' SQNR against float):
@@ -97,7 +106,10 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
         return (m, fp16_report()) if return_report else m
     if calibration_data is None:
         raise CalibrationError(f"target {target!r} needs calibration data")
-    if batch_size is not None:
+    if client is not None or isinstance(calibration_data, Shards):
+        calibration_data = shards_of(calibration_data if not isinstance(calibration_data, Shards) or batch_size is None
+                                     else calibration_data.sources, batch_size)
+    elif batch_size is not None:
         if not isinstance(calibration_data, (str, os.PathLike, Mapping)):
             raise ValueError("batch_size applies to calibration arrays (a mapping, a .npz/.npy file or folder); "
                              "batches given as feed dicts keep their own size")
@@ -116,27 +128,30 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
         graph = to_graph(proto)
         observers, values = calibrate(proto, calibration_data, acts, method, progress,
                                       capture=capture_list(graph, acts), capture_samples=AUTO_SAMPLES,
-                                      **observer_options)
+                                      client=client, **observer_options)
         chosen = choose_ranges(graph, values, observers, acts, act_dtype, dsp, reduce_range, dsp)
         ranges = {name: rng for name, (_, rng) in chosen.items()}
     else:
-        observers = calibrate(proto, calibration_data, acts, method, progress, **observer_options)
+        observers = calibrate(proto, calibration_data, acts, method, progress, client=client, **observer_options)
         ranges = {name: observers[name].range(symmetric=dsp) for name in acts}
     act_params = _activation_params(ranges, act_dtype, dsp, reduce_range)
     candidates = [n.name for n, *_ in quantized_layers(proto, op_types, user_exclude)]
-    means = input_means(proto, calibration_data, candidates, progress) if bias_correction else None
+    means = input_means(proto, calibration_data, candidates, progress, client) if bias_correction else None
     builder = _Builder(proto, op_types, per_channel, target, act_dtype, act_params, means)
     always_float, sensitivity = set(user_exclude), None
     if keep_float or min_sqnr_db is not None:
-        probe = Probe(proto, calibration_data)
-        sensitivity = {n.name: -probe.layer_alone(x, w, _axis(builder, n), y, act_params, act_dtype, dsp)
-                       for n, x, w, y in quantized_layers(proto, op_types, user_exclude)}
+        layers = quantized_layers(proto, op_types, user_exclude)
+        costs = probe_each(proto, calibration_data, "layer_alone", [(x, w, _axis(builder, n), y) for n, x, w, y in layers],
+                           (act_params, act_dtype, dsp), client=client, progress=progress, desc="cost of each layer alone")
+        sensitivity = {n.name: -cost for (n, *_), cost in zip(layers, costs)}
         worst = sorted(sensitivity, key=lambda c: -sensitivity[c])[:keep_float]
         always_float |= set(worst)
     if evaluate is not None:
         m, budget = search_accuracy_budget(builder.build, evaluate, candidates, float(evaluate(original)), max_drop,
                                            always_float=always_float)
     elif min_sqnr_db is not None:
+        probe = Probe(proto, calibration_data)
+
         def score(model):
             from ..graph import Session
             return output_sqnr(probe.reference, dict(zip(probe.outputs, Session(model.SerializeToString()).run(
@@ -160,7 +175,8 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
                            act_params=act_params, observers=observers, quantized=builder.last,
                            excluded_nodes=user_exclude, accuracy_budget=budget, equalization=eq_info,
                            progress=progress, measure_pass=measure, preprocessing=preprocessing,
-                           chosen_methods=None if chosen is None else {k: m for k, (m, _) in chosen.items()})
+                           chosen_methods=None if chosen is None else {k: m for k, (m, _) in chosen.items()},
+                           client=client)
 
 
 def _check_options(target: str, evaluate, max_drop, keep_float, min_sqnr_db) -> float:

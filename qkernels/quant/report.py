@@ -48,7 +48,7 @@ import math
 
 import numpy as np
 
-from .calibration import calibration_batches
+from .shards import ShardJob, map_items, run_shards
 from .graphutil import with_outputs
 from .params import fake_quantize
 from .plan import quantized_layers
@@ -100,6 +100,13 @@ class _Compare:
             self.max_abs = max(self.max_abs, float(np.abs(e).max()))
         self.n += x.size
 
+    def merge(self, other: "_Compare") -> "_Compare":
+        """Add ``other``'s sums (the next shard's) to ours."""
+        for k in ("xx", "ee", "xy", "yy", "err", "n"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.max_abs = max(self.max_abs, other.max_abs)
+        return self
+
     def sqnr(self):
         return sqnr_db(self.xx, self.ee)
 
@@ -110,44 +117,73 @@ class _Compare:
         return self.err / self.n if self.n else 0.0
 
 
-def measure(float_model, quant_model, calibration_data, act_params: dict, act_dtype, progress: bool = False):
+def measure(float_model, quant_model, calibration_data, act_params: dict, act_dtype, progress: bool = False,
+            client=None):
     """Run the float and the quantized model on every calibration batch (qkernels' runner)
     and compare: per quantized activation (``act_params``: name -> (scale, zero point,
-    lo, hi)) and per model output. Returns ``(per tensor stats, per output stats, batches)``."""
-    from ..graph import Session
+    lo, hi)) and per model output. Returns ``(per tensor stats, per output stats, batches)``.
+    Sharded data is compared per shard and the sums added in shard order (on the workers
+    of ``client`` when given)."""
     names = list(act_params)
-    float_outputs = [o.name for o in float_model.graph.output]
     q_graph_outputs = {o.name for o in quant_model.graph.output}
     q_names = [n if n in q_graph_outputs else f"{n}_dq" for n in names]
-    f_session = Session(with_outputs(float_model, names).SerializeToString())
-    q_session = Session(with_outputs(quant_model, q_names).SerializeToString())
-    f_fetch = list(dict.fromkeys(names + float_outputs))
-    q_fetch = list(dict.fromkeys(q_names + float_outputs))
-    inputs = [i.name for i in f_session.get_inputs()]
-    e2e = {n: _Compare() for n in names}
-    own = {n: _Compare() for n in names}
-    clipped = {n: 0 for n in names}
-    outs = {o: _Compare() for o in float_outputs}
-    batches = calibration_batches(calibration_data, inputs, progress, "report")
-    seen = 0
-    for feeds in batches:
-        fv = dict(zip(f_fetch, f_session.run(f_fetch, feeds)))
-        qv = dict(zip(q_fetch, q_session.run(q_fetch, feeds)))
-        for n, qn in zip(names, q_names):
-            scale, zp, lo, hi = act_params[n]
-            x = fv[n]
-            e2e[n].add(x, qv[qn])
-            own[n].add(x, fake_quantize(x, scale, zp, act_dtype))
-            clipped[n] += int(np.count_nonzero((x < min(lo, 0.0)) | (x > max(hi, 0.0))))
-        for o in float_outputs:
-            outs[o].add(fv[o], qv[o])
-        seen += 1
+    job = _Measure(names, q_names, [o.name for o in float_model.graph.output], act_params, np.dtype(act_dtype).name)
+    e2e, own, clipped, outs, seen = run_shards(
+        job, [with_outputs(float_model, names), with_outputs(quant_model, q_names)], calibration_data,
+        client=client, progress=progress, desc="report")
     tensors = {n: {"clip_fraction": clipped[n] / e2e[n].n if e2e[n].n else 0.0,
                    "sqnr_db": e2e[n].sqnr(), "cosine": e2e[n].cos(), "own_sqnr_db": own[n].sqnr(),
                    "mean_error": e2e[n].mean_error()} for n in names}
     outputs = [{"tensor": o, "sqnr_db": c.sqnr(), "cosine": c.cos(), "max_abs_error": c.max_abs,
                 "mean_error": c.mean_error()} for o, c in outs.items()]
     return tensors, outputs, seen
+
+
+class _Measure(ShardJob):
+    """measure() as a shard job: a shard gives (e2e, own, clipped, outputs, batches)."""
+
+    def __init__(self, names, q_names, float_outputs, act_params, act_dtype: str):
+        self.names, self.q_names, self.float_outputs = names, q_names, float_outputs
+        self.act_params, self.act_dtype = act_params, act_dtype
+
+    def setup(self, models):
+        from ..graph import Session
+        return Session(models[0]), Session(models[1])
+
+    def inputs(self, state):
+        return [i.name for i in state[0].get_inputs()]
+
+    def run(self, state, batches, index):
+        f_session, q_session = state
+        names, float_outputs = self.names, self.float_outputs
+        f_fetch = list(dict.fromkeys(names + float_outputs))
+        q_fetch = list(dict.fromkeys(self.q_names + float_outputs))
+        e2e = {n: _Compare() for n in names}
+        own = {n: _Compare() for n in names}
+        clipped = {n: 0 for n in names}
+        outs = {o: _Compare() for o in float_outputs}
+        seen = 0
+        for feeds in batches:
+            fv = dict(zip(f_fetch, f_session.run(f_fetch, feeds)))
+            qv = dict(zip(q_fetch, q_session.run(q_fetch, feeds)))
+            for n, qn in zip(names, self.q_names):
+                scale, zp, lo, hi = self.act_params[n]
+                x = fv[n]
+                e2e[n].add(x, qv[qn])
+                own[n].add(x, fake_quantize(x, scale, zp, np.dtype(self.act_dtype)))
+                clipped[n] += int(np.count_nonzero((x < min(lo, 0.0)) | (x > max(hi, 0.0))))
+            for o in float_outputs:
+                outs[o].add(fv[o], qv[o])
+            seen += 1
+        return e2e, own, clipped, outs, seen
+
+    def merge(self, total, partial):
+        for mine, theirs in zip(total[:2] + total[3:4], partial[:2] + partial[3:4]):
+            for name, compare in theirs.items():
+                mine[name].merge(compare)
+        for name, count in partial[2].items():
+            total[2][name] += count
+        return (*total[:4], total[4] + partial[4])
 
 
 def weight_stats(arr: np.ndarray, axis, power_of_two: bool) -> dict:
@@ -170,7 +206,7 @@ def fp16_report() -> dict:
 def build_report(float_model, quant_model, calibration_data, *, target: str, method: str, settings: dict,
                  act_params: dict, observers: dict, quantized, excluded_nodes, accuracy_budget, equalization,
                  progress: bool = False, measure_pass: bool = True, preprocessing=(),
-                 chosen_methods: dict | None = None) -> dict:
+                 chosen_methods: dict | None = None, client=None) -> dict:
     """The report of :func:`qkernels.quant.quantize_model` (the layout is this module's
     docstring): ``float_model`` the float model the quantizer planned on (batch norm
     folded, equalised), ``act_params`` tensor -> (scale, zero point, lo, hi) of every
@@ -178,14 +214,15 @@ def build_report(float_model, quant_model, calibration_data, *, target: str, met
     build quantized (``acts``, ``weights``, ``exclude``, ``bias_correction``), ``settings``
     the options the report repeats (``op_types`` and ``activation_dtype`` among them).
     ``measure_pass=False`` leaves out what only running both models measures (SQNR,
-    cosine, clipping, outputs): the report of the plan alone, at no extra cost."""
+    cosine, clipping, outputs): the report of the plan alone, at no extra cost. With a
+    ``client`` the measuring runs on its workers (:mod:`qkernels.quant.shards`)."""
     act_dtype = np.dtype(settings["activation_dtype"])
     pow2 = target == "dsp"
     used = {k: act_params[k] for k in quantized.acts}
-    stats, outputs, batches = measure(float_model, quant_model, calibration_data, used, act_dtype, progress) \
-        if measure_pass else ({}, [], None)
+    stats, outputs, batches = measure(float_model, quant_model, calibration_data, used, act_dtype, progress,
+                                      client) if measure_pass else ({}, [], None)
     weights = _weight_entries(float_model, quantized.weights, pow2)
-    alone = _alone_costs(float_model, calibration_data, used, act_dtype, progress) if measure_pass else {}
+    alone = _alone_costs(float_model, calibration_data, used, act_dtype, progress, client) if measure_pass else {}
     for name, value in alone.items():
         stats.setdefault(name, {})["alone_sqnr_db"] = value
     layers = _layer_entries(float_model, settings["op_types"], quantized.exclude, stats, weights, list(used))
@@ -230,15 +267,14 @@ def _weight_entries(model, weights: dict, pow2: bool) -> list[dict]:
 REPORT_SAMPLES = 4
 
 
-def _alone_costs(model, calibration_data, act_params: dict, act_dtype, progress: bool) -> dict:
-    """tensor -> output SQNR (dB) with only that tensor quantized (:mod:`.sensitivity`)."""
-    from .sensitivity import Probe
-    probe = Probe(model, calibration_data, REPORT_SAMPLES)
+def _alone_costs(model, calibration_data, act_params: dict, act_dtype, progress: bool, client=None) -> dict:
+    """tensor -> output SQNR (dB) with only that tensor quantized (:mod:`.sensitivity`;
+    spread over the workers of ``client`` when given)."""
+    from .sensitivity import probe_each
     names = list(act_params)
-    if progress:
-        from tqdm import tqdm
-        names = tqdm(names, desc="cost of each tensor alone", unit="tensor")
-    return {n: probe.tensor_alone(n, *act_params[n][:2], act_dtype) for n in names}
+    costs = probe_each(model, calibration_data, "tensor_alone", [(n, *act_params[n][:2]) for n in names],
+                       (act_dtype,), REPORT_SAMPLES, client, progress, "cost of each tensor alone")
+    return dict(zip(names, costs))
 
 
 def _drop(ins, outs):

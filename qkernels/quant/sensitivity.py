@@ -19,9 +19,10 @@ import numpy as np
 from .calibration import iter_calibration, split_feeds
 from .graphutil import with_outputs
 from .params import fake_quantize
+from .shards import map_items
 from .weights import dequantize_weight, quantize_weight
 
-__all__ = ["SAMPLES", "Probe"]
+__all__ = ["SAMPLES", "Probe", "probe_each"]
 
 #: calibration samples the probe runs on (the first ones)
 SAMPLES = 4
@@ -52,12 +53,12 @@ class Probe:
     """The float ``model``'s values on the first ``samples`` samples of
     ``calibration_data``; :meth:`sqnr` re-runs what a change reaches."""
 
-    def __init__(self, model, calibration_data, samples: int = SAMPLES):
+    def __init__(self, model, calibration_data, samples: int = SAMPLES, feeds: dict | None = None):
         from ..graph import Session
         from ..graph.model import to_graph
         self.graph = to_graph(model)
         names = list(dict.fromkeys(o for n in self.graph.nodes for o in n.outputs if o))
-        feeds = _first(model, calibration_data, samples)
+        feeds = _first(model, calibration_data, samples) if feeds is None else feeds
         session = Session(with_outputs(model, names).SerializeToString())
         self.scope = {**self.graph.initializers, **feeds, **dict(zip(names, session.run(names, feeds)))}
         self.outputs = [o.name for o in self.graph.outputs]
@@ -102,3 +103,24 @@ class Probe:
         if not changes and not weights:     # nothing upstream of y changes: y's own pair alone
             return self.sqnr({y: after[y](self.scope[y])}) if after else math.inf
         return self.sqnr(changes, weights, after)
+
+
+def probe_each(model, calibration_data, call: str, items: list[tuple], shared: tuple = (),
+               samples: int = SAMPLES, client=None, progress: bool = False, desc: str = "") -> list[float]:
+    """``[probe.<call>(*item, *shared) for item in items]`` on a :class:`Probe` of ``model``
+    (its first ``samples`` calibration samples); with a ``client`` the items are spread
+    over the workers (each builds its own probe from the same samples: the same values)."""
+    feeds = _first(model, calibration_data, samples)
+    if client is None:
+        probe = Probe(model, None, samples, feeds)
+        if progress:
+            from tqdm import tqdm
+            items = tqdm(items, desc=desc, unit="item")
+        return [getattr(probe, call)(*item, *shared) for item in items]
+    return map_items(_probe_chunk, list(items), model.SerializeToString(), feeds, call, shared, client=client)
+
+
+def _probe_chunk(items, model: bytes, feeds, call, shared):
+    import onnx
+    probe = Probe(onnx.load_from_string(model), None, feeds=feeds)
+    return [getattr(probe, call)(*item, *shared) for item in items]

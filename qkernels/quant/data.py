@@ -1,0 +1,192 @@
+"""Calibration and evaluation data in the forms users have it: feed dicts, arrays and
+files, fed batch by batch (:func:`iter_calibration`); sharded data is
+:class:`qkernels.quant.shards.Shards`."""
+from __future__ import annotations
+
+import os
+import zipfile
+import zlib
+from typing import Iterable, Mapping
+
+import numpy as np
+
+
+__all__ = ["CalibrationError", "BATCH_SIZE", "Batched", "iter_calibration", "calibration_batches", "replayable", "split_feeds"]
+
+#: Arrays (a mapping, a .npz/.npy file or folder) are fed in blocks of this many samples
+#: along their leading axis, unless ``batch_size`` says otherwise.
+BATCH_SIZE = 32
+
+
+class CalibrationError(ValueError):
+    """The calibration data cannot be used: empty, wrong names or shapes, NaN/Inf."""
+
+
+class Batched:
+    """Calibration arrays (a mapping, or a .npz/.npy file or folder) fed ``batch_size``
+    samples at a time (``quantize_model(batch_size=)``, ``qkernels quantize --batch-size``)."""
+
+    def __init__(self, data, batch_size: int):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.data, self.batch_size = data, batch_size
+
+
+def iter_calibration(data, input_names: list[str], batch_size: int = BATCH_SIZE) -> Iterable[dict]:
+    """Feed dicts from: an iterable of dicts, a .npz/.npy file or a folder of them, a
+    mapping name -> array (one batch per leading index block of ``batch_size``; a
+    :class:`Batched` sets it), or an object with ONNX Runtime's CalibrationDataReader
+    interface (``get_next()``)."""
+    if isinstance(data, Batched):
+        yield from iter_calibration(data.data, input_names, data.batch_size)
+        return
+    from .shards import Shards   # (it builds on this module)
+    if isinstance(data, Shards):
+        yield from data.iter(input_names)
+        return
+    if hasattr(data, "get_next"):
+        while True:
+            item = data.get_next()
+            if item is None:
+                return
+            yield dict(item)
+        return
+    if isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        if os.path.isdir(path):
+            files = sorted(f for f in os.listdir(path) if f.endswith((".npz", ".npy")))
+            if not files:
+                raise CalibrationError(f"calibration folder {path!r} holds no .npz or .npy files")
+            for f in files:
+                yield from iter_calibration(os.path.join(path, f), input_names, batch_size)
+            return
+        yield from iter_calibration(_load_arrays(path, input_names), input_names, batch_size)
+        return
+    if isinstance(data, Mapping):
+        arrays = {k: np.asarray(v) for k, v in data.items()}
+        for k, v in arrays.items():
+            if v.ndim == 0:
+                raise CalibrationError(f"calibration array {k!r} is a scalar; it needs a leading batch axis")
+        n = min(len(v) for v in arrays.values()) if arrays else 0
+        for i in range(0, n, batch_size):
+            yield {k: v[i:i + batch_size] for k, v in arrays.items()}
+        return
+    for item in data:
+        if not isinstance(item, Mapping):
+            raise CalibrationError(f"calibration batches must be dicts of input name -> array, got "
+                                   f"{type(item).__name__}")
+        yield dict(item)
+
+
+#: what numpy raises on a damaged .npy/.npz: bad header or pickled data (ValueError), short
+#: file (EOFError), bad zip or CRC (BadZipFile), corrupt deflate stream (zlib.error)
+_UNREADABLE = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _load_arrays(path: str, input_names: list[str]) -> dict:
+    """The arrays of a .npy or .npz file, every .npz member read here: members are read
+    lazily, so a damaged one would otherwise fail later with a raw zipfile or zlib error."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except _UNREADABLE as exc:
+        raise CalibrationError(f"cannot read calibration data {path!r}: {exc}") from None
+    if isinstance(loaded, np.ndarray):
+        if len(input_names) != 1:
+            raise CalibrationError(f"{path!r} holds one array but the model has inputs {input_names}")
+        return {input_names[0]: loaded}
+    arrays = {}
+    with loaded:
+        for name in loaded.files:
+            try:
+                value = loaded[name]
+            except _UNREADABLE as exc:
+                raise CalibrationError(f"cannot read member {name!r} of calibration data {path!r}: {exc}") from None
+            if not isinstance(value, np.ndarray):   # numpy hands back the raw bytes of a non-.npy member
+                raise CalibrationError(f"member {name!r} of calibration data {path!r} is not a .npy array")
+            arrays[name] = value
+    return arrays
+
+
+def _samples(data) -> int | None:
+    """How many samples ``data`` holds, when that is known without reading its values
+    (arrays in memory, batches in a list, the headers of .npy/.npz files); else None."""
+    if isinstance(data, Batched):
+        return _samples(data.data)
+    if isinstance(data, Mapping):
+        lens = [len(v) if np.ndim(v) else 0 for v in data.values()]
+        return min(lens) if lens else 0
+    if isinstance(data, (list, tuple)):
+        counts = [_samples(b) for b in data]
+        return None if any(c is None for c in counts) else sum(counts)
+    if isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        try:
+            if os.path.isdir(path):
+                files = sorted(f for f in os.listdir(path) if f.endswith((".npz", ".npy")))
+                counts = [_file_samples(os.path.join(path, f)) for f in files]
+                return None if any(c is None for c in counts) else sum(counts)
+            return _file_samples(path)
+        except _UNREADABLE:
+            return None   # the reading itself reports what is wrong
+    return None
+
+
+def _file_samples(path: str) -> int | None:
+    """The leading dimension of a .npy file, or the smallest of a .npz file's members,
+    from the array headers alone."""
+    def leading(f) -> int | None:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape = read(f)[0]
+        return shape[0] if shape else None
+    if path.endswith(".npy"):
+        with open(path, "rb") as f:
+            return leading(f)
+    with zipfile.ZipFile(path) as z:
+        counts = []
+        for name in z.namelist():
+            with z.open(name) as f:
+                counts.append(leading(f))
+    return None if not counts or None in counts else min(counts)
+
+
+def calibration_batches(data, input_names: list[str], progress: bool, desc: str) -> Iterable[dict]:
+    """The feed dicts of ``data``, with a progress bar over the samples (its total when
+    known: :func:`_samples`) when ``progress``."""
+    batches = iter_calibration(data, input_names)
+    if not progress:
+        return batches
+    from tqdm import tqdm
+    bar = tqdm(total=_samples(data), desc=desc, unit="sample")
+
+    def counted():
+        with bar:
+            for feeds in batches:
+                yield feeds
+                lens = [len(v) for v in feeds.values() if np.ndim(v)]
+                bar.update(min(lens) if lens else 1)
+    return counted()
+
+
+def replayable(data):
+    """Calibration data that can be read more than once: a reader or an iterator is read
+    into a list of batches (the passes and the report read the data again)."""
+    from .shards import Shards   # (it builds on this module)
+    if isinstance(data, (str, os.PathLike, Mapping, list, tuple, Batched, Shards)):
+        return data
+    if hasattr(data, "get_next"):
+        return list(iter_calibration(data, []))
+    try:
+        one_shot = iter(data) is data
+    except TypeError:
+        return data
+    return list(iter_calibration(data, [])) if one_shot else data
+
+
+def split_feeds(feeds: dict, n: int) -> list[dict]:
+    """``feeds`` as [its first ``n`` samples, the rest] when every array shares one leading
+    length above ``n``; else [feeds]."""
+    lens = {len(v) if np.ndim(v) else None for v in feeds.values()}
+    if len(lens) != 1 or None in lens or lens.pop() <= n:
+        return [feeds]
+    return [{k: v[:n] for k, v in feeds.items()}, {k: v[n:] for k, v in feeds.items()}]
