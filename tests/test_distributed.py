@@ -67,11 +67,12 @@ def one_process(digits, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client():
-    distributed = pytest.importorskip("distributed", reason="the 'distributed' extra (Dask) is not installed")
+    pytest.importorskip("distributed", reason="the 'distributed' extra (Dask) is not installed")
     import cloudpickle
+
+    from qkernels.quant.shards import dask_client
     cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the workers cannot import this test file
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=40) as cluster, distributed.Client(cluster) as c:
+    with dask_client(workers=2) as c:
         yield c
 
 

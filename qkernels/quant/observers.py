@@ -76,8 +76,9 @@ class Observer:
         if a.size == 0:
             return self
         # float32 stays float32 (half the memory traffic; every step below is exact in it
-        # too), anything else is computed in float64
-        a = (a if a.dtype == np.float32 else a.astype(np.float64)).reshape(-1)
+        # too), anything else is computed in float64; raveled in memory order (no copy for
+        # the runner's NCHW views of NHWC memory: nothing here depends on the order)
+        a = (a if a.dtype == np.float32 else a.astype(np.float64)).ravel(order="K")
         finite = np.isfinite(a)
         if not finite.all():
             bad = int(a.size - np.count_nonzero(finite))

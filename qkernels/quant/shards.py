@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Mapping
 
 from .calibration import BATCH_SIZE, Batched, CalibrationError, calibration_batches, iter_calibration
 
-__all__ = ["Shards", "ShardJob", "run_shards", "shards_of", "map_items", "dask_client"]
+__all__ = ["Shards", "ShardJob", "run_shards", "shards_of", "map_items", "dask_client", "warm_up"]
 
 
 class Shards:
@@ -53,10 +53,6 @@ class Shards:
 
     def __len__(self) -> int:
         return len(self.sources)
-
-    def describe(self, index: int) -> str:
-        """"shard 3 ('data/part-3.npz')": how errors name a shard."""
-        return _describe(self.sources[index], index)
 
     def batches(self, index: int, input_names: list[str]) -> Iterable[dict]:
         """The feed dicts of shard ``index`` (its dask pieces computed here)."""
@@ -207,19 +203,22 @@ def _state(job: ShardJob, models: tuple, digests: tuple, cache: dict | None):
 
 
 def _run_shard(job: ShardJob, models: tuple, digests: tuple, source, index: int, batch_size: int,
-               cache: dict | None = None):
-    """One shard of ``job`` (a Dask task, or called in this process); errors name the shard."""
+               cache: dict | None = None, threads: int | None = None):
+    """One shard of ``job`` (a Dask task, or called in this process); errors name the
+    shard. ``threads``: the kernels' threads in this task (a Dask worker runs a task per
+    thread: 1, or its kernels' threads would fight over the cores at OpenMP barriers)."""
+    from .. import _dispatch
     from ..graph import RunError
     what = _describe(source, index)
     try:
-        state = _state(job, models, digests, cache)
-        return job.run(state, _shard_batches(source, job.inputs(state), batch_size), index)
+        with _dispatch.use_num_threads(threads) if threads else contextlib.nullcontext():
+            state = _state(job, models, digests, cache)
+            return job.run(state, _shard_batches(source, job.inputs(state), batch_size), index)
     except (CalibrationError, RunError, ValueError, TypeError, OSError) as exc:
         raise CalibrationError(f"{what}: {exc}") from None
 
 
-def run_shards(job: ShardJob, models, data, *, client=None, progress: bool = False, desc: str = "",
-               retries: int = 0):
+def run_shards(job: ShardJob, models, data, *, client=None, progress: bool = False, desc: str = ""):
     """``job`` on every shard of ``data``, the partials folded in shard order.
 
     ``models``: ONNX ModelProtos or their serialized bytes (shipped to each worker once).
@@ -247,18 +246,18 @@ def run_shards(job: ShardJob, models, data, *, client=None, progress: bool = Fal
                 total = part if total is None else job.merge(total, part)
                 bar.update(1)
             return total
-        return _run_on_cluster(job, models, digests, data, client, bar, retries)
+        return _run_on_cluster(job, models, digests, data, client, bar)
     finally:
         bar.close()
 
 
-def _run_on_cluster(job, models, digests, data: Shards, client, bar, retries: int):
+def _run_on_cluster(job, models, digests, data: Shards, client, bar):
     import dask
     from distributed import as_completed
-    shipped = tuple(client.scatter(m, broadcast=True, hash=True) for m in models)
+    shipped = tuple(client.scatter(m, broadcast=True, hash=False) for m in models)   # (a hashed key may be released by the last call as this one needs it)
     task = dask.delayed(_run_shard, pure=False)
-    futures = client.compute([task(job, shipped, digests, src, i, data.batch_size)
-                              for i, src in enumerate(data.sources)], retries=retries)
+    futures = client.compute([task(job, shipped, digests, src, i, data.batch_size, None, 1)
+                              for i, src in enumerate(data.sources)])
     index = {f.key: i for i, f in enumerate(futures)}
     ready, total, want = {}, None, 0
     try:
@@ -316,10 +315,33 @@ def dask_client(scheduler: str | None = None, workers: int | None = None):
         raise ImportError("distributed calibration needs Dask: pip install 'qkernels[distributed]'") from None
     if scheduler is not None:
         with Client(scheduler) as client:
+            warm_up(client)
             yield client
         return
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    import dask
+    # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which turns glibc's
+    # adaptive mmap threshold off: every activation-sized array is then mapped and
+    # unmapped again, and calibration ran 2x slower per shard; unset here (docs/distributed.md)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                         silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        warm_up(client)
         yield client
+
+
+def warm_up(client) -> None:
+    """Import onnx, the runner and the quantizer on every worker now (about a second
+    per process), so the first shards do not wait for it; worker -> seconds it took."""
+    return client.run(_import_quant)
+
+
+def _import_quant():
+    import time
+    t0 = time.perf_counter()
+    import onnx   # noqa: F401  (a second: the runner imports it at its first model)
+
+    from .. import quant   # noqa: F401  (the runner and the kernels with it)
+    from ..graph import backends   # noqa: F401
+    return time.perf_counter() - t0
