@@ -234,13 +234,16 @@ def test_a_worker_killed_midway(digits, client):
     assert got.SerializeToString() == ref.SerializeToString()
 
 
-def test_cli_workers(digits, tmp_path, capsys):
+def test_cli_workers_and_scheduler(digits, client, tmp_path, capsys):
+    """--workers N (a local cluster) and --scheduler ADDRESS (a running one: the test
+    cluster's scheduler), a shard per file of the pattern: the model of one process."""
     model, paths, _, _ = digits
     pattern = os.path.join(os.path.dirname(paths[0]), "part-*.npz")
-    out = tmp_path / "q.onnx"
-    assert main(["quantize", model, str(out), "--calib", pattern, "--workers", "2", "--quiet",
-                 "--method", "minmax"]) == 0
     want = quantize_model(model, Shards(paths), method="minmax", progress=False)
-    assert onnx.load(str(out)).SerializeToString() == want.SerializeToString()
+    for how in (["--workers", "2"], ["--scheduler", client.scheduler.address]):
+        out = tmp_path / "q.onnx"
+        assert main(["quantize", model, str(out), "--calib", pattern, *how, "--method", "minmax"]) == 0
+        assert onnx.load(str(out)).SerializeToString() == want.SerializeToString()
+        assert "4/4" in capsys.readouterr().err          # the progress bar counts shards
     assert main(["quantize", model, str(out), "--calib", pattern, "--workers", "2", "--scheduler", "tcp://x:1"]) == 2
     assert "not both" in capsys.readouterr().err

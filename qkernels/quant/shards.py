@@ -325,7 +325,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None):
     # adaptive mmap threshold off: every activation-sized array is then mapped and
     # unmapped again, and calibration ran 2x slower per shard; unset here (docs/distributed.md)
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                          silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         warm_up(client)
         yield client
