@@ -71,7 +71,7 @@ def child(args) -> dict:
     paths = json.loads(args.paths)
     out = {"mode": args.child}
     if args.child == "cluster":
-        from qkernels.quant.shards import dask_client
+        from qkernels.quant.cluster import dask_client
         t0 = time.perf_counter()
         with dask_client(workers=args.workers) as client:
             out["start_s"] = time.perf_counter() - t0

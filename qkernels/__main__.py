@@ -186,7 +186,8 @@ def _quantize(args) -> int:
     from .quant import CalibrationError, quantize_model
     from .quant.data import BATCH_SIZE
     from .quant.report import format_report, format_summary, plot_report, save_report
-    from .quant.shards import Shards, dask_client
+    from .quant.cluster import dask_client
+    from .quant.data import Shards
     if args.plot:
         try:
             import matplotlib  # noqa: F401

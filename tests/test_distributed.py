@@ -70,7 +70,7 @@ def client():
     pytest.importorskip("distributed", reason="the 'distributed' extra (Dask) is not installed")
     import cloudpickle
 
-    from qkernels.quant.shards import dask_client
+    from qkernels.quant.cluster import dask_client
     cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the workers cannot import this test file
     with dask_client(workers=2) as c:
         yield c
@@ -197,6 +197,21 @@ def test_cluster_evaluate_and_min_sqnr(digits, client):
     a = quantize_model(model, Shards(paths), min_sqnr_db=30.0, progress=False, client=client)
     b = quantize_model(model, Shards(paths), min_sqnr_db=30.0, progress=False)
     assert a.SerializeToString() == b.SerializeToString()
+
+
+def test_accuracy_budget_scored_on_the_cluster(digits, client):
+    """quantize_model(evaluate=...) with a metric that itself runs on the cluster: the
+    search (one evaluation per layer, then per step) takes the same path as in one process."""
+    model, paths, _, data = digits
+    val = Shards([{"input": as_input(data["test_images"][k:k + 200]), "label": data["test_labels"][k:k + 200]}
+                  for k in (0, 200)])
+    kw = dict(method="minmax", max_drop=0.0, progress=False, return_report=True, measure=False)
+    a = quantize_model(model, Shards(paths), client=client,
+                       evaluate=lambda m: evaluate(m, val, "cosine", reference=model, client=client), **kw)
+    b = quantize_model(model, Shards(paths), evaluate=lambda m: evaluate(m, val, "cosine", reference=model), **kw)
+    assert a[0].SerializeToString() == b[0].SerializeToString()
+    assert a[1]["accuracy_budget"] == b[1]["accuracy_budget"]
+    assert a[1]["accuracy_budget"]["evaluations"] >= 5     # float (cosine 1) is out of reach: every layer is tried
 
 
 def test_cluster_errors_name_the_shard(digits, client, tmp_path):

@@ -14,13 +14,15 @@ observers and quantization parameters.
 - :mod:`qkernels.quant.passes` -- batch-norm folding, cross-layer equalisation, bias
   correction and the accuracy-budget search (``quantize_model(equalize=,
   bias_correction=, evaluate=)``).
-- :mod:`qkernels.quant.data` -- calibration data in its accepted forms;
+- :mod:`qkernels.quant.data` -- calibration data in its accepted forms, and
+  :class:`Shards` (data in pieces, the unit of distribution);
   :mod:`qkernels.quant.calibration` -- :func:`calibrate` (the float model run over it,
   one observer per tensor);
-- :mod:`qkernels.quant.shards` -- :class:`Shards`, and every pass over the data run
-  shard by shard, in this process or on a Dask cluster (``client=``), folded in shard
-  order; :mod:`qkernels.quant.scoring` -- :func:`evaluate`, a model's accuracy (or SQNR,
-  cosine against float) over a data set, sharded the same way.
+- :mod:`qkernels.quant.shards` -- every pass over the data run shard by shard, in this
+  process or on a Dask cluster (``client=``), folded in shard order;
+  :mod:`qkernels.quant.cluster` -- a Dask client for it (local or running cluster);
+  :mod:`qkernels.quant.scoring` -- :func:`evaluate`, a model's accuracy (or SQNR, cosine
+  against float) over a data set, sharded the same way.
 - :mod:`qkernels.quant.plan` -- which activations, weights and biases get quantized;
   :mod:`qkernels.quant.qdq` -- the QDQ (and fp16) model written from that plan;
   :mod:`qkernels.quant.weights` -- the int8 weight grid and per-channel ranges;
@@ -48,7 +50,7 @@ from .params import qrange, quant_params, weight_params
 from .calibration import CalibrationError, calibrate
 from .passes import correct_biases, equalize, fold_batch_norm, input_means, search_accuracy_budget
 from .quantize import TARGETS, quantize_model
-from .shards import Shards
+from .data import Shards
 from .scoring import evaluate
 from .report import format_report, load_report, plot_report, save_report
 

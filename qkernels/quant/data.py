@@ -1,8 +1,11 @@
 """Calibration and evaluation data in the forms users have it: feed dicts, arrays and
-files, fed batch by batch (:func:`iter_calibration`); sharded data is
-:class:`qkernels.quant.shards.Shards`."""
+files, fed batch by batch (:func:`iter_calibration`), and :class:`Shards`, data in pieces
+that one task each loads and runs (a file, a function, a mapping of arrays, a ``dask.bag``
+partition, a block of a ``dask.array``): :mod:`qkernels.quant.shards` runs the passes over
+them, in this process or on a Dask cluster."""
 from __future__ import annotations
 
+import glob
 import os
 import zipfile
 import zlib
@@ -11,7 +14,8 @@ from typing import Iterable, Mapping
 import numpy as np
 
 
-__all__ = ["CalibrationError", "BATCH_SIZE", "Batched", "iter_calibration", "calibration_batches", "replayable", "split_feeds"]
+__all__ = ["CalibrationError", "BATCH_SIZE", "Batched", "Shards", "shards_of", "iter_calibration", "calibration_batches",
+           "replayable", "split_feeds"]
 
 #: Arrays (a mapping, a .npz/.npy file or folder) are fed in blocks of this many samples
 #: along their leading axis, unless ``batch_size`` says otherwise.
@@ -40,7 +44,6 @@ def iter_calibration(data, input_names: list[str], batch_size: int = BATCH_SIZE)
     if isinstance(data, Batched):
         yield from iter_calibration(data.data, input_names, data.batch_size)
         return
-    from .shards import Shards   # (it builds on this module)
     if isinstance(data, Shards):
         yield from data.iter(input_names)
         return
@@ -171,7 +174,6 @@ def calibration_batches(data, input_names: list[str], progress: bool, desc: str)
 def replayable(data):
     """Calibration data that can be read more than once: a reader or an iterator is read
     into a list of batches (the passes and the report read the data again)."""
-    from .shards import Shards   # (it builds on this module)
     if isinstance(data, (str, os.PathLike, Mapping, list, tuple, Batched, Shards)):
         return data
     if hasattr(data, "get_next"):
@@ -190,3 +192,120 @@ def split_feeds(feeds: dict, n: int) -> list[dict]:
     if len(lens) != 1 or None in lens or lens.pop() <= n:
         return [feeds]
     return [{k: v[:n] for k, v in feeds.items()}, {k: v[n:] for k, v in feeds.items()}]
+
+
+# ----------------------------------------------------------------------------- shards
+
+class Shards:
+    """Calibration (or evaluation) data in shards, the unit of distribution.
+
+    ``sources``: a list of shards (see the module's docstring), a glob pattern of
+    ``.npz``/``.npy`` files (``"data/*.npz"``) or a folder of them (a shard per file),
+    a mapping of arrays (one shard), a ``dask.bag`` of feed dicts (a shard per
+    partition), a ``dask.array`` (the model's one input) or a mapping input name ->
+    ``dask.array`` (a shard per block along the leading axis). ``batch_size``: samples
+    per batch when a shard holds arrays (default 32).
+    """
+
+    def __init__(self, sources, batch_size: int = BATCH_SIZE):
+        Batched(None, batch_size)                       # the same check of batch_size
+        self.batch_size = batch_size
+        self.sources = _sources(sources)
+        if not self.sources:
+            raise CalibrationError(f"no shards in {sources!r}")
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def batches(self, index: int, input_names: list[str]) -> Iterable[dict]:
+        """The feed dicts of shard ``index`` (its dask pieces computed here)."""
+        return _shard_batches(_materialize(self.sources[index]), input_names, self.batch_size)
+
+    def iter(self, input_names: list[str]) -> Iterable[dict]:
+        """Every shard's batches, in shard order (the data as one process reads it)."""
+        for i in range(len(self)):
+            yield from self.batches(i, input_names)
+
+    def __repr__(self) -> str:
+        return f"Shards({len(self)} shard(s), batch_size={self.batch_size})"
+
+
+def shards_of(data, batch_size: int | None = None) -> Shards:
+    """``data`` as :class:`Shards` (a Shards is returned as it is)."""
+    if isinstance(data, Shards):
+        return data
+    return Shards(data, BATCH_SIZE if batch_size is None else batch_size)
+
+
+def _is_dask(obj) -> bool:
+    return hasattr(obj, "__dask_graph__")
+
+
+def _sources(data) -> list:
+    if isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        if glob.has_magic(path):
+            files = sorted(glob.glob(path))
+            if not files:
+                raise CalibrationError(f"no file matches {path!r}")
+            return files
+        if os.path.isdir(path):
+            return [os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith((".npz", ".npy"))]
+        return [path]
+    if _is_dask(data):
+        if hasattr(data, "chunks"):                                             # dask.array
+            return _array_blocks({"": data})
+        if hasattr(data, "to_delayed") and hasattr(data, "npartitions"):        # dask.bag
+            return list(data.to_delayed())
+        return [data]                                                           # a Delayed
+    if isinstance(data, Mapping) and data and all(_is_dask(v) for v in data.values()):
+        return _array_blocks(dict(data))
+    if isinstance(data, Mapping):                                               # arrays: one shard
+        return [data]
+    if isinstance(data, (list, tuple)):
+        return list(data)
+    raise TypeError(f"shards must be a list, a glob pattern, a dask.bag or dask.array(s), got {type(data).__name__}")
+
+
+def _array_blocks(arrays: dict) -> list[dict]:
+    """Mapping name -> dask.array as a shard per block along the leading axis (every
+    array split alike; the other axes in one chunk)."""
+    first = next(iter(arrays.values()))
+    chunks0 = first.chunks[0]
+    blocks = {}
+    for name, arr in arrays.items():
+        if arr.ndim == 0 or arr.chunks[0] != chunks0:
+            raise CalibrationError(f"dask arrays must share their chunks along the leading axis; {name or 'the input'} "
+                                   f"has {arr.chunks[0] if arr.ndim else 'no axis'}, the first {chunks0}")
+        arr = arr.rechunk({k: -1 for k in range(1, arr.ndim)})
+        blocks[name] = arr.to_delayed().reshape(-1)
+    return [{name: blocks[name][i] for name in arrays} for i in range(len(chunks0))]
+
+
+def _describe(source, index: int) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        what = repr(os.fspath(source))
+    elif callable(source) and not _is_dask(source):
+        what = getattr(source, "__name__", type(source).__name__)
+    else:
+        what = type(source).__name__
+    return f"shard {index} ({what})"
+
+
+def _materialize(source):
+    """A shard's dask pieces computed in this process (on a worker they arrive computed)."""
+    if _is_dask(source) or (isinstance(source, Mapping) and any(_is_dask(v) for v in source.values())):
+        import dask
+        (source,) = dask.compute(source, scheduler="sync")
+    return source
+
+
+def _shard_batches(source, input_names: list[str], batch_size: int) -> Iterable[dict]:
+    if isinstance(source, Mapping) and set(source) == {""}:        # a block of a single dask.array
+        if len(input_names) != 1:
+            raise CalibrationError(f"a dask.array feeds one input, but the model has inputs {input_names}")
+        source = {input_names[0]: source[""]}
+    if callable(source) and not isinstance(source, Mapping):
+        source = source()
+    return iter_calibration(Batched(source, batch_size) if isinstance(source, (str, os.PathLike, Mapping))
+                            else source, input_names)

@@ -15,137 +15,20 @@ number of Dask workers, it is the same bit for bit -- and for the calibration ob
 whose merges are exact, the same as one pass over all the data.
 
 Data that is not a :class:`Shards` (a folder, a mapping, an iterable of feed dicts) is
-one shard, run in this process.
+one shard, run in this process. A client for a local or a running cluster:
+:mod:`qkernels.quant.cluster`.
 """
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
-import logging
-import os
 import threading
 from collections import OrderedDict
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable
 
-from .calibration import BATCH_SIZE, Batched, CalibrationError, calibration_batches, iter_calibration
+from .data import CalibrationError, Shards, _describe, _materialize, _shard_batches, calibration_batches, shards_of
 
-__all__ = ["Shards", "ShardJob", "run_shards", "shards_of", "map_items", "dask_client", "warm_up"]
-
-
-class Shards:
-    """Calibration (or evaluation) data in shards, the unit of distribution.
-
-    ``sources``: a list of shards (see the module's docstring), a glob pattern of
-    ``.npz``/``.npy`` files (``"data/*.npz"``) or a folder of them (a shard per file),
-    a mapping of arrays (one shard), a ``dask.bag`` of feed dicts (a shard per
-    partition), a ``dask.array`` (the model's one input) or a mapping input name ->
-    ``dask.array`` (a shard per block along the leading axis). ``batch_size``: samples
-    per batch when a shard holds arrays (default 32).
-    """
-
-    def __init__(self, sources, batch_size: int = BATCH_SIZE):
-        Batched(None, batch_size)                       # the same check of batch_size
-        self.batch_size = batch_size
-        self.sources = _sources(sources)
-        if not self.sources:
-            raise CalibrationError(f"no shards in {sources!r}")
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def batches(self, index: int, input_names: list[str]) -> Iterable[dict]:
-        """The feed dicts of shard ``index`` (its dask pieces computed here)."""
-        return _shard_batches(_materialize(self.sources[index]), input_names, self.batch_size)
-
-    def iter(self, input_names: list[str]) -> Iterable[dict]:
-        """Every shard's batches, in shard order (the data as one process reads it)."""
-        for i in range(len(self)):
-            yield from self.batches(i, input_names)
-
-    def __repr__(self) -> str:
-        return f"Shards({len(self)} shard(s), batch_size={self.batch_size})"
-
-
-def shards_of(data, batch_size: int | None = None) -> Shards:
-    """``data`` as :class:`Shards` (a Shards is returned as it is)."""
-    if isinstance(data, Shards):
-        return data
-    return Shards(data, BATCH_SIZE if batch_size is None else batch_size)
-
-
-def _is_dask(obj) -> bool:
-    return hasattr(obj, "__dask_graph__")
-
-
-def _sources(data) -> list:
-    if isinstance(data, (str, os.PathLike)):
-        path = os.fspath(data)
-        if glob.has_magic(path):
-            files = sorted(glob.glob(path))
-            if not files:
-                raise CalibrationError(f"no file matches {path!r}")
-            return files
-        if os.path.isdir(path):
-            return [os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith((".npz", ".npy"))]
-        return [path]
-    if _is_dask(data):
-        if hasattr(data, "chunks"):                                             # dask.array
-            return _array_blocks({"": data})
-        if hasattr(data, "to_delayed") and hasattr(data, "npartitions"):        # dask.bag
-            return list(data.to_delayed())
-        return [data]                                                           # a Delayed
-    if isinstance(data, Mapping) and data and all(_is_dask(v) for v in data.values()):
-        return _array_blocks(dict(data))
-    if isinstance(data, Mapping):                                               # arrays: one shard
-        return [data]
-    if isinstance(data, (list, tuple)):
-        return list(data)
-    raise TypeError(f"shards must be a list, a glob pattern, a dask.bag or dask.array(s), got {type(data).__name__}")
-
-
-def _array_blocks(arrays: dict) -> list[dict]:
-    """Mapping name -> dask.array as a shard per block along the leading axis (every
-    array split alike; the other axes in one chunk)."""
-    first = next(iter(arrays.values()))
-    chunks0 = first.chunks[0]
-    blocks = {}
-    for name, arr in arrays.items():
-        if arr.ndim == 0 or arr.chunks[0] != chunks0:
-            raise CalibrationError(f"dask arrays must share their chunks along the leading axis; {name or 'the input'} "
-                                   f"has {arr.chunks[0] if arr.ndim else 'no axis'}, the first {chunks0}")
-        arr = arr.rechunk({k: -1 for k in range(1, arr.ndim)})
-        blocks[name] = arr.to_delayed().reshape(-1)
-    return [{name: blocks[name][i] for name in arrays} for i in range(len(chunks0))]
-
-
-def _describe(source, index: int) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        what = repr(os.fspath(source))
-    elif callable(source) and not _is_dask(source):
-        what = getattr(source, "__name__", type(source).__name__)
-    else:
-        what = type(source).__name__
-    return f"shard {index} ({what})"
-
-
-def _materialize(source):
-    """A shard's dask pieces computed in this process (on a worker they arrive computed)."""
-    if _is_dask(source) or (isinstance(source, Mapping) and any(_is_dask(v) for v in source.values())):
-        import dask
-        (source,) = dask.compute(source, scheduler="sync")
-    return source
-
-
-def _shard_batches(source, input_names: list[str], batch_size: int) -> Iterable[dict]:
-    if isinstance(source, Mapping) and set(source) == {""}:        # a block of a single dask.array
-        if len(input_names) != 1:
-            raise CalibrationError(f"a dask.array feeds one input, but the model has inputs {input_names}")
-        source = {input_names[0]: source[""]}
-    if callable(source) and not isinstance(source, Mapping):
-        source = source()
-    return iter_calibration(Batched(source, batch_size) if isinstance(source, (str, os.PathLike, Mapping))
-                            else source, input_names)
+__all__ = ["Shards", "ShardJob", "run_shards", "shards_of", "map_items"]
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -302,46 +185,3 @@ def map_items(fn: Callable, items: list, *shared, client=None, chunks: int | Non
     sent = [client.scatter([v], broadcast=True, hash=False)[0] for v in shared]   # (a dict is one value)
     futures = [client.submit(fn, items[i:i + size], *sent, pure=False) for i in range(0, len(items), size)]
     return [r for part in client.gather(futures) for r in part]
-
-
-@contextlib.contextmanager
-def dask_client(scheduler: str | None = None, workers: int | None = None):
-    """A ``distributed.Client`` for the ``with`` block: connected to the scheduler at
-    ``scheduler`` (``tcp://host:8786``), or to a local cluster of ``workers`` processes
-    of one thread each, closed on exit. ImportError (naming the extra) without Dask."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError:
-        raise ImportError("distributed calibration needs Dask: pip install 'qkernels[distributed]'") from None
-    if scheduler is not None:
-        with Client(scheduler) as client:
-            warm_up(client)
-            yield client
-        return
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
-    import dask
-    # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which turns glibc's
-    # adaptive mmap threshold off: every activation-sized array is then mapped and
-    # unmapped again, and calibration ran 2x slower per shard; unset here (docs/distributed.md)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                         silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-        warm_up(client)
-        yield client
-
-
-def warm_up(client) -> None:
-    """Import onnx, the runner and the quantizer on every worker now (about a second
-    per process), so the first shards do not wait for it; worker -> seconds it took."""
-    return client.run(_import_quant)
-
-
-def _import_quant():
-    import time
-    t0 = time.perf_counter()
-    import onnx   # noqa: F401  (a second: the runner imports it at its first model)
-
-    from .. import quant   # noqa: F401  (the runner and the kernels with it)
-    from ..graph import backends   # noqa: F401
-    return time.perf_counter() - t0
