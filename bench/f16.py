@@ -17,7 +17,7 @@ What is timed, per shape and per thread count:
   seconds per call), with a note.
 
 Before timing, every qkernels output is compared with a float64 reference within the
-accuracy bound of the fp16 contract (:mod:`qkernels._f16`, ``tests/test_f16.py``)::
+accuracy bound of the fp16 contract (:mod:`qkernels._float`, ``tests/test_float.py``)::
 
     |got - ref| <= |ref| * 2**-11 + e * (|a| @ |b|) + 2**-25
 

@@ -209,18 +209,19 @@ def c_matmul(m):
     return "matmul", lambda: qk.matmul(a, b, bias=bias, out=out, **kw)
 
 
-def c_matmul_f16(m):
+def c_matmul_float(m):
     import qkernels as qk
     mm, k, n = m.dim(), m.dim(), m.dim()
-    a = m.array("a", (mm, k), F16)
-    b = m.array("b", (k, n), F16)
+    dt = m.pick([F16, F32])
+    a = m.array("a", (mm, k), dt)
+    b = m.array("b", (k, n), dt)
     bias = m.array("bias", (n,), m.pick([F16, F32])) if m.r.random() < 0.4 else None
     if m.r.random() < 0.4:
         b = qk.pack_weights(b, bias=bias)
         bias = None
     act = m.bad("activation", m.pick([None, "relu", (-1.0, 1.0)]))
-    out = m.out((mm, n), F16)
-    return "matmul f16", lambda: qk.matmul(a, b, bias=bias, activation=act, out=out)
+    out = m.out((mm, n), dt)
+    return f"matmul {np.dtype(dt).name}", lambda: qk.matmul(a, b, bias=bias, activation=act, out=out)
 
 
 def c_matmul_integer(m):
@@ -367,7 +368,7 @@ def c_settings(m):
     return f"use_isa({isa!r}) + {name}", with_isa
 
 
-CALLS = [(c_matmul, 4), (c_matmul_f16, 1), (c_matmul_integer, 2), (c_conv, 4), (c_depthwise, 2), (c_quantize, 2),
+CALLS = [(c_matmul, 4), (c_matmul_float, 1), (c_matmul_integer, 2), (c_conv, 4), (c_depthwise, 2), (c_quantize, 2),
          (c_dequantize, 2), (c_qtensor, 1), (c_settings, 1)]
 
 

@@ -19,14 +19,17 @@ OUT_INT32 = QK_OUT_INT32
 OUT_FP32 = QK_OUT_FP32
 OUT_FIXEDPOINT = QK_OUT_FIXEDPOINT
 OUT_F16 = QK_OUT_F16
+OUT_F32 = QK_OUT_F32
 DTYPE_QS8 = QK_DTYPE_QS8
 DTYPE_F16 = QK_DTYPE_F16
+DTYPE_F32 = QK_DTYPE_F32
 PACK_I16 = QK_PACK_I16
 PACK_S8 = QK_PACK_S8
 PACK_U8 = QK_PACK_U8
 PACK_F16 = QK_PACK_F16
 PACK_F32 = QK_PACK_F32
 PACK_F32_ROWS = QK_PACK_F32_ROWS
+PACK_SRC_F32 = QK_PACK_SRC_F32
 KIND_GEMM = QK_KIND_GEMM
 KIND_DW_SUM = QK_KIND_DW_SUM
 KIND_QUANTIZE = QK_KIND_QUANTIZE
@@ -161,17 +164,18 @@ def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, siz
     return _gemm_run(k, a, a_signed, za, b_packed, N, need_row_sum, &p, out, num_threads)
 
 
-def gemm_f16(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bias, float flo, float fhi,
-             cnp.ndarray out, int num_threads):
-    """fp16 C = fp16(clamp(A (M, K) . packed B + bias, flo, fhi)) into `out` (M, N) float16:
-    the same driver as `gemm`, with an fp16 kernel. A: float16 matrix (any strides) or
-    a ConvSource of elem 2; bias: float32 (>= N)."""
+def gemm_float(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bias, float flo, float fhi,
+               cnp.ndarray out, int num_threads):
+    """Float C = clamp(A (M, K) . packed B + bias, flo, fhi) into `out` (M, N), rounded once
+    to fp16 by an fp16 kernel, float32 by an fp32 one: the same driver as `gemm`. A: a
+    matrix of the kernel's dtype (any strides) or a ConvSource of its elem (2, 4); bias:
+    float32 (>= N)."""
     cdef const qk_ukernel *k = _kernel(kid)
-    if k.dtype != QK_DTYPE_F16:
-        raise ValueError(f"kernel {kid} is not an fp16 kernel")
+    if k.dtype != QK_DTYPE_F16 and k.dtype != QK_DTYPE_F32:
+        raise ValueError(f"kernel {kid} is not a float kernel")
     cdef qk_out_params p
     memset(&p, 0, sizeof(p))
-    p.mode = QK_OUT_F16
+    p.mode = QK_OUT_F16 if k.dtype == QK_DTYPE_F16 else QK_OUT_F32
     p.bias_f = <const float *>_ptr(bias)
     p.flo, p.fhi = flo, fhi
     return _gemm_run(k, a, False, 0, b_packed, N, False, &p, out, num_threads)
@@ -202,6 +206,11 @@ cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, 
     cdef size_t m_panels = (M + mr - 1) // mr, n_panels = (N + nr - 1) // nr
     cdef size_t mc_panels = max(1, min(m_panels, (192 * 1024) // max(1, kp * mr * a_elem)))
     cdef size_t nc_panels = max(1, min(n_panels, (256 * 1024) // max(1, kp * nr * b_elem)))
+    # All of A in one block when it fits in 1 MiB (few rows, long K: the 7x7 layers of a
+    # CNN): B, the larger operand there, then streams from memory once, not once per A
+    # block (ResNet-18's 512x512 3x3 fp32 layers: 4.1 -> ms, below)
+    if m_panels * kp * mr * a_elem <= 1024 * 1024:
+        mc_panels = m_panels
     cdef size_t nthreads = max(1, num_threads)
     # Small problems are not worth waking a second thread (about 10 us of sync).
     if M * N * kp < 64 * 64 * 64 * 2:
@@ -238,12 +247,16 @@ cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, 
     cdef int nt = <int>min(nthreads, <size_t>n_tiles)
 
     cdef size_t a_panel_bytes = qk_packed_a_bytes(k.a_pack, k.mr, k.kr, mr, K)
-    # uint8 rows of K bytes, one after another, K a whole number of groups: the matrix is
-    # its own row-major uint8 panels (qk_pack.h), so the full panels are read in place and
-    # only a last partial one is packed (a copy as large as A saved: the 1x1 convolutions)
+    # uint8 rows of K bytes (float32 rows of K floats), one after another, K a whole number
+    # of groups: the matrix is its own row-major uint8 (float) panels (qk_pack.h), so the
+    # full panels are read in place and only a last partial one is packed (a copy as
+    # large as A saved: the 1x1 convolutions)
     cdef size_t m_direct = 0
     if (geom == NULL and k.a_pack == QK_PACK_U8 and not a_signed and not need_row_sum and K > 0 and
             K % k.kr == 0 and sk == 1 and sm == <Py_ssize_t>K):
+        m_direct = M // mr * mr
+    if (geom == NULL and k.a_pack == (QK_PACK_F32_ROWS | QK_PACK_SRC_F32) and K > 0 and sk == 4 and
+            sm == <Py_ssize_t>(4 * K)):
         m_direct = M // mr * mr
     cdef size_t packed_panels = m_panels - m_direct // mr
     cdef char *a_packed = <char *>malloc(a_panel_bytes * packed_panels + 64)
@@ -273,8 +286,8 @@ cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, 
                     qk_pack_a(k.a_pack, k.mr, k.kr, M - m_direct, K, a_data + m_direct * sm, a_signed, sm, sk, za,
                               a_packed, NULL)
                 for t in prange(n_tiles, num_threads=nt, schedule="static"):
-                    _block_direct(k, K, M, N, t, n_blocks, mc_panels, nc_panels, m_direct, a_data, a_packed, bp,
-                                  &p, c, c_stride)
+                    _block_direct(k, K, M, N, t, n_blocks, mc_panels, nc_panels, m_direct, a_data, sm, a_packed,
+                                  bp, &p, c, c_stride)
             elif nt == 1 or m_blocks >= nt:
                 # a block of rows at a time (each thread its own blocks): its A panels are
                 # packed (mc_panels: sized for L2) right before its tiles read them, not all
@@ -333,8 +346,8 @@ cdef inline void _block(const qk_ukernel *k, size_t K, size_t M, size_t N, Py_ss
 
 cdef inline void _block_direct(const qk_ukernel *k, size_t K, size_t M, size_t N, Py_ssize_t t,
                                size_t n_blocks, size_t mc_panels, size_t nc_panels, size_t m_direct,
-                               const char *a, const char *tail, const void *bp, const qk_out_params *p, char *c,
-                               size_t c_stride) noexcept nogil:
+                               const char *a, Py_ssize_t sm, const char *tail, const void *bp,
+                               const qk_out_params *p, char *c, size_t c_stride) noexcept nogil:
     """_block with rows below m_direct read from the matrix itself, the rest from the
     packed last panel."""
     cdef size_t m0 = (t // n_blocks) * mc_panels * k.mr
@@ -342,7 +355,7 @@ cdef inline void _block_direct(const qk_ukernel *k, size_t K, size_t M, size_t N
     cdef size_t n0 = (t % n_blocks) * nc_panels * k.nr
     cdef size_t n1 = min(N, n0 + nc_panels * k.nr)
     if m0 < m_direct:
-        qk_gemm_block(k, K, m0, min(m1, m_direct), n0, n1, a + m0 * K, bp, p, c, c_stride)
+        qk_gemm_block(k, K, m0, min(m1, m_direct), n0, n1, a + <Py_ssize_t>m0 * sm, bp, p, c, c_stride)
     if m1 > m_direct:
         qk_gemm_block(k, K, m_direct, m1, n0, n1, tail, bp, p, c, c_stride)
 
@@ -365,20 +378,22 @@ def dwconv(int isa, ConvSource src, size_t mult, cnp.ndarray w, bint a_signed, i
     return _dw_run(isa, &d, src.m, &p, out, num_threads)
 
 
-def dwconv_f16(int isa, ConvSource src, cnp.ndarray wf, cnp.ndarray bias, float flo, float fhi,
-               cnp.ndarray out, int num_threads):
-    """fp16 depthwise convolution (channel multiplier 1) of `src` (elem 2) by float32
-    weights wf [KH*KW, C] into out (pixels, C) float16: fp32 sums, bias and clamp, one
-    rounding. The caller validates every array."""
+def dwconv_float(int isa, int dtype, ConvSource src, cnp.ndarray wf, cnp.ndarray bias, float flo, float fhi,
+                 cnp.ndarray out, int num_threads):
+    """fp16 or fp32 (`dtype`) depthwise convolution (channel multiplier 1) of `src` (elem 2
+    or 4) by float32 weights wf [KH*KW, C] into out (pixels, C) of that dtype: fp32 sums,
+    bias and clamp, one rounding (fp16). The caller validates every array."""
+    if dtype != QK_DTYPE_F16 and dtype != QK_DTYPE_F32:
+        raise ValueError("dtype must be DTYPE_F16 or DTYPE_F32")
     cdef qk_dw_params d
     memset(&d, 0, sizeof(d))
     d.g = src.g
     d.mult = 1
-    d.dtype = QK_DTYPE_F16
+    d.dtype = dtype
     d.wf = <const float *>_ptr(wf)
     cdef qk_out_params p
     memset(&p, 0, sizeof(p))
-    p.mode = QK_OUT_F16
+    p.mode = QK_OUT_F16 if dtype == QK_DTYPE_F16 else QK_OUT_F32
     p.bias_f = <const float *>_ptr(bias)
     p.flo, p.fhi = flo, fhi
     return _dw_run(isa, &d, src.m, &p, out, num_threads)
@@ -399,7 +414,7 @@ cdef object _dw_run(int isa, qk_dw_params *d, size_t pixels, qk_out_params *p, c
     if acc == NULL:
         raise MemoryError("cannot allocate the depthwise accumulators")
     cdef int32_t *init = acc + oc * QK_DW_PIXELS * nt
-    if d.dtype == QK_DTYPE_F16:
+    if d.dtype != QK_DTYPE_QS8:
         memset(init, 0, sizeof(int32_t) * ch)          # float +0.0: the bias comes in the output stage
     qk_dw_prepare(d, <uint8_t *>(init + ch), init)
     d.out, d.c, d.c_stride = p, c, c_stride
@@ -562,7 +577,7 @@ def ukernel_gemm(int kid, const uint8_t[::1] a_panel, const uint8_t[::1] b_panel
     acc = np.zeros((k.mr, k.nr), np.int32)
     cdef int32_t[:, ::1] av = acc
     k.gemm(_k_groups(k, K), &a_panel[0], &b_panel[0], &av[0, 0])
-    return acc.view(np.float32) if k.dtype == QK_DTYPE_F16 else acc
+    return acc.view(np.float32) if k.dtype != QK_DTYPE_QS8 else acc
 
 
 cdef qk_out_params _tile_params(int mode, bint out_signed, int32_t zy, int32_t lo, int32_t hi, col_add, col_zb,
@@ -641,9 +656,10 @@ def ukernel_dw_sum(int kid, const uint8_t[:, :, ::1] x, cnp.ndarray w, cnp.ndarr
     for an interior run. Returns (acc (count, C): sums of channels [c0, end), zeros elsewhere,
     end)."""
     cdef const qk_ukernel *k = _kernel_of(kid, QK_KIND_DW_SUM)
-    cdef size_t count = x.shape[0], taps = x.shape[1], elem = 2 if k.dtype == QK_DTYPE_F16 else 1
+    cdef size_t count = x.shape[0], taps = x.shape[1]
+    cdef size_t elem = 2 if k.dtype == QK_DTYPE_F16 else 4 if k.dtype == QK_DTYPE_F32 else 1
     cdef size_t ch = x.shape[2] // elem
-    w_dtype = np.float32 if k.dtype == QK_DTYPE_F16 else np.int16
+    w_dtype = np.float32 if k.dtype != QK_DTYPE_QS8 else np.int16
     if (w.dtype != w_dtype or init.dtype.itemsize != 4 or not w.flags.c_contiguous or
             (<object>w).shape != (taps, ch) or init.shape[0] != ch or c0 > ch or count == 0 or taps == 0):
         raise ValueError("w (taps, C) of the kernel's weight type, init (C), c0 <= C, count and taps >= 1")
@@ -666,7 +682,7 @@ def ukernel_dw_sum(int kid, const uint8_t[:, :, ::1] x, cnp.ndarray w, cnp.ndarr
     cdef size_t stored, end
     end = k.dw_sum(&d, count, pp, 0 if run else taps, <Py_ssize_t>(taps * ch * elem) if run else 0, c0, &av[0, 0],
                    ch, 0, &stored)
-    return (acc.view(np.float32) if k.dtype == QK_DTYPE_F16 else acc), end
+    return (acc.view(np.float32) if k.dtype != QK_DTYPE_QS8 else acc), end
 
 
 def ukernel_quantize(int kid, const float[::1] x, const float[::1] scale, const int32_t[::1] zp, bint per_elem,

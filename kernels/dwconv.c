@@ -128,7 +128,8 @@ void qk_dwconv(const qk_dw_params *d, qk_dw_sum_fn sum, qk_output_fn output, siz
             const size_t done = sum(d, count, ptrs, ptr_stride, run_step, 0, acc, oc_count, px, &stored);
             size_t unused;
             if (done < ch)   /* the channels past the kernel's last whole block */
-                (d->dtype == QK_DTYPE_F16 ? qk_dw_sum_f16_scalar : qk_dw_sum_scalar)(
+                (d->dtype == QK_DTYPE_F16 ? qk_dw_sum_f16_scalar
+                 : d->dtype == QK_DTYPE_F32 ? qk_dw_sum_f32_scalar : qk_dw_sum_scalar)(
                     d, count, ptrs, ptr_stride, run_step, done, acc, oc_count, px, &unused);
         }
         if (stored < oc_count)

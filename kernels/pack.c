@@ -23,13 +23,18 @@ size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k) {
 /* A row-major float A panel (QK_PACK_F32_ROWS) of `rows` fp16 rows, zero rows below:
  * contiguous rows convert with F16C/NEON (qk_f16_row_converter). */
 static void pack_rows_f32(int mr, size_t rows, size_t k, const void *src, ptrdiff_t stride_m, ptrdiff_t stride_k,
-                          float *dst) {
+                          float *dst, int src_f32) {
     const size_t kp = k ? k : 1;
     const qk_f16_row_fn convert = qk_f16_row_converter();
     for (int r = 0; r < mr; r++, dst += kp) {
         const char *row = (const char *)src + (ptrdiff_t)r * stride_m;
         if ((size_t)r >= rows || k == 0) {   /* K = 0: the one padded step must be 0 too */
             memset(dst, 0, kp * sizeof(float));
+        } else if (src_f32) {                /* float32 source: a copy */
+            if (stride_k == 4)
+                memcpy(dst, row, k * sizeof(float));
+            else
+                for (size_t kk = 0; kk < k; kk++) memcpy(dst + kk, row + (ptrdiff_t)kk * stride_k, 4);
         } else if (stride_k == 2 && ((uintptr_t)row & 1) == 0) {
             convert((const uint16_t *)(const void *)row, dst, k);
         } else {
@@ -45,10 +50,20 @@ static void pack_rows_f32(int mr, size_t rows, size_t k, const void *src, ptrdif
 /* A float panel (QK_PACK_F32 or QK_PACK_F16) of `rows` fp16 source rows: k-major,
  * `tile` values per k step, zero-padded. Strides in bytes. */
 static void pack_panel_float(int pack, int tile, size_t rows, size_t k, const void *src,
-                             ptrdiff_t stride_row, ptrdiff_t stride_k, void *dst) {
+                             ptrdiff_t stride_row, ptrdiff_t stride_k, void *dst, int src_f32) {
     float *f = (float *)dst;
     uint16_t *h = (uint16_t *)dst;
 
+    if (src_f32) {   /* float32 source into float panels (QK_PACK_F32) */
+        for (size_t kk = 0; kk < (k ? k : 1); kk++)
+            for (int r = 0; r < tile; r++) {
+                float v = 0.0f;
+                if ((size_t)r < rows && kk < k)
+                    memcpy(&v, (const char *)src + (ptrdiff_t)r * stride_row + (ptrdiff_t)kk * stride_k, 4);
+                f[kk * tile + r] = v;
+            }
+        return;
+    }
     for (size_t kk = 0; kk < (k ? k : 1); kk++) {
         for (int r = 0; r < tile; r++) {
             uint16_t v = 0;
@@ -124,13 +139,16 @@ static void pack_panel(int pack, int tile, int kr, size_t rows, size_t k,
 void qk_pack_b(int pack, int nr, int kr, size_t k, size_t n,
                const void *b, int b_signed, ptrdiff_t stride_k, ptrdiff_t stride_n,
                const int32_t *zb, void *packed, int32_t *col_sum) {
+    const int src_f32 = pack & QK_PACK_SRC_F32;
+    pack &= ~QK_PACK_SRC_F32;
     size_t panel_bytes = qk_packed_b_bytes(pack, nr, kr, k, nr);
     int32_t sums[64];   /* NR <= 64 */
     for (size_t n0 = 0; n0 < n; n0 += nr) {
         size_t cols = n - n0 < (size_t)nr ? n - n0 : (size_t)nr;
         const void *src = (const char *)b + (ptrdiff_t)n0 * stride_n * 1;
         if (pack == QK_PACK_F32 || pack == QK_PACK_F16) {
-            pack_panel_float(pack, nr, cols, k, src, stride_n, stride_k, (char *)packed + (n0 / nr) * panel_bytes);
+            pack_panel_float(pack, nr, cols, k, src, stride_n, stride_k, (char *)packed + (n0 / nr) * panel_bytes,
+                             src_f32);
             continue;
         }
         pack_panel(pack, nr, kr, cols, k, src, b_signed, stride_n, stride_k,
@@ -176,6 +194,8 @@ static void pack_a_rows_i16(int mr, int kr, size_t rows, size_t k, const void *a
 void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k,
                const void *a, int a_signed, ptrdiff_t stride_m, ptrdiff_t stride_k,
                int32_t za, void *packed, int32_t *row_sum) {
+    const int src_f32 = pack & QK_PACK_SRC_F32;
+    pack &= ~QK_PACK_SRC_F32;
     size_t panel_bytes = qk_packed_a_bytes(pack, mr, kr, mr, k);
     int32_t sums[16];   /* MR <= 16 */
     for (size_t m0 = 0; m0 < m; m0 += mr) {
@@ -183,11 +203,11 @@ void qk_pack_a(int pack, int mr, int kr, size_t m, size_t k,
         const void *src = (const char *)a + (ptrdiff_t)m0 * stride_m;
         void *dst = (char *)packed + (m0 / mr) * panel_bytes;
         if (pack == QK_PACK_F32_ROWS) {
-            pack_rows_f32(mr, rows, k, src, stride_m, stride_k, (float *)dst);
+            pack_rows_f32(mr, rows, k, src, stride_m, stride_k, (float *)dst, src_f32);
             continue;
         }
         if (pack == QK_PACK_F32 || pack == QK_PACK_F16) {
-            pack_panel_float(pack, mr, rows, k, src, stride_m, stride_k, dst);
+            pack_panel_float(pack, mr, rows, k, src, stride_m, stride_k, dst, src_f32);
             continue;
         }
         if (pack == QK_PACK_U8) {

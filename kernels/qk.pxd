@@ -9,7 +9,7 @@ cdef extern from "qk_cpu.h" nogil:
     const char *qk_cpu_arch()
 
 cdef extern from "qk_pack.h" nogil:
-    int QK_PACK_I16, QK_PACK_S8, QK_PACK_U8, QK_PACK_F32, QK_PACK_F16, QK_PACK_F32_ROWS
+    int QK_PACK_I16, QK_PACK_S8, QK_PACK_U8, QK_PACK_F32, QK_PACK_F16, QK_PACK_F32_ROWS, QK_PACK_SRC_F32
     size_t qk_pack_elem_size(int pack)
     void qk_pack_b(int pack, int nr, int kr, size_t k, size_t n, const void *b, int b_signed,
                    Py_ssize_t stride_k, Py_ssize_t stride_n, const int32_t *zb, void *packed,
@@ -21,7 +21,7 @@ cdef extern from "qk_pack.h" nogil:
     size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k)
 
 cdef extern from "qk_output.h" nogil:
-    int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT, QK_OUT_F16
+    int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT, QK_OUT_F16, QK_OUT_F32
     ctypedef struct qk_out_params:
         int mode
         int out_signed
@@ -39,7 +39,7 @@ cdef extern from "qk_output.h" nogil:
                                   const qk_out_params *, void *, size_t)
 
 cdef extern from "qk_gemm.h" nogil:
-    int QK_DTYPE_QS8, QK_DTYPE_F16
+    int QK_DTYPE_QS8, QK_DTYPE_F16, QK_DTYPE_F32
     ctypedef void (*qk_gemm_ukernel_fn)(size_t, const void *, const void *, int32_t *)
     ctypedef void (*qk_gemm_fused_fn)(size_t, const void *, const void *, size_t, size_t, size_t,
                                       const qk_out_params *, void *, size_t)

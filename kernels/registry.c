@@ -17,12 +17,13 @@ typedef size_t dequantize_fn(size_t, const void *, int, const float *, const int
 typedef void f16_row_fn(const uint16_t *, float *, size_t);
 
 gemm_fn qs8_gemm_2x4c2_scalar, f16_gemm_4x8_scalar;
-output_fn qk_output_scalar, qk_output_f16_scalar;
+output_fn qk_output_scalar, qk_output_f16_scalar, qk_output_f32_scalar;
 #if defined(__x86_64__)
-gemm_fn qs8_gemm_1x16c2_avx2, qs8_gemm_6x16c2_avx2, qs8_gemm_6x16c4_u8s7_avx2, f16_gemm_1x16_avx2, f16_gemm_6x16_avx2;
+gemm_fn qs8_gemm_1x16c2_avx2, qs8_gemm_6x16c2_avx2, qs8_gemm_6x16c4_u8s7_avx2, f16_gemm_1x16_avx2, f16_gemm_6x16_avx2,
+    f32_gemm_1x16_avx2, f32_gemm_6x16_avx2;
 fused_fn qs8_gemm_6x16c2_fused_avx2, qs8_gemm_6x16c4_u8s7_fused_avx2;
-output_fn qk_output_avx2, qk_output_f16_avx2;
-dw_sum_fn qk_dw_sum_avx2, qk_dw_sum_f16_avx2;
+output_fn qk_output_avx2, qk_output_f16_avx2, qk_output_f32_avx2;
+dw_sum_fn qk_dw_sum_avx2, qk_dw_sum_f16_avx2, qk_dw_sum_f32_avx2;
 quantize_fn qk_quantize_row_avx2;
 dequantize_fn qk_dequantize_row_avx2;
 f16_row_fn qk_f16_to_f32_row_f16c;
@@ -37,13 +38,16 @@ QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_6x16c4_fused_avxvnni)
 QK_NATIVE_AND_EMU(gemm_fn, f16_gemm_12x32_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f16_gemm_1x32_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f16_gemm_6x32_avx512vnni)
+QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_12x32_avx512vnni)
+QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_1x32_avx512vnni)
+QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_6x32_avx512vnni)
 QK_NATIVE_AND_EMU(dw_sum_fn, qk_dw_sum_avx512vnni)
 #endif
 #if defined(__aarch64__)
 gemm_fn qs8_gemm_4x8_neon_mlal, qs8_gemm_4x16c4_neondot, qs8_gemm_4x8c8_i8mm, qs8_gemm_8x8c8_i8mm, f16_gemm_8x8_neon,
-    f16_gemm_8x8_neonfp16;
-output_fn qk_output_neon, qk_output_f16_neon;
-dw_sum_fn qk_dw_sum_neon, qk_dw_sum_f16_neon;
+    f16_gemm_8x8_neonfp16, f32_gemm_8x8_neon;
+output_fn qk_output_neon, qk_output_f16_neon, qk_output_f32_neon;
+dw_sum_fn qk_dw_sum_neon, qk_dw_sum_f16_neon, qk_dw_sum_f32_neon;
 quantize_fn qk_quantize_row_neon;
 dequantize_fn qk_dequantize_row_neon;
 f16_row_fn qk_f16_to_f32_row_neon;
@@ -55,6 +59,11 @@ f16_row_fn qk_f16_to_f32_row_neon;
 #define DEQUANTIZE .kind = QK_KIND_DEQUANTIZE, .dtype = QK_DTYPE_QS8
 #define QS8 .dtype = QK_DTYPE_QS8
 #define F16 .dtype = QK_DTYPE_F16
+#define F32 .dtype = QK_DTYPE_F32
+/* the fp32 kernels' layouts: the fp16 ones, read from float32 sources */
+#define A_F32_ROWS .a_pack = QK_PACK_F32_ROWS | QK_PACK_SRC_F32
+#define A_F32 .a_pack = QK_PACK_F32 | QK_PACK_SRC_F32
+#define B_F32 .b_pack = QK_PACK_F32 | QK_PACK_SRC_F32
 
 /* Within a kind and ISA, the selection takes the first entry that fits: small-M and
  * weight-specific GEMM kernels come before the general one. */
@@ -66,6 +75,10 @@ static const qk_ukernel kernels[] = {
      .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F32, .gemm = f16_gemm_4x8_scalar, .output = qk_output_f16_scalar},
     {.name = "qs8_dwconv_scalar", DW_SUM, QS8, .isa = QK_ISA_SCALAR, .dw_sum = qk_dw_sum_scalar, .width = 1},
     {.name = "f16_dwconv_scalar", DW_SUM, F16, .isa = QK_ISA_SCALAR, .dw_sum = qk_dw_sum_f16_scalar, .width = 1},
+    /* fp32: the fp16 reference kernel multiplies float panels already; fp32 sources, fp32 output */
+    {.name = "f32_gemm_4x8_scalar", GEMM, F32, .isa = QK_ISA_SCALAR, .mr = 4, .nr = 8, .kr = 1, A_F32_ROWS, B_F32,
+     .gemm = f16_gemm_4x8_scalar, .output = qk_output_f32_scalar},
+    {.name = "f32_dwconv_scalar", DW_SUM, F32, .isa = QK_ISA_SCALAR, .dw_sum = qk_dw_sum_f32_scalar, .width = 1},
     {.name = "qs8_quantize_scalar", QUANTIZE, .isa = QK_ISA_SCALAR, .quantize = qk_quantize_row_scalar},
     {.name = "qs8_dequantize_scalar", DEQUANTIZE, .isa = QK_ISA_SCALAR, .dequantize = qk_dequantize_row_scalar},
 #if defined(__x86_64__)
@@ -85,6 +98,11 @@ static const qk_ukernel kernels[] = {
      .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16, .gemm = f16_gemm_6x16_avx2, .output = qk_output_f16_avx2},
     {.name = "qs8_dwconv_avx2", DW_SUM, QS8, .isa = QK_ISA_AVX2, .dw_sum = qk_dw_sum_avx2, .width = 16},
     {.name = "f16_dwconv_avx2", DW_SUM, F16, .isa = QK_ISA_AVX2, .dw_sum = qk_dw_sum_f16_avx2, .width = 16},
+    {.name = "f32_gemm_1x16_avx2", GEMM, F32, .isa = QK_ISA_AVX2, .mr = 1, .nr = 16, .kr = 1, A_F32_ROWS, B_F32,
+     .max_m = 2, .gemm = f32_gemm_1x16_avx2, .output = qk_output_f32_avx2},
+    {.name = "f32_gemm_6x16_avx2", GEMM, F32, .isa = QK_ISA_AVX2, .mr = 6, .nr = 16, .kr = 1, A_F32_ROWS, B_F32,
+     .gemm = f32_gemm_6x16_avx2, .output = qk_output_f32_avx2},
+    {.name = "f32_dwconv_avx2", DW_SUM, F32, .isa = QK_ISA_AVX2, .dw_sum = qk_dw_sum_f32_avx2, .width = 16},
     {.name = "qs8_quantize_avx2", QUANTIZE, .isa = QK_ISA_AVX2, .quantize = qk_quantize_row_avx2},
     {.name = "qs8_dequantize_avx2", DEQUANTIZE, .isa = QK_ISA_AVX2, .dequantize = qk_dequantize_row_avx2},
     /* ---- VNNI: u8 x s8 quads by vpdpbusd, exact for any weights; the other kinds are the
@@ -119,6 +137,12 @@ static const qk_ukernel kernels[] = {
                .output = qk_output_f16_avx2),
     VNNI_TWICE(f16_gemm_12x32_avx512vnni, gemm, f16_gemm_12x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F16, .mr = 12,
                .nr = 32, .kr = 1, .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16, .output = qk_output_f16_avx2),
+    VNNI_TWICE(f32_gemm_1x32_avx512vnni, gemm, f32_gemm_1x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F32, .mr = 1,
+               .nr = 32, .kr = 1, .max_m = 2, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
+    VNNI_TWICE(f32_gemm_6x32_avx512vnni, gemm, f32_gemm_6x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F32, .mr = 6,
+               .nr = 32, .kr = 1, .max_m = 6, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
+    VNNI_TWICE(f32_gemm_12x32_avx512vnni, gemm, f32_gemm_12x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F32, .mr = 12,
+               .nr = 32, .kr = 1, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
     VNNI_TWICE(qs8_dwconv_avx512vnni, dw_sum, qk_dw_sum_avx512vnni, QK_ISA_AVX512VNNI, DW_SUM, QS8, .width = 16),
 #undef VNNI_GEMM
 #undef VNNI_GEMM_FUSED
@@ -144,6 +168,9 @@ static const qk_ukernel kernels[] = {
      .a_pack = QK_PACK_F32, .b_pack = QK_PACK_F16, .gemm = f16_gemm_8x8_neon, .output = qk_output_f16_neon},
     {.name = "qs8_dwconv_neon", DW_SUM, QS8, .isa = QK_ISA_NEON, .dw_sum = qk_dw_sum_neon, .width = 16},
     {.name = "f16_dwconv_neon", DW_SUM, F16, .isa = QK_ISA_NEON, .dw_sum = qk_dw_sum_f16_neon, .width = 8},
+    {.name = "f32_gemm_8x8_neon", GEMM, F32, .isa = QK_ISA_NEON, .mr = 8, .nr = 8, .kr = 1, A_F32, B_F32,
+     .gemm = f32_gemm_8x8_neon, .output = qk_output_f32_neon},
+    {.name = "f32_dwconv_neon", DW_SUM, F32, .isa = QK_ISA_NEON, .dw_sum = qk_dw_sum_f32_neon, .width = 8},
     {.name = "qs8_quantize_neon", QUANTIZE, .isa = QK_ISA_NEON, .quantize = qk_quantize_row_neon},
     {.name = "qs8_dequantize_neon", DEQUANTIZE, .isa = QK_ISA_NEON, .dequantize = qk_dequantize_row_neon},
 #endif

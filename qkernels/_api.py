@@ -1,13 +1,13 @@
-"""The public calls that take both int8 and fp16 operands: each checks which one it
-got and hands the call to the int8 path (qkernels._gemm, qkernels._conv) or the fp16
-path (qkernels._f16). Everything else is theirs: validation, packing, kernels.
+"""The public calls that take int8, fp16 and fp32 operands: each checks which one it
+got and hands the call to the int8 path (qkernels._gemm, qkernels._conv) or the float
+path (qkernels._float). Everything else is theirs: validation, packing, kernels.
 """
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from . import _conv, _f16, _gemm
+from . import _conv, _float, _gemm
 from ._common import Activation, as_dtype, check_choice
 from ._conv import PackedConvWeights
 from ._conv_geometry import LAYOUTS, WEIGHT_LAYOUTS
@@ -15,29 +15,30 @@ from ._gemm import PackedWeights
 from ._qtensor import QTensor
 
 
-def _check_no_quant_keywords(op: str, out_scale, out_zero_point, out_dtype, requant) -> None:
-    """fp16 calls take no quantization keywords (TypeError otherwise)."""
+def _check_no_quant_keywords(op: str, x, out_scale, out_zero_point, out_dtype, requant) -> None:
+    """Float calls take no quantization keywords (TypeError otherwise)."""
+    dtype = np.asarray(x).dtype
     if out_scale is not None or not (out_zero_point is None or np.ndim(out_zero_point) == 0 and out_zero_point == 0) \
             or not (isinstance(requant, str) and requant == "fp32") or \
-            (out_dtype is not None and as_dtype(out_dtype, "out_dtype") != np.float16):
-        raise TypeError(f"{op} on float16 operands returns float16 and takes no out_scale, out_zero_point, "
+            (out_dtype is not None and as_dtype(out_dtype, "out_dtype") != dtype):
+        raise TypeError(f"{op} on {dtype} operands returns {dtype} and takes no out_scale, out_zero_point, "
                         "requant or other out_dtype")
 
 
 def pack_weights(b, bias: ArrayLike | None = None):
     """Pack weights for reuse: quantized ``b`` (QTensor (K, N), per tensor or per
-    column) -> PackedWeights; a float16 array (K, N) -> PackedWeightsF16."""
-    if isinstance(b, np.ndarray) and b.dtype == np.float16:
-        return _f16.PackedWeightsF16(b, bias)
+    column) -> PackedWeights; a float16 / float32 array (K, N) -> PackedWeightsF16 / F32."""
+    if isinstance(b, np.ndarray) and b.dtype in _float.PACKED:
+        return _float.PACKED[b.dtype](b, bias)
     return _gemm.pack_weights(b, bias)
 
 
 def pack_conv_weights(w, *, groups: int = 1, weight_layout: str = "OHWI", bias: ArrayLike | None = None):
     """Pack convolution weights once, for every later ``conv2d`` call: a QTensor (OHWI
-    or OIHW, per tensor or per output channel) -> PackedConvWeights; a float16 array
-    -> fp16 packed weights."""
-    if isinstance(w, np.ndarray) and w.dtype == np.float16:
-        return _f16.PackedConvWeightsF16(w, groups, weight_layout, bias)
+    or OIHW, per tensor or per output channel) -> PackedConvWeights; a float16 or float32
+    array -> float packed weights of its dtype."""
+    if isinstance(w, np.ndarray) and w.dtype in _float.PACKED_CONV:
+        return _float.PACKED_CONV[w.dtype](w, groups, weight_layout, bias)
     return PackedConvWeights(w, groups, weight_layout, bias)
 
 
@@ -68,17 +69,19 @@ def matmul(a: QTensor, b: QTensor | PackedWeights, *, bias: ArrayLike | None = N
     Returns a QTensor (quantized output) or an int32 ndarray (``out_dtype=np.int32``).
     Inputs of any strides and alignment are read in place (no copy).
 
-    fp16: ``a`` and ``b`` float16 arrays (or ``b`` from ``pack_weights`` of one), ``bias``
-    a float array (N,), ``activation`` as above; returns float16 (see docs/api.md, "fp16",
-    for the accuracy contract). Quantization keywords do not apply.
+    fp16 and fp32: ``a`` and ``b`` float16 (float32) arrays, or ``b`` from ``pack_weights``
+    of one, ``bias`` a float array (N,), ``activation`` as above; returns float16 (float32)
+    (see docs/api.md, "fp16" and "fp32", for the accuracy contract). Quantization keywords
+    do not apply.
     """
     if isinstance(a, QTensor):
         return _gemm.matmul(a, b, bias, out_scale, out_zero_point, out_dtype, activation, requant, out)
     if isinstance(b, (QTensor, PackedWeights)):
         raise TypeError(f"matmul: a is {type(a).__name__} but b is quantized; quantize a (QTensor) "
-                        "or pass float16 arrays for both")
-    _check_no_quant_keywords("matmul", out_scale, out_zero_point, out_dtype, requant)
-    return _f16.matmul(a, b, bias, activation, out)
+                        "or pass float16 or float32 arrays for both")
+    _check_no_quant_keywords("matmul", b if isinstance(b, _float.PackedWeightsF16) else a, out_scale,
+                             out_zero_point, out_dtype, requant)
+    return _float.matmul(a, b, bias, activation, out)
 
 
 def conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike | None = None, *, stride=1, padding=0,
@@ -106,17 +109,18 @@ def conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike | None = 
 
     Returns a QTensor (N, OH, OW, O) — (N, O, OH, OW) for NCHW — or an int32 ndarray.
 
-    fp16: ``x`` a float16 array and ``w`` float16 (or packed from one), ``bias`` a float
-    array (O,), ``activation`` as above; returns float16 (accuracy: docs/api.md, "fp16").
+    fp16 and fp32: ``x`` a float16 (float32) array and ``w`` of the same dtype (or packed
+    from one), ``bias`` a float array (O,), ``activation`` as above; returns ``x``'s dtype
+    (accuracy: docs/api.md, "fp16" and "fp32").
     """
     if isinstance(x, QTensor):
         return _conv.conv2d(x, w, bias, stride, padding, dilation, groups, layout, weight_layout, out_scale,
                             out_zero_point, out_dtype, activation, requant, out)
     if isinstance(w, (QTensor, PackedConvWeights)):
         raise TypeError(f"conv2d: x is {type(x).__name__} but the weights are quantized; quantize x (QTensor) "
-                        "or pass float16 arrays for both")
-    _check_no_quant_keywords("conv2d", out_scale, out_zero_point, out_dtype, requant)
-    return _f16.conv2d(x, w, bias, stride, padding, dilation, groups, layout, weight_layout, activation, out)
+                        "or pass float16 or float32 arrays for both")
+    _check_no_quant_keywords("conv2d", x, out_scale, out_zero_point, out_dtype, requant)
+    return _float.conv2d(x, w, bias, stride, padding, dilation, groups, layout, weight_layout, activation, out)
 
 
 def depthwise_conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike | None = None, *, stride=1,
@@ -132,12 +136,12 @@ def depthwise_conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike
     in :func:`conv2d`; the direct depthwise kernels run.
     """
     if not isinstance(x, (QTensor, np.ndarray)):
-        raise TypeError(f"x must be a QTensor or a float16 array, got {type(x).__name__}")
+        raise TypeError(f"x must be a QTensor or a float16 or float32 array, got {type(x).__name__}")
     check_choice(layout, LAYOUTS, "layout")
     if x.ndim != 4:
         raise ValueError(f"x must be 4-D ({layout}), got shape {x.shape}")
     c = int(x.shape[3] if layout == "NHWC" else x.shape[1])
-    if isinstance(w, (PackedConvWeights, _f16.PackedConvWeightsF16)):
+    if isinstance(w, (PackedConvWeights, _float.PackedConvWeightsF16)):
         if w.groups != c or w.cg != 1:
             raise ValueError(f"packed weights are not depthwise for {c} channels (groups={w.groups}, "
                              f"C/groups={w.cg}); pack them with groups=C")
@@ -147,7 +151,7 @@ def depthwise_conv2d(x: QTensor, w: QTensor | PackedConvWeights, bias: ArrayLike
             raise ValueError(f"depthwise weights must be (O, KH, KW, 1) for OHWI or (O, 1, KH, KW) for OIHW, "
                              f"got shape {w.shape}")
     else:
-        raise TypeError(f"w must be a QTensor, a float16 array or packed weights, got {type(w).__name__}")
+        raise TypeError(f"w must be a QTensor, a float16 or float32 array or packed weights, got {type(w).__name__}")
     return conv2d(x, w, bias, stride=stride, padding=padding, dilation=dilation, groups=c, layout=layout,
                   weight_layout=weight_layout, out_scale=out_scale, out_zero_point=out_zero_point,
                   out_dtype=out_dtype, activation=activation, requant=requant, out=out)

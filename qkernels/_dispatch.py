@@ -114,9 +114,10 @@ def gemm_kernels(isa: str | None = None) -> list[str]:
             and info[10] == _native.KIND_GEMM]
 
 
-def f16_kernel(isa: str | None = None) -> str:
-    """Name of the fp16 GEMM micro-kernel an ISA path uses."""
-    kid = _native.select_kernel(ISA_NAMES.index(isa or get_isa()), 1 << 20, False, _native.DTYPE_F16)
+def f16_kernel(isa: str | None = None, dtype: int | None = None) -> str:
+    """Name of the fp16 (``dtype=_native.DTYPE_F32``: fp32) GEMM micro-kernel an ISA path uses."""
+    kid = _native.select_kernel(ISA_NAMES.index(isa or get_isa()), 1 << 20, False,
+                                _native.DTYPE_F16 if dtype is None else dtype)
     return _native.kernel_info(kid)[0]
 
 
@@ -190,5 +191,6 @@ def cpu_info() -> dict:
         "forced_by_env": bool(os.environ.get("QKERNELS_ISA")),
         "gemm_kernels": gemm_kernels(used),
         "f16_kernel": f16_kernel(used),
+        "f32_kernel": f16_kernel(used, _native.DTYPE_F32),
         "num_threads": get_num_threads(),
     }

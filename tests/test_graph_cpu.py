@@ -14,9 +14,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from qkernels.graph import Backend, Session  # noqa: E402
-from qkernels.graph.backends.cpu import CpuBackend, conv_geometry  # noqa: E402
-from qkernels.graph.backends.npconv import FloatConv  # noqa: E402
-from qkernels.graph.ir import Node  # noqa: E402
+from qkernels.graph.backends.cpu import CpuBackend  # noqa: E402
 
 OPSET = 17
 X_SHAPE = (1, 3, 16, 16)
@@ -179,11 +177,6 @@ def test_float_gemm_and_matmul(dtype, trans_a, trans_b, alpha, beta, c_shape):
             assert_fp16_close(g, w, sum_abs)
 
 
-def _geometry(kw, w_shape):
-    """(stride, dilation, padding, groups) of Conv attributes ``kw``."""
-    return conv_geometry(Node("conv", "Conv", "", [], [], dict(kw)), w_shape)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("kw", [dict(pads=[0, 1, 2, 1], strides=[2, 1]), dict(auto_pad="SAME_UPPER", strides=[2, 2]),
                                 dict(auto_pad="SAME_LOWER", dilations=[2, 1]), dict(group=2, pads=[1, 1, 1, 1]),
@@ -204,10 +197,15 @@ def test_float_conv_geometries(dtype, kw):
     assert got.shape == want.shape and got.dtype == dtype
     if dtype == np.float32:
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    else:   # sum |x w| + |b| by the same convolution of absolute values
-        f32 = np.float32
-        sum_abs = FloatConv(np.abs(w).astype(f32), np.abs(b).astype(f32), *_geometry(kw, w.shape))(np.abs(x).astype(f32))
-        assert_fp16_close(got, want, sum_abs.astype(np.float64))
+    else:   # sum |x w| + |b| by the same convolution of absolute values (float64, reference)
+        f64 = np.float64
+        absolute = _model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", **kw)],
+                          [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [2, 4, 9, 7])],
+                          [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)],
+                          [numpy_helper.from_array(np.abs(w).astype(f64), "w"),
+                           numpy_helper.from_array(np.abs(b).astype(f64), "b")])
+        sum_abs = reference_session(absolute).run(None, {"x": np.abs(x).astype(f64)})[0]
+        assert_fp16_close(got, want, sum_abs)
 
 
 # ------------------------------------------------------------------- quantized CNN (ORT)

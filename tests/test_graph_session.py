@@ -331,7 +331,7 @@ def test_explain_says_which_nodes_run_native_numpy_or_reference():
     f = Session(model)
     placements = {n.key: q.placement(n) for n in q.graph.nodes}
     assert placements["QLinearConv"] == "native" and placements["QuantizeLinear"] == "native"
-    assert {f.placement(n) for n in f.graph.nodes if n.op_type in ("Conv", "FusedConv")} == {"numpy"}   # fp32: BLAS
+    assert {f.placement(n) for n in f.graph.nodes if n.op_type in ("Conv", "FusedConv")} == {"native"}   # fp32 kernels
     text = q.explain()
     native = next(line for line in text.splitlines() if line.strip().startswith("native"))
     assert "QLinearConv x2" in native

@@ -140,7 +140,7 @@ def _cycle_in(group: set[str], graph) -> list[str]:
 
 def test_the_import_graph_covers_every_layer():
     graph = import_graph()
-    for module in ("qkernels", "qkernels._api", "qkernels._gemm", "qkernels._conv", "qkernels._f16",
+    for module in ("qkernels", "qkernels._api", "qkernels._gemm", "qkernels._conv", "qkernels._float",
                    "qkernels.graph.session", "qkernels.graph.backends.cpu", "qkernels.quant"):
         assert module in graph
     assert "qkernels._gemm" in graph["qkernels._conv"]

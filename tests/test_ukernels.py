@@ -38,6 +38,10 @@ KERNELS = [(kid, info) for kid, info in REGISTERED if _runnable(info)]
 GEMM = [(kid, info) for kid, info in KERNELS if info["kind"] == _native.KIND_GEMM]
 QS8 = [(kid, info) for kid, info in GEMM if info["dtype"] == _native.DTYPE_QS8]
 F16 = [(kid, info) for kid, info in GEMM if info["dtype"] == _native.DTYPE_F16]
+FLOAT = [(kid, info) for kid, info in GEMM if info["dtype"] in (_native.DTYPE_F16, _native.DTYPE_F32)]
+#: per float kernel dtype: (numpy dtype of its inputs and output, output-stage mode, its bits)
+FLOAT_TYPES = {_native.DTYPE_F16: (np.float16, _native.OUT_F16, np.uint16),
+               _native.DTYPE_F32: (np.float32, _native.OUT_F32, np.uint32)}
 FUSED = [(kid, info) for kid, info in QS8 if info["fused"]]
 
 
@@ -250,26 +254,30 @@ def test_fused_ukernel_equals_its_gemm_and_the_scalar_stage(kid, info, mode, ref
                 np.testing.assert_array_equal(got, want, err_msg=f"{info['name']} {mode} K={k}")
 
 
-# ----------------------------------------------------------------------------- fp16
+# ------------------------------------------------------------------------ fp16 and fp32
 
-def _f16_bound(ref, scale, k, info):
+def _float_bound(ref, scale, k, info):
     """docs/api.md, fp16: |out - ref| <= |ref| 2^-11 + e S + 2^-25, e = K 2^-23 (fp32 sums)
-    or 8 2^-11 (fp16 sums over chunks of 8, FP16 arithmetic)."""
+    or 8 2^-11 (fp16 sums over chunks of 8, FP16 arithmetic); the raw fp32 sums of an fp32
+    kernel: K 2^-23 S (+ the smallest normal)."""
+    if info["dtype"] == _native.DTYPE_F32:
+        return k * 2.0**-23 * scale + 2.0**-126
     e = 8 * 2.0**-11 if info["needs_fp16_arith"] else k * 2.0**-23
     return np.abs(ref) * 2.0**-11 + e * scale + 2.0**-25
 
 
-@pytest.mark.parametrize("kid,info", _params(F16))
-def test_fp16_ukernel_sums_lie_within_the_documented_bound_on_every_edge_tile(kid, info):
+@pytest.mark.parametrize("kid,info", _params(FLOAT))
+def test_float_ukernel_sums_lie_within_the_documented_bound_on_every_edge_tile(kid, info):
     rng = np.random.default_rng(kid)
     mr, nr = info["mr"], info["nr"]
+    dtype = FLOAT_TYPES[info["dtype"]][0]
     for m in _m_edges(mr):
         for n in _n_edges(nr):
             for k in _k_edges(8):
-                a = rng.uniform(-4, 4, (m, k)).astype(np.float16)
-                b = rng.uniform(-4, 4, (k, n)).astype(np.float16)
+                a = rng.uniform(-4, 4, (m, k)).astype(dtype)
+                b = rng.uniform(-4, 4, (k, n)).astype(dtype)
                 if rng.random() < 0.25:   # exact ends: +-4 everywhere
-                    a, b = np.sign(a) * np.float16(4), np.sign(b) * np.float16(4)
+                    a, b = np.sign(a) * dtype(4), np.sign(b) * dtype(4)
                 a_panel, _ = _native.ukernel_pack_a(kid, a, False, 0)
                 b_panel, _ = _native.pack_b(kid, b, False, np.zeros(n, np.int32))
                 acc = _native.ukernel_gemm(kid, a_panel, b_panel, k)
@@ -277,24 +285,25 @@ def test_fp16_ukernel_sums_lie_within_the_documented_bound_on_every_edge_tile(ki
                 a64, b64 = a.astype(np.float64), b.astype(np.float64)
                 ref = a64 @ b64
                 err = np.abs(acc[:m, :n].astype(np.float64) - ref)
-                bound = _f16_bound(ref, np.abs(a64) @ np.abs(b64), k, info)
+                bound = _float_bound(ref, np.abs(a64) @ np.abs(b64), k, info)
                 assert (err <= bound).all(), f"{info['name']} M={m} N={n} K={k}: worst {err.max():.3g}"
                 pad = acc.copy()
                 pad[:m, :n] = 0
                 assert not pad.any(), f"{info['name']} M={m} N={n} K={k}: padding is not zero"
 
 
-def _same_f16(got, want):
+def _same_bits(got, want, bits):
     """Bit for bit, any NaN equal to any NaN (the payload is not part of the contract)."""
     nan = np.isnan(got) & np.isnan(want)
-    return np.array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan]) and \
+    return np.array_equal(got.view(bits)[~nan], want.view(bits)[~nan]) and \
         np.array_equal(np.isnan(got), np.isnan(want))
 
 
-@pytest.mark.parametrize("kid,info", _params(F16))
-def test_fp16_output_stage_equals_the_scalar_stage_on_every_edge_tile(kid, info):
+@pytest.mark.parametrize("kid,info", _params(FLOAT))
+def test_float_output_stage_equals_the_scalar_stage_on_every_edge_tile(kid, info):
     rng = np.random.default_rng(kid)
-    mr, nr, ref_kid = info["mr"], info["nr"], _scalar_kid(_native.DTYPE_F16)
+    mr, nr, ref_kid = info["mr"], info["nr"], _scalar_kid(info["dtype"])
+    dtype, mode, bits = FLOAT_TYPES[info["dtype"]]
     specials = np.array([np.nan, np.inf, -np.inf, 65520.0, -65519.0, 2.0**-25, 0.0, -0.0, 1e-8], np.float32)
     for mc in _m_edges(mr):
         for nc in range(1, nr + 1):
@@ -303,9 +312,9 @@ def test_fp16_output_stage_equals_the_scalar_stage_on_every_edge_tile(kid, info)
             bias = rng.standard_normal(nr).astype(np.float32)
             flo, fhi = (-np.inf, np.inf) if rng.random() < 0.5 else sorted(rng.uniform(-50, 50, 2))
             p = dict(bias=bias, flo=flo, fhi=fhi)
-            got = _native.ukernel_output(kid, acc, np.zeros((mc, nc), np.float16), _native.OUT_F16, **p)
-            want = _native.ukernel_output(ref_kid, acc, np.zeros((mc, nc), np.float16), _native.OUT_F16, **p)
-            assert _same_f16(got, want), f"{info['name']} {mc}x{nc}: {got} != {want}"
+            got = _native.ukernel_output(kid, acc, np.zeros((mc, nc), dtype), mode, **p)
+            want = _native.ukernel_output(ref_kid, acc, np.zeros((mc, nc), dtype), mode, **p)
+            assert _same_bits(got, want, bits), f"{info['name']} {mc}x{nc}: {got} != {want}"
 
 
 # ------------------------------------------------------------------- depthwise sum kernels
@@ -325,7 +334,8 @@ def _dw_end(info, ch, c0):
 @pytest.mark.parametrize("kid,info", _params(DW))
 def test_depthwise_sum_ukernel_covers_its_blocks_exactly(kid, info, run, ref):
     rng = np.random.default_rng(kid + run)
-    f16 = info["dtype"] == _native.DTYPE_F16
+    f16 = info["dtype"] != _native.DTYPE_QS8             # a float kernel (fp16 or fp32 inputs)
+    xtype = FLOAT_TYPES.get(info["dtype"], (None,))[0]
     for taps in DW_TAPS:
         for ch in DW_CHANNELS:
             for c0 in sorted({0, 3, ch // 2} & set(range(ch))):
@@ -333,7 +343,7 @@ def test_depthwise_sum_ukernel_covers_its_blocks_exactly(kid, info, run, ref):
                     count = int(rng.integers(1, 9))
                     where = f"{info['name']} taps={taps} C={ch} c0={c0} signed={signed} count={count}"
                     if f16:
-                        x = rng.uniform(-4, 4, (count, taps, ch)).astype(np.float16)
+                        x = rng.uniform(-4, 4, (count, taps, ch)).astype(xtype)
                         w = rng.uniform(-1, 1, (taps, ch)).astype(np.float32)
                         init = rng.uniform(-8, 8, ch).astype(np.float32)
                         acc, end = _native.ukernel_dw_sum(kid, x.view(np.uint8), w, init, False, c0, run)

@@ -19,6 +19,7 @@ ISAS = list(dict.fromkeys((qk.SUPPORTED_ISAS[0], "avx2" if "avx2" in qk.SUPPORTE
 COMBOS = [(isa, threads) for isa in ISAS for threads in (1, 2)]
 VIEWS = settings(max_examples=6 if SMALL else 50, deadline=None)
 U8, S8, F16, F32 = (np.dtype(t) for t in (np.uint8, np.int8, np.float16, np.float32))
+FLOATS = (F16, F32)
 
 
 def _values(rng, shape, dtype):
@@ -120,13 +121,13 @@ def test_int8_matmul_matmul_integer_and_qtensor_matmul_on_views(data, big):
 
 
 @VIEWS
-@given(data=st.data(), big=st.integers(0, 4))
-def test_fp16_matmul_on_views(data, big):
+@given(data=st.data(), big=st.integers(0, 4), dtype=st.sampled_from(FLOATS))
+def test_float_matmul_on_views(data, big, dtype):
     big = big == 4
     m, k, n = _dim(data.draw, 9, 130 * big), _dim(data.draw, 20, 70 * big), _dim(data.draw, 9, 70 * big)
     batch = () if big else data.draw(st.sampled_from(((), (2,), (1, 2))))
-    a = data.draw(views((*batch, m, k), F16))
-    b = data.draw(views((k, n), F16))
+    a = data.draw(views((*batch, m, k), dtype))
+    b = data.draw(views((k, n), dtype))
     packed, relu = data.draw(st.booleans()), data.draw(st.booleans())
     check_views(lambda a, b: qk.matmul(a, qk.pack_weights(b) if packed else b,
                                        activation="relu" if relu else None), a, b)
@@ -136,7 +137,7 @@ def test_fp16_matmul_on_views(data, big):
 def conv_cases(draw, depthwise=False):
     """(x shape, w shape, keywords) of a small convolution, or a big one (split over threads)."""
     big = draw(st.integers(0, 4)) == 4
-    dtype = draw(st.sampled_from((U8, S8, F16)))
+    dtype = draw(st.sampled_from((U8, S8, F16, F32)))
     layout, weight_layout = draw(st.sampled_from(("NHWC", "NCHW"))), draw(st.sampled_from(("OHWI", "OIHW")))
     kh, kw = draw(st.sampled_from((1, 3))), draw(st.sampled_from((1, 3)))
     stride, dilation = draw(st.sampled_from((1, 2, (1, 2)))), draw(st.sampled_from((1, 1, 2)))
@@ -153,7 +154,7 @@ def conv_cases(draw, depthwise=False):
         stride = 1
     if depthwise:
         groups, cg = _dim(draw, 5, 24 * big), 1
-        og = 1 if dtype == F16 else draw(st.sampled_from((1, 2)))
+        og = 1 if dtype in FLOATS else draw(st.sampled_from((1, 2)))
     else:
         groups = draw(st.sampled_from((1, 1, 2)))
         cg, og = _dim(draw, 4, 32 * big), _dim(draw, 3, 16 * big)
@@ -169,14 +170,14 @@ def conv_cases(draw, depthwise=False):
 def _conv_check(data, depthwise):
     dtype, x_shape, w_shape, kw = data.draw(conv_cases(depthwise))
     x = data.draw(views(x_shape, dtype))
-    w = data.draw(views(w_shape, F16 if dtype == F16 else S8))
+    w = data.draw(views(w_shape, dtype if dtype in FLOATS else S8))
     o = w_shape[0]
     packed = data.draw(st.booleans())
     conv = qk.depthwise_conv2d if depthwise else qk.conv2d
     wscale = np.linspace(0.01, 0.03, o).astype(np.float32)
 
     def call(x, w):
-        if dtype == F16:
+        if dtype in FLOATS:
             pw = qk.pack_conv_weights(w, groups=x_shape[3 if kw["layout"] == "NHWC" else 1] if depthwise
                                       else kw["groups"], weight_layout=kw["weight_layout"]) if packed else w
             return conv(x, pw, **kw)
@@ -191,19 +192,19 @@ def _conv_check(data, depthwise):
 
 @VIEWS
 @given(data=st.data())
-def test_conv2d_int8_and_fp16_nhwc_and_nchw_on_views(data):
+def test_conv2d_int8_fp16_fp32_nhwc_and_nchw_on_views(data):
     _conv_check(data, depthwise=False)
 
 
 @VIEWS
-@given(data=st.data(), dtype=st.sampled_from((U8, S8, F16)), n=st.integers(1, 3), h=st.sampled_from((1, 1, 2)),
+@given(data=st.data(), dtype=st.sampled_from((U8, S8, F16, F32)), n=st.integers(1, 3), h=st.sampled_from((1, 1, 2)),
        w=st.sampled_from((1, 2, 3)), c=st.integers(1, 5), o=st.integers(1, 4))
 def test_pointwise_conv2d_reads_pixels_of_views_as_rows_only_when_they_lie_at_one_stride(data, dtype, n, h, w, c, o):
     """The 1x1 stride-1 fast path reads the pixels as (N*H*W, C) rows in place: size-1
     dimensions of any stride, batch and width slices (issue 12, point 1)."""
     x = data.draw(views((n, h, w, c), dtype))
-    wt = data.draw(views((o, 1, 1, c), F16 if dtype == F16 else S8))
-    if dtype == F16:
+    wt = data.draw(views((o, 1, 1, c), dtype if dtype in FLOATS else S8))
+    if dtype in FLOATS:
         check_views(lambda x, wt: qk.conv2d(x, wt), x, wt)
     else:
         check_views(lambda x, wt: qk.conv2d(QTensor(x, 0.1, 3), QTensor(wt, 0.1, 0), out_dtype=np.int32), x, wt)
@@ -211,7 +212,7 @@ def test_pointwise_conv2d_reads_pixels_of_views_as_rows_only_when_they_lie_at_on
 
 @VIEWS
 @given(data=st.data())
-def test_depthwise_conv2d_int8_and_fp16_on_views(data):
+def test_depthwise_conv2d_int8_fp16_fp32_on_views(data):
     _conv_check(data, depthwise=True)
 
 

@@ -6,10 +6,10 @@ Kernel-backed (constant weights are packed once, when the session is planned):
 - int8: ``QLinearConv`` and ``ConvInteger`` (2-D) -> :func:`qkernels.conv2d` (on NHWC
   copies of the NCHW values); ``QLinearMatMul``, ``MatMulInteger`` and com.microsoft
   ``QGemm`` -> :func:`qkernels.matmul` (packed weights when they are constants);
-- fp16: ``Conv`` (2-D), ``MatMul``, ``Gemm`` and the fused com.microsoft ``FusedConv`` /
-  ``FusedGemm`` -> the fp16 kernels (fp32 sums, bias and activation fused);
-- float32: ``Conv``, ``Gemm`` and their fused forms in numpy with one BLAS product
-  (qkernels has no fp32 kernels): see :mod:`.npconv`.
+- fp16 and fp32: ``Conv`` (2-D), ``MatMul`` (constant weights; fp16 also two
+  activations), ``Gemm`` and the fused com.microsoft ``FusedConv`` / ``FusedGemm`` -> the
+  float kernels (fp32 sums, bias and activation fused); a float32 ``MatMul`` of two
+  activations stays numpy's (BLAS).
 
 A maker returns None for a node the kernels do not serve (other dtypes, 1-D/3-D
 convolutions, weights that are not constants, ...); the reference operator runs it.
@@ -32,7 +32,6 @@ from ..errors import RunError
 from ..ir import Graph, Node
 from ..rewrite import rewrite as _rewrite
 from ..validate import node_errors
-from . import npconv
 from .reference import OPS as REFERENCE_OPS
 from .reference import run_node
 from .reference import why_not as reference_why_not
@@ -105,8 +104,8 @@ class CpuBackend(Backend):
         return _rewrite(graph)
 
     def placement(self, node: Node, graph: Graph) -> str:
-        """"native" (qkernels' int8/fp16 kernels), "numpy" (the float32 BLAS path, fused
-        nodes on the reference base operator) or "reference" (the numpy reference)."""
+        """"native" (qkernels' int8, fp16 and fp32 kernels) or "reference" (the numpy
+        reference operator; a fused node on its base operator plus the activation)."""
         runner = self._make(node, graph) if node.key in KERNELS else None
         return "reference" if runner is None else getattr(runner, "placement", "native")
 
@@ -498,28 +497,22 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
             or (b and (B is None or B.dtype != W.dtype or B.shape != (W.shape[0],))):
         return _fused_reference(node, graph)
     stride, dilation, padding, groups = geometry
-    if W.shape[0] % groups:
+    if W.shape[0] % groups or W.shape[1] == 0:
         return _fused_reference(node, graph)
     result = node.outputs[0]
-    if W.dtype == _F16:
-        pw = _api.pack_conv_weights(W, groups=groups, weight_layout="OIHW",
-                                     bias=None if B is None else B.astype(np.float32))
+    pw = _api.pack_conv_weights(W, groups=groups, weight_layout="OIHW",
+                                 bias=None if B is None else B.astype(np.float32))
+    dtype = W.dtype
 
-        def run(values):
-            data = values[x]
-            if data.dtype != _F16 or data.ndim != 4:
-                raise _NotServed
-            return {result: _api.conv2d(data, pw, stride=stride, padding=padding, dilation=dilation,
-                                         layout="NCHW", activation=activation)}
-    else:
-        conv = npconv.FloatConv(W, B, stride, dilation, padding, groups)
-
-        def run(values):
-            data = values[x]
-            if data.dtype != _F32 or data.ndim != 4:
-                raise _NotServed
-            return {result: apply_activation(conv(data), activation)}
-        run.placement = "numpy"
+    def run(values):
+        data = values[x]
+        if data.dtype != dtype or data.ndim != 4:
+            raise _NotServed
+        # NHWC in (free for the NCHW view of an NHWC result), an NCHW view of the NHWC
+        # result out (see _make_qconv): chains of convolutions stay NHWC in memory
+        y = _api.conv2d(nchw_to_nhwc(data, copy=False), pw, stride=stride, padding=padding, dilation=dilation,
+                        activation=activation)
+        return {result: y.transpose(0, 3, 1, 2)}
     return _fallback_fused(node, graph, run, activation)
 
 
@@ -575,32 +568,19 @@ def _make_gemm(node: Node, graph: Graph) -> Runner | None:
             return _fused_reference(node, graph)
         bias = np.broadcast_to(C.reshape(-1), (n,))
     result = node.outputs[0]
-    if B.dtype == _F16:
-        if alpha != 1.0:
+    dtype = B.dtype
+    if alpha != 1.0:   # fp32: alpha folded into the weights (one rounding per weight); fp16 weights
+        if dtype == _F16:   # would lose it: the reference operator
             return _fused_reference(node, graph)
-        bias32 = None if bias is None else (np.float32(beta) * bias.astype(np.float32)).astype(np.float32)
-        pw = _api.pack_weights(np.ascontiguousarray(bk), bias=bias32)
+        bk = (np.float32(alpha) * bk).astype(np.float32)
+    bias32 = None if bias is None else (np.float32(beta) * bias.astype(np.float32)).astype(np.float32)
+    pw = _api.pack_weights(np.ascontiguousarray(bk), bias=bias32)
 
-        def run(values):
-            data = values[a]
-            if data.dtype != _F16 or data.ndim != 2:
-                raise _NotServed
-            return {result: _api.matmul(data.T if trans_a else data, pw, activation=activation)}
-    else:
-        bmat = np.ascontiguousarray(bk, np.float32)
-        cvec = None if bias is None else (np.float32(beta) * bias).astype(np.float32)
-
-        def run(values):
-            data = values[a]
-            if data.dtype != _F32 or data.ndim != 2:
-                raise _NotServed
-            y = np.matmul(data.T if trans_a else data, bmat)
-            if alpha != 1.0:
-                y *= np.float32(alpha)
-            if cvec is not None:
-                y += cvec
-            return {result: apply_activation(y, activation)}
-        run.placement = "numpy"
+    def run(values):
+        data = values[a]
+        if data.dtype != dtype or data.ndim != 2:
+            raise _NotServed
+        return {result: _api.matmul(data.T if trans_a else data, pw, activation=activation)}
     return _fallback_fused(node, graph, run, activation)
 
 
@@ -609,14 +589,15 @@ def _make_matmul(node: Node, graph: Graph) -> Runner | None:
     a, b = _inputs(node, 2)
     B = _const(graph, b)
     result = node.outputs[0]
-    if B is not None and (B.dtype != _F16 or B.ndim != 2):
+    if B is not None and (B.dtype not in (_F16, _F32) or B.ndim != 2):
         return None
     if B is not None:
         pw = _api.pack_weights(B)
+        dtype = B.dtype
 
         def run(values):
             data = values[a]
-            if data.dtype != _F16 or data.ndim < 1:
+            if data.dtype != dtype or data.ndim < 1:
                 raise _NotServed
             return {result: _api.matmul(data, pw)}
     else:

@@ -41,8 +41,8 @@ typedef struct {
     const int16_t *w;
     int32_t za;
     int a_signed;
-    int dtype;                        /* enum qk_dtype; QK_DTYPE_F16: fp16 input, weights wf */
-    const float *wf;                  /* fp16 path: float weights [ky][kx][C] */
+    int dtype;                        /* enum qk_dtype; QK_DTYPE_F16 / F32: fp16 / fp32 input, weights wf */
+    const float *wf;                  /* float paths: float weights [ky][kx][C] */
     /* Filled by qk_dw_prepare: */
     size_t taps;                      /* kh * kw when the fast path serves, else 0 */
     ptrdiff_t tap_offset[QK_DW_MAX_TAPS];   /* byte offsets of the taps from a window origin */
@@ -69,6 +69,8 @@ typedef size_t (*qk_dw_sum_fn)(const qk_dw_params *d, size_t count, const uint8_
 size_t qk_dw_sum_scalar(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs, size_t ptr_stride,
                         ptrdiff_t step, size_t c0, int32_t *acc, size_t acc_stride, size_t m0, size_t *stored);
 size_t qk_dw_sum_f16_scalar(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs, size_t ptr_stride,
+                            ptrdiff_t step, size_t c0, int32_t *acc, size_t acc_stride, size_t m0, size_t *stored);
+size_t qk_dw_sum_f32_scalar(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs, size_t ptr_stride,
                             ptrdiff_t step, size_t c0, int32_t *acc, size_t acc_stride, size_t m0, size_t *stored);
 /* Channel blocks of a sum kernel of width w over [c0, ch): block b starts at
  * qk_dw_block(b, w, ch), so that a partial last block becomes the w channels ending at ch

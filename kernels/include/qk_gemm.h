@@ -12,8 +12,9 @@
 #include "qk_output.h"
 #include "qk_pack.h"
 
-/* What a kernel computes: int8 (exact int32 sums) or fp16 (fp32 sums of fp16 values). */
-enum qk_dtype { QK_DTYPE_QS8 = 0, QK_DTYPE_F16 = 1 };
+/* What a kernel computes: int8 (exact int32 sums), fp16 (fp32 sums of fp16 values) or
+ * fp32 (fp32 sums of fp32 products). The float kinds keep float sums in `acc`. */
+enum qk_dtype { QK_DTYPE_QS8 = 0, QK_DTYPE_F16 = 1, QK_DTYPE_F32 = 2 };
 
 /* k_groups: groups of KR along K (fp16 kernels: KR = 1, so the steps of K). */
 typedef void (*qk_gemm_ukernel_fn)(size_t k_groups, const void *a, const void *b, int32_t *acc);

@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include "qk_fixedpoint.h"
 
-enum qk_out_mode { QK_OUT_INT32 = 0, QK_OUT_FP32 = 1, QK_OUT_FIXEDPOINT = 2, QK_OUT_F16 = 3 };
+enum qk_out_mode { QK_OUT_INT32 = 0, QK_OUT_FP32 = 1, QK_OUT_FIXEDPOINT = 2, QK_OUT_F16 = 3, QK_OUT_F32 = 4 };
 
 /* How the sums of one tile become the output. Per-column arrays are indexed by the
  * absolute column, per-row arrays by the absolute row. */
@@ -25,7 +25,7 @@ typedef struct {
     const int32_t *mult;      /* [N] fixed-point mode: Q31 multiplier */
     const int32_t *shift;     /* [N] fixed-point mode: left shift (>0) or right shift (<0) */
     /* QK_OUT_F16 (fp16 kernels: acc holds float sums): out = fp16(min(max(acc + bias, flo), fhi)),
-       NaN kept, round half to even */
+       NaN kept, round half to even; QK_OUT_F32 (fp32 kernels): the same in float32, no rounding */
     const float *bias_f;      /* [N] */
     float flo, fhi;
 } qk_out_params;
@@ -35,6 +35,13 @@ typedef struct {
 typedef void (*qk_output_fn)(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
                              size_t m0, size_t n0, const qk_out_params *p,
                              void *c, size_t c_stride);
+
+/* The float32 output stage for one value: bias added, clamp keeping NaN (fp32 kernels). */
+static inline float qk_f32_out(float acc, float bias, float lo, float hi) {
+    float v = acc + bias;
+    v = v < lo ? lo : v;   /* comparisons with NaN are false: NaN passes through */
+    return v > hi ? hi : v;
+}
 
 /* acc plus bias and zero-point terms, wrapping like int32 arithmetic. */
 static inline int32_t qk_out_acc(int32_t acc, size_t m, size_t n, const qk_out_params *p) {

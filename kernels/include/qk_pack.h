@@ -15,6 +15,8 @@
  *   QK_PACK_F16       fp16 bits, k-major like QK_PACK_F32.
  *   QK_PACK_F32_ROWS  A only: MR rows of K floats, row-major (x86 fp16 kernels broadcast from
  *                     row streams; packing is a plain vector conversion per row).
+ * The float layouts read fp16 sources; with QK_PACK_SRC_F32 or-ed in (the fp32 kernels'
+ * layouts) they read float32 sources, copied as they are.
  * Grouped: K is split into groups of KR consecutive values; for each group the panel stores
  * NR (MR) lanes of KR values: element (group g, lane r, j) at (g * lanes + r) * KR + j.
  */
@@ -24,10 +26,11 @@
 #include <stdint.h>
 
 enum qk_pack { QK_PACK_I16 = 0, QK_PACK_S8 = 1, QK_PACK_U8 = 2, QK_PACK_F32 = 3, QK_PACK_F16 = 4,
-               QK_PACK_F32_ROWS = 5 };
+               QK_PACK_F32_ROWS = 5, QK_PACK_SRC_F32 = 0x10 };
 
 /* Bytes per packed value of a layout. */
 static inline size_t qk_pack_elem_size(int pack) {
+    pack &= ~QK_PACK_SRC_F32;
     return (pack == QK_PACK_F32 || pack == QK_PACK_F32_ROWS) ? 4 : (pack == QK_PACK_I16 || pack == QK_PACK_F16) ? 2 : 1;
 }
 

@@ -1,12 +1,12 @@
-"""fp16 matmul, conv2d and depthwise_conv2d on every ISA path against a float64 numpy
-reference, within the accuracy contract of docs/api.md ("fp16"):
+"""fp16 and fp32 matmul, conv2d and depthwise_conv2d on every ISA path against a float64
+numpy reference, within the accuracy contract of docs/api.md ("fp16", "fp32"):
 
-    |got - ref| <= ulp16(ref) / 2 + e(K) * sum_k |a_k b_k| + 2^-25
+    |got - ref| <= ulp(ref) / 2 + e(K) * sum_k |a_k b_k| + tiny
 
-where ulp16(ref)/2 is the one final rounding to fp16 and e(K) the accumulation error:
-K * 2^-23 for fp32 sums, 8 * 2^-11 for Arm's FP16-arithmetic kernel (fp16 sums over
-chunks of 8 along K). Also: exact single products (the rounding itself, bit for bit
-against numpy), NaN/Inf propagation and overflow like numpy's float16, clear errors.
+where ulp(ref)/2 is the one final rounding (to fp16; to fp32) and e(K) the accumulation
+error: K * 2^-23 for fp32 sums, 8 * 2^-11 for Arm's FP16-arithmetic kernel (fp16 sums
+over chunks of 8 along K). Also: exact single fp16 products (the rounding itself, bit for
+bit against numpy), NaN/Inf propagation and overflow like numpy's, clear errors.
 """
 import os
 
@@ -19,7 +19,8 @@ import qkernels
 from qkernels import conv2d, depthwise_conv2d, matmul, pack_conv_weights, pack_weights
 
 SMALL = os.environ.get("QKERNELS_TEST_SMALL", "").strip().lower() not in ("", "0", "false", "no")
-F16 = np.float16
+F16, F32 = np.float16, np.float32
+DTYPES = [F16, F32]
 # Every path this CPU runs, and the emulated VNNI paths (their kernels' logic in AVX2)
 PATHS = qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS
 
@@ -30,35 +31,38 @@ def _fp16_arith(isa: str) -> bool:
         return "neonfp16" in qkernels.cpu_info().get("f16_kernel", "")
 
 
-def _bound(ref, scale, k, isa):
+def _bound(ref, scale, k, isa, dtype=F16):
     """The contract's bound on |got - ref| (element-wise)."""
+    if dtype == F32:
+        return np.abs(ref) * 2.0**-24 + k * 2.0**-23 * scale + 2.0**-126
     e = 8 * 2.0**-11 if _fp16_arith(isa) else k * 2.0**-23
     ulp_half = np.abs(ref) * 2.0**-11
     return ulp_half + e * scale + 2.0**-25
 
 
-def _check(got, ref, scale, k, isa, what=""):
-    assert got.dtype == F16
+def _check(got, ref, scale, k, isa, what="", dtype=None):
+    dtype = got.dtype if dtype is None else dtype
+    assert got.dtype == dtype
     ref = np.asarray(ref, np.float64)
     err = np.abs(got.astype(np.float64) - ref)
-    bound = _bound(ref, scale, k, isa)
+    bound = _bound(ref, scale, k, isa, dtype)
     bad = ~(err <= bound)
     assert not bad.any(), (f"{what} {isa}: {bad.sum()} of {bad.size} outside the bound; worst err "
                            f"{err[bad].max():.3g} vs bound {bound[bad].min():.3g}")
 
 
-def _rand(rng, shape, spread=1.0):
-    return (rng.standard_normal(shape) * spread).astype(F16)
+def _rand(rng, shape, spread=1.0, dtype=F16):
+    return (rng.standard_normal(shape) * spread).astype(dtype)
 
 
 @settings(max_examples=12 if SMALL else 40, deadline=None, database=None)
 @given(m=st.sampled_from([1, 2, 5, 6, 7, 13, 64, 97]), k=st.sampled_from([1, 3, 8, 9, 17, 64, 255, 1031]),
        n=st.sampled_from([1, 7, 8, 15, 16, 17, 33, 100]), seed=st.integers(0, 2**31),
-       act=st.sampled_from([None, "relu", "relu6", (-0.5, 0.25)]), bias=st.booleans())
-def test_matmul_within_the_contract_on_every_path(m, k, n, seed, act, bias):
+       act=st.sampled_from([None, "relu", "relu6", (-0.5, 0.25)]), bias=st.booleans(), dtype=st.sampled_from(DTYPES))
+def test_matmul_within_the_contract_on_every_path(m, k, n, seed, act, bias, dtype):
     rng = np.random.default_rng(seed)
-    a, b = _rand(rng, (m, k)), _rand(rng, (k, n), 1 / np.sqrt(k))
-    bv = _rand(rng, (n,)) if bias else None
+    a, b = _rand(rng, (m, k), dtype=dtype), _rand(rng, (k, n), 1 / np.sqrt(k), dtype)
+    bv = _rand(rng, (n,), dtype=dtype) if bias else None
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     ref = a64 @ b64 + (0 if bv is None else bv.astype(np.float64))
     lo, hi = qkernels._common.activation_range(act)
@@ -68,8 +72,8 @@ def test_matmul_within_the_contract_on_every_path(m, k, n, seed, act, bias):
         with qkernels.use_isa(isa):
             for threads in (1, 2):
                 qkernels.set_num_threads(threads)
-                _check(matmul(a, b, bias=bv, activation=act), ref, scale, k, isa, f"{threads} thr")
-                _check(matmul(a, pack_weights(b), bias=bv, activation=act), ref, scale, k, isa, "packed")
+                _check(matmul(a, b, bias=bv, activation=act), ref, scale, k, isa, f"{threads} thr", dtype)
+                _check(matmul(a, pack_weights(b), bias=bv, activation=act), ref, scale, k, isa, "packed", dtype)
 
 
 def test_single_products_round_exactly_like_numpy():
@@ -90,18 +94,19 @@ def test_single_products_round_exactly_like_numpy():
             assert (np.signbit(got) == np.signbit(want))[want != 0].all()
 
 
-def test_nan_and_inf_propagate_like_numpy():
-    a = np.ones((9, 20), F16)
-    b = np.full((20, 19), 0.5, F16)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_and_inf_propagate_like_numpy(dtype):
+    a = np.ones((9, 20), dtype)
+    b = np.full((20, 19), 0.5, dtype)
     a[1, 3] = np.nan
     a[2, 5] = np.inf
     a[3, 0], a[3, 1] = np.inf, -np.inf                             # inf - inf: NaN
     b[7, 4] = np.inf                                               # column 4: inf unless a NaN meets it
     a[4, 7] = 0.0                                                  # 0 * inf: NaN in (4, 4)
-    a[5, :] = 200.0                                                # 20 * 200 * 17... overflow: inf
+    a[5, :] = 200.0 if dtype == F16 else 3e37                      # 20 * 200 * 17... overflow: inf
     b[:, 10] = 17.0
     with np.errstate(over="ignore", invalid="ignore"):
-        want = (a.astype(np.float32) @ b.astype(np.float32)).astype(F16)
+        want = (a.astype(np.float32) @ b.astype(np.float32)).astype(dtype)
     for isa in PATHS:
         with qkernels.use_isa(isa):
             got = matmul(a, b)
@@ -111,21 +116,22 @@ def test_nan_and_inf_propagate_like_numpy():
             assert np.isnan(matmul(a, b, activation="relu")[1]).all()   # the clamp keeps NaN, as np.maximum
 
 
-def test_matmul_broadcasting_vectors_out_and_bias_default():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_broadcasting_vectors_out_and_bias_default(dtype):
     rng = np.random.default_rng(3)
-    a, b = _rand(rng, (3, 1, 5, 16)), _rand(rng, (2, 16, 7))
+    a, b = _rand(rng, (3, 1, 5, 16), dtype=dtype), _rand(rng, (2, 16, 7), dtype=dtype)
     ref = a.astype(np.float64) @ b.astype(np.float64)
     got = matmul(a, b)
     assert got.shape == (3, 2, 5, 7)
     _check(got, ref, np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)), 16, qkernels.get_isa())
-    v, w = _rand(rng, (16,)), _rand(rng, (16, 7))
+    v, w = _rand(rng, (16,), dtype=dtype), _rand(rng, (16, 7), dtype=dtype)
     assert matmul(v, w).shape == (7,) and matmul(w.T.copy(), v).shape == (7,)
-    out = np.empty((5, 7), F16)
+    out = np.empty((5, 7), dtype)
     bias = np.arange(7, dtype=np.float32)
     pw = pack_weights(w, bias=bias)
     assert matmul(a[0, 0], pw, out=out) is out
     np.testing.assert_array_equal(out, matmul(a[0, 0], w, bias=bias))
-    assert "PackedWeightsF16" in repr(pw)
+    assert ("PackedWeightsF16" if dtype == F16 else "PackedWeightsF32") in repr(pw)
 
 
 def test_mixed_dtypes_and_bad_arguments_raise_clear_errors():
@@ -133,8 +139,14 @@ def test_mixed_dtypes_and_bad_arguments_raise_clear_errors():
     q = qkernels.quantize(np.ones((8, 3), np.float32), 0.1, 0, np.int8)
     with pytest.raises(TypeError, match="float16"):
         matmul(a16, b16.astype(np.float32))
-    with pytest.raises(TypeError, match="float16"):
+    with pytest.raises(TypeError, match="float32"):
         matmul(a16.astype(np.float32), b16)
+    with pytest.raises(TypeError, match="float16 or float32"):
+        matmul(a16.astype(np.float64), b16.astype(np.float64))
+    with pytest.raises(TypeError, match="packed weights are float32"):
+        conv2d(np.ones((1, 4, 4, 2), F16), pack_conv_weights(np.ones((1, 3, 3, 2), np.float32)))
+    with pytest.raises(TypeError, match="out_dtype"):
+        matmul(a16.astype(np.float32), b16.astype(np.float32), out_dtype=np.float16)
     with pytest.raises(TypeError, match="quantized"):
         matmul(a16, q)
     with pytest.raises(TypeError, match="out_scale"):
@@ -145,7 +157,7 @@ def test_mixed_dtypes_and_bad_arguments_raise_clear_errors():
         matmul(a16, b16, bias=np.ones(4, np.float32))
     with pytest.raises(TypeError, match="out"):
         matmul(a16, b16, out=np.empty((4, 3), np.float32))
-    with pytest.raises(TypeError, match="float16"):
+    with pytest.raises(TypeError, match="float32"):
         conv2d(np.ones((1, 4, 4, 2), np.float32), np.ones((1, 3, 3, 2), F16))
     with pytest.raises(TypeError, match="quantized"):
         conv2d(np.ones((1, 4, 4, 2), F16), qkernels.QTensor(np.ones((1, 3, 3, 2), np.int8), 0.1, 0))
@@ -191,7 +203,8 @@ def conv_cases(draw):
     w = draw(st.integers(eff[1], eff[1] + (5 if SMALL else 10)))
     return dict(n=draw(st.integers(1, 2)), h=h, w=w, cg=cg, groups=groups, o=groups * mult, kh=kh, kw=kw,
                 stride=stride, dilation=dilation, padding=padding, nchw=draw(st.booleans()),
-                act=draw(st.sampled_from([None, "relu6"])), seed=draw(st.integers(0, 2**31)))
+                act=draw(st.sampled_from([None, "relu6"])), seed=draw(st.integers(0, 2**31)),
+                dtype=draw(st.sampled_from(DTYPES)))
 
 
 @settings(max_examples=12 if SMALL else 40, deadline=None, database=None)
@@ -199,10 +212,11 @@ def conv_cases(draw):
 def test_conv2d_and_depthwise_within_the_contract_on_every_path(case):
     rng = np.random.default_rng(case["seed"])
     c = case["cg"] * case["groups"]
-    x = _rand(rng, (case["n"], case["h"], case["w"], c))
+    dt = case["dtype"]
+    x = _rand(rng, (case["n"], case["h"], case["w"], c), dtype=dt)
     k = case["kh"] * case["kw"] * case["cg"]
-    w = _rand(rng, (case["o"], case["kh"], case["kw"], case["cg"]), 1 / np.sqrt(k))
-    bias = _rand(rng, (case["o"],))
+    w = _rand(rng, (case["o"], case["kh"], case["kw"], case["cg"]), 1 / np.sqrt(k), dt)
+    bias = _rand(rng, (case["o"],), dtype=dt)
     pads = qkernels._conv_geometry.explicit_padding(case["padding"], (case["h"], case["w"]), (case["kh"], case["kw"]),
                                    case["stride"], case["dilation"])
     ref, scale = conv_ref64(x, w, case["stride"], pads, case["dilation"], case["groups"])
@@ -217,13 +231,13 @@ def test_conv2d_and_depthwise_within_the_contract_on_every_path(case):
                 qkernels.set_num_threads(threads)
                 got = conv2d(xin, packed, layout=layout, **kw)
                 got = got.transpose(0, 2, 3, 1) if case["nchw"] else got
-                _check(got, ref, scale, k, isa, f"conv {threads} thr")
+                _check(got, ref, scale, k, isa, f"conv {threads} thr", dt)
             if case["cg"] == 1 and case["groups"] == c:
                 got = depthwise_conv2d(x, w, bias, **kw)
-                _check(got, ref, scale, k, isa, "depthwise_conv2d")
+                _check(got, ref, scale, k, isa, "depthwise_conv2d", dt)
 
 
-def test_each_path_uses_its_fp16_kernel():
+def test_each_path_uses_its_float_kernels():
     feats = qkernels.cpu_info()["features"]
     want = {"scalar": "f16_gemm_4x8_scalar", "avx2": "f16_gemm_6x16_avx2", "neon": "f16_gemm_8x8_neon",
             "avxvnni": "f16_gemm_6x16_avx2", "avxvnni_emu": "f16_gemm_6x16_avx2",   # ymm: AVX2's
@@ -234,6 +248,8 @@ def test_each_path_uses_its_fp16_kernel():
             assert got == want[isa]
         else:   # neondot, i8mm: fp16 arithmetic when the CPU has it, else the converting kernel
             assert got == ("f16_gemm_8x8_neonfp16" if feats.get("asimdhp") else "f16_gemm_8x8_neon"), isa
+        f32 = want.get(isa, "f16_gemm_8x8_neon").replace("f16_", "f32_")
+        assert qkernels._dispatch.f16_kernel(isa, qkernels._native.DTYPE_F32) == f32, isa
 
 
 def test_packed_fp16_weights_keep_half_the_memory_and_serve_every_path():
@@ -255,7 +271,8 @@ def test_packed_fp16_weights_keep_half_the_memory_and_serve_every_path():
     np.testing.assert_array_equal(matmul(a, pickle.loads(pickle.dumps(pw))), want)
 
 
-def test_k0_product_is_zero_whatever_the_heap_held():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_k0_product_is_zero_whatever_the_heap_held(dtype):
     qk = qkernels
     # The row-major fp16 A panel left its one padded K step unwritten when K = 0: rows
     # read freed heap memory (NaN here) as A. Found by the API fuzzer (seed 1, case 1210).
@@ -270,23 +287,25 @@ def test_k0_product_is_zero_whatever_the_heap_held():
                         p = libc.malloc(size + 64)
                         ctypes.memset(p, 0xFF, size + 64)
                         libc.free(p)
-                    r = qk.matmul(np.zeros((m, 0), np.float16), np.zeros((0, 7), np.float16))
+                    r = qk.matmul(np.zeros((m, 0), dtype), np.zeros((0, 7), dtype))
                     assert r.shape == (m, 7) and not np.any(r != 0), (isa, m)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("isa", [i for i in ("avx512vnni", "avx512vnni_emu") if i in PATHS])
-def test_avx512_fp16_kernels_give_the_avx2_floats(isa):
+def test_avx512_float_kernels_give_the_avx2_floats(isa, dtype):
     """The zmm kernels (12x32, 6x32, 1x32) run each sum as the AVX2 kernels' FMA sequence
     (docs/design.md, "AVX-512 tier"): same floats, bit for bit, at every M regime and
     N edge; NaN and Inf included."""
     rng = np.random.default_rng(11)
     for m in (1, 2, 3, 6, 7, 12, 13, 25):
         for k, n in ((1, 1), (2, 33), (9, 31), (64, 64), (257, 100)):
-            a, b = _rand(rng, (m, k), 4.0), _rand(rng, (k, n), 4.0)
+            a, b = _rand(rng, (m, k), 4.0, dtype), _rand(rng, (k, n), 4.0, dtype)
             a.flat[rng.integers(0, a.size, 2)] = [np.inf, np.nan] if a.size > 3 else 1
             bias = _rand(rng, (n,))
+            bits = np.uint16 if dtype == F16 else np.uint32
             with qkernels.use_isa("avx2"):
-                want = matmul(a, b, bias=bias).view(np.uint16)
+                want = matmul(a, b, bias=bias).view(bits)
             with qkernels.use_isa(isa):
-                got = matmul(a, b, bias=bias).view(np.uint16)
+                got = matmul(a, b, bias=bias).view(bits)
             np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={m} K={k} N={n}")

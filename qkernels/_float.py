@@ -1,10 +1,14 @@
-"""fp16 (IEEE binary16) matrix multiplication and convolution on the same native driver
-as int8: float16 arrays in, float16 out.
+"""Float matrix multiplication and convolution on the same native driver as int8: fp16
+(IEEE binary16) arrays in, float16 out, and fp32 arrays in, float32 out.
 
-Accuracy contract (docs/api.md, "fp16"): products of fp16 values are exact in fp32 and
-summed in fp32 (on Arm CPUs with FP16 arithmetic: in fp16 over chunks of 8 along K,
-the chunks in fp32); the bias is added in fp32; the clamp keeps NaN; one rounding to
-fp16 (nearest, ties to even; overflow to +-inf like numpy's float16).
+Accuracy contract (docs/api.md, "fp16" and "fp32"): fp16: products of fp16 values are
+exact in fp32 and summed in fp32 (on Arm CPUs with FP16 arithmetic: in fp16 over chunks
+of 8 along K, the chunks in fp32); the bias is added in fp32; the clamp keeps NaN; one
+rounding to fp16 (nearest, ties to even; overflow to +-inf like numpy's float16). fp32:
+fp32 products summed in fp32 in increasing K (fused multiply-add on SIMD paths), the
+bias added, the clamp keeping NaN -- the rounding of a float32 BLAS, not numpy's
+pairwise float64-free order, so results agree with float64 to float32's accumulation
+error (about K * 2**-24 relative), like any BLAS.
 """
 from __future__ import annotations
 
@@ -18,14 +22,15 @@ from ._common import Activation, activation_range, check_choice, check_out, chec
 from ._conv_geometry import LAYOUTS, geometry, ohwi_weights, output_buffer, to_layout
 from ._layout import nchw_to_nhwc
 
-F16 = np.dtype(np.float16)
+F16, F32 = np.dtype(np.float16), np.dtype(np.float32)
+FLOATS = (F16, F32)
 _NO_BIAS: dict[int, np.ndarray] = {}
 
 
-def _as_f16(x, name: str) -> np.ndarray:
+def _as_float(x, name: str, dtype: np.dtype) -> np.ndarray:
     arr = np.asarray(x)
-    if arr.dtype != F16:
-        raise TypeError(f"{name} must be float16 (fp16 calls take float16 operands only), got {arr.dtype}")
+    if arr.dtype != dtype:
+        raise TypeError(f"{name} must be {dtype} (a {dtype} call takes {dtype} operands only), got {arr.dtype}")
     return arr
 
 
@@ -50,18 +55,24 @@ def _clamp(activation: Activation) -> tuple[float, float]:
     return float(np.float32(lo)), float(np.float32(hi))
 
 
-def _kernel(m: int) -> int:
-    return _native.select_kernel(_dispatch.isa_index(), m, False, _native.DTYPE_F16)
+def _native_dtype(dtype: np.dtype) -> int:
+    return _native.DTYPE_F16 if dtype == F16 else _native.DTYPE_F32
+
+
+def _kernel(m: int, dtype: np.dtype = F16) -> int:
+    return _native.select_kernel(_dispatch.isa_index(), m, False, _native_dtype(dtype))
 
 
 class PackedWeightsF16:
     """fp16 B (K, N), packed once and reused; made by :func:`qkernels.pack_weights` from a
     float16 array. Where the kernel keeps B as fp16 panels (x86, Arm) the panels are the
     only copy kept: half the memory of float32 weights. Other paths' panels are made
-    from them on first use."""
+    from them on first use. (:class:`PackedWeightsF32`: the same for float32.)"""
+
+    dtype = F16
 
     def __init__(self, b: ArrayLike, bias: ArrayLike | None = None):
-        b = _as_f16(b, "weights")
+        b = _as_float(b, "weights", self.dtype)
         if b.ndim != 2:
             raise ValueError(f"weights must be 2-D (K, N), got shape {b.shape}")
         self.k, self.n = (int(d) for d in b.shape)
@@ -71,32 +82,36 @@ class PackedWeightsF16:
         self._by_kid: dict[int, np.ndarray] = {}      # kernel id -> its panels (the call's lookup)
         self._lock = threading.Lock()
         self._source: np.ndarray | None = np.array(b, copy=True)
-        self.packed_for(_kernel(1 << 20))
-        if self._fp16_panel() is not None:
+        self.packed_for(_kernel(1 << 20, self.dtype))
+        if self._own_panel() is not None:
             self._source = None
 
     shape = property(lambda self: (self.k, self.n))
-    dtype = F16
 
     def __repr__(self):
-        return f"PackedWeightsF16(K={self.k}, N={self.n})"
+        return f"{type(self).__name__}(K={self.k}, N={self.n})"
 
     @property
     def nbytes(self) -> int:
         """Bytes held: the packed panels (and the source, where no fp16 panel exists)."""
         return sum(p.nbytes for p in self._panels.values()) + (0 if self._source is None else self._source.nbytes)
 
-    def _fp16_panel(self):
-        return next(((nr, p) for (kind, nr), p in self._panels.items() if kind == _native.PACK_F16), None)
+    #: the panels that hold the weights' own values (fp16 bits; float32 values)
+    _OWN = {F16: _native.PACK_F16, F32: _native.PACK_F32 | _native.PACK_SRC_F32}
+
+    def _own_panel(self):
+        own = self._OWN[self.dtype]
+        return next(((nr, p) for (kind, nr), p in self._panels.items() if kind == own), None)
 
     @property
     def data(self) -> np.ndarray:
-        """The weights (K, N) float16, read-only (rebuilt from the fp16 panels if needed)."""
+        """The weights (K, N), read-only (rebuilt from the panels if needed)."""
         if self._source is not None:
             return self._source
-        nr, packed = self._fp16_panel()
-        panels = packed.view(np.uint16).reshape(-1, max(self.k, 1), nr)[:, :self.k]
-        out = np.ascontiguousarray(panels.transpose(1, 0, 2).reshape(self.k, -1)[:, :self.n]).view(F16)
+        nr, packed = self._own_panel()
+        bits = np.uint16 if self.dtype == F16 else np.uint32
+        panels = packed.view(bits).reshape(-1, max(self.k, 1), nr)[:, :self.k]
+        out = np.ascontiguousarray(panels.transpose(1, 0, 2).reshape(self.k, -1)[:, :self.n]).view(self.dtype)
         out.flags.writeable = False
         return out
 
@@ -119,26 +134,40 @@ class PackedWeightsF16:
         return packed
 
     def __reduce__(self):
-        return PackedWeightsF16, (self.data, self.bias)
+        return type(self), (self.data, self.bias)
+
+
+class PackedWeightsF32(PackedWeightsF16):
+    """fp32 B (K, N), packed once and reused; made by :func:`qkernels.pack_weights` from a
+    float32 array. The panels are the only copy kept."""
+
+    dtype = F32
+
+
+PACKED = {F16: PackedWeightsF16, F32: PackedWeightsF32}
 
 
 def gemm2d(a, pw: PackedWeightsF16, bias: np.ndarray, lo: float, hi: float, out: np.ndarray) -> np.ndarray:
-    """out (M, N) = fp16(clamp(a . B + bias)); a: float16 matrix or a ConvSource."""
+    """out (M, N) = clamp(a . B + bias) of pw's dtype; a: a matrix of it or a ConvSource."""
     m = a.m if isinstance(a, _native.ConvSource) else a.shape[0]
-    kid = _kernel(m)
-    return _native.gemm_f16(kid, a, pw.packed_for(kid), pw.n, bias, lo, hi, out, _dispatch.get_num_threads())
+    kid = _kernel(m, pw.dtype)
+    return _native.gemm_float(kid, a, pw.packed_for(kid), pw.n, bias, lo, hi, out, _dispatch.get_num_threads())
 
 
 def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarray:
-    """fp16 ``numpy.matmul(a, b)`` (+ bias, activation): :func:`qkernels.matmul` on
-    float16 operands (documented there)."""
-    if type(b) is PackedWeightsF16 and type(a) is np.ndarray and a.dtype == F16 and a.ndim == 2 \
+    """Float ``numpy.matmul(a, b)`` (+ bias, activation): :func:`qkernels.matmul` on
+    float16 or float32 operands (documented there)."""
+    dtype = b.dtype if isinstance(b, PackedWeightsF16) else np.asarray(a).dtype
+    packed_type = PACKED.get(dtype)
+    if packed_type is None:
+        raise TypeError(f"float matmul takes float16 or float32 operands, got {dtype}")
+    if type(b) is packed_type and type(a) is np.ndarray and a.dtype == dtype and a.ndim == 2 \
             and a.shape[1] == b.k and bias is None and activation is None:
         # the repeated layer call: nothing to broadcast; only `out` to check
         shape = (a.shape[0], b.n)
         if out is None:
-            res = np.empty(shape, F16)
-        elif type(out) is np.ndarray and out.shape == shape and out.dtype == F16 and out.flags.c_contiguous \
+            res = np.empty(shape, dtype)
+        elif type(out) is np.ndarray and out.shape == shape and out.dtype == dtype and out.flags.c_contiguous \
                 and out.flags.writeable and not np.may_share_memory(out, a):
             res = out
         else:
@@ -147,9 +176,9 @@ def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarr
             if res.size:
                 gemm2d(a, b, b.bias if b.bias is not None else _bias(None, b.n), -np.inf, np.inf, res)
             return res
-    a = _as_f16(a, "a")
+    a = _as_float(a, "a", dtype)
     if not isinstance(b, PackedWeightsF16):
-        b = _as_f16(b, "b")
+        b = _as_float(b, "b", dtype)
     b_ndim = 2 if isinstance(b, PackedWeightsF16) else b.ndim
     if a.ndim == 0 or b_ndim == 0:
         raise ValueError("matmul: operands must have at least one dimension")
@@ -169,29 +198,32 @@ def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarr
         raise ValueError(f"matmul: batch dimensions {a2d.shape[:-2]} and {b_batch} do not broadcast") from None
     shape = (*batch, m, n)
     result_shape = shape[:-2] + (() if a.ndim == 1 else (m,)) + (() if b_ndim == 1 else (n,))
-    check_size(*shape, itemsize=2)
+    check_size(*shape, itemsize=dtype.itemsize)
     bias_default = b.bias if isinstance(b, PackedWeightsF16) else None
     bias_arr = _bias(bias if bias is not None else bias_default, n)
     if out is not None:
-        check_out(out, result_shape, F16, a=a, b=b, bias=bias)
-    res = np.empty(shape, F16) if out is None else out.reshape(shape)
+        check_out(out, result_shape, dtype, a=a, b=b, bias=bias)
+    res = np.empty(shape, dtype) if out is None else out.reshape(shape)
     if res.size and not b_batch:
-        pw = b if isinstance(b, PackedWeightsF16) else PackedWeightsF16(b2d)
+        pw = b if isinstance(b, PackedWeightsF16) else packed_type(b2d)
         a_rows = np.broadcast_to(a2d, (*batch, m, k)).reshape(-1, k) if batch else a2d
         gemm2d(a_rows, pw, bias_arr, lo, hi, res.reshape(-1, n))
     elif res.size:
         a_b, b_b = np.broadcast_to(a2d, (*batch, m, k)), np.broadcast_to(b2d, (*batch, k, n))
         for idx in np.ndindex(*batch):
-            gemm2d(a_b[idx], PackedWeightsF16(b_b[idx]), bias_arr, lo, hi, res[idx])
+            gemm2d(a_b[idx], packed_type(b_b[idx]), bias_arr, lo, hi, res[idx])
     return out if out is not None else res.reshape(result_shape)
 
 
 class PackedConvWeightsF16:
     """fp16 convolution weights (O, KH, KW, C/groups), packed once per group; made by
-    :func:`qkernels.pack_conv_weights` from a float16 array (OHWI or OIHW)."""
+    :func:`qkernels.pack_conv_weights` from a float16 array (OHWI or OIHW).
+    (:class:`PackedConvWeightsF32`: the same for float32.)"""
+
+    dtype = F16
 
     def __init__(self, w: ArrayLike, groups: int = 1, weight_layout: str = "OHWI", bias=None):
-        data = ohwi_weights(_as_f16(w, "weights"), groups, weight_layout)
+        data = ohwi_weights(_as_float(w, "weights", self.dtype), groups, weight_layout)
         o, kh, kw, cg = data.shape
         self.out_channels, self.kh, self.kw, self.cg, self.groups = o, kh, kw, cg, groups
         self.bias = None if bias is None else _bias(bias, o)
@@ -201,30 +233,47 @@ class PackedConvWeightsF16:
         if self.depthwise:
             self.dw_weights = np.ascontiguousarray(data[:, :, :, 0].transpose(1, 2, 0).reshape(kh * kw, o),
                                                    np.float32)
-        self.packed = [PackedWeightsF16(np.ascontiguousarray(data[g * og:(g + 1) * og]).reshape(og, -1).T)
+        packed = PACKED[self.dtype]
+        self.packed = [packed(np.ascontiguousarray(data[g * og:(g + 1) * og]).reshape(og, -1).T)
                        for g in range(0 if self.depthwise else groups)]   # depthwise: its direct kernel
-        self.dtype = F16
 
     def __repr__(self):
-        return (f"PackedConvWeightsF16(O={self.out_channels}, KH={self.kh}, KW={self.kw}, "
+        return (f"{type(self).__name__}(O={self.out_channels}, KH={self.kh}, KW={self.kw}, "
                 f"C/groups={self.cg}, groups={self.groups})")
+
+
+class PackedConvWeightsF32(PackedConvWeightsF16):
+    """fp32 convolution weights, packed once per group (float32 OHWI or OIHW)."""
+
+    dtype = F32
+
+
+PACKED_CONV = {F16: PackedConvWeightsF16, F32: PackedConvWeightsF32}
 
 
 def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, layout: str = "NHWC",
            weight_layout: str = "OHWI", activation: Activation = None, out=None) -> np.ndarray:
-    """fp16 convolution: :func:`qkernels.conv2d` on a float16 ``x`` (documented there)."""
-    x = _as_f16(x, "x")
+    """Float convolution: :func:`qkernels.conv2d` on a float16 or float32 ``x`` (documented there)."""
+    dtype = np.asarray(x).dtype
+    if dtype not in PACKED_CONV:
+        raise TypeError(f"float conv2d takes float16 or float32 operands, got {dtype}")
+    x = _as_float(x, "x", dtype)
     check_choice(layout, LAYOUTS, "layout")
     if x.ndim != 4:
         raise ValueError(f"x must be 4-D ({layout}), got shape {x.shape}")
-    pw = w if isinstance(w, PackedConvWeightsF16) else PackedConvWeightsF16(w, groups, weight_layout)
+    if isinstance(w, PackedConvWeightsF16):
+        if w.dtype != dtype:
+            raise TypeError(f"x is {dtype} but the packed weights are {w.dtype}")
+        pw = w
+    else:
+        pw = PACKED_CONV[dtype](w, groups, weight_layout)
     nchw = layout == "NCHW"
     xd = x.transpose(0, 2, 3, 1) if nchw else x
     geom = geometry(xd.shape, pw.kh, pw.kw, pw.cg, pw.groups, stride, padding, dilation)
     shape = (xd.shape[0], geom[0], geom[1], pw.out_channels)
-    check_size(*shape, itemsize=2)
+    check_size(*shape, itemsize=dtype.itemsize)
     check_size(shape[0] * shape[1] * shape[2], pw.kh * pw.kw * pw.cg, itemsize=4, what="patch matrix")
-    res = output_buffer(shape, nchw, out, F16, x=x, w=w, bias=bias)
+    res = output_buffer(shape, nchw, out, dtype, x=x, w=w, bias=bias)
     if nchw and res.size:   # the gathers read NHWC pixels: one native transposing copy
         xd = nchw_to_nhwc(x, copy=False)
     return to_layout(_conv_nhwc(xd, pw, bias, geom, activation, res), nchw, out)
@@ -232,7 +281,7 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, la
 
 def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activation: Activation,
                res: np.ndarray) -> np.ndarray:
-    """fp16 convolution of NHWC ``xd`` into ``res`` (N, OH, OW, O) float16, C-contiguous.
+    """Float convolution of NHWC ``xd`` into ``res`` (N, OH, OW, O) of its dtype, C-contiguous.
     ``geometry``: (oh, ow, stride_y, stride_x, dil_y, dil_x, top, left, bottom, right)."""
     oh, ow, sy, sx, dy, dx, top, left, bottom, right = geometry
     o = pw.out_channels
@@ -240,16 +289,17 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
     lo, hi = _clamp(activation)
     if not res.size:
         return res
-    if xd.strides[3] != 2:            # the gathers copy whole pixels: channels must be adjacent
+    elem = xd.dtype.itemsize
+    if xd.strides[3] != elem:         # the gathers copy whole pixels: channels must be adjacent
         xd = np.ascontiguousarray(xd)
     res2d = res.reshape(-1, o)
 
     def source(x):
-        return _native.ConvSource(x.view(np.uint8), oh, ow, pw.kh, pw.kw, sy, sx, dy, dx, top, left, 0, 2)
+        return _native.ConvSource(x.view(np.uint8), oh, ow, pw.kh, pw.kw, sy, sx, dy, dx, top, left, 0, elem)
 
     if pw.depthwise:
-        _native.dwconv_f16(_dispatch.isa_index(), source(xd), pw.dw_weights, bias_arr, lo, hi, res2d,
-                           _dispatch.get_num_threads())
+        _native.dwconv_float(_dispatch.isa_index(), _native_dtype(pw.dtype), source(xd), pw.dw_weights, bias_arr,
+                             lo, hi, res2d, _dispatch.get_num_threads())
         return res
     og = o // pw.groups
     pointwise = pw.kh == pw.kw == 1 and sy == sx == 1 and top == left == bottom == right == 0

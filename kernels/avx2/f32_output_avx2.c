@@ -1,0 +1,21 @@
+/* fp32 output stage, x86 (AVX2): 8 columns at a time, bias, clamp (NaN kept); the
+ * same float operations as the scalar stage, so the same floats. */
+#include <immintrin.h>
+#include "qk_output.h"
+
+void qk_output_f32_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride, size_t m0, size_t n0,
+                        const qk_out_params *p, void *c, size_t c_stride) {
+    const float *f = (const float *)acc;
+    const __m256 lo = _mm256_set1_ps(p->flo), hi = _mm256_set1_ps(p->fhi);
+    const float *bias = p->bias_f + n0;
+    for (size_t i = 0; i < mr; i++) {
+        float *row = (float *)((char *)c + (m0 + i) * c_stride) + n0;
+        const float *a = f + i * acc_stride;
+        size_t j = 0;
+        for (; j + 8 <= nr; j += 8) {   /* max/min with the value second: a NaN value passes through */
+            const __m256 v = _mm256_add_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(bias + j));
+            _mm256_storeu_ps(row + j, _mm256_min_ps(hi, _mm256_max_ps(lo, v)));
+        }
+        for (; j < nr; j++) row[j] = qk_f32_out(a[j], bias[j], p->flo, p->fhi);
+    }
+}

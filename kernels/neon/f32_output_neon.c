@@ -1,0 +1,19 @@
+/* fp32 output stage, NEON: 8 columns at a time, bias, clamp; the same floats as the
+ * scalar stage (fmax/fmin propagate NaN, which the scalar clamp keeps too). */
+#include <arm_neon.h>
+#include "qk_output.h"
+
+void qk_output_f32_neon(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride, size_t m0, size_t n0,
+                        const qk_out_params *p, void *c, size_t c_stride) {
+    const float *f = (const float *)acc;
+    const float32x4_t lo = vdupq_n_f32(p->flo), hi = vdupq_n_f32(p->fhi);
+    const float *bias = p->bias_f + n0;
+    for (size_t i = 0; i < mr; i++) {
+        float *row = (float *)((char *)c + (m0 + i) * c_stride) + n0;
+        const float *a = f + i * acc_stride;
+        size_t j = 0;
+        for (; j + 4 <= nr; j += 4)
+            vst1q_f32(row + j, vminq_f32(vmaxq_f32(vaddq_f32(vld1q_f32(a + j), vld1q_f32(bias + j)), lo), hi));
+        for (; j < nr; j++) row[j] = qk_f32_out(a[j], bias[j], p->flo, p->fhi);
+    }
+}
