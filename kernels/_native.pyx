@@ -206,11 +206,6 @@ cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, 
     cdef size_t m_panels = (M + mr - 1) // mr, n_panels = (N + nr - 1) // nr
     cdef size_t mc_panels = max(1, min(m_panels, (192 * 1024) // max(1, kp * mr * a_elem)))
     cdef size_t nc_panels = max(1, min(n_panels, (256 * 1024) // max(1, kp * nr * b_elem)))
-    # All of A in one block when it fits in 1 MiB (few rows, long K: the 7x7 layers of a
-    # CNN): B, the larger operand there, then streams from memory once, not once per A
-    # block (ResNet-18's 512x512 3x3 fp32 layers: 4.1 -> ms, below)
-    if m_panels * kp * mr * a_elem <= 1024 * 1024:
-        mc_panels = m_panels
     cdef size_t nthreads = max(1, num_threads)
     # Small problems are not worth waking a second thread (about 10 us of sync).
     if M * N * kp < 64 * 64 * 64 * 2:
