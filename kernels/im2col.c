@@ -78,6 +78,12 @@ void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, 
         }
         return;
     }
+    if (pack == (QK_PACK_F32_ROWS | QK_PACK_SRC_F32) && g->elem == 4 && k) {
+        /* float32 rows of K values are the panel's own layout: gather straight into it */
+        qk_im2col_rows(g, r0, rows, (uint8_t *)packed, k * 4, 0);
+        memset((uint8_t *)packed + rows * k * 4, 0, ((size_t)mr - rows) * k * 4);
+        return;
+    }
     qk_im2col_rows(g, r0, rows, scratch, k * g->elem, 0);
     qk_pack_a(pack, mr, kr, rows, k, scratch, a_signed, (ptrdiff_t)(k * g->elem), (ptrdiff_t)g->elem, za, packed,
               row_sum);
