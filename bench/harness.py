@@ -399,6 +399,7 @@ def collect(module: str, libs, shape_list, threads_list, *, timing: dict, rounds
         "numpy": np_info.get("numpy") or qinfo.get("numpy"),
         "blas": np_info.get("blas"), "onnxruntime": infos.get("ort", {}).get("onnxruntime"),
         "onnx": infos.get("ort", {}).get("onnx"), "loadavg_before": load_before, "amx_tiles_permitted": amx,
+        "openvino": infos.get("openvino", infos.get("openvino-f32", {})).get("openvino"),
     }
     return {"results": results, "infos": infos, "notes": notes, "failed": failed, "wrong": wrong,
             "machine": machine}

@@ -28,7 +28,11 @@ process (:func:`harness.collect` with ``process_per_item``):
   backends: cpu, then reference);
 * ``ort``: ``onnxruntime.InferenceSession`` (CPUExecutionProvider, ``intra_op_num_threads``
   = t, :func:`peers.ort_session`) ``.run(None, {"input": x})``; for an int8
-  model ONNX Runtime also times its float32 twin (the float32 target's peer).
+  model ONNX Runtime also times its float32 twin (the float32 target's peer);
+* ``openvino`` and ``openvino-f32`` (when ``openvino`` is installed; skipped with a note
+  otherwise): its CPU plugin on the same ONNX bytes, one stream of t threads, latency
+  hint, its default precision (bf16 on CPUs with AVX512_BF16 or AMX) and
+  ``INFERENCE_PRECISION_HINT=f32`` (:func:`peers.openvino_session`); not checked.
 
 Memory, per model and library: the growth of the process's peak resident memory
 (``getrusage`` ``ru_maxrss``) from before the model is read to after the timed runs: an
@@ -122,7 +126,7 @@ CALIBRATION_INPUTS = 4
 TARGET_INT8_OVER_ORT_INT8 = 0.8   # qkernels int8 latency <= 0.8x ONNX Runtime int8
 TARGET_INT8_OVER_ORT_FP32 = 0.5   # qkernels int8 latency <= 0.5x ONNX Runtime float32
 
-LIBS = ("qkernels", "ort")
+LIBS = ("qkernels", "ort", "openvino", "openvino-f32")
 OP = "run"           # the op of every timing record: one Session.run
 
 
@@ -389,6 +393,22 @@ def _worker_qkernels(spec: dict, out: dict) -> None:
         del session
 
 
+def _worker_openvino(spec: dict, out: dict, lib: str = "openvino") -> None:
+    peers.openvino_setup(out)
+    threads = spec["threads"]
+
+    def load(data):
+        return peers.openvino_session(data, threads, "f32" if lib.endswith("-f32") else None), None
+
+    for _, p in _problems(spec):
+        try:
+            rec, _ = _timed(p, lib, threads, spec["timing"], load)
+        except RuntimeError as exc:   # the plugin refusing a model is the peer's limit, not a failed run
+            out["info"][f"refused {p.model.label}"] = str(exc).strip().splitlines()[-1][:200]   # (infos merge by key)
+            continue
+        out["results"].append(rec)
+
+
 def _worker_ort(spec: dict, out: dict) -> None:
     peers.ort_setup(out)
     threads = spec["threads"]
@@ -403,7 +423,8 @@ def _worker_ort(spec: dict, out: dict) -> None:
         del session
 
 
-WORKERS = {"prepare": _worker_prepare, "qkernels": _worker_qkernels, "ort": _worker_ort}
+WORKERS = {"prepare": _worker_prepare, "qkernels": _worker_qkernels, "ort": _worker_ort,
+           "openvino": _worker_openvino, "openvino-f32": lambda spec, out: _worker_openvino(spec, out, "openvino-f32")}
 
 
 # ---------------------------------------------------------------- the parent process
@@ -422,11 +443,14 @@ def _row(m: Model, recs: dict, find) -> dict:
     qk, ort = recs["qkernels"], recs["ort"]
     ort32 = find("ort", OP, m.twin.label) if m.variant == "int8" else {}
     ms = {col: r["median_s"] * 1e3 if "median_s" in r else None
-          for col, r in (("qkernels", qk), ("ort", ort), ("ort-fp32", ort32))}
+          for col, r in (("qkernels", qk), ("ort", ort), ("ort-fp32", ort32), ("openvino", recs.get("openvino", {})),
+                         ("openvino-f32", recs.get("openvino-f32", {})))}
     plan = qk.get("plan") or {}
     return {"model": m.arch, "variant": m.variant, "geometry": m.geometry, "ms": ms,
             "load_s": {"qkernels": qk.get("load_s"), "ort": ort.get("load_s")},
             "qk_over_ort": ratio(ms["qkernels"], ms["ort"]), "qk_over_ort_fp32": ratio(ms["qkernels"], ms["ort-fp32"]),
+            "qk_over_openvino": ratio(ms["qkernels"], ms["openvino"]),
+            "qk_over_openvino_f32": ratio(ms["qkernels"], ms["openvino-f32"]),
             "rss_growth": {"qkernels": qk.get("rss_growth"), "ort": ort.get("rss_growth")},
             "peak_bytes": qk.get("peak_bytes"), "check": qk.get("check"),
             "plan_ops": plan.get("ops"), "float_ops": plan.get("float_ops")}
@@ -449,7 +473,8 @@ def check_cell(check) -> str:
 
 def legend() -> str:
     return ("ms per Session.run (median); qk/ORT, qk/f32: qkernels' time over ONNX Runtime's on the same model "
-            "bytes and over ORT's float32 model; each (library, thread count, model) in its own process. model: "
+            "bytes and over ORT's float32 model; OV, OV f32: OpenVINO's CPU plugin on the same bytes, its default "
+            "precision (bf16 where the CPU has it) and f32, qk/OVf: qkernels over OV f32; each (library, thread count, model) in its own process. model: "
             "MiB of the .onnx file. RSS+ MiB: growth of the process's peak resident memory (ru_maxrss) from before "
             "reading the model to after the timed runs, an upper bound including the serialized model and the "
             "loaded weights; live: qkernels Session.peak_bytes (input and intermediates alive at once). check: "
@@ -464,16 +489,21 @@ def format_table(report: dict) -> str:
     peers = (f"ONNX Runtime {m['onnxruntime']} InferenceSession (CPUExecutionProvider); int8: ORT "
              "quant_pre_process + quantize_static, QDQ, s8 activations and weights per channel") \
         if m.get("onnxruntime") else "none (onnxruntime not importable)"
+    if m.get("openvino"):
+        peers += f"; OpenVINO {m['openvino']} (CPU plugin, ONNX read as it is)"
     lines = [isa_line(m, "whole-model"), f"peers: {peers}", legend(), ""]
     hdr = (f"{'model':<14}{'variant':<8}{'input':<11}{'thr':>3}{'qkernels':>10}{'ORT':>9}{'qk/ORT':>8}"
-           f"{'ORT f32':>9}{'qk/f32':>8}{'model':>7}{'RSS+ qk':>9}{'RSS+ ORT':>9}{'live qk':>9}  check")
+           f"{'ORT f32':>9}{'qk/f32':>8}{'OV':>8}{'OV f32':>8}{'qk/OVf':>8}"
+           f"{'model':>7}{'RSS+ qk':>9}{'RSS+ ORT':>9}{'live qk':>9}  check")
     lines += [hdr, "-" * len(hdr)]
     for r in report["rows"]:
         ms, rss = r["ms"], r["rss_growth"]
         lines.append(f"{r['model']:<14}{r['variant']:<8}{r['geometry']:<11}{r['threads']:>3}"
                      + cell(ms["qkernels"], "{:.2f}", 10) + cell(ms["ort"], "{:.2f}", 9)
                      + cell(r["qk_over_ort"], "{:.2f}", 8) + cell(ms["ort-fp32"], "{:.2f}", 9)
-                     + cell(r["qk_over_ort_fp32"], "{:.2f}", 8) + cell(_mib(r["model_bytes"]), "{:.1f}", 7)
+                     + cell(r["qk_over_ort_fp32"], "{:.2f}", 8) + cell(ms.get("openvino"), "{:.2f}", 8)
+                     + cell(ms.get("openvino-f32"), "{:.2f}", 8) + cell(r.get("qk_over_openvino_f32"), "{:.2f}", 8)
+                     + cell(_mib(r["model_bytes"]), "{:.1f}", 7)
                      + cell(_mib(rss["qkernels"]), "{:.1f}", 9)
                      + cell(_mib(rss["ort"]), "{:.1f}", 9) + cell(_mib(r["peak_bytes"]), "{:.2f}", 9)
                      + f"  {check_cell(r['check'])}" + busy_mark(r))
@@ -508,6 +538,9 @@ def run_bench(model_list, threads_list, *, quick: bool = False, rounds: int = 1,
     """Prepare the models, then run every (library, thread count, model) worker ``rounds``
     times; return the report dict (``timing``: overrides the quick/full batch settings)."""
     timing, notes, libs = run_setup(quick, libs, timing)
+    if any(lib.startswith("openvino") for lib in libs) and not peers.have("openvino"):
+        libs = [lib for lib in libs if not lib.startswith("openvino")]
+        notes.append("OpenVINO columns skipped: openvino is not installed (pip install openvino)")
     if not peers.have("onnxruntime"):
         skipped = [m.label for m in model_list if m.variant != "fp32"]
         model_list = [m for m in model_list if m.variant == "fp32"]
@@ -534,6 +567,10 @@ def run_bench(model_list, threads_list, *, quick: bool = False, rounds: int = 1,
                       rounds=rounds, isa=isa, seed=seed, progress=progress, wait_idle_s=wait_idle_s,
                       extra_by_lib=extra, process_per_item=True)
         got["failed"] = got["failed"] or failed
+    for lib in ("openvino", "openvino-f32"):
+        info = got["infos"].get(lib, {})
+        for key in [k for k in info if k.startswith("refused ")]:
+            notes.append(f"{lib} did not compile {key.split(' ', 1)[1]}: {info.pop(key)}")
     settings = settings_of("models", model_list, threads_list, quick=quick, rounds=rounds, wait_idle_s=wait_idle_s,
                            timing=timing, seed=seed, isa=isa, fp32_rtol=FP32_RTOL,
                            calibration_inputs=CALIBRATION_INPUTS)
@@ -548,7 +585,8 @@ def run_bench(model_list, threads_list, *, quick: bool = False, rounds: int = 1,
     return report
 
 
-SUITE = Suite("models", {"qkernels": ("qkernels", OP), "ort": ("ort", OP)}, _row, tuple(
+SUITE = Suite("models", {"qkernels": ("qkernels", OP), "ort": ("ort", OP), "openvino": ("openvino", OP),
+                         "openvino-f32": ("openvino-f32", OP)}, _row, tuple(
     Target(key, need, f"int8 latency <= {need:g}x {what}", when=lambda r: r["variant"] == "int8", at_most=True)
     for key, need, what in (("qk_over_ort", TARGET_INT8_OVER_ORT_INT8, "ONNX Runtime int8"),
                             ("qk_over_ort_fp32", TARGET_INT8_OVER_ORT_FP32, "ONNX Runtime float32"))),

@@ -160,6 +160,25 @@ def ort_setup(out: dict) -> None:
     out["info"] = {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "numpy": np.__version__}
 
 
+def openvino_setup(out: dict) -> None:
+    import openvino as ov
+    out["info"] = {"openvino": ov.__version__}
+
+
+def openvino_session(model: bytes, threads: int, precision: str | None = None):
+    """OpenVINO's CPU plugin compiling ONNX ``model`` for latency on ``threads`` threads
+    (one stream); ``precision``: ``"f32"``, or None for its default (bf16 on CPUs with
+    AVX512_BF16 or AMX). Returns ``run(feeds) -> [outputs]``."""
+    import openvino as ov
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    compiled = core.compile_model(core.read_model(model=model), "CPU", config)
+    request = compiled.create_infer_request()
+    return lambda feeds: list(request.infer(feeds).values())
+
+
 def matmul_worker(spec: dict, out: dict, problems, operands, lib: str = "numpy", op: str = "matmul-f32",
                   timer=None) -> None:
     """Time ``np.matmul(a, b, out=c)`` of every ``(shape, problem)`` of ``problems``

@@ -109,3 +109,21 @@ def test_without_onnxruntime_int8_models_are_skipped_with_a_note(monkeypatch):
     assert any(n.startswith("int8 models skipped (mobilenet_v2-int8)") for n in rep["notes"]), rep["notes"]
     assert any(n.startswith("ONNX Runtime columns skipped") for n in rep["notes"]), rep["notes"]
     assert "whole-model bench" in bench_models.format_table(rep)
+
+
+def test_openvino_columns_run_or_are_skipped_with_a_note(monkeypatch):
+    """OpenVINO (its default precision and f32) beside ORT when installed; without it the
+    columns are skipped with a note, never a failure."""
+    pytest.importorskip("onnxruntime")
+    model = TINY[:1]
+    if peers.have("openvino"):
+        rep = bench_models.run_bench(model, [1], quick=True, timing=TINY_TIMING)
+        (row,) = rep["rows"]
+        assert row["ms"]["openvino-f32"] > 0 and row["qk_over_openvino_f32"] > 0
+        assert row["ms"]["openvino"] > 0 or any("openvino did not compile" in n for n in rep["notes"])
+        assert rep["machine"].get("openvino") and "OV f32" in bench_models.format_table(rep)
+    real_have = peers.have
+    monkeypatch.setattr(peers, "have", lambda m: False if m == "openvino" else real_have(m))
+    rep = bench_models.run_bench(model, [1], quick=True, timing=TINY_TIMING)
+    assert rep["ok"] and any("OpenVINO columns skipped" in n for n in rep["notes"]), rep["notes"]
+    assert rep["rows"][0]["ms"]["openvino"] is None and rep["rows"][0]["ms"]["qkernels"] > 0
