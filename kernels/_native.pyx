@@ -527,6 +527,27 @@ def transpose_layout(cnp.ndarray x, cnp.ndarray out, bint to_nhwc, bint simd):
     return out
 
 
+def qlinear_binary(bint mul, cnp.ndarray a, float sa, int32_t za, cnp.ndarray b, float sb, int32_t zb, float sy,
+                   int32_t zy, cnp.ndarray y):
+    """y = com.microsoft QLinearAdd (QLinearMul with ``mul``) of a and b, elementwise over
+    their memory: a, b, y 1-D, contiguous, of one 1-byte dtype and length. The caller
+    checks the precondition of kernels/qbinary.c: |(sa (a - za) op sb (b - zb)) / sy| <= 2^22
+    for every value of the dtype (else results are wrong, though memory stays safe)."""
+    cdef size_t n = a.shape[0]
+    if a.ndim != 1 or b.ndim != 1 or y.ndim != 1 or <size_t>b.shape[0] != n or <size_t>y.shape[0] != n or \
+            a.itemsize != 1 or b.dtype != a.dtype or y.dtype != a.dtype or not (a.flags.c_contiguous and
+            b.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable):
+        raise ValueError("a, b, y: 1-D contiguous int8/uint8 arrays of one length")
+    cdef int op = QK_BINARY_MUL if mul else QK_BINARY_ADD
+    cdef bint is_signed = a.dtype == np.int8
+    cdef const void *ap = _ptr(a)
+    cdef const void *bp = _ptr(b)
+    cdef void *yp = _ptr(y)
+    with nogil:
+        qk_qlinear_binary(n, op, is_signed, ap, sa, za, bp, sb, zb, sy, zy, yp)
+    return y
+
+
 # ------------------------------------------------------------------------ test entry points
 # One micro-kernel on one tile, for tests/test_ukernels.py (XNNPACK's pattern: each kernel
 # against the reference on every edge). No validation beyond what keeps memory safe.

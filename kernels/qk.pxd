@@ -86,6 +86,9 @@ cdef extern from "qk_quant.h" nogil:
                           const float *x, const float *scale, const int32_t *zp, int out_signed, void *q)
     void qk_dequantize_range(qk_dequantize_row_fn row, size_t i0, size_t i1, size_t channels, size_t inner,
                              const void *q, int in_signed, const float *scale, const int32_t *zp, float *y)
+    int QK_BINARY_ADD, QK_BINARY_MUL
+    void qk_qlinear_binary(size_t n, int op, int is_signed, const void *a, float sa, int32_t za, const void *b,
+                           float sb, int32_t zb, float sy, int32_t zy, void *y)
 
 cdef extern from "qk_registry.h" nogil:
     int QK_KIND_GEMM, QK_KIND_DW_SUM, QK_KIND_QUANTIZE, QK_KIND_DEQUANTIZE

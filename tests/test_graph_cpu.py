@@ -265,8 +265,10 @@ def test_quantized_cnn_matches_ort(quantized_models, fmt, per_channel):
     assert ops.count("QLinearConv") == 3 and ops.count("com.microsoft::QGemm") == 1, ops
     cpu = next(b for b in s.backends if b.name == "cpu")
     on_kernels = [n.op_type for n in s.graph.nodes if cpu.on_kernels(n, s.graph)]
-    assert sorted(set(on_kernels) - {"QuantizeLinear", "DequantizeLinear"}) == ["QGemm", "QLinearConv"], on_kernels
-    assert len(on_kernels) == 4 + ops.count("QuantizeLinear") + ops.count("DequantizeLinear"), on_kernels
+    assert sorted(set(on_kernels) - {"QuantizeLinear", "DequantizeLinear"}) == ["QGemm", "QLinearAdd", "QLinearConv"], \
+        on_kernels
+    assert len(on_kernels) == 4 + ops.count("com.microsoft::QLinearAdd") + ops.count("QuantizeLinear") \
+        + ops.count("DequantizeLinear"), on_kernels
     rt = _ort_int8(model, ort)
     y_scale, c3_scale = _scale(model, "y_scale"), _scale(model, "c3_scale")
     for x in _inputs(np.float32, 5):
@@ -548,3 +550,74 @@ def test_quantize_and_dequantize_linear_run_on_the_kernels_exactly(dtype):
         np.testing.assert_array_equal(got, want)
     x[0, 0, 0] = np.nan      # refused by the kernels: the reference operator runs it, no error
     assert [g.dtype for g in s.run(None, {"x": x})] == [dtype, np.float32, dtype, np.float32]
+
+
+# ------------------------------------------------------- QLinearAdd / QLinearMul (native)
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _qbinary_model(op, dtype, shape, params):
+    et = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    names = ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"]
+    inits = []
+    for (s, z), tag in zip(params, "aby"):
+        inits += [numpy_helper.from_array(np.array(s, np.float32), f"s{tag}"),
+                  numpy_helper.from_array(np.array(z, dtype), f"z{tag}")]
+    node = helper.make_node(op, names, ["y"], domain="com.microsoft", name="q")
+    return _model([node], [helper.make_tensor_value_info(n, et, list(shape)) for n in ("a", "b")],
+                  [helper.make_tensor_value_info("y", et, None)], inits, ms=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(op=st.sampled_from(["QLinearAdd", "QLinearMul"]), signed=st.booleans(), layout=st.sampled_from(
+       ["nchw", "nhwc-view", "sliced", "broadcast"]), seed=st.integers(0, 2**31),
+       c=st.integers(1, 37), hw=st.sampled_from([(1, 1), (3, 5), (8, 8), (14, 14)]))
+def test_qlinear_add_and_mul_equal_the_reference_bit_for_bit(op, signed, layout, seed, c, hw):
+    """Every layout: the native loop where a and b share one memory order (an NCHW view of
+    NHWC memory as convolutions leave it, or plain NCHW), the reference elsewhere; the
+    same bits as the reference operator either way, ties and saturation included."""
+    rng = np.random.default_rng(seed)
+    dtype = np.int8 if signed else np.uint8
+    info = np.iinfo(dtype)
+    params = [(float(np.float32(2.0 ** rng.uniform(-7, -2))), int(rng.integers(info.min, info.max + 1)))
+              for _ in range(3)]
+    if rng.random() < 0.3:        # exact ties: scales in powers of two
+        params = [(2.0 ** int(rng.integers(-4, 0)), z) for _, z in params]
+    shape = (2, c) + hw
+    model = _qbinary_model(op, dtype, shape, params)
+    cpu, ref = Session(model), reference_session(model)
+    if op == "QLinearAdd":   # the native loop runs it unless the precondition refuses the scales
+        assert cpu.placement(cpu.graph.nodes[0]) == "native" or params[2][0] < 2.0 ** -20
+    a = rng.integers(info.min, info.max + 1, (2, c) + hw).astype(dtype)
+    b = rng.integers(info.min, info.max + 1, (2, c) + hw).astype(dtype)
+    if layout == "nhwc-view":
+        a = np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        b = np.ascontiguousarray(b.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    elif layout == "sliced":
+        a = np.concatenate([a, a], axis=3)[..., ::2]
+    feeds = {"a": a, "b": b}
+    want = ref.run(None, {k: np.ascontiguousarray(v) for k, v in feeds.items()})[0]
+    if layout == "broadcast":
+        model = _qbinary_model(op, dtype, shape, params)
+        model.graph.input[1].type.tensor_type.shape.dim[2].dim_value = 1
+        model.graph.input[1].type.tensor_type.shape.dim[3].dim_value = 1
+        cpu, ref = Session(model), reference_session(model)
+        feeds["b"] = np.ascontiguousarray(b[:, :, :1, :1])
+        want = ref.run(None, feeds)[0]
+    np.testing.assert_array_equal(cpu.run(None, feeds)[0], want)
+
+
+def test_qlinear_binary_loop_saturates_and_rounds_ties_to_even():
+    from qkernels import _native
+    a = np.array([0, 1, 3, 5, 127, -128, 100, -100], np.int8)
+    b = np.zeros_like(a)
+    y = np.empty_like(a)
+    # y = round(a * 0.5 / 1) + 0: 0, 0.5 -> 0, 1.5 -> 2, 2.5 -> 2, 63.5 -> 64, -64, 50, -50
+    _native.qlinear_binary(False, a, 0.5, 0, b, 1.0, 0, 1.0, 0, y)
+    np.testing.assert_array_equal(y, [0, 0, 2, 2, 64, -64, 50, -50])
+    _native.qlinear_binary(False, a, 8.0, 0, b, 1.0, 0, 1.0, 3, y)          # saturation at both ends
+    np.testing.assert_array_equal(y, [3, 11, 27, 43, 127, -128, 127, -128])
+    with pytest.raises(ValueError, match="1-D contiguous"):
+        _native.qlinear_binary(False, a, 1.0, 0, b.astype(np.uint8), 1.0, 0, 1.0, 0, y)

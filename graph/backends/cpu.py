@@ -6,6 +6,8 @@ Kernel-backed (constant weights are packed once, when the session is planned):
 - int8: ``QLinearConv`` and ``ConvInteger`` (2-D) -> :func:`qkernels.conv2d` (on NHWC
   copies of the NCHW values); ``QLinearMatMul``, ``MatMulInteger`` and com.microsoft
   ``QGemm`` -> :func:`qkernels.matmul` (packed weights when they are constants);
+  com.microsoft ``QLinearAdd`` / ``QLinearMul`` of same-layout tensors -> the native
+  elementwise loop;
 - fp16 and fp32: ``Conv`` (2-D), ``MatMul`` (constant weights; fp16 also two
   activations), ``Gemm`` and the fused com.microsoft ``FusedConv`` / ``FusedGemm`` -> the
   float kernels (fp32 sums, bias and activation fused); a float32 ``MatMul`` of two
@@ -24,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from ... import _api
+from ... import _api, _native
 from ..._layout import convertible, nchw_to_nhwc
 from ..._qtensor import QTensor, dequantize, quantize
 from ..backend import Backend, run_steps
@@ -479,6 +481,42 @@ def _make_qgemm(node: Node, graph: Graph) -> Runner | None:
             return {result: acc.astype(np.float32) * float_scale}
         ys, yz, ydt = out.get(values)
         return {result: _api.matmul(aq, pw, out_scale=ys, out_zero_point=yz, out_dtype=ydt, requant=_requant(graph)).data}
+    return _fallback(node, graph, run)
+
+
+# --------------------------------------------------------- int8 elementwise (com.microsoft)
+
+@kernel("com.microsoft::QLinearAdd", "com.microsoft::QLinearMul")
+def _make_qlinear_binary(node: Node, graph: Graph) -> Runner | None:
+    """QLinearAdd / QLinearMul of two tensors of one shape and memory layout (a residual
+    Add of two convolution outputs) with constant per-tensor parameters, on the native
+    elementwise loop (the reference operator's float32 steps, bit for bit); broadcasting
+    and other layouts go to the reference operator."""
+    a, sa, za, b, sb, zb, sy, zy = _inputs(node, 8)
+    params = [_QParams(graph, s_, z_) for s_, z_ in ((sa, za), (sb, zb), (sy, zy))]
+    if not all(q.const for q in params) or len({q.dtype for q in params}) != 1 \
+            or not all(0.0 < q.scale < np.inf for q in params):
+        return None
+    (sa_, za_), (sb_, zb_), (sy_, zy_) = ((q.scale, q.zp) for q in params)
+    dtype, mul, result = params[0].dtype, node.op_type == "QLinearMul", node.outputs[0]
+    info = np.iinfo(dtype)
+    da, db = (max(abs(info.min - z), abs(info.max - z)) for z in (za_, zb_))
+    largest = (sa_ * da) * (sb_ * db) if mul else sa_ * da + sb_ * db
+    if not largest / sy_ <= 2.0 ** 21:          # the loop's precondition (kernels/qbinary.c), with margin
+        return None
+
+    def run(values):
+        x, w = values[a], values[b]
+        if x.dtype != dtype or w.dtype != dtype or x.shape != w.shape or x.strides != w.strides:
+            raise _NotServed
+        flat_x, flat_w = x.ravel(order="K"), w.ravel(order="K")
+        y = np.empty_like(x)                     # the inputs' memory order (order "K")
+        flat_y = y.ravel(order="K")
+        if not (np.shares_memory(flat_x, x) and np.shares_memory(flat_w, w) and np.shares_memory(flat_y, y)) \
+                and x.size > 1:
+            raise _NotServed                     # not one run of memory (slices, steps)
+        _native.qlinear_binary(mul, flat_x, sa_, za_, flat_w, sb_, zb_, sy_, zy_, flat_y)
+        return {result: y}
     return _fallback(node, graph, run)
 
 

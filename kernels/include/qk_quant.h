@@ -47,4 +47,9 @@ static inline int32_t qk_quantize_one(float x, float scale, int32_t zp, int out_
     return (int32_t)v;                          /* NaN: unspecified, the caller raises */
 }
 
+/* Quantized elementwise Add / Mul of n values (kernels/qbinary.c): y = saturate(round(
+ * (sa (a - za) op sb (b - zb)) / sy) + zy), each step in float32, a, b and y of one dtype. */
+enum { QK_BINARY_ADD = 0, QK_BINARY_MUL = 1 };
+void qk_qlinear_binary(size_t n, int op, int is_signed, const void *a, float sa, int32_t za, const void *b, float sb,
+                       int32_t zb, float sy, int32_t zy, void *y);
 #endif
