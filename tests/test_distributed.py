@@ -61,7 +61,9 @@ def one_process(digits, tmp_path_factory):
             open({str(out)!r} + "/" + method + ".json", "w").write(json.dumps(r, sort_keys=True, default=str))
     """)
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
+    # (run in the output folder: "python -c" puts its working directory first on the path,
+    # and a checkout's qkernels there has no compiled extension when the package is installed)
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300, cwd=str(out))
     return {m: ((out / f"{m}.onnx").read_bytes(), (out / f"{m}.json").read_text()) for m in METHODS}
 
 

@@ -17,8 +17,14 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("PIL", reason="Pillow draws the text-line inputs")
+# bench/real_models.py is a checkout-only script: imported from the checkout, and the path
+# taken off again (a source folder left first on sys.path is what spawned processes, Dask's
+# workers among them, would then import qkernels from: without its compiled extension)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import real_models  # noqa: E402
+try:
+    from bench import real_models  # noqa: E402
+finally:
+    sys.path.pop(0)
 
 from qkernels.graph import Session  # noqa: E402
 from qkernels.quant import quantize_model  # noqa: E402
