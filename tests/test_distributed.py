@@ -153,6 +153,10 @@ def test_bad_shards_are_named(digits, tmp_path):
         Shards(str(tmp_path / "none-*.npz"))
     with pytest.raises(TypeError, match="shards must be"):
         Shards(42)
+    with pytest.raises(TypeError, match="client must be a distributed.Client"):
+        quantize_model(model, Shards(paths), client="tcp://localhost:8786", progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        Shards(paths, 0)
 
 
 def test_evaluate_in_one_process(digits):

@@ -109,6 +109,8 @@ def run_shards(job: ShardJob, models, data, *, client=None, progress: bool = Fal
     :class:`Shards` is then one shard). A worker lost mid-way has its shards run again
     elsewhere by Dask; an error in a shard is raised as CalibrationError naming it.
     """
+    if client is not None and not all(hasattr(client, a) for a in ("compute", "scatter", "submit")):
+        raise TypeError(f"client must be a distributed.Client (or None), got {type(client).__name__}")
     models = tuple(m if isinstance(m, bytes) else m.SerializeToString() for m in models)
     digests = tuple(hashlib.sha256(m).hexdigest() for m in models)
     if not isinstance(data, Shards):
