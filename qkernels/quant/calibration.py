@@ -25,7 +25,7 @@ def calibrate(model, calibration_data, tensors: list[str], method: str = "minmax
     ``capture_samples`` samples of the first batch (the first batch is run in two parts
     for that; every sample is still observed once).
 
-    ``calibration_data`` as :class:`~qkernels.quant.shards.Shards` is observed shard by
+    ``calibration_data`` as :class:`~qkernels.quant.data.Shards` is observed shard by
     shard and the observers merged in shard order -- on the workers of ``client`` (a
     ``distributed.Client``) when given: the observers are the same, bit for bit, as one
     pass over the same data in one process (every merge is exact; a moving average

@@ -77,7 +77,7 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
       sensitive remaining layer (largest score drop when it alone is quantized) is kept
       in float and the model rebuilt from the same calibration (no recalibration).
 
-    Calibration data in shards (:class:`~qkernels.quant.shards.Shards`: files, a glob
+    Calibration data in shards (:class:`~qkernels.quant.data.Shards`: files, a glob
     pattern, callables, a ``dask.bag`` or ``dask.array``) is run shard by shard; with
     ``client`` (a ``distributed.Client``) every pass over the data -- calibration, bias
     correction, the sensitivity of ``keep_float``/``min_sqnr_db`` and the report -- runs

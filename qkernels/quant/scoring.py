@@ -24,7 +24,7 @@ METRICS = ("accuracy", "sqnr", "cosine")
 def evaluate(model, data, metric="accuracy", *, reference=None, labels: str = "label", output: str | None = None,
              client=None, progress: bool = False, batch_size: int | None = None) -> float:
     """The ``metric`` of ``model`` (path, bytes or ModelProto) over ``data`` (any
-    calibration data form, or :class:`~qkernels.quant.shards.Shards`; with a ``client``
+    calibration data form, or :class:`~qkernels.quant.data.Shards`; with a ``client``
     the data is run as shards on its workers). Arrays of a batch that are not model
     inputs (the labels) are not fed to the model."""
     from ..graph.model import load_model

@@ -3,8 +3,8 @@
 A **shard** is a piece of the data loaded and run by one task: a ``.npz``/``.npy`` file
 (or a folder of them), a function that returns an iterable of feed dicts, a mapping
 name -> arrays, a list of feed dicts, a partition of a ``dask.bag`` of feed dicts, or a
-block (along the leading axis) of ``dask.array`` inputs. :class:`Shards` holds them and
-how many samples a batch takes.
+block (along the leading axis) of ``dask.array`` inputs. :class:`~qkernels.quant.data.Shards`
+holds them and how many samples a batch takes.
 
 A pass is a :class:`ShardJob`: ``setup`` builds what every shard needs (sessions of the
 models; once per process and cached), ``run`` gives one shard's partial result
