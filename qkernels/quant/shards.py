@@ -185,5 +185,13 @@ def map_items(fn: Callable, items: list, *shared, client=None, chunks: int | Non
         chunks = 2 * max(1, sum(client.nthreads().values()))
     size = -(-len(items) // chunks)
     sent = [client.scatter([v], broadcast=True, hash=False)[0] for v in shared]   # (a dict is one value)
-    futures = [client.submit(fn, items[i:i + size], *sent, pure=False) for i in range(0, len(items), size)]
+    futures = [client.submit(_one_thread, fn, items[i:i + size], *sent, pure=False)
+               for i in range(0, len(items), size)]
     return [r for part in client.gather(futures) for r in part]
+
+
+def _one_thread(fn: Callable, *args):
+    """``fn(*args)`` with the kernels on one thread (a worker runs a task per thread)."""
+    from .. import _dispatch
+    with _dispatch.use_num_threads(1):
+        return fn(*args)
