@@ -164,21 +164,6 @@ def _demo(args) -> int:
     return 0
 
 
-def _calib_files(calib: str) -> list[str]:
-    """The shards of --calib: the files a pattern matches, a folder's .npz/.npy files, or the file."""
-    if os.path.isdir(calib):
-        files = sorted(os.path.join(calib, f) for f in os.listdir(calib) if f.endswith((".npz", ".npy")))
-        if not files:
-            raise ValueError(f"calibration folder {calib!r} holds no .npz or .npy files")
-        return files
-    if glob.has_magic(calib):
-        files = sorted(glob.glob(calib))
-        if not files:
-            raise ValueError(f"--calib: no file matches {calib!r}")
-        return files
-    return [calib]
-
-
 def _quantize(args) -> int:
     import onnx
 
@@ -203,13 +188,13 @@ def _quantize(args) -> int:
     try:
         calib = args.calib
         if calib is not None and (distributed or glob.has_magic(calib)):   # a shard per file
-            calib = Shards(_calib_files(calib), args.batch_size or BATCH_SIZE)
+            calib = Shards(calib, args.batch_size or BATCH_SIZE)   # a pattern's or a folder's files, or the file
         with dask_client(args.scheduler, args.workers) if distributed else contextlib.nullcontext() as client:
             model, report = quantize_model(args.model, calib, target=args.target, method=args.method,
                                            per_channel=not args.per_tensor, reduce_range=args.reduce_range,
                                            exclude_nodes=args.exclude or (), progress=not args.quiet,
                                            bias_correction=args.bias_correction, equalize=args.equalize,
-                                           batch_size=None if isinstance(calib, Shards) else args.batch_size,
+                                           batch_size=args.batch_size,
                                            return_report=True, measure=bool(args.report or args.plot),
                                            keep_float=args.keep_float, min_sqnr_db=args.min_sqnr_db, client=client)
     except ImportError as exc:

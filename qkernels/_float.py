@@ -5,10 +5,9 @@ Accuracy contract (docs/api.md, "fp16" and "fp32"): fp16: products of fp16 value
 exact in fp32 and summed in fp32 (on Arm CPUs with FP16 arithmetic: in fp16 over chunks
 of 8 along K, the chunks in fp32); the bias is added in fp32; the clamp keeps NaN; one
 rounding to fp16 (nearest, ties to even; overflow to +-inf like numpy's float16). fp32:
-fp32 products summed in fp32 in increasing K (fused multiply-add on SIMD paths), the
-bias added, the clamp keeping NaN -- the rounding of a float32 BLAS, not numpy's
-pairwise float64-free order, so results agree with float64 to float32's accumulation
-error (about K * 2**-24 relative), like any BLAS.
+products summed in fp32 in increasing K (a fused multiply-add per step on the SIMD
+paths), the bias added, the clamp keeping NaN: within K * 2^-23 * sum |a b| of the exact
+result, as a float32 BLAS.
 """
 from __future__ import annotations
 
@@ -44,7 +43,7 @@ def _bias(bias, n: int) -> np.ndarray:
         return _NO_BIAS[n]
     b = np.asarray(bias)
     if b.dtype.kind != "f":
-        raise TypeError(f"fp16 bias must be a float array, got {b.dtype}")
+        raise TypeError(f"bias must be a float array, got {b.dtype}")
     if b.shape != (n,):
         raise ValueError(f"bias must have shape ({n},), got {b.shape}")
     return np.ascontiguousarray(b, np.float32)

@@ -572,7 +572,7 @@ def _qbinary_model(op, dtype, shape, params):
 
 @settings(max_examples=60, deadline=None)
 @given(op=st.sampled_from(["QLinearAdd", "QLinearMul"]), signed=st.booleans(), layout=st.sampled_from(
-       ["nchw", "nhwc-view", "sliced", "broadcast"]), seed=st.integers(0, 2**31),
+       ["nchw", "nhwc-view", "sliced", "reversed", "broadcast"]), seed=st.integers(0, 2**31),
        c=st.integers(1, 37), hw=st.sampled_from([(1, 1), (3, 5), (8, 8), (14, 14)]))
 def test_qlinear_add_and_mul_equal_the_reference_bit_for_bit(op, signed, layout, seed, c, hw):
     """Every layout: the native loop where a and b share one memory order (an NCHW view of
@@ -597,6 +597,8 @@ def test_qlinear_add_and_mul_equal_the_reference_bit_for_bit(op, signed, layout,
         b = np.ascontiguousarray(b.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     elif layout == "sliced":
         a = np.concatenate([a, a], axis=3)[..., ::2]
+    elif layout == "reversed":   # negative strides, the same in both
+        a, b = np.ascontiguousarray(a[:, ::-1])[:, ::-1], np.ascontiguousarray(b[:, ::-1])[:, ::-1]
     feeds = {"a": a, "b": b}
     want = ref.run(None, {k: np.ascontiguousarray(v) for k, v in feeds.items()})[0]
     if layout == "broadcast":

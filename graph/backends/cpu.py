@@ -507,15 +507,14 @@ def _make_qlinear_binary(node: Node, graph: Graph) -> Runner | None:
 
     def run(values):
         x, w = values[a], values[b]
-        if x.dtype != dtype or w.dtype != dtype or x.shape != w.shape or x.strides != w.strides:
+        if x.dtype != dtype or w.dtype != dtype or x.shape != w.shape or x.strides != w.strides \
+                or min(x.strides, default=0) < 0:   # (ravel "K" reverses negative strides, empty_like not)
             raise _NotServed
-        flat_x, flat_w = x.ravel(order="K"), w.ravel(order="K")
-        y = np.empty_like(x)                     # the inputs' memory order (order "K")
-        flat_y = y.ravel(order="K")
-        if not (np.shares_memory(flat_x, x) and np.shares_memory(flat_w, w) and np.shares_memory(flat_y, y)) \
-                and x.size > 1:
-            raise _NotServed                     # not one run of memory (slices, steps)
-        _native.qlinear_binary(mul, flat_x, sa_, za_, flat_w, sb_, zb_, sy_, zy_, flat_y)
+        flat_x = x.ravel(order="K")             # a view when x is one run of memory in some axis order
+        if x.size > 1 and not np.may_share_memory(flat_x, x):
+            raise _NotServed                     # slices, steps: ravel copied
+        y = np.empty_like(x)                     # the same order; so is w (the same strides)
+        _native.qlinear_binary(mul, flat_x, sa_, za_, w.ravel(order="K"), sb_, zb_, sy_, zy_, y.ravel(order="K"))
         return {result: y}
     return _fallback(node, graph, run)
 

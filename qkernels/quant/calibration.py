@@ -48,11 +48,7 @@ class _Observe(ShardJob):
         self.tensors, self.method, self.options = tensors, method, options
         self.capture, self.capture_samples = capture, capture_samples
 
-    def setup(self, models):
-        from ..graph import Session
-        return Session(models[0])
-
-    def run(self, session, batches, index):
+    def run(self, sessions, batches, index):
         from ..graph import RunError
         fetch = list(dict.fromkeys([*self.tensors, *self.capture]))
         observers = {t: make_observer(self.method, **self.options) for t in self.tensors}
@@ -61,7 +57,7 @@ class _Observe(ShardJob):
         for feeds in batches:
             for part in split_feeds(feeds, self.capture_samples) if capture and captured is None else [feeds]:
                 try:
-                    values = session.run(fetch, part)
+                    values = sessions[0].run(fetch, part)
                 except RunError as exc:
                     raise CalibrationError(f"calibration batch {seen}: {exc}") from None
                 for t, v in zip(fetch, values):

@@ -36,6 +36,11 @@ class Batched:
         self.data, self.batch_size = data, batch_size
 
 
+def data_files(folder: str) -> list[str]:
+    """The .npz and .npy files of ``folder``, in name order (a folder of calibration data)."""
+    return [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith((".npz", ".npy"))]
+
+
 def iter_calibration(data, input_names: list[str], batch_size: int = BATCH_SIZE) -> Iterable[dict]:
     """Feed dicts from: an iterable of dicts, a .npz/.npy file or a folder of them, a
     mapping name -> array (one batch per leading index block of ``batch_size``; a
@@ -57,11 +62,11 @@ def iter_calibration(data, input_names: list[str], batch_size: int = BATCH_SIZE)
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
         if os.path.isdir(path):
-            files = sorted(f for f in os.listdir(path) if f.endswith((".npz", ".npy")))
+            files = data_files(path)
             if not files:
                 raise CalibrationError(f"calibration folder {path!r} holds no .npz or .npy files")
             for f in files:
-                yield from iter_calibration(os.path.join(path, f), input_names, batch_size)
+                yield from iter_calibration(f, input_names, batch_size)
             return
         yield from iter_calibration(_load_arrays(path, input_names), input_names, batch_size)
         return
@@ -125,8 +130,7 @@ def _samples(data) -> int | None:
         path = os.fspath(data)
         try:
             if os.path.isdir(path):
-                files = sorted(f for f in os.listdir(path) if f.endswith((".npz", ".npy")))
-                counts = [_file_samples(os.path.join(path, f)) for f in files]
+                counts = [_file_samples(f) for f in data_files(path)]
                 return None if any(c is None for c in counts) else sum(counts)
             return _file_samples(path)
         except _UNREADABLE:
@@ -231,9 +235,9 @@ class Shards:
 
 
 def shards_of(data, batch_size: int | None = None) -> Shards:
-    """``data`` as :class:`Shards` (a Shards is returned as it is)."""
+    """``data`` as :class:`Shards` (a Shards as it is, or with ``batch_size`` when given)."""
     if isinstance(data, Shards):
-        return data
+        return data if batch_size in (None, data.batch_size) else Shards(data.sources, batch_size)
     return Shards(data, BATCH_SIZE if batch_size is None else batch_size)
 
 
@@ -250,7 +254,10 @@ def _sources(data) -> list:
                 raise CalibrationError(f"no file matches {path!r}")
             return files
         if os.path.isdir(path):
-            return [os.path.join(path, f) for f in sorted(os.listdir(path)) if f.endswith((".npz", ".npy"))]
+            files = data_files(path)
+            if not files:
+                raise CalibrationError(f"calibration folder {path!r} holds no .npz or .npy files")
+            return files
         return [path]
     if _is_dask(data):
         if hasattr(data, "chunks"):                                             # dask.array

@@ -335,15 +335,11 @@ class _Means(ShardJob):
     def __init__(self, sel):
         self.sel = sel        # (node, op type, input tensor, transposed) per node
 
-    def setup(self, models):
-        from ..graph import Session
-        return Session(models[0])
-
-    def run(self, session, batches, index):
+    def run(self, sessions, batches, index):
         tensors = list(dict.fromkeys(x for _, _, x, _ in self.sel))
         means = {name: _Mean() for name, *_ in self.sel}
         for feeds in batches:
-            values = dict(zip(tensors, session.run(tensors, feeds)))
+            values = dict(zip(tensors, sessions[0].run(tensors, feeds)))
             for name, op, x, trans in self.sel:
                 v = values[x]
                 means[name].add(v.T if trans else v, rows=op != "Conv")

@@ -107,8 +107,7 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     if calibration_data is None:
         raise CalibrationError(f"target {target!r} needs calibration data")
     if client is not None or isinstance(calibration_data, Shards):
-        calibration_data = shards_of(calibration_data if not isinstance(calibration_data, Shards) or batch_size is None
-                                     else calibration_data.sources, batch_size)
+        calibration_data = shards_of(calibration_data, batch_size)
     elif batch_size is not None:
         if not isinstance(calibration_data, (str, os.PathLike, Mapping)):
             raise ValueError("batch_size applies to calibration arrays (a mapping, a .npz/.npy file or folder); "

@@ -48,7 +48,7 @@ import math
 
 import numpy as np
 
-from .shards import ShardJob, map_items, run_shards
+from .shards import ShardJob, run_shards
 from .graphutil import with_outputs
 from .params import fake_quantize
 from .plan import quantized_layers
@@ -146,15 +146,8 @@ class _Measure(ShardJob):
         self.names, self.q_names, self.float_outputs = names, q_names, float_outputs
         self.act_params, self.act_dtype = act_params, act_dtype
 
-    def setup(self, models):
-        from ..graph import Session
-        return Session(models[0]), Session(models[1])
-
-    def inputs(self, state):
-        return [i.name for i in state[0].get_inputs()]
-
-    def run(self, state, batches, index):
-        f_session, q_session = state
+    def run(self, sessions, batches, index):
+        f_session, q_session = sessions
         names, float_outputs = self.names, self.float_outputs
         f_fetch = list(dict.fromkeys(names + float_outputs))
         q_fetch = list(dict.fromkeys(self.q_names + float_outputs))

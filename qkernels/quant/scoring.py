@@ -28,11 +28,7 @@ def evaluate(model, data, metric="accuracy", *, reference=None, labels: str = "l
     the data is run as shards on its workers). Arrays of a batch that are not model
     inputs (the labels) are not fed to the model."""
     from ..graph.model import load_model
-    if callable(metric):
-        kind = metric
-    elif metric in METRICS:
-        kind = metric
-    else:
+    if not callable(metric) and metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)} or a function (outputs, batch) -> "
                          f"(total, count), got {metric!r}")
     models = [load_model(model)]
@@ -44,12 +40,12 @@ def evaluate(model, data, metric="accuracy", *, reference=None, labels: str = "l
         data = shards_of(data, batch_size)
     elif batch_size is not None and not isinstance(data, Shards):
         data = Batched(data, batch_size)
-    sums = run_shards(_Score(kind, labels, output), models, data, client=client, progress=progress, desc="evaluating")
+    sums = run_shards(_Score(metric, labels, output), models, data, client=client, progress=progress, desc="evaluating")
     if sums["count"] == 0:
         raise CalibrationError("the evaluation data is empty")
-    if kind == "accuracy" or callable(kind):
+    if callable(metric) or metric == "accuracy":
         return sums["total"] / sums["count"]
-    if kind == "sqnr":
+    if metric == "sqnr":
         return sqnr_db(sums["xx"], sums["ee"])
     return cosine(sums["xy"], sums["xx"], sums["yy"])
 
@@ -60,16 +56,9 @@ class _Score(ShardJob):
     def __init__(self, metric, labels: str, output: str | None):
         self.metric, self.labels, self.output = metric, labels, output
 
-    def setup(self, models):
-        from ..graph import Session
-        return [Session(m.SerializeToString() if not isinstance(m, bytes) else m) for m in models]
-
-    def inputs(self, state):
-        return [i.name for i in state[0].get_inputs()]
-
-    def run(self, state, batches, index):
-        session = state[0]
-        inputs = set(self.inputs(state))
+    def run(self, sessions, batches, index):
+        session = sessions[0]
+        inputs = {i.name for i in session.get_inputs()}
         names = [o.name for o in session.get_outputs()]
         if self.output is not None and self.output not in names:
             raise CalibrationError(f"output={self.output!r} is not an output of the model ({names})")
@@ -92,7 +81,7 @@ class _Score(ShardJob):
                 sums["total"] += float(np.count_nonzero(pred == truth))
                 sums["count"] += len(truth)
             else:
-                ref = dict(zip(names, state[1].run(names, feeds)))
+                ref = dict(zip(names, sessions[1].run(names, feeds)))
                 for name in ([self.output] if self.output else names):
                     x = np.asarray(ref[name], np.float64).reshape(-1)
                     q = np.asarray(got[name], np.float64).reshape(-1)

@@ -37,68 +37,63 @@ class ShardJob:
     """One pass over the data. Subclasses are small picklable objects (they travel to
     the workers with every shard) and define:
 
-    - ``setup(models) -> state``: what every shard needs (sessions of the models, given
-      as serialized ONNX bytes); built once per process and job and cached;
-    - ``inputs(state) -> list[str]``: the model inputs a shard's arrays feed;
-    - ``run(state, batches, index) -> partial``: one shard (``index`` 0 is the first);
+    - ``run(sessions, batches, index) -> partial``: one shard (``index`` 0 is the first),
+      ``sessions`` one :class:`qkernels.graph.Session` per model, made once per process
+      (a worker keeps the last few, by the models' digests); a shard's arrays feed the
+      first model's inputs;
     - ``merge(total, partial) -> total``: fold the next shard's partial in.
     """
 
-    def key(self) -> str:
-        """What, beside the models, makes two jobs' states interchangeable (the jobs here
-        build sessions of their models only: the kind of job)."""
-        return type(self).__name__
+    @staticmethod
+    def setup(models: tuple[bytes, ...]) -> list:
+        from ..graph import Session
+        return [Session(m) for m in models]
 
-    def setup(self, models: tuple[bytes, ...]):
-        raise NotImplementedError
-
-    def inputs(self, state) -> list[str]:
-        return [i.name for i in state.get_inputs()]
-
-    def run(self, state, batches: Iterable[dict], index: int):
+    def run(self, sessions: list, batches: Iterable[dict], index: int):
         raise NotImplementedError
 
     def merge(self, total, partial):
         raise NotImplementedError
 
 
-#: per process: (model digests, job key) -> state; a worker keeps the last few
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_SIZE = 4
+#: a worker's sessions: model digests -> sessions, the last few
+_SESSIONS: OrderedDict = OrderedDict()
+_SESSIONS_KEPT = 4
 _LOCK = threading.Lock()
 
 
-def _state(job: ShardJob, models: tuple, digests: tuple, cache: dict | None):
-    key = (digests, job.key())
-    store = _CACHE if cache is None else cache
+def _worker_sessions(models: tuple, digests: tuple) -> list:
     with _LOCK:
-        if key in store:
-            if cache is None:
-                _CACHE.move_to_end(key)
-            return store[key]
-    state = job.setup(models)
+        if digests in _SESSIONS:
+            _SESSIONS.move_to_end(digests)
+            return _SESSIONS[digests]
+    sessions = ShardJob.setup(models)
     with _LOCK:
-        store[key] = state
-        if cache is None:
-            while len(_CACHE) > _CACHE_SIZE:
-                _CACHE.popitem(last=False)
-    return state
+        _SESSIONS[digests] = sessions
+        while len(_SESSIONS) > _SESSIONS_KEPT:
+            _SESSIONS.popitem(last=False)
+    return sessions
+
+
+def _inputs(sessions: list) -> list[str]:
+    return [i.name for i in sessions[0].get_inputs()]
 
 
 def _run_shard(job: ShardJob, models: tuple, digests: tuple, source, index: int, batch_size: int,
-               cache: dict | None = None, threads: int | None = None):
-    """One shard of ``job`` (a Dask task, or called in this process); errors name the
-    shard. ``threads``: the kernels' threads in this task (a Dask worker runs a task per
-    thread: 1, or its kernels' threads would fight over the cores at OpenMP barriers)."""
+               sessions: list | None = None):
+    """One shard of ``job``: in this process with its ``sessions``, or as a Dask task
+    (sessions from the worker's cache, the kernels on one thread: a worker runs a task
+    per thread, and more threads would fight over the cores at OpenMP barriers). Errors
+    name the shard."""
     from .. import _dispatch
     from ..graph import RunError
-    what = _describe(source, index)
     try:
-        with _dispatch.use_num_threads(threads) if threads else contextlib.nullcontext():
-            state = _state(job, models, digests, cache)
-            return job.run(state, _shard_batches(source, job.inputs(state), batch_size), index)
+        with _dispatch.use_num_threads(1) if sessions is None else contextlib.nullcontext():
+            if sessions is None:
+                sessions = _worker_sessions(models, digests)
+            return job.run(sessions, _shard_batches(source, _inputs(sessions), batch_size), index)
     except (CalibrationError, RunError, ValueError, TypeError, OSError) as exc:
-        raise CalibrationError(f"{what}: {exc}") from None
+        raise CalibrationError(f"{_describe(source, index)}: {exc}") from None
 
 
 def run_shards(job: ShardJob, models, data, *, client=None, progress: bool = False, desc: str = ""):
@@ -113,35 +108,30 @@ def run_shards(job: ShardJob, models, data, *, client=None, progress: bool = Fal
         raise TypeError(f"client must be a distributed.Client (or None), got {type(client).__name__}")
     models = tuple(m if isinstance(m, bytes) else m.SerializeToString() for m in models)
     digests = tuple(hashlib.sha256(m).hexdigest() for m in models)
-    if not isinstance(data, Shards):
+    if client is not None:
+        data = shards_of(data)
+    elif not isinstance(data, Shards):   # one shard, read as one process reads it (progress over samples)
+        sessions = ShardJob.setup(models)
+        return job.run(sessions, calibration_batches(data, _inputs(sessions), progress, desc), 0)
+    from tqdm import tqdm
+    with tqdm(total=len(data), desc=desc, unit="shard", disable=not progress) as bar:
         if client is not None:
-            data = shards_of(data)
-        else:   # one shard, read as one process reads it (with its progress over samples)
-            cache: dict = {}
-            state = _state(job, models, digests, cache)
-            batches = calibration_batches(data, job.inputs(state), progress, desc)
-            return job.run(state, batches, 0)
-    bar = _bar(progress, len(data), desc)
-    try:
-        if client is None:
-            cache = {}
-            total = None
-            for i, source in enumerate(data.sources):
-                part = _run_shard(job, models, digests, _materialize(source), i, data.batch_size, cache)
-                total = part if total is None else job.merge(total, part)
-                bar.update(1)
-            return total
-        return _run_on_cluster(job, models, digests, data, client, bar)
-    finally:
-        bar.close()
+            return _run_on_cluster(job, models, digests, data, client, bar)
+        sessions, total = ShardJob.setup(models), None
+        for i, source in enumerate(data.sources):
+            part = _run_shard(job, models, digests, _materialize(source), i, data.batch_size, sessions)
+            total = part if total is None else job.merge(total, part)
+            bar.update(1)
+        return total
 
 
 def _run_on_cluster(job, models, digests, data: Shards, client, bar):
     import dask
     from distributed import as_completed
-    shipped = tuple(client.scatter(m, broadcast=True, hash=False) for m in models)   # (a hashed key may be released by the last call as this one needs it)
+    # not hashed: a hashed key may be released by the last call just as this one needs it
+    shipped = tuple(client.scatter(m, broadcast=True, hash=False) for m in models)
     task = dask.delayed(_run_shard, pure=False)
-    futures = client.compute([task(job, shipped, digests, src, i, data.batch_size, None, 1)
+    futures = client.compute([task(job, shipped, digests, src, i, data.batch_size)
                               for i, src in enumerate(data.sources)])
     index = {f.key: i for i, f in enumerate(futures)}
     ready, total, want = {}, None, 0
@@ -158,21 +148,6 @@ def _run_on_cluster(job, models, digests, data: Shards, client, bar):
         client.cancel(futures)
         raise
     return total
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _bar(progress: bool, total: int, desc: str):
-    if not progress:
-        return _NoBar()
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="shard")
 
 
 def map_items(fn: Callable, items: list, *shared, client=None, chunks: int | None = None) -> list:
