@@ -1,4 +1,4 @@
-"""``qkernels bench --suite f16``: fp16 GEMM speed beside numpy float32 and numpy float16.
+"""``qkernels bench --suite f16``: fp16 (and fp32) GEMM speed beside numpy float32 and float16.
 
 The shapes are the int8 suite's (:data:`gemm.SHAPES`, ``--quick``:
 :data:`gemm.QUICK`) less its 7-bit-weight twins (``-w7``): those differ from
@@ -8,6 +8,8 @@ What is timed, per shape and per thread count:
 
 * ``qkernels``: ``qk.matmul(a16, qk.pack_weights(b16), out=y16)`` on float16 arrays
   (float16 in, float16 out; the weights packed once, outside the timing);
+* ``qkernels-f32``: the same call on float32 copies of the same values (qkernels' fp32
+  kernels; float32 out);
 * ``numpy-f32``: ``np.matmul(a32, b32, out=c32)`` of the same values in float32 (its
   BLAS, threads set as in the GEMM suite);
 * ``numpy-f16``: ``np.matmul(a16, b16, out=c16)``: numpy's float16 matmul has no BLAS
@@ -24,7 +26,8 @@ accuracy bound of the fp16 contract (:mod:`qkernels._float`, ``tests/test_float.
 with ``e = K * 2**-23`` (fp32 sums: x86, plain NEON) or ``8 * 2**-11`` (Arm's FP16
 arithmetic kernel, ``cpu_info()["f16_kernel"]`` naming ``neonfp16``). An output outside
 the bound posts no number and makes the command exit with status 1; the largest error
-over ``|a| @ |b|`` is recorded. Processes, timing, rounds, idle waits and the JSON
+over ``|a| @ |b|`` is recorded. The fp32 call is held to the fp32 contract the same way
+(``|ref| * 2**-24 + K * 2**-23 * (|a| @ |b|) + 2**-126``). Processes, timing, rounds, idle waits and the JSON
 report are :mod:`harness`'s machinery.
 
 Imports neither qkernels nor numpy at module level (:mod:`worker` says why).
@@ -48,11 +51,11 @@ QUICK: tuple[str, ...] = tuple(lab for lab in gemm.QUICK if lab in {s.label for 
 TARGET_RATIO_NUMPY_F32 = 0.9    # fp16 GEMM >= 0.9x numpy float32 GOP/s
 TARGET_RATIO_NUMPY_F16 = 20.0   # fp16 GEMM >= 20x numpy float16 GOP/s
 
-LIBS = ("qkernels", "numpy", "numpy-f16")
+LIBS = ("qkernels", "qkernels-f32", "numpy", "numpy-f16")
 #: Report columns: name -> (worker library, op) of its records.
-COLUMNS = {"qkernels": ("qkernels", "matmul-f16"), "numpy-f32": ("numpy", "matmul-f32"),
-           "numpy-f16": ("numpy-f16", "matmul-f16")}
-TITLES = {"qkernels": "qkernels", "numpy-f32": "numpy f32", "numpy-f16": "numpy f16"}
+COLUMNS = {"qkernels": ("qkernels", "matmul-f16"), "qkernels-f32": ("qkernels-f32", "matmul-f32"),
+           "numpy-f32": ("numpy", "matmul-f32"), "numpy-f16": ("numpy-f16", "matmul-f16")}
+TITLES = {"qkernels": "qkernels", "qkernels-f32": "qk f32", "numpy-f32": "numpy f32", "numpy-f16": "numpy f16"}
 
 #: numpy float16 is timed only up to this M*N*K (about 0.3 s per call at 0.4 GOP/s).
 NUMPY_F16_MAX_MNK = 1 << 27
@@ -92,23 +95,24 @@ def accumulation_error(k: int, fp16_arith: bool) -> float:
 
 
 def accuracy_check(got, p: Problem, fp16_arith: bool = False) -> dict:
-    """``got`` (float16 (M, N)) against the float64 reference of ``p`` within the fp16
-    contract's bound; ``within_bound`` is the verdict, ``mismatches`` the outputs outside
-    it (NaN counts), ``max_err_rel`` the largest ``|got - ref| / (|a| @ |b|)``."""
+    """``got`` (float16 (M, N); float32: the fp32 call) against the float64 reference of
+    ``p`` within its contract's bound; ``within_bound`` is the verdict, ``mismatches`` the
+    outputs outside it (NaN counts), ``max_err_rel`` the largest ``|got - ref| / (|a| @ |b|)``."""
     import numpy as np
     a64, b64 = p.a.astype(np.float64), p.b.astype(np.float64)
     ref = a64 @ b64
     scale = np.abs(a64) @ np.abs(b64)
-    e = accumulation_error(p.shape.k, fp16_arith)
+    f32 = got.dtype == np.float32
+    e = p.shape.k * 2.0 ** -23 if f32 else accumulation_error(p.shape.k, fp16_arith)
     err = np.abs(np.asarray(got, np.float64) - ref)
-    bound = np.abs(ref) * 2.0 ** -11 + e * scale + 2.0 ** -25
+    bound = np.abs(ref) * 2.0 ** -24 + e * scale + 2.0 ** -126 if f32 else np.abs(ref) * 2.0 ** -11 + e * scale + 2.0 ** -25
     outside = int(np.count_nonzero(~(err <= bound)))
     rel = np.divide(err, scale, out=err.copy(), where=scale > 0)
     return {"within_bound": outside == 0, "mismatches": outside, "size": int(err.size),
             "max_err_rel": float(rel.max()) if rel.size else 0.0,
             "max_err_over_bound": float((err / bound).max()) if err.size else 0.0,
             "max_abs_err": float(err.max()) if err.size else 0.0,
-            "e": e, "accumulation": "fp16 chunks of 8, fp32 between" if fp16_arith else "fp32"}
+            "e": e, "accumulation": "fp16 chunks of 8, fp32 between" if fp16_arith and not f32 else "fp32"}
 
 
 def time_budgeted(fn, timing: dict, budget_s: float, max_repeats: int) -> dict:
@@ -157,6 +161,22 @@ def _worker_qkernels(spec: dict, out: dict) -> None:
         out["results"].append(rec)
 
 
+def _worker_qkernels_f32(spec: dict, out: dict) -> None:
+    import numpy as np
+    qk = peers.qkernels_setup(spec, out)
+    for shape, p in _problems(spec):
+        a32, pw = p.a.astype(np.float32), qk.pack_weights(p.b.astype(np.float32))
+        y = np.empty((shape.m, shape.n), np.float32)
+
+        def call(a=a32, pw=pw, y=y):
+            return qk.matmul(a, pw, out=y)
+
+        call()
+        check = dict(accuracy_check(y, p), blocking=True)
+        out["results"].append(measure(shape, "qkernels-f32", "matmul-f32", spec["threads"], spec["timing"], call,
+                                      check))
+
+
 def _worker_numpy(spec: dict, out: dict) -> None:
     import numpy as np
     peers.numpy_setup(spec, out)
@@ -171,7 +191,8 @@ def _worker_numpy_f16(spec: dict, out: dict) -> None:
                         timer=lambda fn, timing: time_budgeted(fn, timing, **budget))
 
 
-WORKERS = {"qkernels": _worker_qkernels, "numpy": _worker_numpy, "numpy-f16": _worker_numpy_f16}
+WORKERS = {"qkernels": _worker_qkernels, "qkernels-f32": _worker_qkernels_f32, "numpy": _worker_numpy,
+           "numpy-f16": _worker_numpy_f16}
 
 
 # ---------------------------------------------------------------- the parent process
@@ -182,6 +203,8 @@ def _row(s: Shape, recs: dict, find) -> dict:
     q, check = gops["qkernels"], recs["qkernels"].get("check") or {}
     return {"mnk": s.mnk, "ops": s.ops, "gops": gops, "ms": ms,
             "x_numpy_f32": ratio(q, gops["numpy-f32"]), "x_numpy_f16": ratio(q, gops["numpy-f16"]),
+            "f32_x_numpy_f32": ratio(gops["qkernels-f32"], gops["numpy-f32"]),
+            "f32_within_bound": (recs["qkernels-f32"].get("check") or {}).get("within_bound"),
             "numpy_f16_timed_once": recs["numpy-f16"].get("timed_once"),
             "qkernels_within_bound": check.get("within_bound"), "max_err_rel": check.get("max_err_rel"),
             "max_err_over_bound": check.get("max_err_over_bound"),
@@ -210,7 +233,8 @@ def weights_cell(wb: dict) -> str:
 
 def legend(report: dict) -> str:
     b = report["settings"]["numpy_f16"]
-    return (f"GOP/s = 2*M*N*K / median time per call; x f32, x f16: qkernels over numpy float32 and float16; "
+    return (f"GOP/s = 2*M*N*K / median time per call; x f32, x f16: qkernels fp16 over numpy float32 and float16; "
+            f"qk f32, f32/np: qkernels' fp32 GEMM on the same values, and over numpy float32; "
             f"each library and thread count in its own process. numpy f16: np.matmul on float16 (no BLAS, one "
             f"thread at any thread count), a warm-up call then at most {b['max_repeats']} calls in about "
             f"{b['budget_s']:g} s per shape ('*': the warm-up call alone), not timed ('-') above "
@@ -227,13 +251,15 @@ def format_table(report: dict) -> str:
              "peers: " + blas_label(m) + f", numpy {m.get('numpy')} float16 (np.matmul, no BLAS)",
              legend(report), peak_line(m), ""]
     hdr = (f"{'ISA':<7}{'shape':<19}{'M x N x K':<16}{'thr':>3}" + "".join(f"{TITLES[c]:>10}" for c in COLUMNS)
-           + f"{'% peak':>7}{'x f32':>7}{'x f16':>8}{'W KiB':>11}  check  err/|a||b| err/bound")
+           + f"{'% peak':>7}{'x f32':>7}{'x f16':>8}{'f32/np':>8}{'W KiB':>11}  check  err/|a||b| err/bound")
     lines += [hdr, "-" * len(hdr)]
     for r in report["rows"]:
         f16 = cell(r["gops"]["numpy-f16"], "{:.2f}", 9) + ("*" if r.get("numpy_f16_timed_once") else " ")
         lines.append(f"{isa:<7}{r['shape']:<19}{r['mnk']:<16}{r['threads']:>3}"
-                     + cell(r["gops"]["qkernels"], "{:.1f}", 10) + cell(r["gops"]["numpy-f32"], "{:.1f}", 10)
+                     + cell(r["gops"]["qkernels"], "{:.1f}", 10) + cell(r["gops"]["qkernels-f32"], "{:.1f}", 10)
+                     + cell(r["gops"]["numpy-f32"], "{:.1f}", 10)
                      + f16 + cell(r.get("pct_peak"), "{:.0f}", 7) + cell(r["x_numpy_f32"], "{:.2f}", 7) + cell(r["x_numpy_f16"], "{:.0f}", 8)
+                     + cell(r["f32_x_numpy_f32"], "{:.2f}", 8)
                      + weights_cell(r["weights_bytes"]).rjust(11)
                      + f"  {check_cell(r)}" + busy_mark(r))
     return "\n".join(lines + format_footer(report))

@@ -32,6 +32,7 @@ def test_tiny_f16_bench_checks_qkernels_within_the_bound_and_skips_big_numpy_f16
     for r in rep["rows"]:
         assert r["qkernels_within_bound"] is True and 0 <= r["max_err_over_bound"] <= 1
         assert r["gops"]["qkernels"] > 0 and r["gops"]["numpy-f32"] > 0 and r["x_numpy_f32"] > 0
+        assert r["f32_within_bound"] is True and r["gops"]["qkernels-f32"] > 0 and r["f32_x_numpy_f32"] > 0
         assert r["weights_bytes"]["f32"] == 4 * int(r["mnk"].split("x")[2]) * int(r["mnk"].split("x")[1])
     big, small = rep["rows"]
     assert big["gops"]["numpy-f16"] is None and big["x_numpy_f16"] is None
