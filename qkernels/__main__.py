@@ -253,7 +253,7 @@ def main(argv=None) -> int:
                                      "speed beside numpy float32, ONNX Runtime (and XNNPACK, numpy float16)")
     p.add_argument("--suite", choices=SUITES, default="gemm",
                    help="gemm: int8 GEMM shapes (default); conv: convolution layers (qkernels.bench.conv.LAYERS); "
-                        "f16: fp16 GEMM on the GEMM shapes beside numpy float32 and float16; quant: quantize and "
+                        "f16: fp16 (and fp32) GEMM on the GEMM shapes beside numpy float32 and float16; quant: quantize and "
                         "dequantize of activations and weights (qkernels.bench.quant.CASES) in Gelem/s; models: "
                         "MobileNetV2 and ResNet-18, float32 and int8, on the graph runner beside ONNX Runtime "
                         "(latency and memory)")
