@@ -152,24 +152,26 @@ cdef class ConvSource:
 def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
          cnp.ndarray col_add, cnp.ndarray col_zb, bint need_row_sum, int mode, bint out_signed,
          int32_t zy, int32_t lo, int32_t hi, cnp.ndarray scale, cnp.ndarray mult, cnp.ndarray shift,
-         cnp.ndarray out, int num_threads):
+         cnp.ndarray out, int num_threads, bint bind=False):
     """C = output_stage(A (M, K) . packed B) into `out` (M, N): rows contiguous, any
-    row stride. A is a matrix (ndarray, any strides) or a ConvSource.
+    row stride. A is a matrix (ndarray, any strides) or a ConvSource. `bind`: return
+    the call bound (BoundGemm: run() repeats it) instead of running it.
 
     The caller (qkernels._gemm) guarantees dtypes, contiguity and lengths of the
     per-column arrays (col_add, col_zb, scale, mult, shift: int32/float32, >= N)."""
     cdef const qk_ukernel *k = _kernel(kid)
     cdef qk_out_params p = _out_params(mode, out_signed, zy, lo, hi, col_add, scale, mult, shift)
     p.col_zb = <const int32_t *>_ptr(col_zb)
-    return _gemm_run(k, a, a_signed, za, b_packed, N, need_row_sum, &p, out, num_threads)
+    return _gemm_run(k, a, a_signed, za, b_packed, N, need_row_sum, &p, out, num_threads, bind,
+                     (col_add, col_zb, scale, mult, shift))
 
 
 def gemm_float(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bias, float flo, float fhi,
-               cnp.ndarray out, int num_threads):
+               cnp.ndarray out, int num_threads, bint bind=False):
     """Float C = clamp(A (M, K) . packed B + bias, flo, fhi) into `out` (M, N), rounded once
     to fp16 by an fp16 kernel, float32 by an fp32 one: the same driver as `gemm`. A: a
     matrix of the kernel's dtype (any strides) or a ConvSource of its elem (2, 4); bias:
-    float32 (>= N)."""
+    float32 (>= N). `bind`: as `gemm`."""
     cdef const qk_ukernel *k = _kernel(kid)
     if k.dtype != QK_DTYPE_F16 and k.dtype != QK_DTYPE_F32:
         raise ValueError(f"kernel {kid} is not a float kernel")
@@ -178,141 +180,197 @@ def gemm_float(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bi
     p.mode = QK_OUT_F16 if k.dtype == QK_DTYPE_F16 else QK_OUT_F32
     p.bias_f = <const float *>_ptr(bias)
     p.flo, p.fhi = flo, fhi
-    return _gemm_run(k, a, False, 0, b_packed, N, False, &p, out, num_threads)
+    return _gemm_run(k, a, False, 0, b_packed, N, False, &p, out, num_threads, bind, (bias,))
 
 
 cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
-                      bint need_row_sum, qk_out_params *pp, cnp.ndarray out, int num_threads):
-    cdef qk_out_params p = pp[0]
-    cdef ConvSource conv = a if isinstance(a, ConvSource) else None
-    cdef cnp.ndarray mat = None if conv is not None else a
-    cdef size_t M = conv.m if conv is not None else mat.shape[0]
-    cdef size_t K = conv.k if conv is not None else mat.shape[1]
-    cdef Py_ssize_t sm = 0 if conv is not None else mat.strides[0]
-    cdef Py_ssize_t sk = 0 if conv is not None else mat.strides[1]
-    cdef const qk_conv_geom *geom = &conv.g if conv is not None else NULL
-    cdef size_t mr = k.mr, nr = k.nr
-    cdef size_t a_elem = qk_pack_elem_size(k.a_pack)
-    cdef size_t b_elem = qk_pack_elem_size(k.b_pack)
-    cdef size_t kp = (K + k.kr - 1) // k.kr * k.kr
-    if kp == 0:
-        kp = k.kr
-    if <size_t>b_packed.shape[0] != qk_packed_b_bytes(k.b_pack, k.nr, k.kr, K, N):
-        raise ValueError("packed B does not match this kernel and shape")
-    if M == 0 or N == 0:
-        return out
+                      bint need_row_sum, qk_out_params *pp, cnp.ndarray out, int num_threads, bint bind,
+                      tuple keep):
+    """The call bound (a BoundGemm) when `bind`, else run once."""
+    cdef BoundGemm g = BoundGemm.__new__(BoundGemm)
+    g._init(k, a, a_signed, za, b_packed, N, need_row_sum, pp, out, num_threads, keep)
+    return g if bind else g.run()
 
-    # Blocking: an A block of mc rows stays in L2 while B panels stream past it.
-    cdef size_t m_panels = (M + mr - 1) // mr, n_panels = (N + nr - 1) // nr
-    cdef size_t mc_panels = max(1, min(m_panels, (192 * 1024) // max(1, kp * mr * a_elem)))
-    cdef size_t nc_panels = max(1, min(n_panels, (256 * 1024) // max(1, kp * nr * b_elem)))
-    cdef size_t nthreads = max(1, num_threads)
-    # Small problems are not worth waking a second thread (about 10 us of sync).
-    if M * N * kp < 64 * 64 * 64 * 2:
-        nthreads = 1
-    cdef size_t m_blocks = (m_panels + mc_panels - 1) // mc_panels
-    cdef size_t n_blocks = (n_panels + nc_panels - 1) // nc_panels
-    # Enough blocks for every thread: split the wider dimension further. (Measured:
-    # equal static shares beat OpenMP's dynamic schedule by 10-50 % on a quiet
-    # machine; on a loaded one a thread whose core is taken delays its whole share.)
-    while nthreads > 1 and m_blocks * n_blocks < nthreads * 2 and (mc_panels > 1 or nc_panels > 1):
-        if mc_panels > 1 and (m_blocks <= n_blocks or nc_panels == 1):
-            mc_panels = (mc_panels + 1) // 2
-            m_blocks = (m_panels + mc_panels - 1) // mc_panels
-        else:
-            nc_panels = (nc_panels + 1) // 2
-            n_blocks = (n_panels + nc_panels - 1) // nc_panels
-    # Blocks of equal size in both dimensions (a cache-sized cut can leave a last block
-    # of one panel: 128 rows of fp16 were 21 + 1 panels, and one thread got 21 of them).
-    mc_panels = (m_panels + m_blocks - 1) // m_blocks
-    m_blocks = (m_panels + mc_panels - 1) // mc_panels
-    nc_panels = (n_panels + n_blocks - 1) // n_blocks
-    n_blocks = (n_panels + nc_panels - 1) // nc_panels
-    # Equal shares: make the block count of the split dimension a multiple of the
-    # thread count, with blocks of (nearly) equal size (static schedule, no stealing).
-    if nthreads > 1 and m_blocks >= n_blocks and m_panels >= nthreads:
-        m_blocks = (m_blocks + nthreads - 1) // nthreads * nthreads
+
+cdef class BoundGemm:
+    """One GEMM call bound to its arrays (A or a ConvSource, packed B, the output and the
+    output stage's terms, all kept alive here): blocking, threads and the packing buffers
+    decided and allocated once; ``run()`` repeats the call, with the GIL released. What a
+    graph plan keeps per node: a run of it costs no validation and no allocation. Not
+    for two threads at once (the packing buffers are its own)."""
+    cdef const qk_ukernel *k
+    cdef qk_out_params p
+    cdef object keep, out
+    cdef const qk_conv_geom *geom
+    cdef const char *a_data
+    cdef const uint8_t *bp
+    cdef char *c
+    cdef char *a_packed
+    cdef int32_t *row_sum
+    cdef uint8_t *scratch
+    cdef size_t M, K, N, m_panels, mc_panels, nc_panels, m_blocks, n_blocks, a_panel_bytes, m_direct
+    cdef size_t scratch_bytes, c_stride
+    cdef Py_ssize_t sm, sk, n_tiles
+    cdef int nt, za
+    cdef bint a_signed
+
+    def __dealloc__(self):
+        free(self.a_packed)
+        free(self.row_sum)
+        free(self.scratch)
+
+    cdef _init(self, const qk_ukernel *k, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
+               bint need_row_sum, qk_out_params *pp, cnp.ndarray out, int num_threads, tuple keep):
+        cdef ConvSource conv = a if isinstance(a, ConvSource) else None
+        cdef cnp.ndarray mat = None if conv is not None else a
+        self.k, self.p, self.out, self.keep = k, pp[0], out, (a, b_packed, keep)
+        self.a_signed, self.za, self.N = a_signed, za, N
+        cdef size_t M = conv.m if conv is not None else mat.shape[0]
+        cdef size_t K = conv.k if conv is not None else mat.shape[1]
+        self.M, self.K = M, K
+        self.sm = 0 if conv is not None else mat.strides[0]
+        self.sk = 0 if conv is not None else mat.strides[1]
+        self.geom = &conv.g if conv is not None else NULL
+        cdef size_t mr = k.mr, nr = k.nr
+        cdef size_t a_elem = qk_pack_elem_size(k.a_pack)
+        cdef size_t b_elem = qk_pack_elem_size(k.b_pack)
+        cdef size_t kp = (K + k.kr - 1) // k.kr * k.kr
+        if kp == 0:
+            kp = k.kr
+        if <size_t>b_packed.shape[0] != qk_packed_b_bytes(k.b_pack, k.nr, k.kr, K, N):
+            raise ValueError("packed B does not match this kernel and shape")
+        if M == 0 or N == 0:
+            self.n_tiles = 0
+            return
+
+        # Blocking: an A block of mc rows stays in L2 while B panels stream past it.
+        cdef size_t m_panels = (M + mr - 1) // mr, n_panels = (N + nr - 1) // nr
+        cdef size_t mc_panels = max(1, min(m_panels, (192 * 1024) // max(1, kp * mr * a_elem)))
+        cdef size_t nc_panels = max(1, min(n_panels, (256 * 1024) // max(1, kp * nr * b_elem)))
+        cdef size_t nthreads = max(1, num_threads)
+        # Small problems are not worth waking a second thread (about 10 us of sync).
+        if M * N * kp < 64 * 64 * 64 * 2:
+            nthreads = 1
+        cdef size_t m_blocks = (m_panels + mc_panels - 1) // mc_panels
+        cdef size_t n_blocks = (n_panels + nc_panels - 1) // nc_panels
+        # Enough blocks for every thread: split the wider dimension further. (Measured:
+        # equal static shares beat OpenMP's dynamic schedule by 10-50 % on a quiet
+        # machine; on a loaded one a thread whose core is taken delays its whole share.)
+        while nthreads > 1 and m_blocks * n_blocks < nthreads * 2 and (mc_panels > 1 or nc_panels > 1):
+            if mc_panels > 1 and (m_blocks <= n_blocks or nc_panels == 1):
+                mc_panels = (mc_panels + 1) // 2
+                m_blocks = (m_panels + mc_panels - 1) // mc_panels
+            else:
+                nc_panels = (nc_panels + 1) // 2
+                n_blocks = (n_panels + nc_panels - 1) // nc_panels
+        # Blocks of equal size in both dimensions (a cache-sized cut can leave a last block
+        # of one panel: 128 rows of fp16 were 21 + 1 panels, and one thread got 21 of them).
         mc_panels = (m_panels + m_blocks - 1) // m_blocks
         m_blocks = (m_panels + mc_panels - 1) // mc_panels
-    elif nthreads > 1 and n_panels >= nthreads:
-        n_blocks = (n_blocks + nthreads - 1) // nthreads * nthreads
         nc_panels = (n_panels + n_blocks - 1) // n_blocks
         n_blocks = (n_panels + nc_panels - 1) // nc_panels
-    cdef Py_ssize_t n_tiles = m_blocks * n_blocks
-    cdef int nt = <int>min(nthreads, <size_t>n_tiles)
+        # Equal shares: make the block count of the split dimension a multiple of the
+        # thread count, with blocks of (nearly) equal size (static schedule, no stealing).
+        if nthreads > 1 and m_blocks >= n_blocks and m_panels >= nthreads:
+            m_blocks = (m_blocks + nthreads - 1) // nthreads * nthreads
+            mc_panels = (m_panels + m_blocks - 1) // m_blocks
+            m_blocks = (m_panels + mc_panels - 1) // mc_panels
+        elif nthreads > 1 and n_panels >= nthreads:
+            n_blocks = (n_blocks + nthreads - 1) // nthreads * nthreads
+            nc_panels = (n_panels + n_blocks - 1) // n_blocks
+            n_blocks = (n_panels + nc_panels - 1) // nc_panels
+        self.m_panels, self.mc_panels, self.nc_panels = m_panels, mc_panels, nc_panels
+        self.m_blocks, self.n_blocks = m_blocks, n_blocks
+        self.n_tiles = m_blocks * n_blocks
+        self.nt = <int>min(nthreads, <size_t>self.n_tiles)
 
-    cdef size_t a_panel_bytes = qk_packed_a_bytes(k.a_pack, k.mr, k.kr, mr, K)
-    # uint8 rows of K bytes (float32 rows of K floats), one after another, K a whole number
-    # of groups: the matrix is its own row-major uint8 (float) panels (qk_pack.h), so the
-    # full panels are read in place and only a last partial one is packed (a copy as
-    # large as A saved: the 1x1 convolutions)
-    cdef size_t m_direct = 0
-    if (geom == NULL and k.a_pack == QK_PACK_U8 and not a_signed and not need_row_sum and K > 0 and
-            K % k.kr == 0 and sk == 1 and sm == <Py_ssize_t>K):
-        m_direct = M // mr * mr
-    if (geom == NULL and k.a_pack == (QK_PACK_F32_ROWS | QK_PACK_SRC_F32) and K > 0 and sk == 4 and
-            sm == <Py_ssize_t>(4 * K)):
-        m_direct = M // mr * mr
-    cdef size_t packed_panels = m_panels - m_direct // mr
-    cdef char *a_packed = <char *>malloc(a_panel_bytes * packed_panels + 64)
-    cdef int32_t *row_sum = <int32_t *>malloc(sizeof(int32_t) * m_panels * mr) if need_row_sum else NULL
-    if a_packed == NULL or (need_row_sum and row_sum == NULL):
-        free(a_packed)
-        free(row_sum)
-        raise MemoryError("cannot allocate the packed A buffer")
-    cdef uint8_t *scratch = NULL
-    cdef size_t scratch_bytes = mr * max(K, 1) * (geom.elem if geom != NULL else 1)
-    if geom != NULL:
-        scratch = <uint8_t *>malloc(scratch_bytes * nt + 64)
-        if scratch == NULL:
-            free(a_packed)
-            free(row_sum)
-            raise MemoryError("cannot allocate the im2col scratch buffer")
-    p.row_sum = row_sum
-    cdef const char *a_data = <const char *>_ptr(mat) if geom == NULL else NULL
-    cdef const uint8_t *bp = <const uint8_t *>_ptr(b_packed)
-    cdef char *c = <char *>_ptr(out)
-    cdef size_t c_stride = out.strides[0]
-    cdef Py_ssize_t t, mb
-    try:
+        self.a_panel_bytes = qk_packed_a_bytes(k.a_pack, k.mr, k.kr, mr, K)
+        # uint8 rows of K bytes (float32 rows of K floats), one after another, K a whole number
+        # of groups: the matrix is its own row-major uint8 (float) panels (qk_pack.h), so the
+        # full panels are read in place and only a last partial one is packed (a copy as
+        # large as A saved: the 1x1 convolutions)
+        self.m_direct = 0
+        if (self.geom == NULL and k.a_pack == QK_PACK_U8 and not a_signed and not need_row_sum and K > 0 and
+                K % k.kr == 0 and self.sk == 1 and self.sm == <Py_ssize_t>K):
+            self.m_direct = M // mr * mr
+        if (self.geom == NULL and k.a_pack == (QK_PACK_F32_ROWS | QK_PACK_SRC_F32) and K > 0 and self.sk == 4 and
+                self.sm == <Py_ssize_t>(4 * K)):
+            self.m_direct = M // mr * mr
+        cdef size_t packed_panels = m_panels - self.m_direct // mr
+        self.a_packed = <char *>malloc(self.a_panel_bytes * packed_panels + 64)
+        self.row_sum = <int32_t *>malloc(sizeof(int32_t) * m_panels * mr) if need_row_sum else NULL
+        self.scratch_bytes = mr * max(K, 1) * (self.geom.elem if self.geom != NULL else 1)
+        if self.geom != NULL:
+            self.scratch = <uint8_t *>malloc(self.scratch_bytes * self.nt + 64)
+        if self.a_packed == NULL or (need_row_sum and self.row_sum == NULL) or \
+                (self.geom != NULL and self.scratch == NULL):
+            raise MemoryError("cannot allocate the packing buffers of a GEMM")
+        self.p.row_sum = self.row_sum
+        self.a_data = <const char *>_ptr(mat) if self.geom == NULL else NULL
+        self.bp = <const uint8_t *>_ptr(b_packed)
+        self.c = <char *>_ptr(out)
+        self.c_stride = out.strides[0]
+
+    def run(self):
+        """Run the bound call; returns its output array."""
         with nogil:
-            if m_direct:
-                if m_direct < M:
-                    qk_pack_a(k.a_pack, k.mr, k.kr, M - m_direct, K, a_data + m_direct * sm, a_signed, sm, sk, za,
-                              a_packed, NULL)
-                for t in prange(n_tiles, num_threads=nt, schedule="static"):
-                    _block_direct(k, K, M, N, t, n_blocks, mc_panels, nc_panels, m_direct, a_data, sm, a_packed,
-                                  bp, &p, c, c_stride)
-            elif nt == 1 or m_blocks >= nt:
-                # a block of rows at a time (each thread its own blocks): its A panels are
-                # packed (mc_panels: sized for L2) right before its tiles read them, not all
-                # of A first (a conv's 1.8 MB patch matrix had left L2 by then: 1.45x)
-                for mb in prange(<Py_ssize_t>m_blocks, num_threads=nt, schedule="static"):
-                    _pack_panels(k, mb * mc_panels, min(m_panels, (mb + 1) * mc_panels), M, K, a_data, sm, sk,
-                                 a_signed, za, geom, scratch + threadid() * scratch_bytes if scratch != NULL else NULL,
-                                 a_packed, a_panel_bytes, row_sum)
-                    for t in range(mb * <Py_ssize_t>n_blocks, (mb + 1) * <Py_ssize_t>n_blocks):
-                        _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, a_panel_bytes, bp, &p, c,
-                               c_stride)
-            else:
-                for t in prange(<Py_ssize_t>m_panels, num_threads=nt, schedule="static"):
-                    if geom == NULL:
-                        qk_pack_a(k.a_pack, k.mr, k.kr, min(mr, M - t * mr), K, a_data + t * mr * sm,
-                                  a_signed, sm, sk, za, a_packed + t * a_panel_bytes,
-                                  row_sum + t * mr if row_sum != NULL else NULL)
-                    else:
-                        qk_pack_a_conv(k.a_pack, k.mr, k.kr, geom, t * mr, min(mr, M - t * mr), a_signed,
-                                       za, scratch + threadid() * scratch_bytes,
-                                       a_packed + t * a_panel_bytes,
-                                       row_sum + t * mr if row_sum != NULL else NULL)
-                for t in prange(n_tiles, num_threads=nt, schedule="static"):
-                    _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, a_panel_bytes, bp, &p, c,
-                           c_stride)
-    finally:
-        free(a_packed)
-        free(row_sum)
-        free(scratch)
-    return out
+            self.execute()
+        return self.out
+
+    cdef void execute(self) noexcept nogil:
+        cdef const qk_ukernel *k = self.k
+        cdef size_t M = self.M, K = self.K, N = self.N, mr = k.mr, m_direct = self.m_direct
+        cdef size_t mc_panels = self.mc_panels, nc_panels = self.nc_panels, n_blocks = self.n_blocks
+        cdef size_t a_panel_bytes = self.a_panel_bytes, scratch_bytes = self.scratch_bytes
+        cdef Py_ssize_t sm = self.sm, sk = self.sk, t, mb
+        cdef int nt = self.nt
+        cdef const qk_conv_geom *geom = self.geom
+        cdef const char *a_data = self.a_data
+        cdef char *a_packed = self.a_packed
+        cdef int32_t *row_sum = self.row_sum
+        cdef uint8_t *scratch = self.scratch
+        cdef const qk_out_params *p = &self.p
+        cdef const uint8_t *bp = self.bp
+        cdef char *c = self.c
+        cdef size_t c_stride = self.c_stride
+        cdef bint a_signed = self.a_signed
+        cdef int32_t za = self.za
+        cdef Py_ssize_t n_tiles = self.n_tiles, m_blocks = self.m_blocks, m_panels = self.m_panels
+        if n_tiles == 0:
+            return
+        if m_direct:
+            if m_direct < M:
+                qk_pack_a(k.a_pack, k.mr, k.kr, M - m_direct, K, a_data + m_direct * sm, a_signed, sm, sk,
+                          za, a_packed, NULL)
+            for t in prange(n_tiles, num_threads=nt, schedule="static"):
+                _block_direct(k, K, M, N, t, n_blocks, mc_panels, nc_panels, m_direct, a_data, sm, a_packed,
+                              bp, p, c, c_stride)
+        elif nt == 1 or m_blocks >= nt:
+            # a block of rows at a time (each thread its own blocks): its A panels are
+            # packed (mc_panels: sized for L2) right before its tiles read them, not all
+            # of A first (a conv's 1.8 MB patch matrix had left L2 by then: 1.45x)
+            for mb in prange(m_blocks, num_threads=nt, schedule="static"):
+                _pack_panels(k, mb * mc_panels, min(m_panels, (mb + 1) * mc_panels), M, K, a_data, sm, sk,
+                             a_signed, za, geom,
+                             scratch + threadid() * scratch_bytes if scratch != NULL else NULL,
+                             a_packed, a_panel_bytes, row_sum)
+                for t in range(mb * <Py_ssize_t>n_blocks, (mb + 1) * <Py_ssize_t>n_blocks):
+                    _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, a_panel_bytes, bp, p,
+                           c, c_stride)
+        else:
+            for t in prange(m_panels, num_threads=nt, schedule="static"):
+                if geom == NULL:
+                    qk_pack_a(k.a_pack, k.mr, k.kr, min(mr, M - t * mr), K, a_data + t * mr * sm,
+                              a_signed, sm, sk, za, a_packed + t * a_panel_bytes,
+                              row_sum + t * mr if row_sum != NULL else NULL)
+                else:
+                    qk_pack_a_conv(k.a_pack, k.mr, k.kr, geom, t * mr, min(mr, M - t * mr), a_signed,
+                                   za, scratch + threadid() * scratch_bytes,
+                                   a_packed + t * a_panel_bytes,
+                                   row_sum + t * mr if row_sum != NULL else NULL)
+            for t in prange(n_tiles, num_threads=nt, schedule="static"):
+                _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, a_panel_bytes, bp, p, c,
+                       c_stride)
 
 
 cdef inline void _pack_panels(const qk_ukernel *k, size_t p0, size_t p1, size_t M, size_t K, const char *a_data,
@@ -357,10 +415,11 @@ cdef inline void _block_direct(const qk_ukernel *k, size_t K, size_t M, size_t N
 
 def dwconv(int isa, ConvSource src, size_t mult, cnp.ndarray w, bint a_signed, int32_t za,
            cnp.ndarray col_add, int mode, bint out_signed, int32_t zy, int32_t lo, int32_t hi,
-           cnp.ndarray scale, cnp.ndarray mult_q, cnp.ndarray shift, cnp.ndarray out, int num_threads):
+           cnp.ndarray scale, cnp.ndarray mult_q, cnp.ndarray shift, cnp.ndarray out, int num_threads,
+           bint bind=False):
     """Depthwise convolution of `src` (all channels; its cg = C) by int16 zero-folded
     weights w [KH*KW, C*mult] into out (pixels, C*mult), C-contiguous. The caller
-    (qkernels._conv) validates every array."""
+    (qkernels._conv) validates every array. `bind`: the call bound (BoundDw), not run."""
     cdef qk_dw_params d
     memset(&d, 0, sizeof(d))
     d.g = src.g
@@ -370,11 +429,11 @@ def dwconv(int isa, ConvSource src, size_t mult, cnp.ndarray w, bint a_signed, i
     d.a_signed = a_signed
     d.dtype = QK_DTYPE_QS8
     cdef qk_out_params p = _out_params(mode, out_signed, zy, lo, hi, col_add, scale, mult_q, shift)
-    return _dw_run(isa, &d, src.m, &p, out, num_threads)
+    return _dw_run(isa, &d, src.m, &p, out, num_threads, bind, (src, w, col_add, scale, mult_q, shift))
 
 
 def dwconv_float(int isa, int dtype, ConvSource src, cnp.ndarray wf, cnp.ndarray bias, float flo, float fhi,
-                 cnp.ndarray out, int num_threads):
+                 cnp.ndarray out, int num_threads, bint bind=False):
     """fp16 or fp32 (`dtype`) depthwise convolution (channel multiplier 1) of `src` (elem 2
     or 4) by float32 weights wf [KH*KW, C] into out (pixels, C) of that dtype: fp32 sums,
     bias and clamp, one rounding (fp16). The caller validates every array."""
@@ -391,41 +450,76 @@ def dwconv_float(int isa, int dtype, ConvSource src, cnp.ndarray wf, cnp.ndarray
     p.mode = QK_OUT_F16 if dtype == QK_DTYPE_F16 else QK_OUT_F32
     p.bias_f = <const float *>_ptr(bias)
     p.flo, p.fhi = flo, fhi
-    return _dw_run(isa, &d, src.m, &p, out, num_threads)
+    return _dw_run(isa, &d, src.m, &p, out, num_threads, bind, (src, wf, bias))
 
 
-cdef object _dw_run(int isa, qk_dw_params *d, size_t pixels, qk_out_params *p, cnp.ndarray out, int num_threads):
-    cdef int kid = qk_gemm_kernel_select(d.dtype, isa, 1 << 20, 0)
-    cdef const qk_ukernel *k = _kernel(kid)    # its output stage
-    cdef qk_dw_sum_fn fn = qk_ukernel_for_isa(QK_KIND_DW_SUM, d.dtype, isa).dw_sum
-    cdef size_t ch = d.g.cg, oc = d.g.cg * d.mult
-    if pixels == 0 or oc == 0:
-        return out
-    cdef size_t c_stride = out.strides[0]
-    cdef char *c = <char *>_ptr(out)
-    cdef int nt = <int>max(1, min(<size_t>num_threads, pixels // 64 if pixels >= 64 else 1))
-    # per thread: the accumulators; once: the init sums and the zero-point pixel
-    cdef int32_t *acc = <int32_t *>malloc(sizeof(int32_t) * (oc * QK_DW_PIXELS * nt + ch) + ch * d.g.elem)
-    if acc == NULL:
-        raise MemoryError("cannot allocate the depthwise accumulators")
-    cdef int32_t *init = acc + oc * QK_DW_PIXELS * nt
-    if d.dtype != QK_DTYPE_QS8:
-        memset(init, 0, sizeof(int32_t) * ch)          # float +0.0: the bias comes in the output stage
-    qk_dw_prepare(d, <uint8_t *>(init + ch), init)
-    d.out, d.c, d.c_stride = p, c, c_stride
-    cdef size_t chunk = (pixels + nt - 1) // nt
-    cdef Py_ssize_t t, mb
-    try:
+cdef object _dw_run(int isa, qk_dw_params *d, size_t pixels, qk_out_params *p, cnp.ndarray out, int num_threads,
+                    bint bind, tuple keep):
+    """The call bound (a BoundDw) when `bind`, else run once."""
+    cdef BoundDw b = BoundDw.__new__(BoundDw)
+    b._init(isa, d, pixels, p, out, num_threads, keep)
+    return b if bind else b.run()
+
+
+cdef class BoundDw:
+    """One depthwise convolution bound to its arrays (as BoundGemm): the init sums, the
+    zero-point pixel and the accumulators made once; ``run()`` repeats the call."""
+    cdef qk_dw_params d
+    cdef qk_out_params p
+    cdef const qk_ukernel *k
+    cdef qk_dw_sum_fn fn
+    cdef int32_t *acc
+    cdef size_t pixels, chunk, oc
+    cdef int nt
+    cdef object keep, out
+
+    def __dealloc__(self):
+        free(self.acc)
+
+    cdef _init(self, int isa, qk_dw_params *d, size_t pixels, qk_out_params *p, cnp.ndarray out, int num_threads,
+               tuple keep):
+        self.d, self.p, self.out, self.keep, self.pixels = d[0], p[0], out, keep, pixels
+        self.k = _kernel(qk_gemm_kernel_select(d.dtype, isa, 1 << 20, 0))    # its output stage
+        self.fn = qk_ukernel_for_isa(QK_KIND_DW_SUM, d.dtype, isa).dw_sum
+        cdef size_t ch = d.g.cg
+        self.oc = d.g.cg * d.mult
+        if pixels == 0 or self.oc == 0:
+            return
+        self.nt = <int>max(1, min(<size_t>num_threads, pixels // 64 if pixels >= 64 else 1))
+        # per thread: the accumulators; once: the init sums and the zero-point pixel
+        self.acc = <int32_t *>malloc(sizeof(int32_t) * (self.oc * QK_DW_PIXELS * self.nt + ch) + ch * d.g.elem)
+        if self.acc == NULL:
+            raise MemoryError("cannot allocate the depthwise accumulators")
+        cdef int32_t *init = self.acc + self.oc * QK_DW_PIXELS * self.nt
+        if d.dtype != QK_DTYPE_QS8:
+            memset(init, 0, sizeof(int32_t) * ch)          # float +0.0: the bias comes in the output stage
+        qk_dw_prepare(&self.d, <uint8_t *>(init + ch), init)
+        self.d.out, self.d.c, self.d.c_stride = &self.p, _ptr(out), out.strides[0]
+        self.chunk = (pixels + self.nt - 1) // self.nt
+
+    def run(self):
+        """Run the bound call; returns its output array."""
         with nogil:
-            if nt == 1:
-                qk_dwconv(d, fn, k.output, 0, pixels, p, c, c_stride, acc)
-            else:
-                for t in prange(nt, num_threads=nt, schedule="static"):
-                    qk_dwconv(d, fn, k.output, t * chunk, min(pixels, (t + 1) * chunk), p, c, c_stride,
-                              acc + t * oc * QK_DW_PIXELS)
-    finally:
-        free(acc)
-    return out
+            self.execute()
+        return self.out
+
+    cdef void execute(self) noexcept nogil:
+        cdef Py_ssize_t t
+        cdef int nt = self.nt
+        cdef size_t chunk = self.chunk, pixels = self.pixels, per = self.oc * QK_DW_PIXELS
+        cdef const qk_dw_params *d = &self.d
+        cdef qk_dw_sum_fn fn = self.fn
+        cdef qk_output_fn output = self.k.output
+        cdef const qk_out_params *p = &self.p
+        cdef int32_t *acc = self.acc
+        if acc == NULL:
+            return
+        if nt == 1:
+            qk_dwconv(d, fn, output, 0, pixels, p, d.c, d.c_stride, acc)
+        else:
+            for t in prange(nt, num_threads=nt, schedule="static"):
+                qk_dwconv(d, fn, output, t * chunk, min(pixels, (t + 1) * chunk), p, d.c, d.c_stride,
+                          acc + t * per)
 
 
 # quantize / dequantize are memory-bound: a thread takes at least this many values (and
