@@ -25,8 +25,9 @@ Kernel = Callable[[Mapping[str, np.ndarray]], "dict[str, np.ndarray]"]
 
 
 #: how a node runs, as ``explain()`` and the profile say: qkernels' native kernels, numpy
-#: (BLAS) code of a backend, the numpy reference operator, or a backend's own code
-PLACEMENTS = ("native", "numpy", "reference", "backend")
+#: (BLAS) code of a backend, the numpy reference operator, or a backend's own code; in a
+#: profile also "view" (a reshape the compiled plan made a view of its input: no work)
+PLACEMENTS = ("native", "numpy", "reference", "backend", "view")
 
 
 def run_steps(steps, values, timer=None) -> dict:
@@ -83,6 +84,16 @@ class Backend:
         values it produces (every output of its nodes). It must be safe to call from
         several threads at once."""
         raise NotImplementedError
+
+    def steps(self, nodes: list[Node], graph: Graph) -> "list[tuple[Node, Kernel]] | None":
+        """Optional: ``nodes`` as one callable per node, ``fn(values) -> outputs`` (as
+        ``compile``'s), each of which may carry ``fn.bind(inputs, outputs)``: the node bound
+        to fixed arrays (its inputs, in the node's order, None for an omitted one; its
+        outputs, to write), returning a no-argument callable that recomputes the outputs
+        in place, or None when it cannot. A session compiles a static plan
+        (:mod:`qkernels.graph.plan`) only when every backend of it gives its steps; the
+        default, None, keeps the partition whole (run by ``compile``'s callable)."""
+        return None
 
     def __repr__(self):
         return f"<backend {self.name}>"

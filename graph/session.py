@@ -2,6 +2,8 @@
 run it. Like ONNX Runtime's InferenceSession."""
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -15,7 +17,11 @@ from .fold import FOLD_LIMIT, fold_constants
 from .ir import Node, ValueInfo
 from .model import CONVERTED_KEY, load_model, to_graph
 from .partition import Partition, partition
+from .plan import Plan, PlanSpec, Replan
 from .validate import validate
+
+#: input-shape sets whose plans a session keeps (least recently used dropped first)
+PLAN_CACHE = 8
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,13 @@ class Session:
     ``fold_limit``: the most bytes a value computed at load by constant folding may take
     (default :data:`qkernels.graph.fold.FOLD_LIMIT`, 64 MiB); bigger ones are computed
     at run time (0: only Constant nodes fold).
+    ``plan``: run on a compiled static plan (:mod:`qkernels.graph.plan`: bound native
+    calls over one memory arena, made at the first run of each set of input shapes),
+    when every backend gives its steps; False runs node by node every time.
     """
 
     def __init__(self, model, backends: Sequence | None = None, num_threads: int | None = None,
-                 fold_limit: int = FOLD_LIMIT):
+                 fold_limit: int = FOLD_LIMIT, plan: bool = True):
         from . import backends as _builtin   # noqa: F401  (registers cpu and reference)
         if num_threads is not None:
             from .. import _dispatch
@@ -75,6 +84,13 @@ class Session:
         #: per-node timings of the last ``run(..., profile=True)`` (None before one)
         self.last_profile: list[dict] | None = None
         self._backend_of = {id(n): p.backend for p in self._partitions for n in p.nodes}
+        self._plan_on = bool(plan)
+        self._node_steps: list | None = None
+        self._plans: OrderedDict = OrderedDict()   # input signature -> _Pool (None: not plannable)
+        self._plans_lock = threading.Lock()
+        #: what the last run ran on: "plan" (bound steps over the arena), "trace" (node by
+        #: node, making the plan) or "nodes" (node by node); None before a run
+        self.last_run: str | None = None
 
     # ---------------------------------------------------------------- planning
 
@@ -194,31 +210,118 @@ class Session:
         bad = [n for n in names if n not in known]
         if bad:
             raise RunError(f"unknown output(s) {bad}; the model's outputs are {sorted(known)}")
-        values = dict(self.graph.initializers)
-        values.update((k, self._check_feed(declared[k], v)) for k, v in feeds.items())
+        arrays = {k: self._check_feed(declared[k], v) for k, v in feeds.items()}
         from .. import _dispatch
-        consts = self.graph.initializers
-        live = peak = sum(v.nbytes for k, v in values.items() if k not in consts)
         # the session's thread count applies to this thread's calls only, never process-wide
         with _dispatch.use_num_threads(self.num_threads) if self.num_threads is not None else nullcontext():
             rows = [] if profile else None
-            for part, kernel, drops in zip(self._partitions, self._kernels, self._last_use):
-                produced = kernel(values) if rows is None else self._timed(part, kernel, values, rows)
-                values.update(produced)
-                live += sum(v.nbytes for v in produced.values())
-                peak = max(peak, live)
-                for name in drops:
-                    dead = values.pop(name, None)
-                    if dead is not None and name not in consts:
-                        live -= dead.nbytes
-            # kernels may leave strided views (ascontiguousarray would make 0-d arrays 1-d),
-            # numpy reductions numpy scalars, and an output may be a (read-only) constant:
-            # every output a C-contiguous ndarray the caller owns
-            outputs = [_owned(values[n]) for n in names]
-        self.peak_bytes = peak
+            outputs = self._run_planned(arrays, names, rows) if self._plan_on else None
+            if outputs is None:
+                outputs = self._run_nodes(arrays, names, rows)[0]
+                self.last_run = "nodes"
         if rows is not None:
             self.last_profile = rows
         return outputs
+
+    # ---------------------------------------------------------------- the plan
+
+    def _signature(self, arrays: dict) -> tuple:
+        from .. import _dispatch
+        return (tuple((v.name, arrays[v.name].shape, arrays[v.name].dtype.str) for v in self.graph.inputs),
+                _dispatch.get_num_threads(), _dispatch.isa_index())
+
+    def _steps(self) -> list | None:
+        """Every node's step, from the backends (None when one does not give its steps)."""
+        if self._node_steps is None:
+            steps = []
+            for p in self._partitions:
+                got = p.backend.steps(p.nodes, self.graph)
+                if got is None:
+                    self._plan_on = False
+                    return None
+                steps += got
+            self._node_steps = steps
+        return self._node_steps
+
+    def _run_planned(self, arrays: dict, names: list, rows) -> list | None:
+        """The outputs from this signature's plan (made from a traced run the first time),
+        or None when it has none (the caller runs node by node)."""
+        key = self._signature(arrays)
+        with self._plans_lock:
+            pool = self._plans.get(key, _MISSING)
+            if pool is not _MISSING:
+                self._plans.move_to_end(key)
+        if pool is None or self._steps() is None:
+            return None
+        if pool is _MISSING:
+            arrays = {k: v if v.flags.c_contiguous else v.copy(order="C") for k, v in arrays.items()}
+            outputs, traced = self._run_nodes(arrays, names, rows, keep=True)
+            try:
+                pool = _Pool(PlanSpec(self.graph, self._node_steps, traced, [v.name for v in self.graph.inputs]),
+                             self.placement)
+            except Exception:   # not plannable (values that are not numbers, ...): node by node
+                pool = None
+            with self._plans_lock:
+                self._plans[key] = pool
+                while len(self._plans) > PLAN_CACHE:
+                    self._plans.popitem(last=False)
+            self.last_run = "trace"
+            return outputs
+        try:
+            plan = pool.take()
+        except Exception:
+            plan = None
+        if plan is None:
+            with self._plans_lock:
+                self._plans[key] = None
+            return None
+
+        def timer(node, where, seconds):
+            rows.append({"node": node.name, "op": node.key, "backend": self._backend_of[id(node)].name,
+                         "placement": where, "seconds": seconds})
+        try:
+            outputs = plan.run(arrays, names, None if rows is None else timer)
+        except Replan:              # shapes that follow the data: this signature runs node by node
+            with self._plans_lock:
+                self._plans[key] = None
+            if rows is not None:
+                rows.clear()
+            return None
+        pool.give(plan)             # (not after an error: its arena may be half written)
+        self.peak_bytes = pool.spec.arena_bytes
+        self.last_run = "plan"
+        return outputs
+
+    @property
+    def arena_bytes(self) -> int | None:
+        """The arena of the most recently used plan, bytes (None before one)."""
+        with self._plans_lock:
+            pools = [p for p in self._plans.values() if p is not None]
+        return pools[-1].spec.arena_bytes if pools else None
+
+    # ---------------------------------------------------------------- node by node
+
+    def _run_nodes(self, arrays: dict, names: list, rows, keep: bool = False) -> tuple[list, dict]:
+        """Outputs (and, with ``keep``, every value made: the trace) of a run node by node."""
+        values = dict(self.graph.initializers)
+        values.update(arrays)
+        consts = self.graph.initializers
+        live = peak = sum(v.nbytes for k, v in values.items() if k not in consts)
+        for part, kernel, drops in zip(self._partitions, self._kernels, self._last_use):
+            produced = kernel(values) if rows is None else self._timed(part, kernel, values, rows)
+            values.update(produced)
+            live += sum(v.nbytes for v in produced.values())
+            peak = max(peak, live)
+            for name in drops:
+                dead = values.get(name) if keep else values.pop(name, None)
+                if dead is not None and name not in consts:
+                    live -= dead.nbytes
+        # kernels may leave strided views (ascontiguousarray would make 0-d arrays 1-d),
+        # numpy reductions numpy scalars, and an output may be a (read-only) constant:
+        # every output a C-contiguous ndarray the caller owns
+        outputs = [_owned(values[n]) for n in names]
+        self.peak_bytes = peak
+        return outputs, values
 
     def _timed(self, part, kernel, values, rows: list) -> dict:
         import time
@@ -233,6 +336,29 @@ class Session:
         rows.append({"node": f"partition of {len(part.nodes)} node(s)", "op": "(partition)",
                      "backend": part.backend.name, "placement": "backend", "seconds": time.perf_counter() - t0})
         return produced
+
+
+_MISSING = object()
+
+
+class _Pool:
+    """The plans of one spec not running now: a call takes one (or makes one), then
+    gives it back; calls from several threads each get their own."""
+
+    def __init__(self, spec: PlanSpec, placement):
+        self.spec, self._placement = spec, placement
+        self._idle: list[Plan] = [Plan(spec, placement)]   # made now: binding errors show at once
+        self._lock = threading.Lock()
+
+    def take(self) -> Plan:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return Plan(self.spec, self._placement)
+
+    def give(self, plan: Plan) -> None:
+        with self._lock:
+            self._idle.append(plan)
 
 
 def _owned(value) -> np.ndarray:

@@ -157,19 +157,27 @@ class ConvCall:
             # NCHW: one transposing copy to NHWC (the native transpose); gathering through
             # NCHW strides measured 5-25x slower than the copy and the NHWC call together
             xd = nchw_to_nhwc(data, copy=False) if nchw else data
-            pw, o = self.pw, self.shape_nhwc[3]
-            res2d = res.reshape(-1, o)
-            if pw.depthwise:
-                src = _native.ConvSource(xd.view(np.uint8), *self.geometry)
-                _native.dwconv(self.isa, src, *self.dw_args, res2d, _dispatch.get_num_threads())
-            else:
-                og = o // pw.groups
-                for g, gemm in enumerate(self.gemms):
-                    xg = xd[..., g * pw.cg:(g + 1) * pw.cg] if pw.groups > 1 else xd
-                    src = rows_view(xg) if self.pointwise else None   # (N*H*W, C) when pixels lie at one stride
-                    if src is None:
-                        src = _native.ConvSource(xg.view(np.uint8), *self.geometry)
-                    gemm.run(src, res2d[:, g * og:(g + 1) * og] if pw.groups > 1 else res2d)
+            for call in self.bind(xd, res.reshape(-1, self.shape_nhwc[3])):
+                call.run()
         res = to_layout(res, nchw, out)
         params = self.result_params
         return res if params is None else QTensor._trusted(res, *params)
+
+    def bind(self, xd: np.ndarray, res2d: np.ndarray) -> list:
+        """The native calls of this convolution of NHWC data ``xd`` (the prepared shape
+        and dtype, channels adjacent) into ``res2d`` (pixels, O), bound to both: ``run()``
+        each, in order (unchecked: the caller validated both)."""
+        pw, o = self.pw, self.shape_nhwc[3]
+        if not res2d.size:
+            return []
+        if pw.depthwise:
+            src = _native.ConvSource(xd.view(np.uint8), *self.geometry)
+            return [_native.dwconv(self.isa, src, *self.dw_args, res2d, _dispatch.get_num_threads(), True)]
+        og, calls = o // pw.groups, []
+        for g, gemm in enumerate(self.gemms):
+            xg = xd[..., g * pw.cg:(g + 1) * pw.cg] if pw.groups > 1 else xd
+            src = rows_view(xg) if self.pointwise else None   # (N*H*W, C) when pixels lie at one stride
+            if src is None:
+                src = _native.ConvSource(xg.view(np.uint8), *self.geometry)
+            calls.append(gemm.run(src, res2d[:, g * og:(g + 1) * og] if pw.groups > 1 else res2d, bind=True))
+        return calls

@@ -146,11 +146,13 @@ class PackedWeightsF32(PackedWeightsF16):
 PACKED = {F16: PackedWeightsF16, F32: PackedWeightsF32}
 
 
-def gemm2d(a, pw: PackedWeightsF16, bias: np.ndarray, lo: float, hi: float, out: np.ndarray) -> np.ndarray:
-    """out (M, N) = clamp(a . B + bias) of pw's dtype; a: a matrix of it or a ConvSource."""
+def gemm2d(a, pw: PackedWeightsF16, bias: np.ndarray, lo: float, hi: float, out: np.ndarray, bind: bool = False):
+    """out (M, N) = clamp(a . B + bias) of pw's dtype; a: a matrix of it or a ConvSource.
+    ``bind``: the call bound to these arrays (``_native.BoundGemm``), not run."""
     m = a.m if isinstance(a, _native.ConvSource) else a.shape[0]
     kid = _kernel(m, pw.dtype)
-    return _native.gemm_float(kid, a, pw.packed_for(kid), pw.n, bias, lo, hi, out, _dispatch.get_num_threads())
+    return _native.gemm_float(kid, a, pw.packed_for(kid), pw.n, bias, lo, hi, out, _dispatch.get_num_threads(),
+                              bind)
 
 
 def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarray:
@@ -279,17 +281,21 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, la
 
 
 def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activation: Activation,
-               res: np.ndarray) -> np.ndarray:
+               res: np.ndarray, bind: bool = False):
     """Float convolution of NHWC ``xd`` into ``res`` (N, OH, OW, O) of its dtype, C-contiguous.
-    ``geometry``: (oh, ow, stride_y, stride_x, dil_y, dil_x, top, left, bottom, right)."""
+    ``geometry``: (oh, ow, stride_y, stride_x, dil_y, dil_x, top, left, bottom, right).
+    ``bind``: the native calls bound to these arrays (a list; run() each in order), not
+    run (``xd``'s channels must then be adjacent)."""
     oh, ow, sy, sx, dy, dx, top, left, bottom, right = geometry
     o = pw.out_channels
     bias_arr = _bias(bias if bias is not None else pw.bias, o)
     lo, hi = _clamp(activation)
     if not res.size:
-        return res
+        return [] if bind else res
     elem = xd.dtype.itemsize
     if xd.strides[3] != elem:         # the gathers copy whole pixels: channels must be adjacent
+        if bind:
+            raise ValueError("a bound convolution reads its input in place: channels must be adjacent")
         xd = np.ascontiguousarray(xd)
     res2d = res.reshape(-1, o)
 
@@ -297,15 +303,30 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
         return _native.ConvSource(x.view(np.uint8), oh, ow, pw.kh, pw.kw, sy, sx, dy, dx, top, left, 0, elem)
 
     if pw.depthwise:
-        _native.dwconv_float(_dispatch.isa_index(), _native_dtype(pw.dtype), source(xd), pw.dw_weights, bias_arr,
-                             lo, hi, res2d, _dispatch.get_num_threads())
-        return res
+        calls = [_native.dwconv_float(_dispatch.isa_index(), _native_dtype(pw.dtype), source(xd), pw.dw_weights,
+                                      bias_arr, lo, hi, res2d, _dispatch.get_num_threads(), bind)]
+        return calls if bind else res
     og = o // pw.groups
     pointwise = pw.kh == pw.kw == 1 and sy == sx == 1 and top == left == bottom == right == 0
+    calls = []
     for g, pwg in enumerate(pw.packed):
         xg = xd[..., g * pw.cg:(g + 1) * pw.cg]
         a = rows_view(xg) if pointwise else None   # (N*H*W, C) when pixels lie at one stride
         if a is None:
             a = source(xg)
-        gemm2d(a, pwg, bias_arr[g * og:(g + 1) * og], lo, hi, res2d[:, g * og:(g + 1) * og])
-    return res
+        calls.append(gemm2d(a, pwg, bias_arr[g * og:(g + 1) * og], lo, hi, res2d[:, g * og:(g + 1) * og], bind))
+    return calls if bind else res
+
+
+def bind_conv2d(xd: np.ndarray, pw: PackedConvWeightsF16, stride, padding, dilation, activation: Activation,
+                res: np.ndarray) -> list:
+    """The native calls of ``conv2d(xd, pw, ...)`` (NHWC, channels adjacent) into ``res``
+    (NHWC, C-contiguous, the result's shape and dtype), bound: ``run()`` each, in order,
+    recomputes ``res`` from what ``xd`` then holds (the graph plan's steps). ValueError
+    for arrays the bound kernels cannot use in place."""
+    if xd.dtype != pw.dtype or res.dtype != pw.dtype or xd.ndim != 4 or not res.flags.c_contiguous:
+        raise ValueError("bind_conv2d: arrays of the weights' dtype, a C-contiguous result")
+    geom = geometry(xd.shape, pw.kh, pw.kw, pw.cg, pw.groups, stride, padding, dilation)
+    if res.shape != (xd.shape[0], geom[0], geom[1], pw.out_channels):
+        raise ValueError(f"bind_conv2d: the result has shape {res.shape}")
+    return _conv_nhwc(xd, pw, None, geom, activation, res, bind=True)

@@ -39,6 +39,7 @@ import re
 import unittest
 import warnings
 
+import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
@@ -163,8 +164,31 @@ def _collect(backend, name: str) -> type:
     return type(name, (unittest.TestCase,), attrs)
 
 
-TestReferenceNodeConformance = _collect(ReferenceBackend, "TestReferenceNodeConformance")
-TestCpuNodeConformance = _collect(CpuBackend, "TestCpuNodeConformance")
+def _twice(backend: type) -> type:
+    """``backend`` whose models run twice per call: the first run traces the graph node by
+    node and compiles the session's static plan, the second runs on the plan (graph.plan);
+    both must give the same arrays, and the second goes to the test's check."""
+    class Twice(backend):
+        @classmethod
+        def prepare(cls, model, device="CPU", **kwargs):
+            rep = super().prepare(model, device, **kwargs)
+            once = rep.run
+
+            def run(inputs, **kw):
+                first = once(inputs, **kw)
+                second = once(inputs, **kw)
+                assert rep.session.last_run in ("plan", "nodes")
+                for a, b in zip(first, second):
+                    np.testing.assert_array_equal(a, b)
+                return second
+            rep.run = run
+            return rep
+    Twice.__name__ = backend.__name__
+    return Twice
+
+
+TestReferenceNodeConformance = _collect(_twice(ReferenceBackend), "TestReferenceNodeConformance")
+TestCpuNodeConformance = _collect(_twice(CpuBackend), "TestCpuNodeConformance")
 
 
 def test_every_default_domain_operator_is_covered():

@@ -26,8 +26,10 @@ from typing import Callable
 
 import numpy as np
 
-from ... import _api, _native
-from ..._layout import convertible, nchw_to_nhwc
+from functools import partial
+
+from ... import _api, _conv, _float, _native
+from ..._layout import convertible, nchw_to_nhwc, transpose_into
 from ..._qtensor import QTensor, dequantize, quantize
 from ..backend import Backend, run_steps
 from ..errors import RunError
@@ -47,6 +49,11 @@ KERNELS: dict[str, Callable[[Node, Graph], Runner | None]] = {}
 #: op key -> the attributes its maker understands (a node with another one is left to
 #: the reference, which refuses what it does not implement)
 KERNEL_ATTRS: dict[str, frozenset] = {}
+
+#: op key -> function(node, inputs, outputs) binding a node its reference operator runs
+#: to numpy's own loop writing the output in place (the same loop, so the same bits), or
+#: returning None (see Backend.steps)
+BINDERS: dict[str, Callable] = {}
 
 _INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
 _F16, _F32 = np.dtype(np.float16), np.dtype(np.float32)
@@ -111,11 +118,21 @@ class CpuBackend(Backend):
         runner = self._make(node, graph) if node.key in KERNELS else None
         return "reference" if runner is None else getattr(runner, "placement", "native")
 
-    def compile(self, nodes: list[Node], graph: Graph):
+    def steps(self, nodes: list[Node], graph: Graph):
         steps = []
         for node in nodes:
             fast = self._make(node, graph) if node.key in KERNELS else None
-            steps.append((node, fast or (lambda values, node=node: run_node(node, values))))
+            if fast is None:
+                def fast(values, node=node):
+                    return run_node(node, values)
+                binder = BINDERS.get(node.key)
+                if binder is not None:
+                    fast.bind = lambda ins, outs, node=node, binder=binder: binder(node, ins, outs)
+            steps.append((node, fast))
+        return steps
+
+    def compile(self, nodes: list[Node], graph: Graph):
+        steps = self.steps(nodes, graph)
 
         def run(values, timer=None):
             return run_steps(steps, values, timer)
@@ -150,11 +167,48 @@ def _fallback(node: Node, graph: Graph, runner: Runner, reference: Runner | None
                 raise RunError(f"node {node.name!r} ({node.key}) cannot run on inputs {shapes}") from None
             return reference(values)
     run.placement = getattr(runner, "placement", "native")
+    binder = getattr(runner, "bind", None)
+    if binder is not None:
+        def bind(ins, outs):
+            try:
+                with node_errors(node):
+                    return binder(ins, outs)
+            except (_NotServed, ValueError, TypeError):   # not arrays the kernels take in place
+                return None
+        run.bind = bind
     return run
 
 
 class _NotServed(Exception):
     """Raised by a runner for values it was not prepared for (the reference runs them)."""
+
+
+def _chain(calls: list) -> Callable[[], None]:
+    """One callable running ``calls`` (no arguments) in order."""
+    if len(calls) == 1:
+        return calls[0]
+
+    def run():
+        for call in calls:
+            call()
+    return run
+
+
+def _nhwc_input(data: np.ndarray) -> tuple[np.ndarray, list]:
+    """The NHWC array a bound convolution reads for NCHW ``data``: its transpose when that
+    is C-contiguous (the NCHW view of an NHWC value, as the convolutions return), else a
+    buffer of its own that the native transposing copy fills (the calls returned) first."""
+    xd = data.transpose(0, 2, 3, 1)
+    if xd.flags.c_contiguous:
+        return xd, []
+    scratch = np.empty(xd.shape, data.dtype)
+    return scratch, [partial(transpose_into, data, scratch, True)]
+
+
+def _constant_params(node: Node, graph: Graph) -> bool:
+    """Whether every input after the first (scales, zero points, weights) is a constant:
+    then a node bound once stays right for every run."""
+    return all(not name or name in graph.initializers for name in node.inputs[1:])
 
 
 class _QParams:
@@ -331,6 +385,23 @@ def _make_qconv(node: Node, graph: Graph) -> Runner | None:
         # is then free, and elementwise operators between keep the NHWC memory order
         # (numpy's order="K"), so chains of convolutions stay NHWC in memory
         return {result: y.transpose(0, 3, 1, 2)}
+
+    def bind(ins, outs):
+        data, y = ins[0], outs[0]
+        if not constant or data is None or data.ndim != 4 or not convertible(data.dtype):
+            return None
+        scope = {name: v for name, v in zip(node.inputs, ins) if name}
+        xd, pre = _nhwc_input(data)
+        xq = xin.qtensor(scope, xd)
+        ys, yz, ydt = out.get(scope) if out is not None else (None, 0, np.int32)
+        call = _conv.ConvCall(xq, pw, None, stride, padding, dilation, groups, "NHWC", "OHWI", ys, yz, ydt, None,
+                              _requant(graph) if out is not None else "fp32", None)
+        res = y.transpose(0, 2, 3, 1)
+        if res.shape != call.shape_nhwc or res.dtype != call.out_dtype or not res.flags.c_contiguous:
+            return None
+        return _chain(pre + [c.run for c in call.bind(xd, res.reshape(-1, res.shape[3]))])
+    constant = _constant_params(node, graph)
+    run.bind = bind
     return _fallback(node, graph, run)
 
 
@@ -516,6 +587,18 @@ def _make_qlinear_binary(node: Node, graph: Graph) -> Runner | None:
         y = np.empty_like(x)                     # the same order; so is w (the same strides)
         _native.qlinear_binary(mul, flat_x, sa_, za_, w.ravel(order="K"), sb_, zb_, sy_, zy_, y.ravel(order="K"))
         return {result: y}
+
+    def bind(ins, outs):
+        x, w, y = ins[0], ins[3], outs[0]
+        if x is None or w is None or x.dtype != dtype or w.dtype != dtype or y.dtype != dtype \
+                or not x.shape == w.shape == y.shape or not x.strides == w.strides == y.strides \
+                or min(x.strides, default=0) < 0:
+            return None
+        flat = [v.ravel(order="K") for v in (x, w, y)]
+        if x.size > 1 and not all(np.may_share_memory(f, v) for f, v in zip(flat, (x, w, y))):
+            return None                          # not one run of memory each
+        return partial(_native.qlinear_binary, mul, flat[0], sa_, za_, flat[1], sb_, zb_, sy_, zy_, flat[2])
+    run.bind = bind
     return _fallback(node, graph, run)
 
 
@@ -550,6 +633,15 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
         y = _api.conv2d(nchw_to_nhwc(data, copy=False), pw, stride=stride, padding=padding, dilation=dilation,
                         activation=activation)
         return {result: y.transpose(0, 3, 1, 2)}
+
+    def bind(ins, outs):
+        data = ins[0]
+        if data is None or data.dtype != dtype or data.ndim != 4:
+            return None
+        xd, pre = _nhwc_input(data)
+        calls = _float.bind_conv2d(xd, pw, stride, padding, dilation, activation, outs[0].transpose(0, 2, 3, 1))
+        return _chain(pre + [c.run for c in calls])
+    run.bind = bind
     return _fallback_fused(node, graph, run, activation)
 
 
@@ -618,7 +710,23 @@ def _make_gemm(node: Node, graph: Graph) -> Runner | None:
         if data.dtype != dtype or data.ndim != 2:
             raise _NotServed
         return {result: _api.matmul(data.T if trans_a else data, pw, activation=activation)}
+
+    def bind(ins, outs):
+        data, y = ins[0], outs[0]
+        if data is None or data.dtype != dtype or data.ndim != 2 or y.dtype != dtype:
+            return None
+        return _bind_gemm(data.T if trans_a else data, pw, activation, y)
+    run.bind = bind
     return _fallback_fused(node, graph, run, activation)
+
+
+def _bind_gemm(a: np.ndarray, pw, activation, y: np.ndarray):
+    """The float GEMM y = act(a . pw + bias) bound to a (M, K) and y (M, N), or None."""
+    if a.ndim != 2 or y.shape != (a.shape[0], pw.n) or a.shape[1] != pw.k or y.strides[1] != y.itemsize:
+        return None
+    lo, hi = _float._clamp(activation)
+    bias = pw.bias if pw.bias is not None else _float._bias(None, pw.n)
+    return _float.gemm2d(a, pw, bias, lo, hi, y, bind=True).run
 
 
 @kernel("MatMul")
@@ -637,6 +745,16 @@ def _make_matmul(node: Node, graph: Graph) -> Runner | None:
             if data.dtype != dtype or data.ndim < 1:
                 raise _NotServed
             return {result: _api.matmul(data, pw)}
+
+        def bind(ins, outs):
+            data, y = ins[0], outs[0]
+            if data is None or data.dtype != dtype or data.ndim < 2 or y.dtype != dtype:
+                return None
+            rows, y2 = data.reshape(-1, data.shape[-1]), y.reshape(-1, y.shape[-1])   # views, or not bound:
+            if not (np.shares_memory(rows, data) and np.shares_memory(y2, y)) and data.size and y.size:
+                return None
+            return _bind_gemm(rows, pw, None, y2)
+        run.bind = bind
     else:
         def run(values):
             da, db = values[a], values[b]
@@ -644,3 +762,31 @@ def _make_matmul(node: Node, graph: Graph) -> Runner | None:
                 raise _NotServed
             return {result: _api.matmul(da, db)}
     return _fallback(node, graph, run)
+
+
+# ------------------------------------------- reference operators on numpy's loops, in place
+
+_UFUNCS = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}
+
+
+def _bind_binary(node: Node, ins, outs):
+    """Float Add/Sub/Mul: the reference's numpy call (np.add(a, b) of one dtype) with
+    ``out=``."""
+    a, b, y = ins[0], ins[1], outs[0]
+    if a is None or b is None or a.dtype.kind != "f" or not a.dtype == b.dtype == y.dtype \
+            or np.broadcast_shapes(a.shape, b.shape) != y.shape:
+        return None
+    return partial(_UFUNCS[node.op_type], a, b, out=y)
+
+
+def _bind_relu(node: Node, ins, outs):
+    """float32 Relu: the reference's np.maximum(x, 0) with ``out=``."""
+    x, y = ins[0], outs[0]
+    if x is None or x.dtype != _F32 or y.dtype != _F32 or x.shape != y.shape:
+        return None
+    return partial(np.maximum, x, _F32.type(0), out=y)
+
+
+for _key in _UFUNCS:
+    BINDERS[_key] = _bind_binary
+BINDERS["Relu"] = _bind_relu

@@ -47,8 +47,11 @@ class ReferenceBackend(Backend):
     def placement(self, node: Node, graph: Graph) -> str:
         return "reference"
 
+    def steps(self, nodes: list[Node], graph: Graph):
+        return [(node, lambda values, node=node: run_node(node, values)) for node in nodes]
+
     def compile(self, nodes: list[Node], graph: Graph):
-        steps = [(node, lambda values, node=node: run_node(node, values)) for node in nodes]
+        steps = self.steps(nodes, graph)
 
         def run(values, timer=None):
             return run_steps(steps, values, timer)

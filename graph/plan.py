@@ -1,0 +1,235 @@
+"""The compiled plan of a session: the graph as a flat list of bound calls over one
+static memory arena, for one set of input shapes.
+
+A session's first run for new input shapes runs the graph node by node (the trace) and
+keeps every value it made. From the trace a :class:`PlanSpec` is made once per set of
+input shapes (and thread count and ISA):
+
+* **buffers**: every input and intermediate value gets a place in one 64-byte-aligned
+  arena, in the memory order the trace gave it (a convolution's NCHW view of NHWC
+  memory stays one); places are reused by liveness (greedy, largest first, each value
+  alive from the step that makes it to its last reader; graph outputs to the end);
+* **views**: Reshape, Flatten, Squeeze, Unsqueeze and Identity whose other inputs are
+  constants and whose traced result was a view of their input are views in the arena
+  too: no step at all;
+* **steps**: each other node, in order. A node whose runner can bind (``fn.bind``, see
+  :meth:`~qkernels.graph.Backend.steps`) becomes one no-argument call on fixed arrays
+  (the native drivers' ``BoundGemm`` / ``BoundDw``: blocking, threads and packing
+  buffers decided once, the GIL released while it runs); any other node runs its
+  runner on the arena's arrays and its results are copied into their places, after a
+  check that they have the traced shapes and dtypes (a model whose shapes follow its
+  data raises :class:`Replan`, and the session runs such shapes node by node).
+
+A :class:`Plan` is a spec made real: the arena and the bound steps. A run copies the
+feeds into their places, runs the steps, and copies the requested outputs out (they
+never alias the arena). A plan serves one call at a time; a session keeps a pool of
+them per spec, so that calls from several threads each get their own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._layout import convertible, nhwc_to_nchw
+from .ir import Graph, Node
+
+ALIGN = 64
+#: operators whose result may be a view of their first input (when the others are constants)
+VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+
+
+class Replan(Exception):
+    """A step made a value of another shape or dtype than the trace: the plan does not
+    hold for this model (its shapes follow its data)."""
+
+
+class Unplannable(Exception):
+    """The graph cannot run on a static plan (values that are not plain numbers, a
+    backend that does not give its steps)."""
+
+
+@dataclass
+class _Value:
+    name: str
+    shape: tuple
+    dtype: np.dtype
+    strides: tuple | None = None      # None: C order
+    offset: int = 0                   # in the arena (base values)
+    base: str | None = None           # a view of this value (no place of its own)
+    first: int = -1                   # the step that makes it (-1: a feed)
+    last: int = -1                    # the last step that reads it
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def _dense_strides(arr: np.ndarray) -> tuple | None:
+    """``arr``'s strides when its elements fill one run of memory in some axis order (a
+    C-contiguous array or a transpose of one), else None."""
+    if arr.flags.c_contiguous:
+        return arr.strides
+    if arr.size == 0 or min(arr.strides) < 0:
+        return None
+    order = sorted(range(arr.ndim), key=lambda i: -arr.strides[i])
+    return arr.strides if arr.transpose(order).flags.c_contiguous else None
+
+
+class PlanSpec:
+    """What the trace decided for one set of input shapes: the steps' nodes, every
+    value's shape, dtype, memory order and arena offset, the views (see the module)."""
+
+    def __init__(self, graph: Graph, steps: list[tuple[Node, object]], traced: dict, feeds: list[str]):
+        consts = graph.initializers
+        self.graph, self.node_steps, self.feeds = graph, steps, feeds
+        values: dict[str, _Value] = {}
+
+        def add(name, first):
+            arr = np.asarray(traced[name])
+            if arr.dtype.kind not in "biufc":
+                raise Unplannable(f"value {name!r} is {arr.dtype}, not a number")
+            values[name] = _Value(name, arr.shape, arr.dtype, _dense_strides(arr), first=first)
+
+        for name in feeds:
+            add(name, -1)
+        self.steps: list[tuple[Node, object]] = []   # the nodes that run (views are not steps)
+        self.views: list[Node] = []
+        for node, fn in steps:
+            for name in node.outputs:
+                if name and name not in values:
+                    add(name, len(self.steps))
+            src = node.inputs[0] if node.inputs else ""
+            out = node.outputs[0] if len(node.outputs) == 1 else ""
+            if node.op_type in VIEW_OPS and not node.domain and out and src in values \
+                    and all(not i or i in consts for i in node.inputs[1:]) \
+                    and np.shares_memory(np.asarray(traced[out]), np.asarray(traced[src])):
+                values[out].base = values[src].base or src
+                values[out].strides = None
+                self.views.append(node)
+                continue
+            self.steps.append((node, fn))
+        # liveness: a view keeps its base alive; outputs live to the end
+        for k, (node, _) in enumerate(self.steps):
+            for name in node.inputs:
+                if name in values:
+                    v = values[name]
+                    root = values[v.base] if v.base else v
+                    root.last = max(root.last, k)
+        for v in values.values():
+            if v.base is None:
+                v.last = max(v.last, v.first)
+        for out in graph.outputs:
+            if out.name in values:
+                v = values[out.name]
+                (values[v.base] if v.base else v).last = len(self.steps)
+        self.values = values
+        self.arena_bytes = _place([v for v in values.values() if v.base is None])
+
+
+def _place(buffers: list[_Value]) -> int:
+    """Offsets for ``buffers`` (largest first, each at the lowest aligned offset free
+    over its lifetime); the arena's size."""
+    placed: list[_Value] = []
+    end = 0
+    for v in sorted(buffers, key=lambda v: (-v.nbytes, v.first)):
+        size = -(-v.nbytes // ALIGN) * ALIGN
+        busy = sorted((p.offset, p.offset + -(-p.nbytes // ALIGN) * ALIGN) for p in placed
+                      if p.first <= v.last and v.first <= p.last)
+        offset = 0
+        for lo, hi in busy:
+            if offset + size <= lo:
+                break
+            offset = max(offset, hi)
+        v.offset = offset
+        placed.append(v)
+        end = max(end, offset + size)
+    return end
+
+
+class Plan:
+    """A :class:`PlanSpec` made real: its arena and its bound steps (see the module)."""
+
+    def __init__(self, spec: PlanSpec, placement):
+        self.spec = spec
+        consts = spec.graph.initializers
+        raw = np.empty(spec.arena_bytes + ALIGN, np.uint8)
+        start = -raw.ctypes.data % ALIGN
+        self.arena = raw
+        arrays: dict[str, np.ndarray] = {}
+        for v in spec.values.values():
+            if v.base is None:
+                arrays[v.name] = np.ndarray(v.shape, v.dtype, raw, start + v.offset, v.strides)
+        for v in spec.values.values():
+            if v.base is not None:
+                view = arrays[v.base].reshape(v.shape)
+                if v.nbytes and not np.shares_memory(view, arrays[v.base]):
+                    raise Unplannable(f"{v.name!r} is no longer a view of {v.base!r}")
+                arrays[v.name] = view
+        self.arrays = arrays
+        self.feeds = [(name, arrays[name]) for name in spec.feeds]
+        self.steps = []            # (node, call, bound, placement)
+        for node, fn in spec.steps:
+            ins = [(consts[i] if i in consts else arrays.get(i)) if i else None for i in node.inputs]
+            outs = [arrays[o] for o in node.outputs if o]
+            call = None
+            binder = getattr(fn, "bind", None)
+            if binder is not None:
+                try:
+                    call = binder(ins, outs)
+                except (ValueError, TypeError):
+                    call = None
+            bound = call is not None
+            if call is None:
+                call = _copying_step(node, fn, ins, {o: arrays[o] for o in node.outputs if o})
+            self.steps.append((node, call, bound, placement(node)))
+
+    @property
+    def bound(self) -> int:
+        """How many steps are bound calls (the others run their node's runner)."""
+        return sum(1 for s in self.steps if s[2])
+
+    def run(self, feeds: dict, names: list[str], timer=None) -> list[np.ndarray]:
+        for name, slot in self.feeds:
+            np.copyto(slot, feeds[name])
+        if timer is None:
+            for step in self.steps:
+                step[1]()
+        else:
+            import time
+            steps = {id(s[0]): s for s in self.steps}
+            for node, _ in self.spec.node_steps:      # in node order; views: no work
+                if id(node) not in steps:
+                    timer(node, "view", 0.0)
+                    continue
+                _, call, _, where = steps[id(node)]
+                t0 = time.perf_counter()
+                call()
+                timer(node, where, time.perf_counter() - t0)
+        consts = self.spec.graph.initializers
+        return [_copy_out(consts[n] if n in consts else self.arrays[n]) for n in names]
+
+
+def _copying_step(node: Node, fn, ins: list, outs: dict):
+    """A node's runner on fixed arrays, its results copied into ``outs`` (checked)."""
+    scope = {name: v for name, v in zip(node.inputs, ins) if name and v is not None}
+    checks = [(name, slot, slot.shape, slot.dtype) for name, slot in outs.items()]
+
+    def step():
+        produced = fn(scope)
+        for name, slot, shape, dtype in checks:
+            got = np.asarray(produced[name])
+            if got.shape != shape or got.dtype != dtype:
+                raise Replan(f"node {node.name!r} made {name!r} {got.dtype}{list(got.shape)}, "
+                             f"traced as {dtype}{list(shape)}")
+            np.copyto(slot, got)
+    return step
+
+
+def _copy_out(v: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy the caller owns (an NCHW view of NHWC memory through the native
+    transpose: numpy's strided copy is several times slower)."""
+    if v.ndim == 4 and not v.flags.c_contiguous and convertible(v.dtype) \
+            and v.transpose(0, 2, 3, 1).flags.c_contiguous:
+        return nhwc_to_nchw(v.transpose(0, 2, 3, 1))
+    return np.array(v, order="C", copy=True)
