@@ -1,0 +1,189 @@
+"""The compiled static plan (qkernels.graph.plan): bit-identical to the node-by-node run
+on real CNNs, float and int8; native steps bound; an arena whose places never overlap
+while both are alive; a plan per input-shape set; shapes that follow the data fall
+back; outputs owned by the caller; calls from several threads; errors mid-plan."""
+import threading
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from qkernels.bench import zoo  # noqa: E402
+from qkernels.graph import ModelError, Session  # noqa: E402
+from qkernels.graph import session as session_module  # noqa: E402
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    return zoo.mobilenet_v2(width=0.35, size=48, classes=10)
+
+
+@pytest.fixture(scope="module")
+def mobilenet_int8(mobilenet):
+    from qkernels.quant import quantize_model
+    calib = [{"input": RNG.standard_normal((1, 3, 48, 48)).astype(np.float32)} for _ in range(4)]
+    return quantize_model(mobilenet, calib, method="minmax", progress=False)
+
+
+def _pool(s: Session):
+    (pool,) = [p for p in s._plans.values() if p is not None]
+    return pool
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_plan_is_bit_identical_to_the_node_by_node_run(variant, threads, mobilenet, mobilenet_int8):
+    model = mobilenet if variant == "fp32" else mobilenet_int8
+    planned = Session(model, num_threads=threads)
+    nodes = Session(model, num_threads=threads, plan=False)
+    for k in range(3):
+        x = RNG.standard_normal((1, 3, 48, 48)).astype(np.float32)
+        (got,) = planned.run(None, {"input": x})
+        (want,) = nodes.run(None, {"input": x})
+        assert planned.last_run == ("trace" if k == 0 else "plan") and nodes.last_run == "nodes"
+        np.testing.assert_array_equal(got, want)
+    plan = _pool(planned)._idle[0]
+    convs = [s for s in plan.steps if s[0].op_type in ("Conv", "FusedConv", "QLinearConv")]
+    assert convs and all(bound for _, _, bound, _ in convs)     # every convolution a bound native call
+    assert plan.bound >= len(convs)
+
+
+def test_arena_places_do_not_overlap_while_alive(mobilenet):
+    s = Session(mobilenet, num_threads=1)
+    x = RNG.standard_normal((1, 3, 48, 48)).astype(np.float32)
+    s.run(None, {"input": x})
+    spec = _pool(s).spec
+    bases = [v for v in spec.values.values() if v.base is None]
+    for i, a in enumerate(bases):
+        assert a.offset % 64 == 0
+        for b in bases[i + 1:]:
+            if a.first <= b.last and b.first <= a.last and a.nbytes and b.nbytes:   # alive together
+                assert a.offset + a.nbytes <= b.offset or b.offset + b.nbytes <= a.offset, (a.name, b.name)
+    total = sum(v.nbytes for v in bases)
+    assert max(v.nbytes for v in bases) <= spec.arena_bytes < total / 2         # places are reused
+    assert spec.views                                                           # Flatten/Reshape: views
+    s.run(None, {"input": x})
+    assert s.peak_bytes == s.arena_bytes == spec.arena_bytes
+
+
+def _dynamic_model():
+    """y = Reshape(x, [-1]) of x's non-zero positions: NonZero's shape follows the data."""
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]),
+             helper.make_node("Cast", ["nz"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Relu", ["f"], ["y"])]
+    g = helper.make_graph(nodes, "dyn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_shapes_that_follow_the_data_run_node_by_node():
+    s = Session(_dynamic_model())
+    a = np.array([1, 0, 2, 0], np.float32)
+    b = np.array([1, 3, 2, 0], np.float32)
+    np.testing.assert_array_equal(s.run(None, {"x": a})[0], [[0, 2]])
+    np.testing.assert_array_equal(s.run(None, {"x": a})[0], [[0, 2]])
+    assert s.last_run == "plan"
+    np.testing.assert_array_equal(s.run(None, {"x": b})[0], [[0, 1, 2]])     # the plan refused: node by node
+    assert s.last_run == "nodes"
+    np.testing.assert_array_equal(s.run(None, {"x": a})[0], [[0, 2]])
+    assert s.last_run == "nodes"
+
+
+def _mlp_dynamic_batch():
+    w = RNG.standard_normal((8, 5)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])]
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])],
+                          [numpy_helper.from_array(w, "w")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), w
+
+
+def test_a_plan_per_input_shape_set_least_recently_used_dropped(monkeypatch):
+    model, w = _mlp_dynamic_batch()
+    s = Session(model)
+    monkeypatch.setattr(session_module, "PLAN_CACHE", 3)
+    for n in (1, 2, 1, 3, 4, 2):
+        x = RNG.standard_normal((n, 8)).astype(np.float32)
+        for _ in range(2):
+            (y,) = s.run(None, {"x": x})
+            np.testing.assert_allclose(y, np.maximum(x @ w, 0), rtol=1e-5, atol=1e-5)
+    assert s.last_run == "plan"
+    assert [k[0][0][1] for k in s._plans] == [(3, 8), (4, 8), (2, 8)]
+
+
+def test_outputs_are_the_callers_and_feeds_any_view(mobilenet):
+    s = Session(mobilenet, num_threads=1)
+    x = RNG.standard_normal((1, 3, 48, 96)).astype(np.float32)
+    view = x[:, :, :, ::2]                      # a strided feed: copied into its place
+    (y0,) = s.run(None, {"input": np.ascontiguousarray(view)})
+    (y1,) = s.run(None, {"input": view})
+    assert s.last_run == "plan"
+    np.testing.assert_array_equal(y0, y1)
+    assert y1.flags.c_contiguous and y1.flags.writeable and y1.flags.owndata
+    y1[...] = 0                                 # the caller's: the next run is unaffected
+    (y2,) = s.run(None, {"input": view})
+    np.testing.assert_array_equal(y0, y2)
+    assert not np.shares_memory(y2, _pool(s)._idle[0].arena)
+
+
+def test_calls_from_several_threads_each_get_a_plan(mobilenet):
+    s = Session(mobilenet, num_threads=1)
+    ref = Session(mobilenet, num_threads=1, plan=False)
+    xs = [RNG.standard_normal((1, 3, 48, 48)).astype(np.float32) for _ in range(4)]
+    want = [ref.run(None, {"input": x})[0] for x in xs]
+    s.run(None, {"input": xs[0]})
+    errors = []
+
+    def work(k):
+        try:
+            for _ in range(5):
+                np.testing.assert_array_equal(s.run(None, {"input": xs[k]})[0], want[k])
+        except Exception as e:  # noqa: BLE001  (reported below)
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert 1 <= len(_pool(s)._idle) <= 4
+
+
+def test_an_error_mid_plan_is_raised_and_the_session_goes_on():
+    nodes = [helper.make_node("Gather", ["d", "i"], ["y"], axis=0)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("d", TensorProto.FLOAT, [3]),
+                                       helper.make_tensor_value_info("i", TensorProto.INT64, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    s = Session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+    d = np.array([1, 2, 3], np.float32)
+    for _ in range(2):
+        np.testing.assert_array_equal(s.run(None, {"d": d, "i": np.array([2, 0])})[0], [3, 1])
+    with pytest.raises(ModelError):
+        s.run(None, {"d": d, "i": np.array([5, 0])})
+    np.testing.assert_array_equal(s.run(None, {"d": d, "i": np.array([1, 1])})[0], [2, 2])
+    assert s.last_run == "plan"
+
+
+def test_profile_on_the_plan_names_every_node(mobilenet):
+    s = Session(mobilenet, num_threads=1)
+    x = RNG.standard_normal((1, 3, 48, 48)).astype(np.float32)
+    s.run(None, {"input": x})
+    s.run(None, {"input": x}, profile=True)
+    assert s.last_run == "plan"
+    rows = s.last_profile
+    assert [r["node"] for r in rows] == [n.name for n in s.graph.nodes]
+    assert {r["placement"] for r in rows if r["op"] == "Flatten"} == {"view"}
+    assert "view" in s.format_profile()
+
+
+def test_plan_off_runs_node_by_node(mobilenet):
+    s = Session(mobilenet, plan=False)
+    x = RNG.standard_normal((1, 3, 48, 48)).astype(np.float32)
+    for _ in range(2):
+        s.run(None, {"input": x})
+        assert s.last_run == "nodes"
+    assert s.arena_bytes is None
