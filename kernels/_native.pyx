@@ -759,12 +759,14 @@ cdef const qk_ukernel *_kernel_of(int kid, int kind) except NULL:
 
 
 def ukernel_dw_sum(int kid, const uint8_t[:, :, ::1] x, cnp.ndarray w, cnp.ndarray init, bint a_signed, size_t c0,
-                   bint run=False):
+                   bint run=False, cnp.ndarray out=None, cnp.ndarray bias=None, float flo=0, float fhi=0):
     """Depthwise sum kernel `kid` over `count` pixels: x (count, taps, C * elem bytes) holds each
     tap's input pixel; w (taps, C) int16 (int8 kernels) or float32 (fp16 kernels); init (C)
     int32 or float32. Pointer rows per pixel, or (run) one shared row stepping through x, as
     for an interior run. Returns (acc (count, C): sums of channels [c0, end), zeros elsewhere,
-    end)."""
+    end). fp32 kernels, with `out` (count, C) float32 and `bias` (C) float32: the fp32
+    output stage may be fused (bias, clamp to [flo, fhi]) and stored into `out` for
+    channels [c0, stored); returns (acc, end, stored)."""
     cdef const qk_ukernel *k = _kernel_of(kid, QK_KIND_DW_SUM)
     cdef size_t count = x.shape[0], taps = x.shape[1]
     cdef size_t elem = 2 if k.dtype == QK_DTYPE_F16 else 4 if k.dtype == QK_DTYPE_F32 else 1
@@ -790,8 +792,21 @@ def ukernel_dw_sum(int kid, const uint8_t[:, :, ::1] x, cnp.ndarray w, cnp.ndarr
     acc = np.zeros((count, ch), np.int32)
     cdef int32_t[:, ::1] av = acc
     cdef size_t stored, end
+    cdef qk_out_params p
+    memset(&p, 0, sizeof(p))
+    if out is not None:
+        if (k.dtype != QK_DTYPE_F32 or out.dtype != np.float32 or not out.flags.c_contiguous or
+                (<object>out).shape != (count, ch) or bias is None or bias.dtype != np.float32 or
+                not bias.flags.c_contiguous or bias.shape[0] != ch):
+            raise ValueError("out (count, C) and bias (C) float32, C-contiguous, for an fp32 kernel")
+        p.mode = QK_OUT_F32
+        p.bias_f = <const float *>_ptr(bias)
+        p.flo, p.fhi = flo, fhi
+        d.out, d.c, d.c_stride = &p, _ptr(out), out.strides[0]
     end = k.dw_sum(&d, count, pp, 0 if run else taps, <Py_ssize_t>(taps * ch * elem) if run else 0, c0, &av[0, 0],
                    ch, 0, &stored)
+    if out is not None:
+        return acc.view(np.float32), end, stored
     return (acc.view(np.float32) if k.dtype != QK_DTYPE_QS8 else acc), end
 
 

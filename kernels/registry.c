@@ -42,6 +42,7 @@ QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_12x32_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_1x32_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_6x32_avx512vnni)
 QK_NATIVE_AND_EMU(dw_sum_fn, qk_dw_sum_avx512vnni)
+QK_NATIVE_AND_EMU(dw_sum_fn, qk_dw_sum_f32_avx512vnni)
 #endif
 #if defined(__aarch64__)
 gemm_fn qs8_gemm_4x8_neon_mlal, qs8_gemm_4x16c4_neondot, qs8_gemm_4x8c8_i8mm, qs8_gemm_8x8c8_i8mm, f16_gemm_8x8_neon,
@@ -144,6 +145,7 @@ static const qk_ukernel kernels[] = {
     VNNI_TWICE(f32_gemm_12x32_avx512vnni, gemm, f32_gemm_12x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F32, .mr = 12,
                .nr = 32, .kr = 1, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
     VNNI_TWICE(qs8_dwconv_avx512vnni, dw_sum, qk_dw_sum_avx512vnni, QK_ISA_AVX512VNNI, DW_SUM, QS8, .width = 16),
+    VNNI_TWICE(f32_dwconv_avx512vnni, dw_sum, qk_dw_sum_f32_avx512vnni, QK_ISA_AVX512VNNI, DW_SUM, F32, .width = 16),
 #undef VNNI_GEMM
 #undef VNNI_GEMM_FUSED
 #undef VNNI_TWICE

@@ -366,6 +366,40 @@ def test_depthwise_sum_ukernel_covers_its_blocks_exactly(kid, info, run, ref):
                     assert not acc[:, :c0].any() and not acc[:, end:].any(), f"{where}: wrote outside [c0, end)"
 
 
+@pytest.mark.parametrize("run", [False, True], ids=["pointer_rows", "interior_run"])
+@pytest.mark.parametrize("kid,info", _params([(k, i) for k, i in DW if i["dtype"] == _native.DTYPE_F32]))
+def test_fp32_depthwise_kernel_with_its_output_stage_fused_gives_the_same_floats(kid, info, run):
+    """An fp32 sum kernel given the output may store it itself (bias, clamp keeping NaN):
+    bit for bit the sums of the kernel it extends (AVX-512: the AVX2 kernel, whose FMAs it
+    repeats in order; others: its own sums-only call) through the fp32 output stage
+    (numpy's float32 add and the clamp), for the channels it says it stored."""
+    rng = np.random.default_rng(kid + run)
+    names = {i["name"]: k for k, i in DW}
+    base = names["f32_dwconv_avx2"] if "avx512" in info["name"] else kid
+    for taps in DW_TAPS:
+        for ch in DW_CHANNELS:
+            for c0 in sorted({0, 3, ch // 2} & set(range(ch))):
+                count = int(rng.integers(1, 9))
+                where = f"{info['name']} taps={taps} C={ch} c0={c0} count={count}"
+                x = rng.uniform(-4, 4, (count, taps, ch)).astype(np.float32)
+                x.flat[rng.integers(0, x.size)] = np.nan if rng.random() < 0.3 else x.flat[0]
+                w = rng.uniform(-1, 1, (taps, ch)).astype(np.float32)
+                init = np.zeros(ch, np.float32)
+                bias = rng.uniform(-2, 2, ch).astype(np.float32)
+                lo, hi = (-np.inf, np.inf) if rng.random() < 0.3 else (0.0, float(rng.uniform(1, 6)))
+                out = np.full((count, ch), -7.0, np.float32)
+                acc, end, stored = _native.ukernel_dw_sum(kid, x.view(np.uint8), w, init, False, c0, run, out, bias,
+                                                          lo, hi)
+                assert stored in (c0, end), where
+                sums, _ = _native.ukernel_dw_sum(base, x.view(np.uint8), w, init, False, c0, run)
+                want = np.minimum(np.float32(hi), np.maximum(np.float32(lo), sums + bias))
+                want = np.where(np.isnan(sums + bias), sums + bias, want)
+                np.testing.assert_array_equal(out[:, c0:stored], want[:, c0:stored], err_msg=where)
+                assert (out[:, :c0] == -7).all() and (out[:, stored:] == -7).all(), f"{where}: stored outside"
+                if stored == c0:      # sums only: as the other test checks them
+                    np.testing.assert_array_equal(acc[:, c0:end], sums[:, c0:end], err_msg=where)
+
+
 # ------------------------------------------------------------------ quantize row kernels
 
 QUANTIZE = [(kid, info) for kid, info in KERNELS if info["kind"] == _native.KIND_QUANTIZE]

@@ -191,6 +191,12 @@ static inline qk_v512 qk512_round(qk_v512f x) {   /* to int32, nearest even (MXC
     qk_v512 v = {_mm256_cvtps_epi32(x.lo), _mm256_cvtps_epi32(x.hi)};
     return v;
 }
+/* x clamped to [lo, hi] with x the second operand of max and min: a NaN x passes through
+   (the fp32 output stage, qk_f32_out) */
+static inline qk_v512f qk512f_clamp(qk_v512f x, qk_v512f lo, qk_v512f hi) {
+    qk_v512f v = {_mm256_min_ps(hi.lo, _mm256_max_ps(lo.lo, x.lo)), _mm256_min_ps(hi.hi, _mm256_max_ps(lo.hi, x.hi))};
+    return v;
+}
 /* The low byte of each lane (vpmovdb), 16 bytes stored: masked to 0..255, the unsigned
    saturating packs keep every value. */
 static inline void qk512_store_bytes(void *p, qk_v512 v) {
@@ -207,6 +213,9 @@ static inline qk_v512f qk512f_mul_clamp(qk_v512f x, qk_v512f s, qk_v512f lo, qk_
     return _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, s), lo), hi);
 }
 static inline qk_v512 qk512_round(qk_v512f x) { return _mm512_cvtps_epi32(x); }
+static inline qk_v512f qk512f_clamp(qk_v512f x, qk_v512f lo, qk_v512f hi) {
+    return _mm512_min_ps(hi, _mm512_max_ps(lo, x));
+}
 static inline void qk512_store_bytes(void *p, qk_v512 v) { _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8(v)); }
 #endif
 #endif
