@@ -10,6 +10,13 @@
 /* n bytes from s to d, each xor flip (int8 <-> uint8 when flip = 0x80): a loop the
  * compiler vectorises; memcpy when there is nothing to flip. */
 static inline void copy_flip(uint8_t *d, const uint8_t *s, size_t n, uint8_t flip) {
+    if (!flip && n <= 64) {   /* a stem's window row (3 channels x 3-7 taps): inline moves, not a call */
+        size_t i = 0;
+        for (; i + 16 <= n; i += 16) memcpy(d + i, s + i, 16);
+        for (; i + 4 <= n; i += 4) memcpy(d + i, s + i, 4);
+        for (; i < n; i++) d[i] = s[i];
+        return;
+    }
     if (!flip) {
         memcpy(d, s, n);
         return;
@@ -21,9 +28,17 @@ void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst,
     const size_t es = g->elem, tap_bytes = g->cg * es, row_bytes = g->kw * tap_bytes;
     /* pixels of a row are adjacent, channels too, no dilation along x */
     const int contiguous = g->sc == (ptrdiff_t)es && g->sw == (ptrdiff_t)tap_bytes && g->dil_x == 1;
+    /* the coordinates of row r0, then stepped: no divisions per row (three of them cost
+       as much as the gather of a small-channel row) */
+    size_t ox = r0 % g->out_w, oy = (r0 / g->out_w) % g->out_h, n = r0 / (g->out_w * g->out_h);
     for (size_t i = 0; i < rows; i++, dst += dst_stride) {
-        size_t r = r0 + i;
-        const size_t ox = r % g->out_w, oy = (r / g->out_w) % g->out_h, n = r / (g->out_w * g->out_h);
+        if (i && ++ox == g->out_w) {
+            ox = 0;
+            if (++oy == g->out_h) {
+                oy = 0;
+                n++;
+            }
+        }
         uint8_t *d = dst;
         const ptrdiff_t ix0 = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
         const int row_inside = ix0 >= 0 && ix0 + (ptrdiff_t)((g->kw - 1) * g->dil_x) < (ptrdiff_t)g->in_w;
