@@ -170,6 +170,8 @@ class ConvCall:
         pw, o = self.pw, self.shape_nhwc[3]
         if not res2d.size:
             return []
+        if xd.shape[3] == 1 and xd.strides[3] != 1:   # one channel: its stride is arbitrary (numpy's choice)
+            xd = np.lib.stride_tricks.as_strided(xd, strides=xd.strides[:3] + (1,), writeable=False)
         if pw.depthwise:
             src = _native.ConvSource(xd.view(np.uint8), *self.geometry)
             return [_native.dwconv(self.isa, src, *self.dw_args, res2d, _dispatch.get_num_threads(), True)]

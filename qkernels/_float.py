@@ -293,6 +293,8 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
     if not res.size:
         return [] if bind else res
     elem = xd.dtype.itemsize
+    if xd.shape[3] == 1 and xd.strides[3] != elem:   # one channel: its stride is arbitrary (numpy's choice)
+        xd = np.lib.stride_tricks.as_strided(xd, strides=xd.strides[:3] + (elem,), writeable=False)
     if xd.strides[3] != elem:         # the gathers copy whole pixels: channels must be adjacent
         if bind:
             raise ValueError("a bound convolution reads its input in place: channels must be adjacent")

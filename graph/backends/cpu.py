@@ -28,9 +28,10 @@ import numpy as np
 
 from functools import partial
 
-from ... import _api, _conv, _float, _native
+from ... import _api, _conv, _dispatch, _float, _native
 from ..._layout import convertible, nchw_to_nhwc, transpose_into
-from ..._qtensor import QTensor, dequantize, quantize
+from ..._qtensor import QTensor, _native_params, dequantize, quantize
+from ..._requant import output_spec
 from ..backend import Backend, run_steps
 from ..errors import RunError
 from ..ir import Graph, Node
@@ -126,7 +127,7 @@ class CpuBackend(Backend):
                 def fast(values, node=node):
                     return run_node(node, values)
                 binder = BINDERS.get(node.key)
-                if binder is not None:
+                if binder is not None and (node.key not in _SHAPES_FROM_INPUTS or _constant_params(node, graph)):
                     fast.bind = lambda ins, outs, node=node, binder=binder: binder(node, ins, outs)
             steps.append((node, fast))
         return steps
@@ -458,7 +459,51 @@ def _make_quantize_linear(node: Node, graph: Graph) -> Runner | None:
             return {result: dequantize(data, S, Z, axis)}
         except ValueError:       # NaN, or per-axis parameters that do not fit the data
             raise _NotServed from None
+
+    def bind(ins, outs):
+        data, y = ins[0], outs[0]
+        to_q = node.op_type == "QuantizeLinear"
+        if data is None or data.dtype != (_F32 if to_q else Z.dtype) or y.dtype != (Z.dtype if to_q else _F32) \
+                or data.shape != y.shape:
+            return None
+        if axis is None:         # per tensor: any memory order both share, as one run of values
+            flat = _same_order_runs(data, y)
+            if flat is None:
+                return None
+            src, dst, ax = flat[0], flat[1], None
+        elif data.flags.c_contiguous and y.flags.c_contiguous and -data.ndim <= axis < data.ndim:
+            src, dst, ax = data, y, axis % data.ndim
+            if S.size != data.shape[ax]:
+                return None
+        else:
+            return None
+        sc, zc, channels, inner = _native_params(S, Z, ax, src.shape)
+        sc, zc = np.ascontiguousarray(sc, np.float32), np.ascontiguousarray(zc, np.int32)   # as the kernels read them
+        isa, threads = _dispatch.isa_index(), _dispatch.get_num_threads()
+        if not to_q:
+            return partial(_native.dequantize, isa, src, Z.dtype == np.int8, sc, zc, channels, inner, dst, threads)
+        scope = {name: v for name, v in zip(node.inputs, ins) if name}
+
+        def call():
+            if _native.quantize(isa, src, sc, zc, channels, inner, Z.dtype == np.int8, dst, threads):
+                np.copyto(y, run_node(node, scope)[result])   # NaN: what the reference operator does
+        return call
+    run.bind = bind
     return _fallback(node, graph, run)
+
+
+def _same_order_runs(*arrays: np.ndarray) -> list | None:
+    """``arrays`` (one shape, strides in one proportion to their itemsizes) as flat views of
+    one run of memory each, element i of each the same element; None if they are not."""
+    a0 = arrays[0]
+    rel = [s // a0.itemsize for s in a0.strides]
+    if min(a0.strides, default=0) < 0 or any(a.shape != a0.shape or [s // a.itemsize for s in a.strides] != rel
+                                              or any(s % a.itemsize for s in a.strides) for a in arrays):
+        return None
+    flat = [a.reshape(-1) if a.ndim == 0 else a.ravel(order="K") for a in arrays]
+    if a0.size > 1 and not all(np.may_share_memory(f, a) for f, a in zip(flat, arrays)):
+        return None
+    return flat
 
 
 @kernel("QLinearMatMul", "MatMulInteger")
@@ -552,6 +597,18 @@ def _make_qgemm(node: Node, graph: Graph) -> Runner | None:
             return {result: acc.astype(np.float32) * float_scale}
         ys, yz, ydt = out.get(values)
         return {result: _api.matmul(aq, pw, out_scale=ys, out_zero_point=yz, out_dtype=ydt, requant=_requant(graph)).data}
+
+    def bind(ins, outs):
+        data, y = ins[0], outs[0]
+        if out is None or not out.const or data is None or data.ndim != 2 or data.dtype != ain.dtype:
+            return None
+        a_mat = data.T if trans_a else data
+        spec = output_spec("matmul", ain.dtype, None, out.dtype, out.scale, out.zp, None, _requant(graph))
+        if y.shape != (a_mat.shape[0], n) or y.dtype != spec.dtype or y.strides[1] != 1 or a_mat.shape[1] != pw.k:
+            return None
+        call = pw.prepare(a_mat.shape[0], ain.dtype == np.int8, ain.zp, ain.scale, spec)
+        return call.run(a_mat, y, bind=True).run
+    run.bind = bind
     return _fallback(node, graph, run)
 
 
@@ -790,3 +847,19 @@ def _bind_relu(node: Node, ins, outs):
 for _key in _UFUNCS:
     BINDERS[_key] = _bind_binary
 BINDERS["Relu"] = _bind_relu
+
+
+def _bind_reshape(node: Node, ins, outs):
+    """Reshape, Flatten, Squeeze, Unsqueeze, Identity whose result is not a view of its
+    input (the plan makes those free): the elements copied into place in C order."""
+    x, y = ins[0], outs[0]
+    if x is None or x.dtype != y.dtype or x.size != y.size or not y.flags.c_contiguous:
+        return None
+    return partial(np.copyto, y.reshape(x.shape), x)
+
+
+#: ops whose result's shape follows their inputs after the first: bound only when those
+#: are constants (else a bound copy would keep the traced shape)
+_SHAPES_FROM_INPUTS = frozenset({"Reshape", "Squeeze", "Unsqueeze"})
+for _key in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"):
+    BINDERS[_key] = _bind_reshape
