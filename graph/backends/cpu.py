@@ -127,7 +127,7 @@ class CpuBackend(Backend):
                 def fast(values, node=node):
                     return run_node(node, values)
                 binder = BINDERS.get(node.key)
-                if binder is not None and (node.key not in _SHAPES_FROM_INPUTS or _constant_params(node, graph)):
+                if binder is not None and (node.key not in _CONSTANT_PARAMS or _constant_params(node, graph)):
                     fast.bind = lambda ins, outs, node=node, binder=binder: binder(node, ins, outs)
             steps.append((node, fast))
         return steps
@@ -823,11 +823,11 @@ def _make_matmul(node: Node, graph: Graph) -> Runner | None:
 
 # ------------------------------------------- reference operators on numpy's loops, in place
 
-_UFUNCS = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}
+_UFUNCS = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 
 
 def _bind_binary(node: Node, ins, outs):
-    """Float Add/Sub/Mul: the reference's numpy call (np.add(a, b) of one dtype) with
+    """Float Add/Sub/Mul/Div: the reference's numpy call (np.add(a, b) of one dtype) with
     ``out=``."""
     a, b, y = ins[0], ins[1], outs[0]
     if a is None or b is None or a.dtype.kind != "f" or not a.dtype == b.dtype == y.dtype \
@@ -844,9 +844,47 @@ def _bind_relu(node: Node, ins, outs):
     return partial(np.maximum, x, _F32.type(0), out=y)
 
 
+def _bind_clip(node: Node, ins, outs):
+    """float32 Clip with constant bounds: the reference's np.maximum then np.minimum."""
+    x, y = ins[0], outs[0]
+    if x is None or x.dtype != _F32 or y.dtype != _F32 or x.shape != y.shape:
+        return None
+    lo, hi = (None if len(ins) <= i or ins[i] is None else ins[i].astype(_F32) for i in (1, 2))
+    if any(b is not None and b.size != 1 for b in (lo, hi)):
+        return None
+
+    def call():
+        src = x
+        if lo is not None:
+            np.maximum(src, lo, out=y)
+            src = y
+        if hi is not None:
+            np.minimum(src, hi, out=y)
+        elif lo is None:
+            np.copyto(y, x)
+    return call
+
+
+def _bind_hard_sigmoid(node: Node, ins, outs):
+    """float32 HardSigmoid: the reference's clip(alpha * x + beta, 0, 1), in place."""
+    x, y = ins[0], outs[0]
+    if x is None or x.dtype != _F32 or y.dtype != _F32 or x.shape != y.shape:
+        return None
+    alpha, beta = _F32.type(node.attrs.get("alpha", 0.2)), _F32.type(node.attrs.get("beta", 0.5))
+    zero, one = _F32.type(0), _F32.type(1)
+
+    def call():
+        np.multiply(x, alpha, out=y)
+        np.add(y, beta, out=y)
+        np.clip(y, zero, one, out=y)
+    return call
+
+
 for _key in _UFUNCS:
     BINDERS[_key] = _bind_binary
 BINDERS["Relu"] = _bind_relu
+BINDERS["Clip"] = _bind_clip
+BINDERS["HardSigmoid"] = _bind_hard_sigmoid
 
 
 def _bind_reshape(node: Node, ins, outs):
@@ -858,8 +896,8 @@ def _bind_reshape(node: Node, ins, outs):
     return partial(np.copyto, y.reshape(x.shape), x)
 
 
-#: ops whose result's shape follows their inputs after the first: bound only when those
-#: are constants (else a bound copy would keep the traced shape)
-_SHAPES_FROM_INPUTS = frozenset({"Reshape", "Squeeze", "Unsqueeze"})
+#: ops whose result follows their inputs after the first (a shape, bounds): bound only
+#: when those are constants (a bound call keeps what it saw when bound)
+_CONSTANT_PARAMS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Clip"})
 for _key in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"):
     BINDERS[_key] = _bind_reshape
