@@ -5,7 +5,7 @@ Everything here trusts its caller (qkernels._gemm validates shapes, dtypes and
 quantization parameters); what it still checks, it checks before releasing the GIL.
 """
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int8_t, uint8_t, int16_t, int32_t, uint32_t
+from libc.stdint cimport int8_t, uint8_t, int16_t, int32_t, uint32_t, int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 import numpy as np
@@ -639,6 +639,33 @@ def qlinear_binary(bint mul, cnp.ndarray a, float sa, int32_t za, cnp.ndarray b,
     cdef void *yp = _ptr(y)
     with nogil:
         qk_qlinear_binary(n, op, is_signed, ap, sa, za, bp, sb, zb, sy, zy, yp)
+    return y
+
+
+def global_average_pool(cnp.ndarray x, cnp.ndarray y, float scale=0, int32_t zx=0, int32_t zy=0):
+    """Mean over the pixels of x (N, C, P) (any strides, in elements of its dtype) into y
+    (N, C) C-contiguous of x's dtype: float32 (the sum in float64), or int8/uint8 as
+    onnxruntime's QLinearGlobalAveragePool with float32 ``scale`` = x_scale / (y_scale * P)
+    and the zero points (qk_pool.h)."""
+    if x.ndim != 3 or y.ndim != 2 or y.shape[0] != x.shape[0] or y.shape[1] != x.shape[1] or \
+            y.dtype != x.dtype or not y.flags.c_contiguous or not y.flags.writeable or x.shape[2] == 0 or \
+            x.dtype not in (np.float32, np.int8, np.uint8) or any(s % x.itemsize for s in (<object>x).strides):
+        raise ValueError("x (N, C, P > 0) float32/int8/uint8, y (N, C) of its dtype, C-contiguous")
+    cdef size_t n = x.shape[0], c = x.shape[1], pixels = x.shape[2], e = x.itemsize
+    cdef Py_ssize_t sn = x.strides[0] // <Py_ssize_t>e, sc = x.strides[1] // <Py_ssize_t>e
+    cdef Py_ssize_t sp = x.strides[2] // <Py_ssize_t>e
+    cdef void *acc = malloc(8 * max(c, 1))
+    if acc == NULL:
+        raise MemoryError("cannot allocate the pooling sums")
+    cdef const void *xp = _ptr(x)
+    cdef void *yp = _ptr(y)
+    cdef bint is_float = x.dtype == np.float32, is_signed = x.dtype == np.int8
+    with nogil:
+        if is_float:
+            qk_global_avg_f32(<const float *>xp, n, c, pixels, sn, sc, sp, <double *>acc, <float *>yp)
+        else:
+            qk_global_avg_q8(xp, is_signed, n, c, pixels, sn, sc, sp, zx, scale, zy, <int64_t *>acc, yp)
+    free(acc)
     return y
 
 

@@ -1,6 +1,6 @@
 # The C side of the native extension, declared once (kernels/include/qk_*.h): what the
 # Cython drivers (_native.pyx: `from qk cimport *`) may call and read.
-from libc.stdint cimport uint8_t, int16_t, int32_t, uint16_t
+from libc.stdint cimport uint8_t, int16_t, int32_t, uint16_t, int64_t
 
 cdef extern from "qk_cpu.h" nogil:
     int QK_ISA_COUNT
@@ -120,3 +120,9 @@ cdef extern from "qk_registry.h" nogil:
 cdef extern from "qk_layout.h" nogil:
     void qk_transpose(int simd, size_t elem, size_t rows, size_t cols, const uint8_t *src, Py_ssize_t s_row,
                       Py_ssize_t s_col, uint8_t *dst, Py_ssize_t d_row)
+
+cdef extern from "qk_pool.h" nogil:
+    void qk_global_avg_f32(const float *x, size_t n, size_t c, size_t pixels, Py_ssize_t sn, Py_ssize_t sc,
+                           Py_ssize_t sp, double *acc, float *y)
+    void qk_global_avg_q8(const void *x, int is_signed, size_t n, size_t c, size_t pixels, Py_ssize_t sn,
+                          Py_ssize_t sc, Py_ssize_t sp, int32_t zx, float scale, int32_t zy, int64_t *acc, void *y)

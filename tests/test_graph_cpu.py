@@ -623,3 +623,61 @@ def test_qlinear_binary_loop_saturates_and_rounds_ties_to_even():
     np.testing.assert_array_equal(y, [3, 11, 27, 43, 127, -128, 127, -128])
     with pytest.raises(ValueError, match="1-D contiguous"):
         _native.qlinear_binary(False, a, 1.0, 0, b.astype(np.uint8), 1.0, 0, 1.0, 0, y)
+
+
+# ------------------------------------------------- global average pooling (native)
+
+def _pool_model(op, dtype, shape, params=None, channels_last=0):
+    et = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    inits, names, attrs, domain = [], ["x"], {}, ""
+    if params is not None:
+        (sx, zx), (sy, zy) = params
+        inits = [numpy_helper.from_array(np.array(sx, np.float32), "sx"), numpy_helper.from_array(np.array(zx, dtype), "zx"),
+                 numpy_helper.from_array(np.array(sy, np.float32), "sy"), numpy_helper.from_array(np.array(zy, dtype), "zy")]
+        names, attrs, domain = ["x", "sx", "zx", "sy", "zy"], {"channels_last": channels_last}, "com.microsoft"
+    node = helper.make_node(op, names, ["y"], domain=domain, name="pool", **attrs)
+    return _model([node], [helper.make_tensor_value_info("x", et, list(shape))],
+                  [helper.make_tensor_value_info("y", et, None)], inits, ms=bool(domain))
+
+
+@settings(max_examples=60, deadline=None)
+@given(quantized=st.booleans(), signed=st.booleans(), channels_last=st.sampled_from([0, 1]),
+       layout=st.sampled_from(["contiguous", "nhwc-view", "sliced", "reversed"]), seed=st.integers(0, 2**31),
+       c=st.integers(1, 37), hw=st.sampled_from([(1, 1), (3, 5), (7, 7), (1, 9), (14, 14)]))
+def test_global_average_pools_on_the_native_loop(quantized, signed, channels_last, layout, seed, c, hw):
+    """GlobalAveragePool (float32: within float32 rounding of the float64 mean) and
+    com.microsoft QLinearGlobalAveragePool (bit for bit the reference, which is
+    onnxruntime's arithmetic: ties, saturation, both memory orders), node by node and on
+    the plan (the second run), on any input view."""
+    rng = np.random.default_rng(seed)
+    dtype = (np.int8 if signed else np.uint8) if quantized else np.float32
+    channels_last = channels_last if quantized else 0
+    shape = (2,) + hw + (c,) if channels_last else (2, c) + hw
+    if quantized:
+        info = np.iinfo(dtype)
+        params = [(float(np.float32(2.0 ** rng.uniform(-7, 0))), int(rng.integers(info.min, info.max + 1)))
+                  for _ in range(2)]
+        if rng.random() < 0.3:        # exact ties: scales in powers of two
+            params = [(2.0 ** int(rng.integers(-3, 1)), z) for _, z in params]
+        x = rng.integers(info.min, info.max + 1, shape).astype(dtype)
+        model = _pool_model("QLinearGlobalAveragePool", dtype, shape, params, channels_last)
+    else:
+        x = rng.standard_normal(shape).astype(np.float32) * np.float32(10.0 ** rng.uniform(-3, 3))
+        model = _pool_model("GlobalAveragePool", dtype, shape)
+    if layout == "nhwc-view":
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1)).transpose(0, 3, 1, 2)
+    elif layout == "sliced":
+        x = np.concatenate([x, x], axis=-1)[..., ::2]
+    elif layout == "reversed":
+        x = np.ascontiguousarray(x[:, ::-1])[:, ::-1]
+    cpu, ref = Session(model), reference_session(model)
+    assert cpu.placement(cpu.graph.nodes[0]) == "native"
+    want = ref.run(None, {"x": np.ascontiguousarray(x)})[0]
+    for _ in range(2):
+        got = cpu.run(None, {"x": x})[0]
+        if quantized:
+            np.testing.assert_array_equal(got, want)
+        else:
+            bound = np.abs(x.astype(np.float64)).mean(axis=(2, 3), keepdims=True) * 2.0**-21 + 1e-30
+            assert (np.abs(got.astype(np.float64) - want) <= bound).all()
+    assert cpu.last_run == "plan"

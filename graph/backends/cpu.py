@@ -659,6 +659,97 @@ def _make_qlinear_binary(node: Node, graph: Graph) -> Runner | None:
     return _fallback(node, graph, run)
 
 
+# ------------------------------------------------------------------ global pooling
+
+def _pixels_view(x: np.ndarray, channels_last: bool = False) -> np.ndarray | None:
+    """``x`` (N, C, spatial...) -- (N, spatial..., C) when ``channels_last`` -- as the view
+    (N, C, P) of its P pixels, when they lie at one stride; None otherwise."""
+    if x is None or x.ndim < 3:
+        return None
+    if channels_last:
+        x = np.moveaxis(x, -1, 1)
+    dims = [(d, st) for d, st in zip(x.shape[2:], x.strides[2:]) if d != 1]
+    if any(s0 != s1 * d1 for (_, s0), (d1, s1) in zip(dims, dims[1:])):
+        return None
+    pixels = int(np.prod(x.shape[2:], dtype=np.int64))
+    stride = dims[-1][1] if dims else x.itemsize
+    return np.lib.stride_tricks.as_strided(x, (x.shape[0], x.shape[1], pixels), (*x.strides[:2], stride),
+                                           writeable=False)
+
+
+def _pool_runner(node: Node, graph: Graph, dtypes, channels_last: bool, args: tuple) -> Runner:
+    """A global average pool node on the native loop: ``args`` (scale, zx, zy) as
+    :func:`qkernels._native.global_average_pool` takes them."""
+    result = node.outputs[0]
+
+    def shape_of(x):
+        return (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],) if channels_last else x.shape[:2] + (1,) * (
+            x.ndim - 2)
+
+    def run(values):
+        x = values[node.inputs[0]]
+        x3 = _pixels_view(x, channels_last) if x.dtype in dtypes else None
+        if x3 is None or x3.shape[2] == 0:
+            raise _NotServed
+        y = np.empty(shape_of(x), x.dtype)
+        _native.global_average_pool(x3, y.reshape(x3.shape[:2]), *args)
+        return {result: y}
+
+    def bind(ins, outs):
+        x, y = ins[0], outs[0]
+        x3 = _pixels_view(x, channels_last) if x is not None and x.dtype in dtypes else None
+        if x3 is None or x3.shape[2] == 0 or y.shape != shape_of(x) or y.dtype != x.dtype or not y.flags.c_contiguous:
+            return None
+        return partial(_native.global_average_pool, x3, y.reshape(x3.shape[:2]), *args)
+    run.bind = bind
+    return _fallback(node, graph, run)
+
+
+@kernel("GlobalAveragePool")
+def _make_global_average_pool(node: Node, graph: Graph) -> Runner | None:
+    """float32 GlobalAveragePool: each mean summed in float64, rounded once (the reference
+    sums in float32, pairwise: within its rounding)."""
+    return _pool_runner(node, graph, (_F32,), False, ())
+
+
+@kernel("com.microsoft::QLinearGlobalAveragePool", attrs=("channels_last",))
+def _make_qlinear_global_average_pool(node: Node, graph: Graph) -> Runner | None:
+    """com.microsoft QLinearGlobalAveragePool with constant per-tensor parameters: as
+    onnxruntime computes it (the exact sum, the float32 scale x_scale / (y_scale * P)),
+    bit for bit; the scale depends on P, so the runner is made per input size."""
+    x, sx, zx, sy, zy = _inputs(node, 5)
+    pin, pout = _QParams(graph, sx, zx), _QParams(graph, sy, zy)
+    if not (pin.const and pout.const) or pin.dtype != pout.dtype or node.attrs.get("channels_last", 0) not in (0, 1):
+        return None
+    last = bool(node.attrs.get("channels_last", 0))
+    runners: dict[int, Runner] = {}
+
+    def runner_for(pixels: int) -> Runner:
+        if pixels not in runners:
+            scale = np.float32(pin.scale) / (np.float32(pout.scale) * np.float32(pixels))
+            if not 0 < scale < np.inf:
+                raise _NotServed
+            runners[pixels] = _pool_runner(node, graph, (pin.dtype,), last, (float(scale), pin.zp, pout.zp))
+        return runners[pixels]
+
+    def pixels_of(x) -> int:
+        return int(np.prod(x.shape[1:-1] if last else x.shape[2:], dtype=np.int64)) if x.ndim >= 3 else 0
+
+    def run(values):
+        data = values[x]
+        if data.ndim < 3 or data.dtype != pin.dtype:
+            raise _NotServed
+        return runner_for(pixels_of(data))(values)
+
+    def bind(ins, outs):
+        data = ins[0]
+        if data is None or data.ndim < 3 or data.dtype != pin.dtype:
+            return None
+        return runner_for(pixels_of(data)).bind(ins, outs)
+    run.bind = bind
+    return _fallback(node, graph, run)
+
+
 # ------------------------------------------------------------------ float convolution
 
 @kernel("Conv", "com.microsoft::FusedConv", attrs=_CONV_ATTRS + ("activation", "activation_params"))
