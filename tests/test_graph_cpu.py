@@ -109,7 +109,7 @@ def test_float_cnn_planning():
     assert "Relu" not in ops and "Clip" not in ops
     cpu = next(b for b in s.backends if b.name == "cpu")
     on_kernels = [n.op_type for n in s.graph.nodes if cpu.on_kernels(n, s.graph)]
-    assert sorted(on_kernels) == ["Conv", "FusedConv", "FusedConv", "Gemm"]
+    assert sorted(on_kernels) == ["Conv", "FusedConv", "FusedConv", "Gemm", "GlobalAveragePool"]
     assert [b for b, _ in s.partitions] == ["cpu"]
 
 
@@ -265,10 +265,10 @@ def test_quantized_cnn_matches_ort(quantized_models, fmt, per_channel):
     assert ops.count("QLinearConv") == 3 and ops.count("com.microsoft::QGemm") == 1, ops
     cpu = next(b for b in s.backends if b.name == "cpu")
     on_kernels = [n.op_type for n in s.graph.nodes if cpu.on_kernels(n, s.graph)]
-    assert sorted(set(on_kernels) - {"QuantizeLinear", "DequantizeLinear"}) == ["QGemm", "QLinearAdd", "QLinearConv"], \
-        on_kernels
+    assert sorted(set(on_kernels) - {"QuantizeLinear", "DequantizeLinear"}) == [
+        "QGemm", "QLinearAdd", "QLinearConv", "QLinearGlobalAveragePool"], on_kernels
     assert len(on_kernels) == 4 + ops.count("com.microsoft::QLinearAdd") + ops.count("QuantizeLinear") \
-        + ops.count("DequantizeLinear"), on_kernels
+        + ops.count("DequantizeLinear") + ops.count("com.microsoft::QLinearGlobalAveragePool"), on_kernels
     rt = _ort_int8(model, ort)
     y_scale, c3_scale = _scale(model, "y_scale"), _scale(model, "c3_scale")
     for x in _inputs(np.float32, 5):
