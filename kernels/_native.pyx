@@ -669,6 +669,42 @@ def global_average_pool(cnp.ndarray x, cnp.ndarray y, float scale=0, int32_t zx=
     return y
 
 
+def max_pool(cnp.ndarray x, cnp.ndarray y, size_t kh, size_t kw, size_t sy, size_t sx, size_t dy, size_t dx,
+             Py_ssize_t pad_top, Py_ssize_t pad_left):
+    """2-D max pooling of x (N, C, H, W) into y (N, C, OH, OW), both any strides (whole
+    elements), one dtype of float32/int8/uint8 (qk_pool.h). Every window must fit the
+    padded input (the caller's geometry); taps outside the input are skipped."""
+    if x.ndim != 4 or y.ndim != 4 or x.dtype != y.dtype or x.dtype not in (np.float32, np.int8, np.uint8) or \
+            y.shape[0] != x.shape[0] or y.shape[1] != x.shape[1] or not y.flags.writeable or \
+            min(kh, kw, sy, sx, dy, dx) < 1 or any(s % x.itemsize for s in (<object>x).strides + (<object>y).strides):
+        raise ValueError("x, y: 4-D float32/int8/uint8 of one dtype, N and C alike; a window of positive sizes")
+    cdef size_t oh = y.shape[2], ow = y.shape[3]
+    if oh and ow and ((oh - 1) * sy + (kh - 1) * dy < <size_t>max(0, -pad_top) or
+                      (ow - 1) * sx + (kw - 1) * dx < <size_t>max(0, -pad_left)):
+        raise ValueError("the windows do not reach the input")
+    cdef Py_ssize_t e = x.itemsize
+    cdef Py_ssize_t xs[4]
+    cdef Py_ssize_t ys[4]
+    cdef Py_ssize_t pad[2]
+    cdef size_t geom[6]
+    for i in range(4):
+        xs[i], ys[i] = x.strides[i] // e, y.strides[i] // e
+    pad[0], pad[1] = pad_top, pad_left
+    geom[0], geom[1], geom[2], geom[3], geom[4], geom[5] = kh, kw, sy, sx, dy, dx
+    cdef size_t n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3]
+    cdef void *xp = _ptr(x)
+    cdef void *yp = _ptr(y)
+    cdef int kind = 0 if x.dtype == np.float32 else 1 if x.dtype == np.int8 else 2
+    with nogil:
+        if kind == 0:
+            qk_maxpool_f32(<const float *>xp, n, c, h, w, xs, oh, ow, geom, pad, <float *>yp, ys)
+        elif kind == 1:
+            qk_maxpool_s8(<const int8_t *>xp, n, c, h, w, xs, oh, ow, geom, pad, <int8_t *>yp, ys)
+        else:
+            qk_maxpool_u8(<const uint8_t *>xp, n, c, h, w, xs, oh, ow, geom, pad, <uint8_t *>yp, ys)
+    return y
+
+
 # ------------------------------------------------------------------------ test entry points
 # One micro-kernel on one tile, for tests/test_ukernels.py (XNNPACK's pattern: each kernel
 # against the reference on every edge). No validation beyond what keeps memory safe.

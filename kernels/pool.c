@@ -51,3 +51,40 @@ void qk_global_avg_q8(const void *x, int is_signed, size_t n, size_t c, size_t p
         }
     }
 }
+
+/* geom: kh, kw, stride_y, stride_x, dil_y, dil_x. Per output pixel, the channels in the
+   inner loop (adjacent in NHWC memory: it vectorises). */
+#define QK_MAXPOOL(NAME, T, LOWEST)                                                                        \
+    void NAME(const T *x, size_t n, size_t c, size_t h, size_t w, const ptrdiff_t *xs, size_t oh, size_t ow, \
+              const size_t *geom, const ptrdiff_t *pad, T *y, const ptrdiff_t *ys) {                       \
+        const size_t kh = geom[0], kw = geom[1], sy = geom[2], sx = geom[3], dy = geom[4], dx = geom[5];     \
+        for (size_t i = 0; i < n; i++)                                                                     \
+            for (size_t oy = 0; oy < oh; oy++)                                                             \
+                for (size_t ox = 0; ox < ow; ox++) {                                                       \
+                    T *out = y + (ptrdiff_t)i * ys[0] + (ptrdiff_t)oy * ys[2] + (ptrdiff_t)ox * ys[3];      \
+                    for (size_t ch = 0; ch < c; ch++) out[(ptrdiff_t)ch * ys[1]] = LOWEST;                 \
+                    for (size_t ky = 0; ky < kh; ky++) {                                                   \
+                        const ptrdiff_t iy = (ptrdiff_t)(oy * sy + ky * dy) - pad[0];                      \
+                        if (iy < 0 || iy >= (ptrdiff_t)h) continue;                                        \
+                        for (size_t kx = 0; kx < kw; kx++) {                                               \
+                            const ptrdiff_t ix = (ptrdiff_t)(ox * sx + kx * dx) - pad[1];                  \
+                            if (ix < 0 || ix >= (ptrdiff_t)w) continue;                                    \
+                            const T *in = x + (ptrdiff_t)i * xs[0] + iy * xs[2] + ix * xs[3];              \
+                            if (xs[1] == 1 && ys[1] == 1) { /* NHWC memory: adjacent channels, vectorised */ \
+                                for (size_t ch = 0; ch < c; ch++) {                                        \
+                                    const T v = in[ch], m = out[ch];                                       \
+                                    out[ch] = (v > m || v != v) ? v : m;                                   \
+                                }                                                                          \
+                                continue;                                                                  \
+                            }                                                                              \
+                            for (size_t ch = 0; ch < c; ch++) {                                            \
+                                const T v = in[(ptrdiff_t)ch * xs[1]], m = out[(ptrdiff_t)ch * ys[1]];     \
+                                out[(ptrdiff_t)ch * ys[1]] = (v > m || v != v) ? v : m;                    \
+                            }                                                                              \
+                        }                                                                                  \
+                    }                                                                                      \
+                }                                                                                          \
+    }
+QK_MAXPOOL(qk_maxpool_f32, float, -INFINITY)
+QK_MAXPOOL(qk_maxpool_s8, int8_t, INT8_MIN)
+QK_MAXPOOL(qk_maxpool_u8, uint8_t, 0)

@@ -681,3 +681,40 @@ def test_global_average_pools_on_the_native_loop(quantized, signed, channels_las
             bound = np.abs(x.astype(np.float64)).mean(axis=(2, 3), keepdims=True) * 2.0**-21 + 1e-30
             assert (np.abs(got.astype(np.float64) - want) <= bound).all()
     assert cpu.last_run == "plan"
+
+
+@settings(max_examples=40, deadline=None)
+@given(dtype=st.sampled_from([np.float32, np.int8, np.uint8]), layout=st.sampled_from(
+       ["contiguous", "nhwc-view", "sliced", "reversed"]), seed=st.integers(0, 2**31), c=st.integers(1, 19),
+       hw=st.sampled_from([(1, 1), (5, 7), (8, 8), (13, 13)]), k=st.sampled_from([1, 2, 3]),
+       stride=st.sampled_from([1, 2]), pad=st.sampled_from([0, 1]), ceil=st.sampled_from([0, 1]))
+def test_max_pool_on_the_plan_equals_the_reference(dtype, layout, seed, c, hw, k, stride, pad, ceil):
+    """MaxPool's native loop (the plan's bound step; node by node it is the reference's):
+    the reference's values exactly, NaN included, on any input view."""
+    rng = np.random.default_rng(seed)
+    k = min(k, *hw)                     # every window reaches the input
+    pad = min(pad, k - 1)
+    shape = (2, c) + hw
+    if dtype == np.float32:
+        x = rng.standard_normal(shape).astype(np.float32)
+        x[rng.random(shape) < 0.02] = np.nan
+    else:
+        info = np.iinfo(dtype)
+        x = rng.integers(info.min, info.max + 1, shape).astype(dtype)
+    et = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[k, k], strides=[stride, stride],
+                            pads=[pad] * 4, ceil_mode=ceil)
+    model = _model([node], [helper.make_tensor_value_info("x", et, list(shape))],
+                   [helper.make_tensor_value_info("y", et, None)], [])
+    if layout == "nhwc-view":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    elif layout == "sliced":
+        x = np.concatenate([x, x], axis=3)[..., ::2]
+    elif layout == "reversed":
+        x = np.ascontiguousarray(x[:, ::-1])[:, ::-1]
+    want = reference_session(model).run(None, {"x": np.ascontiguousarray(x)})[0]
+    s = Session(model)
+    for _ in range(2):
+        np.testing.assert_array_equal(s.run(None, {"x": x})[0], want)
+    assert s.last_run == "plan"
+    assert all(bound for _, _, bound, _ in next(p for p in s._plans.values() if p)._idle[0].steps)

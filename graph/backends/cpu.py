@@ -39,6 +39,7 @@ from ..rewrite import rewrite as _rewrite
 from ..validate import node_errors
 from .reference import OPS as REFERENCE_OPS
 from .reference import run_node
+from .reference.conv import _pool_setup
 from .reference import why_not as reference_why_not
 
 Runner = Callable[[dict], dict]
@@ -971,8 +972,21 @@ def _bind_hard_sigmoid(node: Node, ins, outs):
     return call
 
 
+def _bind_max_pool(node: Node, ins, outs):
+    """2-D MaxPool (no Indices output) of float32/int8/uint8 on the native loop: the
+    reference's geometry, the maximum exact and NaN propagating, so the same values."""
+    x, y = ins[0], outs[0]
+    if len(outs) != 1 or x is None or x.ndim != 4 or x.dtype not in (_F32,) + _INT8 or y.dtype != x.dtype:
+        return None
+    kernel, strides, dil, begin, _, out = _pool_setup(node, x)
+    if tuple(out) != y.shape[2:] or min(y.shape) == 0:
+        return None
+    return partial(_native.max_pool, x, y, *kernel, *strides, *dil, begin[0], begin[1])
+
+
 for _key in _UFUNCS:
     BINDERS[_key] = _bind_binary
+BINDERS["MaxPool"] = _bind_max_pool
 BINDERS["Relu"] = _bind_relu
 BINDERS["Clip"] = _bind_clip
 BINDERS["HardSigmoid"] = _bind_hard_sigmoid

@@ -14,4 +14,13 @@ void qk_global_avg_f32(const float *x, size_t n, size_t c, size_t pixels, ptrdif
  * even, plus zy, saturated. acc: c int64. */
 void qk_global_avg_q8(const void *x, int is_signed, size_t n, size_t c, size_t pixels, ptrdiff_t sn, ptrdiff_t sc,
                       ptrdiff_t sp, int32_t zx, float scale, int32_t zy, int64_t *acc, void *y);
+/* 2-D max pooling of x (N, C, H, W at element strides xs) into y (N, C, OH, OW at element
+ * strides ys): window (kh, kw), strides, dilations, padding (top, left); taps in the
+ * padding are skipped (as the lowest value), NaN propagates (as numpy's maximum). */
+#define QK_MAXPOOL_DECL(NAME, T)                                                                          \
+    void NAME(const T *x, size_t n, size_t c, size_t h, size_t w, const ptrdiff_t *xs, size_t oh, size_t ow, \
+              const size_t *geom, const ptrdiff_t *pad, T *y, const ptrdiff_t *ys);
+QK_MAXPOOL_DECL(qk_maxpool_f32, float)
+QK_MAXPOOL_DECL(qk_maxpool_s8, int8_t)
+QK_MAXPOOL_DECL(qk_maxpool_u8, uint8_t)
 #endif
