@@ -480,6 +480,57 @@ def fuse_activations(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
+def fuse_residual_add(graph: Graph) -> Graph:
+    """Fuse a residual ``Add`` of a float32 Conv's output (constant 4-D weights, nothing
+    else reading it) and another computed value, with the ``Relu`` or ``Clip`` after it
+    when the Add's result goes nowhere else, into com.microsoft ``FusedConv`` with that
+    value as ``Z`` (ONNX Runtime's sum input: added after the bias, before the
+    activation). The kernels add it in their output stage: the conv's rounding, then the
+    Add's, the same floats as the two nodes (float16 would round once: not fused)."""
+    ed = _Editor(graph)
+    for add in graph.nodes:
+        if add.domain or add.op_type != "Add" or len(add.inputs) != 2 or ed.taken(add):
+            continue
+        for k in (0, 1):
+            conv = ed.producer_of(add.inputs[k], "Conv")
+            other = add.inputs[1 - k]
+            if conv is None or ed.taken(conv) or ed.only_consumer(conv.outputs[0]) is not add \
+                    or other == add.inputs[k] or ed.const(other) is not None or len(conv.inputs) < 2:
+                continue
+            w = ed.const(conv.inputs[1])
+            if w is None or w.dtype != np.float32 or w.ndim != 4:
+                continue
+            attrs, out, removed = dict(conv.attrs), add.outputs[0], [add]
+            act = ed.only_consumer(out)
+            bounds = _clip_bounds(ed, act) if act is not None and not act.domain and not ed.taken(act) else None
+            if act is not None and act.op_type == "Relu" and not act.domain and not ed.taken(act):
+                attrs["activation"], out = "Relu", act.outputs[0]
+                removed.append(act)
+            elif bounds is not None:
+                attrs["activation"], attrs["activation_params"] = "Clip", [float(np.float32(b)) for b in bounds]
+                out = act.outputs[0]
+                removed.append(act)
+            inputs = (list(conv.inputs[:3]) + [""] * 3)[:3] + [other]
+            ed.replace(conv, [Node(conv.name, "FusedConv", MS, inputs, [out], attrs)], *removed)
+            break
+    return _prune(ed.result())
+
+
+def _clip_bounds(ed: _Editor, act: Node | None) -> list | None:
+    """[min, max] of a Clip with constant scalar bounds (or none), else None."""
+    if act is None or act.op_type != "Clip":
+        return None
+    bounds = [-np.inf, np.inf]
+    for k in (1, 2):
+        name = act.inputs[k] if len(act.inputs) > k else ""
+        if name:
+            v = ed.const(name)
+            if not _scalar(v):
+                return None
+            bounds[k - 1] = float(v.reshape(()))
+    return bounds if bounds[0] <= bounds[1] else None
+
+
 def fold_constant_dequantize(graph: Graph) -> Graph:
     """Replace each DequantizeLinear whose inputs are all constants (weights no integer
     pass took) by its float result: ``(q - zero_point) * scale``, per tensor or along
@@ -524,7 +575,7 @@ def _prune(graph: Graph) -> Graph:
     return Graph(nodes, inits, graph.inputs, graph.outputs, graph.opset, graph.name, graph.metadata)
 
 
-PASSES = (fold_batchnorm, qdq_to_integer, fuse_activations, fold_constant_dequantize)
+PASSES = (fold_batchnorm, qdq_to_integer, fuse_activations, fuse_residual_add, fold_constant_dequantize)
 
 
 def rewrite(graph: Graph) -> Graph:

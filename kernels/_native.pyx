@@ -121,7 +121,21 @@ cdef qk_out_params _out_params(int mode, bint out_signed, int32_t zy, int32_t lo
     p.scale = <const float *>_ptr(scale)
     p.mult = <const int32_t *>_ptr(mult)
     p.shift = <const int32_t *>_ptr(shift)
+    p.bias_f = p.res_f = NULL
+    p.res_stride = 0
     return p
+
+
+cdef int _set_residual(qk_out_params *p, cnp.ndarray residual, size_t M, size_t N) except -1:
+    """A fused residual Add (fp32): residual (M, N) float32, columns contiguous, any row stride."""
+    if residual is None:
+        return 0
+    if residual.dtype != np.float32 or residual.ndim != 2 or <size_t>residual.shape[0] != M or \
+            <size_t>residual.shape[1] != N or (N > 1 and residual.strides[1] != 4) or residual.strides[0] < 0:
+        raise ValueError("residual: float32 (M, N), columns contiguous, rows at a non-negative stride")
+    p.res_f = <const float *>_ptr(residual)
+    p.res_stride = residual.strides[0]
+    return 0
 
 
 cdef class ConvSource:
@@ -167,11 +181,12 @@ def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, siz
 
 
 def gemm_float(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bias, float flo, float fhi,
-               cnp.ndarray out, int num_threads, bint bind=False):
+               cnp.ndarray out, int num_threads, bint bind=False, cnp.ndarray residual=None):
     """Float C = clamp(A (M, K) . packed B + bias, flo, fhi) into `out` (M, N), rounded once
     to fp16 by an fp16 kernel, float32 by an fp32 one: the same driver as `gemm`. A: a
     matrix of the kernel's dtype (any strides) or a ConvSource of its elem (2, 4); bias:
-    float32 (>= N). `bind`: as `gemm`."""
+    float32 (>= N). `bind`: as `gemm`. `residual` (fp32 kernels): (M, N) float32 added
+    after the bias, before the clamp (a fused Add)."""
     cdef const qk_ukernel *k = _kernel(kid)
     if k.dtype != QK_DTYPE_F16 and k.dtype != QK_DTYPE_F32:
         raise ValueError(f"kernel {kid} is not a float kernel")
@@ -180,7 +195,11 @@ def gemm_float(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bi
     p.mode = QK_OUT_F16 if k.dtype == QK_DTYPE_F16 else QK_OUT_F32
     p.bias_f = <const float *>_ptr(bias)
     p.flo, p.fhi = flo, fhi
-    return _gemm_run(k, a, False, 0, b_packed, N, False, &p, out, num_threads, bind, (bias,))
+    if residual is not None:
+        if k.dtype != QK_DTYPE_F32:
+            raise ValueError("a residual is fused by fp32 kernels only")
+        _set_residual(&p, residual, out.shape[0], N)
+    return _gemm_run(k, a, False, 0, b_packed, N, False, &p, out, num_threads, bind, (bias, residual))
 
 
 cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
@@ -433,7 +452,7 @@ def dwconv(int isa, ConvSource src, size_t mult, cnp.ndarray w, bint a_signed, i
 
 
 def dwconv_float(int isa, int dtype, ConvSource src, cnp.ndarray wf, cnp.ndarray bias, float flo, float fhi,
-                 cnp.ndarray out, int num_threads, bint bind=False):
+                 cnp.ndarray out, int num_threads, bint bind=False, cnp.ndarray residual=None):
     """fp16 or fp32 (`dtype`) depthwise convolution (channel multiplier 1) of `src` (elem 2
     or 4) by float32 weights wf [KH*KW, C] into out (pixels, C) of that dtype: fp32 sums,
     bias and clamp, one rounding (fp16). The caller validates every array."""
@@ -450,7 +469,11 @@ def dwconv_float(int isa, int dtype, ConvSource src, cnp.ndarray wf, cnp.ndarray
     p.mode = QK_OUT_F16 if dtype == QK_DTYPE_F16 else QK_OUT_F32
     p.bias_f = <const float *>_ptr(bias)
     p.flo, p.fhi = flo, fhi
-    return _dw_run(isa, &d, src.m, &p, out, num_threads, bind, (src, wf, bias))
+    if residual is not None:
+        if dtype != QK_DTYPE_F32:
+            raise ValueError("a residual is fused by fp32 kernels only")
+        _set_residual(&p, residual, src.m, d.g.cg)
+    return _dw_run(isa, &d, src.m, &p, out, num_threads, bind, (src, wf, bias, residual))
 
 
 cdef object _dw_run(int isa, qk_dw_params *d, size_t pixels, qk_out_params *p, cnp.ndarray out, int num_threads,
@@ -780,9 +803,10 @@ cdef void *_opt_ptr(x, dtype) except? NULL:
 
 def ukernel_output(int kid, cnp.ndarray acc, cnp.ndarray out, int mode, bint out_signed=False, int32_t zy=0,
                    int32_t lo=0, int32_t hi=0, col_add=None, col_zb=None, row_sum=None, scale=None, mult=None,
-                   shift=None, bias=None, float flo=0, float fhi=0):
+                   shift=None, bias=None, float flo=0, float fhi=0, cnp.ndarray residual=None):
     """Kernel `kid`'s output stage on the tile acc[:mc, :nc] into out (mc, nc), C-contiguous
-    (rows 0.., columns 0..: per-row and per-column arrays are indexed from 0)."""
+    (rows 0.., columns 0..: per-row and per-column arrays are indexed from 0); `residual`
+    (mc, nc) float32 for an fp32 stage's fused Add."""
     cdef const qk_ukernel *k = _kernel(kid)
     if acc.itemsize != 4 or not acc.flags.c_contiguous or not out.flags.c_contiguous:
         raise ValueError("acc: 4-byte values, C-contiguous; out: C-contiguous")
@@ -790,6 +814,10 @@ def ukernel_output(int kid, cnp.ndarray acc, cnp.ndarray out, int mode, bint out
         raise ValueError("out is larger than acc")
     cdef qk_out_params p = _tile_params(mode, out_signed, zy, lo, hi, col_add, col_zb, row_sum, scale, mult,
                                         shift, bias, flo, fhi)
+    if residual is not None:
+        if mode != QK_OUT_F32:
+            raise ValueError("a residual is fused by the fp32 stage only")
+        _set_residual(&p, residual, out.shape[0], out.shape[1])
     k.output(out.shape[0], out.shape[1], <const int32_t *>_ptr(acc), acc.shape[1], 0, 0, &p, _ptr(out),
              out.strides[0])
     return out

@@ -35,6 +35,8 @@ cdef extern from "qk_output.h" nogil:
         const int32_t *shift
         const float *bias_f
         float flo, fhi
+        const float *res_f
+        size_t res_stride
     ctypedef void (*qk_output_fn)(size_t, size_t, const int32_t *, size_t, size_t, size_t,
                                   const qk_out_params *, void *, size_t)
 

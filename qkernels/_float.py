@@ -146,13 +146,14 @@ class PackedWeightsF32(PackedWeightsF16):
 PACKED = {F16: PackedWeightsF16, F32: PackedWeightsF32}
 
 
-def gemm2d(a, pw: PackedWeightsF16, bias: np.ndarray, lo: float, hi: float, out: np.ndarray, bind: bool = False):
-    """out (M, N) = clamp(a . B + bias) of pw's dtype; a: a matrix of it or a ConvSource.
-    ``bind``: the call bound to these arrays (``_native.BoundGemm``), not run."""
+def gemm2d(a, pw: PackedWeightsF16, bias: np.ndarray, lo: float, hi: float, out: np.ndarray, bind: bool = False,
+           residual: np.ndarray | None = None):
+    """out (M, N) = clamp(a . B + bias (+ residual, fp32)) of pw's dtype; a: a matrix of it
+    or a ConvSource. ``bind``: the call bound to these arrays (``_native.BoundGemm``), not run."""
     m = a.m if isinstance(a, _native.ConvSource) else a.shape[0]
     kid = _kernel(m, pw.dtype)
     return _native.gemm_float(kid, a, pw.packed_for(kid), pw.n, bias, lo, hi, out, _dispatch.get_num_threads(),
-                              bind)
+                              bind, residual)
 
 
 def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarray:
@@ -281,11 +282,12 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, la
 
 
 def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activation: Activation,
-               res: np.ndarray, bind: bool = False):
+               res: np.ndarray, bind: bool = False, residual: np.ndarray | None = None):
     """Float convolution of NHWC ``xd`` into ``res`` (N, OH, OW, O) of its dtype, C-contiguous.
     ``geometry``: (oh, ow, stride_y, stride_x, dil_y, dil_x, top, left, bottom, right).
     ``bind``: the native calls bound to these arrays (a list; run() each in order), not
-    run (``xd``'s channels must then be adjacent)."""
+    run (``xd``'s channels must then be adjacent). ``residual`` (fp32): an NHWC array of
+    the result's shape added after the bias, before the activation (a fused Add)."""
     oh, ow, sy, sx, dy, dx, top, left, bottom, right = geometry
     o = pw.out_channels
     bias_arr = _bias(bias if bias is not None else pw.bias, o)
@@ -300,13 +302,18 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
             raise ValueError("a bound convolution reads its input in place: channels must be adjacent")
         xd = np.ascontiguousarray(xd)
     res2d = res.reshape(-1, o)
+    res_rows = None
+    if residual is not None:
+        res_rows = rows_view(residual) if residual.shape == res.shape and residual.dtype == res.dtype else None
+        if res_rows is None or (o > 1 and res_rows.strides[1] != res.itemsize):
+            raise ValueError("the residual must be the result's shape and dtype, channels adjacent")
 
     def source(x):
         return _native.ConvSource(x.view(np.uint8), oh, ow, pw.kh, pw.kw, sy, sx, dy, dx, top, left, 0, elem)
 
     if pw.depthwise:
         calls = [_native.dwconv_float(_dispatch.isa_index(), _native_dtype(pw.dtype), source(xd), pw.dw_weights,
-                                      bias_arr, lo, hi, res2d, _dispatch.get_num_threads(), bind)]
+                                      bias_arr, lo, hi, res2d, _dispatch.get_num_threads(), bind, res_rows)]
         return calls if bind else res
     og = o // pw.groups
     pointwise = pw.kh == pw.kw == 1 and sy == sx == 1 and top == left == bottom == right == 0
@@ -316,19 +323,21 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
         a = rows_view(xg) if pointwise else None   # (N*H*W, C) when pixels lie at one stride
         if a is None:
             a = source(xg)
-        calls.append(gemm2d(a, pwg, bias_arr[g * og:(g + 1) * og], lo, hi, res2d[:, g * og:(g + 1) * og], bind))
+        calls.append(gemm2d(a, pwg, bias_arr[g * og:(g + 1) * og], lo, hi, res2d[:, g * og:(g + 1) * og], bind,
+                            None if res_rows is None else res_rows[:, g * og:(g + 1) * og]))
     return calls if bind else res
 
 
 def bind_conv2d(xd: np.ndarray, pw: PackedConvWeightsF16, stride, padding, dilation, activation: Activation,
-                res: np.ndarray) -> list:
+                res: np.ndarray, residual: np.ndarray | None = None) -> list:
     """The native calls of ``conv2d(xd, pw, ...)`` (NHWC, channels adjacent) into ``res``
     (NHWC, C-contiguous, the result's shape and dtype), bound: ``run()`` each, in order,
-    recomputes ``res`` from what ``xd`` then holds (the graph plan's steps). ValueError
-    for arrays the bound kernels cannot use in place."""
+    recomputes ``res`` from what ``xd`` then holds (the graph plan's steps). ``residual``
+    (fp32): NHWC, added after the bias, before the activation. ValueError for arrays the
+    bound kernels cannot use in place."""
     if xd.dtype != pw.dtype or res.dtype != pw.dtype or xd.ndim != 4 or not res.flags.c_contiguous:
         raise ValueError("bind_conv2d: arrays of the weights' dtype, a C-contiguous result")
     geom = geometry(xd.shape, pw.kh, pw.kw, pw.cg, pw.groups, stride, padding, dilation)
     if res.shape != (xd.shape[0], geom[0], geom[1], pw.out_channels):
         raise ValueError(f"bind_conv2d: the result has shape {res.shape}")
-    return _conv_nhwc(xd, pw, None, geom, activation, res, bind=True)
+    return _conv_nhwc(xd, pw, None, geom, activation, res, bind=True, residual=residual)

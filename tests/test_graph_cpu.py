@@ -718,3 +718,69 @@ def test_max_pool_on_the_plan_equals_the_reference(dtype, layout, seed, c, hw, k
         np.testing.assert_array_equal(s.run(None, {"x": x})[0], want)
     assert s.last_run == "plan"
     assert all(bound for _, _, bound, _ in next(p for p in s._plans.values() if p)._idle[0].steps)
+
+
+# ------------------------------------------------------- residual Add fused into a conv
+
+def _residual_block(dtype=np.float32, act="Relu", z_shape=None, groups=1):
+    """x -> Conv 3x3 -> Relu -> Conv (groups) -> Add(., z) -> act -> y, z = x (or a second
+    input of z_shape: broadcasting)."""
+    rng = np.random.default_rng(3)
+    c, et = 8, helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    inits = [numpy_helper.from_array(rng.standard_normal((c, c, 3, 3)).astype(dtype) * 0.3, "w1"),
+             numpy_helper.from_array(rng.standard_normal((c, c // groups, 1, 1)).astype(dtype) * 0.3, "w2"),
+             numpy_helper.from_array(rng.standard_normal(c).astype(dtype), "b2"),
+             numpy_helper.from_array(np.array(-0.5, dtype), "lo"), numpy_helper.from_array(np.array(0.7, dtype), "hi")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Conv", ["r", "w2", "b2"], ["c2"], group=groups),
+             helper.make_node("Add", ["c2", "z" if z_shape else "x"], ["s"])]
+    if act == "Relu":
+        nodes.append(helper.make_node("Relu", ["s"], ["y"]))
+    elif act == "Clip":
+        nodes.append(helper.make_node("Clip", ["s", "lo", "hi"], ["y"]))
+    else:
+        nodes.append(helper.make_node("Identity", ["s"], ["y"]))
+    inputs = [helper.make_tensor_value_info("x", et, [2, c, 6, 5])]
+    if z_shape:
+        inputs.append(helper.make_tensor_value_info("z", et, list(z_shape)))
+    return _model(nodes, inputs, [helper.make_tensor_value_info("y", et, None)], inits)
+
+
+@pytest.mark.parametrize("act", ["Relu", "Clip", "none"])
+@pytest.mark.parametrize("groups", [1, 2, 8])
+def test_residual_add_fused_into_the_conv_gives_the_unfused_floats(act, groups, monkeypatch):
+    """Conv -> Add -> (Relu | Clip) becomes one FusedConv with the sum as Z: the same
+    floats as the two or three nodes (the conv's rounding, then the Add's), node by node
+    and on the plan, the grouped and depthwise kernels included."""
+    from qkernels.graph import rewrite
+    model = _residual_block(act=act, groups=groups)
+    fused = Session(model)
+    z_nodes = [n for n in fused.graph.nodes if n.op_type == "FusedConv" and len(n.inputs) > 3 and n.inputs[3]]
+    assert len(z_nodes) == 1 and "Add" not in _ops(fused)
+    assert fused.placement(z_nodes[0]) == "native"
+    monkeypatch.setattr(rewrite, "PASSES", tuple(p for p in rewrite.PASSES if p is not rewrite.fuse_residual_add))
+    unfused, ref = Session(model), reference_session(model)
+    assert "Add" in _ops(unfused)
+    x = np.random.default_rng(0).standard_normal((2, 8, 6, 5)).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    want = unfused.run(None, {"x": x})[0]
+    for _ in range(2):
+        got = fused.run(None, {"x": x})[0]
+        np.testing.assert_array_equal(got, want)
+    assert fused.last_run == "plan"
+    np.testing.assert_allclose(got, ref.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_residual_that_broadcasts_or_fp16_is_added_right():
+    """A Z that broadcasts (here a per-channel input) runs the reference sum; float16 is
+    not fused (one rounding of the sum would differ from the Add's two)."""
+    x = np.random.default_rng(1).standard_normal((2, 8, 6, 5)).astype(np.float32)
+    z = np.random.default_rng(2).standard_normal((1, 8, 1, 1)).astype(np.float32)
+    model = _residual_block(z_shape=(1, 8, 1, 1))
+    s = Session(model)
+    for _ in range(2):
+        np.testing.assert_allclose(s.run(None, {"x": x, "z": z})[0],
+                                   reference_session(model).run(None, {"x": x, "z": z})[0], rtol=1e-5, atol=1e-5)
+    half = Session(_residual_block(np.float16))
+    assert "Add" in _ops(half)

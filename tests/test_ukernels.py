@@ -315,6 +315,14 @@ def test_float_output_stage_equals_the_scalar_stage_on_every_edge_tile(kid, info
             got = _native.ukernel_output(kid, acc, np.zeros((mc, nc), dtype), mode, **p)
             want = _native.ukernel_output(ref_kid, acc, np.zeros((mc, nc), dtype), mode, **p)
             assert _same_bits(got, want, bits), f"{info['name']} {mc}x{nc}: {got} != {want}"
+            if mode == _native.OUT_F32:   # a fused residual Add: (acc + bias) + r, then the clamp
+                r = rng.standard_normal((mc, nr + 3)).astype(np.float32)[:, :nc]   # rows at a stride of their own
+                r.flat[rng.integers(0, r.size, 2)] = rng.choice(specials, 2)
+                got = _native.ukernel_output(kid, acc, np.zeros((mc, nc), dtype), mode, residual=r, **p)
+                with np.errstate(invalid="ignore"):
+                    v = (acc[:mc, :nc] + bias[:nc]) + r
+                    want = np.where(np.isnan(v), v, np.minimum(np.float32(fhi), np.maximum(np.float32(flo), v)))
+                assert _same_bits(got, want.astype(np.float32), bits), f"{info['name']} {mc}x{nc} residual"
 
 
 # ------------------------------------------------------------------- depthwise sum kernels

@@ -309,6 +309,8 @@ def _activation(node: Node):
     if node.domain != "com.microsoft" or node.op_type not in ("FusedConv", "FusedGemm"):
         return None
     act = node.attrs.get("activation", "")
+    if act == "" and "activation" not in node.attrs:   # a FusedConv with only a sum (Z) fused
+        return None
     if act == "Relu":
         return "relu"
     if act == "Clip":
@@ -756,7 +758,8 @@ def _make_qlinear_global_average_pool(node: Node, graph: Graph) -> Runner | None
 @kernel("Conv", "com.microsoft::FusedConv", attrs=_CONV_ATTRS + ("activation", "activation_params"))
 def _make_conv(node: Node, graph: Graph) -> Runner | None:
     x, w, b = _inputs(node, 3)
-    if len(node.inputs) > 3 and any(node.inputs[3:]):   # FusedConv's Z (a sum input)
+    z = node.inputs[3] if node.op_type == "FusedConv" and len(node.inputs) > 3 else ""   # FusedConv's Z (a sum)
+    if len(node.inputs) > 4 and any(node.inputs[4:]):
         return _fused_reference(node, graph)
     activation = _activation(node)
     W = _const(graph, w)
@@ -772,11 +775,26 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
     pw = _api.pack_conv_weights(W, groups=groups, weight_layout="OIHW",
                                  bias=None if B is None else B.astype(np.float32))
     dtype = W.dtype
+    if z and dtype != _F32:      # fp16 would round the sum once, the unfused Add twice
+        return _fused_reference(node, graph)
 
     def run(values):
         data = values[x]
         if data.dtype != dtype or data.ndim != 4:
             raise _NotServed
+        if z:   # the sum added in the output stage, after the bias, before the activation
+            zn = values[z].transpose(0, 2, 3, 1) if values[z].ndim == 4 else None
+            if zn is None or zn.dtype != dtype:
+                raise _NotServed
+            y = np.empty(zn.shape, dtype)
+            try:
+                calls = _float.bind_conv2d(nchw_to_nhwc(data, copy=False), pw, stride, padding, dilation,
+                                           activation, y, residual=zn)
+            except ValueError:   # a Z that broadcasts, or lies otherwise: the reference adds it
+                raise _NotServed from None
+            for call in calls:
+                call.run()
+            return {result: y.transpose(0, 3, 1, 2)}
         # NHWC in (free for the NCHW view of an NHWC result), an NCHW view of the NHWC
         # result out (see _make_qconv): chains of convolutions stay NHWC in memory
         y = _api.conv2d(nchw_to_nhwc(data, copy=False), pw, stride=stride, padding=padding, dilation=dilation,
@@ -787,8 +805,14 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
         data = ins[0]
         if data is None or data.dtype != dtype or data.ndim != 4:
             return None
+        residual = None
+        if z:
+            if len(ins) < 4 or ins[3] is None or ins[3].ndim != 4:
+                return None
+            residual = ins[3].transpose(0, 2, 3, 1)
         xd, pre = _nhwc_input(data)
-        calls = _float.bind_conv2d(xd, pw, stride, padding, dilation, activation, outs[0].transpose(0, 2, 3, 1))
+        calls = _float.bind_conv2d(xd, pw, stride, padding, dilation, activation, outs[0].transpose(0, 2, 3, 1),
+                                   residual=residual)
         return _chain(pre + [c.run for c in calls])
     run.bind = bind
     return _fallback_fused(node, graph, run, activation)
@@ -799,7 +823,9 @@ def _reference_fused(node: Node, graph: Graph, activation) -> Runner | None:
     activation in numpy; None when the reference does not run that base node."""
     base = {"FusedConv": "Conv", "FusedGemm": "Gemm"}.get(node.op_type) if node.domain == "com.microsoft" \
         else None
-    if base is None or activation is False or (len(node.inputs) > 3 and any(node.inputs[3:])):
+    z = node.inputs[3] if base == "Conv" and len(node.inputs) > 3 else ""   # FusedConv's Z: added first
+    if base is None or activation is False or (len(node.inputs) > 4 and any(node.inputs[4:])) \
+            or (base == "Gemm" and len(node.inputs) > 3 and any(node.inputs[3:])):
         return None
     attrs = {k: v for k, v in node.attrs.items() if not k.startswith("activation")}
     plain = Node(node.name, base, "", list(node.inputs[:3]), list(node.outputs), attrs)
@@ -808,6 +834,8 @@ def _reference_fused(node: Node, graph: Graph, activation) -> Runner | None:
 
     def run(values):
         out = run_node(plain, values)
+        if z:
+            out = {k: np.asarray(np.add(v, values[z])).astype(v.dtype, copy=False) for k, v in out.items()}
         return {k: apply_activation(np.array(v), activation) for k, v in out.items()}
     run.placement = "reference"
     return run

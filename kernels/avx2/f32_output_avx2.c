@@ -11,7 +11,17 @@ void qk_output_f32_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_str
     for (size_t i = 0; i < mr; i++) {
         float *row = (float *)((char *)c + (m0 + i) * c_stride) + n0;
         const float *a = f + i * acc_stride;
+        const float *r = qk_f32_res_row(p, m0 + i, n0);
         size_t j = 0;
+        if (r) {   /* a fused residual Add: after the bias, before the clamp */
+            for (; j + 8 <= nr; j += 8) {
+                __m256 v = _mm256_add_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(bias + j));
+                v = _mm256_add_ps(v, _mm256_loadu_ps(r + j));
+                _mm256_storeu_ps(row + j, _mm256_min_ps(hi, _mm256_max_ps(lo, v)));
+            }
+            for (; j < nr; j++) row[j] = qk_f32_out_res(a[j], bias[j], r[j], p->flo, p->fhi);
+            continue;
+        }
         for (; j + 8 <= nr; j += 8) {   /* max/min with the value second: a NaN value passes through */
             const __m256 v = _mm256_add_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(bias + j));
             _mm256_storeu_ps(row + j, _mm256_min_ps(hi, _mm256_max_ps(lo, v)));

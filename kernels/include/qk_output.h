@@ -28,6 +28,10 @@ typedef struct {
        NaN kept, round half to even; QK_OUT_F32 (fp32 kernels): the same in float32, no rounding */
     const float *bias_f;      /* [N] */
     float flo, fhi;
+    /* QK_OUT_F32 only: NULL, or a residual added after the bias, before the clamp (a fused
+       Add): row m at (const char *)res_f + m * res_stride, column n contiguous */
+    const float *res_f;
+    size_t res_stride;
 } qk_out_params;
 
 /* Turn an mr x nr tile (row stride acc_stride) at rows m0.., columns n0.. into output
@@ -41,6 +45,18 @@ static inline float qk_f32_out(float acc, float bias, float lo, float hi) {
     float v = acc + bias;
     v = v < lo ? lo : v;   /* comparisons with NaN are false: NaN passes through */
     return v > hi ? hi : v;
+}
+
+/* The same with a residual r added after the bias (two roundings, as the unfused Add). */
+static inline float qk_f32_out_res(float acc, float bias, float r, float lo, float hi) {
+    float v = (acc + bias) + r;
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
+}
+
+/* The residual row of output row m (QK_OUT_F32), from column n0; NULL without one. */
+static inline const float *qk_f32_res_row(const qk_out_params *p, size_t m, size_t n0) {
+    return p->res_f ? (const float *)(const void *)((const char *)p->res_f + m * p->res_stride) + n0 : NULL;
 }
 
 /* acc plus bias and zero-point terms, wrapping like int32 arithmetic. */

@@ -11,7 +11,15 @@ void qk_output_f32_neon(size_t mr, size_t nr, const int32_t *acc, size_t acc_str
     for (size_t i = 0; i < mr; i++) {
         float *row = (float *)((char *)c + (m0 + i) * c_stride) + n0;
         const float *a = f + i * acc_stride;
+        const float *r = qk_f32_res_row(p, m0 + i, n0);
         size_t j = 0;
+        if (r) {   /* a fused residual Add: after the bias, before the clamp */
+            for (; j + 4 <= nr; j += 4)
+                vst1q_f32(row + j, vminq_f32(vmaxq_f32(vaddq_f32(vaddq_f32(vld1q_f32(a + j), vld1q_f32(bias + j)),
+                                                                 vld1q_f32(r + j)), lo), hi));
+            for (; j < nr; j++) row[j] = qk_f32_out_res(a[j], bias[j], r[j], p->flo, p->fhi);
+            continue;
+        }
         for (; j + 4 <= nr; j += 4)
             vst1q_f32(row + j, vminq_f32(vmaxq_f32(vaddq_f32(vld1q_f32(a + j), vld1q_f32(bias + j)), lo), hi));
         for (; j < nr; j++) row[j] = qk_f32_out(a[j], bias[j], p->flo, p->fhi);

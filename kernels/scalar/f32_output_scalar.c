@@ -7,6 +7,11 @@ void qk_output_f32_scalar(size_t mr, size_t nr, const int32_t *acc, size_t acc_s
     const float *f = (const float *)acc;
     for (size_t i = 0; i < mr; i++) {
         float *row = (float *)((char *)c + (m0 + i) * c_stride) + n0;
-        for (size_t j = 0; j < nr; j++) row[j] = qk_f32_out(f[i * acc_stride + j], p->bias_f[n0 + j], p->flo, p->fhi);
+        const float *r = qk_f32_res_row(p, m0 + i, n0);
+        if (r)
+            for (size_t j = 0; j < nr; j++)
+                row[j] = qk_f32_out_res(f[i * acc_stride + j], p->bias_f[n0 + j], r[j], p->flo, p->fhi);
+        else
+            for (size_t j = 0; j < nr; j++) row[j] = qk_f32_out(f[i * acc_stride + j], p->bias_f[n0 + j], p->flo, p->fhi);
     }
 }
