@@ -825,20 +825,24 @@ def ukernel_output(int kid, cnp.ndarray acc, cnp.ndarray out, int mode, bint out
 
 def ukernel_fused(int kid, const uint8_t[::1] a_panel, const uint8_t[::1] b_panel, size_t K, cnp.ndarray out,
                   int mode, bint out_signed=False, int32_t zy=0, int32_t lo=0, int32_t hi=0, col_add=None,
-                  scale=None):
+                  scale=None, bias=None, float flo=0, float fhi=0, cnp.ndarray residual=None):
     """Kernel `kid`'s fused entry (gemm and output stage in one) on one full tile into out
-    (MR, NR), C-contiguous; int32 or fp32 output, no row sums."""
+    (MR, NR or, fp32 kernels, 16 columns), C-contiguous; int32 or fp32 output, no row sums;
+    fp32 kernels (QK_OUT_F32): bias, the clamp and an optional residual (MR, nc)."""
     cdef const qk_ukernel *k = _kernel(kid)
     if k.fused == NULL:
         raise ValueError(f"kernel {kid} has no fused entry")
     if (<size_t>a_panel.shape[0] != qk_packed_a_bytes(k.a_pack, k.mr, k.kr, k.mr, K) or
             <size_t>b_panel.shape[0] != qk_packed_b_bytes(k.b_pack, k.nr, k.kr, K, k.nr)):
         raise ValueError("panels do not match this kernel and K")
-    if out.shape[0] != k.mr or out.shape[1] != k.nr or not out.flags.c_contiguous:
-        raise ValueError("out must be one full C-contiguous tile")
+    if out.shape[0] != k.mr or (out.shape[1] != k.nr and not (mode == QK_OUT_F32 and out.shape[1] == 16)) or \
+            not out.flags.c_contiguous:
+        raise ValueError("out must be one full C-contiguous tile (fp32: or its first 16 columns)")
     cdef qk_out_params p = _tile_params(mode, out_signed, zy, lo, hi, col_add, None, None, scale, None, None,
-                                        None, 0, 0)
-    k.fused(_k_groups(k, K), &a_panel[0], &b_panel[0], 0, 0, k.nr, &p, _ptr(out), out.strides[0])
+                                        bias, flo, fhi)
+    if residual is not None:
+        _set_residual(&p, residual, out.shape[0], out.shape[1])
+    k.fused(_k_groups(k, K), &a_panel[0], &b_panel[0], 0, 0, out.shape[1], &p, _ptr(out), out.strides[0])
     return out
 
 

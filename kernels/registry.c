@@ -39,6 +39,8 @@ QK_NATIVE_AND_EMU(gemm_fn, f16_gemm_12x32_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f16_gemm_1x32_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f16_gemm_6x32_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_12x32_avx512vnni)
+QK_NATIVE_AND_EMU(fused_fn, f32_gemm_12x32_fused_avx512vnni)
+QK_NATIVE_AND_EMU(fused_fn, f32_gemm_6x32_fused_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_1x32_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_6x32_avx512vnni)
 QK_NATIVE_AND_EMU(dw_sum_fn, qk_dw_sum_avx512vnni)
@@ -140,10 +142,15 @@ static const qk_ukernel kernels[] = {
                .nr = 32, .kr = 1, .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16, .output = qk_output_f16_avx2),
     VNNI_TWICE(f32_gemm_1x32_avx512vnni, gemm, f32_gemm_1x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F32, .mr = 1,
                .nr = 32, .kr = 1, .max_m = 2, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
-    VNNI_TWICE(f32_gemm_6x32_avx512vnni, gemm, f32_gemm_6x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F32, .mr = 6,
-               .nr = 32, .kr = 1, .max_m = 6, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
-    VNNI_TWICE(f32_gemm_12x32_avx512vnni, gemm, f32_gemm_12x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F32, .mr = 12,
-               .nr = 32, .kr = 1, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
+    /* fp32 6x32 and 12x32: a fused entry too (bias, residual, clamp on the sums in registers) */
+#define VNNI_F32_FUSED(fn, fused_fn, isa_, ...)                                                            \
+    {.name = #fn, GEMM, F32, .isa = isa_, __VA_ARGS__, .gemm = fn, .fused = fused_fn},                    \
+    {.name = #fn "_emu", GEMM, F32, .isa = isa_##_EMU, __VA_ARGS__, .gemm = fn##_emu, .fused = fused_fn##_emu}
+    VNNI_F32_FUSED(f32_gemm_6x32_avx512vnni, f32_gemm_6x32_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 6, .nr = 32,
+                   .kr = 1, .max_m = 6, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
+    VNNI_F32_FUSED(f32_gemm_12x32_avx512vnni, f32_gemm_12x32_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 12,
+                   .nr = 32, .kr = 1, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
+#undef VNNI_F32_FUSED
     VNNI_TWICE(qs8_dwconv_avx512vnni, dw_sum, qk_dw_sum_avx512vnni, QK_ISA_AVX512VNNI, DW_SUM, QS8, .width = 16),
     VNNI_TWICE(f32_dwconv_avx512vnni, dw_sum, qk_dw_sum_f32_avx512vnni, QK_ISA_AVX512VNNI, DW_SUM, F32, .width = 16),
 #undef VNNI_GEMM

@@ -292,6 +292,29 @@ def test_float_ukernel_sums_lie_within_the_documented_bound_on_every_edge_tile(k
                 assert not pad.any(), f"{info['name']} M={m} N={n} K={k}: padding is not zero"
 
 
+@pytest.mark.parametrize("kid,info", _params([(k, i) for k, i in FLOAT if i["fused"]]))
+def test_fp32_fused_entry_equals_its_gemm_and_output_stage(kid, info):
+    """An fp32 kernel's fused entry (bias, residual, clamp on the sums in registers): bit
+    for bit its own sums through its output stage, on full tiles and on 16 columns."""
+    rng = np.random.default_rng(kid)
+    mr, nr = info["mr"], info["nr"]
+    for k in _k_edges(8):
+        for nc in (16, nr):
+            a = rng.uniform(-4, 4, (mr, k)).astype(np.float32)
+            b = rng.uniform(-4, 4, (k, nr)).astype(np.float32)
+            a_panel, _ = _native.ukernel_pack_a(kid, a, False, 0)
+            b_panel, _ = _native.pack_b(kid, b, False, np.zeros(nr, np.int32))
+            bias = rng.standard_normal(nr).astype(np.float32)
+            flo, fhi = (-np.inf, np.inf) if rng.random() < 0.5 else sorted(rng.uniform(-20, 20, 2))
+            r = rng.standard_normal((mr, nr + 5)).astype(np.float32)[:, :nc] if rng.random() < 0.7 else None
+            acc = _native.ukernel_gemm(kid, a_panel, b_panel, k)
+            want = _native.ukernel_output(kid, acc, np.zeros((mr, nc), np.float32), _native.OUT_F32, bias=bias,
+                                          flo=flo, fhi=fhi, residual=r)
+            got = _native.ukernel_fused(kid, a_panel, b_panel, k, np.zeros((mr, nc), np.float32), _native.OUT_F32,
+                                        bias=bias, flo=flo, fhi=fhi, residual=r)
+            assert _same_bits(got, want, np.uint32), f"{info['name']} K={k} nc={nc} residual={r is not None}"
+
+
 def _same_bits(got, want, bits):
     """Bit for bit, any NaN equal to any NaN (the payload is not part of the contract)."""
     nan = np.isnan(got) & np.isnan(want)

@@ -7,7 +7,10 @@
  * c = fma(a_k, b_k, c) in increasing k from zero, the order of f16_gemm_6x16_avx2, so both
  * give the same floats. Define before including:
  *   QK_MR, QK_NV, QK_CHAINS    the tile and the K split
- *   QK_GEMM_NAME               the function (through QK_VNNI_FN) */
+ *   QK_GEMM_NAME               the function (through QK_VNNI_FN)
+ *   QK_GEMM_FUSED_NAME         optional (fp32): also the fused entry, whose output stage
+ *                              (bias, residual, clamp) works on the sums in registers: the
+ *                              operations of qk_output_f32_avx2 in its order, the same floats */
 #include "qk_gemm.h"
 #include "qk_vnni.h"
 #ifdef QK_B_F32
@@ -18,7 +21,9 @@ typedef uint16_t qk_b_elem;
 #define QK_LOAD_B(p) qk512f_load_f16(p)
 #endif
 
-void QK_GEMM_NAME(size_t k, const void *a_, const void *b_, int32_t *acc) {
+/* The tile's sums, into v. */
+static inline __attribute__((always_inline)) void tile_sums(size_t k, const void *a_, const void *b_,
+                                                             qk_v512f v[QK_MR][QK_NV]) {
     const float *pa = (const float *)a_;   /* QK_MR rows of k floats */
     const qk_b_elem *pb = (const qk_b_elem *)b_;
     qk_v512f c[QK_CHAINS][QK_MR][QK_NV];
@@ -53,15 +58,47 @@ void QK_GEMM_NAME(size_t k, const void *a_, const void *b_, int32_t *acc) {
             for (int j = 0; j < QK_NV; j++) c[0][i][j] = qk512f_fmadd(a, QK_LOAD_B(bk + 16 * j), c[0][i][j]);
         }
     }
-    float *out = (float *)acc;
 #pragma GCC unroll 16
     for (int i = 0; i < QK_MR; i++)
 #pragma GCC unroll 4
         for (int j = 0; j < QK_NV; j++) {
-            qk_v512f v = c[0][i][j];
+            v[i][j] = c[0][i][j];
 #pragma GCC unroll 4
-            for (int s = 1; s < QK_CHAINS; s++) v = qk512f_add(v, c[s][i][j]);
-            qk512f_store(out + (i * QK_NV + j) * 16, v);
+            for (int s = 1; s < QK_CHAINS; s++) v[i][j] = qk512f_add(v[i][j], c[s][i][j]);
         }
 }
+
+void QK_GEMM_NAME(size_t k, const void *a_, const void *b_, int32_t *acc) {
+    qk_v512f v[QK_MR][QK_NV];
+    tile_sums(k, a_, b_, v);
+    float *out = (float *)acc;
+#pragma GCC unroll 16
+    for (int i = 0; i < QK_MR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < QK_NV; j++) qk512f_store(out + (i * QK_NV + j) * 16, v[i][j]);
+}
+
+#ifdef QK_GEMM_FUSED_NAME
+#include "qk_output.h"
+/* The tile's QK_OUT_F32 output straight from the sums: columns [n0, n0 + nc), nc a
+   multiple of 16 (qk_gemm_block's condition for the fused entry). */
+void QK_GEMM_FUSED_NAME(size_t k, const void *a_, const void *b_, size_t m0, size_t n0, size_t nc,
+                        const qk_out_params *p, void *c, size_t c_stride) {
+    qk_v512f v[QK_MR][QK_NV];
+    tile_sums(k, a_, b_, v);
+    const qk_v512f lo = qk512f_set1(p->flo), hi = qk512f_set1(p->fhi);
+#pragma GCC unroll 16
+    for (int i = 0; i < QK_MR; i++) {
+        float *row = (float *)(void *)((char *)c + (m0 + (size_t)i) * c_stride) + n0;
+        const float *r = qk_f32_res_row(p, m0 + (size_t)i, n0);
+#pragma GCC unroll 4
+        for (int j = 0; j < QK_NV; j++) {
+            if ((size_t)(16 * j) >= nc) break;
+            qk_v512f x = qk512f_add(v[i][j], qk512f_load(p->bias_f + n0 + 16 * j));
+            if (r) x = qk512f_add(x, qk512f_load(r + 16 * j));
+            qk512f_store(row + 16 * j, qk512f_clamp(x, lo, hi));
+        }
+    }
+}
+#endif
 #undef QK_LOAD_B

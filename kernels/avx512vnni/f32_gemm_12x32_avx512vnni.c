@@ -4,5 +4,6 @@
 #define QK_NV 2
 #define QK_CHAINS 1
 #define QK_GEMM_NAME QK_VNNI_FN(f32_gemm_12x32_avx512vnni)
+#define QK_GEMM_FUSED_NAME QK_VNNI_FN(f32_gemm_12x32_fused_avx512vnni)
 #define QK_B_F32
 #include "f16_gemm_avx512vnni.h"
