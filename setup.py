@@ -65,7 +65,7 @@ class BuildISAExt(build_ext):
 class BuildPyWithoutCheckoutOnly(build_py):
     """Installs bench/ as qkernels.bench without the modules that run from a checkout only:
     its pytest-benchmark suites and scripts (`pytest bench`, `python bench/report.py`)."""
-    CHECKOUT_ONLY = ("conftest", "suite", "shapes", "report", "f16_accumulation", "mca", "real_models", "quant_quality",
+    CHECKOUT_ONLY = ("conftest", "suite", "shapes", "report", "f16_accumulation", "mca", "quant_quality",
                      "distributed_calibration", "busy_threads")
 
     def find_package_modules(self, package, package_dir):

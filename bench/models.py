@@ -59,7 +59,7 @@ import tempfile
 import time
 from typing import NamedTuple
 
-from . import peers
+from . import peers, real_models
 from .harness import Suite, Target, busy_mark, cell, collect, format_footer, isa_line, ratio, run_setup, run_worker, \
     select, settings_of
 from .timing import measure, worker_problems
@@ -74,6 +74,7 @@ class Model(NamedTuple):
     size: int = 224
     classes: int = 1000
     source: str = ""
+    real: str = ""       # a trained model of :mod:`real_models` ("classifier", ...); "": a zoo model
 
     @property
     def ops(self) -> None:
@@ -82,8 +83,15 @@ class Model(NamedTuple):
 
     @property
     def geometry(self) -> str:
-        """``224px`` or ``w0.5 96px``."""
+        """``224px``, ``w0.5 96px`` or, a trained model, ``48x192``."""
+        if self.real:
+            return "{}x{}".format(*real_models.SHAPES[self.real])
         return (f"w{self.width:g} " if self.width != 1.0 else "") + f"{self.size}px"
+
+    @property
+    def feed(self) -> str:
+        """The name of the model's input."""
+        return "x" if self.real else "input"
 
     @property
     def twin(self) -> Model:
@@ -91,10 +99,11 @@ class Model(NamedTuple):
         return self._replace(label=f"{self.arch}-fp32", variant="fp32")
 
     @property
-    def warmup(self) -> Model:
+    def warmup(self) -> Model | None:
         """A tiny model of the same graph and variant, run once before the measured
-        one: the libraries' one-off costs (imports, thread pools) stay out of its memory."""
-        return self._replace(label=f"{self.label}-warmup", width=0.25, size=32, classes=10)
+        one: the libraries' one-off costs (imports, thread pools) stay out of its memory
+        (None for a trained model: there is no tiny one)."""
+        return None if self.real else self._replace(label=f"{self.label}-warmup", width=0.25, size=32, classes=10)
 
     def record_fields(self) -> dict:
         """What a timing record says of its model (besides the label)."""
@@ -114,6 +123,15 @@ MODELS: tuple[Model, ...] = (
     *_variants("mobilenet_v2", "MobileNetV2 1.0, 224x224 (Sandler et al. 2018; torchvision layout)"),
     *_variants("resnet18", "ResNet-18, 224x224 (He et al. 2016; torchvision layout)"),
 )
+#: Trained models as people have them (:mod:`real_models`: PaddleOCR's text-direction
+#: classifier, text recogniser and text detector from the ``rapidocr-onnxruntime`` wheel),
+#: float32 as shipped and int8 as ONNX Runtime's quantizer makes them (calibrated on
+#: drawn text lines); in the suite when downloaded (``python -m qkernels.bench.real_models``),
+#: never downloaded by it, never in --quick.
+REAL_MODELS: tuple[Model, ...] = tuple(
+    Model(f"ppocr_{short}-{v}", f"ppocr_{short}", v, 1.0, 0, 0, f"PaddleOCR {name} (rapidocr-onnxruntime 1.4.4)",
+          name)
+    for name, short in (("classifier", "cls"), ("recogniser", "rec"), ("detector", "det")) for v in VARIANTS)
 #: ``--quick``: the same graphs, half the channels, 96x96 inputs.
 QUICK_MODELS: tuple[Model, ...] = tuple(m._replace(width=0.5, size=96) for m in MODELS)
 
@@ -131,22 +149,30 @@ OP = "run"           # the op of every timing record: one Session.run
 
 
 def models(labels=None, quick: bool = False) -> list[Model]:
-    """The models named by ``labels`` (all when None), small ones with ``quick``."""
-    table = QUICK_MODELS if quick else MODELS
+    """The models named by ``labels`` (all when None), small ones with ``quick``; the
+    trained ones (:data:`REAL_MODELS`) when their files are in the cache."""
+    table = QUICK_MODELS if quick else MODELS + tuple(m for m in REAL_MODELS if real_models.cached(m.real))
     return select(table, [m.label for m in table], labels, quick, what="model")
 
 
 # ---------------------------------------------------------------- models, inputs, checks
 
 def model_input(model: Model, seed: int = 0, k: int = 0):
-    """The seeded float32 input (1, 3, size, size): ``k`` = 0 the timed one, 1.. calibration."""
+    """The seeded float32 input (1, 3, size, size): ``k`` = 0 the timed one, 1.. calibration;
+    a trained model's: a drawn text line or page (:func:`real_models.samples`)."""
     import numpy as np
+    if model.real:
+        return real_models.samples(model.real, 1, seed=seed * 1000 + k)
     rng = np.random.default_rng([seed, k, model.size])
     return rng.standard_normal((1, 3, model.size, model.size)).astype(np.float32)
 
 
 def build(model: Model, seed: int = 0):
-    """The float32 onnx.ModelProto of ``model`` (its zoo builder; weights seeded by ``seed``)."""
+    """The float32 onnx.ModelProto of ``model`` (its zoo builder, weights seeded by ``seed``;
+    a trained model's file as shipped)."""
+    if model.real:
+        import onnx
+        return onnx.load(str(real_models.CACHE / real_models.MODELS[model.real]))
     from . import zoo
     return getattr(zoo, model.arch)(width=model.width, size=model.size, classes=model.classes, seed=seed)
 
@@ -161,12 +187,15 @@ def quantize_int8(proto, model: Model, folder: str, seed: int = 0) -> str:
 
     class Reader(ortq.CalibrationDataReader):
         def __init__(self):
-            self.feeds = iter([{"input": model_input(model, seed, k)} for k in range(1, CALIBRATION_INPUTS + 1)])
+            self.feeds = iter([{model.feed: model_input(model, seed, k)} for k in range(1, CALIBRATION_INPUTS + 1)])
 
         def get_next(self):
             return next(self.feeds, None)
 
     stem = os.path.join(folder, model.label)
+    if any(o.domain in ("", "ai.onnx") and o.version < 13 for o in proto.opset_import):
+        from onnx import version_converter   # ORT's quantizer writes invalid QDQ below opset 13: as users must
+        proto = version_converter.convert_version(proto, 13)
     onnx.save(proto, stem + ".float.onnx")
     quant_pre_process(stem + ".float.onnx", stem + ".pre.onnx", skip_symbolic_shape=True)   # no sympy needed
     ortq.quantize_static(stem + ".pre.onnx", stem + ".onnx", Reader(), quant_format=ortq.QuantFormat.QDQ,
@@ -256,7 +285,7 @@ def _problems(spec: dict):
     def make(model: Model, seed: int) -> Problem:
         prep = spec["prepared"][model.label]
         ref, qdq = (np.load(prep[k]) if prep.get(k) else None for k in ("reference", "reference_qdq"))
-        warmup = (prep["warmup"], model_input(model.warmup, seed)) if prep.get("warmup") else None
+        warmup = (prep["warmup"], {model.feed: model_input(model.warmup, seed)}) if prep.get("warmup") else None
         return Problem(model, prep["path"], model_input(model, seed), ref, prep.get("output_scale"), qdq, warmup)
 
     return worker_problems(spec, Model, make)
@@ -306,8 +335,8 @@ def _worker_prepare(spec: dict, out: dict) -> None:
             ops[node.op_type] = ops.get(node.op_type, 0) + 1
         prep = {"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "ops": ops,
                 "output_scale": output_scale(proto), "reference": None,
-                "warmup": write_model(model.warmup, spec["workdir"], spec["seed"])[0]}
-        feeds = {"input": model_input(model, spec["seed"])}
+                "warmup": write_model(model.warmup, spec["workdir"], spec["seed"])[0] if model.warmup else None}
+        feeds = {model.feed: model_input(model, spec["seed"])}
         ref, qdq = ort_references(data, model, feeds) if have_ort else (None, None)
         if ref is not None:
             prep["reference"] = path[:-len(".onnx")] + ".logits.npy"
@@ -328,14 +357,14 @@ def _timed(problem: Problem, lib: str, threads: int, timing: dict, load, check=N
     if problem.warmup:
         with open(problem.warmup[0], "rb") as f:
             run, session = load(f.read())
-        run({"input": problem.warmup[1]})
+        run(problem.warmup[1])
         del run, session
     before = peak_rss_bytes()
     t0 = time.perf_counter()
     with open(problem.path, "rb") as f:
         run, session = load(f.read())
     load_s = time.perf_counter() - t0
-    feeds = {"input": problem.x}
+    feeds = {problem.model.feed: problem.x}
     logits = run(feeds)[0]
     rec = measure(problem.model, lib, OP, threads, timing, lambda: run(feeds),
                          check(logits) if check else None)

@@ -44,6 +44,11 @@ _WORDS = ("the quick brown fox jumps over lazy dog invoice total amount date pai
           "south river station market model kernel int8 float edge device").split()
 
 
+def cached(model: str, cache: Path = CACHE) -> bool:
+    """Whether ``model``'s file is in the cache (never downloads)."""
+    return (Path(cache) / MODELS[model]).exists()
+
+
 def fetch(cache: Path = CACHE) -> dict[str, Path]:
     """Paths of the three models, downloading and unpacking the wheel on first use."""
     cache = Path(cache)
@@ -156,3 +161,8 @@ def ctc_decode(probs: np.ndarray) -> list[tuple[int, ...]]:
         keep[1:] = seq[1:] != seq[:-1]
         out.append(tuple(int(c) for c in seq[keep & (seq != 0)]))
     return out
+
+
+if __name__ == "__main__":   # python -m qkernels.bench.real_models: download the models once
+    for key, path in fetch().items():
+        print(f"{key}: {path}")

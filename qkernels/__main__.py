@@ -255,8 +255,9 @@ def main(argv=None) -> int:
                    help="gemm: int8 GEMM shapes (default); conv: convolution layers (qkernels.bench.conv.LAYERS); "
                         "f16: fp16 (and fp32) GEMM on the GEMM shapes beside numpy float32 and float16; quant: quantize and "
                         "dequantize of activations and weights (qkernels.bench.quant.CASES) in Gelem/s; models: "
-                        "MobileNetV2 and ResNet-18, float32 and int8, on the graph runner beside ONNX Runtime "
-                        "(latency and memory)")
+                        "MobileNetV2 and ResNet-18, float32 and int8, and the trained PaddleOCR models once "
+                        "downloaded (python -m qkernels.bench.real_models), on the graph runner beside ONNX Runtime "
+                        "and OpenVINO (latency and memory)")
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats (--suite models: small models)")
     p.add_argument("--threads", type=_threads, nargs="*", help="thread counts (default: 1 and all)")
     p.add_argument("--json", metavar="PATH", help="save the results as JSON")
@@ -269,7 +270,7 @@ def main(argv=None) -> int:
                    help="shape labels (qkernels.bench.gemm.SHAPES; --suite f16: qkernels.bench.f16.SHAPES), "
                         "layer labels with --suite conv, case labels with --suite quant, model labels with "
                         "--suite models "
-                        "(qkernels.bench.models.MODELS, e.g. mobilenet_v2-int8)")
+                        "(qkernels.bench.models.MODELS and REAL_MODELS, e.g. mobilenet_v2-int8, ppocr_rec-fp32)")
     p.add_argument("--rounds", type=_number(int, 1), default=1, help="repeat every process this many times (median)")
     p.add_argument("--isa", choices=SUPPORTED_ISAS,
                    help="force the qkernels ISA path (QKERNELS_ISA) in the timed process")
