@@ -74,7 +74,11 @@ def test_cli_models_quick_run_saves_json(tmp_path, capsys):
 def test_model_tables_and_selection():
     assert [m.label for m in bench_models.MODELS] == ["mobilenet_v2-fp32", "mobilenet_v2-int8", "resnet18-fp32",
                                                       "resnet18-int8"]
-    assert all((m.size, m.width) == (224, 1.0) for m in bench_models.models())
+    assert all((m.size, m.width) == (224, 1.0) for m in bench_models.models() if not m.real)
+    real = [m for m in bench_models.models() if m.real]        # the trained models, once downloaded
+    assert all(bench_models.real_models.cached(m.real) and m.feed == "x" and m.warmup is None for m in real)
+    assert not any(m.real for m in bench_models.models(quick=True))
+    assert [m.label for m in bench_models.REAL_MODELS][:2] == ["ppocr_cls-fp32", "ppocr_cls-int8"]
     quick = bench_models.models(["mobilenet_v2-int8"], quick=True)
     assert [(m.label, m.width, m.size, m.geometry) for m in quick] == [("mobilenet_v2-int8", 0.5, 96, "w0.5 96px")]
     assert quick[0].twin.label == "mobilenet_v2-fp32" and quick[0].twin.size == 96
