@@ -72,12 +72,11 @@ class Session:
         self.graph = fold_constants(graph, fold_limit)
         for b in rewriters:
             self.graph = b.rewrite(self.graph)
+        for name, value in self.graph.initializers.items():   # shared by every run: nothing writes them
+            self.graph.initializers[name] = _aligned_constant(value)
         self._partitions: list[Partition] = partition(self.graph, self.backends)
         self._kernels = [p.backend.compile(p.nodes, self.graph) for p in self._partitions]
         self._last_use = self._liveness()
-        for name, value in self.graph.initializers.items():   # shared by every run: nothing writes them
-            self.graph.initializers[name] = value = np.asarray(value)   # (folding may leave numpy scalars)
-            value.flags.writeable = False
         #: bytes of inputs and intermediate values alive at once at the worst point of the
         #: last run (values are dropped after their last reader: liveness); None before a run
         self.peak_bytes: int | None = None
@@ -339,6 +338,20 @@ class Session:
 
 
 _MISSING = object()
+
+
+def _aligned_constant(value) -> np.ndarray:
+    """A constant as a read-only ndarray (folding may leave numpy scalars) whose data
+    starts on a 64-byte line (copied there when it does not), as the kernels read best."""
+    arr = np.asarray(value)
+    if arr.dtype.kind in "biufc" and arr.nbytes and arr.ctypes.data % 64:
+        raw = np.empty(arr.nbytes + 64, np.uint8)
+        start = -raw.ctypes.data % 64
+        aligned = raw[start:start + arr.nbytes].view(arr.dtype).reshape(arr.shape)
+        np.copyto(aligned, arr)
+        arr = aligned
+    arr.flags.writeable = False
+    return arr
 
 
 class _Pool:

@@ -68,6 +68,8 @@ def test_arena_places_do_not_overlap_while_alive(mobilenet):
     assert spec.views                                                           # Flatten/Reshape: views
     s.run(None, {"input": x})
     assert s.peak_bytes == s.arena_bytes == spec.arena_bytes
+    consts = s.graph.initializers.values()                                      # copied aligned at load
+    assert all(v.ctypes.data % 64 == 0 and not v.flags.writeable for v in consts if v.nbytes)
 
 
 def _dynamic_model():
