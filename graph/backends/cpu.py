@@ -495,18 +495,40 @@ def _make_quantize_linear(node: Node, graph: Graph) -> Runner | None:
     return _fallback(node, graph, run)
 
 
+def _flat_run(v: np.ndarray) -> np.ndarray | None:
+    """``v`` as a 1-D view of its elements in memory order, when they fill one run of
+    memory (any axis order, no gaps, no negative strides); None otherwise. Dimensions
+    of size 1 are skipped (numpy leaves any stride there)."""
+    if v.size <= 1:
+        return v.reshape(-1)
+    dims = [(d, st) for d, st in zip(v.shape, v.strides) if d != 1]
+    if any(st <= 0 for _, st in dims):
+        return None
+    dims.sort(key=lambda ds: -ds[1])
+    expect = v.itemsize
+    for d, st in reversed(dims):
+        if st != expect:
+            return None
+        expect *= d
+    return np.lib.stride_tricks.as_strided(v, (v.size,), (v.itemsize,), writeable=v.flags.writeable)
+
+
+def _same_layout(u: np.ndarray, v: np.ndarray) -> bool:
+    """One shape and the same strides wherever a dimension is not 1 (so the same
+    memory order, element for element)."""
+    return u.shape == v.shape and all(a == b for a, b, d in zip(u.strides, v.strides, u.shape) if d != 1)
+
+
 def _same_order_runs(*arrays: np.ndarray) -> list | None:
     """``arrays`` (one shape, strides in one proportion to their itemsizes) as flat views of
     one run of memory each, element i of each the same element; None if they are not."""
+    def rel(a):
+        return [st // a.itemsize if d != 1 else 0 for st, d in zip(a.strides, a.shape)]
     a0 = arrays[0]
-    rel = [s // a0.itemsize for s in a0.strides]
-    if min(a0.strides, default=0) < 0 or any(a.shape != a0.shape or [s // a.itemsize for s in a.strides] != rel
-                                              or any(s % a.itemsize for s in a.strides) for a in arrays):
+    if any(a.shape != a0.shape or any(st % a.itemsize for st in a.strides) or rel(a) != rel(a0) for a in arrays):
         return None
-    flat = [a.reshape(-1) if a.ndim == 0 else a.ravel(order="K") for a in arrays]
-    if a0.size > 1 and not all(np.may_share_memory(f, a) for f, a in zip(flat, arrays)):
-        return None
-    return flat
+    flat = [_flat_run(a) for a in arrays]
+    return None if any(f is None for f in flat) else flat
 
 
 @kernel("QLinearMatMul", "MatMulInteger")
@@ -619,10 +641,12 @@ def _make_qgemm(node: Node, graph: Graph) -> Runner | None:
 
 @kernel("com.microsoft::QLinearAdd", "com.microsoft::QLinearMul")
 def _make_qlinear_binary(node: Node, graph: Graph) -> Runner | None:
-    """QLinearAdd / QLinearMul of two tensors of one shape and memory layout (a residual
-    Add of two convolution outputs) with constant per-tensor parameters, on the native
-    elementwise loop (the reference operator's float32 steps, bit for bit); broadcasting
-    and other layouts go to the reference operator."""
+    """QLinearAdd / QLinearMul with constant per-tensor parameters on the native
+    elementwise loop (the reference operator's float32 steps, bit for bit): over the
+    memory of the operand of the result's shape (a convolution's NHWC memory stays so);
+    the other operand, when it broadcasts (a constant, a per-channel gate) or lies in
+    another order, is first copied into a buffer of that order. Both operands
+    broadcasting, and slices of memory, go to the reference operator."""
     a, sa, za, b, sb, zb, sy, zy = _inputs(node, 8)
     params = [_QParams(graph, s_, z_) for s_, z_ in ((sa, za), (sb, zb), (sy, zy))]
     if not all(q.const for q in params) or len({q.dtype for q in params}) != 1 \
@@ -636,28 +660,49 @@ def _make_qlinear_binary(node: Node, graph: Graph) -> Runner | None:
     if not largest / sy_ <= 2.0 ** 21:          # the loop's precondition (kernels/qbinary.c), with margin
         return None
 
+    def operands(x, w, y=None):
+        """(calls, flat a, flat b, flat y, y): the operands as runs of one memory order, the
+        one of whichever input has the result's shape (and of y when given); the other
+        one broadcast or reordered into a buffer of that order by the calls (each run)."""
+        if x is None or w is None or x.dtype != dtype or w.dtype != dtype:
+            return None
+        try:
+            shape = np.broadcast_shapes(x.shape, w.shape)
+        except ValueError:
+            return None
+        base = x if x.shape == shape else w if w.shape == shape else None
+        if base is None or _flat_run(base) is None:
+            return None
+        if y is None:
+            y = np.empty_like(base)                 # base's memory order
+        if y.shape != shape or y.dtype != dtype or not _same_layout(y, base):
+            return None
+        calls, ops = [], []
+        for v in (x, w):
+            if v.shape != shape or not _same_layout(v, base):
+                full = np.empty_like(base)
+                calls.append(partial(np.copyto, full, v))
+                v = full
+            ops.append(v)
+        flat = [_flat_run(v) for v in (*ops, y)]
+        return None if any(f is None for f in flat) else (calls, *flat, y)
+
     def run(values):
-        x, w = values[a], values[b]
-        if x.dtype != dtype or w.dtype != dtype or x.shape != w.shape or x.strides != w.strides \
-                or min(x.strides, default=0) < 0:   # (ravel "K" reverses negative strides, empty_like not)
+        got = operands(values[a], values[b])
+        if got is None:
             raise _NotServed
-        flat_x = x.ravel(order="K")             # a view when x is one run of memory in some axis order
-        if x.size > 1 and not np.may_share_memory(flat_x, x):
-            raise _NotServed                     # slices, steps: ravel copied
-        y = np.empty_like(x)                     # the same order; so is w (the same strides)
-        _native.qlinear_binary(mul, flat_x, sa_, za_, w.ravel(order="K"), sb_, zb_, sy_, zy_, y.ravel(order="K"))
+        calls, fa, fb, fy, y = got
+        for call in calls:
+            call()
+        _native.qlinear_binary(mul, fa, sa_, za_, fb, sb_, zb_, sy_, zy_, fy)
         return {result: y}
 
     def bind(ins, outs):
-        x, w, y = ins[0], ins[3], outs[0]
-        if x is None or w is None or x.dtype != dtype or w.dtype != dtype or y.dtype != dtype \
-                or not x.shape == w.shape == y.shape or not x.strides == w.strides == y.strides \
-                or min(x.strides, default=0) < 0:
+        got = operands(ins[0], ins[3], outs[0])
+        if got is None:
             return None
-        flat = [v.ravel(order="K") for v in (x, w, y)]
-        if x.size > 1 and not all(np.may_share_memory(f, v) for f, v in zip(flat, (x, w, y))):
-            return None                          # not one run of memory each
-        return partial(_native.qlinear_binary, mul, flat[0], sa_, za_, flat[1], sb_, zb_, sy_, zy_, flat[2])
+        calls, fa, fb, fy, _ = got
+        return _chain(calls + [partial(_native.qlinear_binary, mul, fa, sa_, za_, fb, sb_, zb_, sy_, zy_, fy)])
     run.bind = bind
     return _fallback(node, graph, run)
 
