@@ -644,8 +644,8 @@ def transpose_layout(cnp.ndarray x, cnp.ndarray out, bint to_nhwc, bint simd):
     return out
 
 
-def qlinear_binary(bint mul, cnp.ndarray a, float sa, int32_t za, cnp.ndarray b, float sb, int32_t zb, float sy,
-                   int32_t zy, cnp.ndarray y):
+def qlinear_binary(int isa, bint mul, cnp.ndarray a, float sa, int32_t za, cnp.ndarray b, float sb, int32_t zb,
+                   float sy, int32_t zy, cnp.ndarray y):
     """y = com.microsoft QLinearAdd (QLinearMul with ``mul``) of a and b, elementwise over
     their memory: a, b, y 1-D, contiguous, of one 1-byte dtype and length. The caller
     checks the precondition of kernels/qbinary.c: |(sa (a - za) op sb (b - zb)) / sy| <= 2^22
@@ -660,8 +660,9 @@ def qlinear_binary(bint mul, cnp.ndarray a, float sa, int32_t za, cnp.ndarray b,
     cdef const void *ap = _ptr(a)
     cdef const void *bp = _ptr(b)
     cdef void *yp = _ptr(y)
+    cdef qk_qbinary_fn fn = qk_qlinear_binary_for_isa(isa)   # ISA path `isa` (the same bits on each)
     with nogil:
-        qk_qlinear_binary(n, op, is_signed, ap, sa, za, bp, sb, zb, sy, zy, yp)
+        fn(n, op, is_signed, ap, sa, za, bp, sb, zb, sy, zy, yp)
     return y
 
 

@@ -10,6 +10,11 @@
  * 2^22, so rounding by adding and subtracting 1.5 * 2^23 is exact (round half to even in
  * the default rounding mode, no libm call) and the conversion to int32 cannot overflow. */
 #include "qk_quant.h"
+#ifndef QK_QBINARY_NAME   /* the portable build; kernels/avx2/qbinary_avx2.c includes this file for AVX2 */
+#define QK_QBINARY_NAME qk_qlinear_binary
+#define QK_QBINARY_PORTABLE
+#include "qk_cpu.h"
+#endif
 
 #define QK_QBINARY_LOOP(T, OP, LO, HI)                                                        \
     do {                                                                                      \
@@ -22,8 +27,8 @@
         }                                                                                     \
     } while (0)
 
-void qk_qlinear_binary(size_t n, int op, int is_signed, const void *a, float sa, int32_t za, const void *b, float sb,
-                       int32_t zb, float sy, int32_t zy, void *y) {
+void QK_QBINARY_NAME(size_t n, int op, int is_signed, const void *a, float sa, int32_t za, const void *b, float sb,
+                     int32_t zb, float sy, int32_t zy, void *y) {
     if (is_signed && op == QK_BINARY_MUL)
         QK_QBINARY_LOOP(int8_t, *, -128, 127);
     else if (is_signed)
@@ -33,3 +38,20 @@ void qk_qlinear_binary(size_t n, int op, int is_signed, const void *a, float sa,
     else
         QK_QBINARY_LOOP(uint8_t, +, 0, 255);
 }
+
+#ifdef QK_QBINARY_PORTABLE
+#if defined(__x86_64__)
+void qk_qlinear_binary_avx2(size_t n, int op, int is_signed, const void *a, float sa, int32_t za, const void *b,
+                            float sb, int32_t zb, float sy, int32_t zy, void *y);
+#endif
+
+qk_qbinary_fn qk_qlinear_binary_for_isa(int isa) {
+#if defined(__x86_64__)
+    if (isa == QK_ISA_AVX2 || isa == QK_ISA_AVX512VNNI || isa == QK_ISA_AVXVNNI || isa == QK_ISA_AVX512VNNI_EMU ||
+        isa == QK_ISA_AVXVNNI_EMU)
+        return qk_qlinear_binary_avx2;
+#endif
+    (void)isa;
+    return qk_qlinear_binary;
+}
+#endif

@@ -91,6 +91,9 @@ cdef extern from "qk_quant.h" nogil:
     int QK_BINARY_ADD, QK_BINARY_MUL
     void qk_qlinear_binary(size_t n, int op, int is_signed, const void *a, float sa, int32_t za, const void *b,
                            float sb, int32_t zb, float sy, int32_t zy, void *y)
+    ctypedef void (*qk_qbinary_fn)(size_t, int, int, const void *, float, int32_t, const void *, float, int32_t,
+                                   float, int32_t, void *)
+    qk_qbinary_fn qk_qlinear_binary_for_isa(int isa)
 
 cdef extern from "qk_registry.h" nogil:
     int QK_KIND_GEMM, QK_KIND_DW_SUM, QK_KIND_QUANTIZE, QK_KIND_DEQUANTIZE

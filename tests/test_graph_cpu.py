@@ -612,17 +612,29 @@ def test_qlinear_add_and_mul_equal_the_reference_bit_for_bit(op, signed, layout,
 
 
 def test_qlinear_binary_loop_saturates_and_rounds_ties_to_even():
-    from qkernels import _native
+    """On every ISA path (the portable C, and its AVX2 build on x86): ties to even, saturation,
+    and the same bits as the portable loop on random values."""
+    import qkernels
+    from qkernels import _dispatch, _native
     a = np.array([0, 1, 3, 5, 127, -128, 100, -100], np.int8)
     b = np.zeros_like(a)
     y = np.empty_like(a)
-    # y = round(a * 0.5 / 1) + 0: 0, 0.5 -> 0, 1.5 -> 2, 2.5 -> 2, 63.5 -> 64, -64, 50, -50
-    _native.qlinear_binary(False, a, 0.5, 0, b, 1.0, 0, 1.0, 0, y)
-    np.testing.assert_array_equal(y, [0, 0, 2, 2, 64, -64, 50, -50])
-    _native.qlinear_binary(False, a, 8.0, 0, b, 1.0, 0, 1.0, 3, y)          # saturation at both ends
-    np.testing.assert_array_equal(y, [3, 11, 27, 43, 127, -128, 127, -128])
-    with pytest.raises(ValueError, match="1-D contiguous"):
-        _native.qlinear_binary(False, a, 1.0, 0, b.astype(np.uint8), 1.0, 0, 1.0, 0, y)
+    rng = np.random.default_rng(0)
+    ra, rb = (rng.integers(-128, 128, 1000).astype(np.int8) for _ in range(2))
+    want = {}
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+        with qkernels.use_isa(isa):
+            k = _dispatch.isa_index()
+        # y = round(a * 0.5 / 1) + 0: 0, 0.5 -> 0, 1.5 -> 2, 2.5 -> 2, 63.5 -> 64, -64, 50, -50
+        _native.qlinear_binary(k, False, a, 0.5, 0, b, 1.0, 0, 1.0, 0, y)
+        np.testing.assert_array_equal(y, [0, 0, 2, 2, 64, -64, 50, -50], err_msg=isa)
+        _native.qlinear_binary(k, False, a, 8.0, 0, b, 1.0, 0, 1.0, 3, y)          # saturation at both ends
+        np.testing.assert_array_equal(y, [3, 11, 27, 43, 127, -128, 127, -128], err_msg=isa)
+        for mul in (False, True):
+            got = _native.qlinear_binary(k, mul, ra, 0.0625, 3, rb, 0.125, -2, 0.25, 1, np.empty_like(ra))
+            np.testing.assert_array_equal(got, want.setdefault(mul, got), err_msg=isa)
+        with pytest.raises(ValueError, match="1-D contiguous"):
+            _native.qlinear_binary(k, False, a, 1.0, 0, b.astype(np.uint8), 1.0, 0, 1.0, 0, y)
 
 
 # ------------------------------------------------- global average pooling (native)

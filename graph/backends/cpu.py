@@ -694,7 +694,7 @@ def _make_qlinear_binary(node: Node, graph: Graph) -> Runner | None:
         calls, fa, fb, fy, y = got
         for call in calls:
             call()
-        _native.qlinear_binary(mul, fa, sa_, za_, fb, sb_, zb_, sy_, zy_, fy)
+        _native.qlinear_binary(_dispatch.isa_index(), mul, fa, sa_, za_, fb, sb_, zb_, sy_, zy_, fy)
         return {result: y}
 
     def bind(ins, outs):
@@ -702,7 +702,8 @@ def _make_qlinear_binary(node: Node, graph: Graph) -> Runner | None:
         if got is None:
             return None
         calls, fa, fb, fy, _ = got
-        return _chain(calls + [partial(_native.qlinear_binary, mul, fa, sa_, za_, fb, sb_, zb_, sy_, zy_, fy)])
+        loop = partial(_native.qlinear_binary, _dispatch.isa_index(), mul, fa, sa_, za_, fb, sb_, zb_, sy_, zy_, fy)
+        return _chain(calls + [loop])
     run.bind = bind
     return _fallback(node, graph, run)
 

@@ -52,4 +52,9 @@ static inline int32_t qk_quantize_one(float x, float scale, int32_t zp, int out_
 enum { QK_BINARY_ADD = 0, QK_BINARY_MUL = 1 };
 void qk_qlinear_binary(size_t n, int op, int is_signed, const void *a, float sa, int32_t za, const void *b, float sb,
                        int32_t zb, float sy, int32_t zy, void *y);
+/* The same C compiled for AVX2 (kernels/avx2/qbinary_avx2.c: 8 lanes, the same floats);
+ * qk_qlinear_binary_for_isa picks it on the x86 paths that have AVX2. */
+typedef void (*qk_qbinary_fn)(size_t, int, int, const void *, float, int32_t, const void *, float, int32_t, float,
+                              int32_t, void *);
+qk_qbinary_fn qk_qlinear_binary_for_isa(int isa);
 #endif
