@@ -456,6 +456,14 @@ def _make_quantize_linear(node: Node, graph: Graph) -> Runner | None:
         data = values[x]
         if data.dtype != (_F32 if node.op_type == "QuantizeLinear" else Z.dtype):
             raise _NotServed
+        if axis is None and not data.flags.c_contiguous:
+            # per tensor: the result in the input's memory order (an NCHW view of NHWC
+            # memory stays one, and the plan binds it), when that is one run of memory
+            y = np.empty_like(data, dtype=Z.dtype if node.op_type == "QuantizeLinear" else _F32)
+            call = bind([values[i] if i else None for i in node.inputs], [y])
+            if call is not None:
+                call()
+                return {result: y}
         try:
             if node.op_type == "QuantizeLinear":
                 return {result: quantize(data, S, Z, Z.dtype, axis).data}
