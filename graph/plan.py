@@ -1,9 +1,10 @@
 """The compiled plan of a session: the graph as a flat list of bound calls over one
 static memory arena, for one set of input shapes.
 
-A session's first run for new input shapes runs the graph node by node (the trace) and
-keeps every value it made. From the trace a :class:`PlanSpec` is made once per set of
-input shapes (and thread count and ISA):
+A session's first run for new input shapes runs the graph node by node (the trace,
+:func:`trace`), freeing each value after its last reader as any run does, and keeps of
+each value its shape, dtype and memory order. From the trace a :class:`PlanSpec` is
+made once per set of input shapes (and thread count and ISA):
 
 * **buffers**: every input and intermediate value gets a place in one 64-byte-aligned
   arena, in the memory order the trace gave it (a convolution's NCHW view of NHWC
@@ -65,6 +66,53 @@ class _Value:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 
+@dataclass(frozen=True)
+class Traced:
+    """What the trace keeps of a value (never the value: its memory is freed by liveness
+    as in any run): shape, dtype, its strides when dense (else None), and, for the
+    output of a view operator, whether it shared its input's memory."""
+    shape: tuple
+    dtype: np.dtype
+    strides: tuple | None
+    view_of_input: bool = False
+
+    @classmethod
+    def of(cls, value, view_of_input: bool = False) -> "Traced":
+        arr = np.asarray(value)
+        return cls(arr.shape, arr.dtype, _dense_strides(arr), view_of_input)
+
+
+def trace(steps: list, values: dict, keep: set, timer=None) -> tuple[dict, int]:
+    """Run ``steps`` ((node, fn) in order) on ``values`` (constants and feeds), node by
+    node, each value dropped after its last reader unless it is in ``keep``; returns
+    (name -> :class:`Traced` for the feeds and every value made, the most bytes of values
+    not in ``keep`` alive at once); ``values`` keeps the kept ones. ``timer(node,
+    seconds)`` is told each node's time."""
+    import time
+    last = {}
+    for k, (node, _) in enumerate(steps):
+        for name in node.inputs:
+            last[name] = k
+    seen = {name: Traced.of(v) for name, v in values.items()}
+    live = peak = sum(np.asarray(v).nbytes for name, v in values.items() if name not in keep)
+    for k, (node, fn) in enumerate(steps):
+        t0 = time.perf_counter() if timer else 0.0
+        produced = fn(values)
+        if timer:
+            timer(node, time.perf_counter() - t0)
+        src = values.get(node.inputs[0]) if node.inputs and node.inputs[0] else None
+        for name, v in produced.items():
+            shares = node.op_type in VIEW_OPS and src is not None and np.shares_memory(np.asarray(v), np.asarray(src))
+            seen[name] = Traced.of(v, shares)
+        values.update(produced)
+        live += sum(np.asarray(v).nbytes for v in produced.values())
+        peak = max(peak, live)
+        for name in set(node.inputs) | set(produced):
+            if name and last.get(name, -1) <= k and name not in keep and name in values:
+                live -= np.asarray(values.pop(name)).nbytes
+    return seen, peak
+
+
 def _dense_strides(arr: np.ndarray) -> tuple | None:
     """``arr``'s strides when its elements fill one run of memory in some axis order (a
     C-contiguous array or a transpose of one), else None."""
@@ -86,10 +134,10 @@ class PlanSpec:
         values: dict[str, _Value] = {}
 
         def add(name, first):
-            arr = np.asarray(traced[name])
-            if arr.dtype.kind not in "biufc":
-                raise Unplannable(f"value {name!r} is {arr.dtype}, not a number")
-            values[name] = _Value(name, arr.shape, arr.dtype, _dense_strides(arr), first=first)
+            t: Traced = traced[name]
+            if t.dtype.kind not in "biufc":
+                raise Unplannable(f"value {name!r} is {t.dtype}, not a number")
+            values[name] = _Value(name, t.shape, t.dtype, t.strides, first=first)
 
         for name in feeds:
             add(name, -1)
@@ -102,8 +150,7 @@ class PlanSpec:
             src = node.inputs[0] if node.inputs else ""
             out = node.outputs[0] if len(node.outputs) == 1 else ""
             if node.op_type in VIEW_OPS and not node.domain and out and src in values \
-                    and all(not i or i in consts for i in node.inputs[1:]) \
-                    and np.shares_memory(np.asarray(traced[out]), np.asarray(traced[src])):
+                    and all(not i or i in consts for i in node.inputs[1:]) and traced[out].view_of_input:
                 values[out].base = values[src].base or src
                 values[out].strides = None
                 self.views.append(node)

@@ -17,7 +17,7 @@ from .fold import FOLD_LIMIT, fold_constants
 from .ir import Node, ValueInfo
 from .model import CONVERTED_KEY, load_model, to_graph
 from .partition import Partition, partition
-from .plan import Plan, PlanSpec, Replan
+from .plan import Plan, PlanSpec, Replan, trace
 from .validate import validate
 
 #: input-shape sets whose plans a session keeps (least recently used dropped first)
@@ -254,7 +254,7 @@ class Session:
             return None
         if pool is _MISSING:
             arrays = {k: v if v.flags.c_contiguous else v.copy(order="C") for k, v in arrays.items()}
-            outputs, traced = self._run_nodes(arrays, names, rows, keep=True)
+            outputs, traced = self._trace(arrays, names, rows)
             try:
                 pool = _Pool(PlanSpec(self.graph, self._node_steps, traced, [v.name for v in self.graph.inputs]),
                              self.placement)
@@ -298,10 +298,23 @@ class Session:
             pools = [p for p in self._plans.values() if p is not None]
         return pools[-1].spec.arena_bytes if pools else None
 
+    def _trace(self, arrays: dict, names: list, rows) -> tuple[list, dict]:
+        """A run node by node on the backends' steps: (outputs, name -> Traced)."""
+        values = dict(self.graph.initializers)
+        values.update(arrays)
+        consts = self.graph.initializers
+
+        def timer(node, seconds):
+            rows.append({"node": node.name, "op": node.key, "backend": self._backend_of[id(node)].name,
+                         "placement": self.placement(node), "seconds": seconds})
+        traced, self.peak_bytes = trace(self._node_steps, values, set(names) | set(consts),
+                                        None if rows is None else timer)
+        return [_owned(values[n]) for n in names], traced
+
     # ---------------------------------------------------------------- node by node
 
-    def _run_nodes(self, arrays: dict, names: list, rows, keep: bool = False) -> tuple[list, dict]:
-        """Outputs (and, with ``keep``, every value made: the trace) of a run node by node."""
+    def _run_nodes(self, arrays: dict, names: list, rows) -> tuple[list, dict]:
+        """Outputs (and the values left) of a run node by node."""
         values = dict(self.graph.initializers)
         values.update(arrays)
         consts = self.graph.initializers
@@ -312,7 +325,7 @@ class Session:
             live += sum(v.nbytes for v in produced.values())
             peak = max(peak, live)
             for name in drops:
-                dead = values.get(name) if keep else values.pop(name, None)
+                dead = values.pop(name, None)
                 if dead is not None and name not in consts:
                     live -= dead.nbytes
         # kernels may leave strided views (ascontiguousarray would make 0-d arrays 1-d),
