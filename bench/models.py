@@ -37,8 +37,8 @@ process (:func:`harness.collect` with ``process_per_item``):
 Memory, per model and library: the growth of the process's peak resident memory
 (``getrusage`` ``ru_maxrss``) from before the model is read to after the timed runs: an
 upper bound, which includes the serialized model and the loaded weights; for qkernels
-also ``Session.peak_bytes``, the input and intermediate tensors alive at once in the
-last run.
+also ``Session.peak_bytes``: the arena of its compiled plan, which holds every input and
+intermediate tensor of a run, places reused by liveness.
 
 Before timing, qkernels' logits are compared with ONNX Runtime's: fp32 within
 :data:`FP32_RTOL` of the largest ``|logit|`` (else no number is posted and the command
@@ -506,7 +506,7 @@ def legend() -> str:
             "precision (bf16 where the CPU has it) and f32, qk/OVf: qkernels over OV f32; each (library, thread count, model) in its own process. model: "
             "MiB of the .onnx file. RSS+ MiB: growth of the process's peak resident memory (ru_maxrss) from before "
             "reading the model to after the timed runs, an upper bound including the serialized model and the "
-            "loaded weights; live: qkernels Session.peak_bytes (input and intermediates alive at once). check: "
+            "loaded weights; live: qkernels Session.peak_bytes (its compiled plan's arena: input and intermediates). check: "
             f"fp32 logits within "
             f"{FP32_RTOL:g} x max|logit| of ORT's (ok, largest difference over max|logit|); int8 (information): "
             "largest difference from ORT's logits in output LSB, argmax equal (=) or not (!=)")
