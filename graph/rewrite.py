@@ -144,6 +144,38 @@ def fold_batchnorm(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
+def fold_conv_bias_add(graph: Graph) -> Graph:
+    """Fold ``Add(Conv(x, W, B), C)`` into ``Conv(x, W, B + C)`` when the Conv is float
+    with constant W (and B), C is a constant of its dtype holding one value or one per
+    output channel (shape (O, 1, ...) or (1, O, 1, ...), as exporters write a bias kept
+    apart: PaddlePaddle's), and nothing else reads the Conv's output (ONNX Runtime's
+    ConvAddFusion; the sum rounds once where the two nodes rounded twice)."""
+    ed = _Editor(graph)
+    for add in graph.nodes:
+        if add.op_type != "Add" or add.domain or len(add.inputs) != 2 or ed.taken(add):
+            continue
+        for k in (0, 1):
+            conv, c = ed.producer_of(add.inputs[k], "Conv"), ed.const(add.inputs[1 - k])
+            if conv is None or c is None or ed.taken(conv) or ed.only_consumer(conv.outputs[0]) is not add:
+                continue
+            w = ed.const(conv.inputs[1]) if len(conv.inputs) > 1 else None
+            has_b = len(conv.inputs) > 2 and bool(conv.inputs[2])
+            b = ed.const(conv.inputs[2]) if has_b else None
+            if w is None or w.dtype not in _FLOATS or w.ndim < 3 or c.dtype != w.dtype or (has_b and b is None):
+                continue
+            o, rank = w.shape[0], w.ndim            # the output is (N, O, spatial...): w's rank
+            dims = (1,) * (rank - c.ndim) + c.shape if c.ndim <= rank else None
+            if dims is None or not (c.size == 1 or (dims[1] == o and c.size == o and dims[0] == 1)):
+                continue
+            total = (np.zeros(o, w.dtype) if b is None else b) + np.broadcast_to(c.reshape(-1), (o,)).astype(w.dtype)
+            bname = ed.add_const(f"{conv.name}/add_folded_B", np.ascontiguousarray(total, w.dtype))
+            new = Node(conv.name, "Conv", "", [conv.inputs[0], conv.inputs[1], bname], [add.outputs[0]],
+                       dict(conv.attrs))
+            ed.replace(conv, [new], add)
+            break
+    return _prune(ed.result())
+
+
 def _dq_params(ed: _Editor, dq: Node):
     """(q, scale, zero_point, axis) of a DequantizeLinear with constant scale and zero
     point (q may be a constant or not), or None when it is not a plain one."""
@@ -575,7 +607,8 @@ def _prune(graph: Graph) -> Graph:
     return Graph(nodes, inits, graph.inputs, graph.outputs, graph.opset, graph.name, graph.metadata)
 
 
-PASSES = (fold_batchnorm, qdq_to_integer, fuse_activations, fuse_residual_add, fold_constant_dequantize)
+PASSES = (fold_batchnorm, fold_conv_bias_add, qdq_to_integer, fuse_activations, fuse_residual_add,
+          fold_constant_dequantize)
 
 
 def rewrite(graph: Graph) -> Graph:
