@@ -548,6 +548,46 @@ def fuse_residual_add(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
+def fuse_hard_swish(graph: Graph) -> Graph:
+    """Fuse PaddlePaddle's hard swish as its exports spell it after a float32 convolution
+    (``t = Conv``; ``Div(Mul(t, Clip(Add(t, a), lo, hi)), d)``, constants a, lo, hi, d,
+    nothing else reading the intermediates) into com.microsoft ``FusedConv`` with
+    ``activation="HardSwishDiv"``, ``activation_params=[a, lo, hi, d]``: the fp32 output
+    stages apply the four operations in the same order (the same floats as the nodes).
+    The convolution may already carry a residual (Z) but no activation."""
+    ed = _Editor(graph)
+    for conv in graph.nodes:
+        plain = conv.op_type == "Conv" and not conv.domain
+        fused = conv.op_type == "FusedConv" and conv.domain == MS and "activation" not in conv.attrs
+        if not (plain or fused) or ed.taken(conv) or len(conv.inputs) < 2 or len(conv.outputs) != 1:
+            continue
+        w = ed.const(conv.inputs[1])
+        t = conv.outputs[0]
+        users = ed.consumers.get(t, [])
+        if w is None or w.dtype != np.float32 or w.ndim != 4 or t in ed.outputs or len(users) != 2:
+            continue
+        add = next((u for u in users if u.op_type == "Add" and not u.domain and len(u.inputs) == 2), None)
+        mul = next((u for u in users if u.op_type == "Mul" and not u.domain and len(u.inputs) == 2), None)
+        if add is None or mul is None or add is mul:
+            continue
+        a = ed.const(add.inputs[1] if add.inputs[0] == t else add.inputs[0])
+        clip = ed.only_consumer(add.outputs[0])
+        bounds = _clip_bounds(ed, clip) if clip is not None and not clip.domain else None
+        if not _scalar(a) or bounds is None or ed.only_consumer(clip.outputs[0]) is not mul \
+                or sorted(mul.inputs) != sorted([t, clip.outputs[0]]):
+            continue
+        div = ed.only_consumer(mul.outputs[0])
+        d = ed.const(div.inputs[1]) if div is not None and div.op_type == "Div" and not div.domain \
+            and len(div.inputs) == 2 and div.inputs[0] == mul.outputs[0] else None
+        if not _scalar(d) or any(v.dtype != np.float32 for v in (a, d)) or ed.taken(add, clip, mul, div):
+            continue
+        attrs = dict(conv.attrs, activation="HardSwishDiv",
+                     activation_params=[float(np.float32(v)) for v in (a.reshape(()), *bounds, d.reshape(()))])
+        new = Node(conv.name, "FusedConv", MS, list(conv.inputs), [div.outputs[0]], attrs)
+        ed.replace(conv, [new], add, clip, mul, div)
+    return _prune(ed.result())
+
+
 def _clip_bounds(ed: _Editor, act: Node | None) -> list | None:
     """[min, max] of a Clip with constant scalar bounds (or none), else None."""
     if act is None or act.op_type != "Clip":
@@ -608,7 +648,7 @@ def _prune(graph: Graph) -> Graph:
 
 
 PASSES = (fold_batchnorm, fold_conv_bias_add, qdq_to_integer, fuse_activations, fuse_residual_add,
-          fold_constant_dequantize)
+          fuse_hard_swish, fold_constant_dequantize)
 
 
 def rewrite(graph: Graph) -> Graph:

@@ -123,7 +123,17 @@ cdef qk_out_params _out_params(int mode, bint out_signed, int32_t zy, int32_t lo
     p.shift = <const int32_t *>_ptr(shift)
     p.bias_f = p.res_f = NULL
     p.res_stride = 0
+    p.act = QK_ACT_NONE
     return p
+
+
+cdef int _set_act(qk_out_params *p, object act) except -1:
+    """The activation after the fp32 clamp: None, or (add, lo, hi, div) of QK_ACT_HSWISH_DIV."""
+    if act is None:
+        return 0
+    p.act = QK_ACT_HSWISH_DIV
+    p.act_add, p.act_lo, p.act_hi, p.act_div = act
+    return 0
 
 
 cdef int _set_residual(qk_out_params *p, cnp.ndarray residual, size_t M, size_t N) except -1:
@@ -181,12 +191,13 @@ def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, siz
 
 
 def gemm_float(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bias, float flo, float fhi,
-               cnp.ndarray out, int num_threads, bint bind=False, cnp.ndarray residual=None):
+               cnp.ndarray out, int num_threads, bint bind=False, cnp.ndarray residual=None, act=None):
     """Float C = clamp(A (M, K) . packed B + bias, flo, fhi) into `out` (M, N), rounded once
     to fp16 by an fp16 kernel, float32 by an fp32 one: the same driver as `gemm`. A: a
     matrix of the kernel's dtype (any strides) or a ConvSource of its elem (2, 4); bias:
     float32 (>= N). `bind`: as `gemm`. `residual` (fp32 kernels): (M, N) float32 added
-    after the bias, before the clamp (a fused Add)."""
+    after the bias, before the clamp (a fused Add); `act` (fp32): (add, lo, hi, div), the
+    hard swish after the clamp (qk_output.h, QK_ACT_HSWISH_DIV)."""
     cdef const qk_ukernel *k = _kernel(kid)
     if k.dtype != QK_DTYPE_F16 and k.dtype != QK_DTYPE_F32:
         raise ValueError(f"kernel {kid} is not a float kernel")
@@ -199,6 +210,10 @@ def gemm_float(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bi
         if k.dtype != QK_DTYPE_F32:
             raise ValueError("a residual is fused by fp32 kernels only")
         _set_residual(&p, residual, out.shape[0], N)
+    if act is not None:
+        if k.dtype != QK_DTYPE_F32:
+            raise ValueError("an activation is fused by fp32 kernels only")
+        _set_act(&p, act)
     return _gemm_run(k, a, False, 0, b_packed, N, False, &p, out, num_threads, bind, (bias, residual))
 
 
@@ -452,7 +467,7 @@ def dwconv(int isa, ConvSource src, size_t mult, cnp.ndarray w, bint a_signed, i
 
 
 def dwconv_float(int isa, int dtype, ConvSource src, cnp.ndarray wf, cnp.ndarray bias, float flo, float fhi,
-                 cnp.ndarray out, int num_threads, bint bind=False, cnp.ndarray residual=None):
+                 cnp.ndarray out, int num_threads, bint bind=False, cnp.ndarray residual=None, act=None):
     """fp16 or fp32 (`dtype`) depthwise convolution (channel multiplier 1) of `src` (elem 2
     or 4) by float32 weights wf [KH*KW, C] into out (pixels, C) of that dtype: fp32 sums,
     bias and clamp, one rounding (fp16). The caller validates every array."""
@@ -473,6 +488,10 @@ def dwconv_float(int isa, int dtype, ConvSource src, cnp.ndarray wf, cnp.ndarray
         if dtype != QK_DTYPE_F32:
             raise ValueError("a residual is fused by fp32 kernels only")
         _set_residual(&p, residual, src.m, d.g.cg)
+    if act is not None:
+        if dtype != QK_DTYPE_F32:
+            raise ValueError("an activation is fused by fp32 kernels only")
+        _set_act(&p, act)
     return _dw_run(isa, &d, src.m, &p, out, num_threads, bind, (src, wf, bias, residual))
 
 
@@ -804,7 +823,7 @@ cdef void *_opt_ptr(x, dtype) except? NULL:
 
 def ukernel_output(int kid, cnp.ndarray acc, cnp.ndarray out, int mode, bint out_signed=False, int32_t zy=0,
                    int32_t lo=0, int32_t hi=0, col_add=None, col_zb=None, row_sum=None, scale=None, mult=None,
-                   shift=None, bias=None, float flo=0, float fhi=0, cnp.ndarray residual=None):
+                   shift=None, bias=None, float flo=0, float fhi=0, cnp.ndarray residual=None, act=None):
     """Kernel `kid`'s output stage on the tile acc[:mc, :nc] into out (mc, nc), C-contiguous
     (rows 0.., columns 0..: per-row and per-column arrays are indexed from 0); `residual`
     (mc, nc) float32 for an fp32 stage's fused Add."""
@@ -819,6 +838,10 @@ def ukernel_output(int kid, cnp.ndarray acc, cnp.ndarray out, int mode, bint out
         if mode != QK_OUT_F32:
             raise ValueError("a residual is fused by the fp32 stage only")
         _set_residual(&p, residual, out.shape[0], out.shape[1])
+    if act is not None:
+        if mode != QK_OUT_F32:
+            raise ValueError("an activation is fused by the fp32 stage only")
+        _set_act(&p, act)
     k.output(out.shape[0], out.shape[1], <const int32_t *>_ptr(acc), acc.shape[1], 0, 0, &p, _ptr(out),
              out.strides[0])
     return out
@@ -826,7 +849,7 @@ def ukernel_output(int kid, cnp.ndarray acc, cnp.ndarray out, int mode, bint out
 
 def ukernel_fused(int kid, const uint8_t[::1] a_panel, const uint8_t[::1] b_panel, size_t K, cnp.ndarray out,
                   int mode, bint out_signed=False, int32_t zy=0, int32_t lo=0, int32_t hi=0, col_add=None,
-                  scale=None, bias=None, float flo=0, float fhi=0, cnp.ndarray residual=None):
+                  scale=None, bias=None, float flo=0, float fhi=0, cnp.ndarray residual=None, act=None):
     """Kernel `kid`'s fused entry (gemm and output stage in one) on one full tile into out
     (MR, NR or, fp32 kernels, 16 columns), C-contiguous; int32 or fp32 output, no row sums;
     fp32 kernels (QK_OUT_F32): bias, the clamp and an optional residual (MR, nc)."""
@@ -843,6 +866,7 @@ def ukernel_fused(int kid, const uint8_t[::1] a_panel, const uint8_t[::1] b_pane
                                         bias, flo, fhi)
     if residual is not None:
         _set_residual(&p, residual, out.shape[0], out.shape[1])
+    _set_act(&p, act)
     k.fused(_k_groups(k, K), &a_panel[0], &b_panel[0], 0, 0, out.shape[1], &p, _ptr(out), out.strides[0])
     return out
 

@@ -22,6 +22,7 @@ cdef extern from "qk_pack.h" nogil:
 
 cdef extern from "qk_output.h" nogil:
     int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT, QK_OUT_F16, QK_OUT_F32
+    int QK_ACT_NONE, QK_ACT_HSWISH_DIV
     ctypedef struct qk_out_params:
         int mode
         int out_signed
@@ -37,6 +38,8 @@ cdef extern from "qk_output.h" nogil:
         float flo, fhi
         const float *res_f
         size_t res_stride
+        int act
+        float act_add, act_lo, act_hi, act_div
     ctypedef void (*qk_output_fn)(size_t, size_t, const int32_t *, size_t, size_t, size_t,
                                   const qk_out_params *, void *, size_t)
 

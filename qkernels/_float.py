@@ -12,6 +12,7 @@ result, as a float32 BLAS.
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -49,7 +50,20 @@ def _bias(bias, n: int) -> np.ndarray:
     return np.ascontiguousarray(b, np.float32)
 
 
+class HardSwishDiv(NamedTuple):
+    """PaddlePaddle's hard swish as its exports spell it (Add, Clip, Mul, Div), applied
+    after the clamp by the fp32 output stages: ``(v * min(max(v + add, lo), hi)) / div``,
+    each step one float32 operation in that order (the graph runner's fusion; not one
+    of conv2d's public activations)."""
+    add: float
+    lo: float
+    hi: float
+    div: float
+
+
 def _clamp(activation: Activation) -> tuple[float, float]:
+    if isinstance(activation, HardSwishDiv):
+        return -np.inf, np.inf
     lo, hi = activation_range(activation)
     return float(np.float32(lo)), float(np.float32(hi))
 
@@ -147,13 +161,13 @@ PACKED = {F16: PackedWeightsF16, F32: PackedWeightsF32}
 
 
 def gemm2d(a, pw: PackedWeightsF16, bias: np.ndarray, lo: float, hi: float, out: np.ndarray, bind: bool = False,
-           residual: np.ndarray | None = None):
+           residual: np.ndarray | None = None, act: HardSwishDiv | None = None):
     """out (M, N) = clamp(a . B + bias (+ residual, fp32)) of pw's dtype; a: a matrix of it
     or a ConvSource. ``bind``: the call bound to these arrays (``_native.BoundGemm``), not run."""
     m = a.m if isinstance(a, _native.ConvSource) else a.shape[0]
     kid = _kernel(m, pw.dtype)
     return _native.gemm_float(kid, a, pw.packed_for(kid), pw.n, bias, lo, hi, out, _dispatch.get_num_threads(),
-                              bind, residual)
+                              bind, residual, act)
 
 
 def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarray:
@@ -292,6 +306,7 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
     o = pw.out_channels
     bias_arr = _bias(bias if bias is not None else pw.bias, o)
     lo, hi = _clamp(activation)
+    act = tuple(float(v) for v in activation) if isinstance(activation, HardSwishDiv) else None
     if not res.size:
         return [] if bind else res
     elem = xd.dtype.itemsize
@@ -313,7 +328,7 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
 
     if pw.depthwise:
         calls = [_native.dwconv_float(_dispatch.isa_index(), _native_dtype(pw.dtype), source(xd), pw.dw_weights,
-                                      bias_arr, lo, hi, res2d, _dispatch.get_num_threads(), bind, res_rows)]
+                                      bias_arr, lo, hi, res2d, _dispatch.get_num_threads(), bind, res_rows, act)]
         return calls if bind else res
     og = o // pw.groups
     pointwise = pw.kh == pw.kw == 1 and sy == sx == 1 and top == left == bottom == right == 0
@@ -324,7 +339,7 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
         if a is None:
             a = source(xg)
         calls.append(gemm2d(a, pwg, bias_arr[g * og:(g + 1) * og], lo, hi, res2d[:, g * og:(g + 1) * og], bind,
-                            None if res_rows is None else res_rows[:, g * og:(g + 1) * og]))
+                            None if res_rows is None else res_rows[:, g * og:(g + 1) * og], act))
     return calls if bind else res
 
 

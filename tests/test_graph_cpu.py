@@ -817,3 +817,37 @@ def test_conv_then_constant_add_folds_into_the_bias(c_shape, folds):
     for _ in range(2):
         np.testing.assert_allclose(s.run(None, {"x": x})[0], reference_session(model).run(None, {"x": x})[0],
                                    rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("groups", [1, 8])
+@pytest.mark.parametrize("commuted", [False, True])
+def test_paddle_hard_swish_fused_into_the_conv_gives_the_unfused_floats(groups, commuted, monkeypatch):
+    """t = Conv; Div(Mul(t, Clip(Add(t, 3), 0, 6)), 6) (PaddlePaddle's export of hard swish)
+    becomes one FusedConv whose fp32 output stage applies the four operations in order:
+    the same floats as the nodes, NaN included, node by node and on the plan."""
+    from qkernels.graph import rewrite
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8 // groups, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")]
+    inits += [numpy_helper.from_array(np.array(v, np.float32), n) for v, n in ((3, "three"), (0, "zero"),
+                                                                               (6, "six"))]
+    add_in, mul_in = (["three", "t"], ["c", "t"]) if commuted else (["t", "three"], ["t", "c"])
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["t"], pads=[1, 1, 1, 1], group=groups),
+             helper.make_node("Add", add_in, ["a"]), helper.make_node("Clip", ["a", "zero", "six"], ["c"]),
+             helper.make_node("Mul", mul_in, ["m"]), helper.make_node("Div", ["m", "six"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 6, 5])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    fused = Session(model)
+    assert _ops(fused) == ["com.microsoft::FusedConv"]
+    assert fused.graph.nodes[0].attrs["activation"] == "HardSwishDiv"
+    monkeypatch.setattr(rewrite, "PASSES", tuple(p for p in rewrite.PASSES if p is not rewrite.fuse_hard_swish))
+    unfused = Session(model)
+    x = rng.standard_normal((2, 8, 6, 5)).astype(np.float32) * 4
+    x[1, 2, 3, 4] = np.nan
+    want = unfused.run(None, {"x": x})[0]
+    for _ in range(2):
+        got = fused.run(None, {"x": x})[0]
+        assert np.array_equal(got.view(np.uint32)[~np.isnan(got)], want.view(np.uint32)[~np.isnan(want)])
+        assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert fused.last_run == "plan"
+    np.testing.assert_allclose(got, reference_session(model).run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)

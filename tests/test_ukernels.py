@@ -292,6 +292,14 @@ def test_float_ukernel_sums_lie_within_the_documented_bound_on_every_edge_tile(k
                 assert not pad.any(), f"{info['name']} M={m} N={n} K={k}: padding is not zero"
 
 
+def _hswish_div(v: np.ndarray, act) -> np.ndarray:
+    """PaddlePaddle's hard swish as its exports spell it, numpy's float32 operations:
+    (v * min(max(v + add, lo), hi)) / div."""
+    add, lo, hi, div = (np.float32(a) for a in act)
+    t = np.minimum(np.maximum(v + add, lo), hi)
+    return (v * t) / div
+
+
 @pytest.mark.parametrize("kid,info", _params([(k, i) for k, i in FLOAT if i["fused"]]))
 def test_fp32_fused_entry_equals_its_gemm_and_output_stage(kid, info):
     """An fp32 kernel's fused entry (bias, residual, clamp on the sums in registers): bit
@@ -307,11 +315,12 @@ def test_fp32_fused_entry_equals_its_gemm_and_output_stage(kid, info):
             bias = rng.standard_normal(nr).astype(np.float32)
             flo, fhi = (-np.inf, np.inf) if rng.random() < 0.5 else sorted(rng.uniform(-20, 20, 2))
             r = rng.standard_normal((mr, nr + 5)).astype(np.float32)[:, :nc] if rng.random() < 0.7 else None
+            act = (3.0, 0.0, 6.0, 6.0) if rng.random() < 0.5 else None
             acc = _native.ukernel_gemm(kid, a_panel, b_panel, k)
             want = _native.ukernel_output(kid, acc, np.zeros((mr, nc), np.float32), _native.OUT_F32, bias=bias,
-                                          flo=flo, fhi=fhi, residual=r)
+                                          flo=flo, fhi=fhi, residual=r, act=act)
             got = _native.ukernel_fused(kid, a_panel, b_panel, k, np.zeros((mr, nc), np.float32), _native.OUT_F32,
-                                        bias=bias, flo=flo, fhi=fhi, residual=r)
+                                        bias=bias, flo=flo, fhi=fhi, residual=r, act=act)
             assert _same_bits(got, want, np.uint32), f"{info['name']} K={k} nc={nc} residual={r is not None}"
 
 
@@ -338,6 +347,12 @@ def test_float_output_stage_equals_the_scalar_stage_on_every_edge_tile(kid, info
             got = _native.ukernel_output(kid, acc, np.zeros((mc, nc), dtype), mode, **p)
             want = _native.ukernel_output(ref_kid, acc, np.zeros((mc, nc), dtype), mode, **p)
             assert _same_bits(got, want, bits), f"{info['name']} {mc}x{nc}: {got} != {want}"
+            if mode == _native.OUT_F32:   # the hard swish after the clamp: numpy's operations, in order
+                act = (3.0, 0.0, 6.0, 6.0) if rng.random() < 0.5 else (0.5, -1.0, 2.5, 3.0)
+                got = _native.ukernel_output(kid, acc, np.zeros((mc, nc), dtype), mode, act=act, **p)
+                with np.errstate(invalid="ignore", over="ignore"):
+                    want = _hswish_div(_native.ukernel_output(ref_kid, acc, np.zeros((mc, nc), dtype), mode, **p), act)
+                assert _same_bits(got, want, bits), f"{info['name']} {mc}x{nc} activation"
             if mode == _native.OUT_F32:   # a fused residual Add: (acc + bias) + r, then the clamp
                 r = rng.standard_normal((mc, nr + 3)).astype(np.float32)[:, :nc]   # rows at a stride of their own
                 r.flat[rng.integers(0, r.size, 2)] = rng.choice(specials, 2)

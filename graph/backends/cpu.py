@@ -311,6 +311,9 @@ def _activation(node: Node):
     act = node.attrs.get("activation", "")
     if act == "" and "activation" not in node.attrs:   # a FusedConv with only a sum (Z) fused
         return None
+    if act == "HardSwishDiv" and node.op_type == "FusedConv":   # graph.rewrite.fuse_hard_swish
+        params = list(node.attrs.get("activation_params", ()))
+        return _float.HardSwishDiv(*(float(v) for v in params)) if len(params) == 4 else False
     if act == "Relu":
         return "relu"
     if act == "Clip":
@@ -326,7 +329,12 @@ def _activation(node: Node):
 
 def apply_activation(y: np.ndarray, activation) -> np.ndarray:
     """The activation of a fused node applied to ``y`` in place (numpy)."""
-    if activation == "relu":
+    if isinstance(activation, _float.HardSwishDiv):   # the nodes it replaced, one numpy operation each
+        add, lo, hi, div = (y.dtype.type(v) for v in activation)
+        t = np.minimum(np.maximum(y + add, lo), hi)
+        np.multiply(y, t, out=y)
+        np.divide(y, div, out=y)
+    elif activation == "relu":
         np.maximum(y, y.dtype.type(0), out=y)
     elif activation is not None:
         lo, hi = activation

@@ -3,6 +3,19 @@
 #include <immintrin.h>
 #include "qk_output.h"
 
+/* The activation after the clamp, in place on a row (qk_f32_act's operations). */
+static void act_row(float *row, size_t nr, const qk_out_params *p) {
+    const __m256 add = _mm256_set1_ps(p->act_add), lo = _mm256_set1_ps(p->act_lo), hi = _mm256_set1_ps(p->act_hi),
+                 div = _mm256_set1_ps(p->act_div);
+    size_t j = 0;
+    for (; j + 8 <= nr; j += 8) {   /* max/min with the value second: NaN passes through */
+        const __m256 v = _mm256_loadu_ps(row + j);
+        const __m256 t = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_add_ps(v, add)));
+        _mm256_storeu_ps(row + j, _mm256_div_ps(_mm256_mul_ps(v, t), div));
+    }
+    for (; j < nr; j++) row[j] = qk_f32_act(row[j], p);
+}
+
 void qk_output_f32_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride, size_t m0, size_t n0,
                         const qk_out_params *p, void *c, size_t c_stride) {
     const float *f = (const float *)acc;
@@ -20,12 +33,13 @@ void qk_output_f32_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_str
                 _mm256_storeu_ps(row + j, _mm256_min_ps(hi, _mm256_max_ps(lo, v)));
             }
             for (; j < nr; j++) row[j] = qk_f32_out_res(a[j], bias[j], r[j], p->flo, p->fhi);
-            continue;
+        } else {
+            for (; j + 8 <= nr; j += 8) {   /* max/min with the value second: a NaN value passes through */
+                const __m256 v = _mm256_add_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(bias + j));
+                _mm256_storeu_ps(row + j, _mm256_min_ps(hi, _mm256_max_ps(lo, v)));
+            }
+            for (; j < nr; j++) row[j] = qk_f32_out(a[j], bias[j], p->flo, p->fhi);
         }
-        for (; j + 8 <= nr; j += 8) {   /* max/min with the value second: a NaN value passes through */
-            const __m256 v = _mm256_add_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(bias + j));
-            _mm256_storeu_ps(row + j, _mm256_min_ps(hi, _mm256_max_ps(lo, v)));
-        }
-        for (; j < nr; j++) row[j] = qk_f32_out(a[j], bias[j], p->flo, p->fhi);
+        if (p->act) act_row(row, nr, p);
     }
 }

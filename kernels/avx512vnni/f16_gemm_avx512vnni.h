@@ -87,6 +87,9 @@ void QK_GEMM_FUSED_NAME(size_t k, const void *a_, const void *b_, size_t m0, siz
     qk_v512f v[QK_MR][QK_NV];
     tile_sums(k, a_, b_, v);
     const qk_v512f lo = qk512f_set1(p->flo), hi = qk512f_set1(p->fhi);
+    const int act = p->act == QK_ACT_HSWISH_DIV;
+    const qk_v512f a_add = qk512f_set1(p->act_add), a_lo = qk512f_set1(p->act_lo), a_hi = qk512f_set1(p->act_hi),
+                   a_div = qk512f_set1(p->act_div);
 #pragma GCC unroll 16
     for (int i = 0; i < QK_MR; i++) {
         float *row = (float *)(void *)((char *)c + (m0 + (size_t)i) * c_stride) + n0;
@@ -96,7 +99,10 @@ void QK_GEMM_FUSED_NAME(size_t k, const void *a_, const void *b_, size_t m0, siz
             if ((size_t)(16 * j) >= nc) break;
             qk_v512f x = qk512f_add(v[i][j], qk512f_load(p->bias_f + n0 + 16 * j));
             if (r) x = qk512f_add(x, qk512f_load(r + 16 * j));
-            qk512f_store(row + 16 * j, qk512f_clamp(x, lo, hi));
+            x = qk512f_clamp(x, lo, hi);
+            if (act)   /* qk_f32_act's operations, in its order */
+                x = qk512f_div(qk512f_mul(x, qk512f_clamp(qk512f_add(x, a_add), a_lo, a_hi)), a_div);
+            qk512f_store(row + 16 * j, x);
         }
     }
 }

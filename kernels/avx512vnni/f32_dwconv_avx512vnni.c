@@ -57,7 +57,7 @@ ALWAYS_INLINE size_t blocks(const qk_dw_params *d, size_t count, size_t taps, co
 size_t QK_VNNI_FN(qk_dw_sum_f32_avx512vnni)(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs,
                                             size_t ps, ptrdiff_t step, size_t c0, int32_t *acc, size_t as, size_t m0,
                                             size_t *stored) {
-    if (d->out == NULL || d->out->mode != QK_OUT_F32 || d->out->res_f || d->g.cg - c0 < 16)   /* sums only */
+    if (d->out == NULL || d->out->mode != QK_OUT_F32 || d->out->res_f || d->out->act || d->g.cg - c0 < 16)
         return qk_dw_sum_f32_avx2(d, count, ptrs, ps, step, c0, acc, as, m0, stored);
     /* constant tap counts let the compiler unroll and keep the weights in registers */
     const size_t end = d->taps == 9 ? blocks(d, count, 9, ptrs, ps, step, c0, m0)

@@ -32,7 +32,13 @@ typedef struct {
        Add): row m at (const char *)res_f + m * res_stride, column n contiguous */
     const float *res_f;
     size_t res_stride;
+    /* QK_OUT_F32 only, after the clamp: 0, or QK_ACT_HSWISH_DIV, PaddlePaddle's hard swish
+       as its exports spell it (Add, Clip, Mul, Div): v = (v * min(max(v + add, lo), hi)) / div */
+    int act;
+    float act_add, act_lo, act_hi, act_div;
 } qk_out_params;
+
+enum { QK_ACT_NONE = 0, QK_ACT_HSWISH_DIV = 1 };
 
 /* Turn an mr x nr tile (row stride acc_stride) at rows m0.., columns n0.. into output
  * rows of c (row stride c_stride bytes). */
@@ -52,6 +58,16 @@ static inline float qk_f32_out_res(float acc, float bias, float r, float lo, flo
     float v = (acc + bias) + r;
     v = v < lo ? lo : v;
     return v > hi ? hi : v;
+}
+
+/* The activation after the clamp (QK_OUT_F32), each step one float32 operation in the
+   order of the nodes it replaces; NaN propagates as through numpy's maximum/minimum. */
+static inline float qk_f32_act(float v, const qk_out_params *p) {
+    if (p->act != QK_ACT_HSWISH_DIV) return v;
+    float t = v + p->act_add;
+    t = (t != t || t >= p->act_lo) ? t : p->act_lo;   /* ties keep t: numpy's maximum(t, lo), and vmaxps(lo, t) */
+    t = (t != t || t <= p->act_hi) ? t : p->act_hi;
+    return (v * t) / p->act_div;
 }
 
 /* The residual row of output row m (QK_OUT_F32), from column n0; NULL without one. */

@@ -197,6 +197,14 @@ static inline qk_v512f qk512f_clamp(qk_v512f x, qk_v512f lo, qk_v512f hi) {
     qk_v512f v = {_mm256_min_ps(hi.lo, _mm256_max_ps(lo.lo, x.lo)), _mm256_min_ps(hi.hi, _mm256_max_ps(lo.hi, x.hi))};
     return v;
 }
+static inline qk_v512f qk512f_mul(qk_v512f x, qk_v512f y) {
+    qk_v512f v = {_mm256_mul_ps(x.lo, y.lo), _mm256_mul_ps(x.hi, y.hi)};
+    return v;
+}
+static inline qk_v512f qk512f_div(qk_v512f x, qk_v512f y) {
+    qk_v512f v = {_mm256_div_ps(x.lo, y.lo), _mm256_div_ps(x.hi, y.hi)};
+    return v;
+}
 /* The low byte of each lane (vpmovdb), 16 bytes stored: masked to 0..255, the unsigned
    saturating packs keep every value. */
 static inline void qk512_store_bytes(void *p, qk_v512 v) {
@@ -216,6 +224,8 @@ static inline qk_v512 qk512_round(qk_v512f x) { return _mm512_cvtps_epi32(x); }
 static inline qk_v512f qk512f_clamp(qk_v512f x, qk_v512f lo, qk_v512f hi) {
     return _mm512_min_ps(hi, _mm512_max_ps(lo, x));
 }
+static inline qk_v512f qk512f_mul(qk_v512f x, qk_v512f y) { return _mm512_mul_ps(x, y); }
+static inline qk_v512f qk512f_div(qk_v512f x, qk_v512f y) { return _mm512_div_ps(x, y); }
 static inline void qk512_store_bytes(void *p, qk_v512 v) { _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8(v)); }
 #endif
 #endif
