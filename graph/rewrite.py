@@ -144,15 +144,26 @@ def fold_batchnorm(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
+def fold_conv_scale_mul(graph: Graph) -> Graph:
+    """Fold ``Mul(Conv(x, W, B), S)`` into ``Conv(x, W * S, B * S)`` for a constant S of
+    one value or one per output channel, under :func:`fold_conv_bias_add`'s conditions
+    (ONNX Runtime's ConvMulFusion; PaddlePaddle's MobileOne blocks scale so)."""
+    return _fold_conv_affine(graph, "Mul")
+
+
 def fold_conv_bias_add(graph: Graph) -> Graph:
     """Fold ``Add(Conv(x, W, B), C)`` into ``Conv(x, W, B + C)`` when the Conv is float
     with constant W (and B), C is a constant of its dtype holding one value or one per
     output channel (shape (O, 1, ...) or (1, O, 1, ...), as exporters write a bias kept
     apart: PaddlePaddle's), and nothing else reads the Conv's output (ONNX Runtime's
     ConvAddFusion; the sum rounds once where the two nodes rounded twice)."""
+    return _fold_conv_affine(graph, "Add")
+
+
+def _fold_conv_affine(graph: Graph, op: str) -> Graph:
     ed = _Editor(graph)
     for add in graph.nodes:
-        if add.op_type != "Add" or add.domain or len(add.inputs) != 2 or ed.taken(add):
+        if add.op_type != op or add.domain or len(add.inputs) != 2 or ed.taken(add):
             continue
         for k in (0, 1):
             conv, c = ed.producer_of(add.inputs[k], "Conv"), ed.const(add.inputs[1 - k])
@@ -167,10 +178,16 @@ def fold_conv_bias_add(graph: Graph) -> Graph:
             dims = (1,) * (rank - c.ndim) + c.shape if c.ndim <= rank else None
             if dims is None or not (c.size == 1 or (dims[1] == o and c.size == o and dims[0] == 1)):
                 continue
-            total = (np.zeros(o, w.dtype) if b is None else b) + np.broadcast_to(c.reshape(-1), (o,)).astype(w.dtype)
-            bname = ed.add_const(f"{conv.name}/add_folded_B", np.ascontiguousarray(total, w.dtype))
-            new = Node(conv.name, "Conv", "", [conv.inputs[0], conv.inputs[1], bname], [add.outputs[0]],
-                       dict(conv.attrs))
+            per = np.broadcast_to(c.reshape(-1), (o,)).astype(w.dtype)
+            b0 = np.zeros(o, w.dtype) if b is None else b
+            wname = conv.inputs[1]
+            if op == "Mul":
+                wname = ed.add_const(f"{conv.name}/mul_folded_W", (w * per.reshape((o,) + (1,) * (rank - 1))).astype(w.dtype))
+                total = b0 * per
+            else:
+                total = b0 + per
+            bname = ed.add_const(f"{conv.name}/{op.lower()}_folded_B", np.ascontiguousarray(total, w.dtype))
+            new = Node(conv.name, "Conv", "", [conv.inputs[0], wname, bname], [add.outputs[0]], dict(conv.attrs))
             ed.replace(conv, [new], add)
             break
     return _prune(ed.result())
@@ -647,7 +664,7 @@ def _prune(graph: Graph) -> Graph:
     return Graph(nodes, inits, graph.inputs, graph.outputs, graph.opset, graph.name, graph.metadata)
 
 
-PASSES = (fold_batchnorm, fold_conv_bias_add, qdq_to_integer, fuse_activations, fuse_residual_add,
+PASSES = (fold_batchnorm, fold_conv_scale_mul, fold_conv_bias_add, qdq_to_integer, fuse_activations, fuse_residual_add,
           fuse_hard_swish, fold_constant_dequantize)
 
 

@@ -798,21 +798,23 @@ def test_residual_that_broadcasts_or_fp16_is_added_right():
     assert "Add" in _ops(half)
 
 
+@pytest.mark.parametrize("op", ["Add", "Mul"])
 @pytest.mark.parametrize("c_shape,folds", [((1, 8, 1, 1), True), ((8, 1, 1), True), ((), True), ((1,), True),
                                            ((5,), False), ((1, 8, 6, 5), False)])
-def test_conv_then_constant_add_folds_into_the_bias(c_shape, folds):
+def test_conv_then_constant_add_or_mul_folds_into_the_conv(op, c_shape, folds):
     """Add(Conv(x, W, B), C) with C one value or one per output channel becomes Conv(x, W,
-    B + C) (PaddlePaddle exports keep a bias apart so); other constants stay an Add."""
+    B + C), Mul(Conv, S) Conv(x, W * S, B * S) (PaddlePaddle exports keep a bias and a
+    scale apart so); other constants stay an Add or Mul."""
     rng = np.random.default_rng(4)
     inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
              numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b"),
              numpy_helper.from_array(rng.standard_normal(c_shape).astype(np.float32), "c")]
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["h"], pads=[1, 1, 1, 1]),
-             helper.make_node("Add", ["c", "h"], ["y"])]
+             helper.make_node(op, ["c", "h"], ["y"])]
     model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 6, 5])],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     s = Session(model)
-    assert ("Add" not in _ops(s)) == folds
+    assert (op not in _ops(s)) == folds
     x = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
     for _ in range(2):
         np.testing.assert_allclose(s.run(None, {"x": x})[0], reference_session(model).run(None, {"x": x})[0],
