@@ -853,3 +853,30 @@ def test_paddle_hard_swish_fused_into_the_conv_gives_the_unfused_floats(groups, 
         assert np.array_equal(np.isnan(got), np.isnan(want))
     assert fused.last_run == "plan"
     np.testing.assert_allclose(got, reference_session(model).run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+
+@pytest.mark.parametrize("scales,coords,nearest", [((1, 1, 2, 2), "asymmetric", "floor"),
+                                                   ((1, 1, 4, 3), "asymmetric", "floor"),
+                                                   ((1, 1, 2, 2), "half_pixel", "round_prefer_floor"),
+                                                   ((1, 1, 1.5, 2), "asymmetric", "floor")])
+@pytest.mark.parametrize("dtype", [np.float32, np.int8])
+def test_nearest_resize_by_whole_factors_on_the_plan(scales, coords, nearest, dtype):
+    """Resize nearest/asymmetric/floor by whole factors is one broadcasting copy in the plan
+    (bound); every case equals the reference, bound or not."""
+    rng = np.random.default_rng(6)
+    et = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    inits = [numpy_helper.from_array(np.array([], np.float32), "roi"),
+             numpy_helper.from_array(np.array(scales, np.float32), "scales")]
+    node = helper.make_node("Resize", ["x", "roi", "scales"], ["y"], mode="nearest",
+                            coordinate_transformation_mode=coords, nearest_mode=nearest)
+    model = _model([node], [helper.make_tensor_value_info("x", et, [2, 3, 5, 4])],
+                   [helper.make_tensor_value_info("y", et, None)], inits)
+    x = (rng.standard_normal((2, 3, 5, 4)) * 50).astype(dtype)
+    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)   # NHWC memory, as convs leave it
+    s = Session(model)
+    want = reference_session(model).run(None, {"x": x})[0]
+    for _ in range(2):
+        np.testing.assert_array_equal(s.run(None, {"x": x})[0], want)
+    bound = next(p for p in s._plans.values() if p)._idle[0].bound
+    assert bound == (coords == "asymmetric" and all(float(v).is_integer() for v in scales))
