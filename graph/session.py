@@ -216,7 +216,7 @@ class Session:
             rows = [] if profile else None
             outputs = self._run_planned(arrays, names, rows) if self._plan_on else None
             if outputs is None:
-                outputs = self._run_nodes(arrays, names, rows)[0]
+                outputs = self._run_nodes(arrays, names, rows)
                 self.last_run = "nodes"
         if rows is not None:
             self.last_profile = rows
@@ -276,8 +276,7 @@ class Session:
             return None
 
         def timer(node, where, seconds):
-            rows.append({"node": node.name, "op": node.key, "backend": self._backend_of[id(node)].name,
-                         "placement": where, "seconds": seconds})
+            rows.append(self._profile_row(node, seconds, where))
         try:
             outputs = plan.run(arrays, names, None if rows is None else timer)
         except Replan:              # shapes that follow the data: this signature runs node by node
@@ -305,16 +304,20 @@ class Session:
         consts = self.graph.initializers
 
         def timer(node, seconds):
-            rows.append({"node": node.name, "op": node.key, "backend": self._backend_of[id(node)].name,
-                         "placement": self.placement(node), "seconds": seconds})
+            rows.append(self._profile_row(node, seconds))
         traced, self.peak_bytes = trace(self._node_steps, values, set(names) | set(consts),
                                         None if rows is None else timer)
         return [_owned(values[n]) for n in names], traced
 
     # ---------------------------------------------------------------- node by node
 
-    def _run_nodes(self, arrays: dict, names: list, rows) -> tuple[list, dict]:
-        """Outputs (and the values left) of a run node by node."""
+    def _profile_row(self, node: Node, seconds: float, placement: str | None = None) -> dict:
+        """A row of :attr:`last_profile` for ``node``."""
+        return {"node": node.name, "op": node.key, "backend": self._backend_of[id(node)].name,
+                "placement": placement or self.placement(node), "seconds": seconds}
+
+    def _run_nodes(self, arrays: dict, names: list, rows) -> list:
+        """The outputs of a run partition by partition."""
         values = dict(self.graph.initializers)
         values.update(arrays)
         consts = self.graph.initializers
@@ -333,14 +336,13 @@ class Session:
         # every output a C-contiguous ndarray the caller owns
         outputs = [_owned(values[n]) for n in names]
         self.peak_bytes = peak
-        return outputs, values
+        return outputs
 
     def _timed(self, part, kernel, values, rows: list) -> dict:
         import time
 
         def timer(node, seconds):
-            rows.append({"node": node.name, "op": node.key, "backend": part.backend.name,
-                         "placement": self.placement(node), "seconds": seconds})
+            rows.append(self._profile_row(node, seconds))
         if getattr(kernel, "accepts_timer", False):
             return kernel(values, timer=timer)
         t0 = time.perf_counter()
