@@ -14,15 +14,17 @@ made once per set of input shapes (and thread count and ISA):
   constants and whose traced result was a view of their input are views in the arena
   too: no step at all;
 * **steps**: each other node, in order. A node whose runner can bind (``fn.bind``, see
-  :meth:`~qkernels.graph.Backend.steps`) becomes one no-argument call on fixed arrays
-  (the native drivers' ``BoundGemm`` / ``BoundDw``: blocking, threads and packing
-  buffers decided once, the GIL released while it runs); any other node runs its
+  :meth:`~qkernels.graph.Backend.steps`) becomes no-argument calls on fixed arrays
+  (the native drivers' ``Bound`` calls, ``BoundGemm`` / ``BoundDw``: blocking, threads
+  and packing buffers decided once); any other node runs its
   runner on the arena's arrays and its results are copied into their places, after a
   check that they have the traced shapes and dtypes (a model whose shapes follow its
   data raises :class:`Replan`, and the session runs such shapes node by node).
 
-A :class:`Plan` is a spec made real: the arena and the bound steps. A run copies the
-feeds into their places, runs the steps, and copies the requested outputs out (they
+A :class:`Plan` is a spec made real: the arena and the bound steps, flattened into one
+``_native.StepLoop`` (a Cython loop: consecutive native calls run back to back with the
+GIL released once, Python only for the steps that are Python). A run copies the
+feeds into their places, runs the loop, and copies the requested outputs out (they
 never alias the arena). A plan serves one call at a time; a session keeps a pool of
 them per spec, so that calls from several threads each get their own.
 """
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._layout import convertible, nhwc_to_nchw
+from .._native import StepLoop
 from .ir import Graph, Node
 
 ALIGN = 64
@@ -215,7 +218,7 @@ class Plan:
                 arrays[v.name] = view
         self.arrays = arrays
         self.feeds = [(name, arrays[name]) for name in spec.feeds]
-        self.steps = []            # (node, call, bound, placement)
+        self.steps = []            # (node, calls, bound, placement)
         for node, fn in spec.steps:
             ins = [(consts[i] if i in consts else arrays.get(i)) if i else None for i in node.inputs]
             outs = [arrays[o] for o in node.outputs if o]
@@ -229,7 +232,9 @@ class Plan:
             bound = call is not None
             if call is None:
                 call = _copying_step(node, fn, ins, {o: arrays[o] for o in node.outputs if o})
-            self.steps.append((node, call, bound, placement(node)))
+            calls = list(call) if isinstance(call, (list, tuple)) else [call]
+            self.steps.append((node, calls, bound, placement(node)))
+        self.loop = StepLoop([c for s in self.steps for c in s[1]])
 
     @property
     def bound(self) -> int:
@@ -240,8 +245,7 @@ class Plan:
         for name, slot in self.feeds:
             np.copyto(slot, feeds[name])
         if timer is None:
-            for step in self.steps:
-                step[1]()
+            self.loop.run()
         else:
             import time
             steps = {id(s[0]): s for s in self.steps}
@@ -249,9 +253,10 @@ class Plan:
                 if id(node) not in steps:
                     timer(node, "view", 0.0)
                     continue
-                _, call, _, where = steps[id(node)]
+                _, calls, _, where = steps[id(node)]
                 t0 = time.perf_counter()
-                call()
+                for call in calls:
+                    call()
                 timer(node, where, time.perf_counter() - t0)
         consts = self.spec.graph.initializers
         return [_copy_out(consts[n] if n in consts else self.arrays[n]) for n in names]

@@ -226,7 +226,80 @@ cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, 
     return g if bind else g.run()
 
 
-cdef class BoundGemm:
+cdef class Bound:
+    """A native call bound to fixed arrays (what a graph plan keeps per node): ``execute``
+    runs it without the GIL and cannot fail (everything was checked and allocated when
+    it was bound). ``run()`` (or calling the object) runs it once and returns its output
+    array; :class:`StepLoop` runs a list of them. Not for two threads at once."""
+    cdef object out
+
+    cdef void execute(self) noexcept nogil:
+        pass
+
+    def run(self):
+        """Run the bound call; returns its output array."""
+        with nogil:
+            self.execute()
+        return self.out
+
+    def __call__(self):
+        with nogil:
+            self.execute()
+
+
+cdef class StepLoop:
+    """A plan's steps in one loop: bound native calls (:class:`Bound`) and Python
+    callables (no arguments), in order. A run of consecutive native steps runs with the
+    GIL released once, with no Python between them."""
+    cdef list steps
+    cdef void **native          # per step: its Bound (borrowed from `steps`), or NULL
+    cdef Py_ssize_t n
+
+    def __cinit__(self, steps):
+        self.steps = list(steps)
+        self.n = len(self.steps)
+        self.native = <void **>malloc(sizeof(void *) * max(1, self.n))
+        if self.native == NULL:
+            raise MemoryError("cannot allocate the step table")
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            step = self.steps[i]
+            if isinstance(step, Bound):
+                self.native[i] = <void *>step
+            elif callable(step):
+                self.native[i] = NULL
+            else:
+                raise TypeError(f"step {i} is not callable")
+
+    def __dealloc__(self):
+        free(self.native)
+
+    def __len__(self):
+        return self.n
+
+    @property
+    def native_steps(self) -> int:
+        """How many of the steps are bound native calls."""
+        return sum(1 for i in range(self.n) if self.native[i] != NULL)
+
+    def run(self):
+        cdef Py_ssize_t i = 0, j, k, n = self.n
+        cdef void **native = self.native
+        while i < n:
+            if native[i] == NULL:
+                self.steps[i]()
+                i += 1
+                continue
+            j = i
+            while j < n and native[j] != NULL:
+                j += 1
+            with nogil:
+                for k in range(i, j):
+                    (<Bound>native[k]).execute()
+            i = j
+
+
+cdef class BoundGemm(Bound):
     """One GEMM call bound to its arrays (A or a ConvSource, packed B, the output and the
     output stage's terms, all kept alive here): blocking, threads and the packing buffers
     decided and allocated once; ``run()`` repeats the call, with the GIL released. What a
@@ -234,7 +307,7 @@ cdef class BoundGemm:
     for two threads at once (the packing buffers are its own)."""
     cdef const qk_ukernel *k
     cdef qk_out_params p
-    cdef object keep, out
+    cdef object keep
     cdef const qk_conv_geom *geom
     cdef const char *a_data
     cdef const uint8_t *bp
@@ -344,12 +417,6 @@ cdef class BoundGemm:
         self.bp = <const uint8_t *>_ptr(b_packed)
         self.c = <char *>_ptr(out)
         self.c_stride = out.strides[0]
-
-    def run(self):
-        """Run the bound call; returns its output array."""
-        with nogil:
-            self.execute()
-        return self.out
 
     cdef void execute(self) noexcept nogil:
         cdef const qk_ukernel *k = self.k
@@ -503,7 +570,7 @@ cdef object _dw_run(int isa, qk_dw_params *d, size_t pixels, qk_out_params *p, c
     return b if bind else b.run()
 
 
-cdef class BoundDw:
+cdef class BoundDw(Bound):
     """One depthwise convolution bound to its arrays (as BoundGemm): the init sums, the
     zero-point pixel and the accumulators made once; ``run()`` repeats the call."""
     cdef qk_dw_params d
@@ -513,7 +580,7 @@ cdef class BoundDw:
     cdef int32_t *acc
     cdef size_t pixels, chunk, oc
     cdef int nt
-    cdef object keep, out
+    cdef object keep
 
     def __dealloc__(self):
         free(self.acc)
@@ -538,12 +605,6 @@ cdef class BoundDw:
         qk_dw_prepare(&self.d, <uint8_t *>(init + ch), init)
         self.d.out, self.d.c, self.d.c_stride = &self.p, _ptr(out), out.strides[0]
         self.chunk = (pixels + self.nt - 1) // self.nt
-
-    def run(self):
-        """Run the bound call; returns its output array."""
-        with nogil:
-            self.execute()
-        return self.out
 
     cdef void execute(self) noexcept nogil:
         cdef Py_ssize_t t

@@ -185,15 +185,10 @@ class _NotServed(Exception):
     """Raised by a runner for values it was not prepared for (the reference runs them)."""
 
 
-def _chain(calls: list) -> Callable[[], None]:
-    """One callable running ``calls`` (no arguments) in order."""
-    if len(calls) == 1:
-        return calls[0]
-
-    def run():
-        for call in calls:
-            call()
-    return run
+def _chain(calls: list) -> list:
+    """A bound node's steps: ``calls`` (no arguments) in order, as one list (the plan's
+    loop runs native ones, ``_native.Bound``, back to back without the GIL)."""
+    return list(calls)
 
 
 def _nhwc_input(data: np.ndarray) -> tuple[np.ndarray, list]:
@@ -411,7 +406,7 @@ def _make_qconv(node: Node, graph: Graph) -> Runner | None:
         res = y.transpose(0, 2, 3, 1)
         if res.shape != call.shape_nhwc or res.dtype != call.out_dtype or not res.flags.c_contiguous:
             return None
-        return _chain(pre + [c.run for c in call.bind(xd, res.reshape(-1, res.shape[3]))])
+        return _chain(pre + call.bind(xd, res.reshape(-1, res.shape[3])))
     constant = _constant_params(node, graph)
     run.bind = bind
     return _fallback(node, graph, run)
@@ -648,7 +643,7 @@ def _make_qgemm(node: Node, graph: Graph) -> Runner | None:
         if y.shape != (a_mat.shape[0], n) or y.dtype != spec.dtype or y.strides[1] != 1 or a_mat.shape[1] != pw.k:
             return None
         call = pw.prepare(a_mat.shape[0], ain.dtype == np.int8, ain.zp, ain.scale, spec)
-        return call.run(a_mat, y, bind=True).run
+        return call.run(a_mat, y, bind=True)
     run.bind = bind
     return _fallback(node, graph, run)
 
@@ -875,7 +870,7 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
         xd, pre = _nhwc_input(data)
         calls = _float.bind_conv2d(xd, pw, stride, padding, dilation, activation, outs[0].transpose(0, 2, 3, 1),
                                    residual=residual)
-        return _chain(pre + [c.run for c in calls])
+        return _chain(pre + calls)
     run.bind = bind
     return _fallback_fused(node, graph, run, activation)
 
@@ -965,7 +960,7 @@ def _bind_gemm(a: np.ndarray, pw, activation, y: np.ndarray):
         return None
     lo, hi = _float._clamp(activation)
     bias = pw.bias if pw.bias is not None else _float._bias(None, pw.n)
-    return _float.gemm2d(a, pw, bias, lo, hi, y, bind=True).run
+    return _float.gemm2d(a, pw, bias, lo, hi, y, bind=True)
 
 
 @kernel("MatMul")
