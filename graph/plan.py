@@ -12,7 +12,8 @@ made once per set of input shapes (and thread count and ISA):
   alive from the step that makes it to its last reader; graph outputs to the end);
 * **views**: Reshape, Flatten, Squeeze, Unsqueeze and Identity whose other inputs are
   constants and whose traced result was a view of their input are views in the arena
-  too: no step at all;
+  too: no step at all; so is a Concat whose inputs are made for it alone (each a
+  slice of its output, written there by its producer: XNNPACK's output strides);
 * **steps**: each other node, in order. A node whose runner can bind (``fn.bind``, see
   :meth:`~qkernels.graph.Backend.steps`) becomes no-argument calls on fixed arrays
   (the native drivers' ``Bound`` calls, ``BoundGemm`` / ``BoundDw``: blocking, threads
@@ -61,6 +62,7 @@ class _Value:
     strides: tuple | None = None      # None: C order
     offset: int = 0                   # in the arena (base values)
     base: str | None = None           # a view of this value (no place of its own)
+    part: tuple | None = None         # (axis, start, stop): the view is that slice of base
     first: int = -1                   # the step that makes it (-1: a feed)
     last: int = -1                    # the last step that reads it
 
@@ -144,6 +146,11 @@ class PlanSpec:
 
         for name in feeds:
             add(name, -1)
+        readers: dict[str, int] = {}
+        for node, _ in steps:
+            for name in node.inputs:
+                readers[name] = readers.get(name, 0) + 1
+        outputs = {v.name for v in graph.outputs}
         self.steps: list[tuple[Node, object]] = []   # the nodes that run (views are not steps)
         self.views: list[Node] = []
         for node, fn in steps:
@@ -156,6 +163,10 @@ class PlanSpec:
                     and all(not i or i in consts for i in node.inputs[1:]) and traced[out].view_of_input:
                 values[out].base = values[src].base or src
                 values[out].strides = None
+                self.views.append(node)
+                continue
+            if node.op_type == "Concat" and not node.domain and out and _concat_in_place(
+                    node, values, readers, outputs):
                 self.views.append(node)
                 continue
             self.steps.append((node, fn))
@@ -175,6 +186,33 @@ class PlanSpec:
                 (values[v.base] if v.base else v).last = len(self.steps)
         self.values = values
         self.arena_bytes = _place([v for v in values.values() if v.base is None])
+
+
+def _concat_in_place(node: Node, values: dict, readers: dict, outputs: set) -> bool:
+    """Make ``node``'s inputs slices of its output, when each is a value of its own made
+    by a step (no feed, view or graph output) that only this Concat reads: their
+    producers then write into the output's place and the Concat does nothing (the
+    output's memory order is the traced one, so its readers see what they saw)."""
+    out = values[node.outputs[0]]
+    parts = node.inputs
+    if out.base is not None or len(set(parts)) != len(parts) or not all(parts):
+        return False
+    axis = node.attrs.get("axis", 0)
+    axis = axis + len(out.shape) if axis < 0 else axis
+    start, cuts = 0, []
+    for name in parts:
+        v = values.get(name)
+        if v is None or v.base is not None or v.first < 0 or name in outputs or readers.get(name) != 1 \
+                or any(w.base == name for w in values.values()) or v.dtype != out.dtype or len(v.shape) != len(out.shape) or not 0 <= axis < len(out.shape):
+            return False
+        cuts.append((v, start, start + v.shape[axis]))
+        start += v.shape[axis]
+    if start != out.shape[axis]:
+        return False
+    for v, lo, hi in cuts:
+        v.base, v.part, v.strides = out.name, (axis, lo, hi), None
+    out.first = min(v.first for v, _, _ in cuts)     # its place is written from the first part on
+    return True
 
 
 def _place(buffers: list[_Value]) -> int:
@@ -212,8 +250,10 @@ class Plan:
                 arrays[v.name] = np.ndarray(v.shape, v.dtype, raw, start + v.offset, v.strides)
         for v in spec.values.values():
             if v.base is not None:
-                view = arrays[v.base].reshape(v.shape)
-                if v.nbytes and not np.shares_memory(view, arrays[v.base]):
+                base = arrays[v.base]
+                view = base[(slice(None),) * v.part[0] + (slice(v.part[1], v.part[2]),)] if v.part \
+                    else base.reshape(v.shape)
+                if v.nbytes and not np.shares_memory(view, base):
                     raise Unplannable(f"{v.name!r} is no longer a view of {v.base!r}")
                 arrays[v.name] = view
         self.arrays = arrays

@@ -83,13 +83,27 @@ def activation_range(activation: Activation) -> tuple[float, float]:
     return amin, amax
 
 
-def rows_view(x: np.ndarray) -> np.ndarray | None:
+def rows_view(x: np.ndarray, writeable: bool = False) -> np.ndarray | None:
     """``x`` (..., C) as the matrix (rows, C) without a copy, when its leading
     dimensions lie at one row stride; None otherwise. Dimensions of size 1 are skipped:
-    their stride is arbitrary (numpy leaves any value there)."""
+    their stride is arbitrary (numpy leaves any value there). ``writeable``: a view to
+    write through (``x`` must be writeable)."""
     dims = [(n, s) for n, s in zip(x.shape[:-1], x.strides[:-1]) if n != 1]
     if any(s0 != s1 * n1 for (_, s0), (n1, s1) in zip(dims, dims[1:])):
         return None
     rows = math.prod(n for n, _ in dims)
     row_stride = dims[-1][1] if dims else x.strides[-1] * x.shape[-1]
-    return np.lib.stride_tricks.as_strided(x, (rows, x.shape[-1]), (row_stride, x.strides[-1]), writeable=False)
+    return np.lib.stride_tricks.as_strided(x, (rows, x.shape[-1]), (row_stride, x.strides[-1]), writeable=writeable)
+
+
+def output_rows(res: np.ndarray) -> np.ndarray | None:
+    """A kernel's result ``res`` (..., C) as the writeable matrix (rows, C) its output
+    stage stores to (rows at one stride, channels adjacent): ``res`` itself reshaped when
+    C-contiguous, a channel slice of a wider array too (a Concat's part); None otherwise."""
+    if res.flags.c_contiguous:
+        return res.reshape(-1, res.shape[-1])
+    rows = rows_view(res, writeable=res.flags.writeable)
+    if rows is None or (rows.shape[1] > 1 and rows.strides[1] != res.itemsize) \
+            or (rows.shape[0] > 1 and rows.strides[0] < rows.shape[1] * res.itemsize):
+        return None
+    return rows

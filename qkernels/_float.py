@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _dispatch, _native
-from ._common import Activation, activation_range, check_choice, check_out, check_size, rows_view
+from ._common import Activation, activation_range, check_choice, check_out, check_size, output_rows, rows_view
 from ._conv_geometry import LAYOUTS, geometry, ohwi_weights, output_buffer, to_layout
 from ._layout import nchw_to_nhwc
 
@@ -316,7 +316,7 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
         if bind:
             raise ValueError("a bound convolution reads its input in place: channels must be adjacent")
         xd = np.ascontiguousarray(xd)
-    res2d = res.reshape(-1, o)
+    res2d = output_rows(res)
     res_rows = None
     if residual is not None:
         res_rows = rows_view(residual) if residual.shape == res.shape and residual.dtype == res.dtype else None
@@ -346,12 +346,15 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
 def bind_conv2d(xd: np.ndarray, pw: PackedConvWeightsF16, stride, padding, dilation, activation: Activation,
                 res: np.ndarray, residual: np.ndarray | None = None) -> list:
     """The native calls of ``conv2d(xd, pw, ...)`` (NHWC, channels adjacent) into ``res``
-    (NHWC, C-contiguous, the result's shape and dtype), bound: ``run()`` each, in order,
+    (NHWC, the result's shape and dtype, channels adjacent, pixels at one stride: a
+    channel slice of a wider NHWC array is written in place), bound: ``run()`` each, in order,
     recomputes ``res`` from what ``xd`` then holds (the graph plan's steps). ``residual``
     (fp32): NHWC, added after the bias, before the activation. ValueError for arrays the
     bound kernels cannot use in place."""
-    if xd.dtype != pw.dtype or res.dtype != pw.dtype or xd.ndim != 4 or not res.flags.c_contiguous:
-        raise ValueError("bind_conv2d: arrays of the weights' dtype, a C-contiguous result")
+    if xd.dtype != pw.dtype or res.dtype != pw.dtype or xd.ndim != 4 or res.ndim != 4 or not res.flags.writeable \
+            or output_rows(res) is None:
+        raise ValueError("bind_conv2d: arrays of the weights' dtype, a result with adjacent channels, "
+                         "pixels at one stride")
     geom = geometry(xd.shape, pw.kh, pw.kw, pw.cg, pw.groups, stride, padding, dilation)
     if res.shape != (xd.shape[0], geom[0], geom[1], pw.out_channels):
         raise ValueError(f"bind_conv2d: the result has shape {res.shape}")

@@ -189,3 +189,51 @@ def test_plan_off_runs_node_by_node(mobilenet):
         s.run(None, {"input": x})
         assert s.last_run == "nodes"
     assert s.arena_bytes is None
+
+
+def _concat_model(shared: bool = False):
+    """Two convolutions of x concatenated on channels, then a third; ``shared``: the first
+    one's result is also an output (so it cannot live inside the Concat's)."""
+    w = {n: numpy_helper.from_array(RNG.standard_normal(s).astype(np.float32) * 0.3, n)
+         for n, s in [("wa", (5, 3, 3, 3)), ("wb", (4, 3, 1, 1)), ("wc", (6, 9, 3, 3))]}
+    b = numpy_helper.from_array(RNG.standard_normal(5).astype(np.float32), "ba")
+    nodes = [helper.make_node("Conv", ["x", "wa", "ba"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "wb"], ["b0"]),
+             helper.make_node("Relu", ["b0"], ["b"]),
+             helper.make_node("Concat", ["a", "b"], ["c"], axis=1),
+             helper.make_node("Conv", ["c", "wc"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2])]
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 6, 7])]
+    if shared:
+        outs.append(helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 5, 11, 13]))
+    g = helper.make_graph(nodes, "concat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 11, 13])],
+                          outs, [*w.values(), b])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+@pytest.mark.parametrize("shared", [False, True])
+def test_concat_parts_are_written_in_place_by_their_producers(variant, shared):
+    model = _concat_model(shared)
+    if variant == "int8":
+        from qkernels.quant import quantize_model
+        calib = [{"x": RNG.standard_normal((1, 3, 11, 13)).astype(np.float32)} for _ in range(4)]
+        model = quantize_model(model, calib, method="minmax", progress=False)
+    planned, nodes = Session(model, num_threads=1), Session(model, num_threads=1, plan=False)
+    for _ in range(3):
+        x = RNG.standard_normal((1, 3, 11, 13)).astype(np.float32)
+        got, want = planned.run(None, {"x": x}), nodes.run(None, {"x": x})
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+    assert planned.last_run == "plan"
+    spec = _pool(planned).spec
+    concat = [n for n in spec.views if n.op_type in ("Concat", "QLinearConcat")]
+    parts = [v for v in spec.values.values() if v.part is not None]
+    if shared:
+        assert not concat and not parts
+    else:
+        assert len(concat) == 1 and len(parts) == 2
+        assert all(v.base == concat[0].outputs[0] for v in parts)
+        plan = _pool(planned)._idle[0]
+        assert all(bound for node, _, bound, _ in plan.steps if "Conv" in node.op_type)   # straight into the slices
+        base = plan.arrays[parts[0].base]
+        assert all(np.shares_memory(plan.arrays[v.name], base) for v in parts)

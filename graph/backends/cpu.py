@@ -29,6 +29,7 @@ import numpy as np
 from functools import partial
 
 from ... import _api, _conv, _dispatch, _float, _native
+from ..._common import output_rows
 from ..._layout import convertible, nchw_to_nhwc, transpose_into
 from ..._qtensor import QTensor, _native_params, dequantize, quantize
 from ..._requant import output_spec
@@ -404,9 +405,10 @@ def _make_qconv(node: Node, graph: Graph) -> Runner | None:
         call = _conv.ConvCall(xq, pw, None, stride, padding, dilation, groups, "NHWC", "OHWI", ys, yz, ydt, None,
                               _requant(graph) if out is not None else "fp32", None)
         res = y.transpose(0, 2, 3, 1)
-        if res.shape != call.shape_nhwc or res.dtype != call.out_dtype or not res.flags.c_contiguous:
+        rows = output_rows(res) if res.flags.writeable else None
+        if res.shape != call.shape_nhwc or res.dtype != call.out_dtype or rows is None:
             return None
-        return _chain(pre + call.bind(xd, res.reshape(-1, res.shape[3])))
+        return _chain(pre + call.bind(xd, rows))
     constant = _constant_params(node, graph)
     run.bind = bind
     return _fallback(node, graph, run)
