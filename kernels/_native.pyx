@@ -319,7 +319,7 @@ cdef class BoundGemm(Bound):
     cdef size_t scratch_bytes, c_stride
     cdef Py_ssize_t sm, sk, n_tiles
     cdef int nt, za
-    cdef bint a_signed
+    cdef bint a_signed, n_outer
 
     def __dealloc__(self):
         free(self.a_packed)
@@ -403,7 +403,18 @@ cdef class BoundGemm(Bound):
         if (self.geom == NULL and k.a_pack == (QK_PACK_F32_ROWS | QK_PACK_SRC_F32) and K > 0 and self.sk == 4 and
                 self.sm == <Py_ssize_t>(4 * K)):
             self.m_direct = M // mr * mr
+        # packed A panels: the last partial one (direct rows), a block of mc_panels per
+        # thread (each packs its block right before its tiles read it), or all of them
+        # (fewer row blocks than threads: packed first, shared by every thread)
         cdef size_t packed_panels = m_panels - self.m_direct // mr
+        # Tile order: row blocks outside (each A block packed once, all of B streamed past
+        # it) unless B is the larger traffic: few rows and many weights (a late layer's
+        # 49 x 4608 x 512 streamed its 9 MB of B from memory once per row block). Then
+        # the columns go outside, over all of A packed first (2 MiB at most).
+        cdef size_t a_bytes = self.a_panel_bytes * m_panels
+        self.n_outer = a_bytes <= (2 << 20) and n_blocks * a_bytes < m_blocks * <size_t>b_packed.shape[0]
+        if not self.m_direct and not self.n_outer and (self.nt == 1 or m_blocks >= <size_t>self.nt):
+            packed_panels = min(m_panels, mc_panels * <size_t>self.nt)
         self.a_packed = <char *>malloc(self.a_panel_bytes * packed_panels + 64)
         self.row_sum = <int32_t *>malloc(sizeof(int32_t) * m_panels * mr) if need_row_sum else NULL
         self.scratch_bytes = mr * max(K, 1) * (self.geom.elem if self.geom != NULL else 1)
@@ -428,13 +439,14 @@ cdef class BoundGemm(Bound):
         cdef const qk_conv_geom *geom = self.geom
         cdef const char *a_data = self.a_data
         cdef char *a_packed = self.a_packed
+        cdef char *slab
         cdef int32_t *row_sum = self.row_sum
         cdef uint8_t *scratch = self.scratch
         cdef const qk_out_params *p = &self.p
         cdef const uint8_t *bp = self.bp
         cdef char *c = self.c
         cdef size_t c_stride = self.c_stride
-        cdef bint a_signed = self.a_signed
+        cdef bint a_signed = self.a_signed, n_outer = self.n_outer
         cdef int32_t za = self.za
         cdef Py_ssize_t n_tiles = self.n_tiles, m_blocks = self.m_blocks, m_panels = self.m_panels
         if n_tiles == 0:
@@ -444,20 +456,21 @@ cdef class BoundGemm(Bound):
                 qk_pack_a(k.a_pack, k.mr, k.kr, M - m_direct, K, a_data + m_direct * sm, a_signed, sm, sk,
                           za, a_packed, NULL)
             for t in prange(n_tiles, num_threads=nt, schedule="static"):
-                _block_direct(k, K, M, N, t, n_blocks, mc_panels, nc_panels, m_direct, a_data, sm, a_packed,
-                              bp, p, c, c_stride)
-        elif nt == 1 or m_blocks >= nt:
+                _block_direct(k, K, M, N, t // n_blocks if not n_outer else t % m_blocks,
+                              t % n_blocks if not n_outer else t // m_blocks, mc_panels, nc_panels, m_direct,
+                              a_data, sm, a_packed, bp, p, c, c_stride)
+        elif not n_outer and (nt == 1 or m_blocks >= nt):
             # a block of rows at a time (each thread its own blocks): its A panels are
             # packed (mc_panels: sized for L2) right before its tiles read them, not all
             # of A first (a conv's 1.8 MB patch matrix had left L2 by then: 1.45x)
             for mb in prange(m_blocks, num_threads=nt, schedule="static"):
+                slab = a_packed + threadid() * mc_panels * a_panel_bytes     # this thread's block
                 _pack_panels(k, mb * mc_panels, min(m_panels, (mb + 1) * mc_panels), M, K, a_data, sm, sk,
                              a_signed, za, geom,
                              scratch + threadid() * scratch_bytes if scratch != NULL else NULL,
-                             a_packed, a_panel_bytes, row_sum)
-                for t in range(mb * <Py_ssize_t>n_blocks, (mb + 1) * <Py_ssize_t>n_blocks):
-                    _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, a_panel_bytes, bp, p,
-                           c, c_stride)
+                             slab, a_panel_bytes, row_sum)
+                for t in range(<Py_ssize_t>n_blocks):
+                    _block(k, K, M, N, mb, t, mc_panels, nc_panels, slab, bp, p, c, c_stride)
         else:
             for t in prange(m_panels, num_threads=nt, schedule="static"):
                 if geom == NULL:
@@ -470,43 +483,45 @@ cdef class BoundGemm(Bound):
                                    a_packed + t * a_panel_bytes,
                                    row_sum + t * mr if row_sum != NULL else NULL)
             for t in prange(n_tiles, num_threads=nt, schedule="static"):
-                _block(k, K, M, N, t, n_blocks, mc_panels, nc_panels, a_packed, a_panel_bytes, bp, p, c,
-                       c_stride)
+                mb = t // n_blocks if not n_outer else t % m_blocks
+                _block(k, K, M, N, mb, t % n_blocks if not n_outer else t // m_blocks, mc_panels, nc_panels,
+                       a_packed + mb * mc_panels * a_panel_bytes, bp, p, c, c_stride)
 
 
 cdef inline void _pack_panels(const qk_ukernel *k, size_t p0, size_t p1, size_t M, size_t K, const char *a_data,
                               Py_ssize_t sm, Py_ssize_t sk, bint a_signed, int32_t za, const qk_conv_geom *geom,
-                              uint8_t *scratch, char *a_packed, size_t a_panel_bytes, int32_t *row_sum) noexcept nogil:
-    """A panels p0 .. p1 - 1 (of a matrix, or of a convolution's patches) into their places."""
+                              uint8_t *scratch, char *dst, size_t a_panel_bytes, int32_t *row_sum) noexcept nogil:
+    """A panels p0 .. p1 - 1 (of a matrix, or of a convolution's patches) one after another
+    from ``dst``."""
     cdef size_t mr = k.mr, t
     if geom == NULL:
         qk_pack_a(k.a_pack, k.mr, k.kr, min(M, p1 * mr) - p0 * mr, K, a_data + <Py_ssize_t>(p0 * mr) * sm, a_signed,
-                  sm, sk, za, a_packed + p0 * a_panel_bytes, row_sum + p0 * mr if row_sum != NULL else NULL)
+                  sm, sk, za, dst, row_sum + p0 * mr if row_sum != NULL else NULL)
         return
     for t in range(p0, p1):
         qk_pack_a_conv(k.a_pack, k.mr, k.kr, geom, t * mr, min(mr, M - t * mr), a_signed, za, scratch,
-                       a_packed + t * a_panel_bytes, row_sum + t * mr if row_sum != NULL else NULL)
+                       dst + (t - p0) * a_panel_bytes, row_sum + t * mr if row_sum != NULL else NULL)
 
 
-cdef inline void _block(const qk_ukernel *k, size_t K, size_t M, size_t N, Py_ssize_t t,
-                        size_t n_blocks, size_t mc_panels, size_t nc_panels, const char *a_packed,
-                        size_t a_panel_bytes, const void *bp, const qk_out_params *p, char *c,
-                        size_t c_stride) noexcept nogil:
-    cdef size_t m0 = (t // n_blocks) * mc_panels * k.mr
-    cdef size_t n0 = (t % n_blocks) * nc_panels * k.nr
+cdef inline void _block(const qk_ukernel *k, size_t K, size_t M, size_t N, size_t mb, size_t nb,
+                        size_t mc_panels, size_t nc_panels, const char *a_block,
+                        const void *bp, const qk_out_params *p, char *c, size_t c_stride) noexcept nogil:
+    """Tile (mb, nb): row block mb's packed panels (from ``a_block``) times column block nb."""
+    cdef size_t m0 = mb * mc_panels * k.mr
+    cdef size_t n0 = nb * nc_panels * k.nr
     qk_gemm_block(k, K, m0, min(M, m0 + mc_panels * k.mr), n0, min(N, n0 + nc_panels * k.nr),
-                  a_packed + m0 // k.mr * a_panel_bytes, bp, p, c, c_stride)
+                  a_block, bp, p, c, c_stride)
 
 
-cdef inline void _block_direct(const qk_ukernel *k, size_t K, size_t M, size_t N, Py_ssize_t t,
-                               size_t n_blocks, size_t mc_panels, size_t nc_panels, size_t m_direct,
+cdef inline void _block_direct(const qk_ukernel *k, size_t K, size_t M, size_t N, size_t mb, size_t nb,
+                               size_t mc_panels, size_t nc_panels, size_t m_direct,
                                const char *a, Py_ssize_t sm, const char *tail, const void *bp,
                                const qk_out_params *p, char *c, size_t c_stride) noexcept nogil:
     """_block with rows below m_direct read from the matrix itself, the rest from the
     packed last panel."""
-    cdef size_t m0 = (t // n_blocks) * mc_panels * k.mr
+    cdef size_t m0 = mb * mc_panels * k.mr
     cdef size_t m1 = min(M, m0 + mc_panels * k.mr)
-    cdef size_t n0 = (t % n_blocks) * nc_panels * k.nr
+    cdef size_t n0 = nb * nc_panels * k.nr
     cdef size_t n1 = min(N, n0 + nc_panels * k.nr)
     if m0 < m_direct:
         qk_gemm_block(k, K, m0, min(m1, m_direct), n0, n1, a + <Py_ssize_t>m0 * sm, bp, p, c, c_stride)

@@ -7,6 +7,24 @@
 
 static inline size_t round_up(size_t x, size_t q) { return (x + q - 1) / q * q; }
 
+/* For a last panel of mc < MR rows: the kernel of fewest rows >= mc of the same family
+ * (ISA, dtype, packing, NR, the same K chains, so the same bits per element), or kern.
+ * Row-major float A panels (QK_PACK_F32_ROWS) are MR rows of K floats one after another,
+ * so a narrower kernel reads the first rows of the same panel: a 49-row GEMM's last row
+ * no longer costs a 12-row tile. */
+static const qk_ukernel *narrowest(const qk_ukernel *kern, size_t mc) {
+    const qk_ukernel *best = kern;
+    if (kern->a_pack != QK_PACK_F32_ROWS) return kern;
+    for (int i = 0, n = qk_ukernel_count(); i < n; i++) {
+        const qk_ukernel *u = qk_ukernel_get(i);
+        if (u->kind == kern->kind && u->isa == kern->isa && u->dtype == kern->dtype && u->a_pack == kern->a_pack &&
+            u->b_pack == kern->b_pack && u->nr == kern->nr && u->kr == kern->kr && u->k_chains == kern->k_chains &&
+            (size_t)u->mr >= mc && u->mr < best->mr)
+            best = u;
+    }
+    return best;
+}
+
 void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
                    size_t n0, size_t n1, const void *a_packed, const void *b_packed,
                    const qk_out_params *p, void *c, size_t c_stride) {
@@ -21,15 +39,17 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
     for (size_t m = m0; m < m1; m += mr) {
         const char *ap = (const char *)a_packed + ((m - m0) / mr) * a_panel;
         size_t mc = m1 - m < mr ? m1 - m : mr;
+        const qk_ukernel *u = mc < mr ? narrowest(kern, mc) : kern;
+        const int fuse_u = fuse && u->fused && (size_t)u->mr == mc;
         for (size_t n = n0; n < n1; n += nr) {
             const char *bp = (const char *)b_packed + (n / nr) * b_panel;
             size_t nc = n1 - n < nr ? n1 - n : nr;
-            if (fuse && mc == mr && nc % 16 == 0) {   /* a last panel's 16-column strips too */
-                kern->fused(k_groups, ap, bp, m, n, nc, p, c, c_stride);
+            if (fuse_u && nc % 16 == 0) {   /* a last panel's 16-column strips too */
+                u->fused(k_groups, ap, bp, m, n, nc, p, c, c_stride);
                 continue;
             }
-            kern->gemm(k_groups, ap, bp, acc);
-            kern->output(mc, nc, acc, nr, m, n, p, c, c_stride);
+            u->gemm(k_groups, ap, bp, acc);
+            u->output(mc, nc, acc, nr, m, n, p, c, c_stride);
         }
     }
 }

@@ -95,14 +95,14 @@ static const qk_ukernel kernels[] = {
      .a_pack = QK_PACK_I16, .b_pack = QK_PACK_I16, .gemm = qs8_gemm_6x16c2_avx2, .output = qk_output_avx2,
      .fused = qs8_gemm_6x16c2_fused_avx2},
     {.name = "f16_gemm_1x16_avx2", GEMM, F16, .isa = QK_ISA_AVX2, .mr = 1, .nr = 16, .kr = 1,
-     .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16, .max_m = 2, .gemm = f16_gemm_1x16_avx2,
+     .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16, .max_m = 2, .k_chains = 2, .gemm = f16_gemm_1x16_avx2,
      .output = qk_output_f16_avx2},
     {.name = "f16_gemm_6x16_avx2", GEMM, F16, .isa = QK_ISA_AVX2, .mr = 6, .nr = 16, .kr = 1,
      .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16, .gemm = f16_gemm_6x16_avx2, .output = qk_output_f16_avx2},
     {.name = "qs8_dwconv_avx2", DW_SUM, QS8, .isa = QK_ISA_AVX2, .dw_sum = qk_dw_sum_avx2, .width = 16},
     {.name = "f16_dwconv_avx2", DW_SUM, F16, .isa = QK_ISA_AVX2, .dw_sum = qk_dw_sum_f16_avx2, .width = 16},
     {.name = "f32_gemm_1x16_avx2", GEMM, F32, .isa = QK_ISA_AVX2, .mr = 1, .nr = 16, .kr = 1, A_F32_ROWS, B_F32,
-     .max_m = 2, .gemm = f32_gemm_1x16_avx2, .output = qk_output_f32_avx2},
+     .max_m = 2, .k_chains = 2, .gemm = f32_gemm_1x16_avx2, .output = qk_output_f32_avx2},
     {.name = "f32_gemm_6x16_avx2", GEMM, F32, .isa = QK_ISA_AVX2, .mr = 6, .nr = 16, .kr = 1, A_F32_ROWS, B_F32,
      .gemm = f32_gemm_6x16_avx2, .output = qk_output_f32_avx2},
     {.name = "f32_dwconv_avx2", DW_SUM, F32, .isa = QK_ISA_AVX2, .dw_sum = qk_dw_sum_f32_avx2, .width = 16},
@@ -133,7 +133,7 @@ static const qk_ukernel kernels[] = {
     {.name = #name_, .isa = isa_, __VA_ARGS__, .field = fn},               \
     {.name = #name_ "_emu", .isa = isa_##_EMU, __VA_ARGS__, .field = fn##_emu}
     VNNI_TWICE(f16_gemm_1x32_avx512vnni, gemm, f16_gemm_1x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F16, .mr = 1,
-               .nr = 32, .kr = 1, .max_m = 2, .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16,
+               .nr = 32, .kr = 1, .max_m = 2, .k_chains = 2, .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16,
                .output = qk_output_f16_avx2),
     VNNI_TWICE(f16_gemm_6x32_avx512vnni, gemm, f16_gemm_6x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F16, .mr = 6,
                .nr = 32, .kr = 1, .max_m = 6, .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16,
@@ -141,7 +141,7 @@ static const qk_ukernel kernels[] = {
     VNNI_TWICE(f16_gemm_12x32_avx512vnni, gemm, f16_gemm_12x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F16, .mr = 12,
                .nr = 32, .kr = 1, .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16, .output = qk_output_f16_avx2),
     VNNI_TWICE(f32_gemm_1x32_avx512vnni, gemm, f32_gemm_1x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F32, .mr = 1,
-               .nr = 32, .kr = 1, .max_m = 2, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
+               .nr = 32, .kr = 1, .max_m = 2, .k_chains = 2, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
     /* fp32 6x32 and 12x32: a fused entry too (bias, residual, clamp on the sums in registers) */
 #define VNNI_F32_FUSED(fn, fused_fn, isa_, ...)                                                            \
     {.name = #fn, GEMM, F32, .isa = isa_, __VA_ARGS__, .gemm = fn, .fused = fused_fn},                    \

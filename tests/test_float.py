@@ -309,3 +309,18 @@ def test_avx512_float_kernels_give_the_avx2_floats(isa, dtype):
             with qkernels.use_isa(isa):
                 got = matmul(a, b, bias=bias).view(bits)
             np.testing.assert_array_equal(got, want, err_msg=f"{isa} M={m} K={k} N={n}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [13, 18, 23, 49, 61])
+def test_a_last_partial_panel_gives_the_bits_of_a_full_one(dtype, m):
+    """The rows of a last partial A panel run on a narrower kernel of the same family
+    (kernels/gemm_block.c): each row's sums are those it gets when more rows follow."""
+    rng = np.random.default_rng(m)
+    a = rng.standard_normal((72, 300)).astype(dtype)
+    pw = pack_weights(rng.standard_normal((300, 70)).astype(dtype))
+    for isa in PATHS:
+        with qkernels.use_isa(isa):
+            full = matmul(a, pw)
+            np.testing.assert_array_equal(matmul(a[:m], pw), full[:m], err_msg=isa)
+            np.testing.assert_array_equal(matmul(np.ascontiguousarray(a[-m:]), pw), full[-m:], err_msg=isa)

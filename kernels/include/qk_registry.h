@@ -29,6 +29,8 @@ struct qk_ukernel {
     int needs_pairs_128;      /* exact only if every stored B pair along K has
                                  |b(k)| + |b(k+1)| <= 128 (vpmaddubsw cannot saturate) */
     int needs_fp16_arith;     /* uses ARMv8.2 FP16 arithmetic (CPU feature asimdhp) */
+    int k_chains;             /* float sums split over this many chains along K (0: one); kernels
+                                 of one packing with equal chains give the same bits per element */
     qk_gemm_ukernel_fn gemm;
     qk_output_fn output;      /* the output stage of its ISA */
     qk_gemm_fused_fn fused;   /* or NULL */
