@@ -25,8 +25,9 @@ int qk_copy_prepare(qk_copy_op *op, size_t elem, size_t ndim, const size_t *shap
     size_t n[64];
     ptrdiff_t ss[64], ds[64];
     size_t m = 0;
-    for (size_t i = 0; i < ndim; i++) {
+    for (size_t i = 0; i < ndim; i++)
         if (shape[i] == 0) return 0;                       /* an empty region: ndim 0, nothing to do */
+    for (size_t i = 0; i < ndim; i++) {
         if (shape[i] == 1) continue;
         ptrdiff_t d = s_dst[i], s = src ? s_src[i] : 0;
         if (d == 0) return -1;                             /* one element written twice */
