@@ -1,6 +1,7 @@
 """Data movement on the native strided copy (kernels/copy.c, ``_native.BoundCopy``):
 Concat, Split, Slice, Pad (constant, reflect, edge, wrap), Transpose, DepthToSpace,
-SpaceToDepth and com.microsoft QLinearConcat, registered into :data:`cpu.KERNELS`.
+SpaceToDepth and com.microsoft QLinearConcat, registered into :data:`cpu.KERNELS` (imported by
+the backends package after cpu: cpu itself does not import this module).
 
 Each operator is a list of moves decided from the shapes and the parameters: strided
 copies from views of the inputs into views of the outputs (Concat: each input into its
