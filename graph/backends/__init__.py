@@ -3,6 +3,7 @@
 from ..backend import register_backend
 from .cpu import CpuBackend
 from .reference import ReferenceBackend
+from . import cpu_movement  # noqa: E402,F401  (registers into cpu.KERNELS; after cpu: no import cycle)
 
 register_backend("reference", ReferenceBackend)
 register_backend("cpu", CpuBackend)

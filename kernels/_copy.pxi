@@ -1,0 +1,147 @@
+# Data movement (kernels/copy.c, qk_copy.h): strided copies, fills and table copies bound
+# to fixed arrays, for the graph runner's Concat, Split, Slice, Pad, Transpose,
+# DepthToSpace, SpaceToDepth and QLinearConcat (graph/backends/cpu_movement.py).
+# Included at the end of _native.pyx.
+
+cdef extern from "qk_copy.h" nogil:
+    ctypedef struct qk_copy_op:
+        size_t ndim
+        int transpose
+        size_t shape[8]
+    int qk_copy_prepare(qk_copy_op *op, size_t elem, size_t ndim, const size_t *shape, uint8_t *dst,
+                        const Py_ssize_t *s_dst, const uint8_t *src, const Py_ssize_t *s_src, const uint8_t *table,
+                        const uint8_t *value)
+    void qk_copy_run(const qk_copy_op *op, int simd)
+
+
+cdef inline bint _same_place(cnp.ndarray a, cnp.ndarray b):
+    """Whether a and b are the same elements of the same memory (a copy would do nothing)."""
+    return _ptr(a) == _ptr(b) and (<object>a).shape == (<object>b).shape and (<object>a).strides == \
+        (<object>b).strides and a.dtype.itemsize == b.dtype.itemsize
+
+
+cdef class BoundCopy(Bound):
+    """Data movement bound to fixed arrays: a list of moves, each one of
+
+    * ``(dst, src)``: dst[...] = src, arrays of one shape and dtype (src any strides:
+      negative, zero for broadcasting); nothing when src is dst's very elements;
+    * ``(dst, None, value)``: dst[...] = value (a scalar of dst's dtype);
+    * ``(dst, src, table)``: dst[...] = table[src], 1-byte arrays, table 256 uint8;
+
+    of elements of 1, 2, 4 or 8 bytes (any dtype: moved as bytes, so exact), prepared
+    once (dimensions merged, the order fixed, see qk_copy.h); ``execute`` runs them in
+    order without the GIL. ``out``: the array ``run()`` returns. A destination must not
+    overlap its source (ValueError)."""
+    cdef qk_copy_op *ops
+    cdef size_t n
+    cdef int simd
+    cdef object keep
+
+    def __cinit__(self, moves, out=None, bint simd=True):
+        moves = list(moves)
+        self.ops = <qk_copy_op *>malloc(sizeof(qk_copy_op) * max(1, len(moves)))
+        if self.ops == NULL:
+            raise MemoryError("cannot allocate the copies")
+        self.simd, self.out, self.n = simd, out, 0
+        keep = []
+        cdef cnp.ndarray dst, src, table
+        cdef Py_ssize_t shape[64]
+        cdef Py_ssize_t sd[64]
+        cdef Py_ssize_t ss[64]
+        cdef uint8_t value[8]
+        cdef const uint8_t *sp
+        cdef const uint8_t *tp
+        cdef size_t i, nd, elem
+        for move in moves:
+            if not isinstance(move, tuple) or len(move) not in (2, 3):
+                raise TypeError("a move is (dst, src), (dst, None, value) or (dst, src, table)")
+            dst = _move_array(move[0], "dst")
+            if not dst.flags.writeable:
+                raise ValueError("dst is read-only")
+            elem, nd = dst.itemsize, dst.ndim
+            if elem not in (1, 2, 4, 8):
+                raise TypeError(f"elements of 1, 2, 4 or 8 bytes, got {dst.dtype}")
+            sp = tp = NULL
+            if move[1] is None:                                      # a fill
+                if len(move) != 3:
+                    raise TypeError("a fill is (dst, None, value)")
+                v = np.asarray(move[2]).astype(dst.dtype)
+                if v.ndim != 0:
+                    raise ValueError("a fill's value is one scalar")
+                raw = v.tobytes()
+                for i in range(elem):
+                    value[i] = raw[i]
+            else:
+                src = _move_array(move[1], "src")
+                if (<object>src).shape != (<object>dst).shape:
+                    raise ValueError(f"src has shape {(<object>src).shape}, dst {(<object>dst).shape}")
+                if len(move) == 3:                                   # through a table
+                    table = _move_array(move[2], "table")
+                    if table.dtype != np.uint8 or table.ndim != 1 or table.shape[0] != 256 or \
+                            not table.flags.c_contiguous or elem != 1 or src.itemsize != 1:
+                        raise ValueError("a table is 256 contiguous uint8, for 1-byte src and dst")
+                    tp = <const uint8_t *>_ptr(table)
+                    keep.append(table)
+                elif src.dtype != dst.dtype:
+                    raise TypeError(f"src is {src.dtype}, dst {dst.dtype}")
+                elif _same_place(src, dst):
+                    continue                                         # already in place
+                if dst.size and np.may_share_memory(src, dst):
+                    try:
+                        overlap = np.shares_memory(src, dst, max_work=1 << 16)
+                    except np.exceptions.TooHardError:
+                        overlap = True
+                    if overlap:
+                        raise ValueError("dst overlaps src")
+                sp = <const uint8_t *>_ptr(src)
+                for i in range(nd):
+                    ss[i] = src.strides[i]
+                keep.append(src)
+            for i in range(nd):
+                shape[i], sd[i] = dst.shape[i], dst.strides[i]
+            if qk_copy_prepare(&self.ops[self.n], elem, nd, <const size_t *>shape, <uint8_t *>_ptr(dst), sd,
+                               sp, ss, tp, value) != 0:
+                raise ValueError(f"cannot copy into an array of strides {(<object>dst).strides} "
+                                 f"(a zero stride, or more than 8 dimensions that do not merge)")
+            keep.append(dst)
+            self.n += 1
+        self.keep = keep
+
+    def __dealloc__(self):
+        free(self.ops)
+
+    def __len__(self):
+        return self.n
+
+    def info(self):
+        """Per prepared move: (its dimensions after merging, whether it runs as a 2-D
+        transpose), for tests."""
+        cdef size_t i, d
+        return [(tuple([self.ops[i].shape[d] for d in range(self.ops[i].ndim)]), self.ops[i].transpose >= 0)
+                for i in range(self.n)]
+
+    cdef void execute(self) noexcept nogil:
+        cdef size_t i
+        for i in range(self.n):
+            qk_copy_run(&self.ops[i], self.simd)
+
+
+cdef cnp.ndarray _move_array(x, str name):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
+    if x.dtype.kind not in "biufcmM":
+        raise TypeError(f"{name}: numbers, got {x.dtype}")
+    return x
+
+
+def copy_into(dst, src, bint simd=True):
+    """dst[...] = src (one shape and dtype, any strides; src may broadcast through zero
+    strides) on the native strided copy; returns dst."""
+    BoundCopy([(dst, src)], dst, simd).run()
+    return dst
+
+
+def fill(dst, value):
+    """dst[...] = value on the native fill; returns dst."""
+    BoundCopy([(dst, None, value)], dst).run()
+    return dst
