@@ -880,3 +880,38 @@ def test_nearest_resize_by_whole_factors_on_the_plan(scales, coords, nearest, dt
         np.testing.assert_array_equal(s.run(None, {"x": x})[0], want)
     bound = next(p for p in s._plans.values() if p)._idle[0].bound
     assert bound == (coords == "asymmetric" and all(float(v).is_integer() for v in scales))
+
+
+@settings(max_examples=30, deadline=None)
+@given(op=st.sampled_from(["QLinearAdd", "QLinearMul"]), signed=st.booleans(), first=st.booleans(),
+       seed=st.integers(0, 2**31), const_shape=st.sampled_from([(1,), (), (1, 1, 1, 1), (5, 1, 1)]))
+def test_qlinear_add_and_mul_of_a_constant_equal_the_reference(op, signed, first, seed, const_shape):
+    """A constant operand: a number (one byte table, built by the native loop itself, for
+    every value of the other operand), or per channel (broadcast once, when bound); the
+    reference's bits, node by node and on the plan, and the table path bound."""
+    from qkernels import _native
+    rng = np.random.default_rng(seed)
+    dtype = np.int8 if signed else np.uint8
+    info = np.iinfo(dtype)
+    params = [(float(np.float32(2.0 ** rng.uniform(-7, -2))), int(rng.integers(info.min, info.max + 1)))
+              for _ in range(3)]
+    et = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    inits = [numpy_helper.from_array(rng.integers(info.min, info.max + 1, const_shape).astype(dtype), "k")]
+    for (s, z), tag in zip(params, "aby"):
+        inits += [numpy_helper.from_array(np.array(s, np.float32), f"s{tag}"),
+                  numpy_helper.from_array(np.array(z, dtype), f"z{tag}")]
+    ins = ["k", "sa", "za", "x", "sb", "zb"] if first else ["x", "sa", "za", "k", "sb", "zb"]
+    node = helper.make_node(op, ins + ["sy", "zy"], ["y"], domain="com.microsoft", name="q")
+    model = _model([node], [helper.make_tensor_value_info("x", et, [2, 5, 6, 7])],
+                   [helper.make_tensor_value_info("y", et, None)], inits, ms=True)
+    x = rng.integers(info.min, info.max + 1, (2, 5, 6, 7)).astype(dtype)
+    want = reference_session(model).run(None, {"x": x})[0]
+    planned, nodes = Session(model, num_threads=1), Session(model, num_threads=1, plan=False)
+    for _ in range(2):
+        np.testing.assert_array_equal(planned.run(None, {"x": x})[0], want)
+    np.testing.assert_array_equal(nodes.run(None, {"x": x})[0], want)
+    (pool,) = [p for p in planned._plans.values() if p is not None]
+    (step,) = pool._idle[0].steps
+    assert step[2] and planned.placement(planned.graph.nodes[0]) == "native"   # bound, native
+    if int(np.prod(const_shape)) == 1 and len(const_shape) <= 4:
+        assert isinstance(step[1][0], _native.BoundCopy)                        # the byte table

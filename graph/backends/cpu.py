@@ -673,10 +673,18 @@ def _make_qlinear_binary(node: Node, graph: Graph) -> Runner | None:
     if not largest / sy_ <= 2.0 ** 21:          # the loop's precondition (kernels/qbinary.c), with margin
         return None
 
-    def operands(x, w, y=None):
+    isa = _dispatch.isa_index()
+    scalar = next(((k, c) for k, c in ((0, _const(graph, a)), (1, _const(graph, b)))
+                   if c is not None and c.size == 1 and c.dtype == dtype), None)
+    if scalar is not None:      # one operand a constant number: y is a function of one byte
+        return _qlinear_table(node, graph, dtype, result, (b, a)[scalar[0]], scalar[1],
+                              partial(_native.qlinear_binary, isa, mul), (sa_, za_, sb_, zb_, sy_, zy_), scalar[0])
+
+    def operands(x, w, y=None, fixed=()):
         """(calls, flat a, flat b, flat y, y): the operands as runs of one memory order, the
         one of whichever input has the result's shape (and of y when given); the other
-        one broadcast or reordered into a buffer of that order by the calls (each run)."""
+        one broadcast or reordered into a buffer of that order by the calls (each run;
+        once, now, for the operands in ``fixed``: constants)."""
         if x is None or w is None or x.dtype != dtype or w.dtype != dtype:
             return None
         try:
@@ -694,7 +702,10 @@ def _make_qlinear_binary(node: Node, graph: Graph) -> Runner | None:
         for v in (x, w):
             if v.shape != shape or not _same_layout(v, base):
                 full = np.empty_like(base)
-                calls.append(partial(np.copyto, full, v))
+                if any(v is f for f in fixed):
+                    np.copyto(full, v)
+                else:
+                    calls.append(partial(np.copyto, full, v))
                 v = full
             ops.append(v)
         flat = [_flat_run(v) for v in (*ops, y)]
@@ -711,13 +722,43 @@ def _make_qlinear_binary(node: Node, graph: Graph) -> Runner | None:
         return {result: y}
 
     def bind(ins, outs):
-        got = operands(ins[0], ins[3], outs[0])
+        got = operands(ins[0], ins[3], outs[0], [v for v, n in ((ins[0], a), (ins[3], b)) if n in graph.initializers])
         if got is None:
             return None
         calls, fa, fb, fy, _ = got
-        loop = partial(_native.qlinear_binary, _dispatch.isa_index(), mul, fa, sa_, za_, fb, sb_, zb_, sy_, zy_, fy)
+        loop = partial(_native.qlinear_binary, isa, mul, fa, sa_, za_, fb, sb_, zb_, sy_, zy_, fy)
         return _chain(calls + [loop])
     run.bind = bind
+    return _fallback(node, graph, run)
+
+
+def _qlinear_table(node: Node, graph: Graph, dtype, result: str, x: str, c: np.ndarray, loop, params, k: int):
+    """QLinearAdd/Mul of ``x`` and the constant number ``c`` (operand ``k``): the loop's
+    (``loop(fa, sa, za, fb, sb, zb, sy, zy, fy)``) result for each of the 256 values of
+    x, once, then a byte table lookup per run (the same bits as the loop)."""
+    every = np.arange(256, dtype=np.uint8).view(dtype)
+    same = np.full(256, c.reshape(()), dtype)
+    table = np.empty(256, dtype)
+    sa, za, sb, zb, sy, zy = params
+    loop(*((same, sa, za, every, sb, zb) if k == 0 else (every, sa, za, same, sb, zb)), sy, zy, table)
+    table = table.view(np.uint8)
+
+    def lookup(data, y):
+        if data is None or data.dtype != dtype or y.shape != data.shape or y.dtype != dtype \
+                or np.broadcast_shapes(data.shape, c.shape) != data.shape:
+            return None
+        return _native.BoundCopy([(y.view(np.uint8), data.view(np.uint8), table)], out=y)
+
+    def run(values):
+        data = values[x]
+        y = np.empty_like(data) if data.dtype == dtype else None
+        call = None if y is None else lookup(data, y)
+        if call is None:
+            raise _NotServed
+        call()
+        return {result: y}
+
+    run.bind = lambda ins, outs: lookup(ins[3 if k == 0 else 0], outs[0])
     return _fallback(node, graph, run)
 
 
