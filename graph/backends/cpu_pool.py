@@ -20,6 +20,7 @@ from . import cpu
 from .cpu import _F16, _F32, _INT8, Runner, _NotServed, _QParams, _const, _fallback, _inputs, kernel
 from .reference.conv import _POOL_ATTRS, _pool_setup
 from .reference.common import norm_axis
+from .reference.ort_contrib import ort_pool_geometry
 
 
 def _nhwc_memory(x: np.ndarray) -> bool:
@@ -104,16 +105,20 @@ def _make_qlinear_average_pool(node: Node, graph: Graph) -> Runner | None:
 
     def plan(data):
         xc = nchw(data)
-        geom = _geometry(node, xc, (pin.dtype,))
-        kernel_, _, _, begin, end, out = geom
+        _geometry(node, xc, (pin.dtype,))
+        try:
+            geom = ort_pool_geometry(node, xc)
+        except Exception:
+            raise _NotServed from None               # the reference says why
+        kernel_, _, begin, end, out = geom
         if list(xc.shape[2:]) == list(kernel_) and not any(begin + end):
             return xc, geom, True
-        if any(p < 0 or p >= k for p, k in zip(begin + end, kernel_ + kernel_)):
-            raise _NotServed                          # the reference says why
+        if any(p < 0 for p in begin + end):
+            raise _NotServed                          # onnxruntime's shifted windows: the reference's
         return xc, geom, False
 
     def call(xc, yc, geom, bind):
-        kernel_, strides, _, begin, end, _ = geom
+        kernel_, strides, begin, end, _ = geom
         return _native.qlinear_avg_pool(xc, yc, *kernel_, *strides, *begin, *end, include, pin.scale, pin.zp,
                                         pout.scale, pout.zp, bind=bind)
 

@@ -98,6 +98,25 @@ def _grid(arrays):
     return [a.reshape([-1 if i == j else 1 for j in range(n)]) for i, a in enumerate(arrays)]
 
 
+def ort_pool_geometry(node, xc):
+    """(kernel, strides, begin, end, out) of onnxruntime's contrib pooling over (N, C, ...)
+    ``xc``: ONNX's geometry, but SAME_UPPER / SAME_LOWER pads as onnxruntime computes them,
+    ``(ceil(in / s) - 1) * s + k - in`` not clamped at 0 and halved with C's truncation
+    (a stride past the kernel then shifts the windows, as onnxruntime does). Explicit pads
+    must be at least 0 and smaller than the kernel (onnxruntime refuses others)."""
+    kernel, strides, _, begin, end, out = _pool_setup(node, xc)
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        for i, (n, s, k) in enumerate(zip(xc.shape[2:], strides, kernel)):
+            need = (-(-n // s) - 1) * s + k - n
+            half = need + 1 if auto_pad == "SAME_LOWER" else need
+            begin[i] = int(np.trunc(half / 2))
+            end[i] = need - begin[i]
+    elif any(p >= k or p < 0 for p, k in zip(begin + end, kernel + kernel)):
+        fail(node, f"pads {begin + end} must be at least 0 and smaller than the kernel {kernel} (onnxruntime)")
+    return kernel, strides, begin, end, out
+
+
 @op("QLinearAveragePool", domain=MS,
     attrs=("auto_pad", "ceil_mode", "channels_last", "count_include_pad", "kernel_shape", "pads", "strides"),
     check=all_checks(check_auto_pad, check_known(("channels_last", 0), (0, 1), "channels_last")))
@@ -113,9 +132,7 @@ def _qlinear_average_pool(node, x, sx, zx, sy, zy=None):
         fail(node, f"input must have rank >= 3, got shape {x.shape}")
     last = bool(node.attrs.get("channels_last", 0))
     xc = np.moveaxis(x, -1, 1) if last else x
-    kernel, strides, _, begin, end, out = _pool_setup(node, xc)
-    if any(p >= k or p < 0 for p, k in zip(begin + end, kernel + kernel)):
-        fail(node, f"pads {begin + end} must be at least 0 and smaller than the kernel {kernel} (onnxruntime)")
+    kernel, strides, begin, end, out = ort_pool_geometry(node, xc)
     sp = xc.shape[2:]
     axes = tuple(range(2, xc.ndim))
     zxv, zyv = zero_point_value(zx), zero_point_value(zy)
