@@ -83,7 +83,7 @@ cdef class BoundAvgPool(Bound):
         cdef int i
         for i in range(4):
             self.g.xs[i], self.g.ys[i] = _elem_stride(x, i), _elem_stride(y, i)
-        self.acc = <float *>malloc(sizeof(float) * max(1, x.shape[1]))
+        self.acc = <float *>malloc(sizeof(float) * max(1, x.shape[1], y.shape[3]))
         if self.acc == NULL:
             raise MemoryError("cannot allocate the pooling sums")
         self.xp, self.yp, self.out, self.keep = _ptr(x), _ptr(y), y, x

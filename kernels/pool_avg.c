@@ -30,6 +30,50 @@ static inline size_t axis_count(size_t o, size_t s, size_t d, ptrdiff_t p, ptrdi
     return m;
 }
 
+/* The windows of one output row of one channel (NCHW and other memory orders): taps
+   summed in window order (ky, kx), the same order as the channel-vector path, so the
+   same bits. Where the rows are contiguous at stride 1, the outputs whose windows lie
+   inside x in width run as vectors along the row (acc: ow floats). */
+#define QK_AVGPOOL_ROW(T, LOAD, STORE)                                                                         \
+    do {                                                                                                          \
+        size_t lo = 0, hi = 0;                                                                                    \
+        if (g->sx == 1 && xs[3] == 1 && ys[3] == 1) {                                                             \
+            const ptrdiff_t a = g->pad_l > 0 ? g->pad_l : 0;                                                      \
+            const ptrdiff_t b = (ptrdiff_t)g->w - (ptrdiff_t)((g->kw - 1) * g->dx) + g->pad_l;                    \
+            lo = (size_t)a < g->ow ? (size_t)a : g->ow;                                                           \
+            hi = b > (ptrdiff_t)lo ? ((size_t)b < g->ow ? (size_t)b : g->ow) : lo;                                \
+        }                                                                                                         \
+        for (size_t ox = 0; ox < g->ow; ox++) {                                                                   \
+            if (ox == lo && hi > lo) {                                                                            \
+                const size_t len = hi - lo;                                                                       \
+                const float count = (float)(cy * g->kw);                                                          \
+                const ptrdiff_t ix0 = (ptrdiff_t)lo - g->pad_l;                                                   \
+                for (size_t j = 0; j < len; j++) acc[j] = 0.0f;                                                   \
+                for (size_t ky = ky0; ky < ky1; ky++) {                                                           \
+                    const T *row = plane + (iy0 + (ptrdiff_t)(ky * g->dy)) * xs[2] + ix0;                         \
+                    for (size_t kx = 0; kx < g->kw; kx++) {                                                       \
+                        const T *in = row + (ptrdiff_t)(kx * g->dx);                                              \
+                        for (size_t j = 0; j < len; j++) acc[j] += LOAD(in[j]);                                   \
+                    }                                                                                             \
+                }                                                                                                 \
+                for (size_t j = 0; j < len; j++) orow[lo + j] = STORE(acc[j] / count);                            \
+                ox = hi - 1;                                                                                      \
+                continue;                                                                                         \
+            }                                                                                                     \
+            size_t kx0, kx1;                                                                                      \
+            tap_range(ox, g->sx, g->dx, g->pad_l, g->kw, g->w, &kx0, &kx1);                                       \
+            const float count = (float)(cy * axis_count(ox, g->sx, g->dx, g->pad_l, g->pad_r, g->kw, g->w,        \
+                                                         g->include_pad));                                       \
+            const ptrdiff_t ix0 = (ptrdiff_t)(ox * g->sx) - g->pad_l;                                              \
+            float s = 0.0f;                                                                                       \
+            for (size_t ky = ky0; ky < ky1; ky++) {                                                               \
+                const T *row = plane + (iy0 + (ptrdiff_t)(ky * g->dy)) * xs[2];                                   \
+                for (size_t kx = kx0; kx < kx1; kx++) s += LOAD(row[(ix0 + (ptrdiff_t)(kx * g->dx)) * xs[3]]);    \
+            }                                                                                                     \
+            orow[(ptrdiff_t)ox * ys[3]] = STORE(s / count);                                                       \
+        }                                                                                                         \
+    } while (0)
+
 #define QK_AVGPOOL(NAME, T, LOAD, STORE)                                                                         \
     void NAME(const qk_pool2d *g, const T *x, T *y, float *acc) {                                                 \
         const ptrdiff_t *xs = g->xs, *ys = g->ys;                                                                 \
@@ -40,35 +84,30 @@ static inline size_t axis_count(size_t o, size_t s, size_t d, ptrdiff_t p, ptrdi
                 tap_range(oy, g->sy, g->dy, g->pad_t, g->kh, g->h, &ky0, &ky1);                                   \
                 const size_t cy = axis_count(oy, g->sy, g->dy, g->pad_t, g->pad_b, g->kh, g->h, g->include_pad);  \
                 const ptrdiff_t iy0 = (ptrdiff_t)(oy * g->sy) - g->pad_t;                                          \
-                for (size_t ox = 0; ox < g->ow; ox++) {                                                           \
+                const T *img = x + (ptrdiff_t)i * xs[0];                                                          \
+                if (!adjacent) {                                                                                  \
+                    for (size_t ch = 0; ch < g->c; ch++) {                                                        \
+                        const T *plane = img + (ptrdiff_t)ch * xs[1];                                             \
+                        T *orow = y + (ptrdiff_t)i * ys[0] + (ptrdiff_t)ch * ys[1] + (ptrdiff_t)oy * ys[2];       \
+                        QK_AVGPOOL_ROW(T, LOAD, STORE);                                                           \
+                    }                                                                                             \
+                    continue;                                                                                     \
+                }                                                                                                 \
+                for (size_t ox = 0; ox < g->ow; ox++) { /* NHWC memory: a row of channels per tap */              \
                     size_t kx0, kx1;                                                                              \
                     tap_range(ox, g->sx, g->dx, g->pad_l, g->kw, g->w, &kx0, &kx1);                               \
                     const float count = (float)(cy * axis_count(ox, g->sx, g->dx, g->pad_l, g->pad_r, g->kw, g->w,  \
                                                                  g->include_pad));                               \
                     const ptrdiff_t ix0 = (ptrdiff_t)(ox * g->sx) - g->pad_l;                                      \
-                    const T *img = x + (ptrdiff_t)i * xs[0];                                                      \
                     T *out = y + (ptrdiff_t)i * ys[0] + (ptrdiff_t)oy * ys[2] + (ptrdiff_t)ox * ys[3];            \
-                    if (adjacent) { /* NHWC memory: a row of channels per tap */                                  \
-                        for (size_t ch = 0; ch < g->c; ch++) acc[ch] = 0.0f;                                      \
-                        for (size_t ky = ky0; ky < ky1; ky++)                                                     \
-                            for (size_t kx = kx0; kx < kx1; kx++) {                                               \
-                                const T *in = img + (iy0 + (ptrdiff_t)(ky * g->dy)) * xs[2] +                     \
-                                              (ix0 + (ptrdiff_t)(kx * g->dx)) * xs[3];                            \
-                                for (size_t ch = 0; ch < g->c; ch++) acc[ch] += LOAD(in[ch]);                     \
-                            }                                                                                     \
-                        for (size_t ch = 0; ch < g->c; ch++) out[ch] = STORE(acc[ch] / count);                    \
-                        continue;                                                                                 \
-                    }                                                                                             \
-                    for (size_t ch = 0; ch < g->c; ch++) {                                                        \
-                        const T *plane = img + (ptrdiff_t)ch * xs[1];                                             \
-                        float s = 0.0f;                                                                           \
-                        for (size_t ky = ky0; ky < ky1; ky++) {                                                   \
-                            const T *row = plane + (iy0 + (ptrdiff_t)(ky * g->dy)) * xs[2];                       \
-                            for (size_t kx = kx0; kx < kx1; kx++)                                                 \
-                                s += LOAD(row[(ix0 + (ptrdiff_t)(kx * g->dx)) * xs[3]]);                          \
+                    for (size_t ch = 0; ch < g->c; ch++) acc[ch] = 0.0f;                                          \
+                    for (size_t ky = ky0; ky < ky1; ky++)                                                         \
+                        for (size_t kx = kx0; kx < kx1; kx++) {                                                   \
+                            const T *in = img + (iy0 + (ptrdiff_t)(ky * g->dy)) * xs[2] +                         \
+                                          (ix0 + (ptrdiff_t)(kx * g->dx)) * xs[3];                                \
+                            for (size_t ch = 0; ch < g->c; ch++) acc[ch] += LOAD(in[ch]);                         \
                         }                                                                                         \
-                        out[(ptrdiff_t)ch * ys[1]] = STORE(s / count);                                            \
-                    }                                                                                             \
+                    for (size_t ch = 0; ch < g->c; ch++) out[ch] = STORE(acc[ch] / count);                        \
                 }                                                                                                 \
             }                                                                                                     \
     }

@@ -18,7 +18,7 @@ typedef struct {
 /* float32 / float16 (uint16 bits) AveragePool as ONNX: the taps inside x summed in
  * float32 in window order (ky, kx), divided once by the count (taps inside x, or inside x
  * and its explicit pads with count_include_pad; never those past the pads), rounded once
- * to float16. acc: c floats. */
+ * to float16. acc: max(c, ow) floats. */
 void qk_avgpool_f32(const qk_pool2d *g, const float *x, float *y, float *acc);
 void qk_avgpool_f16(const qk_pool2d *g, const uint16_t *x, uint16_t *y, float *acc);
 
