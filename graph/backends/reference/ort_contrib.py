@@ -102,7 +102,8 @@ def ort_pool_geometry(node, xc):
     """(kernel, strides, begin, end, out) of onnxruntime's contrib pooling over (N, C, ...)
     ``xc``: ONNX's geometry, but SAME_UPPER / SAME_LOWER pads as onnxruntime computes them,
     ``(ceil(in / s) - 1) * s + k - in`` not clamped at 0 and halved with C's truncation
-    (a stride past the kernel then shifts the windows, as onnxruntime does). Explicit pads
+    (a stride past the kernel then shifts the windows, as onnxruntime does); VALID with
+    ceil_mode keeps the last partial window as onnxruntime does. Explicit pads
     must be at least 0 and smaller than the kernel (onnxruntime refuses others)."""
     kernel, strides, _, begin, end, out = _pool_setup(node, xc)
     auto_pad = node.attrs.get("auto_pad", "NOTSET")
@@ -112,6 +113,11 @@ def ort_pool_geometry(node, xc):
             half = need + 1 if auto_pad == "SAME_LOWER" else need
             begin[i] = int(np.trunc(half / 2))
             end[i] = need - begin[i]
+    elif auto_pad == "VALID":
+        if node.attrs.get("ceil_mode", 0):       # onnxruntime: VALID windows in ceil mode too
+            for i, (n, s, k) in enumerate(zip(xc.shape[2:], strides, kernel)):
+                o = -(-(n - k) // s) + 1
+                out[i] = o - 1 if (o - 1) * s >= n else o
     elif any(p >= k or p < 0 for p, k in zip(begin + end, kernel + kernel)):
         fail(node, f"pads {begin + end} must be at least 0 and smaller than the kernel {kernel} (onnxruntime)")
     return kernel, strides, begin, end, out
