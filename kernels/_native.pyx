@@ -1032,3 +1032,4 @@ def ukernel_dequantize(int kid, cnp.ndarray q, const float[::1] scale, const int
     cdef size_t done = k.dequantize(n, _ptr(q), q.dtype == np.int8, &scale[0], &zp[0], per_elem, &yv[0])
     return y, done
 include "_copy.pxi"
+include "_pool2.pxi"

@@ -1,10 +1,14 @@
 """com.microsoft operators (ONNX Runtime's contrib domain) that its quantizer writes."""
 from __future__ import annotations
 
+import functools
+import itertools
+
 import numpy as np
 
 from ...validate import fail
-from .common import check_known, norm_axis, scalar, sigmoid, wrap_int32
+from .common import all_checks, check_known, norm_axis, scalar, sigmoid, wrap_int32
+from .conv import _pool_setup, check_auto_pad
 from .quantized import column_param, exact_int_matmul, requantize, require_8bit, saturate, zero_point_value
 from .registry import op
 
@@ -85,6 +89,82 @@ def _qlinear_global_average_pool(node, x, sx, zx, sy, zy):
     acc = np.sum(x.astype(np.int64), axis=axes, keepdims=True) - zero_point_value(zx) * size
     scale = np.float32(scalar(sx)) / (np.float32(scalar(sy)) * np.float32(size))
     return requantize(acc, scale, zero_point_value(zy), x.dtype)
+
+
+def _grid(arrays):
+    """1-D arrays reshaped to broadcast against each other along axes of their own
+    (np.ix_, which reads boolean arrays as index lists)."""
+    n = len(arrays)
+    return [a.reshape([-1 if i == j else 1 for j in range(n)]) for i, a in enumerate(arrays)]
+
+
+def ort_pool_geometry(node, xc):
+    """(kernel, strides, begin, end, out) of onnxruntime's contrib pooling over (N, C, ...)
+    ``xc``: ONNX's geometry, but SAME_UPPER / SAME_LOWER pads as onnxruntime computes them,
+    ``(ceil(in / s) - 1) * s + k - in`` not clamped at 0 and halved with C's truncation
+    (a stride past the kernel then shifts the windows, as onnxruntime does); VALID with
+    ceil_mode keeps the last partial window as onnxruntime does. Explicit pads
+    must be at least 0 and smaller than the kernel (onnxruntime refuses others)."""
+    kernel, strides, _, begin, end, out = _pool_setup(node, xc)
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        for i, (n, s, k) in enumerate(zip(xc.shape[2:], strides, kernel)):
+            need = (-(-n // s) - 1) * s + k - n
+            half = need + 1 if auto_pad == "SAME_LOWER" else need
+            begin[i] = int(np.trunc(half / 2))
+            end[i] = need - begin[i]
+    elif auto_pad == "VALID":
+        if node.attrs.get("ceil_mode", 0):       # onnxruntime: VALID windows in ceil mode too
+            for i, (n, s, k) in enumerate(zip(xc.shape[2:], strides, kernel)):
+                o = -(-(n - k) // s) + 1
+                out[i] = o - 1 if (o - 1) * s >= n else o
+    elif any(p >= k or p < 0 for p, k in zip(begin + end, kernel + kernel)):
+        fail(node, f"pads {begin + end} must be at least 0 and smaller than the kernel {kernel} (onnxruntime)")
+    return kernel, strides, begin, end, out
+
+
+@op("QLinearAveragePool", domain=MS,
+    attrs=("auto_pad", "ceil_mode", "channels_last", "count_include_pad", "kernel_shape", "pads", "strides"),
+    check=all_checks(check_auto_pad, check_known(("channels_last", 0), (0, 1), "channels_last")))
+def _qlinear_average_pool(node, x, sx, zx, sy, zy=None):
+    # onnxruntime's contrib kernel (qlinear_pool.cc): each tap dequantized to float32
+    # (x_scale * (x - zx)), the taps inside X (no dilations) summed in float32 in window
+    # order, divided by the float32 count (the whole kernel with count_include_pad, else
+    # the taps inside X: onnxruntime's rule, not AveragePool's), then
+    # nearbyintf(v / y_scale + y_zero_point) saturated. A kernel covering the whole
+    # unpadded image is its global average pool (the integer arithmetic above).
+    require_8bit(node, x)
+    if x.ndim < 3:
+        fail(node, f"input must have rank >= 3, got shape {x.shape}")
+    last = bool(node.attrs.get("channels_last", 0))
+    xc = np.moveaxis(x, -1, 1) if last else x
+    kernel, strides, begin, end, out = ort_pool_geometry(node, xc)
+    sp = xc.shape[2:]
+    axes = tuple(range(2, xc.ndim))
+    zxv, zyv = zero_point_value(zx), zero_point_value(zy)
+    if list(sp) == list(kernel) and not any(begin + end):
+        size = int(np.prod(sp, dtype=np.int64))
+        acc = np.sum(xc.astype(np.int64), axis=axes, keepdims=True) - zxv * size
+        y = requantize(acc, np.float32(scalar(sx)) / (np.float32(scalar(sy)) * np.float32(size)), zyv, x.dtype)
+    else:
+        f = np.float32(scalar(sx)) * (xc.astype(np.int32) - zxv).astype(np.float32)
+        starts = [np.arange(o) * s - b for o, s, b in zip(out, strides, begin)]
+        total = np.zeros(xc.shape[:2] + tuple(out), np.float32)
+        for offs in itertools.product(*[range(k) for k in kernel]):   # window order; +0.0 for taps outside X
+            pos = [st + o for st, o in zip(starts, offs)]
+            inside = functools.reduce(np.logical_and, _grid([(p >= 0) & (p < n) for p, n in zip(pos, sp)]))
+            tap = f[(slice(None), slice(None)) + np.ix_(*[np.clip(p, 0, n - 1) for p, n in zip(pos, sp)])]
+            total += np.where(inside, tap, np.float32(0))
+        if node.attrs.get("count_include_pad", 0):
+            count = np.float32(np.prod(kernel, dtype=np.int64))
+        else:
+            spans = [np.minimum(st + k, n) - np.maximum(st, 0) for st, k, n in zip(starts, kernel, sp)]
+            count = functools.reduce(np.multiply, _grid(spans)).astype(np.float32)
+        v = (total / count) / np.float32(scalar(sy)) + np.float32(zyv)
+        r = np.rint(v.astype(np.float32))
+        info = np.iinfo(x.dtype)
+        y = np.where(np.isnan(r), info.min, np.clip(np.nan_to_num(r), info.min, info.max)).astype(x.dtype)
+    return np.moveaxis(y, 1, -1) if last else y
 
 
 @op("QGemm", domain=MS, attrs=("alpha", "transA", "transB"))

@@ -1,0 +1,155 @@
+/* Reductions and layer normalization: see qk_reduce.h. Portable C. */
+#include <math.h>
+#include "qk_f16.h"
+#include "qk_reduce.h"
+
+/* The offsets (in x, and in y when ys is not NULL) of multi-index number `lin` over
+   `nd` axes of sizes `shape`, the last one fastest. */
+static inline void offsets(size_t lin, size_t nd, const size_t *shape, const ptrdiff_t *xs, const ptrdiff_t *ys,
+                           ptrdiff_t *ox, ptrdiff_t *oy) {
+    ptrdiff_t a = 0, b = 0;
+    for (size_t d = nd; d-- > 0;) {
+        const size_t i = lin % shape[d];
+        lin /= shape[d];
+        a += (ptrdiff_t)i * xs[d];
+        if (ys) b += (ptrdiff_t)i * ys[d];
+    }
+    *ox = a;
+    *oy = b;
+}
+
+static inline size_t prod(size_t nd, const size_t *shape) {
+    size_t p = 1;
+    for (size_t d = 0; d < nd; d++) p *= shape[d];
+    return p;
+}
+
+static inline ptrdiff_t mag(ptrdiff_t s) { return s < 0 ? -s : s; }
+
+/* rows mode: the innermost kept axis is the inner loop */
+static inline int rows_mode(const qk_reduce_geom *g) {
+    return g->nk > 0 && (g->nr == 0 || mag(g->kxs[g->nk - 1]) < mag(g->rxs[g->nr - 1]));
+}
+
+size_t qk_reduce_acc_size(const qk_reduce_geom *g) { return rows_mode(g) ? g->kshape[g->nk - 1] : 1; }
+
+/* The reduction loops for element type T, accumulator A: INIT the start value, STEP(a, v)
+   one element in, DONE(a) the result stored. */
+#define QK_REDUCE_LOOPS(T, A, INIT, STEP, DONE)                                                                  \
+    do {                                                                                                          \
+        if (rows_mode(g)) {                                                                                       \
+            const size_t len = g->kshape[g->nk - 1], outer = prod(g->nk - 1, g->kshape);                          \
+            const size_t red = prod(g->nr, g->rshape);                                                            \
+            const ptrdiff_t sx = g->kxs[g->nk - 1], sy = g->kys[g->nk - 1];                                       \
+            for (size_t o = 0; o < outer; o++) {                                                                  \
+                ptrdiff_t bx, by, rx, unused;                                                                     \
+                offsets(o, g->nk - 1, g->kshape, g->kxs, g->kys, &bx, &by);                                       \
+                for (size_t l = 0; l < len; l++) acc[l] = INIT;                                                   \
+                for (size_t r = 0; r < red; r++) {                                                                \
+                    offsets(r, g->nr, g->rshape, g->rxs, NULL, &rx, &unused);                                     \
+                    const T *p = x + bx + rx;                                                                     \
+                    if (sx == 1)                                                                                  \
+                        for (size_t l = 0; l < len; l++) { const A v = (A)p[l]; STEP(acc[l], v); }                \
+                    else                                                                                          \
+                        for (size_t l = 0; l < len; l++) { const A v = (A)p[(ptrdiff_t)l * sx]; STEP(acc[l], v); } \
+                }                                                                                                 \
+                T *q = y + by;                                                                                    \
+                for (size_t l = 0; l < len; l++) q[(ptrdiff_t)l * sy] = DONE(acc[l]);                             \
+            }                                                                                                     \
+        } else {                                                                                                  \
+            const size_t len = g->rshape[g->nr - 1], outer = prod(g->nr - 1, g->rshape);                          \
+            const size_t kept = prod(g->nk, g->kshape);                                                           \
+            const ptrdiff_t sx = g->rxs[g->nr - 1];                                                               \
+            for (size_t k = 0; k < kept; k++) {                                                                   \
+                ptrdiff_t bx, by, rx, unused;                                                                     \
+                offsets(k, g->nk, g->kshape, g->kxs, g->kys, &bx, &by);                                           \
+                A a0 = INIT, a1 = INIT, a2 = INIT, a3 = INIT;                                                     \
+                for (size_t o = 0; o < outer; o++) {                                                              \
+                    offsets(o, g->nr - 1, g->rshape, g->rxs, NULL, &rx, &unused);                                 \
+                    const T *p = x + bx + rx;                                                                     \
+                    size_t l = 0;                                                                                 \
+                    for (; l + 4 <= len; l += 4) {                                                                \
+                        const A v0 = (A)p[(ptrdiff_t)l * sx], v1 = (A)p[(ptrdiff_t)(l + 1) * sx];                 \
+                        const A v2 = (A)p[(ptrdiff_t)(l + 2) * sx], v3 = (A)p[(ptrdiff_t)(l + 3) * sx];           \
+                        STEP(a0, v0); STEP(a1, v1); STEP(a2, v2); STEP(a3, v3);                                   \
+                    }                                                                                             \
+                    for (; l < len; l++) { const A v = (A)p[(ptrdiff_t)l * sx]; STEP(a0, v); }                    \
+                }                                                                                                 \
+                STEP(a0, a1); STEP(a2, a3); STEP(a0, a2);                                                         \
+                y[by] = DONE(a0);                                                                                 \
+            }                                                                                                     \
+        }                                                                                                         \
+    } while (0)
+
+#define QK_ADD(a, v) ((a) += (v))
+#define QK_MAX(a, v) ((a) = ((v) > (a) || (v) != (v)) ? (v) : (a))
+#define QK_MIN(a, v) ((a) = ((v) < (a) || (v) != (v)) ? (v) : (a))
+#define QK_F32(a) ((float)(a))
+
+void qk_reduce_f32(int op, const qk_reduce_geom *g, const float *x, float *y, double *dacc) {
+    if (op == QK_REDUCE_SUM || op == QK_REDUCE_MEAN) {
+        double *acc = dacc;
+        const double div = op == QK_REDUCE_MEAN ? (double)g->count : 1.0;
+#define QK_DIV(a) ((float)((a) / div))
+        QK_REDUCE_LOOPS(float, double, 0.0, QK_ADD, QK_DIV);
+#undef QK_DIV
+    } else {
+        float *acc = (float *)dacc;
+        if (op == QK_REDUCE_MAX)
+            QK_REDUCE_LOOPS(float, float, -INFINITY, QK_MAX, QK_F32);
+        else
+            QK_REDUCE_LOOPS(float, float, INFINITY, QK_MIN, QK_F32);
+    }
+}
+
+void qk_reduce_q8(int op, int is_signed, const qk_reduce_geom *g, const void *xv, void *yv, int32_t *acc) {
+    if (is_signed) {
+        const int8_t *x = (const int8_t *)xv;
+        int8_t *y = (int8_t *)yv;
+#define QK_S8(a) ((int8_t)(a))
+        if (op == QK_REDUCE_MAX)
+            QK_REDUCE_LOOPS(int8_t, int32_t, INT8_MIN, QK_MAX, QK_S8);
+        else
+            QK_REDUCE_LOOPS(int8_t, int32_t, INT8_MAX, QK_MIN, QK_S8);
+#undef QK_S8
+    } else {
+        const uint8_t *x = (const uint8_t *)xv;
+        uint8_t *y = (uint8_t *)yv;
+#define QK_U8(a) ((uint8_t)(a))
+        if (op == QK_REDUCE_MAX)
+            QK_REDUCE_LOOPS(uint8_t, int32_t, 0, QK_MAX, QK_U8);
+        else
+            QK_REDUCE_LOOPS(uint8_t, int32_t, UINT8_MAX, QK_MIN, QK_U8);
+#undef QK_U8
+    }
+}
+
+#define QK_LAYERNORM(NAME, T, LOAD, STORE)                                                                       \
+    void NAME(const T *x, size_t rows, size_t n, ptrdiff_t xr, ptrdiff_t xc, const T *scale, ptrdiff_t ss,         \
+              const T *bias, ptrdiff_t bs, double eps, T *y, ptrdiff_t yr, ptrdiff_t yc, float *mean, ptrdiff_t ms, \
+              float *inv, ptrdiff_t is) {                                                                         \
+        for (size_t r = 0; r < rows; r++) {                                                                       \
+            const T *row = x + (ptrdiff_t)r * xr;                                                                 \
+            double s = 0.0, sq = 0.0;                                                                             \
+            for (size_t j = 0; j < n; j++) {                                                                      \
+                const double v = (double)LOAD(row[(ptrdiff_t)j * xc]);                                            \
+                s += v;                                                                                           \
+                sq += v * v;                                                                                      \
+            }                                                                                                     \
+            const double m = s / (double)n;                                                                       \
+            double var = sq / (double)n - m * m;                                                                  \
+            var = var > 0.0 ? var : 0.0;                                                                          \
+            const double k = 1.0 / sqrt(var + eps);                                                               \
+            T *out = y + (ptrdiff_t)r * yr;                                                                       \
+            for (size_t j = 0; j < n; j++) {                                                                      \
+                double v = ((double)LOAD(row[(ptrdiff_t)j * xc]) - m) * k * (double)LOAD(scale[(ptrdiff_t)j * ss]); \
+                if (bias) v += (double)LOAD(bias[(ptrdiff_t)j * bs]);                                             \
+                out[(ptrdiff_t)j * yc] = STORE((float)v);                                                         \
+            }                                                                                                     \
+            if (mean) mean[(ptrdiff_t)r * ms] = (float)m;                                                         \
+            if (inv) inv[(ptrdiff_t)r * is] = (float)k;                                                           \
+        }                                                                                                         \
+    }
+#define QK_SAME(v) (v)
+QK_LAYERNORM(qk_layernorm_f32, float, QK_SAME, QK_SAME)
+QK_LAYERNORM(qk_layernorm_f16, uint16_t, qk_f16_to_f32, qk_f32_to_f16)
