@@ -250,7 +250,7 @@ cdef class BoundLayerNorm(Bound):
 def layer_norm(cnp.ndarray x, cnp.ndarray scale, object bias, double eps, cnp.ndarray y, object mean=None,
                object inv_std=None, bint bind=False):
     """LayerNormalization of the rows of x (rows, n), float32 or float16, any strides,
-    into y (rows, n) of its dtype: float64 row statistics from one pass, the result
+    into y (rows, n) of its dtype: float64 row statistics (two passes), the result
     rounded once (qk_reduce.h). scale, bias (or None): (n,) of x's dtype; mean, inv_std
     (or None): (rows,) float32 outputs. Returns y, or the bound call when ``bind``."""
     if x.ndim != 2 or x.dtype not in (np.float32, np.float16) or y.ndim != 2 or y.shape[0] != x.shape[0] or \

@@ -131,14 +131,13 @@ void qk_reduce_q8(int op, int is_signed, const qk_reduce_geom *g, const void *xv
         for (size_t r = 0; r < rows; r++) {                                                                       \
             const T *row = x + (ptrdiff_t)r * xr;                                                                 \
             double s = 0.0, sq = 0.0;                                                                             \
-            for (size_t j = 0; j < n; j++) {                                                                      \
-                const double v = (double)LOAD(row[(ptrdiff_t)j * xc]);                                            \
-                s += v;                                                                                           \
-                sq += v * v;                                                                                      \
-            }                                                                                                     \
+            for (size_t j = 0; j < n; j++) s += (double)LOAD(row[(ptrdiff_t)j * xc]);                             \
             const double m = s / (double)n;                                                                       \
-            double var = sq / (double)n - m * m;                                                                  \
-            var = var > 0.0 ? var : 0.0;                                                                          \
+            for (size_t j = 0; j < n; j++) { /* two passes: no cancellation in E[x^2] - m^2 */                   \
+                const double d = (double)LOAD(row[(ptrdiff_t)j * xc]) - m;                                        \
+                sq += d * d;                                                                                      \
+            }                                                                                                     \
+            const double var = sq / (double)n;                                                                    \
             const double k = 1.0 / sqrt(var + eps);                                                               \
             T *out = y + (ptrdiff_t)r * yr;                                                                       \
             for (size_t j = 0; j < n; j++) {                                                                      \

@@ -237,7 +237,7 @@ def _rows(a: np.ndarray, split: int) -> np.ndarray | None:
 @kernel("LayerNormalization", attrs=("axis", "epsilon", "stash_type"))
 def _make_layer_norm(node: Node, graph: Graph) -> Runner | None:
     """float32/float16 LayerNormalization (stash_type 1): each row's mean and variance from
-    one pass of float64 sums, the result computed in float64 and rounded once (onnxruntime
+    float64 sums (mean, then squared deviations), the result in float64 rounded once (onnxruntime
     keeps its statistics in float64 too); Mean and InvStdDev (float32) when asked."""
     if node.attrs.get("stash_type", 1) != 1:
         return None

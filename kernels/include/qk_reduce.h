@@ -28,7 +28,8 @@ void qk_reduce_q8(int op, int is_signed, const qk_reduce_geom *g, const void *x,
 size_t qk_reduce_acc_size(const qk_reduce_geom *g);
 
 /* LayerNormalization of rows of n elements (x at row stride xr, element stride xc): the
-   mean and variance of each row from one pass of float64 sums (of x and x*x), inv =
+   mean and variance of each row in float64 (two passes: the sum, then the squared
+   deviations, no cancellation), inv =
    1 / sqrt(var + eps) in float64, y = (x - mean) * inv * scale + bias in float64 rounded
    once. scale, bias: n values at strides ss, bs (bias NULL: none); mean, inv: one float32
    per row at strides ms, is (NULL: not wanted). f16: float16 bits for x, scale, bias, y. */
