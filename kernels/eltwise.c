@@ -69,8 +69,14 @@ static inline float qk_elt_float(uint32_t u) {
     return f;
 }
 /* numpy's maximum / minimum (the NaN of a kept; equal values give b) */
-static inline float qk_elt_max(float a, float b) { return (a > b || a != a) ? a : b; }
-static inline float qk_elt_min(float a, float b) { return (a < b || a != a) ? a : b; }
+static inline float qk_elt_max(float a, float b) {
+    const float t = a > b ? a : b;   /* two selects, no branch (short-circuit || made one) */
+    return a != a ? a : t;
+}
+static inline float qk_elt_min(float a, float b) {
+    const float t = a < b ? a : b;
+    return a != a ? a : t;
+}
 /* numpy's clip(v, 0, 1): v unless strictly outside (clip(-0.0, 0, 1) = -0.0), NaN kept */
 static inline float qk_elt_clip01(float v) {
     const float c = v < 0.0f ? 0.0f : v;
@@ -246,7 +252,8 @@ static void QK_ELT_NAME(qk_elt_binary_f32)(int op, size_t outer, size_t channels
 
 /* Softmax / LogSoftmax of contiguous rows: the row's maximum (NaN propagating, as
  * np.max), e = exp(x - max) in float32, their sum in float64 (8 running sums, the same
- * order in every build), then e / float32(sum) (the reference's float32 division), or
+ * order in every build: no rounding error worth the name, where the reference's float32
+ * pairwise sum has its own), then e / float32(sum) (the reference's float32 division), or
  * (x - max) - float32(log(sum)) for LogSoftmax (log of the float64 sum by a series: no libm). */
 static double qk_elt_log_pos(double s) {      /* log of a finite s >= 1 (the sum holds exp(0) = 1) */
     int k = 0;
@@ -260,44 +267,68 @@ static double qk_elt_log_pos(double s) {      /* log of a finite s >= 1 (the sum
     return 2.0 * sum + k * 0.69314718055994530942;
 }
 
+static float qk_elt_row_max(const float *xr, size_t len) {
+    float mx[8];
+    for (int l = 0; l < 8; l++) mx[l] = xr[0];
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8)
+        for (int l = 0; l < 8; l++) mx[l] = qk_elt_max(xr[i + l], mx[l]);
+    for (; i < len; i++) mx[0] = qk_elt_max(xr[i], mx[0]);
+    float m = mx[0];
+    for (int l = 1; l < 8; l++) m = qk_elt_max(mx[l], m);
+    return m;
+}
+
+static double qk_elt_row_sum(const float *e, size_t len) {   /* 8 running float64 sums, then pairs */
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += (double)e[i + l];
+    for (; i < len; i++) acc[i & 7] += (double)e[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 static void QK_ELT_NAME(qk_elt_softmax_f32)(int log, size_t rows, size_t len, const float *x, float *y) {
+    if (!log) {
+        /* three passes over blocks of rows: y = x - max (a NaN maximum: NaN), y = exp(y) as
+         * one run, then y / float32(sum) per row */
+        const size_t block = len >= 4096 ? 1 : 4096 / len;
+        for (size_t r0 = 0; r0 < rows; r0 += block) {
+            const size_t nr = rows - r0 < block ? rows - r0 : block;
+            for (size_t r = r0; r < r0 + nr; r++) {
+                const float *xr = x + r * len;
+                float *yr = y + r * len;
+                const float m = qk_elt_row_max(xr, len);
+                for (size_t i = 0; i < len; i++) yr[i] = m == m ? xr[i] - m : m;
+            }
+            float *yb = y + r0 * len;
+            for (size_t i = 0; i < nr * len; i++) yb[i] = qk_elt_exp(yb[i]);
+            for (size_t r = 0; r < nr; r++) {
+                float *yr = yb + r * len;
+                const float fs = (float)qk_elt_row_sum(yr, len);
+                for (size_t i = 0; i < len; i++) yr[i] = yr[i] / fs;
+            }
+        }
+        return;
+    }
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * len;
         float *yr = y + r * len;
-        float mx[8];
-        for (int l = 0; l < 8; l++) mx[l] = xr[0];
-        size_t i = 0;
-        for (; i + 8 <= len; i += 8)
-            for (int l = 0; l < 8; l++) mx[l] = qk_elt_max(xr[i + l], mx[l]);
-        for (; i < len; i++) mx[0] = qk_elt_max(xr[i], mx[0]);
-        float m = mx[0];
-        for (int l = 1; l < 8; l++) m = qk_elt_max(mx[l], m);
+        const float m = qk_elt_row_max(xr, len);
         if (m != m) {            /* a NaN: NaN everywhere, as the reference */
-            for (i = 0; i < len; i++) yr[i] = m;
+            for (size_t i = 0; i < len; i++) yr[i] = m;
             continue;
         }
-        double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        i = 0;
-        for (; i + 8 <= len; i += 8)
-            for (int l = 0; l < 8; l++) {
-                const float e = qk_elt_exp(xr[i + l] - m);
-                if (!log) yr[i + l] = e;
-                acc[l] += (double)e;
-            }
-        for (; i < len; i++) {
-            const float e = qk_elt_exp(xr[i] - m);
-            if (!log) yr[i] = e;
-            acc[0] += (double)e;
+        double s = 0.0;
+        float buf[256];
+        for (size_t c = 0; c < len; c += 256) {      /* chunks of exp(x - m), summed (x may be y) */
+            const size_t k = len - c < 256 ? len - c : 256;
+            for (size_t i = 0; i < k; i++) buf[i] = qk_elt_exp(xr[c + i] - m);
+            s += qk_elt_row_sum(buf, k);
         }
-        const double s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-        if (log) {
-            /* s is NaN when the maximum is infinite (inf - inf): NaN, as the reference */
-            const float ls = s == s && s < 1e300 ? (float)qk_elt_log_pos(s) : (float)(s - s);
-            for (i = 0; i < len; i++) yr[i] = (xr[i] - m) - ls;
-        } else {
-            const float fs = (float)s;
-            for (i = 0; i < len; i++) yr[i] = yr[i] / fs;
-        }
+        /* s is NaN when the maximum is infinite (inf - inf): NaN, as the reference */
+        const float ls = s == s && s < 1e300 ? (float)qk_elt_log_pos(s) : (float)(s - s);
+        for (size_t i = 0; i < len; i++) yr[i] = (xr[i] - m) - ls;
     }
 }
 

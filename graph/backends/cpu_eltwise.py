@@ -4,11 +4,13 @@ full, per-channel or scalar operand, float32 Softmax/LogSoftmax along a last axi
 com.microsoft int8 activations QLinearSigmoid / QLinearLeakyRelu as a 256-entry table.
 
 Values may lie in any dense memory order (a convolution's NCHW view of NHWC memory): an
-elementwise op runs over the one run of memory its input and output share. The exact ops
-give the numpy reference's bits; where a runner does not take a call (other dtypes,
+elementwise op runs over the one run of memory its input and output share. Exp and Tanh stay numpy's
+(bound with ``out=``: numpy's AVX-512 loops are faster than the AVX2 polynomials for large
+tensors); the C kernels have them for Softmax and for tests. The exact ops give the numpy
+reference's bits; where a runner does not take a call (other dtypes,
 broadcasts it does not know), the reference operator runs it, and a plan binds numpy's own
-loop (cpu.py's BINDERS) for it, so the bits never depend on the path. Exp, Sigmoid, Tanh
-and Softmax are approximations (kernels/eltwise.c states their error): the node-by-node
+loop (cpu.py's BINDERS) for it, so the bits never depend on the path. Sigmoid and Softmax
+are approximations (kernels/eltwise.c states their error): the node-by-node
 runner and the plan's bound call run the same native code for every call either takes.
 Importing this module registers the makers (cpu.py imports it at its end).
 """
@@ -57,8 +59,7 @@ def _unary_params(node: Node, graph: Graph, dtype) -> tuple[float, float] | None
     return 0.0, 0.0
 
 
-@kernel("Relu", "Clip", "HardSigmoid", "HardSwish", "LeakyRelu", "Sigmoid", "Tanh", "Exp",
-        attrs=("alpha", "beta"))
+@kernel("Relu", "Clip", "HardSigmoid", "HardSwish", "LeakyRelu", "Sigmoid", attrs=("alpha", "beta"))
 def _make_unary(node: Node, graph: Graph):
     """float32 / float16 activations on the native loop over the input's memory (float16
     computed in float32, rounded once, as the reference does)."""
@@ -249,6 +250,18 @@ def _make_softmax(node: Node, graph: Graph):
         return [partial(np.copyto, y, x), _native.softmax(_dispatch.isa_index(), fy, fy, *shape, log, bind=True)]
     run.bind = bind
     return _fallback(node, graph, run)
+
+
+def _bind_ufunc(node: Node, ins, outs):
+    """float32 Exp / Tanh: the reference's own numpy call with ``out=`` (its bits; numpy's
+    AVX-512 loops beat the native AVX2 approximations on large tensors here)."""
+    x, y = ins[0], outs[0]
+    if x is None or x.dtype != _F32 or y.dtype != _F32 or x.shape != y.shape:
+        return None
+    return partial(np.exp if node.op_type == "Exp" else np.tanh, x, out=y)
+
+
+cpu.BINDERS["Exp"] = cpu.BINDERS["Tanh"] = _bind_ufunc
 
 
 def lookup_table(node: Node, graph: Graph, dtype) -> np.ndarray:
