@@ -2,6 +2,7 @@
 (qkernels' int8/fp16 kernels where they apply, the reference operators elsewhere)."""
 from ..backend import register_backend
 from .cpu import CpuBackend
+from . import cpu_eltwise  # noqa: F401,E402  (registers the native elementwise ops into cpu.KERNELS)
 from .reference import ReferenceBackend
 
 register_backend("reference", ReferenceBackend)

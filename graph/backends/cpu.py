@@ -1116,4 +1116,3 @@ def _bind_reshape(node: Node, ins, outs):
 _CONSTANT_PARAMS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Clip", "Resize"})
 for _key in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"):
     BINDERS[_key] = _bind_reshape
-from . import cpu_eltwise  # noqa: E402,F401

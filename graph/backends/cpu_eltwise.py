@@ -12,7 +12,7 @@ broadcasts it does not know), the reference operator runs it, and a plan binds n
 loop (cpu.py's BINDERS) for it, so the bits never depend on the path. Sigmoid and Softmax
 are approximations (kernels/eltwise.c states their error): the node-by-node
 runner and the plan's bound call run the same native code for every call either takes.
-Importing this module registers the makers (cpu.py imports it at its end).
+Importing this module registers the makers (graph/backends/__init__.py imports it after cpu.py: no import cycle).
 """
 from __future__ import annotations
 
