@@ -1033,3 +1033,4 @@ def ukernel_dequantize(int kid, cnp.ndarray q, const float[::1] scale, const int
     return y, done
 include "_copy.pxi"
 include "_pool2.pxi"
+include "_eltwise.pxi"

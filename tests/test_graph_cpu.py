@@ -109,7 +109,7 @@ def test_float_cnn_planning():
     assert "Relu" not in ops and "Clip" not in ops
     cpu = next(b for b in s.backends if b.name == "cpu")
     on_kernels = [n.op_type for n in s.graph.nodes if cpu.on_kernels(n, s.graph)]
-    assert sorted(on_kernels) == ["Conv", "FusedConv", "FusedConv", "Gemm", "GlobalAveragePool"]
+    assert sorted(on_kernels) == ["Add", "Conv", "FusedConv", "FusedConv", "Gemm", "GlobalAveragePool"]   # Add: kernels/eltwise.c
     assert [b for b, _ in s.partitions] == ["cpu"]
 
 

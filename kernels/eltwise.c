@@ -1,0 +1,358 @@
+/* Elementwise float ops (qk_eltwise.h): portable C11, compiled once as it is and once
+ * with AVX2 flags (kernels/avx2/eltwise_avx2.c includes this file). Every loop is
+ * branch-free per element (selects, no early exits) so that the compiler vectorises it,
+ * and every value goes through the same float32 operations in the same order in both
+ * builds: no contraction to FMA (ISO C, -std=c11; the clang pragma below), no libm, no
+ * reassociation. The results are therefore the same bits on every ISA path.
+ *
+ * Exact ops follow the numpy reference operators (graph/backends/reference) step by step:
+ *   Relu       max(x, 0)                      HardSwish  x * clip(x / 6 + 0.5, 0, 1)
+ *   Clip       min(max(x, lo), hi)            LeakyRelu  x < 0 ? x * alpha : x
+ *   HardSigmoid clip(alpha * x + beta, 0, 1)              PRelu      x < 0 ? x * slope : x
+ * with numpy's maximum/minimum: max(a, b) = (a > b || a != a) ? a : b (a NaN a is kept,
+ * equal values give b: max(-0.0, 0) = +0.0), min likewise; and numpy's clip, which keeps
+ * v unless it is strictly outside (clip(-0.0, 0, 1) = -0.0).
+ *
+ * Approximations (error in float32 ulps of the exact value, measured against float64 on one
+ * float32 bit pattern in 97 over all binades: the maximum seen, then the bound the tests
+ * hold, tests/test_eltwise.py):
+ *   Exp      Cody-Waite reduction by ln 2 (two constants), degree-7 polynomial
+ *            (Cephes' expf coefficients) on |r| <= ln2/2, scaled by 2^n in two steps so
+ *            that subnormal results round once: 0.97 ulp (bound 1.5); x > 88.72... -> +inf,
+ *            x < -103.98 -> 0, NaN -> NaN.
+ *   Sigmoid  numpy's formula on that exp: e = exp(-|x|), (x >= 0 ? 1 : e) / (1 + e): 2.3 ulp
+ *            (bound 3); sigmoid(-inf) = 0, sigmoid(+inf) = 1.
+ *   Tanh     |x| < 2^-12: x; |x| < 0.625: odd polynomial x + x^3 P(x^2) (Cephes' tanhf);
+ *            else sign(x) (1 - 2 / (exp(2|x|) + 1)), |x| clamped at 9.5 (tanh rounds to 1
+ *            from 9.01): 1.3 ulp (bound 2); tanh(+-inf) = +-1, tanh(-0) = -0. */
+#include <string.h>
+
+#include "qk_eltwise.h"
+#include "qk_f16.h"
+#include "qk_cpu.h"
+
+#ifdef __clang__
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
+/* values unchanged (no reassociation, no contraction): only lets both sides of a select be
+ * computed, so that the per-element selects vectorise (FP exception flags are not kept) */
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+#ifndef QK_ELT_NAME   /* the portable build; kernels/avx2/eltwise_avx2.c includes this file for AVX2 */
+#define QK_ELT_NAME(name) name##_portable
+#define QK_ELT_PORTABLE
+#endif
+
+/* fp16 rows <-> float32 (the AVX2 build defines these with F16C: the same rounding) */
+#ifndef QK_ELT_F16_TO_F32
+static inline void qk_elt_f16_to_f32(const uint16_t *src, float *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = qk_f16_to_f32(src[i]);
+}
+static inline void qk_elt_f32_to_f16(const float *src, uint16_t *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = qk_f32_to_f16(src[i]);
+}
+#define QK_ELT_F16_TO_F32 qk_elt_f16_to_f32
+#define QK_ELT_F32_TO_F16 qk_elt_f32_to_f16
+#endif
+
+#ifndef QK_ELT_MATH_DEFINED   /* the scalar helpers, once per translation unit */
+#define QK_ELT_MATH_DEFINED
+static inline uint32_t qk_elt_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float qk_elt_float(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+/* numpy's maximum / minimum (the NaN of a kept; equal values give b) */
+static inline float qk_elt_max(float a, float b) {
+    const float t = a > b ? a : b;   /* two selects, no branch (short-circuit || made one) */
+    return a != a ? a : t;
+}
+static inline float qk_elt_min(float a, float b) {
+    const float t = a < b ? a : b;
+    return a != a ? a : t;
+}
+/* numpy's clip(v, 0, 1): v unless strictly outside (clip(-0.0, 0, 1) = -0.0), NaN kept */
+static inline float qk_elt_clip01(float v) {
+    const float c = v < 0.0f ? 0.0f : v;
+    return c > 1.0f ? 1.0f : c;
+}
+
+/* exp(x) for any float x, NaN -> NaN (see the top of the file for its error) */
+static inline float qk_elt_exp(float x) {
+    float xc = x < -104.0f ? -104.0f : x;     /* NaN compares false: stays NaN */
+    xc = xc > 89.0f ? 89.0f : xc;
+    const float t = xc * 1.44269504088896341f + 12582912.0f;   /* + 1.5 * 2^23: round to an integer */
+    const float n = t - 12582912.0f;
+    const int32_t ni = (int32_t)(qk_elt_bits(t) - 0x4B400000u);  /* that integer, in [-150, 129] */
+    float r = xc - n * 0.693359375f;          /* ln 2 in two parts: n * 0.693359375 is exact */
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int32_t n1 = ni / 2, n2 = ni - n1;  /* 2^n as 2^n1 * 2^n2, both normal: one rounding at the end */
+    const float s1 = qk_elt_float((uint32_t)(n1 + 127) << 23), s2 = qk_elt_float((uint32_t)(n2 + 127) << 23);
+    return (p * s1) * s2;
+}
+
+static inline float qk_elt_sigmoid(float x) {
+    const float e = qk_elt_exp(x > 0 ? -x : x);
+    return (x >= 0 ? 1.0f : e) / (1.0f + e);
+}
+
+static inline float qk_elt_tanh(float x) {
+    const float z = x * x;
+    float p = -5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    const float small = p * z * x + x;
+    float a = x < 0 ? -x : x;
+    const float ac = a > 9.5f ? 9.5f : a;
+    const float big = 1.0f - 2.0f / (qk_elt_exp(ac + ac) + 1.0f);
+    /* below 2^-12 tanh(x) rounds to x (keeps -0.0 and subnormals exact) */
+    return a < 0.625f ? (a < 0x1p-12f ? x : small) : (x < 0 ? -big : big);
+}
+#endif
+
+#define QK_ELT_LOOP(EXPR)                                   \
+    for (size_t i = 0; i < n; i++) {                        \
+        const float v = x[i];                               \
+        y[i] = (EXPR);                                      \
+    }
+
+static void QK_ELT_NAME(qk_elt_unary_f32)(int op, float p0, float p1, size_t n, const float *x, float *y) {
+    switch (op) {
+    case QK_ELT_RELU:
+        QK_ELT_LOOP(qk_elt_max(v, 0.0f));
+        break;
+    case QK_ELT_CLIP:
+        QK_ELT_LOOP(qk_elt_min(qk_elt_max(v, p0), p1));
+        break;
+    case QK_ELT_HARDSIGMOID:
+        QK_ELT_LOOP(qk_elt_clip01(p0 * v + p1));
+        break;
+    case QK_ELT_HARDSWISH:
+        QK_ELT_LOOP(v * qk_elt_clip01(v / 6.0f + 0.5f));
+        break;
+    case QK_ELT_LEAKYRELU:
+        QK_ELT_LOOP(v < 0 ? v * p0 : v);
+        break;
+    case QK_ELT_SIGMOID:
+        QK_ELT_LOOP(qk_elt_sigmoid(v));
+        break;
+    case QK_ELT_TANH:
+        QK_ELT_LOOP(qk_elt_tanh(v));
+        break;
+    case QK_ELT_EXP:
+        QK_ELT_LOOP(qk_elt_exp(v));
+        break;
+    default:
+        break;
+    }
+}
+
+static void QK_ELT_NAME(qk_elt_unary_f16)(int op, float p0, float p1, size_t n, const uint16_t *x, uint16_t *y) {
+    float buf[256];
+    for (size_t i = 0; i < n; i += 256) {
+        const size_t m = n - i < 256 ? n - i : 256;
+        QK_ELT_F16_TO_F32(x + i, buf, m);
+        QK_ELT_NAME(qk_elt_unary_f32)(op, p0, p1, m, buf, buf);
+        QK_ELT_F32_TO_F16(buf, y + i, m);
+    }
+}
+
+static void QK_ELT_NAME(qk_elt_prelu_f32)(size_t outer, size_t channels, size_t inner, const float *x,
+                                          const float *slope, float *y) {
+    for (size_t o = 0; o < outer; o++) {
+        const size_t base = o * channels * inner;
+        if (inner == 1) {
+            const float *xp = x + base;
+            float *yp = y + base;
+            for (size_t c = 0; c < channels; c++) yp[c] = xp[c] < 0 ? xp[c] * slope[c] : xp[c];
+            continue;
+        }
+        for (size_t c = 0; c < channels; c++) {
+            const float s = slope[c];
+            const float *xp = x + base + c * inner;
+            float *yp = y + base + c * inner;
+            for (size_t i = 0; i < inner; i++) yp[i] = xp[i] < 0 ? xp[i] * s : xp[i];
+        }
+    }
+}
+
+/* y = a op b over m values: vector-vector, vector-scalar, scalar-vector */
+#define QK_ELT_BINARY_LOOPS(NAME, OP)                                                              \
+    static void NAME##_vv(size_t m, const float *a, const float *b, float *y) {                   \
+        for (size_t i = 0; i < m; i++) y[i] = a[i] OP b[i];                                        \
+    }                                                                                              \
+    static void NAME##_vs(size_t m, const float *a, float b, float *y) {                          \
+        for (size_t i = 0; i < m; i++) y[i] = a[i] OP b;                                           \
+    }                                                                                              \
+    static void NAME##_sv(size_t m, float a, const float *b, float *y) {                          \
+        for (size_t i = 0; i < m; i++) y[i] = a OP b[i];                                           \
+    }
+QK_ELT_BINARY_LOOPS(qk_elt_add, +)
+QK_ELT_BINARY_LOOPS(qk_elt_sub, -)
+QK_ELT_BINARY_LOOPS(qk_elt_mul, *)
+QK_ELT_BINARY_LOOPS(qk_elt_div, /)
+
+#define QK_ELT_BINARY_DRIVE(NAME)                                                                  \
+    do {                                                                                           \
+        if (a_kind == QK_ELT_FULL && b_kind == QK_ELT_FULL) {                                     \
+            NAME##_vv(outer * channels * inner, a, b, y);                                          \
+            return;                                                                                \
+        }                                                                                          \
+        for (size_t o = 0; o < outer; o++) {                                                       \
+            const size_t base = o * channels * inner;                                              \
+            if (inner == 1) {                                                                      \
+                if (a_kind == QK_ELT_FULL)                                                         \
+                    NAME##_vv(channels, a + base, b, y + base);                                    \
+                else                                                                               \
+                    NAME##_vv(channels, a, b + base, y + base);                                    \
+                continue;                                                                          \
+            }                                                                                      \
+            for (size_t c = 0; c < channels; c++) {                                                \
+                const size_t at = base + c * inner;                                                \
+                if (a_kind == QK_ELT_FULL)                                                         \
+                    NAME##_vs(inner, a + at, b[c], y + at);                                        \
+                else                                                                               \
+                    NAME##_sv(inner, a[c], b + at, y + at);                                        \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+static void QK_ELT_NAME(qk_elt_binary_f32)(int op, size_t outer, size_t channels, size_t inner, const float *a,
+                                           int a_kind, const float *b, int b_kind, float *y) {
+    switch (op) {
+    case QK_ELT_ADD:
+        QK_ELT_BINARY_DRIVE(qk_elt_add);
+        break;
+    case QK_ELT_SUB:
+        QK_ELT_BINARY_DRIVE(qk_elt_sub);
+        break;
+    case QK_ELT_MUL:
+        QK_ELT_BINARY_DRIVE(qk_elt_mul);
+        break;
+    default:
+        QK_ELT_BINARY_DRIVE(qk_elt_div);
+        break;
+    }
+}
+
+/* Softmax / LogSoftmax of contiguous rows: the row's maximum (NaN propagating, as
+ * np.max), e = exp(x - max) in float32, their sum in float64 (8 running sums, the same
+ * order in every build: no rounding error worth the name, where the reference's float32
+ * pairwise sum has its own), then e / float32(sum) (the reference's float32 division), or
+ * (x - max) - float32(log(sum)) for LogSoftmax (log of the float64 sum by a series: no libm). */
+static double qk_elt_log_pos(double s) {      /* log of a finite s >= 1 (the sum holds exp(0) = 1) */
+    int k = 0;
+    while (s >= 2.0) { s *= 0.5; k++; }       /* s in [1, 2) */
+    const double u = (s - 1.0) / (s + 1.0), u2 = u * u;   /* log s = 2 atanh(u), u in [0, 1/3) */
+    double term = u, sum = 0.0;
+    for (int j = 1; j < 60; j += 2) {
+        sum += term / j;
+        term *= u2;
+    }
+    return 2.0 * sum + k * 0.69314718055994530942;
+}
+
+static float qk_elt_row_max(const float *xr, size_t len) {
+    float mx[8];
+    for (int l = 0; l < 8; l++) mx[l] = xr[0];
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8)
+        for (int l = 0; l < 8; l++) mx[l] = qk_elt_max(xr[i + l], mx[l]);
+    for (; i < len; i++) mx[0] = qk_elt_max(xr[i], mx[0]);
+    float m = mx[0];
+    for (int l = 1; l < 8; l++) m = qk_elt_max(mx[l], m);
+    return m;
+}
+
+static double qk_elt_row_sum(const float *e, size_t len) {   /* 8 running float64 sums, then pairs */
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += (double)e[i + l];
+    for (; i < len; i++) acc[i & 7] += (double)e[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+static void QK_ELT_NAME(qk_elt_softmax_f32)(int log, size_t rows, size_t len, const float *x, float *y) {
+    if (!log) {
+        /* three passes over blocks of rows: y = x - max (a NaN maximum: NaN), y = exp(y) as
+         * one run, then y / float32(sum) per row */
+        const size_t block = len >= 4096 ? 1 : 4096 / len;
+        for (size_t r0 = 0; r0 < rows; r0 += block) {
+            const size_t nr = rows - r0 < block ? rows - r0 : block;
+            for (size_t r = r0; r < r0 + nr; r++) {
+                const float *xr = x + r * len;
+                float *yr = y + r * len;
+                const float m = qk_elt_row_max(xr, len);
+                for (size_t i = 0; i < len; i++) yr[i] = m == m ? xr[i] - m : m;
+            }
+            float *yb = y + r0 * len;
+            for (size_t i = 0; i < nr * len; i++) yb[i] = qk_elt_exp(yb[i]);
+            for (size_t r = 0; r < nr; r++) {
+                float *yr = yb + r * len;
+                const float fs = (float)qk_elt_row_sum(yr, len);
+                for (size_t i = 0; i < len; i++) yr[i] = yr[i] / fs;
+            }
+        }
+        return;
+    }
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * len;
+        float *yr = y + r * len;
+        const float m = qk_elt_row_max(xr, len);
+        if (m != m) {            /* a NaN: NaN everywhere, as the reference */
+            for (size_t i = 0; i < len; i++) yr[i] = m;
+            continue;
+        }
+        double s = 0.0;
+        float buf[256];
+        for (size_t c = 0; c < len; c += 256) {      /* chunks of exp(x - m), summed (x may be y) */
+            const size_t k = len - c < 256 ? len - c : 256;
+            for (size_t i = 0; i < k; i++) buf[i] = qk_elt_exp(xr[c + i] - m);
+            s += qk_elt_row_sum(buf, k);
+        }
+        /* s is NaN when the maximum is infinite (inf - inf): NaN, as the reference */
+        const float ls = s == s && s < 1e300 ? (float)qk_elt_log_pos(s) : (float)(s - s);
+        for (size_t i = 0; i < len; i++) yr[i] = (xr[i] - m) - ls;
+    }
+}
+
+const qk_eltwise_kernels QK_ELT_NAME(qk_eltwise) = {
+    QK_ELT_NAME(qk_elt_unary_f32), QK_ELT_NAME(qk_elt_unary_f16), QK_ELT_NAME(qk_elt_prelu_f32),
+    QK_ELT_NAME(qk_elt_binary_f32), QK_ELT_NAME(qk_elt_softmax_f32),
+};
+
+#ifdef QK_ELT_PORTABLE
+#if defined(__x86_64__)
+extern const qk_eltwise_kernels qk_eltwise_avx2;
+#endif
+
+const qk_eltwise_kernels *qk_eltwise_for_isa(int isa) {
+#if defined(__x86_64__)
+    if (isa == QK_ISA_AVX2 || isa == QK_ISA_AVX512VNNI || isa == QK_ISA_AVXVNNI || isa == QK_ISA_AVX512VNNI_EMU ||
+        isa == QK_ISA_AVXVNNI_EMU)
+        return &qk_eltwise_avx2;
+#endif
+    (void)isa;
+    return &qk_eltwise_portable;
+}
+
+void qk_lut_u8(size_t n, const uint8_t *table, const uint8_t *x, uint8_t *y) {
+    for (size_t i = 0; i < n; i++) y[i] = table[x[i]];
+}
+#endif

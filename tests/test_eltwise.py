@@ -1,0 +1,402 @@
+"""Native elementwise ops (kernels/eltwise.c, graph/backends/cpu_eltwise.py): every ISA
+build against the portable one (the same bits), the exact ops bit for bit against the
+numpy reference's own steps, the approximations against float64 within their stated ulp
+bounds, float16, broadcasting, array views, the int8 lookup tables against onnxruntime on
+all 256 inputs, and graphs (plan on and off, reference, onnxruntime)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import qkernels
+from qkernels import _dispatch, _native
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from qkernels.graph import Backend, Session  # noqa: E402
+from qkernels.graph.backends.reference.common import sigmoid as ref_sigmoid  # noqa: E402
+
+U, B = _native.ELTWISE_UNARY, _native.ELTWISE_BINARY
+
+
+def _isa_indices():
+    got = {}
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+        with qkernels.use_isa(isa):
+            got.setdefault(_dispatch.isa_index(), isa)
+    return sorted(got)
+
+
+ISAS = _isa_indices()
+PORTABLE = 0
+SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-38, -1e-38, 3.4e38, -3.4e38, 88.72, 88.73,
+                     -87.5, -103.9, -104.5, 9.0, -9.02, 0.625, -0.6249, 2.0 ** -12, 0.5, -3.0, 3.0, 6.0, -6.0],
+                    np.float32)
+#: stated bounds (kernels/eltwise.c), in float32 ulps of the exact value
+ULP = {"Exp": 1.5, "Sigmoid": 3.0, "Tanh": 2.0}
+F64 = {"Exp": np.exp, "Tanh": np.tanh,
+       "Sigmoid": lambda v: np.where(v >= 0, 1 / (1 + np.exp(-np.abs(v))), np.exp(v) / (1 + np.exp(v)))}
+
+# the numpy reference's float32 steps (graph/backends/reference/activations.py)
+EXACT = {
+    "Relu": (lambda x, p0, p1: np.maximum(x, np.float32(0)), 0, 0),
+    "Clip": (lambda x, p0, p1: np.minimum(np.maximum(x, np.float32(p0)), np.float32(p1)), -0.5, 2.0),
+    "HardSigmoid": (lambda x, p0, p1: np.clip(np.float32(p0) * x + np.float32(p1), np.float32(0), np.float32(1)),
+                    0.2, 0.5),
+    "HardSwish": (lambda x, p0, p1: x * np.clip(x / 6 + 0.5, 0, 1), 0, 0),
+    "LeakyRelu": (lambda x, p0, p1: np.where(x < 0, x * np.float32(p0), x), 0.01, 0),
+}
+
+
+def _unary(isa, name, x, p0=0.0, p1=0.0):
+    return _native.eltwise_unary(isa, U[name], x, np.empty_like(x), p0, p1)
+
+
+def _bits_equal(a, b, msg=""):
+    """The same bits, any NaN matching any NaN."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype, msg
+    nan = np.isnan(a)
+    np.testing.assert_array_equal(nan, np.isnan(b), err_msg=msg)
+    np.testing.assert_array_equal(a[~nan].view(np.uint32 if a.itemsize == 4 else np.uint16),
+                                  b[~nan].view(np.uint32 if a.itemsize == 4 else np.uint16), err_msg=msg)
+
+
+def _ulp_error(got, x, f64):
+    ref = f64(x.astype(np.float64))
+    with np.errstate(over="ignore"):
+        r32 = ref.astype(np.float32)
+    same_inf = np.isinf(r32) & (got == r32)
+    ulp = np.maximum(np.spacing(np.abs(np.where(np.isinf(r32), 1, r32))).astype(np.float64), 2.0 ** -149)
+    with np.errstate(invalid="ignore"):
+        err = np.abs(got.astype(np.float64) - ref) / ulp
+    err[same_inf] = 0
+    return err
+
+
+floats = st.lists(st.one_of(st.floats(-120, 120, width=32), st.sampled_from(list(SPECIALS.tolist()))),
+                  min_size=1, max_size=70).map(lambda v: np.array(v, np.float32))
+
+
+@settings(max_examples=50, deadline=None)
+@given(x=floats, name=st.sampled_from(sorted(EXACT)))
+def test_exact_ops_bit_for_bit(x, name):
+    fn, p0, p1 = EXACT[name]
+    with np.errstate(all="ignore"):
+        want = fn(x, p0, p1)
+    for isa in ISAS:
+        _bits_equal(_unary(isa, name, x, p0, p1), want, f"{name} isa {isa}")
+    y = x.copy()                                     # in place
+    _native.eltwise_unary(ISAS[-1], U[name], y, y, p0, p1)
+    _bits_equal(y, want)
+
+
+def test_relu_and_clip_zero_signs_and_nan_match_numpy():
+    x = np.array([-0.0, 0.0, np.nan, -np.nan, -1.0, 1.0] * 5, np.float32)
+    for isa in ISAS:
+        _bits_equal(_unary(isa, "Relu", x), np.maximum(x, np.float32(0)))
+        _bits_equal(_unary(isa, "Clip", x, -0.0, 0.0), np.minimum(np.maximum(x, np.float32(-0.0)), np.float32(0)))
+        _bits_equal(_unary(isa, "HardSigmoid", x, 1.0, -0.0), np.clip(x + np.float32(-0.0), np.float32(0),
+                                                                        np.float32(1)))
+
+
+@pytest.mark.parametrize("name", sorted(ULP))
+def test_approximations_within_stated_ulp(name):
+    """Every 1 in 4099 float32 bit patterns (all binades), plus the specials, on every ISA."""
+    bits = np.arange(0, 2 ** 32, 4099, dtype=np.uint64).astype(np.uint32)
+    x = np.concatenate([bits.view(np.float32), SPECIALS])
+    x = x[~np.isnan(x)]
+    want = None
+    for isa in ISAS:
+        got = _unary(isa, name, x)
+        want = got if want is None else want
+        _bits_equal(got, want, f"isa {isa} against the portable build")
+    with np.errstate(all="ignore"):
+        err = _ulp_error(want, x, F64[name])
+    assert err.max() <= ULP[name], (name, float(err.max()), x[np.argmax(err)])
+
+
+def test_approximation_specials():
+    x = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 89.0, -200.0, 1e-40, -1e-40], np.float32)
+    for isa in ISAS:
+        e, s, t = (_unary(isa, n, x) for n in ("Exp", "Sigmoid", "Tanh"))
+        _bits_equal(e, np.array([np.inf, 0, np.nan, 1, 1, np.inf, 0, 1, 1], np.float32))
+        _bits_equal(s, np.array([1, 0, np.nan, 0.5, 0.5, 1, 0, 0.5, 0.5], np.float32))
+        _bits_equal(t, np.array([1, -1, np.nan, 0.0, -0.0, 1, -1, 1e-40, -1e-40], np.float32))
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=floats, name=st.sampled_from(sorted(EXACT) + sorted(ULP)))
+def test_float16_is_the_float32_op_rounded_once(x, name):
+    h = x.astype(np.float16)
+    p0, p1 = EXACT[name][1:] if name in EXACT else (0, 0)
+    if name == "Clip":
+        p0, p1 = float(np.float16(p0)), float(np.float16(p1))
+    with np.errstate(all="ignore"):
+        want = _unary(PORTABLE, name, h.astype(np.float32), p0, p1).astype(np.float16)
+    for isa in ISAS:
+        _bits_equal(_unary(isa, name, h, p0, p1), want, f"{name} isa {isa}")
+
+
+@settings(max_examples=50, deadline=None)
+@given(shape=st.sampled_from([(1, 1, 1, 1), (1, 3, 5, 7), (2, 17, 3, 3), (1, 33, 1, 1), (1, 8, 2, 9)]),
+       op=st.sampled_from(sorted(B)), pattern=st.sampled_from(["same", "scalar", "channel", "channel_first"]),
+       nhwc=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_binary_patterns_bit_for_bit_as_numpy(shape, op, pattern, nhwc, seed):
+    from qkernels.graph.backends.cpu_eltwise import _binary_operands
+    rng = np.random.default_rng(seed)
+    full = rng.standard_normal(shape).astype(np.float32)
+    full.reshape(-1)[:3] = [np.inf, np.nan, -0.0][:full.size][:3] if full.size >= 3 else full.reshape(-1)[:3]
+    if nhwc:
+        full = np.ascontiguousarray(full.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    other = {"same": lambda: rng.standard_normal(shape).astype(np.float32),
+             "scalar": lambda: np.array(rng.standard_normal(), np.float32),
+             "channel": lambda: rng.standard_normal((shape[1], 1, 1)).astype(np.float32),
+             "channel_first": lambda: rng.standard_normal((1, shape[1], 1, 1)).astype(np.float32)}[pattern]()
+    if pattern == "same" and nhwc:
+        other = np.ascontiguousarray(other.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    ufunc = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
+    for a, b in ((full, other), (other, full)):
+        with np.errstate(all="ignore"):
+            want = ufunc(a, b)
+        for isa in ISAS:
+            got = _binary_operands(a, b)
+            assert got is not None
+            with np.errstate(all="ignore"):
+                _native.eltwise_binary(isa, B[op], *got[:8])
+            _bits_equal(got[8], want, f"{op} {pattern} isa {isa}")
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.sampled_from([(1, 3, 5, 7), (2, 16, 3, 1), (1, 9)]), slope=st.sampled_from(["scalar", "channel",
+                                                                                              "full"]),
+       nhwc=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_prelu_bit_for_bit(shape, slope, nhwc, seed):
+    sess_free = _prelu_runner()
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[:2] = [-0.0, np.nan]
+    if nhwc and x.ndim == 4:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    s = {"scalar": np.array([0.25], np.float32), "channel": rng.standard_normal((shape[1],) + (1,) * (len(shape) - 2)
+                                                                                ).astype(np.float32),
+         "full": rng.standard_normal(shape).astype(np.float32)}[slope]
+    want = np.where(x < 0, x * s, x).astype(np.float32)
+    got = sess_free({"x": x, "s": s})["y"]
+    _bits_equal(got, want)
+
+
+def _prelu_runner():
+    from qkernels.graph.backends import cpu_eltwise
+    from qkernels.graph.ir import Node
+    node = Node(op_type="PRelu", inputs=["x", "s"], outputs=["y"], name="p", domain="", attrs={})
+    return cpu_eltwise._make_prelu(node, _EmptyGraph())
+
+
+class _EmptyGraph:
+    initializers: dict = {}
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 5), length=st.sampled_from([1, 2, 7, 8, 9, 31, 64, 1000]), log=st.booleans(),
+       scale=st.sampled_from([1.0, 30.0, 1e-3]), seed=st.integers(0, 2 ** 16))
+def test_softmax_against_float64(rows, length, log, scale, seed):
+    x = (np.random.default_rng(seed).standard_normal((rows, length)) * scale).astype(np.float32)
+    s = (x - x.max(axis=1, keepdims=True)).astype(np.float64)    # x - max rounds in float32 (as the reference)
+    want = s - np.log(np.exp(s).sum(axis=1, keepdims=True)) if log else np.exp(s) / np.exp(s).sum(axis=1,
+                                                                                                 keepdims=True)
+    first = None
+    for isa in ISAS:
+        got = _native.softmax(isa, x.reshape(-1), np.empty(x.size, np.float32), rows, length, log).reshape(x.shape)
+        first = got if first is None else first
+        _bits_equal(got, first)
+    if log:
+        np.testing.assert_allclose(first, want, rtol=1e-6, atol=2e-6)
+    else:
+        np.testing.assert_allclose(first, want, rtol=6e-7 * 4, atol=1e-44)
+
+
+def test_softmax_specials():
+    x = np.array([[0, 1, np.nan, 2], [0, np.inf, 1, 2], [-np.inf, -np.inf, -np.inf, -np.inf], [-np.inf, 0, 0, 0]],
+                 np.float32)
+    with np.errstate(all="ignore"):
+        for log in (False, True):
+            w = x.astype(np.float32)
+            s = w - np.max(w, axis=1, keepdims=True)
+            want = s - np.log(np.sum(np.exp(s), axis=1, keepdims=True)) if log else np.exp(s) / np.sum(
+                np.exp(s), axis=1, keepdims=True)
+            got = _native.softmax(0, x.reshape(-1), np.empty(16, np.float32), 4, 4, log).reshape(4, 4)
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_bad_arguments_raise():
+    x = np.zeros(8, np.float32)
+    with pytest.raises(ValueError):
+        _native.eltwise_unary(0, U["Relu"], x, np.zeros(7, np.float32))
+    with pytest.raises(ValueError):
+        _native.eltwise_unary(0, U["Relu"], x, np.zeros(8, np.float16))
+    with pytest.raises(ValueError):
+        _native.eltwise_unary(0, 99, x, x)
+    with pytest.raises(ValueError):
+        _native.eltwise_unary(0, U["Relu"], x[::2], np.zeros(4, np.float32))
+    with pytest.raises(ValueError):
+        _native.eltwise_binary(0, B["Add"], x, True, x, True, x, 1, 8, 1)
+    with pytest.raises(ValueError):
+        _native.eltwise_binary(0, B["Add"], x, False, x[:3], True, x, 2, 3, 1)
+    with pytest.raises(ValueError):
+        _native.eltwise_prelu(0, x, x[:3], x, 1, 4, 2)
+    with pytest.raises(ValueError):
+        _native.softmax(0, x, x, 3, 3)
+    with pytest.raises(ValueError):
+        _native.lut_apply(np.zeros(255, np.uint8), x.view(np.uint8), x.view(np.uint8))
+    with pytest.raises(ValueError):
+        _native.lut_apply(np.zeros(256, np.int8), x.view(np.uint8), x.view(np.uint8))
+    ro = np.zeros(8, np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError):
+        _native.eltwise_unary(0, U["Relu"], x, ro)
+
+
+# --------------------------------------------------------------------------- graphs
+
+class _NoCpu(Backend):
+    name = "cpu"
+
+    def supports(self, node, graph):
+        return False
+
+
+def _model(nodes, inputs, outputs, inits, ms=False, opset=17):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    opsets = [helper.make_opsetid("", opset)] + ([helper.make_opsetid("com.microsoft", 1)] if ms else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return model
+
+
+def _ort_run(model, feeds):
+    ort = pytest.importorskip("onnxruntime")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    rt = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return rt.run(None, feeds)
+
+
+def _lut_model(op, dtype, sx, zx, sy, zy, alpha=None):
+    t = TensorProto.INT8 if dtype == np.int8 else TensorProto.UINT8
+    attrs = {} if alpha is None else {"alpha": alpha}
+    node = helper.make_node(op, ["x", "sx", "zx", "sy", "zy"], ["y"], domain="com.microsoft", **attrs)
+    inits = [numpy_helper.from_array(np.array(v, dt), n) for n, v, dt in
+             (("sx", sx, np.float32), ("zx", zx, dtype), ("sy", sy, np.float32), ("zy", zy, dtype))]
+    return _model([node], [helper.make_tensor_value_info("x", t, [256])], [helper.make_tensor_value_info("y", t, [256])],
+                  inits, ms=True)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("op,alpha", [("QLinearSigmoid", None), ("QLinearLeakyRelu", 0.1),
+                                      ("QLinearLeakyRelu", 0.015625)])
+@pytest.mark.parametrize("sx,zx,sy,zy", [(0.05, 3, 1 / 256, -128), (0.1, -5, 0.004, -100), (0.0123, 0, 0.02, 10),
+                                         (0.5, 100, 0.0039, 7)])
+def test_lookup_tables_match_onnxruntime_on_all_256(dtype, op, alpha, sx, zx, sy, zy):
+    info = np.iinfo(dtype)
+    zx, zy = int(np.clip(zx + (128 if dtype == np.uint8 else 0), info.min, info.max)), \
+        int(np.clip(zy + (128 if dtype == np.uint8 else 0), info.min, info.max))
+    model = _lut_model(op, dtype, sx, zx, sy, zy, alpha)
+    x = np.arange(256, dtype=np.uint8).view(dtype)
+    want = _ort_run(model, {"x": x})[0]
+    for plan in (True, False):
+        s = Session(model, plan=plan)
+        for _ in range(2):
+            np.testing.assert_array_equal(s.run(None, {"x": x})[0], want)
+        assert "native" in s.explain() and op in s.explain().split("native")[1]
+    ref = Session(model, backends=["reference", _NoCpu()])
+    np.testing.assert_array_equal(ref.run(None, {"x": x})[0], want)
+    xv = np.ascontiguousarray(np.tile(x, 4).reshape(4, 16, 16).transpose(0, 2, 1))   # a view of other memory
+    from qkernels.graph.backends.cpu_eltwise import lookup_table
+    got = _native.lut_apply(lookup_table(Session(model).graph.nodes[0], Session(model).graph, dtype), xv.reshape(-1),
+                            np.empty(xv.size, dtype))
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8)[xv.reshape(-1).view(np.uint8)])
+
+
+def _float_model(dtype=np.float32):
+    t = TensorProto.FLOAT if dtype == np.float32 else TensorProto.FLOAT16
+    rng = np.random.default_rng(1)
+    C = 8
+    inits = [numpy_helper.from_array(rng.standard_normal((C, 1, 1)).astype(dtype), "slope"),
+             numpy_helper.from_array(rng.standard_normal((1, C, 1, 1)).astype(dtype), "bias"),
+             numpy_helper.from_array(np.array(0.5, dtype), "half"),
+             numpy_helper.from_array(rng.standard_normal((C, C, 1, 1)).astype(dtype) * 0.3, "w"),
+             numpy_helper.from_array(np.array(-1.0, dtype), "lo"), numpy_helper.from_array(np.array(1.5, dtype), "hi")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),             # its output: an NCHW view of NHWC memory
+             helper.make_node("Sigmoid", ["c"], ["s"]),
+             helper.make_node("Tanh", ["s"], ["t"]),
+             helper.make_node("Add", ["t", "bias"], ["a"]),
+             helper.make_node("HardSwish", ["a"], ["h"]),
+             helper.make_node("PRelu", ["h", "slope"], ["p"]),
+             helper.make_node("LeakyRelu", ["p"], ["l"], alpha=0.2),
+             helper.make_node("Mul", ["l", "half"], ["m"]),
+             helper.make_node("Sub", ["m", "c"], ["d"]),
+             helper.make_node("Div", ["d", "half"], ["e"]),
+             helper.make_node("Exp", ["e"], ["f"]),
+             helper.make_node("Clip", ["f", "lo", "hi"], ["g"]),
+             helper.make_node("HardSigmoid", ["g"], ["k"], alpha=0.3, beta=0.4),
+             helper.make_node("Relu", ["k"], ["r"]),
+             helper.make_node("Softmax", ["c"], ["sm"], axis=-1),
+             helper.make_node("Flatten", ["r"], ["fl"]),
+             helper.make_node("Softmax", ["fl"], ["y"], axis=1)]
+    shape = [2, C, 5, 6]
+    return _model(nodes, [helper.make_tensor_value_info("x", t, shape)],
+                  [helper.make_tensor_value_info("y", t, None), helper.make_tensor_value_info("sm", t, None),
+                   helper.make_tensor_value_info("r", t, None)], inits), shape
+
+
+def test_float_graph_native_matches_ort_reference_and_plan_bits():
+    model, shape = _float_model()
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 2
+    want = _ort_run(model, {"x": x})
+    ref = Session(model, backends=["reference", _NoCpu()]).run(None, {"x": x})
+    plan, nodes = Session(model), Session(model, plan=False)
+    got_plan = [plan.run(None, {"x": x}) for _ in range(3)][-1]
+    assert plan.last_run == "plan"
+    got_nodes = nodes.run(None, {"x": x})
+    for g, n, w, r in zip(got_plan, got_nodes, want, ref):
+        _bits_equal(g, n)
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(g, r, rtol=2e-5, atol=1e-6)
+    text = plan.explain()
+    native = text.split("native")[1].split("\n")[0]
+    for op in ("Sigmoid", "HardSwish", "PRelu", "LeakyRelu", "Softmax", "Add", "Mul", "Relu", "Clip"):   # Tanh, Exp: numpy
+        assert op in native, (op, text)
+
+
+def test_float16_graph_matches_reference():
+    model, shape = _float_model(np.float16)
+    x = (np.random.default_rng(0).standard_normal(shape) * 2).astype(np.float16)
+    ref = Session(model, backends=["reference", _NoCpu()]).run(None, {"x": x})
+    plan, nodes = Session(model), Session(model, plan=False)
+    got_plan = [plan.run(None, {"x": x}) for _ in range(3)][-1]
+    for g, n, r in zip(got_plan, nodes.run(None, {"x": x}), ref):
+        _bits_equal(g, n)
+        np.testing.assert_allclose(g.astype(np.float32), r.astype(np.float32), rtol=2e-2, atol=2e-2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(op=st.sampled_from(sorted(EXACT) + sorted(ULP)), view=st.sampled_from(["step", "reversed", "transposed",
+                                                                             "sliced"]),
+       seed=st.integers(0, 2 ** 16))
+def test_runners_on_views_equal_contiguous(op, view, seed):
+    """The node-by-node runner on any array view gives what it gives on a contiguous copy."""
+    from qkernels.graph.backends import cpu_eltwise
+    from qkernels.graph.ir import Node
+    attrs = {"HardSigmoid": {"alpha": 0.3, "beta": 0.4}, "LeakyRelu": {"alpha": 0.2}}.get(op, {})
+    node = Node(op_type=op, inputs=["x"], outputs=["y"], name="n", domain="", attrs=attrs)
+    run = cpu_eltwise._make_unary(node, _EmptyGraph())
+    base = np.random.default_rng(seed).standard_normal((6, 10, 12)).astype(np.float32) * 3
+    v = {"step": base[:, ::2], "reversed": base[::-1, :, ::-1], "transposed": base.transpose(2, 0, 1),
+         "sliced": base[1:4, 2:9, 3:]}[view]
+    got = run({"x": v})["y"]
+    want = run({"x": np.ascontiguousarray(v)})["y"]
+    _bits_equal(got, want)
+    assert got.shape == v.shape
