@@ -1016,3 +1016,4 @@ def ukernel_dequantize(int kid, cnp.ndarray q, const float[::1] scale, const int
     cdef float[::1] yv = y
     cdef size_t done = k.dequantize(n, _ptr(q), q.dtype == np.int8, &scale[0], &zp[0], per_elem, &yv[0])
     return y, done
+include "_resize.pxi"
