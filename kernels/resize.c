@@ -30,7 +30,13 @@ size_t qk_resize_scratch_bytes(const qk_resize_params *p) {
         for (size_t r = r0; r < r1; r++) {                                                      \
             QK_RESIZE_ROW(T);                                                                   \
             const T *src = xb + (ptrdiff_t)p->iy0[oy] * p->xs[2];                               \
-            if (cc > 1 && xc == 1 && yc == 1) {                                                 \
+            if (r > r0 && oy > 0 && p->iy0[oy] == p->iy0[oy - 1] &&                             \
+                (cc == 1 ? yw == 1 : (yc == 1 && yw == (ptrdiff_t)cc))) {                       \
+                /* the row above, already written, is this one (upsampling): one copy */       \
+                memcpy(yb, yb - p->ys[2], p->ow * cc * sizeof(T));                              \
+            } else if (cc == 1 && xw == 1 && yw == 1) {                                         \
+                for (size_t ox = 0; ox < p->ow; ox++) yb[ox] = src[p->ix0[ox]];                 \
+            } else if (cc > 1 && xc == 1 && yc == 1) {                                          \
                 for (size_t ox = 0; ox < p->ow; ox++)                                           \
                     memcpy(yb + (ptrdiff_t)ox * yw, src + (ptrdiff_t)p->ix0[ox] * xw, cc * sizeof(T)); \
             } else {                                                                            \

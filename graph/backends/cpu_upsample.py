@@ -88,8 +88,8 @@ def _make_conv_transpose(node: Node, graph: Graph) -> Runner | None:
         """The float32 NHWC input the GEMMs read, and the steps that fill it (none when
         ``data`` is an NCHW view of NHWC float32 memory)."""
         xd = data.transpose(0, 2, 3, 1)
-        if data.dtype == _F32 and rows_view(xd) is not None and xd.strides[3] == 4:
-            return xd, []
+        if data.dtype == _F32:
+            return cpu._nhwc_input(data)      # itself, or the native transposing copy
         scratch = np.empty(xd.shape, np.float32)
         return scratch, [partial(np.copyto, scratch, xd)]
 
