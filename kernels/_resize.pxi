@@ -51,7 +51,7 @@ _RESIZE_KINDS = {np.dtype(np.float32): QK_RESIZE_F32, np.dtype(np.float16): QK_R
                  np.dtype(np.float64): QK_RESIZE_F64, np.dtype(np.uint8): QK_RESIZE_U8,
                  np.dtype(np.int8): QK_RESIZE_S8}
 # a thread takes at least this many output values (the loops are memory-bound)
-cdef size_t _RESIZE_PER_THREAD = 1 << 15
+cdef size_t _RESIZE_PER_THREAD = 1 << 16
 
 
 cdef int _elem_strides(cnp.ndarray a, Py_ssize_t *out) except -1:
@@ -235,10 +235,11 @@ def col2im(cnp.ndarray cols, cnp.ndarray y, size_t h, size_t w, size_t groups, s
             (cols.shape[0] > 1 and cols.strides[1] != 4) or cols.strides[0] % 4 or cols.strides[0] < 0:
         raise ValueError(f"cols {(<object>cols).shape} do not fit y {(<object>y).shape} with {groups} group(s) "
                          f"of {kh}x{kw} taps")
-    if bias is not None:
-        bias = np.ascontiguousarray(bias, np.float32)
-        if bias.ndim != 1 or <size_t>bias.shape[0] != o:
-            raise ValueError(f"bias must have {o} values")
+    if bias is None:
+        bias = np.zeros(o, np.float32)     # +0 added: no change (qk_col2im.h)
+    bias = np.ascontiguousarray(bias, np.float32)
+    if bias.ndim != 1 or <size_t>bias.shape[0] != o:
+        raise ValueError(f"bias must have {o} values")
     cdef BoundCol2im b = BoundCol2im.__new__(BoundCol2im)
     cdef qk_col2im_params *p = &b.p
     memset(p, 0, sizeof(qk_col2im_params))
@@ -248,7 +249,7 @@ def col2im(cnp.ndarray cols, cnp.ndarray y, size_t h, size_t w, size_t groups, s
     p.n, p.h, p.w, p.groups, p.og, p.kh, p.kw, p.oh, p.ow = n, h, w, groups, o // groups, kh, kw, oh, ow
     p.row_cnt, p.row_tap, p.row_src = _i32(rows_t[0]), _i32(rows_t[1]), _i32(rows_t[2])
     p.col_cnt, p.col_tap, p.col_src = _i32(cols_t[0]), _i32(cols_t[1]), _i32(cols_t[2])
-    p.bias = NULL if bias is None else <const float *>_ptr(bias)
+    p.bias = <const float *>_ptr(bias)
     p.lo, p.hi = lo, hi
     p.y = _ptr(y)
     _elem_strides(y, p.ys)

@@ -19,14 +19,14 @@ typedef struct {
     const int32_t *col_cnt;     /* the same per output column (<= kw) */
     const int32_t *col_tap;
     const int32_t *col_src;
-    const float *bias;          /* groups * og floats, or NULL */
+    const float *bias;          /* groups * og floats (zeros for none) */
     float lo, hi;               /* the clamp (an activation; -inf, inf for none), NaN kept */
     void *y;                    /* (N, OH, OW, groups * og) at element strides ys */
     ptrdiff_t ys[4];
     int out_f16;                /* y is IEEE binary16 (rounded once), else float32 */
 } qk_col2im_params;
 
-/* Output rows r0 .. r1 of the N * OH rows: y = clamp(sum of taps, in increasing (ky, kx),
- * from +0, in float32; + bias). acc: og floats of scratch. */
+/* Output rows r0 .. r1 of the N * OH rows: y = clamp(sum of taps in increasing (ky, kx)
+ * from +0, in float32, + bias). acc: og floats of scratch. */
 void qk_col2im(const qk_col2im_params *p, size_t r0, size_t r1, float *acc);
 #endif
