@@ -26,7 +26,8 @@ cdef extern from "qk_resize.h" nogil:
         const void *wx1
     size_t qk_resize_rows(const qk_resize_params *p)
     size_t qk_resize_scratch_bytes(const qk_resize_params *p)
-    void qk_resize(const qk_resize_params *p, size_t r0, size_t r1, void *scratch)
+    ctypedef void (*qk_resize_fn)(const qk_resize_params *p, size_t r0, size_t r1, void *scratch)
+    qk_resize_fn qk_resize_for_isa(int isa)
 
 cdef extern from "qk_col2im.h" nogil:
     ctypedef struct qk_col2im_params:
@@ -44,7 +45,8 @@ cdef extern from "qk_col2im.h" nogil:
         void *y
         Py_ssize_t ys[4]
         int out_f16
-    void qk_col2im(const qk_col2im_params *p, size_t r0, size_t r1, float *acc)
+    ctypedef void (*qk_col2im_fn)(const qk_col2im_params *p, size_t r0, size_t r1, float *acc)
+    qk_col2im_fn qk_col2im_for_isa(int isa)
 
 RESIZE_NEAREST = QK_RESIZE_NEAREST
 _RESIZE_KINDS = {np.dtype(np.float32): QK_RESIZE_F32, np.dtype(np.float16): QK_RESIZE_F16,
@@ -114,23 +116,27 @@ cdef class BoundResize(_ThreadedRows):
     """A Resize of (N, C, H, W) into (N, C, OH, OW) bound to its arrays and tables
     (qk_resize.h); ``run()`` repeats it."""
     cdef qk_resize_params p
+    cdef qk_resize_fn fn
 
     cdef void rows_(self, size_t r0, size_t r1, char *scratch) noexcept nogil:
-        qk_resize(&self.p, r0, r1, scratch)
+        self.fn(&self.p, r0, r1, scratch)
 
 
 def resize(cnp.ndarray x, cnp.ndarray y, iy0=None, ix0=None, iy1=None, ix1=None, wy0=None, wy1=None, wx0=None, wx1=None,
-           bint linear=False, bint pass_h=True, bint pass_w=True, int num_threads=1, bint bind=False):
+           bint linear=False, bint pass_h=True, bint pass_w=True, int num_threads=1, bint bind=False,
+           int isa=0):
     """Resize x (N, C, H, W) into y (N, C, OH, OW), both any strides (whole elements):
     nearest (y = x at the source indices iy0 per output row, ix0 per column; any dtype of
     1, 2, 4 or 8 bytes) or ``linear`` (float32, float16, float64, int8, uint8: the blend of
     rows iy0, iy1 by wy0, wy1, then of columns ix0, ix1 by wx0, wx1 -- float32 weights for
     float32/float16, float64 for the others; ``pass_h``/``pass_w`` False: that axis maps onto
-    itself, not blended). qk_resize.h. ``bind``: the call bound (a BoundResize), not run."""
+    itself, not blended). qk_resize.h. ``bind``: the call bound (a BoundResize), not run;
+    ``isa``: the ISA path's build of the loops (the same bits on each)."""
     if x.ndim != 4 or y.ndim != 4 or x.dtype != y.dtype or x.shape[0] != y.shape[0] or x.shape[1] != y.shape[1] \
             or not y.flags.writeable:
         raise ValueError("x (N, C, H, W) and y (N, C, OH, OW) of one dtype, y writeable")
     cdef BoundResize b = BoundResize.__new__(BoundResize)
+    b.fn = qk_resize_for_isa(isa)
     cdef qk_resize_params *p = &b.p
     memset(p, 0, sizeof(qk_resize_params))
     p.n, p.c, p.h, p.w, p.oh, p.ow = x.shape[0], x.shape[1], x.shape[2], x.shape[3], y.shape[2], y.shape[3]
@@ -193,9 +199,10 @@ cdef inline const int32_t *_i32(cnp.ndarray a):
 cdef class BoundCol2im(_ThreadedRows):
     """The col2im of a transposed convolution bound to its arrays (qk_col2im.h)."""
     cdef qk_col2im_params p
+    cdef qk_col2im_fn fn
 
     cdef void rows_(self, size_t r0, size_t r1, char *scratch) noexcept nogil:
-        qk_col2im(&self.p, r0, r1, <float *>scratch)
+        self.fn(&self.p, r0, r1, <float *>scratch)
 
 
 cdef tuple _landing(size_t out, size_t k, size_t size, Py_ssize_t stride, Py_ssize_t dil, Py_ssize_t pad):
@@ -220,12 +227,13 @@ cdef tuple _landing(size_t out, size_t k, size_t size, Py_ssize_t stride, Py_ssi
 
 def col2im(cnp.ndarray cols, cnp.ndarray y, size_t h, size_t w, size_t groups, size_t kh, size_t kw,
            Py_ssize_t sy, Py_ssize_t sx, Py_ssize_t dy, Py_ssize_t dx, Py_ssize_t pad_top, Py_ssize_t pad_left,
-           cnp.ndarray bias=None, float lo=-np.inf, float hi=np.inf, int num_threads=1, bint bind=False):
+           cnp.ndarray bias=None, float lo=-np.inf, float hi=np.inf, int num_threads=1, bint bind=False,
+           int isa=0):
     """The output y (N, OH, OW, groups * og) of a transposed convolution (float32, or float16
     rounded once) from ``cols`` (N * h * w, >= groups * kh * kw * og) float32, group g's
     columns at g * kh * kw * og ordered (ky, kx, o): each output pixel sums the taps landing
     on it (qk_col2im.h), then the bias (float32, groups * og, or None), then the clamp.
-    ``bind``: the call bound (a BoundCol2im), not run."""
+    ``bind``: the call bound (a BoundCol2im), not run; ``isa``: as :func:`resize`."""
     if cols.ndim != 2 or cols.dtype != np.float32 or y.ndim != 4 or y.dtype not in (np.float32, np.float16) \
             or not y.flags.writeable or min(sy, sx, dy, dx) < 1 or groups < 1 or kh < 1 or kw < 1:
         raise ValueError("cols (rows, taps) float32, y (N, OH, OW, O) float32/float16 writeable, "
@@ -241,6 +249,7 @@ def col2im(cnp.ndarray cols, cnp.ndarray y, size_t h, size_t w, size_t groups, s
     if bias.ndim != 1 or <size_t>bias.shape[0] != o:
         raise ValueError(f"bias must have {o} values")
     cdef BoundCol2im b = BoundCol2im.__new__(BoundCol2im)
+    b.fn = qk_col2im_for_isa(isa)
     cdef qk_col2im_params *p = &b.p
     memset(p, 0, sizeof(qk_col2im_params))
     rows_t, cols_t = _landing(oh, kh, h, sy, dy, pad_top), _landing(ow, kw, w, sx, dx, pad_left)

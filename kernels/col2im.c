@@ -4,6 +4,11 @@
  * tap in (ky, kx) order, then the bias). */
 #include "qk_col2im.h"
 #include "qk_f16.h"
+#ifndef QK_COL2IM_NAME   /* the portable build; kernels/avx2/col2im_avx2.c includes this file for AVX2 */
+#define QK_COL2IM_NAME qk_col2im
+#define QK_COL2IM_PORTABLE
+#include "qk_cpu.h"
+#endif
 
 /* one output pixel's og channels of one group: the taps summed from +0 in (ky, kx) order,
    then the bias (+0 for none: a sum from +0 is never -0, so adding +0 changes nothing),
@@ -14,7 +19,8 @@ static inline void pixel(const qk_col2im_params *p, const float *line0, const in
     const size_t og = p->og, kw = p->kw, stride = p->cols_stride;
     const float lo = p->lo, hi = p->hi;
     if (nr == 1 && nc == 1 && yc == 1 && !p->out_f16) {   /* one tap lands here (stride >= kernel) */
-        const float *src = line0 + ((size_t)rs[0] * p->w + (size_t)cs[0]) * stride + ((size_t)rt[0] * kw + (size_t)ct[0]) * og;
+        const float *src = line0 + ((size_t)rs[0] * p->w + (size_t)cs[0]) * stride
+                           + ((size_t)rt[0] * kw + (size_t)ct[0]) * og;
         for (size_t o = 0; o < og; o++) {
             float v = (0.0f + src[o]) + b[o];
             v = v < lo ? lo : v;
@@ -45,7 +51,7 @@ static inline void pixel(const qk_col2im_params *p, const float *line0, const in
     }
 }
 
-void qk_col2im(const qk_col2im_params *p, size_t r0, size_t r1, float *acc) {
+void QK_COL2IM_NAME(const qk_col2im_params *p, size_t r0, size_t r1, float *acc) {
     const size_t og = p->og, kh = p->kh, kw = p->kw, taps = kh * kw, oh = p->oh, ow = p->ow, groups = p->groups;
     const size_t stride = p->cols_stride, w = p->w;
     const ptrdiff_t yc = p->ys[3], yw = p->ys[2];
@@ -89,3 +95,19 @@ void qk_col2im(const qk_col2im_params *p, size_t r0, size_t r1, float *acc) {
         }
     }
 }
+
+#ifdef QK_COL2IM_PORTABLE
+#if defined(__x86_64__)
+void qk_col2im_avx2(const qk_col2im_params *p, size_t r0, size_t r1, float *acc);
+#endif
+
+qk_col2im_fn qk_col2im_for_isa(int isa) {
+#if defined(__x86_64__)
+    if (isa == QK_ISA_AVX2 || isa == QK_ISA_AVX512VNNI || isa == QK_ISA_AVXVNNI || isa == QK_ISA_AVX512VNNI_EMU ||
+        isa == QK_ISA_AVXVNNI_EMU)
+        return qk_col2im_avx2;
+#endif
+    (void)isa;
+    return qk_col2im;
+}
+#endif

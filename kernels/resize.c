@@ -6,6 +6,10 @@
 #include <string.h>
 #include "qk_f16.h"
 #include "qk_resize.h"
+#ifndef QK_RESIZE_NAME   /* the portable build; kernels/avx2/resize_avx2.c includes this file for AVX2 */
+#define QK_RESIZE_NAME qk_resize
+#define QK_RESIZE_PORTABLE
+#include "qk_cpu.h"
 
 size_t qk_resize_rows(const qk_resize_params *p) {
     return p->n * (p->channels_last ? 1 : p->c) * p->oh;
@@ -15,6 +19,7 @@ size_t qk_resize_scratch_bytes(const qk_resize_params *p) {
     const size_t cc = p->channels_last ? p->c : 1;
     return (p->w * cc + 1) * sizeof(double);
 }
+#endif
 
 /* row r -> (image, channel block, output row); the x and y pointers (in elements) */
 #define QK_RESIZE_ROW(T)                                                                        \
@@ -130,7 +135,7 @@ QK_RESIZE_LINEAR_FN(linear_f64, double, double, LOAD_SAME, STORE_SAME)
 QK_RESIZE_LINEAR_FN(linear_u8, uint8_t, double, LOAD_INT, store_u8)
 QK_RESIZE_LINEAR_FN(linear_s8, int8_t, double, LOAD_INT, store_s8)
 
-void qk_resize(const qk_resize_params *p, size_t r0, size_t r1, void *scratch) {
+void QK_RESIZE_NAME(const qk_resize_params *p, size_t r0, size_t r1, void *scratch) {
     switch (p->kind) {
     case QK_RESIZE_NEAREST:
         if (p->elem == 1) nearest8(p, r0, r1);
@@ -146,3 +151,19 @@ void qk_resize(const qk_resize_params *p, size_t r0, size_t r1, void *scratch) {
     default: break;
     }
 }
+
+#ifdef QK_RESIZE_PORTABLE
+#if defined(__x86_64__)
+void qk_resize_avx2(const qk_resize_params *p, size_t r0, size_t r1, void *scratch);
+#endif
+
+qk_resize_fn qk_resize_for_isa(int isa) {
+#if defined(__x86_64__)
+    if (isa == QK_ISA_AVX2 || isa == QK_ISA_AVX512VNNI || isa == QK_ISA_AVXVNNI || isa == QK_ISA_AVX512VNNI_EMU ||
+        isa == QK_ISA_AVXVNNI_EMU)
+        return qk_resize_avx2;
+#endif
+    (void)isa;
+    return qk_resize;
+}
+#endif

@@ -348,7 +348,8 @@ def test_resize_opsets_and_what_stays_on_the_reference():
 
 
 ORT_CASES = [(m, c, n, s) for m in ("nearest", "linear") for c in COORDS if c != "align_corners"
-             for n in (NEAREST if m == "nearest" else NEAREST[:1]) for s in ((1, 1, 2, 2), (1, 1, 3, 1), (1, 1, 0.5, 0.5))]
+             for n in (NEAREST if m == "nearest" else NEAREST[:1])
+             for s in ((1, 1, 2, 2), (1, 1, 3, 1), (1, 1, 0.5, 0.5))]
 
 
 @pytest.mark.parametrize("mode,coords,nearest,scales", ORT_CASES)
@@ -449,3 +450,40 @@ def test_paddleocr_detector_upsampling_is_native_and_matches_onnxruntime():
     ort = _ort()
     want = ort.InferenceSession(str(path)).run(None, {name: x})[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+# ------------------------------------------------------------------------- ISA builds
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64, np.uint8, np.int8])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_each_isa_build_gives_the_portable_bits(isa, dtype, layout):
+    """kernels/avx2/{resize,col2im}_avx2.c (the portable C with AVX2 flags, no contraction)
+    against the baseline build: the same bits, extremes and NaN included."""
+    from qkernels import _dispatch
+    rng = np.random.default_rng(10)
+    x = _values(rng, (2, 19, 7, 9), dtype)
+    if np.dtype(dtype).kind == "f":
+        x.reshape(-1)[:4] = [np.inf, -np.inf, np.nan, np.finfo(dtype).max]
+    if layout == "nhwc":
+        x = _nhwc(x)
+    oh, ow = 13, 5
+    iy0, ix0 = rng.integers(0, 7, oh), rng.integers(0, 9, ow)
+    for kw in (dict(iy0=iy0, ix0=ix0),
+               dict(iy0=iy0, ix0=ix0, iy1=rng.integers(0, 7, oh), ix1=rng.integers(0, 9, ow), wy0=rng.random(oh),
+                    wy1=rng.random(oh) * 3, wx0=rng.random(ow) - 0.5, wx1=rng.random(ow), linear=True)):
+        with np.errstate(invalid="ignore", over="ignore"):
+            want = _native.resize(x, np.empty((2, 19, oh, ow), dtype), isa=0, **kw)
+            got = _native.resize(x, np.empty((2, 19, oh, ow), dtype), isa=_dispatch.isa_index(), num_threads=2, **kw)
+        np.testing.assert_array_equal(got, want)
+    if dtype in (np.float32, np.float16):
+        cols = rng.standard_normal((2 * 7 * 9, 3 * 3 * 2 * 19)).astype(np.float32)
+        cols[:3, :3] = [np.inf, -np.inf, np.nan]
+        bias = rng.standard_normal(2 * 19).astype(np.float32)
+        for k in (3, 2):
+            y0, y1 = (np.empty((2, 15, 19, 38), dtype) for _ in range(2))
+            args = (7, 9, 2, k, k, 2, 2, 1, 1, 1, 0)
+            with np.errstate(invalid="ignore"):
+                _native.col2im(cols[:, :k * k * 38], y0, *args, bias=bias, lo=-1.5, isa=0)
+                _native.col2im(cols[:, :k * k * 38], y1, *args, bias=bias, lo=-1.5, isa=_dispatch.isa_index(),
+                               num_threads=2)
+            np.testing.assert_array_equal(y1, y0)

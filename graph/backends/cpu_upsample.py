@@ -81,7 +81,8 @@ def _make_conv_transpose(node: Node, graph: Graph) -> Runner | None:
             steps.append(_float.gemm2d(a, pw, no_bias, -_INF, _INF, cols[:, g * taps * og:(g + 1) * taps * og],
                                        bind=True))
         steps.append(_native.col2im(cols, yd, h, wd, group, kh, kw, sy, sx, dy, dx, begin[0], begin[1], bias,
-                                    num_threads=_dispatch.get_num_threads(), bind=True))
+                                    num_threads=_dispatch.get_num_threads(), bind=True,
+                                    isa=_dispatch.isa_index()))
         return steps
 
     def nhwc_f32(data: np.ndarray) -> tuple[np.ndarray, list]:
@@ -161,7 +162,7 @@ def _make_resize(node: Node, graph: Graph) -> Runner | None:
             y = np.empty((shape[0], shape[2], shape[3], shape[1]), data.dtype).transpose(0, 3, 1, 2)
         else:
             y = np.empty(shape, data.dtype)
-        _native.resize(data, y, num_threads=_dispatch.get_num_threads(), **kw)
+        _native.resize(data, y, num_threads=_dispatch.get_num_threads(), isa=_dispatch.isa_index(), **kw)
         return {node.outputs[0]: y}
 
     def bind(ins, outs):
@@ -171,7 +172,8 @@ def _make_resize(node: Node, graph: Graph) -> Runner | None:
         shape, kw = prepare(data, [ins[i] if i < len(ins) else None for i in (1, 2, 3)])
         if y.shape != shape:
             return None
-        return _native.resize(data, y, num_threads=_dispatch.get_num_threads(), bind=True, **kw)
+        return _native.resize(data, y, num_threads=_dispatch.get_num_threads(), bind=True, isa=_dispatch.isa_index(),
+                              **kw)
     if constant:
         run.bind = bind
     return _fallback(node, graph, run)

@@ -29,4 +29,7 @@ typedef struct {
 /* Output rows r0 .. r1 of the N * OH rows: y = clamp(sum of taps in increasing (ky, kx)
  * from +0, in float32, + bias). acc: og floats of scratch. */
 void qk_col2im(const qk_col2im_params *p, size_t r0, size_t r1, float *acc);
+/* The build of qk_col2im for ISA path `isa` (as qk_resize_for_isa). */
+typedef void (*qk_col2im_fn)(const qk_col2im_params *p, size_t r0, size_t r1, float *acc);
+qk_col2im_fn qk_col2im_for_isa(int isa);
 #endif

@@ -40,4 +40,8 @@ size_t qk_resize_rows(const qk_resize_params *p);
 size_t qk_resize_scratch_bytes(const qk_resize_params *p);
 /* Rows r0 .. r1 of qk_resize_rows(p). */
 void qk_resize(const qk_resize_params *p, size_t r0, size_t r1, void *scratch);
+/* The build of qk_resize for ISA path `isa` (qk_cpu.h): the portable C compiled with AVX2
+ * on x86 (ISO C, no contraction: the same bits), else the baseline build. */
+typedef void (*qk_resize_fn)(const qk_resize_params *p, size_t r0, size_t r1, void *scratch);
+qk_resize_fn qk_resize_for_isa(int isa);
 #endif
