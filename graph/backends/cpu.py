@@ -1091,5 +1091,3 @@ def _bind_reshape(node: Node, ins, outs):
 _CONSTANT_PARAMS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Clip", "Resize"})
 for _key in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"):
     BINDERS[_key] = _bind_reshape
-
-from . import cpu_upsample  # noqa: E402,F401  (ConvTranspose, Resize: native)
