@@ -487,3 +487,33 @@ def test_each_isa_build_gives_the_portable_bits(isa, dtype, layout):
                 _native.col2im(cols[:, :k * k * 38], y1, *args, bias=bias, lo=-1.5, isa=_dispatch.isa_index(),
                                num_threads=2)
             np.testing.assert_array_equal(y1, y0)
+
+
+def test_col2im_writes_any_view_of_its_output():
+    rng = np.random.default_rng(11)
+    cols = rng.standard_normal((5 * 6, 3 * 3 * 7)).astype(np.float32)
+    bias = rng.standard_normal(7).astype(np.float32)
+    want = _native.col2im(cols, np.empty((1, 11, 13, 7), np.float32), 5, 6, 1, 3, 3, 2, 2, 1, 1, 0, 0, bias=bias)
+    for dtype in (np.float32, np.float16):
+        base = np.zeros((2, 13, 26, 9), dtype)
+        y = base[1:, ::-1, ::-2][:, :11, :13, 1:8][:, :, :, ::-1]     # reversed rows and channels, stepped columns
+        _native.col2im(cols, y, 5, 6, 1, 3, 3, 2, 2, 1, 1, 0, 0, bias=bias)
+        np.testing.assert_array_equal(y, want.astype(dtype))
+
+
+def test_resize_with_scales_computed_at_run_time_runs_native_unbound():
+    """Scales that are not constants: the native runner (tables per call), not bound."""
+    rng = np.random.default_rng(12)
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", 1, None),
+                                            helper.make_tensor_value_info("s", 1, [4])],
+                              [helper.make_tensor_value_info("y", 1, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 8
+    s = Session(model)
+    x = rng.standard_normal((1, 4, 5, 6)).astype(np.float32)
+    for scales in ((1, 1, 2, 2), (1, 1, 0.5, 1.5), (1, 1, 2, 2)):
+        sc = np.array(scales, np.float32)
+        got = s.run(None, {"x": x, "s": sc})[0]
+        np.testing.assert_array_equal(got, _reference(x, scales, mode="linear"))
+    assert "native       1: Resize" in s.explain()
