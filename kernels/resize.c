@@ -159,9 +159,7 @@ void qk_resize_avx2(const qk_resize_params *p, size_t r0, size_t r1, void *scrat
 
 qk_resize_fn qk_resize_for_isa(int isa) {
 #if defined(__x86_64__)
-    if (isa == QK_ISA_AVX2 || isa == QK_ISA_AVX512VNNI || isa == QK_ISA_AVXVNNI || isa == QK_ISA_AVX512VNNI_EMU ||
-        isa == QK_ISA_AVXVNNI_EMU)
-        return qk_resize_avx2;
+    if (qk_isa_has_avx2(isa)) return qk_resize_avx2;
 #endif
     (void)isa;
     return qk_resize;
