@@ -1034,3 +1034,4 @@ def ukernel_dequantize(int kid, cnp.ndarray q, const float[::1] scale, const int
 include "_copy.pxi"
 include "_pool2.pxi"
 include "_eltwise.pxi"
+include "_resize.pxi"

@@ -862,8 +862,8 @@ def test_paddle_hard_swish_fused_into_the_conv_gives_the_unfused_floats(groups, 
                                                    ((1, 1, 1.5, 2), "asymmetric", "floor")])
 @pytest.mark.parametrize("dtype", [np.float32, np.int8])
 def test_nearest_resize_by_whole_factors_on_the_plan(scales, coords, nearest, dtype):
-    """Resize nearest/asymmetric/floor by whole factors is one broadcasting copy in the plan
-    (bound); every case equals the reference, bound or not."""
+    """Resize nearest is bound in the plan (the native loop, graph/backends/cpu_upsample.py)
+    whatever its factors and coordinates; every case equals the reference."""
     rng = np.random.default_rng(6)
     et = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     inits = [numpy_helper.from_array(np.array([], np.float32), "roi"),
@@ -879,7 +879,7 @@ def test_nearest_resize_by_whole_factors_on_the_plan(scales, coords, nearest, dt
     for _ in range(2):
         np.testing.assert_array_equal(s.run(None, {"x": x})[0], want)
     bound = next(p for p in s._plans.values() if p)._idle[0].bound
-    assert bound == (coords == "asymmetric" and all(float(v).is_integer() for v in scales))
+    assert bound == 1
 
 
 @settings(max_examples=30, deadline=None)

@@ -1112,33 +1112,8 @@ def _bind_max_pool(node: Node, ins, outs):
     return partial(_native.max_pool, x, y, *kernel, *strides, *dil, begin[0], begin[1])
 
 
-def _bind_resize_nearest(node: Node, ins, outs):
-    """Resize by whole factors, ``nearest`` with ``asymmetric`` coordinates and ``floor``
-    (output pixel i reads input pixel i // s): one broadcasting copy, exact; other modes
-    run the reference."""
-    x, y = ins[0], outs[0]
-    a = node.attrs
-    if x is None or x.ndim != 4 or x.dtype != y.dtype or len(node.inputs) < 3 or ins[2] is None \
-            or a.get("mode", "nearest") != "nearest" or a.get("coordinate_transformation_mode") != "asymmetric" \
-            or a.get("nearest_mode", "round_prefer_floor") != "floor" or a.get("antialias", 0) or "axes" in a \
-            or (len(ins) > 1 and ins[1] is not None and ins[1].size) or (len(ins) > 3 and ins[3] is not None):
-        return None
-    scales = ins[2].astype(np.float64).reshape(-1)
-    if scales.size != 4 or not np.array_equal(scales[:2], [1, 1]) or np.any(scales[2:] != np.round(scales[2:])) \
-            or np.any(scales[2:] < 1):
-        return None
-    sh, sw = int(scales[2]), int(scales[3])
-    n, c, h, w = x.shape
-    if y.shape != (n, c, h * sh, w * sw):
-        return None
-    s0, s1, s2, s3 = y.strides
-    blocks = np.lib.stride_tricks.as_strided(y, (n, c, h, sh, w, sw), (s0, s1, sh * s2, s2, sw * s3, s3))
-    return partial(np.copyto, blocks, x[:, :, :, None, :, None])
-
-
 for _key in _UFUNCS:
     BINDERS[_key] = _bind_binary
-BINDERS["Resize"] = _bind_resize_nearest
 BINDERS["MaxPool"] = _bind_max_pool
 BINDERS["Relu"] = _bind_relu
 BINDERS["Clip"] = _bind_clip

@@ -21,4 +21,11 @@ enum {
 };
 uint32_t qk_cpu_features(void);
 const char *qk_cpu_arch(void);
+
+/* Whether ISA path `isa` runs on an AVX2 CPU (AVX2 and every path above it): where a
+ * portable loop's AVX2 build may be picked. */
+static inline int qk_isa_has_avx2(int isa) {
+    return isa == QK_ISA_AVX2 || isa == QK_ISA_AVX512VNNI || isa == QK_ISA_AVXVNNI || isa == QK_ISA_AVX512VNNI_EMU ||
+           isa == QK_ISA_AVXVNNI_EMU;
+}
 #endif
