@@ -38,7 +38,7 @@ KIND_DEQUANTIZE = QK_KIND_DEQUANTIZE
 _FEATURE_BITS = {
     "avx2": 1 << 0, "fma": 1 << 1, "f16c": 1 << 2, "avx512f": 1 << 3, "avx512bw": 1 << 4,
     "avx512vnni": 1 << 5, "avxvnni": 1 << 6, "avx512vl": 1 << 7, "asimd": 1 << 8, "asimddp": 1 << 9,
-    "fphp": 1 << 10, "asimdhp": 1 << 11, "i8mm": 1 << 12,
+    "fphp": 1 << 10, "asimdhp": 1 << 11, "i8mm": 1 << 12, "avx512vbmi": 1 << 13,
 }
 
 

@@ -2,6 +2,7 @@
  * the only SIMD is the blocked transpose's tiles (kernels/layout.c picks them). */
 #include <string.h>
 #include "qk_copy.h"
+#include "qk_cpu.h"
 #include "qk_layout.h"
 
 /* A contiguous run at least this long is one memcpy; shorter ones a loop the compiler
@@ -20,6 +21,10 @@ int qk_copy_prepare(qk_copy_op *op, size_t elem, size_t ndim, const size_t *shap
     memset(op, 0, sizeof *op);
     op->elem = elem;
     op->table = table;
+#if defined(__x86_64__)
+    if (table && (qk_cpu_features() & (QK_CPU_AVX512BW | QK_CPU_AVX512VBMI)) == (QK_CPU_AVX512BW | QK_CPU_AVX512VBMI))
+        op->table_row = qk_table_row_vbmi;
+#endif
     op->transpose = -1;
     if (src == NULL) memcpy(op->value, value, elem);
     size_t n[64];
@@ -130,7 +135,10 @@ static void row(const qk_copy_op *op, uint8_t *d, const uint8_t *s, int simd) {
         }
     } else if (op->table != NULL) {
         const uint8_t *t = op->table;
-        for (size_t i = 0; i < n; i++, d += ds, s += ss) *d = t[*s];
+        if (simd && op->table_row && ds == 1 && ss == 1)
+            op->table_row(t, n, d, s);
+        else
+            for (size_t i = 0; i < n; i++, d += ds, s += ss) *d = t[*s];
     } else {
         switch (op->elem) {
         case 1: copy_row(1, n, d, ds, s, ss); break;

@@ -31,6 +31,7 @@ uint32_t qk_cpu_features(void) {
         if (zmm_os && ((b >> 30) & 1)) f |= QK_CPU_AVX512BW;
         if (zmm_os && ((b >> 31) & 1)) f |= QK_CPU_AVX512VL;
         if (zmm_os && ((c >> 11) & 1)) f |= QK_CPU_AVX512VNNI;
+        if (zmm_os && ((c >> 1) & 1)) f |= QK_CPU_AVX512VBMI;
         __cpuid_count(7, 1, a, b, c, d);
         if ((a >> 4) & 1) f |= QK_CPU_AVXVNNI;
     }

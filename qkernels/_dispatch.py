@@ -28,7 +28,7 @@ _REQUIRES = {
     "scalar": (),
 }
 _ARCH_FEATURES = {
-    "x86_64": ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni"),
+    "x86_64": ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512vnni", "avxvnni", "avx512vbmi"),
     "aarch64": ("asimd", "asimddp", "fphp", "asimdhp", "i8mm"),
 }
 class _ThreadState(threading.local):

@@ -122,6 +122,25 @@ def test_table_copy_on_any_views(data, shape, signed):
     assert_same_bits(dst, table[np.asarray(src).view(np.uint8)])
 
 
+@pytest.mark.parametrize("simd", [True, False])
+def test_table_copy_of_contiguous_rows_every_length_and_byte(simd):
+    """Contiguous rows take the SIMD lookup where the CPU has AVX-512 VBMI (64 bytes a
+    step, the tail masked); every length around the steps, every byte value, both ways
+    the same bytes as numpy's indexing, and nothing written past the row."""
+    rng = np.random.default_rng(5)
+    table = rng.permutation(256).astype(np.uint8)
+    for n in [*range(0, 140), 255, 256, 257, 1000, 4099]:
+        src = rng.integers(0, 256, n + 3, dtype=np.uint8)[1:n + 1]
+        buf = np.full(n + 2, 77, np.uint8)
+        _native.BoundCopy([(buf[1:n + 1], src, table)], buf, simd).run()
+        assert_same_bits(buf[1:n + 1], table[src])
+        assert buf[0] == buf[n + 1] == 77
+    every = np.arange(256, dtype=np.uint8)
+    got = np.empty(256, np.uint8)
+    _native.BoundCopy([(got, every, table)], got, simd).run()
+    assert_same_bits(got, table)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.float16, np.float32, np.int64])
 @pytest.mark.parametrize("shape", [(1, 64, 56, 56), (2, 3, 7, 5), (1, 17, 1, 33)])
 def test_transposes_merge_axes_and_run_blocked_with_and_without_simd(shape, dtype):

@@ -17,6 +17,14 @@
 
 /* A prepared copy: dst[i] = src[i] (src NULL: dst[i] = value; table: dst[i] = table[src[i]])
  * over ndim dimensions, outermost first, in the destination's memory order. */
+/* d[i] = t[s[i]] for i < n: a contiguous row through a 256-byte table. */
+typedef void (*qk_table_row_fn)(const uint8_t *t, size_t n, uint8_t *d, const uint8_t *s);
+#if defined(__x86_64__)
+/* AVX-512 VBMI (kernels/avx2/table_vbmi.c): 64 bytes at a time, two vpermi2b over the
+ * table's halves and a blend by the top bit. */
+void qk_table_row_vbmi(const uint8_t *t, size_t n, uint8_t *d, const uint8_t *s);
+#endif
+
 typedef struct {
     uint8_t *dst;
     const uint8_t *src;          /* NULL: a fill */
@@ -28,6 +36,7 @@ typedef struct {
     int transpose;               /* >= 0: the dimension read contiguously, swapped with the last through
                                     qk_transpose (kernels/layout.c); -1: none */
     uint8_t value[8];            /* a fill's element */
+    qk_table_row_fn table_row;   /* the SIMD lookup of a contiguous row, or NULL (the C loop) */
 } qk_copy_op;
 
 /* Prepares `op` for the copy of the region `shape` (ndim <= 64 dimensions) from src (byte

@@ -17,7 +17,7 @@ enum {
     QK_CPU_AVX512F = 1 << 3, QK_CPU_AVX512BW = 1 << 4, QK_CPU_AVX512VNNI = 1 << 5,
     QK_CPU_AVXVNNI = 1 << 6, QK_CPU_AVX512VL = 1 << 7,
     QK_CPU_ASIMD = 1 << 8, QK_CPU_ASIMDDP = 1 << 9, QK_CPU_FPHP = 1 << 10,
-    QK_CPU_ASIMDHP = 1 << 11, QK_CPU_I8MM = 1 << 12,
+    QK_CPU_ASIMDHP = 1 << 11, QK_CPU_I8MM = 1 << 12, QK_CPU_AVX512VBMI = 1 << 13,
 };
 uint32_t qk_cpu_features(void);
 const char *qk_cpu_arch(void);
