@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .. import _dispatch
 from .._layout import convertible, nhwc_to_nchw
 from .backend import PLACEMENTS, Backend, get_backend
 from .errors import RunError
@@ -56,7 +57,6 @@ class Session:
                  fold_limit: int = FOLD_LIMIT, plan: bool = True):
         from . import backends as _builtin   # noqa: F401  (registers cpu and reference)
         if num_threads is not None:
-            from .. import _dispatch
             _dispatch.check_threads(num_threads)
         self.num_threads = num_threads
         if isinstance(fold_limit, bool) or not isinstance(fold_limit, int) or fold_limit < 0:
@@ -76,6 +76,9 @@ class Session:
             self.graph.initializers[name] = _aligned_constant(value)
         self._partitions: list[Partition] = partition(self.graph, self.backends)
         self._kernels = [p.backend.compile(p.nodes, self.graph) for p in self._partitions]
+        self._declared = {v.name: v for v in self.graph.inputs}          # what run() checks
+        self._output_names = tuple(o.name for o in self.graph.outputs)
+        self._output_set = frozenset(self._output_names)
         release_freed_memory()      # loading, folding and packing left freed heap behind
         self._last_use = self._liveness()
         #: bytes of inputs and intermediate values alive at once at the worst point of the
@@ -176,10 +179,10 @@ class Session:
     # ---------------------------------------------------------------- running
 
     def _check_feed(self, info: ValueInfo, value) -> np.ndarray:
-        arr = np.asarray(value)
+        arr = value if type(value) is np.ndarray else np.asarray(value)
         if info.dtype is not None and arr.dtype != info.dtype:
             raise RunError(f"input {info.name!r} must be {info.dtype}, got {arr.dtype}")
-        if info.shape is not None:
+        if info.shape is not None and arr.shape != info.shape:
             if arr.ndim != len(info.shape):
                 raise RunError(f"input {info.name!r} must have {len(info.shape)} dimensions "
                                f"(shape {info.shape}), got shape {arr.shape}")
@@ -196,22 +199,22 @@ class Session:
         code cannot time its nodes is one row): :attr:`last_profile` holds a dict per
         node (``node``, ``op``, ``backend``, ``placement``, ``seconds``) in run order,
         :meth:`format_profile` the table."""
-        if not isinstance(feeds, Mapping):
+        if type(feeds) is not dict and not isinstance(feeds, Mapping):
             raise RunError(f"feeds must be a mapping of input name -> array, got {type(feeds).__name__}")
-        declared = {v.name: v for v in self.graph.inputs}
-        unknown = [k for k in feeds if k not in declared]
-        if unknown:
-            raise RunError(f"unknown input(s) {unknown}; the model's inputs are {list(declared)}")
-        missing = [k for k in declared if k not in feeds]
-        if missing:
-            raise RunError(f"missing input(s) {missing}")
-        names = [o.name for o in self.graph.outputs] if output_names is None else list(output_names)
-        known = {o.name for o in self.graph.outputs}
-        bad = [n for n in names if n not in known]
-        if bad:
-            raise RunError(f"unknown output(s) {bad}; the model's outputs are {sorted(known)}")
+        declared = self._declared
+        if len(feeds) != len(declared) or any(k not in declared for k in feeds):
+            unknown = [k for k in feeds if k not in declared]
+            if unknown:
+                raise RunError(f"unknown input(s) {unknown}; the model's inputs are {list(declared)}")
+            raise RunError(f"missing input(s) {[k for k in declared if k not in feeds]}")
+        if output_names is None:
+            names = list(self._output_names)
+        else:
+            names = list(output_names)
+            bad = [n for n in names if n not in self._output_set]
+            if bad:
+                raise RunError(f"unknown output(s) {bad}; the model's outputs are {sorted(self._output_set)}")
         arrays = {k: self._check_feed(declared[k], v) for k, v in feeds.items()}
-        from .. import _dispatch
         # the session's thread count applies to this thread's calls only, never process-wide
         with _dispatch.use_num_threads(self.num_threads) if self.num_threads is not None else nullcontext():
             rows = [] if profile else None
@@ -226,8 +229,7 @@ class Session:
     # ---------------------------------------------------------------- the plan
 
     def _signature(self, arrays: dict) -> tuple:
-        from .. import _dispatch
-        return (tuple((v.name, arrays[v.name].shape, arrays[v.name].dtype.str) for v in self.graph.inputs),
+        return (tuple([(name, arrays[name].shape, arrays[name].dtype.str) for name in self._declared]),
                 _dispatch.get_num_threads(), _dispatch.isa_index())
 
     def _steps(self) -> list | None:
@@ -277,10 +279,12 @@ class Session:
                 self._plans[key] = None
             return None
 
-        def timer(node, where, seconds):
-            rows.append(self._profile_row(node, seconds, where))
+        timer = None
+        if rows is not None:
+            def timer(node, where, seconds):
+                rows.append(self._profile_row(node, seconds, where))
         try:
-            outputs = plan.run(arrays, names, None if rows is None else timer)
+            outputs = plan.run(arrays, names, timer)
         except Replan:              # shapes that follow the data: this signature runs node by node
             with self._plans_lock:
                 self._plans[key] = None

@@ -439,7 +439,6 @@ cdef class BoundGemm(Bound):
         cdef const qk_conv_geom *geom = self.geom
         cdef const char *a_data = self.a_data
         cdef char *a_packed = self.a_packed
-        cdef char *slab
         cdef int32_t *row_sum = self.row_sum
         cdef uint8_t *scratch = self.scratch
         cdef const qk_out_params *p = &self.p
@@ -455,22 +454,28 @@ cdef class BoundGemm(Bound):
             if m_direct < M:
                 qk_pack_a(k.a_pack, k.mr, k.kr, M - m_direct, K, a_data + m_direct * sm, a_signed, sm, sk,
                           za, a_packed, NULL)
-            for t in prange(n_tiles, num_threads=nt, schedule="static"):
-                _block_direct(k, K, M, N, t // n_blocks if not n_outer else t % m_blocks,
-                              t % n_blocks if not n_outer else t // m_blocks, mc_panels, nc_panels, m_direct,
-                              a_data, sm, a_packed, bp, p, c, c_stride)
+            if nt == 1:         # (an OpenMP region costs a microsecond even for one thread)
+                for t in range(n_tiles):
+                    _tile_direct(k, K, M, N, t, n_outer, m_blocks, n_blocks, mc_panels, nc_panels, m_direct, a_data,
+                                 sm, a_packed, bp, p, c, c_stride)
+            else:
+                for t in prange(n_tiles, num_threads=nt, schedule="static"):
+                    _tile_direct(k, K, M, N, t, n_outer, m_blocks, n_blocks, mc_panels, nc_panels, m_direct, a_data,
+                                 sm, a_packed, bp, p, c, c_stride)
         elif not n_outer and (nt == 1 or m_blocks >= nt):
             # a block of rows at a time (each thread its own blocks): its A panels are
             # packed (mc_panels: sized for L2) right before its tiles read them, not all
             # of A first (a conv's 1.8 MB patch matrix had left L2 by then: 1.45x)
-            for mb in prange(m_blocks, num_threads=nt, schedule="static"):
-                slab = a_packed + threadid() * mc_panels * a_panel_bytes     # this thread's block
-                _pack_panels(k, mb * mc_panels, min(m_panels, (mb + 1) * mc_panels), M, K, a_data, sm, sk,
-                             a_signed, za, geom,
-                             scratch + threadid() * scratch_bytes if scratch != NULL else NULL,
-                             slab, a_panel_bytes, row_sum)
-                for t in range(<Py_ssize_t>n_blocks):
-                    _block(k, K, M, N, mb, t, mc_panels, nc_panels, slab, bp, p, c, c_stride)
+            if nt == 1:
+                for mb in range(m_blocks):
+                    _row_block(k, K, M, N, mb, 0, m_panels, n_blocks, mc_panels, nc_panels, a_data, sm, sk,
+                               a_signed, za, geom, scratch, scratch_bytes, a_packed, a_panel_bytes, row_sum, bp, p,
+                               c, c_stride)
+            else:
+                for mb in prange(m_blocks, num_threads=nt, schedule="static"):
+                    _row_block(k, K, M, N, mb, threadid(), m_panels, n_blocks, mc_panels, nc_panels, a_data, sm,
+                               sk, a_signed, za, geom, scratch, scratch_bytes, a_packed, a_panel_bytes, row_sum, bp,
+                               p, c, c_stride)
         else:
             for t in prange(m_panels, num_threads=nt, schedule="static"):
                 if geom == NULL:
@@ -486,6 +491,31 @@ cdef class BoundGemm(Bound):
                 mb = t // n_blocks if not n_outer else t % m_blocks
                 _block(k, K, M, N, mb, t % n_blocks if not n_outer else t // m_blocks, mc_panels, nc_panels,
                        a_packed + mb * mc_panels * a_panel_bytes, bp, p, c, c_stride)
+
+
+cdef inline void _tile_direct(const qk_ukernel *k, size_t K, size_t M, size_t N, Py_ssize_t t, bint n_outer,
+                              size_t m_blocks, size_t n_blocks, size_t mc_panels, size_t nc_panels, size_t m_direct,
+                              const char *a, Py_ssize_t sm, const char *tail, const void *bp,
+                              const qk_out_params *p, char *c, size_t c_stride) noexcept nogil:
+    """Tile t of a GEMM reading its full A panels in place (rows or columns outside)."""
+    _block_direct(k, K, M, N, t // n_blocks if not n_outer else t % m_blocks,
+                  t % n_blocks if not n_outer else t // m_blocks, mc_panels, nc_panels, m_direct, a, sm, tail, bp,
+                  p, c, c_stride)
+
+
+cdef inline void _row_block(const qk_ukernel *k, size_t K, size_t M, size_t N, size_t mb, int tid, size_t m_panels,
+                            size_t n_blocks, size_t mc_panels, size_t nc_panels, const char *a_data, Py_ssize_t sm,
+                            Py_ssize_t sk, bint a_signed, int32_t za, const qk_conv_geom *geom, uint8_t *scratch,
+                            size_t scratch_bytes, char *a_packed, size_t a_panel_bytes, int32_t *row_sum,
+                            const void *bp, const qk_out_params *p, char *c, size_t c_stride) noexcept nogil:
+    """Row block mb on thread tid: its A panels packed into the thread's slab, then every
+    column block against them."""
+    cdef char *slab = a_packed + tid * mc_panels * a_panel_bytes
+    cdef size_t nb
+    _pack_panels(k, mb * mc_panels, min(m_panels, (mb + 1) * mc_panels), M, K, a_data, sm, sk, a_signed, za, geom,
+                 scratch + tid * scratch_bytes if scratch != NULL else NULL, slab, a_panel_bytes, row_sum)
+    for nb in range(n_blocks):
+        _block(k, K, M, N, mb, nb, mc_panels, nc_panels, slab, bp, p, c, c_stride)
 
 
 cdef inline void _pack_panels(const qk_ukernel *k, size_t p0, size_t p1, size_t M, size_t K, const char *a_data,

@@ -166,17 +166,23 @@ def get_num_threads() -> int:
     return _state.threads or _num_threads
 
 
-@contextlib.contextmanager
-def use_num_threads(n: int):
+class use_num_threads:
     """Use ``n`` threads for the calls of this thread inside the ``with`` block (the
-    process-wide count, and other threads, are untouched)."""
-    n = check_threads(n)
-    prev = _state.threads
-    _state.threads = n
-    try:
-        yield n
-    finally:
-        _state.threads = prev
+    process-wide count, and other threads, are untouched). A class, not a generator:
+    a graph session enters it on every run (a generator's context costs microseconds)."""
+
+    __slots__ = ("n", "prev")
+
+    def __init__(self, n: int):
+        self.n = check_threads(n)
+
+    def __enter__(self) -> int:
+        self.prev = _state.threads
+        _state.threads = self.n
+        return self.n
+
+    def __exit__(self, *exc) -> None:
+        _state.threads = self.prev
 
 
 def cpu_info() -> dict:
