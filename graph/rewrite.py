@@ -30,6 +30,7 @@ import numpy as np
 from .ir import Graph, Node, topological
 
 MS = "com.microsoft"
+QK = "qkernels"          # the runner's own fused operators (reference: graph/backends/reference/fused.py)
 _INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
 
@@ -664,8 +665,44 @@ def _prune(graph: Graph) -> Graph:
     return Graph(nodes, inits, graph.inputs, graph.outputs, graph.opset, graph.name, graph.metadata)
 
 
+def fuse_qlinear_residual_add(graph: Graph) -> Graph:
+    """Fuse com.microsoft ``QLinearAdd`` of a ``QLinearConv``'s result (one group, constant
+    4-D weights, nothing else reading it) and another computed tensor into
+    ``qkernels::QLinearConvAdd`` (inputs: the convolution's eight, the Add's scale and zero
+    point of the convolution's result, the other tensor with its scale and zero point, the
+    Add's output scale and zero point, the convolution's bias): the kernels add each tile
+    while it is in cache, with the QLinearAdd loop itself (the same bits as the two nodes;
+    the reference operator runs the two operators)."""
+    ed = _Editor(graph)
+    for add in graph.nodes:
+        if add.domain != MS or add.op_type != "QLinearAdd" or len(add.inputs) < 7 or not all(add.inputs[:7]) \
+                or ed.taken(add):
+            continue
+        for k in (0, 3):
+            conv = ed.producer_of(add.inputs[k], "QLinearConv")
+            o = 3 - k
+            r = add.inputs[o]
+            if conv is None or ed.taken(conv) or ed.only_consumer(conv.outputs[0]) is not add or r == add.inputs[k] \
+                    or ed.const(r) is not None or len(conv.inputs) < 8 or not all(conv.inputs[:8]) \
+                    or int(conv.attrs.get("group", 1)) != 1:
+                continue
+            w = ed.const(conv.inputs[3])
+            zps = [ed.const(z) for z in (conv.inputs[7], add.inputs[k + 2], add.inputs[o + 2])]
+            zy = ed.const(add.inputs[7]) if len(add.inputs) > 7 and add.inputs[7] else np.zeros((), np.uint8)
+            if w is None or w.ndim != 4 or any(z is None for z in zps) or zy is None \
+                    or len({z.dtype for z in zps + [zy]}) != 1:
+                continue
+            inputs = list(conv.inputs[:8]) + [add.inputs[k + 1], add.inputs[k + 2], r, add.inputs[o + 1],
+                                              add.inputs[o + 2], add.inputs[6],
+                                              add.inputs[7] if len(add.inputs) > 7 else "",
+                                              conv.inputs[8] if len(conv.inputs) > 8 else ""]
+            ed.replace(conv, [Node(conv.name, "QLinearConvAdd", QK, inputs, list(add.outputs), dict(conv.attrs))], add)
+            break
+    return _prune(ed.result())
+
+
 PASSES = (fold_batchnorm, fold_conv_scale_mul, fold_conv_bias_add, qdq_to_integer, fuse_activations, fuse_residual_add,
-          fuse_hard_swish, fold_constant_dequantize)
+          fuse_hard_swish, fold_constant_dequantize, fuse_qlinear_residual_add)
 
 
 def rewrite(graph: Graph) -> Graph:

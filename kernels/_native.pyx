@@ -124,6 +124,7 @@ cdef qk_out_params _out_params(int mode, bint out_signed, int32_t zy, int32_t lo
     p.bias_f = p.res_f = NULL
     p.res_stride = 0
     p.act = QK_ACT_NONE
+    p.post_b = NULL
     return p
 
 
@@ -176,18 +177,30 @@ cdef class ConvSource:
 def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
          cnp.ndarray col_add, cnp.ndarray col_zb, bint need_row_sum, int mode, bint out_signed,
          int32_t zy, int32_t lo, int32_t hi, cnp.ndarray scale, cnp.ndarray mult, cnp.ndarray shift,
-         cnp.ndarray out, int num_threads, bint bind=False):
+         cnp.ndarray out, int num_threads, bint bind=False, post=None):
     """C = output_stage(A (M, K) . packed B) into `out` (M, N): rows contiguous, any
     row stride. A is a matrix (ndarray, any strides) or a ConvSource. `bind`: return
-    the call bound (BoundGemm: run() repeats it) instead of running it.
+    the call bound (BoundGemm: run() repeats it) instead of running it. ``post``: None,
+    or (isa, b, s1, z1, sb, zb, sy, zy), a fused QLinearAdd of each stored tile and b
+    (M, N) of the output's dtype, columns contiguous (qk_output.h; int8/uint8 modes).
 
     The caller (qkernels._gemm) guarantees dtypes, contiguity and lengths of the
     per-column arrays (col_add, col_zb, scale, mult, shift: int32/float32, >= N)."""
     cdef const qk_ukernel *k = _kernel(kid)
     cdef qk_out_params p = _out_params(mode, out_signed, zy, lo, hi, col_add, scale, mult, shift)
+    cdef cnp.ndarray pb = None
     p.col_zb = <const int32_t *>_ptr(col_zb)
+    if post is not None:
+        isa, pb, s1, z1, sb, zb, sy, zy = post
+        m = a.m if isinstance(a, ConvSource) else a.shape[0]
+        if (mode != QK_OUT_FP32 and mode != QK_OUT_FIXEDPOINT) or pb.dtype != out.dtype or pb.ndim != 2 or \
+                pb.shape[0] != m or <size_t>pb.shape[1] != N or (N > 1 and pb.strides[1] != 1) or pb.strides[0] < 0:
+            raise ValueError("post: an int8/uint8 output and b (M, N) of its dtype, columns contiguous")
+        p.post_b, p.post_stride = _ptr(pb), pb.strides[0]
+        p.post_s1, p.post_z1, p.post_sb, p.post_zb, p.post_sy, p.post_zy = s1, z1, sb, zb, sy, zy
+        p.post_fn = qk_qlinear_binary_for_isa(isa)
     return _gemm_run(k, a, a_signed, za, b_packed, N, need_row_sum, &p, out, num_threads, bind,
-                     (col_add, col_zb, scale, mult, shift))
+                     (col_add, col_zb, scale, mult, shift, pb))
 
 
 def gemm_float(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bias, float flo, float fhi,

@@ -1,6 +1,7 @@
 /* The tile loop: runs a GEMM micro-kernel over the tiles of one block and hands each
  * tile to its output stage (or its fused entry, for full tiles where it has one).
  * Portable C, compiled without ISA flags. */
+#include "qk_quant.h"
 #include "qk_registry.h"
 
 #define QK_MAX_TILE (12 * 32)   /* the largest MR x NR in the registry */
@@ -25,6 +26,16 @@ static const qk_ukernel *narrowest(const qk_ukernel *kern, size_t mc) {
     return best;
 }
 
+/* The fused QLinearAdd of a stored tile (qk_output.h, post_b), row by row, in place. */
+static void post_tile(const qk_out_params *p, size_t m, size_t n, size_t mc, size_t nc, void *c, size_t c_stride) {
+    for (size_t i = 0; i < mc; i++) {
+        char *row = (char *)c + (m + i) * c_stride + n;
+        p->post_fn(nc, QK_BINARY_ADD, p->out_signed, row, p->post_s1, p->post_z1,
+                   (const char *)p->post_b + (m + i) * p->post_stride + n, p->post_sb, p->post_zb, p->post_sy,
+                   p->post_zy, row);
+    }
+}
+
 void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
                    size_t n0, size_t n1, const void *a_packed, const void *b_packed,
                    const qk_out_params *p, void *c, size_t c_stride) {
@@ -46,10 +57,11 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
             size_t nc = n1 - n < nr ? n1 - n : nr;
             if (fuse_u && nc % 16 == 0) {   /* a last panel's 16-column strips too */
                 u->fused(k_groups, ap, bp, m, n, nc, p, c, c_stride);
-                continue;
+            } else {
+                u->gemm(k_groups, ap, bp, acc);
+                u->output(mc, nc, acc, nr, m, n, p, c, c_stride);
             }
-            u->gemm(k_groups, ap, bp, acc);
-            u->output(mc, nc, acc, nr, m, n, p, c, c_stride);
+            if (p->post_b) post_tile(p, m, n, mc, nc, c, c_stride);
         }
     }
 }

@@ -40,6 +40,12 @@ cdef extern from "qk_output.h" nogil:
         size_t res_stride
         int act
         float act_add, act_lo, act_hi, act_div
+        const void *post_b
+        size_t post_stride
+        float post_s1, post_sb, post_sy
+        int32_t post_z1, post_zb, post_zy
+        void (*post_fn)(size_t, int, int, const void *, float, int32_t, const void *, float, int32_t, float,
+                        int32_t, void *)
     ctypedef void (*qk_output_fn)(size_t, size_t, const int32_t *, size_t, size_t, size_t,
                                   const qk_out_params *, void *, size_t)
 

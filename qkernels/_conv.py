@@ -163,13 +163,16 @@ class ConvCall:
         params = self.result_params
         return res if params is None else QTensor._trusted(res, *params)
 
-    def bind(self, xd: np.ndarray, res2d: np.ndarray) -> list:
+    def bind(self, xd: np.ndarray, res2d: np.ndarray, post=None) -> list:
         """The native calls of this convolution of NHWC data ``xd`` (the prepared shape
         and dtype, channels adjacent) into ``res2d`` (pixels, O), bound to both: ``run()``
-        each, in order (unchecked: the caller validated both)."""
+        each, in order (unchecked: the caller validated both). ``post``: a fused
+        QLinearAdd of the result (``_native.gemm``; one group, not depthwise)."""
         pw, o = self.pw, self.shape_nhwc[3]
         if not res2d.size:
             return []
+        if post is not None and (pw.depthwise or pw.groups > 1):
+            raise ValueError("a fused QLinearAdd needs a convolution of one group")
         if xd.shape[3] == 1 and xd.strides[3] != 1:   # one channel: its stride is arbitrary (numpy's choice)
             xd = np.lib.stride_tricks.as_strided(xd, strides=xd.strides[:3] + (1,), writeable=False)
         if pw.depthwise:
@@ -181,5 +184,6 @@ class ConvCall:
             src = rows_view(xg) if self.pointwise else None   # (N*H*W, C) when pixels lie at one stride
             if src is None:
                 src = _native.ConvSource(xg.view(np.uint8), *self.geometry)
-            calls.append(gemm.run(src, res2d[:, g * og:(g + 1) * og] if pw.groups > 1 else res2d, bind=True))
+            calls.append(gemm.run(src, res2d[:, g * og:(g + 1) * og] if pw.groups > 1 else res2d, bind=True,
+                                  post=post))
         return calls

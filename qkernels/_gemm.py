@@ -146,14 +146,15 @@ class GemmCall:
         self.scale, self.mult, self.shift = requant_terms(spec.mode, sa, pw.scale, spec.scale)
         self.result_params = result_params(spec)
 
-    def run(self, a, out: np.ndarray, bind: bool = False):
+    def run(self, a, out: np.ndarray, bind: bool = False, post=None):
         """out (M, N) = the output stage of ``a`` (M, K) times B, returned. ``a``: a
         matrix of A's dtype (any strides) or a ``_native.ConvSource`` (implicit patches);
         ``out``: rows of N contiguous, any row stride. Unchecked: the caller validated both.
-        ``bind``: the call bound to these arrays (``_native.BoundGemm``), not run."""
+        ``bind``: the call bound to these arrays (``_native.BoundGemm``), not run.
+        ``post``: a fused QLinearAdd of each stored tile (``_native.gemm``)."""
         return _native.gemm(self.kid, a, self.a_signed, self.za, self.packed, self.n, self.col_add, self.col_zb,
                             self.need_row_sum, self.mode, self.out_signed, self.zy, self.lo, self.hi, self.scale,
-                            self.mult, self.shift, out, _dispatch.get_num_threads(), bind)
+                            self.mult, self.shift, out, _dispatch.get_num_threads(), bind, post)
 
 
 def _pairs_fit_128(b: np.ndarray, signed: bool) -> bool:

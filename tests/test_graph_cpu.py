@@ -915,3 +915,55 @@ def test_qlinear_add_and_mul_of_a_constant_equal_the_reference(op, signed, first
     assert step[2] and planned.placement(planned.graph.nodes[0]) == "native"   # bound, native
     if int(np.prod(const_shape)) == 1 and len(const_shape) <= 4:
         assert isinstance(step[1][0], _native.BoundCopy)                        # the byte table
+
+
+@settings(max_examples=25, deadline=None)
+@given(signed=st.booleans(), conv_first=st.booleans(), skip=st.sampled_from(["conv", "input"]),
+       seed=st.integers(0, 2**31), c=st.sampled_from([1, 5, 16, 33]), hw=st.sampled_from([(1, 1), (5, 7), (12, 13)]))
+def test_qlinear_conv_and_residual_add_fused_equal_the_two_nodes(signed, conv_first, skip, seed, c, hw):
+    """QLinearConv -> QLinearAdd with another tensor (another convolution's NHWC result,
+    or an NCHW feed): fused into qkernels::QLinearConvAdd, bound as one convolution whose
+    tiles the QLinearAdd loop finishes (when the other tensor lies in NHWC rows), the
+    unfused graph's bits node by node and on the plan, the reference's, and ONNX Runtime's
+    within its one-step tie difference."""
+    rng = np.random.default_rng(seed)
+    dt = np.int8 if signed else np.uint8
+    et = helper.np_dtype_to_tensor_dtype(np.dtype(dt))
+    info = np.iinfo(dt)
+
+    def q(name, s, z):
+        return [numpy_helper.from_array(np.array(s, np.float32), f"{name}_s"),
+                numpy_helper.from_array(np.array(z, dt), f"{name}_z")]
+    zs = {k: int(rng.integers(info.min // 2, info.max // 2)) for k in "xtry"}
+    inits = q("x", 0.05, zs["x"]) + q("t", 0.11, zs["t"]) + q("r", 0.09, zs["r"]) + q("y", 0.15, zs["y"])
+    inits += [numpy_helper.from_array(rng.integers(-127, 128, (c, 3, 3, 3)).astype(np.int8), "w"),
+              numpy_helper.from_array(np.array(0.004, np.float32), "w_s"),
+              numpy_helper.from_array(np.array(0, np.int8), "w_z"),
+              numpy_helper.from_array(rng.integers(-2000, 2000, c).astype(np.int32), "bias")]
+    conv = lambda x, out: helper.make_node(  # noqa: E731
+        "QLinearConv", [x, "x_s", "x_z", "w", "w_s", "w_z", out + "_s" if out != "t" else "t_s",
+                        out + "_z" if out != "t" else "t_z", "bias"], [out], pads=[1, 1, 1, 1])
+    nodes = [conv("x", "t")]
+    if skip == "conv":
+        nodes.append(conv("x", "r"))
+        ins = [helper.make_tensor_value_info("x", et, [1, 3, *hw])]
+    else:
+        ins = [helper.make_tensor_value_info("x", et, [1, 3, *hw]), helper.make_tensor_value_info("r", et, [1, c, *hw])]
+    a, b = (["t", "t_s", "t_z"], ["r", "r_s", "r_z"]) if conv_first else (["r", "r_s", "r_z"], ["t", "t_s", "t_z"])
+    nodes.append(helper.make_node("QLinearAdd", a + b + ["y_s", "y_z"], ["y"], domain="com.microsoft"))
+    model = _model(nodes, ins, [helper.make_tensor_value_info("y", et, None)], inits, ms=True)
+    feeds = {"x": rng.integers(info.min, info.max + 1, (1, 3, *hw)).astype(dt)}
+    if skip == "input":
+        feeds["r"] = rng.integers(info.min, info.max + 1, (1, c, *hw)).astype(dt)
+    want = reference_session(model).run(None, feeds)[0]
+    planned, nodes_run = Session(model, num_threads=1), Session(model, num_threads=1, plan=False)
+    assert any(n.op_type == "QLinearConvAdd" for n in planned.graph.nodes)
+    for _ in range(2):
+        np.testing.assert_array_equal(planned.run(None, feeds)[0], want)
+    np.testing.assert_array_equal(nodes_run.run(None, feeds)[0], want)
+    (pool,) = [p for p in planned._plans.values() if p is not None]
+    fused = [st for st in pool._idle[0].steps if st[0].op_type == "QLinearConvAdd"]
+    assert fused and (fused[0][2] or skip == "input")       # bound when the other tensor is NHWC rows
+    ort = pytest.importorskip("onnxruntime")
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1

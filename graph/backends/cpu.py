@@ -29,7 +29,7 @@ import numpy as np
 from functools import partial
 
 from ... import _api, _conv, _dispatch, _float, _native
-from ..._common import output_rows
+from ..._common import output_rows, rows_view
 from ..._layout import convertible, nchw_to_nhwc, transpose_into
 from ..._qtensor import QTensor, _native_params, dequantize, quantize
 from ..._requant import output_spec
@@ -342,6 +342,13 @@ def apply_activation(y: np.ndarray, activation) -> np.ndarray:
 
 @kernel("QLinearConv", "ConvInteger", attrs=_CONV_ATTRS)
 def _make_qconv(node: Node, graph: Graph) -> Runner | None:
+    run = _qconv_runner(node, graph)
+    return None if run is None else _fallback(node, graph, run)
+
+
+def _qconv_runner(node: Node, graph: Graph) -> Runner | None:
+    """The int8 convolution's runner (its ``bind(ins, outs, post=None)`` takes a fused
+    QLinearAdd of the result, ``_native.gemm``'s ``post``), before the reference fallback."""
     if node.op_type == "QLinearConv":
         x, sx, zx, w, sw, zw, sy, zy, b = _inputs(node, 9)
     else:
@@ -394,7 +401,7 @@ def _make_qconv(node: Node, graph: Graph) -> Runner | None:
         # (numpy's order="K"), so chains of convolutions stay NHWC in memory
         return {result: y.transpose(0, 3, 1, 2)}
 
-    def bind(ins, outs):
+    def bind(ins, outs, post=None):
         data, y = ins[0], outs[0]
         if not constant or data is None or data.ndim != 4 or not convertible(data.dtype):
             return None
@@ -408,8 +415,42 @@ def _make_qconv(node: Node, graph: Graph) -> Runner | None:
         rows = output_rows(res) if res.flags.writeable else None
         if res.shape != call.shape_nhwc or res.dtype != call.out_dtype or rows is None:
             return None
-        return _chain(pre + call.bind(xd, rows))
+        return _chain(pre + call.bind(xd, rows, post))
     constant = _constant_params(node, graph)
+    run.bind = bind
+    return run
+
+
+@kernel("qkernels::QLinearConvAdd", attrs=_CONV_ATTRS)
+def _make_qconv_add(node: Node, graph: Graph) -> Runner | None:
+    """The fused residual Add of a quantized CNN (graph/rewrite.py: fuse_qlinear_residual_add):
+    node by node the convolution's runner then the QLinearAdd's (the two nodes' code); on
+    the plan one bound convolution whose tiles the QLinearAdd loop adds to the other tensor
+    as they are stored, when that tensor lies in the result's memory order (NHWC rows)."""
+    x, sx, zx, w, sw, zw, sy, zy, ts, tz, r, rs, rz, ys, yz, b = _inputs(node, 16)
+    t = f"{node.outputs[0]}/conv"
+    conv = Node(f"{node.name}/conv", "QLinearConv", "", [x, sx, zx, w, sw, zw, sy, zy, b], [t], dict(node.attrs))
+    add = Node(f"{node.name}/add", "QLinearAdd", "com.microsoft", [t, ts, tz, r, rs, rz, ys, yz], list(node.outputs))
+    conv_run = _qconv_runner(conv, graph)
+    add_run = _make_qlinear_binary(add, graph)
+    params = [_QParams(graph, s_, z_) for s_, z_ in ((ts, tz), (rs, rz), (ys, yz))]
+    if conv_run is None or add_run is None or not all(q.const for q in params):
+        return None
+    (st, zt), (sr, zr), (sy_, zy_) = ((q.scale, q.zp) for q in params)
+
+    def run(values):
+        return add_run({**values, t: conv_run(values)[t]})
+
+    def bind(ins, outs):
+        ins = list(ins) + [None] * (16 - len(ins))
+        other, y = ins[10], outs[0]
+        if other is None or other.dtype != y.dtype or other.shape != y.shape or y.ndim != 4:
+            return None
+        rows = rows_view(other.transpose(0, 2, 3, 1))
+        if rows is None or (rows.shape[1] > 1 and rows.strides[1] != 1):
+            return None
+        post = (_dispatch.isa_index(), rows, st, zt, sr, zr, sy_, zy_)
+        return conv_run.bind(ins[:8] + ins[15:16], outs, post)
     run.bind = bind
     return _fallback(node, graph, run)
 

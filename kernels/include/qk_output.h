@@ -36,6 +36,19 @@ typedef struct {
        as its exports spell it (Add, Clip, Mul, Div): v = (v * min(max(v + add, lo), hi)) / div */
     int act;
     float act_add, act_lo, act_hi, act_div;
+    /* int8/uint8 modes (GEMM tiles, kernels/gemm_block.c): NULL, or a fused com.microsoft
+       QLinearAdd after each stored tile: the tile (this GEMM's quantized result, read as
+       scale post_s1 / zero point post_z1) plus an int8/uint8 tensor of the output's layout
+       (row m at (const char *)post_b + m * post_stride, columns contiguous, post_sb /
+       post_zb), quantized by post_sy / post_zy and written in place by post_fn (the
+       QLinearAdd loop of kernels/qbinary.c, so its bits): a quantized CNN's residual Add
+       while the tile is in cache. */
+    const void *post_b;
+    size_t post_stride;
+    float post_s1, post_sb, post_sy;
+    int32_t post_z1, post_zb, post_zy;
+    void (*post_fn)(size_t n, int op, int is_signed, const void *a, float sa, int32_t za, const void *b, float sb,
+                    int32_t zb, float sy, int32_t zy, void *y);
 } qk_out_params;
 
 enum { QK_ACT_NONE = 0, QK_ACT_HSWISH_DIV = 1 };

@@ -28,7 +28,7 @@ from __future__ import annotations
 from ...backend import Backend, run_steps
 from ...ir import Graph, Node
 # the families register their operators into the registry when imported
-from . import (activations, cast, conv, elementwise, generators, indexing, linalg, logical,  # noqa: F401
+from . import (activations, cast, conv, elementwise, fused, generators, indexing, linalg, logical,  # noqa: F401
                normalization, ort_contrib, quantized, reduction, resize, shape)
 from .registry import ARITY, ATTRS, CHECKS, OPS, op, run_node, why_not
 
