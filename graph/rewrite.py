@@ -29,6 +29,8 @@ import numpy as np
 
 from .ir import Graph, Node, topological
 
+from .backends.reference import run_node
+
 MS = "com.microsoft"
 QK = "qkernels"          # the runner's own fused operators (reference: graph/backends/reference/fused.py)
 _INT8 = (np.dtype(np.int8), np.dtype(np.uint8))
@@ -345,6 +347,8 @@ def qdq_to_integer(graph: Graph) -> Graph:
             _qdq_mover(ed, node)
         elif node.op_type in ("Add", "Mul", "GlobalAveragePool"):
             _qdq_contrib(ed, node)
+        if node.op_type in _TABLE_OPS and not ed.taken(node):
+            _qdq_table(ed, node)
     return _prune(ed.result())
 
 
@@ -465,6 +469,53 @@ def _replace_quantized(ed: _Editor, node: Node, new_op: str, domain: str, inputs
     hi_name = ed.add_const(f"{node.name}/clamp_max", np.array(hi, zy.dtype))
     ed.replace(node, [Node(node.name, new_op, domain, inputs, [raw], attrs),
                       Node(f"{node.name}/clamp", "Clip", "", [raw, lo_name, hi_name], [result], {})], *removed)
+
+
+#: elementwise float operators that a QDQ pair around them makes a function of one byte
+#: (every operand but the first a constant number)
+_TABLE_OPS = {"Relu", "Clip", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh", "LeakyRelu", "Neg", "Abs", "Exp",
+              "Erf", "Softplus", "Elu", "Selu", "Celu", "Sqrt", "Div", "Mul", "Add", "Sub", "Pow"}
+
+
+def _qdq_table(ed: _Editor, node: Node) -> None:
+    """``DequantizeLinear(x_q) -> node -> QuantizeLinear`` (per tensor, ``node`` elementwise
+    with constant numbers as its other operands, nothing else reading its output) becomes
+    ``qkernels::TableLookup(x_q, table)``: the 256 results of the three operators, computed
+    once by the reference operators on every value of x_q's dtype (their bits, per element,
+    as on the tensor)."""
+    if len(node.outputs) != 1 or not node.inputs or ed.taken(node):
+        return
+    x = _activation_input(ed, node.inputs[0])
+    quant = ed.only_consumer(node.outputs[0])
+    if x is None or quant is None or quant.domain or quant.op_type != "QuantizeLinear" or ed.taken(quant) \
+            or len(quant.inputs) < 3:
+        return
+    sy, zy = ed.const(quant.inputs[1]), ed.const(quant.inputs[2])
+    if not _scalar(sy) or not _scalar(zy) or sy.dtype != np.float32 or zy.dtype not in _INT8 \
+            or _attr(quant, "output_dtype", 0) or not _attr(quant, "saturate", 1):
+        return
+    consts = {}
+    for name in node.inputs[1:]:
+        v = ed.const(name) if name else None
+        if name and (v is None or v.size != 1 or v.ndim > 1):
+            return
+        if name:
+            consts[name] = v
+    dq = ed.producer_of(node.inputs[0], "DequantizeLinear")
+    values = {i: ed.const(i) for i in dq.inputs[1:] if i}
+    values.update(consts)
+    values[quant.inputs[1]], values[quant.inputs[2]] = sy, zy
+    values[dq.inputs[0]] = np.arange(256, dtype=np.uint8).view(x[3].dtype)
+    try:
+        for step in (dq, node, quant):
+            values.update(run_node(step, values))
+    except Exception:   # an operator the reference refuses here: left as it is
+        return
+    table = np.asarray(values[quant.outputs[0]])
+    if table.shape != (256,) or table.dtype != zy.dtype:
+        return
+    name = ed.add_const(f"{node.name}/table", np.ascontiguousarray(table))
+    ed.replace(node, [Node(node.name, "TableLookup", QK, [x[0], name], [quant.outputs[0]], {})], quant)
 
 
 def _qdq_mover(ed: _Editor, node: Node) -> None:

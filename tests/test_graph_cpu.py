@@ -967,3 +967,51 @@ def test_qlinear_conv_and_residual_add_fused_equal_the_two_nodes(signed, conv_fi
     ort = pytest.importorskip("onnxruntime")
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(op=st.sampled_from(["Sigmoid", "HardSigmoid", "Div", "Mul", "Clip", "LeakyRelu", "Tanh", "HardSwish", "Relu"]),
+       signed_in=st.booleans(), signed_out=st.booleans(), seed=st.integers(0, 2**31), shared=st.booleans())
+def test_a_dequantize_op_quantize_chain_is_one_byte_table(op, signed_in, signed_out, seed, shared):
+    """DequantizeLinear -> an elementwise op with constant operands -> QuantizeLinear is one
+    qkernels::TableLookup (the three reference operators on every byte value, once): the
+    reference's bits for the unfused chain, node by node and on the plan, bound; a chain
+    whose op result is read elsewhere too stays as it is."""
+    rng = np.random.default_rng(seed)
+    din, dout = (np.int8 if signed_in else np.uint8), (np.int8 if signed_out else np.uint8)
+    ein, eout = (helper.np_dtype_to_tensor_dtype(np.dtype(d)) for d in (din, dout))
+    zi, zo = (int(rng.integers(np.iinfo(d).min // 2, np.iinfo(d).max // 2)) for d in (din, dout))
+    inits = [numpy_helper.from_array(np.array(2.0 ** rng.uniform(-6, -1), np.float32), "s_in"),
+             numpy_helper.from_array(np.array(zi, din), "z_in"),
+             numpy_helper.from_array(np.array(2.0 ** rng.uniform(-8, -2), np.float32), "s_out"),
+             numpy_helper.from_array(np.array(zo, dout), "z_out"),
+             numpy_helper.from_array(np.array(rng.uniform(0.5, 7), np.float32), "k"),
+             numpy_helper.from_array(np.array(-0.5, np.float32), "lo"),
+             numpy_helper.from_array(np.array(1.5, np.float32), "hi")]
+    extra = {"Div": ["k"], "Mul": ["k"], "Clip": ["lo", "hi"]}.get(op, [])
+    attrs = {"alpha": 0.1} if op == "LeakyRelu" else {}
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s_in", "z_in"], ["f"]),
+             helper.make_node(op, ["f"] + extra, ["g"], **attrs),
+             helper.make_node("QuantizeLinear", ["g", "s_out", "z_out"], ["y"])]
+    outs = [helper.make_tensor_value_info("y", eout, None)]
+    if shared:
+        outs.append(helper.make_tensor_value_info("g", TensorProto.FLOAT, None))
+    model = _model(nodes, [helper.make_tensor_value_info("x", ein, [2, 3, 5, 7])], outs, inits)
+    x = rng.integers(np.iinfo(din).min, np.iinfo(din).max + 1, (2, 3, 5, 7)).astype(din)
+    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)    # any memory order
+    want = reference_session(model).run(None, {"x": np.ascontiguousarray(x)})
+    planned, nodes_run = Session(model, num_threads=1), Session(model, num_threads=1, plan=False)
+    for _ in range(2):
+        got = planned.run(None, {"x": x})
+        for g, n in zip(got, nodes_run.run(None, {"x": x})):
+            np.testing.assert_array_equal(g, n)
+    if shared:   # unfused: the cpu backend's own float op (within its ulp bound), then Q
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-7)
+        assert np.abs(got[0].astype(int) - want[0].astype(int)).max() <= 1
+    else:        # the table: the reference operators' bits
+        np.testing.assert_array_equal(got[0], want[0])
+    tables = [n for n in planned.graph.nodes if n.op_type == "TableLookup"]
+    assert len(tables) == (0 if shared else 1)
+    if not shared:
+        (pool,) = [p for p in planned._plans.values() if p is not None]
+        assert all(st[2] for st in pool._idle[0].steps if st[0].op_type == "TableLookup")

@@ -773,6 +773,39 @@ def _make_qlinear_binary(node: Node, graph: Graph) -> Runner | None:
     return _fallback(node, graph, run)
 
 
+@kernel("qkernels::TableLookup")
+def _make_table_lookup(node: Node, graph: Graph) -> Runner | None:
+    """A DequantizeLinear -> elementwise op -> QuantizeLinear chain as its byte table
+    (graph/rewrite.py: _qdq_table): one native lookup over the value's memory."""
+    table = _const(graph, node.inputs[1]) if len(node.inputs) > 1 else None
+    if table is None or table.shape != (256,) or table.dtype not in _INT8:
+        return None
+    return _byte_table(node, graph, node.inputs[0], node.outputs[0], table.view(np.uint8), table.dtype)
+
+
+def _byte_table(node: Node, graph: Graph, x: str, result: str, table: np.ndarray, out_dtype,
+                broadcasts_with: np.ndarray | None = None) -> Runner:
+    """y = table[x] over int8/uint8 ``x``'s bytes (``table``: 256 bytes of ``out_dtype``),
+    y in x's memory order; node by node and bound, one ``_native.BoundCopy``."""
+    def lookup(data, y):
+        if data is None or data.dtype not in _INT8 or y.shape != data.shape or y.dtype != out_dtype or (
+                broadcasts_with is not None and np.broadcast_shapes(data.shape, broadcasts_with.shape) != data.shape):
+            return None
+        return _native.BoundCopy([(y.view(np.uint8), data.view(np.uint8), table)], out=y)
+
+    def run(values):
+        data = values[x]
+        y = np.empty_like(data, dtype=out_dtype) if data.dtype in _INT8 else None
+        call = None if y is None else lookup(data, y)
+        if call is None:
+            raise _NotServed
+        call()
+        return {result: y}
+
+    run.bind = lambda ins, outs: lookup(ins[list(node.inputs).index(x)], outs[0])
+    return _fallback(node, graph, run)
+
+
 def _qlinear_table(node: Node, graph: Graph, dtype, result: str, x: str, c: np.ndarray, loop, params, k: int):
     """QLinearAdd/Mul of ``x`` and the constant number ``c`` (operand ``k``): the loop's
     (``loop(fa, sa, za, fb, sb, zb, sy, zy, fy)``) result for each of the 256 values of
@@ -782,25 +815,7 @@ def _qlinear_table(node: Node, graph: Graph, dtype, result: str, x: str, c: np.n
     table = np.empty(256, dtype)
     sa, za, sb, zb, sy, zy = params
     loop(*((same, sa, za, every, sb, zb) if k == 0 else (every, sa, za, same, sb, zb)), sy, zy, table)
-    table = table.view(np.uint8)
-
-    def lookup(data, y):
-        if data is None or data.dtype != dtype or y.shape != data.shape or y.dtype != dtype \
-                or np.broadcast_shapes(data.shape, c.shape) != data.shape:
-            return None
-        return _native.BoundCopy([(y.view(np.uint8), data.view(np.uint8), table)], out=y)
-
-    def run(values):
-        data = values[x]
-        y = np.empty_like(data) if data.dtype == dtype else None
-        call = None if y is None else lookup(data, y)
-        if call is None:
-            raise _NotServed
-        call()
-        return {result: y}
-
-    run.bind = lambda ins, outs: lookup(ins[3 if k == 0 else 0], outs[0])
-    return _fallback(node, graph, run)
+    return _byte_table(node, graph, x, result, table.view(np.uint8), dtype, c)
 
 
 # ------------------------------------------------------------------ global pooling

@@ -3,6 +3,8 @@ rewrites, graph/rewrite.py): each the operators it fuses, one after the other, s
 reference gives exactly the unfused graph's values."""
 from __future__ import annotations
 
+import numpy as np
+
 from .conv import CONV_ATTRS, check_auto_pad
 from .ort_contrib import _qlinear_add
 from .quantized import _qlinear_conv
@@ -17,3 +19,10 @@ def _qlinear_conv_add(node, x, sx, zx, w, sw, zw, sy, zy, ts, tz, r, rs, rz, ys,
     with ts, tz) and r (rs, rz) into (ys, yz)."""
     t = _qlinear_conv(node, x, sx, zx, w, sw, zw, sy, zy, b)
     return _qlinear_add(node, t, ts, tz, r, rs, rz, ys, yz)
+
+
+@op("TableLookup", domain=QK, attrs=())
+def _table_lookup(node, x, table):
+    """table[x] for int8/uint8 x (its byte as the index) and a 256-value table: a
+    DequantizeLinear -> elementwise op -> QuantizeLinear chain made once (graph/rewrite.py)."""
+    return np.asarray(table)[np.asarray(x).view(np.uint8)]
