@@ -279,10 +279,8 @@ class Session:
                 self._plans[key] = None
             return None
 
-        timer = None
-        if rows is not None:
-            def timer(node, where, seconds):
-                rows.append(self._profile_row(node, seconds, where))
+        timer = None if rows is None else (
+            lambda node, where, seconds: rows.append(self._profile_row(node, seconds, where)))
         try:
             outputs = plan.run(arrays, names, timer)
         except Replan:              # shapes that follow the data: this signature runs node by node

@@ -22,7 +22,6 @@ cdef extern from "qk_eltwise.h" nogil:
         qk_elt_binary_fn binary_f32
         qk_elt_softmax_fn softmax_f32
     const qk_eltwise_kernels *qk_eltwise_for_isa(int isa)
-    void qk_lut_u8(size_t n, const uint8_t *table, const uint8_t *x, uint8_t *y)
 
 #: op name -> its code in qk_eltwise.h (eltwise_unary's ``op``)
 ELTWISE_UNARY = {"Relu": QK_ELT_RELU, "Clip": QK_ELT_CLIP, "HardSigmoid": QK_ELT_HARDSIGMOID,
@@ -148,30 +147,4 @@ def softmax(int isa, cnp.ndarray x, cnp.ndarray y, size_t rows, size_t length, b
     cdef BoundSoftmax b = BoundSoftmax()
     b.k, b.log, b.rows, b.length = qk_eltwise_for_isa(isa), log, rows, length
     b.x, b.y, b.out, b.keep = <const float *>_ptr(x), <float *>_ptr(y), y, x
-    return b if bind else b.run()
-
-
-cdef class BoundLut(Bound):
-    """y[i] = table[x[i]] over 1-byte runs (an int8/uint8 activation's 256 results)."""
-    cdef size_t n
-    cdef const uint8_t *t
-    cdef const uint8_t *x
-    cdef uint8_t *y
-    cdef object keep
-
-    cdef void execute(self) noexcept nogil:
-        qk_lut_u8(self.n, self.t, self.x, self.y)
-
-
-def lut_apply(cnp.ndarray table, cnp.ndarray x, cnp.ndarray y, bint bind=False):
-    """y[i] = table[x[i] as a byte] over 1-D contiguous int8/uint8 runs of one length;
-    table: 256 contiguous 1-byte values (indexed by the byte of x: for int8, value v at
-    v & 255), of y's dtype."""
-    if table.ndim != 1 or table.shape[0] != 256 or table.itemsize != 1 or not table.flags.c_contiguous or \
-            x.dtype not in (np.int8, np.uint8) or y.dtype not in (np.int8, np.uint8) or table.dtype != y.dtype or \
-            not _run1d(x, x.dtype) or not _run1d(y, y.dtype, True) or y.shape[0] != x.shape[0]:
-        raise ValueError("table: 256 1-byte values of y's dtype; x, y: 1-D contiguous int8/uint8 runs of one length")
-    cdef BoundLut b = BoundLut()
-    b.n, b.t, b.x, b.y = x.shape[0], <const uint8_t *>_ptr(table), <const uint8_t *>_ptr(x), <uint8_t *>_ptr(y)
-    b.out, b.keep = y, (table, x)
     return b if bind else b.run()

@@ -344,15 +344,10 @@ extern const qk_eltwise_kernels qk_eltwise_avx2;
 
 const qk_eltwise_kernels *qk_eltwise_for_isa(int isa) {
 #if defined(__x86_64__)
-    if (isa == QK_ISA_AVX2 || isa == QK_ISA_AVX512VNNI || isa == QK_ISA_AVXVNNI || isa == QK_ISA_AVX512VNNI_EMU ||
-        isa == QK_ISA_AVXVNNI_EMU)
-        return &qk_eltwise_avx2;
+    if (qk_isa_has_avx2(isa)) return &qk_eltwise_avx2;
 #endif
     (void)isa;
     return &qk_eltwise_portable;
 }
 
-void qk_lut_u8(size_t n, const uint8_t *table, const uint8_t *x, uint8_t *y) {
-    for (size_t i = 0; i < n; i++) y[i] = table[x[i]];
-}
 #endif

@@ -47,9 +47,7 @@ void qk_qlinear_binary_avx2(size_t n, int op, int is_signed, const void *a, floa
 
 qk_qbinary_fn qk_qlinear_binary_for_isa(int isa) {
 #if defined(__x86_64__)
-    if (isa == QK_ISA_AVX2 || isa == QK_ISA_AVX512VNNI || isa == QK_ISA_AVXVNNI || isa == QK_ISA_AVX512VNNI_EMU ||
-        isa == QK_ISA_AVXVNNI_EMU)
-        return qk_qlinear_binary_avx2;
+    if (qk_isa_has_avx2(isa)) return qk_qlinear_binary_avx2;
 #endif
     (void)isa;
     return qk_qlinear_binary;

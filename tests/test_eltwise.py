@@ -250,9 +250,9 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError):
         _native.softmax(0, x, x, 3, 3)
     with pytest.raises(ValueError):
-        _native.lut_apply(np.zeros(255, np.uint8), x.view(np.uint8), x.view(np.uint8))
+        _native.BoundCopy([(x.view(np.uint8), x.view(np.uint8).copy(), np.zeros(255, np.uint8))])
     with pytest.raises(ValueError):
-        _native.lut_apply(np.zeros(256, np.int8), x.view(np.uint8), x.view(np.uint8))
+        _native.BoundCopy([(x.view(np.uint8), x.view(np.uint8).copy(), np.zeros(256, np.int8))])
     ro = np.zeros(8, np.float32)
     ro.flags.writeable = False
     with pytest.raises(ValueError):
@@ -315,8 +315,9 @@ def test_lookup_tables_match_onnxruntime_on_all_256(dtype, op, alpha, sx, zx, sy
     np.testing.assert_array_equal(ref.run(None, {"x": x})[0], want)
     xv = np.ascontiguousarray(np.tile(x, 4).reshape(4, 16, 16).transpose(0, 2, 1))   # a view of other memory
     from qkernels.graph.backends.cpu_eltwise import lookup_table
-    got = _native.lut_apply(lookup_table(Session(model).graph.nodes[0], Session(model).graph, dtype), xv.reshape(-1),
-                            np.empty(xv.size, dtype))
+    got = np.empty(xv.size, dtype)
+    table = lookup_table(Session(model).graph.nodes[0], Session(model).graph, dtype)
+    _native.BoundCopy([(got.view(np.uint8), xv.reshape(-1).view(np.uint8), table.view(np.uint8))]).run()
     np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8)[xv.reshape(-1).view(np.uint8)])
 
 

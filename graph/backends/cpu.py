@@ -567,6 +567,24 @@ def _flat_run(v: np.ndarray) -> np.ndarray | None:
     return np.lib.stride_tricks.as_strided(v, (v.size,), (v.itemsize,), writeable=v.flags.writeable)
 
 
+def broadcast_result(x, w, dtype, y=None):
+    """(shape, base, y) of an elementwise op of ``x`` and ``w``, both ``dtype``: base the
+    operand of the result's shape (one run of memory), y the given result or a new one in
+    base's memory order; None when they do not broadcast so or y does not fit."""
+    if x is None or w is None or x.dtype != dtype or w.dtype != dtype:
+        return None
+    try:
+        shape = np.broadcast_shapes(x.shape, w.shape)
+    except ValueError:
+        return None
+    base = x if x.shape == shape else w if w.shape == shape else None
+    if base is None or _flat_run(base) is None:
+        return None
+    if y is None:
+        y = np.empty_like(base)
+    return None if y.shape != shape or y.dtype != dtype else (shape, base, y)
+
+
 def _same_layout(u: np.ndarray, v: np.ndarray) -> bool:
     """One shape and the same strides wherever a dimension is not 1 (so the same
     memory order, element for element)."""
@@ -726,18 +744,11 @@ def _make_qlinear_binary(node: Node, graph: Graph) -> Runner | None:
         one of whichever input has the result's shape (and of y when given); the other
         one broadcast or reordered into a buffer of that order by the calls (each run;
         once, now, for the operands in ``fixed``: constants)."""
-        if x is None or w is None or x.dtype != dtype or w.dtype != dtype:
+        got = broadcast_result(x, w, dtype, y)
+        if got is None:
             return None
-        try:
-            shape = np.broadcast_shapes(x.shape, w.shape)
-        except ValueError:
-            return None
-        base = x if x.shape == shape else w if w.shape == shape else None
-        if base is None or _flat_run(base) is None:
-            return None
-        if y is None:
-            y = np.empty_like(base)                 # base's memory order
-        if y.shape != shape or y.dtype != dtype or not _same_layout(y, base):
+        shape, base, y = got
+        if not _same_layout(y, base):
             return None
         calls, ops = [], []
         for v in (x, w):

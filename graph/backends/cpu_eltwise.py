@@ -24,7 +24,7 @@ from ... import _dispatch, _native
 from ..ir import Graph, Node
 from . import cpu
 from .cpu import _F16, _F32, _NotServed, _QParams, _const, _fallback, _flat_run, _inputs, \
-    _same_order_runs, kernel
+    _same_order_runs, broadcast_result, kernel
 from .reference import run_node
 
 _UNARY = _native.ELTWISE_UNARY
@@ -123,19 +123,10 @@ def _binary_operands(a, b, y=None):
     """(a run, a per channel, b run, b per channel, y run, outer, channels, inner, y) for
     float32 a op b, y in the memory order of the operand of the result's shape; None
     when the native loop does not take them."""
-    if a is None or b is None or a.dtype != _F32 or b.dtype != _F32:
+    got = broadcast_result(a, b, _F32, y)
+    if got is None:
         return None
-    try:
-        shape = np.broadcast_shapes(a.shape, b.shape)
-    except ValueError:
-        return None
-    full = a if a.shape == shape else b if b.shape == shape else None
-    if full is None or _flat_run(full) is None:
-        return None
-    if y is None:
-        y = np.empty_like(full)
-    if y.shape != shape or y.dtype != _F32:
-        return None
+    _, full, y = got
     if a.shape == b.shape:
         runs = _same_order_runs(a, b, y)
         return None if runs is None else (runs[0], False, runs[1], False, runs[2], 1, 1, y.size, y)
@@ -278,33 +269,13 @@ def lookup_table(node: Node, graph: Graph, dtype) -> np.ndarray:
 def _make_qlinear_lut(node: Node, graph: Graph):
     """com.microsoft QLinearSigmoid / QLinearLeakyRelu with constant per-tensor parameters:
     a 256-entry table made once by the reference operator (bit for bit onnxruntime's),
-    applied over the input's memory."""
+    looked up over the input's memory (``cpu._byte_table``: the copy kernels' table moves)."""
     x, sx, zx, sy, zy = _inputs(node, 5)
     pin, pout = _QParams(graph, sx, zx), _QParams(graph, sy, zy)
     if not (pin.const and pout.const) or (zy and pin.dtype != pout.dtype):
         return None
-    dtype, result = pin.dtype, node.outputs[0]
-    table = lookup_table(node, graph, dtype)
-    if table.dtype != dtype or table.shape != (256,):
+    table = lookup_table(node, graph, pin.dtype)
+    if table.dtype != pin.dtype or table.shape != (256,):
         return None
-
-    def run(values):
-        data = values[x]
-        if data.dtype != dtype:
-            raise _NotServed
-        if _flat_run(data) is None:
-            data = np.ascontiguousarray(data)
-        y = np.empty_like(data)
-        fx, fy = _same_order_runs(data, y)
-        _native.lut_apply(table, fx, fy)
-        return {result: y}
-
-    def bind(ins, outs):
-        data, y = ins[0], outs[0]
-        if data is None or data.dtype != dtype or y.dtype != dtype or data.shape != y.shape:
-            return None
-        runs = _same_order_runs(data, y)
-        return None if runs is None else _native.lut_apply(table, runs[0], runs[1], bind=True)
-    run.bind = bind
-    return _fallback(node, graph, run)
+    return cpu._byte_table(node, graph, x, node.outputs[0], table.view(np.uint8), table.dtype)
 

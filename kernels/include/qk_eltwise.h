@@ -43,7 +43,4 @@ typedef struct {
 /* The kernels for ISA index `isa` (qk_cpu.h): the AVX2 build on x86 paths with AVX2, else
  * the portable one. Every entry gives the portable build's bits. */
 const qk_eltwise_kernels *qk_eltwise_for_isa(int isa);
-
-/* y[i] = table[(uint8_t)x[i]]: an int8/uint8 activation's 256 results (made by the caller) */
-void qk_lut_u8(size_t n, const uint8_t *table, const uint8_t *x, uint8_t *y);
 #endif
