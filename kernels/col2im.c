@@ -102,10 +102,6 @@ void qk_col2im_avx2(const qk_col2im_params *p, size_t r0, size_t r1, float *acc)
 #endif
 
 qk_col2im_fn qk_col2im_for_isa(int isa) {
-#if defined(__x86_64__)
-    if (qk_isa_has_avx2(isa)) return qk_col2im_avx2;
-#endif
-    (void)isa;
-    return qk_col2im;
+    return QK_PICK_AVX2(isa, qk_col2im_avx2, qk_col2im);
 }
 #endif

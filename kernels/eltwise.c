@@ -343,11 +343,7 @@ extern const qk_eltwise_kernels qk_eltwise_avx2;
 #endif
 
 const qk_eltwise_kernels *qk_eltwise_for_isa(int isa) {
-#if defined(__x86_64__)
-    if (qk_isa_has_avx2(isa)) return &qk_eltwise_avx2;
-#endif
-    (void)isa;
-    return &qk_eltwise_portable;
+    return QK_PICK_AVX2(isa, &qk_eltwise_avx2, &qk_eltwise_portable);
 }
 
 #endif

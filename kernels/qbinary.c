@@ -46,10 +46,6 @@ void qk_qlinear_binary_avx2(size_t n, int op, int is_signed, const void *a, floa
 #endif
 
 qk_qbinary_fn qk_qlinear_binary_for_isa(int isa) {
-#if defined(__x86_64__)
-    if (qk_isa_has_avx2(isa)) return qk_qlinear_binary_avx2;
-#endif
-    (void)isa;
-    return qk_qlinear_binary;
+    return QK_PICK_AVX2(isa, qk_qlinear_binary_avx2, qk_qlinear_binary);
 }
 #endif

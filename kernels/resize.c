@@ -158,10 +158,6 @@ void qk_resize_avx2(const qk_resize_params *p, size_t r0, size_t r1, void *scrat
 #endif
 
 qk_resize_fn qk_resize_for_isa(int isa) {
-#if defined(__x86_64__)
-    if (qk_isa_has_avx2(isa)) return qk_resize_avx2;
-#endif
-    (void)isa;
-    return qk_resize;
+    return QK_PICK_AVX2(isa, qk_resize_avx2, qk_resize);
 }
 #endif

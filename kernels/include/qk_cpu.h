@@ -28,4 +28,13 @@ static inline int qk_isa_has_avx2(int isa) {
     return isa == QK_ISA_AVX2 || isa == QK_ISA_AVX512VNNI || isa == QK_ISA_AVXVNNI || isa == QK_ISA_AVX512VNNI_EMU ||
            isa == QK_ISA_AVXVNNI_EMU;
 }
+
+/* A portable loop's AVX2 build (`avx2`, x86 only) where ISA path `isa` has AVX2, else the
+ * portable build: the run-time pick of every loop compiled twice (qbinary, eltwise,
+ * resize, col2im). */
+#if defined(__x86_64__)
+#define QK_PICK_AVX2(isa, avx2, portable) (qk_isa_has_avx2(isa) ? (avx2) : (portable))
+#else
+#define QK_PICK_AVX2(isa, avx2, portable) ((void)(isa), (portable))
+#endif
 #endif
