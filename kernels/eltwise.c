@@ -56,74 +56,7 @@ static inline void qk_elt_f32_to_f16(const float *src, uint16_t *dst, size_t n) 
 #define QK_ELT_F32_TO_F16 qk_elt_f32_to_f16
 #endif
 
-#ifndef QK_ELT_MATH_DEFINED   /* the scalar helpers, once per translation unit */
-#define QK_ELT_MATH_DEFINED
-static inline uint32_t qk_elt_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-static inline float qk_elt_float(uint32_t u) {
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-/* numpy's maximum / minimum (the NaN of a kept; equal values give b) */
-static inline float qk_elt_max(float a, float b) {
-    const float t = a > b ? a : b;   /* two selects, no branch (short-circuit || made one) */
-    return a != a ? a : t;
-}
-static inline float qk_elt_min(float a, float b) {
-    const float t = a < b ? a : b;
-    return a != a ? a : t;
-}
-/* numpy's clip(v, 0, 1): v unless strictly outside (clip(-0.0, 0, 1) = -0.0), NaN kept */
-static inline float qk_elt_clip01(float v) {
-    const float c = v < 0.0f ? 0.0f : v;
-    return c > 1.0f ? 1.0f : c;
-}
-
-/* exp(x) for any float x, NaN -> NaN (see the top of the file for its error) */
-static inline float qk_elt_exp(float x) {
-    float xc = x < -104.0f ? -104.0f : x;     /* NaN compares false: stays NaN */
-    xc = xc > 89.0f ? 89.0f : xc;
-    const float t = xc * 1.44269504088896341f + 12582912.0f;   /* + 1.5 * 2^23: round to an integer */
-    const float n = t - 12582912.0f;
-    const int32_t ni = (int32_t)(qk_elt_bits(t) - 0x4B400000u);  /* that integer, in [-150, 129] */
-    float r = xc - n * 0.693359375f;          /* ln 2 in two parts: n * 0.693359375 is exact */
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    const int32_t n1 = ni / 2, n2 = ni - n1;  /* 2^n as 2^n1 * 2^n2, both normal: one rounding at the end */
-    const float s1 = qk_elt_float((uint32_t)(n1 + 127) << 23), s2 = qk_elt_float((uint32_t)(n2 + 127) << 23);
-    return (p * s1) * s2;
-}
-
-static inline float qk_elt_sigmoid(float x) {
-    const float e = qk_elt_exp(x > 0 ? -x : x);
-    return (x >= 0 ? 1.0f : e) / (1.0f + e);
-}
-
-static inline float qk_elt_tanh(float x) {
-    const float z = x * x;
-    float p = -5.70498872745e-3f;
-    p = p * z + 2.06390887954e-2f;
-    p = p * z - 5.37397155531e-2f;
-    p = p * z + 1.33314422036e-1f;
-    p = p * z - 3.33332819422e-1f;
-    const float small = p * z * x + x;
-    float a = x < 0 ? -x : x;
-    const float ac = a > 9.5f ? 9.5f : a;
-    const float big = 1.0f - 2.0f / (qk_elt_exp(ac + ac) + 1.0f);
-    /* below 2^-12 tanh(x) rounds to x (keeps -0.0 and subnormals exact) */
-    return a < 0.625f ? (a < 0x1p-12f ? x : small) : (x < 0 ? -big : big);
-}
-#endif
+#include "qk_eltmath.h"   /* the scalar helpers (once per translation unit) */
 
 #define QK_ELT_LOOP(EXPR)                                   \
     for (size_t i = 0; i < n; i++) {                        \

@@ -1,0 +1,241 @@
+# The recurrent layers' driver (kernels/recurrent.c, qk_recurrent.h): a whole RNN / GRU /
+# LSTM sequence in one Bound — the input projection of every step (one fp32 GEMM, bound by
+# the caller), then per direction and step the h R^T GEMM(s) (bound on this Bound's own
+# state buffers, R packed once) and the gate math in C; no Python per step. The graph
+# runner (graph/backends/cpu_recurrent.py) makes the GEMMs and the views; this checks the
+# views' shapes and strides before anything runs.
+
+from libc.string cimport memcpy
+
+cdef extern from "qk_recurrent.h" nogil:
+    int QK_CELL_RNN, QK_CELL_GRU, QK_CELL_LSTM
+    int QK_RNN_RELU, QK_RNN_TANH, QK_RNN_SIGMOID, QK_RNN_AFFINE, QK_RNN_LEAKYRELU, QK_RNN_THRESHOLDEDRELU
+    int QK_RNN_SCALEDTANH, QK_RNN_HARDSIGMOID, QK_RNN_ELU, QK_RNN_SOFTSIGN, QK_RNN_SOFTPLUS
+    ctypedef struct qk_rnn_act:
+        int kind
+        float alpha, beta
+    ctypedef struct qk_rnn_cell:
+        int cell
+        size_t hidden
+        float clip
+        int input_forget, linear_before_reset
+        qk_rnn_act act[3]
+        const float *peephole
+    ctypedef struct qk_rnn_seq:
+        size_t rows
+        int reverse
+        const int32_t *lens
+        size_t steps
+        const float *xw
+        Py_ssize_t xw_t, xw_n
+        float *y
+        Py_ssize_t y_t, y_n
+    ctypedef void (*qk_rnn_step_a_fn)(const qk_rnn_cell *, const qk_rnn_seq *, size_t, float *, float *, float *,
+                                      float *) noexcept nogil
+    ctypedef void (*qk_rnn_step_b_fn)(const qk_rnn_cell *, const qk_rnn_seq *, size_t, const float *, const float *,
+                                      float *) noexcept nogil
+    ctypedef struct qk_recurrent_kernels:
+        qk_rnn_step_a_fn step_a
+        qk_rnn_step_b_fn step_b
+    const qk_recurrent_kernels *qk_recurrent_for_isa(int isa)
+
+#: cell name -> its code; activation name (ONNX's spelling) -> its code
+RNN_CELLS = {"RNN": QK_CELL_RNN, "GRU": QK_CELL_GRU, "LSTM": QK_CELL_LSTM}
+RNN_ACTIVATIONS = {"Relu": QK_RNN_RELU, "Tanh": QK_RNN_TANH, "Sigmoid": QK_RNN_SIGMOID, "Affine": QK_RNN_AFFINE,
+                   "LeakyRelu": QK_RNN_LEAKYRELU, "ThresholdedRelu": QK_RNN_THRESHOLDEDRELU,
+                   "ScaledTanh": QK_RNN_SCALEDTANH, "HardSigmoid": QK_RNN_HARDSIGMOID, "Elu": QK_RNN_ELU,
+                   "Softsign": QK_RNN_SOFTSIGN, "Softplus": QK_RNN_SOFTPLUS}
+
+
+cdef inline bint _f32_rows(cnp.ndarray v, int ndim, bint write=False):
+    """v: float32 of ``ndim`` axes, the last contiguous, the others whole floats apart."""
+    if v.dtype != np.float32 or v.ndim != ndim or (write and not v.flags.writeable):
+        return False
+    if v.shape[ndim - 1] > 1 and v.strides[ndim - 1] != 4:
+        return False
+    for k in range(ndim - 1):
+        if v.strides[k] % 4:
+            return False
+    return True
+
+
+cdef inline bint _c_rows(cnp.ndarray v, size_t rows, size_t cols):
+    return v.dtype == np.float32 and v.ndim == 2 and <size_t>v.shape[0] == rows and \
+        <size_t>v.shape[1] == cols and v.flags.c_contiguous and v.flags.writeable
+
+
+cdef class BoundRecurrent(Bound):
+    """A whole recurrent layer over a sequence (see the top of this file)."""
+    cdef const qk_recurrent_kernels *k
+    cdef int D
+    cdef size_t T, N, H
+    cdef qk_rnn_cell cell[2]
+    cdef qk_rnn_seq seq[2]
+    cdef void *xgemm
+    cdef void *rgemm[2]
+    cdef void *rhgemm[2]
+    cdef float *g[2]
+    cdef float *h[2]
+    cdef float *c[2]
+    cdef float *rh[2]
+    cdef float *rhg[2]
+    # initial states and final-state outputs: (D, N, H) views (NULL: absent), strides in floats
+    cdef const float *h0
+    cdef const float *c0
+    cdef float *yh
+    cdef float *yc
+    cdef Py_ssize_t h0s[2]
+    cdef Py_ssize_t c0s[2]
+    cdef Py_ssize_t yhs[2]
+    cdef Py_ssize_t ycs[2]
+    cdef float *y
+    cdef Py_ssize_t ys[3]          # Y (T, D, N, H): strides of t, d, n in floats
+    cdef object keep
+
+    cdef void _state_in(self, float *dst, const float *src, Py_ssize_t sd, Py_ssize_t sn, int d) noexcept nogil:
+        cdef size_t n
+        for n in range(self.N):
+            if src == NULL:
+                memset(dst + n * self.H, 0, self.H * sizeof(float))
+            else:
+                memcpy(dst + n * self.H, src + d * sd + <Py_ssize_t>n * sn, self.H * sizeof(float))
+
+    cdef void _state_out(self, float *dst, const float *src, Py_ssize_t sd, Py_ssize_t sn, int d) noexcept nogil:
+        cdef size_t n
+        cdef const int32_t *lens = self.seq[d].lens
+        for n in range(self.N):
+            if lens != NULL and lens[n] == 0:        # onnxruntime's: an empty row's states are 0
+                memset(dst + d * sd + <Py_ssize_t>n * sn, 0, self.H * sizeof(float))
+            else:
+                memcpy(dst + d * sd + <Py_ssize_t>n * sn, src + n * self.H, self.H * sizeof(float))
+
+    cdef void execute(self) noexcept nogil:
+        cdef size_t s, n, t, steps
+        cdef int d, dd
+        cdef const int32_t *lens = self.seq[0].lens
+        if self.y != NULL and lens != NULL:           # rows past their length stay 0
+            for t in range(self.T):
+                for dd in range(self.D):
+                    for n in range(self.N):
+                        memset(self.y + <Py_ssize_t>t * self.ys[0] + dd * self.ys[1] + <Py_ssize_t>n * self.ys[2],
+                               0, self.H * sizeof(float))
+        steps = self.T
+        if lens != NULL:
+            steps = 0
+            for n in range(self.N):
+                steps = max(steps, <size_t>lens[n])
+        (<Bound>self.xgemm).execute()
+        for d in range(self.D):
+            self._state_in(self.h[d], self.h0, self.h0s[0], self.h0s[1], d)
+            if self.c[d] != NULL:
+                self._state_in(self.c[d], self.c0, self.c0s[0], self.c0s[1], d)
+            for s in range(steps):
+                (<Bound>self.rgemm[d]).execute()
+                self.k.step_a(&self.cell[d], &self.seq[d], s, self.g[d], self.h[d], self.c[d], self.rh[d])
+                if self.rhgemm[d] != NULL:
+                    (<Bound>self.rhgemm[d]).execute()
+                    self.k.step_b(&self.cell[d], &self.seq[d], s, self.g[d], self.rhg[d], self.h[d])
+            if self.yh != NULL:
+                self._state_out(self.yh, self.h[d], self.yhs[0], self.yhs[1], d)
+            if self.yc != NULL and self.c[d] != NULL:
+                self._state_out(self.yc, self.c[d], self.ycs[0], self.ycs[1], d)
+
+
+def recurrent(int isa, str cell, tuple reverse, size_t hidden, float clip, bint input_forget, bint linear_before_reset,
+              list activations, list peepholes, Bound xgemm, cnp.ndarray xw, Py_ssize_t xw_t, Py_ssize_t xw_n,
+              list rgemms, list rhgemms, list g, list h, list c, list rh, list rhg, size_t T, cnp.ndarray lens,
+              cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray y, cnp.ndarray yh, cnp.ndarray yc, bint bind=False):
+    """Bind (``bind``) or run a recurrent layer of D = len(rgemms) directions (``reverse``:
+    per direction, whether it runs from the end), hidden size H, over T steps of N rows.
+
+    activations: per direction, 3 (code, alpha, beta) (RNN_ACTIVATIONS; unused ones
+    anything); peepholes: per direction a float32 (3 H) or None. xgemm: the bound input
+    projection writing xw (rows, D * G * H) float32, C order; direction d's row (t, n) at
+    column d * G * H of row t * xw_t + n * xw_n. rgemms / rhgemms (None, or GRU with
+    linear_before_reset = 0): per direction the bound h R^T GEMM reading h[d] (N, H) into
+    g[d] (N, G * H; 2 * H for such a GRU), and the (r * h) Rh^T GEMM reading rh[d] into
+    rhg[d] (N, H); c[d]: the LSTM cell state (N, H) (None otherwise); all C-contiguous
+    float32. lens: int32 (N,), each in [0, T] (the caller checks), or None. h0, c0, yh, yc:
+    (D, N, H) views (any whole-float strides, last axis contiguous) or None; y: (T, D, N,
+    H) such a view, or None (Y not wanted). Returns (y, yh, yc), or the Bound."""
+    cdef BoundRecurrent b = BoundRecurrent()
+    cdef int D = len(rgemms), d, k
+    cdef size_t G = {"RNN": 1, "GRU": 3, "LSTM": 4}[cell], H = hidden, N
+    cdef bint two_phase = cell == "GRU" and not linear_before_reset
+    if D not in (1, 2) or len(rhgemms) != D or len(g) != D or len(h) != D or len(c) != D or len(rh) != D or \
+            len(rhg) != D or len(activations) != D or len(peepholes) != D or len(reverse) != D or H == 0:
+        raise ValueError("one or two directions, every per-direction list of that length, hidden > 0")
+    N = h[0].shape[0] if h[0].ndim == 2 else 0
+    if not _c_rows(xw, xw.shape[0] if xw.ndim == 2 else 0, D * G * H) or N == 0:
+        raise ValueError("xw: float32 (rows, D * G * H), C order")
+    for d in range(D):
+        if not (_c_rows(h[d], N, H) and _c_rows(g[d], N, (2 if two_phase else G) * H)
+                and (c[d] is None) == (cell != "LSTM") and (c[d] is None or _c_rows(c[d], N, H))
+                and (rhgemms[d] is None) == (not two_phase)
+                and (not two_phase or (_c_rows(rh[d], N, H) and _c_rows(rhg[d], N, H)))
+                and isinstance(rgemms[d], Bound) and (rhgemms[d] is None or isinstance(rhgemms[d], Bound))
+                and len(activations[d]) == 3):
+            raise ValueError(f"direction {d}: state buffers (N, H), g (N, G*H) C-contiguous float32, "
+                             "bound GEMMs, three activations")
+        if peepholes[d] is not None and not (peepholes[d].dtype == np.float32 and peepholes[d].ndim == 1 and
+                                             <size_t>peepholes[d].shape[0] == 3 * H and
+                                             peepholes[d].flags.c_contiguous):
+            raise ValueError("peepholes: float32 (3 H), contiguous")
+    for v, name in ((h0, "h0"), (c0, "c0"), (yh, "yh"), (yc, "yc")):
+        if v is not None and not (_f32_rows(v, 3, name[0] == "y") and v.shape[0] == D and <size_t>v.shape[1] == N
+                                  and <size_t>v.shape[2] == H):
+            raise ValueError(f"{name}: float32 (D, N, H), last axis contiguous")
+    if y is not None and not (_f32_rows(y, 4, True) and <size_t>y.shape[0] == T and y.shape[1] == D and
+                              <size_t>y.shape[2] == N and <size_t>y.shape[3] == H):
+        raise ValueError("y: float32 (T, D, N, H), last axis contiguous")
+    if lens is not None and not (lens.dtype == np.int32 and lens.ndim == 1 and <size_t>lens.shape[0] == N and
+                                 lens.flags.c_contiguous):
+        raise ValueError("lens: int32 (N,), contiguous")
+    if <size_t>xw.shape[0] != T * N or xw_t < 0 or xw_n < 0 or \
+            (T and N and <size_t>((T - 1) * xw_t + (N - 1) * xw_n) >= <size_t>xw.shape[0]):
+        raise ValueError("xw: T * N rows, row (t, n) at t * xw_t + n * xw_n")
+    b.k, b.D, b.T, b.N, b.H = qk_recurrent_for_isa(isa), D, T, N, H
+    b.xgemm = <void *>xgemm
+    for d in range(D):
+        b.cell[d].cell = RNN_CELLS[cell]
+        b.cell[d].hidden = H
+        b.cell[d].clip = clip
+        b.cell[d].input_forget = input_forget
+        b.cell[d].linear_before_reset = linear_before_reset
+        for k in range(3):
+            b.cell[d].act[k].kind, b.cell[d].act[k].alpha, b.cell[d].act[k].beta = activations[d][k]
+        b.cell[d].peephole = NULL if peepholes[d] is None else <const float *>_ptr(peepholes[d])
+        b.seq[d].rows, b.seq[d].reverse, b.seq[d].steps = N, bool(reverse[d]), T
+        b.seq[d].lens = NULL if lens is None else <const int32_t *>_ptr(lens)
+        b.seq[d].xw = <const float *>_ptr(xw) + d * G * H
+        b.seq[d].xw_t, b.seq[d].xw_n = xw_t * D * G * H, xw_n * D * G * H
+        if y is not None:
+            b.seq[d].y = <float *>_ptr(y) + d * (y.strides[1] // 4)
+            b.seq[d].y_t, b.seq[d].y_n = y.strides[0] // 4, y.strides[2] // 4
+        else:
+            b.seq[d].y = NULL
+        b.rgemm[d] = <void *>rgemms[d]
+        b.rhgemm[d] = NULL if rhgemms[d] is None else <void *>rhgemms[d]
+        b.g[d], b.h[d] = <float *>_ptr(g[d]), <float *>_ptr(h[d])
+        b.c[d] = NULL if c[d] is None else <float *>_ptr(c[d])
+        b.rh[d] = <float *>_ptr(rh[d]) if two_phase else NULL
+        b.rhg[d] = <float *>_ptr(rhg[d]) if two_phase else NULL
+    b.y = NULL
+    if y is not None:
+        b.y = <float *>_ptr(y)
+        b.ys[0], b.ys[1], b.ys[2] = y.strides[0] // 4, y.strides[1] // 4, y.strides[2] // 4
+    b.h0 = NULL if h0 is None else <const float *>_ptr(h0)
+    b.c0 = NULL if c0 is None else <const float *>_ptr(c0)
+    b.yh = NULL if yh is None else <float *>_ptr(yh)
+    b.yc = NULL if yc is None else <float *>_ptr(yc)
+    if h0 is not None:
+        b.h0s[0], b.h0s[1] = h0.strides[0] // 4, h0.strides[1] // 4
+    if c0 is not None:
+        b.c0s[0], b.c0s[1] = c0.strides[0] // 4, c0.strides[1] // 4
+    if yh is not None:
+        b.yhs[0], b.yhs[1] = yh.strides[0] // 4, yh.strides[1] // 4
+    if yc is not None:
+        b.ycs[0], b.ycs[1] = yc.strides[0] // 4, yc.strides[1] // 4
+    b.out = (y, yh, yc)
+    b.keep = (xgemm, xw, rgemms, rhgemms, g, h, c, rh, rhg, lens, h0, c0, y, yh, yc, peepholes)
+    return b if bind else b.run()
