@@ -293,3 +293,70 @@ def _gru(node, x, w, r, b=None, lens=None, h0=None):
 @op("LSTM", attrs=_KIND_ATTRS["LSTM"], check=check_attributes)
 def _lstm(node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
     return _float_recurrent(node, x, w, r, b, lens, h0, c0, p)
+
+
+# ------------------------------------------------- com.microsoft DynamicQuantizeLSTM
+
+def dynamic_quantize(a: np.ndarray) -> tuple[np.ndarray, np.float32, int]:
+    """onnxruntime's per-call quantization of a float32 GEMM operand (its LSTM's
+    GetQuantizationParameter + MlasQuantizeLinear): uint8, the range [min, max] widened
+    to hold 0, scale (max - min) / 255 (1 for an all-zero operand), zero point
+    round-half-even(-min / scale) in [0, 255], q = clamp(rint(a / scale) + zp, 0, 255),
+    float32 throughout. Returns (q as int64, scale, zero point)."""
+    a = np.asarray(a, np.float32)
+    lo = min(np.float32(a.min()), np.float32(0)) if a.size else np.float32(0)
+    hi = max(np.float32(a.max()), np.float32(0)) if a.size else np.float32(0)
+    scale = np.float32(1) if hi == lo else np.float32((hi - lo) / np.float32(255))
+    zp = int(np.rint(np.clip(np.float32(0) - lo / scale, np.float32(0), np.float32(255))))
+    q = np.clip(np.rint(a / scale) + np.float32(zp), 0, 255).astype(np.int64)
+    return q, scale, zp
+
+
+def _dq_matmul(a, wq, zw, sw) -> np.ndarray:
+    """float32 a (M, K) times int8/uint8 weights wq (K, N) (zero point zw, scale sw: one
+    or one per column) as onnxruntime: a quantized per call, an exact integer product,
+    then float32(acc) * float32(sa * sw)."""
+    q, sa, za = dynamic_quantize(a)
+    acc = (q - za) @ (wq.astype(np.int64) - zw.astype(np.int64))
+    return acc.astype(np.float32) * (sa * sw.astype(np.float32))
+
+
+def _check_dq_inputs(node, graph):
+    missing = [k for k in (0, 1, 2, 8, 9, 10, 11) if k >= len(node.inputs) or not node.inputs[k]]
+    if missing:
+        return f"required input(s) {missing} missing (X, W, R, W_scale, W_zero_point, R_scale, R_zero_point)"
+    return check_attributes(node, graph)
+
+
+@op("DynamicQuantizeLSTM", domain="com.microsoft", attrs=tuple(a for a in _KIND_ATTRS["LSTM"] if a != "layout"),
+    check=_check_dq_inputs)
+def _dynamic_quantize_lstm(node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None, w_scale=None, w_zp=None,
+                           r_scale=None, r_zp=None):
+    """LSTM whose W (D, I, 4H) and R (D, H, 4H) are int8/uint8 with scales and zero points
+    (per direction, or per direction and column): each GEMM's float operand (all of X
+    once; h at every step) quantized per call (:func:`dynamic_quantize`), the products
+    exact in integers; the rest as LSTM, in float64."""
+    _require_float(node, x, b, h0, c0, p)
+    if x.dtype != np.float32:
+        fail(node, f"X must be float32, got {x.dtype}")
+    spec, T, N, I = recurrent_spec(node, x.shape, w.shape, r.shape, None if b is None else b.shape,
+                                   None if lens is None else lens.shape, None if h0 is None else h0.shape,
+                                   None if c0 is None else c0.shape, None if p is None else p.shape,
+                                   w_transposed=True)
+    D, H = spec.directions, spec.hidden
+    params = {}
+    for name, q, s, z in (("W", w, w_scale, w_zp), ("R", r, r_scale, r_zp)):
+        if q.dtype not in (np.int8, np.uint8) or z.dtype != q.dtype:
+            fail(node, f"{name} and its zero point must be int8 or uint8 alike, got {q.dtype} and {z.dtype}")
+        if s.dtype != np.float32 or s.shape not in ((D,), (D, 4 * H)) or z.shape != s.shape:
+            fail(node, f"{name}_scale (float32) and {name}_zero_point must have shape ({D},) or ({D}, {4 * H}), "
+                       f"got {s.shape} and {z.shape}")
+        params[name] = [(q[d], z[d], s[d]) for d in range(D)]
+
+    def mul(name):
+        return lambda d, rows: _dq_matmul(rows, *params[name][d]).astype(np.float64)
+    Y, Yh, Yc = run_recurrent(
+        node, spec, x.astype(np.float64), mul("W"), mul("R"),
+        np.zeros((D, 8 * H)) if b is None else b.astype(np.float64), sequence_lengths(node, lens, T, N),
+        _state(spec, h0, D, N, H), _state(spec, c0, D, N, H), np.zeros((D, 3 * H)) if p is None else p.astype(np.float64))
+    return _outputs(spec, x.dtype, Y, Yh, Yc)
