@@ -123,7 +123,9 @@ cdef class BoundRecurrent(Bound):
         if lens != NULL:
             steps = 0
             for n in range(self.N):
-                steps = max(steps, <size_t>lens[n])
+                if lens[n] > 0:
+                    steps = max(steps, <size_t>lens[n])
+            steps = min(steps, self.T)
         (<Bound>self.xgemm).execute()
         for d in range(self.D):
             self._state_in(self.h[d], self.h0, self.h0s[0], self.h0s[1], d)

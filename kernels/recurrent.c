@@ -66,9 +66,11 @@ static inline void QK_RNN_NAME(qk_rnn_gate)(const qk_rnn_cell *cell, const qk_rn
     QK_RNN_NAME(qk_rnn_activate)(act, n, v);
 }
 
-/* the time step row n takes at step s, or -1 when its sequence has ended */
+/* the time step row n takes at step s, or -1 when its sequence has ended (a length outside
+ * [0, steps], which the driver's caller refuses, is clamped: never a read out of bounds) */
 static inline ptrdiff_t qk_rnn_time(const qk_rnn_seq *seq, size_t n, size_t s) {
-    const size_t len = seq->lens ? (size_t)seq->lens[n] : seq->steps;
+    const int32_t l = seq->lens ? seq->lens[n] : (int32_t)seq->steps;
+    const size_t len = l < 0 ? 0 : (size_t)l > seq->steps ? seq->steps : (size_t)l;
     if (s >= len) return -1;
     return (ptrdiff_t)(seq->reverse ? len - 1 - s : s);
 }

@@ -25,6 +25,7 @@ from functools import partial
 import numpy as np
 
 from ... import _api, _dispatch, _float, _native
+from ..errors import ModelError
 from ..ir import Graph, Node
 from .cpu import _F32, _NotServed, _const, _fallback, _inputs, kernel
 from .reference.recurrent import GATES, _KIND_ATTRS, attribute_spec, recurrent_spec, sequence_lengths
@@ -84,7 +85,7 @@ def _make_recurrent(node: Node, graph: Graph):
         spec = attribute_spec(node)
         spec, _, _, I = recurrent_spec(node, (1, 1, W.shape[-1]) if W.ndim == 3 else (1, 1, 0), W.shape, R.shape,
                                        None if B is None else B.shape, p_shape=None if P is None else P.shape)
-    except Exception:
+    except (ModelError, ValueError):
         return None      # the reference names what is wrong
     if I == 0:
         return None
