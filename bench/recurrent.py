@@ -73,7 +73,8 @@ def main():
     print(f"1 thread; {sys.argv[0]}")
     for kind, T, N, I, H in SHAPES:
         model, feeds = _model(kind, T, N, I, H)
-        ours, theirs = Session(model, num_threads=1), ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        ours = Session(model, num_threads=1)
+        theirs = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         _compare(f"{kind} T={T} N={N} I={I} H={H}", lambda: ours.run(None, feeds), lambda: theirs.run(None, feeds))
     for name, size in SILERO:
         path = next((os.path.join(d, name) for d in SILERO_DIRS if os.path.exists(os.path.join(d, name))), None)

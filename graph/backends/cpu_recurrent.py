@@ -28,7 +28,7 @@ from ... import _api, _dispatch, _float, _native
 from ..errors import ModelError
 from ..ir import Graph, Node
 from .cpu import _F32, _NotServed, _const, _fallback, _inputs, kernel
-from .reference.recurrent import GATES, _KIND_ATTRS, attribute_spec, recurrent_spec, sequence_lengths
+from .reference.recurrent import GATES, _KIND_ATTRS, recurrent_spec, sequence_lengths
 
 
 def _pack(w: np.ndarray, bias: np.ndarray):
@@ -82,7 +82,6 @@ def _make_recurrent(node: Node, graph: Graph):
             or any(v is not None and v.dtype != _F32 for v in (W, R, B, P)):
         return None
     try:
-        spec = attribute_spec(node)
         spec, _, _, I = recurrent_spec(node, (1, 1, W.shape[-1]) if W.ndim == 3 else (1, 1, 0), W.shape, R.shape,
                                        None if B is None else B.shape, p_shape=None if P is None else P.shape)
     except (ModelError, ValueError):
@@ -98,7 +97,8 @@ def _make_recurrent(node: Node, graph: Graph):
     is_lstm = spec.kind == "LSTM"
 
     def operands(xv, lv, h0v, c0v):
-        """(T, N, checked lens) for these inputs, or _NotServed / ModelError."""
+        """(T, N) for these inputs, the lengths checked; _NotServed (the reference runs
+        them) or ModelError (malformed)."""
         if xv.dtype != _F32 or any(v is not None and v.dtype != _F32 for v in (h0v, c0v)) \
                 or (lv is not None and lv.dtype != np.int32):
             raise _NotServed

@@ -260,6 +260,10 @@ def _state(spec, v, D, N, H):
     return v.transpose(1, 0, 2).copy() if spec.layout else v.copy()
 
 
+def _or_zeros(v, shape):
+    return np.zeros(shape) if v is None else v.astype(np.float64)
+
+
 def _require_float(node, *xs):
     for x in xs:
         if x is not None and (x.dtype.kind != "f" or x.dtype != xs[0].dtype):
@@ -275,8 +279,8 @@ def _float_recurrent(node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None)
     xs = (x if spec.layout == 0 else x.swapaxes(0, 1)).astype(np.float64)
     Y, Yh, Yc = run_recurrent(
         node, spec, xs, w.astype(np.float64).transpose(0, 2, 1), r.astype(np.float64).transpose(0, 2, 1),
-        np.zeros((D, 2 * G * H)) if b is None else b.astype(np.float64), sequence_lengths(node, lens, T, N),
-        _state(spec, h0, D, N, H), _state(spec, c0, D, N, H), np.zeros((D, 3 * H)) if p is None else p.astype(np.float64))
+        _or_zeros(b, (D, 2 * G * H)), sequence_lengths(node, lens, T, N), _state(spec, h0, D, N, H),
+        _state(spec, c0, D, N, H), _or_zeros(p, (D, 3 * H)))
     return _outputs(spec, x.dtype, Y, Yh, Yc)
 
 
@@ -357,6 +361,6 @@ def _dynamic_quantize_lstm(node, x, w, r, b=None, lens=None, h0=None, c0=None, p
         return lambda d, rows: _dq_matmul(rows, *params[name][d]).astype(np.float64)
     Y, Yh, Yc = run_recurrent(
         node, spec, x.astype(np.float64), mul("W"), mul("R"),
-        np.zeros((D, 8 * H)) if b is None else b.astype(np.float64), sequence_lengths(node, lens, T, N),
-        _state(spec, h0, D, N, H), _state(spec, c0, D, N, H), np.zeros((D, 3 * H)) if p is None else p.astype(np.float64))
+        _or_zeros(b, (D, 8 * H)), sequence_lengths(node, lens, T, N), _state(spec, h0, D, N, H),
+        _state(spec, c0, D, N, H), _or_zeros(p, (D, 3 * H)))
     return _outputs(spec, x.dtype, Y, Yh, Yc)
