@@ -34,9 +34,14 @@ cdef extern from "qk_recurrent.h" nogil:
                                       float *) noexcept nogil
     ctypedef void (*qk_rnn_step_b_fn)(const qk_rnn_cell *, const qk_rnn_seq *, size_t, const float *, const float *,
                                       float *) noexcept nogil
+    ctypedef void (*qk_rnn_quantize_fn)(size_t, const float *, uint8_t *, float *, int32_t *) noexcept nogil
+    ctypedef void (*qk_rnn_dequantize_fn)(size_t, size_t, const int32_t *, int32_t, const int32_t *, float,
+                                          const float *, const float *, float *, size_t) noexcept nogil
     ctypedef struct qk_recurrent_kernels:
         qk_rnn_step_a_fn step_a
         qk_rnn_step_b_fn step_b
+        qk_rnn_quantize_fn quantize
+        qk_rnn_dequantize_fn dequantize
     const qk_recurrent_kernels *qk_recurrent_for_isa(int isa)
 
 #: cell name -> its code; activation name (ONNX's spelling) -> its code
@@ -91,6 +96,20 @@ cdef class BoundRecurrent(Bound):
     cdef float *y
     cdef Py_ssize_t ys[3]          # Y (T, D, N, H): strides of t, d, n in floats
     cdef object keep
+    # dynamically quantized GEMMs (DynamicQuantizeLSTM): X and h quantized per call, the
+    # bound GEMMs integer (zero point 0, raw int32), the products dequantized here
+    cdef bint dq
+    cdef const float *dq_x
+    cdef size_t dq_xn, dq_rows, dq_cols
+    cdef uint8_t *dq_xq
+    cdef int32_t *dq_xacc
+    cdef const int32_t *dq_wcs
+    cdef const float *dq_wsw
+    cdef const float *dq_xb
+    cdef uint8_t *dq_hq[2]
+    cdef int32_t *dq_hacc[2]
+    cdef const int32_t *dq_rcs[2]
+    cdef const float *dq_rsw[2]
 
     cdef void _state_in(self, float *dst, const float *src, Py_ssize_t sd, Py_ssize_t sn, int d) noexcept nogil:
         cdef size_t n
@@ -126,13 +145,26 @@ cdef class BoundRecurrent(Bound):
                 if lens[n] > 0:
                     steps = max(steps, <size_t>lens[n])
             steps = min(steps, self.T)
+        cdef float sa
+        cdef int32_t za
+        cdef size_t gh = self.dq_cols // self.D if self.dq else 0
+        if self.dq:
+            self.k.quantize(self.dq_xn, self.dq_x, self.dq_xq, &sa, &za)
         (<Bound>self.xgemm).execute()
+        if self.dq:
+            self.k.dequantize(self.dq_rows, self.dq_cols, self.dq_xacc, za, self.dq_wcs, sa, self.dq_wsw, self.dq_xb,
+                              <float *>self.seq[0].xw, self.dq_cols)
         for d in range(self.D):
             self._state_in(self.h[d], self.h0, self.h0s[0], self.h0s[1], d)
             if self.c[d] != NULL:
                 self._state_in(self.c[d], self.c0, self.c0s[0], self.c0s[1], d)
             for s in range(steps):
+                if self.dq:
+                    self.k.quantize(self.N * self.H, self.h[d], self.dq_hq[d], &sa, &za)
                 (<Bound>self.rgemm[d]).execute()
+                if self.dq:
+                    self.k.dequantize(self.N, gh, self.dq_hacc[d], za, self.dq_rcs[d], sa, self.dq_rsw[d], NULL,
+                                      self.g[d], gh)
                 self.k.step_a(&self.cell[d], &self.seq[d], s, self.g[d], self.h[d], self.c[d], self.rh[d])
                 if self.rhgemm[d] != NULL:
                     (<Bound>self.rhgemm[d]).execute()
@@ -146,7 +178,8 @@ cdef class BoundRecurrent(Bound):
 def recurrent(int isa, str cell, tuple reverse, size_t hidden, float clip, bint input_forget, bint linear_before_reset,
               list activations, list peepholes, Bound xgemm, cnp.ndarray xw, Py_ssize_t xw_t, Py_ssize_t xw_n,
               list rgemms, list rhgemms, list g, list h, list c, list rh, list rhg, size_t T, cnp.ndarray lens,
-              cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray y, cnp.ndarray yh, cnp.ndarray yc, bint bind=False):
+              cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray y, cnp.ndarray yh, cnp.ndarray yc, bint bind=False,
+              tuple dq=None):
     """Bind (``bind``) or run a recurrent layer of D = len(rgemms) directions (``reverse``:
     per direction, whether it runs from the end), hidden size H, over T steps of N rows.
 
@@ -159,7 +192,14 @@ def recurrent(int isa, str cell, tuple reverse, size_t hidden, float clip, bint 
     rhg[d] (N, H); c[d]: the LSTM cell state (N, H) (None otherwise); all C-contiguous
     float32. lens: int32 (N,), each in [0, T] (the caller checks), or None. h0, c0, yh, yc:
     (D, N, H) views (any whole-float strides, last axis contiguous) or None; y: (T, D, N,
-    H) such a view, or None (Y not wanted). Returns (y, yh, yc), or the Bound."""
+    H) such a view, or None (Y not wanted). Returns (y, yh, yc), or the Bound.
+
+    dq (DynamicQuantizeLSTM): (x (rows, I) float32, xq (rows, I) uint8, xacc (rows, D * G * H)
+    int32, wcolsum, wscale, xbias (D * G * H) int32 / float32 / float32, and per direction
+    lists hq (N, H) uint8, hacc (N, G * H) int32, rcolsum, rscale (G * H)), all C-contiguous:
+    xgemm then reads xq into xacc and rgemms[d] hq[d] into hacc[d] (integer GEMMs, zero point
+    0); x and h[d] are quantized into them per call (onnxruntime's arithmetic), the products
+    dequantized (``float(acc - za * colsum) * (sa * scale)``, + xbias for x) into xw and g[d]."""
     cdef BoundRecurrent b = BoundRecurrent()
     cdef int D = len(rgemms), d, k
     cdef size_t G = {"RNN": 1, "GRU": 3, "LSTM": 4}[cell], H = hidden, N
@@ -239,5 +279,35 @@ def recurrent(int isa, str cell, tuple reverse, size_t hidden, float clip, bint 
     if yc is not None:
         b.ycs[0], b.ycs[1] = yc.strides[0] // 4, yc.strides[1] // 4
     b.out = (y, yh, yc)
-    b.keep = (xgemm, xw, rgemms, rhgemms, g, h, c, rh, rhg, lens, h0, c0, y, yh, yc, peepholes)
+    b.keep = (xgemm, xw, rgemms, rhgemms, g, h, c, rh, rhg, lens, h0, c0, y, yh, yc, peepholes, dq)
+    b.dq = dq is not None
+    if dq is not None:
+        _bind_dq(b, dq, D, G * H, N, H)
     return b if bind else b.run()
+
+
+def _c_arr(v, dtype, shape):
+    return isinstance(v, np.ndarray) and v.dtype == dtype and v.shape == shape and v.flags.c_contiguous
+
+
+cdef int _bind_dq(BoundRecurrent b, tuple dq, int D, size_t gh, size_t N, size_t H) except -1:
+    x, xq, xacc, wcs, wsw, xb, hq, hacc, rcs, rsw = dq
+    cdef size_t rows = x.shape[0] if x.ndim == 2 else 0, I = x.shape[1] if x.ndim == 2 else 0
+    cdef int d
+    c_arr = _c_arr
+    if not (c_arr(x, np.float32, (rows, I)) and c_arr(xq, np.uint8, (rows, I)) and
+            c_arr(xacc, np.int32, (rows, D * gh)) and rows == <size_t>b.seq[0].steps * N and
+            c_arr(wcs, np.int32, (D * gh,)) and c_arr(wsw, np.float32, (D * gh,)) and
+            c_arr(xb, np.float32, (D * gh,)) and len(hq) == D and len(hacc) == D and len(rcs) == D and
+            len(rsw) == D and b.seq[0].xw_n == <Py_ssize_t>(D * gh) and b.seq[0].xw_t == <Py_ssize_t>(N * D * gh)):
+        raise ValueError("dq: x, xq (T * N, I), xacc (T * N, D * G * H), per-column terms, layout 0")
+    for d in range(D):
+        if not (c_arr(hq[d], np.uint8, (N, H)) and c_arr(hacc[d], np.int32, (N, gh)) and
+                c_arr(rcs[d], np.int32, (gh,)) and c_arr(rsw[d], np.float32, (gh,))):
+            raise ValueError("dq: hq (N, H) uint8, hacc (N, G * H) int32, rcolsum, rscale (G * H) per direction")
+        b.dq_hq[d], b.dq_hacc[d] = <uint8_t *>_ptr(hq[d]), <int32_t *>_ptr(hacc[d])
+        b.dq_rcs[d], b.dq_rsw[d] = <const int32_t *>_ptr(rcs[d]), <const float *>_ptr(rsw[d])
+    b.dq_x, b.dq_xn, b.dq_rows, b.dq_cols = <const float *>_ptr(x), rows * I, rows, D * gh
+    b.dq_xq, b.dq_xacc = <uint8_t *>_ptr(xq), <int32_t *>_ptr(xacc)
+    b.dq_wcs, b.dq_wsw, b.dq_xb = <const int32_t *>_ptr(wcs), <const float *>_ptr(wsw), <const float *>_ptr(xb)
+    return 0

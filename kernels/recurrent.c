@@ -152,7 +152,48 @@ static void QK_RNN_NAME(qk_rnn_step_b)(const qk_rnn_cell *cell, const qk_rnn_seq
     }
 }
 
-const qk_recurrent_kernels QK_RNN_NAME(qk_recurrent) = {QK_RNN_NAME(qk_rnn_step_a), QK_RNN_NAME(qk_rnn_step_b)};
+/* round half to even of |v| < 2^22 (the default rounding of the float add) */
+static inline float qk_rnn_rint(float v) {
+    const float big = v < 0.0f ? -12582912.0f : 12582912.0f;   /* 1.5 * 2^23 */
+    return (v + big) - big;
+}
+
+static void QK_RNN_NAME(qk_rnn_quantize)(size_t n, const float *x, uint8_t *q, float *scale, int32_t *zp) {
+    float lo = 0.0f, hi = 0.0f;          /* the range holds 0 */
+    for (size_t i = 0; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+    }
+    const float s = hi == lo ? 1.0f : (hi - lo) / 255.0f;
+    float z0 = 0.0f - lo / s;
+    z0 = z0 < 0.0f ? 0.0f : z0 > 255.0f ? 255.0f : z0;
+    const float z = qk_rnn_rint(z0);
+    for (size_t i = 0; i < n; i++) {
+        float v = qk_rnn_rint(x[i] / s) + z;
+        v = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v;
+        q[i] = (uint8_t)(int32_t)v;
+    }
+    *scale = s;
+    *zp = (int32_t)z;
+}
+
+static void QK_RNN_NAME(qk_rnn_dequantize)(size_t rows, size_t cols, const int32_t *acc, int32_t za,
+                                           const int32_t *colsum, float sa, const float *sw, const float *bias,
+                                           float *out, size_t out_stride) {
+    for (size_t r = 0; r < rows; r++) {
+        const int32_t *ar = acc + r * cols;
+        float *o = out + r * out_stride;
+        for (size_t j = 0; j < cols; j++) {
+            const float v = (float)(ar[j] - za * colsum[j]) * (sa * sw[j]);
+            o[j] = bias ? v + bias[j] : v;
+        }
+    }
+}
+
+const qk_recurrent_kernels QK_RNN_NAME(qk_recurrent) = {
+    QK_RNN_NAME(qk_rnn_step_a), QK_RNN_NAME(qk_rnn_step_b), QK_RNN_NAME(qk_rnn_quantize),
+    QK_RNN_NAME(qk_rnn_dequantize),
+};
 
 #ifdef QK_RNN_PORTABLE
 #if defined(__x86_64__)

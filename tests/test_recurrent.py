@@ -4,8 +4,8 @@ kernels/recurrent.c): RNN, GRU and LSTM on the native path against the float64 r
 sequence_lens, layouts, peepholes, clip, input_forget, linear_before_reset, every
 activation), the reference against onnxruntime, the plan against the node-by-node run,
 every ISA build, array views against contiguous copies, malformed nodes, the dynamically
-quantized com.microsoft DynamicQuantizeLSTM against onnxruntime, and the silero VAD
-streaming model end to end.
+quantized com.microsoft DynamicQuantizeLSTM (reference and native) against onnxruntime,
+and the silero VAD streaming model end to end.
 
 Tolerance of the native float32 path against the float64 reference: |got - want| <=
 2e-5 + 2e-5 |want| on sequences up to 12 steps of O(1) values (float32 GEMM sums and the
@@ -364,7 +364,26 @@ def test_dynamic_quantize_lstm_matches_onnxruntime(wdt, per_column, direction, b
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     want = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
-    _close(Session(model).run(None, feeds), want, dict(rtol=1e-5, atol=2e-6))
+    _close(_reference(model, feeds), want, dict(rtol=1e-5, atol=2e-6))
+    s = _native_session(model)
+    first, second = s.run(None, feeds), s.run(None, feeds)      # node by node, then the plan
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    _close(second, want, dict(rtol=1e-5, atol=2e-6))
+
+
+def test_dynamic_quantize_lstm_every_isa_path():
+    """The integer GEMMs of every ISA path (exact) and both gate-math builds: within
+    float32 rounding of the reference (a quantization step flips only on a rounding tie)."""
+    rng = np.random.default_rng(13)
+    f = _dq_operands(rng, 7, 2, 19, 17, 2, np.int8, True)
+    model = _model("LSTM", f, dict(hidden_size=17, direction="bidirectional"), consts=_DQ_CONSTS,
+                   domain="com.microsoft")
+    feeds = _feeds(f, _DQ_CONSTS)
+    want = _reference(model, feeds)
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+        with qkernels.use_isa(isa):
+            _close(_native_session(model).run(None, feeds), want, dict(rtol=1e-5, atol=2e-6))
 
 
 def test_dynamic_quantize_matches_onnxruntime_parameters():

@@ -53,6 +53,15 @@ typedef struct {
     /* GRU, linear_before_reset = 0: rhg (rows, H) = (r * h) Rh^T + Rbh; h~, then h. */
     void (*step_b)(const qk_rnn_cell *cell, const qk_rnn_seq *seq, size_t s, const float *g, const float *rhg,
                    float *h);
+    /* onnxruntime's per-call quantization of a GEMM operand (DynamicQuantizeLSTM): x (n values)
+     * -> q uint8 with *scale = (max - min) / 255 over the range widened to hold 0 (1 when it is
+     * empty), *zp = round-half-even(clamp(-min / scale, 0, 255)), q = clamp(rint(x / scale) + zp,
+     * 0, 255); float32 throughout. */
+    void (*quantize)(size_t n, const float *x, uint8_t *q, float *scale, int32_t *zp);
+    /* out (rows, cols; row stride out_stride floats) = float(acc - za * colsum) * (sa * sw[col])
+     * (+ bias[col] when bias): the dequantized integer product of a zero-point-0 GEMM. */
+    void (*dequantize)(size_t rows, size_t cols, const int32_t *acc, int32_t za, const int32_t *colsum, float sa,
+                       const float *sw, const float *bias, float *out, size_t out_stride);
 } qk_recurrent_kernels;
 
 /* The kernels for ISA index `isa` (qk_cpu.h): the AVX2 build on x86 paths with AVX2, else
