@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -105,6 +106,11 @@ def _ort(kind, f, attrs, outputs=None):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, _feeds(f))
 
 
+def _seed(*names) -> int:
+    """A seed from the names, the same in every process (str hashes are salted)."""
+    return zlib.crc32(" ".join(names).encode())
+
+
 def _close(got, want, tol):
     assert len(got) == len(want)
     for g, w in zip(got, want):
@@ -141,7 +147,7 @@ def test_native_matches_reference(kind, direction, T, N, I, H, layout, lens, h0,
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("case", ["plain", "lens", "layout1", "clip_peepholes", "flag"])
 def test_reference_and_native_match_onnxruntime(kind, direction, case):
-    rng = np.random.default_rng(hash((kind, direction, case)) % 2 ** 32)
+    rng = np.random.default_rng(_seed(kind, direction, case))
     D = 2 if direction == "bidirectional" else 1
     layout = 1 if case == "layout1" else 0
     f = _operands(kind, 6, 3, 5, 7, D, rng, lens=case == "lens", h0=True, c0=True, peepholes=case == "clip_peepholes",
@@ -162,7 +168,7 @@ def test_reference_and_native_match_onnxruntime(kind, direction, case):
 def test_every_activation_matches_onnxruntime(kind, name):
     """Each activation in each position of the cell, with its alpha / beta given, then with
     onnxruntime's defaults (the lists run out)."""
-    rng = np.random.default_rng(abs(hash((kind, name))) % 2 ** 32)
+    rng = np.random.default_rng(_seed(kind, name))
     per = {"RNN": 1, "GRU": 2, "LSTM": 3}[kind]
     for pos in range(per):
         for given_params in (True, False):
@@ -174,7 +180,10 @@ def test_every_activation_matches_onnxruntime(kind, name):
             if given_params:
                 attrs["activation_alpha"] = [0.7, 0.3, 1.1, 0.5, 0.9, 0.2]
                 attrs["activation_beta"] = [0.4, 0.6, 0.8, 0.1, 0.3, 0.5]
-            f = _operands(kind, 4, 2, 3, 4, 2, rng, h0=True, c0=True, scale=0.3)
+            # 3 steps: an unbounded update gate (Softplus, Relu, Affine as GRU's z) grows h
+            # geometrically, and onnxruntime's Softplus, log(1 + exp(x)), is inf past x = 88.7
+            # (ours, max(x, 0) + log1p(exp(-|x|)), stays finite): keep both in range
+            f = _operands(kind, 3, 2, 3, 4, 2, rng, h0=True, c0=True, scale=0.3)
             want = _ort(kind, f, attrs)
             model = _model(kind, f, attrs)
             for got, tol in ((_reference(model, _feeds(f)), ORT_TOL), (_native_session(model).run(None, _feeds(f)),
