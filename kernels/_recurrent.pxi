@@ -34,7 +34,8 @@ cdef extern from "qk_recurrent.h" nogil:
                                       float *) noexcept nogil
     ctypedef void (*qk_rnn_step_b_fn)(const qk_rnn_cell *, const qk_rnn_seq *, size_t, const float *, const float *,
                                       float *) noexcept nogil
-    ctypedef void (*qk_rnn_quantize_fn)(size_t, const float *, uint8_t *, float *, int32_t *) noexcept nogil
+    ctypedef void (*qk_rnn_quantize_fn)(size_t, size_t, const float *, size_t, const int32_t *, size_t, uint8_t *,
+                                        float *, int32_t *) noexcept nogil
     ctypedef void (*qk_rnn_dequantize_fn)(size_t, size_t, const int32_t *, int32_t, const int32_t *, float,
                                           const float *, const float *, float *, size_t) noexcept nogil
     ctypedef struct qk_recurrent_kernels:
@@ -148,8 +149,9 @@ cdef class BoundRecurrent(Bound):
         cdef float sa
         cdef int32_t za
         cdef size_t gh = self.dq_cols // self.D if self.dq else 0
-        if self.dq:
-            self.k.quantize(self.dq_xn, self.dq_x, self.dq_xq, &sa, &za)
+        if self.dq:     # X's range: its first max(lens) steps (layout 0: rows (t, n))
+            self.k.quantize(self.dq_rows, self.dq_xn // self.dq_rows, self.dq_x, steps * self.N, NULL, 0,
+                            self.dq_xq, &sa, &za)
         (<Bound>self.xgemm).execute()
         if self.dq:
             self.k.dequantize(self.dq_rows, self.dq_cols, self.dq_xacc, za, self.dq_wcs, sa, self.dq_wsw, self.dq_xb,
@@ -159,8 +161,8 @@ cdef class BoundRecurrent(Bound):
             if self.c[d] != NULL:
                 self._state_in(self.c[d], self.c0, self.c0s[0], self.c0s[1], d)
             for s in range(steps):
-                if self.dq:
-                    self.k.quantize(self.N * self.H, self.h[d], self.dq_hq[d], &sa, &za)
+                if self.dq:     # h's range: the rows that ran step s - 1 (all at s = 0)
+                    self.k.quantize(self.N, self.H, self.h[d], self.N, lens, s, self.dq_hq[d], &sa, &za)
                 (<Bound>self.rgemm[d]).execute()
                 if self.dq:
                     self.k.dequantize(self.N, gh, self.dq_hacc[d], za, self.dq_rcs[d], sa, self.dq_rsw[d], NULL,

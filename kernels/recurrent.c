@@ -158,11 +158,17 @@ static inline float qk_rnn_rint(float v) {
     return (v + big) - big;
 }
 
-static void QK_RNN_NAME(qk_rnn_quantize)(size_t n, const float *x, uint8_t *q, float *scale, int32_t *zp) {
+static void QK_RNN_NAME(qk_rnn_quantize)(size_t rows, size_t cols, const float *x, size_t range_rows,
+                                        const int32_t *lens, size_t step, uint8_t *q, float *scale, int32_t *zp) {
     float lo = 0.0f, hi = 0.0f;          /* the range holds 0 */
-    for (size_t i = 0; i < n; i++) {
-        lo = x[i] < lo ? x[i] : lo;
-        hi = x[i] > hi ? x[i] : hi;
+    const size_t n = rows * cols;
+    for (size_t r = 0; r < range_rows && r < rows; r++) {
+        if (lens && !(lens[r] >= 0 && step <= (size_t)lens[r])) continue;
+        const float *xr = x + r * cols;
+        for (size_t i = 0; i < cols; i++) {
+            lo = xr[i] < lo ? xr[i] : lo;
+            hi = xr[i] > hi ? xr[i] : hi;
+        }
     }
     const float s = hi == lo ? 1.0f : (hi - lo) / 255.0f;
     float z0 = 0.0f - lo / s;

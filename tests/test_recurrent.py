@@ -358,16 +358,18 @@ _DQ_CONSTS = ("W", "R", "B", "P", "W_scale", "W_zero_point", "R_scale", "R_zero_
 @pytest.mark.parametrize("wdt", [np.int8, np.uint8])
 @pytest.mark.parametrize("per_column", [False, True])
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
-@pytest.mark.parametrize("batch", [1, 3])
-def test_dynamic_quantize_lstm_matches_onnxruntime(wdt, per_column, direction, batch):
-    """onnxruntime's per-call quantization of X and h, the same bits up to its float32
-    gate math. onnxruntime on one thread: with several, it splits the batch rows over its
-    threads and quantizes each share of h on its own (results that depend on its thread
-    count)."""
+@pytest.mark.parametrize("batch,lens", [(1, None), (3, None), (1, [3]), (3, [3, 5, 0])])
+def test_dynamic_quantize_lstm_matches_onnxruntime(wdt, per_column, direction, batch, lens):
+    """onnxruntime's per-call quantization of X and h (with sequence_lens: the ranges of the
+    rows its GEMMs see), the same bits up to its float32 gate math. onnxruntime on one
+    thread: with several, it splits the batch rows over its threads and quantizes each
+    share of h on its own (results that depend on its thread count)."""
     ort = pytest.importorskip("onnxruntime")
     rng = np.random.default_rng(10)
     D = 2 if direction == "bidirectional" else 1
     f = _dq_operands(rng, 5, batch, 7, 6, D, wdt, per_column)
+    if lens is not None:
+        f["sequence_lens"] = np.array(lens, np.int32)
     model = _model("LSTM", f, dict(hidden_size=6, direction=direction), consts=_DQ_CONSTS, domain="com.microsoft")
     feeds = _feeds(f, _DQ_CONSTS)
     so = ort.SessionOptions()

@@ -53,11 +53,14 @@ typedef struct {
     /* GRU, linear_before_reset = 0: rhg (rows, H) = (r * h) Rh^T + Rbh; h~, then h. */
     void (*step_b)(const qk_rnn_cell *cell, const qk_rnn_seq *seq, size_t s, const float *g, const float *rhg,
                    float *h);
-    /* onnxruntime's per-call quantization of a GEMM operand (DynamicQuantizeLSTM): x (n values)
-     * -> q uint8 with *scale = (max - min) / 255 over the range widened to hold 0 (1 when it is
-     * empty), *zp = round-half-even(clamp(-min / scale, 0, 255)), q = clamp(rint(x / scale) + zp,
-     * 0, 255); float32 throughout. */
-    void (*quantize)(size_t n, const float *x, uint8_t *q, float *scale, int32_t *zp);
+    /* onnxruntime's per-call quantization of a GEMM operand (DynamicQuantizeLSTM): x (rows x cols)
+     * -> q uint8 with *scale = (max - min) / 255 (1 when max = min), *zp = round-half-even(clamp(
+     * -min / scale, 0, 255)), q = clamp(rint(x / scale) + zp, 0, 255); float32 throughout. The
+     * range [min, max] holds 0 and the first range_rows rows, of those only the rows r with
+     * step <= lens[r] when lens is given (the rows onnxruntime's GEMM sees: X's first max(lens)
+     * steps; at step s, h of the rows that ran step s - 1, the others being 0 there). */
+    void (*quantize)(size_t rows, size_t cols, const float *x, size_t range_rows, const int32_t *lens, size_t s,
+                     uint8_t *q, float *scale, int32_t *zp);
     /* out (rows, cols; row stride out_stride floats) = float(acc - za * colsum) * (sa * sw[col])
      * (+ bias[col] when bias): the dequantized integer product of a zero-point-0 GEMM. */
     void (*dequantize)(size_t rows, size_t cols, const int32_t *acc, int32_t za, const int32_t *colsum, float sa,

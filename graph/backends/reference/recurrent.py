@@ -196,8 +196,9 @@ def sequence_lengths(node, lens, T: int, N: int) -> np.ndarray:
 def run_recurrent(node, spec: RecurrentSpec, x, wt, rt, b, lens, h0, c0, p):
     """(Y, Y_h, Y_c) in float64, layout 0, for x (T, N, I), wt (D, I, G*H) = Wᵀ,
     rt (D, H, G*H) = Rᵀ, b (D, 2*G*H), lens (N,), h0 / c0 (D, N, H), p (D, 3*H), every
-    operand float64. ``x @ wt`` and ``h @ rt`` may be replaced: ``wt`` / ``rt`` may be
-    callables (d, rows (M, K)) -> (M, G*H) (DynamicQuantizeLSTM's integer GEMMs)."""
+    operand float64. ``x @ wt`` and ``h @ rt`` may be replaced (DynamicQuantizeLSTM's
+    integer GEMMs, LSTM and RNN cells): ``wt`` a callable (d, x rows (M, I)) -> (M, G*H),
+    ``rt`` a callable (d, h (N, H) of every row, step s, lens) -> (N, G*H)."""
     T, N, _ = x.shape
     D, H, G = spec.directions, spec.hidden, GATES[spec.kind]
     Y = np.zeros((T, D, N, H))
@@ -205,7 +206,7 @@ def run_recurrent(node, spec: RecurrentSpec, x, wt, rt, b, lens, h0, c0, p):
     clip = (lambda v: np.clip(v, -spec.clip, spec.clip)) if spec.clip is not None else (lambda v: v)
     for d in range(D):
         mul_w = wt if callable(wt) else (lambda dd, rows: rows @ wt[dd])
-        mul_r = rt if callable(rt) else (lambda dd, rows: rows @ rt[dd])
+        mul_r = (lambda dd, rows: rows @ rt[dd]) if not callable(rt) else None
         acts = spec.activations[d]
         wb, rb = b[d, :G * H], b[d, G * H:]
         xw = mul_w(d, x.reshape(T * N, -1)).reshape(T, N, G * H) + wb
@@ -224,7 +225,7 @@ def run_recurrent(node, spec: RecurrentSpec, x, wt, rt, b, lens, h0, c0, p):
                 hh = mul_r(d, r * hr)[:, 2 * H:]
                 new = (1 - z) * acts[1](clip(gx[:, 2 * H:] + hh + rb[2 * H:])) + z * hr
             else:
-                g = mul_r(d, hr) + rb
+                g = (mul_r(d, hr) if mul_r else rt(d, h, s, lens)[rows]) + rb
                 if spec.kind == "RNN":
                     new = acts[0](clip(gx + g))
                 elif spec.kind == "GRU":
@@ -301,26 +302,28 @@ def _lstm(node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
 
 # ------------------------------------------------- com.microsoft DynamicQuantizeLSTM
 
-def dynamic_quantize(a: np.ndarray) -> tuple[np.ndarray, np.float32, int]:
+def dynamic_quantize(a: np.ndarray, range_rows: int | None = None) -> tuple[np.ndarray, np.float32, int]:
     """onnxruntime's per-call quantization of a float32 GEMM operand (its LSTM's
-    GetQuantizationParameter + MlasQuantizeLinear): uint8, the range [min, max] widened
-    to hold 0, scale (max - min) / 255 (1 for an all-zero operand), zero point
-    round-half-even(-min / scale) in [0, 255], q = clamp(rint(a / scale) + zp, 0, 255),
-    float32 throughout. Returns (q as int64, scale, zero point)."""
+    GetQuantizationParameter + MlasQuantizeLinear): uint8, the range [min, max] (of the
+    first ``range_rows`` rows, default all) widened to hold 0, scale (max - min) / 255
+    (1 for an all-zero range), zero point round-half-even(-min / scale) in [0, 255],
+    q = clamp(rint(a / scale) + zp, 0, 255), float32 throughout. Returns (q as int64,
+    scale, zero point)."""
     a = np.asarray(a, np.float32)
-    lo = min(np.float32(a.min()), np.float32(0)) if a.size else np.float32(0)
-    hi = max(np.float32(a.max()), np.float32(0)) if a.size else np.float32(0)
+    r = a if range_rows is None else a[:range_rows]
+    lo = min(np.float32(r.min()), np.float32(0)) if r.size else np.float32(0)
+    hi = max(np.float32(r.max()), np.float32(0)) if r.size else np.float32(0)
     scale = np.float32(1) if hi == lo else np.float32((hi - lo) / np.float32(255))
     zp = int(np.rint(np.clip(np.float32(0) - lo / scale, np.float32(0), np.float32(255))))
     q = np.clip(np.rint(a / scale) + np.float32(zp), 0, 255).astype(np.int64)
     return q, scale, zp
 
 
-def _dq_matmul(a, wq, zw, sw) -> np.ndarray:
+def _dq_matmul(a, wq, zw, sw, range_rows=None) -> np.ndarray:
     """float32 a (M, K) times int8/uint8 weights wq (K, N) (zero point zw, scale sw: one
-    or one per column) as onnxruntime: a quantized per call, an exact integer product,
-    then float32(acc) * float32(sa * sw)."""
-    q, sa, za = dynamic_quantize(a)
+    or one per column) as onnxruntime: a quantized per call (its range from the first
+    ``range_rows`` rows), an exact integer product, then float32(acc) * float32(sa * sw)."""
+    q, sa, za = dynamic_quantize(a, range_rows)
     acc = (q - za) @ (wq.astype(np.int64) - zw.astype(np.int64))
     return acc.astype(np.float32) * (sa * sw.astype(np.float32))
 
@@ -357,10 +360,19 @@ def _dynamic_quantize_lstm(node, x, w, r, b=None, lens=None, h0=None, c0=None, p
                        f"got {s.shape} and {z.shape}")
         params[name] = [(q[d], z[d], s[d]) for d in range(D)]
 
-    def mul(name):
-        return lambda d, rows: _dq_matmul(rows, *params[name][d]).astype(np.float64)
+    lengths = sequence_lengths(node, lens, T, N)
+    # the ranges of the rows onnxruntime's GEMMs see: X's first max(lens) steps; at step s,
+    # h of the rows that ran step s - 1 (all at s = 0: the initial state; the others are 0)
+    x_rows = int(lengths.max(initial=0)) * N
+
+    def mul_w(d, rows):
+        return _dq_matmul(rows, *params["W"][d], x_rows).astype(np.float64)
+
+    def mul_r(d, h, s, lens):
+        ran = lens >= s
+        return _dq_matmul(np.where(ran[:, None], h, 0), *params["R"][d]).astype(np.float64)
     Y, Yh, Yc = run_recurrent(
-        node, spec, x.astype(np.float64), mul("W"), mul("R"),
-        _or_zeros(b, (D, 8 * H)), sequence_lengths(node, lens, T, N), _state(spec, h0, D, N, H),
+        node, spec, x.astype(np.float64), mul_w, mul_r,
+        _or_zeros(b, (D, 8 * H)), lengths, _state(spec, h0, D, N, H),
         _state(spec, c0, D, N, H), _or_zeros(p, (D, 3 * H)))
     return _outputs(spec, x.dtype, Y, Yh, Yc)
