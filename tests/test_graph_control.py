@@ -157,6 +157,79 @@ def test_body_inputs_shadow_outer_values_of_the_same_name():
         _check(model, feeds, backends)
 
 
+def test_if_with_a_constant_condition_is_inlined_at_load():
+    then = _branch("then", [helper.make_node("Mul", ["x", "w"], ["t"])], [_vi("t")])
+    other = _branch("else", [helper.make_node("Concat", ["x", "x"], ["e"], axis=0)], [_vi("e")])
+    nodes = [helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array(False))),
+             helper.make_node("Relu", ["x0"], ["x"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)]
+    model = _model(nodes, [_vi("x0", F, [2, 3])], [_vi("y")], [_const("w", np.ones((2, 3), np.float32))])
+    s = _check(model, {"x0": np.random.default_rng(1).standard_normal((2, 3)).astype(np.float32)})
+    assert [n.op_type for n in s.graph.nodes] == ["Relu", "Concat", "Identity"]
+    assert "w" not in s.graph.initializers          # only the branch not taken read it
+
+
+def test_values_only_a_body_reads_stay_alive_in_the_plan():
+    """``a`` is read only by the If's branch, after two big values that the arena would
+    place over it were ``a`` not counted as an input of the If (its implicit input)."""
+    then = _branch("then", [helper.make_node("Add", ["a", "d"], ["t"])], [_vi("t")])
+    other = _branch("else", [helper.make_node("Sub", ["a", "d"], ["e"])], [_vi("e")])
+    nodes = [helper.make_node("Sin", ["x"], ["a"]),
+             helper.make_node("Cos", ["x"], ["b"]),
+             helper.make_node("Mul", ["b", "b"], ["c2"]),
+             helper.make_node("Exp", ["c2"], ["d"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)]
+    model = _model(nodes, [_vi("x", F, [64, 64]), _vi("c", B, [])], [_vi("y")])
+    x = np.random.default_rng(2).standard_normal((64, 64)).astype(np.float32)
+    for backends in BACKENDS:
+        s = _check(model, {"x": x, "c": np.array(True)}, backends)
+        assert s.last_run == "plan"
+        assert s.graph.nodes[-1].inputs == ["c", "a", "d"]     # the branch's reads: implicit inputs
+
+
+def test_constants_a_body_reads_are_bound_into_it_and_run_on_the_kernels():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    then = _branch("then", [helper.make_node("Conv", ["x", "w"], ["t"], pads=[1, 1, 1, 1]),
+                            helper.make_node("Relu", ["t"], ["r"])], [_vi("r")])
+    other = _branch("else", [helper.make_node("Conv", ["x", "w"], ["e"])], [_vi("e")])
+    model = _model([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+                   [_vi("x", F, [1, 3, 8, 8]), _vi("c", B, [])], [_vi("y")], [_const("w", w)])
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    s = _check(model, {"x": x, "c": np.array(True)}, rtol=1e-4, atol=1e-4)
+    node = s.graph.nodes[0]
+    assert node.inputs == ["c", "x"] and node.implicit == ("x",)
+    body = node.attrs["then_branch"].session
+    assert "w" in body.graph.initializers
+    assert "native" in s.explain() and "If body If_0.then_branch" in s.explain()   # the conv on the kernels
+    assert body.placement(next(n for n in body.graph.nodes if "Conv" in n.op_type)) == "native"
+
+
+def test_profile_counts_body_nodes_once():
+    s = Session(_if_model())
+    feeds = {"x0": np.ones((2, 3), np.float32), "c": np.array(True)}
+    for _ in range(3):
+        s.run(None, feeds, profile=True)
+        rows = s.last_profile
+        inner = [r for r in rows if r["node"].startswith("If_1.then_branch/")]
+        assert [r["op"] for r in inner] == ["Mul"]
+        assert all(r["seconds"] >= 0 for r in rows)
+        assert "If" in s.format_profile()
+
+
+def test_opset_11_model_with_subgraphs_is_converted_inside_them():
+    """Squeeze's axes: an attribute at opset 11, an input from 13; the converter rewrites
+    the branch too."""
+    then = _branch("then", [helper.make_node("Squeeze", ["x"], ["t"], axes=[0])], [_vi("t")])
+    other = _branch("else", [helper.make_node("Squeeze", ["x"], ["e"], axes=[0]),
+                             helper.make_node("Neg", ["e"], ["n"])], [_vi("n")])
+    model = _model([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+                   [_vi("x", F, [1, 4]), _vi("c", B, [])], [_vi("y")], opset=11)
+    for cond in (True, False):
+        s = _check(model, {"x": np.arange(4, dtype=np.float32).reshape(1, 4), "c": np.array(cond)})
+    assert "converted at load from opset 11" in s.explain()
+
+
 # ---------------------------------------------------------------------------- Loop
 
 def _loop_model(with_m=True, with_cond=True, limit=None):
