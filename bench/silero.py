@@ -62,3 +62,38 @@ def stream(chunks: int, seed: int = 0) -> np.ndarray:
     gate = (np.sin(2 * np.pi * 1.5 * t) > 0.2).astype(np.float64)
     signal += 0.3 * gate * voiced
     return np.clip(signal, -1, 1).astype(np.float32).reshape(chunks, 1, CHUNK)
+
+
+def latency(model: str = "ifless", chunks: int = 200, rounds: int = 7) -> dict[str, float]:
+    """Median ms per chunk, 1 thread, of ONNX Runtime and qkernels streaming the same
+    chunks with their states carried, alternating in one process (rounds of ``chunks``
+    calls each; the median over rounds)."""
+    import time
+
+    import onnxruntime as ort
+
+    from qkernels.graph import Session
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    theirs = ort.InferenceSession(str(path(model)), opts, providers=["CPUExecutionProvider"])
+    ours = Session(str(path(model)), num_threads=1)
+    data, sr = stream(chunks), np.array(RATE, np.int64)
+
+    def run(session):
+        state = np.zeros((2, 1, 128), np.float32)
+        t0 = time.perf_counter()
+        for chunk in data:
+            _, state = session.run(None, {"input": chunk, "state": state, "sr": sr})
+        return (time.perf_counter() - t0) / chunks * 1e3
+    run(ours), run(theirs)     # warm: plans made, caches filled
+    times: dict[str, list] = {"onnxruntime": [], "qkernels": []}
+    for _ in range(rounds):
+        times["onnxruntime"].append(run(theirs))
+        times["qkernels"].append(run(ours))
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+if __name__ == "__main__":   # OPENBLAS_NUM_THREADS=1 python -m bench.silero
+    got = latency()
+    print(f"silero-vad (ifless), ms per 512-sample chunk, 1 thread: ONNX Runtime {got['onnxruntime']:.3f}, "
+          f"qkernels {got['qkernels']:.3f} ({got['qkernels'] / got['onnxruntime']:.2f}x)")
