@@ -15,6 +15,7 @@ MIN_OPSET = 13                  # the runner's operators are written to opset 13
 CONVERTED_KEY = "qkernels.converted_from_opset"
 MAX_ELEMENTS = 1 << 34          # a declared or stored tensor above this is refused (16 G elements)
 MAX_MODEL_BYTES = (1 << 31) - 1   # protobuf cannot parse a message of 2 GiB (keep weights external)
+MAX_DEPTH = 64                  # subgraphs nested deeper than this are refused (a ModelError, not a RecursionError)
 #: bits per element of the element types numpy stores in a byte each but ONNX packs
 _PACKED_BITS = {"int4": 4, "uint4": 4, "float4_e2m1fn": 4, "int2": 2, "uint2": 2, "float6_e2m3fn": 6,
                 "float6_e3m2fn": 6}
@@ -180,12 +181,12 @@ def _tensor(onnx, t) -> np.ndarray:
     return arr
 
 
-def _attrs(onnx, node, opset: int) -> dict:
+def _attrs(onnx, node, opset: int, depth: int) -> dict:
     out = {}
     for a in node.attribute:
         _text(a.name, f"an attribute name of node {node.name or node.op_type!r}")
         if a.type == onnx.AttributeProto.GRAPH:   # a control-flow body: our IR too
-            out[a.name] = _graph(onnx, a.g, opset, sub=True)
+            out[a.name] = _graph(onnx, a.g, opset, depth + 1)
         elif a.type == onnx.AttributeProto.GRAPHS:
             out[a.name] = a   # kept raw: no operator we run takes a list of graphs
         elif a.type == onnx.AttributeProto.TENSOR:
@@ -240,11 +241,14 @@ def to_graph(proto) -> Graph:
     return graph
 
 
-def _graph(onnx, g, opset: int, sub: bool = False) -> Graph:
-    """The Graph of GraphProto ``g``. A subgraph (``sub``) may read values of the graphs
-    around it: those names are its ``outer`` list, and a node holding subgraphs gets
+def _graph(onnx, g, opset: int, depth: int = 0) -> Graph:
+    """The Graph of GraphProto ``g``, ``depth`` subgraphs down. A subgraph may read values
+    of the graphs around it: those names are its ``outer`` list, and a node holding subgraphs gets
     their outer names as implicit inputs (:attr:`Node.implicit`), so that the graph
     around it orders, keeps alive and checks them like any input."""
+    sub = depth > 0
+    if depth > MAX_DEPTH:
+        raise ModelError(f"subgraphs are nested more than {MAX_DEPTH} deep")
     inits = {_text(t.name, "an initializer's name"): _tensor(onnx, t) for t in g.initializer}
     inputs = [_value_info(onnx, vi) for vi in g.input if vi.name not in inits]
     outputs = [_value_info(onnx, vi) for vi in g.output]
@@ -255,7 +259,7 @@ def _graph(onnx, g, opset: int, sub: bool = False) -> Graph:
         op_type, domain = _text(n.op_type, f"node {k}'s op_type"), _text(n.domain, f"node {k}'s domain")
         node = Node(_text(n.name, f"node {k}'s name") or f"{op_type}_{k}", op_type,
                     "" if domain == "ai.onnx" else domain, [_text(i, f"an input of node {k}") for i in n.input],
-                    [_text(o, f"an output of node {k}") for o in n.output], _attrs(onnx, n, opset))
+                    [_text(o, f"an output of node {k}") for o in n.output], _attrs(onnx, n, opset, depth))
         free = list(dict.fromkeys(name for _, body in node.subgraphs() for name in body.outer))
         node.inputs += free
         node.implicit = tuple(free)

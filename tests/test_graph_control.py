@@ -381,6 +381,72 @@ def test_scan_with_a_strided_view_as_input_equals_a_contiguous_copy():
         np.testing.assert_array_equal(got, want)
 
 
+# ----------------------------------------------------------------------- malformed
+
+def _if_of(then, other, inputs=None):
+    return _model([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+                  inputs or [_vi("c", B, [])], [_vi("y")])
+
+
+def test_a_body_reading_a_value_nothing_makes_is_refused_at_load():
+    then = _branch("then", [helper.make_node("Neg", ["nowhere"], ["t"])], [_vi("t")])
+    with pytest.raises(ModelError, match="nowhere"):
+        Session(_if_of(then, then))
+
+
+def test_branches_whose_outputs_do_not_match_the_node_are_refused_with_the_reason():
+    two = _branch("then", [helper.make_node("Constant", [], ["a"], value=_const("a", np.ones(2, np.float32))),
+                           helper.make_node("Neg", ["a"], ["b"])], [_vi("a"), _vi("b")])
+    with pytest.raises(ModelError, match="then_branch makes 2 output"):
+        Session(_if_of(two, two))
+
+
+def test_loop_and_scan_of_the_wrong_arity_are_refused_with_the_reason():
+    body = helper.make_graph([helper.make_node("Identity", ["c_in"], ["c_out"])], "body",
+                             [_vi("i", I64, []), _vi("c_in", B, [])], [_vi("c_out", B, [])])
+    model = _model([helper.make_node("Loop", ["M", "", "y0"], ["y"], body=body)],
+                   [_vi("M", I64, []), _vi("y0", F, [2])], [_vi("y")])
+    with pytest.raises(ModelError, match="carries 0 value"):
+        Session(model)
+    sbody = helper.make_graph([helper.make_node("Add", ["s", "x"], ["s2"])], "b", [_vi("s"), _vi("x")], [_vi("s2")])
+    model = _model([helper.make_node("Scan", ["s0", "x"], ["s"], body=sbody, num_scan_inputs=3)],
+                   [_vi("s0", F, [2]), _vi("x", F, [3, 2])], [_vi("s")])
+    with pytest.raises(ModelError, match="num_scan_inputs"):
+        Session(model)
+
+
+def test_scan_inputs_of_different_lengths_and_scans_that_change_shape_are_clear_errors():
+    sbody = helper.make_graph([helper.make_node("Add", ["a", "b"], ["o"])], "b", [_vi("a"), _vi("b")], [_vi("o")])
+    model = _model([helper.make_node("Scan", ["x1", "x2"], ["y"], body=sbody, num_scan_inputs=2)],
+                   [_vi("x1", F, None), _vi("x2", F, None)], [_vi("y")])
+    with pytest.raises(ModelError, match="different lengths"):
+        Session(model).run(None, {"x1": np.ones((3, 2), np.float32), "x2": np.ones((4, 2), np.float32)})
+    body = helper.make_graph([helper.make_node("Identity", ["c_in"], ["c_out"]),
+                              helper.make_node("Concat", ["a_in", "a_in"], ["a_out"], axis=0),
+                              helper.make_node("Identity", ["a_out"], ["scan"])], "body",
+                             [_vi("i", I64, []), _vi("c_in", B, []), _vi("a_in", F, None)],
+                             [_vi("c_out", B, []), _vi("a_out", F, None), _vi("scan", F, None)])
+    model = _model([helper.make_node("Loop", ["M", "", "a0"], ["a", "s"], body=body)],
+                   [_vi("M", I64, []), _vi("a0", F, [1])], [_vi("a"), _vi("s")])
+    with pytest.raises(ModelError, match="changes shape between iterations"):
+        Session(model).run(None, {"M": np.array(3, np.int64), "a0": np.ones(1, np.float32)})
+
+
+def test_subgraphs_nested_too_deep_are_refused_not_a_recursion_error(monkeypatch):
+    """(protobuf itself refuses messages nested 100 deep, about 25 subgraph levels: the
+    limit is lowered here to be reached)"""
+    from qkernels.graph import model as model_module
+    monkeypatch.setattr(model_module, "MAX_DEPTH", 4)
+    graph = _branch("leaf", [helper.make_node("Neg", ["x"], ["y0"])], [_vi("y0")])
+    for k in range(6):
+        leaf = _branch(f"e{k}", [helper.make_node("Neg", ["x"], [f"e{k}"])], [_vi(f"e{k}")])
+        graph = _branch(f"g{k}", [helper.make_node("If", ["c"], [f"y{k + 1}"], then_branch=graph, else_branch=leaf)],
+                        [_vi(f"y{k + 1}")])
+    model = _model(list(graph.node), [_vi("c", B, []), _vi("x", F, [1])], [_vi(graph.output[0].name)])
+    with pytest.raises(ModelError, match="nested more than"):
+        Session(model)
+
+
 # ------------------------------------------------------------------------ silero-vad
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
