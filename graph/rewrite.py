@@ -758,6 +758,9 @@ def conv1d_as_conv2d(graph: Graph) -> Graph:
     ``Squeeze(Conv2d(Unsqueeze(x, 2), W[:, :, None, :]), 2)`` with the attributes given a
     unit first axis (the reshapes are views in the plan). The same arithmetic, the same
     order of sums."""
+    if not any((n.op_type, n.domain) in (("Conv", ""), ("FusedConv", MS)) and len(n.inputs) > 1
+               and np.ndim(graph.initializers.get(n.inputs[1])) == 3 for n in graph.nodes):
+        return graph      # (the common case: no pass over the graph)
     ed = _Editor(graph)
     axes = None
     for node in graph.nodes:

@@ -444,7 +444,7 @@ class Body:
         self.session = session
         self.label = label            # "<node>.<attribute>": explain() and profiles
         self._inputs = [v.name for v in graph.inputs]
-        self._outer = [name for name in graph.outer if name in session._declared]
+        self._outer = list(graph.outer)
         self._outputs = list(session._output_names)
 
     def run(self, formal: list, outer: dict) -> list[np.ndarray]:
