@@ -457,7 +457,11 @@ class Body:
         if rows is None:
             return self.session._execute(feeds, self._outputs, None)
         mine: list = []
-        outputs = self.session._execute(feeds, self._outputs, mine)
+        token = _PROFILE.set(mine)          # (bodies inside this one add theirs here)
+        try:
+            outputs = self.session._execute(feeds, self._outputs, mine)
+        finally:
+            _PROFILE.reset(token)
         for r in mine:
             within = r.get("within")
             rows.append({**r, "node": f"{self.label}/{r['node']}",

@@ -114,6 +114,13 @@ def test_nested_if_reads_values_two_scopes_out():
         for c2 in (True, False):
             for backends in BACKENDS:
                 _check(model, {"x0": x, "c1": np.array(c1), "c2": np.array(c2)}, backends)
+    s = Session(model)
+    for _ in range(3):       # traced, node by node in the bodies, planned
+        s.run(None, {"x0": x, "c1": np.array(True), "c2": np.array(False)}, profile=True)
+        names = [r["node"] for r in s.last_profile]
+        assert "If_2.then_branch/If_2.else_branch/Sub_0" in names      # the inner body, named by its path
+        assert names[-1] == "If_2" and names.index("If_2.then_branch/If_2") > names.index(
+            "If_2.then_branch/If_2.else_branch/Sub_0")
 
 
 def _reference(model, feeds):
