@@ -129,23 +129,25 @@ def _fold(node: Node, graph: Graph, consts: dict, limit: int) -> dict | None:
     return None if any(v.nbytes > limit for v in produced.values()) else produced
 
 
-def fold_constants(graph: Graph, limit: int = FOLD_LIMIT) -> Graph:
+def fold_constants(graph: Graph, limit: int = FOLD_LIMIT, control_flow: bool = True) -> Graph:
     """``graph`` with every foldable node whose outputs stay within ``limit`` bytes each
     replaced by constants, and the constants nothing reads any more dropped.
 
     Control flow never runs at load (a loop may be long), but: the constants a node's
     subgraphs read from around them become constants of those subgraphs (their own
     planning folds with them), and an If whose condition is constant is replaced by the
-    branch it takes, inlined (its values renamed under the node's name)."""
+    branch it takes, inlined (its values renamed under the node's name).
+    ``control_flow=False`` leaves If, Loop and Scan nodes as they are, for a caller that
+    maps the result back onto the ONNX model by node name (the quantizer)."""
     consts = dict(graph.initializers)
     taken = set(consts) | {v.name for v in graph.inputs} | {o for n in graph.nodes for o in n.outputs}
     kept = []
     todo = list(reversed(graph.nodes))
     while todo:
         node = todo.pop()
-        if node.implicit:
+        if node.implicit and control_flow:
             node = _bind(node, consts)
-        if node.op_type == "If" and not node.domain and node.inputs[0] in consts:
+        if control_flow and node.op_type == "If" and not node.domain and node.inputs[0] in consts:
             todo.extend(reversed(_inline(node, consts, taken)))
             continue
         produced = _fold(node, graph, consts, limit)

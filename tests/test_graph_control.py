@@ -238,6 +238,22 @@ def test_opset_11_model_with_subgraphs_is_converted_inside_them():
     assert "converted at load from opset 11" in s.explain()
 
 
+def test_the_quantizers_folding_keeps_control_flow_and_what_bodies_read():
+    """The quantizer maps folded graphs back onto the ONNX model by node name: there an If
+    is neither inlined nor stripped of the constants its branches read."""
+    from qkernels.quant.prepare import fold_constants
+    then = _branch("then", [helper.make_node("Mul", ["x", "w2"], ["t"])], [_vi("t")])
+    other = _branch("else", [helper.make_node("Add", ["x", "w2"], ["e"])], [_vi("e")])
+    nodes = [helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array(True)), name="k"),
+             helper.make_node("Neg", ["w"], ["w2"], name="neg"), helper.make_node("Relu", ["x0"], ["x"], name="relu"),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other, name="if")]
+    model = _model(nodes, [_vi("x0", F, [3])], [_vi("y")], [_const("w", np.arange(3, dtype=np.float32))])
+    folded, count = fold_constants(model)
+    assert count == 2 and [n.name for n in folded.graph.node] == ["relu", "if"]
+    feeds = {"x0": np.array([1, -2, 3], np.float32)}
+    np.testing.assert_array_equal(_ort(folded, feeds)[0], _ort(model, feeds)[0])
+
+
 # ---------------------------------------------------------------------------- Loop
 
 def _loop_model(with_m=True, with_cond=True, limit=None):
