@@ -1061,3 +1061,24 @@ def test_pow_sqrt_and_gather_of_constant_indices_bound_in_place_equal_the_refere
     assert s.last_run == "plan"
     plan = next(p for p in s._plans.values() if p is not None)._idle[0]
     assert plan.bound == 3
+
+
+@pytest.mark.parametrize("op", ["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"])
+@pytest.mark.parametrize("src,dst", [(np.int64, TensorProto.FLOAT), (np.float32, TensorProto.DOUBLE),
+                                     (np.float64, TensorProto.FLOAT), (np.float32, TensorProto.BOOL)])
+def test_comparisons_and_casts_bound_in_place_equal_the_reference(op, src, dst):
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((3, 5)) * 1e5).astype(src)
+    x[0, :2] = [0, -0.0] if np.dtype(src).kind == "f" else 0
+    nodes = [helper.make_node("Cast", ["x"], ["c"], to=dst), helper.make_node("Cast", ["x"], ["d"], to=dst),
+             helper.make_node(op, ["c", "d"], ["y"]), helper.make_node(op, ["c", "k"], ["z"])]
+    k = numpy_helper.from_array(np.zeros(5, helper.tensor_dtype_to_np_dtype(dst)), "k")
+    model = _model(nodes, [helper.make_tensor_value_info("x", helper.np_dtype_to_tensor_dtype(np.dtype(src)), [3, 5])],
+                   [helper.make_tensor_value_info(n, 0, None) for n in ("c", "y", "z")], [k])
+    s = Session(model)
+    want = reference_session(model).run(None, {"x": x})
+    for _ in range(2):
+        for got, w in zip(s.run(None, {"x": x}), want):
+            assert got.dtype == w.dtype
+            np.testing.assert_array_equal(got, w)
+    assert next(p for p in s._plans.values() if p is not None)._idle[0].bound == 4

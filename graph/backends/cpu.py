@@ -1213,8 +1213,34 @@ def _bind_gather(node: Node, ins, outs):
     return partial(np.take, x, k, axis=axis, out=y, mode="clip")
 
 
+_COMPARISONS = {"Equal": np.equal, "Less": np.less, "LessOrEqual": np.less_equal, "Greater": np.greater,
+                "GreaterOrEqual": np.greater_equal}
+
+
+def _bind_comparison(node: Node, ins, outs):
+    """A comparison of two numbers of one dtype: the reference's numpy call with ``out=``."""
+    a, b, y = ins[0], ins[1], outs[0]
+    if a is None or b is None or a.dtype != b.dtype or a.dtype.kind not in "biuf" or y.dtype != np.bool_ \
+            or np.broadcast_shapes(a.shape, b.shape) != y.shape:
+        return None
+    return partial(_COMPARISONS[node.op_type], a, b, out=y)
+
+
+def _bind_cast(node: Node, ins, outs):
+    """Cast between numeric dtypes other than float to integer (whose NaN and truncation
+    rules the reference spells out): numpy's conversion, astype's, into place."""
+    x, y = ins[0], outs[0]
+    if x is None or x.shape != y.shape or x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf" \
+            or (x.dtype.kind == "f" and y.dtype.kind in "iu"):
+        return None
+    return partial(np.copyto, y, x, casting="unsafe")
+
+
 for _key in _UFUNCS:
     BINDERS[_key] = _bind_binary
+for _key in _COMPARISONS:
+    BINDERS[_key] = _bind_comparison
+BINDERS["Cast"] = _bind_cast
 BINDERS["Pow"] = _bind_pow
 BINDERS["Sqrt"] = _bind_sqrt
 BINDERS["Gather"] = _bind_gather
