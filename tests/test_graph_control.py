@@ -194,6 +194,20 @@ def test_values_only_a_body_reads_stay_alive_in_the_plan():
         assert s.last_run == "plan"
         assert s.graph.nodes[-1].inputs == ["c", "a", "d"]     # the branch's reads: implicit inputs
 
+    class SinOnly(Backend):   # a backend of its own for Sin: the If reads ``a`` from another partition
+        name = "sin-only"
+
+        def supports(self, node, graph):
+            return node.op_type == "Sin"
+
+        def compile(self, nodes, graph):
+            return lambda values: {n.outputs[0]: np.sin(values[n.inputs[0]]) for n in nodes}
+    s = Session(model, backends=[SinOnly(), "reference"], plan=False)
+    assert [b for b, _ in s.partitions] == ["sin-only", "reference"]
+    for cond in (True, False):
+        np.testing.assert_allclose(s.run(None, {"x": x, "c": np.array(cond)})[0],
+                                   _ort(model, {"x": x, "c": np.array(cond)})[0], rtol=1e-6, atol=1e-6)
+
 
 def test_constants_a_body_reads_are_bound_into_it_and_run_on_the_kernels():
     rng = np.random.default_rng(3)
