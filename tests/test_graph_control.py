@@ -321,24 +321,27 @@ def test_loop_carried_value_growing_each_iteration():
                        "x": np.array([1, 2], np.float32)})
 
 
-def test_loop_without_trip_count_or_condition_is_refused_at_once():
-    model = _loop_model(False, False)
-    with pytest.raises(ModelError, match="neither a trip count nor a condition"):
-        Session(model).run(None, {"y0": np.zeros(3, np.float32), "x": np.zeros(3, np.float32)})
-    with pytest.raises(ModelError, match="above the limit"):
-        Session(_loop_model(True, False)).run(None, {"M": np.array(2 ** 62, np.int64), "y0": np.zeros(3, np.float32),
-                                                     "x": np.zeros(3, np.float32)})
+@pytest.mark.parametrize("with_m", [False, True])
+def test_the_bodys_condition_ends_a_loop_without_a_condition_input_as_in_onnxruntime(with_m):
+    """(The spec's pseudo-code calls the body's condition "ignored" there; ONNX Runtime
+    stops on it, as do we.)"""
+    feeds = {"y0": np.ones(3, np.float32), "x": np.ones(3, np.float32)}
+    s = _check(_loop_model(with_m, False, 20), {**feeds, "M": np.array(10, np.int64)} if with_m else feeds)
+    assert s.run(None, {**feeds, "M": np.array(10, np.int64)} if with_m else feeds)[1].shape == (4, 3)
 
 
-def test_loop_whose_condition_never_ends_stops_at_the_iteration_limit(monkeypatch):
+@pytest.mark.parametrize("with_m,with_cond", [(True, True), (True, False), (False, False), (False, True)])
+def test_loop_whose_condition_never_ends_stops_at_the_iteration_limit(monkeypatch, with_m, with_cond):
     monkeypatch.setattr(control, "MAX_ITERATIONS", 50)
-    s = Session(_loop_model(True, True))          # sum(y) stays below 1e9
-    feeds = {"M": np.array(2 ** 62, np.int64), "cond": np.array(True), "y0": np.zeros(3, np.float32),
-             "x": np.zeros(3, np.float32)}
+    s = Session(_loop_model(with_m, with_cond))          # sum(y) stays below 1e9
+    feeds = {"y0": np.zeros(3, np.float32), "x": np.zeros(3, np.float32)}
+    feeds.update({"M": np.array(2 ** 62, np.int64)} if with_m else {})
+    feeds.update({"cond": np.array(True)} if with_cond else {})
     with pytest.raises(ModelError, match="ran 50 iterations"):
         s.run(None, feeds)
-    feeds["M"] = np.array(50, np.int64)           # at the limit: runs
-    assert s.run(None, feeds)[1].shape == (50, 3)
+    if with_m:
+        feeds["M"] = np.array(50, np.int64)           # at the limit: runs
+        assert s.run(None, feeds)[1].shape == (50, 3)
 
 
 def test_loop_runs_from_several_threads_at_once():

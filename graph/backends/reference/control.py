@@ -8,10 +8,10 @@ from the scopes around it (a dict by the names the body uses, :attr:`Node.implic
 and returns its outputs as arrays the caller owns. The operators here only iterate.
 
 Loops are bounded: a Loop runs at most :data:`MAX_ITERATIONS` iterations (read at each
-call, so a program may change it) and refuses at once a trip count above it that no
-condition can cut short, or a loop with neither; the scan outputs a Loop or Scan
-collects count against :data:`qkernels.graph.model.MAX_ELEMENTS` as they grow. A loop
-runs in Python between iterations, so Ctrl-C interrupts it.
+call, so a program may change it), whatever its trip count, and stops with a ModelError
+when its condition still holds then; the scan outputs a Loop or Scan collects count
+against :data:`qkernels.graph.model.MAX_ELEMENTS` as they grow. A loop runs in Python
+between iterations, so Ctrl-C interrupts it.
 """
 from __future__ import annotations
 
@@ -122,10 +122,6 @@ def loop(node, trip=None, cond=None, *args):
     n, k = _loop_counts(node)
     limit = MAX_ITERATIONS
     trips = None if trip is None else int(_one(node, trip, "the trip count M"))
-    if cond is None and (trips is None or trips > limit):
-        fail(node, "neither a trip count nor a condition ends this loop" if trips is None else
-             f"trip count {trips} without a condition is above the limit of {limit} iterations "
-             "(qkernels.graph.backends.reference.control.MAX_ITERATIONS)")
     go = True if cond is None else bool(_one(node, cond, "the condition"))
     scans: list[list] = [[] for _ in range(k)]
     it = total = 0
@@ -134,8 +130,9 @@ def loop(node, trip=None, cond=None, *args):
             fail(node, f"ran {limit} iterations and its condition still holds "
                        "(limit: qkernels.graph.backends.reference.control.MAX_ITERATIONS)")
         out = body.run([np.array(it, np.int64), np.array(go), *carried], outer)
-        if cond is not None:     # without a condition input, the body's is ignored (spec)
-            go = bool(_one(node, out[0], "the body's condition"))
+        # the body's condition ends the loop even without a condition input, as in ONNX
+        # Runtime (the spec's pseudo-code says "ignored" there; ORT is what models meet)
+        go = bool(_one(node, out[0], "the body's condition"))
         carried = out[1:1 + n]
         for j in range(k):
             scans[j].append(out[1 + n + j])
