@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import threading
+import time
 from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -74,19 +75,21 @@ class Session:
         release_freed_memory()      # loading, folding and packing left freed heap behind
 
     @classmethod
-    def _nested(cls, graph: Graph, parent: "Session") -> "Session":
+    def _nested(cls, graph: Graph, parent: "Session", loop: bool) -> "Session":
         """A session of the subgraph ``graph`` planned like ``parent`` (its backends,
         rewrites, fold limit, plans): its inputs are the subgraph's, then the names it
-        reads from around it (``graph.outer``)."""
+        reads from around it (``graph.outer``). A ``loop`` body plans an input signature
+        at its second run, not its first: a loop whose carried values change shape each
+        iteration would otherwise plan every iteration for nothing."""
         self = cls.__new__(cls)
         self.num_threads = None      # the enclosing run's setting applies
         outer = [ValueInfo(name, None, None) for name in graph.outer]
         flat = dataclasses.replace(graph, inputs=list(graph.inputs) + outer, outer=[])
-        self._prepare(flat, parent.backends, parent._rewriters, parent._fold_limit, parent._plan_on, nested=True)
+        self._prepare(flat, parent.backends, parent._rewriters, parent._fold_limit, parent._plan_on, loop)
         return self
 
     def _prepare(self, graph: Graph, chain: list, rewriters: list, fold_limit: int, plan: bool,
-                 nested: bool = False) -> None:
+                 plan_late: bool = False) -> None:
         """Plan ``graph`` (checked): fold, rewrite, plan the control-flow bodies, partition."""
         self.backends, self._rewriters, self._fold_limit = chain, rewriters, fold_limit
         self.graph = fold_constants(graph, fold_limit)
@@ -111,10 +114,8 @@ class Session:
         self._node_steps: list | None = None
         self._plans: OrderedDict = OrderedDict()   # input signature -> _Pool (None: not plannable)
         self._plans_lock = threading.Lock()
-        # a body plans an input signature at its second run (a loop whose values grow
-        # each iteration would otherwise plan every iteration for nothing)
-        self._nested = nested
-        self._seen: OrderedDict = OrderedDict()
+        self._plan_late = plan_late                 # (see _nested)
+        self._seen: OrderedDict = OrderedDict()     # signatures run once, not planned yet
         #: what the last run ran on: "plan" (bound steps over the arena), "trace" (node by
         #: node, making the plan) or "nodes" (node by node); None before a run
         self.last_run: str | None = None
@@ -128,7 +129,8 @@ class Session:
             if bodies:
                 attrs = dict(node.attrs)
                 for attr, body in bodies:
-                    attrs[attr] = Body(body, Session._nested(body, self), f"{node.name}.{attr}")
+                    attrs[attr] = Body(body, Session._nested(body, self, node.op_type != "If"),
+                                       f"{node.name}.{attr}")
                 node = dataclasses.replace(node, attrs=attrs)
             nodes.append(node)
         return dataclasses.replace(graph, nodes=nodes)
@@ -309,7 +311,7 @@ class Session:
                 self._plans.move_to_end(key)
         if pool is None or self._steps() is None:
             return None
-        if pool is _MISSING and self._nested:
+        if pool is _MISSING and self._plan_late:
             with self._plans_lock:
                 first = key not in self._seen
                 self._seen[key] = True
@@ -412,7 +414,6 @@ class Session:
         return outputs
 
     def _timed(self, part, kernel, values, rows: list) -> dict:
-        import time
 
         def timer(node, seconds):
             rows.append(self._profile_row(node, seconds, None, rows))
@@ -458,6 +459,7 @@ class Body:
             return self.session._execute(feeds, self._outputs, None)
         mine: list = []
         token = _PROFILE.set(mine)          # (bodies inside this one add theirs here)
+        t0 = time.perf_counter()
         try:
             outputs = self.session._execute(feeds, self._outputs, mine)
         finally:
@@ -466,6 +468,11 @@ class Body:
             within = r.get("within")
             rows.append({**r, "node": f"{self.label}/{r['node']}",
                          "within": self.label if within is None else f"{self.label}/{within}"})
+        # one row more: what the body's nodes leave of its time (feeds and outputs copied,
+        # its plan looked up, and the profiling itself)
+        left = time.perf_counter() - t0 - sum(r["seconds"] for r in mine)
+        rows.append({"node": f"{self.label}/(feeds, outputs, plan look-up)", "op": "(body run)", "backend": "-",
+                     "placement": "backend", "seconds": max(left, 0.0), "within": self.label})
         return outputs
 
     def __repr__(self):

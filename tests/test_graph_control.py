@@ -234,7 +234,7 @@ def test_profile_counts_body_nodes_once():
         s.run(None, feeds, profile=True)
         rows = s.last_profile
         inner = [r for r in rows if r["node"].startswith("If_1.then_branch/")]
-        assert [r["op"] for r in inner] == ["Mul"]
+        assert [r["op"] for r in inner] == ["Mul", "(body run)"]
         assert all(r["seconds"] >= 0 for r in rows)
         assert "If" in s.format_profile()
 
