@@ -1,6 +1,7 @@
 """Control flow (If, Loop, Scan) against ONNX Runtime: subgraphs reading values of the
 scopes around them, nested subgraphs, shadowed names, branches of different shapes,
-loops of every input form and their bounds, Scan's axes and directions; the planning
+loops of every input form and their bounds, Scan's axes and directions (and random
+ones, with hypothesis); malformed control flow refused clearly; the planning
 around them (liveness of values only a body reads, constants bound into bodies, an If
 with a constant condition inlined at load), explain() and the profile; the
 silero-vad detector streamed chunk by chunk."""
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -420,6 +423,34 @@ def test_scan_with_a_strided_view_as_input_equals_a_contiguous_copy():
     s = Session(model)
     for got, want in zip(s.run(None, {**feeds, "x": view}), s.run(None, {**feeds, "x": np.ascontiguousarray(view)})):
         np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), rank=st.integers(1, 3), length=st.sampled_from([1, 2, 5, 7]),
+       in_dir=st.integers(0, 1), out_dirs=st.tuples(st.integers(0, 1), st.integers(0, 1)))
+def test_scan_of_random_shapes_axes_and_directions_equals_onnxruntime(data, rank, length, in_dir, out_dirs):
+    dims = data.draw(st.lists(st.sampled_from([1, 2, 3]), min_size=rank - 1, max_size=rank - 1))
+    axis = data.draw(st.integers(-rank, rank - 1))
+    shape = list(dims)
+    shape.insert(axis % rank, length)
+    out_axes = [data.draw(st.integers(-rank, rank - 1)) for _ in range(2)]
+    model = _scan_model([axis], [in_dir], out_axes, list(out_dirs), shape)
+    rng = np.random.default_rng(len(shape) * 31 + length)
+    feeds = {"s0": rng.standard_normal(dims).astype(np.float32), "x": rng.standard_normal(shape).astype(np.float32),
+             "u": rng.standard_normal(dims).astype(np.float32)}
+    _check(model, feeds, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(trips=st.integers(0, 13), limit=st.floats(-5, 60), form=st.sampled_from(["for", "while", "both", "none"]))
+def test_loop_of_random_trip_counts_and_conditions_equals_onnxruntime(trips, limit, form):
+    model = _loop_model(form in ("for", "both"), form in ("while", "both"), limit)
+    feeds = {"y0": np.array([1, 2, 3], np.float32), "x": np.array([0.5, -1, 2], np.float32)}
+    if form in ("for", "both"):
+        feeds["M"] = np.array(trips, np.int64)
+    if form in ("while", "both"):
+        feeds["cond"] = np.array(trips % 4 != 0)
+    _check(model, feeds)
 
 
 # ----------------------------------------------------------------------- malformed
