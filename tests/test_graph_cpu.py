@@ -1053,7 +1053,8 @@ def test_pow_sqrt_and_gather_of_constant_indices_bound_in_place_equal_the_refere
              helper.make_node("Gather", ["r", "i"], ["y"], axis=axis)]
     model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                   [numpy_helper.from_array(np.float32(2.5), "e"), numpy_helper.from_array(indices.astype(np.int64), "i")])
+                   [numpy_helper.from_array(np.float32(2.5), "e"),
+                    numpy_helper.from_array(indices.astype(np.int64), "i")])
     s = Session(model)
     want = reference_session(model).run(None, {"x": x})[0]
     for _ in range(2):

@@ -1208,7 +1208,8 @@ def _bind_gather(node: Node, ins, outs):
     axis %= x.ndim
     k = idx.astype(np.int64)
     k = np.where(k < 0, k + x.shape[axis], k)
-    if (k.size and (k.min() < 0 or k.max() >= x.shape[axis])) or y.shape != x.shape[:axis] + k.shape + x.shape[axis + 1:]:
+    if (k.size and (k.min() < 0 or k.max() >= x.shape[axis])) \
+            or y.shape != x.shape[:axis] + k.shape + x.shape[axis + 1:]:
         return None
     return partial(np.take, x, k, axis=axis, out=y, mode="clip")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 from ... import model
-from ...errors import ModelError
 from ...ir import Graph
 from ...validate import fail
 from .common import norm_axis
