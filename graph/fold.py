@@ -11,6 +11,7 @@ again after. Constant nodes always fold: their values are in the model already.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -26,7 +27,7 @@ FOLD_LIMIT = 64 << 20
 #: DequantizeLinear (a QDQ model's int8 weights and scales must reach the rewrites that
 #: turn DQ -> op -> Q into integer kernels; the cpu backend folds what they leave)
 NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-              "DequantizeLinear"}
+              "DequantizeLinear", "If", "Loop", "Scan"}   # (control flow: see fold_constants)
 
 
 def _ints(v) -> list[int]:
@@ -128,12 +129,27 @@ def _fold(node: Node, graph: Graph, consts: dict, limit: int) -> dict | None:
     return None if any(v.nbytes > limit for v in produced.values()) else produced
 
 
-def fold_constants(graph: Graph, limit: int = FOLD_LIMIT) -> Graph:
+def fold_constants(graph: Graph, limit: int = FOLD_LIMIT, control_flow: bool = True) -> Graph:
     """``graph`` with every foldable node whose outputs stay within ``limit`` bytes each
-    replaced by constants, and the constants nothing reads any more dropped."""
+    replaced by constants, and the constants nothing reads any more dropped.
+
+    Control flow never runs at load (a loop may be long), but: the constants a node's
+    subgraphs read from around them become constants of those subgraphs (their own
+    planning folds with them), and an If whose condition is constant is replaced by the
+    branch it takes, inlined (its values renamed under the node's name).
+    ``control_flow=False`` leaves If, Loop and Scan nodes as they are, for a caller that
+    maps the result back onto the ONNX model by node name (the quantizer)."""
     consts = dict(graph.initializers)
+    taken = set(consts) | {v.name for v in graph.inputs} | {o for n in graph.nodes for o in n.outputs}
     kept = []
-    for node in graph.nodes:
+    todo = list(reversed(graph.nodes))
+    while todo:
+        node = todo.pop()
+        if node.implicit and control_flow:
+            node = _bind(node, consts)
+        if control_flow and node.op_type == "If" and not node.domain and node.inputs[0] in consts:
+            todo.extend(reversed(_inline(node, consts, taken)))
+            continue
         produced = _fold(node, graph, consts, limit)
         if produced is None:
             kept.append(node)
@@ -141,4 +157,57 @@ def fold_constants(graph: Graph, limit: int = FOLD_LIMIT) -> Graph:
             consts.update(produced)
     used = {i for n in kept for i in n.inputs} | {o.name for o in graph.outputs}
     return Graph(kept, {k: v for k, v in consts.items() if k in used}, graph.inputs, graph.outputs,
-                 graph.opset, graph.name, graph.metadata)
+                 graph.opset, graph.name, graph.metadata, list(graph.outer))
+
+
+def _bind(node: Node, consts: dict) -> Node:
+    """``node`` with those of its implicit inputs that are constants moved into its
+    subgraphs, as initializers under the names the subgraphs use."""
+    k = len(node.inputs) - len(node.implicit)
+    pairs = list(zip(node.inputs[k:], node.implicit))
+    bound = {inner: consts[name] for name, inner in pairs if name in consts}
+    if not bound:
+        return node
+    attrs = dict(node.attrs)
+    for attr, body in node.subgraphs():
+        take = {name: bound[name] for name in body.outer if name in bound}
+        attrs[attr] = dataclasses.replace(body, initializers={**body.initializers, **take},
+                                          outer=[name for name in body.outer if name not in take])
+    keep = [(name, inner) for name, inner in pairs if inner not in bound]
+    return Node(node.name, node.op_type, node.domain, node.inputs[:k] + [name for name, _ in keep],
+                list(node.outputs), attrs, tuple(inner for _, inner in keep))
+
+
+def _inline(node: Node, consts: dict, taken: set) -> list[Node]:
+    """The nodes of the branch an If with a constant condition takes, its values renamed
+    ``<If name>/<value>`` (fresh: a branch's names may repeat the graph's), its constants
+    added to ``consts``, and an Identity per output of the If."""
+    cond = np.asarray(consts[node.inputs[0]])
+    if cond.size != 1:
+        raise ModelError(f"node {node.name!r} (If): the condition must hold one value, got shape {list(cond.shape)}")
+    body: Graph = node.attrs["then_branch" if cond.reshape(-1)[0] else "else_branch"]
+    k = len(node.inputs) - len(node.implicit)
+    names = dict(zip(node.implicit, node.inputs[k:]))     # the branch's outer names -> our values
+
+    def fresh(name: str) -> str:
+        new, j = f"{node.name}/{name}", 1
+        while new in taken:
+            j += 1
+            new = f"{node.name}/{name}#{j}"
+        taken.add(new)
+        return new
+    for name, value in body.initializers.items():
+        names[name] = fresh(name)
+        consts[names[name]] = value
+    for n in body.nodes:
+        for o in n.outputs:
+            if o:
+                names[o] = fresh(o)
+    if len(body.outputs) != len(node.outputs):
+        raise ModelError(f"node {node.name!r} (If): the branch makes {len(body.outputs)} output(s), "
+                         f"the node has {len(node.outputs)}")
+    nodes = [Node(f"{node.name}/{n.name}", n.op_type, n.domain, [names.get(i, i) if i else "" for i in n.inputs],
+                  [names[o] if o else "" for o in n.outputs], dict(n.attrs), n.implicit) for n in body.nodes]
+    nodes += [Node(f"{node.name}/output_{j}", "Identity", "", [names.get(v.name, v.name)], [out], {})
+              for j, (v, out) in enumerate(zip(body.outputs, node.outputs)) if out]
+    return nodes

@@ -18,6 +18,20 @@ class Node:
     inputs: list[str]               # "" marks an omitted optional input
     outputs: list[str]
     attrs: dict = field(default_factory=dict)
+    #: the names by which the node's subgraphs (If, Loop, Scan bodies) read the values of
+    #: its last len(implicit) inputs from the enclosing scope (ONNX Runtime's implicit
+    #: inputs): appended to ``inputs`` so that order, liveness, partitions and plans count
+    #: them as the inputs they are; renaming an input never renames what a body calls it
+    implicit: tuple = ()
+
+    @property
+    def explicit_inputs(self) -> list[str]:
+        """The inputs the operator's schema defines (``inputs`` less the implicit ones)."""
+        return self.inputs[:len(self.inputs) - len(self.implicit)]
+
+    def subgraphs(self) -> list:
+        """(attribute name, Graph) of each subgraph the node holds."""
+        return [(k, v) for k, v in self.attrs.items() if isinstance(v, Graph)]
 
     @property
     def key(self) -> str:
@@ -43,6 +57,8 @@ class Graph:
     opset: int
     name: str = ""
     metadata: dict = field(default_factory=dict)   # the model's metadata_props
+    #: a subgraph's free names: what its nodes read from the enclosing graphs (in order)
+    outer: list = field(default_factory=list)
 
     def producers(self) -> dict[str, Node]:
         return {o: n for n in self.nodes for o in n.outputs if o}

@@ -15,6 +15,7 @@ MIN_OPSET = 13                  # the runner's operators are written to opset 13
 CONVERTED_KEY = "qkernels.converted_from_opset"
 MAX_ELEMENTS = 1 << 34          # a declared or stored tensor above this is refused (16 G elements)
 MAX_MODEL_BYTES = (1 << 31) - 1   # protobuf cannot parse a message of 2 GiB (keep weights external)
+MAX_DEPTH = 64                  # subgraphs nested deeper than this are refused (a ModelError, not a RecursionError)
 #: bits per element of the element types numpy stores in a byte each but ONNX packs
 _PACKED_BITS = {"int4": 4, "uint4": 4, "float4_e2m1fn": 4, "int2": 2, "uint2": 2, "float6_e2m3fn": 6,
                 "float6_e3m2fn": 6}
@@ -180,12 +181,14 @@ def _tensor(onnx, t) -> np.ndarray:
     return arr
 
 
-def _attrs(onnx, node) -> dict:
+def _attrs(onnx, node, opset: int, depth: int) -> dict:
     out = {}
     for a in node.attribute:
         _text(a.name, f"an attribute name of node {node.name or node.op_type!r}")
-        if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-            out[a.name] = a   # kept raw: only ops with subgraphs read it (none are supported yet)
+        if a.type == onnx.AttributeProto.GRAPH:   # a control-flow body: our IR too
+            out[a.name] = _graph(onnx, a.g, opset, depth + 1)
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            out[a.name] = a   # kept raw: no operator we run takes a list of graphs
         elif a.type == onnx.AttributeProto.TENSOR:
             out[a.name] = _tensor(onnx, a.t)
         else:
@@ -226,23 +229,41 @@ def upgrade_opset(proto):
 
 def to_graph(proto) -> Graph:
     """The runner's Graph of a loaded ModelProto (checked: opset, types, order); a model
-    of an older opset is converted to 13 first (:func:`upgrade_opset`)."""
+    of an older opset is converted to 13 first (:func:`upgrade_opset`). The subgraphs of
+    control-flow nodes become Graphs too (see :func:`_graph`)."""
     onnx = _onnx()
     original = proto
     proto = upgrade_opset(proto)
-    opset = default_opset(proto)
-    g = proto.graph
+    graph = _graph(onnx, proto.graph, default_opset(proto))
+    graph.metadata = {p.key: p.value for p in proto.metadata_props}
+    if proto is original:   # converted by an earlier tool (our quantizer keeps the key): not at this load
+        graph.metadata.pop(CONVERTED_KEY, None)
+    return graph
+
+
+def _graph(onnx, g, opset: int, depth: int = 0) -> Graph:
+    """The Graph of GraphProto ``g``, ``depth`` subgraphs down. A subgraph may read values
+    of the graphs around it: those names are its ``outer`` list, and a node holding subgraphs gets
+    their outer names as implicit inputs (:attr:`Node.implicit`), so that the graph
+    around it orders, keeps alive and checks them like any input."""
+    sub = depth > 0
+    if depth > MAX_DEPTH:
+        raise ModelError(f"subgraphs are nested more than {MAX_DEPTH} deep")
     inits = {_text(t.name, "an initializer's name"): _tensor(onnx, t) for t in g.initializer}
     inputs = [_value_info(onnx, vi) for vi in g.input if vi.name not in inits]
     outputs = [_value_info(onnx, vi) for vi in g.output]
     if not outputs:
-        raise ModelError("the graph has no outputs")
+        raise ModelError(f"subgraph {g.name!r} has no outputs" if sub else "the graph has no outputs")
     nodes = []
     for k, n in enumerate(g.node):
         op_type, domain = _text(n.op_type, f"node {k}'s op_type"), _text(n.domain, f"node {k}'s domain")
-        nodes.append(Node(_text(n.name, f"node {k}'s name") or f"{op_type}_{k}", op_type,
-                          "" if domain == "ai.onnx" else domain, [_text(i, f"an input of node {k}") for i in n.input],
-                          [_text(o, f"an output of node {k}") for o in n.output], _attrs(onnx, n)))
+        node = Node(_text(n.name, f"node {k}'s name") or f"{op_type}_{k}", op_type,
+                    "" if domain == "ai.onnx" else domain, [_text(i, f"an input of node {k}") for i in n.input],
+                    [_text(o, f"an output of node {k}") for o in n.output], _attrs(onnx, n, opset, depth))
+        free = list(dict.fromkeys(name for _, body in node.subgraphs() for name in body.outer))
+        node.inputs += free
+        node.implicit = tuple(free)
+        nodes.append(node)
     taken = {n.name for n in nodes}
     seen: set[str] = set()
     for n in nodes:   # unique names: partitions and errors refer to them
@@ -253,12 +274,15 @@ def to_graph(proto) -> Graph:
             n.name = f"{n.name}#{k}"
             taken.add(n.name)
         seen.add(n.name)
-    ordered = topological(nodes, set(inits) | {v.name for v in inputs})
-    produced = {o for n in nodes for o in n.outputs} | set(inits) | {v.name for v in inputs}
+    local = set(inits) | {v.name for v in inputs}
+    outer: list[str] = []
+    if sub:   # what no node, input or initializer of the subgraph makes comes from around it
+        made = local | {o for n in nodes for o in n.outputs if o}
+        outer = list(dict.fromkeys(i for i in [*(i for n in nodes for i in n.inputs), *(o.name for o in outputs)]
+                                   if i and i not in made))
+    ordered = topological(nodes, local | set(outer))
+    produced = {o for n in nodes for o in n.outputs} | local | set(outer)
     missing = [o.name for o in outputs if o.name not in produced]
     if missing:
         raise ModelError(f"graph output(s) {missing} are produced by no node")
-    metadata = {p.key: p.value for p in proto.metadata_props}
-    if proto is original:   # converted by an earlier tool (our quantizer keeps the key): not at this load
-        metadata.pop(CONVERTED_KEY, None)
-    return Graph(ordered, inits, inputs, outputs, opset, g.name, metadata)
+    return Graph(ordered, inits, inputs, outputs, opset, g.name, outer=outer)

@@ -537,8 +537,8 @@ def _qdq_mover(ed: _Editor, node: Node) -> None:
 
 
 def fuse_activations(graph: Graph) -> Graph:
-    """Fuse ``Relu`` or ``Clip(min, max constants)`` after a float Conv (constant 4-D
-    weights) or Gemm (constant B) whose output nothing else reads into com.microsoft
+    """Fuse ``Relu`` or ``Clip(min, max constants)`` after a float Conv (constant 3-D or
+    4-D weights) or Gemm (constant B) whose output nothing else reads into com.microsoft
     ``FusedConv`` (``activation="Relu"`` or ``"Clip"`` with ``activation_params=[min,
     max]``, as ONNX Runtime spells it) or ``FusedGemm`` (``activation``, and
     ``activation_alpha``/``activation_beta`` for Clip's bounds). The cpu backend applies
@@ -548,7 +548,7 @@ def fuse_activations(graph: Graph) -> Graph:
         if node.domain or node.op_type not in ("Conv", "Gemm") or len(node.inputs) < 2 or ed.taken(node):
             continue
         w = ed.const(node.inputs[1])
-        if w is None or w.dtype not in _FLOATS or (node.op_type == "Conv" and w.ndim != 4) \
+        if w is None or w.dtype not in _FLOATS or (node.op_type == "Conv" and w.ndim not in (3, 4)) \
                 or (node.op_type == "Gemm" and w.ndim != 2):
             continue
         act = ed.only_consumer(node.outputs[0])
@@ -752,8 +752,44 @@ def fuse_qlinear_residual_add(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
+def conv1d_as_conv2d(graph: Graph) -> Graph:
+    """Run a float 1-D convolution (Conv or FusedConv with constant 3-D weights, as audio
+    models have: silero-vad's STFT and encoder) as a 2-D one of height 1 on the kernels:
+    ``Squeeze(Conv2d(Unsqueeze(x, 2), W[:, :, None, :]), 2)`` with the attributes given a
+    unit first axis (the reshapes are views in the plan). The same arithmetic, the same
+    order of sums."""
+    if not any((n.op_type, n.domain) in (("Conv", ""), ("FusedConv", MS)) and len(n.inputs) > 1
+               and np.ndim(graph.initializers.get(n.inputs[1])) == 3 for n in graph.nodes):
+        return graph      # (the common case: no pass over the graph)
+    ed = _Editor(graph)
+    axes = None
+    for node in graph.nodes:
+        if (node.op_type, node.domain) not in (("Conv", ""), ("FusedConv", MS)) or len(node.inputs) < 2 \
+                or ed.taken(node) or len(node.outputs) != 1 or (len(node.inputs) > 3 and any(node.inputs[3:])):
+            continue
+        w = ed.const(node.inputs[1])
+        if w is None or w.dtype not in _FLOATS or w.ndim != 3:
+            continue
+        attrs = dict(node.attrs)
+        for name, unit in (("kernel_shape", 1), ("strides", 1), ("dilations", 1)):
+            if name in attrs:
+                attrs[name] = [unit, *attrs[name]]
+        if "pads" in attrs:
+            pads = list(attrs["pads"])
+            if len(pads) != 2:
+                continue       # malformed: the operator refuses it when it runs
+            attrs["pads"] = [0, pads[0], 0, pads[1]]
+        axes = axes or ed.add_const("conv1d/axes", np.array([2], np.int64))
+        x4, y4 = ed.fresh(f"{node.name}/x4"), ed.fresh(f"{node.name}/y4")
+        w4 = ed.add_const(f"{node.name}/W4", np.ascontiguousarray(w[:, :, None, :]))
+        ed.replace(node, [Node(f"{node.name}/unsqueeze", "Unsqueeze", "", [node.inputs[0], axes], [x4], {}),
+                          Node(node.name, node.op_type, node.domain, [x4, w4, *node.inputs[2:3]], [y4], attrs),
+                          Node(f"{node.name}/squeeze", "Squeeze", "", [y4, axes], list(node.outputs), {})])
+    return _prune(ed.result())
+
+
 PASSES = (fold_batchnorm, fold_conv_scale_mul, fold_conv_bias_add, qdq_to_integer, fuse_activations, fuse_residual_add,
-          fuse_hard_swish, fold_constant_dequantize, fuse_qlinear_residual_add)
+          fuse_hard_swish, fold_constant_dequantize, fuse_qlinear_residual_add, conv1d_as_conv2d)
 
 
 def rewrite(graph: Graph) -> Graph:

@@ -2,7 +2,10 @@
 run it. Like ONNX Runtime's InferenceSession."""
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import threading
+import time
 from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -15,7 +18,7 @@ from .._layout import convertible, nhwc_to_nchw
 from .backend import PLACEMENTS, Backend, get_backend
 from .errors import RunError
 from .fold import FOLD_LIMIT, fold_constants
-from .ir import Node, ValueInfo
+from .ir import Graph, Node, ValueInfo
 from .model import CONVERTED_KEY, load_model, to_graph
 from .partition import Partition, partition
 from .plan import Plan, PlanSpec, Replan, trace
@@ -66,20 +69,41 @@ class Session:
         for fallback in ("cpu", "reference"):
             if not any(b.name == fallback for b in chain):
                 chain.append(get_backend(fallback))
-        self.backends = chain
         graph = to_graph(load_model(model))
         validate(graph)   # every node checked once, before folding and the backends see it
+        self._prepare(graph, chain, rewriters, fold_limit, plan)
+        release_freed_memory()      # loading, folding and packing left freed heap behind
+
+    @classmethod
+    def _nested(cls, graph: Graph, parent: "Session", loop: bool) -> "Session":
+        """A session of the subgraph ``graph`` planned like ``parent`` (its backends,
+        rewrites, fold limit, plans): its inputs are the subgraph's, then the names it
+        reads from around it (``graph.outer``). A ``loop`` body plans an input signature
+        at its second run, not its first: a loop whose carried values change shape each
+        iteration would otherwise plan every iteration for nothing."""
+        self = cls.__new__(cls)
+        self.num_threads = None      # the enclosing run's setting applies
+        outer = [ValueInfo(name, None, None) for name in graph.outer]
+        flat = dataclasses.replace(graph, inputs=list(graph.inputs) + outer, outer=[])
+        self._prepare(flat, parent.backends, parent._rewriters, parent._fold_limit, parent._plan_on, loop)
+        return self
+
+    def _prepare(self, graph: Graph, chain: list, rewriters: list, fold_limit: int, plan: bool,
+                 plan_late: bool = False) -> None:
+        """Plan ``graph`` (checked): fold, rewrite, plan the control-flow bodies, partition."""
+        self.backends, self._rewriters, self._fold_limit = chain, rewriters, fold_limit
         self.graph = fold_constants(graph, fold_limit)
         for b in rewriters:
             self.graph = b.rewrite(self.graph)
         for name, value in self.graph.initializers.items():   # shared by every run: nothing writes them
             self.graph.initializers[name] = _aligned_constant(value)
+        self._plan_on = bool(plan)
+        self.graph = self._plan_bodies(self.graph)
         self._partitions: list[Partition] = partition(self.graph, self.backends)
         self._kernels = [p.backend.compile(p.nodes, self.graph) for p in self._partitions]
         self._declared = {v.name: v for v in self.graph.inputs}          # what run() checks
         self._output_names = tuple(o.name for o in self.graph.outputs)
         self._output_set = frozenset(self._output_names)
-        release_freed_memory()      # loading, folding and packing left freed heap behind
         self._last_use = self._liveness()
         #: bytes of inputs and intermediate values alive at once at the worst point of the
         #: last run (values are dropped after their last reader: liveness); None before a run
@@ -87,13 +111,29 @@ class Session:
         #: per-node timings of the last ``run(..., profile=True)`` (None before one)
         self.last_profile: list[dict] | None = None
         self._backend_of = {id(n): p.backend for p in self._partitions for n in p.nodes}
-        self._plan_on = bool(plan)
         self._node_steps: list | None = None
         self._plans: OrderedDict = OrderedDict()   # input signature -> _Pool (None: not plannable)
         self._plans_lock = threading.Lock()
+        self._plan_late = plan_late                 # (see _nested)
+        self._seen: OrderedDict = OrderedDict()     # signatures run once, not planned yet
         #: what the last run ran on: "plan" (bound steps over the arena), "trace" (node by
         #: node, making the plan) or "nodes" (node by node); None before a run
         self.last_run: str | None = None
+
+    def _plan_bodies(self, graph: Graph) -> Graph:
+        """``graph`` with each control-flow node's subgraphs replaced by their :class:`Body`
+        (planned once, here: a run never plans a body again)."""
+        nodes = []
+        for node in graph.nodes:
+            bodies = node.subgraphs()
+            if bodies:
+                attrs = dict(node.attrs)
+                for attr, body in bodies:
+                    attrs[attr] = Body(body, Session._nested(body, self, node.op_type != "If"),
+                                       f"{node.name}.{attr}")
+                node = dataclasses.replace(node, attrs=attrs)
+            nodes.append(node)
+        return dataclasses.replace(graph, nodes=nodes)
 
     # ---------------------------------------------------------------- planning
 
@@ -135,7 +175,8 @@ class Session:
 
     def explain(self, nodes: bool = False) -> str:
         """The plan: per partition its backend and its operators, grouped by how they run
-        (native kernels, numpy, the numpy reference); ``nodes=True`` adds a line per node."""
+        (native kernels, numpy, the numpy reference), and under each control-flow node the
+        plan of each of its bodies; ``nodes=True`` adds a line per node."""
         lines = [f"{len(self._partitions)} partition(s), {len(self.graph.nodes)} node(s) after planning, "
                  f"{len(self.graph.initializers)} constant(s):"]
         if CONVERTED_KEY in self.graph.metadata:
@@ -153,6 +194,11 @@ class Session:
                                  + ", ".join(f"{op} x{c}" if c > 1 else op for op, c in ops.items()))
             if nodes:
                 lines += [f"        {n.name}  {n.key}  {self.placement(n)}" for n in p.nodes]
+            for n in p.nodes:       # control flow: each body's own plan, indented
+                for v in n.attrs.values():
+                    if isinstance(v, Body):
+                        lines.append(f"      {n.key} body {v.label}:")
+                        lines += ["        " + line for line in v.session.explain(nodes).splitlines()]
         return "\n".join(lines)
 
     def format_profile(self, top: int = 15) -> str:
@@ -218,12 +264,22 @@ class Session:
         # the session's thread count applies to this thread's calls only, never process-wide
         with _dispatch.use_num_threads(self.num_threads) if self.num_threads is not None else nullcontext():
             rows = [] if profile else None
-            outputs = self._run_planned(arrays, names, rows) if self._plan_on else None
-            if outputs is None:
-                outputs = self._run_nodes(arrays, names, rows)
-                self.last_run = "nodes"
+            token = _PROFILE.set(rows)     # the bodies of control-flow nodes add their rows
+            try:
+                outputs = self._execute(arrays, names, rows)
+            finally:
+                _PROFILE.reset(token)
         if rows is not None:
             self.last_profile = rows
+        return outputs
+
+    def _execute(self, arrays: dict, names: list, rows) -> list:
+        """The outputs ``names`` for the checked feeds ``arrays``: on a plan when there is
+        one, else node by node."""
+        outputs = self._run_planned(arrays, names, rows) if self._plan_on else None
+        if outputs is None:
+            outputs = self._run_nodes(arrays, names, rows)
+            self.last_run = "nodes"
         return outputs
 
     # ---------------------------------------------------------------- the plan
@@ -255,6 +311,14 @@ class Session:
                 self._plans.move_to_end(key)
         if pool is None or self._steps() is None:
             return None
+        if pool is _MISSING and self._plan_late:
+            with self._plans_lock:
+                first = key not in self._seen
+                self._seen[key] = True
+                while len(self._seen) > 4 * PLAN_CACHE:
+                    self._seen.popitem(last=False)
+            if first:
+                return None
         if pool is _MISSING:
             arrays = {k: v if v.flags.c_contiguous else v.copy(order="C") for k, v in arrays.items()}
             outputs, traced = self._trace(arrays, names, rows)
@@ -280,7 +344,7 @@ class Session:
             return None
 
         timer = None if rows is None else (
-            lambda node, where, seconds: rows.append(self._profile_row(node, seconds, where)))
+            lambda node, where, seconds: rows.append(self._profile_row(node, seconds, where, rows)))
         try:
             outputs = plan.run(arrays, names, timer)
         except Replan:              # shapes that follow the data: this signature runs node by node
@@ -308,15 +372,22 @@ class Session:
         consts = self.graph.initializers
 
         def timer(node, seconds):
-            rows.append(self._profile_row(node, seconds))
+            rows.append(self._profile_row(node, seconds, None, rows))
         traced, self.peak_bytes = trace(self._node_steps, values, set(names) | set(consts),
                                         None if rows is None else timer)
         return [_owned(values[n]) for n in names], traced
 
     # ---------------------------------------------------------------- node by node
 
-    def _profile_row(self, node: Node, seconds: float, placement: str | None = None) -> dict:
-        """A row of :attr:`last_profile` for ``node``."""
+    def _profile_row(self, node: Node, seconds: float, placement: str | None, rows: list) -> dict:
+        """A row of :attr:`last_profile` for ``node``. A control-flow node's row counts its
+        own time: its bodies' rows, just added before it, count theirs."""
+        if any(isinstance(v, Body) for v in node.attrs.values()):
+            prefix, k = f"{node.name}.", len(rows)
+            while k and rows[k - 1].get("within", "").startswith(prefix):
+                k -= 1
+                seconds -= rows[k]["seconds"]
+            seconds = max(seconds, 0.0)
         return {"node": node.name, "op": node.key, "backend": self._backend_of[id(node)].name,
                 "placement": placement or self.placement(node), "seconds": seconds}
 
@@ -343,10 +414,9 @@ class Session:
         return outputs
 
     def _timed(self, part, kernel, values, rows: list) -> dict:
-        import time
 
         def timer(node, seconds):
-            rows.append(self._profile_row(node, seconds))
+            rows.append(self._profile_row(node, seconds, None, rows))
         if getattr(kernel, "accepts_timer", False):
             return kernel(values, timer=timer)
         t0 = time.perf_counter()
@@ -357,6 +427,56 @@ class Session:
 
 
 _MISSING = object()
+
+#: the profile rows of the run in progress in this context (None: not profiling): the
+#: bodies of control-flow nodes add theirs, named after the node and its attribute
+_PROFILE: contextvars.ContextVar = contextvars.ContextVar("qkernels_graph_profile", default=None)
+
+
+class Body:
+    """A control-flow node's subgraph as the session plans it: a session of its own
+    (:meth:`Session._nested`) over the same backends, folded, rewritten, partitioned and
+    planned once at load, its plans made per input signature and kept like a model's.
+    It takes the place of the Graph in the node's attribute; the operators
+    (:mod:`qkernels.graph.backends.reference.control`) call :meth:`run`."""
+
+    def __init__(self, graph: Graph, session: Session, label: str):
+        self.graph = graph            # the subgraph as loaded (its declared inputs and outputs)
+        self.session = session
+        self.label = label            # "<node>.<attribute>": explain() and profiles
+        self._inputs = [v.name for v in graph.inputs]
+        self._outer = list(graph.outer)
+        self._outputs = list(session._output_names)
+
+    def run(self, formal: list, outer: dict) -> list[np.ndarray]:
+        """The body's outputs (arrays the caller owns) for its formal inputs ``formal`` (in
+        its order) and the values ``outer`` it reads from around it (by its names)."""
+        feeds = dict(zip(self._inputs, formal))
+        for name in self._outer:
+            feeds[name] = outer[name]
+        rows = _PROFILE.get()
+        if rows is None:
+            return self.session._execute(feeds, self._outputs, None)
+        mine: list = []
+        token = _PROFILE.set(mine)          # (bodies inside this one add theirs here)
+        t0 = time.perf_counter()
+        try:
+            outputs = self.session._execute(feeds, self._outputs, mine)
+        finally:
+            _PROFILE.reset(token)
+        for r in mine:
+            within = r.get("within")
+            rows.append({**r, "node": f"{self.label}/{r['node']}",
+                         "within": self.label if within is None else f"{self.label}/{within}"})
+        # one row more: what the body's nodes leave of its time (feeds and outputs copied,
+        # its plan looked up, and the profiling itself)
+        left = time.perf_counter() - t0 - sum(r["seconds"] for r in mine)
+        rows.append({"node": f"{self.label}/(feeds, outputs, plan look-up)", "op": "(body run)", "backend": "-",
+                     "placement": "backend", "seconds": max(left, 0.0), "within": self.label})
+        return outputs
+
+    def __repr__(self):
+        return f"<body {self.label}: {len(self.session.graph.nodes)} node(s)>"
 
 
 def _malloc_trim():

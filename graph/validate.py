@@ -89,13 +89,15 @@ def _attr_kinds():
             A.SPARSE_TENSOR: (onnx.SparseTensorProto, False), A.TYPE_PROTO: (onnx.TypeProto, False),
             A.FLOATS: (float, True), A.INTS: (int, True), A.STRINGS: (str, True),
             A.TENSORS: (onnx.TensorProto, True), A.SPARSE_TENSORS: (onnx.SparseTensorProto, True),
-            A.TYPE_PROTOS: (onnx.TypeProto, True),   # graphs are kept raw (AttributeProto)
-            A.GRAPH: (onnx.AttributeProto, False), A.GRAPHS: (onnx.AttributeProto, False)}
+            A.TYPE_PROTOS: (onnx.TypeProto, True),   # a GRAPH is a Graph, GRAPHS kept raw
+            A.GRAPH: (Graph, False), A.GRAPHS: (onnx.AttributeProto, False)}
 
 
 def _fits(value, attr_type) -> bool:
     kind, is_list = _attr_kinds()[attr_type]
-    if attr_type.name in ("GRAPH", "GRAPHS"):
+    if attr_type.name == "GRAPH":   # model.py made it a Graph
+        return isinstance(value, Graph)
+    if attr_type.name == "GRAPHS":
         return isinstance(value, kind) and value.type == attr_type.value
     if is_list and not isinstance(value, list):
         return False
@@ -110,7 +112,8 @@ def arity_text(lo: int, hi: int | None) -> str:
 
 
 def _check_schema(node: Node, schema) -> None:
-    for what, names, params, lo, hi in (("input", node.inputs, schema.inputs, schema.min_input, schema.max_input),
+    for what, names, params, lo, hi in (("input", node.explicit_inputs, schema.inputs, schema.min_input,
+                                         schema.max_input),
                                         ("output", node.outputs, schema.outputs, schema.min_output,
                                          schema.max_output)):
         if not lo <= len(names) <= hi:
@@ -202,7 +205,8 @@ def _check_qparams(node: Node, shape_of, data: int | None, scale: int | None, ze
 
 
 def validate(graph: Graph) -> None:
-    """ModelError naming the first node that is malformed (see the module docstring)."""
+    """ModelError naming the first node that is malformed (see the module docstring);
+    the subgraphs of control-flow nodes are checked too."""
     declared = {v.name: v.shape for v in graph.inputs}
 
     def shape_of(name: str, const: bool = False):
@@ -212,6 +216,8 @@ def validate(graph: Graph) -> None:
         return None if const else declared.get(name)
 
     for node in graph.nodes:
+        for _, body in node.subgraphs():
+            validate(body)
         if node.domain:
             continue   # no ONNX schema: the backends' own checks apply
         schema = _schema(node.op_type, graph.opset)

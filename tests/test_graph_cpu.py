@@ -1015,3 +1015,71 @@ def test_a_dequantize_op_quantize_chain_is_one_byte_table(op, signed_in, signed_
     if not shared:
         (pool,) = [p for p in planned._plans.values() if p is not None]
         assert all(st[2] for st in pool._idle[0].steps if st[0].op_type == "TableLookup")
+
+
+# ------------------------------------------ 1-D convolutions; Pow, Sqrt, Gather bound
+
+@pytest.mark.parametrize("kw", [{}, {"pads": [2, 1], "strides": [3]}, {"dilations": [2], "pads": [1, 1]},
+                                {"group": 3, "auto_pad": "SAME_UPPER"}, {"strides": [2], "relu": True}])
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv1d_runs_as_a_2d_conv_on_the_kernels(kw, bias):
+    rng = np.random.default_rng(7)
+    kw = dict(kw)
+    relu = kw.pop("relu", False)
+    groups = kw.get("group", 1)
+    w = rng.standard_normal((6, 6 // groups, 5)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(rng.standard_normal(6).astype(np.float32),
+                                                                          "b")] if bias else [])
+    nodes = [helper.make_node("Conv", ["x", "w"] + (["b"] if bias else []), ["c"], **kw)]
+    nodes += [helper.make_node("Relu", ["c"], ["y"])] if relu else [helper.make_node("Identity", ["c"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 23])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    x = rng.standard_normal((2, 6, 23)).astype(np.float32)
+    s = Session(model)
+    conv = next(n for n in s.graph.nodes if "Conv" in n.op_type)
+    assert s.placement(conv) == "native" and s.graph.initializers[conv.inputs[1]].ndim == 4
+    assert conv.op_type == ("FusedConv" if relu else "Conv")          # the Relu fused into it
+    want = reference_session(model).run(None, {"x": x})[0]
+    for _ in range(2):      # traced, then planned
+        np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("indices,axis", [(np.array(-1), 0), (np.array([[0, 2], [-1, 1]]), 1),
+                                          (np.array([3, 0, 3]), -1)])
+def test_pow_sqrt_and_gather_of_constant_indices_bound_in_place_equal_the_reference(indices, axis):
+    rng = np.random.default_rng(8)
+    x = rng.random((4, 3, 4)).astype(np.float32) + 0.1
+    nodes = [helper.make_node("Pow", ["x", "e"], ["p"]), helper.make_node("Sqrt", ["p"], ["r"]),
+             helper.make_node("Gather", ["r", "i"], ["y"], axis=axis)]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                   [numpy_helper.from_array(np.float32(2.5), "e"),
+                    numpy_helper.from_array(indices.astype(np.int64), "i")])
+    s = Session(model)
+    want = reference_session(model).run(None, {"x": x})[0]
+    for _ in range(2):
+        np.testing.assert_array_equal(s.run(None, {"x": x})[0], want)
+    assert s.last_run == "plan"
+    plan = next(p for p in s._plans.values() if p is not None)._idle[0]
+    assert plan.bound == 3
+
+
+@pytest.mark.parametrize("op", ["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"])
+@pytest.mark.parametrize("src,dst", [(np.int64, TensorProto.FLOAT), (np.float32, TensorProto.DOUBLE),
+                                     (np.float64, TensorProto.FLOAT), (np.float32, TensorProto.BOOL)])
+def test_comparisons_and_casts_bound_in_place_equal_the_reference(op, src, dst):
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((3, 5)) * 1e5).astype(src)
+    x[0, :2] = [0, -0.0] if np.dtype(src).kind == "f" else 0
+    nodes = [helper.make_node("Cast", ["x"], ["c"], to=dst), helper.make_node("Cast", ["x"], ["d"], to=dst),
+             helper.make_node(op, ["c", "d"], ["y"]), helper.make_node(op, ["c", "k"], ["z"])]
+    k = numpy_helper.from_array(np.zeros(5, helper.tensor_dtype_to_np_dtype(dst)), "k")
+    model = _model(nodes, [helper.make_tensor_value_info("x", helper.np_dtype_to_tensor_dtype(np.dtype(src)), [3, 5])],
+                   [helper.make_tensor_value_info(n, 0, None) for n in ("c", "y", "z")], [k])
+    s = Session(model)
+    want = reference_session(model).run(None, {"x": x})
+    for _ in range(2):
+        for got, w in zip(s.run(None, {"x": x}), want):
+            assert got.dtype == w.dtype
+            np.testing.assert_array_equal(got, w)
+    assert next(p for p in s._plans.values() if p is not None)._idle[0].bound == 4

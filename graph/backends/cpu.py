@@ -1179,8 +1179,72 @@ def _bind_max_pool(node: Node, ins, outs):
     return partial(_native.max_pool, x, y, *kernel, *strides, *dil, begin[0], begin[1])
 
 
+def _bind_pow(node: Node, ins, outs):
+    """float32 Pow of a float32 exponent: the reference's np.power with ``out=``."""
+    a, b, y = ins[0], ins[1], outs[0]
+    if a is None or b is None or not a.dtype == b.dtype == y.dtype == _F32 \
+            or np.broadcast_shapes(a.shape, b.shape) != y.shape:
+        return None
+    return partial(np.power, a, b, out=y)
+
+
+def _bind_sqrt(node: Node, ins, outs):
+    """float32 Sqrt: the reference's np.sqrt with ``out=``."""
+    x, y = ins[0], outs[0]
+    if x is None or x.dtype != _F32 or y.dtype != _F32 or x.shape != y.shape:
+        return None
+    return partial(np.sqrt, x, out=y)
+
+
+def _bind_gather(node: Node, ins, outs):
+    """Gather of constant indices (checked and made non-negative once, as the reference
+    does each run): np.take into place (``mode="clip"``: unbuffered, the indices valid)."""
+    x, idx, y = ins[0], ins[1], outs[0]
+    if x is None or idx is None or x.ndim == 0 or idx.dtype.kind not in "iu" or y.dtype != x.dtype:
+        return None
+    axis = node.attrs.get("axis", 0)
+    if not -x.ndim <= axis < x.ndim:
+        return None
+    axis %= x.ndim
+    k = idx.astype(np.int64)
+    k = np.where(k < 0, k + x.shape[axis], k)
+    if (k.size and (k.min() < 0 or k.max() >= x.shape[axis])) \
+            or y.shape != x.shape[:axis] + k.shape + x.shape[axis + 1:]:
+        return None
+    return partial(np.take, x, k, axis=axis, out=y, mode="clip")
+
+
+_COMPARISONS = {"Equal": np.equal, "Less": np.less, "LessOrEqual": np.less_equal, "Greater": np.greater,
+                "GreaterOrEqual": np.greater_equal}
+
+
+def _bind_comparison(node: Node, ins, outs):
+    """A comparison of two numbers of one dtype: the reference's numpy call with ``out=``."""
+    a, b, y = ins[0], ins[1], outs[0]
+    if a is None or b is None or a.dtype != b.dtype or a.dtype.kind not in "biuf" or y.dtype != np.bool_ \
+            or np.broadcast_shapes(a.shape, b.shape) != y.shape:
+        return None
+    return partial(_COMPARISONS[node.op_type], a, b, out=y)
+
+
+def _bind_cast(node: Node, ins, outs):
+    """Cast between numeric dtypes other than float to integer (whose NaN and truncation
+    rules the reference spells out): numpy's conversion, astype's, into place."""
+    x, y = ins[0], outs[0]
+    if x is None or x.shape != y.shape or x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf" \
+            or (x.dtype.kind == "f" and y.dtype.kind in "iu"):
+        return None
+    return partial(np.copyto, y, x, casting="unsafe")
+
+
 for _key in _UFUNCS:
     BINDERS[_key] = _bind_binary
+for _key in _COMPARISONS:
+    BINDERS[_key] = _bind_comparison
+BINDERS["Cast"] = _bind_cast
+BINDERS["Pow"] = _bind_pow
+BINDERS["Sqrt"] = _bind_sqrt
+BINDERS["Gather"] = _bind_gather
 BINDERS["MaxPool"] = _bind_max_pool
 BINDERS["Relu"] = _bind_relu
 BINDERS["Clip"] = _bind_clip
@@ -1198,6 +1262,6 @@ def _bind_reshape(node: Node, ins, outs):
 
 #: ops whose result follows their inputs after the first (a shape, bounds): bound only
 #: when those are constants (a bound call keeps what it saw when bound)
-_CONSTANT_PARAMS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Clip", "Resize"})
+_CONSTANT_PARAMS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Clip", "Resize", "Gather"})
 for _key in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"):
     BINDERS[_key] = _bind_reshape

@@ -55,7 +55,7 @@ def fold_constants(model):
     from onnx import numpy_helper
     from ..graph.fold import fold_constants as fold_graph
     from ..graph.model import to_graph
-    graph = fold_graph(to_graph(model))
+    graph = fold_graph(to_graph(model), control_flow=False)   # (nodes kept by name: no inlining)
     kept = {n.name for n in graph.nodes}
     out = copy.deepcopy(model)
     g = out.graph
