@@ -14,6 +14,7 @@ onnxruntime (float32 with its own approximations): 1e-5 + 1e-5 |want|."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import zlib
 
@@ -419,7 +420,18 @@ def test_dynamic_quantize_matches_onnxruntime_parameters():
 
 # ----------------------------------------------------------------- silero VAD
 
-_SILERO_DIRS = [os.path.expanduser("~/.cache/qkernels/models/silero"), "/tmp/silero_models"]
+def _silero_cache():
+    try:    # bench.silero's model cache (its fetch() unpacks the wheel's vad and ifless models)
+        sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
+        from bench.real_models import CACHE
+        return [str(CACHE)]
+    except ImportError:
+        return []
+    finally:
+        sys.path.pop(0)
+
+
+_SILERO_DIRS = _silero_cache() + [os.path.expanduser("~/.cache/qkernels/models/silero"), "/tmp/silero_models"]
 
 
 def _silero(name):

@@ -243,29 +243,16 @@ def _make_softmax(node: Node, graph: Graph):
     return _fallback(node, graph, run)
 
 
-_UFUNCS = {"Exp": np.exp, "Tanh": np.tanh, "Sqrt": np.sqrt}
-
-
 def _bind_ufunc(node: Node, ins, outs):
-    """float32 Exp / Tanh / Sqrt: the reference's own numpy call with ``out=`` (its bits;
-    numpy's AVX-512 loops beat the native AVX2 approximations on large tensors here)."""
+    """float32 Exp / Tanh: the reference's own numpy call with ``out=`` (its bits; numpy's
+    AVX-512 loops beat the native AVX2 approximations on large tensors here)."""
     x, y = ins[0], outs[0]
     if x is None or x.dtype != _F32 or y.dtype != _F32 or x.shape != y.shape:
         return None
-    return partial(_UFUNCS[node.op_type], x, out=y)
+    return partial(np.exp if node.op_type == "Exp" else np.tanh, x, out=y)
 
 
-def _bind_pow(node: Node, ins, outs):
-    """float32 Pow of float32 operands: the reference's np.power with ``out=`` (its bits)."""
-    a, b, y = ins[0], ins[1], outs[0]
-    if a is None or b is None or a.dtype != _F32 or b.dtype != _F32 or y.dtype != _F32 \
-            or np.broadcast_shapes(a.shape, b.shape) != y.shape:
-        return None
-    return partial(np.power, a, b, out=y)
-
-
-cpu.BINDERS.update({k: _bind_ufunc for k in _UFUNCS})
-cpu.BINDERS["Pow"] = _bind_pow
+cpu.BINDERS["Exp"] = cpu.BINDERS["Tanh"] = _bind_ufunc
 
 
 def lookup_table(node: Node, graph: Graph, dtype) -> np.ndarray:
