@@ -19,6 +19,7 @@ from .ir import Node, ValueInfo
 from .model import CONVERTED_KEY, load_model, to_graph
 from .partition import Partition, partition
 from .plan import Plan, PlanSpec, Replan, trace
+from .tflite import is_tflite, load_tflite
 from .validate import validate
 
 #: input-shape sets whose plans a session keeps (least recently used dropped first)
@@ -38,7 +39,8 @@ class NodeArg:
 
 
 class Session:
-    """Run an ONNX model (path, bytes or onnx.ModelProto) on qkernels.
+    """Run an ONNX model (path, bytes or onnx.ModelProto) or a TFLite model (.tflite path
+    or bytes: :mod:`qkernels.graph.tflite`) on qkernels.
 
     ``backends``: names or Backend instances, most preferred first; ``cpu`` (our kernels)
     and ``reference`` (numpy) are appended as the fallbacks when not listed. Planning
@@ -67,7 +69,7 @@ class Session:
             if not any(b.name == fallback for b in chain):
                 chain.append(get_backend(fallback))
         self.backends = chain
-        graph = to_graph(load_model(model))
+        graph = load_tflite(model) if is_tflite(model) else to_graph(load_model(model))
         validate(graph)   # every node checked once, before folding and the backends see it
         self.graph = fold_constants(graph, fold_limit)
         for b in rewriters:
