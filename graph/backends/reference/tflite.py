@@ -253,18 +253,25 @@ def mean(node, x):
         return np.mean(x.astype(np.float64), axis=axes, keepdims=keep).astype(x.dtype)
     qx, qy = _q(node, 0), _q(node, 0, out=True)
     n = int(np.prod([x.shape[ax] for ax in axes]))
-    total = x.astype(np.int64).sum(axis=axes, keepdims=keep)
+    if n == 0:
+        fail(node, "the mean of no values")
+    total = (x.astype(np.int64) - qx.z).sum(axis=axes, keepdims=keep)
+    m, s = quantize_multiplier(np.float64(qx.s) / np.float64(qy.s))
+    if keep and x.ndim == 4 and axes == (1, 2):
+        # TFLite's spatial int8 mean (optimized_integer_ops::Mean): the raw sum through
+        # the multiplier of s_in / (n * s_out) (float32), ties up, plus a bias rounded in float32
+        raw = x.astype(np.int64).sum(axis=axes, keepdims=True)
+        real = np.float32(qx.s / (np.float32(n) * qy.s))
+        m, s = quantize_multiplier(np.float64(real))
+        bias = qy.z - int(round_half_away(np.float32(np.float32(qx.z) * qx.s) / qy.s))
+        y = multiply_by_quantized_multiplier(raw, m, s, "up") + bias - qy.z
+    else:
+        # TFLite's QuantizedMeanOrSum: the count folded into the multiplier, truncated
+        shift = min(n.bit_length() - 1, 32, 31 + int(s[0]))
+        m = (m << shift) // n
+        y = multiply_by_quantized_multiplier(total, m, s - shift)
     info = np.iinfo(x.dtype)
-    if qx.s == qy.s and qx.z == qy.z:
-        # same parameters: TFLite's integer mean, the sum rounded half away over the count
-        half = n // 2
-        num = np.where(total >= 0, total + half, total - half)
-        return clamp(np.sign(num) * (np.abs(num) // n) , info.min, info.max, x.dtype)
-    # TFLite's QuantizedMeanOrSum: (sum - n*z_in) through the multiplier of s_in / (n * s_out)
-    real = np.float64(qx.s) / (np.float64(n) * np.float64(qy.s))
-    m, s = quantize_multiplier(real)
-    y = multiply_by_quantized_multiplier(total - n * qx.z, m, s) + qy.z
-    return clamp(y, info.min, info.max, x.dtype)
+    return clamp(y + qy.z, info.min, info.max, x.dtype)
 
 
 # ------------------------------------------------------------------ activations
@@ -363,7 +370,8 @@ def hard_swish_int8(node, x):
     elif re < 0:
         relu = rounding_shift(relu, -re, "away")
     relu = (relu + (1 << 15)) >> 1
-    out = srdhm16(relu, preshift)
+    prod = relu * preshift                     # SaturatingDoublingHighMul: truncating
+    out = np.where(prod >= 0, prod >> 15, -((-prod) >> 15))
     out = rounding_shift(out, -oe, "away") + qy.z
     info = np.iinfo(x.dtype)
     return clamp(out, info.min, info.max, x.dtype)
@@ -410,7 +418,14 @@ def quantize(node, x):
     if node.op_type == "Dequantize":
         if qx is None or not qx.per_tensor:
             fail(node, "per-tensor quantized input expected")
-        return (qx.s * (x.astype(np.int64) - qx.z).astype(np.float32)).astype(np.float32)
+        # LiteRT (its NEON code through NEON_2_SSE on x86): runs of 8 values as
+        # float32 x*s - z*s, the rest as float(double(s) * (x - z))
+        flat = x.reshape(-1)
+        k = flat.size // 8 * 8
+        s32 = np.float32(qx.s)
+        head = flat[:k].astype(np.float32) * s32 - np.float32(np.float32(qx.z) * s32)
+        tail = (np.float64(s32) * (flat[k:].astype(np.int64) - qx.z)).astype(np.float32)
+        return np.concatenate([head, tail]).reshape(x.shape)
     if qy is None or not qy.per_tensor:
         fail(node, "per-tensor quantized output expected")
     out_dtype = np.dtype(node.attrs["dtype"])
