@@ -18,6 +18,7 @@ from qk cimport *
 OUT_INT32 = QK_OUT_INT32
 OUT_FP32 = QK_OUT_FP32
 OUT_FIXEDPOINT = QK_OUT_FIXEDPOINT
+OUT_FIXEDPOINT_UP = QK_OUT_FIXEDPOINT_UP
 OUT_F16 = QK_OUT_F16
 OUT_F32 = QK_OUT_F32
 DTYPE_QS8 = QK_DTYPE_QS8
@@ -193,7 +194,7 @@ def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, siz
     if post is not None:
         isa, pb, s1, z1, sb, zb, sy, zy = post
         m = a.m if isinstance(a, ConvSource) else a.shape[0]
-        if (mode != QK_OUT_FP32 and mode != QK_OUT_FIXEDPOINT) or pb.dtype != out.dtype or pb.ndim != 2 or \
+        if (mode != QK_OUT_FP32 and mode != QK_OUT_FIXEDPOINT and mode != QK_OUT_FIXEDPOINT_UP) or pb.dtype != out.dtype or pb.ndim != 2 or \
                 pb.shape[0] != m or <size_t>pb.shape[1] != N or (N > 1 and pb.strides[1] != 1) or pb.strides[0] < 0:
             raise ValueError("post: an int8/uint8 output and b (M, N) of its dtype, columns contiguous")
         p.post_b, p.post_stride = _ptr(pb), pb.strides[0]

@@ -21,7 +21,7 @@ cdef extern from "qk_pack.h" nogil:
     size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k)
 
 cdef extern from "qk_output.h" nogil:
-    int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT, QK_OUT_F16, QK_OUT_F32
+    int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT, QK_OUT_FIXEDPOINT_UP, QK_OUT_F16, QK_OUT_F32
     int QK_ACT_NONE, QK_ACT_HSWISH_DIV
     ctypedef struct qk_out_params:
         int mode

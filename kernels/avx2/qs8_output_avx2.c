@@ -5,17 +5,18 @@
 #include "qk_output.h"
 #include "qk_avx2.h"
 
-static inline __m256i fixedpoint8(__m256i x, __m256i mult, __m256i rshift) {
+static inline __m256i fixedpoint8(__m256i x, __m256i mult, __m256i rshift, int ties_up) {
     /* Saturating rounding doubling high multiply == (x*mult + 2^30) >> 31 except for
      * x == mult == INT32_MIN, which the API never produces (multipliers are > 0). */
     const __m256i half = _mm256_set1_epi64x(1LL << 30);
     __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, mult), half);
     __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(mult, 32)), half);
     __m256i hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
-    /* Rounding right shift, ties away from zero. */
+    /* Rounding right shift, ties away from zero (or upward: no step for negatives). */
     __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(_mm256_set1_epi32(1), rshift), _mm256_set1_epi32(1));
     __m256i rem = _mm256_and_si256(hi, mask);
-    __m256i thr = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1), _mm256_cmpgt_epi32(_mm256_setzero_si256(), hi));
+    __m256i thr = _mm256_srli_epi32(mask, 1);
+    if (!ties_up) thr = _mm256_sub_epi32(thr, _mm256_cmpgt_epi32(_mm256_setzero_si256(), hi));
     return _mm256_sub_epi32(_mm256_srav_epi32(hi, rshift), _mm256_cmpgt_epi32(rem, thr));
 }
 
@@ -41,7 +42,7 @@ void qk_output_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
         int scalar_cols = 0;
         if (mode == QK_OUT_FP32) {
             scale = _mm256_loadu_ps(p->scale + n);
-        } else if (mode == QK_OUT_FIXEDPOINT) {
+        } else if (qk_out_is_fixedpoint(mode)) {
             const __m256i shift = _mm256_loadu_si256((const __m256i *)(p->shift + n));
             scalar_cols = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(shift, _mm256_setzero_si256())));
             mult = _mm256_loadu_si256((const __m256i *)(p->mult + n));
@@ -68,7 +69,7 @@ void qk_output_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
                 r = _mm256_add_epi32(_mm256_cvtps_epi32(f), zp);   /* MXCSR default: half to even */
             } else {
                 /* clamp before adding the zero point: no int32 wrap-around */
-                r = fixedpoint8(v, mult, rshift);
+                r = fixedpoint8(v, mult, rshift, mode == QK_OUT_FIXEDPOINT_UP);
                 r = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(r, lo_zp), hi_zp), zp);
             }
             __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
