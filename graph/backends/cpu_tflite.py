@@ -10,20 +10,25 @@ copies. The weights are packed once, when the session is planned.
 Float32 Conv2D / DepthwiseConv2D / FullyConnected run on the fp32 kernels (sums in
 another order than LiteRT's: equal within float rounding, not bit for bit).
 
-Everything else (and values a kernel does not take) runs on the reference operator.
+8-bit same-shape ``Add``, ``Sub`` and ``Mul`` run on kernels/tfl_binary.c (TFLite's
+integer steps, ties away from zero as its own kernels round). Everything else (and
+values a kernel does not take) runs on the reference operator.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ... import _api, _conv, _dispatch
+from functools import partial
+
+from ... import _api, _conv, _dispatch, _native
 from ..._common import output_rows, rows_view
 from ..._qtensor import QTensor
 from ..._requant import OutputSpec, REQUANT_MODES
 from ..ir import Graph, Node
 from ..tflite import DOMAIN
 from .cpu import _INT8, _F32, Runner, _NotServed, _chain, _const, _fallback, kernel
-from .reference.tflite import activation_range
+from .reference.tflite import activation_range, add_sub_params, multiply_by_quantized_multiplier, \
+    quantize_multiplier
 
 _CONV_ATTRS = ("in_q", "out_q", "strides", "dilations", "pads", "act", "rounding")
 _TFLITE = REQUANT_MODES["tflite"]
@@ -210,5 +215,66 @@ def _make_fc(node: Node, graph: Graph) -> Runner | None:
         if rows is None or out is None or out.shape[0] != rows.shape[0]:
             return None
         return prepare(rows.shape[0], data.dtype).run(rows, out, bind=True)
+    run.bind = bind
+    return _fallback(node, graph, run)
+
+
+# ------------------------------------------------------------------ 8-bit ADD, SUB, MUL
+
+def binary_tables(node: Node, dtype) -> tuple:
+    """(op, ta, tb, za, zb, mult, shift, zy, lo, hi) of kernels/tfl_binary.c for an 8-bit
+    ``qkernels.tflite`` Add / Sub / Mul of ``dtype``: the reference operator's arithmetic
+    (its multipliers; ADD/SUB inputs pre-scaled into 256-entry tables)."""
+    q1, q2 = node.attrs["in_q"][:2]
+    qy = node.attrs["out_q"][0]
+    byte = np.arange(256, dtype=np.uint8).view(dtype).astype(np.int64)
+    lo, hi = activation_range(node.attrs["act"], qy, dtype)
+    if node.op_type == "Mul":
+        m, s = quantize_multiplier(np.float64(q1.s) * np.float64(q2.s) / np.float64(qy.s))
+        ta = tb = np.zeros(256, np.int32)
+        return 2, ta, tb, q1.z, q2.z, int(m[0]), int(s[0]), qy.z, lo, hi
+    (m1, s1), (m2, s2), (mo, so) = add_sub_params(q1, q2, qy)
+    ta = multiply_by_quantized_multiplier((byte - q1.z) << 20, m1, s1).astype(np.int32)
+    tb = multiply_by_quantized_multiplier((byte - q2.z) << 20, m2, s2).astype(np.int32)
+    return (0 if node.op_type == "Add" else 1), ta, tb, 0, 0, int(mo[0]), int(so[0]), qy.z, lo, hi
+
+
+@kernel(f"{DOMAIN}::Add", f"{DOMAIN}::Sub", f"{DOMAIN}::Mul", attrs=("in_q", "out_q", "act"))
+def _make_binary(node: Node, graph: Graph) -> Runner | None:
+    """Same-shape 8-bit operands on the native loop (one pass, the tables made once per
+    dtype); broadcasting operands, and float ones, on the reference operator."""
+    qs = list(node.attrs["in_q"][:2]) + [node.attrs["out_q"][0]]
+    if any(q is None or not q.per_tensor for q in qs):
+        return None
+    result = node.outputs[0]
+    made = {}
+
+    def params(dtype):
+        got = made.get(dtype.char)
+        if got is None:
+            got = made[dtype.char] = binary_tables(node, dtype)
+        return got
+
+    def served(a, b, y=None):
+        if a is None or b is None or a.dtype not in _INT8 or b.dtype != a.dtype or a.shape != b.shape \
+                or not (a.flags.c_contiguous and b.flags.c_contiguous):
+            raise _NotServed
+        if y is not None and (y.shape != a.shape or y.dtype != a.dtype or not y.flags.c_contiguous
+                              or not y.flags.writeable):
+            raise _NotServed
+        return params(a.dtype)
+
+    def run(values):
+        a, b = values[node.inputs[0]], values[node.inputs[1]]
+        p = served(a, b)
+        y = np.empty(a.shape, a.dtype)
+        op, ta, tb, *rest = p
+        _native.tfl_binary(op, a.reshape(-1), b.reshape(-1), ta, tb, *rest, y.reshape(-1))
+        return {result: y}
+
+    def bind(ins, outs):
+        a, b, y = ins[0], ins[1], outs[0]
+        op, ta, tb, *rest = served(a, b, y)
+        return partial(_native.tfl_binary, op, a.reshape(-1), b.reshape(-1), ta, tb, *rest, y.reshape(-1))
     run.bind = bind
     return _fallback(node, graph, run)
