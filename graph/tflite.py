@@ -17,8 +17,10 @@ Design: TFLite operators become nodes of our own domain ``qkernels.tflite``
   compute TFLite's integer arithmetic from the same float32 scales LiteRT reads: the
   fixed-point multipliers of its ``QuantizeMultiplier`` (formed in double, as its kernels
   do), its rounding (``rounding``: ``"up"`` where LiteRT's x86 build runs the op on
-  ruy's GEMM, whose rounding right shift rounds ties upward; ``"away"`` where it runs
-  TFLite's own kernels, gemmlowp's ties away from zero), its activation ranges.
+  ruy's GEMM, whose rounding right shift rounds ties upward; ``"up8"`` for depthwise,
+  whose vector loop rounds blocks of 8 channels so and its scalar tail away from zero,
+  as gemmlowp), its activation ranges. Which rounding each op takes was found by
+  testing against LiteRT on inputs made to hit exact ties (tests/test_tflite.py).
 - The reference backend (:mod:`.backends.reference.tflite`, numpy, exact in int64) and
   the cpu backend (:mod:`.backends.cpu_tflite`, qkernels' native kernels) both implement
   these operators and compute the same bits, which are LiteRT's built-in kernels' bits.
@@ -324,7 +326,7 @@ def _dwconv(imp, name, op, ins, outs):
         raise ModelError(f"{name}: filter shape {w.shape} does not fit input {x_shape} (1HWC, C a multiple)")
     pads = _pads(imp, name, o.Padding(), x_shape, w.shape[1], w.shape[2], sh, sw, dh, dw)
     imp.add(name, "DepthwiseConv2D", ins[:3], outs[:1], strides=(sh, sw), dilations=(dh, dw), pads=pads,
-            act=_activation(name, o.FusedActivationFunction()), rounding="up")
+            act=_activation(name, o.FusedActivationFunction()), rounding="up8")
 
 
 @translator("FULLY_CONNECTED")
@@ -413,7 +415,10 @@ def _pad(imp, name, op, ins, outs):
 def _quantize(imp, name, op, ins, outs):
     const = imp.tensor(ins[0])[4]
     if name.startswith("dequantize") and const is not None and imp.tensor(ins[0])[3] is None:
-        imp.inits[imp.tensor(outs[0])[0]] = const.astype(np.float32)   # float16 weights, decoded once
+        name, _, shape, _, _ = imp.tensor(outs[0])   # float16 weights, decoded once
+        value = const.astype(np.float32)
+        imp.inits[name] = value
+        imp.tensors[outs[0]] = (name, np.dtype(np.float32), shape, None, value)
         return
     imp.add(name, "Quantize" if name.startswith("quantize") else "Dequantize", ins[:1], outs[:1],
             dtype=imp.tensor(outs[0])[1].name)

@@ -76,7 +76,11 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
         w_ohwi = W
     quantized = qx is not None and W.dtype in _INT8
     if quantized:
-        if qw is None or qy is None or a["rounding"] != "up" or not qx.per_tensor or not qy.per_tensor:
+        if qw is None or qy is None or not qx.per_tensor or not qy.per_tensor:
+            return None
+        # the kernels round every channel's ties upward: a depthwise layer whose channels
+        # are not whole blocks of 8 (LiteRT rounds the rest away) stays on the reference
+        if a["rounding"] != ("up8" if depthwise else "up") or (depthwise and o % 8):
             return None
         if B is not None and B.dtype != np.int32:
             return None

@@ -9,8 +9,9 @@ checked bit for bit against LiteRT by tests/test_tflite.py):
   convolution scales formed as ``double(s_in) * double(s_w[c]) / double(s_out)``;
 - ``MultiplyByQuantizedMultiplier``: left shift, rounding doubling high multiply (ties
   up, which equals gemmlowp's sign-nudged form), then a rounding right shift: ties away
-  from zero in TFLite's own kernels (depthwise, add, mul, requantize), ties upward where
-  the op runs on ruy's GEMM (conv, fully connected): the node's ``rounding``;
+  from zero in TFLite's scalar code (add, sub, mul, mean's general case, requantize),
+  ties upward in its vector code and ruy's GEMM (conv, fully connected; depthwise in
+  blocks of 8 channels, its remaining channels away from zero): the node's ``rounding``;
 - activation ranges: ``zero_point + round_half_away(float32(v) / scale)``;
 - 8-bit softmax and logistic: LiteRT's float lookup tables and float normalisation.
 """
@@ -57,6 +58,16 @@ def multiply_by_quantized_multiplier(x, mult, shift, rounding: str = "away") -> 
     x = np.clip(x << np.maximum(shift, 0), INT32_MIN, INT32_MAX)
     h = (x * mult + (np.int64(1) << 30)) >> 31
     return rounding_shift(h, np.maximum(-shift, 0), rounding)
+
+
+def blocked_rounding(acc, mult, shift, block: int) -> np.ndarray:
+    """MultiplyByQuantizedMultiplier over the last axis of ``acc`` as LiteRT's vector
+    loops do it: whole blocks of ``block`` channels round ties upward (NEON's rounding
+    shift), the channels after the last whole block away from zero (its scalar tail)."""
+    channels = acc.shape[-1]
+    return np.where(np.arange(channels) < channels // block * block,
+                    multiply_by_quantized_multiplier(acc, mult, shift, "up"),
+                    multiply_by_quantized_multiplier(acc, mult, shift, "away"))
 
 
 def round_half_away(v):
@@ -164,8 +175,12 @@ def conv2d(node, x, w, b=None):
     channels = w.shape[3] if node.op_type == "DepthwiseConv2D" else w.shape[0]
     acc = conv_accumulate(node, x, w, b, qx.z, weight_zero_point(qw, 4))
     mult, shift = output_multipliers(qx, qw, qy, channels)
-    y = multiply_by_quantized_multiplier(acc, mult, shift, node.attrs["rounding"]) + qy.z
-    return clamp(y, *activation_range(node.attrs["act"], qy, x.dtype), x.dtype)
+    rounding = node.attrs["rounding"]
+    if rounding == "up8":   # LiteRT's depthwise output loop: 8 channels at a time, then one by one
+        y = blocked_rounding(acc, mult, shift, 8)
+    else:
+        y = multiply_by_quantized_multiplier(acc, mult, shift, rounding)
+    return clamp(y + qy.z, *activation_range(node.attrs["act"], qy, x.dtype), x.dtype)
 
 
 @op("FullyConnected", domain=DOMAIN, attrs=_ATTRS + ("act", "shape", "rounding"))
@@ -259,12 +274,13 @@ def mean(node, x):
     m, s = quantize_multiplier(np.float64(qx.s) / np.float64(qy.s))
     if keep and x.ndim == 4 and axes == (1, 2):
         # TFLite's spatial int8 mean (optimized_integer_ops::Mean): the raw sum through
-        # the multiplier of s_in / (n * s_out) (float32), ties up, plus a bias rounded in float32
+        # the multiplier of s_in / (n * s_out) (float32), 16 channels at a time (ties up,
+        # the rest away), plus a bias rounded in float32
         raw = x.astype(np.int64).sum(axis=axes, keepdims=True)
         real = np.float32(qx.s / (np.float32(n) * qy.s))
         m, s = quantize_multiplier(np.float64(real))
         bias = qy.z - int(round_half_away(np.float32(np.float32(qx.z) * qx.s) / qy.s))
-        y = multiply_by_quantized_multiplier(raw, m, s, "up") + bias - qy.z
+        y = blocked_rounding(raw, m, s, 16) + bias - qy.z
     else:
         # TFLite's QuantizedMeanOrSum: the count folded into the multiplier, truncated
         shift = min(n.bit_length() - 1, 32, 31 + int(s[0]))
@@ -347,6 +363,9 @@ def hard_swish_int8(node, x):
         return m16[0], e[0]
     om, oe = int16_multiplier(hires_scale / qy.s)
     rm, re = int16_multiplier(hires_scale / reluish_scale)
+    if oe > 0:
+        fail(node, f"input scale / 128 must be below the output scale (LiteRT refuses it too), got "
+                   f"{qx.s} and {qy.s}")
 
     def srdhm16(a, b):
         ab = a * b
@@ -433,8 +452,9 @@ def quantize(node, x):
     if x.dtype.kind == "f":
         y = round_half_away(x.astype(np.float32) / qy.s).astype(np.int64) + qy.z
     else:
+        # LiteRT's Requantize: 16 values at a time (ties up), then one by one (away)
         m, s = quantize_multiplier(np.float64(qx.s) / np.float64(qy.s))
-        y = multiply_by_quantized_multiplier(x.astype(np.int64) - qx.z, m, s) + qy.z
+        y = blocked_rounding(x.astype(np.int64).reshape(-1) - qx.z, m, s, 16).reshape(x.shape) + qy.z
     return clamp(y, info.min, info.max, out_dtype)
 
 
