@@ -184,7 +184,7 @@ def _scales_for(acc, sa, n, rng, spread=200.0):
 
 
 @pytest.mark.parametrize("out_dtype", [U8, S8], ids=["u8out", "s8out"])
-@pytest.mark.parametrize("mode", ["fp32", "fixedpoint"])
+@pytest.mark.parametrize("mode", ["fp32", "fixedpoint", "tflite"])
 @pytest.mark.parametrize("a_dtype,b_dtype", DTYPE_PAIRS, ids=DTYPE_IDS)
 def test_requantized_output_matches_reference_on_tile_edge_shapes(isa, a_dtype, b_dtype, mode, out_dtype, ref):
     rng = np.random.default_rng([a_dtype.num, b_dtype.num, out_dtype.num, len(mode)])
@@ -206,6 +206,28 @@ def test_requantized_output_matches_reference_on_tile_edge_shapes(isa, a_dtype, 
                 assert float(y.scale) == np.float32(sy) and int(y.zero_point) == zy
                 want = ref.requant(acc, mode, sa, sb, sy, zy, out_dtype)
                 _check_equal(y.data, want, f"{isa} {mode} M={m} N={n} K={k} za={za} zy={zy} sy={sy}")
+
+
+@pytest.mark.parametrize("out_dtype", [U8, S8], ids=["u8out", "s8out"])
+@pytest.mark.parametrize("mode", ["fixedpoint", "tflite"])
+def test_fixedpoint_requant_rounds_ties_away_or_upward(isa, out_dtype, mode, ref):
+    """scale 1/4 (multiplier 2^30, shift -1) on even sums t: the high multiply halves t
+    exactly, the rounding shift lands on .5 when t = 2 mod 4: "fixedpoint" rounds ties away
+    from zero (gemmlowp), "tflite" upward (-2.5 -> -2, LiteRT's rounding), in the tile
+    stage, the fused epilogue (N = 64, full tiles) and the scalar tail (N = 9) alike."""
+    t = np.arange(-60, 61, 2)
+    a = (t + 128).astype(np.uint8)[:, None]          # a - 128 = t
+    lo, hi = _qrange(out_dtype)
+    halves = t / 4.0
+    expected = np.floor(halves + 0.5) if mode == "tflite" else np.sign(halves) * np.floor(np.abs(halves) + 0.5)
+    for n in (9, 64):
+        b = np.ones((1, n), np.int8)
+        y = matmul(QTensor(a, 1.0, 128), QTensor(b, 1.0, 0), out_scale=4.0, out_zero_point=0, out_dtype=out_dtype,
+                   requant=mode)
+        want = np.repeat(np.clip(expected, lo, hi).astype(np.int64)[:, None], n, axis=1)
+        _check_equal(y.data, want, f"{isa} {mode} ties N={n}")
+        _check_equal(y.data, ref.requant(t[:, None] * np.ones((1, n), np.int64), mode, 1.0, 1.0, 4.0, 0, out_dtype),
+                     f"{isa} {mode} ties vs reference")
 
 
 @pytest.mark.parametrize("out_dtype", [U8, S8], ids=["u8out", "s8out"])
