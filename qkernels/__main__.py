@@ -1,4 +1,4 @@
-"""Command line: ``python -m qkernels info``, ``bench``, ``run`` (an ONNX model on the graph runner),
+"""Command line: ``python -m qkernels info``, ``bench``, ``run`` (an ONNX or TFLite model on the graph runner),
 ``demo``, ``quantize`` (a float ONNX model to int8 QDQ) and ``report`` (a saved quantization report's tables)."""
 from __future__ import annotations
 
@@ -280,8 +280,8 @@ def main(argv=None) -> int:
                    help="--suite conv and gemm: folder of the XNNPACK .tflite models (default: bench/tflite here, "
                         "else in the source checkout)")
     p.set_defaults(func=_bench, outputs=("json", "plot"))
-    p = sub.add_parser("run", help="run an ONNX model on the graph runner")
-    p.add_argument("model", help="the .onnx file")
+    p = sub.add_parser("run", help="run an ONNX or TFLite model on the graph runner")
+    p.add_argument("model", help="the .onnx or .tflite file")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input (repeat for each)")
     p.add_argument("--explain", action="store_true",
                    help="print the plan: partitions, their backends, and which nodes run on qkernels' native "
