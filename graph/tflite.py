@@ -35,6 +35,7 @@ DEQUANTIZE) become float32 constants at import, which is what LiteRT computes wi
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,7 +85,9 @@ def is_tflite(model) -> bool:
         path = os.fspath(model)
         if str(path).lower().endswith(".tflite"):
             return True
-        try:
+        try:   # only a regular file is opened (a FIFO would block; the loaders refuse the rest)
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                return False
             with open(path, "rb") as f:
                 return f.read(8)[4:8] == IDENTIFIER
         except (OSError, ValueError, TypeError):
@@ -125,6 +128,7 @@ class _Importer:
         self.names = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
         self.inits: dict[str, np.ndarray] = {}
         self.tensors: dict[int, tuple] = {}
+        self.taken: set[str] = set()
         self.nodes: list[Node] = []
         self.counter = 0
 
@@ -146,7 +150,8 @@ class _Importer:
             raise ModelError(f"tensor {t} declares shape {shape}")
         raw_name = T.Name()
         name = (raw_name.decode("utf-8", "replace") if raw_name else "") or f"tensor_{t}"
-        name = f"{name}#{t}" if any(v[0] == name for v in self.tensors.values()) else name
+        name = f"{name}#{t}" if name in self.taken else name
+        self.taken.add(name)
         q = None
         Q = T.Quantization()
         if Q is not None and Q.ScaleLength() > 0:
@@ -271,7 +276,7 @@ def same_padding(size: int, k: int, stride: int, dilation: int) -> tuple[int, in
     return out, total // 2, total - total // 2
 
 
-def _pads(imp, name, padding: int, in_shape, kh, kw, sh, sw, dh=1, dw=1) -> tuple[int, int, int, int]:
+def _pads(name, padding: int, in_shape, kh, kw, sh, sw, dh=1, dw=1) -> tuple[int, int, int, int]:
     if len(in_shape) != 4:
         raise ModelError(f"{name}: a 4-D NHWC input expected, got shape {in_shape}")
     if padding == 0:   # SAME
@@ -310,7 +315,7 @@ def _conv(imp, name, op, ins, outs):
     w = imp.const(ins[1], f"{name}: the filter")
     if w.ndim != 4:
         raise ModelError(f"{name}: the filter must be 4-D OHWI, got shape {w.shape}")
-    pads = _pads(imp, name, o.Padding(), imp.tensor(ins[0])[2], w.shape[1], w.shape[2], sh, sw, dh, dw)
+    pads = _pads(name, o.Padding(), imp.tensor(ins[0])[2], w.shape[1], w.shape[2], sh, sw, dh, dw)
     imp.add(name, "Conv2D", ins[:3], outs[:1], strides=(sh, sw), dilations=(dh, dw), pads=pads,
             act=_activation(name, o.FusedActivationFunction()), rounding="up")
 
@@ -324,7 +329,7 @@ def _dwconv(imp, name, op, ins, outs):
     x_shape = imp.tensor(ins[0])[2]
     if w.ndim != 4 or w.shape[0] != 1 or len(x_shape) != 4 or x_shape[3] == 0 or w.shape[3] % x_shape[3]:
         raise ModelError(f"{name}: filter shape {w.shape} does not fit input {x_shape} (1HWC, C a multiple)")
-    pads = _pads(imp, name, o.Padding(), x_shape, w.shape[1], w.shape[2], sh, sw, dh, dw)
+    pads = _pads(name, o.Padding(), x_shape, w.shape[1], w.shape[2], sh, sw, dh, dw)
     imp.add(name, "DepthwiseConv2D", ins[:3], outs[:1], strides=(sh, sw), dilations=(dh, dw), pads=pads,
             act=_activation(name, o.FusedActivationFunction()), rounding="up8")
 
@@ -354,7 +359,7 @@ def _pool(imp, name, op, ins, outs):
     o = imp.options(op, "Pool2DOptions")
     kh, kw, sh, sw = o.FilterHeight(), o.FilterWidth(), o.StrideH(), o.StrideW()
     _positive(name, filter=min(kh, kw), stride=min(sh, sw))
-    pads = _pads(imp, name, o.Padding(), imp.tensor(ins[0])[2], kh, kw, sh, sw)
+    pads = _pads(name, o.Padding(), imp.tensor(ins[0])[2], kh, kw, sh, sw)
     imp.add(name, "AveragePool2D" if name.startswith("average") else "MaxPool2D", ins[:1], outs[:1],
             kernel=(kh, kw), strides=(sh, sw), pads=pads, act=_activation(name, o.FusedActivationFunction()))
 

@@ -805,12 +805,12 @@ def qlinear_binary(int isa, bint mul, cnp.ndarray a, float sa, int32_t za, cnp.n
     return y
 
 
-def tfl_binary(int op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray ta, cnp.ndarray tb, int32_t za, int32_t zb,
+def tfl_binary(int isa, int op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray ta, cnp.ndarray tb, int32_t za, int32_t zb,
                int32_t mult, int32_t shift, int32_t zy, int32_t lo, int32_t hi, cnp.ndarray y):
     """y = TFLite's 8-bit ADD (op 0), SUB (1) or MUL (2) of a and b (kernels/tfl_binary.c):
     a, b, y 1-D, contiguous, of one 1-byte dtype and length; ta, tb (ADD, SUB): 256 int32
     values indexed by the input byte; za, zb (MUL): the input zero points; then the output
-    multiplier, shift, zero point and clamp [lo, hi]."""
+    multiplier, shift, zero point and clamp [lo, hi]; on ISA path ``isa`` (the same bits)."""
     cdef size_t n = a.shape[0]
     if a.ndim != 1 or b.ndim != 1 or y.ndim != 1 or <size_t>b.shape[0] != n or <size_t>y.shape[0] != n or \
             a.itemsize != 1 or b.dtype != a.dtype or y.dtype != a.dtype or not (a.flags.c_contiguous and
@@ -827,8 +827,9 @@ def tfl_binary(int op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray ta, cnp.ndarray
     cdef const int32_t *tap = <const int32_t *>_ptr(ta)
     cdef const int32_t *tbp = <const int32_t *>_ptr(tb)
     cdef void *yp = _ptr(y)
+    cdef qk_tfl_binary_fn fn = qk_tfl_binary_for_isa(isa)
     with nogil:
-        qk_tfl_binary(n, op, is_signed, ap, bp, tap, tbp, za, zb, mult, shift, zy, lo, hi, yp)
+        fn(n, op, is_signed, ap, bp, tap, tbp, za, zb, mult, shift, zy, lo, hi, yp)
     return y
 
 

@@ -108,6 +108,10 @@ cdef extern from "qk_tfl.h" nogil:
     void qk_tfl_binary(size_t n, int op, int is_signed, const void *a, const void *b, const int32_t *ta,
                        const int32_t *tb, int32_t za, int32_t zb, int32_t mult, int32_t shift, int32_t zy,
                        int32_t lo, int32_t hi, void *y)
+    ctypedef void (*qk_tfl_binary_fn)(size_t, int, int, const void *, const void *, const int32_t *,
+                                      const int32_t *, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t,
+                                      int32_t, void *)
+    qk_tfl_binary_fn qk_tfl_binary_for_isa(int isa)
 
 cdef extern from "qk_registry.h" nogil:
     int QK_KIND_GEMM, QK_KIND_DW_SUM, QK_KIND_QUANTIZE, QK_KIND_DEQUANTIZE

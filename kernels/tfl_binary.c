@@ -9,6 +9,7 @@
  * Portable C; the tables make ADD two loads, an add and one fixed-point multiply. */
 #include <stddef.h>
 #include <stdint.h>
+#include "qk_cpu.h"
 #include "qk_fixedpoint.h"
 #include "qk_tfl.h"
 
@@ -47,4 +48,14 @@ void qk_tfl_binary(size_t n, int op, int is_signed, const void *a, const void *b
         else
             QK_TFL_LOOP(uint8_t, ta[ia] + tb[ib]);
     }
+}
+
+#if defined(__x86_64__)
+void qk_tfl_binary_avx2(size_t n, int op, int is_signed, const void *a, const void *b, const int32_t *ta,
+                        const int32_t *tb, int32_t za, int32_t zb, int32_t mult, int32_t shift, int32_t zy, int32_t lo,
+                        int32_t hi, void *y);
+#endif
+
+qk_tfl_binary_fn qk_tfl_binary_for_isa(int isa) {
+    return QK_PICK_AVX2(isa, qk_tfl_binary_avx2, qk_tfl_binary);
 }

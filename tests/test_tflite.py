@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
+import qkernels
 from qkernels.graph import ModelError, Session
 
 flatbuffers = pytest.importorskip("flatbuffers")
@@ -311,6 +312,26 @@ def test_add_sub_mul_int8(op, shape, broadcast, act, s1, z1, s2, z2, sy, zy, tie
     model = build([qt(shape, s1, z1), qt(shape2, s2, z2), qt(shape, sy, zy)],
                   [(op, [0, 1], [2], (options, dict(FusedActivationFunction=act)))], [0, 1], [2])
     compare(model, seed=seed)
+
+
+@pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS))
+@pytest.mark.parametrize("op", ["ADD", "SUB", "MUL"])
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_add_sub_mul_native_loop_on_every_isa_path(isa, op, dtype):
+    """kernels/tfl_binary.c's loops (portable, AVX2) on 8-bit operands whose length leaves
+    a tail, with scales that hit exact ties and ones that do not, int8 and uint8."""
+    options = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions"}[op]
+    shape = (3, 7, 43)
+    for s1, z1, s2, z2, sy, zy in ((0.05, 131, 0.05, 121, 0.1, 129), (0.0437, 228, 0.0291, 37, 0.0713, 250)):
+        if dtype == np.int8:
+            z1, z2, zy = z1 - 128, z2 - 128, zy - 128
+        if op == "MUL":
+            sy = s1 * s2 * 40
+        model = build([qt(shape, s1, z1, dtype), qt(shape, s2, z2, dtype), qt(shape, sy, zy, dtype)],
+                      [(op, [0, 1], [2], (options, dict(FusedActivationFunction=1)))], [0, 1], [2])
+        with qkernels.use_isa(isa):
+            sessions = compare(model, backends=(None,), runs=2)
+        assert sessions[0].placement(sessions[0].graph.nodes[0]) == "native"
 
 
 @COMMON

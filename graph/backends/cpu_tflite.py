@@ -10,7 +10,8 @@ copies. The weights are packed once, when the session is planned.
 Float32 Conv2D / DepthwiseConv2D / FullyConnected run on the fp32 kernels (sums in
 another order than LiteRT's: equal within float rounding, not bit for bit).
 
-8-bit same-shape ``Add``, ``Sub`` and ``Mul`` run on kernels/tfl_binary.c (TFLite's
+8-bit ``Mean`` sums with numpy's int32 reduction; 8-bit same-shape ``Add``, ``Sub`` and
+``Mul`` run on kernels/tfl_binary.c (TFLite's
 integer steps, ties away from zero as its own kernels round). Everything else (and
 values a kernel does not take) runs on the reference operator.
 """
@@ -27,14 +28,14 @@ from ..._requant import OutputSpec, REQUANT_MODES
 from ..ir import Graph, Node
 from ..tflite import DOMAIN
 from .cpu import _INT8, _F32, Runner, _NotServed, _chain, _const, _fallback, kernel
-from .reference.tflite import activation_range, add_sub_params, multiply_by_quantized_multiplier, \
+from .reference.tflite import activation_range, add_sub_params, mean_of_sums, multiply_by_quantized_multiplier, \
     quantize_multiplier
 
 _CONV_ATTRS = ("in_q", "out_q", "strides", "dilations", "pads", "act", "rounding")
 _TFLITE = REQUANT_MODES["tflite"]
 
 
-def _float_activation(node: Node, lo: int, hi: int, qy, dtype):
+def _float_activation(lo: int, hi: int, qy, dtype):
     """TFLite's integer clamp [lo, hi] as the float activation range qkernels' output
     stage turns back into exactly those integers (round(f32(v) / s) + z)."""
     info = np.iinfo(dtype)
@@ -125,7 +126,7 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
                 lo, hi = activation_range(a["act"], qy, data.dtype)
                 xq = QTensor(data, qx.scale.reshape(()), qx.zero_point.astype(data.dtype).reshape(()))
                 call = _conv.ConvCall(xq, p, None, stride, padding, dilation, p.groups, "NHWC", "OHWI",
-                                      float(qy.s), qy.z, data.dtype, _float_activation(node, lo, hi, qy, data.dtype),
+                                      float(qy.s), qy.z, data.dtype, _float_activation(lo, hi, qy, data.dtype),
                                       "tflite", None)
             else:
                 call = ("float", p)
@@ -273,12 +274,35 @@ def _make_binary(node: Node, graph: Graph) -> Runner | None:
         p = served(a, b)
         y = np.empty(a.shape, a.dtype)
         op, ta, tb, *rest = p
-        _native.tfl_binary(op, a.reshape(-1), b.reshape(-1), ta, tb, *rest, y.reshape(-1))
+        _native.tfl_binary(_dispatch.isa_index(), op, a.reshape(-1), b.reshape(-1), ta, tb, *rest, y.reshape(-1))
         return {result: y}
 
     def bind(ins, outs):
         a, b, y = ins[0], ins[1], outs[0]
         op, ta, tb, *rest = served(a, b, y)
-        return partial(_native.tfl_binary, op, a.reshape(-1), b.reshape(-1), ta, tb, *rest, y.reshape(-1))
+        return partial(_native.tfl_binary, _dispatch.isa_index(), op, a.reshape(-1), b.reshape(-1), ta, tb, *rest,
+                       y.reshape(-1))
     run.bind = bind
+    return _fallback(node, graph, run)
+
+
+# ------------------------------------------------------------------ 8-bit MEAN
+
+@kernel(f"{DOMAIN}::Mean", attrs=("in_q", "out_q", "axes", "keep_dims"))
+def _make_mean(node: Node, graph: Graph) -> Runner | None:
+    """The sums by numpy's int32 reduction (exact below 2^23 values per sum), the
+    reference operator's arithmetic on the sums (a global pool's few channels)."""
+    if node.attrs["in_q"][0] is None or node.attrs["out_q"][0] is None:
+        return None
+    axes, keep = tuple(node.attrs["axes"]), node.attrs["keep_dims"]
+    result = node.outputs[0]
+
+    def run(values):
+        x = values[node.inputs[0]]
+        if x.dtype not in _INT8 or any(ax >= x.ndim for ax in axes):
+            raise _NotServed
+        n = int(np.prod([x.shape[ax] for ax in axes]))
+        if not 0 < n < 1 << 23:
+            raise _NotServed
+        return {result: mean_of_sums(node, x.sum(axis=axes, keepdims=keep, dtype=np.int32), n, x.ndim, x.dtype)}
     return _fallback(node, graph, run)

@@ -11,4 +11,10 @@ enum { QK_TFL_ADD = 0, QK_TFL_SUB = 1, QK_TFL_MUL = 2 };
 void qk_tfl_binary(size_t n, int op, int is_signed, const void *a, const void *b, const int32_t *ta,
                    const int32_t *tb, int32_t za, int32_t zb, int32_t mult, int32_t shift, int32_t zy, int32_t lo,
                    int32_t hi, void *y);
+
+typedef void (*qk_tfl_binary_fn)(size_t, int, int, const void *, const void *, const int32_t *, const int32_t *,
+                                 int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t, void *);
+
+/* The loop of ISA path isa (an AVX2 one where the CPU has it; the same bits on each). */
+qk_tfl_binary_fn qk_tfl_binary_for_isa(int isa);
 #endif

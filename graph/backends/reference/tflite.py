@@ -266,17 +266,22 @@ def mean(node, x):
         fail(node, f"axes {axes} outside rank {x.ndim}")
     if not _quantized(node, x):
         return np.mean(x.astype(np.float64), axis=axes, keepdims=keep).astype(x.dtype)
-    qx, qy = _q(node, 0), _q(node, 0, out=True)
     n = int(np.prod([x.shape[ax] for ax in axes]))
     if n == 0:
         fail(node, "the mean of no values")
-    total = (x.astype(np.int64) - qx.z).sum(axis=axes, keepdims=keep)
+    return mean_of_sums(node, x.astype(np.int64).sum(axis=axes, keepdims=keep), n, x.ndim, x.dtype)
+
+
+def mean_of_sums(node, raw: np.ndarray, n: int, rank: int, dtype) -> np.ndarray:
+    """TFLite's 8-bit MEAN from the sums ``raw`` of the stored values over ``n`` of them
+    each (shaped as the result)."""
+    qx, qy = _q(node, 0), _q(node, 0, out=True)
+    raw = np.asarray(raw, np.int64)
     m, s = quantize_multiplier(np.float64(qx.s) / np.float64(qy.s))
-    if keep and x.ndim == 4 and axes == (1, 2):
+    if node.attrs["keep_dims"] and rank == 4 and node.attrs["axes"] == (1, 2):
         # TFLite's spatial int8 mean (optimized_integer_ops::Mean): the raw sum through
         # the multiplier of s_in / (n * s_out) (float32), 16 channels at a time (ties up,
         # the rest away), plus a bias rounded in float32
-        raw = x.astype(np.int64).sum(axis=axes, keepdims=True)
         real = np.float32(qx.s / (np.float32(n) * qy.s))
         m, s = quantize_multiplier(np.float64(real))
         bias = qy.z - int(round_half_away(np.float32(np.float32(qx.z) * qx.s) / qy.s))
@@ -285,9 +290,9 @@ def mean(node, x):
         # TFLite's QuantizedMeanOrSum: the count folded into the multiplier, truncated
         shift = min(n.bit_length() - 1, 32, 31 + int(s[0]))
         m = (m << shift) // n
-        y = multiply_by_quantized_multiplier(total, m, s - shift)
-    info = np.iinfo(x.dtype)
-    return clamp(y + qy.z, info.min, info.max, x.dtype)
+        y = multiply_by_quantized_multiplier(raw - n * qx.z, m, s - shift)
+    info = np.iinfo(dtype)
+    return clamp(y + qy.z, info.min, info.max, dtype)
 
 
 # ------------------------------------------------------------------ activations
