@@ -240,13 +240,16 @@ acts = st.sampled_from([0, 1, 3, 2])   # NONE, RELU, RELU6, RELU_N1_TO_1
 @COMMON
 @given(h=st.integers(1, 9), w=st.integers(1, 9), c=st.integers(1, 19), o=st.integers(1, 21), k=st.integers(1, 3),
        stride=st.integers(1, 2), dil=st.integers(1, 2), same=st.booleans(), act=acts, per_channel=st.booleans(),
-       sx=scales, zx=zps, sy=scales, zy=zps, seed=st.integers(0, 2**16))
-def test_conv2d_int8(h, w, c, o, k, stride, dil, same, act, per_channel, sx, zx, sy, zy, seed):
+       sx=scales, zx=zps, sy=scales, zy=zps, ties=st.booleans(), seed=st.integers(0, 2**16))
+def test_conv2d_int8(h, w, c, o, k, stride, dil, same, act, per_channel, sx, zx, sy, zy, ties, seed):
     if not same and (h < (k - 1) * dil + 1 or w < (k - 1) * dil + 1):
         return
     rng = np.random.default_rng(seed)
     wq = rng.integers(-127, 128, (o, k, k, c)).astype(np.int8)
     sw = rng.uniform(1e-3, 2e-2, o if per_channel else 1)
+    if ties:    # small weights, power-of-two scales (multiplier 2^-5): 1 output in 16 an exact half
+        wq = rng.integers(-3, 4, wq.shape).astype(np.int8)
+        sx, sy, sw = 2.0 ** -3, 2.0 ** -1, np.full_like(sw, 2.0 ** -3)
     bias = rng.integers(-5000, 5000, o).astype(np.int32)
     oh = -(-h // stride) if same else (h - (k - 1) * dil - 1) // stride + 1
     ow = -(-w // stride) if same else (w - (k - 1) * dil - 1) // stride + 1
@@ -261,14 +264,17 @@ def test_conv2d_int8(h, w, c, o, k, stride, dil, same, act, per_channel, sx, zx,
 @COMMON
 @given(h=st.integers(1, 12), w=st.integers(1, 12), c=st.integers(1, 40), mult=st.sampled_from([1, 1, 2]),
        k=st.sampled_from([1, 3, 5]), stride=st.integers(1, 2), same=st.booleans(), act=acts, sx=scales, zx=zps,
-       sy=scales, zy=zps, seed=st.integers(0, 2**16))
-def test_depthwise_conv2d_int8(h, w, c, mult, k, stride, same, act, sx, zx, sy, zy, seed):
+       sy=scales, zy=zps, ties=st.booleans(), seed=st.integers(0, 2**16))
+def test_depthwise_conv2d_int8(h, w, c, mult, k, stride, same, act, sx, zx, sy, zy, ties, seed):
     if not same and (h < k or w < k):
         return
     rng = np.random.default_rng(seed)
     o = c * mult
     wq = rng.integers(-127, 128, (1, k, k, o)).astype(np.int8)
     sw = rng.uniform(1e-3, 2e-2, o)
+    if ties:
+        wq = rng.integers(-3, 4, wq.shape).astype(np.int8)
+        sx, sy, sw = 2.0 ** -3, 2.0 ** -1, np.full_like(sw, 2.0 ** -3)
     bias = rng.integers(-3000, 3000, o).astype(np.int32)
     oh = -(-h // stride) if same else (h - k) // stride + 1
     ow = -(-w // stride) if same else (w - k) // stride + 1
@@ -283,11 +289,14 @@ def test_depthwise_conv2d_int8(h, w, c, mult, k, stride, same, act, sx, zx, sy, 
 
 @COMMON
 @given(rows=st.integers(1, 9), k=st.integers(1, 70), n=st.integers(1, 40), act=acts, sx=scales, zx=zps, sy=scales,
-       zy=zps, bias=st.booleans(), seed=st.integers(0, 2**16))
-def test_fully_connected_int8(rows, k, n, act, sx, zx, sy, zy, bias, seed):
+       zy=zps, bias=st.booleans(), ties=st.booleans(), seed=st.integers(0, 2**16))
+def test_fully_connected_int8(rows, k, n, act, sx, zx, sy, zy, bias, ties, seed):
     rng = np.random.default_rng(seed)
     wq = rng.integers(-127, 128, (n, k)).astype(np.int8)
     sw = float(rng.uniform(1e-3, 2e-2))
+    if ties:
+        wq = rng.integers(-3, 4, wq.shape).astype(np.int8)
+        sx, sy, sw = 2.0 ** -3, 2.0 ** -1, 2.0 ** -3
     tensors = [qt((rows, k), sx, zx), qt((n, k), sw, 0, data=wq), qt((rows, n), sy, zy)]
     ins = [0, 1, -1]
     if bias:
@@ -352,8 +361,11 @@ def test_pool_int8(kind, h, w, c, k, stride, same, act, s, z, seed):
 
 @COMMON
 @given(shape=st.lists(st.integers(1, 9), min_size=4, max_size=4), axes=st.sampled_from([(1, 2), (2, 1), (3,), (1,)]),
-       keep=st.booleans(), sx=scales, zx=zps, sy=scales, zy=zps, same=st.booleans(), seed=st.integers(0, 2**16))
-def test_mean_int8(shape, axes, keep, sx, zx, sy, zy, same, seed):
+       keep=st.booleans(), sx=scales, zx=zps, sy=scales, zy=zps, same=st.booleans(), ties=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_mean_int8(shape, axes, keep, sx, zx, sy, zy, same, ties, seed):
+    if ties:
+        sx, sy = 2.0 ** -3, 2.0 ** -2
     if same:
         sy, zy = sx, zx
     out = [1 if i in axes else d for i, d in enumerate(shape)] if keep else \
@@ -377,8 +389,10 @@ def test_activations_int8(kind, rows, n, sx, zx, so, zo, beta, seed):
 
 @COMMON
 @given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=4), s=scales, z=zps, s2=scales, z2=zps,
-       seed=st.integers(0, 2**16))
-def test_quantize_dequantize(shape, s, z, s2, z2, seed):
+       ties=st.booleans(), seed=st.integers(0, 2**16))
+def test_quantize_dequantize(shape, s, z, s2, z2, ties, seed):
+    if ties:
+        s, s2 = 2.0 ** -5, 2.0 ** -3
     compare(build([ft(shape), qt(shape, s, z)], [("QUANTIZE", [0], [1], None)], [0], [1]), seed=seed)
     compare(build([qt(shape, s, z), qt(shape, s2, z2)], [("QUANTIZE", [0], [1], None)], [0], [1]), seed=seed)
     compare(build([qt(shape, s, z), ft(shape)], [("DEQUANTIZE", [0], [1], None)], [0], [1]), seed=seed)
