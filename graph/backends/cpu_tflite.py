@@ -28,8 +28,8 @@ from ..._requant import OutputSpec, REQUANT_MODES
 from ..ir import Graph, Node
 from ..tflite import DOMAIN
 from .cpu import _INT8, _F32, Runner, _NotServed, _chain, _const, _fallback, kernel
-from .reference.tflite import activation_range, add_sub_params, mean_of_sums, multiply_by_quantized_multiplier, \
-    quantize_multiplier
+from .reference.tflite import activation_range, add_sub_params, mean_of_sums, mean_params, \
+    multiply_by_quantized_multiplier, quantize_multiplier
 
 _CONV_ATTRS = ("in_q", "out_q", "strides", "dilations", "pads", "act", "rounding")
 _TFLITE = REQUANT_MODES["tflite"]
@@ -296,6 +296,7 @@ def _make_mean(node: Node, graph: Graph) -> Runner | None:
         return None
     axes, keep = tuple(node.attrs["axes"]), node.attrs["keep_dims"]
     result = node.outputs[0]
+    made = {}
 
     def run(values):
         x = values[node.inputs[0]]
@@ -304,5 +305,9 @@ def _make_mean(node: Node, graph: Graph) -> Runner | None:
         n = int(np.prod([x.shape[ax] for ax in axes]))
         if not 0 < n < 1 << 23:
             raise _NotServed
-        return {result: mean_of_sums(node, x.sum(axis=axes, keepdims=keep, dtype=np.int32), n, x.ndim, x.dtype)}
+        params = made.get((n, x.ndim))
+        if params is None:
+            params = made[(n, x.ndim)] = mean_params(node, n, x.ndim)
+        sums = x.sum(axis=axes, keepdims=keep, dtype=np.int32)
+        return {result: mean_of_sums(node, sums, n, x.ndim, x.dtype, params)}
     return _fallback(node, graph, run)

@@ -65,6 +65,8 @@ def blocked_rounding(acc, mult, shift, block: int) -> np.ndarray:
     loops do it: whole blocks of ``block`` channels round ties upward (NEON's rounding
     shift), the channels after the last whole block away from zero (its scalar tail)."""
     channels = acc.shape[-1]
+    if channels % block == 0:
+        return multiply_by_quantized_multiplier(acc, mult, shift, "up")
     return np.where(np.arange(channels) < channels // block * block,
                     multiply_by_quantized_multiplier(acc, mult, shift, "up"),
                     multiply_by_quantized_multiplier(acc, mult, shift, "away"))
@@ -272,27 +274,33 @@ def mean(node, x):
     return mean_of_sums(node, x.astype(np.int64).sum(axis=axes, keepdims=keep), n, x.ndim, x.dtype)
 
 
-def mean_of_sums(node, raw: np.ndarray, n: int, rank: int, dtype) -> np.ndarray:
+def mean_of_sums(node, raw: np.ndarray, n: int, rank: int, dtype, params=None) -> np.ndarray:
     """TFLite's 8-bit MEAN from the sums ``raw`` of the stored values over ``n`` of them
-    each (shaped as the result)."""
-    qx, qy = _q(node, 0), _q(node, 0, out=True)
+    each (shaped as the result); ``params``: :func:`mean_params`' result, when made before."""
+    spatial, m, s, add = mean_params(node, n, rank) if params is None else params
     raw = np.asarray(raw, np.int64)
-    m, s = quantize_multiplier(np.float64(qx.s) / np.float64(qy.s))
+    if spatial:
+        y = blocked_rounding(raw, m, s, 16) + add
+    else:
+        y = multiply_by_quantized_multiplier(raw - n * _q(node, 0).z, m, s) + add
+    info = np.iinfo(dtype)
+    return clamp(y, info.min, info.max, dtype)
+
+
+def mean_params(node, n: int, rank: int) -> tuple:
+    """(spatial, multiplier, shift, addend) of an 8-bit MEAN of ``n`` values per sum."""
+    qx, qy = _q(node, 0), _q(node, 0, out=True)
     if node.attrs["keep_dims"] and rank == 4 and node.attrs["axes"] == (1, 2):
         # TFLite's spatial int8 mean (optimized_integer_ops::Mean): the raw sum through
         # the multiplier of s_in / (n * s_out) (float32), 16 channels at a time (ties up,
         # the rest away), plus a bias rounded in float32
         real = np.float32(qx.s / (np.float32(n) * qy.s))
         m, s = quantize_multiplier(np.float64(real))
-        bias = qy.z - int(round_half_away(np.float32(np.float32(qx.z) * qx.s) / qy.s))
-        y = blocked_rounding(raw, m, s, 16) + bias - qy.z
-    else:
-        # TFLite's QuantizedMeanOrSum: the count folded into the multiplier, truncated
-        shift = min(n.bit_length() - 1, 32, 31 + int(s[0]))
-        m = (m << shift) // n
-        y = multiply_by_quantized_multiplier(raw - n * qx.z, m, s - shift)
-    info = np.iinfo(dtype)
-    return clamp(y + qy.z, info.min, info.max, dtype)
+        return True, m, s, qy.z - int(round_half_away(np.float32(np.float32(qx.z) * qx.s) / qy.s))
+    # TFLite's QuantizedMeanOrSum: the count folded into the multiplier, truncated
+    m, s = quantize_multiplier(np.float64(qx.s) / np.float64(qy.s))
+    shift = min(n.bit_length() - 1, 32, 31 + int(s[0]))
+    return False, (m << shift) // n, s - shift, qy.z
 
 
 # ------------------------------------------------------------------ activations
