@@ -144,5 +144,19 @@ def main(argv=None) -> int:
     return 0
 
 
+class _Suite:
+    """``qkernels bench --suite tflite_models``: this table (``--threads``: its first count;
+    ``--tflite-dir``: the models' folder; ``--shapes``: model names; ``--quick``: 3 repeats)."""
+
+    def cli(self, args) -> int:
+        folder = Path(args.tflite_dir) if args.tflite_dir else HERE / "tflite"
+        models = [str(folder / f"{name}.tflite") for name in args.shapes] if args.shapes else [str(folder)]
+        return main(["--models", *models, "--threads", str((args.threads or [1])[0]),
+                     "--repeats", "3" if args.quick else "7"])
+
+
+SUITE = _Suite()
+
+
 if __name__ == "__main__":
     sys.exit(main())

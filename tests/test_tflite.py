@@ -540,3 +540,12 @@ def test_quantize_multiplier_is_tflites():
     assert rounding_shift(h, 1, "away").tolist() == [-3, -3, -2, 2, 3, 3]
     assert rounding_shift(h, 1, "up").tolist() == [-3, -2, -1, 2, 3, 3]
     assert multiply_by_quantized_multiplier(np.array([100, -100]), 1 << 30, -1).tolist() == [25, -25]
+
+
+def test_bench_script_times_and_checks_a_model(capsys):
+    litert()
+    from qkernels.bench import tflite_models
+    path = ROOT / "bench" / "tflite" / "dw56s2_int8.tflite"
+    assert tflite_models.main(["--models", str(path), "--repeats", "1"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("dw56s2_int8")]
+    assert line and line[0].split()[-1] == "True" and "error" not in line[0]
