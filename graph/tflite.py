@@ -49,6 +49,7 @@ IDENTIFIER = b"TFL3"
 
 _DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 6: np.bool_, 7: np.int16,
            9: np.int8, 10: np.float64}
+_QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int32))   # int32: biases
 _ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6"}
 
 
@@ -249,6 +250,13 @@ class _Importer:
     def add(self, name: str, op_type: str, ins: list, outs: list, **attrs) -> Node:
         tin = [self.tensor(t) if t >= 0 else None for t in ins]
         tout = [self.tensor(t) for t in outs]
+        for t in tin + tout:   # what the operators' arithmetic is written for
+            if t is not None and t[3] is not None and t[1] not in _QUANTIZED:
+                raise ModelError(f"{name}: quantized {t[1]} tensor {t[0]!r} (16x8 quantization) is not supported; "
+                                 "8-bit activations are")
+        if tin and tin[0] is not None and tin[0][1].kind == "f" and any(
+                t is not None and t[1] in (np.int8, np.uint8) for t in tin[1:]):
+            raise ModelError(f"{name}: float input with 8-bit weights (dynamic-range quantization) is not supported")
         attrs.setdefault("in_q", tuple(t[3] if t is not None else None for t in tin))
         attrs.setdefault("out_q", tuple(t[3] for t in tout))
         node = Node(name, op_type, DOMAIN, [t[0] if t is not None else "" for t in tin], [t[0] for t in tout], attrs)
@@ -330,8 +338,11 @@ def _dwconv(imp, name, op, ins, outs):
     if w.ndim != 4 or w.shape[0] != 1 or len(x_shape) != 4 or x_shape[3] == 0 or w.shape[3] % x_shape[3]:
         raise ModelError(f"{name}: filter shape {w.shape} does not fit input {x_shape} (1HWC, C a multiple)")
     pads = _pads(name, o.Padding(), x_shape, w.shape[1], w.shape[2], sh, sw, dh, dw)
+    # int8: LiteRT's per-channel loop (blocks of 8 channels round ties up, the rest away);
+    # uint8: its per-tensor kernel, ties away from zero throughout
+    rounding = "up8" if imp.tensor(ins[0])[1] == np.int8 else "away"
     imp.add(name, "DepthwiseConv2D", ins[:3], outs[:1], strides=(sh, sw), dilations=(dh, dw), pads=pads,
-            act=_activation(name, o.FusedActivationFunction()), rounding="up8")
+            act=_activation(name, o.FusedActivationFunction()), rounding=rounding)
 
 
 @translator("FULLY_CONNECTED")
@@ -436,6 +447,9 @@ def _resize(imp, name, op, ins, outs):
     out_shape = imp.tensor(outs[0])[2]
     if len(out_shape) != 4:
         raise ModelError(f"{name}: 4-D NHWC output expected")
+    if bilinear and imp.tensor(ins[0])[1] == np.uint8:
+        raise ModelError(f"{name}: uint8 RESIZE_BILINEAR is not supported (LiteRT interpolates it in float; "
+                         "int8 and float32 are supported)")
     imp.add(name, "ResizeBilinear" if bilinear else "ResizeNearestNeighbor", ins[:1], outs[:1],
             size=tuple(out_shape[1:3]), align_corners=bool(o.AlignCorners()) if o is not None else False,
             half_pixel_centers=bool(o.HalfPixelCenters()) if o is not None else False)

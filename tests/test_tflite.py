@@ -27,7 +27,7 @@ REPO_MODELS = sorted((ROOT / "bench" / "tflite").glob("*.tflite"))
 SHARED = ROOT.parent / "shared" / "tflite"
 
 _TYPES = {np.dtype(np.float32): 0, np.dtype(np.float16): 1, np.dtype(np.int32): 2, np.dtype(np.uint8): 3,
-          np.dtype(np.int64): 4, np.dtype(np.int8): 9}
+          np.dtype(np.int64): 4, np.dtype(np.int16): 7, np.dtype(np.int8): 9}
 
 
 def litert():
@@ -235,6 +235,12 @@ COMMON = settings(max_examples=12, deadline=None, suppress_health_check=list(Hea
 scales = st.floats(1e-3, 0.2)
 zps = st.integers(-128, 127)
 acts = st.sampled_from([0, 1, 3, 2])   # NONE, RELU, RELU6, RELU_N1_TO_1
+dtypes = st.sampled_from([np.int8, np.uint8])
+
+
+def shifted(dtype, *zero_points):
+    """int8 zero points moved into uint8's range for a uint8 model."""
+    return [z + 128 if dtype == np.uint8 else z for z in zero_points]
 
 
 @COMMON
@@ -346,13 +352,14 @@ def test_add_sub_mul_native_loop_on_every_isa_path(isa, op, dtype):
 @COMMON
 @given(kind=st.sampled_from(["AVERAGE_POOL_2D", "MAX_POOL_2D"]), h=st.integers(1, 11), w=st.integers(1, 11),
        c=st.integers(1, 20), k=st.integers(1, 4), stride=st.integers(1, 3), same=st.booleans(), act=acts, s=scales,
-       z=zps, seed=st.integers(0, 2**16))
-def test_pool_int8(kind, h, w, c, k, stride, same, act, s, z, seed):
+       z=zps, dtype=dtypes, seed=st.integers(0, 2**16))
+def test_pool_int8(kind, h, w, c, k, stride, same, act, s, z, dtype, seed):
     if not same and (h < k or w < k):
         return
+    (z,) = shifted(dtype, z)
     oh = -(-h // stride) if same else (h - k) // stride + 1
     ow = -(-w // stride) if same else (w - k) // stride + 1
-    model = build([qt((1, h, w, c), s, z), qt((1, oh, ow, c), s, z)],
+    model = build([qt((1, h, w, c), s, z, dtype), qt((1, oh, ow, c), s, z, dtype)],
                   [(kind, [0], [1], ("Pool2DOptions", dict(Padding=0 if same else 1, StrideW=stride, StrideH=stride,
                                                            FilterWidth=k, FilterHeight=k, FusedActivationFunction=act)))],
                   [0], [1])
@@ -361,16 +368,18 @@ def test_pool_int8(kind, h, w, c, k, stride, same, act, s, z, seed):
 
 @COMMON
 @given(shape=st.lists(st.integers(1, 9), min_size=4, max_size=4), axes=st.sampled_from([(1, 2), (2, 1), (3,), (1,)]),
-       keep=st.booleans(), sx=scales, zx=zps, sy=scales, zy=zps, same=st.booleans(), ties=st.booleans(),
+       keep=st.booleans(), sx=scales, zx=zps, sy=scales, zy=zps, same=st.booleans(), ties=st.booleans(), dtype=dtypes,
        seed=st.integers(0, 2**16))
-def test_mean_int8(shape, axes, keep, sx, zx, sy, zy, same, ties, seed):
+def test_mean_int8(shape, axes, keep, sx, zx, sy, zy, same, ties, dtype, seed):
+    zx, zy = shifted(dtype, zx, zy)
     if ties:
         sx, sy = 2.0 ** -3, 2.0 ** -2
     if same:
         sy, zy = sx, zx
     out = [1 if i in axes else d for i, d in enumerate(shape)] if keep else \
         [d for i, d in enumerate(shape) if i not in axes]
-    model = build([qt(shape, sx, zx), ft((len(axes),), np.int32, data=np.array(axes, np.int32)), qt(out, sy, zy)],
+    model = build([qt(shape, sx, zx, dtype), ft((len(axes),), np.int32, data=np.array(axes, np.int32)),
+                   qt(out, sy, zy, dtype)],
                   [("MEAN", [0, 1], [2], ("ReducerOptions", dict(KeepDims=keep)))], [0], [2])
     compare(model, seed=seed)
 
@@ -378,36 +387,43 @@ def test_mean_int8(shape, axes, keep, sx, zx, sy, zy, same, ties, seed):
 @COMMON
 @given(kind=st.sampled_from(["SOFTMAX", "LOGISTIC", "TANH", "HARD_SWISH"]), rows=st.integers(1, 5),
        n=st.integers(1, 300), sx=st.floats(1e-3, 0.5), zx=zps, so=scales, zo=zps, beta=st.sampled_from([1.0, 0.5]),
-       seed=st.integers(0, 2**16))
-def test_activations_int8(kind, rows, n, sx, zx, so, zo, beta, seed):
+       dtype=dtypes, seed=st.integers(0, 2**16))
+def test_activations_int8(kind, rows, n, sx, zx, so, zo, beta, dtype, seed):
     so = max(so, sx / 100)   # HARD_SWISH: LiteRT needs s_in / 128 < s_out
+    zx, zo = shifted(dtype, zx, zo)
     out = {"SOFTMAX": (1 / 256, -128), "LOGISTIC": (1 / 256, -128), "TANH": (1 / 128, 0)}.get(kind, (so, zo))
+    if kind in ("SOFTMAX", "LOGISTIC", "TANH") and dtype == np.uint8:
+        out = (out[0], shifted(dtype, out[1])[0])
     options = ("SoftmaxOptions", dict(Beta=beta)) if kind == "SOFTMAX" else None
-    model = build([qt((rows, n), sx, zx), qt((rows, n), *out)], [(kind, [0], [1], options)], [0], [1])
+    model = build([qt((rows, n), sx, zx, dtype), qt((rows, n), *out, dtype)], [(kind, [0], [1], options)], [0], [1])
     compare(model, seed=seed)
 
 
 @COMMON
 @given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=4), s=scales, z=zps, s2=scales, z2=zps,
-       ties=st.booleans(), seed=st.integers(0, 2**16))
-def test_quantize_dequantize(shape, s, z, s2, z2, ties, seed):
+       ties=st.booleans(), dtype=dtypes, seed=st.integers(0, 2**16))
+def test_quantize_dequantize(shape, s, z, s2, z2, ties, dtype, seed):
     if ties:
         s, s2 = 2.0 ** -5, 2.0 ** -3
-    compare(build([ft(shape), qt(shape, s, z)], [("QUANTIZE", [0], [1], None)], [0], [1]), seed=seed)
-    compare(build([qt(shape, s, z), qt(shape, s2, z2)], [("QUANTIZE", [0], [1], None)], [0], [1]), seed=seed)
-    compare(build([qt(shape, s, z), ft(shape)], [("DEQUANTIZE", [0], [1], None)], [0], [1]), seed=seed)
+    z, z2 = shifted(dtype, z, z2)
+    compare(build([ft(shape), qt(shape, s, z, dtype)], [("QUANTIZE", [0], [1], None)], [0], [1]), seed=seed)
+    compare(build([qt(shape, s, z, dtype), qt(shape, s2, z2, dtype)], [("QUANTIZE", [0], [1], None)], [0], [1]),
+            seed=seed)
+    compare(build([qt(shape, s, z, dtype), ft(shape)], [("DEQUANTIZE", [0], [1], None)], [0], [1]), seed=seed)
 
 
 @COMMON
 @given(h=st.integers(1, 9), w=st.integers(1, 9), c=st.integers(1, 9), oh=st.integers(1, 17), ow=st.integers(1, 17),
-       bilinear=st.booleans(), mode=st.sampled_from([(0, 0), (1, 0), (0, 1)]), s=scales, z=zps,
+       bilinear=st.booleans(), mode=st.sampled_from([(0, 0), (1, 0), (0, 1)]), s=scales, z=zps, dtype=dtypes,
        seed=st.integers(0, 2**16))
-def test_resize_int8(h, w, c, oh, ow, bilinear, mode, s, z, seed):
+def test_resize_int8(h, w, c, oh, ow, bilinear, mode, s, z, dtype, seed):
+    dtype = np.int8 if bilinear else dtype     # uint8 bilinear: refused (LiteRT's float path)
+    (z,) = shifted(dtype, z)
     kind = "RESIZE_BILINEAR" if bilinear else "RESIZE_NEAREST_NEIGHBOR"
     options = ("ResizeBilinearOptions" if bilinear else "ResizeNearestNeighborOptions",
                dict(AlignCorners=mode[0], HalfPixelCenters=mode[1]))
-    model = build([qt((1, h, w, c), s, z), ft((2,), np.int32, data=np.array([oh, ow], np.int32)),
-                   qt((1, oh, ow, c), s, z)], [(kind, [0, 1], [2], options)], [0], [2])
+    model = build([qt((1, h, w, c), s, z, dtype), ft((2,), np.int32, data=np.array([oh, ow], np.int32)),
+                   qt((1, oh, ow, c), s, z, dtype)], [(kind, [0, 1], [2], options)], [0], [2])
     compare(model, seed=seed)
 
 
@@ -497,6 +513,20 @@ def test_unsupported_operators_listed_in_one_error():
     with pytest.raises(ModelError) as err:
         Session(model)
     assert "FLOOR" in str(err.value) and "CEIL" in str(err.value) and "2 TFLite operator(s)" in str(err.value)
+
+
+def test_unsupported_quantization_schemes_are_refused():
+    """16x8 quantization and float inputs with int8 weights (dynamic range) have other
+    arithmetic: refused with a clear error, never computed as if they were 8-bit."""
+    w = np.ones((4, 8), np.int8)
+    hybrid = build([ft((1, 8)), qt((4, 8), 0.1, 0, data=w), ft((1, 4))],
+                   [("FULLY_CONNECTED", [0, 1, -1], [2], None)], [0], [2])
+    with pytest.raises(ModelError, match="dynamic-range"):
+        Session(hybrid)
+    int16 = build([qt((1, 8), 0.1, 0, np.int16), qt((4, 8), 0.1, 0, data=w), qt((1, 4), 0.1, 0, np.int16)],
+                  [("FULLY_CONNECTED", [0, 1, -1], [2], None)], [0], [2])
+    with pytest.raises(ModelError, match="16x8"):
+        Session(int16)
 
 
 def test_truncated_and_corrupt_files_are_model_errors(tmp_path):
