@@ -246,8 +246,10 @@ def shifted(dtype, *zero_points):
 @COMMON
 @given(h=st.integers(1, 9), w=st.integers(1, 9), c=st.integers(1, 19), o=st.integers(1, 21), k=st.integers(1, 3),
        stride=st.integers(1, 2), dil=st.integers(1, 2), same=st.booleans(), act=acts, per_channel=st.booleans(),
-       sx=scales, zx=zps, sy=scales, zy=zps, ties=st.booleans(), seed=st.integers(0, 2**16))
-def test_conv2d_int8(h, w, c, o, k, stride, dil, same, act, per_channel, sx, zx, sy, zy, ties, seed):
+       sx=scales, zx=zps, sy=scales, zy=zps, ties=st.booleans(), dtype=dtypes, seed=st.integers(0, 2**16))
+def test_conv2d_int8(h, w, c, o, k, stride, dil, same, act, per_channel, sx, zx, sy, zy, ties, dtype, seed):
+    """int8: per-channel symmetric weights; uint8 (TFLite's older scheme): per-tensor
+    asymmetric weights."""
     if not same and (h < (k - 1) * dil + 1 or w < (k - 1) * dil + 1):
         return
     rng = np.random.default_rng(seed)
@@ -259,9 +261,14 @@ def test_conv2d_int8(h, w, c, o, k, stride, dil, same, act, per_channel, sx, zx,
     bias = rng.integers(-5000, 5000, o).astype(np.int32)
     oh = -(-h // stride) if same else (h - (k - 1) * dil - 1) // stride + 1
     ow = -(-w // stride) if same else (w - (k - 1) * dil - 1) // stride + 1
-    model = build([qt((1, h, w, c), sx, zx), qt(wq.shape, sw, np.zeros_like(sw, int), data=wq),
+    zw = np.zeros_like(sw, int)
+    if dtype == np.uint8:
+        sw, zw = sw[:1], np.array([int(rng.integers(100, 156))])
+        wq = (wq.astype(np.int64) + zw[0]).clip(0, 255).astype(np.uint8)
+        zx, zy = shifted(dtype, zx, zy)
+    model = build([qt((1, h, w, c), sx, zx, dtype), qt(wq.shape, sw, zw, dtype, data=wq),
                    qt((o,), np.float32(sx) * sw.astype(np.float32), np.zeros_like(sw, int), dtype=np.int32, data=bias),
-                   qt((1, oh, ow, o), sy, zy)],
+                   qt((1, oh, ow, o), sy, zy, dtype)],
                   [("CONV_2D", [0, 1, 2], [3], ("Conv2DOptions", dict(Padding=0 if same else 1, StrideW=stride,
                     StrideH=stride, DilationWFactor=dil, DilationHFactor=dil, FusedActivationFunction=act)))], [0], [3])
     compare(model, seed=seed)
