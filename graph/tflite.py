@@ -2,10 +2,10 @@
 
 Parser: the ``tflite`` package (PyPI; the classes ``flatc`` generates from TFLite's own
 ``schema.fbs``, kept in step with TensorFlow's releases, on top of Google's ``flatbuffers``
-runtime). It reads the file in place (no copy of the weights) and is the schema itself,
-so there is no hand-written offset arithmetic here to get wrong; every read it does is
-bounds-checked by ``flatbuffers``, and a malformed file raises a Python error that this
-module turns into a ModelError.
+runtime). It is the schema itself, so there is no hand-written offset arithmetic here to
+get wrong; every read it does is bounds-checked by ``flatbuffers``, and a malformed file
+raises a Python error that this module turns into a ModelError. Each constant is copied
+once out of the file's bytes (checked against its shape and type).
 
 Design: TFLite operators become nodes of our own domain ``qkernels.tflite``
 (``qkernels.tflite::Conv2D`` ...), with TFLite's semantics kept whole:
@@ -131,7 +131,6 @@ class _Importer:
         self.tensors: dict[int, tuple] = {}
         self.taken: set[str] = set()
         self.nodes: list[Node] = []
-        self.counter = 0
 
     # ------------------------------------------------------------------ tensors
 
@@ -177,7 +176,7 @@ class _Importer:
             raw = None
             if B.DataLength():
                 raw = B.DataAsNumpy()
-            elif B.Offset() > 1:   # a model over 2 GiB keeps buffers after the flatbuffer
+            elif B.Offset() > 1:   # a buffer stored after the flatbuffer (the converter's large-model layout)
                 off, size = int(B.Offset()), int(B.Size())
                 if off + size > len(self.data):
                     raise ModelError(f"tensor {name!r}: buffer bytes {off}..{off + size} past the file's end")
