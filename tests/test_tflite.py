@@ -492,6 +492,17 @@ def test_small_mobilenet_int8_bit_exact(seed):
     compare(_small_mobilenet(np.random.default_rng(seed)), runs=3, seed=seed)
 
 
+def test_one_session_from_several_threads():
+    from concurrent.futures import ThreadPoolExecutor
+    s = Session(_small_mobilenet(np.random.default_rng(7)))
+    rng = np.random.default_rng(8)
+    feeds = [{s.get_inputs()[0].name: random_feed(rng, (1, 16, 16, 3), np.int8)} for _ in range(6)]
+    want = [s.run(None, f)[0] for f in feeds]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda k: s.run(None, feeds[k % 6])[0], range(48)))
+    assert all(np.array_equal(g, want[k % 6]) for k, g in enumerate(got))
+
+
 # ---------------------------------------------------------------- float models
 
 def test_small_mobilenet_float32_close_to_litert():
