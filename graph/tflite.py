@@ -256,6 +256,7 @@ class _Importer:
         if tin and tin[0] is not None and tin[0][1].kind == "f" and any(
                 t is not None and t[1] in (np.int8, np.uint8) for t in tin[1:]):
             raise ModelError(f"{name}: float input with 8-bit weights (dynamic-range quantization) is not supported")
+        _check_quantization(name, op_type, tin, tout)
         attrs.setdefault("in_q", tuple(t[3] if t is not None else None for t in tin))
         attrs.setdefault("out_q", tuple(t[3] for t in tout))
         node = Node(name, op_type, DOMAIN, [t[0] if t is not None else "" for t in tin], [t[0] for t in tout], attrs)
@@ -267,6 +268,44 @@ class _Importer:
         if c is None:
             raise ModelError(f"{what} (tensor {self.tensor(t)[0]!r}) must be a constant")
         return c
+
+
+#: operators whose 8-bit arithmetic reads every 8-bit tensor's scale and zero point
+_ARITHMETIC = frozenset({"Conv2D", "DepthwiseConv2D", "FullyConnected", "Add", "Sub", "Mul", "AveragePool2D",
+                         "MaxPool2D", "Mean", "Softmax", "Logistic", "Tanh", "HardSwish", "Relu", "Relu6",
+                         "ReluN1To1", "Concatenation", "ResizeBilinear", "Pad"})
+_WEIGHTED = frozenset({"Conv2D", "DepthwiseConv2D", "FullyConnected"})
+
+
+def _check_quantization(name: str, op_type: str, tin: list, tout: list) -> None:
+    """The quantization an operator's arithmetic needs: every 8-bit tensor quantized,
+    per tensor except weights; input and output of one type (QUANTIZE/DEQUANTIZE: the
+    quantized side quantized per tensor)."""
+    eight = (np.dtype(np.int8), np.dtype(np.uint8))
+    if op_type in ("Quantize", "Dequantize"):
+        side = tout[0] if op_type == "Quantize" else tin[0]
+        other = tin[0] if op_type == "Quantize" else tout[0]
+        if side[1] not in eight or side[3] is None or not side[3].per_tensor or \
+                (other[1] in eight and (other[3] is None or not other[3].per_tensor)):
+            raise ModelError(f"{name}: {op_type.upper()} needs per-tensor 8-bit quantized {side[0]!r} "
+                             f"({side[1]}, {side[3]})")
+        return
+    if op_type not in _ARITHMETIC or not tin or tin[0] is None:
+        return
+    x, ys = tin[0], tout
+    if any(y[1] != x[1] for y in ys):
+        raise ModelError(f"{name}: input {x[0]!r} is {x[1]} but output {ys[0][0]!r} is {ys[0][1]}")
+    if x[1] not in eight:
+        return
+    for k, t in enumerate(tin + tout):
+        if t is None or t[1] not in eight:
+            continue
+        weights = op_type in _WEIGHTED and k == 1
+        if t[3] is None or (not weights and not t[3].per_tensor):
+            raise ModelError(f"{name}: 8-bit tensor {t[0]!r} needs {'its' if weights else 'per-tensor'} "
+                             f"quantization parameters, has {t[3]}")
+    if op_type in _WEIGHTED and (len(tin) < 2 or tin[1] is None or tin[1][1] != x[1]):
+        raise ModelError(f"{name}: {x[1]} input with {tin[1][1] if len(tin) > 1 and tin[1] else 'no'} weights")
 
 
 def _activation(node_name: str, code: int) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from .... import _requant
 from ...errors import ModelError
 from ...tflite import DOMAIN, QParams
-from ...validate import fail
+from ...validate import check_size, fail
 from .registry import op
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -441,6 +441,7 @@ def pad(node, x):
     if value is None:
         qy = _q(node, 0, out=True)
         value = qy.z if qy is not None and x.dtype.kind in "iu" else 0
+    check_size([d + a + b for d, (a, b) in zip(x.shape, node.attrs["pads"])], node)   # the model's pads: bounded
     return np.pad(x, node.attrs["pads"], constant_values=np.asarray(value).astype(x.dtype))
 
 
@@ -511,6 +512,7 @@ def resize(node, x):
     if x.ndim != 4:
         fail(node, f"a 4-D NHWC input expected, got shape {x.shape}")
     h, w = x.shape[1:3]
+    check_size((x.shape[0], oh, ow, x.shape[3]), node)
     if node.op_type == "ResizeNearestNeighbor":
         return x[:, _nearest_index(oh, h, align, half)][:, :, _nearest_index(ow, w, align, half)]
     if x.dtype.kind in "iu":
