@@ -545,6 +545,10 @@ def test_unsupported_quantization_schemes_are_refused():
                   [("FULLY_CONNECTED", [0, 1, -1], [2], None)], [0], [2])
     with pytest.raises(ModelError, match="16x8"):
         Session(int16)
+    unquantized_out = build([qt((1, 8), 0.1, 0), qt((4, 8), 0.1, 0, data=w), dict(shape=[1, 4], dtype=np.int8)],
+                            [("FULLY_CONNECTED", [0, 1, -1], [2], None)], [0], [2])
+    with pytest.raises(ModelError, match="quantization parameters"):
+        Session(unquantized_out)
 
 
 def test_truncated_and_corrupt_files_are_model_errors(tmp_path):
