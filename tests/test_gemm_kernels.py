@@ -230,6 +230,23 @@ def test_fixedpoint_requant_rounds_ties_away_or_upward(isa, out_dtype, mode, ref
                      f"{isa} {mode} ties vs reference")
 
 
+@pytest.mark.parametrize("mode", ["fixedpoint", "tflite"])
+@pytest.mark.parametrize("out_scale", [1.5, 3.0, 0.75, 64.0, 1 / 3])
+def test_fixedpoint_requant_every_shift_kind(isa, mode, out_scale, ref):
+    """Real scales 1/out_scale of every shift kind: 2/3 (shift 0: no rounding shift after
+    the high multiply), 1/3 (shift -1), 4/3 and 3 (left shifts, the scalar route), 1/64;
+    the tile stage, the fused epilogue (N = 64) and the tail (N = 9) against the reference."""
+    rng = np.random.default_rng(int(out_scale * 1000))
+    a = rng.integers(125, 132, (40, 33)).astype(np.uint8)      # a - 128 in [-3, 3]: small sums
+    for n in (9, 64):
+        b = rng.integers(-3, 4, (33, n)).astype(np.int8)
+        acc = ref.gemm_int32(a, b, 128, np.zeros(n, np.int64), np.zeros(n, np.int32))
+        sy = float(out_scale)
+        y = matmul(QTensor(a, 1.0, 128), QTensor(b, 1.0, 0), out_scale=sy, out_zero_point=3, out_dtype=S8,
+                   requant=mode)
+        _check_equal(y.data, ref.requant(acc, mode, 1.0, 1.0, sy, 3, S8), f"{isa} {mode} scale {out_scale} N={n}")
+
+
 @pytest.mark.parametrize("out_dtype", [U8, S8], ids=["u8out", "s8out"])
 def test_fp32_requant_rounds_ties_half_to_even(isa, out_dtype, ref):
     """scale 1/2 on odd sums lands exactly on .5: ONNX rounds to even (0.5 -> 0, 1.5 -> 2, -2.5 -> -2)."""
