@@ -10,7 +10,7 @@ count in a process of its own.
   of a timed process);
 * the suites: :mod:`gemm` (int8 GEMM, the default), :mod:`conv`, :mod:`f16`,
   :mod:`quant` (quantize/dequantize), :mod:`models` (whole models on the graph runner,
-  built by :mod:`zoo`);
+  built by :mod:`zoo`), :mod:`tflite_models` (the ``.tflite`` models beside LiteRT);
 * :mod:`compare` (``--compare``: regressions beyond the noise, ``--plot``) and
   :mod:`peak` (this CPU's theoretical peak, its measured clock, the measured
   ``vpdpbusd`` peak of the VNNI paths, AMX permission probes).
@@ -23,4 +23,4 @@ checkout (``pytest bench``, ``python bench/report.py``): they are not installed.
 """
 
 #: ``qkernels bench --suite NAME``: the module of each suite (its ``SUITE``).
-SUITES = ("gemm", "conv", "f16", "quant", "models")
+SUITES = ("gemm", "conv", "f16", "quant", "models", "tflite_models")

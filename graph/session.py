@@ -22,6 +22,7 @@ from .ir import Graph, Node, ValueInfo
 from .model import CONVERTED_KEY, load_model, to_graph
 from .partition import Partition, partition
 from .plan import Plan, PlanSpec, Replan, trace
+from .tflite import is_tflite, load_tflite
 from .validate import validate
 
 #: input-shape sets whose plans a session keeps (least recently used dropped first)
@@ -41,7 +42,8 @@ class NodeArg:
 
 
 class Session:
-    """Run an ONNX model (path, bytes or onnx.ModelProto) on qkernels.
+    """Run an ONNX model (path, bytes or onnx.ModelProto) or a TFLite model (.tflite path
+    or bytes: :mod:`qkernels.graph.tflite`) on qkernels.
 
     ``backends``: names or Backend instances, most preferred first; ``cpu`` (our kernels)
     and ``reference`` (numpy) are appended as the fallbacks when not listed. Planning
@@ -69,7 +71,7 @@ class Session:
         for fallback in ("cpu", "reference"):
             if not any(b.name == fallback for b in chain):
                 chain.append(get_backend(fallback))
-        graph = to_graph(load_model(model))
+        graph = load_tflite(model) if is_tflite(model) else to_graph(load_model(model))
         validate(graph)   # every node checked once, before folding and the backends see it
         self._prepare(graph, chain, rewriters, fold_limit, plan)
         release_freed_memory()      # loading, folding and packing left freed heap behind

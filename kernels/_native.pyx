@@ -18,6 +18,7 @@ from qk cimport *
 OUT_INT32 = QK_OUT_INT32
 OUT_FP32 = QK_OUT_FP32
 OUT_FIXEDPOINT = QK_OUT_FIXEDPOINT
+OUT_FIXEDPOINT_UP = QK_OUT_FIXEDPOINT_UP
 OUT_F16 = QK_OUT_F16
 OUT_F32 = QK_OUT_F32
 DTYPE_QS8 = QK_DTYPE_QS8
@@ -193,7 +194,7 @@ def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, siz
     if post is not None:
         isa, pb, s1, z1, sb, zb, sy, zy = post
         m = a.m if isinstance(a, ConvSource) else a.shape[0]
-        if (mode != QK_OUT_FP32 and mode != QK_OUT_FIXEDPOINT) or pb.dtype != out.dtype or pb.ndim != 2 or \
+        if (mode != QK_OUT_FP32 and mode != QK_OUT_FIXEDPOINT and mode != QK_OUT_FIXEDPOINT_UP) or pb.dtype != out.dtype or pb.ndim != 2 or \
                 pb.shape[0] != m or <size_t>pb.shape[1] != N or (N > 1 and pb.strides[1] != 1) or pb.strides[0] < 0:
             raise ValueError("post: an int8/uint8 output and b (M, N) of its dtype, columns contiguous")
         p.post_b, p.post_stride = _ptr(pb), pb.strides[0]
@@ -801,6 +802,34 @@ def qlinear_binary(int isa, bint mul, cnp.ndarray a, float sa, int32_t za, cnp.n
     cdef qk_qbinary_fn fn = qk_qlinear_binary_for_isa(isa)   # ISA path `isa` (the same bits on each)
     with nogil:
         fn(n, op, is_signed, ap, sa, za, bp, sb, zb, sy, zy, yp)
+    return y
+
+
+def tfl_binary(int isa, int op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray ta, cnp.ndarray tb, int32_t za, int32_t zb,
+               int32_t mult, int32_t shift, int32_t zy, int32_t lo, int32_t hi, cnp.ndarray y):
+    """y = TFLite's 8-bit ADD (op 0), SUB (1) or MUL (2) of a and b (kernels/tfl_binary.c):
+    a, b, y 1-D, contiguous, of one 1-byte dtype and length; ta, tb (ADD, SUB): 256 int32
+    values indexed by the input byte; za, zb (MUL): the input zero points; then the output
+    multiplier, shift, zero point and clamp [lo, hi]; on ISA path ``isa`` (the same bits)."""
+    cdef size_t n = a.shape[0]
+    if a.ndim != 1 or b.ndim != 1 or y.ndim != 1 or <size_t>b.shape[0] != n or <size_t>y.shape[0] != n or \
+            a.itemsize != 1 or b.dtype != a.dtype or y.dtype != a.dtype or not (a.flags.c_contiguous and
+            b.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable):
+        raise ValueError("a, b, y: 1-D contiguous int8/uint8 arrays of one length")
+    if op not in (0, 1, 2) or ta.dtype != np.int32 or tb.dtype != np.int32 or ta.ndim != 1 or tb.ndim != 1 or \
+            ta.shape[0] != 256 or tb.shape[0] != 256 or not (ta.flags.c_contiguous and tb.flags.c_contiguous):
+        raise ValueError("op 0, 1 or 2; ta, tb: 256 contiguous int32")
+    if not (-31 <= shift <= 30) or mult < 0 or lo > hi:
+        raise ValueError("shift in [-31, 30], mult >= 0, lo <= hi")
+    cdef bint is_signed = a.dtype == np.int8
+    cdef const void *ap = _ptr(a)
+    cdef const void *bp = _ptr(b)
+    cdef const int32_t *tap = <const int32_t *>_ptr(ta)
+    cdef const int32_t *tbp = <const int32_t *>_ptr(tb)
+    cdef void *yp = _ptr(y)
+    cdef qk_tfl_binary_fn fn = qk_tfl_binary_for_isa(isa)
+    with nogil:
+        fn(n, op, is_signed, ap, bp, tap, tbp, za, zb, mult, shift, zy, lo, hi, yp)
     return y
 
 

@@ -21,7 +21,7 @@ cdef extern from "qk_pack.h" nogil:
     size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k)
 
 cdef extern from "qk_output.h" nogil:
-    int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT, QK_OUT_F16, QK_OUT_F32
+    int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT, QK_OUT_FIXEDPOINT_UP, QK_OUT_F16, QK_OUT_F32
     int QK_ACT_NONE, QK_ACT_HSWISH_DIV
     ctypedef struct qk_out_params:
         int mode
@@ -103,6 +103,15 @@ cdef extern from "qk_quant.h" nogil:
     ctypedef void (*qk_qbinary_fn)(size_t, int, int, const void *, float, int32_t, const void *, float, int32_t,
                                    float, int32_t, void *)
     qk_qbinary_fn qk_qlinear_binary_for_isa(int isa)
+
+cdef extern from "qk_tfl.h" nogil:
+    void qk_tfl_binary(size_t n, int op, int is_signed, const void *a, const void *b, const int32_t *ta,
+                       const int32_t *tb, int32_t za, int32_t zb, int32_t mult, int32_t shift, int32_t zy,
+                       int32_t lo, int32_t hi, void *y)
+    ctypedef void (*qk_tfl_binary_fn)(size_t, int, int, const void *, const void *, const int32_t *,
+                                      const int32_t *, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t,
+                                      int32_t, void *)
+    qk_tfl_binary_fn qk_tfl_binary_for_isa(int isa)
 
 cdef extern from "qk_registry.h" nogil:
     int QK_KIND_GEMM, QK_KIND_DW_SUM, QK_KIND_QUANTIZE, QK_KIND_DEQUANTIZE

@@ -1,4 +1,4 @@
-"""Command line: ``python -m qkernels info``, ``bench``, ``run`` (an ONNX model on the graph runner),
+"""Command line: ``python -m qkernels info``, ``bench``, ``run`` (an ONNX or TFLite model on the graph runner),
 ``demo``, ``quantize`` (a float ONNX model to int8 QDQ) and ``report`` (a saved quantization report's tables)."""
 from __future__ import annotations
 
@@ -257,7 +257,8 @@ def main(argv=None) -> int:
                         "dequantize of activations and weights (qkernels.bench.quant.CASES) in Gelem/s; models: "
                         "MobileNetV2 and ResNet-18, float32 and int8, and the trained PaddleOCR models once "
                         "downloaded (python -m qkernels.bench.real_models), on the graph runner beside ONNX Runtime "
-                        "and OpenVINO (latency and memory)")
+                        "and OpenVINO (latency and memory); tflite_models: the .tflite models of --tflite-dir "
+                        "(default bench/tflite) beside LiteRT with XNNPACK and its built-in kernels")
     p.add_argument("--quick", action="store_true", help="fewer shapes and repeats (--suite models: small models)")
     p.add_argument("--threads", type=_threads, nargs="*", help="thread counts (default: 1 and all)")
     p.add_argument("--json", metavar="PATH", help="save the results as JSON")
@@ -277,11 +278,11 @@ def main(argv=None) -> int:
     p.add_argument("--wait-idle", type=_number(float, 0), metavar="S",
                    help="before each process wait up to S s for an idle CPU")
     p.add_argument("--tflite-dir", metavar="DIR",
-                   help="--suite conv and gemm: folder of the XNNPACK .tflite models (default: bench/tflite here, "
-                        "else in the source checkout)")
+                   help="--suite conv, gemm and tflite_models: folder of the .tflite models (default: bench/tflite "
+                        "here, else in the source checkout)")
     p.set_defaults(func=_bench, outputs=("json", "plot"))
-    p = sub.add_parser("run", help="run an ONNX model on the graph runner")
-    p.add_argument("model", help="the .onnx file")
+    p = sub.add_parser("run", help="run an ONNX or TFLite model on the graph runner")
+    p.add_argument("model", help="the .onnx or .tflite file")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input (repeat for each)")
     p.add_argument("--explain", action="store_true",
                    help="print the plan: partitions, their backends, and which nodes run on qkernels' native "

@@ -61,8 +61,10 @@ def matmul(a: QTensor, b: QTensor | PackedWeights, *, bias: ArrayLike | None = N
     out_dtype : np.uint8 or np.int8 (default: a's dtype), or np.int32 for the raw
         accumulators plus bias (ONNX MatMulInteger with bias).
     activation : None, "relu", "relu6" or (min, max) in real units, fused as a clamp.
-    requant : "fp32" (ONNX QLinearMatMul: float32 multiply, round half to even) or
-        "fixedpoint" (int32 multiplier and shift, gemmlowp/TFLite rounding).
+    requant : "fp32" (ONNX QLinearMatMul: float32 multiply, round half to even),
+        "fixedpoint" (int32 multiplier and shift, gemmlowp rounding: the final shift's
+        ties away from zero) or "tflite" (the same with ties upward, as LiteRT's int8
+        convolutions round on x86).
     out : optional C-contiguous output array of the result's shape and dtype, not
         overlapping an input (ValueError).
 

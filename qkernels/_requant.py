@@ -15,7 +15,9 @@ from . import _native
 from ._common import Activation, activation_range, as_dtype, check_choice
 from ._qtensor import check_qdtype, check_scale, check_zero_point, int_range
 
-REQUANT_MODES = {"fp32": _native.OUT_FP32, "fixedpoint": _native.OUT_FIXEDPOINT}
+#: "tflite": fixed point as LiteRT's int8 convolutions round on x86 (ruy): the final
+#: rounding shift takes ties upward rather than away from zero
+REQUANT_MODES = {"fp32": _native.OUT_FP32, "fixedpoint": _native.OUT_FIXEDPOINT, "tflite": _native.OUT_FIXEDPOINT_UP}
 _EMPTY_I32 = np.zeros(1, np.int32)
 _EMPTY_F32 = np.zeros(1, np.float32)
 
@@ -92,7 +94,7 @@ def requant_terms(mode: int, sa, sb: np.ndarray, out_scale) -> tuple[np.ndarray,
         if not np.all(np.isfinite(scale)):
             raise ValueError("a_scale * b_scale / out_scale overflows float32; no output can represent it")
         return scale, _EMPTY_I32, _EMPTY_I32
-    if mode == _native.OUT_FIXEDPOINT:
+    if mode in (_native.OUT_FIXEDPOINT, _native.OUT_FIXEDPOINT_UP):
         real = (np.float64(sa) * sb.astype(np.float64)) / np.float64(out_scale)
         return (_EMPTY_F32, *fixedpoint_params(real))
     return _EMPTY_F32, _EMPTY_I32, _EMPTY_I32

@@ -138,14 +138,24 @@ def rounding_divide_by_pot(x: int, exponent: int) -> int:
     return q if x >= 0 else -q
 
 
-def fixedpoint_scale(acc: int, mult: int, shift: int) -> int:
-    """acc * mult * 2^(shift-31): saturating left shift, SRDHM, rounding right shift."""
+def rounding_divide_by_pot_up(x: int, exponent: int) -> int:
+    """x / 2^exponent rounded to nearest, ties upward (ruy's and NEON SRSHL's rounding shift,
+    LiteRT's int8 convolutions on x86)."""
+    if exponent <= 0:
+        return x
+    return (x + (1 << (exponent - 1))) >> exponent      # Python's >> floors
+
+
+def fixedpoint_scale(acc: int, mult: int, shift: int, ties_up: bool = False) -> int:
+    """acc * mult * 2^(shift-31): saturating left shift, SRDHM, rounding right shift
+    (ties away from zero, or upward)."""
     x = int(acc) << max(shift, 0)
     x = min(max(x, INT32_MIN), INT32_MAX)
-    return rounding_divide_by_pot(srdhm(x, int(mult)), max(-shift, 0))
+    shift_fn = rounding_divide_by_pot_up if ties_up else rounding_divide_by_pot
+    return shift_fn(srdhm(x, int(mult)), max(-shift, 0))
 
 
-def requant_fixedpoint(acc, sa, sb, sy, zy, lo, hi) -> np.ndarray:
+def requant_fixedpoint(acc, sa, sb, sy, zy, lo, hi, ties_up: bool = False) -> np.ndarray:
     """Fixed-point requantization of int32 ``acc`` (..., N), per-column ``sb`` (N,) or scalar.
 
     The real scale is float64(sa) * float64(sb[n]) / float64(sy) of the float32
@@ -161,7 +171,7 @@ def requant_fixedpoint(acc, sa, sb, sy, zy, lo, hi) -> np.ndarray:
     flat_out = out.reshape(-1, n)
     for j, (mult, shift) in enumerate(params):
         col = flat_acc[:, j].tolist()
-        flat_out[:, j] = [min(max(fixedpoint_scale(v, mult, shift) + int(zy), lo), hi) for v in col]
+        flat_out[:, j] = [min(max(fixedpoint_scale(v, mult, shift, ties_up) + int(zy), lo), hi) for v in col]
     return out
 
 
@@ -192,8 +202,9 @@ def clamp_range(activation, dtype, sy, zy) -> tuple[int, int]:
 
 def requant(acc, mode, sa, sb, sy, zy, out_dtype, activation=None) -> np.ndarray:
     lo, hi = clamp_range(activation, out_dtype, sy, zy)
-    f = requant_fp32 if mode == "fp32" else requant_fixedpoint
-    return f(acc, sa, sb, sy, zy, lo, hi).astype(out_dtype)
+    if mode == "fp32":
+        return requant_fp32(acc, sa, sb, sy, zy, lo, hi).astype(out_dtype)
+    return requant_fixedpoint(acc, sa, sb, sy, zy, lo, hi, ties_up=mode == "tflite").astype(out_dtype)
 
 
 # ---------------------------------------------------------------------------- quantize
@@ -255,6 +266,7 @@ REF = types.SimpleNamespace(
     fp32_scale=fp32_scale, requant_fp32=requant_fp32,
     fixedpoint_params=fixedpoint_params, srdhm=srdhm, rounding_divide_by_pot=rounding_divide_by_pot,
     fixedpoint_scale=fixedpoint_scale, requant_fixedpoint=requant_fixedpoint,
+    rounding_divide_by_pot_up=rounding_divide_by_pot_up,
     quantize_value=quantize_value, clamp_range=clamp_range, requant=requant,
     quantize_ref=quantize_ref, dequantize_ref=dequantize_ref,
     random_q=random_q, random_zero_point=random_zero_point,

@@ -98,7 +98,7 @@ def test_conv2d_equals_the_int64_reference_on_every_path(case):
 
 
 @pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS))
-@pytest.mark.parametrize("requant", ["fp32", "fixedpoint"])
+@pytest.mark.parametrize("requant", ["fp32", "fixedpoint", "tflite"])
 def test_conv2d_requantized_output_equals_the_reference_and_nchw_matches_nhwc(isa, requant):
     rng = np.random.default_rng(1)
     x = _random(rng, (2, 9, 11, 6), U8)
@@ -267,10 +267,10 @@ def test_depthwise_equals_the_int64_reference_on_every_path(case):
 
 
 @pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS))
-@pytest.mark.parametrize("requant", ["fp32", "fixedpoint"])
+@pytest.mark.parametrize("requant", ["fp32", "fixedpoint", "tflite"])
 @pytest.mark.parametrize("mult,xdt", [(1, U8), (1, S8), (3, U8)])
 @pytest.mark.parametrize("c", [19, 75])
-def test_depthwise_requantized_output_equals_the_reference(isa, requant, mult, xdt, c):
+def test_depthwise_requantized_output_equals_the_reference(isa, requant, mult, xdt, c, ref):
     """groups == channels takes the direct depthwise kernel (channel multiplier 1 or 3);
     19 and 75 channels reach the 16-channel blocks and the portable tail."""
     rng = np.random.default_rng(mult + c)
@@ -296,10 +296,8 @@ def test_depthwise_requantized_output_equals_the_reference(isa, requant, mult, x
         want = np.clip(np.rint(acc.astype(np.float32) * scale) + zy, lo, hi).astype(xdt)
         np.testing.assert_array_equal(y.data, want)
     else:
-        with qkernels.use_isa("scalar"):
-            ref = conv2d(QTensor(x, sa, za), packed, stride=(2, 1), padding=pads, dilation=(1, 2), out_scale=sy,
-                         out_zero_point=zy, out_dtype=xdt, activation="relu6", requant=requant)
-        np.testing.assert_array_equal(y.data, ref.data)
+        want = ref.requant_fixedpoint(acc, sa, sw, sy, zy, lo, hi, ties_up=requant == "tflite")
+        np.testing.assert_array_equal(y.data, want.astype(xdt))
         assert lo <= y.data.min() and y.data.max() <= hi
 
 

@@ -184,7 +184,7 @@ def _scales_for(acc, sa, n, rng, spread=200.0):
 
 
 @pytest.mark.parametrize("out_dtype", [U8, S8], ids=["u8out", "s8out"])
-@pytest.mark.parametrize("mode", ["fp32", "fixedpoint"])
+@pytest.mark.parametrize("mode", ["fp32", "fixedpoint", "tflite"])
 @pytest.mark.parametrize("a_dtype,b_dtype", DTYPE_PAIRS, ids=DTYPE_IDS)
 def test_requantized_output_matches_reference_on_tile_edge_shapes(isa, a_dtype, b_dtype, mode, out_dtype, ref):
     rng = np.random.default_rng([a_dtype.num, b_dtype.num, out_dtype.num, len(mode)])
@@ -206,6 +206,45 @@ def test_requantized_output_matches_reference_on_tile_edge_shapes(isa, a_dtype, 
                 assert float(y.scale) == np.float32(sy) and int(y.zero_point) == zy
                 want = ref.requant(acc, mode, sa, sb, sy, zy, out_dtype)
                 _check_equal(y.data, want, f"{isa} {mode} M={m} N={n} K={k} za={za} zy={zy} sy={sy}")
+
+
+@pytest.mark.parametrize("out_dtype", [U8, S8], ids=["u8out", "s8out"])
+@pytest.mark.parametrize("mode", ["fixedpoint", "tflite"])
+def test_fixedpoint_requant_rounds_ties_away_or_upward(isa, out_dtype, mode, ref):
+    """scale 1/4 (multiplier 2^30, shift -1) on even sums t: the high multiply halves t
+    exactly, the rounding shift lands on .5 when t = 2 mod 4: "fixedpoint" rounds ties away
+    from zero (gemmlowp), "tflite" upward (-2.5 -> -2, LiteRT's rounding), in the tile
+    stage, the fused epilogue (N = 64, full tiles) and the scalar tail (N = 9) alike."""
+    t = np.arange(-60, 61, 2)
+    a = (t + 128).astype(np.uint8)[:, None]          # a - 128 = t
+    lo, hi = _qrange(out_dtype)
+    halves = t / 4.0
+    expected = np.floor(halves + 0.5) if mode == "tflite" else np.sign(halves) * np.floor(np.abs(halves) + 0.5)
+    for n in (9, 64):
+        b = np.ones((1, n), np.int8)
+        y = matmul(QTensor(a, 1.0, 128), QTensor(b, 1.0, 0), out_scale=4.0, out_zero_point=0, out_dtype=out_dtype,
+                   requant=mode)
+        want = np.repeat(np.clip(expected, lo, hi).astype(np.int64)[:, None], n, axis=1)
+        _check_equal(y.data, want, f"{isa} {mode} ties N={n}")
+        _check_equal(y.data, ref.requant(t[:, None] * np.ones((1, n), np.int64), mode, 1.0, 1.0, 4.0, 0, out_dtype),
+                     f"{isa} {mode} ties vs reference")
+
+
+@pytest.mark.parametrize("mode", ["fixedpoint", "tflite"])
+@pytest.mark.parametrize("out_scale", [1.5, 3.0, 0.75, 64.0, 1 / 3])
+def test_fixedpoint_requant_every_shift_kind(isa, mode, out_scale, ref):
+    """Real scales 1/out_scale of every shift kind: 2/3 (shift 0: no rounding shift after
+    the high multiply), 1/3 (shift -1), 4/3 and 3 (left shifts, the scalar route), 1/64;
+    the tile stage, the fused epilogue (N = 64) and the tail (N = 9) against the reference."""
+    rng = np.random.default_rng(int(out_scale * 1000))
+    a = rng.integers(125, 132, (40, 33)).astype(np.uint8)      # a - 128 in [-3, 3]: small sums
+    for n in (9, 64):
+        b = rng.integers(-3, 4, (33, n)).astype(np.int8)
+        acc = ref.gemm_int32(a, b, 128, np.zeros(n, np.int64), np.zeros(n, np.int32))
+        sy = float(out_scale)
+        y = matmul(QTensor(a, 1.0, 128), QTensor(b, 1.0, 0), out_scale=sy, out_zero_point=3, out_dtype=S8,
+                   requant=mode)
+        _check_equal(y.data, ref.requant(acc, mode, 1.0, 1.0, sy, 3, S8), f"{isa} {mode} scale {out_scale} N={n}")
 
 
 @pytest.mark.parametrize("out_dtype", [U8, S8], ids=["u8out", "s8out"])

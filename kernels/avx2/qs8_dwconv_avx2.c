@@ -21,7 +21,7 @@ ALWAYS_INLINE size_t sum_blocks(const qk_dw_params *d, size_t count, size_t taps
     __m256i wlo[MAX_PAIRS], whi[MAX_PAIRS];
     const size_t pairs = (taps + 1) / 2, ch = d->g.cg;
     const int16_t *w = d->w;
-    const qk_out_params *out = d->out && d->out->mode != QK_OUT_FIXEDPOINT ? d->out : NULL;
+    const qk_out_params *out = d->out;
     const size_t end = qk_dw_blocks_end(c0, 16, ch);
     for (size_t b = c0; b < end; b += 16) {
         const size_t c = qk_dw_block(b, 16, ch);

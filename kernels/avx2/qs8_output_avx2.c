@@ -4,20 +4,7 @@
 #include <immintrin.h>
 #include "qk_output.h"
 #include "qk_avx2.h"
-
-static inline __m256i fixedpoint8(__m256i x, __m256i mult, __m256i rshift) {
-    /* Saturating rounding doubling high multiply == (x*mult + 2^30) >> 31 except for
-     * x == mult == INT32_MIN, which the API never produces (multipliers are > 0). */
-    const __m256i half = _mm256_set1_epi64x(1LL << 30);
-    __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, mult), half);
-    __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), _mm256_srli_epi64(mult, 32)), half);
-    __m256i hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
-    /* Rounding right shift, ties away from zero. */
-    __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(_mm256_set1_epi32(1), rshift), _mm256_set1_epi32(1));
-    __m256i rem = _mm256_and_si256(hi, mask);
-    __m256i thr = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1), _mm256_cmpgt_epi32(_mm256_setzero_si256(), hi));
-    return _mm256_sub_epi32(_mm256_srav_epi32(hi, rshift), _mm256_cmpgt_epi32(rem, thr));
-}
+#include "qk_fixedpoint_avx2.h"
 
 void qk_output_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
                     size_t m0, size_t n0, const qk_out_params *p, void *c, size_t c_stride) {
@@ -41,7 +28,7 @@ void qk_output_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
         int scalar_cols = 0;
         if (mode == QK_OUT_FP32) {
             scale = _mm256_loadu_ps(p->scale + n);
-        } else if (mode == QK_OUT_FIXEDPOINT) {
+        } else if (qk_out_is_fixedpoint(mode)) {
             const __m256i shift = _mm256_loadu_si256((const __m256i *)(p->shift + n));
             scalar_cols = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(shift, _mm256_setzero_si256())));
             mult = _mm256_loadu_si256((const __m256i *)(p->mult + n));
@@ -68,7 +55,7 @@ void qk_output_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
                 r = _mm256_add_epi32(_mm256_cvtps_epi32(f), zp);   /* MXCSR default: half to even */
             } else {
                 /* clamp before adding the zero point: no int32 wrap-around */
-                r = fixedpoint8(v, mult, rshift);
+                r = qk_fixedpoint8_avx2(v, mult, rshift, mode == QK_OUT_FIXEDPOINT_UP);
                 r = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(r, lo_zp), hi_zp), zp);
             }
             __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
@@ -83,9 +70,10 @@ void qk_output_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
 }
 
 /* The epilogue of the fused kernels: mr full rows of 16 columns (row stride acc_stride), int32
- * or fp32 output, no row sums. Adds the column terms; stores int32, or requantizes
- * exactly as the output stage does (float32 multiply, clamp, round half to even) and
- * stores 16 bytes per row. Column terms are loaded once for all rows. */
+ * or 8-bit output, no row sums. Adds the column terms; stores int32, or requantizes
+ * exactly as the output stage does (float32 multiply, clamp, round half to even; or fixed
+ * point, columns with a left shift the scalar way) and stores 16 bytes per row. Column
+ * terms are loaded once for all rows. */
 void qk_store_16cols_avx2(size_t mr, const int32_t *acc, size_t acc_stride, size_t m0, size_t n0, const qk_out_params *p,
                           void *c, size_t c_stride) {
     const __m256i add0 = _mm256_loadu_si256((const __m256i *)(p->col_add + n0));
@@ -96,6 +84,34 @@ void qk_store_16cols_avx2(size_t mr, const int32_t *acc, size_t acc_stride, size
         for (size_t i = 0; i < mr; i++, row += c_stride) {
             _mm256_storeu_si256((__m256i *)row, _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i)), add0));
             _mm256_storeu_si256((__m256i *)(row + 32), _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i + 8)), add1));
+        }
+        return;
+    }
+    if (qk_out_is_fixedpoint(p->mode)) {
+        const __m256i sh0 = _mm256_loadu_si256((const __m256i *)(p->shift + n0));
+        const __m256i sh1 = _mm256_loadu_si256((const __m256i *)(p->shift + n0 + 8));
+        const __m256i m0v = _mm256_loadu_si256((const __m256i *)(p->mult + n0));
+        const __m256i m1v = _mm256_loadu_si256((const __m256i *)(p->mult + n0 + 8));
+        const __m256i zero = _mm256_setzero_si256();
+        const int left = !_mm256_testz_si256(_mm256_or_si256(_mm256_cmpgt_epi32(sh0, zero), _mm256_cmpgt_epi32(sh1, zero)),
+                                             _mm256_set1_epi32(-1));
+        const __m256i r0 = _mm256_sub_epi32(zero, sh0), r1 = _mm256_sub_epi32(zero, sh1);
+        const __m256i zp = _mm256_set1_epi32(p->zero_point);
+        const __m256i lo_zp = _mm256_set1_epi32(p->lo - p->zero_point), hi_zp = _mm256_set1_epi32(p->hi - p->zero_point);
+        const int up = p->mode == QK_OUT_FIXEDPOINT_UP, out_signed = p->out_signed;
+        row += n0;
+        for (size_t i = 0; i < mr; i++, row += c_stride) {
+            if (left) {
+                qk_out_row_tail(0, 16, acc + acc_stride * i, m0 + i, n0, p, row);
+                continue;
+            }
+            __m256i v0 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i)), add0);
+            __m256i v1 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i + 8)), add1);
+            v0 = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(qk_fixedpoint8_avx2(v0, m0v, r0, up), lo_zp), hi_zp), zp);
+            v1 = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(qk_fixedpoint8_avx2(v1, m1v, r1, up), lo_zp), hi_zp), zp);
+            __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xD8);
+            __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+            _mm_storeu_si128((__m128i *)row, out_signed ? _mm_packs_epi16(lo, hi) : _mm_packus_epi16(lo, hi));
         }
         return;
     }

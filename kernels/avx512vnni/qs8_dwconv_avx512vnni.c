@@ -72,7 +72,7 @@ ALWAYS_INLINE size_t sum_blocks(const qk_dw_params *d, size_t count, size_t taps
                                 size_t ps, ptrdiff_t step, size_t c0, int32_t *acc, size_t as, size_t m0,
                                 size_t *stored) {
     const size_t ch = d->g.cg;
-    const qk_out_params *out = d->out && d->out->mode != QK_OUT_FIXEDPOINT ? d->out : NULL;
+    const qk_out_params *out = d->out;
     size_t b = c0, c;
     for (; (c = next_block32(c0, b, ch)) != SIZE_MAX; b = c + 32)
         block_out(d, count, taps, sgn, ptrs, ps, step, c, acc, as, m0, out);

@@ -1,7 +1,8 @@
 /* The epilogue of the fused AVX-512 VNNI kernels: mr full rows of 16-column strips
- * (zmm), int32 or fp32-requantized 8-bit output, no row sums. Bit-identical to
+ * (zmm), int32 or requantized 8-bit output, no row sums. Bit-identical to
  * qk_store_16cols_avx2 and the scalar stage (qk_output.h): column terms added in int32,
- * float32 multiply, clamp in float to [lo - zy, hi - zy], round half to even, + zy;
+ * float32 multiply, clamp in float to [lo - zy, hi - zy], round half to even, + zy (or
+ * fixed point: the high multiply and rounding shift in int32 lanes, clamp, + zy);
  * the clamped value fits the 8-bit type, so vpmovdb's truncation stores it exactly.
  * Half the instructions of the AVX2 epilogue per output (the stage is a quarter of a
  * 3136x64x64 call). */
@@ -17,6 +18,23 @@ void QK_VNNI_FN(qk_store_cols_avx512vnni)(size_t mr, size_t strips, const int32_
             row += n0 * 4;
             for (size_t i = 0; i < mr; i++, row += c_stride)
                 qk512_store(row, qk512_add(qk512_load(acc + acc_stride * i), add));
+            continue;
+        }
+        if (qk_out_is_fixedpoint(p->mode)) {
+            const qk_v512 shift = qk512_load(p->shift + n0), mult = qk512_load(p->mult + n0);
+            const qk_v512 rshift = qk512_sub(qk512_zero(), shift);
+            const qk_v512 lo_zp = qk512_set1(p->lo - p->zero_point), hi_zp = qk512_set1(p->hi - p->zero_point);
+            const qk_v512 zp = qk512_set1(p->zero_point);
+            const int left = qk512_any_positive(shift), up = p->mode == QK_OUT_FIXEDPOINT_UP;
+            row += n0;
+            for (size_t i = 0; i < mr; i++, row += c_stride) {
+                if (left) {   /* a column with a left shift: the scalar stage */
+                    qk_out_row_tail(0, 16, acc + acc_stride * i, m0 + i, n0, p, row);
+                    continue;
+                }
+                const qk_v512 v = qk512_add(qk512_load(acc + acc_stride * i), add);
+                qk512_store_bytes(row, qk512_add(qk512_clamp_i32(qk512_fixedpoint(v, mult, rshift, up), lo_zp, hi_zp), zp));
+            }
             continue;
         }
         const qk_v512f scale = qk512f_load(p->scale + n0);

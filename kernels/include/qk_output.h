@@ -8,7 +8,12 @@
 #include <stdint.h>
 #include "qk_fixedpoint.h"
 
-enum qk_out_mode { QK_OUT_INT32 = 0, QK_OUT_FP32 = 1, QK_OUT_FIXEDPOINT = 2, QK_OUT_F16 = 3, QK_OUT_F32 = 4 };
+/* QK_OUT_FIXEDPOINT_UP: fixed point whose final rounding shift rounds ties upward (LiteRT's
+   int8 convolutions on x86: ruy's rounding) instead of away from zero (gemmlowp's). */
+enum qk_out_mode { QK_OUT_INT32 = 0, QK_OUT_FP32 = 1, QK_OUT_FIXEDPOINT = 2, QK_OUT_F16 = 3, QK_OUT_F32 = 4,
+                   QK_OUT_FIXEDPOINT_UP = 5 };
+
+static inline int qk_out_is_fixedpoint(int mode) { return mode == QK_OUT_FIXEDPOINT || mode == QK_OUT_FIXEDPOINT_UP; }
 
 /* How the sums of one tile become the output. Per-column arrays are indexed by the
  * absolute column, per-row arrays by the absolute row. */
@@ -105,7 +110,7 @@ static inline int32_t qk_out_requant(int32_t v, size_t n, const qk_out_params *p
         f = f > hi ? hi : f;
         return (int32_t)nearbyintf(f) + p->zero_point;
     }
-    int32_t r = qk_fixedpoint_scale(v, p->mult[n], p->shift[n]);
+    int32_t r = qk_fixedpoint_scale_r(v, p->mult[n], p->shift[n], p->mode == QK_OUT_FIXEDPOINT_UP);
     int64_t y = (int64_t)r + p->zero_point;
     return (int32_t)(y < p->lo ? p->lo : (y > p->hi ? p->hi : y));
 }

@@ -175,6 +175,7 @@ static inline qk_v512 qk512_zip128_hi(qk_v512 x, qk_v512 y) {
 #endif
 /* ---- the output stage (qs8_output_avx512vnni.c) */
 #if defined(QK_VNNI_EMULATED)
+#include "qk_fixedpoint_avx2.h"
 static inline qk_v512f qk512f_set1(float x) { qk_v512f v = {_mm256_set1_ps(x), _mm256_set1_ps(x)}; return v; }
 static inline qk_v512 qk512_set1(int32_t x) { qk_v512 v = {_mm256_set1_epi32(x), _mm256_set1_epi32(x)}; return v; }
 static inline qk_v512f qk512_to_f32(qk_v512 x) {
@@ -207,6 +208,23 @@ static inline qk_v512f qk512f_div(qk_v512f x, qk_v512f y) {
 }
 /* The low byte of each lane (vpmovdb), 16 bytes stored: masked to 0..255, the unsigned
    saturating packs keep every value. */
+static inline qk_v512 qk512_fixedpoint(qk_v512 x, qk_v512 mult, qk_v512 rshift, int ties_up) {
+    qk_v512 v = {qk_fixedpoint8_avx2(x.lo, mult.lo, rshift.lo, ties_up),
+                 qk_fixedpoint8_avx2(x.hi, mult.hi, rshift.hi, ties_up)};
+    return v;
+}
+static inline qk_v512 qk512_sub(qk_v512 x, qk_v512 y) {
+    qk_v512 v = {_mm256_sub_epi32(x.lo, y.lo), _mm256_sub_epi32(x.hi, y.hi)};
+    return v;
+}
+static inline qk_v512 qk512_clamp_i32(qk_v512 x, qk_v512 lo, qk_v512 hi) {
+    qk_v512 v = {_mm256_min_epi32(_mm256_max_epi32(x.lo, lo.lo), hi.lo), _mm256_min_epi32(_mm256_max_epi32(x.hi, lo.hi), hi.hi)};
+    return v;
+}
+static inline int qk512_any_positive(qk_v512 x) {
+    const __m256i z = _mm256_setzero_si256();
+    return !_mm256_testz_si256(_mm256_or_si256(_mm256_cmpgt_epi32(x.lo, z), _mm256_cmpgt_epi32(x.hi, z)), _mm256_set1_epi32(-1));
+}
 static inline void qk512_store_bytes(void *p, qk_v512 v) {
     const __m256i ff = _mm256_set1_epi32(0xff);
     __m256i w = _mm256_packus_epi32(_mm256_and_si256(v.lo, ff), _mm256_and_si256(v.hi, ff));
@@ -227,5 +245,23 @@ static inline qk_v512f qk512f_clamp(qk_v512f x, qk_v512f lo, qk_v512f hi) {
 static inline qk_v512f qk512f_mul(qk_v512f x, qk_v512f y) { return _mm512_mul_ps(x, y); }
 static inline qk_v512f qk512f_div(qk_v512f x, qk_v512f y) { return _mm512_div_ps(x, y); }
 static inline void qk512_store_bytes(void *p, qk_v512 v) { _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8(v)); }
+/* qk_fixedpoint8_avx2 on 16 lanes (right shifts only) */
+static inline qk_v512 qk512_fixedpoint(qk_v512 x, qk_v512 mult, qk_v512 rshift, int ties_up) {
+    const __m512i half = _mm512_set1_epi64(1LL << 30), one = _mm512_set1_epi32(1);
+    __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, mult), half);
+    __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(mult, 32)), half);
+    __m512i hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 31), _mm512_slli_epi64(odd, 1));
+    __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, rshift), one);
+    __m512i rem = _mm512_and_si512(hi, mask);
+    __m512i thr = _mm512_srli_epi32(mask, 1);
+    if (!ties_up) thr = _mm512_mask_add_epi32(thr, _mm512_cmplt_epi32_mask(hi, _mm512_setzero_si512()), thr, one);
+    __m512i r = _mm512_srav_epi32(hi, rshift);
+    return _mm512_mask_add_epi32(r, _mm512_cmpgt_epi32_mask(rem, thr), r, one);
+}
+static inline qk_v512 qk512_sub(qk_v512 x, qk_v512 y) { return _mm512_sub_epi32(x, y); }
+static inline qk_v512 qk512_clamp_i32(qk_v512 x, qk_v512 lo, qk_v512 hi) {
+    return _mm512_min_epi32(_mm512_max_epi32(x, lo), hi);
+}
+static inline int qk512_any_positive(qk_v512 x) { return _mm512_cmpgt_epi32_mask(x, _mm512_setzero_si512()) != 0; }
 #endif
 #endif

@@ -25,7 +25,7 @@ static inline qk_cols4 load_cols4(const qk_out_params *p, int mode, size_t n) {
     k.zb = p->row_sum ? vld1q_s32(p->col_zb + n) : vdupq_n_s32(0);
     k.scale = mode == QK_OUT_FP32 ? vld1q_f32(p->scale + n) : vdupq_n_f32(0.0f);
     k.mult = k.lshift = k.rshift = vdupq_n_s32(0);
-    if (mode == QK_OUT_FIXEDPOINT) {
+    if (qk_out_is_fixedpoint(mode)) {
         const int32x4_t shift = vld1q_s32(p->shift + n);
         k.mult = vld1q_s32(p->mult + n);
         k.lshift = vmaxq_s32(shift, vdupq_n_s32(0));
@@ -47,7 +47,7 @@ static inline int32x4_t out4(int32x4_t v, const qk_cols4 *k, const qk_consts *q,
      * rounding right shift with ties away from zero: SRSHL rounds ties up, so negative
      * values first step down by one (gemmlowp's fixup; SQADD keeps INT32_MIN exact). */
     int32x4_t x = vqrdmulhq_s32(vqshlq_s32(v, k->lshift), k->mult);
-    x = vqaddq_s32(x, vshrq_n_s32(vandq_s32(x, k->rshift), 31));
+    if (q->mode == QK_OUT_FIXEDPOINT) x = vqaddq_s32(x, vshrq_n_s32(vandq_s32(x, k->rshift), 31));
     x = vrshlq_s32(x, k->rshift);
     /* clamp like the scalar (y < lo ? lo : y > hi ? hi : y), before adding zp: no wrap */
     x = vbslq_s32(vcltq_s32(x, q->lo_zp), q->lo_zp, vminq_s32(x, q->hi_zp));

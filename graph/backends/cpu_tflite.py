@@ -1,0 +1,313 @@
+"""The ``qkernels.tflite`` operators on qkernels' native kernels (registered into
+:data:`cpu.KERNELS`): 8-bit ``Conv2D``, ``DepthwiseConv2D`` and ``FullyConnected``
+(per-tensor or per-channel weights) with the ``"tflite"`` requantization of the
+kernels' output stage -- TFLite's multipliers (double(s_in) * double(s_w) / double(s_out),
+QuantizeMultiplier) and its rounding, ties upward in the final shift -- and TFLite's
+activation range as the clamp; so the same bits as the reference operators
+(:mod:`.reference.tflite`) and LiteRT. NHWC in, NHWC out: the kernels' own layout, no
+copies. The weights are packed once, when the session is planned.
+
+Float32 Conv2D / DepthwiseConv2D / FullyConnected run on the fp32 kernels (sums in
+another order than LiteRT's: equal within float rounding, not bit for bit).
+
+8-bit ``Mean`` sums with numpy's int32 reduction; 8-bit same-shape ``Add``, ``Sub`` and
+``Mul`` run on kernels/tfl_binary.c (TFLite's
+integer steps, ties away from zero as its own kernels round). Everything else (and
+values a kernel does not take) runs on the reference operator.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from functools import partial
+
+from ... import _api, _conv, _dispatch, _native
+from ..._common import output_rows, rows_view
+from ..._qtensor import QTensor
+from ..._requant import OutputSpec, REQUANT_MODES
+from ..ir import Graph, Node
+from ..tflite import DOMAIN
+from .cpu import _INT8, _F32, Runner, _NotServed, _chain, _const, _fallback, kernel
+from .reference.tflite import activation_range, add_sub_params, mean_of_sums, mean_params, \
+    multiply_by_quantized_multiplier, quantize_multiplier
+
+_CONV_ATTRS = ("in_q", "out_q", "strides", "dilations", "pads", "act", "rounding")
+_TFLITE = REQUANT_MODES["tflite"]
+
+
+def _float_activation(lo: int, hi: int, qy, dtype):
+    """TFLite's integer clamp [lo, hi] as the float activation range qkernels' output
+    stage turns back into exactly those integers (round(f32(v) / s) + z)."""
+    info = np.iinfo(dtype)
+    if lo == info.min and hi == info.max:
+        return None
+    s, z = float(qy.s), qy.z
+    return (-np.inf if lo == info.min else (lo - z) * s, np.inf if hi == info.max else (hi - z) * s)
+
+
+def _weights_qtensor(w: np.ndarray, qw, axis: int, n: int) -> QTensor:
+    scale = qw.scale.astype(np.float32)
+    zp = qw.zero_point.astype(w.dtype)
+    if qw.per_tensor:
+        return QTensor(w, scale.reshape(()), zp.reshape(()))
+    return QTensor(w, scale, zp, axis=axis)
+
+
+def _float_act_range(act: str):
+    lo, hi = activation_range(act, None, None)
+    return None if act == "NONE" else (float(lo), float(hi))
+
+
+@kernel(f"{DOMAIN}::Conv2D", f"{DOMAIN}::DepthwiseConv2D", attrs=_CONV_ATTRS)
+def _make_conv(node: Node, graph: Graph) -> Runner | None:
+    a = node.attrs
+    x_name, w_name = node.inputs[0], node.inputs[1]
+    b_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    W, B = _const(graph, w_name), (_const(graph, b_name) if b_name else None)
+    if W is None or W.ndim != 4 or (b_name and B is None):
+        return None
+    depthwise = node.op_type == "DepthwiseConv2D"
+    qx, qw = a["in_q"][0], a["in_q"][1]
+    qy = a["out_q"][0]
+    if depthwise:   # 1HWC (C = channels * multiplier) -> OHWI with one input channel per group
+        o = W.shape[3]
+        w_ohwi = np.ascontiguousarray(W[0].transpose(2, 0, 1)[..., None])
+    else:
+        o = W.shape[0]
+        w_ohwi = W
+    quantized = qx is not None and W.dtype in _INT8
+    if quantized:
+        if qw is None or qy is None or not qx.per_tensor or not qy.per_tensor:
+            return None
+        # the kernels round every channel's ties upward: a depthwise layer whose channels
+        # are not whole blocks of 8 (LiteRT rounds the rest away) stays on the reference
+        if a["rounding"] != ("up8" if depthwise else "up") or (depthwise and o % 8):
+            return None
+        if B is not None and B.dtype != np.int32:
+            return None
+        pw = _api.pack_conv_weights(_weights_qtensor(w_ohwi, qw, 0, o), groups=1, weight_layout="OHWI",
+                                    bias=B) if not depthwise else None
+    elif W.dtype == _F32 and (B is None or B.dtype == _F32):
+        pw = None
+    else:
+        return None
+    stride, dilation = tuple(a["strides"]), tuple(a["dilations"])
+    t, left, b, r = a["pads"]
+    padding = (t, left, b, r)
+    result = node.outputs[0]
+    state = {}
+
+    def packed(channels: int):
+        """The packed weights (depthwise: groups = input channels, known at the first call)."""
+        got = state.get(channels)
+        if got is None:
+            if quantized:
+                if depthwise:
+                    got = _api.pack_conv_weights(_weights_qtensor(w_ohwi, qw, 0, o), groups=channels,
+                                                 weight_layout="OHWI", bias=B)
+                else:
+                    got = pw
+            else:
+                got = _api.pack_conv_weights(np.ascontiguousarray(w_ohwi, np.float32),
+                                             groups=channels if depthwise else 1, weight_layout="OHWI", bias=B)
+            state[channels] = got
+        return got
+
+    def call_for(data: np.ndarray):
+        if data.ndim != 4 or (quantized and data.dtype != W.dtype) or (not quantized and data.dtype != _F32):
+            raise _NotServed
+        if depthwise and o % data.shape[3]:
+            raise _NotServed
+        key = (data.shape, _dispatch.isa_index())
+        call = state.get(key)
+        if call is None:
+            p = packed(data.shape[3])
+            if quantized:
+                lo, hi = activation_range(a["act"], qy, data.dtype)
+                xq = QTensor(data, qx.scale.reshape(()), qx.zero_point.astype(data.dtype).reshape(()))
+                call = _conv.ConvCall(xq, p, None, stride, padding, dilation, p.groups, "NHWC", "OHWI",
+                                      float(qy.s), qy.z, data.dtype, _float_activation(lo, hi, qy, data.dtype),
+                                      "tflite", None)
+            else:
+                call = ("float", p)
+            state[key] = call
+        return call
+
+    def run(values):
+        data = values[x_name]
+        call = call_for(data)
+        if isinstance(call, tuple):
+            return {result: _api.conv2d(data, call[1], stride=stride, padding=padding, dilation=dilation,
+                                        groups=data.shape[3] if depthwise else 1,
+                                        activation=_float_act_range(a["act"]))}
+        return {result: call.run(data, None).data}
+
+    def bind(ins, outs):
+        data, y = ins[0], outs[0]
+        if data is None or not quantized:
+            return None
+        call = call_for(data)
+        rows = output_rows(y) if y.flags.writeable else None
+        if rows is None or y.shape != call.shape_nhwc or y.dtype != call.out_dtype:
+            return None
+        xd = data
+        if xd.shape[3] > 1 and xd.strides[3] != xd.itemsize:
+            return None
+        return _chain(call.bind(xd, rows))
+    run.bind = bind
+    return _fallback(node, graph, run)
+
+
+@kernel(f"{DOMAIN}::FullyConnected", attrs=("in_q", "out_q", "act", "shape", "rounding"))
+def _make_fc(node: Node, graph: Graph) -> Runner | None:
+    a = node.attrs
+    x_name, w_name = node.inputs[0], node.inputs[1]
+    b_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    W, B = _const(graph, w_name), (_const(graph, b_name) if b_name else None)
+    if W is None or W.ndim != 2 or (b_name and B is None):
+        return None
+    qx, qw, qy = a["in_q"][0], a["in_q"][1], a["out_q"][0]
+    k, n = W.shape[1], W.shape[0]
+    shape = tuple(a["shape"])
+    quantized = qx is not None and W.dtype in _INT8
+    if quantized:
+        if qw is None or qy is None or a["rounding"] != "up" or not qx.per_tensor or not qy.per_tensor:
+            return None
+        if B is not None and B.dtype != np.int32:
+            return None
+        pw = _api.pack_weights(_weights_qtensor(np.ascontiguousarray(W.T), qw, 1, n), bias=B)
+    elif W.dtype == _F32 and (B is None or B.dtype == _F32):
+        pw = _api.pack_weights(np.ascontiguousarray(W.T), bias=B)
+    else:
+        return None
+    result = node.outputs[0]
+    prepared = {}
+
+    def prepare(rows: int, dtype):
+        key = (rows, dtype.char, _dispatch.isa_index())
+        call = prepared.get(key)
+        if call is None:
+            lo, hi = activation_range(a["act"], qy, dtype)
+            spec = OutputSpec(dtype, _TFLITE, float(qy.s), qy.z, lo, hi)
+            call = prepared[key] = pw.prepare(rows, dtype == np.int8, qx.z, float(qx.s), spec)
+        return call
+
+    def matrix(data):
+        if data.size % k or data.size // k * n != int(np.prod(shape)):
+            raise _NotServed
+        return data.reshape(-1, k)
+
+    def run(values):
+        data = values[x_name]
+        rows = matrix(data)
+        if not quantized:
+            if data.dtype != _F32:
+                raise _NotServed
+            y = _api.matmul(rows, pw, activation=_float_act_range(a["act"]))
+            return {result: np.asarray(y).reshape(shape)}
+        if data.dtype != W.dtype:
+            raise _NotServed
+        y = np.empty((rows.shape[0], n), data.dtype)
+        prepare(rows.shape[0], data.dtype).run(rows, y)
+        return {result: y.reshape(shape)}
+
+    def bind(ins, outs):
+        data, y = ins[0], outs[0]
+        if data is None or not quantized or data.dtype != W.dtype or y.dtype != data.dtype:
+            return None
+        rows = rows_view(data.reshape(-1, k)) if data.flags.c_contiguous else None
+        out = y.reshape(-1, n) if y.flags.c_contiguous and y.flags.writeable else None
+        if rows is None or out is None or out.shape[0] != rows.shape[0]:
+            return None
+        return prepare(rows.shape[0], data.dtype).run(rows, out, bind=True)
+    run.bind = bind
+    return _fallback(node, graph, run)
+
+
+# ------------------------------------------------------------------ 8-bit ADD, SUB, MUL
+
+def binary_tables(node: Node, dtype) -> tuple:
+    """(op, ta, tb, za, zb, mult, shift, zy, lo, hi) of kernels/tfl_binary.c for an 8-bit
+    ``qkernels.tflite`` Add / Sub / Mul of ``dtype``: the reference operator's arithmetic
+    (its multipliers; ADD/SUB inputs pre-scaled into 256-entry tables)."""
+    q1, q2 = node.attrs["in_q"][:2]
+    qy = node.attrs["out_q"][0]
+    byte = np.arange(256, dtype=np.uint8).view(dtype).astype(np.int64)
+    lo, hi = activation_range(node.attrs["act"], qy, dtype)
+    if node.op_type == "Mul":
+        m, s = quantize_multiplier(np.float64(q1.s) * np.float64(q2.s) / np.float64(qy.s))
+        ta = tb = np.zeros(256, np.int32)
+        return 2, ta, tb, q1.z, q2.z, int(m[0]), int(s[0]), qy.z, lo, hi
+    (m1, s1), (m2, s2), (mo, so) = add_sub_params(q1, q2, qy)
+    ta = multiply_by_quantized_multiplier((byte - q1.z) << 20, m1, s1).astype(np.int32)
+    tb = multiply_by_quantized_multiplier((byte - q2.z) << 20, m2, s2).astype(np.int32)
+    return (0 if node.op_type == "Add" else 1), ta, tb, 0, 0, int(mo[0]), int(so[0]), qy.z, lo, hi
+
+
+@kernel(f"{DOMAIN}::Add", f"{DOMAIN}::Sub", f"{DOMAIN}::Mul", attrs=("in_q", "out_q", "act"))
+def _make_binary(node: Node, graph: Graph) -> Runner | None:
+    """Same-shape 8-bit operands on the native loop (one pass, the tables made once per
+    dtype); broadcasting operands, and float ones, on the reference operator."""
+    qs = list(node.attrs["in_q"][:2]) + [node.attrs["out_q"][0]]
+    if any(q is None or not q.per_tensor for q in qs):
+        return None
+    result = node.outputs[0]
+    made = {}
+
+    def params(dtype):
+        got = made.get(dtype.char)
+        if got is None:
+            got = made[dtype.char] = binary_tables(node, dtype)
+        return got
+
+    def served(a, b, y=None):
+        if a is None or b is None or a.dtype not in _INT8 or b.dtype != a.dtype or a.shape != b.shape \
+                or not (a.flags.c_contiguous and b.flags.c_contiguous):
+            raise _NotServed
+        if y is not None and (y.shape != a.shape or y.dtype != a.dtype or not y.flags.c_contiguous
+                              or not y.flags.writeable):
+            raise _NotServed
+        return params(a.dtype)
+
+    def run(values):
+        a, b = values[node.inputs[0]], values[node.inputs[1]]
+        p = served(a, b)
+        y = np.empty(a.shape, a.dtype)
+        op, ta, tb, *rest = p
+        _native.tfl_binary(_dispatch.isa_index(), op, a.reshape(-1), b.reshape(-1), ta, tb, *rest, y.reshape(-1))
+        return {result: y}
+
+    def bind(ins, outs):
+        a, b, y = ins[0], ins[1], outs[0]
+        op, ta, tb, *rest = served(a, b, y)
+        return partial(_native.tfl_binary, _dispatch.isa_index(), op, a.reshape(-1), b.reshape(-1), ta, tb, *rest,
+                       y.reshape(-1))
+    run.bind = bind
+    return _fallback(node, graph, run)
+
+
+# ------------------------------------------------------------------ 8-bit MEAN
+
+@kernel(f"{DOMAIN}::Mean", attrs=("in_q", "out_q", "axes", "keep_dims"))
+def _make_mean(node: Node, graph: Graph) -> Runner | None:
+    """The sums by numpy's int32 reduction (exact below 2^23 values per sum), the
+    reference operator's arithmetic on the sums (a global pool's few channels)."""
+    if node.attrs["in_q"][0] is None or node.attrs["out_q"][0] is None:
+        return None
+    axes, keep = tuple(node.attrs["axes"]), node.attrs["keep_dims"]
+    result = node.outputs[0]
+    made = {}
+
+    def run(values):
+        x = values[node.inputs[0]]
+        if x.dtype not in _INT8 or any(ax >= x.ndim for ax in axes):
+            raise _NotServed
+        n = int(np.prod([x.shape[ax] for ax in axes]))
+        if not 0 < n < 1 << 23:
+            raise _NotServed
+        params = made.get((n, x.ndim))
+        if params is None:
+            params = made[(n, x.ndim)] = mean_params(node, n, x.ndim)
+        sums = x.sum(axis=axes, keepdims=keep, dtype=np.int32)
+        return {result: mean_of_sums(node, sums, n, x.ndim, x.dtype, params)}
+    return _fallback(node, graph, run)
