@@ -51,16 +51,22 @@ def cached(model: str, cache: Path = CACHE) -> bool:
 
 def fetch(cache: Path = CACHE) -> dict[str, Path]:
     """Paths of the three models, downloading and unpacking the wheel on first use."""
+    return fetch_wheel(WHEEL, "rapidocr_onnxruntime/models", MODELS, cache)
+
+
+def fetch_wheel(spec: str, folder: str, files: dict[str, str], cache: Path = CACHE) -> dict[str, Path]:
+    """``files`` (key -> file name in the wheel's ``folder``) of the PyPI wheel ``spec``,
+    as paths in ``cache``: downloaded once with pip and unpacked there."""
     cache = Path(cache)
-    paths = {k: cache / v for k, v in MODELS.items()}
+    paths = {k: cache / v for k, v in files.items()}
     if all(p.exists() for p in paths.values()):
         return paths
     cache.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), WHEEL], check=True)
-    wheel = next(cache.glob("rapidocr_onnxruntime-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), spec], check=True)
+    wheel = next(cache.glob(spec.split("==")[0].replace("-", "_") + "-*.whl"))
     with zipfile.ZipFile(wheel) as z:
-        for key, name in MODELS.items():
-            paths[key].write_bytes(z.read(f"rapidocr_onnxruntime/models/{name}"))
+        for key, name in files.items():
+            paths[key].write_bytes(z.read(f"{folder}/{name}"))
     return paths
 
 

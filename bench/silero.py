@@ -16,14 +16,11 @@ signal (noise, then bursts of voiced-like harmonics) to feed it.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .real_models import CACHE
+from .real_models import CACHE, fetch_wheel
 
 WHEEL = "silero-vad==6.2.3"
 MODELS = {"vad": "silero_vad.onnx", "ifless": "silero_vad_op18_ifless.onnx"}
@@ -38,17 +35,7 @@ def path(model: str, cache: Path = CACHE) -> Path:
 
 def fetch(cache: Path = CACHE) -> dict[str, Path]:
     """Paths of the models, downloading and unpacking the wheel on first use."""
-    cache = Path(cache)
-    paths = {k: path(k, cache) for k in MODELS}
-    if all(p.exists() for p in paths.values()):
-        return paths
-    cache.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), WHEEL], check=True)
-    wheel = next(cache.glob("silero_vad-*.whl"))
-    with zipfile.ZipFile(wheel) as z:
-        for key, name in MODELS.items():
-            paths[key].write_bytes(z.read(f"silero_vad/data/{name}"))
-    return paths
+    return fetch_wheel(WHEEL, "silero_vad/data", MODELS, cache)
 
 
 def stream(chunks: int, seed: int = 0) -> np.ndarray:

@@ -26,8 +26,9 @@ Kernel = Callable[[Mapping[str, np.ndarray]], "dict[str, np.ndarray]"]
 
 #: how a node runs, as ``explain()`` and the profile say: qkernels' native kernels, numpy
 #: (BLAS) code of a backend, the numpy reference operator, or a backend's own code; in a
-#: profile also "view" (a reshape the compiled plan made a view of its input: no work)
-PLACEMENTS = ("native", "numpy", "reference", "backend", "view")
+#: profile also "view" (a reshape the compiled plan made a view of its input: no work) and
+#: "fixed" (shape arithmetic the plan computed once: a constant of the plan, no work)
+PLACEMENTS = ("native", "numpy", "reference", "backend", "view", "fixed")
 
 
 def run_steps(steps, values, timer=None) -> dict:

@@ -42,6 +42,18 @@ from .ir import Graph, Node
 ALIGN = 64
 #: operators whose result may be a view of their first input (when the others are constants)
 VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+#: operators whose result depends on their inputs' shapes only: fixed for a plan
+SHAPE_OPS = frozenset({"Shape", "Size"})
+#: deterministic operators whose result is fixed for a plan when every input is (a
+#: constant or such a result): the shape arithmetic of exported models
+#: (Shape -> Gather -> Equal -> If, Concat -> Reshape)
+FIXED_OPS = SHAPE_OPS | frozenset({
+    "Gather", "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or", "Xor",
+    "Cast", "Unsqueeze", "Squeeze", "Concat", "Slice", "Reshape", "Flatten", "Identity", "Add", "Sub",
+    "Mul", "Div", "Mod", "Neg", "Abs", "Min", "Max", "Floor", "Ceil", "Where", "Range", "ConstantOfShape",
+    "Expand", "Tile", "Transpose", "ReduceProd", "ReduceSum", "ReduceMin", "ReduceMax"})
+#: the most elements of a value fixed for a plan (kept apart from the arena)
+FIXED_LIMIT = 4096
 
 
 class Replan(Exception):
@@ -80,20 +92,39 @@ class Traced:
     dtype: np.dtype
     strides: tuple | None
     view_of_input: bool = False
+    fixed: np.ndarray | None = None   # the value itself, when it is the same in every run
 
     @classmethod
-    def of(cls, value, view_of_input: bool = False) -> "Traced":
+    def of(cls, value, view_of_input: bool = False, fixed: bool = False) -> "Traced":
         arr = np.asarray(value)
-        return cls(arr.shape, arr.dtype, _dense_strides(arr), view_of_input)
+        kept = None
+        if fixed:
+            kept = np.array(arr, order="C", copy=True)
+            kept.flags.writeable = False
+        return cls(arr.shape, arr.dtype, _dense_strides(arr), view_of_input, kept)
 
 
-def trace(steps: list, values: dict, keep: set, timer=None) -> tuple[dict, int]:
+def _is_fixed(node: Node, fixed: set, produced: dict) -> bool:
+    """Whether ``node``'s results are the same in every run of a plan: a shape operator,
+    or a deterministic one of fixed inputs, with small numeric results."""
+    if node.domain or node.op_type not in FIXED_OPS:
+        return False
+    if node.op_type not in SHAPE_OPS and not all(not i or i in fixed for i in node.inputs):
+        return False
+    return all(np.asarray(v).dtype.kind in "biuf" and np.asarray(v).size <= FIXED_LIMIT
+               for v in produced.values())
+
+
+def trace(steps: list, values: dict, keep: set, timer=None, constants: frozenset = frozenset()) -> tuple[dict, int]:
     """Run ``steps`` ((node, fn) in order) on ``values`` (constants and feeds), node by
     node, each value dropped after its last reader unless it is in ``keep``; returns
     (name -> :class:`Traced` for the feeds and every value made, the most bytes of values
     not in ``keep`` alive at once); ``values`` keeps the kept ones. ``timer(node,
-    seconds)`` is told each node's time."""
+    seconds)`` is told each node's time. Values that follow from the input shapes and
+    ``constants`` alone (:data:`FIXED_OPS`) are traced with their value (``fixed``):
+    a plan holds them as constants and skips their steps."""
     import time
+    fixed = set(constants)
     last = {}
     for k, (node, _) in enumerate(steps):
         for name in node.inputs:
@@ -106,9 +137,12 @@ def trace(steps: list, values: dict, keep: set, timer=None) -> tuple[dict, int]:
         if timer:
             timer(node, time.perf_counter() - t0)
         src = values.get(node.inputs[0]) if node.inputs and node.inputs[0] else None
+        is_fixed = _is_fixed(node, fixed, produced)
+        if is_fixed:
+            fixed.update(produced)
         for name, v in produced.items():
             shares = node.op_type in VIEW_OPS and src is not None and np.shares_memory(np.asarray(v), np.asarray(src))
-            seen[name] = Traced.of(v, shares)
+            seen[name] = Traced.of(v, shares, is_fixed)
         values.update(produced)
         live += sum(np.asarray(v).nbytes for v in produced.values())
         peak = max(peak, live)
@@ -153,14 +187,21 @@ class PlanSpec:
         outputs = {v.name for v in graph.outputs}
         self.steps: list[tuple[Node, object]] = []   # the nodes that run (views are not steps)
         self.views: list[Node] = []
+        #: values the same in every run (shape arithmetic): constants of the plan, no step
+        self.fixed: dict[str, np.ndarray] = {}
         for node, fn in steps:
+            if node.outputs and all(not o or traced[o].fixed is not None for o in node.outputs) \
+                    and not any(o in values for o in node.outputs if o):
+                self.fixed.update((o, traced[o].fixed) for o in node.outputs if o)
+                continue
             for name in node.outputs:
                 if name and name not in values:
                     add(name, len(self.steps))
             src = node.inputs[0] if node.inputs else ""
             out = node.outputs[0] if len(node.outputs) == 1 else ""
             if node.op_type in VIEW_OPS and not node.domain and out and src in values \
-                    and all(not i or i in consts for i in node.inputs[1:]) and traced[out].view_of_input:
+                    and all(not i or i in consts or i in self.fixed for i in node.inputs[1:]) \
+                    and traced[out].view_of_input:
                 values[out].base = values[src].base or src
                 values[out].strides = None
                 self.views.append(node)
@@ -240,7 +281,8 @@ class Plan:
 
     def __init__(self, spec: PlanSpec, placement):
         self.spec = spec
-        consts = spec.graph.initializers
+        consts = {**spec.graph.initializers, **spec.fixed}
+        self.consts = consts
         raw = np.empty(spec.arena_bytes + ALIGN, np.uint8)
         start = -raw.ctypes.data % ALIGN
         self.arena = raw
@@ -291,14 +333,14 @@ class Plan:
             steps = {id(s[0]): s for s in self.steps}
             for node, _ in self.spec.node_steps:      # in node order; views: no work
                 if id(node) not in steps:
-                    timer(node, "view", 0.0)
+                    timer(node, "fixed" if node.outputs and node.outputs[0] in self.spec.fixed else "view", 0.0)
                     continue
                 _, calls, _, where = steps[id(node)]
                 t0 = time.perf_counter()
                 for call in calls:
                     call()
                 timer(node, where, time.perf_counter() - t0)
-        consts = self.spec.graph.initializers
+        consts = self.consts
         return [_copy_out(consts[n] if n in consts else self.arrays[n]) for n in names]
 
 

@@ -376,7 +376,7 @@ class Session:
         def timer(node, seconds):
             rows.append(self._profile_row(node, seconds, None, rows))
         traced, self.peak_bytes = trace(self._node_steps, values, set(names) | set(consts),
-                                        None if rows is None else timer)
+                                        None if rows is None else timer, frozenset(consts))
         return [_owned(values[n]) for n in names], traced
 
     # ---------------------------------------------------------------- node by node

@@ -608,3 +608,49 @@ def test_silero_vad_with_25_nested_ifs_streams_like_onnxruntime():
                                        rtol=0)
         assert ours.last_run == "plan"
         assert "If body If_0.else_branch" in ours.explain()
+
+
+# ------------------------------------------------------- shape arithmetic on a plan
+
+def _shape_if_model():
+    """If(Shape(x)[0] == 1): then Relu(x), else Neg(x); the batch size is an output too:
+    the exported models' pattern (silero-vad's squeeze-if-batch-1 branches)."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Equal", ["n", "one"], ["c"]),
+             helper.make_node("If", ["c"], ["y"],
+                              then_branch=_branch("then", [helper.make_node("Relu", ["x"], ["t"])], [_vi("t")]),
+                              else_branch=_branch("else", [helper.make_node("Neg", ["x"], ["e"])], [_vi("e")])),
+             helper.make_node("Cast", ["n"], ["nf"], to=F)]
+    return _model(nodes, [_vi("x", F, ["N", 3])], [_vi("y"), _vi("nf")],
+                  [_const("zero", np.array(0, np.int64)), _const("one", np.array(1, np.int64))])
+
+
+def test_shape_arithmetic_is_a_constant_of_the_plan_and_follows_the_input_shape():
+    model = _shape_if_model()
+    s = Session(model)
+    rng = np.random.default_rng(3)
+    for n in [1, 2, 1, 1, 3, 2, 1]:
+        x = rng.standard_normal((n, 3)).astype(np.float32)
+        got = s.run(None, {"x": x})
+        want = _ort(model, {"x": x})
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_array_equal(g, w)
+    assert s.last_run == "plan"
+    s.run(None, {"x": np.ones((1, 3), np.float32)}, profile=True)
+    where = {row["op"]: row["placement"] for row in s.last_profile if "within" not in row}
+    assert where["Shape"] == where["Gather"] == where["Equal"] == where["Cast"] == "fixed"
+    assert where["If"] != "fixed"      # its result follows x's values
+
+
+def test_a_bound_if_step_checks_its_branch_results_like_any_step():
+    """The plan binds If (cpu_control): a branch whose result changes shape from the
+    traced one makes the signature run node by node, with the right answer."""
+    s = Session(_if_model())
+    x = np.ones((2, 3), np.float32)
+    s.run(None, {"x0": x, "c": np.array(True)})
+    s.run(None, {"x0": x, "c": np.array(True)})
+    assert s.last_run == "plan"
+    got = s.run(None, {"x0": x, "c": np.array(False)})[0]
+    np.testing.assert_array_equal(got, np.concatenate([x, x]))

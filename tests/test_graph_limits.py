@@ -256,7 +256,7 @@ def dead_chain(n):
     return make_model(nodes + [helper.make_node("Relu", ["x"], ["y"])], inputs=["x"])
 
 
-def plan_seconds(model, tries=3):
+def plan_seconds(model, tries=5):
     data = model.SerializeToString()
     best = float("inf")
     for _ in range(tries):
@@ -268,10 +268,11 @@ def plan_seconds(model, tries=3):
 
 @pytest.mark.parametrize("shape", [wide, constant_chain, dead_chain])
 def test_planning_time_grows_near_linearly(shape):
-    # quadratic planning took 4.9 s for 4000 wide nodes, 16x the time of 1000
+    # quadratic planning took 4.9 s for 4000 wide nodes, 16x the time of 1000; linear is
+    # 4.7-4.9x on a quiet machine, and reached 8.2x with the other core busy (the full suite)
     small, big = plan_seconds(shape(1000)), plan_seconds(shape(4000))
     assert big < 2.0, f"{shape.__name__}: 4000 nodes planned in {big:.2f} s"
-    assert big < 8 * small, f"{shape.__name__}: 4x the nodes took {big / small:.1f}x the time"
+    assert big < 11 * small, f"{shape.__name__}: 4x the nodes took {big / small:.1f}x the time"
 
 
 def test_wide_and_constant_chain_plans_are_right():
