@@ -27,14 +27,25 @@ void QK_VNNI_FN(qk_store_cols_avx512vnni)(size_t mr, size_t strips, const int32_
             const qk_v512 zp = qk512_set1(p->zero_point);
             const int left = qk512_any_positive(shift), up = p->mode == QK_OUT_FIXEDPOINT_UP;
             row += n0;
-            for (size_t i = 0; i < mr; i++, row += c_stride) {
-                if (left) {   /* a column with a left shift: the scalar stage */
+            if (left) {   /* a column with a left shift: the scalar stage */
+                for (size_t i = 0; i < mr; i++, row += c_stride)
                     qk_out_row_tail(0, 16, acc + acc_stride * i, m0 + i, n0, p, row);
-                    continue;
-                }
-                const qk_v512 v = qk512_add(qk512_load(acc + acc_stride * i), add);
-                qk512_store_bytes(row, qk512_add(qk512_clamp_i32(qk512_fixedpoint(v, mult, rshift, up), lo_zp, hi_zp), zp));
+                continue;
             }
+            /* loops without calls, one per rounding: the multiplier's lanes and offsets
+               stay in registers across the rows (a call would clobber every zmm) */
+#define QK_FIXEDPOINT_ROWS(UP)                                                                        \
+            for (size_t i = 0; i < mr; i++, row += c_stride) {                                        \
+                const qk_v512 v = qk512_add(qk512_load(acc + acc_stride * i), add);                   \
+                qk512_store_bytes(row, qk512_add(qk512_clamp_i32(qk512_fixedpoint(v, mult, rshift, UP), \
+                                                                 lo_zp, hi_zp), zp));                  \
+            }
+            if (up) {
+                QK_FIXEDPOINT_ROWS(1)
+            } else {
+                QK_FIXEDPOINT_ROWS(0)
+            }
+#undef QK_FIXEDPOINT_ROWS
             continue;
         }
         const qk_v512f scale = qk512f_load(p->scale + n0);

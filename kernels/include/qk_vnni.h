@@ -248,6 +248,20 @@ static inline void qk512_store_bytes(void *p, qk_v512 v) { _mm_storeu_si128((__m
 /* qk_fixedpoint8_avx2 on 16 lanes (right shifts only) */
 static inline qk_v512 qk512_fixedpoint(qk_v512 x, qk_v512 mult, qk_v512 rshift, int ties_up) {
     const __m512i half = _mm512_set1_epi64(1LL << 30), one = _mm512_set1_epi32(1);
+    if (ties_up) {
+        /* Both roundings are half up here, (x*m + 2^30) >> 31 and then (h + 2^(s-1)) >> s,
+           and floor((floor(y) + k) / 2^s) = floor((y + k) / 2^s) for integer k: one
+           rounding of the exact 64-bit product, (x*m + 2^30 + [s > 0] 2^(30+s)) >> (31+s). */
+        const __m512i s_e = _mm512_and_si512(rshift, _mm512_set1_epi64(0xffffffffLL));
+        const __m512i s_o = _mm512_srli_epi64(rshift, 32), k31 = _mm512_set1_epi64(31);
+        const __m512i off_e = _mm512_add_epi64(half, _mm512_maskz_sllv_epi64(_mm512_test_epi64_mask(s_e, s_e), half, s_e));
+        const __m512i off_o = _mm512_add_epi64(half, _mm512_maskz_sllv_epi64(_mm512_test_epi64_mask(s_o, s_o), half, s_o));
+        __m512i even = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, mult), off_e), _mm512_add_epi64(s_e, k31));
+        __m512i odd = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32),
+                                                                           _mm512_srli_epi64(mult, 32)), off_o),
+                                        _mm512_add_epi64(s_o, k31));
+        return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+    }
     __m512i even = _mm512_add_epi64(_mm512_mul_epi32(x, mult), half);
     __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), _mm512_srli_epi64(mult, 32)), half);
     __m512i hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 31), _mm512_slli_epi64(odd, 1));
