@@ -100,19 +100,29 @@ void qk_store_16cols_avx2(size_t mr, const int32_t *acc, size_t acc_stride, size
         const __m256i lo_zp = _mm256_set1_epi32(p->lo - p->zero_point), hi_zp = _mm256_set1_epi32(p->hi - p->zero_point);
         const int up = p->mode == QK_OUT_FIXEDPOINT_UP, out_signed = p->out_signed;
         row += n0;
-        for (size_t i = 0; i < mr; i++, row += c_stride) {
-            if (left) {
+        if (left) {   /* a column with a left shift: the scalar stage */
+            for (size_t i = 0; i < mr; i++, row += c_stride)
                 qk_out_row_tail(0, 16, acc + acc_stride * i, m0 + i, n0, p, row);
-                continue;
-            }
-            __m256i v0 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i)), add0);
-            __m256i v1 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i + 8)), add1);
-            v0 = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(qk_fixedpoint8_avx2(v0, m0v, r0, up), lo_zp), hi_zp), zp);
-            v1 = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(qk_fixedpoint8_avx2(v1, m1v, r1, up), lo_zp), hi_zp), zp);
-            __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xD8);
-            __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
-            _mm_storeu_si128((__m128i *)row, out_signed ? _mm_packs_epi16(lo, hi) : _mm_packus_epi16(lo, hi));
+            return;
         }
+        /* loops without calls, one per rounding: the column terms stay in registers
+           across the rows (a call would clobber every ymm) */
+#define QK_FIXEDPOINT_ROWS(UP)                                                                                     \
+        for (size_t i = 0; i < mr; i++, row += c_stride) {                                                         \
+            __m256i v0 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i)), add0);      \
+            __m256i v1 = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i + 8)), add1);  \
+            v0 = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(qk_fixedpoint8_avx2(v0, m0v, r0, UP), lo_zp), hi_zp), zp); \
+            v1 = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(qk_fixedpoint8_avx2(v1, m1v, r1, UP), lo_zp), hi_zp), zp); \
+            __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(v0, v1), 0xD8);                               \
+            __m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);                           \
+            _mm_storeu_si128((__m128i *)row, out_signed ? _mm_packs_epi16(lo, hi) : _mm_packus_epi16(lo, hi));     \
+        }
+        if (up) {
+            QK_FIXEDPOINT_ROWS(1)
+        } else {
+            QK_FIXEDPOINT_ROWS(0)
+        }
+#undef QK_FIXEDPOINT_ROWS
         return;
     }
     const __m256 scale0 = _mm256_loadu_ps(p->scale + n0), scale1 = _mm256_loadu_ps(p->scale + n0 + 8);
