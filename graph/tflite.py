@@ -353,11 +353,17 @@ def _positive(name, **values):
             raise ModelError(f"{name}: {k} {v} must be at least 1")
 
 
-@translator("CONV_2D")
-def _conv(imp, name, op, ins, outs):
-    o = imp.options(op, "Conv2DOptions")
+def _window(imp, name, op, kind: str) -> tuple:
+    """A convolution's options and its (stride h, stride w, dilation h, dilation w), checked."""
+    o = imp.options(op, kind)
     sh, sw, dh, dw = o.StrideH(), o.StrideW(), o.DilationHFactor(), o.DilationWFactor()
     _positive(name, stride=min(sh, sw), dilation=min(dh, dw))
+    return o, (sh, sw, dh, dw)
+
+
+@translator("CONV_2D")
+def _conv(imp, name, op, ins, outs):
+    o, (sh, sw, dh, dw) = _window(imp, name, op, "Conv2DOptions")
     w = imp.const(ins[1], f"{name}: the filter")
     if w.ndim != 4:
         raise ModelError(f"{name}: the filter must be 4-D OHWI, got shape {w.shape}")
@@ -368,9 +374,7 @@ def _conv(imp, name, op, ins, outs):
 
 @translator("DEPTHWISE_CONV_2D")
 def _dwconv(imp, name, op, ins, outs):
-    o = imp.options(op, "DepthwiseConv2DOptions")
-    sh, sw, dh, dw = o.StrideH(), o.StrideW(), o.DilationHFactor(), o.DilationWFactor()
-    _positive(name, stride=min(sh, sw), dilation=min(dh, dw))
+    o, (sh, sw, dh, dw) = _window(imp, name, op, "DepthwiseConv2DOptions")
     w = imp.const(ins[1], f"{name}: the filter")
     x_shape = imp.tensor(ins[0])[2]
     if w.ndim != 4 or w.shape[0] != 1 or len(x_shape) != 4 or x_shape[3] == 0 or w.shape[3] % x_shape[3]:

@@ -53,6 +53,16 @@ def _weights_qtensor(w: np.ndarray, qw, axis: int, n: int) -> QTensor:
     return QTensor(w, scale, zp, axis=axis)
 
 
+def _weights(node: Node, graph: Graph, ndim: int) -> tuple:
+    """(W, B or None) when the node's weights (``ndim``-D) and bias are constants, else
+    (None, None): the node then runs on its reference operator."""
+    b_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    W, B = _const(graph, node.inputs[1]), (_const(graph, b_name) if b_name else None)
+    if W is None or W.ndim != ndim or (b_name and B is None):
+        return None, None
+    return W, B
+
+
 def _float_act_range(act: str):
     lo, hi = activation_range(act, None, None)
     return None if act == "NONE" else (float(lo), float(hi))
@@ -61,10 +71,9 @@ def _float_act_range(act: str):
 @kernel(f"{DOMAIN}::Conv2D", f"{DOMAIN}::DepthwiseConv2D", attrs=_CONV_ATTRS)
 def _make_conv(node: Node, graph: Graph) -> Runner | None:
     a = node.attrs
-    x_name, w_name = node.inputs[0], node.inputs[1]
-    b_name = node.inputs[2] if len(node.inputs) > 2 else ""
-    W, B = _const(graph, w_name), (_const(graph, b_name) if b_name else None)
-    if W is None or W.ndim != 4 or (b_name and B is None):
+    x_name = node.inputs[0]
+    W, B = _weights(node, graph, 4)
+    if W is None:
         return None
     depthwise = node.op_type == "DepthwiseConv2D"
     qx, qw = a["in_q"][0], a["in_q"][1]
@@ -161,10 +170,9 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
 @kernel(f"{DOMAIN}::FullyConnected", attrs=("in_q", "out_q", "act", "shape", "rounding"))
 def _make_fc(node: Node, graph: Graph) -> Runner | None:
     a = node.attrs
-    x_name, w_name = node.inputs[0], node.inputs[1]
-    b_name = node.inputs[2] if len(node.inputs) > 2 else ""
-    W, B = _const(graph, w_name), (_const(graph, b_name) if b_name else None)
-    if W is None or W.ndim != 2 or (b_name and B is None):
+    x_name = node.inputs[0]
+    W, B = _weights(node, graph, 2)
+    if W is None:
         return None
     qx, qw, qy = a["in_q"][0], a["in_q"][1], a["out_q"][0]
     k, n = W.shape[1], W.shape[0]
