@@ -8,6 +8,7 @@ import stat
 import numpy as np
 
 from .errors import ModelError
+from .protowire import without_weights
 from .ir import Graph, Node, ValueInfo, topological
 
 MIN_OPSET = 13                  # the runner's operators are written to opset 13+ semantics
@@ -31,6 +32,26 @@ def _onnx():
 
 def load_model(model):
     """An onnx.ModelProto from a path, bytes or a ModelProto, external data loaded."""
+    return _load(model, lazy=False)[0]
+
+
+def load_graph(model) -> Graph:
+    """The runner's Graph of a model (a path, bytes or a ModelProto): :func:`to_graph` of
+    :func:`load_model`, but the weights of a model file are read from it straight into
+    their arrays (:mod:`graph.protowire`), each once: never the whole file, its parsed
+    message and the arrays at the same time."""
+    proto, spans = _load(model, lazy=True)
+    if spans and default_opset(proto) < MIN_OPSET:     # the opset converter reads a whole message
+        for t in proto.graph.initializer:
+            if t.name in spans:
+                _fill_raw(_onnx(), t, spans[t.name])
+        spans = {}
+    return to_graph(proto, spans)
+
+
+def _load(model, lazy: bool):
+    """(proto, spans): ``spans`` maps the main graph's initializers left in their files
+    (``lazy``, a model given by path) to (file, offset, length), checked; {} otherwise."""
     onnx = _onnx()
     from google.protobuf.message import DecodeError
     if isinstance(model, onnx.ModelProto):
@@ -39,19 +60,21 @@ def load_model(model):
         proto, base = _parse(onnx, bytes(model), DecodeError), None
     elif isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
-        data = _read_regular(path, "model")
+        data = _read_regular(path, "model", stripped=lazy)
         proto, base = _parse(onnx, data, DecodeError), os.path.dirname(os.path.abspath(path))
     else:
         raise TypeError(f"model must be a path, bytes or onnx.ModelProto, got {type(model).__name__}")
-    _load_external(onnx, proto, base)
-    return proto
+    return proto, _load_external(onnx, proto, base, lazy)
 
 
-def _read_regular(path: str, what: str, span: tuple[int, int] | None = None) -> bytes:
+def _read_regular(path: str, what: str, span: tuple[int, int] | None = None, into: np.ndarray | None = None,
+                  stripped: bool = False, check: bool = False) -> bytes | None:
     """The bytes of the file ``path`` (``what`` names it in errors): all of them (at most
-    MAX_MODEL_BYTES), or the ``span`` (offset, length). Refused before reading anything:
-    what is not a regular file (a FIFO would block, /dev/zero never ends, a folder), a
-    file too large, a span past the end."""
+    MAX_MODEL_BYTES), or the ``span`` (offset, length), read into the uint8 array ``into``
+    when given (then None is returned). ``stripped``: a model file with its weights left
+    in it (:func:`protowire.without_weights`), when it has the plain form. Refused before
+    reading anything: what is not a regular file (a FIFO would block, /dev/zero never
+    ends, a folder), a file too large, a span past the end (``check``: only that, None)."""
     def regular(st):
         if not stat.S_ISREG(st.st_mode):
             raise ModelError(f"{what} {path!r} is not a regular file")
@@ -69,7 +92,18 @@ def _read_regular(path: str, what: str, span: tuple[int, int] | None = None) -> 
             if offset + length > st.st_size:
                 raise ModelError(f"{what} {path!r} is {st.st_size} bytes; bytes {offset} to {offset + length} "
                                  "are asked for")
+            if check:
+                return None
+            if stripped:
+                data = without_weights(f, length, os.path.basename(path))
+                if data is not None:
+                    return data
             f.seek(offset)
+            if into is not None:
+                got = f.readinto(memoryview(into))
+                if got != length:
+                    raise ModelError(f"{what} {path!r} changed while being read")
+                return None
             data = f.read(length)
     except ModelError:
         raise
@@ -91,8 +125,14 @@ def _parse(onnx, data: bytes, decode_error):
     return proto
 
 
-def _load_external(onnx, proto, base: str | None) -> None:
+def _load_external(onnx, proto, base: str | None, lazy: bool = False) -> dict:
+    """Every tensor's external data checked (inside the model's folder, the length its
+    dims take) and read into it; with ``lazy`` the main graph's initializers of a plain
+    element type are left where they are: returned as name -> (file, offset, length)."""
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    spans, names = {}, [t.name for t in proto.graph.initializer]
+    later = {t.name for t in proto.graph.initializer if uses_external_data(t) and names.count(t.name) == 1
+             and _dtype(onnx, t.data_type) in _LAZY_DTYPES} if lazy else set()
     for tensor in _get_all_tensors(proto):
         if not uses_external_data(tensor):
             continue
@@ -117,10 +157,41 @@ def _load_external(onnx, proto, base: str | None) -> None:
         if offset < 0 or length not in (None, need):
             raise ModelError(f"tensor {tensor.name!r}: external data at offset {offset}, length {length}, but "
                              f"its dims {list(tensor.dims)} take {need} bytes")
-        data = _read_regular(target, f"external data file of tensor {tensor.name!r}", (offset, need))
-        tensor.raw_data = data
-        del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.DEFAULT
+        if tensor.name in later and tensor.name not in spans:
+            _read_regular(target, f"external data file of tensor {tensor.name!r}", (offset, need), check=True)
+            spans[tensor.name] = (target, offset, need)
+            continue
+        _fill_raw(onnx, tensor, (target, offset, need))
+    return spans
+
+
+#: element types whose raw data is the array's own bytes (little-endian), read in place
+_LAZY_DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.float16, np.int8, np.uint8, np.int16,
+                                               np.uint16, np.int32, np.uint32, np.int64, np.uint64, np.bool_))
+
+
+def _fill_raw(onnx, tensor, span) -> None:
+    target, offset, need = span
+    tensor.raw_data = _read_regular(target, f"external data file of tensor {tensor.name!r}", (offset, need))
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.DEFAULT
+
+
+def _read_tensor(onnx, t, span) -> np.ndarray:
+    """Initializer ``t``'s array read from its file span straight into 64-byte-aligned
+    memory (the kernels' alignment: no copy later), read-only."""
+    target, offset, need = span
+    dtype = _dtype(onnx, t.data_type)
+    n = _elements(t)
+    raw = np.empty(need + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    buf = raw[start:start + need]
+    _read_regular(target, f"external data file of tensor {t.name!r}", (offset, need), into=buf)
+    arr = buf.view(dtype.newbyteorder("<")).astype(dtype, copy=False).reshape([int(d) for d in t.dims])
+    if arr.size != n:
+        raise ModelError(f"tensor {t.name!r} holds {arr.size} values for dims {list(t.dims)}")
+    arr.flags.writeable = False
+    return arr
 
 
 def _dtype(onnx, elem_type: int):
@@ -227,21 +298,21 @@ def upgrade_opset(proto):
     return out
 
 
-def to_graph(proto) -> Graph:
+def to_graph(proto, spans: dict | None = None) -> Graph:
     """The runner's Graph of a loaded ModelProto (checked: opset, types, order); a model
     of an older opset is converted to 13 first (:func:`upgrade_opset`). The subgraphs of
     control-flow nodes become Graphs too (see :func:`_graph`)."""
     onnx = _onnx()
     original = proto
     proto = upgrade_opset(proto)
-    graph = _graph(onnx, proto.graph, default_opset(proto))
+    graph = _graph(onnx, proto.graph, default_opset(proto), spans=spans or {})
     graph.metadata = {p.key: p.value for p in proto.metadata_props}
     if proto is original:   # converted by an earlier tool (our quantizer keeps the key): not at this load
         graph.metadata.pop(CONVERTED_KEY, None)
     return graph
 
 
-def _graph(onnx, g, opset: int, depth: int = 0) -> Graph:
+def _graph(onnx, g, opset: int, depth: int = 0, spans: dict | None = None) -> Graph:
     """The Graph of GraphProto ``g``, ``depth`` subgraphs down. A subgraph may read values
     of the graphs around it: those names are its ``outer`` list, and a node holding subgraphs gets
     their outer names as implicit inputs (:attr:`Node.implicit`), so that the graph
@@ -249,7 +320,9 @@ def _graph(onnx, g, opset: int, depth: int = 0) -> Graph:
     sub = depth > 0
     if depth > MAX_DEPTH:
         raise ModelError(f"subgraphs are nested more than {MAX_DEPTH} deep")
-    inits = {_text(t.name, "an initializer's name"): _tensor(onnx, t) for t in g.initializer}
+    spans = spans or {}      # (the main graph's weights still in their file: read here)
+    inits = {_text(t.name, "an initializer's name"): _read_tensor(onnx, t, spans[t.name]) if t.name in spans
+             else _tensor(onnx, t) for t in g.initializer}
     inputs = [_value_info(onnx, vi) for vi in g.input if vi.name not in inits]
     outputs = [_value_info(onnx, vi) for vi in g.output]
     if not outputs:

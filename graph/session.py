@@ -19,7 +19,7 @@ from .backend import PLACEMENTS, Backend, get_backend
 from .errors import RunError
 from .fold import FOLD_LIMIT, fold_constants
 from .ir import Graph, Node, ValueInfo
-from .model import CONVERTED_KEY, load_model, to_graph
+from .model import CONVERTED_KEY, load_graph
 from .partition import Partition, partition
 from .plan import Plan, PlanSpec, Replan, trace
 from .tflite import is_tflite, load_tflite
@@ -71,9 +71,9 @@ class Session:
         for fallback in ("cpu", "reference"):
             if not any(b.name == fallback for b in chain):
                 chain.append(get_backend(fallback))
-        graph = load_tflite(model) if is_tflite(model) else to_graph(load_model(model))
+        graph = load_tflite(model) if is_tflite(model) else load_graph(model)
         validate(graph)   # every node checked once, before folding and the backends see it
-        self._prepare(graph, chain, rewriters, fold_limit, plan)
+        self._prepare(graph, chain, rewriters, fold_limit, plan, consume=True)
         release_freed_memory()      # loading, folding and packing left freed heap behind
 
     @classmethod
@@ -91,10 +91,14 @@ class Session:
         return self
 
     def _prepare(self, graph: Graph, chain: list, rewriters: list, fold_limit: int, plan: bool,
-                 plan_late: bool = False) -> None:
-        """Plan ``graph`` (checked): fold, rewrite, plan the control-flow bodies, partition."""
+                 plan_late: bool = False, consume: bool = False) -> None:
+        """Plan ``graph`` (checked): fold, rewrite, plan the control-flow bodies, partition.
+        ``consume``: ``graph`` is this session's own (loaded here), its constants given up
+        once folded: weights a backend packs are then freed as they are packed."""
         self.backends, self._rewriters, self._fold_limit = chain, rewriters, fold_limit
         self.graph = fold_constants(graph, fold_limit)
+        if consume:
+            graph.initializers = {}
         for b in rewriters:
             self.graph = b.rewrite(self.graph)
         for name, value in self.graph.initializers.items():   # shared by every run: nothing writes them

@@ -84,7 +84,9 @@ class PackedWeightsF16:
 
     dtype = F16
 
-    def __init__(self, b: ArrayLike, bias: ArrayLike | None = None):
+    def __init__(self, b: ArrayLike, bias: ArrayLike | None = None, *, copy: bool = True):
+        """``copy=False``: ``b`` is not written while it is packed (the graph runner's
+        read-only constants), so it is packed from where it is, not from a copy."""
         b = _as_float(b, "weights", self.dtype)
         if b.ndim != 2:
             raise ValueError(f"weights must be 2-D (K, N), got shape {b.shape}")
@@ -94,7 +96,7 @@ class PackedWeightsF16:
         self._panels: dict[tuple, np.ndarray] = {}    # (pack kind, NR) -> packed bytes
         self._by_kid: dict[int, np.ndarray] = {}      # kernel id -> its panels (the call's lookup)
         self._lock = threading.Lock()
-        self._source: np.ndarray | None = np.array(b, copy=True)
+        self._source: np.ndarray | None = np.array(b, copy=copy)
         self.packed_for(_kernel(1 << 20, self.dtype))
         if self._own_panel() is not None:
             self._source = None

@@ -122,9 +122,12 @@ class CpuBackend(Backend):
         return "reference" if runner is None else getattr(runner, "placement", "native")
 
     def steps(self, nodes: list[Node], graph: Graph):
-        steps = []
+        steps, readers = [], None
         for node in nodes:
             fast = self._make(node, graph) if node.key in KERNELS else None
+            if getattr(fast, "owns", None):
+                readers = readers or graph.consumers()
+                self._drop_owned(fast.owns, graph, readers)
             if fast is None:
                 def fast(values, node=node):
                     return run_node(node, values)
@@ -133,6 +136,20 @@ class CpuBackend(Backend):
                     fast.bind = lambda ins, outs, node=node, binder=binder: binder(node, ins, outs)
             steps.append((node, fast))
         return steps
+
+    def _drop_owned(self, names, graph: Graph, readers: dict) -> None:
+        """Drop from ``graph`` the constants among ``names`` that every node reading them
+        has packed (its runner's ``owns``, see _fallback): the weights held once, not
+        twice (all-MiniLM-L6's 42 MB of float32 MatMul weights were held as given and as
+        panels), and each one dropped as soon as it is packed, so that loading never
+        holds all of them twice either."""
+        outputs = {o.name for o in graph.outputs}
+        for name in names:
+            users = readers.get(name, ())
+            if name in graph.initializers and name not in outputs and users and all(
+                    (got := self._made.get(id(u))) is not None and got[0] is u and got[1] is graph
+                    and name in (getattr(got[2], "owns", None) or ()) for u in users):
+                del graph.initializers[name]
 
     def compile(self, nodes: list[Node], graph: Graph):
         steps = self.steps(nodes, graph)
@@ -155,21 +172,28 @@ def _const(graph: Graph, name: str):
 
 def _fallback(node: Node, graph: Graph, runner: Runner, reference: Runner | None = None) -> Runner:
     """``runner``, handing a call to ``reference`` (default: the node's reference
-    operator, when it runs the node) when it raises _NotServed."""
+    operator, when it runs the node) when it raises _NotServed. ``runner.owns`` (name ->
+    a function rebuilding that constant: packed weights) is handed on: a session may drop
+    those constants, and the reference gets them rebuilt."""
     if reference is None and reference_why_not(node, graph) is None:
         def reference(values):
             return run_node(node, values)
+    owns = getattr(runner, "owns", None) or {}
 
     def run(values):
         try:
             with node_errors(node):
                 return runner(values)
         except _NotServed:
+            missing = [k for k in owns if k not in values]
+            if missing:
+                values = {**values, **{k: owns[k]() for k in missing}}
             if reference is None:
                 shapes = ", ".join(f"{values[i].dtype}{list(values[i].shape)}" for i in node.inputs if i)
                 raise RunError(f"node {node.name!r} ({node.key}) cannot run on inputs {shapes}") from None
             return reference(values)
     run.placement = getattr(runner, "placement", "native")
+    run.owns = owns
     binder = getattr(runner, "bind", None)
     if binder is not None:
         def bind(ins, outs):
@@ -1047,7 +1071,7 @@ def _make_gemm(node: Node, graph: Graph) -> Runner | None:
             return _fused_reference(node, graph)
         bk = (np.float32(alpha) * bk).astype(np.float32)
     bias32 = None if bias is None else (np.float32(beta) * bias.astype(np.float32)).astype(np.float32)
-    pw = _api.pack_weights(np.ascontiguousarray(bk), bias=bias32)
+    pw = _float.PACKED[dtype](np.ascontiguousarray(bk), bias=bias32, copy=False)
 
     def run(values):
         data = values[a]
@@ -1061,6 +1085,8 @@ def _make_gemm(node: Node, graph: Graph) -> Runner | None:
             return None
         return _bind_gemm(data.T if trans_a else data, pw, activation, y)
     run.bind = bind
+    if alpha == 1.0:     # the panels hold B itself (transposed or not)
+        run.owns = {b: (lambda: pw.data.T) if trans_b else (lambda: pw.data)}
     return _fallback_fused(node, graph, run, activation)
 
 
@@ -1081,7 +1107,7 @@ def _make_matmul(node: Node, graph: Graph) -> Runner | None:
     if B is not None and (B.dtype not in (_F16, _F32) or B.ndim != 2):
         return None
     if B is not None:
-        pw = _api.pack_weights(B)
+        pw = _float.PACKED[B.dtype](B, copy=False)     # (a read-only constant of the session)
         dtype = B.dtype
 
         def run(values):
@@ -1099,6 +1125,7 @@ def _make_matmul(node: Node, graph: Graph) -> Runner | None:
                 return None
             return _bind_gemm(rows, pw, None, y2)
         run.bind = bind
+        run.owns = {b: lambda: pw.data}
     else:
         def run(values):
             da, db = values[a], values[b]
