@@ -255,6 +255,15 @@ class PackedConvWeightsF16:
         self.packed = [packed(np.ascontiguousarray(data[g * og:(g + 1) * og]).reshape(og, -1).T)
                        for g in range(0 if self.depthwise else groups)]   # depthwise: its direct kernel
 
+    def oihw(self) -> np.ndarray:
+        """The weights (O, C/groups, KH, KW), rebuilt from what is kept."""
+        if self.depthwise:
+            ohwi = self.dw_weights.reshape(self.kh, self.kw, self.out_channels).transpose(2, 0, 1)[..., None]
+        else:
+            og = self.out_channels // self.groups
+            ohwi = np.concatenate([p.data.T.reshape(og, self.kh, self.kw, self.cg) for p in self.packed])
+        return np.ascontiguousarray(ohwi.transpose(0, 3, 1, 2), self.dtype)
+
     def __repr__(self):
         return (f"{type(self).__name__}(O={self.out_channels}, KH={self.kh}, KW={self.kw}, "
                 f"C/groups={self.cg}, groups={self.groups})")

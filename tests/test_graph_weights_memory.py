@@ -186,3 +186,30 @@ def test_old_opset_files_are_converted_with_their_weights(tmp_path):
     x = {"x": np.ones((2, 64), np.float32)}
     np.testing.assert_array_equal(Session(save(m, tmp_path / "old.onnx")).run(None, x)[0],
                                   Session(m.SerializeToString()).run(None, x)[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("groups, cin, cout", [(1, 5, 7), (2, 6, 4), (8, 8, 8)])
+def test_packed_convolution_weights_rebuild_exactly(dtype, groups, cin, cout):
+    from qkernels.graph.model import to_graph
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((cout, cin // groups, 3, 2)).astype(dtype)
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], group=groups, pads=[1, 0, 1, 0])], "c",
+                          [helper.make_tensor_value_info("x", onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
+                                                         [1, cin, 5, 6])],
+                          [helper.make_tensor_value_info("y", onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
+                                                         None)], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    graph = to_graph(model)
+    runner = CpuBackend()._make(graph.nodes[0], graph)
+    assert set(runner.owns) == {"w"}
+    rebuilt = runner.owns["w"]()
+    assert rebuilt.dtype == w.dtype and rebuilt.shape == w.shape
+    np.testing.assert_array_equal(rebuilt, w)
+    s = Session(model.SerializeToString())
+    assert "w" not in s.graph.initializers
+    x = rng.standard_normal((1, cin, 5, 6)).astype(dtype)
+    from qkernels.graph.backends.reference import run_node
+    want = run_node(graph.nodes[0], {"x": x, "w": w})["y"]
+    np.testing.assert_allclose(s.run(None, {"x": x})[0].astype(np.float64), want.astype(np.float64),
+                               rtol=1e-2 if dtype == np.float16 else 1e-5, atol=1e-2 if dtype == np.float16 else 1e-5)

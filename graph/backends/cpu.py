@@ -1006,6 +1006,8 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
                                    residual=residual)
         return _chain(pre + calls)
     run.bind = bind
+    if W.ndim == 4:
+        run.owns = {w: pw.oihw}
     return _fallback_fused(node, graph, run, activation)
 
 
