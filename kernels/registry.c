@@ -41,6 +41,10 @@ QK_NATIVE_AND_EMU(gemm_fn, f16_gemm_6x32_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_12x32_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, f32_gemm_12x32_fused_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, f32_gemm_6x32_fused_avx512vnni)
+QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_4x32_avx512vnni)
+QK_NATIVE_AND_EMU(fused_fn, f32_gemm_4x32_fused_avx512vnni)
+QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_8x32_avx512vnni)
+QK_NATIVE_AND_EMU(fused_fn, f32_gemm_8x32_fused_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_1x32_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_6x32_avx512vnni)
 QK_NATIVE_AND_EMU(dw_sum_fn, qk_dw_sum_avx512vnni)
@@ -142,12 +146,17 @@ static const qk_ukernel kernels[] = {
                .nr = 32, .kr = 1, .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16, .output = qk_output_f16_avx2),
     VNNI_TWICE(f32_gemm_1x32_avx512vnni, gemm, f32_gemm_1x32_avx512vnni, QK_ISA_AVX512VNNI, GEMM, F32, .mr = 1,
                .nr = 32, .kr = 1, .max_m = 2, .k_chains = 2, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
-    /* fp32 6x32 and 12x32: a fused entry too (bias, residual, clamp on the sums in registers) */
+    /* fp32 4x32 to 12x32: a fused entry too (bias, residual, clamp on the sums in registers);
+       the first whose max_m admits M is chosen, a last panel runs the narrowest that fits */
 #define VNNI_F32_FUSED(fn, fused_fn, isa_, ...)                                                            \
     {.name = #fn, GEMM, F32, .isa = isa_, __VA_ARGS__, .gemm = fn, .fused = fused_fn},                    \
     {.name = #fn "_emu", GEMM, F32, .isa = isa_##_EMU, __VA_ARGS__, .gemm = fn##_emu, .fused = fused_fn##_emu}
+    VNNI_F32_FUSED(f32_gemm_4x32_avx512vnni, f32_gemm_4x32_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 4, .nr = 32,
+                   .kr = 1, .max_m = 4, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
     VNNI_F32_FUSED(f32_gemm_6x32_avx512vnni, f32_gemm_6x32_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 6, .nr = 32,
                    .kr = 1, .max_m = 6, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
+    VNNI_F32_FUSED(f32_gemm_8x32_avx512vnni, f32_gemm_8x32_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 8, .nr = 32,
+                   .kr = 1, .max_m = 8, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
     VNNI_F32_FUSED(f32_gemm_12x32_avx512vnni, f32_gemm_12x32_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 12,
                    .nr = 32, .kr = 1, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
 #undef VNNI_F32_FUSED
