@@ -127,7 +127,8 @@ def accuracy(run, x: dict, ref) -> dict:
 
 def latency(fns: dict, x: dict, rounds: int, min_time: float) -> dict:
     """Per library: median ms over ``rounds`` rounds (libraries alternated within each
-    round), and the range of the rounds' medians."""
+    round), and the range of the rounds' medians; ``ratio``: qkernels over ORT per round
+    (median, range): the figure the shared machine's noise disturbs least."""
     for fn in fns.values():
         fn(x)
     per = {lib: [] for lib in fns}
@@ -139,7 +140,11 @@ def latency(fns: dict, x: dict, rounds: int, min_time: float) -> dict:
                 fn(x)
                 ts.append(time.perf_counter() - t0)
             per[lib].append(float(np.median(ts)) * 1e3)
-    return {lib: {"ms": float(np.median(v)), "lo": min(v), "hi": max(v)} for lib, v in per.items()}
+    out = {lib: {"ms": float(np.median(v)), "lo": min(v), "hi": max(v), "rounds_ms": v} for lib, v in per.items()}
+    if len(per) == 2:
+        r = [a / b for a, b in zip(per["qkernels"], per["ort"])]
+        out["ratio"] = {"median": float(np.median(r)), "lo": min(r), "hi": max(r)}
+    return out
 
 
 def run(sentences: int = 32, calibration: int = 16, threads: int = 1, rounds: int = 5, min_time: float = 0.2,
@@ -200,7 +205,7 @@ def format_markdown(rep: dict) -> str:
         [f"ms {t} tok {lib}" for t in rep["tokens"] for lib in libs] + [f"qk/ORT {t}" for t in rep["tokens"]]
     lines = [f"{rep['model']}: {rep['sentences']} random-word sentences per length, cosine of the mean-pooled "
              f"embedding to ONNX Runtime float32's; latency batch 1, {rep['threads']} thread(s), median of "
-             f"{rep['rounds']} alternated rounds [range]; static modes calibrated on {rep['calibration']} other "
+             f"{rep['rounds']} alternated rounds [range of the rounds]; qk/ORT: median of the rounds' ratios; static modes calibrated on {rep['calibration']} other "
              "sentences", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rep["rows"]:
         if r.get("error"):
@@ -218,7 +223,8 @@ def format_markdown(rep: dict) -> str:
                 cells.append(f"{v['ms']:.2f} [{v['lo']:.2f}-{v['hi']:.2f}]" if v else "-")
         for t in rep["tokens"]:
             lat = r.get(f"latency_{t}") or {}
-            cells.append(f"{lat['qkernels']['ms'] / lat['ort']['ms']:.2f}" if len(lat) == 2 else "-")
+            q = lat.get("ratio")
+            cells.append(f"{q['median']:.2f} [{q['lo']:.2f}-{q['hi']:.2f}]" if q else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ def test_every_mode_is_a_row_with_figures_or_a_reason(monkeypatch):
             assert 0.5 < rows["ort dynamic"][f"{lib}_{t}"]["min_cosine"] <= 1 + 1e-9
         lat = rows["float"][f"latency_{t}"]
         assert lat["qkernels"]["lo"] <= lat["qkernels"]["ms"] <= lat["qkernels"]["hi"] and lat["ort"]["ms"] > 0
+        assert lat["ratio"]["lo"] <= lat["ratio"]["median"] <= lat["ratio"]["hi"]
     for r in rows.values():   # a row has figures or says why not
         assert r.get("error") or r.get("bytes", 0) > 0
     md = encoder_accuracy.format_markdown(rep)
