@@ -113,7 +113,7 @@ def test_fp32_check_gates_and_int8_comparison_informs():
     assert "WRONG" in bench_models.check_cell(row["check"])
 
 
-def test_encoder_variants_checked_by_embedding_cosine_and_quick_models_share_a_process():
+def test_encoder_variants_checked_by_embedding_cosine_and_quick_models_share_a_process(tmp_path):
     """The encoder: fp32 gated against ORT, int8dyn (ORT quantize_dynamic) compared by the
     cosine of its sentence embedding to the float32 model's; fp16 timed or, while
     qkernels.quant cannot make it, skipped with the reason in a note. Quick models share a
@@ -136,6 +136,10 @@ def test_encoder_variants_checked_by_embedding_cosine_and_quick_models_share_a_p
         assert any(n.startswith("encoder_t8-fp16 skipped: qkernels.quant") for n in rep["notes"]), rep["notes"]
     assert all(v is None for r in rep["rows"] for v in r["rss_growth"].values())
     assert rep["settings"]["process_per_model"] is False and "cos " in bench_models.format_table(rep)
+    path = tmp_path / "encoders.json"
+    path.write_text(json.dumps(rep))
+    md = subprocess.run([sys.executable, str(REPORT), str(path)], capture_output=True, text=True, check=True).stdout
+    assert "| encoder_t8 | int8dyn | 1x32 8t | 1 |" in md and "to fp32 |" in md and "LSB" not in md.split("| --- |")[-1]
 
 
 def test_without_onnxruntime_int8_models_are_skipped_with_a_note(monkeypatch):
