@@ -14,6 +14,12 @@ Inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, [batch, tok
 output ``last_hidden_state`` (float32, [batch, tokens, hidden]).
 :func:`sentence_embedding` is sentence-transformers' mean pooling + L2 normalisation.
 
+``attention="sdpa"``: the attention of the graph transformers 5's ``torch.onnx.export`` gives
+with its default SDPA attention (see ``bench/minilm_torch_check.py``): the mask made a
+boolean [batch, 1, tokens, tokens] by ``Cast``/``Unsqueeze``/``Expand``, made additive in
+every layer by ``Where`` (0 or the float32 minimum); queries and keys each scaled by ``Mul``
+with head_size^-1/4; the probabilities guarded by ``IsNaN``/``Where`` after ``Softmax``.
+
 Weights: seeded random ones (``weights=None``), or a dict of Hugging Face's names
 (``encoder.layer.0.attention.self.query.weight``, [out, in] as torch stores them).
 """
@@ -59,11 +65,14 @@ def random_weights(layers: int, hidden: int, ffn: int, vocab: int, positions: in
 
 def bert_encoder(layers: int = 2, hidden: int = 64, heads: int = 4, ffn: int | None = None,
                  vocab: int = 1000, positions: int = 512, eps: float = 1e-12, seed: int = 0,
-                 weights: dict | None = None, opset: int = 17):
-    """The encoder as an ``onnx.ModelProto`` (see the module docstring)."""
+                 weights: dict | None = None, opset: int = 17, attention: str = "eager"):
+    """The encoder as an ``onnx.ModelProto`` (see the module docstring; ``attention``:
+    ``"eager"`` or ``"sdpa"``)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    if attention not in ("eager", "sdpa"):
+        raise ValueError(f"attention must be 'eager' or 'sdpa', not {attention!r}")
     ffn = ffn or 4 * hidden
     w = weights if weights is not None else random_weights(layers, hidden, ffn, vocab, positions, seed)
     vocab = w["embeddings.word_embeddings.weight"].shape[0]
@@ -111,18 +120,32 @@ def bert_encoder(layers: int = 2, hidden: int = 64, heads: int = 4, ffn: int | N
     x = node("Add", [x, node("Gather", [const(w["embeddings.position_embeddings.weight"], "pos"), pos])])
     x = layer_norm(x, "embeddings.LayerNorm")
 
-    m = node("Cast", [node("Unsqueeze", ["attention_mask", const(np.array([1, 2], np.int64))])],
-             to=TensorProto.FLOAT)
-    m = node("Mul", [node("Sub", [const(np.float32(1.0)), m]),
-                     const(np.float32(np.finfo(np.float32).min))])
+    lowest = np.float32(np.finfo(np.float32).min)
+    if attention == "eager":
+        m = node("Cast", [node("Unsqueeze", ["attention_mask", const(np.array([1, 2], np.int64))])],
+                 to=TensorProto.FLOAT)
+        m = node("Mul", [node("Sub", [const(np.float32(1.0)), m]), const(lowest)])
+    else:   # a boolean [batch, 1, tokens, tokens] mask, made additive by Where in each layer
+        m = node("Cast", [node("Unsqueeze", ["attention_mask", const(np.array([1, 2], np.int64))])],
+                 to=TensorProto.BOOL)
+        m = node("Expand", [m, node("Concat", [dim(ids, 0), const(np.array([1], np.int64)), length, length],
+                                    axis=0)])
 
     for i in range(layers):
         p = f"encoder.layer.{i}."
         q = split_heads(linear(x, p + "attention.self.query"), [0, 2, 1, 3])
         k = split_heads(linear(x, p + "attention.self.key"), [0, 2, 3, 1])
         v = split_heads(linear(x, p + "attention.self.value"), [0, 2, 1, 3])
-        s = node("Div", [node("MatMul", [q, k]), const(np.float32(np.sqrt(head)))])
-        a = node("MatMul", [node("Softmax", [node("Add", [s, m])], axis=-1), v])
+        if attention == "eager":
+            s = node("Div", [node("MatMul", [q, k]), const(np.float32(np.sqrt(head)))])
+            p_ = node("Softmax", [node("Add", [s, m])], axis=-1)
+        else:
+            root = const(np.float32(head ** -0.25))
+            s = node("MatMul", [node("Mul", [q, root]), node("Mul", [k, root])])
+            p_ = node("Softmax", [node("Add", [s, node("Where", [m, const(np.float32(0.0)), const(lowest)])])],
+                      axis=-1)
+            p_ = node("Where", [node("IsNaN", [p_]), const(np.float32(0.0)), p_])
+        a = node("MatMul", [p_, v])
         a = node("Transpose", [a], perm=[0, 2, 1, 3])
         a = node("Reshape", [a, node("Concat", [dim(a, 0), dim(a, 1),
                                                 const(np.array([hidden], np.int64))], axis=0)])

@@ -12,8 +12,20 @@ output ``logits``; seeded random weights), each in two variants:
   activations and weights, weights per channel, calibrated on
   :data:`CALIBRATION_INPUTS` seeded random inputs).
 
+and a BERT-class encoder (:func:`encoder.bert_encoder`: the op-for-op graph of a Hugging
+Face BERT opset-17 export; all-MiniLM-L6-v2's shape: 6 layers, hidden 384, 12 heads,
+vocabulary 30522; seeded random weights, nothing downloaded) at 16 and 128 tokens, batch 1
+(inputs ``input_ids``, ``attention_mask``, ``token_type_ids``; output
+``last_hidden_state``), in three variants (:data:`ENCODER_VARIANTS`): ``fp32``;
+``int8dyn``: ONNX Runtime's ``quantize_dynamic`` (s8 weights per channel, activations
+quantized at run time); ``fp16``: ``qkernels.quant.quantize_model(target="fp16")`` (skipped
+with the reason in a note when that conversion fails or gives an unusable model). An
+encoder variant's check (information): the cosine of its mean-pooled, normalised sentence
+embedding to ONNX Runtime's float32 model's, beside ONNX Runtime's own on the same bytes.
+
 ``--quick`` runs small versions of the same graphs (:data:`QUICK_MODELS`: width 0.5,
-96x96 input).
+96x96 input; encoders of 2 layers, hidden 64), the models of a (library, thread count)
+sharing one process (CI's smoke run stays short; no memory growth is reported then).
 
 The models are made once per run, in a process of their own (``prepare``): each one
 written to a temporary folder, with ONNX Runtime's logits (1 thread) on the seeded input
@@ -75,6 +87,11 @@ class Model(NamedTuple):
     classes: int = 1000
     source: str = ""
     real: str = ""       # a trained model of :mod:`real_models` ("classifier", ...); "": a zoo model
+    tokens: int = 0      # an encoder (:func:`encoder.bert_encoder`): its sequence length; 0: an image model
+    layers: int = 0      # the encoder's layers, hidden size, heads, vocabulary
+    hidden: int = 0
+    heads: int = 0
+    vocab: int = 0
 
     @property
     def ops(self) -> None:
@@ -86,12 +103,14 @@ class Model(NamedTuple):
         """``224px``, ``w0.5 96px`` or, a trained model, ``48x192``."""
         if self.real:
             return "{}x{}".format(*real_models.SHAPES[self.real])
+        if self.tokens:
+            return f"{self.layers}x{self.hidden} {self.tokens}t"
         return (f"w{self.width:g} " if self.width != 1.0 else "") + f"{self.size}px"
 
     @property
     def feed(self) -> str:
-        """The name of the model's input."""
-        return "x" if self.real else "input"
+        """The name of the model's input (an encoder's first one)."""
+        return "input_ids" if self.tokens else "x" if self.real else "input"
 
     @property
     def twin(self) -> Model:
@@ -103,25 +122,44 @@ class Model(NamedTuple):
         """A tiny model of the same graph and variant, run once before the measured
         one: the libraries' one-off costs (imports, thread pools) stay out of its memory
         (None for a trained model: there is no tiny one)."""
+        if self.tokens:
+            return self._replace(label=f"{self.label}-warmup", tokens=8, layers=1, hidden=32, heads=2, vocab=100)
         return None if self.real else self._replace(label=f"{self.label}-warmup", width=0.25, size=32, classes=10)
 
     def record_fields(self) -> dict:
         """What a timing record says of its model (besides the label)."""
+        if self.tokens:
+            return {"model": self.arch, "variant": self.variant, "tokens": self.tokens, "layers": self.layers,
+                    "hidden": self.hidden, "heads": self.heads, "vocab": self.vocab}
         return {"model": self.arch, "variant": self.variant, "width": self.width, "size": self.size,
                 "classes": self.classes}
 
 
 VARIANTS = ("fp32", "int8")
+#: An encoder's: as built; ONNX Runtime's ``quantize_dynamic`` (s8 weights per channel,
+#: activations quantized at run time); float16 by ``qkernels.quant.quantize_model(target="fp16")``.
+ENCODER_VARIANTS = ("fp32", "int8dyn", "fp16")
+#: The encoders' sequence lengths (batch 1).
+ENCODER_TOKENS = (16, 128)
 
 
 def _variants(arch: str, source: str, width: float = 1.0, size: int = 224) -> tuple[Model, ...]:
     return tuple(Model(f"{arch}-{v}", arch, v, width, size, 1000, source) for v in VARIANTS)
 
 
+def _encoders(layers: int, hidden: int, heads: int, vocab: int) -> tuple[Model, ...]:
+    return tuple(Model(f"encoder_t{t}-{v}", f"encoder_t{t}", v, 1.0, 0, 0,
+                       f"BERT-class encoder as a standard opset-17 export ({layers} layers, hidden {hidden}, {heads} "
+                       f"heads, vocabulary {vocab}: all-MiniLM-L6-v2's shape; seeded random weights)",
+                       tokens=t, layers=layers, hidden=hidden, heads=heads, vocab=vocab)
+                 for t in ENCODER_TOKENS for v in ENCODER_VARIANTS)
+
+
 #: The models of the benchmark, at full size.
 MODELS: tuple[Model, ...] = (
     *_variants("mobilenet_v2", "MobileNetV2 1.0, 224x224 (Sandler et al. 2018; torchvision layout)"),
     *_variants("resnet18", "ResNet-18, 224x224 (He et al. 2016; torchvision layout)"),
+    *_encoders(6, 384, 12, 30522),
 )
 #: Trained models as people have them (:mod:`real_models`: PaddleOCR's text-direction
 #: classifier, text recogniser and text detector from the ``rapidocr-onnxruntime`` wheel),
@@ -132,8 +170,9 @@ REAL_MODELS: tuple[Model, ...] = tuple(
     Model(f"ppocr_{short}-{v}", f"ppocr_{short}", v, 1.0, 0, 0, f"PaddleOCR {name} (rapidocr-onnxruntime 1.4.4)",
           name)
     for name, short in (("classifier", "cls"), ("recogniser", "rec"), ("detector", "det")) for v in VARIANTS)
-#: ``--quick``: the same graphs, half the channels, 96x96 inputs.
-QUICK_MODELS: tuple[Model, ...] = tuple(m._replace(width=0.5, size=96) for m in MODELS)
+#: ``--quick``: the same graphs, half the channels, 96x96 inputs; encoders of 2 layers, hidden 64.
+QUICK_MODELS: tuple[Model, ...] = tuple(m._replace(layers=2, hidden=64, heads=4, vocab=1000) if m.tokens else
+                                        m._replace(width=0.5, size=96) for m in MODELS)
 
 #: fp32 check: every qkernels logit within this fraction of max |ONNX Runtime logit|.
 FP32_RTOL = 1e-4
@@ -167,12 +206,25 @@ def model_input(model: Model, seed: int = 0, k: int = 0):
     return rng.standard_normal((1, 3, model.size, model.size)).astype(np.float32)
 
 
+def feeds(model: Model, seed: int = 0, k: int = 0) -> dict:
+    """The model's seeded input feeds (``k`` = 0 the timed ones, 1.. calibration): an
+    encoder's token ids, mask and types (:func:`encoder.encoder_inputs`, batch 1, all
+    attended), else ``{feed: model_input(...)}``."""
+    if model.tokens:
+        from .encoder import encoder_inputs
+        return encoder_inputs(1, model.tokens, model.vocab, seed=seed * 1000 + k)
+    return {model.feed: model_input(model, seed, k)}
+
+
 def build(model: Model, seed: int = 0):
     """The float32 onnx.ModelProto of ``model`` (its zoo builder, weights seeded by ``seed``;
     a trained model's file as shipped)."""
     if model.real:
         import onnx
         return onnx.load(str(real_models.CACHE / real_models.MODELS[model.real]))
+    if model.tokens:
+        from .encoder import bert_encoder
+        return bert_encoder(model.layers, model.hidden, model.heads, vocab=model.vocab, seed=seed)
     from . import zoo
     return getattr(zoo, model.arch)(width=model.width, size=model.size, classes=model.classes, seed=seed)
 
@@ -187,7 +239,7 @@ def quantize_int8(proto, model: Model, folder: str, seed: int = 0) -> str:
 
     class Reader(ortq.CalibrationDataReader):
         def __init__(self):
-            self.feeds = iter([{model.feed: model_input(model, seed, k)} for k in range(1, CALIBRATION_INPUTS + 1)])
+            self.feeds = iter([feeds(model, seed, k) for k in range(1, CALIBRATION_INPUTS + 1)])
 
         def get_next(self):
             return next(self.feeds, None)
@@ -256,6 +308,23 @@ def compare_int8(got, ref, scale: float | None, qdq=None) -> dict:
             "blocking": False}
 
 
+def compare_embedding(got, ref_fp32, mask, same=None) -> dict:
+    """An encoder variant's ``last_hidden_state`` (information, never blocking): the cosine of
+    its mean-pooled, normalised sentence embedding (:func:`encoder.sentence_embedding`) to
+    the float32 model's (ONNX Runtime's), and with ``same`` (ONNX Runtime's output of the
+    same variant) the largest difference from that."""
+    import numpy as np
+
+    from .encoder import cosine, sentence_embedding
+    got = np.asarray(got, np.float64)
+    if got.shape != np.shape(ref_fp32):
+        return {"error": f"shape {got.shape}, expected {np.shape(ref_fp32)}", "blocking": False}
+    cos = float(cosine(sentence_embedding(got, mask), sentence_embedding(ref_fp32, mask)).min())
+    return {"cosine_to_fp32": cos, "finite": bool(np.isfinite(got).all()),
+            "max_abs_diff_to_ort": float(np.abs(got - same).max()) if same is not None else None,
+            "blocking": False}
+
+
 def peak_rss_bytes() -> int | None:
     """The peak resident memory of this process so far (``ru_maxrss``), in bytes."""
     try:
@@ -272,11 +341,12 @@ class Problem(NamedTuple):
     """A prepared model in a worker: its file, the timed input, ONNX Runtime's logits."""
     model: Model
     path: str
-    x: object                     # float32 (1, 3, size, size)
+    x: dict                       # the feeds: {"input": float32 (1, 3, size, size)}, an encoder's tokens
     ref: object                   # ONNX Runtime's logits (1 thread), None without it
     output_scale: float | None    # int8: the logits' quantization scale
     ref_qdq: object               # int8: ONNX Runtime's logits, optimizations off (float QDQ)
-    warmup: tuple | None          # (path, input) of the tiny model run first, None: none
+    warmup: tuple | None          # (path, feeds) of the tiny model run first, None: none
+    ref_fp32: object = None       # an encoder variant: ONNX Runtime's output of the float32 model
 
 
 def _problems(spec: dict):
@@ -284,21 +354,39 @@ def _problems(spec: dict):
 
     def make(model: Model, seed: int) -> Problem:
         prep = spec["prepared"][model.label]
-        ref, qdq = (np.load(prep[k]) if prep.get(k) else None for k in ("reference", "reference_qdq"))
-        warmup = (prep["warmup"], {model.feed: model_input(model.warmup, seed)}) if prep.get("warmup") else None
-        return Problem(model, prep["path"], model_input(model, seed), ref, prep.get("output_scale"), qdq, warmup)
+        ref, qdq, ref32 = (np.load(prep[k]) if prep.get(k) else None
+                           for k in ("reference", "reference_qdq", "reference_fp32"))
+        warmup = (prep["warmup"], feeds(model.warmup, seed)) if prep.get("warmup") else None
+        return Problem(model, prep["path"], feeds(model, seed), ref, prep.get("output_scale"), qdq, warmup, ref32)
 
     return worker_problems(spec, Model, make)
 
 
+def quantize_dynamic(proto, model: Model, folder: str) -> str:
+    """ONNX Runtime's ``quantize_dynamic`` of ``proto`` (s8 weights per channel; activations
+    quantized at run time), written to ``folder``. Returns its path."""
+    import onnx
+    from onnxruntime import quantization as ortq
+    stem = os.path.join(folder, model.label)
+    onnx.save(proto, stem + ".float.onnx")
+    ortq.quantize_dynamic(stem + ".float.onnx", stem + ".onnx", per_channel=True, weight_type=ortq.QuantType.QInt8)
+    os.remove(stem + ".float.onnx")
+    return stem + ".onnx"
+
+
 def write_model(model: Model, folder: str, seed: int = 0):
     """``model`` written to ``folder`` (float32 as built; int8 quantized by ONNX Runtime,
-    :func:`quantize_int8`): ``(path, proto)``."""
+    :func:`quantize_int8`; int8dyn by its :func:`quantize_dynamic`; fp16 by
+    ``qkernels.quant.quantize_model(target="fp16")``): ``(path, proto)``."""
     import onnx
     proto = build(model, seed)
-    if model.variant == "int8":
-        path = quantize_int8(proto, model, folder, seed)
+    if model.variant in ("int8", "int8dyn"):
+        path = (quantize_int8(proto, model, folder, seed) if model.variant == "int8"
+                else quantize_dynamic(proto, model, folder))
         return path, onnx.load(path)
+    if model.variant == "fp16":
+        from qkernels.quant import quantize_model
+        proto = quantize_model(proto, target="fp16", progress=False)
     path = os.path.join(folder, model.label + ".onnx")
     onnx.save(proto, path)
     return path, proto
@@ -327,7 +415,15 @@ def _worker_prepare(spec: dict, out: dict) -> None:
     for fields in spec["shapes"]:
         model = Model(**fields)
         t0 = time.perf_counter()
-        path, proto = write_model(model, spec["workdir"], spec["seed"])
+        try:
+            path, proto = write_model(model, spec["workdir"], spec["seed"])
+            if model.variant == "fp16":
+                _usable_fp16(path, feeds(model, spec["seed"]), have_ort)
+        except Exception as exc:   # noqa: BLE001 - qkernels' fp16 conversion failing is the finding: a note
+            if model.variant != "fp16":
+                raise
+            out["prepared"][model.label] = {"skipped": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+            continue
         with open(path, "rb") as f:
             data = f.read()
         ops: dict[str, int] = {}
@@ -336,8 +432,8 @@ def _worker_prepare(spec: dict, out: dict) -> None:
         prep = {"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "ops": ops,
                 "output_scale": output_scale(proto), "reference": None,
                 "warmup": write_model(model.warmup, spec["workdir"], spec["seed"])[0] if model.warmup else None}
-        feeds = {model.feed: model_input(model, spec["seed"])}
-        ref, qdq = ort_references(data, model, feeds) if have_ort else (None, None)
+        x = feeds(model, spec["seed"])
+        ref, qdq = ort_references(data, model, x) if have_ort else (None, None)
         if ref is not None:
             prep["reference"] = path[:-len(".onnx")] + ".logits.npy"
             np.save(prep["reference"], ref)
@@ -345,8 +441,30 @@ def _worker_prepare(spec: dict, out: dict) -> None:
             prep["reference_qdq"] = path[:-len(".onnx")] + ".logits_qdq.npy"
             np.save(prep["reference_qdq"], qdq)
             prep["ort_vs_qdq_float_lsb"] = max_diff_lsb(ref, qdq, prep["output_scale"])
+        if model.tokens and model.variant != "fp32" and ref is not None:   # the float32 output, and ORT's cosine
+            ref32, _ = ort_references(build(model.twin, spec["seed"]).SerializeToString(), model.twin, x)
+            prep["reference_fp32"] = path[:-len(".onnx")] + ".fp32.npy"
+            np.save(prep["reference_fp32"], ref32)
+            prep["ort_cosine_to_fp32"] = compare_embedding(ref, ref32, x["attention_mask"])["cosine_to_fp32"]
         prep["prepare_s"] = round(time.perf_counter() - t0, 3)
         out["prepared"][model.label] = prep
+
+
+def _usable_fp16(path: str, x: dict, have_ort: bool) -> None:
+    """Raise ValueError when the fp16 model is not usable: ONNX Runtime refuses it, or
+    qkernels' output of it is not finite."""
+    import numpy as np
+    with open(path, "rb") as f:
+        data = f.read()
+    if have_ort:
+        try:
+            peers.ort_session(data, 1, spinning=False)
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"ONNX Runtime refuses the model: {str(exc).strip()[:200]}") from None
+    from qkernels.graph import Session
+    y = Session(data, num_threads=1).run(None, x)[0]
+    if not np.isfinite(y).all():
+        raise ValueError(f"qkernels' output has {np.count_nonzero(~np.isfinite(y))} non-finite values of {y.size}")
 
 
 def _timed(problem: Problem, lib: str, threads: int, timing: dict, load, check=None):
@@ -364,9 +482,9 @@ def _timed(problem: Problem, lib: str, threads: int, timing: dict, load, check=N
     with open(problem.path, "rb") as f:
         run, session = load(f.read())
     load_s = time.perf_counter() - t0
-    feeds = {problem.model.feed: problem.x}
-    logits = run(feeds)[0]
-    rec = measure(problem.model, lib, OP, threads, timing, lambda: run(feeds),
+    x = problem.x
+    logits = run(x)[0]
+    rec = measure(problem.model, lib, OP, threads, timing, lambda: run(x),
                          check(logits) if check else None)
     after = peak_rss_bytes()
     rec.update(load_s=load_s, rss_peak_before=before, rss_peak_after=after,
@@ -413,8 +531,11 @@ def _worker_qkernels(spec: dict, out: dict) -> None:
         def check(logits, p=p):
             if p.ref is None:
                 return None
-            return check_fp32(logits, p.ref) if p.model.variant == "fp32" else \
-                compare_int8(logits, p.ref, p.output_scale, p.ref_qdq)
+            if p.model.variant == "fp32":
+                return check_fp32(logits, p.ref)
+            if p.model.tokens:
+                return compare_embedding(logits, p.ref_fp32, p.x["attention_mask"], p.ref)
+            return compare_int8(logits, p.ref, p.output_scale, p.ref_qdq)
 
         rec, session = _timed(p, "qkernels", threads, spec["timing"], load, check)
         rec.update(peak_bytes=session.peak_bytes, plan=_plan(session))
@@ -470,7 +591,7 @@ def _row(m: Model, recs: dict, find) -> dict:
     """ms of each library (an int8 model's float32 twin on ONNX Runtime too), ratios, memory,
     the check (the model's bytes: :func:`run_bench` adds them)."""
     qk, ort = recs["qkernels"], recs["ort"]
-    ort32 = find("ort", OP, m.twin.label) if m.variant == "int8" else {}
+    ort32 = find("ort", OP, m.twin.label) if m.variant != "fp32" else {}
     ms = {col: r["median_s"] * 1e3 if "median_s" in r else None
           for col, r in (("qkernels", qk), ("ort", ort), ("ort-fp32", ort32), ("openvino", recs.get("openvino", {})),
                          ("openvino-f32", recs.get("openvino-f32", {})))}
@@ -495,6 +616,8 @@ def check_cell(check) -> str:
         return ("ok" if check["within_bound"] else "WRONG") + (f" {rel:.1e}" if rel is not None else "")
     if check.get("error"):
         return check["error"]
+    if "cosine_to_fp32" in check:
+        return f"cos {check['cosine_to_fp32']:.5f}"
     lsb = check.get("max_diff_lsb")
     size = f"{lsb:.0f} LSB" if lsb is not None else f"{check.get('max_abs_diff', 0):.2g}"
     return f"{size} {'=' if check.get('argmax_agrees') else '!='}"
@@ -509,7 +632,9 @@ def legend() -> str:
             "loaded weights; live: qkernels Session.peak_bytes (its compiled plan's arena: input and intermediates). check: "
             f"fp32 logits within "
             f"{FP32_RTOL:g} x max|logit| of ORT's (ok, largest difference over max|logit|); int8 (information): "
-            "largest difference from ORT's logits in output LSB, argmax equal (=) or not (!=)")
+            "largest difference from ORT's logits in output LSB, argmax equal (=) or not (!=); encoders (output "
+            "last_hidden_state): fp32 the same gate, int8dyn (ORT quantize_dynamic) and fp16 (qkernels.quant) "
+            "the cosine of the mean-pooled sentence embedding to ORT's float32 model's (information)")
 
 
 def format_table(report: dict) -> str:
@@ -544,14 +669,20 @@ def _int8_notes(rows: list[dict], prepared: dict) -> list[str]:
     beside ONNX Runtime's int8 and beside the float QDQ semantics."""
     notes, seen = [], set()
     for r in rows:
-        if r["variant"] != "int8" or not r["plan_ops"] or r["shape"] in seen:
+        if r["variant"] == "fp32" or not r["plan_ops"] or r["shape"] in seen:
             continue
         seen.add(r["shape"])
         prep = prepared.get(r["shape"], {})
         made = prep.get("ops") or {}
-        notes.append(f"qkernels plan of {r['shape']} ({sum(made.values())} nodes as quantized by ORT: "
+        notes.append(f"qkernels plan of {r['shape']} ({sum(made.values())} nodes as quantized: "
                      f"{_counts(made)}): {_counts(r['plan_ops'])}; on floats: {_counts(r['float_ops'] or {})}")
         c = r["check"] or {}
+        if c.get("cosine_to_fp32") is not None:
+            ort_cos = prep.get("ort_cosine_to_fp32")
+            notes.append(f"{r['shape']} ({r['threads']} thr): cosine of the sentence embedding to the float32 "
+                         f"model's: qkernels {c['cosine_to_fp32']:.6f}, ORT on the same bytes "
+                         f"{cell(ort_cos, '{:.6f}', 0)}; largest |qkernels - ORT| "
+                         f"{cell(c.get('max_abs_diff_to_ort'), '{:.3g}', 0)}")
         if c.get("max_diff_lsb") is not None:
             qdq, ort_qdq = (cell(x, "{:.0f}", 0) for x in (c.get("qdq_float_max_diff_lsb"),
                                                             prep.get("ort_vs_qdq_float_lsb")))
@@ -563,9 +694,15 @@ def _int8_notes(rows: list[dict], prepared: dict) -> list[str]:
 
 
 def run_bench(model_list, threads_list, *, quick: bool = False, rounds: int = 1, isa: str | None = None,
-              seed: int = 0, libs=LIBS, progress=None, wait_idle_s: float = 0.0, timing: dict | None = None) -> dict:
+              seed: int = 0, libs=LIBS, progress=None, wait_idle_s: float = 0.0, timing: dict | None = None,
+              process_per_model: bool | None = None) -> dict:
     """Prepare the models, then run every (library, thread count, model) worker ``rounds``
-    times; return the report dict (``timing``: overrides the quick/full batch settings)."""
+    times; return the report dict (``timing``: overrides the quick/full batch settings).
+    ``process_per_model`` (default: not ``quick``): each model in a process of its own;
+    else the models of a (library, thread count) share one, which keeps ``--quick`` (CI's
+    smoke run) short, and their memory growth is not reported (a process's peak only grows)."""
+    if process_per_model is None:
+        process_per_model = not quick
     timing, notes, libs = run_setup(quick, libs, timing)
     if any(lib.startswith("openvino") for lib in libs) and not peers.have("openvino"):
         libs = [lib for lib in libs if not lib.startswith("openvino")]
@@ -591,10 +728,15 @@ def run_bench(model_list, threads_list, *, quick: bool = False, rounds: int = 1,
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 notes.append(f"preparing the models failed: {exc}")
                 failed = True
+        for label in [k for k, p in prepared.items() if p.get("skipped")]:
+            notes.append(f"{label} skipped: qkernels.quant.quantize_model(target=\"fp16\") did not give a usable "
+                         f"model: {prepared.pop(label)['skipped']}")
+            model_list = [m for m in model_list if m.label != label]
+            ort_list = [m for m in ort_list if m.label != label]
         extra = {lib: (ort_list if lib == "ort" else model_list, {"prepared": prepared}) for lib in libs}
         got = collect(SUITE.name, libs if prepared else [], model_list, threads_list, timing=timing,
                       rounds=rounds, isa=isa, seed=seed, progress=progress, wait_idle_s=wait_idle_s,
-                      extra_by_lib=extra, process_per_item=True)
+                      extra_by_lib=extra, process_per_item=process_per_model)
         got["failed"] = got["failed"] or failed
     for lib in ("openvino", "openvino-f32"):
         info = got["infos"].get(lib, {})
@@ -602,7 +744,7 @@ def run_bench(model_list, threads_list, *, quick: bool = False, rounds: int = 1,
             notes.append(f"{lib} did not compile {key.split(' ', 1)[1]}: {info.pop(key)}")
     settings = settings_of("models", model_list, threads_list, quick=quick, rounds=rounds, wait_idle_s=wait_idle_s,
                            timing=timing, seed=seed, isa=isa, fp32_rtol=FP32_RTOL,
-                           calibration_inputs=CALIBRATION_INPUTS)
+                           calibration_inputs=CALIBRATION_INPUTS, process_per_model=process_per_model)
     report = SUITE.report(got, model_list, threads_list, notes, settings,
                           models=[dict(m._asdict(), geometry=m.geometry) for m in model_list],
                           prepared={k: {f: v for f, v in p.items() if f not in ("path", "reference", "reference_qdq",
@@ -610,6 +752,11 @@ def run_bench(model_list, threads_list, *, quick: bool = False, rounds: int = 1,
                                     for k, p in prepared.items()})
     for r in report["rows"]:
         r["model_bytes"] = prepared.get(r["shape"], {}).get("bytes")
+        if not process_per_model:
+            r["rss_growth"] = {lib: None for lib in r["rss_growth"]}
+    if not process_per_model and report["rows"]:
+        report["notes"].append("the models of a library and thread count ran in one process: memory growth "
+                               "(RSS+) not reported")
     report["notes"][len(notes):len(notes)] = _int8_notes(report["rows"], prepared)   # before collect's notes
     return report
 

@@ -158,6 +158,8 @@ def _model_check(c) -> str:
         return ("ok" if c["within_bound"] else "**WRONG**") + f" ({_f(c.get('rel_diff'), '{:.1e}')})"
     if c.get("error"):
         return c["error"]
+    if "cosine_to_fp32" in c:   # an encoder variant: its sentence embedding against float32's
+        return f"cosine {_f(c['cosine_to_fp32'], '{:.5f}')} to fp32"
     return f"{_f(c.get('max_diff_lsb'), '{:.0f}')} LSB, argmax {'same' if c.get('argmax_agrees') else '**differs**'}"
 
 
@@ -171,7 +173,9 @@ def models_tables(rep: dict) -> str:
               "an upper bound including the serialized model and the loaded weights; live = qkernels "
               "`Session.peak_bytes` (input and intermediate tensors alive at once); check: fp32 logits within "
               f"{st.get('fp32_rtol', 1e-4):g} × max \\|logit\\| of ONNX Runtime's (largest difference over "
-              "max \\|logit\\|), int8 (information): the largest difference in output LSB and the argmax.")
+              "max \\|logit\\|), int8 (information): the largest difference in output LSB and the argmax; an "
+              "encoder's int8dyn or fp16 (information): the cosine of its mean-pooled sentence embedding to the "
+              "float32 model's.")
     header = ("| model | variant | input | threads | qkernels ms | ORT ms | qk / ORT | ORT fp32 ms | qk / ORT fp32 "
               "| model MiB | RSS growth qkernels MiB | RSS growth ORT MiB | live qkernels MiB "
               "| load qkernels / ORT s | check |")

@@ -23,7 +23,7 @@ REPORT = Path(__file__).resolve().parent.parent / "bench" / "report.py"
 
 def test_tiny_models_run_checked_on_both_libraries_and_report_prints_them(tmp_path):
     pytest.importorskip("onnxruntime")
-    rep = bench_models.run_bench(TINY, [1], quick=True, timing=TINY_TIMING)
+    rep = bench_models.run_bench(TINY, [1], quick=True, timing=TINY_TIMING, process_per_model=True)
     assert rep["ok"] and not rep["wrong_results"], rep["notes"]
     assert rep["suite"] == "models" and [(r["shape"], r["variant"], r["threads"]) for r in rep["rows"]] == [
         ("mobilenet_v2-fp32", "fp32", 1), ("mobilenet_v2-int8", "int8", 1)]
@@ -72,9 +72,17 @@ def test_cli_models_quick_run_saves_json(tmp_path, capsys):
 
 
 def test_model_tables_and_selection():
-    assert [m.label for m in bench_models.MODELS] == ["mobilenet_v2-fp32", "mobilenet_v2-int8", "resnet18-fp32",
-                                                      "resnet18-int8"]
-    assert all((m.size, m.width) == (224, 1.0) for m in bench_models.models() if not m.real)
+    assert [m.label for m in bench_models.MODELS] == [
+        "mobilenet_v2-fp32", "mobilenet_v2-int8", "resnet18-fp32", "resnet18-int8",
+        *(f"encoder_t{t}-{v}" for t in (16, 128) for v in ("fp32", "int8dyn", "fp16"))]
+    assert all((m.size, m.width) == (224, 1.0) for m in bench_models.models() if not m.real and not m.tokens)
+    # the encoders: all-MiniLM-L6-v2's shape at full size, 2 layers of 64 in --quick (CI's smoke run)
+    enc = [m for m in bench_models.models() if m.tokens]
+    assert {(m.layers, m.hidden, m.heads, m.vocab) for m in enc} == {(6, 384, 12, 30522)}
+    assert {(m.layers, m.hidden, m.vocab) for m in bench_models.models(quick=True) if m.tokens} == {(2, 64, 1000)}
+    assert enc[1].twin.label == "encoder_t16-fp32" and enc[1].geometry == "6x384 16t" and enc[1].feed == "input_ids"
+    x = bench_models.feeds(enc[4])
+    assert set(x) == {"input_ids", "attention_mask", "token_type_ids"} and x["input_ids"].shape == (1, 128)
     real = [m for m in bench_models.models() if m.real]        # the trained models, once downloaded
     assert all(bench_models.real_models.cached(m.real) and m.feed == "x" and m.warmup is None for m in real)
     assert not any(m.real for m in bench_models.models(quick=True))
@@ -103,6 +111,35 @@ def test_fp32_check_gates_and_int8_comparison_informs():
     [row] = bench_models.SUITE.rows([rec], [model], [1])
     assert row["ms"]["qkernels"] is None and row["qk_over_ort"] is None
     assert "WRONG" in bench_models.check_cell(row["check"])
+
+
+def test_encoder_variants_checked_by_embedding_cosine_and_quick_models_share_a_process(tmp_path):
+    """The encoder: fp32 gated against ORT, int8dyn (ORT quantize_dynamic) compared by the
+    cosine of its sentence embedding to the float32 model's; fp16 timed or, while
+    qkernels.quant cannot make it, skipped with the reason in a note. Quick models share a
+    process per library: no memory growth is reported for them."""
+    pytest.importorskip("onnxruntime")
+    tiny = [bench_models.Model(f"encoder_t8-{v}", "encoder_t8", v, 1.0, 0, 0, "test", tokens=8, layers=1,
+                               hidden=32, heads=2, vocab=50) for v in bench_models.ENCODER_VARIANTS]
+    rep = bench_models.run_bench(tiny, [1], quick=True, timing=TINY_TIMING, libs=("qkernels", "ort"))
+    assert rep["ok"] and not rep["wrong_results"], rep["notes"]
+    rows = {r["variant"]: r for r in rep["rows"]}
+    assert rows["fp32"]["check"]["within_bound"] is True
+    dyn = rows["int8dyn"]["check"]
+    assert dyn["blocking"] is False and dyn["finite"] and 0.9 < dyn["cosine_to_fp32"] <= 1 + 1e-9
+    assert dyn["max_abs_diff_to_ort"] is not None and rows["int8dyn"]["ms"]["ort-fp32"] == rows["fp32"]["ms"]["ort"]
+    assert rep["prepared"]["encoder_t8-int8dyn"]["ops"]["MatMulInteger"] > 0
+    assert any(n.startswith("encoder_t8-int8dyn (1 thr): cosine") for n in rep["notes"]), rep["notes"]
+    if "fp16" in rows:
+        assert rows["fp16"]["check"]["cosine_to_fp32"] > 0.99
+    else:
+        assert any(n.startswith("encoder_t8-fp16 skipped: qkernels.quant") for n in rep["notes"]), rep["notes"]
+    assert all(v is None for r in rep["rows"] for v in r["rss_growth"].values())
+    assert rep["settings"]["process_per_model"] is False and "cos " in bench_models.format_table(rep)
+    path = tmp_path / "encoders.json"
+    path.write_text(json.dumps(rep))
+    md = subprocess.run([sys.executable, str(REPORT), str(path)], capture_output=True, text=True, check=True).stdout
+    assert "| encoder_t8 | int8dyn | 1x32 8t | 1 |" in md and "to fp32 |" in md and "LSB" not in md.split("| --- |")[-1]
 
 
 def test_without_onnxruntime_int8_models_are_skipped_with_a_note(monkeypatch):
