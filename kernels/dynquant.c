@@ -101,6 +101,14 @@ int qk_dynq_params(float mn, float mx, float *scale, int32_t *zp) {
     return 0;
 }
 
+void qk_dynq_columns(size_t n, float sa, int32_t za, const int32_t *add0, const int32_t *cb, const float *sw,
+                     int32_t *add, float *scale) {
+    for (size_t j = 0; j < n; j++) {
+        add[j] = (int32_t)((uint32_t)add0[j] - (uint32_t)za * (uint32_t)cb[j]);
+        scale[j] = sa * sw[j];
+    }
+}
+
 int qk_dynq_quantize(qk_minmax_fn minmax, qk_quantize_row_fn qrow, size_t m, size_t k, const float *x,
                      ptrdiff_t x_stride, int per_row, uint8_t *q, float *sa, int32_t *za) {
     if (!per_row) {

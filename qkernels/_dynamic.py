@@ -21,6 +21,7 @@ from ._qtensor import QTensor
 from ._requant import INT32_OUTPUT
 
 _F32 = np.dtype(np.float32)
+_ZERO_I32 = np.zeros(1, np.int32)
 
 
 class DynamicQuantError(ValueError):
@@ -60,20 +61,33 @@ class DynamicCall:
     ``run()`` repeats it and raises DynamicQuantError when the activations cannot be
     quantized. What a graph plan keeps per node."""
 
-    __slots__ = ("bound", "q", "sa", "za", "acc")
+    __slots__ = ("bound", "q", "sa", "za", "keep")
 
     def __init__(self, pw: PackedWeights, x2, y, bias=None, per_row=False, q=None, a_signed=False, isa=None):
         isa = _dispatch.isa_index() if isa is None else isa
-        m, k = y.shape[0], pw.k
+        m, k, n = y.shape[0], pw.k, pw.n
         cb, sw = dynamic_terms(pw)
         self.q = np.empty((m, k), np.uint8) if q is None else q
         self.sa = np.zeros(m if per_row else 1, np.float32)
         self.za = np.zeros(m if per_row else 1, np.int32)
-        self.acc = np.empty((m, pw.n), np.int32)
-        # the GEMM with A's zero point 0: the dynamic one enters through cb in the last pass
-        gemm = pw.prepare(max(m, 1), a_signed, 0, 1.0, INT32_OUTPUT, isa=isa).run(self.q, self.acc, bind=True)
-        self.bound = _native.dynq_bind(isa, x2, per_row, self.q, self.sa, self.za, gemm, self.acc, cb, sw,
-                                       bias, y)
+        # the GEMM with A's zero point 0: the dynamic one enters through cb (column terms)
+        call = pw.prepare(max(m, 1), a_signed, 0, 1.0, INT32_OUTPUT, isa=isa)
+        threads = _dispatch.get_num_threads()
+        if per_row:     # int32 sums, then the dequantizing pass with each row's parameters
+            acc = np.empty((m, n), np.int32)
+            gemm = call.run(self.q, acc, bind=True)
+            self.bound = _native.dynq_bind(isa, x2, True, self.q, self.sa, self.za, gemm, cb, sw, y, acc, bias)
+            self.keep = acc
+            return
+        # per tensor: the GEMM's output stage dequantizes (QK_OUT_DQ_F32), its column
+        # terms set by each run from the activations' scale and zero point
+        add, scale = np.empty(n, np.int32), np.empty(n, np.float32)
+        gemm = _native.gemm(call.kid, self.q, a_signed, 0, call.packed, n, add, call.col_zb, call.need_row_sum,
+                            _native.OUT_DQ_F32, False, 0, 0, 0, scale, _ZERO_I32, _ZERO_I32, y, threads, True, None,
+                            bias)
+        self.bound = _native.dynq_bind(isa, x2, False, self.q, self.sa, self.za, gemm, cb, sw, y, None, bias,
+                                       call.col_add, add, scale)
+        self.keep = (add, scale)
 
     def run(self) -> np.ndarray:
         y = self.bound.run()

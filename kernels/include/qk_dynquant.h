@@ -37,6 +37,11 @@ int qk_dynq_params(float mn, float mx, float *scale, int32_t *zp);
 int qk_dynq_quantize(qk_minmax_fn minmax, qk_quantize_row_fn qrow, size_t m, size_t k, const float *x,
                      ptrdiff_t x_stride, int per_row, uint8_t *q, float *sa, int32_t *za);
 
+/* The output stage's per-column terms of one call (per tensor, QK_OUT_DQ_F32):
+   add[n] = add0[n] - za * cb[n] (int32, wrapping), scale[n] = float32(sa * sw[n]). */
+void qk_dynq_columns(size_t n, float sa, int32_t za, const int32_t *add0, const int32_t *cb, const float *sw,
+                     int32_t *add, float *scale);
+
 int qk_minmax_scalar(size_t n, const float *x, float *mn, float *mx);
 void qk_dq_rows_scalar(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const float *sa, const int32_t *za,
                        int per_row, const int32_t *cb, const float *sw, const float *bias, float *y, size_t y_stride);

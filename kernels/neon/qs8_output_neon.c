@@ -58,6 +58,11 @@ void qk_output_neon(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
                     size_t m0, size_t n0, const qk_out_params *p, void *c, size_t c_stride) {
     const int32_t *row_sum = p->row_sum;
     const size_t es = qk_out_elem_size(p);
+    if (p->mode == QK_OUT_DQ_F32) {   /* dynamic quantization's float output: the scalar stage (the compiler vectorises it) */
+        for (size_t i = 0; i < mr; i++)
+            qk_out_row_tail(0, nr, acc + i * acc_stride, m0 + i, n0, p, (char *)c + (m0 + i) * c_stride + n0 * es);
+        return;
+    }
     qk_consts q;
     q.mode = p->mode;
     q.zp = vdupq_n_s32(p->zero_point);
