@@ -87,7 +87,7 @@ def dynq_bind(int isa, cnp.ndarray x, bint per_row, cnp.ndarray q, cnp.ndarray s
     cdef BoundDynq b = BoundDynq.__new__(BoundDynq)
     cdef size_t M = q.shape[0], N = y.shape[1]
     cdef size_t rows = M if per_row else 1
-    if y.dtype != np.float32 or y.ndim != 2 or <size_t>y.shape[0] != M or (N > 1 and y.strides[1] != 4) or \
+    if y.dtype != np.float32 or y.ndim != 2 or <size_t>y.shape[0] != M or (N > 1 and M > 0 and y.strides[1] != 4) or \
             y.strides[0] < 0 or not _vec(sa, np.float32, rows) or not _vec(za, np.int32, rows) or \
             not _vec(cb, np.int32, N) or not _vec(sw, np.float32, N) or \
             (bias is not None and not _vec(bias, np.float32, N)):
@@ -103,7 +103,7 @@ def dynq_bind(int isa, cnp.ndarray x, bint per_row, cnp.ndarray q, cnp.ndarray s
         b.acc, b.acc_stride = <const int32_t *>_ptr(acc), N
     if x is not None:
         if x.dtype != np.float32 or x.ndim != 2 or <size_t>x.shape[0] != M or x.shape[1] != q.shape[1] or \
-                (x.shape[1] > 1 and x.strides[1] != 4) or q.dtype != np.uint8 or not q.flags.c_contiguous:
+                (x.shape[1] > 1 and M > 0 and x.strides[1] != 4) or q.dtype != np.uint8 or not q.flags.c_contiguous:
             raise ValueError("dynq_bind: x must be float32 (M, K), columns contiguous, q uint8 (M, K)")
         b.x = <const float *>_ptr(x)
         b.x_stride = x.strides[0]

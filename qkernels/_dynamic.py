@@ -59,9 +59,12 @@ class DynamicCall:
     contiguous columns (or, ``x2`` None, ``q`` filled by the caller with quantized
     activations of parameters ``sa`` / ``za``), y (M, N) float32 with contiguous columns.
     ``run()`` repeats it and raises DynamicQuantError when the activations cannot be
-    quantized. What a graph plan keeps per node."""
+    quantized. After a run, ``q``, ``sa``, ``za`` hold the quantized activations and
+    their parameters, ``acc`` (per row only; else None) the int32 sums with A's zero
+    point taken as 0. What a graph
+    plan keeps per node."""
 
-    __slots__ = ("bound", "q", "sa", "za", "keep")
+    __slots__ = ("bound", "q", "sa", "za", "acc", "keep")
 
     def __init__(self, pw: PackedWeights, x2, y, bias=None, per_row=False, q=None, a_signed=False, isa=None):
         isa = _dispatch.isa_index() if isa is None else isa
@@ -77,7 +80,7 @@ class DynamicCall:
             acc = np.empty((m, n), np.int32)
             gemm = call.run(self.q, acc, bind=True)
             self.bound = _native.dynq_bind(isa, x2, True, self.q, self.sa, self.za, gemm, cb, sw, y, acc, bias)
-            self.keep = acc
+            self.acc, self.keep = acc, None
             return
         # per tensor: the GEMM's output stage dequantizes (QK_OUT_DQ_F32), its column
         # terms set by each run from the activations' scale and zero point
@@ -87,7 +90,7 @@ class DynamicCall:
                             bias)
         self.bound = _native.dynq_bind(isa, x2, False, self.q, self.sa, self.za, gemm, cb, sw, y, None, bias,
                                        call.col_add, add, scale)
-        self.keep = (add, scale)
+        self.acc, self.keep = None, (add, scale)   # (per tensor the int32 sums are never stored)
 
     def run(self) -> np.ndarray:
         y = self.bound.run()
