@@ -420,3 +420,19 @@ def test_matmul_integer_to_float_op(adt, per_col):
         y = s.run(None, feeds)[0]
         np.testing.assert_array_equal(y, r.run(None, feeds)[0])
         np.testing.assert_array_equal(y, o.run(None, feeds)[0])
+
+
+@settings(max_examples=20)
+@given(m=DIM, k=DIM, n=DIM, per_row=st.booleans(), seed=st.integers(0, 2**31))
+def test_seven_bit_weights(isa, ref, m, k, n, per_row, seed):
+    """quantize_dynamic's reduce_range weights (7 bits: the AVX2 path's vpmaddubsw kernel
+    takes them) through the same call, exact."""
+    rng = np.random.default_rng(seed)
+    x = activations(rng, (m, k), "normal")
+    w = rng.integers(-64, 64, size=(k, n)).astype(np.int8)
+    sw = (rng.random(n) * 0.02 + 1e-4).astype(F32)
+    wq = qk.QTensor(w, sw, np.zeros(n, np.int8), axis=1)
+    assert qk.pack_weights(wq).pairs_128
+    bias = rng.standard_normal(n).astype(F32)
+    np.testing.assert_array_equal(qk.dynamic_matmul(x, wq, bias, per_row=per_row),
+                                  y_ref(ref, x, w, sw, 0, bias, per_row)[0])
