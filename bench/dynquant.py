@@ -72,7 +72,6 @@ def quantized_model(path: str) -> str:
 
 def kernel_rows(shapes, rounds):
     """qkernels' fused dynamic matmul vs ORT's DynamicQuantizeMatMul, one node each."""
-    import onnx
     from onnx import TensorProto as T, helper as h, numpy_helper as nh
 
     import qkernels as qk
@@ -88,7 +87,8 @@ def kernel_rows(shapes, rounds):
         call = _dynamic.DynamicCall(qk.pack_weights(qk.QTensor(w, sw, zw, axis=1)), x, y, b)
         g = h.make_graph([h.make_node("DynamicQuantizeMatMul", ["x", "w", "s", "z", "b"], ["y"],
                                       domain="com.microsoft")], "g",
-                         [h.make_tensor_value_info("x", T.FLOAT, [m, k])], [h.make_tensor_value_info("y", T.FLOAT, [m, n])],
+                         [h.make_tensor_value_info("x", T.FLOAT, [m, k])],
+                         [h.make_tensor_value_info("y", T.FLOAT, [m, n])],
                          [nh.from_array(w, "w"), nh.from_array(sw, "s"), nh.from_array(zw, "z"), nh.from_array(b, "b")])
         model = h.make_model(g, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1)])
         sess = _ort_session(model.SerializeToString())

@@ -358,7 +358,8 @@ def _contrib_model(op, inputs, x_info, inits, n):
     node = helper.make_node(op, inputs, ["y"], domain="com.microsoft")
     graph = helper.make_graph([node], "g", x_info, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
     return model
 
@@ -376,8 +377,6 @@ def test_dynamic_quantize_matmul_op(wdt, per_col, with_zp, with_bias):
     if with_zp:
         inits.append(numpy_helper.from_array(np.asarray(zw, wdt), "zw"))
         names.append("zw")
-    elif not with_bias:
-        pass
     if with_bias:
         if not with_zp:
             names.append("")
