@@ -113,6 +113,12 @@ int qk_dynq_quantize(qk_minmax_fn minmax, qk_quantize_row_fn qrow, size_t m, siz
                      ptrdiff_t x_stride, int per_row, uint8_t *q, float *sa, int32_t *za) {
     if (!per_row) {
         float mn = 0.0f, mx = 0.0f;
+        if (x_stride == (ptrdiff_t)(k * sizeof(float))) {    /* one run of memory: one pass, one range */
+            if (minmax(m * k, x, &mn, &mx)) return 1;
+            if (qk_dynq_params(mn, mx, &sa[0], &za[0])) return 2;
+            qk_quantize_range(qrow, 0, m * k, 1, 1, x, &sa[0], &za[0], 0, q);
+            return 0;
+        }
         for (size_t i = 0; i < m; i++)
             if (minmax(k, (const float *)(const void *)((const char *)x + (ptrdiff_t)i * x_stride), &mn, &mx))
                 return 1;
