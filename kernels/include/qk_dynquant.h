@@ -3,8 +3,10 @@
  * (uint8; scale = (max(0, max x) - min(0, min x)) / 255, 1 when that range is 0;
  * zero point = round_half_even(clamp(0 - min / scale, 0, 255)); q = saturate(
  * round_half_even(x / scale) + zero point)) or per row (the same over each row), then the
- * exact int8 GEMM, then the dequantizing output pass
- *     y[m, n] = float32(acc[m, n] - za[m] * cb[n]) * (sa[m] * sw[n]) (+ bias[n]),
+ * exact int8 GEMM, then the dequantization
+ *     y[m, n] = float32(acc[m, n] - za[m] * cb[n]) * (sa[m] * sw[n]) (+ bias[n]):
+ * per tensor in the GEMM's output stage (QK_OUT_DQ_F32, its column terms from
+ * qk_dynq_columns), per row in the pass qk_dq_rows over the GEMM's int32 sums;
  * each step one float32 rounding in the order of ONNX Runtime's quantize_dynamic graph
  * (MatMulInteger -> Cast -> Mul(a_scale * w_scale) -> Add bias). acc holds the GEMM's
  * sums with the activations' zero point taken as 0 (B's zero points already folded in);
