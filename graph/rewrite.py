@@ -3,6 +3,9 @@
 
 :func:`rewrite` runs, in order:
 
+0. :func:`fuse_dynamic_quantize` — ONNX Runtime's quantize_dynamic chain
+   (DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul [-> Add]) as one com.microsoft
+   DynamicQuantizeMatMul;
 1. :func:`fold_batchnorm` — BatchNormalization after a float Conv folded into the
    Conv's weights and bias;
 2. :func:`qdq_to_integer` — ``DequantizeLinear -> Conv/MatMul/Gemm -> QuantizeLinear``
@@ -617,6 +620,53 @@ def fuse_residual_add(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
+def fuse_dynamic_quantize(graph: Graph) -> Graph:
+    """ONNX Runtime's ``quantize_dynamic`` chain of a MatMul with constant weights,
+    ``DynamicQuantizeLinear(x) -> MatMulInteger(q, W, zq, zW) -> Cast(float) ->
+    Mul(., Mul(x_scale, W_scale)) [-> Add(., bias)]``, as com.microsoft
+    ``DynamicQuantizeMatMul(x, W, W_scale, zW, bias)``: one node, one native call
+    (graph/backends/cpu_dynquant.py), its reference the same float32 steps. A
+    DynamicQuantizeLinear read by several MatMulIntegers (query, key, value) goes when
+    the last of them is fused; the intermediate values must be read by nothing else."""
+    ed = _Editor(graph)
+    for mi in graph.nodes:
+        if mi.domain or mi.op_type != "MatMulInteger" or len(mi.inputs) < 3 or ed.taken(mi):
+            continue
+        q, w, zq = mi.inputs[:3]
+        zw = mi.inputs[3] if len(mi.inputs) > 3 else ""
+        dql = ed.producer_of(q, "DynamicQuantizeLinear")
+        W = ed.const(w)
+        if dql is None or len(dql.outputs) < 3 or dql.outputs[0] != q or dql.outputs[2] != zq or not dql.outputs[1] \
+                or W is None or W.ndim != 2 or W.dtype not in _INT8 or (zw and ed.const(zw) is None):
+            continue
+        n = W.shape[1]
+        cast = ed.only_consumer(mi.outputs[0])
+        if cast is None or cast.domain or cast.op_type != "Cast" or _attr(cast, "to", 0) != 1 or ed.taken(cast):
+            continue
+        mul = ed.only_consumer(cast.outputs[0])
+        if mul is None or mul.domain or mul.op_type != "Mul" or len(mul.inputs) != 2 or ed.taken(mul):
+            continue
+        other = mul.inputs[1] if mul.inputs[0] == cast.outputs[0] else mul.inputs[0]
+        smul = ed.producer_of(other, "Mul")
+        if smul is None or len(smul.inputs) != 2 or dql.outputs[1] not in smul.inputs or other == cast.outputs[0]:
+            continue
+        ws = smul.inputs[1] if smul.inputs[0] == dql.outputs[1] else smul.inputs[0]
+        WS = ed.const(ws)
+        if WS is None or WS.dtype != np.float32 or WS.ndim > 1 or WS.size not in (1, n):
+            continue
+        out, removed, bias = mul.outputs[0], [cast, mul], ""
+        add = ed.only_consumer(out)
+        if add is not None and not add.domain and add.op_type == "Add" and len(add.inputs) == 2 and not ed.taken(add):
+            b = add.inputs[1] if add.inputs[0] == out else add.inputs[0]
+            B = ed.const(b)
+            if B is not None and B.dtype == np.float32 and B.shape == (n,) and b != out:
+                out, bias = add.outputs[0], b
+                removed.append(add)
+        node = Node(mi.name, "DynamicQuantizeMatMul", MS, [dql.inputs[0], w, ws, zw, bias], [out], {})
+        ed.replace(mi, [node], *removed)
+    return _prune(ed.result())
+
+
 def fuse_hard_swish(graph: Graph) -> Graph:
     """Fuse PaddlePaddle's hard swish as its exports spell it after a float32 convolution
     (``t = Conv``; ``Div(Mul(t, Clip(Add(t, a), lo, hi)), d)``, constants a, lo, hi, d,
@@ -788,7 +838,7 @@ def conv1d_as_conv2d(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
-PASSES = (fold_batchnorm, fold_conv_scale_mul, fold_conv_bias_add, qdq_to_integer, fuse_activations, fuse_residual_add,
+PASSES = (fuse_dynamic_quantize, fold_batchnorm, fold_conv_scale_mul, fold_conv_bias_add, qdq_to_integer, fuse_activations, fuse_residual_add,
           fuse_hard_swish, fold_constant_dequantize, fuse_qlinear_residual_add, conv1d_as_conv2d)
 
 

@@ -21,6 +21,7 @@ OUT_FIXEDPOINT = QK_OUT_FIXEDPOINT
 OUT_FIXEDPOINT_UP = QK_OUT_FIXEDPOINT_UP
 OUT_F16 = QK_OUT_F16
 OUT_F32 = QK_OUT_F32
+OUT_DQ_F32 = QK_OUT_DQ_F32
 DTYPE_QS8 = QK_DTYPE_QS8
 DTYPE_F16 = QK_DTYPE_F16
 DTYPE_F32 = QK_DTYPE_F32
@@ -178,12 +179,13 @@ cdef class ConvSource:
 def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
          cnp.ndarray col_add, cnp.ndarray col_zb, bint need_row_sum, int mode, bint out_signed,
          int32_t zy, int32_t lo, int32_t hi, cnp.ndarray scale, cnp.ndarray mult, cnp.ndarray shift,
-         cnp.ndarray out, int num_threads, bint bind=False, post=None):
+         cnp.ndarray out, int num_threads, bint bind=False, post=None, cnp.ndarray dq_bias=None):
     """C = output_stage(A (M, K) . packed B) into `out` (M, N): rows contiguous, any
     row stride. A is a matrix (ndarray, any strides) or a ConvSource. `bind`: return
     the call bound (BoundGemm: run() repeats it) instead of running it. ``post``: None,
     or (isa, b, s1, z1, sb, zb, sy, zy), a fused QLinearAdd of each stored tile and b
     (M, N) of the output's dtype, columns contiguous (qk_output.h; int8/uint8 modes).
+    ``dq_bias``: QK_OUT_DQ_F32 (float32 out): None or the float32 bias (>= N) added last.
 
     The caller (qkernels._gemm) guarantees dtypes, contiguity and lengths of the
     per-column arrays (col_add, col_zb, scale, mult, shift: int32/float32, >= N)."""
@@ -191,6 +193,11 @@ def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, siz
     cdef qk_out_params p = _out_params(mode, out_signed, zy, lo, hi, col_add, scale, mult, shift)
     cdef cnp.ndarray pb = None
     p.col_zb = <const int32_t *>_ptr(col_zb)
+    if mode == QK_OUT_DQ_F32:
+        if out.dtype != np.float32 or (dq_bias is not None and (dq_bias.dtype != np.float32 or
+                                                              <size_t>dq_bias.shape[0] < N)):
+            raise ValueError("QK_OUT_DQ_F32: a float32 output and bias")
+        p.bias_f = <const float *>_ptr(dq_bias) if dq_bias is not None else NULL
     if post is not None:
         isa, pb, s1, z1, sb, zb, sy, zy = post
         m = a.m if isinstance(a, ConvSource) else a.shape[0]
@@ -201,7 +208,7 @@ def gemm(int kid, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, siz
         p.post_s1, p.post_z1, p.post_sb, p.post_zb, p.post_sy, p.post_zy = s1, z1, sb, zb, sy, zy
         p.post_fn = qk_qlinear_binary_for_isa(isa)
     return _gemm_run(k, a, a_signed, za, b_packed, N, need_row_sum, &p, out, num_threads, bind,
-                     (col_add, col_zb, scale, mult, shift, pb))
+                     (col_add, col_zb, scale, mult, shift, pb, dq_bias))
 
 
 def gemm_float(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bias, float flo, float fhi,
@@ -1108,3 +1115,4 @@ include "_pool2.pxi"
 include "_eltwise.pxi"
 include "_resize.pxi"
 include "_recurrent.pxi"
+include "_dynquant.pxi"

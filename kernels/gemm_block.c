@@ -46,7 +46,8 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
     const size_t b_panel = k_groups * kr * nr * qk_pack_elem_size(kern->b_pack);
     int32_t acc[QK_MAX_TILE];
     const int fuse = kern->fused && !p->row_sum &&
-                     (p->mode == QK_OUT_INT32 || p->mode == QK_OUT_FP32 || p->mode == QK_OUT_F32 || qk_out_is_fixedpoint(p->mode));
+                     (p->mode == QK_OUT_INT32 || p->mode == QK_OUT_FP32 || p->mode == QK_OUT_F32 || p->mode == QK_OUT_DQ_F32 ||
+                      qk_out_is_fixedpoint(p->mode));
     /* A panel outer: it stays in L1 while the block's B panels (L1/L2) pass by. */
     for (size_t m = m0; m < m1; m += mr) {
         const char *ap = (const char *)a_packed + ((m - m0) / mr) * a_panel;

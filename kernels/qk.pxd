@@ -21,7 +21,7 @@ cdef extern from "qk_pack.h" nogil:
     size_t qk_packed_a_bytes(int pack, int mr, int kr, size_t m, size_t k)
 
 cdef extern from "qk_output.h" nogil:
-    int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT, QK_OUT_FIXEDPOINT_UP, QK_OUT_F16, QK_OUT_F32
+    int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT, QK_OUT_FIXEDPOINT_UP, QK_OUT_F16, QK_OUT_F32, QK_OUT_DQ_F32
     int QK_ACT_NONE, QK_ACT_HSWISH_DIV
     ctypedef struct qk_out_params:
         int mode
@@ -155,3 +155,18 @@ cdef extern from "qk_pool.h" nogil:
                        size_t ow, const size_t *geom, const Py_ssize_t *pad, int8_t *y, const Py_ssize_t *ys)
     void qk_maxpool_u8(const uint8_t *x, size_t n, size_t c, size_t h, size_t w, const Py_ssize_t *xs, size_t oh,
                        size_t ow, const size_t *geom, const Py_ssize_t *pad, uint8_t *y, const Py_ssize_t *ys)
+
+cdef extern from "qk_dynquant.h" nogil:
+    ctypedef int (*qk_minmax_fn)(size_t n, const float *x, float *mn, float *mx)
+    ctypedef void (*qk_dq_rows_fn)(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const float *sa,
+                                   const int32_t *za, int per_row, const int32_t *cb, const float *sw,
+                                   const float *bias, float *y, size_t y_stride)
+    ctypedef struct qk_dynq_fns:
+        qk_minmax_fn minmax
+        qk_dq_rows_fn dq_rows
+    qk_dynq_fns qk_dynq_for_isa(int isa)
+    int qk_dynq_params(float mn, float mx, float *scale, int32_t *zp)
+    void qk_dynq_columns(size_t n, float sa, int32_t za, const int32_t *add0, const int32_t *cb, const float *sw,
+                         int32_t *add, float *scale)
+    int qk_dynq_quantize(qk_minmax_fn minmax, qk_quantize_row_fn qrow, size_t m, size_t k, const float *x,
+                         Py_ssize_t x_stride, int per_row, uint8_t *q, float *sa, int32_t *za)

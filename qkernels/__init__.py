@@ -12,13 +12,14 @@ from ._dispatch import (EMULATED_ISAS, MAX_THREADS, SUPPORTED_ISAS, cpu_info, ge
                         use_isa, use_num_threads)
 from ._api import conv2d, depthwise_conv2d, matmul, pack_conv_weights, pack_weights
 from ._conv import PackedConvWeights
+from ._dynamic import DynamicQuantError, dynamic_matmul
 from ._gemm import PackedWeights, matmul_integer
 from ._qtensor import QTensor, dequantize, quantize
 
 __version__ = "0.1.0"
 __all__ = [
     "QTensor", "PackedWeights", "PackedConvWeights", "conv2d", "depthwise_conv2d", "pack_conv_weights", "quantize",
-    "dequantize", "matmul", "matmul_integer", "pack_weights",
+    "dequantize", "matmul", "matmul_integer", "pack_weights", "dynamic_matmul", "DynamicQuantError",
     "cpu_info", "get_isa", "set_isa", "use_isa", "SUPPORTED_ISAS", "EMULATED_ISAS", "set_num_threads", "get_num_threads",
     "use_num_threads", "MAX_THREADS",
 ]

@@ -26,8 +26,10 @@ void qk_output_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
         __m256 scale = _mm256_setzero_ps();
         __m256i mult = add, rshift = add;
         int scalar_cols = 0;
-        if (mode == QK_OUT_FP32) {
+        __m256 bias = _mm256_setzero_ps();
+        if (mode == QK_OUT_FP32 || mode == QK_OUT_DQ_F32) {
             scale = _mm256_loadu_ps(p->scale + n);
+            if (mode == QK_OUT_DQ_F32 && p->bias_f) bias = _mm256_loadu_ps(p->bias_f + n);
         } else if (qk_out_is_fixedpoint(mode)) {
             const __m256i shift = _mm256_loadu_si256((const __m256i *)(p->shift + n));
             scalar_cols = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(shift, _mm256_setzero_si256())));
@@ -46,6 +48,12 @@ void qk_output_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
                 v = _mm256_sub_epi32(v, _mm256_mullo_epi32(zb, _mm256_set1_epi32(row_sum[m0 + i])));
             if (mode == QK_OUT_INT32) {
                 _mm256_storeu_si256((__m256i *)(row + 4 * j), v);
+                continue;
+            }
+            if (mode == QK_OUT_DQ_F32) {   /* two roundings, as qk_out_dq: no FMA */
+                __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), scale);
+                if (p->bias_f) f = _mm256_add_ps(f, bias);
+                _mm256_storeu_ps((float *)(void *)(row + 4 * j), f);
                 continue;
             }
             __m256i r;
@@ -84,6 +92,22 @@ void qk_store_16cols_avx2(size_t mr, const int32_t *acc, size_t acc_stride, size
         for (size_t i = 0; i < mr; i++, row += c_stride) {
             _mm256_storeu_si256((__m256i *)row, _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i)), add0));
             _mm256_storeu_si256((__m256i *)(row + 32), _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i + 8)), add1));
+        }
+        return;
+    }
+    if (p->mode == QK_OUT_DQ_F32) {   /* float32(v) * scale (+ bias): two roundings, as qk_out_dq */
+        const __m256 s0 = _mm256_loadu_ps(p->scale + n0), s1 = _mm256_loadu_ps(p->scale + n0 + 8);
+        const float *bias = p->bias_f;
+        row += n0 * 4;
+        for (size_t i = 0; i < mr; i++, row += c_stride) {
+            __m256 f0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i)), add0)), s0);
+            __m256 f1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + acc_stride * i + 8)), add1)), s1);
+            if (bias) {
+                f0 = _mm256_add_ps(f0, _mm256_loadu_ps(bias + n0));
+                f1 = _mm256_add_ps(f1, _mm256_loadu_ps(bias + n0 + 8));
+            }
+            _mm256_storeu_ps((float *)(void *)row, f0);
+            _mm256_storeu_ps((float *)(void *)(row + 32), f1);
         }
         return;
     }

@@ -20,6 +20,20 @@ void QK_VNNI_FN(qk_store_cols_avx512vnni)(size_t mr, size_t strips, const int32_
                 qk512_store(row, qk512_add(qk512_load(acc + acc_stride * i), add));
             continue;
         }
+        if (p->mode == QK_OUT_DQ_F32) {   /* float32(v) * scale (+ bias): two roundings, as qk_out_dq */
+            const qk_v512f scale = qk512f_load(p->scale + n0);
+            row += n0 * 4;
+            if (p->bias_f) {
+                const qk_v512f bias = qk512f_load(p->bias_f + n0);
+                for (size_t i = 0; i < mr; i++, row += c_stride)
+                    qk512f_store((float *)(void *)row, qk512f_add(qk512f_mul(qk512_to_f32(qk512_add(qk512_load(acc + acc_stride * i), add)),
+                                                            scale), bias));
+            } else {
+                for (size_t i = 0; i < mr; i++, row += c_stride)
+                    qk512f_store((float *)(void *)row, qk512f_mul(qk512_to_f32(qk512_add(qk512_load(acc + acc_stride * i), add)), scale));
+            }
+            continue;
+        }
         if (qk_out_is_fixedpoint(p->mode)) {
             const qk_v512 shift = qk512_load(p->shift + n0), mult = qk512_load(p->mult + n0);
             const qk_v512 rshift = qk512_sub(qk512_zero(), shift);

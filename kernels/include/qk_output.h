@@ -10,8 +10,11 @@
 
 /* QK_OUT_FIXEDPOINT_UP: fixed point whose final rounding shift rounds ties upward (LiteRT's
    int8 convolutions on x86: ruy's rounding) instead of away from zero (gemmlowp's). */
+/* QK_OUT_DQ_F32: int8 sums dequantized to float32, out = float32(v) * scale[n] (+ bias_f[n]
+   when bias_f is not NULL), v the int32 sum with the column and row terms: dynamic
+   quantization's output (qk_dynquant.h), each step one float32 rounding. */
 enum qk_out_mode { QK_OUT_INT32 = 0, QK_OUT_FP32 = 1, QK_OUT_FIXEDPOINT = 2, QK_OUT_F16 = 3, QK_OUT_F32 = 4,
-                   QK_OUT_FIXEDPOINT_UP = 5 };
+                   QK_OUT_FIXEDPOINT_UP = 5, QK_OUT_DQ_F32 = 6 };
 
 static inline int qk_out_is_fixedpoint(int mode) { return mode == QK_OUT_FIXEDPOINT || mode == QK_OUT_FIXEDPOINT_UP; }
 
@@ -121,13 +124,25 @@ static inline void qk_out_store(void *row, size_t n, int32_t v, const qk_out_par
     else ((uint8_t *)row)[n] = (uint8_t)v;
 }
 
-static inline size_t qk_out_elem_size(const qk_out_params *p) { return p->mode == QK_OUT_INT32 ? 4 : 1; }
+static inline size_t qk_out_elem_size(const qk_out_params *p) {
+    return p->mode == QK_OUT_INT32 || p->mode == QK_OUT_DQ_F32 ? 4 : 1;
+}
+
+/* QK_OUT_DQ_F32 of one value (v: the int32 sum with its column and row terms). */
+static inline float qk_out_dq(int32_t v, size_t n, const qk_out_params *p) {
+    const float f = (float)v * p->scale[n];
+    return p->bias_f ? f + p->bias_f[n] : f;
+}
 
 /* Elements [j0, nr) of one row, the scalar way. */
 static inline void qk_out_row_tail(size_t j0, size_t nr, const int32_t *acc, size_t m, size_t n0,
                                    const qk_out_params *p, void *row) {
     for (size_t j = j0; j < nr; j++) {
         int32_t v = qk_out_acc(acc[j], m, n0 + j, p);
+        if (p->mode == QK_OUT_DQ_F32) {
+            ((float *)row)[j] = qk_out_dq(v, n0 + j, p);
+            continue;
+        }
         if (p->mode != QK_OUT_INT32) v = qk_out_requant(v, n0 + j, p);
         qk_out_store(row, j, v, p);
     }

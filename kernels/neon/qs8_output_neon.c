@@ -58,6 +58,28 @@ void qk_output_neon(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride,
                     size_t m0, size_t n0, const qk_out_params *p, void *c, size_t c_stride) {
     const int32_t *row_sum = p->row_sum;
     const size_t es = qk_out_elem_size(p);
+    if (p->mode == QK_OUT_DQ_F32) {   /* float32(v) * scale (+ bias): two roundings, as qk_out_dq */
+        const float *bias = p->bias_f;
+        char *c0 = (char *)c + m0 * c_stride + n0 * 4;
+        size_t j = 0;
+        for (; j + 4 <= nr; j += 4) {
+            const int32x4_t add = vld1q_s32(p->col_add + n0 + j);
+            const int32x4_t zb = row_sum ? vld1q_s32(p->col_zb + n0 + j) : vdupq_n_s32(0);
+            const float32x4_t s = vld1q_f32(p->scale + n0 + j);
+            const float32x4_t b = bias ? vld1q_f32(bias + n0 + j) : vdupq_n_f32(0.0f);
+            for (size_t i = 0; i < mr; i++) {
+                const int32x4_t v = vmlsq_n_s32(vaddq_s32(vld1q_s32(acc + i * acc_stride + j), add), zb,
+                                                row_sum ? row_sum[m0 + i] : 0);
+                float32x4_t f = vmulq_f32(vcvtq_f32_s32(v), s);   /* int -> float rounds to nearest, as C */
+                if (bias) f = vaddq_f32(f, b);
+                vst1q_f32((float *)(void *)(c0 + i * c_stride) + j, f);
+            }
+        }
+        if (j < nr)
+            for (size_t i = 0; i < mr; i++)
+                qk_out_row_tail(j, nr, acc + i * acc_stride, m0 + i, n0, p, c0 + i * c_stride);
+        return;
+    }
     qk_consts q;
     q.mode = p->mode;
     q.zp = vdupq_n_s32(p->zero_point);

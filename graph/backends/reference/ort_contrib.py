@@ -9,7 +9,8 @@ import numpy as np
 from ...validate import fail
 from .common import all_checks, check_known, norm_axis, scalar, sigmoid, wrap_int32
 from .conv import _pool_setup, check_auto_pad
-from .quantized import column_param, exact_int_matmul, requantize, require_8bit, saturate, zero_point_value
+from .quantized import _dynamic_quantize_linear, _matmul_integer, column_param, exact_int_matmul, requantize, \
+    require_8bit, saturate, zero_point_value
 from .registry import op
 
 # As onnxruntime's quantizer writes them (docs/ContribOperators.md of onnxruntime).
@@ -187,3 +188,30 @@ def _qgemm(node, a, sa, za, b, sb, zb, c=None, sy=None, zy=None):
         return wrap_int32(acc).astype(np.float32) * scale
     scale = scale / np.float32(scalar(sy))
     return requantize(acc, scale, zero_point_value(zy), np.dtype(np.uint8) if zy is None else zy.dtype)
+
+
+def _int_to_float(acc, sa, sb, bias):
+    """ONNX Runtime's quantize_dynamic steps after MatMulInteger: Cast to float32, times
+    float32(a_scale * b_scale) (per column or per tensor), plus the bias: one float32
+    rounding each, the order the unfused graph takes (graph/rewrite.py fuses it)."""
+    y = acc.astype(np.float32) * (np.asarray(sa, np.float32).reshape(()) * column_param(sb).astype(np.float32))
+    return y if bias is None else y + np.asarray(bias, np.float32)
+
+
+@op("MatMulIntegerToFloat", domain=MS)
+def _matmul_integer_to_float(node, a, b, sa, sb, za=None, zb=None, bias=None):
+    """float32(MatMulInteger(a, b, za, zb)) * (sa * sb) + bias; a per tensor."""
+    require_8bit(node, a, b, za, zb)
+    if np.size(sa) != 1 or (za is not None and np.size(za) != 1):
+        fail(node, "a_scale and a_zero_point must be scalars")
+    return _int_to_float(_matmul_integer(node, a, b, za, zb), sa, sb, bias)
+
+
+@op("DynamicQuantizeMatMul", domain=MS)
+def _dynamic_quantize_matmul(node, a, b, sb, zb=None, bias=None):
+    """a quantized by DynamicQuantizeLinear (uint8, per tensor), then as
+    MatMulIntegerToFloat: quantize_dynamic's DynamicQuantizeLinear -> MatMulInteger ->
+    Cast -> Mul -> Add chain in one operator."""
+    require_8bit(node, b, zb)
+    q, sa, za = _dynamic_quantize_linear(node, a)
+    return _int_to_float(_matmul_integer(node, q, b, za, zb), sa, sb, bias)
