@@ -10,17 +10,19 @@ static inline size_t round_up(size_t x, size_t q) { return (x + q - 1) / q * q; 
 
 /* For a last panel of mc < MR rows: the kernel of fewest rows >= mc of the same family
  * (ISA, dtype, packing, NR, the same K chains, so the same bits per element), or kern.
- * Row-major float A panels (QK_PACK_F32_ROWS) are MR rows of K floats one after another,
- * so a narrower kernel reads the first rows of the same panel: a 49-row GEMM's last row
+ * Row-major A panels (float QK_PACK_F32_ROWS, uint8 QK_PACK_U8) are MR rows of K values one
+ * after another, so a narrower kernel reads the first rows of the same panel: a 49-row GEMM's last row
  * no longer costs a 12-row tile (nor did a 16-row fp32 one's last 4 rows: the test once
  * missed the fp32 kernels' QK_PACK_SRC_F32 bit, and they paid 24 rows for 16). */
 static const qk_ukernel *narrowest(const qk_ukernel *kern, size_t mc) {
     const qk_ukernel *best = kern;
-    if ((kern->a_pack & ~QK_PACK_SRC_F32) != QK_PACK_F32_ROWS) return kern;   /* fp16 and fp32 sources */
+    const int pack = kern->a_pack & ~QK_PACK_SRC_F32;   /* fp16 and fp32 sources */
+    if (pack != QK_PACK_F32_ROWS && pack != QK_PACK_U8) return kern;
     for (int i = 0, n = qk_ukernel_count(); i < n; i++) {
         const qk_ukernel *u = qk_ukernel_get(i);
         if (u->kind == kern->kind && u->isa == kern->isa && u->dtype == kern->dtype && u->a_pack == kern->a_pack &&
             u->b_pack == kern->b_pack && u->nr == kern->nr && u->kr == kern->kr && u->k_chains == kern->k_chains &&
+            u->needs_pairs_128 == kern->needs_pairs_128 && u->needs_fp16_arith == kern->needs_fp16_arith &&
             (size_t)u->mr >= mc && u->mr < best->mr)
             best = u;
     }

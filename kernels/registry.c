@@ -32,6 +32,10 @@ f16_row_fn qk_f16_to_f32_row_f16c;
 QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_12x32c4_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_1x32c4_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_12x32c4_fused_avx512vnni)
+QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_4x32c4_avx512vnni)
+QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_4x32c4_fused_avx512vnni)
+QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_8x32c4_avx512vnni)
+QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_8x32c4_fused_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_6x16c4_avxvnni)
 QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_1x16c4_avxvnni)
 QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_6x16c4_fused_avxvnni)
@@ -124,6 +128,10 @@ static const qk_ukernel kernels[] = {
      .fused = fused_fn##_emu}
     VNNI_GEMM(qs8_gemm_1x32c4_avx512vnni, QK_ISA_AVX512VNNI, .mr = 1, .nr = 32, .kr = 4, .a_pack = QK_PACK_U8,
               .b_pack = QK_PACK_S8, .max_m = 2),
+    VNNI_GEMM_FUSED(qs8_gemm_4x32c4_avx512vnni, qs8_gemm_4x32c4_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 4,
+                    .nr = 32, .kr = 4, .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8, .max_m = 4),
+    VNNI_GEMM_FUSED(qs8_gemm_8x32c4_avx512vnni, qs8_gemm_8x32c4_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 8,
+                    .nr = 32, .kr = 4, .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8, .max_m = 8),
     VNNI_GEMM_FUSED(qs8_gemm_12x32c4_avx512vnni, qs8_gemm_12x32c4_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 12,
                     .nr = 32, .kr = 4, .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8),
     VNNI_GEMM(qs8_gemm_1x16c4_avxvnni, QK_ISA_AVXVNNI, .mr = 1, .nr = 16, .kr = 4, .a_pack = QK_PACK_U8,
