@@ -7,7 +7,7 @@
 
 cdef extern from "qk_eltwise.h" nogil:
     int QK_ELT_RELU, QK_ELT_CLIP, QK_ELT_HARDSIGMOID, QK_ELT_HARDSWISH, QK_ELT_LEAKYRELU
-    int QK_ELT_SIGMOID, QK_ELT_TANH, QK_ELT_EXP, QK_ELT_UNARY_COUNT
+    int QK_ELT_SIGMOID, QK_ELT_TANH, QK_ELT_EXP, QK_ELT_ERF, QK_ELT_GELU, QK_ELT_GELU_TANH, QK_ELT_UNARY_COUNT
     int QK_ELT_ADD, QK_ELT_SUB, QK_ELT_MUL, QK_ELT_DIV, QK_ELT_FULL, QK_ELT_CHANNEL
     ctypedef void (*qk_elt_unary_f32_fn)(int, float, float, size_t, const float *, float *) noexcept nogil
     ctypedef void (*qk_elt_unary_f16_fn)(int, float, float, size_t, const uint16_t *, uint16_t *) noexcept nogil
@@ -26,7 +26,8 @@ cdef extern from "qk_eltwise.h" nogil:
 #: op name -> its code in qk_eltwise.h (eltwise_unary's ``op``)
 ELTWISE_UNARY = {"Relu": QK_ELT_RELU, "Clip": QK_ELT_CLIP, "HardSigmoid": QK_ELT_HARDSIGMOID,
                  "HardSwish": QK_ELT_HARDSWISH, "LeakyRelu": QK_ELT_LEAKYRELU, "Sigmoid": QK_ELT_SIGMOID,
-                 "Tanh": QK_ELT_TANH, "Exp": QK_ELT_EXP}
+                 "Tanh": QK_ELT_TANH, "Exp": QK_ELT_EXP, "Erf": QK_ELT_ERF, "Gelu": QK_ELT_GELU,
+                 "GeluTanh": QK_ELT_GELU_TANH}
 ELTWISE_BINARY = {"Add": QK_ELT_ADD, "Sub": QK_ELT_SUB, "Mul": QK_ELT_MUL, "Div": QK_ELT_DIV}
 
 

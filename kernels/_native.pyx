@@ -130,12 +130,27 @@ cdef qk_out_params _out_params(int mode, bint out_signed, int32_t zy, int32_t lo
 
 
 cdef int _set_act(qk_out_params *p, object act) except -1:
-    """The activation after the fp32 clamp: None, or (add, lo, hi, div) of QK_ACT_HSWISH_DIV."""
+    """The activation after the clamp: None, (add, lo, hi, div) of QK_ACT_HSWISH_DIV (fp32),
+    or (isa, op) of QK_ACT_ELT: the elementwise op ``op`` (ELTWISE_UNARY) of ISA ``isa``'s
+    build over each output row (fp32 and fp16)."""
     if act is None:
+        return 0
+    if len(act) == 2:
+        isa, op = act
+        if not (0 <= op < QK_ELT_UNARY_COUNT) or op in (QK_ELT_CLIP, QK_ELT_HARDSIGMOID, QK_ELT_LEAKYRELU):
+            raise ValueError("act: an elementwise op without parameters")
+        p.act = QK_ACT_ELT
+        p.act_fn = qk_eltwise_for_isa(isa).unary_f32
+        p.act_op = op
         return 0
     p.act = QK_ACT_HSWISH_DIV
     p.act_add, p.act_lo, p.act_hi, p.act_div = act
     return 0
+
+
+cdef inline bint _fp32_only_act(object act):
+    """An activation only the fp32 stages apply (the hard swish)."""
+    return act is not None and len(act) != 2
 
 
 cdef int _set_residual(qk_out_params *p, cnp.ndarray residual, size_t M, size_t N) except -1:
@@ -210,8 +225,9 @@ def gemm_float(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bi
     to fp16 by an fp16 kernel, float32 by an fp32 one: the same driver as `gemm`. A: a
     matrix of the kernel's dtype (any strides) or a ConvSource of its elem (2, 4); bias:
     float32 (>= N). `bind`: as `gemm`. `residual` (fp32 kernels): (M, N) float32 added
-    after the bias, before the clamp (a fused Add); `act` (fp32): (add, lo, hi, div), the
-    hard swish after the clamp (qk_output.h, QK_ACT_HSWISH_DIV)."""
+    after the bias, before the clamp (a fused Add); `act`: (add, lo, hi, div) (fp32), the
+    hard swish after the clamp (qk_output.h, QK_ACT_HSWISH_DIV), or (isa, op), an
+    elementwise op after the clamp (QK_ACT_ELT, fp32 and fp16: _set_act)."""
     cdef const qk_ukernel *k = _kernel(kid)
     if k.dtype != QK_DTYPE_F16 and k.dtype != QK_DTYPE_F32:
         raise ValueError(f"kernel {kid} is not a float kernel")
@@ -225,8 +241,8 @@ def gemm_float(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bi
             raise ValueError("a residual is fused by fp32 kernels only")
         _set_residual(&p, residual, out.shape[0], N)
     if act is not None:
-        if k.dtype != QK_DTYPE_F32:
-            raise ValueError("an activation is fused by fp32 kernels only")
+        if k.dtype != QK_DTYPE_F32 and _fp32_only_act(act):
+            raise ValueError("this activation is fused by fp32 kernels only")
         _set_act(&p, act)
     return _gemm_run(k, a, False, 0, b_packed, N, False, &p, out, num_threads, bind, (bias, residual))
 
@@ -987,8 +1003,8 @@ def ukernel_output(int kid, cnp.ndarray acc, cnp.ndarray out, int mode, bint out
             raise ValueError("a residual is fused by the fp32 stage only")
         _set_residual(&p, residual, out.shape[0], out.shape[1])
     if act is not None:
-        if mode != QK_OUT_F32:
-            raise ValueError("an activation is fused by the fp32 stage only")
+        if mode != QK_OUT_F32 and (mode != QK_OUT_F16 or _fp32_only_act(act)):
+            raise ValueError("this activation is fused by the fp32 stage only")
         _set_act(&p, act)
     k.output(out.shape[0], out.shape[1], <const int32_t *>_ptr(acc), acc.shape[1], 0, 0, &p, _ptr(out),
              out.strides[0])

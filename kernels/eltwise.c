@@ -24,7 +24,13 @@
  *            (bound 3); sigmoid(-inf) = 0, sigmoid(+inf) = 1.
  *   Tanh     |x| < 2^-12: x; |x| < 0.625: odd polynomial x + x^3 P(x^2) (Cephes' tanhf);
  *            else sign(x) (1 - 2 / (exp(2|x|) + 1)), |x| clamped at 9.5 (tanh rounds to 1
- *            from 9.01): 1.3 ulp (bound 2); tanh(+-inf) = +-1, tanh(-0) = -0. */
+ *            from 9.01): 1.3 ulp (bound 2); tanh(+-inf) = +-1, tanh(-0) = -0.
+ *   Erf      |x| < 1: x P(x^2) (Cephes' erff); else 1 - Q((|x| - 2.5) / 1.5), Q a degree-12
+ *            fit of erfc on [1, 4], |x| clamped at 4 (erf rounds to 1 from 3.92), sign put
+ *            back: 2.6 ulp (bound 3); erf(+-inf) = +-1, erf(-0) = -0.
+ *   Gelu     (x / 2) (1 + erf(x * 0.70710677)) and the tanh form (x / 2) (1 + tanh(0.7978846
+ *            (x + 0.044715 x^3))), on those erf and tanh (tests/test_transformer_ops.py states
+ *            the bound against float64). */
 #include <string.h>
 
 #include "qk_eltwise.h"
@@ -89,6 +95,15 @@ static void QK_ELT_NAME(qk_elt_unary_f32)(int op, float p0, float p1, size_t n, 
         break;
     case QK_ELT_EXP:
         QK_ELT_LOOP(qk_elt_exp(v));
+        break;
+    case QK_ELT_ERF:
+        QK_ELT_LOOP(qk_elt_erf(v));
+        break;
+    case QK_ELT_GELU:
+        QK_ELT_LOOP(qk_elt_gelu(v));
+        break;
+    case QK_ELT_GELU_TANH:
+        QK_ELT_LOOP(qk_elt_gelu_tanh(v));
         break;
     default:
         break;
