@@ -161,9 +161,11 @@ PACKED = {F16: PackedWeightsF16, F32: PackedWeightsF32}
 
 
 def gemm2d(a, pw: PackedWeightsF16, bias: np.ndarray, lo: float, hi: float, out: np.ndarray, bind: bool = False,
-           residual: np.ndarray | None = None, act: HardSwishDiv | None = None):
-    """out (M, N) = clamp(a . B + bias (+ residual, fp32)) of pw's dtype; a: a matrix of it
-    or a ConvSource. ``bind``: the call bound to these arrays (``_native.BoundGemm``), not run."""
+           residual: np.ndarray | None = None, act: HardSwishDiv | tuple[int, int] | None = None):
+    """out (M, N) = act(clamp(a . B + bias (+ residual, fp32))) of pw's dtype; a: a matrix of
+    it or a ConvSource; act: HardSwishDiv (fp32) or (isa index, ELTWISE_UNARY code), that
+    elementwise op over each output row (fp32, fp16). ``bind``: the call bound to these
+    arrays (``_native.BoundGemm``), not run."""
     m = a.m if isinstance(a, _native.ConvSource) else a.shape[0]
     kid = _kernel(m, pw.dtype)
     return _native.gemm_float(kid, a, pw.packed_for(kid), pw.n, bias, lo, hi, out, _dispatch.get_num_threads(),

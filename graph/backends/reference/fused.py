@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...ir import Node
 from .conv import CONV_ATTRS, check_auto_pad
 from .ort_contrib import _qlinear_add
 from .quantized import _qlinear_conv
@@ -26,3 +27,22 @@ def _table_lookup(node, x, table):
     """table[x] for int8/uint8 x (its byte as the index) and a 256-value table: a
     DequantizeLinear -> elementwise op -> QuantizeLinear chain made once (graph/rewrite.py)."""
     return np.asarray(table)[np.asarray(x).view(np.uint8)]
+
+
+def _check_gelu_matmul(node, graph=None):
+    if node.attrs.get("activation") != "Gelu":
+        return "activation must be Gelu"
+    if node.attrs.get("approximate", "none") not in ("none", "tanh"):
+        return "approximate must be none or tanh"
+    return None
+
+
+@op("MatMulGelu", domain=QK, attrs=("activation", "approximate"), check=_check_gelu_matmul)
+def _matmul_gelu(node, a, w, b=None):
+    """MatMul(a, w), Add(·, b) when b is given, then ONNX Gelu (``approximate``): a float
+    Linear layer and its GELU (graph/rewrite.py fuse_linear_gelu)."""
+    from .registry import OPS
+    y = np.matmul(a, w)
+    if b is not None:
+        y = np.add(y, b).astype(y.dtype, copy=False)
+    return OPS["Gelu"](Node("gelu", "Gelu", "", ["y"], ["z"], {"approximate": node.attrs.get("approximate", "none")}), y)

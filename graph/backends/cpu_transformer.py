@@ -1,0 +1,57 @@
+"""Native float operators of transformer encoders in the cpu backend: the Linear layer
+with its GELU fused (``qkernels::MatMulGelu``, made by graph/rewrite.py fuse_linear_gelu):
+the float GEMM whose output stage runs the native Gelu loop (kernels/eltwise.c) over each
+row of its tile while it is in cache, fp32 and fp16 (fp16 rounds once, after the GELU).
+Importing this module registers the makers (graph/backends/__init__.py)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import _api, _dispatch, _float
+from ..ir import Graph, Node
+from .cpu import _F16, _F32, _NotServed, _const, _fallback, _inputs, kernel
+from .cpu_eltwise import unary_code
+
+_FLOATS = (_F16, _F32)
+
+
+@kernel("qkernels::MatMulGelu", attrs=("activation", "approximate"))
+def _make_matmul_gelu(node: Node, graph: Graph):
+    """MatMul by constant weights (K, N) of the input's float dtype, a constant bias, the
+    GELU: one GEMM over the input's rows (any leading dimensions), the GELU in its output stage."""
+    a, w, b = _inputs(node, 3)
+    W, B = _const(graph, w), _const(graph, b)
+    op = unary_code(Node(node.name, "Gelu", "", [a], [], {"approximate": node.attrs.get("approximate", "none")}))
+    if W is None or W.dtype not in _FLOATS or W.ndim != 2 or op is None or (b and B is None) \
+            or node.attrs.get("activation") != "Gelu":
+        return None
+    k, n = W.shape
+    bias = None if B is None else np.ascontiguousarray(np.broadcast_to(B.astype(np.float32).reshape(-1), (n,)))
+    pw = _api.pack_weights(W, bias=bias)
+    bias = pw.bias if pw.bias is not None else _float._bias(None, n)
+    dtype, result = W.dtype, node.outputs[0]
+
+    def gemm(x, y, bind=False):
+        rows, y2 = x.reshape(-1, k), y.reshape(-1, n)
+        return _float.gemm2d(rows, pw, bias, -np.inf, np.inf, y2, bind, act=(_dispatch.isa_index(), op))
+
+    def run(values):
+        x = values[a]
+        if x.dtype != dtype or x.ndim < 1 or x.shape[-1] != k:
+            raise _NotServed
+        y = np.empty(x.shape[:-1] + (n,), dtype)
+        if y.size:
+            gemm(x, y)
+        return {result: y}
+
+    def bind(ins, outs):
+        x, y = ins[0], outs[0]
+        if x is None or x.dtype != dtype or x.ndim < 2 or y.dtype != dtype or x.shape[-1] != k \
+                or y.shape != x.shape[:-1] + (n,) or not x.size:
+            return None
+        rows, y2 = x.reshape(-1, k), y.reshape(-1, n)    # views, or not bound
+        if not (np.shares_memory(rows, x) and np.shares_memory(y2, y)):
+            return None
+        return gemm(x, y, bind=True)
+    run.bind = bind
+    return _fallback(node, graph, run)
