@@ -660,10 +660,13 @@ def fuse_hard_swish(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
-def _const_near(ed: _Editor, name: str, value: float, rtol: float = 1e-6) -> bool:
-    """``name`` is a float scalar constant within ``rtol`` of ``value``."""
+def _const_near(ed: _Editor, name: str, value: float, exact: bool = False) -> bool:
+    """``name`` is a float scalar constant equal to ``value`` (``exact``) or ``value``
+    rounded to its dtype (within an ulp of it)."""
     v = ed.const(name)
-    return _scalar(v) and v.dtype in _FLOATS and abs(float(v.reshape(())) - value) <= rtol * abs(value)
+    if not (_scalar(v) and v.dtype in _FLOATS):
+        return False
+    return abs(float(v.reshape(())) - value) <= (0 if exact else np.finfo(v.dtype).eps * abs(value))
 
 
 def _plain(node: Node | None, op_type: str, arity: int = 2) -> bool:
@@ -686,14 +689,14 @@ def _gelu_product(ed: _Editor, x: str, g: str):
         return None
     o1 = _other(m1, g)
     m2 = ed.only_consumer(m1.outputs[0])
-    if o1 == x or _const_near(ed, o1, 0.5, 0):       # (x * g) * 0.5 or (g * 0.5) * x
-        want = (lambda o: _const_near(ed, o, 0.5, 0)) if o1 == x else (lambda o: o == x)
+    if o1 == x or _const_near(ed, o1, 0.5, True):       # (x * g) * 0.5 or (g * 0.5) * x
+        want = (lambda o: _const_near(ed, o, 0.5, True)) if o1 == x else (lambda o: o == x)
         if _plain(m2, "Mul") and want(_other(m2, m1.outputs[0])):
             return [m1, m2], m2.outputs[0]
         return None
     h = ed.producer_of(o1, "Mul")                     # (x * 0.5) * g
     if h is not None and len(h.inputs) == 2 and ed.only_consumer(o1) is m1 and _other(h, x) is not None \
-            and _const_near(ed, _other(h, x), 0.5, 0):
+            and _const_near(ed, _other(h, x), 0.5, True):
         return [h, m1], m1.outputs[0]
     return None
 
@@ -720,7 +723,7 @@ def fuse_gelu(graph: Graph) -> Graph:
         else:
             continue
         add = ed.only_consumer(erf.outputs[0])
-        if not _plain(add, "Add") or not _const_near(ed, _other(add, erf.outputs[0]) or "", 1.0, 0):
+        if not _plain(add, "Add") or not _const_near(ed, _other(add, erf.outputs[0]) or "", 1.0, True):
             continue
         got = _gelu_product(ed, x, add.outputs[0])
         if got is None or ed.taken(scale, add, *got[0]):
