@@ -233,6 +233,45 @@ def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarr
     return out if out is not None else res.reshape(result_shape)
 
 
+def _batch_offsets(x: np.ndarray, batch: tuple) -> np.ndarray:
+    """Byte offsets of x's matrices (its last two axes) for each index of ``batch`` (C
+    order), x broadcast against it (a broadcast axis: offset 0)."""
+    strides = np.broadcast_to(x, (*batch, *x.shape[-2:])).strides[:len(batch)]
+    if not batch:
+        return np.zeros(1, np.int64)
+    idx = np.indices(batch, dtype=np.int64).reshape(len(batch), -1)
+    return np.ascontiguousarray((idx * np.array(strides, np.int64)[:, None]).sum(0))
+
+
+def batched_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, bind: bool = False):
+    """``numpy.matmul(a, b)`` of two float16 or float32 arrays of at least 2 dimensions
+    (the batch dimensions broadcast), every product on the float GEMM kernels in one
+    native loop (``_native.BoundBatchedGemm``; ``bind``: that call, not run). Operands of
+    any strides (transposed views are read in place); ``out``: C-contiguous, of the
+    result's shape and dtype. The accuracy of :func:`gemm2d`, zero bias."""
+    if a.dtype not in FLOATS or b.dtype != a.dtype:
+        raise TypeError(f"batched_matmul takes two float16 or two float32 arrays, got {a.dtype} and {b.dtype}")
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"batched_matmul: shapes {a.shape} and {b.shape} do not multiply")
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    shape = (*batch, m, n)
+    if out is None:
+        out = np.empty(shape, a.dtype)
+    elif out.shape != shape or out.dtype != a.dtype or not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError(f"out must be a writeable C-contiguous {a.dtype} array of shape {shape}")
+    if out.size == 0 or k == 0:
+        if bind:
+            return None
+        out[...] = 0
+        return out
+    c_off = np.arange(int(np.prod(batch, dtype=np.int64)), dtype=np.int64) * (m * n * out.itemsize)
+    return _native.gemm_float_batched(
+        _kernel(m, a.dtype), a, b, out, _batch_offsets(a, batch), _batch_offsets(b, batch), c_off, m, k, n,
+        a.strides[-2], a.strides[-1], b.strides[-2], b.strides[-1], n * out.itemsize, _bias(None, n),
+        _dispatch.get_num_threads(), bind)
+
+
 class PackedConvWeightsF16:
     """fp16 convolution weights (O, KH, KW, C/groups), packed once per group; made by
     :func:`qkernels.pack_conv_weights` from a float16 array (OHWI or OIHW).

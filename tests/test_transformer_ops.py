@@ -304,3 +304,79 @@ def test_bert_encoder_gelu_fused_and_matches_ort():
         feeds = encoder_inputs(batch, tokens, 1000, padded=padded)
         got, want = s.run(None, feeds)[0], _ort(model, feeds)[0]
         assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+# ------------------------------------------------------ batched MatMul of two activations
+
+def _shapes_2act():
+    dims = st.integers(1, 4)
+    return st.tuples(st.lists(dims, max_size=2), st.lists(dims, max_size=2), st.integers(1, 29), st.integers(1, 37),
+                     st.integers(1, 41))
+
+
+@pytest.mark.parametrize("isa", ISA_NAMES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@given(shapes=_shapes_2act(), seed=st.integers(0, 999), view=st.sampled_from(["plain", "transposed", "steps"]))
+@settings(max_examples=12, deadline=None)
+def test_batched_matmul_vs_float64(isa, dtype, shapes, seed, view):
+    """_float.batched_matmul against float64 matmul within the float GEMM's bound
+    (K 2^-23 sum |a b| fp32; fp16: one rounding more), broadcast batch dimensions (a
+    dimension of 1 against another), transposed and stepped views against a contiguous copy."""
+    ba, ones, m, k, n = shapes
+    # b's batch: a's last len(ones) axes, some of them 1 (broadcast), or 1s of its own when longer
+    bb = [1 if one % 2 else (ba[len(ba) - len(ones) + i] if i >= len(ones) - len(ba) else one)
+          for i, one in enumerate(ones)]
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0, 1, (*ba, m, k)).astype(dtype)
+    if view == "transposed":    # K^T as exports make it: a transposed view, read in place
+        b = np.swapaxes(rng.normal(0, 1, (*bb, n, k)).astype(dtype), -1, -2)
+    elif view == "steps":
+        b = rng.normal(0, 1, (*bb, 2 * k, n)).astype(dtype)[..., ::-2, :]
+        a = np.ascontiguousarray(a[..., ::-1, :])[..., ::-1, :]
+    else:
+        b = rng.normal(0, 1, (*bb, k, n)).astype(dtype)
+    with qkernels.use_isa(isa):
+        got = _float.batched_matmul(a, b)
+        again = _float.batched_matmul(np.ascontiguousarray(a), np.ascontiguousarray(b))
+    want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    assert got.shape == want.shape and got.dtype == dtype
+    np.testing.assert_array_equal(got, again)
+    bound = k * 2.0 ** -23 * np.matmul(np.abs(a.astype(np.float64)), np.abs(b.astype(np.float64)))
+    if dtype == np.float16:
+        bound = bound + 2.0 ** -11 * np.abs(want) + 2.0 ** -25     # (fp16 subnormals: absolute)
+    assert np.all(np.abs(got.astype(np.float64) - want) <= bound + 1e-30)
+
+
+def test_batched_matmul_extremes_and_errors():
+    a = np.array([[[np.inf, 1.0], [np.nan, 0.0], [3e38, 3e38]]], np.float32)
+    b = np.array([[[1.0], [1.0]]], np.float32)
+    np.testing.assert_array_equal(_float.batched_matmul(a, b), np.matmul(a, b))
+    with pytest.raises(TypeError):
+        _float.batched_matmul(a, b.astype(np.float16))
+    with pytest.raises(ValueError):
+        _float.batched_matmul(a, np.ones((2, 3, 1), np.float32))
+    with pytest.raises(ValueError):
+        _float.batched_matmul(a, b, out=np.empty((1, 3, 2), np.float32))
+    np.testing.assert_array_equal(_float.batched_matmul(np.ones((2, 3, 0), np.float32), np.ones((0, 4), np.float32)),
+                                  np.zeros((2, 3, 4), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_attention_matmuls_in_a_session(dtype):
+    """Q K^T and weights x V of two graph inputs (4-D, a broadcast batch axis) run natively
+    (bound to the plan's buffers) and match onnxruntime."""
+    t = TensorProto.FLOAT if dtype == np.float32 else TensorProto.FLOAT16
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"]), helper.make_node("MatMul", ["s", "v"], ["y"])]
+    g = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info(n, t, None) for n in "qkv"],
+                          [helper.make_tensor_value_info("y", t, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    rng = np.random.default_rng(0)
+    feeds = {"q": rng.normal(0, 1, (2, 3, 17, 8)).astype(dtype), "k": rng.normal(0, 1, (2, 3, 17, 8)).astype(dtype),
+             "v": rng.normal(0, 1, (1, 3, 17, 5)).astype(dtype)}
+    s = Session(model.SerializeToString(), num_threads=1)
+    assert all(s.placement(n) == "native" for n in s.graph.nodes if n.op_type == "MatMul")
+    got, want = s.run(None, feeds)[0], _ort(model, feeds)[0]
+    tol = 1e-5 if dtype == np.float32 else 2e-2
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=tol, atol=tol)

@@ -1102,9 +1102,22 @@ def _make_matmul(node: Node, graph: Graph) -> Runner | None:
     else:
         def run(values):
             da, db = values[a], values[b]
-            if da.dtype != _F16 or db.dtype != _F16 or da.ndim < 1 or db.ndim < 1:
+            if da.dtype not in (_F16, _F32) or db.dtype != da.dtype or da.ndim < 1 or db.ndim < 1:
                 raise _NotServed
-            return {result: _api.matmul(da, db)}
+            if da.ndim < 2 or db.ndim < 2:
+                if da.dtype == _F32:
+                    raise _NotServed
+                return {result: _api.matmul(da, db)}
+            return {result: _float.batched_matmul(da, db)}
+
+        def bind(ins, outs):
+            # two activations (attention's Q K^T, weights x V): every product in one native loop
+            da, db, y = ins[0], ins[1], outs[0]
+            if da is None or db is None or da.dtype not in (_F16, _F32) or db.dtype != da.dtype \
+                    or da.ndim < 2 or db.ndim < 2 or y.dtype != da.dtype or not y.flags.c_contiguous:
+                return None
+            return _float.batched_matmul(da, db, y, bind=True)
+        run.bind = bind
     return _fallback(node, graph, run)
 
 
