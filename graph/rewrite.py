@@ -16,7 +16,8 @@
    (``com.microsoft`` FusedConv / FusedGemm, ONNX Runtime's contrib operators);
 4. :func:`fuse_gelu` — the exact GELU spelled with Erf, Add and Muls as one ``Gelu``, and
    :func:`fuse_linear_gelu` — a float MatMul (+ bias Add) and the Gelu after it as one
-   ``qkernels::MatMulGelu`` (the GEMM's output stage applies it);
+   ``qkernels::MatMulGelu`` (the GEMM's output stage applies it); :func:`fuse_attention_softmax`
+   — attention's Softmax of the scaled scores plus the mask as ``qkernels::MaskedSoftmax``;
 5. :func:`fold_constant_dequantize` — DequantizeLinear of constants left over (weights
    of operators no pass took) folded into float constants;
 
@@ -760,6 +761,39 @@ def fuse_linear_gelu(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
+def fuse_attention_softmax(graph: Graph) -> Graph:
+    """Attention's ``Softmax(axis=-1)`` of ``Add(scores, mask)``, with the ``Div`` or
+    ``Mul`` of the scores by a float scalar constant before it when there is one
+    (intermediates read once; opset 13 and later), as ``qkernels::MaskedSoftmax(scores,
+    mask)`` (``scale``, ``div``): one native pass per row (graph/backends/cpu_transformer.py)."""
+    if graph.opset < 13:
+        return graph
+    ed = _Editor(graph)
+    for sm in graph.nodes:
+        if not _plain(sm, "Softmax", 1) or sm.attrs.get("axis", -1) != -1 or ed.taken(sm):
+            continue
+        add = ed.producer_of(sm.inputs[0], "Add")
+        if add is None or len(add.inputs) != 2 or ed.only_consumer(add.outputs[0]) is not sm or ed.taken(add):
+            continue
+        x, mask, scale, div, removed = add.inputs[0], add.inputs[1], 1.0, 0, [add]
+        for k in (0, 1):
+            sc = ed.producer.get(add.inputs[k])
+            if sc is None or sc.domain or sc.op_type not in ("Div", "Mul") or len(sc.inputs) != 2 \
+                    or ed.only_consumer(sc.outputs[0]) is not add or ed.taken(sc):
+                continue
+            c = 1 if _scalar(ed.const(sc.inputs[1])) else (0 if sc.op_type == "Mul" and _scalar(ed.const(sc.inputs[0]))
+                                                          else None)
+            v = ed.const(sc.inputs[c]) if c is not None else None
+            if v is None or v.dtype not in _FLOATS:
+                continue
+            x, mask, scale, div = sc.inputs[1 - c], add.inputs[1 - k], float(v.reshape(())), int(sc.op_type == "Div")
+            removed.append(sc)
+            break
+        ed.replace(sm, [Node(sm.name, "MaskedSoftmax", QK, [x, mask], list(sm.outputs),
+                             {"scale": scale, "div": div})], *removed)
+    return _prune(ed.result())
+
+
 def _clip_bounds(ed: _Editor, act: Node | None) -> list | None:
     """[min, max] of a Clip with constant scalar bounds (or none), else None."""
     if act is None or act.op_type != "Clip":
@@ -892,7 +926,7 @@ def conv1d_as_conv2d(graph: Graph) -> Graph:
 
 
 PASSES = (fold_batchnorm, fold_conv_scale_mul, fold_conv_bias_add, qdq_to_integer, fuse_activations, fuse_residual_add,
-          fuse_hard_swish, fuse_gelu, fuse_linear_gelu, fold_constant_dequantize, fuse_qlinear_residual_add, conv1d_as_conv2d)
+          fuse_hard_swish, fuse_gelu, fuse_linear_gelu, fuse_attention_softmax, fold_constant_dequantize, fuse_qlinear_residual_add, conv1d_as_conv2d)
 
 
 def rewrite(graph: Graph) -> Graph:

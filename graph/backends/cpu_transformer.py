@@ -1,13 +1,14 @@
 """Native float operators of transformer encoders in the cpu backend: the Linear layer
 with its GELU fused (``qkernels::MatMulGelu``, made by graph/rewrite.py fuse_linear_gelu):
 the float GEMM whose output stage runs the native Gelu loop (kernels/eltwise.c) over each
-row of its tile while it is in cache, fp32 and fp16 (fp16 rounds once, after the GELU).
-Importing this module registers the makers (graph/backends/__init__.py)."""
+row of its tile while it is in cache, fp32 and fp16 (fp16 rounds once, after the GELU);
+attention's softmax with its scaling and additive mask (``qkernels::MaskedSoftmax``, made
+by fuse_attention_softmax) in one native pass per row. Importing this module registers the makers (graph/backends/__init__.py)."""
 from __future__ import annotations
 
 import numpy as np
 
-from ... import _api, _dispatch, _float
+from ... import _api, _dispatch, _float, _native
 from ..ir import Graph, Node
 from .cpu import _F16, _F32, _NotServed, _const, _fallback, _inputs, kernel
 from .cpu_eltwise import unary_code
@@ -53,5 +54,56 @@ def _make_matmul_gelu(node: Node, graph: Graph):
         if not (np.shares_memory(rows, x) and np.shares_memory(y2, y)):
             return None
         return gemm(x, y, bind=True)
+    run.bind = bind
+    return _fallback(node, graph, run)
+
+
+def _mask_rows(x: np.ndarray, mask: np.ndarray):
+    """(C-contiguous mask, int64 element offset of each row of x's mask, step 0 or 1) for
+    a mask that broadcasts to x's shape; None when it does not."""
+    try:
+        if np.broadcast_shapes(x.shape, mask.shape) != x.shape:
+            return None
+    except ValueError:
+        return None
+    mask = np.ascontiguousarray(mask)
+    strides = np.broadcast_to(mask, x.shape).strides
+    step = strides[-1] // mask.itemsize
+    lead = x.shape[:-1]
+    idx = np.indices(lead, dtype=np.int64).reshape(len(lead), -1)
+    off = (idx * (np.array(strides[:-1], np.int64) // mask.itemsize)[:, None]).sum(0) if lead \
+        else np.zeros(1, np.int64)
+    return mask, np.ascontiguousarray(off, np.int64), step
+
+
+@kernel("qkernels::MaskedSoftmax", attrs=("scale", "div"))
+def _make_masked_softmax(node: Node, graph: Graph):
+    """Attention's Softmax(x / scale + mask) along the last axis, float32 / float16, one
+    native pass per row (the scaling and the mask's row added as each row is read)."""
+    scale, div, result = float(node.attrs.get("scale", 1.0)), bool(node.attrs.get("div", 0)), node.outputs[0]
+
+    def call(x, mask, y, bind=False):
+        if x.dtype not in _FLOATS or mask.dtype != x.dtype or x.ndim == 0 or x.shape[-1] == 0:
+            raise _NotServed
+        got = _mask_rows(x, mask)
+        if got is None:
+            raise _NotServed
+        m, off, step = got
+        s = float(x.dtype.type(scale))     # the reference's constant, in x's dtype
+        return _native.softmax_masked(_dispatch.isa_index(), x.reshape(-1), m, off, step, y.reshape(-1),
+                                      off.size, x.shape[-1], s, div, bind)
+
+    def run(values):
+        x = np.ascontiguousarray(values[node.inputs[0]])
+        y = np.empty_like(x)
+        call(x, values[node.inputs[1]], y)
+        return {result: y}
+
+    def bind(ins, outs):
+        x, mask, y = ins[0], ins[1], outs[0]
+        if x is None or mask is None or not x.flags.c_contiguous or not y.flags.c_contiguous \
+                or y.shape != x.shape or y.dtype != x.dtype:
+            return None
+        return call(x, mask, y, bind=True)
     run.bind = bind
     return _fallback(node, graph, run)

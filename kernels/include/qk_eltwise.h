@@ -40,6 +40,11 @@ typedef struct {
                        const float *b, int b_kind, float *y);
     /* Softmax (LogSoftmax with `log`) of each of `rows` contiguous rows of `len` values */
     void (*softmax_f32)(int log, size_t rows, size_t len, const float *x, float *y);
+    /* attention's Softmax(x / s + mask) (x * s with div = 0) of `rows` contiguous rows of
+     * `len` float32 (half: float16) values, each row's mask at mask + mask_off[r] values,
+     * every mask_step-th (0: one value for the row); scratch: 2 len floats (half) */
+    void (*softmax_masked)(size_t rows, size_t len, const void *x, const void *mask, const int64_t *mask_off,
+                           ptrdiff_t mask_step, float s, int div, int half, void *y, float *scratch);
 } qk_eltwise_kernels;
 
 /* The kernels for ISA index `isa` (qk_cpu.h): the AVX2 build on x86 paths with AVX2, else

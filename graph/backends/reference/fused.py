@@ -46,3 +46,14 @@ def _matmul_gelu(node, a, w, b=None):
     if b is not None:
         y = np.add(y, b).astype(y.dtype, copy=False)
     return OPS["Gelu"](Node("gelu", "Gelu", "", ["y"], ["z"], {"approximate": node.attrs.get("approximate", "none")}), y)
+
+
+@op("MaskedSoftmax", domain=QK, attrs=("scale", "div"))
+def _masked_softmax(node, x, mask):
+    """Softmax(axis=-1) of Add(Div(x, scale), mask) (Mul(x, scale) when div is 0): the
+    scores, scaling and additive mask of attention (graph/rewrite.py fuse_attention_softmax)."""
+    from .registry import OPS
+    s = x.dtype.type(node.attrs.get("scale", 1.0))
+    t = np.divide(x, s) if node.attrs.get("div", 0) else np.multiply(x, s)
+    t = np.add(t, mask).astype(x.dtype, copy=False)
+    return OPS["Softmax"](Node("softmax", "Softmax", "", ["t"], ["y"], {"axis": -1}), t)
