@@ -380,3 +380,100 @@ def test_attention_matmuls_in_a_session(dtype):
     got, want = s.run(None, feeds)[0], _ort(model, feeds)[0]
     tol = 1e-5 if dtype == np.float32 else 2e-2
     np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=tol, atol=tol)
+
+
+# ------------------------------------------------- attention softmax with scale and mask
+
+def _softmax64(v):
+    v = v.astype(np.float64)
+    e = np.exp(v - v.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+MASKS = {"key": lambda b, h, t: (b, 1, 1, t), "full": lambda b, h, t: (b, 1, t, t), "same": lambda b, h, t: (b, h, t, t),
+         "scalar": lambda b, h, t: (), "row": lambda b, h, t: (t,), "col": lambda b, h, t: (b, 1, t, 1)}
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("mask_kind", sorted(MASKS))
+@given(b=st.integers(1, 3), h=st.integers(1, 3), t=st.integers(1, 37), div=st.booleans(), seed=st.integers(0, 999),
+       big=st.booleans())
+@settings(max_examples=8, deadline=None)
+def test_masked_softmax_kernel(isa, dtype, mask_kind, b, h, t, div, seed, big):
+    """Softmax(x / s + mask) (or x * s) against float64 of the same float32 (float16:
+    rounded) steps: within the softmax's error; masked positions (finfo.min) give 0."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 30 if big else 3, (b, h, t, t)).astype(dtype)
+    mask = np.where(rng.random(MASKS[mask_kind](b, h, t)) < 0.3, np.finfo(dtype).min, 0).astype(dtype)
+    s = dtype(np.sqrt(32.0) if div else 0.125)
+    from qkernels.graph.backends.cpu_transformer import _mask_rows
+    m, off, step = _mask_rows(x, mask)
+    y = np.empty_like(x)
+    _native.softmax_masked(isa, x.reshape(-1), m, off, step, y.reshape(-1), off.size, t, float(s), div)
+    f32 = np.float32
+    pre = (x.astype(f32) / f32(s) if div else x.astype(f32) * f32(s)) + mask.astype(f32)
+    want = _softmax64(pre)
+    atol = 2e-6 if dtype == np.float32 else 2.0 ** -11 + 1e-7
+    np.testing.assert_allclose(y.astype(np.float64), want, rtol=1e-5 if dtype == np.float32 else 2.0 ** -10, atol=atol)
+    np.testing.assert_allclose(y.astype(np.float64).sum(-1), 1, rtol=0, atol=t * atol + 1e-5)
+    if isa != 0:   # every build: the portable build's bits
+        y0 = np.empty_like(x)
+        _native.softmax_masked(0, x.reshape(-1), m, off, step, y0.reshape(-1), off.size, t, float(s), div)
+        np.testing.assert_array_equal(y.view(np.uint16 if dtype == np.float16 else np.uint32),
+                                      y0.view(np.uint16 if dtype == np.float16 else np.uint32))
+
+
+def test_masked_softmax_specials_and_errors():
+    x = np.array([[1.0, np.nan, 2.0], [np.inf, 0.0, 1.0], [1.0, 2.0, 3.0]], np.float32)
+    mask = np.array([0.0, 0.0, -np.inf], np.float32)
+    from qkernels.graph.backends.cpu_transformer import _mask_rows
+    m, off, step = _mask_rows(x, mask)
+    y = _native.softmax_masked(0, x.reshape(-1), m, off, step, np.empty(9, np.float32), 3, 3, 1.0, False).reshape(3, 3)
+    assert np.isnan(y[0]).all() and np.isnan(y[1]).all()          # NaN and inf - inf rows: NaN, as the reference
+    np.testing.assert_allclose(y[2], [1 / (1 + np.e), np.e / (1 + np.e), 0], rtol=1e-6)
+    with pytest.raises(ValueError):     # an offset past the mask
+        _native.softmax_masked(0, x.reshape(-1), m, off + 1, step, np.empty(9, np.float32), 3, 3, 1.0, False)
+    with pytest.raises(ValueError):
+        _native.softmax_masked(0, x.reshape(-1), m.astype(np.float16), off, step, np.empty(9, np.float32), 3, 3,
+                               1.0, False)
+
+
+def _attention_model(scale_op="Div", scale_first=False, mask_first=False, opset=17, axis=-1, dtype=np.float32,
+                     mask_shape=("B", 1, 1, "T")):
+    t = TensorProto.FLOAT if dtype == np.float32 else TensorProto.FLOAT16
+    inits = [numpy_helper.from_array(np.array(8.0 if scale_op == "Div" else 0.125, dtype), "c")]
+    nodes = [helper.make_node("MatMul", ["q", "k"], ["s0"])]
+    if scale_op:
+        nodes.append(helper.make_node(scale_op, ["c", "s0"] if scale_first else ["s0", "c"], ["s"]))
+    sc = "s" if scale_op else "s0"
+    nodes += [helper.make_node("Add", ["m", sc] if mask_first else [sc, "m"], ["a"]),
+              helper.make_node("Softmax", ["a"], ["y"], axis=axis)]
+    ins = [helper.make_tensor_value_info("q", t, ["B", 2, "T", 8]), helper.make_tensor_value_info("k", t, ["B", 2, 8, "T"]),
+           helper.make_tensor_value_info("m", t, list(mask_shape))]
+    g = helper.make_graph(nodes, "attn", ins, [helper.make_tensor_value_info("y", t, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("kw,fused", [({}, True), ({"scale_op": "Mul", "scale_first": True}, True),
+                                      ({"mask_first": True}, True), ({"scale_op": ""}, True),
+                                      ({"mask_shape": ("B", 1, "T", "T")}, True), ({"dtype": np.float16}, True),
+                                      ({"axis": 2}, False)])
+def test_attention_softmax_rewrite_vs_ort(kw, fused):
+    model = _attention_model(**kw)
+    dtype = kw.get("dtype", np.float32)
+    s = Session(model.SerializeToString(), num_threads=1)
+    keys = [n.key for n in s.graph.nodes]
+    assert ("qkernels::MaskedSoftmax" in keys) == fused, keys
+    if fused:
+        assert "Softmax" not in keys and "Add" not in keys and s.placement(s.graph.nodes[-1]) == "native"
+    rng = np.random.default_rng(5)
+    b, t = 2, 11
+    mshape = [b if d == "B" else t if d == "T" else d for d in kw.get("mask_shape", ("B", 1, 1, "T"))]
+    feeds = {"q": rng.normal(0, 2, (b, 2, t, 8)).astype(dtype), "k": rng.normal(0, 2, (b, 2, 8, t)).astype(dtype),
+             "m": np.where(rng.random(mshape) < 0.3, np.finfo(dtype).min, 0).astype(dtype)}
+    got, want = s.run(None, feeds)[0], _ort(model, feeds)[0]
+    tol = 1e-5 if dtype == np.float32 else 3e-3
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=tol, atol=tol)
