@@ -477,3 +477,55 @@ def test_attention_softmax_rewrite_vs_ort(kw, fused):
     got, want = s.run(None, feeds)[0], _ort(model, feeds)[0]
     tol = 1e-5 if dtype == np.float32 else 3e-3
     np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=tol, atol=tol)
+
+
+# ------------------------------------------------------------- embedding Gather
+
+def _gather_model(dtype=np.float32, vocab=50, hidden=7, idx_type=TensorProto.INT64):
+    t = TensorProto.FLOAT if dtype == np.float32 else TensorProto.FLOAT16
+    table = np.random.default_rng(0).normal(0, 1, (vocab, hidden)).astype(dtype)
+    g = helper.make_graph([helper.make_node("Gather", ["W", "ids"], ["y"], axis=0)], "emb",
+                          [helper.make_tensor_value_info("ids", idx_type, None)],
+                          [helper.make_tensor_value_info("y", t, None)], [numpy_helper.from_array(table, "W")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, table
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@given(shape=st.lists(st.integers(0, 6), max_size=3), seed=st.integers(0, 99), view=st.booleans())
+@settings(max_examples=20, deadline=None)
+def test_gather_embedding_rows(dtype, shape, seed, view):
+    """Native rows of a constant table by run-time int64 indices (negative from the end),
+    any index shape (views too): numpy's take, bit for bit, in a session (planned) and
+    node by node."""
+    model, table = _gather_model(dtype)
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(-50, 50, [2 * d for d in shape] if view else shape).astype(np.int64)
+    if view:
+        ids = ids[tuple(slice(None, None, -2) for _ in shape)]
+    s = Session(model.SerializeToString(), num_threads=1)
+    assert s.placement(s.graph.nodes[0]) == "native"
+    want = np.take(table, ids, axis=0)
+    for _ in range(2):
+        np.testing.assert_array_equal(s.run(None, {"ids": ids})[0], want)
+    node = s.graph.nodes[0]
+    run = cpu.KERNELS["Gather"](node, s.graph)
+    np.testing.assert_array_equal(run({"ids": ids, "W": table})["y"], want)
+
+
+@pytest.mark.parametrize("bad", [50, -51, 1 << 40])
+def test_gather_embedding_out_of_range(bad):
+    model, _ = _gather_model()
+    s = Session(model.SerializeToString(), num_threads=1)
+    ids = np.array([[1, bad, 3]], np.int64)
+    with pytest.raises(Exception, match="out of range|out of bounds|index"):
+        s.run(None, {"ids": ids})
+    np.testing.assert_array_equal(s.run(None, {"ids": np.array([[1]], np.int64)})[0].shape, (1, 1, 7))
+
+
+def test_gather_int32_indices():
+    model, table = _gather_model(idx_type=TensorProto.INT32)
+    s = Session(model.SerializeToString(), num_threads=1)
+    ids = np.array([[0, -1, 49]], np.int32)
+    np.testing.assert_array_equal(s.run(None, {"ids": ids})[0], np.take(table, ids, axis=0))

@@ -3,8 +3,11 @@ with its GELU fused (``qkernels::MatMulGelu``, made by graph/rewrite.py fuse_lin
 the float GEMM whose output stage runs the native Gelu loop (kernels/eltwise.c) over each
 row of its tile while it is in cache, fp32 and fp16 (fp16 rounds once, after the GELU);
 attention's softmax with its scaling and additive mask (``qkernels::MaskedSoftmax``, made
-by fuse_attention_softmax) in one native pass per row. Importing this module registers the makers (graph/backends/__init__.py)."""
+by fuse_attention_softmax) in one native pass per row; Gather of an embedding table by
+indices computed at run time. Importing this module registers the makers (graph/backends/__init__.py)."""
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 
@@ -105,5 +108,42 @@ def _make_masked_softmax(node: Node, graph: Graph):
                 or y.shape != x.shape or y.dtype != x.dtype:
             return None
         return call(x, mask, y, bind=True)
+    run.bind = bind
+    return _fallback(node, graph, run)
+
+
+@kernel("Gather", attrs=("axis",))
+def _make_gather_rows(node: Node, graph: Graph):
+    """Gather along axis 0 of a constant table (an embedding) by indices computed at run
+    time (int32/int64; negative from the end; one out of range: IndexError): each row
+    copied natively. Other Gathers (constant indices, computed data) are left to the
+    reference operator and its binder."""
+    data, idx_name = _inputs(node, 2)
+    table = _const(graph, data)
+    axis = node.attrs.get("axis", 0)
+    if table is None or table.ndim == 0 or table.shape[0] == 0 or axis not in (0, -table.ndim) \
+            or _const(graph, idx_name) is not None:
+        return None
+    table = np.ascontiguousarray(table)
+    result, rows = node.outputs[0], table.shape[0]
+
+    def indices(idx):
+        idx = np.asarray(idx)
+        if idx.dtype.kind not in "iu" or idx.dtype == np.uint64:   # (uint64 past int64: the reference's error)
+            raise _NotServed
+        return idx.astype(np.int64, order="C", copy=False)   # (0-d stays 0-d)
+
+    def run(values):
+        idx = indices(values[idx_name])
+        y = np.empty(idx.shape + table.shape[1:], table.dtype)
+        _native.gather_rows(table, idx, y)
+        return {result: y}
+
+    def bind(ins, outs):
+        idx, y = ins[1], outs[0]
+        if idx is None or idx.dtype != np.int64 or not idx.flags.c_contiguous or y.dtype != table.dtype \
+                or y.shape != idx.shape + table.shape[1:] or not y.flags.c_contiguous:
+            return None
+        return [partial(_native.gather_rows_check, idx, rows), _native.gather_rows(table, idx, y, bind=True)]
     run.bind = bind
     return _fallback(node, graph, run)
