@@ -18,6 +18,7 @@
    :func:`fuse_linear_gelu` — a float MatMul (+ bias Add) and the Gelu after it as one
    ``qkernels::MatMulGelu`` (the GEMM's output stage applies it); :func:`fuse_attention_softmax`
    — attention's Softmax of the scaled scores plus the mask as ``qkernels::MaskedSoftmax``;
+   :func:`fuse_transpose_matmul` — a Transpose into the MatMul of two activations it feeds;
 5. :func:`fold_constant_dequantize` — DequantizeLinear of constants left over (weights
    of operators no pass took) folded into float constants;
 
@@ -794,6 +795,27 @@ def fuse_attention_softmax(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
+def fuse_transpose_matmul(graph: Graph) -> Graph:
+    """A ``MatMul`` of two computed values with a ``Transpose`` (read by it alone) before
+    either as ``qkernels::TransposedMatMul`` (``perm_a``, ``perm_b``): the batched GEMM
+    reads the operands through the permuted strides, no copy (attention's split heads)."""
+    ed = _Editor(graph)
+    for mm in graph.nodes:
+        if not _plain(mm, "MatMul") or ed.taken(mm) or any(ed.const(i) is not None for i in mm.inputs):
+            continue
+        ins, attrs, removed = list(mm.inputs), {}, []
+        for k, key in ((0, "perm_a"), (1, "perm_b")):
+            tr = ed.producer_of(mm.inputs[k], "Transpose")
+            if tr is None or len(tr.inputs) != 1 or "perm" not in tr.attrs or ed.taken(tr) \
+                    or ed.only_consumer(tr.outputs[0]) is not mm or mm.inputs[0] == mm.inputs[1]:
+                continue
+            ins[k], attrs[key] = tr.inputs[0], [int(p) for p in tr.attrs["perm"]]
+            removed.append(tr)
+        if removed:
+            ed.replace(mm, [Node(mm.name, "TransposedMatMul", QK, ins, list(mm.outputs), attrs)], *removed)
+    return _prune(ed.result())
+
+
 def _clip_bounds(ed: _Editor, act: Node | None) -> list | None:
     """[min, max] of a Clip with constant scalar bounds (or none), else None."""
     if act is None or act.op_type != "Clip":
@@ -926,7 +948,7 @@ def conv1d_as_conv2d(graph: Graph) -> Graph:
 
 
 PASSES = (fold_batchnorm, fold_conv_scale_mul, fold_conv_bias_add, qdq_to_integer, fuse_activations, fuse_residual_add,
-          fuse_hard_swish, fuse_gelu, fuse_linear_gelu, fuse_attention_softmax, fold_constant_dequantize, fuse_qlinear_residual_add, conv1d_as_conv2d)
+          fuse_hard_swish, fuse_gelu, fuse_linear_gelu, fuse_attention_softmax, fuse_transpose_matmul, fold_constant_dequantize, fuse_qlinear_residual_add, conv1d_as_conv2d)
 
 
 def rewrite(graph: Graph) -> Graph:

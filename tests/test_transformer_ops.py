@@ -376,7 +376,8 @@ def test_attention_matmuls_in_a_session(dtype):
     feeds = {"q": rng.normal(0, 1, (2, 3, 17, 8)).astype(dtype), "k": rng.normal(0, 1, (2, 3, 17, 8)).astype(dtype),
              "v": rng.normal(0, 1, (1, 3, 17, 5)).astype(dtype)}
     s = Session(model.SerializeToString(), num_threads=1)
-    assert all(s.placement(n) == "native" for n in s.graph.nodes if n.op_type == "MatMul")
+    assert [n.key for n in s.graph.nodes] == ["qkernels::TransposedMatMul", "MatMul"]   # K^T read in place
+    assert all(s.placement(n) == "native" for n in s.graph.nodes)
     got, want = s.run(None, feeds)[0], _ort(model, feeds)[0]
     tol = 1e-5 if dtype == np.float32 else 2e-2
     np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=tol, atol=tol)
@@ -529,3 +530,46 @@ def test_gather_int32_indices():
     s = Session(model.SerializeToString(), num_threads=1)
     ids = np.array([[0, -1, 49]], np.int32)
     np.testing.assert_array_equal(s.run(None, {"ids": ids})[0], np.take(table, ids, axis=0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@given(perm_a=st.permutations(range(4)), perm_b=st.permutations(range(4)), use=st.sampled_from(["a", "b", "ab"]),
+       dims=st.lists(st.integers(1, 9), min_size=5, max_size=5), twice=st.booleans())
+@settings(max_examples=25, deadline=None)
+def test_transpose_into_matmul(dtype, perm_a, perm_b, use, dims, twice):
+    """MatMul(Transpose(a), Transpose(b)) of any perms: one TransposedMatMul reading the
+    operands through their strides (planned and node by node), numpy's product within the
+    GEMM's bound; a Transpose read elsewhere too (a graph output) is left alone."""
+    b0, h, m, k, n = dims
+    want_a, want_b = (b0, h, m, k), (b0, h, k, n)
+    inv = lambda p: list(np.argsort(p))  # noqa: E731
+    t = TensorProto.FLOAT if dtype == np.float32 else TensorProto.FLOAT16
+    rng = np.random.default_rng(sum(dims))
+    a, b = rng.normal(0, 1, want_a).astype(dtype), rng.normal(0, 1, want_b).astype(dtype)
+    feeds, nodes, ins = {}, [], []
+    for name, x, p, on in (("a", a, perm_a, "a" in use), ("b", b, perm_b, "b" in use)):
+        if on:   # feed the permuted array; the Transpose undoes it
+            feeds[name] = np.ascontiguousarray(np.transpose(x, inv(p)))
+            nodes.append(helper.make_node("Transpose", [name], [name + "t"], perm=list(p)))
+            ins.append(name + "t")
+        else:
+            feeds[name] = x
+            ins.append(name)
+    nodes.append(helper.make_node("MatMul", ins, ["y"]))
+    outs = [helper.make_tensor_value_info("y", t, None)]
+    if twice and nodes[0].op_type == "Transpose":
+        outs.append(helper.make_tensor_value_info(nodes[0].output[0], t, None))
+    g = helper.make_graph(nodes, "tm", [helper.make_tensor_value_info(nm, t, None) for nm in ("a", "b")], outs)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    s = Session(model.SerializeToString(), num_threads=1)
+    keys = [nd.key for nd in s.graph.nodes]
+    fused = "qkernels::TransposedMatMul" in keys
+    assert fused == (not twice or use == "ab"), keys    # (twice: the first Transpose is also an output)
+    want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    bound = k * 2.0 ** -23 * np.matmul(np.abs(a.astype(np.float64)), np.abs(b.astype(np.float64)))
+    if dtype == np.float16:
+        bound = bound + 2.0 ** -11 * np.abs(want) + 2.0 ** -25
+    for _ in range(2):   # the first run node by node (the trace), the second planned
+        got = s.run(None, feeds)[0]
+        assert got.shape == want.shape and np.all(np.abs(got.astype(np.float64) - want) <= bound)

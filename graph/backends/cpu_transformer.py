@@ -147,3 +147,31 @@ def _make_gather_rows(node: Node, graph: Graph):
         return [partial(_native.gather_rows_check, idx, rows), _native.gather_rows(table, idx, y, bind=True)]
     run.bind = bind
     return _fallback(node, graph, run)
+
+
+@kernel("qkernels::TransposedMatMul", attrs=("perm_a", "perm_b"))
+def _make_transposed_matmul(node: Node, graph: Graph):
+    """MatMul of two float activations read through their Transposes' permuted strides
+    (the batched float GEMM, _float.batched_matmul: no copy of either)."""
+    pa, pb = node.attrs.get("perm_a"), node.attrs.get("perm_b")
+    result = node.outputs[0]
+
+    def operands(a, b):
+        if a is None or b is None or (pa and len(pa) != a.ndim) or (pb and len(pb) != b.ndim):
+            raise _NotServed
+        a, b = (np.transpose(a, pa) if pa else a), (np.transpose(b, pb) if pb else b)
+        if a.dtype not in _FLOATS or b.dtype != a.dtype or a.ndim < 2 or b.ndim < 2:
+            raise _NotServed
+        return a, b
+
+    def run(values):
+        return {result: _float.batched_matmul(*operands(values[node.inputs[0]], values[node.inputs[1]]))}
+
+    def bind(ins, outs):
+        a, b = operands(ins[0], ins[1])
+        y = outs[0]
+        if y.dtype != a.dtype or not y.flags.c_contiguous:
+            return None
+        return _float.batched_matmul(a, b, y, bind=True)
+    run.bind = bind
+    return _fallback(node, graph, run)

@@ -57,3 +57,13 @@ def _masked_softmax(node, x, mask):
     t = np.divide(x, s) if node.attrs.get("div", 0) else np.multiply(x, s)
     t = np.add(t, mask).astype(x.dtype, copy=False)
     return OPS["Softmax"](Node("softmax", "Softmax", "", ["t"], ["y"], {"axis": -1}), t)
+
+
+@op("TransposedMatMul", domain=QK, attrs=("perm_a", "perm_b"))
+def _transposed_matmul(node, a, b):
+    """MatMul(Transpose(a, perm_a), Transpose(b, perm_b)), an omitted perm: no Transpose
+    (attention's Q K^T of split heads; graph/rewrite.py fuse_transpose_matmul)."""
+    pa, pb = node.attrs.get("perm_a"), node.attrs.get("perm_b")
+    a = np.transpose(a, pa) if pa else a
+    b = np.transpose(b, pb) if pb else b
+    return np.matmul(a, b)
