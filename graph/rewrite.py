@@ -797,8 +797,10 @@ def fuse_attention_softmax(graph: Graph) -> Graph:
 
 def fuse_transpose_matmul(graph: Graph) -> Graph:
     """A ``MatMul`` of two computed values with a ``Transpose`` (read by it alone) before
-    either as ``qkernels::TransposedMatMul`` (``perm_a``, ``perm_b``): the batched GEMM
-    reads the operands through the permuted strides, no copy (attention's split heads)."""
+    either, or after it (keeping the last axis last), as ``qkernels::TransposedMatMul``
+    (``perm_a``, ``perm_b``, ``perm_y``): the batched GEMM reads the operands through the
+    permuted strides and writes its rows into the permuted layout, no copy (attention's
+    split and merged heads)."""
     ed = _Editor(graph)
     for mm in graph.nodes:
         if not _plain(mm, "MatMul") or ed.taken(mm) or any(ed.const(i) is not None for i in mm.inputs):
@@ -811,8 +813,14 @@ def fuse_transpose_matmul(graph: Graph) -> Graph:
                 continue
             ins[k], attrs[key] = tr.inputs[0], [int(p) for p in tr.attrs["perm"]]
             removed.append(tr)
+        outs = list(mm.outputs)
+        tr = ed.only_consumer(mm.outputs[0])     # a Transpose after it keeping the columns last: written so
+        if _plain(tr, "Transpose", 1) and tr.attrs.get("perm") and int(tr.attrs["perm"][-1]) == len(tr.attrs["perm"]) - 1 \
+                and not ed.taken(tr):
+            attrs["perm_y"], outs = [int(p) for p in tr.attrs["perm"]], list(tr.outputs)
+            removed.append(tr)
         if removed:
-            ed.replace(mm, [Node(mm.name, "TransposedMatMul", QK, ins, list(mm.outputs), attrs)], *removed)
+            ed.replace(mm, [Node(mm.name, "TransposedMatMul", QK, ins, outs, attrs)], *removed)
     return _prune(ed.result())
 
 

@@ -247,8 +247,9 @@ def batched_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, 
     """``numpy.matmul(a, b)`` of two float16 or float32 arrays of at least 2 dimensions
     (the batch dimensions broadcast), every product on the float GEMM kernels in one
     native loop (``_native.BoundBatchedGemm``; ``bind``: that call, not run). Operands of
-    any strides (transposed views are read in place); ``out``: C-contiguous, of the
-    result's shape and dtype. The accuracy of :func:`gemm2d`, zero bias."""
+    any strides (transposed views are read in place); ``out``: of the result's shape and
+    dtype, its last axis contiguous, any other strides (a transposed view of the caller's
+    array: the product written in that layout). The accuracy of :func:`gemm2d`, zero bias."""
     if a.dtype not in FLOATS or b.dtype != a.dtype:
         raise TypeError(f"batched_matmul takes two float16 or two float32 arrays, got {a.dtype} and {b.dtype}")
     if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
@@ -258,18 +259,30 @@ def batched_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, 
     shape = (*batch, m, n)
     if out is None:
         out = np.empty(shape, a.dtype)
-    elif out.shape != shape or out.dtype != a.dtype or not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError(f"out must be a writeable C-contiguous {a.dtype} array of shape {shape}")
+    elif out.shape != shape or out.dtype != a.dtype or not out.flags.writeable \
+            or (n > 1 and out.strides[-1] != out.itemsize) \
+            or not _dense(out):
+        raise ValueError(f"out must be a writeable {a.dtype} array of shape {shape}, its last axis contiguous")
     if out.size == 0 or k == 0:
         if bind:
             return None
         out[...] = 0
         return out
-    c_off = np.arange(int(np.prod(batch, dtype=np.int64)), dtype=np.int64) * (m * n * out.itemsize)
     return _native.gemm_float_batched(
-        _kernel(m, a.dtype), a, b, out, _batch_offsets(a, batch), _batch_offsets(b, batch), c_off, m, k, n,
-        a.strides[-2], a.strides[-1], b.strides[-2], b.strides[-1], n * out.itemsize, _bias(None, n),
-        _dispatch.get_num_threads(), bind)
+        _kernel(m, a.dtype), a, b, out, _batch_offsets(a, batch), _batch_offsets(b, batch),
+        _batch_offsets(out, batch), m, k, n, a.strides[-2], a.strides[-1], b.strides[-2], b.strides[-1],
+        out.strides[-2], _bias(None, n), _dispatch.get_num_threads(), bind)
+
+
+def _dense(x: np.ndarray) -> bool:
+    """Whether x's elements fill one run of memory in some order of its axes (a transposed
+    view of a C-contiguous array: no two elements in one place)."""
+    expected = x.itemsize
+    for ax in sorted(range(x.ndim), key=lambda i: x.strides[i]):
+        if x.shape[ax] != 1 and x.strides[ax] != expected:
+            return False
+        expected *= x.shape[ax]
+    return True
 
 
 class PackedConvWeightsF16:

@@ -359,6 +359,16 @@ def test_batched_matmul_extremes_and_errors():
         _float.batched_matmul(a, b, out=np.empty((1, 3, 2), np.float32))
     np.testing.assert_array_equal(_float.batched_matmul(np.ones((2, 3, 0), np.float32), np.ones((0, 4), np.float32)),
                                   np.zeros((2, 3, 4), np.float32))
+    # out: a transposed view (the product written in that layout); an overlapping view is refused
+    a, b = np.random.default_rng(0).normal(0, 1, (2, 3, 5, 4)).astype(np.float32), np.ones((4, 6), np.float32)
+    y = np.empty((2, 5, 3, 6), np.float32)
+    _float.batched_matmul(a, b, y.transpose(0, 2, 1, 3))
+    np.testing.assert_allclose(y, np.matmul(a, b).transpose(0, 2, 1, 3), rtol=1e-6)
+    with pytest.raises(ValueError):
+        _float.batched_matmul(a, b, np.broadcast_to(np.empty((1, 3, 5, 6), np.float32), (2, 3, 5, 6)))
+    base = np.empty((3, 5, 6), np.float32)
+    with pytest.raises(ValueError):   # writeable, but both batch items in one place
+        _float.batched_matmul(a, b, np.lib.stride_tricks.as_strided(base, (2, 3, 5, 6), (0, *base.strides)))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
@@ -534,9 +544,10 @@ def test_gather_int32_indices():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @given(perm_a=st.permutations(range(4)), perm_b=st.permutations(range(4)), use=st.sampled_from(["a", "b", "ab"]),
-       dims=st.lists(st.integers(1, 9), min_size=5, max_size=5), twice=st.booleans())
+       dims=st.lists(st.integers(1, 9), min_size=5, max_size=5), twice=st.booleans(),
+       perm_y=st.sampled_from([None, [0, 2, 1, 3], [1, 0, 2, 3], [2, 1, 0, 3], [0, 1, 3, 2]]))
 @settings(max_examples=25, deadline=None)
-def test_transpose_into_matmul(dtype, perm_a, perm_b, use, dims, twice):
+def test_transpose_into_matmul(dtype, perm_a, perm_b, use, dims, twice, perm_y):
     """MatMul(Transpose(a), Transpose(b)) of any perms: one TransposedMatMul reading the
     operands through their strides (planned and node by node), numpy's product within the
     GEMM's bound; a Transpose read elsewhere too (a graph output) is left alone."""
@@ -555,7 +566,9 @@ def test_transpose_into_matmul(dtype, perm_a, perm_b, use, dims, twice):
         else:
             feeds[name] = x
             ins.append(name)
-    nodes.append(helper.make_node("MatMul", ins, ["y"]))
+    nodes.append(helper.make_node("MatMul", ins, ["y0" if perm_y else "y"]))
+    if perm_y:   # an output Transpose: fused when it keeps the last axis last
+        nodes.append(helper.make_node("Transpose", ["y0"], ["y"], perm=perm_y))
     outs = [helper.make_tensor_value_info("y", t, None)]
     if twice and nodes[0].op_type == "Transpose":
         outs.append(helper.make_tensor_value_info(nodes[0].output[0], t, None))
@@ -565,9 +578,13 @@ def test_transpose_into_matmul(dtype, perm_a, perm_b, use, dims, twice):
     s = Session(model.SerializeToString(), num_threads=1)
     keys = [nd.key for nd in s.graph.nodes]
     fused = "qkernels::TransposedMatMul" in keys
-    assert fused == (not twice or use == "ab"), keys    # (twice: the first Transpose is also an output)
+    out_fused = perm_y is not None and perm_y[-1] == 3
+    assert fused == (not twice or use == "ab" or out_fused), keys    # (twice: the first Transpose is also an output)
+    assert ("Transpose" in keys) == (twice or (perm_y is not None and not out_fused)), keys
     want = np.matmul(a.astype(np.float64), b.astype(np.float64))
     bound = k * 2.0 ** -23 * np.matmul(np.abs(a.astype(np.float64)), np.abs(b.astype(np.float64)))
+    if perm_y:
+        want, bound = np.transpose(want, perm_y), np.transpose(bound, perm_y)
     if dtype == np.float16:
         bound = bound + 2.0 ** -11 * np.abs(want) + 2.0 ** -25
     for _ in range(2):   # the first run node by node (the trace), the second planned

@@ -149,11 +149,12 @@ def _make_gather_rows(node: Node, graph: Graph):
     return _fallback(node, graph, run)
 
 
-@kernel("qkernels::TransposedMatMul", attrs=("perm_a", "perm_b"))
+@kernel("qkernels::TransposedMatMul", attrs=("perm_a", "perm_b", "perm_y"))
 def _make_transposed_matmul(node: Node, graph: Graph):
-    """MatMul of two float activations read through their Transposes' permuted strides
-    (the batched float GEMM, _float.batched_matmul: no copy of either)."""
-    pa, pb = node.attrs.get("perm_a"), node.attrs.get("perm_b")
+    """MatMul of two float activations read through their Transposes' permuted strides,
+    its rows written through the output Transpose's (the batched float GEMM,
+    _float.batched_matmul: no copy)."""
+    pa, pb, py = (node.attrs.get(k) for k in ("perm_a", "perm_b", "perm_y"))
     result = node.outputs[0]
 
     def operands(a, b):
@@ -164,14 +165,24 @@ def _make_transposed_matmul(node: Node, graph: Graph):
             raise _NotServed
         return a, b
 
+    def product_view(y):
+        """The product's layout as a view of the node's output y."""
+        return np.transpose(y, np.argsort(py)) if py else y
+
     def run(values):
-        return {result: _float.batched_matmul(*operands(values[node.inputs[0]], values[node.inputs[1]]))}
+        a, b = operands(values[node.inputs[0]], values[node.inputs[1]])
+        shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+        if py and len(py) != len(shape):
+            raise _NotServed
+        y = np.empty(tuple(shape[p] for p in py) if py else shape, a.dtype)
+        _float.batched_matmul(a, b, product_view(y))
+        return {result: y}
 
     def bind(ins, outs):
         a, b = operands(ins[0], ins[1])
         y = outs[0]
-        if y.dtype != a.dtype or not y.flags.c_contiguous:
+        if y.dtype != a.dtype or not y.flags.c_contiguous or (py and len(py) != y.ndim):
             return None
-        return _float.batched_matmul(a, b, y, bind=True)
+        return _float.batched_matmul(a, b, product_view(y), bind=True)
     run.bind = bind
     return _fallback(node, graph, run)

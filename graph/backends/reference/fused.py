@@ -59,11 +59,12 @@ def _masked_softmax(node, x, mask):
     return OPS["Softmax"](Node("softmax", "Softmax", "", ["t"], ["y"], {"axis": -1}), t)
 
 
-@op("TransposedMatMul", domain=QK, attrs=("perm_a", "perm_b"))
+@op("TransposedMatMul", domain=QK, attrs=("perm_a", "perm_b", "perm_y"))
 def _transposed_matmul(node, a, b):
-    """MatMul(Transpose(a, perm_a), Transpose(b, perm_b)), an omitted perm: no Transpose
-    (attention's Q K^T of split heads; graph/rewrite.py fuse_transpose_matmul)."""
-    pa, pb = node.attrs.get("perm_a"), node.attrs.get("perm_b")
+    """Transpose(MatMul(Transpose(a, perm_a), Transpose(b, perm_b)), perm_y), an omitted
+    perm: no Transpose (attention's heads; graph/rewrite.py fuse_transpose_matmul)."""
+    pa, pb, py = (node.attrs.get(k) for k in ("perm_a", "perm_b", "perm_y"))
     a = np.transpose(a, pa) if pa else a
     b = np.transpose(b, pb) if pb else b
-    return np.matmul(a, b)
+    y = np.matmul(a, b)
+    return np.ascontiguousarray(np.transpose(y, py)) if py else y
