@@ -261,8 +261,9 @@ def batched_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, 
         out = np.empty(shape, a.dtype)
     elif out.shape != shape or out.dtype != a.dtype or not out.flags.writeable \
             or (n > 1 and out.strides[-1] != out.itemsize) \
-            or not _dense(out):
-        raise ValueError(f"out must be a writeable {a.dtype} array of shape {shape}, its last axis contiguous")
+            or not _dense(out) or np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        raise ValueError(f"out must be a writeable {a.dtype} array of shape {shape}, its last axis contiguous, "
+                         "apart from a and b")
     if out.size == 0 or k == 0:
         if bind:
             return None
