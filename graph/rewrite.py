@@ -815,8 +815,8 @@ def fuse_transpose_matmul(graph: Graph) -> Graph:
             removed.append(tr)
         outs = list(mm.outputs)
         tr = ed.only_consumer(mm.outputs[0])     # a Transpose after it keeping the columns last: written so
-        if _plain(tr, "Transpose", 1) and tr.attrs.get("perm") and int(tr.attrs["perm"][-1]) == len(tr.attrs["perm"]) - 1 \
-                and not ed.taken(tr):
+        perm = tr.attrs.get("perm") if _plain(tr, "Transpose", 1) else None
+        if perm and int(perm[-1]) == len(perm) - 1 and not ed.taken(tr):
             attrs["perm_y"], outs = [int(p) for p in tr.attrs["perm"]], list(tr.outputs)
             removed.append(tr)
         if removed:
@@ -956,7 +956,8 @@ def conv1d_as_conv2d(graph: Graph) -> Graph:
 
 
 PASSES = (fold_batchnorm, fold_conv_scale_mul, fold_conv_bias_add, qdq_to_integer, fuse_activations, fuse_residual_add,
-          fuse_hard_swish, fuse_gelu, fuse_linear_gelu, fuse_attention_softmax, fuse_transpose_matmul, fold_constant_dequantize, fuse_qlinear_residual_add, conv1d_as_conv2d)
+          fuse_hard_swish, fuse_gelu, fuse_linear_gelu, fuse_attention_softmax, fuse_transpose_matmul,
+          fold_constant_dequantize, fuse_qlinear_residual_add, conv1d_as_conv2d)
 
 
 def rewrite(graph: Graph) -> Graph:

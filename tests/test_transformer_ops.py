@@ -36,7 +36,8 @@ def _isa_indices():
 
 ISAS = _isa_indices()
 SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-38, -1e-38, 3.4e38, -3.4e38, 1.0, -1.0,
-                     0.99999994, 1.0000001, 3.91, 3.92, 3.93, 4.0, -4.0, 9.0, -9.0, 20.0, -20.0, 2.0 ** -12], np.float32)
+                     0.99999994, 1.0000001, 3.91, 3.92, 3.93, 4.0, -4.0, 9.0, -9.0, 20.0, -20.0, 2.0 ** -12],
+                    np.float32)
 ERF_ULP = 3.0        # kernels/eltwise.c: 2.6 ulp seen
 GELU_BOUND = 2.0     # in units of ulp(gelu(x)) + 2^-24 |x| (1.25 seen)
 
@@ -170,7 +171,7 @@ def test_gemm_gelu_fused_equals_unfused(isa, dtype, op, m, k, n, step, seed, sca
     bias = rng.normal(0, 1, n).astype(np.float32)
     with qkernels.use_isa(isa):
         pw = _float.PACKED[np.dtype(dtype)](b)
-        fused, plain, plain32 = np.empty((m, n), dtype), np.empty((m, n), dtype), np.empty((m, n), np.float32)
+        fused, plain = np.empty((m, n), dtype), np.empty((m, n), dtype)
         _float.gemm2d(a, pw, bias, -np.inf, np.inf, fused, act=(_dispatch.isa_index(), U[op]))
         _float.gemm2d(a, pw, bias, -np.inf, np.inf, plain)
         unfused = _unary(_dispatch.isa_index(), op, plain.ravel()).reshape(m, n)
@@ -401,7 +402,8 @@ def _softmax64(v):
     return e / e.sum(-1, keepdims=True)
 
 
-MASKS = {"key": lambda b, h, t: (b, 1, 1, t), "full": lambda b, h, t: (b, 1, t, t), "same": lambda b, h, t: (b, h, t, t),
+MASKS = {"key": lambda b, h, t: (b, 1, 1, t), "full": lambda b, h, t: (b, 1, t, t),
+         "same": lambda b, h, t: (b, h, t, t),
          "scalar": lambda b, h, t: (), "row": lambda b, h, t: (t,), "col": lambda b, h, t: (b, 1, t, 1)}
 
 
@@ -460,7 +462,8 @@ def _attention_model(scale_op="Div", scale_first=False, mask_first=False, opset=
     sc = "s" if scale_op else "s0"
     nodes += [helper.make_node("Add", ["m", sc] if mask_first else [sc, "m"], ["a"]),
               helper.make_node("Softmax", ["a"], ["y"], axis=axis)]
-    ins = [helper.make_tensor_value_info("q", t, ["B", 2, "T", 8]), helper.make_tensor_value_info("k", t, ["B", 2, 8, "T"]),
+    ins = [helper.make_tensor_value_info("q", t, ["B", 2, "T", 8]),
+           helper.make_tensor_value_info("k", t, ["B", 2, 8, "T"]),
            helper.make_tensor_value_info("m", t, list(mask_shape))]
     g = helper.make_graph(nodes, "attn", ins, [helper.make_tensor_value_info("y", t, None)], inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])

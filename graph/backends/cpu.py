@@ -8,9 +8,10 @@ Kernel-backed (constant weights are packed once, when the session is planned):
   ``QGemm`` -> :func:`qkernels.matmul` (packed weights when they are constants);
   com.microsoft ``QLinearAdd`` / ``QLinearMul`` of same-layout tensors -> the native
   elementwise loop;
-- fp16 and fp32: ``Conv`` (2-D), ``MatMul`` (constant weights; fp16 also two
-  activations), ``Gemm`` and the fused com.microsoft ``FusedConv`` / ``FusedGemm`` -> the
-  float kernels (fp32 sums, bias and activation fused); a float32 ``MatMul`` of two
+- fp16 and fp32: ``Conv`` (2-D), ``MatMul`` (constant weights, or two activations of at
+  least 2-D: every product of the batch in one native loop, _float.batched_matmul),
+  ``Gemm`` and the fused com.microsoft ``FusedConv`` / ``FusedGemm`` -> the float kernels
+  (fp32 sums, bias and activation fused); a float32 ``MatMul`` with a 1-D operand of two
   activations stays numpy's (BLAS).
 
 A maker returns None for a node the kernels do not serve (other dtypes, 1-D/3-D

@@ -45,7 +45,8 @@ def _matmul_gelu(node, a, w, b=None):
     y = np.matmul(a, w)
     if b is not None:
         y = np.add(y, b).astype(y.dtype, copy=False)
-    return OPS["Gelu"](Node("gelu", "Gelu", "", ["y"], ["z"], {"approximate": node.attrs.get("approximate", "none")}), y)
+    gelu = Node("gelu", "Gelu", "", ["y"], ["z"], {"approximate": node.attrs.get("approximate", "none")})
+    return OPS["Gelu"](gelu, y)
 
 
 @op("MaskedSoftmax", domain=QK, attrs=("scale", "div"))
