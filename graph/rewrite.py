@@ -17,7 +17,12 @@
    become com.microsoft QLinearAdd / QLinearMul / QLinearGlobalAveragePool;
 3. :func:`fuse_activations` — Relu / Clip after a float Conv or Gemm fused into it
    (``com.microsoft`` FusedConv / FusedGemm, ONNX Runtime's contrib operators);
-4. :func:`fold_constant_dequantize` — DequantizeLinear of constants left over (weights
+4. :func:`fuse_gelu` — the exact GELU spelled with Erf, Add and Muls as one ``Gelu``, and
+   :func:`fuse_linear_gelu` — a float MatMul (+ bias Add) and the Gelu after it as one
+   ``qkernels::MatMulGelu`` (the GEMM's output stage applies it); :func:`fuse_attention_softmax`
+   — attention's Softmax of the scaled scores plus the mask as ``qkernels::MaskedSoftmax``;
+   :func:`fuse_transpose_matmul` — a Transpose into the MatMul of two activations it feeds;
+5. :func:`fold_constant_dequantize` — DequantizeLinear of constants left over (weights
    of operators no pass took) folded into float constants;
 
 then drops the nodes and constants nothing reads any more. Every pass is a function
@@ -707,6 +712,168 @@ def fuse_hard_swish(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
+def _const_near(ed: _Editor, name: str, value: float, exact: bool = False) -> bool:
+    """``name`` is a float scalar constant equal to ``value`` (``exact``) or ``value``
+    rounded to its dtype (within an ulp of it)."""
+    v = ed.const(name)
+    if not (_scalar(v) and v.dtype in _FLOATS):
+        return False
+    return abs(float(v.reshape(())) - value) <= (0 if exact else np.finfo(v.dtype).eps * abs(value))
+
+
+def _plain(node: Node | None, op_type: str, arity: int = 2) -> bool:
+    return node is not None and node.op_type == op_type and not node.domain and len(node.inputs) == arity
+
+
+def _other(node: Node, value: str) -> str | None:
+    """The input of a two-input node that is not ``value`` (None when ``value`` is not one)."""
+    if node.inputs[0] == value:
+        return node.inputs[1]
+    return node.inputs[0] if node.inputs[1] == value else None
+
+
+def _gelu_product(ed: _Editor, x: str, g: str):
+    """The nodes computing x * g * 0.5 from g = 1 + erf(...) in any of the associations
+    exports use — Mul(Mul(x, g), 0.5), Mul(Mul(g, 0.5), x), Mul(Mul(x, 0.5), g) — with
+    each intermediate read once: (nodes, the product's name), or None."""
+    m1 = ed.only_consumer(g)
+    if not _plain(m1, "Mul"):
+        return None
+    o1 = _other(m1, g)
+    m2 = ed.only_consumer(m1.outputs[0])
+    if o1 == x or _const_near(ed, o1, 0.5, True):       # (x * g) * 0.5 or (g * 0.5) * x
+        want = (lambda o: _const_near(ed, o, 0.5, True)) if o1 == x else (lambda o: o == x)
+        if _plain(m2, "Mul") and want(_other(m2, m1.outputs[0])):
+            return [m1, m2], m2.outputs[0]
+        return None
+    h = ed.producer_of(o1, "Mul")                     # (x * 0.5) * g
+    if h is not None and len(h.inputs) == 2 and ed.only_consumer(o1) is m1 and _other(h, x) is not None \
+            and _const_near(ed, _other(h, x), 0.5, True):
+        return [h, m1], m1.outputs[0]
+    return None
+
+
+def fuse_gelu(graph: Graph) -> Graph:
+    """The exact GELU as torch and TF exports spell it — ``x * (erf(x / 1.4142135) + 1) *
+    0.5`` (or erf of x * 0.70710677; the Adds and Muls in any operand order and the three
+    factors in any association), nothing else reading the intermediates, float constants
+    — as one ONNX ``Gelu`` (opset 20; approximate "none"), which the cpu backend runs
+    natively (kernels/eltwise.c) or fuses into the GEMM before it (fuse_linear_gelu)."""
+    ed = _Editor(graph)
+    for erf in graph.nodes:
+        if not _plain(erf, "Erf", 1) or ed.taken(erf):
+            continue
+        scale = ed.producer.get(erf.inputs[0])
+        if scale is None or scale.domain or len(scale.inputs) != 2 or ed.only_consumer(scale.outputs[0]) is not erf:
+            continue
+        if scale.op_type == "Div" and _const_near(ed, scale.inputs[1], float(np.sqrt(2.0))):
+            x = scale.inputs[0]
+        elif scale.op_type == "Mul" and _const_near(ed, scale.inputs[1], float(np.sqrt(0.5))):
+            x = scale.inputs[0]
+        elif scale.op_type == "Mul" and _const_near(ed, scale.inputs[0], float(np.sqrt(0.5))):
+            x = scale.inputs[1]
+        else:
+            continue
+        add = ed.only_consumer(erf.outputs[0])
+        if not _plain(add, "Add") or not _const_near(ed, _other(add, erf.outputs[0]) or "", 1.0, True):
+            continue
+        got = _gelu_product(ed, x, add.outputs[0])
+        if got is None or ed.taken(scale, add, *got[0]):
+            continue
+        ed.replace(erf, [Node(erf.name, "Gelu", "", [x], [got[1]], {"approximate": "none"})], scale, add, *got[0])
+    return _prune(ed.result())
+
+
+def fuse_linear_gelu(graph: Graph) -> Graph:
+    """A float ``MatMul`` by constant 2-D weights, the bias ``Add`` of a constant vector
+    after it (when there is one) and the ``Gelu`` after that (intermediates read once) as
+    ``qkernels::MatMulGelu`` (a, W, bias): the GEMM's output stage applies the GELU to each
+    row of its tile while it is in cache (the same native loop as the unfused Gelu)."""
+    ed = _Editor(graph)
+    for mm in graph.nodes:
+        if not _plain(mm, "MatMul") or ed.taken(mm):
+            continue
+        w = ed.const(mm.inputs[1])
+        if w is None or w.dtype not in _FLOATS or w.ndim != 2:
+            continue
+        nxt, bias, removed = ed.only_consumer(mm.outputs[0]), [], []
+        if _plain(nxt, "Add"):
+            b = _other(nxt, mm.outputs[0])
+            v = ed.const(b)
+            if v is None or v.dtype != w.dtype or v.shape not in ((w.shape[1],), (1, w.shape[1])):
+                continue
+            bias, removed = [b], [nxt]
+            nxt = ed.only_consumer(nxt.outputs[0])
+        if not _plain(nxt, "Gelu", 1) or ed.taken(nxt, *removed):
+            continue
+        attrs = {"activation": "Gelu", "approximate": nxt.attrs.get("approximate", "none")}
+        ed.replace(mm, [Node(mm.name, "MatMulGelu", QK, [mm.inputs[0], mm.inputs[1], *bias], [nxt.outputs[0]],
+                             attrs)], *removed, nxt)
+    return _prune(ed.result())
+
+
+def fuse_attention_softmax(graph: Graph) -> Graph:
+    """Attention's ``Softmax(axis=-1)`` of ``Add(scores, mask)``, with the ``Div`` or
+    ``Mul`` of the scores by a float scalar constant before it when there is one
+    (intermediates read once; opset 13 and later), as ``qkernels::MaskedSoftmax(scores,
+    mask)`` (``scale``, ``div``): one native pass per row (graph/backends/cpu_transformer.py)."""
+    if graph.opset < 13:
+        return graph
+    ed = _Editor(graph)
+    for sm in graph.nodes:
+        if not _plain(sm, "Softmax", 1) or sm.attrs.get("axis", -1) != -1 or ed.taken(sm):
+            continue
+        add = ed.producer_of(sm.inputs[0], "Add")
+        if add is None or len(add.inputs) != 2 or ed.only_consumer(add.outputs[0]) is not sm or ed.taken(add):
+            continue
+        x, mask, scale, div, removed = add.inputs[0], add.inputs[1], 1.0, 0, [add]
+        for k in (0, 1):
+            sc = ed.producer.get(add.inputs[k])
+            if sc is None or sc.domain or sc.op_type not in ("Div", "Mul") or len(sc.inputs) != 2 \
+                    or ed.only_consumer(sc.outputs[0]) is not add or ed.taken(sc):
+                continue
+            c = 1 if _scalar(ed.const(sc.inputs[1])) else (0 if sc.op_type == "Mul" and _scalar(ed.const(sc.inputs[0]))
+                                                          else None)
+            v = ed.const(sc.inputs[c]) if c is not None else None
+            if v is None or v.dtype not in _FLOATS:
+                continue
+            x, mask, scale, div = sc.inputs[1 - c], add.inputs[1 - k], float(v.reshape(())), int(sc.op_type == "Div")
+            removed.append(sc)
+            break
+        ed.replace(sm, [Node(sm.name, "MaskedSoftmax", QK, [x, mask], list(sm.outputs),
+                             {"scale": scale, "div": div})], *removed)
+    return _prune(ed.result())
+
+
+def fuse_transpose_matmul(graph: Graph) -> Graph:
+    """A ``MatMul`` of two computed values with a ``Transpose`` (read by it alone) before
+    either, or after it (keeping the last axis last), as ``qkernels::TransposedMatMul``
+    (``perm_a``, ``perm_b``, ``perm_y``): the batched GEMM reads the operands through the
+    permuted strides and writes its rows into the permuted layout, no copy (attention's
+    split and merged heads)."""
+    ed = _Editor(graph)
+    for mm in graph.nodes:
+        if not _plain(mm, "MatMul") or ed.taken(mm) or any(ed.const(i) is not None for i in mm.inputs):
+            continue
+        ins, attrs, removed = list(mm.inputs), {}, []
+        for k, key in ((0, "perm_a"), (1, "perm_b")):
+            tr = ed.producer_of(mm.inputs[k], "Transpose")
+            if tr is None or len(tr.inputs) != 1 or "perm" not in tr.attrs or ed.taken(tr) \
+                    or ed.only_consumer(tr.outputs[0]) is not mm or mm.inputs[0] == mm.inputs[1]:
+                continue
+            ins[k], attrs[key] = tr.inputs[0], [int(p) for p in tr.attrs["perm"]]
+            removed.append(tr)
+        outs = list(mm.outputs)
+        tr = ed.only_consumer(mm.outputs[0])     # a Transpose after it keeping the columns last: written so
+        perm = tr.attrs.get("perm") if _plain(tr, "Transpose", 1) else None
+        if perm and int(perm[-1]) == len(perm) - 1 and not ed.taken(tr):
+            attrs["perm_y"], outs = [int(p) for p in tr.attrs["perm"]], list(tr.outputs)
+            removed.append(tr)
+        if removed:
+            ed.replace(mm, [Node(mm.name, "TransposedMatMul", QK, ins, outs, attrs)], *removed)
+    return _prune(ed.result())
+
+
 def _clip_bounds(ed: _Editor, act: Node | None) -> list | None:
     """[min, max] of a Clip with constant scalar bounds (or none), else None."""
     if act is None or act.op_type != "Clip":
@@ -838,8 +1005,9 @@ def conv1d_as_conv2d(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
-PASSES = (fuse_dynamic_quantize, fold_batchnorm, fold_conv_scale_mul, fold_conv_bias_add, qdq_to_integer, fuse_activations, fuse_residual_add,
-          fuse_hard_swish, fold_constant_dequantize, fuse_qlinear_residual_add, conv1d_as_conv2d)
+PASSES = (fuse_dynamic_quantize, fold_batchnorm, fold_conv_scale_mul, fold_conv_bias_add, qdq_to_integer,
+          fuse_activations, fuse_residual_add, fuse_hard_swish, fuse_gelu, fuse_linear_gelu, fuse_attention_softmax,
+          fuse_transpose_matmul, fold_constant_dequantize, fuse_qlinear_residual_add, conv1d_as_conv2d)
 
 
 def rewrite(graph: Graph) -> Graph:

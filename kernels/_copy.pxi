@@ -145,3 +145,53 @@ def fill(dst, value):
     """dst[...] = value on the native fill; returns dst."""
     BoundCopy([(dst, None, value)], dst).run()
     return dst
+
+
+cdef class BoundGatherRows(Bound):
+    """y[i] = table[idx[i]] (rows of row_bytes; a negative index counts from the end):
+    an embedding lookup. The indices are checked before each run (gather_rows_check);
+    one outside [-rows, rows) all the same writes a row of zeros, never reads outside."""
+    cdef const char *table
+    cdef const int64_t *idx
+    cdef char *y
+    cdef size_t count, row_bytes
+    cdef int64_t rows
+    cdef object keep
+
+    cdef void execute(self) noexcept nogil:
+        cdef size_t i
+        cdef int64_t k
+        for i in range(self.count):
+            k = self.idx[i]
+            if k < 0:
+                k += self.rows
+            if 0 <= k < self.rows:
+                memcpy(self.y + i * self.row_bytes, self.table + k * self.row_bytes, self.row_bytes)
+            else:
+                memset(self.y + i * self.row_bytes, 0, self.row_bytes)
+
+
+def gather_rows(cnp.ndarray table, cnp.ndarray idx, cnp.ndarray y, bint bind=False):
+    """Rows of ``table`` (C-contiguous, >= 1-D; a row: its first axis' item) at ``idx``
+    (int64, C-contiguous, any shape) into y (C-contiguous, idx.size rows of table's dtype).
+    Bound (``bind``), the indices are read at each run: check them first
+    (:func:`gather_rows_check`)."""
+    if table.ndim < 1 or not table.flags.c_contiguous or idx.dtype != np.int64 or not idx.flags.c_contiguous \
+            or not y.flags.c_contiguous or not y.flags.writeable or y.dtype != table.dtype \
+            or y.size != idx.size * (table.size // max(table.shape[0], 1)) or table.shape[0] == 0:
+        raise ValueError("table: C-contiguous, non-empty; idx: int64 C-contiguous; y: C-contiguous rows of table")
+    cdef BoundGatherRows g = BoundGatherRows()
+    g.table, g.idx, g.y = <const char *>_ptr(table), <const int64_t *>_ptr(idx), <char *>_ptr(y)
+    g.count, g.rows = idx.size, table.shape[0]
+    g.row_bytes = table.nbytes // table.shape[0]
+    g.out, g.keep = y, (table, idx)
+    if not bind:
+        gather_rows_check(idx, table.shape[0])
+    return g if bind else g.run()
+
+
+def gather_rows_check(cnp.ndarray idx, int64_t rows):
+    """IndexError unless every index lies in [-rows, rows)."""
+    if idx.size and (idx.min() < -rows or idx.max() >= rows):
+        bad = idx[(idx < -rows) | (idx >= rows)].reshape(-1)[0]
+        raise IndexError(f"Gather: index {int(bad)} is out of range for {rows} rows")

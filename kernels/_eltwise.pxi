@@ -7,7 +7,7 @@
 
 cdef extern from "qk_eltwise.h" nogil:
     int QK_ELT_RELU, QK_ELT_CLIP, QK_ELT_HARDSIGMOID, QK_ELT_HARDSWISH, QK_ELT_LEAKYRELU
-    int QK_ELT_SIGMOID, QK_ELT_TANH, QK_ELT_EXP, QK_ELT_UNARY_COUNT
+    int QK_ELT_SIGMOID, QK_ELT_TANH, QK_ELT_EXP, QK_ELT_ERF, QK_ELT_GELU, QK_ELT_GELU_TANH, QK_ELT_UNARY_COUNT
     int QK_ELT_ADD, QK_ELT_SUB, QK_ELT_MUL, QK_ELT_DIV, QK_ELT_FULL, QK_ELT_CHANNEL
     ctypedef void (*qk_elt_unary_f32_fn)(int, float, float, size_t, const float *, float *) noexcept nogil
     ctypedef void (*qk_elt_unary_f16_fn)(int, float, float, size_t, const uint16_t *, uint16_t *) noexcept nogil
@@ -21,12 +21,15 @@ cdef extern from "qk_eltwise.h" nogil:
         qk_elt_prelu_fn prelu_f32
         qk_elt_binary_fn binary_f32
         qk_elt_softmax_fn softmax_f32
+        void (*softmax_masked)(size_t, size_t, const void *, const void *, const int64_t *, Py_ssize_t, float, int,
+                               int, void *, float *) noexcept nogil
     const qk_eltwise_kernels *qk_eltwise_for_isa(int isa)
 
 #: op name -> its code in qk_eltwise.h (eltwise_unary's ``op``)
 ELTWISE_UNARY = {"Relu": QK_ELT_RELU, "Clip": QK_ELT_CLIP, "HardSigmoid": QK_ELT_HARDSIGMOID,
                  "HardSwish": QK_ELT_HARDSWISH, "LeakyRelu": QK_ELT_LEAKYRELU, "Sigmoid": QK_ELT_SIGMOID,
-                 "Tanh": QK_ELT_TANH, "Exp": QK_ELT_EXP}
+                 "Tanh": QK_ELT_TANH, "Exp": QK_ELT_EXP, "Erf": QK_ELT_ERF, "Gelu": QK_ELT_GELU,
+                 "GeluTanh": QK_ELT_GELU_TANH}
 ELTWISE_BINARY = {"Add": QK_ELT_ADD, "Sub": QK_ELT_SUB, "Mul": QK_ELT_MUL, "Div": QK_ELT_DIV}
 
 
@@ -147,4 +150,52 @@ def softmax(int isa, cnp.ndarray x, cnp.ndarray y, size_t rows, size_t length, b
     cdef BoundSoftmax b = BoundSoftmax()
     b.k, b.log, b.rows, b.length = qk_eltwise_for_isa(isa), log, rows, length
     b.x, b.y, b.out, b.keep = <const float *>_ptr(x), <float *>_ptr(y), y, x
+    return b if bind else b.run()
+
+
+cdef class BoundMaskedSoftmax(Bound):
+    """Attention's Softmax(x / s + mask) (or x * s) of contiguous rows."""
+    cdef const qk_eltwise_kernels *k
+    cdef size_t rows, length
+    cdef const void *x
+    cdef const void *m
+    cdef const int64_t *off
+    cdef Py_ssize_t step
+    cdef float s
+    cdef int div, half
+    cdef void *y
+    cdef float *scratch
+    cdef object keep
+
+    def __dealloc__(self):
+        free(self.scratch)
+
+    cdef void execute(self) noexcept nogil:
+        self.k.softmax_masked(self.rows, self.length, self.x, self.m, self.off, self.step, self.s, self.div,
+                              self.half, self.y, self.scratch)
+
+
+def softmax_masked(int isa, cnp.ndarray x, cnp.ndarray mask, cnp.ndarray mask_off, Py_ssize_t mask_step,
+                   cnp.ndarray y, size_t rows, size_t length, float s, bint div, bint bind=False):
+    """Softmax(x / s + mask) (x * s when not ``div``) of each of ``rows`` rows of ``length``
+    values: x, y 1-D contiguous float32 or float16 runs of rows * length values (in place
+    allowed); mask: any array of their dtype, row r's values at element offset mask_off[r]
+    (int64, ``rows`` of them) every ``mask_step`` (0 or 1) elements; every offset checked
+    against the mask's size."""
+    if x.dtype not in (np.float32, np.float16) or not _run1d(x, x.dtype) or not _run1d(y, x.dtype, True) or \
+            <size_t>x.shape[0] != rows * length or y.shape[0] != x.shape[0] or (rows and not length) or \
+            mask.dtype != x.dtype or not mask.flags.c_contiguous or mask_off.dtype != np.int64 or \
+            not _run1d(mask_off, np.int64) or <size_t>mask_off.shape[0] != rows or mask_step not in (0, 1):
+        raise ValueError("x, y: float runs of rows * length values; mask: C-contiguous, x's dtype; "
+                         "mask_off: int64 per row; mask_step 0 or 1")
+    if rows and (mask_off.min() < 0 or mask_off.max() + (length - 1) * mask_step >= mask.size):
+        raise ValueError("mask offsets outside the mask")
+    cdef BoundMaskedSoftmax b = BoundMaskedSoftmax()
+    b.k, b.rows, b.length, b.step, b.s, b.div = qk_eltwise_for_isa(isa), rows, length, mask_step, s, div
+    b.half = x.dtype == np.float16
+    b.scratch = <float *>malloc(sizeof(float) * 2 * max(length, 1))
+    if b.scratch == NULL:
+        raise MemoryError("cannot allocate a softmax row")
+    b.x, b.m, b.off, b.y = _ptr(x), _ptr(mask), <const int64_t *>_ptr(mask_off), _ptr(y)
+    b.out, b.keep = y, (x, mask, mask_off)
     return b if bind else b.run()

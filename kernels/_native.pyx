@@ -7,7 +7,7 @@ quantization parameters); what it still checks, it checks before releasing the G
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int8_t, uint8_t, int16_t, int32_t, uint32_t, int64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 import numpy as np
 cimport numpy as cnp
 
@@ -131,12 +131,27 @@ cdef qk_out_params _out_params(int mode, bint out_signed, int32_t zy, int32_t lo
 
 
 cdef int _set_act(qk_out_params *p, object act) except -1:
-    """The activation after the fp32 clamp: None, or (add, lo, hi, div) of QK_ACT_HSWISH_DIV."""
+    """The activation after the clamp: None, (add, lo, hi, div) of QK_ACT_HSWISH_DIV (fp32),
+    or (isa, op) of QK_ACT_ELT: the elementwise op ``op`` (ELTWISE_UNARY) of ISA ``isa``'s
+    build over each output row (fp32 and fp16)."""
     if act is None:
+        return 0
+    if len(act) == 2:
+        isa, op = act
+        if not (0 <= op < QK_ELT_UNARY_COUNT) or op in (QK_ELT_CLIP, QK_ELT_HARDSIGMOID, QK_ELT_LEAKYRELU):
+            raise ValueError("act: an elementwise op without parameters")
+        p.act = QK_ACT_ELT
+        p.act_fn = qk_eltwise_for_isa(isa).unary_f32
+        p.act_op = op
         return 0
     p.act = QK_ACT_HSWISH_DIV
     p.act_add, p.act_lo, p.act_hi, p.act_div = act
     return 0
+
+
+cdef inline bint _fp32_only_act(object act):
+    """An activation only the fp32 stages apply (the hard swish)."""
+    return act is not None and len(act) != 2
 
 
 cdef int _set_residual(qk_out_params *p, cnp.ndarray residual, size_t M, size_t N) except -1:
@@ -217,8 +232,9 @@ def gemm_float(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bi
     to fp16 by an fp16 kernel, float32 by an fp32 one: the same driver as `gemm`. A: a
     matrix of the kernel's dtype (any strides) or a ConvSource of its elem (2, 4); bias:
     float32 (>= N). `bind`: as `gemm`. `residual` (fp32 kernels): (M, N) float32 added
-    after the bias, before the clamp (a fused Add); `act` (fp32): (add, lo, hi, div), the
-    hard swish after the clamp (qk_output.h, QK_ACT_HSWISH_DIV)."""
+    after the bias, before the clamp (a fused Add); `act`: (add, lo, hi, div) (fp32), the
+    hard swish after the clamp (qk_output.h, QK_ACT_HSWISH_DIV), or (isa, op), an
+    elementwise op after the clamp (QK_ACT_ELT, fp32 and fp16: _set_act)."""
     cdef const qk_ukernel *k = _kernel(kid)
     if k.dtype != QK_DTYPE_F16 and k.dtype != QK_DTYPE_F32:
         raise ValueError(f"kernel {kid} is not a float kernel")
@@ -232,10 +248,88 @@ def gemm_float(int kid, object a, cnp.ndarray b_packed, size_t N, cnp.ndarray bi
             raise ValueError("a residual is fused by fp32 kernels only")
         _set_residual(&p, residual, out.shape[0], N)
     if act is not None:
-        if k.dtype != QK_DTYPE_F32:
-            raise ValueError("an activation is fused by fp32 kernels only")
+        if k.dtype != QK_DTYPE_F32 and _fp32_only_act(act):
+            raise ValueError("this activation is fused by fp32 kernels only")
         _set_act(&p, act)
     return _gemm_run(k, a, False, 0, b_packed, N, False, &p, out, num_threads, bind, (bias, residual))
+
+
+cdef class BoundBatchedGemm(Bound):
+    """Float C[i] = A[i] . B[i] over a batch of (M, K) x (K, N) products of two activations
+    (attention's Q K^T and its weights times V): per product, B packed and A packed into
+    this thread's buffers, then the tile loop (qk_gemm_block) with a bias of zeros, all in
+    one native loop (no Python per head). Operands at byte offsets from their base arrays,
+    any row and column strides (transposed views read in place)."""
+    cdef const qk_ukernel *k
+    cdef qk_out_params p
+    cdef object keep
+    cdef const char *a
+    cdef const char *b
+    cdef char *c
+    cdef const Py_ssize_t *ao
+    cdef const Py_ssize_t *bo
+    cdef const Py_ssize_t *co
+    cdef char *buf
+    cdef size_t batch, M, K, N, a_bytes, b_bytes
+    cdef Py_ssize_t sam, sak, sbk, sbn, c_stride
+    cdef int nt
+
+    def __dealloc__(self):
+        free(self.buf)
+
+    cdef void execute(self) noexcept nogil:
+        cdef Py_ssize_t i
+        cdef char *pa
+        if self.nt == 1:
+            for i in range(<Py_ssize_t>self.batch):
+                self._one(i, self.buf)
+        else:
+            for i in prange(<Py_ssize_t>self.batch, num_threads=self.nt, schedule="static"):
+                self._one(i, self.buf + threadid() * (self.a_bytes + self.b_bytes))
+
+    cdef inline void _one(self, Py_ssize_t i, char *pa) noexcept nogil:
+        cdef const qk_ukernel *k = self.k
+        cdef char *pb = pa + self.a_bytes
+        qk_pack_b(k.b_pack, k.nr, k.kr, self.K, self.N, self.b + self.bo[i], 0, self.sbk, self.sbn, NULL, pb, NULL)
+        qk_pack_a(k.a_pack, k.mr, k.kr, self.M, self.K, self.a + self.ao[i], 0, self.sam, self.sak, 0, pa, NULL)
+        qk_gemm_block(k, self.K, 0, self.M, 0, self.N, pa, pb, &self.p, self.c + self.co[i], self.c_stride)
+
+
+def gemm_float_batched(int kid, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, cnp.ndarray a_off,
+                       cnp.ndarray b_off, cnp.ndarray c_off, size_t M, size_t K, size_t N, Py_ssize_t sam,
+                       Py_ssize_t sak, Py_ssize_t sbk, Py_ssize_t sbn, Py_ssize_t c_stride, cnp.ndarray zeros,
+                       int num_threads, bint bind=False):
+    """The batch of products out[c_off[i]] (M, N; rows c_stride bytes apart, columns
+    contiguous) = a[a_off[i]] (M, K; byte strides sam, sak) . b[b_off[i]] (K, N; sbk, sbn),
+    offsets in bytes from each array's data (int64 arrays of one length), in the float
+    kernel ``kid``'s dtype; ``zeros``: float32 (>= N), the bias. The caller
+    (qkernels._float.batched_matmul) derives every offset and stride from the arrays."""
+    cdef const qk_ukernel *k = _kernel(kid)
+    if k.dtype != QK_DTYPE_F16 and k.dtype != QK_DTYPE_F32:
+        raise ValueError(f"kernel {kid} is not a float kernel")
+    if not (a_off.dtype == b_off.dtype == c_off.dtype == np.int64) or not (a_off.flags.c_contiguous and
+            b_off.flags.c_contiguous and c_off.flags.c_contiguous) or not (a_off.shape[0] == b_off.shape[0] ==
+            c_off.shape[0]) or zeros.dtype != np.float32 or <size_t>zeros.shape[0] < max(N, 1) or K == 0:
+        raise ValueError("offsets: int64 arrays of one length; zeros: float32 (>= N); K > 0")
+    cdef BoundBatchedGemm g = BoundBatchedGemm.__new__(BoundBatchedGemm)
+    memset(&g.p, 0, sizeof(g.p))
+    g.p.mode = QK_OUT_F16 if k.dtype == QK_DTYPE_F16 else QK_OUT_F32
+    g.p.bias_f = <const float *>_ptr(zeros)
+    g.p.flo, g.p.fhi = -np.inf, np.inf
+    g.k, g.batch, g.M, g.K, g.N = k, a_off.shape[0], M, K, N
+    g.sam, g.sak, g.sbk, g.sbn, g.c_stride = sam, sak, sbk, sbn, c_stride
+    g.a, g.b, g.c = <const char *>_ptr(a), <const char *>_ptr(b), <char *>_ptr(out)
+    g.ao, g.bo, g.co = <const Py_ssize_t *>_ptr(a_off), <const Py_ssize_t *>_ptr(b_off), <const Py_ssize_t *>_ptr(c_off)
+    g.a_bytes = (qk_packed_a_bytes(k.a_pack, k.mr, k.kr, M, K) + 63) // 64 * 64
+    g.b_bytes = (qk_packed_b_bytes(k.b_pack, k.nr, k.kr, K, N) + 63) // 64 * 64
+    g.nt = <int>max(1, min(num_threads, <int>g.batch))
+    if M * N * K * g.batch < 64 * 64 * 64:
+        g.nt = 1               # (waking a second thread costs about 10 us)
+    g.buf = <char *>malloc((g.a_bytes + g.b_bytes) * g.nt + 64)
+    if g.buf == NULL:
+        raise MemoryError("cannot allocate the packing buffers of a batched GEMM")
+    g.out, g.keep = out, (a, b, a_off, b_off, c_off, zeros)
+    return g if bind else g.run()
 
 
 cdef object _gemm_run(const qk_ukernel *k, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
@@ -994,8 +1088,8 @@ def ukernel_output(int kid, cnp.ndarray acc, cnp.ndarray out, int mode, bint out
             raise ValueError("a residual is fused by the fp32 stage only")
         _set_residual(&p, residual, out.shape[0], out.shape[1])
     if act is not None:
-        if mode != QK_OUT_F32:
-            raise ValueError("an activation is fused by the fp32 stage only")
+        if mode != QK_OUT_F32 and (mode != QK_OUT_F16 or _fp32_only_act(act)):
+            raise ValueError("this activation is fused by the fp32 stage only")
         _set_act(&p, act)
     k.output(out.shape[0], out.shape[1], <const int32_t *>_ptr(acc), acc.shape[1], 0, 0, &p, _ptr(out),
              out.strides[0])

@@ -24,7 +24,13 @@
  *            (bound 3); sigmoid(-inf) = 0, sigmoid(+inf) = 1.
  *   Tanh     |x| < 2^-12: x; |x| < 0.625: odd polynomial x + x^3 P(x^2) (Cephes' tanhf);
  *            else sign(x) (1 - 2 / (exp(2|x|) + 1)), |x| clamped at 9.5 (tanh rounds to 1
- *            from 9.01): 1.3 ulp (bound 2); tanh(+-inf) = +-1, tanh(-0) = -0. */
+ *            from 9.01): 1.3 ulp (bound 2); tanh(+-inf) = +-1, tanh(-0) = -0.
+ *   Erf      |x| < 1: x P(x^2) (Cephes' erff); else 1 - Q((|x| - 2.5) / 1.5), Q a degree-12
+ *            fit of erfc on [1, 4], |x| clamped at 4 (erf rounds to 1 from 3.92), sign put
+ *            back: 2.6 ulp (bound 3); erf(+-inf) = +-1, erf(-0) = -0.
+ *   Gelu     (x / 2) (1 + erf(x * 0.70710677)) and the tanh form (x / 2) (1 + tanh(0.7978846
+ *            (x + 0.044715 x^3))), on those erf and tanh (tests/test_transformer_ops.py states
+ *            the bound against float64). */
 #include <string.h>
 
 #include "qk_eltwise.h"
@@ -89,6 +95,15 @@ static void QK_ELT_NAME(qk_elt_unary_f32)(int op, float p0, float p1, size_t n, 
         break;
     case QK_ELT_EXP:
         QK_ELT_LOOP(qk_elt_exp(v));
+        break;
+    case QK_ELT_ERF:
+        QK_ELT_LOOP(qk_elt_erf(v));
+        break;
+    case QK_ELT_GELU:
+        QK_ELT_LOOP(qk_elt_gelu(v));
+        break;
+    case QK_ELT_GELU_TANH:
+        QK_ELT_LOOP(qk_elt_gelu_tanh(v));
         break;
     default:
         break;
@@ -265,9 +280,47 @@ static void QK_ELT_NAME(qk_elt_softmax_f32)(int log, size_t rows, size_t len, co
     }
 }
 
+/* Attention's softmax in one pass per row: v = x op s (op: / or *, the scores' scaling
+ * node), v + mask (the additive mask's row at mask + mask_off[r], every mask_step-th
+ * value: 0 broadcasts one value), then the Softmax above (its max, exp, float64 sum,
+ * division). float16 rows (half): widened, computed in float32, rounded once; scratch:
+ * 2 len floats. */
+static void QK_ELT_NAME(qk_elt_softmax_masked)(size_t rows, size_t len, const void *x, const void *mask,
+                                               const int64_t *mask_off, ptrdiff_t mask_step, float s, int div,
+                                               int half, void *y, float *scratch) {
+    for (size_t r = 0; r < rows; r++) {
+        float *v = half ? scratch : (float *)y + r * len;
+        const float *xr = half ? scratch + len : (const float *)x + r * len;
+        const float *mr = half ? scratch + len : (const float *)mask + mask_off[r];
+        if (half) {
+            QK_ELT_F16_TO_F32((const uint16_t *)x + r * len, v, len);
+            xr = v;
+        }
+        if (div)
+            for (size_t i = 0; i < len; i++) v[i] = xr[i] / s;
+        else
+            for (size_t i = 0; i < len; i++) v[i] = xr[i] * s;
+        if (half) {   /* the mask's values widened (exact), then added */
+            const uint16_t *mh = (const uint16_t *)mask + mask_off[r];
+            for (size_t i = 0; i < len; i++) scratch[len + i] = qk_f16_to_f32(mh[i * mask_step]);
+            mr = scratch + len;
+            for (size_t i = 0; i < len; i++) v[i] = v[i] + mr[i];
+        } else if (mask_step == 1) {
+            for (size_t i = 0; i < len; i++) v[i] = v[i] + mr[i];
+        } else {
+            for (size_t i = 0; i < len; i++) v[i] = v[i] + mr[0];
+        }
+        const float m = qk_elt_row_max(v, len);
+        for (size_t i = 0; i < len; i++) v[i] = qk_elt_exp(m == m ? v[i] - m : m);
+        const float fs = (float)qk_elt_row_sum(v, len);
+        for (size_t i = 0; i < len; i++) v[i] = v[i] / fs;
+        if (half) QK_ELT_F32_TO_F16(v, (uint16_t *)y + r * len, len);
+    }
+}
+
 const qk_eltwise_kernels QK_ELT_NAME(qk_eltwise) = {
     QK_ELT_NAME(qk_elt_unary_f32), QK_ELT_NAME(qk_elt_unary_f16), QK_ELT_NAME(qk_elt_prelu_f32),
-    QK_ELT_NAME(qk_elt_binary_f32), QK_ELT_NAME(qk_elt_softmax_f32),
+    QK_ELT_NAME(qk_elt_binary_f32), QK_ELT_NAME(qk_elt_softmax_f32), QK_ELT_NAME(qk_elt_softmax_masked),
 };
 
 #ifdef QK_ELT_PORTABLE

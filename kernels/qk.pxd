@@ -22,7 +22,7 @@ cdef extern from "qk_pack.h" nogil:
 
 cdef extern from "qk_output.h" nogil:
     int QK_OUT_INT32, QK_OUT_FP32, QK_OUT_FIXEDPOINT, QK_OUT_FIXEDPOINT_UP, QK_OUT_F16, QK_OUT_F32, QK_OUT_DQ_F32
-    int QK_ACT_NONE, QK_ACT_HSWISH_DIV
+    int QK_ACT_NONE, QK_ACT_HSWISH_DIV, QK_ACT_ELT
     ctypedef struct qk_out_params:
         int mode
         int out_signed
@@ -40,6 +40,8 @@ cdef extern from "qk_output.h" nogil:
         size_t res_stride
         int act
         float act_add, act_lo, act_hi, act_div
+        void (*act_fn)(int, float, float, size_t, const float *, float *) noexcept nogil
+        int act_op
         const void *post_b
         size_t post_stride
         float post_s1, post_sb, post_sy

@@ -163,9 +163,11 @@ PACKED = {F16: PackedWeightsF16, F32: PackedWeightsF32}
 
 
 def gemm2d(a, pw: PackedWeightsF16, bias: np.ndarray, lo: float, hi: float, out: np.ndarray, bind: bool = False,
-           residual: np.ndarray | None = None, act: HardSwishDiv | None = None):
-    """out (M, N) = clamp(a . B + bias (+ residual, fp32)) of pw's dtype; a: a matrix of it
-    or a ConvSource. ``bind``: the call bound to these arrays (``_native.BoundGemm``), not run."""
+           residual: np.ndarray | None = None, act: HardSwishDiv | tuple[int, int] | None = None):
+    """out (M, N) = act(clamp(a . B + bias (+ residual, fp32))) of pw's dtype; a: a matrix of
+    it or a ConvSource; act: HardSwishDiv (fp32) or (isa index, ELTWISE_UNARY code), that
+    elementwise op over each output row (fp32, fp16). ``bind``: the call bound to these
+    arrays (``_native.BoundGemm``), not run."""
     m = a.m if isinstance(a, _native.ConvSource) else a.shape[0]
     kid = _kernel(m, pw.dtype)
     return _native.gemm_float(kid, a, pw.packed_for(kid), pw.n, bias, lo, hi, out, _dispatch.get_num_threads(),
@@ -231,6 +233,59 @@ def matmul(a, b, bias=None, activation: Activation = None, out=None) -> np.ndarr
         for idx in np.ndindex(*batch):
             gemm2d(a_b[idx], packed_type(b_b[idx]), bias_arr, lo, hi, res[idx])
     return out if out is not None else res.reshape(result_shape)
+
+
+def _batch_offsets(x: np.ndarray, batch: tuple) -> np.ndarray:
+    """Byte offsets of x's matrices (its last two axes) for each index of ``batch`` (C
+    order), x broadcast against it (a broadcast axis: offset 0)."""
+    strides = np.broadcast_to(x, (*batch, *x.shape[-2:])).strides[:len(batch)]
+    if not batch:
+        return np.zeros(1, np.int64)
+    idx = np.indices(batch, dtype=np.int64).reshape(len(batch), -1)
+    return np.ascontiguousarray((idx * np.array(strides, np.int64)[:, None]).sum(0))
+
+
+def batched_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, bind: bool = False):
+    """``numpy.matmul(a, b)`` of two float16 or float32 arrays of at least 2 dimensions
+    (the batch dimensions broadcast), every product on the float GEMM kernels in one
+    native loop (``_native.BoundBatchedGemm``; ``bind``: that call, not run). Operands of
+    any strides (transposed views are read in place); ``out``: of the result's shape and
+    dtype, its last axis contiguous, any other strides (a transposed view of the caller's
+    array: the product written in that layout). The accuracy of :func:`gemm2d`, zero bias."""
+    if a.dtype not in FLOATS or b.dtype != a.dtype:
+        raise TypeError(f"batched_matmul takes two float16 or two float32 arrays, got {a.dtype} and {b.dtype}")
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"batched_matmul: shapes {a.shape} and {b.shape} do not multiply")
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    shape = (*batch, m, n)
+    if out is None:
+        out = np.empty(shape, a.dtype)
+    elif out.shape != shape or out.dtype != a.dtype or not out.flags.writeable \
+            or (n > 1 and out.strides[-1] != out.itemsize) \
+            or not _dense(out) or np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        raise ValueError(f"out must be a writeable {a.dtype} array of shape {shape}, its last axis contiguous, "
+                         "apart from a and b")
+    if out.size == 0 or k == 0:
+        if bind:
+            return None
+        out[...] = 0
+        return out
+    return _native.gemm_float_batched(
+        _kernel(m, a.dtype), a, b, out, _batch_offsets(a, batch), _batch_offsets(b, batch),
+        _batch_offsets(out, batch), m, k, n, a.strides[-2], a.strides[-1], b.strides[-2], b.strides[-1],
+        out.strides[-2], _bias(None, n), _dispatch.get_num_threads(), bind)
+
+
+def _dense(x: np.ndarray) -> bool:
+    """Whether x's elements fill one run of memory in some order of its axes (a transposed
+    view of a C-contiguous array: no two elements in one place)."""
+    expected = x.itemsize
+    for ax in sorted(range(x.ndim), key=lambda i: x.strides[i]):
+        if x.shape[ax] != 1 and x.strides[ax] != expected:
+            return False
+        expected *= x.shape[ax]
+    return True
 
 
 class PackedConvWeightsF16:

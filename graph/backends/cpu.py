@@ -8,9 +8,10 @@ Kernel-backed (constant weights are packed once, when the session is planned):
   ``QGemm`` -> :func:`qkernels.matmul` (packed weights when they are constants);
   com.microsoft ``QLinearAdd`` / ``QLinearMul`` of same-layout tensors -> the native
   elementwise loop;
-- fp16 and fp32: ``Conv`` (2-D), ``MatMul`` (constant weights; fp16 also two
-  activations), ``Gemm`` and the fused com.microsoft ``FusedConv`` / ``FusedGemm`` -> the
-  float kernels (fp32 sums, bias and activation fused); a float32 ``MatMul`` of two
+- fp16 and fp32: ``Conv`` (2-D), ``MatMul`` (constant weights, or two activations of at
+  least 2-D: every product of the batch in one native loop, _float.batched_matmul),
+  ``Gemm`` and the fused com.microsoft ``FusedConv`` / ``FusedGemm`` -> the float kernels
+  (fp32 sums, bias and activation fused); a float32 ``MatMul`` with a 1-D operand of two
   activations stays numpy's (BLAS).
 
 A maker returns None for a node the kernels do not serve (other dtypes, 1-D/3-D
@@ -1131,9 +1132,22 @@ def _make_matmul(node: Node, graph: Graph) -> Runner | None:
     else:
         def run(values):
             da, db = values[a], values[b]
-            if da.dtype != _F16 or db.dtype != _F16 or da.ndim < 1 or db.ndim < 1:
+            if da.dtype not in (_F16, _F32) or db.dtype != da.dtype or da.ndim < 1 or db.ndim < 1:
                 raise _NotServed
-            return {result: _api.matmul(da, db)}
+            if da.ndim < 2 or db.ndim < 2:
+                if da.dtype == _F32:
+                    raise _NotServed
+                return {result: _api.matmul(da, db)}
+            return {result: _float.batched_matmul(da, db)}
+
+        def bind(ins, outs):
+            # two activations (attention's Q K^T, weights x V): every product in one native loop
+            da, db, y = ins[0], ins[1], outs[0]
+            if da is None or db is None or da.dtype not in (_F16, _F32) or db.dtype != da.dtype \
+                    or da.ndim < 2 or db.ndim < 2 or y.dtype != da.dtype or not y.flags.c_contiguous:
+                return None
+            return _float.batched_matmul(da, db, y, bind=True)
+        run.bind = bind
     return _fallback(node, graph, run)
 
 

@@ -1,16 +1,15 @@
 """Native elementwise ops of the cpu backend (kernels/eltwise.c through
-``qkernels._native``): float32/float16 activations, PRelu, float32 Add/Sub/Mul/Div with a
-full, per-channel or scalar operand, float32 Softmax/LogSoftmax along a last axis, and the
+``qkernels._native``): float32/float16 activations (Erf and Gelu among them), PRelu,
+float32 Add/Sub/Mul/Div with a full, per-channel or scalar operand, float32 Softmax/LogSoftmax along a last axis, and the
 com.microsoft int8 activations QLinearSigmoid / QLinearLeakyRelu as a 256-entry table.
 
 Values may lie in any dense memory order (a convolution's NCHW view of NHWC memory): an
 elementwise op runs over the one run of memory its input and output share. Exp and Tanh stay numpy's
 (bound with ``out=``: numpy's AVX-512 loops are faster than the AVX2 polynomials for large
 tensors); the C kernels have them for Softmax and for tests. The exact ops give the numpy
-reference's bits; where a runner does not take a call (other dtypes,
-broadcasts it does not know), the reference operator runs it, and a plan binds numpy's own
-loop (cpu.py's BINDERS) for it, so the bits never depend on the path. Sigmoid and Softmax
-are approximations (kernels/eltwise.c states their error): the node-by-node
+reference's bits; where a runner does not take a call (other dtypes, broadcasts it does not know), the reference operator runs it, and a plan binds numpy's own
+loop (cpu.py's BINDERS) for it, so the bits never depend on the path. Sigmoid, Erf, Gelu
+and Softmax are approximations (kernels/eltwise.c states their error): the node-by-node
 runner and the plan's bound call run the same native code for every call either takes.
 Importing this module registers the makers (graph/backends/__init__.py imports it after cpu.py: no import cycle).
 """
@@ -59,14 +58,23 @@ def _unary_params(node: Node, graph: Graph, dtype) -> tuple[float, float] | None
     return 0.0, 0.0
 
 
-@kernel("Relu", "Clip", "HardSigmoid", "HardSwish", "LeakyRelu", "Sigmoid", attrs=("alpha", "beta"))
+def unary_code(node: Node) -> int | None:
+    """The native op code (ELTWISE_UNARY) of a unary node; None for one it does not have."""
+    if node.op_type == "Gelu":
+        approximate = node.attrs.get("approximate", "none")
+        return {"none": _UNARY["Gelu"], "tanh": _UNARY["GeluTanh"]}.get(approximate)
+    return _UNARY.get(node.op_type)
+
+
+@kernel("Relu", "Clip", "HardSigmoid", "HardSwish", "LeakyRelu", "Sigmoid", "Erf", "Gelu",
+        attrs=("alpha", "beta", "approximate"))
 def _make_unary(node: Node, graph: Graph):
     """float32 / float16 activations on the native loop over the input's memory (float16
     computed in float32, rounded once, as the reference does)."""
     params = {dt: _unary_params(node, graph, dt) for dt in _FLOATS}
-    if params[_F32] is None:
+    op, result = unary_code(node), node.outputs[0]
+    if params[_F32] is None or op is None:
         return None
-    op, result = _UNARY[node.op_type], node.outputs[0]
 
     def run(values):
         x = values[node.inputs[0]]

@@ -13,6 +13,10 @@ static inline __m128i out8(__m256 v, __m256 bias, __m256 lo, __m256 hi) {
 void qk_output_f16_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride, size_t m0, size_t n0,
                         const qk_out_params *p, void *c, size_t c_stride) {
     const float *f = (const float *)acc;
+    if (p->act == QK_ACT_ELT) {
+        qk_f16_out_act(mr, nr, f, acc_stride, m0, n0, p, c, c_stride);
+        return;
+    }
     const __m256 lo = _mm256_set1_ps(p->flo), hi = _mm256_set1_ps(p->fhi);
     const float *bias = p->bias_f + n0;
     for (size_t i = 0; i < mr; i++) {

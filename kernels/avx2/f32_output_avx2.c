@@ -40,6 +40,7 @@ void qk_output_f32_avx2(size_t mr, size_t nr, const int32_t *acc, size_t acc_str
             }
             for (; j < nr; j++) row[j] = qk_f32_out(a[j], bias[j], p->flo, p->fhi);
         }
-        if (p->act) act_row(row, nr, p);
+        if (p->act == QK_ACT_ELT) p->act_fn(p->act_op, 0.0f, 0.0f, nr, row, row);
+        else if (p->act) act_row(row, nr, p);
     }
 }

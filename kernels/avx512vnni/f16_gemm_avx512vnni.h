@@ -115,6 +115,7 @@ void QK_GEMM_FUSED_NAME(size_t k, const void *a_, const void *b_, size_t m0, siz
                 x = qk512f_div(qk512f_mul(x, qk512f_clamp(qk512f_add(x, a_add), a_lo, a_hi)), a_div);
             qk512f_store(row + 16 * j, x);
         }
+        if (p->act == QK_ACT_ELT) p->act_fn(p->act_op, 0.0f, 0.0f, nc, row, row);   /* the eltwise op's loop */
     }
 }
 #endif

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "qk_f16.h"
 #include "qk_fixedpoint.h"
 
 /* QK_OUT_FIXEDPOINT_UP: fixed point whose final rounding shift rounds ties upward (LiteRT's
@@ -44,6 +45,11 @@ typedef struct {
        as its exports spell it (Add, Clip, Mul, Div): v = (v * min(max(v + add, lo), hi)) / div */
     int act;
     float act_add, act_lo, act_hi, act_div;
+    /* QK_ACT_ELT (QK_OUT_F32 and QK_OUT_F16, after the clamp): act_fn(act_op, 0, 0, n, row, row)
+       over each row's float32 values, an elementwise op of kernels/eltwise.c (the unfused
+       op's own loop: the same floats); fp16 rounds once after it */
+    void (*act_fn)(int op, float p0, float p1, size_t n, const float *x, float *y);
+    int act_op;
     /* int8/uint8 modes (GEMM tiles, kernels/gemm_block.c): NULL, or a fused com.microsoft
        QLinearAdd after each stored tile: the tile (this GEMM's quantized result, read as
        scale post_s1 / zero point post_z1) plus an int8/uint8 tensor of the output's layout
@@ -59,7 +65,7 @@ typedef struct {
                     int32_t zb, float sy, int32_t zy, void *y);
 } qk_out_params;
 
-enum { QK_ACT_NONE = 0, QK_ACT_HSWISH_DIV = 1 };
+enum { QK_ACT_NONE = 0, QK_ACT_HSWISH_DIV = 1, QK_ACT_ELT = 2 };
 
 /* Turn an mr x nr tile (row stride acc_stride) at rows m0.., columns n0.. into output
  * rows of c (row stride c_stride bytes). */
@@ -89,6 +95,22 @@ static inline float qk_f32_act(float v, const qk_out_params *p) {
     t = (t != t || t >= p->act_lo) ? t : p->act_lo;   /* ties keep t: numpy's maximum(t, lo), and vmaxps(lo, t) */
     t = (t != t || t <= p->act_hi) ? t : p->act_hi;
     return (v * t) / p->act_div;
+}
+
+/* The fp16 stage with an activation (QK_ACT_ELT): per row, the float32 stage's values
+   (bias, clamp), act_fn over them, one rounding to fp16 (so every ISA stores the same bits). */
+static inline void qk_f16_out_act(size_t mr, size_t nr, const float *f, size_t acc_stride, size_t m0, size_t n0,
+                                  const qk_out_params *p, void *c, size_t c_stride) {
+    float buf[64];
+    for (size_t i = 0; i < mr; i++) {
+        uint16_t *row = (uint16_t *)((char *)c + (m0 + i) * c_stride) + n0;
+        for (size_t j0 = 0; j0 < nr; j0 += 64) {
+            const size_t k = nr - j0 < 64 ? nr - j0 : 64;
+            for (size_t j = 0; j < k; j++) buf[j] = qk_f32_out(f[i * acc_stride + j0 + j], p->bias_f[n0 + j0 + j], p->flo, p->fhi);
+            p->act_fn(p->act_op, 0.0f, 0.0f, k, buf, buf);
+            for (size_t j = 0; j < k; j++) row[j0 + j] = qk_f32_to_f16(buf[j]);
+        }
+    }
 }
 
 /* The residual row of output row m (QK_OUT_F32), from column n0; NULL without one. */

@@ -8,6 +8,10 @@
 void qk_output_f16_neon(size_t mr, size_t nr, const int32_t *acc, size_t acc_stride, size_t m0, size_t n0,
                         const qk_out_params *p, void *c, size_t c_stride) {
     const float *f = (const float *)acc;
+    if (p->act == QK_ACT_ELT) {
+        qk_f16_out_act(mr, nr, f, acc_stride, m0, n0, p, c, c_stride);
+        return;
+    }
     const float32x4_t lo = vdupq_n_f32(p->flo), hi = vdupq_n_f32(p->fhi);
     const float *bias = p->bias_f + n0;
     for (size_t i = 0; i < mr; i++) {

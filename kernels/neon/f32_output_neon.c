@@ -32,12 +32,14 @@ void qk_output_f32_neon(size_t mr, size_t nr, const int32_t *acc, size_t acc_str
                 vst1q_f32(row + j, vminq_f32(vmaxq_f32(vaddq_f32(vaddq_f32(vld1q_f32(a + j), vld1q_f32(bias + j)),
                                                                  vld1q_f32(r + j)), lo), hi));
             for (; j < nr; j++) row[j] = qk_f32_out_res(a[j], bias[j], r[j], p->flo, p->fhi);
-            if (p->act) act_row(row, nr, p);
+            if (p->act == QK_ACT_ELT) p->act_fn(p->act_op, 0.0f, 0.0f, nr, row, row);
+            else if (p->act) act_row(row, nr, p);
             continue;
         }
         for (; j + 4 <= nr; j += 4)
             vst1q_f32(row + j, vminq_f32(vmaxq_f32(vaddq_f32(vld1q_f32(a + j), vld1q_f32(bias + j)), lo), hi));
         for (; j < nr; j++) row[j] = qk_f32_out(a[j], bias[j], p->flo, p->fhi);
-        if (p->act) act_row(row, nr, p);
+        if (p->act == QK_ACT_ELT) p->act_fn(p->act_op, 0.0f, 0.0f, nr, row, row);
+        else if (p->act) act_row(row, nr, p);
     }
 }

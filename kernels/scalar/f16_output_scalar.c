@@ -7,6 +7,10 @@ void qk_output_f16_scalar(size_t mr, size_t nr, const int32_t *acc, size_t acc_s
                           const qk_out_params *p, void *c, size_t c_stride) {
     (void)m0;
     const float *f = (const float *)acc;
+    if (p->act == QK_ACT_ELT) {
+        qk_f16_out_act(mr, nr, f, acc_stride, m0, n0, p, c, c_stride);
+        return;
+    }
     for (size_t i = 0; i < mr; i++) {
         uint16_t *row = (uint16_t *)((char *)c + (m0 + i) * c_stride) + n0;
         for (size_t j = 0; j < nr; j++) row[j] = qk_f16_out(f[i * acc_stride + j], p->bias_f[n0 + j], p->flo, p->fhi);

@@ -13,7 +13,9 @@ void qk_output_f32_scalar(size_t mr, size_t nr, const int32_t *acc, size_t acc_s
                 row[j] = qk_f32_out_res(f[i * acc_stride + j], p->bias_f[n0 + j], r[j], p->flo, p->fhi);
         else
             for (size_t j = 0; j < nr; j++) row[j] = qk_f32_out(f[i * acc_stride + j], p->bias_f[n0 + j], p->flo, p->fhi);
-        if (p->act)
+        if (p->act == QK_ACT_ELT)
+            p->act_fn(p->act_op, 0.0f, 0.0f, nr, row, row);
+        else if (p->act)
             for (size_t j = 0; j < nr; j++) row[j] = qk_f32_act(row[j], p);
     }
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...ir import Node
 from .conv import CONV_ATTRS, check_auto_pad
 from .ort_contrib import _qlinear_add
 from .quantized import _qlinear_conv
@@ -26,3 +27,45 @@ def _table_lookup(node, x, table):
     """table[x] for int8/uint8 x (its byte as the index) and a 256-value table: a
     DequantizeLinear -> elementwise op -> QuantizeLinear chain made once (graph/rewrite.py)."""
     return np.asarray(table)[np.asarray(x).view(np.uint8)]
+
+
+def _check_gelu_matmul(node, graph=None):
+    if node.attrs.get("activation") != "Gelu":
+        return "activation must be Gelu"
+    if node.attrs.get("approximate", "none") not in ("none", "tanh"):
+        return "approximate must be none or tanh"
+    return None
+
+
+@op("MatMulGelu", domain=QK, attrs=("activation", "approximate"), check=_check_gelu_matmul)
+def _matmul_gelu(node, a, w, b=None):
+    """MatMul(a, w), Add(·, b) when b is given, then ONNX Gelu (``approximate``): a float
+    Linear layer and its GELU (graph/rewrite.py fuse_linear_gelu)."""
+    from .registry import OPS
+    y = np.matmul(a, w)
+    if b is not None:
+        y = np.add(y, b).astype(y.dtype, copy=False)
+    gelu = Node("gelu", "Gelu", "", ["y"], ["z"], {"approximate": node.attrs.get("approximate", "none")})
+    return OPS["Gelu"](gelu, y)
+
+
+@op("MaskedSoftmax", domain=QK, attrs=("scale", "div"))
+def _masked_softmax(node, x, mask):
+    """Softmax(axis=-1) of Add(Div(x, scale), mask) (Mul(x, scale) when div is 0): the
+    scores, scaling and additive mask of attention (graph/rewrite.py fuse_attention_softmax)."""
+    from .registry import OPS
+    s = x.dtype.type(node.attrs.get("scale", 1.0))
+    t = np.divide(x, s) if node.attrs.get("div", 0) else np.multiply(x, s)
+    t = np.add(t, mask).astype(x.dtype, copy=False)
+    return OPS["Softmax"](Node("softmax", "Softmax", "", ["t"], ["y"], {"axis": -1}), t)
+
+
+@op("TransposedMatMul", domain=QK, attrs=("perm_a", "perm_b", "perm_y"))
+def _transposed_matmul(node, a, b):
+    """Transpose(MatMul(Transpose(a, perm_a), Transpose(b, perm_b)), perm_y), an omitted
+    perm: no Transpose (attention's heads; graph/rewrite.py fuse_transpose_matmul)."""
+    pa, pb, py = (node.attrs.get(k) for k in ("perm_a", "perm_b", "perm_y"))
+    a = np.transpose(a, pa) if pa else a
+    b = np.transpose(b, pb) if pb else b
+    y = np.matmul(a, b)
+    return np.ascontiguousarray(np.transpose(y, py)) if py else y
