@@ -87,7 +87,7 @@ def _rows_of(node, table, idx, what):
         fail(node, f"{what} must be 2-D, got shape {table.shape}")
     if idx.size and (idx.min() < 0 or idx.max() >= table.shape[0]):
         fail(node, f"{what} index out of range [0, {table.shape[0]})")
-    return widened(table).astype(np.float32)[idx]
+    return table[idx].astype(np.float32)              # the rows read, not the whole table
 
 
 @op("EmbedLayerNormalization", domain=MS, attrs=("epsilon", "mask_index_type"))
