@@ -90,9 +90,16 @@ def _rows_of(node, table, idx, what):
     return table[idx].astype(np.float32)              # the rows read, not the whole table
 
 
-@op("EmbedLayerNormalization", domain=MS, attrs=("epsilon", "mask_index_type"))
-def _embed_layer_norm(node, input_ids, segment_ids, word, position, segment, gamma, beta,
-                      mask=None, position_ids=None):
+def _embed_check(node, graph):
+    given = list(node.inputs) + [""] * (7 - len(node.inputs))
+    missing = [k for k in (2, 3, 5, 6) if not given[k]]
+    return f"required input(s) {missing} given as \"\"" if missing else None
+
+
+# segment_ids (1) and segment_embedding (4) are optional: the signature's defaults, _embed_check the rest
+@op("EmbedLayerNormalization", domain=MS, attrs=("epsilon", "mask_index_type"), check=_embed_check)
+def _embed_layer_norm(node, input_ids, segment_ids=None, word=None, position=None, segment=None, gamma=None,
+                      beta=None, mask=None, position_ids=None):
     """LayerNormalization(word[ids] + position[position ids] + segment[segment ids]);
     outputs (y, mask_index: the count of mask values equal to 1 per row (int32, zeros
     without a mask), embedding_sum)."""
