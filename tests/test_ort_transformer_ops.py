@@ -195,17 +195,17 @@ def test_attention_past_present_against_onnxruntime():
 
 @pytest.mark.parametrize("isa", [i for i in ("scalar", "avx2") if i in _dispatch.SUPPORTED_ISAS])
 def test_attention_core_builds_agree_and_views(isa):
-    """The native core of each ISA build: the same bits as the portable build, from column
-    slices of one packed QKV matrix and a broadcast (stride 0) mask."""
+    """The native core of each ISA build, on 4 threads: the same bits as the portable build
+    on one, from column slices of one packed QKV matrix and a broadcast (stride 0) mask."""
     rng = np.random.default_rng(5)
     b, s, n, hq, hv = 2, 37, 3, 5, 7
     qkv = _arr(rng, (b * s, n * (2 * hq + hv) + 3), np.float32)
     q, k, v = qkv[:, :n * hq], qkv[:, n * hq:2 * n * hq], qkv[:, 2 * n * hq:2 * n * hq + n * hv]
     mask = np.broadcast_to(np.where(rng.random((b, 1, s)) < 0.3, np.float32(-1e4), np.float32(0)), (b, s, s))
     outs = []
-    for which in (_dispatch.ISA_NAMES.index("scalar"), _dispatch.ISA_NAMES.index(isa)):
+    for which, threads in ((_dispatch.ISA_NAMES.index("scalar"), 1), (_dispatch.ISA_NAMES.index(isa), 4)):
         out = np.empty((b * s, n * hv), np.float32)
-        _native.attention(which, q, k, v, b, n, mask, 0.4, out, threads=2)
+        _native.attention(which, q, k, v, b, n, mask, 0.4, out, threads=threads)
         outs.append(out)
     assert outs[0].tobytes() == outs[1].tobytes()
     qh, kh, vh = (a.reshape(b, s, n, -1).transpose(0, 2, 1, 3).astype(np.float64) for a in (q, k, v))
@@ -337,6 +337,10 @@ def test_fused_encoder_against_onnxruntime(fused_encoder, backends, batch, token
     for _ in range(2):
         got = s.run(None, x)[0]
         assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    assert s.last_run == "plan"
     if backends == ["cpu"]:
         native = s.explain().split("native")[1].split("reference")[0]
         assert "Attention" in native and "SkipLayerNormalization" in native
+        (pool,) = [p for p in s._plans.values() if p is not None]
+        steps = [st for st in pool._idle[0].steps if st[0].op_type in ("Attention", "SkipLayerNormalization")]
+        assert len(steps) == 6 and all(st[2] for st in steps)      # each bound: native calls on the arena

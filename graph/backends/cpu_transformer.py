@@ -10,11 +10,13 @@ the node's constants do not fit) runs on the reference operator
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from ... import _api, _dispatch, _native
 from ..ir import Graph, Node
-from .cpu import _F16, _F32, Runner, _NotServed, _const, _fallback, _inputs, kernel
+from .cpu import _F16, _F32, Runner, _NotServed, _bind_gemm, _const, _fallback, _inputs, kernel
 from .reference.ort_transformer import additive_mask
 
 
@@ -135,4 +137,34 @@ def _make_attention(node: Node, graph: Graph) -> Runner | None:
         _native.attention(_dispatch.isa_index(), qkv[:, :cut[0]], qkv[:, cut[0]:cut[1]], qkv[:, cut[1]:], b, heads,
                           mask, scale, out.reshape(b * s, -1), _dispatch.get_num_threads())
         return {result: out}
+
+    def bind(ins, outs):
+        """The plan's steps: the bound QKV GEMM into a buffer of this bind's own, the mask
+        rebuilt from mask_index's buffer (a Python step: its values change per run), the
+        bound attention core into the output."""
+        x, y = ins[0], outs[0]
+        if x is None or x.dtype != _F32 or x.ndim != 3 or x.shape[2] != w.shape[0] or x.size == 0 \
+                or not x.flags.c_contiguous or len(outs) != 1 or y.dtype != _F32 or not y.flags.c_contiguous:
+            return None
+        b, s, _ = x.shape
+        if y.shape != (b, s, sizes[2]):
+            return None
+        qkv = np.empty((b * s, w.shape[1]), _F32)
+        steps = [_bind_gemm(x.reshape(b * s, -1), pw, None, qkv)]
+        index = ins[3] if len(ins) > 3 else None
+        mask = None
+        if index is not None or uni:
+            mask = additive_mask(node, index, b, s, s, 0, uni, filt)     # checks index's shape and dtype now
+            if index is not None:
+                steps.append(partial(_fill_mask, node, index, mask, uni, filt))
+        steps.append(_native.attention(_dispatch.isa_index(), qkv[:, :cut[0]], qkv[:, cut[0]:cut[1]], qkv[:, cut[1]:],
+                                       b, heads, mask, scale, y.reshape(b * s, -1), _dispatch.get_num_threads(),
+                                       bind=True))
+        return None if steps[0] is None else steps
+    run.bind = bind
     return _fallback(node, graph, run)
+
+
+def _fill_mask(node: Node, index: np.ndarray, mask: np.ndarray, uni: int, filt: float) -> None:
+    b, s, t = mask.shape
+    mask[...] = additive_mask(node, index, b, s, t, 0, uni, filt)
