@@ -285,7 +285,8 @@ def _multi_head_attention(node, query, key=None, value=None, bias=None, key_padd
     p = 0
     if past_key is not None:
         if past_key.shape[:2] != (b, n) or past_key.shape[3] != d // n or past_value.shape[:3] != past_key.shape[:3]:
-            fail(node, f"past_key/past_value must be ({b}, {n}, past, head size), got {past_key.shape}, {past_value.shape}")
+            fail(node, f"past_key/past_value must be ({b}, {n}, past, head size), "
+                       f"got {past_key.shape}, {past_value.shape}")
         p = past_key.shape[2]
         k = np.concatenate([widened(past_key).astype(np.float32), k], axis=2)
         v = np.concatenate([widened(past_value).astype(np.float32), v], axis=2)
