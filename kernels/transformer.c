@@ -54,21 +54,24 @@ static float lanes_sum(const float *x, size_t n) {
 static size_t padded(size_t t) { return (t + QK_JB - 1) / QK_JB * QK_JB; }
 
 /* One head at a time: kt (hq x tp, tp = t rounded up to QK_JB, zero padded) the head's keys
- * transposed, row (tp) the scores of one query. The scores and the output are summed in
- * blocks of QK_JB columns held in registers over the whole head size (each sum in order
- * over h or j, so both builds give the same bits). */
+ * transposed, row (tp) the scores of one query, v (t x hv) the head's values. The scores
+ * and the output are summed in blocks of QK_JB columns held in registers over the whole
+ * head size (each sum in order over h or j, so both builds give the same bits). */
 static void attention_heads(const qk_attention *g, size_t h0, size_t h1, float *scratch) {
     const size_t s = g->s, t = g->t, hq = g->hq, hv = g->hv, tp = padded(t);
-    float *kt = scratch, *row = scratch + hq * tp;
+    float *kt = scratch, *row = scratch + hq * tp, *v = row + tp;
     for (size_t bh = h0; bh < h1; bh++) {
         const size_t b = bh / g->heads, n = bh % g->heads;
         const float *q = g->q + (ptrdiff_t)(b * s) * g->ld + n * hq;
         const float *k = g->k + (ptrdiff_t)(b * t) * g->ld + n * hq;
-        const float *v = g->v + (ptrdiff_t)(b * t) * g->ld + n * hv;
+        const float *vsrc = g->v + (ptrdiff_t)(b * t) * g->ld + n * hv;
         for (size_t h = 0; h < hq; h++) {
             for (size_t j = 0; j < t; j++) kt[h * tp + j] = k[(ptrdiff_t)j * g->ld + h];
             for (size_t j = t; j < tp; j++) kt[h * tp + j] = 0.0f;
         }
+        /* the head's values side by side (t x hv): rows of a packed QKV matrix lie a
+         * cache-set stride apart and would evict each other for every query */
+        for (size_t j = 0; j < t; j++) memcpy(v + j * hv, vsrc + (ptrdiff_t)j * g->ld, hv * sizeof(float));
         for (size_t i = 0; i < s; i++) {
             const float *qi = q + (ptrdiff_t)i * g->ld;
             for (size_t j0 = 0; j0 < tp; j0 += QK_JB) {
@@ -97,7 +100,7 @@ static void attention_heads(const qk_attention *g, size_t h0, size_t h1, float *
                 float acc[QK_JB] = {0};
                 for (size_t j = 0; j < t; j++) {
                     const float p = row[j];
-                    const float *vj = v + (ptrdiff_t)j * g->ld + c0;
+                    const float *vj = v + j * hv + c0;
                     for (size_t l = 0; l < QK_JB; l++) acc[l] += p * vj[l];
                 }
                 for (size_t l = 0; l < QK_JB; l++) o[c0 + l] = acc[l];
@@ -106,7 +109,7 @@ static void attention_heads(const qk_attention *g, size_t h0, size_t h1, float *
                 for (size_t c = c0; c < hv; c++) o[c] = 0.0f;
                 for (size_t j = 0; j < t; j++) {
                     const float p = row[j];
-                    const float *vj = v + (ptrdiff_t)j * g->ld;
+                    const float *vj = v + j * hv;
                     for (size_t c = c0; c < hv; c++) o[c] += p * vj[c];
                 }
             }
@@ -119,7 +122,7 @@ void QK_TF_NAME(qk_attention_f32)(const qk_attention *g, size_t h0, size_t h1, f
 }
 
 #ifdef QK_TF_PORTABLE
-size_t qk_attention_scratch(const qk_attention *g) { return (g->hq + 1) * padded(g->t); }
+size_t qk_attention_scratch(const qk_attention *g) { return (g->hq + 1) * padded(g->t) + g->t * g->hv; }
 
 #if defined(__x86_64__)
 void qk_attention_f32_avx2(const qk_attention *g, size_t h0, size_t h1, float *scratch);
