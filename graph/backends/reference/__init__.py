@@ -29,7 +29,7 @@ from ...backend import Backend, run_steps
 from ...ir import Graph, Node
 # the families register their operators into the registry when imported
 from . import (activations, cast, control, conv, elementwise, fused, generators, indexing, linalg,  # noqa: F401
-               logical, normalization, ort_contrib, quantized, recurrent, reduction, resize, shape, tflite)
+               logical, normalization, ort_contrib, ort_transformer, quantized, recurrent, reduction, resize, shape, tflite)
 from .registry import ARITY, ATTRS, CHECKS, OPS, op, run_node, why_not
 
 __all__ = ["ReferenceBackend", "OPS", "ATTRS", "CHECKS", "ARITY", "op", "run_node", "why_not"]
