@@ -213,3 +213,15 @@ def test_packed_convolution_weights_rebuild_exactly(dtype, groups, cin, cout):
     want = run_node(graph.nodes[0], {"x": x, "w": w})["y"]
     np.testing.assert_allclose(s.run(None, {"x": x})[0].astype(np.float64), want.astype(np.float64),
                                rtol=1e-2 if dtype == np.float16 else 1e-5, atol=1e-2 if dtype == np.float16 else 1e-5)
+
+
+def test_an_encoder_keeps_no_weight_matrix_but_its_embedding_tables(tmp_path):
+    """Every Linear layer's weights (MatMul, MatMulGelu) live only as panels."""
+    m = bert_encoder(layers=2, hidden=64, heads=4, vocab=300)
+    s = Session(save(m, tmp_path / "enc.onnx"))
+    kept = {name for name, v in s.graph.initializers.items() if np.ndim(v) == 2 and v.dtype == np.float32}
+    tables = {n.inputs[0] for n in s.graph.nodes if n.op_type == "Gather"}
+    assert kept <= tables and len(kept) == 3                  # word, token type and position embeddings
+    x = encoder_inputs(2, 7, 300, padded=2)
+    ref = Session(m.SerializeToString(), backends=["reference"]).run(None, x)[0]
+    np.testing.assert_allclose(s.run(None, x)[0], ref, rtol=1e-4, atol=1e-4)

@@ -14,7 +14,7 @@ from functools import partial
 
 import numpy as np
 
-from ... import _api, _dispatch, _native
+from ... import _api, _dispatch, _float, _native
 from ..ir import Graph, Node
 from .cpu import _F16, _F32, Runner, _NotServed, _bind_gemm, _const, _fallback, _inputs, kernel
 from .reference.ort_transformer import additive_mask
@@ -113,7 +113,7 @@ def _make_attention(node: Node, graph: Graph) -> Runner | None:
         return None                                         # the reference says what is wrong
     if bias is not None and bias.shape != (w.shape[1],):
         return None
-    pw = _api.pack_weights(np.ascontiguousarray(w), bias=None if bias is None else bias.astype(_F32))
+    pw = _float.PACKED[_F32](np.ascontiguousarray(w), bias=None if bias is None else bias.astype(_F32), copy=False)
     uni = int(node.attrs.get("unidirectional", 0))
     filt = float(node.attrs.get("mask_filter_value", -10000.0))
     scale = float(np.float32(node.attrs.get("scale", 0.0) or 1 / np.sqrt(sizes[0] // heads)))
@@ -162,6 +162,7 @@ def _make_attention(node: Node, graph: Graph) -> Runner | None:
                                        bind=True))
         return None if steps[0] is None else steps
     run.bind = bind
+    run.owns = {wn: lambda: pw.data}
     return _fallback(node, graph, run)
 
 

@@ -11,7 +11,7 @@ from functools import partial
 
 import numpy as np
 
-from ... import _api, _dispatch, _float, _native
+from ... import _dispatch, _float, _native
 from ..ir import Graph, Node
 from .cpu import _F16, _F32, _NotServed, _const, _fallback, _inputs, kernel
 from .cpu_eltwise import unary_code
@@ -31,7 +31,7 @@ def _make_matmul_gelu(node: Node, graph: Graph):
         return None
     k, n = W.shape
     bias = None if B is None else np.ascontiguousarray(np.broadcast_to(B.astype(np.float32).reshape(-1), (n,)))
-    pw = _api.pack_weights(W, bias=bias)
+    pw = _float.PACKED[W.dtype](W, bias=bias, copy=False)     # (a read-only constant of the session)
     bias = pw.bias if pw.bias is not None else _float._bias(None, n)
     dtype, result = W.dtype, node.outputs[0]
 
@@ -58,6 +58,7 @@ def _make_matmul_gelu(node: Node, graph: Graph):
             return None
         return gemm(x, y, bind=True)
     run.bind = bind
+    run.owns = {w: lambda: pw.data}
     return _fallback(node, graph, run)
 
 
