@@ -31,7 +31,8 @@ from .passes import correct_biases, fold_batch_norm, input_means, search_accurac
 from .passes import equalize as equalize_pass
 from .plan import DEFAULT_OP_TYPES, check_node_names, plan_tensors, quantized_layers, weight_axis
 from .prepare import prepare
-from .qdq import qdq_model, to_fp16
+from .fp16 import to_fp16
+from .qdq import qdq_model
 from .report import build_report, dynamic_report, fp16_report
 from .sensitivity import Probe, output_cosine, output_sqnr, probe_each
 from .smooth import smooth_quant as smooth_pass
@@ -123,7 +124,7 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     ``quantize_dynamic`` (:mod:`qkernels.quant.dynamic`). The report has the weights'
     SQNR per layer and, with calibration data, the outputs' SQNR and cosine to float.
 
-    ``target="fp16"``: weights and activations float16 (:func:`qkernels.quant.qdq.to_fp16`),
+    ``target="fp16"``: weights and activations float16 (:func:`qkernels.quant.fp16.to_fp16`),
     no calibration.
     """
     from ..graph.model import load_model
