@@ -212,10 +212,8 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
             from ..graph import Session
             return output_cosine(probe.reference, dict(zip(probe.outputs, Session(model.SerializeToString()).run(
                 probe.outputs, {k: probe.scope[k] for k in probe_inputs}))))
-        m, budget = search_accuracy_budget(builder.build, score, candidates, float(min_cosine), 0.0,
-                                           always_float=always_float, sensitivity=sensitivity)
-        budget.update(metric="output cosine vs float (mean over rows)", min_cosine=budget.pop("float_score"),
-                      outlier_layers=outlier_layers, dynamic=sorted(builder.last.dynamic))
+        m, budget = _cosine_search(builder, score, candidates, float(min_cosine), always_float, sensitivity)
+        budget.update(outlier_layers=outlier_layers)
     else:
         m, budget = builder.build(always_float), None
     if keep_float:
@@ -253,6 +251,30 @@ def _check_options(target: str, evaluate, max_drop, keep_float, min_sqnr_db) -> 
     if not max_drop >= 0.0:
         raise ValueError(f"max_drop must be >= 0, got {max_drop!r}")
     return max_drop
+
+
+def _cosine_search(builder, score, candidates, min_cosine, always_float, sensitivity):
+    """The accuracy-budget search to ``min_cosine``: layers leave static int8 for the
+    dynamic form first; where even that misses the budget (every layer dynamic), the
+    search runs again sending them to float."""
+    import warnings
+    with warnings.catch_warnings(record=True) as missed:
+        warnings.simplefilter("always")
+        m, budget = search_accuracy_budget(builder.build, score, candidates, min_cosine, 0.0,
+                                           always_float=always_float, sensitivity=sensitivity)
+    escalated = builder.dynamic and not budget["met"]
+    if escalated:
+        builder.dynamic = False
+        dynamic_pass = {k: budget[k] for k in ("final_score", "steps", "evaluations")}
+        m, budget = search_accuracy_budget(builder.build, score, candidates, min_cosine, 0.0,
+                                           always_float=always_float, sensitivity=sensitivity)
+        budget["dynamic_pass"] = dynamic_pass
+    else:
+        for w in missed:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    budget.update(metric="output cosine vs float (mean over rows)", min_cosine=budget.pop("float_score"),
+                  escalated_to_float=escalated, dynamic=sorted(builder.last.dynamic))
+    return m, budget
 
 
 def _check_transformer_options(mode, target, min_cosine, outlier_layers, smooth_quant, evaluate, min_sqnr_db):
