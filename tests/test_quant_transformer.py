@@ -3,6 +3,8 @@ Softmax, MatMul of two activations, int64 inputs and Shape arithmetic): dynamic 
 ONNX Runtime's form, static int8 with the outlier layers kept dynamic within a cosine
 budget, SmoothQuant migration, and the fp16 target. ONNX Runtime is the oracle that
 runs every output; qkernels' runner must agree with it."""
+import warnings
+
 import numpy as np
 import pytest
 from onnx import TensorProto, numpy_helper
@@ -218,3 +220,15 @@ def test_fp16_keep_fp32_ops(encoder, held_out):
 def test_bad_options(encoder, kw):
     with pytest.raises(ValueError):
         quantize_model(encoder, _calib(1), progress=False, **kw)
+
+
+def test_budget_escalates_to_float(encoder):
+    """A budget every-layer-dynamic cannot meet: the search runs again sending layers to float."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)   # the first pass's miss is not the result: no warning
+        q, report = quantize_model(encoder, _calib(2), min_cosine=0.9999, progress=False, return_report=True,
+                                   measure=False)
+    budget = report["accuracy_budget"]
+    assert budget["escalated_to_float"] and budget["met"] and budget["final_score"] >= 0.9999
+    assert budget["dynamic_pass"]["final_score"] < 0.9999
+    assert report["dynamic_nodes"] == [] and not any(n.op_type == "MatMulInteger" for n in q.graph.node)
