@@ -31,8 +31,11 @@
 ``preprocessing`` -- what :mod:`qkernels.quant.prepare` did to the float model before
     calibration (opset conversion, constant folding, batch-norm folding), a line each.
 ``float_nodes`` -- the nodes of the quantized operator types left in float (``exclude_nodes``
-    and the accuracy budget's choices); ``accuracy_budget``, ``equalization`` and
-    ``bias_correction`` -- what those passes did (None when not run).
+    and the accuracy budget's choices); ``dynamic_nodes`` -- those the cosine budget
+    (``min_cosine``) made dynamic int8 instead; ``accuracy_budget``, ``equalization``,
+    ``smoothing`` (SmoothQuant sites) and ``bias_correction`` -- what those passes did
+    (None when not run). ``mode="dynamic"`` reports (:func:`dynamic_report`) have
+    ``weights``, ``layers`` (weight SQNR only) and, given calibration data, ``outputs``.
 
 SQNR is ``10 log10(sum x^2 / sum (x - x_q)^2)`` in dB over all calibration values
 (``inf`` when the two agree exactly); cosine is ``<x, x_q> / (|x| |x_q|)`` (1 when both
@@ -368,6 +371,11 @@ def format_summary(report: dict, worst: int = 5) -> str:
                                  for t in top))
     fl = report.get("float_nodes") or []
     lines.append(f"kept in float: {', '.join(fl) if fl else 'none'}")
+    if report.get("dynamic_nodes"):
+        lines.append(f"dynamic int8 (activations quantized at run time): {', '.join(report['dynamic_nodes'])}")
+    for site in report.get("smoothing") or []:
+        lines.append(f"smoothed {site['tensor']} (alpha {site['alpha']:g}, s {site['s_min']:.3g}..{site['s_max']:.3g}): "
+                     f"channel spread {site['channel_spread_before']:.3g} -> {site['channel_spread_after']:.3g}")
     passes = ("pre-processing", "keep float", "accuracy budget", "equalized", "not equalized", "bias correction")   # what the passes did
     lines += [line for line in format_report(report).splitlines() if line.startswith(passes)]
     return "\n".join(lines)
@@ -432,6 +440,11 @@ def format_report(report: dict) -> str:
                      f"{low.get('clip_fraction', 0) * 100:.3f} % clipped)")
     fl = report.get("float_nodes") or []
     lines.append(f"kept in float: {', '.join(fl) if fl else 'none'}")
+    if report.get("dynamic_nodes"):
+        lines.append(f"dynamic int8 (activations quantized at run time): {', '.join(report['dynamic_nodes'])}")
+    for site in report.get("smoothing") or []:
+        lines.append(f"smoothed {site['tensor']} (alpha {site['alpha']:g}, s {site['s_min']:.3g}..{site['s_max']:.3g}): "
+                     f"channel spread {site['channel_spread_before']:.3g} -> {site['channel_spread_after']:.3g}")
     for step in report.get("preprocessing") or []:
         lines.append(f"pre-processing: {step}")
     ab = report.get("accuracy_budget") or {}
