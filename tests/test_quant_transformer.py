@@ -232,3 +232,19 @@ def test_budget_escalates_to_float(encoder):
     assert budget["escalated_to_float"] and budget["met"] and budget["final_score"] >= 0.9999
     assert budget["dynamic_pass"]["final_score"] < 0.9999
     assert report["dynamic_nodes"] == [] and not any(n.op_type == "MatMulInteger" for n in q.graph.node)
+
+
+def test_cli_modes(encoder, tmp_path):
+    import onnx
+
+    from qkernels.__main__ import main
+    onnx.save(encoder, tmp_path / "f.onnx")
+    np.savez(tmp_path / "c.npz", **encoder_inputs(8, 16, 1000))
+    assert main(["quantize", str(tmp_path / "f.onnx"), str(tmp_path / "d.onnx"), "--mode", "dynamic", "--quiet"]) == 0
+    assert sum(n.op_type == "MatMulInteger" for n in onnx.load(tmp_path / "d.onnx").graph.node) == 12
+    assert main(["quantize", str(tmp_path / "f.onnx"), str(tmp_path / "s.onnx"), "--calib", str(tmp_path / "c.npz"),
+                 "--smooth-quant", "0.5", "--min-cosine", "none", "--quiet"]) == 0
+    names = {t.name for t in onnx.load(tmp_path / "s.onnx").graph.initializer}
+    assert any("_smooth_" in n for n in names)
+    with pytest.raises(SystemExit):
+        main(["quantize", str(tmp_path / "f.onnx"), str(tmp_path / "x.onnx"), "--min-cosine", "high"])
