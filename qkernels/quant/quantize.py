@@ -182,11 +182,13 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     builder = _Builder(proto, op_types, per_channel, target, act_dtype, act_params, means,
                        outlier_layers == "dynamic" and min_cosine is not None)
     always_float, sensitivity = set(user_exclude), None
-    if keep_float or min_sqnr_db is not None or min_cosine is not None:
+    def layer_costs():
         layers = quantized_layers(proto, op_types, user_exclude)
         costs = probe_each(proto, calibration_data, "layer_alone", [(x, w, _axis(builder, n), y) for n, x, w, y in layers],
                            (act_params, act_dtype, dsp), client=client, progress=progress, desc="cost of each layer alone")
-        sensitivity = {n.name: -cost for (n, *_), cost in zip(layers, costs)}
+        return {n.name: -cost for (n, *_), cost in zip(layers, costs)}
+    if keep_float or min_sqnr_db is not None:
+        sensitivity = layer_costs()
         worst = sorted(sensitivity, key=lambda c: -sensitivity[c])[:keep_float]
         always_float |= set(worst)
     builder.always_float = set(always_float)
@@ -212,7 +214,8 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
             from ..graph import Session
             return output_cosine(probe.reference, dict(zip(probe.outputs, Session(model.SerializeToString()).run(
                 probe.outputs, {k: probe.scope[k] for k in probe_inputs}))))
-        m, budget = _cosine_search(builder, score, candidates, float(min_cosine), always_float, sensitivity)
+        m, budget = _cosine_search(builder, score, candidates, float(min_cosine), always_float,
+                                   sensitivity if sensitivity is not None else layer_costs)
         budget.update(outlier_layers=outlier_layers)
     else:
         m, budget = builder.build(always_float), None
@@ -256,8 +259,18 @@ def _check_options(target: str, evaluate, max_drop, keep_float, min_sqnr_db) -> 
 def _cosine_search(builder, score, candidates, min_cosine, always_float, sensitivity):
     """The accuracy-budget search to ``min_cosine``: layers leave static int8 for the
     dynamic form first; where even that misses the budget (every layer dynamic), the
-    search runs again sending them to float."""
+    search runs again sending them to float. ``sensitivity``: node -> cost, or a
+    function measuring it (called only when the fully quantized model misses)."""
     import warnings
+    model = builder.build(set(always_float))
+    s = float(score(model))
+    if s >= min_cosine:     # nothing to keep out: no sensitivity needed
+        return model, {"min_cosine": min_cosine, "quantized_score": s, "final_score": s, "max_drop": 0.0,
+                       "met": True, "kept_float": [], "sensitivity": {}, "steps": [{"kept_float": [], "score": s}],
+                       "evaluations": 1, "metric": "output cosine vs float (mean over rows)",
+                       "escalated_to_float": False, "dynamic": []}
+    if callable(sensitivity):
+        sensitivity = sensitivity()
     with warnings.catch_warnings(record=True) as missed:
         warnings.simplefilter("always")
         m, budget = search_accuracy_budget(builder.build, score, candidates, min_cosine, 0.0,
