@@ -248,3 +248,26 @@ def test_cli_modes(encoder, tmp_path):
     assert any("_smooth_" in n for n in names)
     with pytest.raises(SystemExit):
         main(["quantize", str(tmp_path / "f.onnx"), str(tmp_path / "x.onnx"), "--min-cosine", "high"])
+
+
+@pytest.mark.parametrize("trans_b, alpha, beta", [(0, 1.0, 1.0), (1, 0.5, 2.0)])
+def test_dynamic_gemm(trans_b, alpha, beta):
+    """Gemm: the transposed weight stored (K, N), alpha in the weight scales, beta * C added."""
+    from onnx import helper
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((24, 40) if trans_b else (40, 24)).astype(np.float32)
+    c = rng.standard_normal(24).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Gemm", ["x", "w", "c"], ["y"], name="gemm", transB=trans_b,
+                                            alpha=alpha, beta=beta)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 40])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 24])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(c, "c")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    q = quantize_model(model, mode="dynamic")
+    assert [n.op_type for n in q.graph.node] == ["DynamicQuantizeLinear", "Mul", "MatMulInteger", "Cast", "Mul", "Add"]
+    x = {"x": rng.standard_normal((5, 40)).astype(np.float32)}
+    want = alpha * x["x"] @ (w.T if trans_b else w) + beta * c
+    got = _run_ort(q, x)
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+    np.testing.assert_allclose(_run_ours(q, x), got, rtol=1e-5, atol=1e-5)

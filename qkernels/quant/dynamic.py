@@ -20,18 +20,10 @@ import copy
 
 import numpy as np
 
-from .graphutil import drop_unused_initializers
+from .graphutil import drop_unused_initializers, node_attrs
 from .weights import quantize_weight
 
 __all__ = ["dynamic_layers", "dynamic_model"]
-
-
-def _attr(node, name, default):
-    from onnx import helper
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def dynamic_layers(model, nodes=None) -> list:
@@ -47,7 +39,7 @@ def dynamic_layers(model, nodes=None) -> list:
         w = inits.get(n.input[1])
         if n.input[0] in inits or w is None or len(w.dims) != 2 or w.data_type != onnx.TensorProto.FLOAT:
             continue
-        if n.op_type == "Gemm" and (_attr(n, "transA", 0) or (len(n.input) > 2 and n.input[2]
+        if n.op_type == "Gemm" and (node_attrs(n).get("transA", 0) or (len(n.input) > 2 and n.input[2]
                                                                and n.input[2] not in inits)):
             continue
         out.append(n)
@@ -70,11 +62,12 @@ def dynamic_model(model, nodes=None, per_channel: bool = True):
             nodes_out.append(n)
             continue
         x, w, y = n.input[0], n.input[1], n.output[0]
-        alpha = float(_attr(n, "alpha", 1.0)) if n.op_type == "Gemm" else 1.0
+        attrs = node_attrs(n) if n.op_type == "Gemm" else {}
+        alpha, trans_b = float(attrs.get("alpha", 1.0)), bool(attrs.get("transB", 0))
         arr = inits[w].astype(np.float32)
-        if n.op_type == "Gemm" and _attr(n, "transB", 0):
+        if trans_b:          # MatMulInteger takes (K, N): the transposed copy is stored
             arr = np.ascontiguousarray(arr.T)
-        key = (w, n.op_type == "Gemm" and bool(_attr(n, "transB", 0)))
+        key = (w, trans_b)
         if key not in done_weights:
             q, scale, zp = quantize_weight(arr, 1 if per_channel else None)
             base = w if not key[1] else f"{w}_T"
@@ -102,7 +95,7 @@ def dynamic_model(model, nodes=None, per_channel: bool = True):
             helper.make_node("Cast", [mm], [cast], to=onnx.TensorProto.FLOAT, name=f"{n.name}_output_quantized_cast"),
             helper.make_node("Mul", [cast, scales], [prod], name=f"{n.name}_quant_output_scale_mul")]
         if gemm_bias:
-            beta = float(_attr(n, "beta", 1.0))
+            beta = float(attrs.get("beta", 1.0))
             c = n.input[2]
             if beta != 1.0:
                 c = f"{n.name}_beta_bias"
