@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -257,37 +258,55 @@ def _check_options(target: str, evaluate, max_drop, keep_float, min_sqnr_db) -> 
 
 
 def _cosine_search(builder, score, candidates, min_cosine, always_float, sensitivity):
-    """The accuracy-budget search to ``min_cosine``: layers leave static int8 for the
-    dynamic form first; where even that misses the budget (every layer dynamic), the
-    search runs again sending them to float. ``sensitivity``: node -> cost, or a
-    function measuring it (called only when the fully quantized model misses)."""
-    import warnings
-    model = builder.build(set(always_float))
-    s = float(score(model))
-    if s >= min_cosine:     # nothing to keep out: no sensitivity needed
-        return model, {"min_cosine": min_cosine, "quantized_score": s, "final_score": s, "max_drop": 0.0,
-                       "met": True, "kept_float": [], "sensitivity": {}, "steps": [{"kept_float": [], "score": s}],
-                       "evaluations": 1, "metric": "output cosine vs float (mean over rows)",
-                       "escalated_to_float": False, "dynamic": []}
-    if callable(sensitivity):
-        sensitivity = sensitivity()
-    with warnings.catch_warnings(record=True) as missed:
-        warnings.simplefilter("always")
-        m, budget = search_accuracy_budget(builder.build, score, candidates, min_cosine, 0.0,
-                                           always_float=always_float, sensitivity=sensitivity)
-    escalated = builder.dynamic and not budget["met"]
-    if escalated:
-        builder.dynamic = False
-        dynamic_pass = {k: budget[k] for k in ("final_score", "steps", "evaluations")}
-        m, budget = search_accuracy_budget(builder.build, score, candidates, min_cosine, 0.0,
-                                           always_float=always_float, sensitivity=sensitivity)
-        budget["dynamic_pass"] = dynamic_pass
+    """The smallest ``k`` such that the ``k`` costliest layers (``sensitivity``: node ->
+    cost, or a function measuring it, called only when the fully quantized model misses)
+    taken out of static int8 bring the outputs' cosine to ``min_cosine``; found by
+    bisection (the score grows with ``k`` but for noise: only a ``k`` measured to meet the
+    budget is returned). Taken-out layers go dynamic first; where even all of them
+    dynamic miss the budget, the search runs again sending them to float."""
+    order = [c for c in candidates if c not in always_float]
+    steps = []
+
+    def attempt(k):
+        model = builder.build(set(always_float) | set(order[:k]))
+        s = float(score(model))
+        steps.append({"kept_float": order[:k], "dynamic": sorted(builder.last.dynamic), "score": s})
+        return model, s
+
+    model, s = attempt(0)
+    quantized_score, escalated = s, False
+    if s < min_cosine:
+        costs = sensitivity() if callable(sensitivity) else sensitivity
+        rank = {c: k for k, c in enumerate(order)}
+        order.sort(key=lambda c: (-costs.get(c, -math.inf), rank[c]))     # costliest first, ties in graph order
+        for dynamic in ([True, False] if builder.dynamic else [False]):
+            builder.dynamic = dynamic
+            top, (model, s) = len(order), attempt(len(order))
+            escalated = not dynamic
+            if s < min_cosine:
+                continue            # not even every layer in this form: the next form
+            lo, best = 0, (model, s, top)          # lo misses, best meets
+            while best[2] - lo > 1:
+                mid = (lo + best[2]) // 2
+                model, s = attempt(mid)
+                if s >= min_cosine:
+                    best = (model, s, mid)
+                else:
+                    lo = mid
+            model, s, top = best
+            builder.build(set(always_float) | set(order[:top]))    # builder.last describes the model returned
+            break
+        else:
+            top = len(order)
+            warnings.warn(f"accuracy budget not met: output cosine {s:.6g} < {min_cosine:g} with every quantizable "
+                          f"layer kept in float", RuntimeWarning, stacklevel=3)
+        kept = order[:top]
     else:
-        for w in missed:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    budget.update(metric="output cosine vs float (mean over rows)", min_cosine=budget.pop("float_score"),
-                  escalated_to_float=escalated, dynamic=sorted(builder.last.dynamic))
-    return m, budget
+        kept = []
+    return model, {"metric": "output cosine vs float (mean over rows)", "min_cosine": min_cosine,
+                   "quantized_score": quantized_score, "final_score": s, "met": s >= min_cosine,
+                   "kept_float": kept, "dynamic": sorted(builder.last.dynamic), "escalated_to_float": escalated,
+                   "steps": steps, "evaluations": len(steps)}
 
 
 def _check_transformer_options(mode, target, min_cosine, outlier_layers, smooth_quant, evaluate, min_sqnr_db):
