@@ -113,7 +113,9 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
       takes out of static int8 (``outlier_layers``): ``"dynamic"`` -- constant-weight
       MatMul/Gemm in the dynamic form of ``mode="dynamic"`` (activations quantized at run
       time from their own range: the FFN-down input after GELU), the others (the
-      Softmax-times-V MatMul of two activations) float; ``"float"`` -- all float.
+      Softmax-times-V MatMul of two activations) float; ``"float"`` -- all float. The
+      ``k`` costliest layers go, ``k`` found by bisection (about ``2 log2 N`` builds);
+      where even every layer dynamic misses the budget, the search is run again with float.
     * ``smooth_quant=alpha`` (0..1): SmoothQuant scale migration before calibration
       (:mod:`qkernels.quant.smooth`): per input channel ``s = max|x|^alpha /
       max|W|^(1-alpha)``, x divided by s in its producer (LayerNormalization gamma/beta,
