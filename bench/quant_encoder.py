@@ -52,6 +52,7 @@ def variants(model, calib):
                      ("ours static plain", dict(min_cosine=None)),
                      ("ours static outliers (min_cosine=0.99)", dict(min_cosine=0.99)),
                      ("ours static + smooth_quant=0.5", dict(min_cosine=None, smooth_quant=0.5)),
+                     ("ours static outliers + smooth_quant=0.5", dict(min_cosine=0.99, smooth_quant=0.5)),
                      ("ours fp16", dict(target="fp16"))]:
         t = time.perf_counter()
         out[name] = quantize_model(model, None if kw.get("mode") or kw.get("target") else calib,
