@@ -18,6 +18,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _cosine_budget(text: str):
+    """--min-cosine: 'auto', 'none' or a number (range checked by quantize_model)."""
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a cosine, 'auto' or 'none', got {text!r}") from None
+
+
 def _number(kind, lo, hi=math.inf):
     """An argparse type: a finite ``kind(text)`` from ``lo`` to ``hi``."""
     def parse(text):
@@ -196,7 +206,9 @@ def _quantize(args) -> int:
                                            bias_correction=args.bias_correction, equalize=args.equalize,
                                            batch_size=args.batch_size,
                                            return_report=True, measure=bool(args.report or args.plot),
-                                           keep_float=args.keep_float, min_sqnr_db=args.min_sqnr_db, client=client)
+                                           keep_float=args.keep_float, min_sqnr_db=args.min_sqnr_db, client=client,
+                                           mode=args.mode, min_cosine=args.min_cosine,
+                                           outlier_layers=args.outlier_layers, smooth_quant=args.smooth_quant)
     except ImportError as exc:
         print(f"qkernels quantize: {exc}", file=sys.stderr)
         return 2
@@ -335,6 +347,17 @@ def main(argv=None) -> int:
     p.add_argument("--min-sqnr-db", type=_number(float, -math.inf), metavar="X",
                    help="keep layers in float, costliest first, until the outputs' SQNR against float is at "
                         "least X dB")
+    p.add_argument("--mode", default="static", choices=("static", "dynamic"),
+                   help="static: calibrated QDQ (default); dynamic: int8 weights, activations quantized at run "
+                        "time (ONNX Runtime's quantize_dynamic form; no --calib needed)")
+    p.add_argument("--min-cosine", type=_cosine_budget, default="auto", metavar="C",
+                   help="static: layers leave static int8 (dynamic first, then float), costliest first, until the "
+                        "outputs' cosine to float is at least C; 'auto' (default): 0.99 on transformers, none "
+                        "elsewhere; 'none': plain static")
+    p.add_argument("--outlier-layers", default="dynamic", choices=("dynamic", "float"),
+                   help="what the --min-cosine budget turns layers into (default dynamic)")
+    p.add_argument("--smooth-quant", type=_number(float, 0.0), metavar="ALPHA",
+                   help="SmoothQuant: migrate activation scale into the next MatMul's weights (alpha in 0..1)")
     p.add_argument("--bias-correction", action="store_true",
                    help="correct each layer's bias for the mean error of its weight quantization")
     p.add_argument("--equalize", action="store_true",

@@ -1,5 +1,5 @@
 """The quantized model in QDQ form (QuantizeLinear / DequantizeLinear around the float
-operators), and the float16 model of the ``fp16`` target."""
+operators); the ``fp16`` target is :mod:`qkernels.quant.fp16`."""
 from __future__ import annotations
 
 import copy
@@ -125,23 +125,3 @@ def _insert_nodes(g, groups: list) -> None:
         ordered.append(n)
         ordered += after.get(k, [])
     g.node.extend(ordered)
-
-
-def to_fp16(model):
-    """Every float32 initializer, input, output and Constant to float16."""
-    import onnx
-    from onnx import numpy_helper
-    m = copy.deepcopy(model)
-    g = m.graph
-    for k, t in enumerate(list(g.initializer)):
-        if t.data_type == onnx.TensorProto.FLOAT:
-            g.initializer[k].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
-    for vi in list(g.input) + list(g.output) + list(g.value_info):
-        if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
-            vi.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
-    for n in g.node:
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type == onnx.TensorProto.FLOAT:
-                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
-    onnx.checker.check_model(m)
-    return m

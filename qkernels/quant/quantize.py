@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -25,19 +26,29 @@ import numpy as np
 
 from .auto import AUTO_SAMPLES, capture_list, choose_ranges
 from .calibration import Batched, CalibrationError, calibrate, replayable
+from .dynamic import dynamic_model
 from .params import quant_params
 from .passes import correct_biases, fold_batch_norm, input_means, search_accuracy_budget
 from .passes import equalize as equalize_pass
 from .plan import DEFAULT_OP_TYPES, check_node_names, plan_tensors, quantized_layers, weight_axis
 from .prepare import prepare
-from .qdq import qdq_model, to_fp16
-from .report import build_report, fp16_report
-from .sensitivity import Probe, output_sqnr, probe_each
+from .fp16 import to_fp16
+from .qdq import qdq_model
+from .report import build_report, dynamic_report, fp16_report
+from .sensitivity import Probe, output_cosine, output_sqnr, probe_each
+from .smooth import smooth_quant as smooth_pass
 from .shards import Shards, shards_of
 
 __all__ = ["TARGETS", "DEFAULT_OP_TYPES", "quantize_model", "CalibrationError", "calibrate", "fold_batch_norm"]
 
 TARGETS = ("cpu", "dsp", "fp16")
+MODES = ("static", "dynamic")
+#: the accuracy budget of static mode on transformers (``min_cosine="auto"``): the
+#: model outputs' cosine to float (mean over rows) on the first calibration samples
+TRANSFORMER_MIN_COSINE = 0.99
+#: what static mode keeps out of its static int8 layers when a budget asks: "dynamic"
+#: (constant-weight MatMul/Gemm quantized at run time, the rest float) or "float"
+OUTLIER_FORMS = ("dynamic", "float")
 
 
 def quantize_model(model, calibration_data=None, target: str = "cpu", method: str = "auto", *,
@@ -46,7 +57,8 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
                    progress: bool = True, return_report: bool = False, bias_correction: bool = False,
                    equalize: bool = False, evaluate=None, max_drop: float = 0.01, batch_size: int | None = None,
                    measure: bool = True, keep_float: int = 0, min_sqnr_db: float | None = None,
-                   client=None, **observer_options):
+                   client=None, mode: str = "static", min_cosine="auto", outlier_layers: str = "dynamic",
+                   smooth_quant: float | None = None, **observer_options):
     """Quantize a float ONNX model (path, bytes or ModelProto) post-training.
 
     Returns an ``onnx.ModelProto`` in QDQ form (save it with ``onnx.save``), or
@@ -94,9 +106,33 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     * ``min_sqnr_db=X``: layers stay in float, the most costly first, until the
       quantized model's outputs are within ``X`` dB SQNR of float's (measured on those
       samples after each step).
+    * ``min_cosine=C``: the same with the outputs' cosine to float (mean over rows of
+      the last axis) as the budget. The default ``"auto"`` is
+      :data:`TRANSFORMER_MIN_COSINE` on transformers (a Softmax or LayerNormalization in
+      the graph) and no budget elsewhere; ``None``: plain static. The layers the budget
+      takes out of static int8 (``outlier_layers``): ``"dynamic"`` -- constant-weight
+      MatMul/Gemm in the dynamic form of ``mode="dynamic"`` (activations quantized at run
+      time from their own range: the FFN-down input after GELU), the others (the
+      Softmax-times-V MatMul of two activations) float; ``"float"`` -- all float. The
+      ``k`` costliest layers go, ``k`` found by bisection (about ``2 log2 N`` builds);
+      where even every layer dynamic misses the budget, the search is run again with float.
+    * ``smooth_quant=alpha`` (0..1): SmoothQuant scale migration before calibration
+      (:mod:`qkernels.quant.smooth`): per input channel ``s = max|x|^alpha /
+      max|W|^(1-alpha)``, x divided by s in its producer (LayerNormalization gamma/beta,
+      a Mul by a constant -- GELU's last Mul), W's rows multiplied by s.
+
+    ``mode="dynamic"`` (no calibration data needed): the ``cpu`` target's int8 weights
+    (per output channel, or per tensor) for every MatMul/Gemm with a constant weight,
+    activations quantized at run time -- node for node the form of ONNX Runtime's
+    ``quantize_dynamic`` (:mod:`qkernels.quant.dynamic`). The report has the weights'
+    SQNR per layer and, with calibration data, the outputs' SQNR and cosine to float.
+
+    ``target="fp16"``: weights and activations float16 (:func:`qkernels.quant.fp16.to_fp16`),
+    no calibration.
     """
     from ..graph.model import load_model
     max_drop = _check_options(target, evaluate, max_drop, keep_float, min_sqnr_db)
+    _check_transformer_options(mode, target, min_cosine, outlier_layers, smooth_quant, evaluate, min_sqnr_db)
     original = load_model(model)
     proto, preprocessing = prepare(original)
     user_exclude = set(exclude_nodes)
@@ -104,8 +140,16 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     if target == "fp16":
         m = to_fp16(proto)
         return (m, fp16_report()) if return_report else m
+    if mode == "dynamic":
+        m, layers = dynamic_model(proto, {n.name for n in proto.graph.node} - user_exclude, per_channel)
+        if not return_report:
+            return m
+        return m, dynamic_report(proto, m, layers, per_channel, calibration_data, progress, preprocessing)
     if calibration_data is None:
         raise CalibrationError(f"target {target!r} needs calibration data")
+    if min_cosine == "auto":
+        min_cosine = TRANSFORMER_MIN_COSINE if (evaluate is None and min_sqnr_db is None and _is_transformer(proto)) \
+            else None
     if client is not None or isinstance(calibration_data, Shards):
         calibration_data = shards_of(calibration_data, batch_size)
     elif batch_size is not None:
@@ -115,11 +159,13 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
         calibration_data = Batched(calibration_data, batch_size)
     act_dtype = _activation_dtype(target, activation_dtype)
     op_types = tuple(op_types)
-    eq_info = None
+    eq_info = sq_info = None
     if equalize:
         proto, eq_info = equalize_pass(proto)
-    if bias_correction or (return_report and measure):
+    if bias_correction or (return_report and measure) or smooth_quant is not None or min_cosine is not None:
         calibration_data = replayable(calibration_data)
+    if smooth_quant is not None:
+        proto, sq_info = smooth_pass(proto, calibration_data, float(smooth_quant))
     acts, _, _ = plan_tensors(proto, op_types, user_exclude)
     dsp, chosen = target == "dsp", None
     if method == "auto":   # the first samples' values kept for the choice
@@ -136,15 +182,19 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     act_params = _activation_params(ranges, act_dtype, dsp, reduce_range)
     candidates = [n.name for n, *_ in quantized_layers(proto, op_types, user_exclude)]
     means = input_means(proto, calibration_data, candidates, progress, client) if bias_correction else None
-    builder = _Builder(proto, op_types, per_channel, target, act_dtype, act_params, means)
+    builder = _Builder(proto, op_types, per_channel, target, act_dtype, act_params, means,
+                       outlier_layers == "dynamic" and min_cosine is not None)
     always_float, sensitivity = set(user_exclude), None
-    if keep_float or min_sqnr_db is not None:
+    def layer_costs():
         layers = quantized_layers(proto, op_types, user_exclude)
         costs = probe_each(proto, calibration_data, "layer_alone", [(x, w, _axis(builder, n), y) for n, x, w, y in layers],
                            (act_params, act_dtype, dsp), client=client, progress=progress, desc="cost of each layer alone")
-        sensitivity = {n.name: -cost for (n, *_), cost in zip(layers, costs)}
+        return {n.name: -cost for (n, *_), cost in zip(layers, costs)}
+    if keep_float or min_sqnr_db is not None:
+        sensitivity = layer_costs()
         worst = sorted(sensitivity, key=lambda c: -sensitivity[c])[:keep_float]
         always_float |= set(worst)
+    builder.always_float = set(always_float)
     if evaluate is not None:
         m, budget = search_accuracy_budget(builder.build, evaluate, candidates, float(evaluate(original)), max_drop,
                                            always_float=always_float)
@@ -159,6 +209,17 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
         m, budget = search_accuracy_budget(builder.build, score, candidates, float(min_sqnr_db), 0.0,
                                            always_float=always_float, sensitivity=sensitivity)
         budget.update(metric="output SQNR dB vs float", min_sqnr_db=budget.pop("float_score"))
+    elif min_cosine is not None:
+        probe = Probe(proto, calibration_data)
+        probe_inputs = [i.name for i in proto.graph.input if i.name not in probe.graph.initializers]
+
+        def score(model):
+            from ..graph import Session
+            return output_cosine(probe.reference, dict(zip(probe.outputs, Session(model.SerializeToString()).run(
+                probe.outputs, {k: probe.scope[k] for k in probe_inputs}))))
+        m, budget = _cosine_search(builder, score, candidates, float(min_cosine), always_float,
+                                   sensitivity if sensitivity is not None else layer_costs)
+        budget.update(outlier_layers=outlier_layers)
     else:
         m, budget = builder.build(always_float), None
     if keep_float:
@@ -169,13 +230,13 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     # the search's last build is the model it returns: ``builder.last`` describes that one
     settings = {"per_channel": bool(per_channel), "reduce_range": bool(reduce_range),
                 "activation_dtype": act_dtype.name, "bias_correction": bool(bias_correction),
-                "equalize": bool(equalize), "op_types": list(op_types)}
+                "equalize": bool(equalize), "op_types": list(op_types), "smooth_quant": smooth_quant}
     return m, build_report(proto, m, calibration_data, target=target, method=method, settings=settings,
                            act_params=act_params, observers=observers, quantized=builder.last,
                            excluded_nodes=user_exclude, accuracy_budget=budget, equalization=eq_info,
                            progress=progress, measure_pass=measure, preprocessing=preprocessing,
                            chosen_methods=None if chosen is None else {k: m for k, (m, _) in chosen.items()},
-                           client=client)
+                           client=client, smoothing=sq_info)
 
 
 def _check_options(target: str, evaluate, max_drop, keep_float, min_sqnr_db) -> float:
@@ -196,6 +257,81 @@ def _check_options(target: str, evaluate, max_drop, keep_float, min_sqnr_db) -> 
     if not max_drop >= 0.0:
         raise ValueError(f"max_drop must be >= 0, got {max_drop!r}")
     return max_drop
+
+
+def _cosine_search(builder, score, candidates, min_cosine, always_float, sensitivity):
+    """The smallest ``k`` such that the ``k`` costliest layers (``sensitivity``: node ->
+    cost, or a function measuring it, called only when the fully quantized model misses)
+    taken out of static int8 bring the outputs' cosine to ``min_cosine``; found by
+    bisection (the score grows with ``k`` but for noise: only a ``k`` measured to meet the
+    budget is returned). Taken-out layers go dynamic first; where even all of them
+    dynamic miss the budget, the search runs again sending them to float."""
+    order = [c for c in candidates if c not in always_float]
+    steps = []
+
+    def attempt(k):
+        model = builder.build(set(always_float) | set(order[:k]))
+        s = float(score(model))
+        steps.append({"kept_float": order[:k], "dynamic": sorted(builder.last.dynamic), "score": s})
+        return model, s
+
+    model, s = attempt(0)
+    quantized_score, escalated = s, False
+    if s < min_cosine:
+        costs = sensitivity() if callable(sensitivity) else sensitivity
+        rank = {c: k for k, c in enumerate(order)}
+        order.sort(key=lambda c: (-costs.get(c, -math.inf), rank[c]))     # costliest first, ties in graph order
+        for dynamic in ([True, False] if builder.dynamic else [False]):
+            builder.dynamic = dynamic
+            top, (model, s) = len(order), attempt(len(order))
+            escalated = not dynamic
+            if s < min_cosine:
+                continue            # not even every layer in this form: the next form
+            lo, best = 0, (model, s, top)          # lo misses, best meets
+            while best[2] - lo > 1:
+                mid = (lo + best[2]) // 2
+                model, s = attempt(mid)
+                if s >= min_cosine:
+                    best = (model, s, mid)
+                else:
+                    lo = mid
+            model, s, top = best
+            builder.build(set(always_float) | set(order[:top]))    # builder.last describes the model returned
+            break
+        else:
+            top = len(order)
+            warnings.warn(f"accuracy budget not met: output cosine {s:.6g} < {min_cosine:g} with every quantizable "
+                          f"layer kept in float", RuntimeWarning, stacklevel=3)
+        kept = order[:top]
+    else:
+        kept = []
+    return model, {"metric": "output cosine vs float (mean over rows)", "min_cosine": min_cosine,
+                   "quantized_score": quantized_score, "final_score": s, "met": s >= min_cosine,
+                   "kept_float": kept, "dynamic": sorted(builder.last.dynamic), "escalated_to_float": escalated,
+                   "steps": steps, "evaluations": len(steps)}
+
+
+def _check_transformer_options(mode, target, min_cosine, outlier_layers, smooth_quant, evaluate, min_sqnr_db):
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "dynamic" and target != "cpu":
+        raise ValueError(f"mode='dynamic' quantizes for the cpu target, got target={target!r}")
+    if outlier_layers not in OUTLIER_FORMS:
+        raise ValueError(f"outlier_layers must be one of {', '.join(OUTLIER_FORMS)}, got {outlier_layers!r}")
+    if min_cosine is not None and min_cosine != "auto":
+        if isinstance(min_cosine, bool) or not isinstance(min_cosine, (int, float)) or not -1.0 <= min_cosine <= 1.0:
+            raise ValueError(f"min_cosine must be a cosine in [-1, 1], 'auto' or None, got {min_cosine!r}")
+        if evaluate is not None or min_sqnr_db is not None:
+            raise ValueError("give one accuracy budget: evaluate=, min_sqnr_db= or min_cosine=")
+    if smooth_quant is not None:
+        if isinstance(smooth_quant, bool) or not isinstance(smooth_quant, (int, float)) or not 0.0 <= smooth_quant <= 1.0:
+            raise ValueError(f"smooth_quant must be the migration strength alpha in [0, 1], got {smooth_quant!r}")
+        if mode != "static" or target == "fp16":
+            raise ValueError("smooth_quant applies to static int8 quantization (mode='static', target cpu or dsp)")
+
+
+def _is_transformer(model) -> bool:
+    return any(n.op_type in ("Softmax", "LayerNormalization") for n in model.graph.node)
 
 
 def _activation_dtype(target: str, activation_dtype) -> np.dtype:
@@ -223,15 +359,18 @@ class _Quantized:
     weights: dict
     exclude: set
     bias_correction: list | None
+    dynamic: set = frozenset()
 
 
 class _Builder:
     """Builds the QDQ model for a set of nodes left in float, from one calibration (the
     accuracy-budget search calls it once per candidate set)."""
 
-    def __init__(self, proto, op_types, per_channel, target, act_dtype, act_params, means):
+    def __init__(self, proto, op_types, per_channel, target, act_dtype, act_params, means, dynamic=False):
         self.proto, self.op_types, self.per_channel = proto, op_types, per_channel
         self.target, self.act_dtype, self.act_params, self.means = target, act_dtype, act_params, means
+        self.dynamic = dynamic              # layers the search takes out go dynamic, not float
+        self.always_float: set = set()      # the user's and keep_float's: float whatever the search
         self.last: _Quantized | None = None
 
     def build(self, exclude):
@@ -241,7 +380,10 @@ class _Builder:
             src, bc = correct_biases(self.proto, weights, self.means, self.target == "dsp")
             acts, weights, biases = plan_tensors(src, self.op_types, exclude, self.per_channel)
         q = qdq_model(src, {k: self.act_params[k][:2] for k in acts}, weights, biases, self.target, self.act_dtype)
-        self.last = _Quantized(acts, weights, set(exclude), bc)
+        dynamic = {}
+        if self.dynamic and set(exclude) - self.always_float:
+            q, dynamic = dynamic_model(q, set(exclude) - self.always_float, self.per_channel)
+        self.last = _Quantized(acts, weights, set(exclude), bc, set(dynamic))
         return q
 
 

@@ -31,8 +31,11 @@
 ``preprocessing`` -- what :mod:`qkernels.quant.prepare` did to the float model before
     calibration (opset conversion, constant folding, batch-norm folding), a line each.
 ``float_nodes`` -- the nodes of the quantized operator types left in float (``exclude_nodes``
-    and the accuracy budget's choices); ``accuracy_budget``, ``equalization`` and
-    ``bias_correction`` -- what those passes did (None when not run).
+    and the accuracy budget's choices); ``dynamic_nodes`` -- those the cosine budget
+    (``min_cosine``) made dynamic int8 instead; ``accuracy_budget``, ``equalization``,
+    ``smoothing`` (SmoothQuant sites) and ``bias_correction`` -- what those passes did
+    (None when not run). ``mode="dynamic"`` reports (:func:`dynamic_report`) have
+    ``weights``, ``layers`` (weight SQNR only) and, given calibration data, ``outputs``.
 
 SQNR is ``10 log10(sum x^2 / sum (x - x_q)^2)`` in dB over all calibration values
 (``inf`` when the two agree exactly); cosine is ``<x, x_q> / (|x| |x_q|)`` (1 when both
@@ -196,10 +199,41 @@ def fp16_report() -> dict:
     return {"target": "fp16", "tensors": [], "weights": [], "layers": [], "outputs": [], "float_nodes": []}
 
 
+def dynamic_report(float_model, quant_model, layers: dict, per_channel: bool, calibration_data=None,
+                   progress: bool = False, preprocessing=()) -> dict:
+    """The report of ``mode="dynamic"``: per rewritten layer (``layers``: node -> weight)
+    its weight's SQNR and cosine; with ``calibration_data`` the model outputs' SQNR and
+    cosine to float (both models run on it)."""
+    from onnx import numpy_helper
+    inits = {t.name: t for t in float_model.graph.initializer}
+    nodes = {n.name: n for n in float_model.graph.node}
+    weights, rows = [], []
+    for node, w in layers.items():
+        arr = numpy_helper.to_array(inits[w]).astype(np.float32)
+        if nodes[node].op_type == "Gemm" and any(a.name == "transB" and a.i for a in nodes[node].attribute):
+            arr = arr.T
+        entry = {"tensor": w, "node": node, **weight_stats(arr, 1 if per_channel else None, False)}
+        weights.append(entry)
+        rows.append({"node": node, "op_type": nodes[node].op_type, "input": nodes[node].input[0],
+                     "output": nodes[node].output[0], "weight": w, "quantized": True, "input_sqnr_db": None,
+                     "output_sqnr_db": None, "sqnr_drop_db": None, "alone_sqnr_db": None,
+                     "weight_sqnr_db": entry["sqnr_db"], "weight_cosine": entry["cosine"]})
+    outputs, batches = [], None
+    if calibration_data is not None:
+        _, outputs, batches = measure(float_model, quant_model, calibration_data, {}, np.uint8, progress)
+    return {"target": "cpu", "mode": "dynamic", "method": "dynamic", "batches": batches,
+            "settings": {"per_channel": bool(per_channel), "activation_dtype": "uint8", "op_types": ["MatMul", "Gemm"]},
+            "tensors": [], "weights": weights, "layers": rows, "outputs": outputs,
+            "float_nodes": [n.name for n in float_model.graph.node
+                            if n.op_type in ("MatMul", "Gemm") and n.name not in layers],
+            "excluded_nodes": [], "accuracy_budget": None, "equalization": None, "bias_correction": None,
+            "preprocessing": list(preprocessing)}
+
+
 def build_report(float_model, quant_model, calibration_data, *, target: str, method: str, settings: dict,
                  act_params: dict, observers: dict, quantized, excluded_nodes, accuracy_budget, equalization,
                  progress: bool = False, measure_pass: bool = True, preprocessing=(),
-                 chosen_methods: dict | None = None, client=None) -> dict:
+                 chosen_methods: dict | None = None, client=None, smoothing=None) -> dict:
     """The report of :func:`qkernels.quant.quantize_model` (the layout is this module's
     docstring): ``float_model`` the float model the quantizer planned on (batch norm
     folded, equalised), ``act_params`` tensor -> (scale, zero point, lo, hi) of every
@@ -220,13 +254,15 @@ def build_report(float_model, quant_model, calibration_data, *, target: str, met
         stats.setdefault(name, {})["alone_sqnr_db"] = value
     layers = _layer_entries(float_model, settings["op_types"], quantized.exclude, stats, weights, list(used))
     float_nodes = [n.name for n in float_model.graph.node
-                   if n.op_type in settings["op_types"] and n.name in quantized.exclude]
+                   if n.op_type in settings["op_types"] and n.name in quantized.exclude
+                   and n.name not in quantized.dynamic]
     return {"target": target, "method": method, "batches": batches, "settings": settings,
             "tensors": _tensor_entries(float_model, quantized.acts, act_params, observers, stats, chosen_methods),
             "weights": weights, "layers": layers, "outputs": outputs,
             "float_nodes": float_nodes, "excluded_nodes": sorted(excluded_nodes),
             "accuracy_budget": accuracy_budget, "equalization": equalization,
-            "bias_correction": quantized.bias_correction, "preprocessing": list(preprocessing)}
+            "bias_correction": quantized.bias_correction, "preprocessing": list(preprocessing),
+            "dynamic_nodes": sorted(quantized.dynamic), "smoothing": smoothing}
 
 
 def _tensor_entries(model, acts, act_params: dict, observers: dict, stats: dict, chosen: dict | None) -> list[dict]:
@@ -335,6 +371,11 @@ def format_summary(report: dict, worst: int = 5) -> str:
                                  for t in top))
     fl = report.get("float_nodes") or []
     lines.append(f"kept in float: {', '.join(fl) if fl else 'none'}")
+    if report.get("dynamic_nodes"):
+        lines.append(f"dynamic int8 (activations quantized at run time): {', '.join(report['dynamic_nodes'])}")
+    for site in report.get("smoothing") or []:
+        lines.append(f"smoothed {site['tensor']} (alpha {site['alpha']:g}, s {site['s_min']:.3g}..{site['s_max']:.3g}): "
+                     f"channel spread {site['channel_spread_before']:.3g} -> {site['channel_spread_after']:.3g}")
     passes = ("pre-processing", "keep float", "accuracy budget", "equalized", "not equalized", "bias correction")   # what the passes did
     lines += [line for line in format_report(report).splitlines() if line.startswith(passes)]
     return "\n".join(lines)
@@ -399,6 +440,11 @@ def format_report(report: dict) -> str:
                      f"{low.get('clip_fraction', 0) * 100:.3f} % clipped)")
     fl = report.get("float_nodes") or []
     lines.append(f"kept in float: {', '.join(fl) if fl else 'none'}")
+    if report.get("dynamic_nodes"):
+        lines.append(f"dynamic int8 (activations quantized at run time): {', '.join(report['dynamic_nodes'])}")
+    for site in report.get("smoothing") or []:
+        lines.append(f"smoothed {site['tensor']} (alpha {site['alpha']:g}, s {site['s_min']:.3g}..{site['s_max']:.3g}): "
+                     f"channel spread {site['channel_spread_before']:.3g} -> {site['channel_spread_after']:.3g}")
     for step in report.get("preprocessing") or []:
         lines.append(f"pre-processing: {step}")
     ab = report.get("accuracy_budget") or {}

@@ -22,7 +22,7 @@ from .params import fake_quantize
 from .shards import map_items
 from .weights import dequantize_weight, quantize_weight
 
-__all__ = ["SAMPLES", "Probe", "probe_each"]
+__all__ = ["SAMPLES", "Probe", "probe_each", "output_sqnr", "output_cosine"]
 
 #: calibration samples the probe runs on (the first ones)
 SAMPLES = 4
@@ -47,6 +47,23 @@ def output_sqnr(ref: dict, got: dict) -> float:
     if noise == 0.0:
         return math.inf
     return 10.0 * math.log10(signal / noise) if signal > 0 else -math.inf
+
+
+def output_cosine(ref: dict, got: dict) -> float:
+    """Cosine of ``got`` to ``ref``: per output the mean over rows (vectors along the last
+    axis: a token's hidden state, a class score vector) of the row cosine; the worst
+    output. A row that is zero in both counts as 1."""
+    worst = 1.0
+    for name, y in ref.items():
+        y = np.asarray(y, np.float64)
+        g = np.asarray(got[name], np.float64)
+        y, g = y.reshape(-1, y.shape[-1] if y.ndim else 1), g.reshape(-1, y.shape[-1] if y.ndim else 1)
+        dot, yy, gg = (y * g).sum(1), (y * y).sum(1), (g * g).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cos = np.where((yy == 0) & (gg == 0), 1.0, dot / np.sqrt(yy * gg))
+        cos = np.nan_to_num(cos, nan=0.0)
+        worst = min(worst, float(cos.mean()) if cos.size else 1.0)
+    return worst
 
 
 class Probe:
