@@ -325,10 +325,14 @@ const qk_eltwise_kernels QK_ELT_NAME(qk_eltwise) = {
 
 #ifdef QK_ELT_PORTABLE
 #if defined(__x86_64__)
-extern const qk_eltwise_kernels qk_eltwise_avx2;
+extern const qk_eltwise_kernels qk_eltwise_avx2, qk_eltwise_avx512, qk_eltwise_avx512_emu;
 #endif
 
 const qk_eltwise_kernels *qk_eltwise_for_isa(int isa) {
+#if defined(__x86_64__)
+    if (isa == QK_ISA_AVX512VNNI) return &qk_eltwise_avx512;
+    if (isa == QK_ISA_AVX512VNNI_EMU) return &qk_eltwise_avx512_emu;
+#endif
     return QK_PICK_AVX2(isa, &qk_eltwise_avx2, &qk_eltwise_portable);
 }
 
