@@ -784,6 +784,31 @@ def fuse_gelu(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
+def expand_ort_gelu(graph: Graph) -> Graph:
+    """ONNX Runtime's GELU operators as what they compute: com.microsoft ``BiasGelu(a, b)``
+    as ``Add(a, b)`` then ``Gelu``, ``FastGelu(x[, bias])`` as [``Add``] then ``Gelu``
+    (approximate "tanh": its formula and constants), com.microsoft ``Gelu`` as ``Gelu``: so
+    a model its transformer optimizer wrote runs them natively, and fuse_linear_gelu puts
+    the MatMul, bias and GELU of its FFN in one GEMM (the reference computes the same
+    float32 steps: the sum rounded, then the GELU)."""
+    ed = _Editor(graph)
+    for node in graph.nodes:
+        if node.domain != MS or node.op_type not in ("BiasGelu", "FastGelu", "Gelu") or ed.taken(node) \
+                or len(node.outputs) != 1 or not node.inputs or not node.inputs[0]:
+            continue
+        approximate = "tanh" if node.op_type == "FastGelu" else "none"
+        bias = node.inputs[1] if len(node.inputs) > 1 and node.op_type != "Gelu" else ""
+        if node.op_type == "BiasGelu" and not bias:
+            continue
+        x, new = node.inputs[0], []
+        if bias:
+            x = ed.fresh(f"{node.name}/sum")
+            new.append(Node(f"{node.name}/add", "Add", "", [node.inputs[0], bias], [x], {}))
+        new.append(Node(node.name, "Gelu", "", [x], list(node.outputs), {"approximate": approximate}))
+        ed.replace(node, new)
+    return _prune(ed.result())
+
+
 def fuse_linear_gelu(graph: Graph) -> Graph:
     """A float ``MatMul`` by constant 2-D weights, the bias ``Add`` of a constant vector
     after it (when there is one) and the ``Gelu`` after that (intermediates read once) as
@@ -1006,8 +1031,9 @@ def conv1d_as_conv2d(graph: Graph) -> Graph:
 
 
 PASSES = (fuse_dynamic_quantize, fold_batchnorm, fold_conv_scale_mul, fold_conv_bias_add, qdq_to_integer,
-          fuse_activations, fuse_residual_add, fuse_hard_swish, fuse_gelu, fuse_linear_gelu, fuse_attention_softmax,
-          fuse_transpose_matmul, fold_constant_dequantize, fuse_qlinear_residual_add, conv1d_as_conv2d)
+          fuse_activations, fuse_residual_add, fuse_hard_swish, expand_ort_gelu, fuse_gelu, fuse_linear_gelu,
+          fuse_attention_softmax, fuse_transpose_matmul, fold_constant_dequantize, fuse_qlinear_residual_add,
+          conv1d_as_conv2d)
 
 
 def rewrite(graph: Graph) -> Graph:

@@ -344,3 +344,5 @@ def test_fused_encoder_against_onnxruntime(fused_encoder, backends, batch, token
         (pool,) = [p for p in s._plans.values() if p is not None]
         steps = [st for st in pool._idle[0].steps if st[0].op_type in ("Attention", "SkipLayerNormalization")]
         assert len(steps) == 6 and all(st[2] for st in steps)      # each bound: native calls on the arena
+        keys = {n.key for n in s.graph.nodes}                      # BiasGelu as Add + Gelu, fused into the GEMM
+        assert "qkernels::MatMulGelu" in keys and f"{MS}::BiasGelu" not in keys
