@@ -837,6 +837,36 @@ def fuse_linear_gelu(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
+def fuse_linear_bias(graph: Graph) -> Graph:
+    """A float32 ``MatMul`` by constant 2-D weights, the bias ``Add`` of a constant vector
+    after it and, when the sum goes on only to another ``Add`` of a computed value (the
+    residual of a transformer block), that Add too (intermediates read once), as
+    ``qkernels::MatMulBias`` (a, W, bias[, residual]): the GEMM's output stage adds the
+    bias, then the residual, each a float32 rounding as the Adds make (the same floats;
+    float16 would round once, not twice: left as it is)."""
+    ed = _Editor(graph)
+    for mm in graph.nodes:
+        if not _plain(mm, "MatMul") or ed.taken(mm):
+            continue
+        w = ed.const(mm.inputs[1])
+        add = ed.only_consumer(mm.outputs[0])
+        if w is None or w.dtype != np.float32 or w.ndim != 2 or not _plain(add, "Add"):
+            continue
+        b = _other(add, mm.outputs[0])
+        v = ed.const(b) if b else None
+        if v is None or v.dtype != w.dtype or v.shape not in ((w.shape[1],), (1, w.shape[1])):
+            continue
+        inputs, out, removed = [mm.inputs[0], mm.inputs[1], b], add.outputs[0], [add]
+        res = ed.only_consumer(add.outputs[0])
+        r = _other(res, add.outputs[0]) if _plain(res, "Add") else None
+        if r and ed.const(r) is None and r != add.outputs[0] and add.outputs[0] not in ed.outputs:
+            inputs, out, removed = inputs + [r], res.outputs[0], [add, res]
+        if ed.taken(*removed):
+            continue
+        ed.replace(mm, [Node(mm.name, "MatMulBias", QK, inputs, [out], {})], *removed)
+    return _prune(ed.result())
+
+
 def fuse_attention_softmax(graph: Graph) -> Graph:
     """Attention's ``Softmax(axis=-1)`` of ``Add(scores, mask)``, with the ``Div`` or
     ``Mul`` of the scores by a float scalar constant before it when there is one
@@ -1032,7 +1062,7 @@ def conv1d_as_conv2d(graph: Graph) -> Graph:
 
 PASSES = (fuse_dynamic_quantize, fold_batchnorm, fold_conv_scale_mul, fold_conv_bias_add, qdq_to_integer,
           fuse_activations, fuse_residual_add, fuse_hard_swish, expand_ort_gelu, fuse_gelu, fuse_linear_gelu,
-          fuse_attention_softmax, fuse_transpose_matmul, fold_constant_dequantize, fuse_qlinear_residual_add,
+          fuse_linear_bias, fuse_attention_softmax, fuse_transpose_matmul, fold_constant_dequantize, fuse_qlinear_residual_add,
           conv1d_as_conv2d)
 
 

@@ -593,3 +593,79 @@ def test_transpose_into_matmul(dtype, perm_a, perm_b, use, dims, twice, perm_y):
     for _ in range(2):   # the first run node by node (the trace), the second planned
         got = s.run(None, feeds)[0]
         assert got.shape == want.shape and np.all(np.abs(got.astype(np.float64) - want) <= bound)
+
+
+# ------------------------------------------------------- Linear layers: bias and residual fused
+
+def _linear_model(n_in, n_out, residual: str, dtype=np.float32, seed=0):
+    """y = (x W + b) [+ r]: r "input" (a computed value of y's shape), "row" (a (1, N)
+    input that broadcasts) or "" (none)."""
+    rng = np.random.default_rng(seed)
+    et = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    w = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["b", "m"], ["s"])]
+    inputs = [helper.make_tensor_value_info("x", et, [None, None, n_in])]
+    if residual:
+        nodes.append(helper.make_node("Add", ["s", "r"], ["y"]))
+        shape = [1, n_out] if residual == "row" else [None, None, n_out]
+        inputs.append(helper.make_tensor_value_info("r", et, shape))
+    else:
+        nodes.append(helper.make_node("Identity", ["s"], ["y"]))
+    g = helper.make_graph(nodes, "lin", inputs, [helper.make_tensor_value_info("y", et, None)],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("residual", ["", "input", "row"])
+@pytest.mark.parametrize("rows,n_in,n_out", [(1, 1, 1), (3, 7, 33), (16, 64, 96), (29, 130, 17)])
+def test_linear_bias_and_residual_fused_give_the_unfused_floats(monkeypatch, residual, rows, n_in, n_out):
+    from qkernels.graph import rewrite
+    model = _linear_model(n_in, n_out, residual, seed=rows + n_in)
+    rng = np.random.default_rng(rows)
+    feeds = {"x": rng.standard_normal((2, rows, n_in)).astype(np.float32)}
+    if residual:
+        feeds["r"] = rng.standard_normal((1, n_out) if residual == "row" else (2, rows, n_out)).astype(np.float32)
+    fused = Session(model.SerializeToString())
+    ops = [n.key for n in fused.graph.nodes]
+    assert "qkernels::MatMulBias" in ops and ops.count("Add") == 0
+    monkeypatch.setattr(rewrite, "PASSES", tuple(p for p in rewrite.PASSES if p is not rewrite.fuse_linear_bias))
+    plain = Session(model.SerializeToString())
+    assert "qkernels::MatMulBias" not in [n.key for n in plain.graph.nodes]
+    ref = Session(model.SerializeToString(), backends=["reference"])
+    for _ in range(2):         # traced, then planned
+        got, want = fused.run(None, feeds)[0], plain.run(None, feeds)[0]
+        np.testing.assert_array_equal(got, want)                 # the same float32 roundings
+        np.testing.assert_allclose(got, ref.run(None, feeds)[0], rtol=1e-5, atol=1e-5)
+    assert fused.last_run == "plan"
+
+
+def test_float16_linear_layers_are_not_fused():
+    s = Session(_linear_model(8, 8, "input", np.float16).SerializeToString())
+    assert "qkernels::MatMulBias" not in [n.key for n in s.graph.nodes]
+
+
+def test_encoder_linear_layers_fused():
+    from bench.encoder import bert_encoder, encoder_inputs
+    m = bert_encoder(layers=2, hidden=64, heads=4)
+    s = Session(m.SerializeToString())
+    keys = [n.key for n in s.graph.nodes]
+    assert keys.count("qkernels::MatMulBias") == 2 * 5 and keys.count("qkernels::MatMulGelu") == 2
+    x = encoder_inputs(2, 9, 1000, padded=2)
+    want = _ort(m, x)[0]
+    got = s.run(None, x)[0]
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_linear_residual_views_run_and_agree():
+    """A residual of reversed or strided columns (not the output stage's rows): the
+    reference operator runs it, with the same result as on a contiguous copy."""
+    model = _linear_model(12, 10, "input", seed=5)
+    s = Session(model.SerializeToString(), plan=False)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 12)).astype(np.float32)
+    big = rng.standard_normal((2, 3, 20)).astype(np.float32)
+    for r in (big[..., ::2], big[..., 10:][..., ::-1], big[:, ::-1, :10]):
+        got = s.run(None, {"x": x, "r": r})[0]
+        want = s.run(None, {"x": x, "r": np.ascontiguousarray(r)})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

@@ -1,5 +1,6 @@
 """Native float operators of transformer encoders in the cpu backend: the Linear layer
-with its GELU fused (``qkernels::MatMulGelu``, made by graph/rewrite.py fuse_linear_gelu):
+with its bias and residual fused (``qkernels::MatMulBias``, graph/rewrite.py
+fuse_linear_bias), with its GELU fused (``qkernels::MatMulGelu``, fuse_linear_gelu):
 the float GEMM whose output stage runs the native Gelu loop (kernels/eltwise.c) over each
 row of its tile while it is in cache, fp32 and fp16 (fp16 rounds once, after the GELU);
 attention's softmax with its scaling and additive mask (``qkernels::MaskedSoftmax``, made
@@ -57,6 +58,61 @@ def _make_matmul_gelu(node: Node, graph: Graph):
         if not (np.shares_memory(rows, x) and np.shares_memory(y2, y)):
             return None
         return gemm(x, y, bind=True)
+    run.bind = bind
+    run.owns = {w: lambda: pw.data}
+    return _fallback(node, graph, run)
+
+
+@kernel("qkernels::MatMulBias")
+def _make_matmul_bias(node: Node, graph: Graph):
+    """float32 MatMul by constant weights (K, N), its constant bias and the residual
+    after it (when given): one GEMM over the input's rows, bias then residual added in its
+    output stage (each a float32 rounding, as the Adds make)."""
+    a, w, b, r = _inputs(node, 4)
+    W, B = _const(graph, w), _const(graph, b)
+    if W is None or W.dtype != _F32 or W.ndim != 2 or B is None or B.dtype != _F32 or B.size != W.shape[1]:
+        return None
+    k, n = W.shape
+    pw = _float.PACKED[_F32](W, bias=np.ascontiguousarray(B.reshape(-1)), copy=False)
+    result = node.outputs[0]
+
+    def rows(x, y, res):
+        """(A, Y, residual) as (M, K), (M, N), (M, N) views, or None."""
+        if x.dtype != _F32 or x.ndim < 2 or x.shape[-1] != k or y.shape != x.shape[:-1] + (n,) or y.dtype != _F32:
+            return None
+        if res is not None:
+            if res.dtype != _F32:
+                return None
+            try:                        # a residual that broadcasts: rows at stride 0 where it repeats
+                res = np.broadcast_to(res, y.shape)
+            except ValueError:
+                return None
+        got = [v.reshape(-1, v.shape[-1]) if v is not None else None for v in (x, y, res)]
+        if any(v is not None and v.size and not np.shares_memory(v, o) for v, o in zip(got, (x, y, res))):
+            return None
+        if got[2] is not None and ((n > 1 and got[2].strides[1] != 4) or got[2].strides[0] < 0):
+            return None                 # (the output stage reads residual rows of contiguous columns)
+        return got
+
+    def run(values):
+        x, res = values[a], values[r] if r else None
+        y = np.empty(x.shape[:-1] + (n,), _F32) if x.ndim >= 1 else None
+        got = rows(x, y, res) if y is not None else None
+        if got is None:
+            raise _NotServed
+        if y.size:
+            _float.gemm2d(got[0], pw, pw.bias, -np.inf, np.inf, got[1], residual=got[2])
+        return {result: y}
+
+    def bind(ins, outs):
+        ins = list(ins) + [None] * 4
+        x, y = ins[0], outs[0]
+        if x is None or not x.size or (r and ins[3] is None):
+            return None
+        got = rows(x, y, ins[3] if r else None)
+        if got is None:
+            return None
+        return _float.gemm2d(got[0], pw, pw.bias, -np.inf, np.inf, got[1], bind=True, residual=got[2])
     run.bind = bind
     run.owns = {w: lambda: pw.data}
     return _fallback(node, graph, run)

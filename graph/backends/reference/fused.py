@@ -49,6 +49,15 @@ def _matmul_gelu(node, a, w, b=None):
     return OPS["Gelu"](gelu, y)
 
 
+@op("MatMulBias", domain=QK)
+def _matmul_bias(node, a, w, b, r=None):
+    """MatMul(a, w), Add(·, b), then Add(·, r) when r is given: a float Linear layer, and
+    the residual after it (graph/rewrite.py fuse_linear_bias)."""
+    y = np.matmul(a, w)
+    y = np.add(y, b).astype(y.dtype, copy=False)
+    return np.add(y, r).astype(y.dtype, copy=False) if r is not None else y
+
+
 @op("MaskedSoftmax", domain=QK, attrs=("scale", "div"))
 def _masked_softmax(node, x, mask):
     """Softmax(axis=-1) of Add(Div(x, scale), mask) (Mul(x, scale) when div is 0): the
