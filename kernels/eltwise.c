@@ -215,7 +215,7 @@ static double qk_elt_log_pos(double s) {      /* log of a finite s >= 1 (the sum
     return 2.0 * sum + k * 0.69314718055994530942;
 }
 
-static float qk_elt_row_max(const float *xr, size_t len) {
+static float qk_elt_row_max_lanes(const float *xr, size_t len) {
     float mx[8];
     for (int l = 0; l < 8; l++) mx[l] = xr[0];
     size_t i = 0;
@@ -226,6 +226,33 @@ static float qk_elt_row_max(const float *xr, size_t len) {
     for (int l = 1; l < 8; l++) m = qk_elt_max(mx[l], m);
     return m;
 }
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+/* The same 8 lanes with vmaxps: max(x, m) keeps m on equal values (qk_elt_max's choice)
+ * and on a NaN x, so NaNs are looked for apart, and a row that has one takes the lane
+ * loop (its NaN, the same bits). gcc kept the lane loop scalar (vmaxss and branches:
+ * a third of attention's softmax). */
+static float qk_elt_row_max(const float *xr, size_t len) {
+    if (len < 16) return qk_elt_row_max_lanes(xr, len);
+    __m256 m = _mm256_set1_ps(xr[0]), nan = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        const __m256 a = _mm256_loadu_ps(xr + i);
+        m = _mm256_max_ps(a, m);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+    }
+    if (_mm256_movemask_ps(nan)) return qk_elt_row_max_lanes(xr, len);
+    float mx[8];
+    _mm256_storeu_ps(mx, m);
+    for (; i < len; i++) mx[0] = qk_elt_max(xr[i], mx[0]);
+    float r = mx[0];
+    for (int l = 1; l < 8; l++) r = qk_elt_max(mx[l], r);
+    return r;
+}
+#else
+#define qk_elt_row_max qk_elt_row_max_lanes
+#endif
 
 static double qk_elt_row_sum(const float *e, size_t len) {   /* 8 running float64 sums, then pairs */
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
