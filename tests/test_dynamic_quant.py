@@ -330,7 +330,7 @@ def test_quantize_dynamic_encoder(tmp_path, per_channel, weight_type):
     from onnxruntime.quantization import QuantType
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     try:
-        from bench.encoder import bert_encoder, encoder_inputs
+        from qkernels.bench.encoder import bert_encoder, encoder_inputs
     finally:
         sys.path.pop(0)
     model = _quantize_dynamic(bert_encoder(layers=2, hidden=64, heads=4), tmp_path, per_channel=per_channel,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.encoder import bert_encoder, encoder_inputs
+from qkernels.bench.encoder import bert_encoder, encoder_inputs
 from qkernels.graph import ModelError, Session
 from qkernels.graph import model as model_module
 from qkernels.graph import protowire

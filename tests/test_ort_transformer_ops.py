@@ -317,8 +317,8 @@ def test_gelus_against_onnxruntime(op, rows, n, seed):
 @pytest.fixture(scope="module")
 def fused_encoder():
     pytest.importorskip("onnxruntime.transformers.optimizer")
-    from bench.encoder import bert_encoder
-    from bench.ort_fused import ort_fused
+    from qkernels.bench.encoder import bert_encoder
+    from qkernels.bench.ort_fused import ort_fused
     return ort_fused(bert_encoder(layers=2, hidden=64, heads=4), 4, 64, opt_level=1)
 
 
@@ -330,7 +330,7 @@ def test_fused_encoder_has_the_fused_ops(fused_encoder):
 @pytest.mark.parametrize("backends", BACKENDS)
 @pytest.mark.parametrize("batch,tokens,padded", [(1, 16, 0), (3, 21, 6), (2, 1, 0)])
 def test_fused_encoder_against_onnxruntime(fused_encoder, backends, batch, tokens, padded):
-    from bench.encoder import encoder_inputs
+    from qkernels.bench.encoder import encoder_inputs
     x = encoder_inputs(batch, tokens, 1000, seed=batch + tokens, padded=padded)
     want = ort.InferenceSession(fused_encoder.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
     s = Session(fused_encoder, backends=backends)

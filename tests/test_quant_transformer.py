@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from bench.encoder import bert_encoder, cosine, encoder_inputs
+from qkernels.bench.encoder import bert_encoder, cosine, encoder_inputs
 from qkernels.graph import Session
 from qkernels.quant import quantize_model
 from qkernels.quant.smooth import smooth_quant

@@ -295,7 +295,7 @@ def test_fuse_gelu_pass_alone():
 # --------------------------------------------------------------------- encoders vs ORT
 
 def test_bert_encoder_gelu_fused_and_matches_ort():
-    from bench.encoder import bert_encoder, encoder_inputs
+    from qkernels.bench.encoder import bert_encoder, encoder_inputs
     layers = 2
     model = bert_encoder(layers=layers, hidden=64, heads=4)
     s = Session(model.SerializeToString(), num_threads=1)
@@ -646,7 +646,7 @@ def test_float16_linear_layers_are_not_fused():
 
 
 def test_encoder_linear_layers_fused():
-    from bench.encoder import bert_encoder, encoder_inputs
+    from qkernels.bench.encoder import bert_encoder, encoder_inputs
     m = bert_encoder(layers=2, hidden=64, heads=4)
     s = Session(m.SerializeToString())
     keys = [n.key for n in s.graph.nodes]
