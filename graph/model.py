@@ -41,7 +41,8 @@ def load_graph(model) -> Graph:
     their arrays (:mod:`graph.protowire`), each once: never the whole file, its parsed
     message and the arrays at the same time."""
     proto, spans = _load(model, lazy=True)
-    if spans and default_opset(proto) < MIN_OPSET:     # the opset converter reads a whole message
+    opset = default_opset(proto)      # (None: to_graph says so, a ModelError)
+    if spans and opset is not None and opset < MIN_OPSET:     # the opset converter reads a whole message
         for t in proto.graph.initializer:
             if t.name in spans:
                 _fill_raw(_onnx(), t, spans[t.name])

@@ -225,3 +225,12 @@ def test_an_encoder_keeps_no_weight_matrix_but_its_embedding_tables(tmp_path):
     x = encoder_inputs(2, 7, 300, padded=2)
     ref = Session(m.SerializeToString(), backends=["reference"]).run(None, x)[0]
     np.testing.assert_allclose(s.run(None, x)[0], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_a_file_without_a_default_opset_is_a_model_error(tmp_path):
+    """(The fuzz lane's case: the file walk's opset check met None.)"""
+    m = mlp(k=64, n=64, layers=1)
+    del m.opset_import[:]
+    m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    with pytest.raises(ModelError, match="opset"):
+        Session(save(m, tmp_path / "m.onnx"))
