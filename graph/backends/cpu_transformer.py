@@ -30,37 +30,7 @@ def _make_matmul_gelu(node: Node, graph: Graph):
     if W is None or W.dtype not in _FLOATS or W.ndim != 2 or op is None or (b and B is None) \
             or node.attrs.get("activation") != "Gelu":
         return None
-    k, n = W.shape
-    bias = None if B is None else np.ascontiguousarray(np.broadcast_to(B.astype(np.float32).reshape(-1), (n,)))
-    pw = _float.PACKED[W.dtype](W, bias=bias, copy=False)     # (a read-only constant of the session)
-    bias = pw.bias if pw.bias is not None else _float._bias(None, n)
-    dtype, result = W.dtype, node.outputs[0]
-
-    def gemm(x, y, bind=False):
-        rows, y2 = x.reshape(-1, k), y.reshape(-1, n)
-        return _float.gemm2d(rows, pw, bias, -np.inf, np.inf, y2, bind, act=(_dispatch.isa_index(), op))
-
-    def run(values):
-        x = values[a]
-        if x.dtype != dtype or x.ndim < 1 or x.shape[-1] != k:
-            raise _NotServed
-        y = np.empty(x.shape[:-1] + (n,), dtype)
-        if y.size:
-            gemm(x, y)
-        return {result: y}
-
-    def bind(ins, outs):
-        x, y = ins[0], outs[0]
-        if x is None or x.dtype != dtype or x.ndim < 2 or y.dtype != dtype or x.shape[-1] != k \
-                or y.shape != x.shape[:-1] + (n,) or not x.size:
-            return None
-        rows, y2 = x.reshape(-1, k), y.reshape(-1, n)    # views, or not bound
-        if not (np.shares_memory(rows, x) and np.shares_memory(y2, y)):
-            return None
-        return gemm(x, y, bind=True)
-    run.bind = bind
-    run.owns = {w: lambda: pw.data}
-    return _fallback(node, graph, run)
+    return _linear(node, graph, a, w, W, B, act=op)
 
 
 @kernel("qkernels::MatMulBias")
@@ -72,16 +42,27 @@ def _make_matmul_bias(node: Node, graph: Graph):
     W, B = _const(graph, w), _const(graph, b)
     if W is None or W.dtype != _F32 or W.ndim != 2 or B is None or B.dtype != _F32 or B.size != W.shape[1]:
         return None
+    return _linear(node, graph, a, w, W, B, residual=r)
+
+
+def _linear(node: Node, graph: Graph, a: str, w: str, W: np.ndarray, B, residual: str = "", act: int | None = None):
+    """The runner of a Linear layer: input ``a`` (..., K) times the constant ``W`` (K, N) of
+    its float dtype, packed once (and owned: see cpu._fallback), plus the bias ``B`` (or
+    None), then (float32) the input ``residual`` when named, then the elementwise
+    activation ``act`` (an eltwise op code): one GEMM over the input's rows, all of it in
+    the output stage."""
     k, n = W.shape
-    pw = _float.PACKED[_F32](W, bias=np.ascontiguousarray(B.reshape(-1)), copy=False)
-    result = node.outputs[0]
+    dtype, result = W.dtype, node.outputs[0]
+    bias = None if B is None else np.ascontiguousarray(np.broadcast_to(B.astype(np.float32).reshape(-1), (n,)))
+    pw = _float.PACKED[dtype](W, bias=bias, copy=False)     # (a read-only constant of the session)
+    bias = pw.bias if pw.bias is not None else _float._bias(None, n)
 
     def rows(x, y, res):
-        """(A, Y, residual) as (M, K), (M, N), (M, N) views, or None."""
-        if x.dtype != _F32 or x.ndim < 2 or x.shape[-1] != k or y.shape != x.shape[:-1] + (n,) or y.dtype != _F32:
+        """(A, Y, residual or None) as (M, K), (M, N), (M, N) views of the arrays, or None."""
+        if x.dtype != dtype or x.ndim < 1 or x.shape[-1] != k or y.shape != x.shape[:-1] + (n,) or y.dtype != dtype:
             return None
         if res is not None:
-            if res.dtype != _F32:
+            if res.dtype != dtype:
                 return None
             try:                        # a residual that broadcasts: rows at stride 0 where it repeats
                 res = np.broadcast_to(res, y.shape)
@@ -94,25 +75,27 @@ def _make_matmul_bias(node: Node, graph: Graph):
             return None                 # (the output stage reads residual rows of contiguous columns)
         return got
 
+    def gemm(got, bind=False):
+        return _float.gemm2d(got[0], pw, bias, -np.inf, np.inf, got[1], bind, residual=got[2],
+                             act=None if act is None else (_dispatch.isa_index(), act))
+
     def run(values):
-        x, res = values[a], values[r] if r else None
-        y = np.empty(x.shape[:-1] + (n,), _F32) if x.ndim >= 1 else None
-        got = rows(x, y, res) if y is not None else None
+        x = values[a]
+        y = np.empty(x.shape[:-1] + (n,), dtype) if x.ndim >= 1 else None
+        got = rows(x, y, values[residual] if residual else None) if y is not None else None
         if got is None:
             raise _NotServed
         if y.size:
-            _float.gemm2d(got[0], pw, pw.bias, -np.inf, np.inf, got[1], residual=got[2])
+            gemm(got)
         return {result: y}
 
     def bind(ins, outs):
         ins = list(ins) + [None] * 4
         x, y = ins[0], outs[0]
-        if x is None or not x.size or (r and ins[3] is None):
+        if x is None or not x.size or (residual and ins[3] is None):
             return None
-        got = rows(x, y, ins[3] if r else None)
-        if got is None:
-            return None
-        return _float.gemm2d(got[0], pw, pw.bias, -np.inf, np.inf, got[1], bind=True, residual=got[2])
+        got = rows(x, y, ins[3] if residual else None)
+        return None if got is None else gemm(got, bind=True)
     run.bind = bind
     run.owns = {w: lambda: pw.data}
     return _fallback(node, graph, run)
