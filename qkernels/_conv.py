@@ -39,6 +39,7 @@ class PackedConvWeights:
         zp = np.broadcast_to(w.zero_point, (o,))
         og = o // groups
         self.scale = np.ascontiguousarray(scale, np.float32)
+        self.zero_point = np.ascontiguousarray(zp, np.int32)
         self.depthwise = cg == 1 and groups > 1
         if self.depthwise:
             # Direct depthwise kernel: int16 weights minus their zero points, [ky][kx][O].
@@ -57,6 +58,19 @@ class PackedConvWeights:
 
     def __getstate__(self):
         return {k: v for k, v in self.__dict__.items() if k != "_calls"}
+
+    def oihw(self) -> np.ndarray:
+        """The weights (O, C/groups, KH, KW), rebuilt exactly from what is kept (the
+        GEMM panels, or the depthwise kernel's weights minus their zero points)."""
+        if self.depthwise:
+            wz = self.dw_weights.reshape(self.kh, self.kw, self.out_channels) + self.zero_point
+            ohwi = wz.transpose(2, 0, 1)[..., None]
+        else:
+            og = self.out_channels // self.groups
+            ohwi = np.concatenate([p.data.T.reshape(og, self.kh, self.kw, self.cg) for p in self.packed])
+        out = np.ascontiguousarray(ohwi.transpose(0, 3, 1, 2)).astype(self.dtype)
+        out.flags.writeable = False
+        return out
 
     def __setstate__(self, state):
         self.__dict__.update(state, _calls={})

@@ -50,24 +50,60 @@ class PackedWeights:
                              f"not along axis {b.axis}")
         self.k, self.n = (int(d) for d in b.shape)
         check_size(max(self.k, 1), max(self.n, 1), itemsize=4, what="weights")   # packed size, sums
-        # Own a read-only copy: panels are packed lazily per kernel, and the kernel choice
-        # (pairs_128) must describe the very values that get packed.
-        data = np.array(b.data, copy=True)
-        data.flags.writeable = False
-        b = QTensor(data, b.scale, b.zero_point, b.axis)
-        self.qtensor = b
+        self.dtype = b.dtype
+        self._params = (b.scale, b.zero_point, b.axis)
         self.signed = b.dtype == np.int8
         self.scale = np.broadcast_to(b.scale, (self.n,)).astype(np.float32)
         self.zero_point = np.broadcast_to(b.zero_point, (self.n,)).astype(np.int32)
         self.bias = None if bias is None else check_bias(bias, self.n)
         self.pairs_128 = _pairs_fit_128(b.data, self.signed)
-        self._packed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._panels: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}   # (B pack, NR, KR) -> panels, sums
+        self._packed: dict[int, tuple[np.ndarray, np.ndarray]] = {}     # kernel id -> its panels, sums
         self._prepared: dict[tuple, GemmCall] = {}   # validated parameters -> prepared call
         self._calls: dict[tuple, GemmCall] = {}      # matmul's fast path: its raw arguments -> call
         self._lock = threading.Lock()
+        # The panels of this thread's ISA for many rows are packed now, from the caller's
+        # array (not written meanwhile), and are then the only copy kept: other kernels'
+        # panels are packed from the weights unpacked from them (``data``).
+        kid = _native.select_kernel(_dispatch.isa_index(), 1 << 20, self.pairs_128)
+        self._source = None
+        if kid >= 0 and self.n:
+            self._pack(kid, b.data)
+        else:
+            self._source = np.array(b.data, copy=True)
+            self._source.flags.writeable = False
 
     shape = property(lambda self: (self.k, self.n))
-    dtype = property(lambda self: self.qtensor.dtype)
+
+    @property
+    def data(self) -> np.ndarray:
+        """The weights (K, N), read-only, rebuilt from the panels (exactly: each panel
+        layout stores every value, or the value minus its column's zero point)."""
+        if self._source is not None:
+            return self._source
+        (pack, nr, kr), (panels, _) = next(iter(self._panels.items()))
+        kp = -(-max(self.k, 1) // kr) * kr
+        stored = panels.view(np.int16 if pack == _native.PACK_I16 else np.int8)
+        stored = stored.reshape(-1, kp // kr, nr, kr).transpose(1, 3, 0, 2).reshape(kp, -1)[:self.k, :self.n]
+        if pack == _native.PACK_I16:
+            out = (stored + self.zero_point).astype(self.dtype)
+        else:   # int8 as stored; uint8 stored minus 128
+            out = stored.astype(np.int8) if self.signed else (stored.view(np.uint8) ^ np.uint8(0x80))
+        out = np.ascontiguousarray(out, self.dtype)
+        out.flags.writeable = False
+        return out
+
+    @property
+    def qtensor(self) -> QTensor:
+        """The weights as the QTensor they were packed from (rebuilt: ``data``)."""
+        scale, zero_point, axis = self._params
+        return QTensor(self.data, scale, zero_point, axis)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the panels and column sums (and the source, where no kernel packed)."""
+        return sum(p.nbytes + s.nbytes for p, s in self._panels.values()) + \
+            (0 if self._source is None else self._source.nbytes)
 
     def __repr__(self):
         kernels = sorted(_native.kernel_info(kid)[0] for kid in self._packed)
@@ -83,8 +119,19 @@ class PackedWeights:
             with self._lock:
                 got = self._packed.get(kid)
                 if got is None:
-                    got = _native.pack_b(kid, self.qtensor.data, self.signed, self.zero_point)
-                    self._packed[kid] = got
+                    got = self._pack(kid, None)
+        return got
+
+    def _pack(self, kid: int, source) -> tuple[np.ndarray, np.ndarray]:
+        """Kernel ``kid``'s panels (kernels of one B layout share them), packed from
+        ``source`` (default: ``data``); the caller holds the lock or is __init__."""
+        info = _native.kernel_info(kid)
+        key = (info[6], info[3], info[4])
+        got = self._panels.get(key)
+        if got is None:
+            got = _native.pack_b(kid, self.data if source is None else source, self.signed, self.zero_point)
+            self._panels[key] = got
+        self._packed[kid] = got
         return got
 
     def prepare(self, rows: int, a_signed: bool, za: int, sa: float, spec: OutputSpec, bias=None,

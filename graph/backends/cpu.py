@@ -443,6 +443,7 @@ def _qconv_runner(node: Node, graph: Graph) -> Runner | None:
         return _chain(pre + call.bind(xd, rows, post))
     constant = _constant_params(node, graph)
     run.bind = bind
+    run.owns = {w: pw.oihw}     # the panels hold the weights: the graph's copy may go
     return run
 
 
@@ -477,6 +478,7 @@ def _make_qconv_add(node: Node, graph: Graph) -> Runner | None:
         post = (_dispatch.isa_index(), rows, st, zt, sr, zr, sy_, zy_)
         return conv_run.bind(ins[:8] + ins[15:16], outs, post)
     run.bind = bind
+    run.owns = conv_run.owns
     return _fallback(node, graph, run)
 
 
@@ -672,6 +674,8 @@ def _make_qmatmul(node: Node, graph: Graph) -> Runner | None:
             return {result: _api.matmul(aq, rhs, out_dtype=np.int32)}
         ys, yz, ydt = out.get(values)
         return {result: _api.matmul(aq, rhs, out_scale=ys, out_zero_point=yz, out_dtype=ydt, requant=_requant(graph)).data}
+    if pw is not None:
+        run.owns = {b: lambda: pw.data}
     return _fallback(node, graph, run)
 
 
@@ -731,6 +735,7 @@ def _make_qgemm(node: Node, graph: Graph) -> Runner | None:
         call = pw.prepare(a_mat.shape[0], ain.dtype == np.int8, ain.zp, ain.scale, spec)
         return call.run(a_mat, y, bind=True)
     run.bind = bind
+    run.owns = {b: (lambda: np.ascontiguousarray(pw.data.T)) if trans_b else (lambda: pw.data)}
     return _fallback(node, graph, run)
 
 
