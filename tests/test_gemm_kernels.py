@@ -634,3 +634,52 @@ def test_a_pair_past_128_takes_the_exact_general_kernel(ref):
         with qkernels.use_isa(isa):
             _check_equal(matmul(QTensor(a, 1.0, 0), pw, out_dtype=np.int32), ref.gemm_int32(a, b), isa)
     assert "qs8_gemm_6x16c4_u8s7_avx2" not in _kernels_used(pw)
+
+
+def _int8_gemm_kernels():
+    from qkernels import _native
+    return [kid for kid in range(_native.kernel_count())
+            if (info := _native.kernel_info(kid))[10] == _native.KIND_GEMM and info[9] == _native.DTYPE_QS8]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 70), st.integers(1, 70), st.sampled_from([np.int8, np.uint8]), st.booleans(),
+       st.integers(0, 2**32 - 1), st.booleans())
+def test_packed_weights_keep_only_panels_and_rebuild_the_weights_exactly(k, n, dtype, per_column, seed, view):
+    """PackedWeights holds the panels of one kernel, not the weights: ``data`` unpacks
+    them bit for bit (int8 panels, or int16 ones minus the zero points), and every other
+    kernel's panels packed from that equal those packed from the caller's array."""
+    from qkernels import _native
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    src = rng.integers(info.min, info.max, (n, k) if view else (k, n), endpoint=True).astype(dtype)
+    b = src.T[::-1] if view else src          # a transposed, reversed view: any strides
+    zp = rng.integers(info.min, info.max, n if per_column else (), endpoint=True).astype(dtype)
+    scale = np.full(n if per_column else (), 0.02, np.float32)
+    pw = pack_weights(QTensor(b, scale, zp, axis=1 if per_column else None))
+    assert pw._source is None and pw.nbytes == sum(p.nbytes + s.nbytes for p, s in pw._panels.values())
+    got = pw.data
+    assert got.dtype == b.dtype and got.shape == b.shape and not got.flags.writeable
+    np.testing.assert_array_equal(got, b)
+    np.testing.assert_array_equal(pw.qtensor.data, b)
+    for kid in _int8_gemm_kernels():
+        want_panels, want_sums = _native.pack_b(kid, np.ascontiguousarray(b), dtype == np.int8, pw.zero_point)
+        panels, sums = pw.packed_for(kid)
+        np.testing.assert_array_equal(panels, want_panels)
+        np.testing.assert_array_equal(sums, want_sums)
+    b_copy = b.copy()
+    src[...] = 0                                # the caller's array may change: nothing refers to it
+    np.testing.assert_array_equal(pw.data, b_copy)
+
+
+def test_pairs_fit_128_checks_every_pair_along_k():
+    from qkernels._gemm import _pairs_fit_128
+    for dtype, base in ((np.int8, 0), (np.uint8, 128)):
+        b = np.full((300, 700), base, dtype)
+        assert _pairs_fit_128(b, dtype == np.int8)
+        b[201, 650], b[200, 650] = base + 64, base + 65    # one pair (k 200, 201) over 128
+        assert not _pairs_fit_128(b, dtype == np.int8)
+        b[200, 650] = base + 64                            # exactly 128
+        assert _pairs_fit_128(b, dtype == np.int8)
+        b[299, 3] = base + 127 if dtype == np.int8 else 0  # an odd last row pairs with zero
+        assert _pairs_fit_128(b[:299 + 1], dtype == np.int8)

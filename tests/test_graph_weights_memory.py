@@ -234,3 +234,126 @@ def test_a_file_without_a_default_opset_is_a_model_error(tmp_path):
     m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     with pytest.raises(ModelError, match="opset"):
         Session(save(m, tmp_path / "m.onnx"))
+
+
+# ------------------------------------------------------------------ int8 weights held once
+
+def _qi(rng, shape, dtype):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+
+
+def _tensor(name, dtype, shape):
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)
+
+
+def _int8_model(case, wdt, rng):
+    """One int8 node reading constant weights "w": (model, feeds, weights)."""
+    signed = wdt == np.int8
+    z = 0 if signed else 128
+    xdt = np.uint8
+    if case in ("conv", "grouped", "depthwise", "convadd"):
+        g = {"conv": 1, "grouped": 2, "depthwise": 8, "convadd": 1}[case]
+        w = _qi(rng, (8, 8 // g, 3, 3), wdt)
+        inits = {"sx": np.float32(0.03), "zx": np.array(131, xdt), "w": w,
+                 "sw": (rng.uniform(0.5, 2, 8) * 0.01).astype(np.float32), "zw": np.full(8, z, wdt),
+                 "sy": np.float32(0.07), "zy": np.array(120, xdt), "b": rng.integers(-2000, 2000, 8).astype(np.int32)}
+        nodes = [helper.make_node("QLinearConv", ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy", "b"], ["y"],
+                                  name="qconv", group=g, pads=[1, 1, 1, 1])]
+        if case == "convadd":     # fused into qkernels::QLinearConvAdd by the rewrite
+            inits.update(sr=np.float32(0.05), zr=np.array(126, xdt), so=np.float32(0.1), zo=np.array(125, xdt))
+            nodes.append(helper.make_node("QLinearAdd", ["y", "sy", "zy", "r", "sr", "zr", "so", "zo"], ["out"],
+                                          domain="com.microsoft", name="qadd"))
+        shape = (2, 8, 7, 6)
+        feeds = {"x": _qi(rng, shape, xdt)}
+        inputs = [_tensor("x", xdt, shape)]
+        if case == "convadd":
+            feeds["r"] = _qi(rng, shape, xdt)
+            inputs.append(_tensor("r", xdt, shape))
+        out = _tensor(nodes[-1].output[0], xdt, None)
+    elif case == "convinteger":
+        w = _qi(rng, (6, 4, 3, 3), wdt)
+        inits = {"w": w, "zx": np.array(7, xdt), "zw": np.array(2 + z, wdt)}
+        nodes = [helper.make_node("ConvInteger", ["x", "w", "zx", "zw"], ["y"], name="convint")]
+        feeds, inputs = {"x": _qi(rng, (1, 4, 9, 9), xdt)}, [_tensor("x", xdt, (1, 4, 9, 9))]
+        out = _tensor("y", np.int32, None)
+    elif case in ("matmul", "matmulinteger"):
+        w = _qi(rng, (37, 19), wdt)
+        if case == "matmul":
+            inits = {"sa": np.float32(0.02), "za": np.array(132, xdt), "w": w,
+                     "sb": (rng.uniform(0.5, 2, 19) * 0.01).astype(np.float32), "zb": np.full(19, 2 + z, wdt),
+                     "sy": np.float32(0.05), "zy": np.array(129, xdt)}
+            nodes = [helper.make_node("QLinearMatMul", ["a", "sa", "za", "w", "sb", "zb", "sy", "zy"], ["y"], name="qmm")]
+            out = _tensor("y", xdt, None)
+        else:
+            inits = {"w": w, "za": np.array(5, xdt), "zb": np.array(z + 1, wdt)}
+            nodes = [helper.make_node("MatMulInteger", ["a", "w", "za", "zb"], ["y"], name="mmint")]
+            out = _tensor("y", np.int32, None)
+        feeds, inputs = {"a": _qi(rng, (3, 5, 37), xdt)}, [_tensor("a", xdt, (3, 5, 37))]
+    else:   # com.microsoft QGemm, weights transposed
+        w = _qi(rng, (19, 37), wdt)
+        inits = {"sa": np.float32(0.02), "za": np.array(132, xdt), "w": w,
+                 "sb": (rng.uniform(0.5, 2, 19) * 0.01).astype(np.float32), "zb": np.full(19, z, wdt),
+                 "c": rng.integers(-500, 500, 19).astype(np.int32), "sy": np.float32(0.05), "zy": np.array(129, xdt)}
+        nodes = [helper.make_node("QGemm", ["a", "sa", "za", "w", "sb", "zb", "c", "sy", "zy"], ["y"],
+                                  domain="com.microsoft", transB=1, name="qgemm")]
+        feeds, inputs = {"a": _qi(rng, (5, 37), xdt)}, [_tensor("a", xdt, (5, 37))]
+        out = _tensor("y", xdt, None)
+    g = helper.make_graph(nodes, "q", inputs, [out], [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    return m, feeds, w
+
+
+INT8_CASES = ["conv", "grouped", "depthwise", "convadd", "convinteger", "matmul", "matmulinteger", "qgemm"]
+
+
+class _ReferenceOnly(CpuBackend):
+    """The reference operators under the cpu backend's name (no kernels): the oracle."""
+    def _make(self, node, graph):
+        return None
+
+
+@pytest.mark.parametrize("wdt", [np.int8, np.uint8])
+@pytest.mark.parametrize("case", INT8_CASES)
+def test_int8_weights_are_held_once_and_give_the_same_bits(tmp_path, case, wdt):
+    """The int8 runners' packed weights are the only copy: the graph's is dropped, the
+    packed GEMM weights keep their panels only, and the results are the reference's."""
+    if case == "qgemm" and wdt == np.uint8:
+        pytest.skip("QGemm's weights are int8 here")
+    m, feeds, w = _int8_model(case, wdt, np.random.default_rng(INT8_CASES.index(case)))
+    s = Session(save(m, tmp_path / "q.onnx"))
+    assert "w" not in s.graph.initializers
+    (node,) = [n for n in s.graph.nodes]
+    assert s.placement(node) == "native"
+    ref = Session(m.SerializeToString(), backends=["reference", _ReferenceOnly()])
+    assert "w" in ref.graph.initializers
+    want = ref.run(None, feeds)[0]
+    for _ in range(2):      # the trace, then the plan
+        got = s.run(None, feeds)[0]
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("wdt", [np.int8, np.uint8])
+@pytest.mark.parametrize("case", [c for c in INT8_CASES if c != "qgemm"])
+def test_dropped_int8_weights_are_rebuilt_exactly_for_the_reference(case, wdt):
+    """``owns`` rebuilds the weights bit for bit, and a call the kernels do not serve
+    (an input of the other 8-bit type than its zero point's) runs on the reference
+    operator with them."""
+    from qkernels.graph.backends.reference import run_node
+    from qkernels.graph.model import to_graph
+    m, feeds, w = _int8_model(case, wdt, np.random.default_rng(7))
+    g = CpuBackend().rewrite(to_graph(m))
+    node = g.nodes[0]
+    runner = CpuBackend()._make(node, g)
+    assert set(runner.owns) == {"w"}
+    got = runner.owns["w"]()
+    assert got.dtype == w.dtype and got.shape == w.shape
+    np.testing.assert_array_equal(got, w)
+    values = {**{k: v for k, v in g.initializers.items() if k != "w"}, **feeds}
+    x = node.inputs[0]
+    values[x] = values[x].view(np.int8)       # the kernels refuse it: the reference runs
+    want = run_node(node, {**values, "w": w})
+    for k, v in runner(values).items():
+        np.testing.assert_array_equal(v, want[k])

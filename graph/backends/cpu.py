@@ -707,7 +707,7 @@ def _make_qgemm(node: Node, graph: Graph) -> Runner | None:
             return None
     sa_alpha = np.float32(np.float32(alpha) * np.float32(SA.reshape(())))
     ain = _QParams.constant(sa_alpha, ZA)
-    pw = _api.pack_weights(_weight_qtensor(np.ascontiguousarray(bk), SB, ZB, 1, n), bias=bias)
+    pw = _api.pack_weights(_weight_qtensor(bk, SB, ZB, 1, n), bias=bias)   # packed from any strides
     out = _QParams(graph, sy, zy) if sy else None
     if out is None:
         float_scale = (sa_alpha * np.broadcast_to(SB.astype(np.float32).reshape(-1), (n,))).astype(np.float32)
