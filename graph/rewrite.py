@@ -538,10 +538,31 @@ def _qdq_mover(ed: _Editor, node: Node) -> None:
     sx = ed.const(sx_name)
     same = zy.dtype == zx.dtype and float(sy.reshape(())) == float(sx.reshape(())) \
         and int(zy.reshape(())) == int(zx.reshape(()))
-    if not same or any(i and i not in ed.inits for i in node.inputs[1:]):
-        return   # and shapes, axes, starts must be constants (they are not quantized values)
-    ed.replace(node, [Node(node.name, node.op_type, "", [xq, *node.inputs[1:]], [quant.outputs[0]],
-                           dict(node.attrs))], quant)
+    if any(i and i not in ed.inits for i in node.inputs[1:]):
+        return   # shapes, axes, starts must be constants (they are not quantized values)
+    if same:
+        ed.replace(node, [Node(node.name, node.op_type, "", [xq, *node.inputs[1:]], [quant.outputs[0]],
+                               dict(node.attrs))], quant)
+        return
+    # quantized otherwise on each side (qkernels.quant's Flatten before a Gemm): the move on
+    # the quantized values, then Q(DQ(v)) through a table of the 256 values the reference
+    # operators give (a move commutes with them; MaxPool too: both are monotone)
+    dq = ed.producer_of(node.inputs[0], "DequantizeLinear")
+    values = {i: ed.const(i) for i in dq.inputs[1:] if i}
+    values[dq.inputs[0]] = np.arange(256, dtype=np.uint8).view(zx.dtype)
+    try:
+        values[quant.inputs[0]] = run_node(dq, values)[dq.outputs[0]]
+        values[quant.inputs[1]], values[quant.inputs[2]] = sy, zy
+        table = np.asarray(run_node(quant, values)[quant.outputs[0]])
+    except Exception:   # an operator the reference refuses here: left as it is
+        return
+    if table.shape != (256,) or table.dtype != zy.dtype:
+        return
+    moved = ed.fresh(f"{quant.outputs[0]}/moved")
+    ed.replace(node, [Node(node.name, node.op_type, "", [xq, *node.inputs[1:]], [moved], dict(node.attrs)),
+                      Node(f"{node.name}/requantize", "TableLookup", QK,
+                           [moved, ed.add_const(f"{node.name}/table", np.ascontiguousarray(table))],
+                           [quant.outputs[0]], {})], quant)
 
 
 def fuse_activations(graph: Graph) -> Graph:

@@ -7,9 +7,71 @@
 #include <string.h>
 #include "qk_conv.h"
 
+/* n <= 16 bytes from s to d, each xor flip: two overlapping moves of the largest
+ * power of two within n (a 1-channel input's window row is 3 or 12 bytes: a loop, or a
+ * call to memcpy or memset, cost more than the row). */
+static inline void copy_small(uint8_t *d, const uint8_t *s, size_t n, uint8_t flip) {
+    if (n >= 8) {
+        const uint64_t f = flip * 0x0101010101010101ull;
+        uint64_t a, b;
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+        a ^= f;
+        b ^= f;
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4) {
+        const uint32_t f = flip * 0x01010101u;
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        a ^= f;
+        b ^= f;
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else if (n >= 2) {
+        const uint16_t f = (uint16_t)(flip * 0x0101u);
+        uint16_t a, b;
+        memcpy(&a, s, 2);
+        memcpy(&b, s + n - 2, 2);
+        a ^= f;
+        b ^= f;
+        memcpy(d, &a, 2);
+        memcpy(d + n - 2, &b, 2);
+    } else if (n) {
+        d[0] = (uint8_t)(s[0] ^ flip);
+    }
+}
+
+/* n bytes of value v at d: overlapping stores up to 16 bytes (a padded tap, a row's
+ * tail), as in copy_small (a byte loop compiles to a call to memset) */
+static inline void fill(uint8_t *d, uint8_t v, size_t n) {
+    const uint64_t p = v * 0x0101010101010101ull;
+    if (n > 16) {
+        memset(d, v, n);
+    } else if (n >= 8) {
+        memcpy(d, &p, 8);
+        memcpy(d + n - 8, &p, 8);
+    } else if (n >= 4) {
+        const uint32_t q = (uint32_t)p;
+        memcpy(d, &q, 4);
+        memcpy(d + n - 4, &q, 4);
+    } else if (n >= 2) {
+        const uint16_t q = (uint16_t)p;
+        memcpy(d, &q, 2);
+        memcpy(d + n - 2, &q, 2);
+    } else if (n) {
+        d[0] = v;
+    }
+}
+
 /* n bytes from s to d, each xor flip (int8 <-> uint8 when flip = 0x80): a loop the
  * compiler vectorises; memcpy when there is nothing to flip. */
 static inline void copy_flip(uint8_t *d, const uint8_t *s, size_t n, uint8_t flip) {
+    if (n <= 16) {
+        copy_small(d, s, n, flip);
+        return;
+    }
     if (!flip && n <= 64) {   /* a stem's window row (3 channels x 3-7 taps): inline moves, not a call */
         size_t i = 0;
         for (; i + 16 <= n; i += 16) memcpy(d + i, s + i, 16);
@@ -32,7 +94,7 @@ static void gather_pixel(const qk_conv_geom *g, size_t n, size_t oy, size_t ox, 
         for (size_t kx = 0; kx < g->kw; kx++, d += tap_bytes) {
             const ptrdiff_t ix = (ptrdiff_t)(ox * g->stride_x + kx * g->dil_x) - g->pad_left;
             if (iy < 0 || ix < 0 || iy >= (ptrdiff_t)g->in_h || ix >= (ptrdiff_t)g->in_w) {
-                memset(d, g->pad ^ flip, tap_bytes);
+                fill(d, g->pad ^ flip, tap_bytes);
                 continue;
             }
             const uint8_t *s = g->x + (ptrdiff_t)n * g->sn + iy * g->sh + ix * g->sw;
@@ -54,31 +116,54 @@ static void gather_pixel(const qk_conv_geom *g, size_t n, size_t oy, size_t ox, 
  * padding to the taps inside; kernel rows outer, so each source row is found once. */
 static void gather_row_run(const qk_conv_geom *g, size_t n, size_t oy, size_t ox, size_t run, uint8_t *dst,
                            size_t dst_stride, uint8_t flip) {
-    const size_t tap_bytes = g->cg * g->elem, row_bytes = g->kw * tap_bytes, kw = g->kw;
-    const ptrdiff_t sx = (ptrdiff_t)g->stride_x * g->sw;
-    for (size_t ky = 0; ky < g->kh; ky++) {
-        const ptrdiff_t iy = (ptrdiff_t)(oy * g->stride_y + ky * g->dil_y) - g->pad_top;
+    /* the geometry in locals: stores through uint8_t pointers may alias *g, which made
+       the compiler reload it on every pixel */
+    const size_t tap_bytes = g->cg * g->elem, row_bytes = g->kw * tap_bytes, kw = g->kw, kh = g->kh;
+    const ptrdiff_t step = (ptrdiff_t)g->stride_x, sx = step * g->sw, in_w = (ptrdiff_t)g->in_w;
+    const ptrdiff_t in_h = (ptrdiff_t)g->in_h, sh = g->sh, sw = g->sw, dil_y = (ptrdiff_t)g->dil_y;
+    const uint8_t pad = (uint8_t)(g->pad ^ flip);
+    const ptrdiff_t ix_first = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
+    /* pixels [inner_lo, inner_hi) of the run have their whole window row inside */
+    const ptrdiff_t last = in_w - (ptrdiff_t)kw - ix_first;   /* ix_first + p * step <= in_w - kw */
+    size_t inner_lo, inner_hi;
+    if (step == 1) {         /* (no divisions: a run of a small image is a few pixels) */
+        inner_lo = ix_first >= 0 ? 0 : (size_t)-ix_first;
+        inner_hi = last < 0 ? 0 : (size_t)last + 1;
+    } else {
+        inner_lo = ix_first >= 0 ? 0 : (size_t)((-ix_first + step - 1) / step);
+        inner_hi = last < 0 ? 0 : (size_t)(last / step) + 1;
+    }
+    inner_lo = inner_lo < run ? inner_lo : run;
+    inner_hi = inner_hi < run ? inner_hi : run;
+    inner_hi = inner_hi > inner_lo ? inner_hi : inner_lo;
+    const uint8_t *x = g->x + (ptrdiff_t)n * g->sn;
+    const ptrdiff_t iy0 = (ptrdiff_t)(oy * g->stride_y) - g->pad_top;
+    for (size_t ky = 0; ky < kh; ky++) {
+        const ptrdiff_t iy = iy0 + (ptrdiff_t)ky * dil_y;
         uint8_t *d = dst + ky * row_bytes;
-        if (iy < 0 || iy >= (ptrdiff_t)g->in_h) {      /* a kernel row in the top or bottom padding */
-            for (size_t p = 0; p < run; p++, d += dst_stride) memset(d, g->pad ^ flip, row_bytes);
+        if (iy < 0 || iy >= in_h) {      /* a kernel row in the top or bottom padding */
+            for (size_t p = 0; p < run; p++, d += dst_stride) fill(d, pad, row_bytes);
             continue;
         }
-        ptrdiff_t ix0 = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
-        const uint8_t *s = g->x + (ptrdiff_t)n * g->sn + iy * g->sh + ix0 * g->sw;
-        for (size_t p = 0; p < run; p++, d += dst_stride, s += sx, ix0 += (ptrdiff_t)g->stride_x) {
-            if (ix0 >= 0 && ix0 + (ptrdiff_t)kw <= (ptrdiff_t)g->in_w) {
-                copy_flip(d, s, row_bytes, flip);
-                continue;
+        const uint8_t *s = x + iy * sh + ix_first * sw;
+        for (size_t p = inner_lo; p < inner_hi; p++)
+            copy_flip(d + p * dst_stride, s + (ptrdiff_t)p * sx, row_bytes, flip);
+        for (size_t p = 0; p < run; p++) {
+            if (p == inner_lo) {
+                p = inner_hi;
+                if (p >= run) break;
             }
-            /* taps [lo, hi) read the input, the others the padding */
-            const ptrdiff_t room = (ptrdiff_t)g->in_w - ix0;
+            /* a window clipped by the side padding: taps [lo, hi) read the input */
+            const ptrdiff_t ix0 = ix_first + (ptrdiff_t)p * step, room = in_w - ix0;
             size_t lo = ix0 < 0 ? (size_t)(-ix0) : 0, hi = room <= 0 ? 0 : (size_t)room;
             lo = lo < kw ? lo : kw;
             hi = hi < kw ? hi : kw;
             hi = hi > lo ? hi : lo;
-            memset(d, g->pad ^ flip, lo * tap_bytes);
-            if (hi > lo) copy_flip(d + lo * tap_bytes, s + (ptrdiff_t)(lo * tap_bytes), (hi - lo) * tap_bytes, flip);
-            memset(d + hi * tap_bytes, g->pad ^ flip, (kw - hi) * tap_bytes);
+            uint8_t *dp = d + p * dst_stride;
+            fill(dp, pad, lo * tap_bytes);
+            if (hi > lo) copy_flip(dp + lo * tap_bytes, s + (ptrdiff_t)p * sx + (ptrdiff_t)(lo * tap_bytes),
+                                   (hi - lo) * tap_bytes, flip);
+            fill(dp + hi * tap_bytes, pad, (kw - hi) * tap_bytes);
         }
     }
 }
@@ -120,7 +205,7 @@ void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, 
         qk_im2col_rows(g, r0, rows, dst, stride, a_signed ? 0x80 : 0);   /* int8 flipped while copied */
         for (size_t i = 0; i < (size_t)mr; i++, dst += stride) {
             if (i >= rows) {
-                memset(dst, 0, stride);
+                fill(dst, 0, stride);
                 continue;
             }
             if (row_sum) {
@@ -128,14 +213,14 @@ void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, 
                 for (size_t kk = 0; kk < k; kk++) sum += dst[kk];
                 row_sum[i] = (int32_t)sum;
             }
-            memset(dst + k, 0, stride - k);
+            fill(dst + k, 0, stride - k);
         }
         return;
     }
     if (pack == (QK_PACK_F32_ROWS | QK_PACK_SRC_F32) && g->elem == 4 && k) {
         /* float32 rows of K values are the panel's own layout: gather straight into it */
         qk_im2col_rows(g, r0, rows, (uint8_t *)packed, k * 4, 0);
-        memset((uint8_t *)packed + rows * k * 4, 0, ((size_t)mr - rows) * k * 4);
+        fill((uint8_t *)packed + rows * k * 4, 0, ((size_t)mr - rows) * k * 4);
         return;
     }
     qk_im2col_rows(g, r0, rows, scratch, k * g->elem, 0);

@@ -1017,6 +1017,44 @@ def test_a_dequantize_op_quantize_chain_is_one_byte_table(op, signed_in, signed_
         assert all(st[2] for st in pool._idle[0].steps if st[0].op_type == "TableLookup")
 
 
+@settings(max_examples=30, deadline=None)
+@given(op=st.sampled_from(["Flatten", "MaxPool", "Transpose", "Reshape"]), signed_in=st.booleans(),
+       signed_out=st.booleans(), same=st.booleans(), seed=st.integers(0, 2**31))
+def test_a_move_between_two_quantizations_runs_on_the_quantized_values(op, signed_in, signed_out, same, seed):
+    """DequantizeLinear -> Flatten/MaxPool/Transpose/Reshape -> QuantizeLinear: the move on
+    the quantized values, then (quantized otherwise on each side) a byte table of
+    Q(DQ(v)): the reference's bits for the float chain, node by node and on the plan."""
+    rng = np.random.default_rng(seed)
+    if same:
+        signed_out = signed_in
+    din, dout = (np.int8 if signed_in else np.uint8), (np.int8 if signed_out else np.uint8)
+    ein, eout = (helper.np_dtype_to_tensor_dtype(np.dtype(d)) for d in (din, dout))
+    zi = int(rng.integers(np.iinfo(din).min // 2, np.iinfo(din).max // 2))
+    zo = zi if same else int(rng.integers(np.iinfo(dout).min // 2, np.iinfo(dout).max // 2))
+    si = np.float32(2.0 ** rng.uniform(-6, -1))
+    so = si if same else np.float32(2.0 ** rng.uniform(-6, -1))
+    inits = [numpy_helper.from_array(np.array(si, np.float32), "s_in"), numpy_helper.from_array(np.array(zi, din), "z_in"),
+             numpy_helper.from_array(np.array(so, np.float32), "s_out"),
+             numpy_helper.from_array(np.array(zo, dout), "z_out"),
+             numpy_helper.from_array(np.array([2, -1], np.int64), "shape")]
+    args = {"Flatten": ([], {}), "MaxPool": ([], {"kernel_shape": [2, 2], "pads": [1, 0, 0, 1]}),
+            "Transpose": ([], {"perm": [0, 2, 3, 1]}), "Reshape": (["shape"], {})}[op]
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s_in", "z_in"], ["f"]),
+             helper.make_node(op, ["f"] + args[0], ["g"], **args[1]),
+             helper.make_node("QuantizeLinear", ["g", "s_out", "z_out"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", ein, [2, 3, 5, 7])],
+                   [helper.make_tensor_value_info("y", eout, None)], inits)
+    x = rng.integers(np.iinfo(din).min, np.iinfo(din).max + 1, (2, 3, 5, 7)).astype(din)
+    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)    # an NCHW view of NHWC memory
+    want = reference_session(model).run(None, {"x": np.ascontiguousarray(x)})[0]
+    planned, nodes_run = Session(model, num_threads=1), Session(model, num_threads=1, plan=False)
+    for _ in range(2):
+        np.testing.assert_array_equal(planned.run(None, {"x": x})[0], want)
+    np.testing.assert_array_equal(nodes_run.run(None, {"x": x})[0], want)
+    ops = sorted(n.op_type for n in planned.graph.nodes)
+    assert ops == sorted([op] + ([] if same else ["TableLookup"]))
+
+
 # ------------------------------------------ 1-D convolutions; Pow, Sqrt, Gather bound
 
 @pytest.mark.parametrize("kw", [{}, {"pads": [2, 1], "strides": [3]}, {"dilations": [2], "pads": [1, 1]},

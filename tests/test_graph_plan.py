@@ -237,3 +237,42 @@ def test_concat_parts_are_written_in_place_by_their_producers(variant, shared):
         assert all(bound for node, _, bound, _ in plan.steps if "Conv" in node.op_type)   # straight into the slices
         base = plan.arrays[parts[0].base]
         assert all(np.shares_memory(plan.arrays[v.name], base) for v in parts)
+
+
+def test_a_planned_signature_still_checks_every_feed():
+    """The run on a signature that has a plan takes a short way (no checks: the same
+    names, shapes and dtypes passed when it was made); anything else is checked as ever."""
+    from qkernels.graph import RunError
+    model, w = _mlp_dynamic_batch()
+    s = Session(model)
+    x = RNG.standard_normal((3, 8)).astype(np.float32)
+    for _ in range(3):
+        np.testing.assert_allclose(s.run(None, {"x": x})[0], np.maximum(x @ w, 0), rtol=1e-5, atol=1e-5)
+    assert s.last_run == "plan"
+    for bad in ({"x": x.astype(np.float64)}, {"x": x[:, :7].copy()}, {}, {"x": x, "z": x}, {"y": x}):
+        with pytest.raises(RunError):
+            s.run(None, bad)
+    np.testing.assert_allclose(s.run(None, {"x": np.asfortranarray(x)})[0], np.maximum(x @ w, 0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(s.run(["y"], {"x": x})[0], np.maximum(x @ w, 0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_the_digits_cnn_flatten_is_a_native_step(variant):
+    """The shipped digits CNN (python -m qkernels demo): its convolutions, its Flatten
+    of the convolution's NCHW view of NHWC memory (the native strided copy: the blocked
+    transpose) and its Gemm are native steps of the plan, with the node-by-node bits."""
+    from qkernels import _native
+    from qkernels.demo import as_input, shipped_data
+    from qkernels.quant import quantize_model
+    path, data = shipped_data()
+    x = as_input(data["test_images"][:5])
+    model = path if variant == "fp32" else quantize_model(path, [{"input": as_input(data["calib_images"][:50])}],
+                                                          target="cpu", progress=False)
+    s = Session(model)
+    want = Session(model, plan=False).run(None, {"input": x})[0]
+    for _ in range(2):
+        np.testing.assert_array_equal(s.run(None, {"input": x})[0], want)
+    plan = _pool(s)._idle[0]
+    kinds = {n.op_type: [type(c) for c in calls] for n, calls, _, _ in plan.steps}
+    assert kinds["Flatten"] == [_native.BoundCopy]
+    assert all(kinds[op] == [_native.BoundGemm] for op in kinds if "Conv" in op or "Gemm" in op)
