@@ -41,13 +41,33 @@ def _latency_ms(run, x, repeats: int = 30) -> float:
     return float(np.median(times) * 1e3)
 
 
+def _ratio(ours, theirs, x, rounds: int = 7, budget_s: float = 0.02) -> tuple[float, float, float]:
+    """qkernels' time over ONNX Runtime's on ``x``: rounds alternating the two (each a
+    loop of calls taking about ``budget_s``), (median, min, max) of the per-round
+    ratios, so that a busy machine slows both alike."""
+    ours(x), theirs(x)
+    t0 = time.perf_counter()
+    theirs(x)
+    reps = max(1, int(budget_s / max(time.perf_counter() - t0, 1e-6)))
+    ratios = []
+    for _ in range(rounds):
+        times = []
+        for run in (ours, theirs):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                run(x)
+            times.append(time.perf_counter() - t0)
+        ratios.append(times[0] / times[1])
+    return float(np.median(ratios)), min(ratios), max(ratios)
+
+
 def _measure(label: str, run, x_test, labels) -> dict:
     pred = run(x_test).argmax(1)
     return {"label": label, "accuracy": float((pred == labels).mean()), "pred": pred,
             "batch_ms": _latency_ms(run, x_test), "single_ms": _latency_ms(run, x_test[:1], 100)}
 
 
-def _ort_rows(model_path, q_path, calib, x_test, labels, ours_pred, threads) -> tuple[list, list[str]]:
+def _ort_rows(model_path, q_path, calib, x_test, labels, ours_pred, threads, ours=None) -> tuple[list, list[str]]:
     try:
         import onnxruntime as ort
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -69,6 +89,13 @@ def _ort_rows(model_path, q_path, calib, x_test, labels, ours_pred, threads) -> 
         sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         return lambda x: sess.run(None, {"input": x})[0]
 
+    def ratios(ours, path, kind):
+        theirs = ort_run(path)
+        for batch, x in (("batch 400", x_test), ("batch 1", np.ascontiguousarray(x_test[:1]))):
+            med, lo, hi = _ratio(ours, theirs, x)
+            notes.append(f"qkernels / ONNX Runtime, {kind}, {batch} (same model, alternated): "
+                         f"{med:.2f}x [{lo:.2f}-{hi:.2f}]")
+
     rows, notes = [], []
     import logging
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,6 +115,9 @@ def _ort_rows(model_path, q_path, calib, x_test, labels, ours_pred, threads) -> 
         theirs = Session(ort_q)
         rows.append(_measure("ORT's int8 model on qkernels", lambda x: theirs.run(None, {"input": x})[0],
                              x_test, labels))
+    if ours is not None:
+        ratios(ours[0], model_path, "float32")
+        ratios(ours[1], q_path, "int8")
     same = int((ours_in_ort["pred"] == ours_pred).sum())
     notes.append(f"our int8 model: ONNX Runtime and qkernels agree on {same} of {len(labels)} predictions")
     return rows, notes
@@ -112,11 +142,11 @@ def run_demo(out: str = "digits_cnn_int8.onnx", method: str = "auto", threads: i
     quant_s = time.perf_counter() - t0
     onnx.save(qmodel, out)
     f32, i8 = Session(model_path), Session(qmodel)
-    rows = [_measure("qkernels float32", lambda x: f32.run(None, {"input": x})[0], x_test, labels),
-            _measure("qkernels int8", lambda x: i8.run(None, {"input": x})[0], x_test, labels)]
+    ours = (lambda x: f32.run(None, {"input": x})[0], lambda x: i8.run(None, {"input": x})[0])
+    rows = [_measure("qkernels float32", ours[0], x_test, labels), _measure("qkernels int8", ours[1], x_test, labels)]
     notes = []
     if with_ort:
-        more, notes = _ort_rows(model_path, out, calib, x_test, labels, rows[1]["pred"], threads)
+        more, notes = _ort_rows(model_path, out, calib, x_test, labels, rows[1]["pred"], threads, ours)
         rows += more
     print(f"qkernels demo: digits CNN ({os.path.basename(model_path)}), {len(calib)} calibration and "
           f"{len(labels)} held-out test images (8x8, scikit-learn's digits)", file=stream)
