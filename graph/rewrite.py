@@ -653,7 +653,8 @@ def fuse_dynamic_quantize(graph: Graph) -> Graph:
     ``DynamicQuantizeMatMul(x, W, W_scale, zW, bias)``: one node, one native call
     (graph/backends/cpu_dynquant.py), its reference the same float32 steps. A
     DynamicQuantizeLinear read by several MatMulIntegers (query, key, value) goes when
-    the last of them is fused; the intermediate values must be read by nothing else."""
+    the last of them is fused; the intermediate values must be read by nothing else. A
+    DynamicQuantizeMatMul without bias (either domain) takes the bias Add after it."""
     ed = _Editor(graph)
     for mi in graph.nodes:
         if mi.domain or mi.op_type != "MatMulInteger" or len(mi.inputs) < 3 or ed.taken(mi):
@@ -680,17 +681,35 @@ def fuse_dynamic_quantize(graph: Graph) -> Graph:
         WS = ed.const(ws)
         if WS is None or WS.dtype != np.float32 or WS.ndim > 1 or WS.size not in (1, n):
             continue
-        out, removed, bias = mul.outputs[0], [cast, mul], ""
-        add = ed.only_consumer(out)
-        if add is not None and not add.domain and add.op_type == "Add" and len(add.inputs) == 2 and not ed.taken(add):
-            b = add.inputs[1] if add.inputs[0] == out else add.inputs[0]
-            B = ed.const(b)
-            if B is not None and B.dtype == np.float32 and B.shape == (n,) and b != out:
-                out, bias = add.outputs[0], b
-                removed.append(add)
+        out, removed = mul.outputs[0], [cast, mul]
+        add, bias = _bias_add(ed, out, n)
+        if add is not None:
+            out = add.outputs[0]
+            removed.append(add)
         node = Node(mi.name, "DynamicQuantizeMatMul", MS, [dql.inputs[0], w, ws, zw, bias], [out], {})
         ed.replace(mi, [node], *removed)
+    for dq in graph.nodes:      # one already written without its bias (qkernels' quantizer writes so)
+        if dq.op_type != "DynamicQuantizeMatMul" or dq.domain not in (MS, QK) or ed.taken(dq) \
+                or (len(dq.inputs) > 4 and dq.inputs[4]) or len(dq.inputs) < 3:
+            continue
+        W = ed.const(dq.inputs[1])
+        add, bias = _bias_add(ed, dq.outputs[0], W.shape[1]) if W is not None and W.ndim == 2 else (None, "")
+        if add is not None:
+            ins = (list(dq.inputs) + [""] * 4)[:4] + [bias]
+            ed.replace(dq, [Node(dq.name, dq.op_type, dq.domain, ins, list(add.outputs), dict(dq.attrs))], add)
     return _prune(ed.result())
+
+
+def _bias_add(ed: _Editor, out: str, n: int):
+    """(the Add of a float32 (n,) constant that alone reads ``out``, that constant's name),
+    or (None, "")."""
+    add = ed.only_consumer(out)
+    if add is not None and not add.domain and add.op_type == "Add" and len(add.inputs) == 2 and not ed.taken(add):
+        b = add.inputs[1] if add.inputs[0] == out else add.inputs[0]
+        B = ed.const(b)
+        if B is not None and B.dtype == np.float32 and B.shape == (n,) and b != out:
+            return add, b
+    return None, ""
 
 
 def fuse_hard_swish(graph: Graph) -> Graph:

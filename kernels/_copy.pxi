@@ -195,3 +195,70 @@ def gather_rows_check(cnp.ndarray idx, int64_t rows):
     if idx.size and (idx.min() < -rows or idx.max() >= rows):
         bad = idx[(idx < -rows) | (idx >= rows)].reshape(-1)[0]
         raise IndexError(f"Gather: index {int(bad)} is out of range for {rows} rows")
+
+
+ctypedef fused _elem_t:
+    uint8_t
+    uint16_t
+    uint32_t
+    uint64_t
+
+
+cdef inline void _where_run(_elem_t *o, const uint8_t *c, const _elem_t *x, const _elem_t *y, size_t n, bint x_one,
+                            bint y_one) noexcept nogil:
+    cdef size_t i
+    cdef _elem_t xv = x[0]
+    cdef _elem_t yv = y[0]
+    if x_one and y_one:
+        for i in range(n):
+            o[i] = xv if c[i] else yv
+    elif x_one:
+        for i in range(n):
+            o[i] = xv if c[i] else y[i]
+    elif y_one:
+        for i in range(n):
+            o[i] = x[i] if c[i] else yv
+    else:
+        for i in range(n):
+            o[i] = x[i] if c[i] else y[i]
+
+
+cdef class BoundWhere(Bound):
+    """out[i] = x[i] if cond[i] else y[i] over one run of n elements of 1, 2, 4 or 8 bytes
+    (moved as bits: exact), x or y one value for every element when it holds one."""
+    cdef const uint8_t *c
+    cdef const void *x
+    cdef const void *y
+    cdef void *o
+    cdef size_t n, size
+    cdef bint x_one, y_one
+    cdef object keep
+
+    cdef void execute(self) noexcept nogil:
+        if self.size == 1:
+            _where_run(<uint8_t *>self.o, self.c, <const uint8_t *>self.x, <const uint8_t *>self.y, self.n,
+                       self.x_one, self.y_one)
+        elif self.size == 2:
+            _where_run(<uint16_t *>self.o, self.c, <const uint16_t *>self.x, <const uint16_t *>self.y, self.n,
+                       self.x_one, self.y_one)
+        elif self.size == 4:
+            _where_run(<uint32_t *>self.o, self.c, <const uint32_t *>self.x, <const uint32_t *>self.y, self.n,
+                       self.x_one, self.y_one)
+        else:
+            _where_run(<uint64_t *>self.o, self.c, <const uint64_t *>self.x, <const uint64_t *>self.y, self.n,
+                       self.x_one, self.y_one)
+
+
+def where(cnp.ndarray cond, cnp.ndarray x, cnp.ndarray y, cnp.ndarray out, bint bind=False):
+    """ONNX Where over 1-D contiguous runs: cond bool (n), x and y of out's dtype (n values,
+    or 1: that value everywhere), out (n). Elements of 1, 2, 4 or 8 bytes."""
+    cdef size_t n = out.shape[0] if out.ndim == 1 else 0
+    if cond.dtype != np.bool_ or not _run1d(cond, np.bool_) or not _run1d(out, out.dtype, True) \
+            or out.dtype.itemsize not in (1, 2, 4, 8) or <size_t>cond.shape[0] != n or n == 0 \
+            or any(not _run1d(v, out.dtype) or v.shape[0] not in (1, n) for v in (x, y)):
+        raise ValueError("cond: bool run; x, y: runs of out's dtype (n or 1 values); out: n values of 1-8 bytes")
+    cdef BoundWhere w = BoundWhere()
+    w.c, w.x, w.y, w.o = <const uint8_t *>_ptr(cond), <const void *>_ptr(x), <const void *>_ptr(y), <void *>_ptr(out)
+    w.n, w.size, w.x_one, w.y_one = n, out.dtype.itemsize, x.shape[0] == 1 and n > 1, y.shape[0] == 1 and n > 1
+    w.out, w.keep = out, (cond, x, y)
+    return w if bind else w.run()

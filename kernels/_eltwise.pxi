@@ -23,6 +23,8 @@ cdef extern from "qk_eltwise.h" nogil:
         qk_elt_softmax_fn softmax_f32
         void (*softmax_masked)(size_t, size_t, const void *, const void *, const int64_t *, Py_ssize_t, float, int,
                                int, void *, float *) noexcept nogil
+        void (*binary_f16)(int, size_t, size_t, size_t, const uint16_t *, int, const uint16_t *, int,
+                           uint16_t *) noexcept nogil
     const qk_eltwise_kernels *qk_eltwise_for_isa(int isa)
 
 #: op name -> its code in qk_eltwise.h (eltwise_unary's ``op``)
@@ -96,34 +98,44 @@ def eltwise_prelu(int isa, cnp.ndarray x, cnp.ndarray slope, cnp.ndarray y, size
 
 
 cdef class BoundBinary(Bound):
-    """y = a op b, an operand per channel or scalar, or both full runs."""
+    """y = a op b, an operand per channel or scalar, or both full runs (float32 or float16)."""
     cdef const qk_eltwise_kernels *k
     cdef int op, ak, bk
+    cdef bint half
     cdef size_t outer, channels, inner
-    cdef const float *a
-    cdef const float *b
-    cdef float *y
+    cdef const void *a
+    cdef const void *b
+    cdef void *y
     cdef object keep
 
     cdef void execute(self) noexcept nogil:
-        self.k.binary_f32(self.op, self.outer, self.channels, self.inner, self.a, self.ak, self.b, self.bk, self.y)
+        if self.half:
+            self.k.binary_f16(self.op, self.outer, self.channels, self.inner, <const uint16_t *>self.a, self.ak,
+                              <const uint16_t *>self.b, self.bk, <uint16_t *>self.y)
+        else:
+            self.k.binary_f32(self.op, self.outer, self.channels, self.inner, <const float *>self.a, self.ak,
+                              <const float *>self.b, self.bk, <float *>self.y)
 
 
 def eltwise_binary(int isa, int op, cnp.ndarray a, bint a_channel, cnp.ndarray b, bint b_channel, cnp.ndarray y,
                    size_t outer, size_t channels, size_t inner, bint bind=False):
-    """y = a op b (ELTWISE_BINARY codes) over the float32 run y of outer * channels * inner
-    values: each operand that run (in y's order) or, when ``*_channel``, one value per
-    channel (``channels`` values; a scalar: channels = 1). Not both per channel."""
+    """y = a op b (ELTWISE_BINARY codes) over the float32 (or float16: computed in float32,
+    rounded once) run y of outer * channels * inner values: each operand that run (in y's
+    order) or, when ``*_channel``, one value per channel (``channels`` values; a scalar:
+    channels = 1). Not both per channel; one dtype."""
     cdef size_t n = outer * channels * inner
-    if not (QK_ELT_ADD <= op <= QK_ELT_DIV) or (a_channel and b_channel) or not _run1d(a, np.float32) or \
-            not _run1d(b, np.float32) or not _run1d(y, np.float32, True) or <size_t>y.shape[0] != n or \
+    dt = y.dtype if y.dtype in (np.float32, np.float16) else np.float32
+    if not (QK_ELT_ADD <= op <= QK_ELT_DIV) or (a_channel and b_channel) or not _run1d(a, dt) or \
+            not _run1d(b, dt) or not _run1d(y, dt, True) or <size_t>y.shape[0] != n or \
             <size_t>a.shape[0] != (channels if a_channel else n) or <size_t>b.shape[0] != (channels if b_channel else n):
-        raise ValueError("a, b, y: float32 runs of outer * channels * inner values (channels for a per-channel one)")
+        raise ValueError("a, b, y: float32 or float16 runs of outer * channels * inner values of one dtype "
+                         "(channels for a per-channel one)")
     cdef BoundBinary bb = BoundBinary()
     bb.k, bb.op, bb.outer, bb.channels, bb.inner = qk_eltwise_for_isa(isa), op, outer, channels, inner
+    bb.half = dt == np.float16
     bb.ak = QK_ELT_CHANNEL if a_channel else QK_ELT_FULL
     bb.bk = QK_ELT_CHANNEL if b_channel else QK_ELT_FULL
-    bb.a, bb.b, bb.y = <const float *>_ptr(a), <const float *>_ptr(b), <float *>_ptr(y)
+    bb.a, bb.b, bb.y = <const void *>_ptr(a), <const void *>_ptr(b), <void *>_ptr(y)
     bb.out, bb.keep = y, (a, b)
     return bb if bind else bb.run()
 

@@ -5,7 +5,7 @@ Everything here trusts its caller (qkernels._gemm validates shapes, dtypes and
 quantization parameters); what it still checks, it checks before releasing the GIL.
 """
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int8_t, uint8_t, int16_t, int32_t, uint32_t, int64_t
+from libc.stdint cimport int8_t, uint8_t, int16_t, uint16_t, int32_t, uint32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 import numpy as np

@@ -198,6 +198,49 @@ static void QK_ELT_NAME(qk_elt_binary_f32)(int op, size_t outer, size_t channels
     }
 }
 
+/* The same over float16 runs: values widened in blocks, the float32 op, rounded once --
+ * numpy's float16 loops' bits (float32 holds 2 * 11 + 2 bits: rounding a float32 sum,
+ * difference, product or quotient of two halves to half is the correctly rounded result). */
+#define QK_ELT_F16_BLOCK 256
+static void QK_ELT_NAME(qk_elt_binary_f16_run)(int op, size_t m, const uint16_t *a, const uint16_t *b, float bs,
+                                               int b_scalar, int swap, uint16_t *y) {
+    float fa[QK_ELT_F16_BLOCK], fb[QK_ELT_F16_BLOCK];
+    for (size_t i = 0; i < m; i += QK_ELT_F16_BLOCK) {
+        const size_t k = m - i < QK_ELT_F16_BLOCK ? m - i : QK_ELT_F16_BLOCK;
+        QK_ELT_F16_TO_F32(a + i, fa, k);
+        if (!b_scalar) QK_ELT_F16_TO_F32(b + i, fb, k);
+        if (b_scalar && swap)        /* the scalar is the left operand */
+            QK_ELT_NAME(qk_elt_binary_f32)(op, 1, 1, k, &bs, QK_ELT_CHANNEL, fa, QK_ELT_FULL, fa);
+        else
+            QK_ELT_NAME(qk_elt_binary_f32)(op, 1, 1, k, fa, QK_ELT_FULL, b_scalar ? &bs : fb,
+                                           b_scalar ? QK_ELT_CHANNEL : QK_ELT_FULL, fa);
+        QK_ELT_F32_TO_F16(fa, y + i, k);
+    }
+}
+
+static void QK_ELT_NAME(qk_elt_binary_f16)(int op, size_t outer, size_t channels, size_t inner, const uint16_t *a,
+                                           int a_kind, const uint16_t *b, int b_kind, uint16_t *y) {
+    if (a_kind == QK_ELT_FULL && b_kind == QK_ELT_FULL) {
+        QK_ELT_NAME(qk_elt_binary_f16_run)(op, outer * channels * inner, a, b, 0.0f, 0, 0, y);
+        return;
+    }
+    const int swap = a_kind != QK_ELT_FULL;          /* a per channel: b is the run */
+    const uint16_t *full = swap ? b : a, *chan = swap ? a : b;
+    for (size_t o = 0; o < outer; o++) {
+        const size_t base = o * channels * inner;
+        if (inner == 1) {            /* the channel vector lies along the run: both full */
+            if (swap)
+                QK_ELT_NAME(qk_elt_binary_f16_run)(op, channels, chan, full + base, 0.0f, 0, 0, y + base);
+            else
+                QK_ELT_NAME(qk_elt_binary_f16_run)(op, channels, full + base, chan, 0.0f, 0, 0, y + base);
+            continue;
+        }
+        for (size_t c = 0; c < channels; c++)
+            QK_ELT_NAME(qk_elt_binary_f16_run)(op, inner, full + base + c * inner, NULL, qk_f16_to_f32(chan[c]), 1,
+                                               swap, y + base + c * inner);
+    }
+}
+
 /* Softmax / LogSoftmax of contiguous rows: the row's maximum (NaN propagating, as
  * np.max), e = exp(x - max) in float32, their sum in float64 (8 running sums, the same
  * order in every build: no rounding error worth the name, where the reference's float32
@@ -348,6 +391,7 @@ static void QK_ELT_NAME(qk_elt_softmax_masked)(size_t rows, size_t len, const vo
 const qk_eltwise_kernels QK_ELT_NAME(qk_eltwise) = {
     QK_ELT_NAME(qk_elt_unary_f32), QK_ELT_NAME(qk_elt_unary_f16), QK_ELT_NAME(qk_elt_prelu_f32),
     QK_ELT_NAME(qk_elt_binary_f32), QK_ELT_NAME(qk_elt_softmax_f32), QK_ELT_NAME(qk_elt_softmax_masked),
+    QK_ELT_NAME(qk_elt_binary_f16),
 };
 
 #ifdef QK_ELT_PORTABLE

@@ -26,8 +26,9 @@ def test_tiny_models_run_checked_on_both_libraries_and_report_prints_them(tmp_pa
     rep = bench_models.run_bench(TINY, [1], quick=True, timing=TINY_TIMING, process_per_model=True)
     assert rep["ok"] and not rep["wrong_results"], rep["notes"]
     assert rep["suite"] == "models" and [(r["shape"], r["variant"], r["threads"]) for r in rep["rows"]] == [
-        ("mobilenet_v2-fp32", "fp32", 1), ("mobilenet_v2-int8", "int8", 1)]
-    fp32, int8 = rep["rows"]
+        ("mobilenet_v2-fp32", "fp32", 1), ("mobilenet_v2-int8", "int8", 1), ("mobilenet_v2-int8u8", "int8u8", 1)]
+    fp32, int8, int8u8 = rep["rows"]
+    assert rep["prepared"]["mobilenet_v2-int8u8"]["ops"]["QuantizeLinear"] > 0 and int8u8["check"]["max_diff_lsb"] >= 0
     assert fp32["check"]["within_bound"] is True and fp32["check"]["rel_diff"] <= bench_models.FP32_RTOL
     c = int8["check"]
     assert c["blocking"] is False and c["output_scale"] > 0 and c["max_diff_lsb"] >= 0
@@ -73,7 +74,8 @@ def test_cli_models_quick_run_saves_json(tmp_path, capsys):
 
 def test_model_tables_and_selection():
     assert [m.label for m in bench_models.MODELS] == [
-        "mobilenet_v2-fp32", "mobilenet_v2-int8", "resnet18-fp32", "resnet18-int8",
+        "mobilenet_v2-fp32", "mobilenet_v2-int8", "mobilenet_v2-int8u8", "resnet18-fp32", "resnet18-int8",
+        "resnet18-int8u8",
         *(f"encoder_t{t}-{v}" for t in (16, 128) for v in ("fp32", "int8dyn", "fp16"))]
     assert all((m.size, m.width) == (224, 1.0) for m in bench_models.models() if not m.real and not m.tokens)
     # the encoders: all-MiniLM-L6-v2's shape at full size, 2 layers of 64 in --quick (CI's smoke run)

@@ -1,7 +1,7 @@
 """The native data movement (kernels/copy.c, _native.BoundCopy) and the graph operators
 made of it (graph/backends/cpu_movement.py): the strided copy, fill and table copy
 against numpy assignment on arbitrary views; Concat, Split, Slice, Pad, Transpose,
-DepthToSpace, SpaceToDepth and com.microsoft QLinearConcat against the reference
+DepthToSpace, SpaceToDepth, Where and com.microsoft QLinearConcat against the reference
 operators and onnxruntime, bit for bit, on the plan and node by node."""
 import numpy as np
 import pytest
@@ -239,7 +239,7 @@ def check(nodes, feeds: dict, outputs, inits: dict = (), opset=18, ms=False, ort
     return want
 
 
-MOVERS = {"Concat", "Split", "Slice", "Pad", "Transpose", "DepthToSpace", "SpaceToDepth", "QLinearConcat"}
+MOVERS = {"Concat", "Split", "Slice", "Pad", "Transpose", "DepthToSpace", "SpaceToDepth", "QLinearConcat", "Where"}
 GRAPH_DTYPES = [np.float32, np.uint8, np.int8, np.int64, np.float16, np.bool_]
 small_shapes = st.lists(st.sampled_from([1, 2, 3, 5, 7]), min_size=1, max_size=4)
 GRAPH_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -292,6 +292,49 @@ def test_slice(data, shape, dtype):
     inits = {"s": np.array(starts, np.int64), "e": np.array(ends, np.int64), "a": np.array(axes, np.int64),
              "t": np.array(steps, np.int64)}
     check([helper.make_node("Slice", ["x", "s", "e", "a", "t"], ["y"])], {"x": x}, ["y"], inits)
+
+
+@GRAPH_SETTINGS
+@given(data=st.data(), shape=small_shapes, dtype=st.sampled_from(GRAPH_DTYPES),
+       x_form=st.sampled_from(["full", "scalar", "one"]), y_form=st.sampled_from(["full", "scalar", "one"]))
+def test_where(data, shape, dtype, x_form, y_form):
+    """Where with the condition of the result's shape, x and y full, a scalar or a
+    one-value tensor (an attention mask choosing between two constants): the native
+    select, the reference's bits (NaN payloads, -0.0)."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1)))
+    ort = np.dtype(dtype) in (np.float32, np.uint8, np.int64)       # onnxruntime's Where types among ours
+    feeds, inits = {}, {}
+    for name, form in (("x", x_form), ("y", y_form)):
+        v = _random(rng, shape if form == "full" else [] if form == "scalar" else [1] * len(shape), dtype)
+        (feeds if form == "full" else inits)[name] = v
+    feeds["c"] = rng.random(shape) < 0.5
+    if not any(k in feeds for k in ("x", "y")):     # the model's outputs take the first feed's type
+        feeds = {"x0": _random(rng, shape, dtype), **feeds}
+        nodes = [helper.make_node("Identity", ["x0"], ["z0"]), helper.make_node("Where", ["c", "x", "y"], ["z"])]
+        check(nodes, feeds, ["z"], inits, ort=ort)
+        return
+    feeds = dict(sorted(feeds.items(), key=lambda kv: kv[0] == "c"))    # c last
+    check([helper.make_node("Where", ["c", "x", "y"], ["z"])], feeds, ["z"], inits, ort=ort)
+
+
+def test_where_broadcasts_run_the_reference_and_views_match():
+    """Broadcasts the select does not take (x along one axis, cond smaller than the result)
+    run the reference operator: the same values; an NCHW view of NHWC memory runs native."""
+    rng = np.random.default_rng(5)
+    c = rng.random((2, 3, 4)) < 0.5
+    x = rng.standard_normal((1, 3, 1)).astype(np.float32)
+    y = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    from qkernels.graph.backends import cpu_movement
+    assert cpu_movement._where_runs(c, x, y) is None and cpu_movement._where_runs(c[:1], y, y) is None
+    nhwc = np.ascontiguousarray(y.transpose(0, 2, 1)).transpose(0, 2, 1)
+    got = cpu_movement._where_runs(np.ascontiguousarray(c.transpose(0, 2, 1)).transpose(0, 2, 1), nhwc, x[:, :1, :1])
+    assert got is not None
+    _native.where(*got[:4])
+    assert_same_bits(got[4], np.where(c, nhwc, x[:, :1, :1]))
+    model = _model([helper.make_node("Where", ["c", "x", "y"], ["z"])], {"y": y, "c": c}, ["z"], {"x": x})
+    np.testing.assert_array_equal(Session(model).run(None, {"y": y, "c": c})[0], np.where(c, x, y))
+    with pytest.raises(ValueError):
+        _native.where(c.reshape(-1), y.reshape(-1), y.reshape(-1)[:3], np.empty(24, np.float32))
 
 
 @GRAPH_SETTINGS

@@ -403,6 +403,87 @@ def test_dynamic_quantize_matmul_op(wdt, per_col, with_zp, with_bias):
         np.testing.assert_array_equal(y, o.run(None, {"x": x})[0])
 
 
+def _rows_model(k, n, w, sw, zw, per_row, bias=None, bias_add=False):
+    """qkernels::DynamicQuantizeMatMul (per_row) of x (..., k); with ``bias_add`` the bias as
+    an Add after it (what qkernels' quantizer writes; the rewrite takes it in)."""
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.asarray(sw, F32).reshape(-1), "sw"),
+             numpy_helper.from_array(np.asarray(zw, w.dtype).reshape(-1), "zw")]
+    names, out = ["x", "w", "sw", "zw"], "y"
+    nodes = []
+    if bias is not None:
+        inits.append(numpy_helper.from_array(bias, "b"))
+        if bias_add:
+            out = "t"
+            nodes.append(helper.make_node("Add", ["t", "b"], ["y"]))
+        else:
+            names.append("b")
+    nodes.insert(0, helper.make_node("DynamicQuantizeMatMul", names, [out], domain="qkernels", per_row=per_row))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("qkernels", 1)])
+    model.ir_version = 8
+    return model
+
+
+@needs_onnx
+@settings(max_examples=30, deadline=None)
+@given(m=DIM, k=DIM, n=DIM, wdt=st.sampled_from([np.int8, np.uint8]), per_col=st.booleans(),
+       with_bias=st.booleans(), batch=st.sampled_from([None, 2]), special=st.sampled_from([None, "zeros", "tiny", "huge"]),
+       seed=st.integers(0, 2**31))
+def test_qkernels_per_row_op(ref, m, k, n, wdt, per_col, with_bias, batch, special, seed):
+    """qkernels::DynamicQuantizeMatMul per_row=1 on the native kernel equals its reference
+    operator and DynamicQuantizeLinear applied row by row, bit for bit; a row without a
+    float32 scale (tiny) sends the node to the reference, with the same result."""
+    rng = np.random.default_rng(seed)
+    w, sw, zw, _ = weights(rng, k, n, wdt, per_col)
+    bias = rng.standard_normal(n).astype(F32) if with_bias else None
+    model = _rows_model(k, n, w, np.broadcast_to(sw, (n,)) if per_col else sw, np.broadcast_to(zw, (n,)) if per_col
+                        else zw, 1, bias)
+    shape = (m, k) if batch is None else (batch, m, k)
+    x = (rng.standard_normal(shape) * 3).astype(F32)
+    if special:                              # one row of its own kind among ordinary rows
+        x.reshape(-1, k)[-1] = activations(rng, (k,), special)
+    s = Session(model, num_threads=1)
+    assert s.placement(s.graph.nodes[0]) == "native"
+    y = s.run(None, {"x": x})[0]
+    np.testing.assert_array_equal(y, _reference(model).run(None, {"x": x})[0])
+    want = y_ref(ref, x, w, sw, zw, bias, per_row=True)[0]
+    np.testing.assert_array_equal(y, want)
+    view = np.repeat(x, 2, axis=-1)[..., ::2]           # strided columns: the same values
+    np.testing.assert_array_equal(s.run(None, {"x": view})[0], y)
+
+
+@needs_onnx
+def test_qkernels_per_row_op_bias_add_fused_and_per_tensor():
+    """The Add of a constant bias after it is taken into the node; per_row=0 is com.microsoft's
+    DynamicQuantizeMatMul, bit for bit."""
+    rng = np.random.default_rng(11)
+    k, n = 40, 24
+    w, sw, zw, _ = weights(rng, k, n, np.int8, True)
+    bias = rng.standard_normal(n).astype(F32)
+    x = (rng.standard_normal((3, 5, k)) * 2).astype(F32)
+    for per_row in (1, 0):
+        model = _rows_model(k, n, w, sw, zw, per_row, bias, bias_add=True)
+        s = Session(model, num_threads=1)
+        assert _ops(s.graph.nodes) == ["DynamicQuantizeMatMul"] and s.graph.nodes[0].inputs[4] == "b"
+        y = s.run(None, {"x": x})[0]
+        np.testing.assert_array_equal(y, _reference(model).run(None, {"x": x})[0])
+    ms = _contrib_model("DynamicQuantizeMatMul", ["x", "w", "sw", "zw", "b"],
+                        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(sw, "sw"),
+                         numpy_helper.from_array(zw.astype(np.int8), "zw"), numpy_helper.from_array(bias, "b")], n)
+    np.testing.assert_array_equal(y, Session(ms, num_threads=1).run(None, {"x": x})[0])
+
+
+@needs_onnx
+def test_qkernels_per_row_op_bad_attribute():
+    rng = np.random.default_rng(1)
+    w, sw, zw, _ = weights(rng, 4, 3, np.int8, False)
+    model = _rows_model(4, 3, w, sw, zw, 2)
+    with pytest.raises(Exception, match="per_row"):
+        Session(model).run(None, {"x": np.ones((2, 4), F32)})
+
+
 @needs_onnx
 @pytest.mark.parametrize("adt", [np.uint8, np.int8])
 @pytest.mark.parametrize("per_col", [False, True])

@@ -141,20 +141,24 @@ def test_float16_is_the_float32_op_rounded_once(x, name):
 
 
 @settings(max_examples=50, deadline=None)
-@given(shape=st.sampled_from([(1, 1, 1, 1), (1, 3, 5, 7), (2, 17, 3, 3), (1, 33, 1, 1), (1, 8, 2, 9)]),
+@given(shape=st.sampled_from([(1, 1, 1, 1), (1, 3, 5, 7), (2, 17, 3, 3), (1, 33, 1, 1), (1, 8, 2, 9),
+                               (1, 3, 17, 31), (2, 300, 1, 1)]),   # float16: past its 256-value blocks
        op=st.sampled_from(sorted(B)), pattern=st.sampled_from(["same", "scalar", "channel", "channel_first"]),
-       nhwc=st.booleans(), seed=st.integers(0, 2 ** 16))
-def test_binary_patterns_bit_for_bit_as_numpy(shape, op, pattern, nhwc, seed):
+       nhwc=st.booleans(), dtype=st.sampled_from([np.float32, np.float16]), seed=st.integers(0, 2 ** 16))
+def test_binary_patterns_bit_for_bit_as_numpy(shape, op, pattern, nhwc, dtype, seed):
+    """float32 and float16 (numpy's half loops: the float32 op rounded once) alike."""
     from qkernels.graph.backends.cpu_eltwise import _binary_operands
     rng = np.random.default_rng(seed)
-    full = rng.standard_normal(shape).astype(np.float32)
+    full = (rng.standard_normal(shape) * (300 if dtype == np.float16 else 1)).astype(dtype)
     full.reshape(-1)[:3] = [np.inf, np.nan, -0.0][:full.size][:3] if full.size >= 3 else full.reshape(-1)[:3]
     if nhwc:
         full = np.ascontiguousarray(full.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    other = {"same": lambda: rng.standard_normal(shape).astype(np.float32),
-             "scalar": lambda: np.array(rng.standard_normal(), np.float32),
-             "channel": lambda: rng.standard_normal((shape[1], 1, 1)).astype(np.float32),
-             "channel_first": lambda: rng.standard_normal((1, shape[1], 1, 1)).astype(np.float32)}[pattern]()
+    other = {"same": lambda: rng.standard_normal(shape).astype(dtype),
+             "scalar": lambda: np.array(rng.standard_normal(), dtype),
+             "channel": lambda: rng.standard_normal((shape[1], 1, 1)).astype(dtype),
+             "channel_first": lambda: rng.standard_normal((1, shape[1], 1, 1)).astype(dtype)}[pattern]()
+    if dtype == np.float16:      # subnormal and overflowing results too
+        other.reshape(-1)[:1] = rng.choice([1e-7, 6e4, -3e-5, 0.0])
     if pattern == "same" and nhwc:
         other = np.ascontiguousarray(other.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     ufunc = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
@@ -245,6 +249,8 @@ def test_bad_arguments_raise():
         _native.eltwise_binary(0, B["Add"], x, True, x, True, x, 1, 8, 1)
     with pytest.raises(ValueError):
         _native.eltwise_binary(0, B["Add"], x, False, x[:3], True, x, 2, 3, 1)
+    with pytest.raises(ValueError):      # one dtype
+        _native.eltwise_binary(0, B["Add"], x, False, x.astype(np.float16), False, x, 1, 1, 8)
     with pytest.raises(ValueError):
         _native.eltwise_prelu(0, x, x[:3], x, 1, 4, 2)
     with pytest.raises(ValueError):

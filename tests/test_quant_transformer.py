@@ -123,9 +123,10 @@ def test_dynamic_accuracy_and_runner(encoder, held_out):
 
 def test_static_outlier_layers_meet_budget(deep_encoder, held_out):
     calib = _calib()
-    plain = quantize_model(deep_encoder, calib, min_cosine=None, progress=False)
+    # attention's MatMuls in int8 too (int8_attention="auto" keeps them float on transformers)
+    plain = quantize_model(deep_encoder, calib, min_cosine=None, progress=False, int8_attention=True)
     handled, report = quantize_model(deep_encoder, calib, min_cosine=0.99, progress=False, return_report=True,
-                                     measure=False)
+                                     measure=False, int8_attention=True)
     budget = report["accuracy_budget"]
     assert budget["met"] and budget["final_score"] >= 0.99 > budget["quantized_score"]
     # what left static int8 went dynamic (constant weights) or float (two activations)
@@ -139,6 +140,60 @@ def test_static_outlier_layers_meet_budget(deep_encoder, held_out):
     c_plain, c_handled = _token_cosine(f, _run_ort(plain, held_out)), _token_cosine(f, _run_ort(handled, held_out))
     assert c_plain < 0.99 <= c_handled
     np.testing.assert_allclose(_run_ours(handled, held_out), _run_ort(handled, held_out), atol=0.05)
+
+
+def _attention_matmuls(model, float_model):
+    inits = {t.name for t in float_model.graph.initializer}
+    names = {n.name for n in float_model.graph.node if n.op_type == "MatMul" and not any(i in inits for i in n.input)}
+    return [n for n in model.graph.node if n.name in names]
+
+
+@pytest.mark.parametrize("int8_attention", ["auto", True])
+def test_int8_attention(encoder, int8_attention):
+    """On a transformer, "auto" leaves the MatMuls of two activations (scores, values)
+    float: no DequantizeLinear feeds them; True quantizes their inputs."""
+    q = quantize_model(encoder, _calib(2), min_cosine=None, progress=False, int8_attention=int8_attention)
+    producers = {o: n.op_type for n in q.graph.node for o in n.output}
+    att = _attention_matmuls(q, encoder)
+    assert len(att) == 4                   # 2 layers x (scores, values)
+    dq_fed = [all(producers.get(i) == "DequantizeLinear" for i in n.input) for n in att]
+    assert dq_fed == [int8_attention is True] * 4
+    assert sum(n.op_type == "QuantizeLinear" for n in q.graph.node) > 0      # the Linear layers still are
+
+
+def test_dynamic_rows(encoder, held_out):
+    """dynamic_rows=True: each layer one qkernels::DynamicQuantizeMatMul (per_row=1), native,
+    the model's values those of the reference backend (tests/test_dynamic_quant.py: the
+    operator alone, bit for bit), closer to float than per tensor."""
+    per_tensor = quantize_model(encoder, None, mode="dynamic", progress=False)
+    rows = quantize_model(encoder, None, mode="dynamic", dynamic_rows=True, progress=False)
+    ops = [n for n in rows.graph.node if n.op_type == "DynamicQuantizeMatMul"]
+    assert len(ops) == 12 and all(n.domain == "qkernels" and n.attribute[0].i == 1 for n in ops)
+    assert not any(n.op_type in ("DynamicQuantizeLinear", "MatMulInteger") for n in rows.graph.node)
+    assert any(o.domain == "qkernels" for o in rows.opset_import)
+    s = Session(rows.SerializeToString(), num_threads=1)
+    assert [s.placement(n) for n in s.graph.nodes if n.op_type == "DynamicQuantizeMatMul"] == ["native"] * 12
+    # the bias Adds after them went into the nodes
+    assert all(len(n.inputs) == 5 and n.inputs[4] for n in s.graph.nodes if n.op_type == "DynamicQuantizeMatMul")
+    ours = s.run(None, held_out)[0]
+    ref = Session(rows.SerializeToString(), backends=["reference"]).run(None, held_out)[0]
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)     # LayerNorm, Softmax, GELU: float steps
+    f = _run_ort(encoder, held_out)
+    assert _token_cosine(f, ours) > _token_cosine(f, _run_ours(per_tensor, held_out))
+
+
+def test_budget_escalates_to_rows(encoder):
+    """A budget that every layer dynamic per tensor misses but per row meets: the layers
+    taken out go per row (qkernels::DynamicQuantizeMatMul), not float."""
+    q, report = quantize_model(encoder, _calib(2), min_cosine=0.999, progress=False, return_report=True,
+                               measure=False)
+    budget = report["accuracy_budget"]
+    assert budget["met"] and budget["dynamic_per"] == "row" and not budget["escalated_to_float"]
+    tensor_all = [st for st in budget["steps"] if st["dynamic_per"] == "tensor" and len(st["dynamic"]) == 12]
+    assert tensor_all and tensor_all[0]["score"] < 0.999
+    rows = [n for n in q.graph.node if n.op_type == "DynamicQuantizeMatMul"]
+    assert len(rows) == len(report["dynamic_nodes"]) > 0 and all(n.domain == "qkernels" for n in rows)
+    assert not any(n.op_type == "MatMulInteger" for n in q.graph.node)
 
 
 def test_static_auto_budget_on_transformers(encoder):
@@ -220,9 +275,10 @@ def test_fp16_keep_fp32_ops(encoder, held_out):
 @pytest.mark.parametrize("kw", [dict(mode="weights"), dict(mode="dynamic", target="dsp"), dict(min_cosine=1.5),
                                 dict(min_cosine="high"), dict(outlier_layers="fp8"), dict(smooth_quant=1.5),
                                 dict(smooth_quant=True), dict(smooth_quant=0.5, mode="dynamic"),
-                                dict(min_cosine=0.9, min_sqnr_db=20.0)])
+                                dict(min_cosine=0.9, min_sqnr_db=20.0), dict(int8_attention="yes"),
+                                dict(int8_attention=1), dict(dynamic_rows=1)])
 def test_bad_options(encoder, kw):
-    with pytest.raises(ValueError):
+    with pytest.raises((ValueError, TypeError)):
         quantize_model(encoder, _calib(1), progress=False, **kw)
 
 

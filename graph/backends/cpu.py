@@ -674,6 +674,21 @@ def _make_qmatmul(node: Node, graph: Graph) -> Runner | None:
             return {result: _api.matmul(aq, rhs, out_dtype=np.int32)}
         ys, yz, ydt = out.get(values)
         return {result: _api.matmul(aq, rhs, out_scale=ys, out_zero_point=yz, out_dtype=ydt, requant=_requant(graph)).data}
+
+    def bind(ins, outs):
+        """Constant weights and parameters: one bound GEMM over x (..., K) as rows."""
+        x, y = ins[0], outs[0]
+        if pw is None or out is None or not (out.const and ain.const) or x is None or x.ndim < 2 \
+                or x.dtype != ain.dtype or x.shape[-1] != pw.k:
+            return None
+        spec = output_spec("matmul", ain.dtype, None, out.dtype, out.scale, out.zp, None, _requant(graph))
+        x2, y2 = rows_view(x), rows_view(y, writeable=True)
+        if x2 is None or y2 is None or y.shape != x.shape[:-1] + (pw.n,) or y.dtype != spec.dtype \
+                or (pw.n > 1 and y2.strides[1] != 1) or (pw.k > 1 and x2.strides[1] != 1):
+            return None
+        call = pw.prepare(x2.shape[0], ain.dtype == np.int8, ain.zp, ain.scale, spec)
+        return call.run(x2, y2, bind=True)
+    run.bind = bind
     if pw is not None:
         run.owns = {b: lambda: pw.data}
     return _fallback(node, graph, run)

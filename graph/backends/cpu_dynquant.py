@@ -1,5 +1,6 @@
 """Dynamically quantized matrix products on the cpu backend: com.microsoft
-``DynamicQuantizeMatMul`` (what graph/rewrite.py's ``fuse_dynamic_quantize`` makes of
+``DynamicQuantizeMatMul`` (and qkernels' own, whose ``per_row=1`` quantizes each row of
+the activations with parameters of its own) (what graph/rewrite.py's ``fuse_dynamic_quantize`` makes of
 ONNX Runtime's quantize_dynamic chain DynamicQuantizeLinear -> MatMulInteger -> Cast ->
 Mul -> Add, and what ORT's own optimizer writes) and ``MatMulIntegerToFloat``, on one
 native call each (qkernels._dynamic: the activations quantized on the fly, the int8
@@ -44,9 +45,11 @@ def _weights(graph: Graph, b: str, sb: str, zb: str, bias: str):
     return pack_weights(q), (None if BIAS is None else np.ascontiguousarray(BIAS))
 
 
+@kernel("qkernels::DynamicQuantizeMatMul", attrs=("per_row",))
 @kernel("com.microsoft::DynamicQuantizeMatMul", "com.microsoft::MatMulIntegerToFloat")
 def _make_dynamic_matmul(node: Node, graph: Graph):
     dynamic = node.op_type == "DynamicQuantizeMatMul"
+    per_row = bool(node.attrs.get("per_row", 0))     # qkernels' form: a scale and zero point per row
     if dynamic:
         a, b, sb, zb, bias = _inputs(node, 5)
         sa = za = ""
@@ -78,7 +81,7 @@ def _make_dynamic_matmul(node: Node, graph: Graph):
         if dynamic:
             if x.dtype != _F32 or (k > 1 and x2.strides[1] != 4):
                 return None
-            return _dynamic.DynamicCall(pw, x2, y2, bias_f)
+            return _dynamic.DynamicCall(pw, x2, y2, bias_f, per_row)
         if x.dtype not in _INT8:
             return None
         return _dynamic.DynamicCall(pw, None, y2, bias_f, q=x2, a_signed=x.dtype == np.int8)

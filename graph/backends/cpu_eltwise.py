@@ -1,6 +1,6 @@
 """Native elementwise ops of the cpu backend (kernels/eltwise.c through
 ``qkernels._native``): float32/float16 activations (Erf and Gelu among them), PRelu,
-float32 Add/Sub/Mul/Div with a full, per-channel or scalar operand, float32 Softmax/LogSoftmax along a last axis, and the
+float32/float16 Add/Sub/Mul/Div with a full, per-channel or scalar operand, float32 Softmax/LogSoftmax along a last axis, and the
 com.microsoft int8 activations QLinearSigmoid / QLinearLeakyRelu as a 256-entry table.
 
 Values may lie in any dense memory order (a convolution's NCHW view of NHWC memory): an
@@ -129,9 +129,9 @@ def _channel_layout(full: np.ndarray, other: np.ndarray):
 
 def _binary_operands(a, b, y=None):
     """(a run, a per channel, b run, b per channel, y run, outer, channels, inner, y) for
-    float32 a op b, y in the memory order of the operand of the result's shape; None
-    when the native loop does not take them."""
-    got = broadcast_result(a, b, _F32, y)
+    float32 or float16 a op b, y in the memory order of the operand of the result's shape;
+    None when the native loop does not take them."""
+    got = None if a is None or a.dtype not in _FLOATS else broadcast_result(a, b, a.dtype, y)
     if got is None:
         return None
     _, full, y = got
@@ -151,9 +151,9 @@ def _binary_operands(a, b, y=None):
 
 @kernel("Add", "Sub", "Mul", "Div")
 def _make_binary(node: Node, graph: Graph):
-    """float32 Add/Sub/Mul/Div on the native loop: same-shape operands in one memory order,
-    or one operand a scalar or per-channel vector of the other's shape (any dense order);
-    the same bits as numpy's loop, which runs everything else."""
+    """float32 and float16 Add/Sub/Mul/Div on the native loop: same-shape operands in one
+    memory order, or one operand a scalar or per-channel vector of the other's shape (any
+    dense order); the same bits as numpy's loop, which runs everything else."""
     op, result = _BINARY[node.op_type], node.outputs[0]
 
     def run(values):

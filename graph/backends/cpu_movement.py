@@ -1,6 +1,6 @@
 """Data movement on the native strided copy (kernels/copy.c, ``_native.BoundCopy``):
 Concat, Split, Slice, Pad (constant, reflect, edge, wrap), Transpose, DepthToSpace,
-SpaceToDepth and com.microsoft QLinearConcat, registered into :data:`cpu.KERNELS` (imported by
+SpaceToDepth and com.microsoft QLinearConcat (and Where, on a select loop), registered into :data:`cpu.KERNELS` (imported by
 the backends package after cpu: cpu itself does not import this module).
 
 Each operator is a list of moves decided from the shapes and the parameters: strided
@@ -27,7 +27,7 @@ import numpy as np
 from ... import _dispatch, _native
 from ..ir import Graph, Node
 from ..validate import check_size
-from .cpu import Runner, _fallback, _NotServed, kernel
+from .cpu import Runner, _fallback, _NotServed, _same_order_runs, kernel
 from .reference.common import ints
 from .reference.registry import OPS as REFERENCE_OPS
 from .reference.shape import _slice_bounds
@@ -388,3 +388,55 @@ def _make_qlinear_concat(node: Node, graph: Graph) -> Runner | None:
             raise _NotServed from None
         return [(shape, zy.dtype)], lambda outs: _concat_moves(outs[0], axis, xs, ts)
     return _movement(node, graph, plan, params=params, like=2)
+
+
+def _where_runs(cond, x, y, out=None):
+    """(cond, x, y, out) as 1-D runs of one element order for the native Where: cond bool
+    of the result's shape in one run of memory, x and y each of that shape in the same
+    order or a single value, of one dtype of 1-8 bytes; out made in cond's order (or the
+    given one, which must lie so). None when they are not so."""
+    if cond is None or x is None or y is None or cond.dtype != np.bool_ or x.dtype != y.dtype \
+            or not _movable(x) or cond.size == 0:
+        return None
+    try:
+        shape = np.broadcast_shapes(cond.shape, x.shape, y.shape)
+    except ValueError:
+        return None
+    if cond.shape != shape:
+        return None
+    if out is None:
+        out = _empty(shape, x.dtype, cond)
+    if out.shape != shape or out.dtype != x.dtype:
+        return None
+    full = [v for v in (x, y) if v.size != 1]
+    if any(v.shape != shape for v in full):
+        return None
+    runs = _same_order_runs(cond, out, *full)
+    if runs is None:
+        return None
+    c, o, *rest = runs
+    xr = rest.pop(0) if x.size != 1 else x.reshape(1)
+    yr = rest.pop(0) if y.size != 1 else y.reshape(1)
+    return c, np.ascontiguousarray(xr), np.ascontiguousarray(yr), o, out
+
+
+@kernel("Where")
+def _make_where(node: Node, graph: Graph) -> Runner | None:
+    """Where on one native pass (``_native.where``) when the condition has the result's
+    shape and each of x, y that shape in its memory order or a single value (attention
+    masks: a computed mask choosing between two constants); moved as bits, so the
+    reference's values exactly. Other broadcasts run the reference operator."""
+    result = node.outputs[0]
+
+    def run(values):
+        got = _where_runs(*(values[i] for i in node.inputs[:3]))
+        if got is None:
+            raise _NotServed
+        _native.where(*got[:4])
+        return {result: got[4]}
+
+    def bind(ins, outs):
+        got = _where_runs(ins[0], ins[1], ins[2], outs[0])
+        return None if got is None else _native.where(*got[:4], bind=True)
+    run.bind = bind
+    return _fallback(node, graph, run)

@@ -45,6 +45,9 @@ typedef struct {
      * every mask_step-th (0: one value for the row); scratch: 2 len floats (half) */
     void (*softmax_masked)(size_t rows, size_t len, const void *x, const void *mask, const int64_t *mask_off,
                            ptrdiff_t mask_step, float s, int div, int half, void *y, float *scratch);
+    /* binary_f32 over float16 (IEEE binary16 bits): widened, op in float32, rounded once */
+    void (*binary_f16)(int op, size_t outer, size_t channels, size_t inner, const uint16_t *a, int a_kind,
+                       const uint16_t *b, int b_kind, uint16_t *y);
 } qk_eltwise_kernels;
 
 /* The kernels for ISA index `isa` (qk_cpu.h): the AVX2 build on x86 paths with AVX2, else

@@ -10,6 +10,13 @@ rewrite that fuses that pattern (and ONNX Runtime itself) runs it::
     MatMulInteger(x_q, W_q int8, x_zp, W_zp) -> Cast(to=FLOAT) -> Mul(., scales) -> y
     [Gemm: Add(y, beta * C)]
 
+With ``per_row=True`` each layer is one node of qkernels' own domain instead,
+``qkernels::DynamicQuantizeMatMul(x, W_q, W_scale, W_zp) per_row=1`` (the bias Add of a
+Gemm after it): each row of the activations (one token of a transformer) quantized with
+a scale and zero point of its own -- a few tokens with outliers no longer coarsen every
+other token's steps. No ONNX operator quantizes per row at run time, so that model runs
+on qkernels only (graph/backends/reference/fused.py defines the operator).
+
 Weights are symmetric int8 (-127..127, zero point 0) per output column (``axis=1`` of the
 (K, N) matrix) or per tensor. The per-tensor activation scale of DynamicQuantizeLinear
 is computed on every call from the tensor's own range, so no range is ever clipped.
@@ -24,6 +31,8 @@ from .graphutil import drop_unused_initializers, node_attrs
 from .weights import quantize_weight
 
 __all__ = ["dynamic_layers", "dynamic_model"]
+
+QK = "qkernels"      # the runner's own operators' domain
 
 
 def dynamic_layers(model, nodes=None) -> list:
@@ -46,9 +55,10 @@ def dynamic_layers(model, nodes=None) -> list:
     return out
 
 
-def dynamic_model(model, nodes=None, per_channel: bool = True):
+def dynamic_model(model, nodes=None, per_channel: bool = True, per_row: bool = False):
     """``model`` (ModelProto) with the :func:`dynamic_layers` rewritten into the dynamic
-    pattern; returns ``(model, {node name: weight initializer})``."""
+    pattern (``per_row``: qkernels' per-row node); returns ``(model, {node name: weight
+    initializer})``."""
     import onnx
     from onnx import helper, numpy_helper
     m = copy.deepcopy(model)
@@ -76,24 +86,18 @@ def dynamic_model(model, nodes=None, per_channel: bool = True):
                           numpy_helper.from_array(zp.astype(np.int8), f"{base}_zero_point")]
             done_weights[key] = (base, scale.astype(np.float32))
         base, w_scale_arr = done_weights[key]
-        xq, xs, xz = f"{x}_quantized", f"{x}_scale", f"{x}_zero_point"
-        if x not in quantized_inputs:
-            nodes_out.append(helper.make_node("DynamicQuantizeLinear", [x], [xq, xs, xz], name=f"{x}_QuantizeLinear"))
-            quantized_inputs.add(x)
-        scales = f"{n.name}_quant_scales_mul:0"
         w_scale = f"{base}_scale"
         if alpha != 1.0:     # folded into the weight scales (one more constant)
             w_scale = f"{n.name}_alpha_scale"
             new_inits.append(numpy_helper.from_array((w_scale_arr * np.float32(alpha)).astype(np.float32), w_scale))
-        mm, cast = f"{n.name}_output_quantized", f"{n.name}_output_quantized_cast_output"
         gemm_bias = n.op_type == "Gemm" and len(n.input) > 2 and n.input[2]
         prod = f"{n.name}_scaled" if gemm_bias else y
-        nodes_out += [
-            helper.make_node("Mul", [xs, w_scale], [scales], name=f"{n.name}_quant_scales_mul"),
-            helper.make_node("MatMulInteger", [xq, f"{base}_quantized", xz, f"{base}_zero_point"], [mm],
-                             name=f"{n.name}_quant"),
-            helper.make_node("Cast", [mm], [cast], to=onnx.TensorProto.FLOAT, name=f"{n.name}_output_quantized_cast"),
-            helper.make_node("Mul", [cast, scales], [prod], name=f"{n.name}_quant_output_scale_mul")]
+        if per_row:
+            nodes_out.append(helper.make_node("DynamicQuantizeMatMul", [x, f"{base}_quantized", w_scale,
+                                                                        f"{base}_zero_point"], [prod],
+                                              name=f"{n.name}_quant", domain=QK, per_row=1))
+        else:
+            nodes_out += _ort_form(x, quantized_inputs, n.name, base, w_scale, prod)
         if gemm_bias:
             beta = float(attrs.get("beta", 1.0))
             c = n.input[2]
@@ -106,5 +110,27 @@ def dynamic_model(model, nodes=None, per_channel: bool = True):
     g.node.extend(nodes_out)
     g.initializer.extend(new_inits)
     drop_unused_initializers(g)
+    if per_row and rewritten and not any(o.domain == QK for o in m.opset_import):
+        m.opset_import.append(helper.make_opsetid(QK, 1))
     onnx.checker.check_model(m)
     return m, rewritten
+
+
+def _ort_form(x, quantized_inputs, name, base, w_scale, prod):
+    """ONNX Runtime's quantize_dynamic nodes of one layer (the DynamicQuantizeLinear of
+    ``x`` only where no earlier layer made it)."""
+    import onnx
+    from onnx import helper
+    out = []
+    xq, xs, xz = f"{x}_quantized", f"{x}_scale", f"{x}_zero_point"
+    if x not in quantized_inputs:
+        out.append(helper.make_node("DynamicQuantizeLinear", [x], [xq, xs, xz], name=f"{x}_QuantizeLinear"))
+        quantized_inputs.add(x)
+    scales = f"{name}_quant_scales_mul:0"
+    mm, cast = f"{name}_output_quantized", f"{name}_output_quantized_cast_output"
+    return out + [
+        helper.make_node("Mul", [xs, w_scale], [scales], name=f"{name}_quant_scales_mul"),
+        helper.make_node("MatMulInteger", [xq, f"{base}_quantized", xz, f"{base}_zero_point"], [mm],
+                         name=f"{name}_quant"),
+        helper.make_node("Cast", [mm], [cast], to=onnx.TensorProto.FLOAT, name=f"{name}_output_quantized_cast"),
+        helper.make_node("Mul", [cast, scales], [prod], name=f"{name}_quant_output_scale_mul")]

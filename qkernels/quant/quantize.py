@@ -47,8 +47,9 @@ MODES = ("static", "dynamic")
 #: model outputs' cosine to float (mean over rows) on the first calibration samples
 TRANSFORMER_MIN_COSINE = 0.99
 #: what static mode keeps out of its static int8 layers when a budget asks: "dynamic"
-#: (constant-weight MatMul/Gemm quantized at run time, the rest float) or "float"
-OUTLIER_FORMS = ("dynamic", "float")
+#: (constant-weight MatMul/Gemm quantized at run time per tensor, then per row where that
+#: misses the budget, the rest float), "dynamic_rows" (per row at once) or "float"
+OUTLIER_FORMS = ("dynamic", "dynamic_rows", "float")
 
 
 def quantize_model(model, calibration_data=None, target: str = "cpu", method: str = "auto", *,
@@ -58,7 +59,8 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
                    equalize: bool = False, evaluate=None, max_drop: float = 0.01, batch_size: int | None = None,
                    measure: bool = True, keep_float: int = 0, min_sqnr_db: float | None = None,
                    client=None, mode: str = "static", min_cosine="auto", outlier_layers: str = "dynamic",
-                   smooth_quant: float | None = None, **observer_options):
+                   smooth_quant: float | None = None, dynamic_rows: bool = False, int8_attention="auto",
+                   **observer_options):
     """Quantize a float ONNX model (path, bytes or ModelProto) post-training.
 
     Returns an ``onnx.ModelProto`` in QDQ form (save it with ``onnx.save``), or
@@ -115,7 +117,13 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
       time from their own range: the FFN-down input after GELU), the others (the
       Softmax-times-V MatMul of two activations) float; ``"float"`` -- all float. The
       ``k`` costliest layers go, ``k`` found by bisection (about ``2 log2 N`` builds);
-      where even every layer dynamic misses the budget, the search is run again with float.
+      where even every layer dynamic misses the budget, the search is run again with them
+      dynamic per row (``dynamic_rows`` below), then float. ``"dynamic_rows"``: per row
+      at once.
+    * ``int8_attention``: whether the MatMuls of two activations (attention's scores and
+      its softmax-weighted values) are static int8. ``"auto"``: not on transformers --
+      they carry the softmax's outliers, hold a few percent of the operations, and run
+      as fused float (qkernels::TransposedMatMul / MaskedSoftmax); elsewhere yes.
     * ``smooth_quant=alpha`` (0..1): SmoothQuant scale migration before calibration
       (:mod:`qkernels.quant.smooth`): per input channel ``s = max|x|^alpha /
       max|W|^(1-alpha)``, x divided by s in its producer (LayerNormalization gamma/beta,
@@ -124,7 +132,10 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     ``mode="dynamic"`` (no calibration data needed): the ``cpu`` target's int8 weights
     (per output channel, or per tensor) for every MatMul/Gemm with a constant weight,
     activations quantized at run time -- node for node the form of ONNX Runtime's
-    ``quantize_dynamic`` (:mod:`qkernels.quant.dynamic`). The report has the weights'
+    ``quantize_dynamic`` (:mod:`qkernels.quant.dynamic`). ``dynamic_rows=True``: each
+    row of the activations (a token) quantized with a scale and zero point of its own
+    (``qkernels::DynamicQuantizeMatMul``, per_row=1: finer where a few tokens carry
+    outliers; that model runs on qkernels only, ONNX Runtime has no such operator). The report has the weights'
     SQNR per layer and, with calibration data, the outputs' SQNR and cosine to float.
 
     ``target="fp16"``: weights and activations float16 (:func:`qkernels.quant.fp16.to_fp16`),
@@ -133,6 +144,11 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     from ..graph.model import load_model
     max_drop = _check_options(target, evaluate, max_drop, keep_float, min_sqnr_db)
     _check_transformer_options(mode, target, min_cosine, outlier_layers, smooth_quant, evaluate, min_sqnr_db)
+    if not isinstance(dynamic_rows, bool):
+        raise TypeError(f"dynamic_rows must be True or False, got {dynamic_rows!r}")
+    if int8_attention not in (True, False, "auto") or isinstance(int8_attention, (int, float)) \
+            and not isinstance(int8_attention, bool):
+        raise ValueError(f"int8_attention must be True, False or 'auto', got {int8_attention!r}")
     original = load_model(model)
     proto, preprocessing = prepare(original)
     user_exclude = set(exclude_nodes)
@@ -141,7 +157,8 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
         m = to_fp16(proto)
         return (m, fp16_report()) if return_report else m
     if mode == "dynamic":
-        m, layers = dynamic_model(proto, {n.name for n in proto.graph.node} - user_exclude, per_channel)
+        m, layers = dynamic_model(proto, {n.name for n in proto.graph.node} - user_exclude, per_channel,
+                                  bool(dynamic_rows))
         if not return_report:
             return m
         return m, dynamic_report(proto, m, layers, per_channel, calibration_data, progress, preprocessing)
@@ -159,6 +176,8 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
         calibration_data = Batched(calibration_data, batch_size)
     act_dtype = _activation_dtype(target, activation_dtype)
     op_types = tuple(op_types)
+    if not (int8_attention if int8_attention != "auto" else not _is_transformer(proto)):
+        user_exclude |= activation_matmuls(proto)
     eq_info = sq_info = None
     if equalize:
         proto, eq_info = equalize_pass(proto)
@@ -183,7 +202,8 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     candidates = [n.name for n, *_ in quantized_layers(proto, op_types, user_exclude)]
     means = input_means(proto, calibration_data, candidates, progress, client) if bias_correction else None
     builder = _Builder(proto, op_types, per_channel, target, act_dtype, act_params, means,
-                       outlier_layers == "dynamic" and min_cosine is not None)
+                       {"dynamic": ("tensor", "row"), "dynamic_rows": ("row",)}.get(outlier_layers, ())
+                       if min_cosine is not None else ())
     always_float, sensitivity = set(user_exclude), None
     def layer_costs():
         layers = quantized_layers(proto, op_types, user_exclude)
@@ -264,15 +284,17 @@ def _cosine_search(builder, score, candidates, min_cosine, always_float, sensiti
     cost, or a function measuring it, called only when the fully quantized model misses)
     taken out of static int8 bring the outputs' cosine to ``min_cosine``; found by
     bisection (the score grows with ``k`` but for noise: only a ``k`` measured to meet the
-    budget is returned). Taken-out layers go dynamic first; where even all of them
-    dynamic miss the budget, the search runs again sending them to float."""
+    budget is returned). Taken-out layers go dynamic first (per tensor, then per row: the
+    builder's ``forms``); where even all of them so miss the budget, the search runs again
+    with the next form, float last."""
     order = [c for c in candidates if c not in always_float]
     steps = []
 
     def attempt(k):
         model = builder.build(set(always_float) | set(order[:k]))
         s = float(score(model))
-        steps.append({"kept_float": order[:k], "dynamic": sorted(builder.last.dynamic), "score": s})
+        steps.append({"kept_float": order[:k], "dynamic": sorted(builder.last.dynamic), "dynamic_per": builder.dynamic,
+                      "score": s})
         return model, s
 
     model, s = attempt(0)
@@ -281,10 +303,10 @@ def _cosine_search(builder, score, candidates, min_cosine, always_float, sensiti
         costs = sensitivity() if callable(sensitivity) else sensitivity
         rank = {c: k for k, c in enumerate(order)}
         order.sort(key=lambda c: (-costs.get(c, -math.inf), rank[c]))     # costliest first, ties in graph order
-        for dynamic in ([True, False] if builder.dynamic else [False]):
-            builder.dynamic = dynamic
+        for form in builder.forms + (None,):
+            builder.dynamic = form
             top, (model, s) = len(order), attempt(len(order))
-            escalated = not dynamic
+            escalated = form is None
             if s < min_cosine:
                 continue            # not even every layer in this form: the next form
             lo, best = 0, (model, s, top)          # lo misses, best meets
@@ -307,7 +329,8 @@ def _cosine_search(builder, score, candidates, min_cosine, always_float, sensiti
         kept = []
     return model, {"metric": "output cosine vs float (mean over rows)", "min_cosine": min_cosine,
                    "quantized_score": quantized_score, "final_score": s, "met": s >= min_cosine,
-                   "kept_float": kept, "dynamic": sorted(builder.last.dynamic), "escalated_to_float": escalated,
+                   "kept_float": kept, "dynamic": sorted(builder.last.dynamic),
+                   "dynamic_per": builder.dynamic if builder.last.dynamic else None, "escalated_to_float": escalated,
                    "steps": steps, "evaluations": len(steps)}
 
 
@@ -332,6 +355,13 @@ def _check_transformer_options(mode, target, min_cosine, outlier_layers, smooth_
 
 def _is_transformer(model) -> bool:
     return any(n.op_type in ("Softmax", "LayerNormalization") for n in model.graph.node)
+
+
+def activation_matmuls(model) -> set:
+    """Names of the MatMul nodes neither of whose inputs is an initializer (attention's
+    scores and values: two activations)."""
+    inits = {t.name for t in model.graph.initializer}
+    return {n.name for n in model.graph.node if n.op_type == "MatMul" and not any(i in inits for i in n.input)}
 
 
 def _activation_dtype(target: str, activation_dtype) -> np.dtype:
@@ -366,10 +396,11 @@ class _Builder:
     """Builds the QDQ model for a set of nodes left in float, from one calibration (the
     accuracy-budget search calls it once per candidate set)."""
 
-    def __init__(self, proto, op_types, per_channel, target, act_dtype, act_params, means, dynamic=False):
+    def __init__(self, proto, op_types, per_channel, target, act_dtype, act_params, means, forms=()):
         self.proto, self.op_types, self.per_channel = proto, op_types, per_channel
         self.target, self.act_dtype, self.act_params, self.means = target, act_dtype, act_params, means
-        self.dynamic = dynamic              # layers the search takes out go dynamic, not float
+        self.forms = tuple(forms)           # the dynamic forms the search tries: "tensor", "row"
+        self.dynamic = self.forms[0] if self.forms else None   # the form taken-out layers go to (None: float)
         self.always_float: set = set()      # the user's and keep_float's: float whatever the search
         self.last: _Quantized | None = None
 
@@ -382,7 +413,7 @@ class _Builder:
         q = qdq_model(src, {k: self.act_params[k][:2] for k in acts}, weights, biases, self.target, self.act_dtype)
         dynamic = {}
         if self.dynamic and set(exclude) - self.always_float:
-            q, dynamic = dynamic_model(q, set(exclude) - self.always_float, self.per_channel)
+            q, dynamic = dynamic_model(q, set(exclude) - self.always_float, self.per_channel, self.dynamic == "row")
         self.last = _Quantized(acts, weights, set(exclude), bc, set(dynamic))
         return q
 

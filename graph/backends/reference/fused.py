@@ -1,14 +1,17 @@
-"""The runner's own fused operators (domain ``qkernels``, made by the cpu backend's
-rewrites, graph/rewrite.py): each the operators it fuses, one after the other, so the
-reference gives exactly the unfused graph's values."""
+"""The runner's own operators (domain ``qkernels``): the fused ones the cpu backend's
+rewrites make (graph/rewrite.py), each the operators it fuses, one after the other, so the
+reference gives exactly the unfused graph's values; and ``DynamicQuantizeMatMul`` with
+activations quantized per row, which qkernels' quantizer writes (no ONNX operator
+quantizes per row at run time)."""
 from __future__ import annotations
 
 import numpy as np
 
 from ...ir import Node
 from .conv import CONV_ATTRS, check_auto_pad
-from .ort_contrib import _qlinear_add
-from .quantized import _qlinear_conv
+from .ort_contrib import _dynamic_quantize_matmul, _qlinear_add
+from .common import fail, wrap_int32
+from .quantized import _qlinear_conv, column_param, exact_int_matmul, require_8bit, saturate
 from .registry import op
 
 QK = "qkernels"
@@ -78,3 +81,33 @@ def _transposed_matmul(node, a, b):
     b = np.transpose(b, pb) if pb else b
     y = np.matmul(a, b)
     return np.ascontiguousarray(np.transpose(y, py)) if py else y
+
+
+def _check_per_row(node, graph=None):
+    return None if node.attrs.get("per_row", 0) in (0, 1) else "per_row must be 0 or 1"
+
+
+@op("DynamicQuantizeMatMul", domain=QK, attrs=("per_row",), check=_check_per_row)
+def _dynamic_quantize_matmul_rows(node, a, b, sb, zb=None, bias=None):
+    """com.microsoft DynamicQuantizeMatMul (a quantized to uint8 by DynamicQuantizeLinear's
+    formula, the exact int8 product, times float32(a_scale * b_scale) plus bias), with
+    ``per_row=1`` each row of ``a`` (its last axis) quantized with a scale and zero point
+    of its own: finer where a few tokens carry outliers (qkernels.quant's
+    ``dynamic_rows``). The same float32 steps row by row."""
+    if not node.attrs.get("per_row", 0):
+        return _dynamic_quantize_matmul(node, a, b, sb, zb, bias)
+    if a.dtype != np.float32 or a.ndim < 1:
+        fail(node, f"input must be float32 with at least one dimension, got {a.dtype} {a.shape}")
+    k = a.shape[-1]
+    hi = np.maximum(np.float32(0), a.max(-1, keepdims=True) if k else np.zeros(a.shape[:-1] + (1,), np.float32))
+    lo = np.minimum(np.float32(0), a.min(-1, keepdims=True) if k else np.zeros(a.shape[:-1] + (1,), np.float32))
+    # DynamicQuantizeLinear's steps per row (scale 1 for an all-zero row, as ONNX Runtime)
+    scale = np.where(hi == lo, np.float32(1), (hi - lo) / np.float32(255)).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        zp = np.rint(np.clip(np.float32(0) - lo / scale, 0, 255))
+        q = saturate(np.rint(a / scale).astype(np.float64) + zp, np.uint8)
+    require_8bit(node, b, zb)
+    b64 = b.astype(np.int64) - (0 if zb is None else column_param(zb).astype(np.int64))
+    acc = wrap_int32(exact_int_matmul(q.astype(np.int64) - zp.astype(np.int64), b64))
+    y = acc.astype(np.float32) * (scale * column_param(sb).astype(np.float32))
+    return y if bias is None else y + np.asarray(bias, np.float32)
