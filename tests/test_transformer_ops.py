@@ -437,6 +437,39 @@ def test_masked_softmax_kernel(isa, dtype, mask_kind, b, h, t, div, seed, big):
                                       y0.view(np.uint16 if dtype == np.float16 else np.uint32))
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@given(t=st.sampled_from([31, 32, 33, 47, 63, 64, 65, 96, 128, 130]), rows=st.integers(1, 4),
+       seed=st.integers(0, 2 ** 31), special=st.sampled_from([None, np.nan, np.inf, -np.inf, 0.0, -0.0]),
+       where=st.sampled_from(["body", "tail", "both", "all"]), log=st.booleans())
+@settings(max_examples=25, deadline=None)
+def test_softmax_row_max_every_build(isa, t, rows, seed, special, where, log):
+    """The row maximum of every build (AVX-512: 32 values a step, the tail after them) gives
+    the portable build's bits: NaN in the body or in the tail (the lanes' NaN), infinities,
+    +0 / -0 ties; masked and plain softmax, log softmax."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 4, (rows, t)).astype(np.float32)
+    if special is not None:
+        cols = {"body": [int(rng.integers(0, 32))], "tail": [t - 1], "both": [0, t - 1], "all": list(range(t))}[where]
+        x[:, cols] = np.float32(special)
+    if special == 0.0 and where == "all":
+        x[:, ::2] = np.float32(-0.0)
+    mask = np.zeros(t, np.float32)
+    off = np.zeros(rows, np.int64)
+
+    def masked(i):
+        y = np.empty_like(x)
+        _native.softmax_masked(i, x.reshape(-1), mask, off, 1, y.reshape(-1), rows, t, 0.125, False)
+        return y.view(np.uint32)
+
+    def plain(i):
+        y = np.empty_like(x)
+        _native.softmax(i, x.reshape(-1), y.reshape(-1), rows, t, log)
+        return y.view(np.uint32)
+
+    np.testing.assert_array_equal(masked(isa), masked(0))
+    np.testing.assert_array_equal(plain(isa), plain(0))
+
+
 def test_masked_softmax_specials_and_errors():
     x = np.array([[1.0, np.nan, 2.0], [np.inf, 0.0, 1.0], [1.0, 2.0, 3.0]], np.float32)
     mask = np.array([0.0, 0.0, -np.inf], np.float32)
