@@ -348,6 +348,44 @@ def test_batched_matmul_vs_float64(isa, dtype, shapes, seed, view):
     assert np.all(np.abs(got.astype(np.float64) - want) <= bound + 1e-30)
 
 
+@pytest.mark.parametrize("isa", ISA_NAMES)
+@given(k=st.integers(0, 70), n=st.integers(1, 70), seed=st.integers(0, 999),
+       view=st.sampled_from(["plain", "transposed", "steps", "reversed", "both"]))
+@settings(max_examples=20, deadline=None)
+def test_float32_b_panels_are_the_layout(isa, k, n, seed, view):
+    """fp32 B packed from any view (one copy per k step when a step's values are
+    contiguous, else each source row along K; the padding zeroed first) is the panel
+    layout itself: NR columns per panel, k-major, zero padded; K = 0: one step of zeros.
+    The bits of every value kept (NaN payloads, -0.0)."""
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2 ** 32, (k, n), dtype=np.uint64).astype(np.uint32)
+    b = bits.view(np.float32)
+    if view == "transposed":
+        b = np.ascontiguousarray(b.T).T
+    elif view == "steps":
+        big = np.zeros((2 * k, 3 * n), np.float32)
+        big[::2, ::3] = b
+        b = big[::2, ::3]
+    elif view == "reversed":
+        b = np.ascontiguousarray(b[::-1, ::-1])[::-1, ::-1]
+    elif view == "both":
+        b = np.ascontiguousarray(b[::-1].T).T[::-1]
+    assert np.array_equal(b.view(np.uint32), bits)
+    with qkernels.use_isa(isa):
+        kid = _float._kernel(1, np.float32)
+    info = _native.kernel_info(kid)
+    nr = info[3]
+    if info[6] & 0x0f != 3:          # (only the QK_PACK_F32 panels: k-major floats)
+        pytest.skip("not a k-major float32 panel kernel")
+    packed = _native.pack_b(kid, b, False, np.zeros(n, np.int32))[0].view(np.uint32)
+    panels = -(-n // nr)
+    want = np.zeros((panels, max(k, 1), nr), np.uint32)
+    padded = np.zeros((max(k, 1), panels * nr), np.uint32)
+    padded[:k, :n] = bits
+    want[:] = padded.reshape(max(k, 1), panels, nr).transpose(1, 0, 2)
+    np.testing.assert_array_equal(packed, want.reshape(-1))
+
+
 def test_batched_matmul_extremes_and_errors():
     a = np.array([[[np.inf, 1.0], [np.nan, 0.0], [3e38, 3e38]]], np.float32)
     b = np.array([[[1.0], [1.0]]], np.float32)
