@@ -356,8 +356,13 @@ cdef class Bound:
     """A native call bound to fixed arrays (what a graph plan keeps per node): ``execute``
     runs it without the GIL and cannot fail (everything was checked and allocated when
     it was bound). ``run()`` (or calling the object) runs it once and returns its output
-    array; :class:`StepLoop` runs a list of them. Not for two threads at once."""
+    array; :class:`StepLoop` runs a list of them. Not for two threads at once. A call
+    that can find its input unfit (dynamic quantization's NaN) sets ``failed`` in
+    ``execute``; StepLoop then calls its ``fallback`` (a Python callable that computes
+    the output another way) before the next step."""
     cdef object out
+    cdef int failed
+    cdef public object fallback
 
     cdef void execute(self) noexcept nogil:
         pass
@@ -371,6 +376,8 @@ cdef class Bound:
     def __call__(self):
         with nogil:
             self.execute()
+        if self.failed and self.fallback is not None:
+            self.fallback()
 
 
 cdef class StepLoop:
@@ -411,6 +418,7 @@ cdef class StepLoop:
     def run(self):
         cdef Py_ssize_t i = 0, j, k, n = self.n
         cdef void **native = self.native
+        cdef Bound b
         while i < n:
             if native[i] == NULL:
                 self.steps[i]()
@@ -419,10 +427,19 @@ cdef class StepLoop:
             j = i
             while j < n and native[j] != NULL:
                 j += 1
+            k = i
             with nogil:
-                for k in range(i, j):
+                while k < j:
                     (<Bound>native[k]).execute()
-            i = j
+                    k += 1
+                    if (<Bound>native[k - 1]).failed:
+                        break
+            b = <Bound>native[k - 1]
+            if b.failed:
+                if b.fallback is None:
+                    raise RuntimeError(f"step {k - 1} failed and has no fallback")
+                b.fallback()
+            i = k
 
 
 cdef class BoundGemm(Bound):

@@ -348,6 +348,14 @@ def test_nan_input_falls_back_to_reference(tmp_path):
     np.testing.assert_array_equal(s.run(None, {"x": x})[0], r.run(None, {"x": x})[0])
     s2 = Session(model, num_threads=1, plan=False)
     np.testing.assert_array_equal(s2.run(None, {"x": x})[0], r.run(None, {"x": x})[0])
+    # the plan's native steps call the reference for the node, in its loop and when profiled,
+    # and a finite input afterwards runs natively again
+    np.testing.assert_array_equal(s.run(None, {"x": x}, profile=True)[0], r.run(None, {"x": x})[0])
+    (pool,) = [p for p in s._plans.values() if p is not None]
+    dq = [st for st in pool._idle[0].steps if st[0].op_type == "DynamicQuantizeMatMul"]
+    assert dq and all(isinstance(st[1][0], _native.Bound) and st[1][0].fallback is not None for st in dq)
+    x[0, 1, 3] = 0.5
+    np.testing.assert_array_equal(s.run(None, {"x": x})[0], r.run(None, {"x": x})[0])
 
 
 @needs_onnx
