@@ -30,7 +30,8 @@ cdef class BoundDynq(Bound):
     into acc and the dequantizing pass (qk_dynquant.h) writes y. With ``x`` None, q
     already holds the activations and sa / za their parameters (com.microsoft
     MatMulIntegerToFloat). ``status`` after a run: DYNQ_OK, or DYNQ_NONFINITE /
-    DYNQ_RANGE (nothing computed: the caller raises or falls back)."""
+    DYNQ_RANGE (nothing computed: the caller raises or falls back; in a StepLoop the
+    bound ``fallback``)."""
     cdef const float *x
     cdef Py_ssize_t x_stride
     cdef size_t M, K, N, acc_stride, y_stride
@@ -54,10 +55,12 @@ cdef class BoundDynq(Bound):
 
     cdef void execute(self) noexcept nogil:
         self.status = 0
+        self.failed = 0
         if self.x != NULL and self.M:
             self.status = qk_dynq_quantize(self.fns.minmax, self.qrow, self.M, self.K, self.x, self.x_stride,
                                            self.per_row, self.q, self.sa, self.za)
             if self.status:
+                self.failed = 1
                 return
         if self.M == 0 or self.N == 0:
             return

@@ -270,7 +270,7 @@ cdef class BoundBatchedGemm(Bound):
     cdef const Py_ssize_t *bo
     cdef const Py_ssize_t *co
     cdef char *buf
-    cdef size_t batch, M, K, N, a_bytes, b_bytes
+    cdef size_t batch, M, K, N, a_bytes, b_bytes, m_direct
     cdef Py_ssize_t sam, sak, sbk, sbn, c_stride
     cdef int nt
 
@@ -290,9 +290,16 @@ cdef class BoundBatchedGemm(Bound):
     cdef inline void _one(self, Py_ssize_t i, char *pa) noexcept nogil:
         cdef const qk_ukernel *k = self.k
         cdef char *pb = pa + self.a_bytes
+        cdef const char *a = self.a + self.ao[i]
+        cdef char *c = self.c + self.co[i]
+        cdef size_t m_direct = self.m_direct
         qk_pack_b(k.b_pack, k.nr, k.kr, self.K, self.N, self.b + self.bo[i], 0, self.sbk, self.sbn, NULL, pb, NULL)
-        qk_pack_a(k.a_pack, k.mr, k.kr, self.M, self.K, self.a + self.ao[i], 0, self.sam, self.sak, 0, pa, NULL)
-        qk_gemm_block(k, self.K, 0, self.M, 0, self.N, pa, pb, &self.p, self.c + self.co[i], self.c_stride)
+        if m_direct:        # A's full panels read in place, its last rows packed
+            qk_gemm_block(k, self.K, 0, m_direct, 0, self.N, a, pb, &self.p, c, self.c_stride)
+        if m_direct < self.M:
+            qk_pack_a(k.a_pack, k.mr, k.kr, self.M - m_direct, self.K, a + <Py_ssize_t>m_direct * self.sam, 0,
+                      self.sam, self.sak, 0, pa, NULL)
+            qk_gemm_block(k, self.K, m_direct, self.M, 0, self.N, pa, pb, &self.p, c, self.c_stride)
 
 
 def gemm_float_batched(int kid, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, cnp.ndarray a_off,
@@ -318,6 +325,10 @@ def gemm_float_batched(int kid, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, c
     g.p.flo, g.p.fhi = -np.inf, np.inf
     g.k, g.batch, g.M, g.K, g.N = k, a_off.shape[0], M, K, N
     g.sam, g.sak, g.sbk, g.sbn, g.c_stride = sam, sak, sbk, sbn, c_stride
+    # float32 rows of K values one after another are their own row-major A panels (as
+    # BoundGemm's m_direct): attention's weights times V no longer copy the weights per head
+    g.m_direct = M // k.mr * k.mr if (k.a_pack == (QK_PACK_F32_ROWS | QK_PACK_SRC_F32) and sak == 4 and
+                                      sam == <Py_ssize_t>(4 * K)) else 0
     g.a, g.b, g.c = <const char *>_ptr(a), <const char *>_ptr(b), <char *>_ptr(out)
     g.ao, g.bo, g.co = <const Py_ssize_t *>_ptr(a_off), <const Py_ssize_t *>_ptr(b_off), <const Py_ssize_t *>_ptr(c_off)
     g.a_bytes = (qk_packed_a_bytes(k.a_pack, k.mr, k.kr, M, K) + 63) // 64 * 64
@@ -345,8 +356,13 @@ cdef class Bound:
     """A native call bound to fixed arrays (what a graph plan keeps per node): ``execute``
     runs it without the GIL and cannot fail (everything was checked and allocated when
     it was bound). ``run()`` (or calling the object) runs it once and returns its output
-    array; :class:`StepLoop` runs a list of them. Not for two threads at once."""
+    array; :class:`StepLoop` runs a list of them. Not for two threads at once. A call
+    that can find its input unfit (dynamic quantization's NaN) sets ``failed`` in
+    ``execute``; StepLoop then calls its ``fallback`` (a Python callable that computes
+    the output another way) before the next step."""
     cdef object out
+    cdef int failed
+    cdef public object fallback
 
     cdef void execute(self) noexcept nogil:
         pass
@@ -360,6 +376,8 @@ cdef class Bound:
     def __call__(self):
         with nogil:
             self.execute()
+        if self.failed and self.fallback is not None:
+            self.fallback()
 
 
 cdef class StepLoop:
@@ -400,6 +418,7 @@ cdef class StepLoop:
     def run(self):
         cdef Py_ssize_t i = 0, j, k, n = self.n
         cdef void **native = self.native
+        cdef Bound b
         while i < n:
             if native[i] == NULL:
                 self.steps[i]()
@@ -408,10 +427,19 @@ cdef class StepLoop:
             j = i
             while j < n and native[j] != NULL:
                 j += 1
+            k = i
             with nogil:
-                for k in range(i, j):
+                while k < j:
                     (<Bound>native[k]).execute()
-            i = j
+                    k += 1
+                    if (<Bound>native[k - 1]).failed:
+                        break
+            b = <Bound>native[k - 1]
+            if b.failed:
+                if b.fallback is None:
+                    raise RuntimeError(f"step {k - 1} failed and has no fallback")
+                b.fallback()
+            i = k
 
 
 cdef class BoundGemm(Bound):

@@ -30,6 +30,11 @@ cdef extern from "qk_reduce.h" nogil:
     void qk_layernorm_f32(const float *x, size_t rows, size_t n, Py_ssize_t xr, Py_ssize_t xc, const float *scale,
                           Py_ssize_t ss, const float *bias, Py_ssize_t bs, double eps, float *y, Py_ssize_t yr,
                           Py_ssize_t yc, float *mean, Py_ssize_t ms, float *inv, Py_ssize_t is_)
+    ctypedef void (*qk_layernorm_f32_fn)(const float *x, size_t rows, size_t n, Py_ssize_t xr, Py_ssize_t xc,
+                                         const float *scale, Py_ssize_t ss, const float *bias, Py_ssize_t bs,
+                                         double eps, float *y, Py_ssize_t yr, Py_ssize_t yc, float *mean,
+                                         Py_ssize_t ms, float *inv, Py_ssize_t is_) noexcept nogil
+    qk_layernorm_f32_fn qk_layernorm_f32_for_isa(int isa)
     void qk_layernorm_f16(const uint16_t *x, size_t rows, size_t n, Py_ssize_t xr, Py_ssize_t xc,
                           const uint16_t *scale, Py_ssize_t ss, const uint16_t *bias, Py_ssize_t bs, double eps,
                           uint16_t *y, Py_ssize_t yr, Py_ssize_t yc, float *mean, Py_ssize_t ms, float *inv,
@@ -234,6 +239,7 @@ cdef class BoundLayerNorm(Bound):
     cdef void *yp
     cdef float *mp
     cdef float *ip
+    cdef qk_layernorm_f32_fn fn
     cdef object keep
 
     cdef void execute(self) noexcept nogil:
@@ -242,17 +248,18 @@ cdef class BoundLayerNorm(Bound):
                              <const uint16_t *>self.sp, self.ss, <const uint16_t *>self.bp, self.bs, self.eps,
                              <uint16_t *>self.yp, self.yr, self.yc, self.mp, self.ms, self.ip, self.is_)
         else:
-            qk_layernorm_f32(<const float *>self.xp, self.rows, self.n, self.xr, self.xc, <const float *>self.sp,
-                             self.ss, <const float *>self.bp, self.bs, self.eps, <float *>self.yp, self.yr, self.yc,
-                             self.mp, self.ms, self.ip, self.is_)
+            self.fn(<const float *>self.xp, self.rows, self.n, self.xr, self.xc, <const float *>self.sp,
+                    self.ss, <const float *>self.bp, self.bs, self.eps, <float *>self.yp, self.yr, self.yc,
+                    self.mp, self.ms, self.ip, self.is_)
 
 
 def layer_norm(cnp.ndarray x, cnp.ndarray scale, object bias, double eps, cnp.ndarray y, object mean=None,
-               object inv_std=None, bint bind=False):
+               object inv_std=None, bint bind=False, int isa=0):
     """LayerNormalization of the rows of x (rows, n), float32 or float16, any strides,
     into y (rows, n) of its dtype: float64 row statistics (two passes), the result
     rounded once (qk_reduce.h). scale, bias (or None): (n,) of x's dtype; mean, inv_std
-    (or None): (rows,) float32 outputs. Returns y, or the bound call when ``bind``."""
+    (or None): (rows,) float32 outputs. ``isa``: the path (QK_ISA_*; float32 rows take its
+    build of the loops, the same bits on every one). Returns y, or the bound call when ``bind``."""
     if x.ndim != 2 or x.dtype not in (np.float32, np.float16) or y.ndim != 2 or y.shape[0] != x.shape[0] or \
             y.shape[1] != x.shape[1] or x.shape[1] == 0:
         raise ValueError("x, y: (rows, n > 0) float32 or float16 arrays of one shape")
@@ -268,6 +275,7 @@ def layer_norm(cnp.ndarray x, cnp.ndarray scale, object bias, double eps, cnp.nd
             _check_out(v, np.float32, name)
     cdef BoundLayerNorm b = BoundLayerNorm.__new__(BoundLayerNorm)
     b.rows, b.n, b.eps, b.f16 = rows, n, eps, x.dtype == np.float16
+    b.fn = qk_layernorm_f32_for_isa(isa)
     b.xr, b.xc, b.yr, b.yc = _elem_stride(x, 0), _elem_stride(x, 1), _elem_stride(y, 0), _elem_stride(y, 1)
     b.xp, b.yp, b.sp, b.ss = _ptr(x), _ptr(y), _ptr(scale), _elem_stride(scale, 0)
     if bias is not None:

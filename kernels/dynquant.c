@@ -80,10 +80,26 @@ void QK_DYNQ_NAME(qk_dq_rows)(size_t m, size_t n, const int32_t *acc, size_t acc
 int qk_minmax_avx2(size_t n, const float *x, float *mn, float *mx);
 void qk_dq_rows_avx2(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const float *sa, const int32_t *za,
                      int per_row, const int32_t *cb, const float *sw, const float *bias, float *y, size_t y_stride);
+#define QK_DYNQ_DECLARE(SUFFIX)                                                                                    \
+    int qk_minmax_##SUFFIX(size_t n, const float *x, float *mn, float *mx);                                        \
+    void qk_dq_rows_##SUFFIX(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const float *sa,           \
+                             const int32_t *za, int per_row, const int32_t *cb, const float *sw, const float *bias, \
+                             float *y, size_t y_stride);
+QK_DYNQ_DECLARE(avx512)
+QK_DYNQ_DECLARE(avx512_emu)
 #endif
 
 qk_dynq_fns qk_dynq_for_isa(int isa) {
     qk_dynq_fns f;
+#if defined(__x86_64__)
+    /* AVX-512: the same loops in 16 lanes (the emulated path: that C in AVX2) */
+    if (isa == QK_ISA_AVX512VNNI || isa == QK_ISA_AVX512VNNI_EMU) {
+        const int emu = isa == QK_ISA_AVX512VNNI_EMU;
+        f.minmax = emu ? qk_minmax_avx512_emu : qk_minmax_avx512;
+        f.dq_rows = emu ? qk_dq_rows_avx512_emu : qk_dq_rows_avx512;
+        return f;
+    }
+#endif
     f.minmax = QK_PICK_AVX2(isa, qk_minmax_avx2, qk_minmax_scalar);
     f.dq_rows = QK_PICK_AVX2(isa, qk_dq_rows_avx2, qk_dq_rows_scalar);
     return f;

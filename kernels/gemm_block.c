@@ -15,8 +15,14 @@ static inline size_t round_up(size_t x, size_t q) { return (x + q - 1) / q * q; 
  * no longer costs a 12-row tile (nor did a 16-row fp32 one's last 4 rows: the test once
  * missed the fp32 kernels' QK_PACK_SRC_F32 bit, and they paid 24 rows for 16). */
 static const qk_ukernel *narrowest(const qk_ukernel *kern, size_t mc) {
+    /* the last answer of this thread kept (the registry never changes): the scan was 8 % of
+       a 16-token attention's batched products, one per head */
+    static _Thread_local const qk_ukernel *last_kern, *last_best;
+    static _Thread_local size_t last_mc;
+    if (kern == last_kern && mc == last_mc) return last_best;
     const qk_ukernel *best = kern;
     const int pack = kern->a_pack & ~QK_PACK_SRC_F32;   /* fp16 and fp32 sources */
+    last_kern = kern, last_mc = mc, last_best = kern;
     if (pack != QK_PACK_F32_ROWS && pack != QK_PACK_U8) return kern;
     for (int i = 0, n = qk_ukernel_count(); i < n; i++) {
         const qk_ukernel *u = qk_ukernel_get(i);
@@ -26,6 +32,7 @@ static const qk_ukernel *narrowest(const qk_ukernel *kern, size_t mc) {
             (size_t)u->mr >= mc && u->mr < best->mr)
             best = u;
     }
+    last_best = best;
     return best;
 }
 

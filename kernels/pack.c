@@ -55,13 +55,19 @@ static void pack_panel_float(int pack, int tile, size_t rows, size_t k, const vo
     uint16_t *h = (uint16_t *)dst;
 
     if (src_f32) {   /* float32 source into float panels (QK_PACK_F32) */
-        for (size_t kk = 0; kk < (k ? k : 1); kk++)
-            for (int r = 0; r < tile; r++) {
-                float v = 0.0f;
-                if ((size_t)r < rows && kk < k)
-                    memcpy(&v, (const char *)src + (ptrdiff_t)r * stride_row + (ptrdiff_t)kk * stride_k, 4);
-                f[kk * tile + r] = v;
+        /* the padding zeroed first, then the values copied without a test per value: a k
+           step of contiguous values as one copy (attention's V per head), or each source
+           row along k (K transposed): packing was half of a 16-token attention's products */
+        if ((size_t)tile > rows || k == 0) memset(f, 0, (k ? k : 1) * (size_t)tile * sizeof(float));
+        if (stride_row == 4) {
+            for (size_t kk = 0; kk < k; kk++)
+                memcpy(f + kk * (size_t)tile, (const char *)src + (ptrdiff_t)kk * stride_k, rows * sizeof(float));
+        } else {
+            for (size_t r = 0; r < rows; r++) {
+                const char *row = (const char *)src + (ptrdiff_t)r * stride_row;
+                for (size_t kk = 0; kk < k; kk++) memcpy(f + kk * (size_t)tile + r, row + (ptrdiff_t)kk * stride_k, 4);
             }
+        }
         return;
     }
     for (size_t kk = 0; kk < (k ? k : 1); kk++) {

@@ -130,6 +130,35 @@ def test_dynamic_matmul_exact(isa, ref, m, k, n, mode, wdt, per_col, with_bias, 
     np.testing.assert_array_equal(qk.dynamic_matmul(x, wq, bias, per_row=per_row), want)
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), top=st.sampled_from([255.0, 31.875, 1.0, 3.3e-35, 7.7e30, 100.0]),
+       rows=st.sampled_from([1, 2, 3]), k=st.sampled_from([63, 64, 65, 128, 200]), per_row=st.booleans(),
+       nudge=st.sampled_from([0, 1, 2, 3]))
+def test_quantize_near_half_integers(isa, ref, seed, top, rows, k, per_row, nudge):
+    """Activations on and within a few float32 steps of x / scale = j + 1/2 (the AVX-512
+    path's quantizing row multiplies by the reciprocal and redoes a block with the division
+    when a product lies that near; rows past its blocks of 64), at scales from tiny to huge:
+    the bytes of DynamicQuantizeLinear, per tensor and per row."""
+    rng = np.random.default_rng(seed)
+    scale = F32(F32(top) / F32(255))
+    j = rng.integers(0, 255, (rows, k)).astype(F32)     # x / scale in [0.5, 254.5]: the range stays [0, top]
+    x = (j + F32(0.5)) * scale
+    for step in range(nudge):           # some values a step up or down
+        pick = rng.random((rows, k)) < 0.3
+        x = np.where(pick, np.nextafter(x, np.where(rng.random((rows, k)) < 0.5, np.inf, -np.inf).astype(F32)), x)
+    x = x.astype(F32)
+    x[:, 0], x[:, 1] = F32(top), F32(0)      # each row's range [0, top]: the scale above
+    n = 5
+    w, sw, zw, wq = weights(rng, k, n, np.int8, True)
+    want, q, sa, za, _ = y_ref(ref, x, w, sw, zw, None, per_row)
+    y = np.empty((rows, n), F32)
+    call = _dynamic.DynamicCall(qk.pack_weights(wq), x, y, None, per_row)
+    call.run()
+    np.testing.assert_array_equal(call.q, q)
+    np.testing.assert_array_equal(call.sa, sa)
+    np.testing.assert_array_equal(y, want)
+
+
 def test_int32_sums_per_tensor(isa, ref):
     """Per tensor the int32 sums are never stored: with weight scale 1 and sa 1 (x already
     integers 0..255, zero point 0: max 255 -> scale 1) y is float32(acc) itself, exact."""
@@ -319,6 +348,14 @@ def test_nan_input_falls_back_to_reference(tmp_path):
     np.testing.assert_array_equal(s.run(None, {"x": x})[0], r.run(None, {"x": x})[0])
     s2 = Session(model, num_threads=1, plan=False)
     np.testing.assert_array_equal(s2.run(None, {"x": x})[0], r.run(None, {"x": x})[0])
+    # the plan's native steps call the reference for the node, in its loop and when profiled,
+    # and a finite input afterwards runs natively again
+    np.testing.assert_array_equal(s.run(None, {"x": x}, profile=True)[0], r.run(None, {"x": x})[0])
+    (pool,) = [p for p in s._plans.values() if p is not None]
+    dq = [st for st in pool._idle[0].steps if st[0].op_type == "DynamicQuantizeMatMul"]
+    assert dq and all(isinstance(st[1][0], _native.Bound) and st[1][0].fallback is not None for st in dq)
+    x[0, 1, 3] = 0.5
+    np.testing.assert_array_equal(s.run(None, {"x": x})[0], r.run(None, {"x": x})[0])
 
 
 @needs_onnx

@@ -415,6 +415,48 @@ def test_layer_norm_against_float64_and_views(case, dtype, with_bias, view, perm
     np.testing.assert_array_equal(got["i"].reshape(-1), inv)
 
 
+def _ln_isas():
+    import qkernels
+    from qkernels import _dispatch
+    got = {}
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+        with qkernels.use_isa(isa):
+            got.setdefault(_dispatch.isa_index(), isa)
+    return sorted(got)
+
+
+@pytest.mark.parametrize("isa", _ln_isas())
+@SETTINGS
+@given(rows=st.sampled_from([1, 2, 5, 16]), n=st.sampled_from([1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 384, 385]),
+       seed=st.integers(0, 2 ** 31), with_bias=st.booleans(), strided=st.sampled_from(["none", "x", "scale", "y"]),
+       big=st.sampled_from([0.0, 1e-30, 1.0, 1e30]), stats=st.booleans())
+def test_layer_norm_every_build_same_bits(isa, rows, n, seed, with_bias, strided, big, stats):
+    """The float32 LayerNorm of every ISA build (AVX2, AVX-512, emulated: the compiler's
+    vectorisation of the same float64 loops; contiguous rows take a copy of the loops with
+    unit strides) gives the portable build's bits, on contiguous rows and on views with
+    any one operand strided (the general loops)."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, n)) * (big or 1) + rng.choice([0.0, 3.0])).astype(np.float32)
+    if big == 0.0:
+        x[:] = np.float32(rng.standard_normal())      # a constant row: variance 0, inv = 1/sqrt(eps)
+    scale = rng.standard_normal(n).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    if strided == "x":
+        x = np.repeat(x, 2, axis=1)[:, ::2]
+    if strided == "scale":
+        scale = np.repeat(scale, 3)[::3]
+        bias = None if bias is None else np.repeat(bias, 3)[::3]
+
+    def run(i):
+        y = np.full((rows, 2 * n), np.nan, np.float32)[:, ::2] if strided == "y" else np.empty((rows, n), np.float32)
+        mean, inv = (np.empty(rows, np.float32), np.empty(rows, np.float32)) if stats else (None, None)
+        _native.layer_norm(x, scale, bias, float(np.float32(1e-5)), y, mean, inv, isa=i)
+        return [a.view(np.uint32) for a in (np.ascontiguousarray(y), mean, inv) if a is not None]
+
+    for got, want in zip(run(isa), run(0)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_layer_norm_bad_input():
     x = np.zeros((2, 3), np.float32)
     s = np.ones(3, np.float32)

@@ -348,6 +348,44 @@ def test_batched_matmul_vs_float64(isa, dtype, shapes, seed, view):
     assert np.all(np.abs(got.astype(np.float64) - want) <= bound + 1e-30)
 
 
+@pytest.mark.parametrize("isa", ISA_NAMES)
+@given(k=st.integers(0, 70), n=st.integers(1, 70), seed=st.integers(0, 999),
+       view=st.sampled_from(["plain", "transposed", "steps", "reversed", "both"]))
+@settings(max_examples=20, deadline=None)
+def test_float32_b_panels_are_the_layout(isa, k, n, seed, view):
+    """fp32 B packed from any view (one copy per k step when a step's values are
+    contiguous, else each source row along K; the padding zeroed first) is the panel
+    layout itself: NR columns per panel, k-major, zero padded; K = 0: one step of zeros.
+    The bits of every value kept (NaN payloads, -0.0)."""
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2 ** 32, (k, n), dtype=np.uint64).astype(np.uint32)
+    b = bits.view(np.float32)
+    if view == "transposed":
+        b = np.ascontiguousarray(b.T).T
+    elif view == "steps":
+        big = np.zeros((2 * k, 3 * n), np.float32)
+        big[::2, ::3] = b
+        b = big[::2, ::3]
+    elif view == "reversed":
+        b = np.ascontiguousarray(b[::-1, ::-1])[::-1, ::-1]
+    elif view == "both":
+        b = np.ascontiguousarray(b[::-1].T).T[::-1]
+    assert np.array_equal(b.view(np.uint32), bits)
+    with qkernels.use_isa(isa):
+        kid = _float._kernel(1, np.float32)
+    info = _native.kernel_info(kid)
+    nr = info[3]
+    if info[6] & 0x0f != 3:          # (only the QK_PACK_F32 panels: k-major floats)
+        pytest.skip("not a k-major float32 panel kernel")
+    packed = _native.pack_b(kid, b, False, np.zeros(n, np.int32))[0].view(np.uint32)
+    panels = -(-n // nr)
+    want = np.zeros((panels, max(k, 1), nr), np.uint32)
+    padded = np.zeros((max(k, 1), panels * nr), np.uint32)
+    padded[:k, :n] = bits
+    want[:] = padded.reshape(max(k, 1), panels, nr).transpose(1, 0, 2)
+    np.testing.assert_array_equal(packed, want.reshape(-1))
+
+
 def test_batched_matmul_extremes_and_errors():
     a = np.array([[[np.inf, 1.0], [np.nan, 0.0], [3e38, 3e38]]], np.float32)
     b = np.array([[[1.0], [1.0]]], np.float32)
@@ -435,6 +473,39 @@ def test_masked_softmax_kernel(isa, dtype, mask_kind, b, h, t, div, seed, big):
         _native.softmax_masked(0, x.reshape(-1), m, off, step, y0.reshape(-1), off.size, t, float(s), div)
         np.testing.assert_array_equal(y.view(np.uint16 if dtype == np.float16 else np.uint32),
                                       y0.view(np.uint16 if dtype == np.float16 else np.uint32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@given(t=st.sampled_from([31, 32, 33, 47, 63, 64, 65, 96, 128, 130]), rows=st.integers(1, 4),
+       seed=st.integers(0, 2 ** 31), special=st.sampled_from([None, np.nan, np.inf, -np.inf, 0.0, -0.0]),
+       where=st.sampled_from(["body", "tail", "both", "all"]), log=st.booleans())
+@settings(max_examples=25, deadline=None)
+def test_softmax_row_max_every_build(isa, t, rows, seed, special, where, log):
+    """The row maximum of every build (AVX-512: 32 values a step, the tail after them) gives
+    the portable build's bits: NaN in the body or in the tail (the lanes' NaN), infinities,
+    +0 / -0 ties; masked and plain softmax, log softmax."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 4, (rows, t)).astype(np.float32)
+    if special is not None:
+        cols = {"body": [int(rng.integers(0, 32))], "tail": [t - 1], "both": [0, t - 1], "all": list(range(t))}[where]
+        x[:, cols] = np.float32(special)
+    if special == 0.0 and where == "all":
+        x[:, ::2] = np.float32(-0.0)
+    mask = np.zeros(t, np.float32)
+    off = np.zeros(rows, np.int64)
+
+    def masked(i):
+        y = np.empty_like(x)
+        _native.softmax_masked(i, x.reshape(-1), mask, off, 1, y.reshape(-1), rows, t, 0.125, False)
+        return y.view(np.uint32)
+
+    def plain(i):
+        y = np.empty_like(x)
+        _native.softmax(i, x.reshape(-1), y.reshape(-1), rows, t, log)
+        return y.view(np.uint32)
+
+    np.testing.assert_array_equal(masked(isa), masked(0))
+    np.testing.assert_array_equal(plain(isa), plain(0))
 
 
 def test_masked_softmax_specials_and_errors():

@@ -112,6 +112,9 @@ def _make_dynamic_matmul(node: Node, graph: Graph):
             return None
         scope = {name: v for name, v in zip(node.inputs, ins) if name}
         bound = call.bound
+        if dynamic:     # a native step of the plan's loop; activations it cannot quantize: the reference
+            bound.fallback = lambda: np.copyto(y, run_node(node, scope)[result])
+            return bound
 
         def step():
             try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ... import _native
+from ... import _dispatch, _native
 from ..ir import Graph, Node
 from . import cpu
 from .cpu import _F16, _F32, _INT8, Runner, _NotServed, _QParams, _const, _fallback, _inputs, kernel
@@ -275,7 +275,7 @@ def _make_layer_norm(node: Node, graph: Graph) -> Runner | None:
         mean = np.empty(stat, np.float32) if names[1] else None
         inv = np.empty(stat, np.float32) if names[2] else None
         _native.layer_norm(x2, s, b, eps, y.reshape(x2.shape), None if mean is None else mean.reshape(-1),
-                           None if inv is None else inv.reshape(-1))
+                           None if inv is None else inv.reshape(-1), isa=_dispatch.isa_index())
         return {k: v for k, v in zip(names, (y, mean, inv)) if k}
 
     def bind(ins, outs):
@@ -296,6 +296,6 @@ def _make_layer_norm(node: Node, graph: Graph) -> Runner | None:
             if r is None:
                 return None
             stats.append(r[:, 0])
-        return _native.layer_norm(x2, s, b, eps, y2, stats[0], stats[1], bind=True)
+        return _native.layer_norm(x2, s, b, eps, y2, stats[0], stats[1], bind=True, isa=_dispatch.isa_index())
     run.bind = bind
     return _fallback(node, graph, run)

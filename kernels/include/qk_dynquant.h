@@ -26,7 +26,7 @@ typedef void (*qk_dq_rows_fn)(size_t m, size_t n, const int32_t *acc, size_t acc
                               float *y, size_t y_stride);
 
 typedef struct { qk_minmax_fn minmax; qk_dq_rows_fn dq_rows; } qk_dynq_fns;
-/* The portable loops, or the same C compiled for AVX2 on the x86 paths that have it. */
+/* The portable loops, or the same C compiled for AVX2 (AVX-512) on the x86 paths that have it. */
 qk_dynq_fns qk_dynq_for_isa(int isa);
 
 /* DynamicQuantizeLinear's scale and zero point of a range [mn, mx]; returns nonzero when

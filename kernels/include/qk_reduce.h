@@ -36,6 +36,12 @@ size_t qk_reduce_acc_size(const qk_reduce_geom *g);
 void qk_layernorm_f32(const float *x, size_t rows, size_t n, ptrdiff_t xr, ptrdiff_t xc, const float *scale,
                       ptrdiff_t ss, const float *bias, ptrdiff_t bs, double eps, float *y, ptrdiff_t yr, ptrdiff_t yc,
                       float *mean, ptrdiff_t ms, float *inv, ptrdiff_t is);
+/* The float32 LayerNorm of an ISA path (QK_ISA_*): the same bits on every one. */
+typedef void (*qk_layernorm_f32_fn)(const float *x, size_t rows, size_t n, ptrdiff_t xr, ptrdiff_t xc,
+                                    const float *scale, ptrdiff_t ss, const float *bias, ptrdiff_t bs, double eps,
+                                    float *y, ptrdiff_t yr, ptrdiff_t yc, float *mean, ptrdiff_t ms, float *inv,
+                                    ptrdiff_t is);
+qk_layernorm_f32_fn qk_layernorm_f32_for_isa(int isa);
 void qk_layernorm_f16(const uint16_t *x, size_t rows, size_t n, ptrdiff_t xr, ptrdiff_t xc, const uint16_t *scale,
                       ptrdiff_t ss, const uint16_t *bias, ptrdiff_t bs, double eps, uint16_t *y, ptrdiff_t yr,
                       ptrdiff_t yc, float *mean, ptrdiff_t ms, float *inv, ptrdiff_t is);
