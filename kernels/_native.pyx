@@ -501,13 +501,14 @@ cdef class BoundGemm(Bound):
             n_blocks = (n_blocks + nthreads - 1) // nthreads * nthreads
             nc_panels = (n_panels + n_blocks - 1) // n_blocks
             n_blocks = (n_panels + nc_panels - 1) // nc_panels
-        # An fp32 convolution whose weights are one column block: row blocks of at most
-        # 24 KiB of A panels, so the panels gathered for a block are still in L1 when its
-        # tiles read them (measured, 1 thread, Xeon family 6 model 207: a 3x3 56x56x64
-        # convolution 7 % faster, 7x7/2 and 3x3/2 stems 4-10 %; with several column blocks
-        # the A block is reused across them from L2 and smaller blocks measured slower)
+        # An fp32 convolution whose weights are one column block, its A panels of at most
+        # 32 KiB: row blocks of at most 24 KiB of panels, so the panels gathered for a block
+        # are still in L1 when its tiles read them (measured, 1 thread, Xeon family 6 model
+        # 207: 3x3 convolutions of 16-64 channels to 64-96 5-7 % faster, the 7x7/2 stem 4 %;
+        # larger panels, or several column blocks (the A block reused across them from L2),
+        # measured alike or slower)
         cdef size_t l2_m_blocks = m_blocks    # (the tile order below weighs L2-sized blocks)
-        if conv is not None and n_blocks == 1 and k.dtype == QK_DTYPE_F32:
+        if conv is not None and n_blocks == 1 and k.dtype == QK_DTYPE_F32 and kp * mr * a_elem <= 32 * 1024:
             mc_panels = max(1, min(mc_panels, (24 * 1024) // max(1, kp * mr * a_elem)))
             m_blocks = (m_panels + mc_panels - 1) // mc_panels
         self.m_panels, self.mc_panels, self.nc_panels = m_panels, mc_panels, nc_panels

@@ -334,7 +334,8 @@ def test_fp32_conv_row_blocks_give_the_bits_of_one_thread_and_a_copy(cg, o, hw, 
     """fp32 convolutions of one column block of weights gather their patches in row blocks
     sized for L1 (kernels/_native.pyx, BoundGemm): within the contract against float64,
     and the same bits at 1, 2 and 3 threads and from a strided view as from its contiguous
-    copy (K past a 12-row panel's 24 KiB: 7 x 7 x 64), residual and ReLU fused or not."""
+    copy (K on both sides of the 32 KiB panels that take them: 3 x 3 x 64, 7 x 7 x 64),
+    residual and ReLU fused or not."""
     rng = np.random.default_rng(seed)
     h, w_ = hw
     pad = k // 2
