@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import qkernels
@@ -324,3 +324,53 @@ def test_a_last_partial_panel_gives_the_bits_of_a_full_one(dtype, m):
             full = matmul(a, pw)
             np.testing.assert_array_equal(matmul(a[:m], pw), full[:m], err_msg=isa)
             np.testing.assert_array_equal(matmul(np.ascontiguousarray(a[-m:]), pw), full[-m:], err_msg=isa)
+
+
+@settings(max_examples=6 if SMALL else 15, deadline=None, database=None)
+@given(cg=st.sampled_from([1, 3, 17, 64]), o=st.sampled_from([1, 16, 31, 33, 64]),
+       hw=st.sampled_from([(1, 1), (7, 11), (13, 13), (29, 23)]), k=st.sampled_from([1, 3, 7]),
+       stride=st.integers(1, 2), fused=st.booleans(), seed=st.integers(0, 2**31))
+@example(cg=1, o=16, hw=(7, 11), k=1, stride=1, fused=True, seed=0)   # K = 1: the bound's rounding terms
+def test_fp32_conv_row_blocks_give_the_bits_of_one_thread_and_a_copy(cg, o, hw, k, stride, fused, seed):
+    """fp32 convolutions of one column block of weights gather their patches in row blocks
+    sized for L1 (kernels/_native.pyx, BoundGemm): within the contract against float64,
+    and the same bits at 1, 2 and 3 threads and from a strided view as from its contiguous
+    copy (K on both sides of the 32 KiB panels that take them: 3 x 3 x 64, 7 x 7 x 64),
+    residual and ReLU fused or not."""
+    rng = np.random.default_rng(seed)
+    h, w_ = hw
+    pad = k // 2
+    base = _rand(rng, (1, h + 3, 2 * w_, cg + 2), dtype=F32)
+    x = base[:, 1:h + 1, ::2, 1:cg + 1]                       # a strided view
+    wt = _rand(rng, (o, k, k, cg), 1 / np.sqrt(k * k * cg), F32)
+    bias = _rand(rng, (o,), dtype=F32)
+    pw = pack_conv_weights(wt, bias=bias)
+    ref, scale = conv_ref64(np.ascontiguousarray(x), wt, (stride, stride), (pad,) * 4, (1, 1), 1)
+    ref = ref + bias.astype(np.float64)
+    oh, ow = ref.shape[1:3]
+    res = _rand(rng, (1, oh, ow, o), dtype=F32) if fused else None
+    if fused:
+        ref = np.maximum(ref + res.astype(np.float64), 0)
+        # two more roundings (+ bias, + residual), each within 2^-24 of |sum| + |bias| + |res|
+        scale = scale + np.abs(bias.astype(np.float64)) + np.abs(res.astype(np.float64))
+    xd = np.ascontiguousarray(x)
+    for isa in PATHS:
+        with qkernels.use_isa(isa):
+            got = []
+            for threads, src in ((1, xd), (2, xd), (3, xd), (1, x)):
+                qkernels.set_num_threads(threads)
+                out = np.empty((1, oh, ow, o), F32)
+                try:
+                    calls = qkernels._float.bind_conv2d(src, pw, stride, pad, 1, "relu" if fused else None, out,
+                                                       residual=res)
+                except ValueError:   # a bound call reads channels in place: the view's are not adjacent
+                    continue
+                for call in calls:
+                    call.run()
+                got.append(out)
+            assert len(got) == 4, isa
+            if not fused:
+                got.append(conv2d(x, pw, stride=stride, padding=pad))
+            _check(got[0], ref, scale, k * k * cg, isa, "fp32 conv", F32)
+            for other in got[1:]:
+                np.testing.assert_array_equal(other.view(np.uint32), got[0].view(np.uint32), err_msg=isa)
