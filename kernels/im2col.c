@@ -9,38 +9,29 @@
 
 /* n <= 16 bytes from s to d, each xor flip: two overlapping moves of the largest
  * power of two within n (a 1-channel input's window row is 3 or 12 bytes: a loop, or a
- * call to memcpy or memset, cost more than the row). */
+ * call to memcpy or memset, cost more than the row): the first and the last sizeof(T)
+ * bytes of the n, each xor flip (they may overlap). */
+#define QK_COPY_TWO(T, ONES)                                                                  \
+    do {                                                                                      \
+        const T f = (T)(flip * (ONES));                                                       \
+        T lo, hi;                                                                             \
+        memcpy(&lo, s, sizeof(T));                                                            \
+        memcpy(&hi, s + n - sizeof(T), sizeof(T));                                            \
+        lo ^= f;                                                                              \
+        hi ^= f;                                                                              \
+        memcpy(d, &lo, sizeof(T));                                                            \
+        memcpy(d + n - sizeof(T), &hi, sizeof(T));                                            \
+    } while (0)
+
 static inline void copy_small(uint8_t *d, const uint8_t *s, size_t n, uint8_t flip) {
-    if (n >= 8) {
-        const uint64_t f = flip * 0x0101010101010101ull;
-        uint64_t a, b;
-        memcpy(&a, s, 8);
-        memcpy(&b, s + n - 8, 8);
-        a ^= f;
-        b ^= f;
-        memcpy(d, &a, 8);
-        memcpy(d + n - 8, &b, 8);
-    } else if (n >= 4) {
-        const uint32_t f = flip * 0x01010101u;
-        uint32_t a, b;
-        memcpy(&a, s, 4);
-        memcpy(&b, s + n - 4, 4);
-        a ^= f;
-        b ^= f;
-        memcpy(d, &a, 4);
-        memcpy(d + n - 4, &b, 4);
-    } else if (n >= 2) {
-        const uint16_t f = (uint16_t)(flip * 0x0101u);
-        uint16_t a, b;
-        memcpy(&a, s, 2);
-        memcpy(&b, s + n - 2, 2);
-        a ^= f;
-        b ^= f;
-        memcpy(d, &a, 2);
-        memcpy(d + n - 2, &b, 2);
-    } else if (n) {
+    if (n >= 8)
+        QK_COPY_TWO(uint64_t, 0x0101010101010101ull);
+    else if (n >= 4)
+        QK_COPY_TWO(uint32_t, 0x01010101u);
+    else if (n >= 2)
+        QK_COPY_TWO(uint16_t, 0x0101u);
+    else if (n)
         d[0] = (uint8_t)(s[0] ^ flip);
-    }
 }
 
 /* n bytes of value v at d: overlapping stores up to 16 bytes (a padded tap, a row's

@@ -106,6 +106,20 @@ MODES = ["normal", "positive", "negative", "zeros", "equal", "huge", "tiny", "ti
 DIM = st.sampled_from([1, 2, 3, 5, 7, 11, 12, 13, 17, 31, 32, 33, 47, 64, 65, 97])
 
 
+def _run_call(ref, x, w, sw, zw, wq, bias, per_row):
+    """One DynamicCall on x against the reference: the integer part (quantized activations,
+    their parameters) and y, bit for bit; returns (y wanted, the call)."""
+    want, q, sa, za, _ = y_ref(ref, x, w, sw, zw, bias, per_row)
+    y = np.empty((x.shape[0], w.shape[1]), F32)
+    call = _dynamic.DynamicCall(qk.pack_weights(wq), x, y, bias, per_row)
+    call.run()
+    np.testing.assert_array_equal(call.q, q)
+    np.testing.assert_array_equal(call.sa, sa)
+    np.testing.assert_array_equal(call.za, za)
+    np.testing.assert_array_equal(y, want)
+    return want, call
+
+
 # ------------------------------------------------------------------------------ kernel
 
 @given(m=DIM, k=DIM, n=DIM, mode=st.sampled_from(MODES), wdt=st.sampled_from([np.int8, np.uint8]),
@@ -115,14 +129,7 @@ def test_dynamic_matmul_exact(isa, ref, m, k, n, mode, wdt, per_col, with_bias, 
     x = activations(rng, (m, k), mode)
     w, sw, zw, wq = weights(rng, k, n, wdt, per_col)
     bias = rng.standard_normal(n).astype(F32) if with_bias else None
-    want, q, sa, za, _ = y_ref(ref, x, w, sw, zw, bias, per_row)
-    y = np.empty((m, n), F32)
-    call = _dynamic.DynamicCall(qk.pack_weights(wq), x, y, bias, per_row)
-    call.run()
-    # the integer part: quantized activations, their parameters, the int32 sums
-    np.testing.assert_array_equal(call.q, q)
-    np.testing.assert_array_equal(call.sa, sa)
-    np.testing.assert_array_equal(call.za, za)
+    want, call = _run_call(ref, x, w, sw, zw, wq, bias, per_row)
     if call.acc is not None:     # per row: the sums with A's zero point 0 (za * cb[n] enters later)
         zw_n = np.broadcast_to(np.asarray(zw, np.int64), (n,))
         np.testing.assert_array_equal(call.acc, ref.gemm_int32(call.q, w, 0, zw_n))
@@ -150,13 +157,7 @@ def test_quantize_near_half_integers(isa, ref, seed, top, rows, k, per_row, nudg
     x[:, 0], x[:, 1] = F32(top), F32(0)      # each row's range [0, top]: the scale above
     n = 5
     w, sw, zw, wq = weights(rng, k, n, np.int8, True)
-    want, q, sa, za, _ = y_ref(ref, x, w, sw, zw, None, per_row)
-    y = np.empty((rows, n), F32)
-    call = _dynamic.DynamicCall(qk.pack_weights(wq), x, y, None, per_row)
-    call.run()
-    np.testing.assert_array_equal(call.q, q)
-    np.testing.assert_array_equal(call.sa, sa)
-    np.testing.assert_array_equal(y, want)
+    _run_call(ref, x, w, sw, zw, wq, None, per_row)
 
 
 def test_int32_sums_per_tensor(isa, ref):
