@@ -336,6 +336,26 @@ def test_add_sub_mul_int8(op, shape, broadcast, act, s1, z1, s2, z2, sy, zy, tie
     compare(model, seed=seed)
 
 
+@COMMON
+@given(op=st.sampled_from(["ADD", "SUB", "MUL"]), dtype=dtypes, n=st.integers(1, 40),
+       pattern=st.sampled_from(["same", "scalar", "scalar_first", "rows", "cols", "outer"]), act=acts,
+       s1=st.floats(0.05, 2.0), s2=st.floats(0.05, 2.0), sy=st.floats(1e-4, 0.02), z1=zps, z2=zps, zy=zps,
+       seed=st.integers(0, 2**16))
+def test_add_mul_results_beyond_int16_as_litert(op, dtype, n, pattern, act, s1, s2, sy, z1, z2, zy, seed):
+    """Output scales far below the inputs' (scaled results beyond 16 bits): LiteRT's vector
+    loop keeps 16-bit lanes before the output offset (ADD wraps, MUL saturates, then the
+    offset wraps), its scalar tail and SUB do not; its runs and blocks as
+    graph/backends/reference/tflite.py ``simd_body`` says, on every broadcast form."""
+    z1, z2, zy = shifted(dtype, z1, z2, zy)
+    sa, sb = {"same": ([2, n], [2, n]), "scalar": ([2, n], [1]), "scalar_first": ([1], [2, n]),
+              "rows": ([3, n], [1, n]), "cols": ([3, n], [3, 1]), "outer": ([2, 3, n], [2, 1, n])}[pattern]
+    out = list(np.broadcast_shapes(tuple(sa), tuple(sb)))
+    options = {"ADD": "AddOptions", "SUB": "SubOptions", "MUL": "MulOptions"}[op]
+    model = build([qt(sa, s1, z1, dtype), qt(sb, s2, z2, dtype), qt(out, sy, zy, dtype)],
+                  [(op, [0, 1], [2], (options, dict(FusedActivationFunction=act)))], [0, 1], [2])
+    compare(model, seed=seed)
+
+
 @pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS))
 @pytest.mark.parametrize("op", ["ADD", "SUB", "MUL"])
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
