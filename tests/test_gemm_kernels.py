@@ -247,6 +247,40 @@ def test_fixedpoint_requant_every_shift_kind(isa, mode, out_scale, ref):
         _check_equal(y.data, ref.requant(acc, mode, 1.0, 1.0, sy, 3, S8), f"{isa} {mode} scale {out_scale} N={n}")
 
 
+@given(log_scale=st.floats(min_value=-24.0, max_value=-1.0), spread=st.floats(min_value=1.0, max_value=1.99),
+       zy=st.integers(-128, 127), relu=st.booleans(), seed=st.integers(0, 2**16))
+@settings(max_examples=_examples(12), deadline=None)
+def test_tflite_requant_is_exact_on_every_sum_of_a_dense_range(isa, log_scale, spread, zy, relu, seed, ref):
+    """"tflite" (ties upward) requantization of every int32 sum in a dense range, per
+    column scales 2^log_scale * [1, spread): each step of the output is met by the sums
+    beside it, exact ties included (the AVX-512 stage's float32 route must hand every
+    sum within 2^-11 of a step to the 64-bit one). The tile stage on full 16-column
+    strips and the scalar tail (N = 50); against int64 arithmetic, itself checked
+    against the reference on a sample."""
+    rng = np.random.default_rng(seed)
+    d = np.arange(-128, 128)
+    a = np.stack(np.meshgrid(d, d, indexing="ij"), -1).reshape(-1, 2) + 128     # every (d1, d2)
+    n = 50
+    b = np.array([[1] * n, [127] * n], np.int8)
+    bias = rng.integers(-3000, 3000, n).astype(np.int32)
+    sb = (2.0 ** log_scale * rng.uniform(1.0, spread, n)).astype(np.float32)
+    y = matmul(QTensor(a.astype(np.uint8), 1.0, 128), _b_qtensor(b, np.zeros(n, np.int64), sb), bias=bias,
+               out_scale=1.0, out_zero_point=zy, out_dtype=S8, requant="tflite",
+               activation="relu" if relu else None)
+    acc = (a[:, :1] - 128) + 127 * (a[:, 1:] - 128) + bias.astype(np.int64)
+    params = [ref.fixedpoint_params(float(sb[j])) for j in range(n)]
+    m = np.array([p[0] for p in params], np.int64)
+    right = -np.array([p[1] for p in params], np.int64)
+    assert np.all(right >= 0)
+    off = (np.int64(1) << 30) + np.where(right > 0, np.int64(1) << (30 + np.maximum(right, 0)), 0)
+    lo = max(-128, zy) if relu else -128
+    want = np.clip(((acc * m + off) >> (31 + right)) + zy, lo, 127)
+    pick = rng.integers(0, acc.shape[0], 40)
+    np.testing.assert_array_equal(want[pick], ref.requant_fixedpoint(acc[pick].astype(np.int32), 1.0, sb, 1.0, zy,
+                                                                     lo, 127, ties_up=True))
+    _check_equal(y.data, want, f"{isa} tflite dense sums 2^{log_scale:.2f} zy={zy} relu={relu}")
+
+
 @pytest.mark.parametrize("out_dtype", [U8, S8], ids=["u8out", "s8out"])
 def test_fp32_requant_rounds_ties_half_to_even(isa, out_dtype, ref):
     """scale 1/2 on odd sums lands exactly on .5: ONNX rounds to even (0.5 -> 0, 1.5 -> 2, -2.5 -> -2)."""

@@ -9,6 +9,48 @@
 #include "qk_output.h"
 #include "qk_vnni.h"
 
+#if !defined(QK_VNNI_EMULATED)
+/* LiteRT's ties-up requantization of 16 columns whose right shifts s are all >= 2, in
+ * float32 with an exact check. Exactly, y = floor((v m + 2^30 + 2^(30+s)) / 2^(31+s)) =
+ * floor(v M + c), M = m 2^-(31+s) < 2^-s, c = 1/2 + 2^(-1-s): qk512_fixedpoint's one
+ * rounding of the 64-bit product. Here t- and t+ are fma(float(v), float(M), c + zy -+ e)
+ * with e = 2^-11: where the true t + zy is within 600 of zero, |acc M| < 860 and the three
+ * float32 roundings (v, M, the fma; c + zy's) move it by under 2^-12.5, so t- < t + zy < t+,
+ * and equal floors of t- and t+ are the exact result; beyond 600 both lie past the clamp on
+ * t's side (relative error 2^-22). A row whose floors differ somewhere (about 1 in 60
+ * rows at random: an integer within 2^-11) takes the 64-bit path. |t| < 2^29 + 2^9: no
+ * conversion overflows. Fewer port-0 operations than the 64-bit multiplies and shifts.
+ * Returns 0 (nothing stored) where some column has s < 2. */
+static int fixedpoint_up_f32(size_t mr, const int32_t *acc, size_t acc_stride, qk_v512 add, qk_v512 mult,
+                             qk_v512 rshift, const qk_out_params *p, char *row, size_t c_stride) {
+    if (_mm512_cmplt_epi32_mask(rshift, _mm512_set1_epi32(2)))
+        return 0;
+    const __m512 m = _mm512_scalef_ps(_mm512_cvtepi32_ps(mult),
+                                      _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_set1_epi32(-31), rshift)));
+    const __m512 c = _mm512_add_ps(_mm512_set1_ps(0.5f + (float)p->zero_point),
+                                   _mm512_scalef_ps(_mm512_set1_ps(1.0f), _mm512_cvtepi32_ps(
+                                       _mm512_sub_epi32(_mm512_set1_epi32(-1), rshift))));
+    const __m512 e = _mm512_set1_ps(1.0f / 2048);
+    const __m512 c_lo = _mm512_sub_ps(c, e), c_hi = _mm512_add_ps(c, e);
+    const __m512i lo = _mm512_set1_epi32(p->lo), hi = _mm512_set1_epi32(p->hi);
+    const __m512i lo_zp = _mm512_set1_epi32(p->lo - p->zero_point), hi_zp = _mm512_set1_epi32(p->hi - p->zero_point);
+    const __m512i zp = _mm512_set1_epi32(p->zero_point);
+    for (size_t i = 0; i < mr; i++, row += c_stride) {
+        const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(acc + acc_stride * i), add);
+        const __m512 vf = _mm512_cvtepi32_ps(v);
+        const __m512i f_lo = _mm512_cvt_roundps_epi32(_mm512_fmadd_ps(vf, m, c_lo), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        const __m512i f_hi = _mm512_cvt_roundps_epi32(_mm512_fmadd_ps(vf, m, c_hi), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        __m512i y;
+        if (__builtin_expect(_mm512_cmpneq_epi32_mask(f_lo, f_hi) != 0, 0))
+            y = _mm512_add_epi32(qk512_clamp_i32(qk512_fixedpoint(v, mult, rshift, 1), lo_zp, hi_zp), zp);
+        else
+            y = _mm512_min_epi32(_mm512_max_epi32(f_lo, lo), hi);
+        qk512_store_bytes(row, y);
+    }
+    return 1;
+}
+#endif
+
 void QK_VNNI_FN(qk_store_cols_avx512vnni)(size_t mr, size_t strips, const int32_t *acc, size_t acc_stride, size_t m0,
                                           size_t n0, const qk_out_params *p, void *c, size_t c_stride) {
     for (size_t s = 0; s < strips; s++, acc += 16, n0 += 16) {
@@ -55,6 +97,10 @@ void QK_VNNI_FN(qk_store_cols_avx512vnni)(size_t mr, size_t strips, const int32_
                                                                  lo_zp, hi_zp), zp));                  \
             }
             if (up) {
+#if !defined(QK_VNNI_EMULATED)
+                if (fixedpoint_up_f32(mr, acc, acc_stride, add, mult, rshift, p, row, c_stride))
+                    continue;
+#endif
                 QK_FIXEDPOINT_ROWS(1)
             } else {
                 QK_FIXEDPOINT_ROWS(0)
