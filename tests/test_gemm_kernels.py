@@ -110,6 +110,29 @@ def test_int32_sums_exact_on_tile_edge_shapes(isa, m, a_dtype, b_dtype, zb_kind,
             _check_equal(got, ref.gemm_int32(a, b, za, zb), f"{isa} M={m} N={n} K={k} za={za} zb={zb}")
 
 
+@given(m=st.integers(1, 30), k=st.sampled_from([1, 4, 5, 63, 64, 65, 127, 128, 129, 131, 200]),
+       n=st.sampled_from([1, 16, 33]), signed=st.booleans(), row_step=st.integers(1, 3),
+       col_step=st.sampled_from([1, 1, 2, -1]), seed=st.integers(0, 2**16))
+@settings(max_examples=_examples(60), deadline=None)
+def test_int8_rows_across_64_byte_packing_steps_on_views(isa, m, k, n, signed, row_step, col_step, seed, ref):
+    """A's rows packed in 64-byte steps (the AVX-512 packer: masked loads, zeros to K's
+    quad, rows past M zeros): K across each step, every M up past a 12-row panel, rows
+    of a strided view and columns stepped or reversed (the C loop), each against the
+    same call on a contiguous copy and the int64 reference; per-tensor zero-point-free B
+    (no row sums: the packer's case) and a per-column zero point (row sums)."""
+    rng = np.random.default_rng(seed)
+    dt = S8 if signed else U8
+    big = ref.random_q(rng, (m * row_step, abs(col_step) * k + 1), dt)
+    a = big[::row_step, :abs(col_step) * k:abs(col_step)]
+    a = a[:, ::-1] if col_step < 0 else a
+    b = ref.random_q(rng, (k, n), S8)
+    za = ref.random_zero_point(rng, dt)
+    for zb in (0, ref.random_zero_point(rng, S8, n)):
+        want = ref.gemm_int32(np.ascontiguousarray(a), b, za, zb)
+        _check_equal(matmul_integer(a, b, za, zb), want, f"{isa} view M={m} K={k} N={n} za={za}")
+        _check_equal(matmul_integer(np.ascontiguousarray(a), b, za, zb), want, f"{isa} copy M={m} K={k} N={n}")
+
+
 @pytest.mark.parametrize("a_dtype,b_dtype", DTYPE_PAIRS, ids=DTYPE_IDS)
 def test_extreme_values_and_zero_points_do_not_saturate_int16_pairs(isa, a_dtype, b_dtype, ref):
     """The vpmaddubsw trap: u8 255 x s8 -128 pairs (and every other corner) must stay exact."""
