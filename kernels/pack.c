@@ -84,14 +84,8 @@ static void pack_panel_float(int pack, int tile, size_t rows, size_t k, const vo
 void qk_pack_rows_u8_avx512(size_t rows, size_t mr, size_t k, size_t kp, const uint8_t *a, ptrdiff_t stride_m,
                             uint8_t flip, uint8_t *dst);
 
-static int has_avx512bw(void) {   /* cpuid once (it traps to the hypervisor in a VM) */
-    static int known = -1;
-    int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (v < 0) {
-        v = (qk_cpu_features() & (QK_CPU_AVX512F | QK_CPU_AVX512BW)) == (QK_CPU_AVX512F | QK_CPU_AVX512BW);
-        __atomic_store_n(&known, v, __ATOMIC_RELAXED);
-    }
-    return v;
+static int has_avx512bw(void) {
+    return (qk_cpu_features() & (QK_CPU_AVX512F | QK_CPU_AVX512BW)) == (QK_CPU_AVX512F | QK_CPU_AVX512BW);
 }
 #endif
 
