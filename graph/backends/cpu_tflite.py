@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from functools import partial
-
 from ... import _api, _conv, _dispatch, _native
 from ..._common import output_rows, rows_view
 from ..._qtensor import QTensor
@@ -288,8 +286,8 @@ def _make_binary(node: Node, graph: Graph) -> Runner | None:
     def bind(ins, outs):
         a, b, y = ins[0], ins[1], outs[0]
         op, ta, tb, *rest = served(a, b, y)
-        return partial(_native.tfl_binary, _dispatch.isa_index(), op, a.reshape(-1), b.reshape(-1), ta, tb, *rest,
-                       y.reshape(-1))
+        return _native.tfl_binary(_dispatch.isa_index(), op, a.reshape(-1), b.reshape(-1), ta, tb, *rest, y.reshape(-1),
+                                  bind=True)
     run.bind = bind
     return _fallback(node, graph, run)
 
