@@ -20,10 +20,11 @@
  * t's side (relative error 2^-22). A row whose floors differ somewhere (about 1 in 60
  * rows at random: an integer within 2^-11) takes the 64-bit path. |t| < 2^29 + 2^9: no
  * conversion overflows. Fewer port-0 operations than the 64-bit multiplies and shifts.
- * Returns 0 (nothing stored) where some column has s < 2. */
+ * Returns 0 (nothing stored) where some column has s < 2, or for under 8 rows (its setup
+ * costs about what it saves on 6: depthwise borders come one pixel at a time). */
 static int fixedpoint_up_f32(size_t mr, const int32_t *acc, size_t acc_stride, qk_v512 add, qk_v512 mult,
                              qk_v512 rshift, const qk_out_params *p, char *row, size_t c_stride) {
-    if (_mm512_cmplt_epi32_mask(rshift, _mm512_set1_epi32(2)))
+    if (mr < 8 || _mm512_cmplt_epi32_mask(rshift, _mm512_set1_epi32(2)))
         return 0;
     const __m512 m = _mm512_scalef_ps(_mm512_cvtepi32_ps(mult),
                                       _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_set1_epi32(-31), rshift)));
