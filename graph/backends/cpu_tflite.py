@@ -308,7 +308,6 @@ def _bound_python(fn, x, y):
     return lambda: np.copyto(y, fn(x))
 
 
-
 def _mean_general(sums: np.ndarray, n: int, z: int, params: tuple, dtype) -> np.ndarray | None:
     """TFLite's QuantizedMeanOrSum on the int64 ``sums`` (changed in place) in a few numpy
     passes, or None where its multiplier shifts left (the reference's arithmetic then):

@@ -53,9 +53,9 @@ QK_VBMI __m512i requant(__m512i raw, __m512i m, __m512i r, __m512i half, __m512i
     const __m512i odd = _mm512_slli_epi64(_mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(raw, 32), m), q30), 1);
     const __m512i h = _mm512_mask_blend_epi32(0xAAAA, even, odd);
     /* (h + 2^(r-1) - [h < 0]) >> r, or h where r = 0 (half = 0, no sign step) */
+    const __mmask16 neg = _mm512_test_epi32_mask(half, half) & _mm512_cmplt_epi32_mask(h, _mm512_setzero_si512());
     const __m512i up = _mm512_add_epi32(h, half);
-    const __m512i v = _mm512_srav_epi32(_mm512_mask_sub_epi32(up, _mm512_test_epi32_mask(half, half) &
-                                                                  _mm512_cmplt_epi32_mask(h, _mm512_setzero_si512()), up, _mm512_set1_epi32(1)), r);
+    const __m512i v = _mm512_srav_epi32(_mm512_mask_sub_epi32(up, neg, up, _mm512_set1_epi32(1)), r);
     return _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zy), lo), hi);
 }
 
