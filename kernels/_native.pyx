@@ -944,12 +944,31 @@ def qlinear_binary(int isa, bint mul, cnp.ndarray a, float sa, int32_t za, cnp.n
     return y
 
 
+cdef class BoundTflBinary(Bound):
+    """tfl_binary bound to its arrays (the plan's loop runs it without the GIL)."""
+    cdef qk_tfl_binary_fn fn
+    cdef size_t n
+    cdef int op, is_signed
+    cdef const void *a
+    cdef const void *b
+    cdef const int32_t *ta
+    cdef const int32_t *tb
+    cdef int32_t za, zb, mult, shift, zy, lo, hi
+    cdef void *y
+    cdef object keep
+
+    cdef void execute(self) noexcept nogil:
+        self.fn(self.n, self.op, self.is_signed, self.a, self.b, self.ta, self.tb, self.za, self.zb, self.mult,
+                self.shift, self.zy, self.lo, self.hi, self.y)
+
+
 def tfl_binary(int isa, int op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray ta, cnp.ndarray tb, int32_t za, int32_t zb,
-               int32_t mult, int32_t shift, int32_t zy, int32_t lo, int32_t hi, cnp.ndarray y):
+               int32_t mult, int32_t shift, int32_t zy, int32_t lo, int32_t hi, cnp.ndarray y, bint bind=False):
     """y = TFLite's 8-bit ADD (op 0), SUB (1) or MUL (2) of a and b (kernels/tfl_binary.c):
     a, b, y 1-D, contiguous, of one 1-byte dtype and length; ta, tb (ADD, SUB): 256 int32
     values indexed by the input byte; za, zb (MUL): the input zero points; then the output
-    multiplier, shift, zero point and clamp [lo, hi]; on ISA path ``isa`` (the same bits)."""
+    multiplier, shift, zero point and clamp [lo, hi]; on ISA path ``isa`` (the same bits).
+    ``bind``: return the call bound (BoundTflBinary: run() repeats it) instead of running it."""
     cdef size_t n = a.shape[0]
     if a.ndim != 1 or b.ndim != 1 or y.ndim != 1 or <size_t>b.shape[0] != n or <size_t>y.shape[0] != n or \
             a.itemsize != 1 or b.dtype != a.dtype or y.dtype != a.dtype or not (a.flags.c_contiguous and
@@ -960,16 +979,12 @@ def tfl_binary(int isa, int op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray ta, cn
         raise ValueError("op 0, 1 or 2; ta, tb: 256 contiguous int32")
     if not (-31 <= shift <= 30) or mult < 0 or lo > hi:
         raise ValueError("shift in [-31, 30], mult >= 0, lo <= hi")
-    cdef bint is_signed = a.dtype == np.int8
-    cdef const void *ap = _ptr(a)
-    cdef const void *bp = _ptr(b)
-    cdef const int32_t *tap = <const int32_t *>_ptr(ta)
-    cdef const int32_t *tbp = <const int32_t *>_ptr(tb)
-    cdef void *yp = _ptr(y)
-    cdef qk_tfl_binary_fn fn = qk_tfl_binary_for_isa(isa)
-    with nogil:
-        fn(n, op, is_signed, ap, bp, tap, tbp, za, zb, mult, shift, zy, lo, hi, yp)
-    return y
+    cdef BoundTflBinary c = BoundTflBinary()
+    c.fn, c.n, c.op, c.is_signed = qk_tfl_binary_for_isa(isa), n, op, a.dtype == np.int8
+    c.a, c.b, c.ta, c.tb, c.y = _ptr(a), _ptr(b), <const int32_t *>_ptr(ta), <const int32_t *>_ptr(tb), _ptr(y)
+    c.za, c.zb, c.mult, c.shift, c.zy, c.lo, c.hi = za, zb, mult, shift, zy, lo, hi
+    c.out, c.keep = y, (a, b, ta, tb)
+    return c if bind else c.run()
 
 
 def global_average_pool(cnp.ndarray x, cnp.ndarray y, float scale=0, int32_t zx=0, int32_t zy=0):

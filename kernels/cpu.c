@@ -14,7 +14,7 @@ static uint64_t xgetbv0(void) {
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     return ((uint64_t)hi << 32) | lo;
 }
-uint32_t qk_cpu_features(void) {
+static uint32_t detect(void) {
     unsigned a, b, c, d;
     uint32_t f = 0;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
@@ -36,6 +36,17 @@ uint32_t qk_cpu_features(void) {
         if ((a >> 4) & 1) f |= QK_CPU_AVXVNNI;
     }
     return f;
+}
+
+/* cpuid once: it traps to the hypervisor in a VM (microseconds), and per-call pickers ask */
+uint32_t qk_cpu_features(void) {
+    static int64_t known = -1;
+    int64_t f = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (f < 0) {
+        f = detect();
+        __atomic_store_n(&known, f, __ATOMIC_RELAXED);
+    }
+    return (uint32_t)f;
 }
 const char *qk_cpu_arch(void) { return "x86_64"; }
 

@@ -2,6 +2,7 @@
  * Portable C, compiled without ISA flags. */
 #include <string.h>
 #include "qk_f16.h"
+#include "qk_cpu.h"
 #include "qk_pack.h"
 
 static inline size_t round_up(size_t x, size_t q) { return (x + q - 1) / q * q; }
@@ -84,10 +85,26 @@ static void pack_panel_float(int pack, int tile, size_t rows, size_t k, const vo
 }
 
 /* uint8 A panels: row-major, int8 flipped to uint8, with the sums of what is stored. */
+#if defined(__x86_64__)
+/* kernels/avx2/pack_rows_avx512.c: contiguous rows without sums, where the CPU has AVX512BW */
+void qk_pack_rows_u8_avx512(size_t rows, size_t mr, size_t k, size_t kp, const uint8_t *a, ptrdiff_t stride_m,
+                            uint8_t flip, uint8_t *dst);
+
+static int has_avx512bw(void) {
+    return (qk_cpu_features() & (QK_CPU_AVX512F | QK_CPU_AVX512BW)) == (QK_CPU_AVX512F | QK_CPU_AVX512BW);
+}
+#endif
+
 static void pack_a_rows_u8(int mr, int kr, size_t rows, size_t k, const void *a, int a_signed,
                            ptrdiff_t stride_m, ptrdiff_t stride_k, uint8_t *dst, int32_t *row_sum) {
     size_t kp = round_up(k ? k : 1, kr);
     const uint8_t flip = a_signed ? 0x80 : 0;
+#if defined(__x86_64__)
+    if (stride_k == 1 && row_sum == NULL && has_avx512bw()) {
+        qk_pack_rows_u8_avx512(rows, (size_t)mr, k, kp, (const uint8_t *)a, stride_m, flip, dst);
+        return;
+    }
+#endif
     for (int r = 0; r < mr; r++, dst += kp) {
         size_t kk = 0;
         if ((size_t)r < rows) {

@@ -56,6 +56,18 @@ void qk_tfl_binary_avx2(size_t n, int op, int is_signed, const void *a, const vo
                         int32_t hi, void *y);
 #endif
 
+#if defined(__x86_64__)
+/* kernels/avx2/tfl_binary_vbmi.c: byte-plane lookups where the CPU has AVX512BW and VBMI */
+void qk_tfl_binary_vbmi(size_t n, int op, int is_signed, const void *a, const void *b, const int32_t *ta,
+                        const int32_t *tb, int32_t za, int32_t zb, int32_t mult, int32_t shift, int32_t zy, int32_t lo,
+                        int32_t hi, void *y);
+#endif
+
 qk_tfl_binary_fn qk_tfl_binary_for_isa(int isa) {
+#if defined(__x86_64__)
+    const uint32_t vbmi = QK_CPU_AVX512F | QK_CPU_AVX512BW | QK_CPU_AVX512VBMI;
+    if (isa == QK_ISA_AVX512VNNI && (qk_cpu_features() & vbmi) == vbmi)
+        return qk_tfl_binary_vbmi;
+#endif
     return QK_PICK_AVX2(isa, qk_tfl_binary_avx2, qk_tfl_binary);
 }

@@ -110,6 +110,29 @@ def test_int32_sums_exact_on_tile_edge_shapes(isa, m, a_dtype, b_dtype, zb_kind,
             _check_equal(got, ref.gemm_int32(a, b, za, zb), f"{isa} M={m} N={n} K={k} za={za} zb={zb}")
 
 
+@given(m=st.integers(1, 30), k=st.sampled_from([1, 4, 5, 63, 64, 65, 127, 128, 129, 131, 200]),
+       n=st.sampled_from([1, 16, 33]), signed=st.booleans(), row_step=st.integers(1, 3),
+       col_step=st.sampled_from([1, 1, 2, -1]), seed=st.integers(0, 2**16))
+@settings(max_examples=_examples(60), deadline=None)
+def test_int8_rows_across_64_byte_packing_steps_on_views(isa, m, k, n, signed, row_step, col_step, seed, ref):
+    """A's rows packed in 64-byte steps (the AVX-512 packer: masked loads, zeros to K's
+    quad, rows past M zeros): K across each step, every M up past a 12-row panel, rows
+    of a strided view and columns stepped or reversed (the C loop), each against the
+    same call on a contiguous copy and the int64 reference; per-tensor zero-point-free B
+    (no row sums: the packer's case) and a per-column zero point (row sums)."""
+    rng = np.random.default_rng(seed)
+    dt = S8 if signed else U8
+    big = ref.random_q(rng, (m * row_step, abs(col_step) * k + 1), dt)
+    a = big[::row_step, :abs(col_step) * k:abs(col_step)]
+    a = a[:, ::-1] if col_step < 0 else a
+    b = ref.random_q(rng, (k, n), S8)
+    za = ref.random_zero_point(rng, dt)
+    for zb in (0, ref.random_zero_point(rng, S8, n)):
+        want = ref.gemm_int32(np.ascontiguousarray(a), b, za, zb)
+        _check_equal(matmul_integer(a, b, za, zb), want, f"{isa} view M={m} K={k} N={n} za={za}")
+        _check_equal(matmul_integer(np.ascontiguousarray(a), b, za, zb), want, f"{isa} copy M={m} K={k} N={n}")
+
+
 @pytest.mark.parametrize("a_dtype,b_dtype", DTYPE_PAIRS, ids=DTYPE_IDS)
 def test_extreme_values_and_zero_points_do_not_saturate_int16_pairs(isa, a_dtype, b_dtype, ref):
     """The vpmaddubsw trap: u8 255 x s8 -128 pairs (and every other corner) must stay exact."""
@@ -245,6 +268,40 @@ def test_fixedpoint_requant_every_shift_kind(isa, mode, out_scale, ref):
         y = matmul(QTensor(a, 1.0, 128), QTensor(b, 1.0, 0), out_scale=sy, out_zero_point=3, out_dtype=S8,
                    requant=mode)
         _check_equal(y.data, ref.requant(acc, mode, 1.0, 1.0, sy, 3, S8), f"{isa} {mode} scale {out_scale} N={n}")
+
+
+@given(log_scale=st.floats(min_value=-24.0, max_value=-1.0), spread=st.floats(min_value=1.0, max_value=1.99),
+       zy=st.integers(-128, 127), relu=st.booleans(), seed=st.integers(0, 2**16))
+@settings(max_examples=_examples(16), deadline=None)
+def test_tflite_requant_is_exact_on_every_sum_of_a_dense_range(isa, log_scale, spread, zy, relu, seed, ref):
+    """"tflite" (ties upward) requantization of every int32 sum in a dense range, per
+    column scales 2^log_scale * [1, spread): each step of the output is met by the sums
+    beside it, exact ties included (the AVX-512 stage's float32 route must hand every
+    sum within 2^-11 of a step to the 64-bit one). The tile stage on 32-column tiles (the
+    VBMI pair route), a last 16-column strip (N = 48) and a last tile of 18 columns (N =
+    50); against int64 arithmetic, itself checked against the reference on a sample."""
+    rng = np.random.default_rng(seed)
+    d = np.arange(-128, 128)
+    a = np.stack(np.meshgrid(d, d, indexing="ij"), -1).reshape(-1, 2) + 128     # every (d1, d2)
+    n = 48 + 2 * (seed % 2)
+    b = np.array([[1] * n, [127] * n], np.int8)
+    bias = rng.integers(-3000, 3000, n).astype(np.int32)
+    sb = (2.0 ** log_scale * rng.uniform(1.0, spread, n)).astype(np.float32)
+    y = matmul(QTensor(a.astype(np.uint8), 1.0, 128), _b_qtensor(b, np.zeros(n, np.int64), sb), bias=bias,
+               out_scale=1.0, out_zero_point=zy, out_dtype=S8, requant="tflite",
+               activation="relu" if relu else None)
+    acc = (a[:, :1] - 128) + 127 * (a[:, 1:] - 128) + bias.astype(np.int64)
+    params = [ref.fixedpoint_params(float(sb[j])) for j in range(n)]
+    m = np.array([p[0] for p in params], np.int64)
+    right = -np.array([p[1] for p in params], np.int64)
+    assert np.all(right >= 0)
+    off = (np.int64(1) << 30) + np.where(right > 0, np.int64(1) << (30 + np.maximum(right, 0)), 0)
+    lo = max(-128, zy) if relu else -128
+    want = np.clip(((acc * m + off) >> (31 + right)) + zy, lo, 127)
+    pick = rng.integers(0, acc.shape[0], 40)
+    np.testing.assert_array_equal(want[pick], ref.requant_fixedpoint(acc[pick].astype(np.int32), 1.0, sb, 1.0, zy,
+                                                                     lo, 127, ties_up=True))
+    _check_equal(y.data, want, f"{isa} tflite dense sums 2^{log_scale:.2f} zy={zy} relu={relu}")
 
 
 @pytest.mark.parametrize("out_dtype", [U8, S8], ids=["u8out", "s8out"])

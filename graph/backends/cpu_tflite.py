@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from functools import partial
-
 from ... import _api, _conv, _dispatch, _native
 from ..._common import output_rows, rows_view
 from ..._qtensor import QTensor
@@ -28,7 +26,7 @@ from ..._requant import OutputSpec, REQUANT_MODES
 from ..ir import Graph, Node
 from ..tflite import DOMAIN
 from .cpu import _INT8, _F32, Runner, _NotServed, _chain, _const, _fallback, kernel
-from .reference.tflite import activation_range, add_sub_params, mean_of_sums, mean_params, \
+from .reference.tflite import activation_range, add_sub_params, expf, mean_of_sums, mean_params, \
     multiply_by_quantized_multiplier, quantize_multiplier
 
 _CONV_ATTRS = ("in_q", "out_q", "strides", "dilations", "pads", "act", "rounding")
@@ -288,26 +286,62 @@ def _make_binary(node: Node, graph: Graph) -> Runner | None:
     def bind(ins, outs):
         a, b, y = ins[0], ins[1], outs[0]
         op, ta, tb, *rest = served(a, b, y)
-        return partial(_native.tfl_binary, _dispatch.isa_index(), op, a.reshape(-1), b.reshape(-1), ta, tb, *rest,
-                       y.reshape(-1))
+        return _native.tfl_binary(_dispatch.isa_index(), op, a.reshape(-1), b.reshape(-1), ta, tb, *rest, y.reshape(-1),
+                                  bind=True)
     run.bind = bind
     return _fallback(node, graph, run)
 
 
 # ------------------------------------------------------------------ 8-bit MEAN
 
+def _bound_python(fn, x, y):
+    """A plan step writing ``fn(x)`` into ``y`` (no value dict, no result check per run),
+    or None where ``fn`` does not serve ``x``'s fixed shape and dtype (tried once here)."""
+    if x is None:
+        return None
+    try:
+        got = fn(x)
+    except _NotServed:
+        return None
+    if got.shape != y.shape or got.dtype != y.dtype:
+        return None
+    return lambda: np.copyto(y, fn(x))
+
+
+def _mean_general(sums: np.ndarray, n: int, z: int, params: tuple, dtype) -> np.ndarray | None:
+    """TFLite's QuantizedMeanOrSum on the int64 ``sums`` (changed in place) in a few numpy
+    passes, or None where its multiplier shifts left (the reference's arithmetic then):
+    (s - n z) m + 2^30 >> 31 folded into one multiply-add (|.| < 2^63), the rounding right
+    shift by r ties away from zero as (h + 2^(r-1) - [h < 0]) >> r, + zy, the clamp."""
+    spatial, m, shift, zy = params
+    if spatial or shift[0] > 0:
+        return None
+    m, r = int(m[0]), -int(shift[0])
+    sums *= m
+    sums += (1 << 30) - n * z * m
+    sums >>= 31
+    if r:
+        sums += sums >> 63
+        sums += 1 << (r - 1)
+        sums >>= r
+    sums += zy
+    info = np.iinfo(dtype)
+    return np.clip(sums, info.min, info.max, out=sums).astype(dtype)
+
+
 @kernel(f"{DOMAIN}::Mean", attrs=("in_q", "out_q", "axes", "keep_dims"))
 def _make_mean(node: Node, graph: Graph) -> Runner | None:
-    """The sums by numpy's int32 reduction (exact below 2^23 values per sum), the
-    reference operator's arithmetic on the sums (a global pool's few channels)."""
+    """The sums by numpy's int16 or int32 reduction, the reference operator's arithmetic on them
+    (a global pool's few channels: the multipliers made once; the general case in a few
+    int64 passes, :func:`_mean_general`)."""
     if node.attrs["in_q"][0] is None or node.attrs["out_q"][0] is None:
         return None
     axes, keep = tuple(node.attrs["axes"]), node.attrs["keep_dims"]
+    z = node.attrs["in_q"][0].z
     result = node.outputs[0]
     made = {}
 
-    def run(values):
-        x = values[node.inputs[0]]
+    def mean(x):
         if x.dtype not in _INT8 or any(ax >= x.ndim for ax in axes):
             raise _NotServed
         n = int(np.prod([x.shape[ax] for ax in axes]))
@@ -316,6 +350,51 @@ def _make_mean(node: Node, graph: Graph) -> Runner | None:
         params = made.get((n, x.ndim))
         if params is None:
             params = made[(n, x.ndim)] = mean_params(node, n, x.ndim)
-        sums = x.sum(axis=axes, keepdims=keep, dtype=np.int32)
-        return {result: mean_of_sums(node, sums, n, x.ndim, x.dtype, params)}
+        # exact sums in int16 where n values fit it (numpy's fastest reduction here), else int32
+        narrow = np.int16 if n * (255 if x.dtype == np.uint8 else 128) <= 32767 else np.int32
+        sums = x.sum(axis=axes, keepdims=keep, dtype=narrow).astype(np.int64)
+        y = _mean_general(sums, n, z, params, x.dtype)
+        return mean_of_sums(node, sums, n, x.ndim, x.dtype, params) if y is None else y
+
+    def run(values):
+        return {result: mean(values[node.inputs[0]])}
+
+    def bind(ins, outs):
+        return _bound_python(mean, ins[0], outs[0])
+    run.bind = bind
+    return _fallback(node, graph, run)
+
+
+# ------------------------------------------------------------------ 8-bit SOFTMAX
+
+@kernel(f"{DOMAIN}::Softmax", attrs=("in_q", "out_q", "beta"))
+def _make_softmax(node: Node, graph: Graph) -> Runner | None:
+    """8-bit SOFTMAX as the reference operator computes it (LiteRT's float table of
+    exp(-s_in beta d) over the distance d to the row's maximum, summed in order, normalised
+    in float32), its table made once; float softmax on the reference."""
+    qx, qy = node.attrs["in_q"][0], node.attrs["out_q"][0]
+    if qx is None or qy is None or not qx.per_tensor or not qy.per_tensor:
+        return None
+    table = expf(np.float32(-qx.s * np.float32(node.attrs["beta"])) * np.arange(256, dtype=np.float32))
+    sy, zy = np.float32(qy.s), np.float32(qy.z)
+    result = node.outputs[0]
+
+    def softmax(x):
+        if x.dtype not in _INT8 or x.ndim < 1 or x.size == 0:
+            raise _NotServed
+        rows = x.reshape(-1, x.shape[-1])
+        e = table[np.subtract(rows.max(axis=1, keepdims=True), rows, dtype=np.int16)]
+        total = np.cumsum(e, axis=1, dtype=np.float32)[:, -1:]
+        e *= np.float32(1.0) / (total * sy)
+        np.rint(e, out=e)       # RoundToNearest: half to even
+        e += zy
+        info = np.iinfo(x.dtype)
+        return np.clip(e, info.min, info.max, out=e).astype(x.dtype).reshape(x.shape)
+
+    def run(values):
+        return {result: softmax(values[node.inputs[0]])}
+
+    def bind(ins, outs):
+        return _bound_python(softmax, ins[0], outs[0])
+    run.bind = bind
     return _fallback(node, graph, run)
