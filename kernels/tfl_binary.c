@@ -5,7 +5,8 @@
  *              two MultiplyByQuantizedMultiplierSmallerThanOneExp, made once per node);
  *   MUL:       raw = (a - za) * (b - zb);
  * then y = clamp(MultiplyByQuantizedMultiplier(raw, mult, shift) + zy, lo, hi) with
- * gemmlowp's rounding (ties away from zero: qk_fixedpoint.h), as TFLite's own kernels.
+ * gemmlowp's rounding (ties away from zero: qk_fixedpoint.h), as TFLite's own kernels,
+ * the values of LiteRT's vector loop held in its 16-bit lanes (qk_tfl.h).
  * Portable C; the tables make ADD two loads, an add and one fixed-point multiply. */
 #include <stddef.h>
 #include <stdint.h>
@@ -13,8 +14,12 @@
 #include "qk_fixedpoint.h"
 #include "qk_tfl.h"
 
-static inline int32_t tfl_out(int32_t raw, int32_t mult, int32_t shift, int32_t zy, int32_t lo, int32_t hi) {
-    int64_t v = (int64_t)qk_fixedpoint_scale(raw, mult, shift) + zy;
+static inline int32_t tfl_out(int32_t raw, int32_t mult, int32_t shift, int32_t zy, int32_t lo, int32_t hi,
+                              int lanes) {
+    int64_t v = qk_fixedpoint_scale(raw, mult, shift);
+    if (lanes == QK_TFL_LANES16_SAT) v = v < -32768 ? -32768 : (v > 32767 ? 32767 : v);
+    v += zy;
+    if (lanes != QK_TFL_LANES32) v = (int16_t)(uint16_t)(uint64_t)v;     /* the 16-bit lane's wrap */
     return (int32_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
@@ -25,13 +30,11 @@ static inline int32_t tfl_out(int32_t raw, int32_t mult, int32_t shift, int32_t 
         for (size_t i = 0; i < n; i++) {                                                      \
             const uint8_t ia = (uint8_t)pa[i], ib = (uint8_t)pb[i];                           \
             (void)ia; (void)ib;                                                               \
-            py[i] = (T)tfl_out((RAW), mult, shift, zy, lo, hi);                               \
+            py[i] = (T)tfl_out((RAW), mult, shift, zy, lo, hi, lanes);                        \
         }                                                                                     \
     } while (0)
 
-void qk_tfl_binary(size_t n, int op, int is_signed, const void *a, const void *b, const int32_t *ta,
-                   const int32_t *tb, int32_t za, int32_t zb, int32_t mult, int32_t shift, int32_t zy, int32_t lo,
-                   int32_t hi, void *y) {
+void qk_tfl_binary_part(QK_TFL_PART_ARGS) {
     if (op == QK_TFL_MUL) {
         if (is_signed)
             QK_TFL_LOOP(int8_t, ((int32_t)pa[i] - za) * ((int32_t)pb[i] - zb));
@@ -49,6 +52,8 @@ void qk_tfl_binary(size_t n, int op, int is_signed, const void *a, const void *b
             QK_TFL_LOOP(uint8_t, ta[ia] + tb[ib]);
     }
 }
+
+QK_TFL_ENTRY(qk_tfl_binary, qk_tfl_binary_part)
 
 #if defined(__x86_64__)
 void qk_tfl_binary_avx2(size_t n, int op, int is_signed, const void *a, const void *b, const int32_t *ta,

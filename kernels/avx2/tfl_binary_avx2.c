@@ -6,9 +6,7 @@
 #include "qk_fixedpoint_avx2.h"
 #include "qk_tfl.h"
 
-void qk_tfl_binary_avx2(size_t n, int op, int is_signed, const void *a, const void *b, const int32_t *ta,
-                        const int32_t *tb, int32_t za, int32_t zb, int32_t mult, int32_t shift, int32_t zy, int32_t lo,
-                        int32_t hi, void *y) {
+void qk_tfl_binary_avx2_part(QK_TFL_PART_ARGS) {
     const uint8_t *pa = (const uint8_t *)a, *pb = (const uint8_t *)b;
     uint8_t *py = (uint8_t *)y;
     size_t i = 0;
@@ -23,6 +21,8 @@ void qk_tfl_binary_avx2(size_t n, int op, int is_signed, const void *a, const vo
             const __m256i rb = _mm256_i32gather_epi32((const int *)tb, ib, 4);
             const __m256i raw = op == QK_TFL_SUB ? _mm256_sub_epi32(ra, rb) : _mm256_add_epi32(ra, rb);
             __m256i v = _mm256_add_epi32(qk_fixedpoint8_avx2(raw, m, rshift, 0), vzy);
+            if (lanes)          /* ADD's 16-bit lanes: the sum wraps as the scaled value would */
+                v = _mm256_srai_epi32(_mm256_slli_epi32(v, 16), 16);
             v = _mm256_min_epi32(_mm256_max_epi32(v, vlo), vhi);
             __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
             w = is_signed ? _mm_packs_epi16(w, w) : _mm_packus_epi16(w, w);
@@ -30,5 +30,8 @@ void qk_tfl_binary_avx2(size_t n, int op, int is_signed, const void *a, const vo
         }
     }
     if (i < n)
-        qk_tfl_binary(n - i, op, is_signed, pa + i, pb + i, ta, tb, za, zb, mult, shift, zy, lo, hi, py + i);
+        qk_tfl_binary_part(n - i, lanes, op, is_signed, pa + i, pb + i, ta, tb, za, zb, mult, shift, zy, lo, hi,
+                           py + i);
 }
+
+QK_TFL_ENTRY(qk_tfl_binary_avx2, qk_tfl_binary_avx2_part)

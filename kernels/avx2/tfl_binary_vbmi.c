@@ -12,9 +12,7 @@
 #include <stdint.h>
 #include "qk_tfl.h"
 
-void qk_tfl_binary_avx2(size_t n, int op, int is_signed, const void *a, const void *b, const int32_t *ta,
-                        const int32_t *tb, int32_t za, int32_t zb, int32_t mult, int32_t shift, int32_t zy, int32_t lo,
-                        int32_t hi, void *y);
+void qk_tfl_binary_avx2_part(QK_TFL_PART_ARGS);
 
 #define QK_VBMI __attribute__((target("avx512f,avx512bw,avx512vbmi"), always_inline)) static inline
 
@@ -47,7 +45,8 @@ QK_VBMI void values(uint8_t p[4][256], __m512i x, __m512i v[4]) {
 
 /* clamp(MultiplyByQuantizedMultiplier(raw, m, -r) + zy, lo, hi): (raw m + 2^30) >> 31 in
    64-bit halves, then the rounding right shift, ties away from zero */
-QK_VBMI __m512i requant(__m512i raw, __m512i m, __m512i r, __m512i half, __m512i zy, __m512i lo, __m512i hi) {
+QK_VBMI __m512i requant(__m512i raw, __m512i m, __m512i r, __m512i half, __m512i zy, __m512i lo, __m512i hi,
+                        int lanes) {
     const __m512i q30 = _mm512_set1_epi64(1LL << 30);
     const __m512i even = _mm512_srli_epi64(_mm512_add_epi64(_mm512_mul_epi32(raw, m), q30), 31);
     const __m512i odd = _mm512_slli_epi64(_mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(raw, 32), m), q30), 1);
@@ -56,13 +55,14 @@ QK_VBMI __m512i requant(__m512i raw, __m512i m, __m512i r, __m512i half, __m512i
     const __mmask16 neg = _mm512_test_epi32_mask(half, half) & _mm512_cmplt_epi32_mask(h, _mm512_setzero_si512());
     const __m512i up = _mm512_add_epi32(h, half);
     const __m512i v = _mm512_srav_epi32(_mm512_mask_sub_epi32(up, neg, up, _mm512_set1_epi32(1)), r);
-    return _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zy), lo), hi);
+    __m512i w = _mm512_add_epi32(v, zy);
+    if (lanes)      /* ADD's 16-bit lanes: the sum wraps as the scaled value would (qk_tfl.h) */
+        w = _mm512_srai_epi32(_mm512_slli_epi32(w, 16), 16);
+    return _mm512_min_epi32(_mm512_max_epi32(w, lo), hi);
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vbmi")))
-void qk_tfl_binary_vbmi(size_t n, int op, int is_signed, const void *a, const void *b, const int32_t *ta,
-                        const int32_t *tb, int32_t za, int32_t zb, int32_t mult, int32_t shift, int32_t zy, int32_t lo,
-                        int32_t hi, void *y) {
+static void qk_tfl_binary_vbmi_part(QK_TFL_PART_ARGS) {
     const uint8_t *pa = (const uint8_t *)a, *pb = (const uint8_t *)b;
     uint8_t *py = (uint8_t *)y;
     size_t i = 0;
@@ -80,11 +80,14 @@ void qk_tfl_binary_vbmi(size_t n, int op, int is_signed, const void *a, const vo
             /* table entries are below 2^28 in magnitude: their sum and difference fit int32 */
             for (int j = 0; j < 4; j++)
                 out[j] = requant(op == QK_TFL_SUB ? _mm512_sub_epi32(va[j], vb[j]) : _mm512_add_epi32(va[j], vb[j]),
-                                 m, r, half, vzy, vlo, vhi);
+                                 m, r, half, vzy, vlo, vhi, lanes);
             const __m512i w0 = _mm512_packs_epi32(out[0], out[1]), w1 = _mm512_packs_epi32(out[2], out[3]);
             _mm512_storeu_si512(py + i, is_signed ? _mm512_packs_epi16(w0, w1) : _mm512_packus_epi16(w0, w1));
         }
     }
     if (i < n)
-        qk_tfl_binary_avx2(n - i, op, is_signed, pa + i, pb + i, ta, tb, za, zb, mult, shift, zy, lo, hi, py + i);
+        qk_tfl_binary_avx2_part(n - i, lanes, op, is_signed, pa + i, pb + i, ta, tb, za, zb, mult, shift, zy, lo, hi,
+                                py + i);
 }
+
+QK_TFL_ENTRY(qk_tfl_binary_vbmi, qk_tfl_binary_vbmi_part)

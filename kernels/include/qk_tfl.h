@@ -17,4 +17,34 @@ typedef void (*qk_tfl_binary_fn)(size_t, int, int, const void *, const void *, c
 
 /* The loop of ISA path isa (an AVX2 one where the CPU has it; the same bits on each). */
 qk_tfl_binary_fn qk_tfl_binary_for_isa(int isa);
+
+/* How LiteRT's built-in ADD / MUL hold a scaled result before adding the output zero
+ * point: in 32 bits (their scalar tail; SUB everywhere), or in their vector loop in 16-bit
+ * lanes, narrowed by truncation (ADD) or saturation (MUL), the zero point added with a
+ * wrap (found against LiteRT on results beyond int16; graph/backends/reference/tflite.py
+ * simd_body). Its vector loop takes blocks of 16 int8 or 8 uint8 values of a run. */
+enum { QK_TFL_LANES32 = 0, QK_TFL_LANES16_WRAP = 1, QK_TFL_LANES16_SAT = 2 };
+static inline size_t qk_tfl_body(size_t n, int op, int is_signed) {
+    return op == QK_TFL_SUB ? 0 : n - n % (is_signed ? 16 : 8);
+}
+
+/* One ISA's loop over values held as `lanes` says; the entry (qk_tfl_binary_fn) runs it on
+ * LiteRT's vector-loop values, then on the tail. */
+#define QK_TFL_PART_ARGS                                                                       \
+    size_t n, int lanes, int op, int is_signed, const void *a, const void *b, const int32_t *ta, \
+        const int32_t *tb, int32_t za, int32_t zb, int32_t mult, int32_t shift, int32_t zy, int32_t lo, \
+        int32_t hi, void *y
+void qk_tfl_binary_part(QK_TFL_PART_ARGS);
+#define QK_TFL_ENTRY(NAME, PART)                                                               \
+    void NAME(size_t n, int op, int is_signed, const void *a, const void *b, const int32_t *ta, \
+              const int32_t *tb, int32_t za, int32_t zb, int32_t mult, int32_t shift, int32_t zy, int32_t lo, \
+              int32_t hi, void *y) {                                                           \
+        const size_t body = qk_tfl_body(n, op, is_signed);                                     \
+        const int lanes = op == QK_TFL_MUL ? QK_TFL_LANES16_SAT : QK_TFL_LANES16_WRAP;         \
+        if (body)                                                                              \
+            PART(body, lanes, op, is_signed, a, b, ta, tb, za, zb, mult, shift, zy, lo, hi, y); \
+        if (n > body)                                                                          \
+            PART(n - body, QK_TFL_LANES32, op, is_signed, (const uint8_t *)a + body, (const uint8_t *)b + body, \
+                 ta, tb, za, zb, mult, shift, zy, lo, hi, (uint8_t *)y + body);                \
+    }
 #endif

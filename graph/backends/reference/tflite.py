@@ -233,9 +233,9 @@ def binary(node, a, b):
         t2 = multiply_by_quantized_multiplier(x2 << 20, m2, s2)
         raw = multiply_by_quantized_multiplier(t1 + t2 if node.op_type == "Add" else t1 - t2, mo, so)
     y = raw + qy.z
-    body = simd_body(node.op_type, a.shape, b.shape, a.dtype)
+    body, saturate = simd_body(node.op_type, a.shape, b.shape, a.dtype)
     if body is not None:      # LiteRT's vector loop: 16-bit lanes before the output offset
-        r16 = np.clip(raw, -32768, 32767) if node.op_type == "Mul" else wrap16(raw)
+        r16 = np.clip(raw, -32768, 32767) if saturate else wrap16(raw)
         y = np.where(body, wrap16(r16 + qy.z), y)
     return clamp(y, *activation_range(act, qy, a.dtype), a.dtype)
 
@@ -249,34 +249,36 @@ def simd_body(op: str, shape_a, shape_b, dtype):
     """Where LiteRT's built-in 8-bit ADD / MUL take their vector loop, whose lanes hold the
     scaled result in 16 bits before the output offset is added (found against LiteRT on
     results beyond int16; ``tests/test_tflite.py``): ADD narrows by truncation (a wrap),
-    MUL with saturation, then the offset is added with a wrap; the rest, and SUB, are the
-    exact int32 arithmetic. The loop runs over the innermost run of the result along which
-    each operand is either all its own values or one value (same shapes: everything;
-    [2, 17] by [1, 17] or by [2, 1]: rows of 17), in blocks of 16 int8 or 8 uint8 values;
-    what is left of a run is its scalar tail. uint8 MUL of a run by one value has no vector
-    loop. A boolean mask of the result's shape, or None where no element is in one."""
+    MUL with saturation (uint8 MUL of a run by one value: by truncation), then the offset is
+    added with a wrap; the rest, and SUB, are the exact int32 arithmetic. The loop runs over
+    the innermost run of the result along which each operand is either all its own values
+    or one value (same shapes: everything; [2, 17] by [1, 17] or by [2, 1]: rows of 17), in
+    blocks of 16 int8 values (8 for ADD of a run and one value) or 8 uint8 values; what is
+    left of a run is its scalar tail.
+    ``(mask, saturate)``: a boolean mask of the result's shape (None where no element is in
+    a vector loop) and whether the narrowing saturates."""
     if op not in ("Add", "Mul"):
-        return None
+        return None, False
     out = np.broadcast_shapes(tuple(shape_a), tuple(shape_b))
     nd = len(out)
     pa = (1,) * (nd - len(shape_a)) + tuple(shape_a)
     pb = (1,) * (nd - len(shape_b)) + tuple(shape_b)
     dims = [d for d in range(nd) if out[d] != 1][::-1]            # innermost first
     if not dims:
-        return None
+        return None, False
     kind = lambda d: (pa[d] == out[d], pb[d] == out[d])            # noqa: E731 - (a full, b full) along d
     run = 1
     for d in dims:
         if kind(d) != kind(dims[0]):
             break
         run *= out[d]
-    if np.dtype(dtype) == np.uint8 and op == "Mul" and kind(dims[0]) != (True, True):
-        return None
-    block = 16 if np.dtype(dtype) == np.int8 else 8
+    signed, both = np.dtype(dtype) == np.int8, kind(dims[0]) == (True, True)
+    saturate = op == "Mul" and (signed or both)
+    block = 16 if signed and (both or op == "Mul") else 8
     body = run // block * block
     if body == 0:
-        return None
-    return (np.arange(int(np.prod(out))) % run < body).reshape(out)
+        return None, saturate
+    return (np.arange(int(np.prod(out))) % run < body).reshape(out), saturate
 
 
 # ------------------------------------------------------------------ pooling, mean
