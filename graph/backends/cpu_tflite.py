@@ -338,7 +338,6 @@ def _make_mean(node: Node, graph: Graph) -> Runner | None:
         return None
     axes, keep = tuple(node.attrs["axes"]), node.attrs["keep_dims"]
     z = node.attrs["in_q"][0].z
-    result = node.outputs[0]
     made = {}
 
     def mean(x):
@@ -356,13 +355,7 @@ def _make_mean(node: Node, graph: Graph) -> Runner | None:
         y = _mean_general(sums, n, z, params, x.dtype)
         return mean_of_sums(node, sums, n, x.ndim, x.dtype, params) if y is None else y
 
-    def run(values):
-        return {result: mean(values[node.inputs[0]])}
-
-    def bind(ins, outs):
-        return _bound_python(mean, ins[0], outs[0])
-    run.bind = bind
-    return _fallback(node, graph, run)
+    return _unary_runner(node, graph, mean)
 
 
 # ------------------------------------------------------------------ 8-bit SOFTMAX
@@ -377,7 +370,6 @@ def _make_softmax(node: Node, graph: Graph) -> Runner | None:
         return None
     table = expf(np.float32(-qx.s * np.float32(node.attrs["beta"])) * np.arange(256, dtype=np.float32))
     sy, zy = np.float32(qy.s), np.float32(qy.z)
-    result = node.outputs[0]
 
     def softmax(x):
         if x.dtype not in _INT8 or x.ndim < 1 or x.size == 0:
@@ -391,10 +383,17 @@ def _make_softmax(node: Node, graph: Graph) -> Runner | None:
         info = np.iinfo(x.dtype)
         return np.clip(e, info.min, info.max, out=e).astype(x.dtype).reshape(x.shape)
 
+    return _unary_runner(node, graph, softmax)
+
+
+def _unary_runner(node: Node, graph: Graph, fn) -> Runner:
+    """The runner of y = fn(x): node by node, and in the plan a step calling fn."""
+    result = node.outputs[0]
+
     def run(values):
-        return {result: softmax(values[node.inputs[0]])}
+        return {result: fn(values[node.inputs[0]])}
 
     def bind(ins, outs):
-        return _bound_python(softmax, ins[0], outs[0])
+        return _bound_python(fn, ins[0], outs[0])
     run.bind = bind
     return _fallback(node, graph, run)
