@@ -146,8 +146,7 @@ def quantize_model(model, calibration_data=None, target: str = "cpu", method: st
     _check_transformer_options(mode, target, min_cosine, outlier_layers, smooth_quant, evaluate, min_sqnr_db)
     if not isinstance(dynamic_rows, bool):
         raise TypeError(f"dynamic_rows must be True or False, got {dynamic_rows!r}")
-    if int8_attention not in (True, False, "auto") or isinstance(int8_attention, (int, float)) \
-            and not isinstance(int8_attention, bool):
+    if not (isinstance(int8_attention, bool) or int8_attention == "auto"):
         raise ValueError(f"int8_attention must be True, False or 'auto', got {int8_attention!r}")
     original = load_model(model)
     proto, preprocessing = prepare(original)
