@@ -9,7 +9,7 @@ import numpy as np
 
 from ...ir import Node
 from .conv import CONV_ATTRS, check_auto_pad
-from .ort_contrib import _dynamic_quantize_matmul, _qlinear_add
+from .ort_contrib import _dynamic_quantize_matmul, _int_to_float, _qlinear_add
 from .common import fail, wrap_int32
 from .quantized import _qlinear_conv, column_param, exact_int_matmul, require_8bit, saturate
 from .registry import op
@@ -98,9 +98,8 @@ def _dynamic_quantize_matmul_rows(node, a, b, sb, zb=None, bias=None):
         return _dynamic_quantize_matmul(node, a, b, sb, zb, bias)
     if a.dtype != np.float32 or a.ndim < 1:
         fail(node, f"input must be float32 with at least one dimension, got {a.dtype} {a.shape}")
-    k = a.shape[-1]
-    hi = np.maximum(np.float32(0), a.max(-1, keepdims=True) if k else np.zeros(a.shape[:-1] + (1,), np.float32))
-    lo = np.minimum(np.float32(0), a.min(-1, keepdims=True) if k else np.zeros(a.shape[:-1] + (1,), np.float32))
+    hi = a.max(-1, keepdims=True, initial=np.float32(0))       # max(0, row max); 0 for no values
+    lo = a.min(-1, keepdims=True, initial=np.float32(0))
     # DynamicQuantizeLinear's steps per row (scale 1 for an all-zero row, as ONNX Runtime)
     scale = np.where(hi == lo, np.float32(1), (hi - lo) / np.float32(255)).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -108,6 +107,4 @@ def _dynamic_quantize_matmul_rows(node, a, b, sb, zb=None, bias=None):
         q = saturate(np.rint(a / scale).astype(np.float64) + zp, np.uint8)
     require_8bit(node, b, zb)
     b64 = b.astype(np.int64) - (0 if zb is None else column_param(zb).astype(np.int64))
-    acc = wrap_int32(exact_int_matmul(q.astype(np.int64) - zp.astype(np.int64), b64))
-    y = acc.astype(np.float32) * (scale * column_param(sb).astype(np.float32))
-    return y if bias is None else y + np.asarray(bias, np.float32)
+    return _int_to_float(wrap_int32(exact_int_matmul(q.astype(np.int64) - zp.astype(np.int64), b64)), scale, sb, bias)

@@ -193,8 +193,10 @@ def _qgemm(node, a, sa, za, b, sb, zb, c=None, sy=None, zy=None):
 def _int_to_float(acc, sa, sb, bias):
     """ONNX Runtime's quantize_dynamic steps after MatMulInteger: Cast to float32, times
     float32(a_scale * b_scale) (per column or per tensor), plus the bias: one float32
-    rounding each, the order the unfused graph takes (graph/rewrite.py fuses it)."""
-    y = acc.astype(np.float32) * (np.asarray(sa, np.float32).reshape(()) * column_param(sb).astype(np.float32))
+    rounding each, the order the unfused graph takes (graph/rewrite.py fuses it). ``sa``:
+    one scale, or one per row (keepdims: qkernels' per-row DynamicQuantizeMatMul)."""
+    sa = np.asarray(sa, np.float32)
+    y = acc.astype(np.float32) * ((sa.reshape(()) if sa.size == 1 else sa) * column_param(sb).astype(np.float32))
     return y if bias is None else y + np.asarray(bias, np.float32)
 
 
