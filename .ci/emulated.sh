@@ -21,7 +21,7 @@
 #
 # Environment: QK_EMU_CACHE; QK_EMU_JOBS (lanes at a time, default nproc); QK_EMU_TESTS (test paths relative to the repository or
 # absolute, default the kernel tests: test_ukernels, test_gemm_kernels, test_conv, test_float,
-# test_quant_kernels, test_layout, test_dynamic_quant); QK_EMU_LANES (default "max a76 a53 x86";
+# test_quant_kernels, test_layout, test_dynamic_quant, test_eltwise); QK_EMU_LANES (default "max a76 a53 x86";
 # "none" only sets up and builds); QK_EMU_PYTEST_ARGS (extra pytest arguments).
 set -euo pipefail
 
@@ -32,7 +32,7 @@ SITE=$CACHE/site-arm64                # aarch64 wheels -> PYTHONPATH
 APTROOT=$CACHE/apt-arm64              # private apt state for the arm64 downloads
 SRC=$CACHE/src-arm64                  # copy of the repository, built for aarch64
 PYARM64=$CACHE/bin/pyarm64            # the aarch64 python under qemu (QEMU_CPU picks the CPU)
-TESTS=${QK_EMU_TESTS:-tests/test_ukernels.py tests/test_gemm_kernels.py tests/test_conv.py tests/test_float.py tests/test_quant_kernels.py tests/test_layout.py tests/test_dynamic_quant.py}
+TESTS=${QK_EMU_TESTS:-tests/test_ukernels.py tests/test_gemm_kernels.py tests/test_conv.py tests/test_float.py tests/test_quant_kernels.py tests/test_layout.py tests/test_dynamic_quant.py tests/test_eltwise.py}
 LANES=${QK_EMU_LANES:-"max a76 a53 x86"}
 ARM64_DEBS="python3.11-minimal libpython3.11-stdlib libstdc++6 libgomp1"   # libgomp1: -fopenmp
 ARM64_WHEELS="numpy pytest hypothesis setuptools cython"
