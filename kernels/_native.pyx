@@ -987,6 +987,66 @@ def tfl_binary(int isa, int op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray ta, cn
     return c if bind else c.run()
 
 
+cdef class BoundTflRows(Bound):
+    """tfl_mean / tfl_softmax bound to their arrays."""
+    cdef int softmax, is_signed, right
+    cdef size_t outer, count, inner
+    cdef const void *x
+    cdef const float *table
+    cdef int64_t mult, offset
+    cdef int32_t zy
+    cdef float fsy, fzy
+    cdef int32_t *acc
+    cdef void *y
+    cdef object keep
+
+    cdef void execute(self) noexcept nogil:
+        if self.softmax:
+            qk_tfl_softmax(self.outer, self.inner, self.is_signed, self.x, self.table, self.fsy, self.fzy, self.y)
+        else:
+            qk_tfl_mean(self.outer, self.count, self.inner, self.is_signed, self.x, self.mult, self.offset,
+                        self.right, self.zy, self.acc, self.y)
+
+
+cdef BoundTflRows _tfl_rows(cnp.ndarray x, cnp.ndarray y, size_t n_in, size_t n_out):
+    if x.dtype not in (np.int8, np.uint8) or y.dtype != x.dtype or not x.flags.c_contiguous or \
+            not y.flags.c_contiguous or not y.flags.writeable or <size_t>x.size != n_in or <size_t>y.size != n_out:
+        raise ValueError("x, y: C-contiguous int8/uint8 arrays of one dtype and the stated sizes")
+    cdef BoundTflRows c = BoundTflRows()
+    c.is_signed, c.x, c.y, c.out = x.dtype == np.int8, _ptr(x), _ptr(y), y
+    return c
+
+
+def tfl_mean(cnp.ndarray x, cnp.ndarray y, size_t outer, size_t count, size_t inner, int64_t mult, int64_t offset,
+             int right, int32_t zy, bint bind=False):
+    """y (outer x inner) = TFLite's 8-bit MEAN over the ``count`` rows of each of x's
+    ``outer`` blocks (x: outer x count x inner, C-contiguous): int32 sums, then
+    ((s * mult + offset) >> 31), a rounding right shift by ``right`` (ties away from zero),
+    + zy, clamped (kernels/tfl_rows.c; offset = 2^30 - count * z_in * mult)."""
+    if count == 0 or count >= (1 << 23) or not (0 <= right <= 62) or not (0 <= mult < (1 << 32)):
+        raise ValueError("0 < count < 2^23, 0 <= right <= 62, 0 <= mult < 2^32")
+    cdef BoundTflRows c = _tfl_rows(x, y, outer * count * inner, outer * inner)
+    acc = np.empty(max(inner, 1), np.int32)
+    c.softmax, c.outer, c.count, c.inner = 0, outer, count, inner
+    c.mult, c.offset, c.right, c.zy, c.acc = mult, offset, right, zy, <int32_t *>_ptr(acc)
+    c.keep = (x, acc)
+    return c if bind else c.run()
+
+
+def tfl_softmax(cnp.ndarray x, cnp.ndarray table, float sy, float zy, cnp.ndarray y, size_t rows, size_t length,
+                bint bind=False):
+    """y = TFLite's 8-bit SOFTMAX of x's ``rows`` rows of ``length`` (C-contiguous):
+    table[max - x] (256 float32), summed in order, times 1 / (sum * sy), rounded half to
+    even, + zy, clamped (kernels/tfl_rows.c)."""
+    if table.dtype != np.float32 or table.ndim != 1 or table.shape[0] != 256 or not table.flags.c_contiguous or \
+            length == 0:
+        raise ValueError("table: 256 contiguous float32; length > 0")
+    cdef BoundTflRows c = _tfl_rows(x, y, rows * length, rows * length)
+    c.softmax, c.outer, c.inner, c.table, c.fsy, c.fzy = 1, rows, length, <const float *>_ptr(table), sy, zy
+    c.keep = (x, table)
+    return c if bind else c.run()
+
+
 def global_average_pool(cnp.ndarray x, cnp.ndarray y, float scale=0, int32_t zx=0, int32_t zy=0):
     """Mean over the pixels of x (N, C, P) (any strides, in elements of its dtype) into y
     (N, C) C-contiguous of x's dtype: float32 (the sum in float64), or int8/uint8 as

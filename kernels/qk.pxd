@@ -114,6 +114,10 @@ cdef extern from "qk_tfl.h" nogil:
                                       const int32_t *, int32_t, int32_t, int32_t, int32_t, int32_t, int32_t,
                                       int32_t, void *)
     qk_tfl_binary_fn qk_tfl_binary_for_isa(int isa)
+    void qk_tfl_mean(size_t outer, size_t count, size_t inner, int is_signed, const void *x, int64_t mult,
+                     int64_t offset, int right, int32_t zy, int32_t *acc, void *y)
+    void qk_tfl_softmax(size_t rows, size_t length, int is_signed, const void *x, const float *table, float sy,
+                        float zy, void *y)
 
 cdef extern from "qk_registry.h" nogil:
     int QK_KIND_GEMM, QK_KIND_DW_SUM, QK_KIND_QUANTIZE, QK_KIND_DEQUANTIZE

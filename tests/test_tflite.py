@@ -465,6 +465,34 @@ def test_activations_int8(kind, rows, n, sx, zx, so, zo, beta, dtype, seed):
     compare(model, seed=seed)
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("shape,axes,keep", [((2, 150, 150, 3), (1, 2), 0), ((1, 7, 7, 1280), (1, 2), 0),
+                                             ((3, 700, 37), (1,), 1), ((2, 5, 3, 9), (2, 3), 0), ((40, 3000), (1,), 0)])
+def test_mean_rows_kernel_large_counts(shape, axes, keep, dtype):
+    """kernels/tfl_rows.c's MEAN (the plan's step for consecutive axes) on counts up to 45,000
+    values a sum, against LiteRT and the reference operator, bit for bit."""
+    zx, zy = shifted(dtype, 3, -100)
+    out = [1 if i in axes else d for i, d in enumerate(shape)] if keep else [d for i, d in enumerate(shape)
+                                                                             if i not in axes]
+    model = build([qt(shape, 0.0235, zx, dtype), ft((len(axes),), np.int32, data=np.array(axes, np.int32)),
+                   qt(out, 0.0235 * 0.9, zy, dtype)], [("MEAN", [0, 1], [2], ("ReducerOptions", dict(KeepDims=keep)))],
+                  [0], [2])
+    sessions = compare(model, runs=2)     # the second run is on the plan
+    assert sessions[0].placement(sessions[0].graph.nodes[0]) == "native" and sessions[0].last_run == "plan"
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("rows,n,sx", [(1, 1000, 0.1), (3, 4099, 0.02), (2, 1, 0.5), (5, 257, 1e-3)])
+def test_softmax_rows_kernel_long_rows(rows, n, sx, dtype):
+    """kernels/tfl_rows.c's SOFTMAX (the plan's step) on long rows, against LiteRT and the
+    reference operator, bit for bit."""
+    zx, zy = shifted(dtype, 7, -128)
+    model = build([qt((rows, n), sx, zx, dtype), qt((rows, n), 1 / 256, zy, dtype)],
+                  [("SOFTMAX", [0], [1], ("SoftmaxOptions", dict(Beta=1.0)))], [0], [1])
+    sessions = compare(model, runs=2)
+    assert sessions[0].last_run == "plan"
+
+
 @COMMON
 @given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=4), s=scales, z=zps, s2=scales, z2=zps,
        ties=st.booleans(), dtype=dtypes, seed=st.integers(0, 2**16))

@@ -10,7 +10,8 @@ copies. The weights are packed once, when the session is planned.
 Float32 Conv2D / DepthwiseConv2D / FullyConnected run on the fp32 kernels (sums in
 another order than LiteRT's: equal within float rounding, not bit for bit).
 
-8-bit ``Mean`` sums with numpy's int32 reduction; 8-bit same-shape ``Add``, ``Sub`` and
+8-bit ``Mean`` (over consecutive axes) and ``Softmax`` run on kernels/tfl_rows.c in the
+plan (numpy steps node by node); 8-bit same-shape ``Add``, ``Sub`` and
 ``Mul`` run on kernels/tfl_binary.c (TFLite's
 integer steps, ties away from zero as its own kernels round). Everything else (and
 values a kernel does not take) runs on the reference operator.
@@ -355,7 +356,27 @@ def _make_mean(node: Node, graph: Graph) -> Runner | None:
         y = _mean_general(sums, n, z, params, x.dtype)
         return mean_of_sums(node, sums, n, x.ndim, x.dtype, params) if y is None else y
 
-    return _unary_runner(node, graph, mean)
+    def native(x, y):
+        """kernels/tfl_rows.c bound to x and y where the mean is over consecutive axes of a
+        contiguous x and its multiplier shifts right; else None."""
+        if x is None or x.dtype not in _INT8 or y.dtype != x.dtype or not x.flags.c_contiguous or \
+                not y.flags.c_contiguous or any(ax >= x.ndim for ax in axes):
+            return None
+        first, last = min(axes), max(axes)
+        if sorted(axes) != list(range(first, last + 1)):
+            return None
+        count = int(np.prod(x.shape[first:last + 1]))
+        outer, inner = int(np.prod(x.shape[:first])), int(np.prod(x.shape[last + 1:]))
+        if not 0 < count < 1 << 23 or y.size != outer * inner:
+            return None
+        spatial, m, shift, zy = mean_params(node, count, x.ndim)
+        if spatial or shift[0] > 0:
+            return None
+        m = int(m[0])
+        return _native.tfl_mean(x, y, outer, count, inner, m, (1 << 30) - count * int(z) * m, -int(shift[0]),
+                                int(zy), bind=True)
+
+    return _unary_runner(node, graph, mean, native)
 
 
 # ------------------------------------------------------------------ 8-bit SOFTMAX
@@ -383,17 +404,26 @@ def _make_softmax(node: Node, graph: Graph) -> Runner | None:
         info = np.iinfo(x.dtype)
         return np.clip(e, info.min, info.max, out=e).astype(x.dtype).reshape(x.shape)
 
-    return _unary_runner(node, graph, softmax)
+    def native(x, y):
+        """kernels/tfl_rows.c bound to contiguous x and y of x's shape; else None."""
+        if x is None or x.dtype not in _INT8 or y.dtype != x.dtype or x.shape != y.shape or x.size == 0 or \
+                not x.flags.c_contiguous or not y.flags.c_contiguous:
+            return None
+        return _native.tfl_softmax(x, table, sy, zy, y, x.size // x.shape[-1], x.shape[-1], bind=True)
+
+    return _unary_runner(node, graph, softmax, native)
 
 
-def _unary_runner(node: Node, graph: Graph, fn) -> Runner:
-    """The runner of y = fn(x): node by node, and in the plan a step calling fn."""
+def _unary_runner(node: Node, graph: Graph, fn, native=None) -> Runner:
+    """The runner of y = fn(x): node by node, and in the plan the bound native call
+    ``native(x, y)`` gives (where it serves) or else a step calling fn."""
     result = node.outputs[0]
 
     def run(values):
         return {result: fn(values[node.inputs[0]])}
 
     def bind(ins, outs):
-        return _bound_python(fn, ins[0], outs[0])
+        bound = None if native is None or outs[0] is None else native(ins[0], outs[0])
+        return bound if bound is not None else _bound_python(fn, ins[0], outs[0])
     run.bind = bind
     return _fallback(node, graph, run)

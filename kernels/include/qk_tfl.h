@@ -18,6 +18,20 @@ typedef void (*qk_tfl_binary_fn)(size_t, int, int, const void *, const void *, c
 /* The loop of ISA path isa (an AVX2 one where the CPU has it; the same bits on each). */
 qk_tfl_binary_fn qk_tfl_binary_for_isa(int isa);
 
+/* TFLite's 8-bit MEAN of `outer` blocks of `count` rows of `inner` values (contiguous; the
+ * mean over the rows) into y (outer x inner): the sums in int32 (acc: `inner` values of
+ * scratch), then v = ((s * mult + offset) >> 31) with offset = 2^30 - count * z_in * mult,
+ * a rounding right shift by `right` (ties away from zero), + zy, clamped to the type
+ * (kernels/tfl_rows.c). */
+void qk_tfl_mean(size_t outer, size_t count, size_t inner, int is_signed, const void *x, int64_t mult,
+                 int64_t offset, int right, int32_t zy, int32_t *acc, void *y);
+
+/* TFLite's 8-bit SOFTMAX of `rows` contiguous rows of `length`: table[max - x] (256 float32
+ * values), their sum in order, each times 1 / (sum * sy), rounded half to even, + zy,
+ * clamped to the type. */
+void qk_tfl_softmax(size_t rows, size_t length, int is_signed, const void *x, const float *table, float sy,
+                    float zy, void *y);
+
 /* How LiteRT's built-in ADD / MUL hold a scaled result before adding the output zero
  * point: in 32 bits (their scalar tail; SUB everywhere), or in their vector loop in 16-bit
  * lanes, narrowed by truncation (ADD) or saturation (MUL), the zero point added with a
