@@ -27,8 +27,8 @@ from ..._requant import OutputSpec, REQUANT_MODES
 from ..ir import Graph, Node
 from ..tflite import DOMAIN
 from .cpu import _INT8, _F32, Runner, _NotServed, _chain, _const, _fallback, kernel
-from .reference.tflite import activation_range, add_sub_params, expf, mean_of_sums, mean_params, \
-    multiply_by_quantized_multiplier, quantize_multiplier
+from .reference.tflite import activation_range, add_sub_params, expf, mean_of_sums, mean_params, mul_params, \
+    multiply_by_quantized_multiplier
 
 _CONV_ATTRS = ("in_q", "out_q", "strides", "dilations", "pads", "act", "rounding")
 _TFLITE = REQUANT_MODES["tflite"]
@@ -242,7 +242,7 @@ def binary_tables(node: Node, dtype) -> tuple:
     byte = np.arange(256, dtype=np.uint8).view(dtype).astype(np.int64)
     lo, hi = activation_range(node.attrs["act"], qy, dtype)
     if node.op_type == "Mul":
-        m, s = quantize_multiplier(np.float64(q1.s) * np.float64(q2.s) / np.float64(qy.s))
+        m, s = mul_params(q1, q2, qy)
         ta = tb = np.zeros(256, np.int32)
         return 2, ta, tb, q1.z, q2.z, int(m[0]), int(s[0]), qy.z, lo, hi
     (m1, s1), (m2, s2), (mo, so) = add_sub_params(q1, q2, qy)

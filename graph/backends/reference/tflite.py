@@ -216,6 +216,14 @@ def add_sub_params(q1: QParams, q2: QParams, qy: QParams):
     return m1, m2, mo
 
 
+def mul_params(q1: QParams, q2: QParams, qy: QParams):
+    """TFLite's 8-bit MUL multiplier: of s1 * s2 / s_out computed in float32 (mul.cc takes the
+    tensors' float scales: float products, widened to double only for QuantizeMultiplier).
+    A double quotient differs in its last bits, which moves results near a rounding tie and,
+    on LiteRT's 16-bit lanes, the low bits of results beyond int16."""
+    return quantize_multiplier(np.float64(np.float32(np.float32(q1.s) * np.float32(q2.s)) / np.float32(qy.s)))
+
+
 @op("Add", "Sub", "Mul", domain=DOMAIN, attrs=_ATTRS + ("act",))
 def binary(node, a, b):
     act = node.attrs["act"]
@@ -225,7 +233,7 @@ def binary(node, a, b):
     q1, q2, qy = _q(node, 0), _q(node, 1), _q(node, 0, out=True)
     x1, x2 = a.astype(np.int64) - q1.z, b.astype(np.int64) - q2.z
     if node.op_type == "Mul":
-        m, s = quantize_multiplier(np.float64(q1.s) * np.float64(q2.s) / np.float64(qy.s))
+        m, s = mul_params(q1, q2, qy)
         raw = multiply_by_quantized_multiplier(x1 * x2, m, s)
     else:
         (m1, s1), (m2, s2), (mo, so) = add_sub_params(q1, q2, qy)
