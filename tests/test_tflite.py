@@ -448,7 +448,8 @@ def test_mean_int8(shape, axes, keep, sx, zx, sy, zy, same, ties, dtype, seed):
 
 
 @COMMON
-@given(kind=st.sampled_from(["SOFTMAX", "LOGISTIC", "TANH", "HARD_SWISH"]), rows=st.integers(1, 5),
+@given(kind=st.sampled_from(["SOFTMAX", "LOGISTIC", "TANH", "HARD_SWISH", "RELU", "RELU6", "RELU_N1_TO_1"]),
+       rows=st.integers(1, 5),
        n=st.integers(1, 300), sx=st.floats(1e-3, 0.5), zx=zps, so=scales, zo=zps, beta=st.sampled_from([1.0, 0.5]),
        dtype=dtypes, seed=st.integers(0, 2**16))
 def test_activations_int8(kind, rows, n, sx, zx, so, zo, beta, dtype, seed):
@@ -710,6 +711,31 @@ def test_mul_multiplier_is_computed_in_float32(dtype):
         names = [i.name for i in s.get_inputs()]
         for _ in range(2):      # node by node, then the plan
             np.testing.assert_array_equal(s.run(None, dict(zip(names, (a, b))))[0], want)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+@pytest.mark.parametrize("kind", ["RELU", "RELU6", "RELU_N1_TO_1"])
+def test_relu_multiplier_is_computed_in_float32(kind, dtype):
+    """LiteRT's standalone RELU rescales by s_in / s_out divided in float32 (ReluPrepare);
+    with these scales an input 190 above its zero point gives 244 from the double quotient
+    and LiteRT's 245 from the float32 one (RELU; RELU6 and RELU_N1_TO_1 clamp below it)."""
+    sx, sy = 0.4349726438522339, 0.3380155563354492
+    z = 0 if dtype == np.uint8 else -128
+    model = build([qt([1, 3], sx, z, dtype), qt([1, 3], sy, z, dtype)], [(kind, [0], [1], None)], [0], [1])
+    x = np.array([[190 + z, 1 + z, 7 + z]], np.int64).astype(dtype)
+    Interpreter, Resolver = litert()
+    it = Interpreter(model_content=model, experimental_op_resolver_type=Resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                     num_threads=1)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    want = it.get_tensor(it.get_output_details()[0]["index"])
+    if kind == "RELU":
+        assert int(want[0, 0]) - z == 245
+    for backends in (None, ["reference"]):
+        s = Session(model, backends=backends)
+        for _ in range(2):
+            np.testing.assert_array_equal(s.run(None, {s.get_inputs()[0].name: x})[0], want)
 
 def test_bench_script_times_and_checks_a_model(capsys):
     litert()

@@ -402,7 +402,8 @@ def unary(node, x):
     info = np.iinfo(x.dtype)
     if kind in ("Relu", "Relu6", "ReluN1To1"):
         qx = _q(node, 0)
-        m, s = quantize_multiplier(np.float64(qx.s) / np.float64(qy.s))
+        # ReluPrepare divides the float scales (float32), unlike QUANTIZE's double quotient
+        m, s = quantize_multiplier(np.float64(np.float32(qx.s) / np.float32(qy.s)))
         y = multiply_by_quantized_multiplier(x.astype(np.int64) - qx.z, m, s) + qy.z
         act = {"Relu": "RELU", "Relu6": "RELU6", "ReluN1To1": "RELU_N1_TO_1"}[kind]
         return clamp(y, *activation_range(act, qy, x.dtype), x.dtype)
