@@ -629,6 +629,13 @@ cdef class BoundGemm(Bound):
                     _row_block(k, K, M, N, mb, threadid(), m_panels, n_blocks, mc_panels, nc_panels, a_data, sm,
                                sk, a_signed, za, geom, scratch, scratch_bytes, a_packed, a_panel_bytes, row_sum, bp,
                                p, c, c_stride)
+        elif nt == 1:       # (two OpenMP regions cost a 1024 x 1024 GEMV 1-2 us of its 12)
+            _pack_panels(k, 0, m_panels, M, K, a_data, sm, sk, a_signed, za, geom, scratch, a_packed,
+                         a_panel_bytes, row_sum)
+            for t in range(n_tiles):
+                mb = t // n_blocks if not n_outer else t % m_blocks
+                _block(k, K, M, N, mb, t % n_blocks if not n_outer else t // m_blocks, mc_panels, nc_panels,
+                       a_packed + mb * mc_panels * a_panel_bytes, bp, p, c, c_stride)
         else:
             for t in prange(m_panels, num_threads=nt, schedule="static"):
                 if geom == NULL:
@@ -639,7 +646,7 @@ cdef class BoundGemm(Bound):
                     qk_pack_a_conv(k.a_pack, k.mr, k.kr, geom, t * mr, min(mr, M - t * mr), a_signed,
                                    za, scratch + threadid() * scratch_bytes,
                                    a_packed + t * a_panel_bytes,
-                                   row_sum + t * mr if row_sum != NULL else NULL)
+                                   row_sum + t * mr if row_sum != NULL else NULL, k.isa)
             for t in prange(n_tiles, num_threads=nt, schedule="static"):
                 mb = t // n_blocks if not n_outer else t % m_blocks
                 _block(k, K, M, N, mb, t % n_blocks if not n_outer else t // m_blocks, mc_panels, nc_panels,
@@ -683,7 +690,7 @@ cdef inline void _pack_panels(const qk_ukernel *k, size_t p0, size_t p1, size_t 
         return
     for t in range(p0, p1):
         qk_pack_a_conv(k.a_pack, k.mr, k.kr, geom, t * mr, min(mr, M - t * mr), a_signed, za, scratch,
-                       dst + (t - p0) * a_panel_bytes, row_sum + t * mr if row_sum != NULL else NULL)
+                       dst + (t - p0) * a_panel_bytes, row_sum + t * mr if row_sum != NULL else NULL, k.isa)
 
 
 cdef inline void _block(const qk_ukernel *k, size_t K, size_t M, size_t N, size_t mb, size_t nb,
