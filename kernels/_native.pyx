@@ -7,7 +7,7 @@ quantization parameters); what it still checks, it checks before releasing the G
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int8_t, uint8_t, int16_t, uint16_t, int32_t, uint32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 import numpy as np
 cimport numpy as cnp
 

@@ -4,7 +4,6 @@
 #include "qk_quant.h"
 #include "qk_registry.h"
 
-int qk_ab_flag;   /* TEMP A/B */
 #define QK_MAX_TILE (12 * 32)   /* the largest MR x NR in the registry */
 
 static inline size_t round_up(size_t x, size_t q) { return (x + q - 1) / q * q; }

@@ -59,17 +59,6 @@ void QK_VNNI_FN(qk_store_cols_avx512vnni)(size_t mr, size_t strips, const int32_
 
 #if !defined(QK_VNNI_EMULATED) && QK_NV == 2
 #include "qs8_tflite_stage_avx512vnni.h"
-/* LiteRT's requantization (QK_OUT_FIXEDPOINT_UP) of a full 32-column tile straight from
- * the accumulators, which start at the column terms (as XNNPACK's start at its bias): no
- * int32 tile stored and read back, no add per value, and per row vpackssdw + vpacksswb
- * (saturating to the 8-bit type) + vpermd in place of four int32 clamps and a permute;
- * [lo, hi] then clamps the 32 bytes at once. Rows whose float32 floors disagree somewhere
- * (qs8_tflite_stage_avx512vnni.h; about 1 in 60) are stored again from the exact path after
- * the tile, and a tile whose columns have a shift under 2 takes qk_store_cols_avx512vnni:
- * no branch and no indexing by row in the unrolled rows, so the 24 accumulators stay in
- * registers (a branch per row made GCC keep them in memory too: 1.3x slower). Measured on
- * family 6 model 207, 1 thread: the old epilogue of a 3136 x 256 x 64 layer cost half as
- * much as its dot products. */
 /* One row of tile_tflite: its 32 bytes stored from the float32 floors; returns 1 where
  * they disagree somewhere (the row is then stored again from the exact path). */
 static inline __attribute__((always_inline)) uint32_t tfl_row(__m512i v0, __m512i v1, const qk_tfl_stage *s0,
@@ -89,6 +78,17 @@ static inline __attribute__((always_inline)) uint32_t tfl_row(__m512i v0, __m512
     return (_mm512_cmpneq_epi32_mask(l0, h0) | _mm512_cmpneq_epi32_mask(l1, h1)) != 0;
 }
 
+/* LiteRT's requantization (QK_OUT_FIXEDPOINT_UP) of a full 32-column tile straight from
+ * the accumulators, which start at the column terms (as XNNPACK's start at its bias): no
+ * int32 tile stored and read back, no add per value, and per row vpackssdw + vpacksswb
+ * (saturating to the 8-bit type) + vpermd in place of four int32 clamps and a permute;
+ * [lo, hi] then clamps the 32 bytes at once. Rows whose float32 floors disagree somewhere
+ * (qs8_tflite_stage_avx512vnni.h; about 1 in 60) are stored again from the exact path after
+ * the tile, and a tile whose columns have a shift under 2 takes qk_store_cols_avx512vnni:
+ * no branch and no indexing by row in the unrolled rows, so the 24 accumulators stay in
+ * registers (a branch per row made GCC keep them in memory too: 1.3x slower). Measured A/B
+ * in one process (family 6 model 207, 1 thread): 1-5 % of a 3136 x 256 x 64 layer, whose
+ * epilogue is still a third of its time (the exact check's second fma and conversion). */
 static inline __attribute__((always_inline)) void tile_tflite(size_t k_groups, const void *a_, const void *b_,
                                                               size_t m0, size_t n0, const qk_out_params *p, void *c,
                                                               size_t c_stride) {
@@ -147,8 +147,7 @@ static inline __attribute__((always_inline)) void tile_tflite(size_t k_groups, c
 void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, size_t n0, size_t nc,
                    const qk_out_params *p, void *c, size_t c_stride) {
 #if !defined(QK_VNNI_EMULATED) && QK_NV == 2
-    extern int qk_ab_flag;   /* TEMP A/B */
-    if (p->mode == QK_OUT_FIXEDPOINT_UP && nc == 32 && !(qk_ab_flag & 2)) {
+    if (p->mode == QK_OUT_FIXEDPOINT_UP && nc == 32) {
         tile_tflite(k_groups, a_, b_, m0, n0, p, c, c_stride);
         return;
     }
