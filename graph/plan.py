@@ -327,7 +327,7 @@ class Plan:
     def run(self, feeds: dict, names: list[str], timer=None) -> list[np.ndarray]:
         for name, slot in self.feeds:
             x = feeds[name]
-            if not copy_same(slot, x):
+            if type(x) is not np.ndarray or not copy_same(slot, x):   # (a body's feed may be a scalar)
                 np.copyto(slot, x)
         if timer is None:
             self.loop.run()
