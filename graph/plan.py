@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._layout import convertible, nhwc_to_nchw
-from .._native import StepLoop
+from .._native import StepLoop, copy_same
 from .ir import Graph, Node
 
 ALIGN = 64
@@ -317,6 +317,7 @@ class Plan:
             calls = list(call) if isinstance(call, (list, tuple)) else [call]
             self.steps.append((node, calls, bound, placement(node)))
         self.loop = StepLoop([c for s in self.steps for c in s[1]])
+        self._outs: dict = {}      # output names (a tuple) -> [(array, C-contiguous)]
 
     @property
     def bound(self) -> int:
@@ -325,7 +326,9 @@ class Plan:
 
     def run(self, feeds: dict, names: list[str], timer=None) -> list[np.ndarray]:
         for name, slot in self.feeds:
-            np.copyto(slot, feeds[name])
+            x = feeds[name]
+            if type(x) is not np.ndarray or not copy_same(slot, x):   # (a body's feed may be a scalar)
+                np.copyto(slot, x)
         if timer is None:
             self.loop.run()
         else:
@@ -340,8 +343,15 @@ class Plan:
                 for call in calls:
                     call()
                 timer(node, where, time.perf_counter() - t0)
-        consts = self.consts
-        return [_copy_out(consts[n] if n in consts else self.arrays[n]) for n in names]
+        outs = self._outs.get(names) if type(names) is tuple else None
+        if outs is None:
+            consts = self.consts
+            outs = [consts[n] if n in consts else self.arrays[n] for n in names]
+            # C-contiguous arrays by their own copy (numpy's fastest); the rest by _copy_out
+            outs = [(v, type(v) is np.ndarray and v.flags.c_contiguous) for v in outs]
+            if type(names) is tuple:
+                self._outs[names] = outs
+        return [v.copy() if simple else _copy_out(v) for v, simple in outs]
 
 
 def _copying_step(node: Node, fn, ins: list, outs: dict):

@@ -141,6 +141,17 @@ def copy_into(dst, src, bint simd=True):
     return dst
 
 
+def copy_same(cnp.ndarray dst, cnp.ndarray src):
+    """dst[...] = src by one memmove where both are aligned C-contiguous arrays of one
+    shape and dtype (a graph plan's feed: numpy's assignment cost 0.5 us of a 13 us
+    FullyConnected run); False, nothing copied, for any other pair."""
+    if not (cnp.PyArray_ISCARRAY(dst) and cnp.PyArray_ISCARRAY_RO(src) and cnp.PyArray_SAMESHAPE(dst, src) and
+            cnp.PyArray_EquivTypes(dst.dtype, src.dtype)):
+        return False
+    memmove(_ptr(dst), _ptr(src), <size_t>cnp.PyArray_NBYTES(dst))
+    return True
+
+
 def fill(dst, value):
     """dst[...] = value on the native fill; returns dst."""
     BoundCopy([(dst, None, value)], dst).run()

@@ -68,7 +68,7 @@ cdef extern from "qk_conv.h" nogil:
         uint8_t pad
         size_t elem
     void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows,
-                        int a_signed, int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum)
+                        int a_signed, int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum, int isa)
     ctypedef struct qk_dw_params:
         qk_conv_geom g
         size_t mult

@@ -31,6 +31,7 @@ f16_row_fn qk_f16_to_f32_row_f16c;
 #define QK_NATIVE_AND_EMU(type, name) type name, name##_emu;
 QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_12x32c4_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_1x32c4_avx512vnni)
+QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_1x32c4_fused_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_12x32c4_fused_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_4x32c4_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_4x32c4_fused_avx512vnni)
@@ -126,8 +127,8 @@ static const qk_ukernel kernels[] = {
     {.name = #fn, GEMM, QS8, .isa = isa_, __VA_ARGS__, .gemm = fn, .output = qk_output_avx2, .fused = fused_fn}, \
     {.name = #fn "_emu", GEMM, QS8, .isa = isa_##_EMU, __VA_ARGS__, .gemm = fn##_emu, .output = qk_output_avx2,  \
      .fused = fused_fn##_emu}
-    VNNI_GEMM(qs8_gemm_1x32c4_avx512vnni, QK_ISA_AVX512VNNI, .mr = 1, .nr = 32, .kr = 4, .a_pack = QK_PACK_U8,
-              .b_pack = QK_PACK_S8, .max_m = 2),
+    VNNI_GEMM_FUSED(qs8_gemm_1x32c4_avx512vnni, qs8_gemm_1x32c4_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 1,
+                    .nr = 32, .kr = 4, .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8, .max_m = 2),
     VNNI_GEMM_FUSED(qs8_gemm_4x32c4_avx512vnni, qs8_gemm_4x32c4_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 4,
                     .nr = 32, .kr = 4, .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8, .max_m = 4),
     VNNI_GEMM_FUSED(qs8_gemm_8x32c4_avx512vnni, qs8_gemm_8x32c4_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 8,

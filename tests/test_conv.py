@@ -408,3 +408,38 @@ def test_conv_geometry_beyond_the_limit_is_a_value_error_naming_the_argument(arg
     with pytest.raises(ValueError, match=arg):
         conv((x.data / 8).astype(np.float16), (w.data / 4).astype(np.float16), **{arg: value})
     conv(x, w, out_dtype=np.int32, **{arg: 1})   # an ordinary value still runs
+
+
+@settings(max_examples=6 if SMALL else 25, deadline=None, database=None)
+@given(o=st.integers(17, 100), c=st.integers(1, 70), k=st.sampled_from([1, 3]), groups=st.sampled_from([1, 2]),
+       hw=st.tuples(st.integers(1, 9), st.integers(1, 13)), view=st.sampled_from(["none", "channels", "flipped"]),
+       xdt=st.sampled_from([U8, S8]), ydt=st.sampled_from([U8, S8]), act=st.sampled_from([None, "relu", (-1.0, 2.5)]),
+       sy=st.sampled_from([0.02, 0.3, 3.0]), seed=st.integers(0, 2**31))
+def test_tflite_requantized_conv_tiles_of_32_columns_equal_the_scalar_path_on_every_isa(o, c, k, groups, hw, view, xdt,
+                                                                                        ydt, act, sy, seed):
+    """LiteRT's requantization ("tflite") of full 32-column tiles, which the AVX-512
+    kernels store straight from their accumulators (and rows whose float check fails
+    from the exact path), and the AVX2 copies of the patch gather (window rows and taps of
+    32 bytes and more, input views whose channels are strided): the same bytes as the
+    scalar path (itself LiteRT's, tests/test_tflite.py). Output scales that make right
+    shifts under 2 (sy = 0.02) take the 64-bit stage."""
+    o -= o % groups
+    c = max(groups, c - c % groups)
+    rng = np.random.default_rng(seed)
+    h, wd = hw
+    x = _random(rng, (1, h, wd, 2 * c if view == "channels" else c), xdt)
+    x = {"none": x, "channels": x[..., ::2], "flipped": x[:, ::-1, ::-1]}[view]
+    w = rng.integers(-127, 128, (o, k, k, c // groups)).astype(np.int8)
+    sw = rng.uniform(0.002, 0.02, o).astype(np.float32)
+    bias = rng.integers(-20000, 20000, o).astype(np.int32)
+    za, zy = int(_random(rng, (), xdt)), int(_random(rng, (), ydt))
+    kw = dict(padding="same", groups=groups, out_scale=sy, out_zero_point=zy, out_dtype=ydt, activation=act,
+              requant="tflite")
+    args = (QTensor(x, 0.05, za), QTensor(w, sw, np.zeros(o, np.int8), axis=0), bias)
+    with qkernels.use_isa("scalar"):
+        want = conv2d(*args, **kw).data
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+        with qkernels.use_isa(isa):
+            np.testing.assert_array_equal(conv2d(*args, **kw).data, want, err_msg=isa)
+            np.testing.assert_array_equal(conv2d(QTensor(np.ascontiguousarray(x), 0.05, za), *args[1:], **kw).data,
+                                          want, err_msg=f"{isa}, contiguous copy")

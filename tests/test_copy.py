@@ -166,6 +166,33 @@ def test_a_source_that_is_its_destination_is_skipped_and_overlaps_refused():
         _native.BoundCopy([(y[:, 2:4], y[:, 3:5])], y)
 
 
+@SETTINGS
+@given(shape=st.lists(st.sampled_from(DIMS), min_size=0, max_size=3), dtype=st.sampled_from(DTYPES),
+       kind=st.sampled_from(["same", "strided", "dtype", "shape", "readonly_dst", "itself"]), seed=st.integers(0, 99))
+def test_copy_same_copies_only_equal_contiguous_arrays(shape, dtype, kind, seed):
+    """_native.copy_same (a graph plan's feed copy): one memmove for C-contiguous arrays of
+    one shape and dtype; False and nothing written for every other pair."""
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, 100, shape).astype(dtype)
+    dst = np.zeros(shape, dtype)
+    if kind == "strided":
+        src = np.repeat(src[..., None], 2, axis=-1)[..., 0]
+    elif kind == "dtype":
+        src = src.astype(np.float32 if np.dtype(dtype) != np.float32 else np.float64)
+    elif kind == "shape":
+        src = src.reshape(-1)
+        if src.shape == dst.shape:
+            src = src[None]
+    elif kind == "readonly_dst":
+        dst.flags.writeable = False
+    elif kind == "itself":
+        dst = src
+    before = dst.copy()
+    done = _native.copy_same(dst, src)
+    assert done == (kind in ("same", "itself") or (kind == "strided" and src.flags.c_contiguous))
+    assert_same_bits(dst, src if done else before)
+
+
 def test_bad_moves_are_errors():
     y = np.zeros((3, 4), np.float32)
     bad = [([(y, np.zeros((4, 3), np.float32))], ValueError),                  # shape

@@ -117,6 +117,40 @@ def test_a_plan_per_input_shape_set_least_recently_used_dropped(monkeypatch):
     assert [k[0][0][1] for k in s._plans] == [(3, 8), (4, 8), (2, 8)]
 
 
+def test_the_last_signatures_shortcut_takes_only_the_same_feeds_threads_and_isa():
+    """Session._hot (the plan of the last signature, its key and LRU skipped): a feed of
+    another shape, dtype or type, another thread count or ISA path goes the long way
+    (and gets its own plan), and the result is always the model's."""
+    import qkernels
+    model, w = _mlp_dynamic_batch()
+    s = Session(model)
+    fresh = Session(model, plan=False)
+    x2 = RNG.standard_normal((2, 8)).astype(np.float32)
+    want = lambda x: np.maximum(np.asarray(x, np.float32) @ w, 0)   # noqa: E731
+    for _ in range(3):
+        np.testing.assert_allclose(s.run(None, {"x": x2})[0], want(x2), rtol=1e-5, atol=1e-5)
+    assert s.last_run == "plan" and s._hot is not None and s._hot[0][0][1] == (2, 8)
+    x3 = RNG.standard_normal((3, 8)).astype(np.float32)
+    np.testing.assert_allclose(s.run(None, {"x": x3})[0], want(x3), rtol=1e-5, atol=1e-5)
+    assert s.last_run == "trace"
+    for feed in (x2.astype(np.float64), x2.tolist(), x2[:, ::-1], np.asfortranarray(x2)):
+        try:
+            expect = fresh.run(None, {"x": feed})[0]
+        except Exception as e:      # (what the long way does with it, the shortcut does too)
+            with pytest.raises(type(e)):
+                s.run(None, {"x": feed})
+            continue
+        np.testing.assert_array_equal(s.run(None, {"x": feed})[0], expect)
+    with qkernels.use_num_threads(qkernels.get_num_threads() % 2 + 1):   # another count
+        np.testing.assert_allclose(s.run(None, {"x": x2})[0], want(x2), rtol=1e-5, atol=1e-5)
+        assert s.last_run == "trace"
+    with qkernels.use_isa("scalar"):
+        np.testing.assert_allclose(s.run(None, {"x": x2})[0], want(x2), rtol=1e-5, atol=1e-5)
+        assert s.last_run == "trace"        # its own plan: not the hot one of another path
+    np.testing.assert_allclose(s.run(None, {"x": x2})[0], want(x2), rtol=1e-5, atol=1e-5)
+    assert s.last_run == "plan"
+
+
 def test_outputs_are_the_callers_and_feeds_any_view(mobilenet):
     s = Session(mobilenet, num_threads=1)
     x = RNG.standard_normal((1, 3, 48, 96)).astype(np.float32)

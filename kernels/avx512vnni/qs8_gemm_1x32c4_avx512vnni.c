@@ -29,3 +29,15 @@ void QK_VNNI_FN(qs8_gemm_1x32c4_avx512vnni)(size_t k_groups, const void *a_, con
     qk512_store(acc, qk512_add(qk512_add(c0, d0), qk512_add(e0, f0)));
     qk512_store(acc + 16, qk512_add(qk512_add(c1, d1), qk512_add(e1, f1)));
 }
+
+void QK_VNNI_FN(qk_store_cols_avx512vnni)(size_t mr, size_t strips, const int32_t *acc, size_t acc_stride, size_t m0,
+                                          size_t n0, const qk_out_params *p, void *c, size_t c_stride);
+
+/* The row through the zmm epilogue (qs8_output_avx512vnni.c), not the generic AVX2
+ * stage: a GEMV's 1024 outputs took 5 % of its time there. */
+void QK_VNNI_FN(qs8_gemm_1x32c4_fused_avx512vnni)(size_t k_groups, const void *a_, const void *b_, size_t m0, size_t n0,
+                                                  size_t nc, const qk_out_params *p, void *c, size_t c_stride) {
+    int32_t acc[32];
+    QK_VNNI_FN(qs8_gemm_1x32c4_avx512vnni)(k_groups, a_, b_, acc);
+    QK_VNNI_FN(qk_store_cols_avx512vnni)(1, nc / 16, acc, 32, m0, n0, p, c, c_stride);
+}

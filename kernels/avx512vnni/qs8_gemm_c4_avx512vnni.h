@@ -22,14 +22,10 @@
 #define QK_PREFETCH_B 2048
 #endif
 
-void QK_GEMM_NAME(size_t k_groups, const void *a_, const void *b_, int32_t *acc) {
-    const uint8_t *pa = (const uint8_t *)a_, *pb = (const uint8_t *)b_;
+/* c += the tile's products (inlined into both entries: c stays in registers). */
+static inline __attribute__((always_inline)) void tile_dot(size_t k_groups, const uint8_t *pa, const uint8_t *pb,
+                                                           qk_v512 c[QK_MR][QK_NV]) {
     const size_t kp = 4 * k_groups;   /* row stride of the row-major A panel, in bytes */
-    qk_v512 c[QK_MR][QK_NV];
-#pragma GCC unroll 16
-    for (int i = 0; i < QK_MR; i++)
-#pragma GCC unroll 4
-        for (int j = 0; j < QK_NV; j++) c[i][j] = qk512_zero();
     for (size_t g = 0; g < k_groups; g++, pa += 4, pb += 64 * QK_NV) {
 #pragma GCC unroll 4
         for (int j = 0; j < QK_NV; j++) _mm_prefetch((const char *)(pb + 64 * j) + QK_PREFETCH_B, _MM_HINT_T0);
@@ -43,6 +39,15 @@ void QK_GEMM_NAME(size_t k_groups, const void *a_, const void *b_, int32_t *acc)
             for (int j = 0; j < QK_NV; j++) c[i][j] = qk512_dpbusd(c[i][j], a, b[j]);
         }
     }
+}
+
+void QK_GEMM_NAME(size_t k_groups, const void *a_, const void *b_, int32_t *acc) {
+    qk_v512 c[QK_MR][QK_NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < QK_MR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < QK_NV; j++) c[i][j] = qk512_zero();
+    tile_dot(k_groups, (const uint8_t *)a_, (const uint8_t *)b_, c);
 #pragma GCC unroll 16
     for (int i = 0; i < QK_MR; i++)
 #pragma GCC unroll 4
@@ -52,10 +57,101 @@ void QK_GEMM_NAME(size_t k_groups, const void *a_, const void *b_, int32_t *acc)
 void QK_VNNI_FN(qk_store_cols_avx512vnni)(size_t mr, size_t strips, const int32_t *acc, size_t acc_stride, size_t m0,
                                           size_t n0, const qk_out_params *p, void *c, size_t c_stride);
 
+#if !defined(QK_VNNI_EMULATED) && QK_NV == 2
+#include "qs8_tflite_stage_avx512vnni.h"
+/* One row of tile_tflite: its 32 bytes stored from the float32 floors; returns 1 where
+ * they disagree somewhere (the row is then stored again from the exact path). */
+static inline __attribute__((always_inline)) uint32_t tfl_row(__m512i v0, __m512i v1, const qk_tfl_stage *s0,
+                                                              const qk_tfl_stage *s1, __m512i order, __m256i lo,
+                                                              __m256i hi, int out_signed, char *row) {
+    const __m512 f0 = _mm512_cvtepi32_ps(v0), f1 = _mm512_cvtepi32_ps(v1);
+    const int rd = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
+    const __m512i l0 = _mm512_cvt_roundps_epi32(_mm512_fmadd_ps(f0, s0->m, s0->c_lo), rd);
+    const __m512i h0 = _mm512_cvt_roundps_epi32(_mm512_fmadd_ps(f0, s0->m, s0->c_hi), rd);
+    const __m512i l1 = _mm512_cvt_roundps_epi32(_mm512_fmadd_ps(f1, s1->m, s1->c_lo), rd);
+    const __m512i h1 = _mm512_cvt_roundps_epi32(_mm512_fmadd_ps(f1, s1->m, s1->c_hi), rd);
+    const __m512i w = _mm512_packs_epi32(l0, l1);
+    const __m256i y = _mm512_castsi512_si256(
+        _mm512_permutexvar_epi32(order, out_signed ? _mm512_packs_epi16(w, w) : _mm512_packus_epi16(w, w)));
+    _mm256_storeu_si256((__m256i *)(void *)row, out_signed ? _mm256_min_epi8(_mm256_max_epi8(y, lo), hi)
+                                                           : _mm256_min_epu8(_mm256_max_epu8(y, lo), hi));
+    return (_mm512_cmpneq_epi32_mask(l0, h0) | _mm512_cmpneq_epi32_mask(l1, h1)) != 0;
+}
+
+/* LiteRT's requantization (QK_OUT_FIXEDPOINT_UP) of a full 32-column tile straight from
+ * the accumulators, which start at the column terms (as XNNPACK's start at its bias): no
+ * int32 tile stored and read back, no add per value, and per row vpackssdw + vpacksswb
+ * (saturating to the 8-bit type) + vpermd in place of four int32 clamps and a permute;
+ * [lo, hi] then clamps the 32 bytes at once. Rows whose float32 floors disagree somewhere
+ * (qs8_tflite_stage_avx512vnni.h; about 1 in 60) are stored again from the exact path after
+ * the tile, and a tile whose columns have a shift under 2 takes qk_store_cols_avx512vnni:
+ * no branch and no indexing by row in the unrolled rows, so the 24 accumulators stay in
+ * registers (a branch per row made GCC keep them in memory too: 1.3x slower). Measured A/B
+ * in one process (family 6 model 207, 1 thread): 1-5 % of a 3136 x 256 x 64 layer, whose
+ * epilogue is still a third of its time (the exact check's second fma and conversion). */
+static inline __attribute__((always_inline)) void tile_tflite(size_t k_groups, const void *a_, const void *b_,
+                                                              size_t m0, size_t n0, const qk_out_params *p, void *c,
+                                                              size_t c_stride) {
+    const __m512i add0 = _mm512_loadu_si512(p->col_add + n0), add1 = _mm512_loadu_si512(p->col_add + n0 + 16);
+    qk_v512 acc[QK_MR][2];
+#pragma GCC unroll 16
+    for (int i = 0; i < QK_MR; i++) acc[i][0] = add0, acc[i][1] = add1;
+    tile_dot(k_groups, (const uint8_t *)a_, (const uint8_t *)b_, acc);
+    qk_tfl_stage s0, s1;
+    if (!qk_tfl_stage_at(&s0, n0, p) || !qk_tfl_stage_at(&s1, n0 + 16, p)) {
+        int32_t t[QK_MR * 32];
+#pragma GCC unroll 16
+        for (int i = 0; i < QK_MR; i++) {
+            _mm512_storeu_si512(t + 32 * i, _mm512_sub_epi32(acc[i][0], add0));
+            _mm512_storeu_si512(t + 32 * i + 16, _mm512_sub_epi32(acc[i][1], add1));
+        }
+        QK_VNNI_FN(qk_store_cols_avx512vnni)(QK_MR, 2, t, 32, m0, n0, p, c, c_stride);
+        return;
+    }
+    /* after the packs, dword 4L of each 128-bit lane L holds a's columns 4L..4L+3, dword
+       4L+1 b's */
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m256i lo = _mm256_set1_epi8((char)p->lo), hi = _mm256_set1_epi8((char)p->hi);
+    const int out_signed = p->out_signed;
+    char *row = (char *)c + m0 * c_stride + n0;
+    uint32_t redo = 0;   /* bit i: row i's floors disagree */
+    if (out_signed) {
+#pragma GCC unroll 16
+        for (int i = 0; i < QK_MR; i++) redo |= tfl_row(acc[i][0], acc[i][1], &s0, &s1, order, lo, hi, 1, row + i * c_stride) << i;
+    } else {
+#pragma GCC unroll 16
+        for (int i = 0; i < QK_MR; i++) redo |= tfl_row(acc[i][0], acc[i][1], &s0, &s1, order, lo, hi, 0, row + i * c_stride) << i;
+    }
+    if (__builtin_expect(redo != 0, 0)) {
+        int32_t t[QK_MR * 32];
+#pragma GCC unroll 16
+        for (int i = 0; i < QK_MR; i++) {
+            _mm512_storeu_si512(t + 32 * i, acc[i][0]);
+            _mm512_storeu_si512(t + 32 * i + 16, acc[i][1]);
+        }
+        for (; redo; redo &= redo - 1) {
+            const int i = __builtin_ctz(redo);
+            const __m512i w = _mm512_packs_epi32(qk_tfl_stage_row(&s0, _mm512_loadu_si512(t + 32 * i), p),
+                                                 qk_tfl_stage_row(&s1, _mm512_loadu_si512(t + 32 * i + 16), p));
+            /* clamped to [lo, hi] already: the packs saturate nothing */
+            const __m256i y = _mm512_castsi512_si256(_mm512_permutexvar_epi32(
+                order, out_signed ? _mm512_packs_epi16(w, w) : _mm512_packus_epi16(w, w)));
+            _mm256_storeu_si256((__m256i *)(void *)(row + i * c_stride), y);
+        }
+    }
+}
+#endif
+
 /* Tiles of int32 or fp32 output, nc / 16 strips of 16 columns: the zmm epilogue
- * (qs8_output_avx512vnni.c). */
+ * (qs8_output_avx512vnni.c); 32 columns of TFLite's 8-bit output: tile_tflite. */
 void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, size_t n0, size_t nc,
                    const qk_out_params *p, void *c, size_t c_stride) {
+#if !defined(QK_VNNI_EMULATED) && QK_NV == 2
+    if (p->mode == QK_OUT_FIXEDPOINT_UP && nc == 32) {
+        tile_tflite(k_groups, a_, b_, m0, n0, p, c, c_stride);
+        return;
+    }
+#endif
     int32_t acc[QK_MR * QK_NV * 16];
     QK_GEMM_NAME(k_groups, a_, b_, acc);
     QK_VNNI_FN(qk_store_cols_avx512vnni)(QK_MR, nc / 16, acc, 16 * QK_NV, m0, n0, p, c, c_stride);

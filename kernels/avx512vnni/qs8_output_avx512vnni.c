@@ -11,61 +11,18 @@
 #include "qk_vnni.h"
 
 #if !defined(QK_VNNI_EMULATED)
-/* LiteRT's ties-up requantization of 16 columns whose right shifts s are all >= 2, in
- * float32 with an exact check. Exactly, y = floor((v m + 2^30 + 2^(30+s)) / 2^(31+s)) =
- * floor(v M + c), M = m 2^-(31+s) < 2^-s, c = 1/2 + 2^(-1-s): qk512_fixedpoint's one
- * rounding of the 64-bit product. Here t- and t+ are fma(float(v), float(M), c + zy -+ e)
- * with e = 2^-11: where the true t + zy is within 600 of zero, |acc M| < 860 and the three
- * float32 roundings (v, M, the fma; c + zy's) move it by under 2^-12.5, so t- < t + zy < t+,
- * and equal floors of t- and t+ are the exact result; beyond 600 both lie past the clamp on
- * t's side (relative error 2^-22). A row whose floors differ somewhere (about 1 in 60
- * rows at random: an integer within 2^-11) takes the 64-bit path. |t| < 2^29 + 2^9: no
- * conversion overflows. Fewer port-0 operations than the 64-bit multiplies and shifts.
- * Returns 0 (nothing stored) where some column has s < 2, or for under 8 rows (its setup
- * costs about what it saves on 6: depthwise borders come one pixel at a time). */
-typedef struct {
-    __m512 m, c_lo, c_hi;
-    __m512i mult, rshift, add;
-} f32_stage;
+#include "qs8_tflite_stage_avx512vnni.h"
 
-/* The stage of 16 columns, or 0 where some column has s < 2. */
-static inline int f32_stage_make(f32_stage *st, qk_v512 add, qk_v512 mult, qk_v512 rshift, const qk_out_params *p) {
-    if (_mm512_cmplt_epi32_mask(rshift, _mm512_set1_epi32(2)))
-        return 0;
-    st->m = _mm512_scalef_ps(_mm512_cvtepi32_ps(mult), _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_set1_epi32(-31), rshift)));
-    const __m512 c = _mm512_add_ps(_mm512_set1_ps(0.5f + (float)p->zero_point),
-                                   _mm512_scalef_ps(_mm512_set1_ps(1.0f), _mm512_cvtepi32_ps(
-                                       _mm512_sub_epi32(_mm512_set1_epi32(-1), rshift))));
-    const __m512 e = _mm512_set1_ps(1.0f / 2048);
-    st->c_lo = _mm512_sub_ps(c, e);
-    st->c_hi = _mm512_add_ps(c, e);
-    st->mult = mult;
-    st->rshift = rshift;
-    st->add = add;
-    return 1;
-}
-
-/* One row's 16 outputs (int32, clamped, zero point added). */
-static inline __m512i f32_stage_row(const f32_stage *st, const int32_t *acc, const qk_out_params *p) {
-    const __m512i v = _mm512_add_epi32(_mm512_loadu_si512(acc), st->add);
-    const __m512 vf = _mm512_cvtepi32_ps(v);
-    const __m512i f_lo = _mm512_cvt_roundps_epi32(_mm512_fmadd_ps(vf, st->m, st->c_lo), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    const __m512i f_hi = _mm512_cvt_roundps_epi32(_mm512_fmadd_ps(vf, st->m, st->c_hi), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    if (__builtin_expect(_mm512_cmpneq_epi32_mask(f_lo, f_hi) != 0, 0)) {
-        const __m512i zp = _mm512_set1_epi32(p->zero_point);
-        return _mm512_add_epi32(qk512_clamp_i32(qk512_fixedpoint(v, st->mult, st->rshift, 1),
-                                                _mm512_sub_epi32(_mm512_set1_epi32(p->lo), zp),
-                                                _mm512_sub_epi32(_mm512_set1_epi32(p->hi), zp)), zp);
-    }
-    return _mm512_min_epi32(_mm512_max_epi32(f_lo, _mm512_set1_epi32(p->lo)), _mm512_set1_epi32(p->hi));
-}
-
+/* The float32 stage (qs8_tflite_stage_avx512vnni.h) of mr rows of 16 columns, or 0 where
+ * some column has s < 2, or for under 8 rows (its setup costs about what it saves on 6:
+ * depthwise borders come one pixel at a time). */
 static int fixedpoint_up_f32(size_t mr, const int32_t *acc, size_t acc_stride, qk_v512 add, qk_v512 mult,
                              qk_v512 rshift, const qk_out_params *p, char *row, size_t c_stride) {
-    f32_stage st;
-    if (mr < 8 || !f32_stage_make(&st, add, mult, rshift, p))
+    qk_tfl_stage st;
+    if (mr < 8 || !qk_tfl_stage_make(&st, add, mult, rshift, p))
         return 0;
-    for (size_t i = 0; i < mr; i++, row += c_stride) qk512_store_bytes(row, f32_stage_row(&st, acc + acc_stride * i, p));
+    for (size_t i = 0; i < mr; i++, row += c_stride)
+        qk512_store_bytes(row, qk_tfl_stage_row(&st, _mm512_add_epi32(_mm512_loadu_si512(acc + acc_stride * i), add), p));
     return 1;
 }
 
@@ -75,19 +32,17 @@ static int fixedpoint_up_f32(size_t mr, const int32_t *acc, size_t acc_stride, q
 __attribute__((target("avx512vbmi")))
 static int fixedpoint_up_f32_pair(size_t mr, const int32_t *acc, size_t acc_stride, size_t n0, const qk_out_params *p,
                                   char *row, size_t c_stride) {
-    f32_stage a, b;
-    const qk_v512 s0 = qk512_load(p->shift + n0), s1 = qk512_load(p->shift + n0 + 16);
-    if (mr < 8 || !f32_stage_make(&a, qk512_load(p->col_add + n0), qk512_load(p->mult + n0), qk512_sub(qk512_zero(), s0), p)
-        || !f32_stage_make(&b, qk512_load(p->col_add + n0 + 16), qk512_load(p->mult + n0 + 16),
-                           qk512_sub(qk512_zero(), s1), p))
+    qk_tfl_stage a, b;
+    if (mr < 8 || !qk_tfl_stage_at(&a, n0, p) || !qk_tfl_stage_at(&b, n0 + 16, p))
         return 0;
     const __m512i low_bytes = _mm512_set_epi8(124, 120, 116, 112, 108, 104, 100, 96, 92, 88, 84, 80, 76, 72, 68, 64,
                                               60, 56, 52, 48, 44, 40, 36, 32, 28, 24, 20, 16, 12, 8, 4, 0,
                                               124, 120, 116, 112, 108, 104, 100, 96, 92, 88, 84, 80, 76, 72, 68, 64,
                                               60, 56, 52, 48, 44, 40, 36, 32, 28, 24, 20, 16, 12, 8, 4, 0);
     for (size_t i = 0; i < mr; i++, row += c_stride) {
-        const __m512i y = _mm512_permutex2var_epi8(f32_stage_row(&a, acc + acc_stride * i, p), low_bytes,
-                                                   f32_stage_row(&b, acc + acc_stride * i + 16, p));
+        const __m512i y = _mm512_permutex2var_epi8(
+            qk_tfl_stage_row(&a, _mm512_add_epi32(_mm512_loadu_si512(acc + acc_stride * i), a.add), p), low_bytes,
+            qk_tfl_stage_row(&b, _mm512_add_epi32(_mm512_loadu_si512(acc + acc_stride * i + 16), b.add), p));
         _mm256_storeu_si256((__m256i *)(void *)row, _mm512_castsi512_si256(y));
     }
     return 1;

@@ -21,9 +21,9 @@ typedef struct {
  * (padding too). */
 void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst, size_t dst_stride, uint8_t flip);
 /* Pack rows [r0, r0 + rows) (at most MR) of the patch matrix into one A panel;
- * scratch holds MR * K * elem bytes. */
+ * scratch holds MR * K * elem bytes; isa: the kernel's ISA path (its copies' width). */
 void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows, int a_signed,
-                    int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum);
+                    int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum, int isa);
 
 /* Depthwise convolution (kernels/dwconv.c; sum kernels in kernels/<isa>/): g describes the whole input (cg = all C
  * channels); w holds int16 weights minus their zero points, [ky][kx][C * mult].
