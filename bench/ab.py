@@ -1,0 +1,142 @@
+"""Any float model beside ONNX Runtime, the two alternated round by round in one process (both
+see the same load on a shared machine): the median of the per-round ratios qkernels / ORT with
+its interquartile range, and optionally both per-Conv profiles side by side.
+
+    python -m bench.ab resnet18 mobilenet_v2 digits:400
+    python -m bench.ab model.onnx --shape 1 3 224 224 --layers
+
+A model is an .onnx path (its first input fed with ``--shape``, or the model's own static
+shape), a zoo builder (``resnet18``, ``mobilenet_v2``: float32, 1 x 3 x 224 x 224, written
+once into ``--cache``) or ``digits`` (the demo's CNN); ``name:B`` sets the batch. 1 thread each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def resolve(spec: str, cache: Path, shape=None):
+    """(path, input name, input array) of a model spec."""
+    import onnx
+    name, _, batch = spec.partition(":")
+    if name == "digits":
+        from qkernels.demo import shipped_data
+        path = Path(shipped_data()[0])
+    elif name.endswith(".onnx"):
+        path = Path(name)
+    else:
+        from . import zoo
+        cache.mkdir(parents=True, exist_ok=True)
+        path = cache / f"{name}.onnx"
+        if not path.exists():
+            onnx.save(getattr(zoo, name)(), path)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    inp = next(i for i in graph.input if i.name not in inits)
+    dims = [d.dim_value or 1 for d in inp.type.tensor_type.shape.dim]
+    if shape:
+        dims = list(shape)
+    if batch:
+        dims[0] = int(batch)
+    x = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+    return path, inp.name, x
+
+
+def sessions(path: Path, ort_profile: str | None = None):
+    import onnxruntime as ort
+    from qkernels.graph import Session
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    if ort_profile:
+        so.enable_profiling = True
+        so.profile_file_prefix = ort_profile
+    return Session(str(path), num_threads=1), ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ab(q, o, feed, rounds: int, min_time: float = 0.25):
+    """Median and quartiles of the per-round ratio qkernels / ORT, and their medians (ms)."""
+    def per_call(fn):
+        fn()
+        n, t0 = 0, time.perf_counter()
+        while (t := time.perf_counter() - t0) < min_time or n == 0:
+            fn()
+            n += 1
+        return t / n
+
+    runs = (lambda: q.run(None, feed), lambda: o.run(None, feed))
+    per_call(runs[0]), per_call(runs[1])  # warm both
+    qs, os_ = [], []
+    for r in range(rounds):
+        first = r % 2               # alternate who goes first
+        t = [per_call(runs[(first + i) % 2]) for i in range(2)]
+        qs.append(t[first])
+        os_.append(t[1 - first])
+    ratio = np.array(qs) / np.array(os_)
+    return (np.median(ratio), np.percentile(ratio, 25), np.percentile(ratio, 75),
+            1e3 * np.median(qs), 1e3 * np.median(os_))
+
+
+def ort_node_us(profile_json: str, runs: int) -> dict[str, float]:
+    """ORT's kernel time per node (us per run), from its profile."""
+    tot: dict[str, float] = {}
+    for e in json.load(open(profile_json)):
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            n = e["name"][: -len("_kernel_time")]
+            tot[n] = tot.get(n, 0.0) + e["dur"] / runs
+    return tot
+
+
+def layers(path: Path, feed, runs: int = 30, top: int = 25):
+    """The slowest nodes of qkernels (median us of ``runs`` profiled runs) beside ORT's time
+    for the node of the same name (ORT keeps a node's name when it fuses an activation in)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        q, o = sessions(path, ort_profile=os.path.join(tmp, "ort"))
+        for _ in range(runs):
+            o.run(None, feed)
+        ort_us = ort_node_us(o.end_profiling(), runs)
+    q.run(None, feed)
+    per: dict[str, list] = {}
+    for _ in range(runs):
+        q.run(None, feed, profile=True)
+        for r in q.last_profile:
+            per.setdefault(r["node"], [r["op"], []])[1].append(r["seconds"] * 1e6)
+    rows = sorted(((float(np.median(t)), n, op) for n, (op, t) in per.items()), reverse=True)
+    print(f"  {'node':40s} {'op':24s} {'qk us':>9s} {'ORT us':>9s} ratio")
+    for us, n, op in rows[:top]:
+        o_us = ort_us.get(n)
+        tail = f"{o_us:9.1f} {us / o_us:5.2f}" if o_us else f"{'-':>9s}"
+        print(f"  {n[:40]:40s} {str(op)[:24]:24s} {us:9.1f} {tail}")
+    print(f"  total: qk {sum(r[0] for r in rows):.1f} us in nodes, ORT {sum(ort_us.values()):.1f} us")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--shape", type=int, nargs="+", help="the input shape of an .onnx path")
+    ap.add_argument("--rounds", type=int, default=11)
+    ap.add_argument("--min-time", type=float, default=0.25, help="seconds per library per round")
+    ap.add_argument("--layers", action="store_true", help="also print both per-node profiles")
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/qk-ab"))
+    args = ap.parse_args(argv)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from .tflite_models import _cpu
+    print(f"{_cpu()}, 1 thread; qkernels / ORT per round, median [IQR] of {args.rounds} rounds")
+    for spec in args.models:
+        path, name, x = resolve(spec, args.cache, args.shape)
+        feed = {name: x}
+        q, o = sessions(path)
+        med, lo, hi, qms, oms = ab(q, o, feed, args.rounds, args.min_time)
+        print(f"{spec:20s} {tuple(x.shape)}  {med:.2f} [{lo:.2f}-{hi:.2f}]  qk {qms:.3f} ms  ORT {oms:.3f} ms",
+              flush=True)
+        if args.layers:
+            layers(path, feed)
+
+
+if __name__ == "__main__":
+    main()
