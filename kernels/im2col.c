@@ -6,6 +6,7 @@
  * cells contribute exactly zero. */
 #include <string.h>
 #include "qk_conv.h"
+#include "qk_registry.h"
 
 /* n <= 16 bytes from s to d, each xor flip: two overlapping moves of the largest
  * power of two within n (a 1-channel input's window row is 3 or 12 bytes: a loop, or a
@@ -217,4 +218,85 @@ void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, 
     qk_im2col_rows(g, r0, rows, scratch, k * g->elem, 0);
     qk_pack_a(pack, mr, kr, rows, k, scratch, a_signed, (ptrdiff_t)(k * g->elem), (ptrdiff_t)g->elem, za, packed,
               row_sum);
+}
+
+size_t qk_iconv_seg_len(const qk_ukernel *kern, const qk_conv_geom *g) {
+    if (!kern->igemm || !kern->igemm_fused || kern->dtype != QK_DTYPE_F32 || kern->kr != 1 || g->elem != 4 ||
+        g->sc != 4 || !g->cg || !g->kh || !g->kw)
+        return 0;
+    return g->sw == (ptrdiff_t)(4 * g->cg) && g->dil_x == 1 ? g->kw * g->cg : g->cg;
+}
+
+/* The segments of output pixel (n, oy, ox) into row i of the table (segs entries MR apart). */
+static void iconv_row(const qk_conv_geom *g, size_t seg_len, size_t n, size_t oy, size_t ox, const float **t,
+                      size_t mr, float *scratch, const float *zero) {
+    const size_t whole_rows = seg_len != g->cg || g->kw == 1;   /* a segment is a kernel row */
+    const uint8_t *x = g->x + (ptrdiff_t)n * g->sn;
+    const ptrdiff_t iy0 = (ptrdiff_t)(oy * g->stride_y) - g->pad_top, ix0 = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
+    const ptrdiff_t in_h = (ptrdiff_t)g->in_h, in_w = (ptrdiff_t)g->in_w;
+    for (size_t ky = 0; ky < g->kh; ky++) {
+        const ptrdiff_t iy = iy0 + (ptrdiff_t)(ky * g->dil_y);
+        const int row_in = iy >= 0 && iy < in_h;
+        if (whole_rows) {
+            const float **e = t + ky * mr;
+            if (!row_in) {
+                *e = zero;
+            } else if (ix0 >= 0 && ix0 + (ptrdiff_t)g->kw <= in_w) {
+                *e = (const float *)(const void *)(x + iy * g->sh + ix0 * g->sw);
+            } else {   /* clipped by the side padding: the taps inside copied between zeros */
+                float *d = scratch + ky * seg_len;
+                for (size_t kx = 0; kx < g->kw; kx++) {
+                    const ptrdiff_t ix = ix0 + (ptrdiff_t)kx;
+                    if (ix < 0 || ix >= in_w)
+                        memset(d + kx * g->cg, 0, g->cg * 4);
+                    else
+                        memcpy(d + kx * g->cg, x + iy * g->sh + ix * g->sw, g->cg * 4);
+                }
+                *e = d;
+            }
+            continue;
+        }
+        for (size_t kx = 0; kx < g->kw; kx++) {
+            const ptrdiff_t ix = ix0 + (ptrdiff_t)(kx * g->dil_x);
+            t[(ky * g->kw + kx) * mr] = row_in && ix >= 0 && ix < in_w
+                ? (const float *)(const void *)(x + iy * g->sh + ix * g->sw) : zero;
+        }
+    }
+}
+
+void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_len, size_t m0, size_t m1, size_t n,
+                    const void *b_packed, const qk_out_params *p, void *c, size_t c_stride, const float **ptrs,
+                    float *scratch, const float *zero) {
+    const size_t mr = (size_t)kern->mr, nr = (size_t)kern->nr, k = g->kh * g->kw * g->cg, segs = k / seg_len;
+    const size_t b_panel = k * nr * 4;
+    float acc[12 * 32];
+    size_t ox = m0 % g->out_w, oy = (m0 / g->out_w) % g->out_h, img = m0 / (g->out_w * g->out_h);
+    if ((size_t)kern->mr * nr > sizeof acc / sizeof acc[0]) return;   /* (no such kernel registered) */
+    for (size_t m = m0; m < m1; m += mr) {
+        const size_t mc = m1 - m < mr ? m1 - m : mr;
+        for (size_t i = 0; i < mr; i++) {
+            if (i >= mc) {   /* rows past the output: row 0's segments again, never stored */
+                for (size_t s = 0; s < segs; s++) ptrs[s * mr + i] = ptrs[s * mr];
+                continue;
+            }
+            iconv_row(g, seg_len, img, oy, ox, ptrs + i, mr, scratch + i * k, zero);
+            if (++ox == g->out_w) {
+                ox = 0;
+                if (++oy == g->out_h) {
+                    oy = 0;
+                    img++;
+                }
+            }
+        }
+        for (size_t n0 = 0; n0 < n; n0 += nr) {
+            const char *bp = (const char *)b_packed + (n0 / nr) * b_panel;
+            const size_t nc = n - n0 < nr ? n - n0 : nr;
+            if (mc == mr && nc % 16 == 0) {
+                kern->igemm_fused(segs, seg_len, ptrs, bp, m, n0, nc, p, c, c_stride);
+            } else {
+                kern->igemm(segs, seg_len, ptrs, bp, (int32_t *)(void *)acc);
+                kern->output(mc, nc, (int32_t *)(void *)acc, nr, m, n0, p, c, c_stride);
+            }
+        }
+    }
 }

@@ -40,6 +40,9 @@ struct qk_ukernel {
     /* QK_KIND_QUANTIZE, QK_KIND_DEQUANTIZE */
     qk_quantize_row_fn quantize;
     qk_dequantize_row_fn dequantize;
+    /* QK_KIND_GEMM, fp32: the indirect entries (qk_gemm.h), or NULL */
+    qk_igemm_fn igemm;
+    qk_igemm_fused_fn igemm_fused;
 };
 
 /* Every kernel by id, 0 .. count - 1. */
