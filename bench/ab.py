@@ -82,37 +82,46 @@ def ab(q, o, feed, rounds: int, min_time: float = 0.25):
             1e3 * np.median(qs), 1e3 * np.median(os_))
 
 
-def ort_node_us(profile_json: str, runs: int) -> dict[str, float]:
-    """ORT's kernel time per node (us per run), from its profile."""
-    tot: dict[str, float] = {}
+def ort_node_us(profile_json: str) -> dict[str, tuple[str, list]]:
+    """ORT's kernel times per node, in execution order: name -> (op, [us of each run])."""
+    per: dict[str, tuple[str, list]] = {}
     for e in json.load(open(profile_json)):
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             n = e["name"][: -len("_kernel_time")]
-            tot[n] = tot.get(n, 0.0) + e["dur"] / runs
-    return tot
+            per.setdefault(n, (e.get("args", {}).get("op_name", "?"), []))[1].append(e["dur"])
+    return per
 
 
-def layers(path: Path, feed, runs: int = 30, top: int = 25):
-    """The slowest nodes of qkernels (median us of ``runs`` profiled runs) beside ORT's time
-    for the node of the same name (ORT keeps a node's name when it fuses an activation in)."""
+def layers(path: Path, feed, runs: int = 30):
+    """qkernels' per-node times in execution order, each convolution beside ORT's convolution of
+    the same rank in ORT's order (ORT renames the nodes it fuses and relayouts, but keeps the
+    graph's order of convolutions): medians of ``runs`` profiled runs of each, alternated, and
+    the median of the per-run ratios."""
     with tempfile.TemporaryDirectory() as tmp:
         q, o = sessions(path, ort_profile=os.path.join(tmp, "ort"))
+        q.run(None, feed)
+        per: dict[str, list] = {}
         for _ in range(runs):
             o.run(None, feed)
-        ort_us = ort_node_us(o.end_profiling(), runs)
-    q.run(None, feed)
-    per: dict[str, list] = {}
-    for _ in range(runs):
-        q.run(None, feed, profile=True)
-        for r in q.last_profile:
-            per.setdefault(r["node"], [r["op"], []])[1].append(r["seconds"] * 1e6)
-    rows = sorted(((float(np.median(t)), n, op) for n, (op, t) in per.items()), reverse=True)
-    print(f"  {'node':40s} {'op':24s} {'qk us':>9s} {'ORT us':>9s} ratio")
-    for us, n, op in rows[:top]:
-        o_us = ort_us.get(n)
-        tail = f"{o_us:9.1f} {us / o_us:5.2f}" if o_us else f"{'-':>9s}"
-        print(f"  {n[:40]:40s} {str(op)[:24]:24s} {us:9.1f} {tail}")
-    print(f"  total: qk {sum(r[0] for r in rows):.1f} us in nodes, ORT {sum(ort_us.values()):.1f} us")
+            q.run(None, feed, profile=True)
+            for r in q.last_profile:
+                per.setdefault(r["node"], [r["op"], []])[1].append(r["seconds"] * 1e6)
+        ort_us = ort_node_us(o.end_profiling())
+    ort_convs = [(n, np.array(t[-runs:], float)) for n, (op, t) in ort_us.items() if "Conv" in op]
+    print(f"  {'node':24s} {'op':28s} {'qk us':>9s}  {'ORT node':24s} {'ORT us':>9s} ratio")
+    k, conv_qk, conv_ort = 0, 0.0, 0.0
+    for n, (op, t) in per.items():
+        t = np.array(t)
+        tail = ""
+        if "Conv" in str(op) and k < len(ort_convs):
+            on, ot = ort_convs[k]
+            k += 1
+            conv_qk, conv_ort = conv_qk + np.median(t), conv_ort + np.median(ot)
+            tail = f"{on[:24]:24s} {np.median(ot):9.1f} {np.median(t / ot):5.2f}"
+        print(f"  {n[:24]:24s} {str(op)[:28]:28s} {np.median(t):9.1f}  {tail}")
+    print(f"  convolutions: qk {conv_qk:.1f} us, ORT {conv_ort:.1f} us; all nodes: qk "
+          f"{sum(np.median(t) for _, t in per.values()):.1f} us, ORT "
+          f"{sum(np.median(t[-runs:]) for _, t in ort_us.values()):.1f} us")
 
 
 def main(argv=None):
