@@ -513,6 +513,8 @@ cdef class BoundGemm(Bound):
 
         if conv is not None and _indirect_conv:
             self.seg_len = qk_iconv_seg_len(k, &conv.g)
+        if self.seg_len and N > qk_iconv_col_block(k, &conv.g) and M * K * 4 > (8 << 20):
+            self.seg_len = 0      # a table per panel (several column blocks) would take too much
         if self.seg_len:
             self.bp = <const uint8_t *>_ptr(b_packed)
             self._init_indirect(M, K, N, num_threads, out)
@@ -619,8 +621,9 @@ cdef class BoundGemm(Bound):
         self.nt = <int>min(nthreads, m_panels)
         self.m_panels, self.mc_panels = m_panels, (m_panels + self.nt - 1) // self.nt
         self.n_tiles = self.nt
-        self.scratch_bytes = mr * K * 4
-        self.iptrs = <const float **>malloc(sizeof(float *) * mr * segs * self.nt)
+        cdef size_t slots = self.mc_panels if N > qk_iconv_col_block(self.k, self.geom) else 1
+        self.scratch_bytes = slots * mr * K * 4
+        self.iptrs = <const float **>malloc(sizeof(float *) * slots * mr * segs * self.nt)
         self.scratch = <uint8_t *>malloc(self.scratch_bytes * self.nt + 64)
         self.izero = <float *>calloc(self.seg_len, sizeof(float))
         if self.iptrs == NULL or self.scratch == NULL or self.izero == NULL:
@@ -633,7 +636,8 @@ cdef class BoundGemm(Bound):
         cdef size_t m0 = t * self.mc_panels * mr
         if m0 < self.M:
             qk_iconv_block(self.k, self.geom, self.seg_len, m0, min(self.M, m0 + self.mc_panels * mr), self.N,
-                           self.bp, &self.p, self.c, self.c_stride, self.iptrs + t * mr * segs,
+                           self.bp, &self.p, self.c, self.c_stride,
+                           self.iptrs + t * (self.scratch_bytes // (4 * self.K)) * segs,
                            <float *>(self.scratch + t * self.scratch_bytes), self.izero)
 
     cdef void execute(self) noexcept nogil:

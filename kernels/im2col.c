@@ -224,7 +224,10 @@ size_t qk_iconv_seg_len(const qk_ukernel *kern, const qk_conv_geom *g) {
     if (!kern->igemm || !kern->igemm_fused || kern->dtype != QK_DTYPE_F32 || kern->kr != 1 || g->elem != 4 ||
         g->sc != 4 || !g->cg || !g->kh || !g->kw)
         return 0;
-    return g->sw == (ptrdiff_t)(4 * g->cg) && g->dil_x == 1 ? g->kw * g->cg : g->cg;
+    const size_t seg_len = g->sw == (ptrdiff_t)(4 * g->cg) && g->dil_x == 1 ? g->kw * g->cg : g->cg;
+    /* a few floats a segment: switching the rows' pointers costs more than the copy (a
+       1-channel 3x3's kernel rows of 3: 0.75x of the packed path) */
+    return seg_len >= 8 ? seg_len : 0;
 }
 
 /* The segments of output pixel (n, oy, ox) into row i of the table (segs entries MR apart). */
@@ -264,38 +267,54 @@ static void iconv_row(const qk_conv_geom *g, size_t seg_len, size_t n, size_t oy
     }
 }
 
+size_t qk_iconv_col_block(const qk_ukernel *kern, const qk_conv_geom *g) {
+    /* column blocks of B of at most 512 KiB stay in L2 while every row panel passes (a late
+       layer's 9 MB of weights were otherwise streamed from memory once per panel) */
+    const size_t b_panel = g->kh * g->kw * g->cg * (size_t)kern->nr * 4;
+    return (512 * 1024 / b_panel > 1 ? 512 * 1024 / b_panel : 1) * (size_t)kern->nr;
+}
+
 void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_len, size_t m0, size_t m1, size_t n,
                     const void *b_packed, const qk_out_params *p, void *c, size_t c_stride, const float **ptrs,
                     float *scratch, const float *zero) {
     const size_t mr = (size_t)kern->mr, nr = (size_t)kern->nr, k = g->kh * g->kw * g->cg, segs = k / seg_len;
-    const size_t b_panel = k * nr * 4;
+    const size_t b_panel = k * nr * 4, nb = qk_iconv_col_block(kern, g);
+    /* several column blocks: every panel's table is built once, into its own slot, before
+       the first (a small image's clipped rows, copied again per block, cost 6 % at 7 x 7) */
+    const int all = n > nb;
     float acc[12 * 32];
-    size_t ox = m0 % g->out_w, oy = (m0 / g->out_w) % g->out_h, img = m0 / (g->out_w * g->out_h);
     if ((size_t)kern->mr * nr > sizeof acc / sizeof acc[0]) return;   /* (no such kernel registered) */
-    for (size_t m = m0; m < m1; m += mr) {
-        const size_t mc = m1 - m < mr ? m1 - m : mr;
-        for (size_t i = 0; i < mr; i++) {
-            if (i >= mc) {   /* rows past the output: row 0's segments again, never stored */
-                for (size_t s = 0; s < segs; s++) ptrs[s * mr + i] = ptrs[s * mr];
+    size_t ox = m0 % g->out_w, oy = (m0 / g->out_w) % g->out_h, img = m0 / (g->out_w * g->out_h);
+    for (size_t n_lo = 0; n_lo < n; n_lo += nb) {
+        const size_t n_hi = n - n_lo < nb ? n : n_lo + nb;
+        for (size_t m = m0, slot = 0; m < m1; m += mr, slot += all) {
+            const size_t mc = m1 - m < mr ? m1 - m : mr;
+            const float **t = ptrs + slot * mr * segs;
+            float *sc = scratch + slot * mr * k;
+            if (mc < mr) {   /* a last partial panel: packed, for the narrowest kernel that fits (the same bits) */
+                if (n_lo == 0) qk_pack_a_conv(kern->a_pack, kern->mr, 1, g, m, mc, 0, 0, NULL, sc, NULL);
+                qk_gemm_block(kern, k, m, m1, n_lo, n_hi, sc, b_packed, p, c, c_stride);
                 continue;
             }
-            iconv_row(g, seg_len, img, oy, ox, ptrs + i, mr, scratch + i * k, zero);
-            if (++ox == g->out_w) {
-                ox = 0;
-                if (++oy == g->out_h) {
-                    oy = 0;
-                    img++;
+            for (size_t i = 0; i < mr && (n_lo == 0 || !all); i++) {
+                iconv_row(g, seg_len, img, oy, ox, t + i, mr, sc + i * k, zero);
+                if (++ox == g->out_w) {
+                    ox = 0;
+                    if (++oy == g->out_h) {
+                        oy = 0;
+                        img++;
+                    }
                 }
             }
-        }
-        for (size_t n0 = 0; n0 < n; n0 += nr) {
-            const char *bp = (const char *)b_packed + (n0 / nr) * b_panel;
-            const size_t nc = n - n0 < nr ? n - n0 : nr;
-            if (mc == mr && nc % 16 == 0) {
-                kern->igemm_fused(segs, seg_len, ptrs, bp, m, n0, nc, p, c, c_stride);
-            } else {
-                kern->igemm(segs, seg_len, ptrs, bp, (int32_t *)(void *)acc);
-                kern->output(mc, nc, (int32_t *)(void *)acc, nr, m, n0, p, c, c_stride);
+            for (size_t n0 = n_lo; n0 < n_hi; n0 += nr) {
+                const char *bp = (const char *)b_packed + (n0 / nr) * b_panel;
+                const size_t nc = n - n0 < nr ? n - n0 : nr;
+                if (nc % 16 == 0) {
+                    kern->igemm_fused(segs, seg_len, t, bp, m, n0, nc, p, c, c_stride);
+                } else {
+                    kern->igemm(segs, seg_len, t, bp, (int32_t *)(void *)acc);
+                    kern->output(mr, nc, (int32_t *)(void *)acc, nr, m, n0, p, c, c_stride);
+                }
             }
         }
     }

@@ -144,6 +144,7 @@ cdef extern from "qk_registry.h" nogil:
 
 cdef extern from "qk_conv.h" nogil:
     size_t qk_iconv_seg_len(const qk_ukernel *kern, const qk_conv_geom *g)
+    size_t qk_iconv_col_block(const qk_ukernel *kern, const qk_conv_geom *g)
     void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_len, size_t m0, size_t m1,
                         size_t n, const void *b_packed, const qk_out_params *p, void *c, size_t c_stride,
                         const float **ptrs, float *scratch, const float *zero)

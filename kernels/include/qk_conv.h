@@ -31,10 +31,14 @@ void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, 
  * where pixels and channels are adjacent and x is not dilated, else a tap (cg). */
 /* seg_len for this geometry and kernel (0: the indirect path does not serve them). */
 size_t qk_iconv_seg_len(const qk_ukernel *kern, const qk_conv_geom *g);
+/* Columns per block of B that qk_iconv_block keeps in L2. */
+size_t qk_iconv_col_block(const qk_ukernel *kern, const qk_conv_geom *g);
 /* Output rows [m0, m1) (m0 on a panel edge) x all n columns: per MR-row panel, its table
- * (ptrs: MR * K / seg_len pointers) points into the input, at `zero` (seg_len zeros) for a
- * segment in the top or bottom padding, or at a copy in `scratch` (MR * K floats) of a
- * kernel row clipped by the side padding; then the kernel over every column panel. */
+ * (MR * K / seg_len pointers in ptrs) points into the input, at `zero` (seg_len zeros) for
+ * a segment in the top or bottom padding, or at a copy in scratch (MR * K floats) of a
+ * kernel row clipped by the side padding; then the kernel over every column panel. A last
+ * partial panel is packed into its scratch for the narrowest kernel of the family. One
+ * such slot of ptrs and scratch, or one per panel where n exceeds qk_iconv_col_block. */
 void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_len, size_t m0, size_t m1, size_t n,
                     const void *b_packed, const qk_out_params *p, void *c, size_t c_stride, const float **ptrs,
                     float *scratch, const float *zero);
