@@ -309,7 +309,9 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
             for (size_t n0 = n_lo; n0 < n_hi; n0 += nr) {
                 const char *bp = (const char *)b_packed + (n0 / nr) * b_panel;
                 const size_t nc = n - n0 < nr ? n - n0 : nr;
-                if (nc % 16 == 0) {
+                if (nc == 16 && kern->igemm_fused16) {   /* half a panel: half the FMAs */
+                    kern->igemm_fused16(segs, seg_len, t, bp, m, n0, nc, p, c, c_stride);
+                } else if (nc % 16 == 0) {
                     kern->igemm_fused(segs, seg_len, t, bp, m, n0, nc, p, c, c_stride);
                 } else {
                     kern->igemm(segs, seg_len, t, bp, (int32_t *)(void *)acc);

@@ -299,7 +299,7 @@ def test_avx512_float_kernels_give_the_avx2_floats(isa, dtype):
     N edge; NaN and Inf included."""
     rng = np.random.default_rng(11)
     for m in (1, 2, 3, 6, 7, 12, 13, 25):
-        for k, n in ((1, 1), (2, 33), (9, 31), (64, 64), (257, 100)):
+        for k, n in ((1, 1), (2, 33), (9, 31), (64, 64), (257, 100), (5, 16), (33, 48)):   # (16 of 32 columns)
             a, b = _rand(rng, (m, k), 4.0, dtype), _rand(rng, (k, n), 4.0, dtype)
             a.flat[rng.integers(0, a.size, 2)] = [np.inf, np.nan] if a.size > 3 else 1
             bias = _rand(rng, (n,))

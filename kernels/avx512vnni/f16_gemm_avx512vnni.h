@@ -6,7 +6,7 @@
  * does not bound a tile with few accumulators; with QK_CHAINS 1 every sum is
  * c = fma(a_k, b_k, c) in increasing k from zero, the order of f16_gemm_6x16_avx2, so both
  * give the same floats. Define before including:
- *   QK_MR, QK_NV, QK_CHAINS    the tile and the K split
+ *   QK_MR, QK_NV, QK_CHAINS    the tile and the K split; QK_B_NV (optional): the B panels' width
  *   QK_GEMM_NAME               the function (through QK_VNNI_FN)
  *   QK_GEMM_FUSED_NAME         optional (fp32): also the fused entry, whose output stage
  *                              (bias, residual, clamp) works on the sums in registers: the
@@ -19,6 +19,11 @@
  * not stay in any cache): each k step asks for its lines QK_PREFETCH_B bytes ahead. The
  * hardware prefetcher alone left a 12-row fp32 tile at 0.6-0.8x of this on 384 x 1536
  * weights (family 6 model 207; 2048 and 4096 bytes ahead measured alike, 512 less). */
+/* B panels of QK_B_NV vectors a row, of which the tile computes the first QK_NV (a last
+   panel of 16 columns in 32-column panels: half the FMAs) */
+#ifndef QK_B_NV
+#define QK_B_NV QK_NV
+#endif
 #ifndef QK_PREFETCH_B
 #define QK_PREFETCH_B 2048
 #endif
@@ -37,7 +42,7 @@ static inline __attribute__((always_inline)) void tile_add(size_t k, const float
     for (; kk + QK_CHAINS <= k; kk += QK_CHAINS) {
 #pragma GCC unroll 4
         for (int s = 0; s < QK_CHAINS; s++) {
-            const qk_b_elem *bk = pb + (kk + s) * 16 * QK_NV;
+            const qk_b_elem *bk = pb + (kk + s) * 16 * QK_B_NV;
 #pragma GCC unroll 4
             for (int j = 0; j < QK_NV; j++)
                 if (j * 16 * sizeof(qk_b_elem) % 64 == 0)   /* once per 64-byte line */
@@ -54,7 +59,7 @@ static inline __attribute__((always_inline)) void tile_add(size_t k, const float
         }
     }
     for (; kk < k; kk++) {   /* the last k % QK_CHAINS on the first set */
-        const qk_b_elem *bk = pb + kk * 16 * QK_NV;
+        const qk_b_elem *bk = pb + kk * 16 * QK_B_NV;
 #pragma GCC unroll 16
         for (int i = 0; i < QK_MR; i++) {
             const qk_v512f a = qk512f_bcast(rows[i] + kk);
@@ -107,7 +112,7 @@ static inline __attribute__((always_inline)) void itile_sums(size_t segs, size_t
     const qk_b_elem *pb = (const qk_b_elem *)b_;
     qk_v512f c[QK_CHAINS][QK_MR][QK_NV];
     tile_zero(c);
-    for (size_t s = 0; s < segs; s++, ptrs += QK_MR, pb += seg_len * 16 * QK_NV) {
+    for (size_t s = 0; s < segs; s++, ptrs += QK_MR, pb += seg_len * 16 * QK_B_NV) {
         const float *rows[QK_MR];
 #pragma GCC unroll 16
         for (int i = 0; i < QK_MR; i++) rows[i] = ptrs[i];
