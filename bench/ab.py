@@ -4,6 +4,7 @@ its interquartile range, and optionally both per-Conv profiles side by side.
 
     python -m bench.ab resnet18 mobilenet_v2 digits:400
     python -m bench.ab model.onnx --shape 1 3 224 224 --layers
+    python -m bench.ab resnet18 --packed-conv      # fp32 convolutions on packed patches
 
 A model is an .onnx path (its first input fed with ``--shape``, or the model's own static
 shape), a zoo builder (``resnet18``, ``mobilenet_v2``: float32, 1 x 3 x 224 x 224, written
@@ -48,15 +49,25 @@ def resolve(spec: str, cache: Path, shape=None):
     return path, inp.name, x
 
 
-def sessions(path: Path, ort_profile: str | None = None):
+def sessions(path: Path, ort_profile: str | None = None, feed=None, packed_conv: bool = False):
+    """qkernels' and ORT's sessions, 1 thread. ``packed_conv``: qkernels' fp32 convolutions on
+    packed patch panels, not read in place (the plan binds them on its first run, of ``feed``)."""
     import onnxruntime as ort
+    from qkernels import _native
     from qkernels.graph import Session
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     if ort_profile:
         so.enable_profiling = True
         so.profile_file_prefix = ort_profile
-    return Session(str(path), num_threads=1), ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    q = Session(str(path), num_threads=1)
+    if packed_conv:
+        prev = _native.set_indirect_conv(False)
+        try:
+            q.run(None, feed)
+        finally:
+            _native.set_indirect_conv(prev)
+    return q, ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def ab(q, o, feed, rounds: int, min_time: float = 0.25):
@@ -92,13 +103,13 @@ def ort_node_us(profile_json: str) -> dict[str, tuple[str, list]]:
     return per
 
 
-def layers(path: Path, feed, runs: int = 30):
+def layers(path: Path, feed, runs: int = 30, packed_conv: bool = False):
     """qkernels' per-node times in execution order, each convolution beside ORT's convolution of
     the same rank in ORT's order (ORT renames the nodes it fuses and relayouts, but keeps the
     graph's order of convolutions): medians of ``runs`` profiled runs of each, alternated, and
     the median of the per-run ratios."""
     with tempfile.TemporaryDirectory() as tmp:
-        q, o = sessions(path, ort_profile=os.path.join(tmp, "ort"))
+        q, o = sessions(path, os.path.join(tmp, "ort"), feed, packed_conv)
         q.run(None, feed)
         per: dict[str, list] = {}
         for _ in range(runs):
@@ -132,6 +143,8 @@ def main(argv=None):
     ap.add_argument("--min-time", type=float, default=0.25, help="seconds per library per round")
     ap.add_argument("--layers", action="store_true", help="also print both per-node profiles")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/qk-ab"))
+    ap.add_argument("--packed-conv", action="store_true",
+                    help="qkernels' fp32 convolutions on packed patches (the path before indirect ones)")
     args = ap.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from .tflite_models import _cpu
@@ -139,12 +152,12 @@ def main(argv=None):
     for spec in args.models:
         path, name, x = resolve(spec, args.cache, args.shape)
         feed = {name: x}
-        q, o = sessions(path)
+        q, o = sessions(path, None, feed, args.packed_conv)
         med, lo, hi, qms, oms = ab(q, o, feed, args.rounds, args.min_time)
         print(f"{spec:20s} {tuple(x.shape)}  {med:.2f} [{lo:.2f}-{hi:.2f}]  qk {qms:.3f} ms  ORT {oms:.3f} ms",
               flush=True)
         if args.layers:
-            layers(path, feed)
+            layers(path, feed, packed_conv=args.packed_conv)
 
 
 if __name__ == "__main__":
