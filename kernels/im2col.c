@@ -230,39 +230,45 @@ size_t qk_iconv_seg_len(const qk_ukernel *kern, const qk_conv_geom *g) {
     return seg_len >= 8 ? seg_len : 0;
 }
 
-/* The segments of output pixel (n, oy, ox) into row i of the table (segs entries MR apart). */
+/* The segments of output pixel (n, oy, ox) into row i of the table (segs entries MR apart).
+ * The geometry in locals: stores through the table may alias *g (no strict aliasing in
+ * extension builds), which made the compiler reload it on every entry. */
 static void iconv_row(const qk_conv_geom *g, size_t seg_len, size_t n, size_t oy, size_t ox, const float **t,
                       size_t mr, float *scratch, const float *zero) {
-    const size_t whole_rows = seg_len != g->cg || g->kw == 1;   /* a segment is a kernel row */
+    const size_t kh = g->kh, kw = g->kw, cg = g->cg, dil_y = g->dil_y, dil_x = g->dil_x;
+    const ptrdiff_t sh = g->sh, sw = g->sw, in_h = (ptrdiff_t)g->in_h, in_w = (ptrdiff_t)g->in_w;
+    const int whole_rows = seg_len != cg || kw == 1;   /* a segment is a kernel row */
     const uint8_t *x = g->x + (ptrdiff_t)n * g->sn;
     const ptrdiff_t iy0 = (ptrdiff_t)(oy * g->stride_y) - g->pad_top, ix0 = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
-    const ptrdiff_t in_h = (ptrdiff_t)g->in_h, in_w = (ptrdiff_t)g->in_w;
-    for (size_t ky = 0; ky < g->kh; ky++) {
-        const ptrdiff_t iy = iy0 + (ptrdiff_t)(ky * g->dil_y);
-        const int row_in = iy >= 0 && iy < in_h;
-        if (whole_rows) {
-            const float **e = t + ky * mr;
-            if (!row_in) {
-                *e = zero;
-            } else if (ix0 >= 0 && ix0 + (ptrdiff_t)g->kw <= in_w) {
-                *e = (const float *)(const void *)(x + iy * g->sh + ix0 * g->sw);
+    if (whole_rows) {
+        const int inside = ix0 >= 0 && ix0 + (ptrdiff_t)kw <= in_w;
+        const uint8_t *row = x + ix0 * sw;
+        for (size_t ky = 0; ky < kh; ky++, t += mr) {
+            const ptrdiff_t iy = iy0 + (ptrdiff_t)(ky * dil_y);
+            if (iy < 0 || iy >= in_h) {
+                *t = zero;
+            } else if (inside) {
+                *t = (const float *)(const void *)(row + iy * sh);
             } else {   /* clipped by the side padding: the taps inside copied between zeros */
                 float *d = scratch + ky * seg_len;
-                for (size_t kx = 0; kx < g->kw; kx++) {
+                for (size_t kx = 0; kx < kw; kx++) {
                     const ptrdiff_t ix = ix0 + (ptrdiff_t)kx;
                     if (ix < 0 || ix >= in_w)
-                        memset(d + kx * g->cg, 0, g->cg * 4);
+                        memset(d + kx * cg, 0, cg * 4);
                     else
-                        memcpy(d + kx * g->cg, x + iy * g->sh + ix * g->sw, g->cg * 4);
+                        memcpy(d + kx * cg, x + iy * sh + ix * sw, cg * 4);
                 }
-                *e = d;
+                *t = d;
             }
-            continue;
         }
-        for (size_t kx = 0; kx < g->kw; kx++) {
-            const ptrdiff_t ix = ix0 + (ptrdiff_t)(kx * g->dil_x);
-            t[(ky * g->kw + kx) * mr] = row_in && ix >= 0 && ix < in_w
-                ? (const float *)(const void *)(x + iy * g->sh + ix * g->sw) : zero;
+        return;
+    }
+    for (size_t ky = 0; ky < kh; ky++) {
+        const ptrdiff_t iy = iy0 + (ptrdiff_t)(ky * dil_y);
+        const int row_in = iy >= 0 && iy < in_h;
+        for (size_t kx = 0; kx < kw; kx++, t += mr) {
+            const ptrdiff_t ix = ix0 + (ptrdiff_t)(kx * dil_x);
+            *t = row_in && ix >= 0 && ix < in_w ? (const float *)(const void *)(x + iy * sh + ix * sw) : zero;
         }
     }
 }
@@ -282,6 +288,7 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
     /* several column blocks: every panel's table is built once, into its own slot, before
        the first (a small image's clipped rows, copied again per block, cost 6 % at 7 x 7) */
     const int all = n > nb;
+    const ptrdiff_t dx = (ptrdiff_t)g->stride_x * g->sw, span = (ptrdiff_t)((g->kw - 1) * g->dil_x + 1);
     float acc[12 * 32];
     if ((size_t)kern->mr * nr > sizeof acc / sizeof acc[0]) return;   /* (no such kernel registered) */
     size_t ox = m0 % g->out_w, oy = (m0 / g->out_w) % g->out_h, img = m0 / (g->out_w * g->out_h);
@@ -296,9 +303,24 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
                 qk_gemm_block(kern, k, m, m1, n_lo, n_hi, sc, b_packed, p, c, c_stride);
                 continue;
             }
+            int prev_inside = 0;
             for (size_t i = 0; i < mr && (n_lo == 0 || !all); i++) {
-                iconv_row(g, seg_len, img, oy, ox, t + i, mr, sc + i * k, zero);
+                /* a window inside the input along x after another in the same output row:
+                   the previous row's pointers one stride on (the building was a third of a
+                   3-channel stem's time) */
+                const ptrdiff_t ix0 = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
+                const int inside = ix0 >= 0 && ix0 + span <= (ptrdiff_t)g->in_w;
+                if (inside && prev_inside) {
+                    for (size_t s = 0; s < segs; s++) {
+                        const float *q = t[s * mr + i - 1];
+                        t[s * mr + i] = q == zero ? zero : (const float *)(const void *)((const char *)q + dx);
+                    }
+                } else {
+                    iconv_row(g, seg_len, img, oy, ox, t + i, mr, sc + i * k, zero);
+                }
+                prev_inside = inside;
                 if (++ox == g->out_w) {
+                    prev_inside = 0;
                     ox = 0;
                     if (++oy == g->out_h) {
                         oy = 0;
