@@ -6,7 +6,7 @@ quantization parameters); what it still checks, it checks before releasing the G
 """
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int8_t, uint8_t, int16_t, uint16_t, int32_t, uint32_t, int64_t, uint64_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memmove, memset
 import numpy as np
 cimport numpy as cnp
@@ -448,6 +448,19 @@ cdef class StepLoop:
             i = k
 
 
+# fp32 convolutions through the GEMM kernel's indirect entries where it has them (qk_iconv_block);
+# off: the packed patch panels (set_indirect_conv, for A/B measurements and tests)
+cdef bint _indirect_conv = True
+
+
+def set_indirect_conv(bint on):
+    """Whether GEMMs bound from now on run fp32 convolutions indirectly (default True); returns
+    the previous setting."""
+    global _indirect_conv
+    prev, _indirect_conv = _indirect_conv, on
+    return prev
+
+
 cdef class BoundGemm(Bound):
     """One GEMM call bound to its arrays (A or a ConvSource, packed B, the output and the
     output stage's terms, all kept alive here): blocking, threads and the packing buffers
@@ -469,11 +482,16 @@ cdef class BoundGemm(Bound):
     cdef Py_ssize_t sm, sk, n_tiles
     cdef int nt, za
     cdef bint a_signed, n_outer
+    cdef size_t seg_len           # the indirect convolution's segment (0: A packed)
+    cdef const float **iptrs
+    cdef float *izero
 
     def __dealloc__(self):
         free(self.a_packed)
         free(self.row_sum)
         free(self.scratch)
+        free(self.iptrs)
+        free(self.izero)
 
     cdef _init(self, const qk_ukernel *k, object a, bint a_signed, int32_t za, cnp.ndarray b_packed, size_t N,
                bint need_row_sum, qk_out_params *pp, cnp.ndarray out, int num_threads, tuple keep):
@@ -499,6 +517,14 @@ cdef class BoundGemm(Bound):
             self.n_tiles = 0
             return
 
+        if conv is not None and _indirect_conv:
+            self.seg_len = qk_iconv_seg_len(k, &conv.g)
+        if self.seg_len and N > qk_iconv_col_block(k, &conv.g) and M * K * 4 > (8 << 20):
+            self.seg_len = 0      # a table per panel (several column blocks) would take too much
+        if self.seg_len:
+            self.bp = <const uint8_t *>_ptr(b_packed)
+            self._init_indirect(M, K, N, num_threads, out)
+            return
         # Blocking: an A block of mc rows stays in L2 while B panels stream past it.
         cdef size_t m_panels = (M + mr - 1) // mr, n_panels = (N + nr - 1) // nr
         cdef size_t mc_panels = max(1, min(m_panels, (192 * 1024) // max(1, kp * mr * a_elem)))
@@ -588,7 +614,47 @@ cdef class BoundGemm(Bound):
         self.c = <char *>_ptr(out)
         self.c_stride = out.strides[0]
 
+    @property
+    def indirect_segment(self):
+        """The floats per segment of an indirect convolution (0: its A panels are packed)."""
+        return self.seg_len
+
+    cdef _init_indirect(self, size_t M, size_t K, size_t N, int num_threads, cnp.ndarray out):
+        """The indirect convolution (qk_iconv_block): each thread an equal share of the row
+        panels, its pointer table and clipped-row copies, no packed A."""
+        cdef size_t mr = self.k.mr, m_panels = (M + mr - 1) // mr, segs = K // self.seg_len
+        cdef size_t nthreads = 1 if M * N * K < 64 * 64 * 64 * 2 else max(1, num_threads)
+        self.nt = <int>min(nthreads, m_panels)
+        self.m_panels, self.mc_panels = m_panels, (m_panels + self.nt - 1) // self.nt
+        self.n_tiles = self.nt
+        cdef size_t slots = self.mc_panels if N > qk_iconv_col_block(self.k, self.geom) else 1
+        self.scratch_bytes = slots * mr * K * 4
+        self.iptrs = <const float **>malloc(sizeof(float *) * slots * mr * segs * self.nt)
+        self.scratch = <uint8_t *>malloc(self.scratch_bytes * self.nt + 64)
+        self.izero = <float *>calloc(self.seg_len, sizeof(float))
+        if self.iptrs == NULL or self.scratch == NULL or self.izero == NULL:
+            raise MemoryError("cannot allocate the tables of an indirect convolution")
+        self.c = <char *>_ptr(out)
+        self.c_stride = out.strides[0]
+
+    cdef void _execute_indirect(self, Py_ssize_t t) noexcept nogil:
+        cdef size_t mr = self.k.mr, segs = self.K // self.seg_len
+        cdef size_t m0 = t * self.mc_panels * mr
+        if m0 < self.M:
+            qk_iconv_block(self.k, self.geom, self.seg_len, m0, min(self.M, m0 + self.mc_panels * mr), self.N,
+                           self.bp, &self.p, self.c, self.c_stride,
+                           self.iptrs + t * (self.scratch_bytes // (4 * self.K)) * segs,
+                           <float *>(self.scratch + t * self.scratch_bytes), self.izero)
+
     cdef void execute(self) noexcept nogil:
+        cdef Py_ssize_t it
+        if self.seg_len:
+            if self.nt == 1:
+                self._execute_indirect(0)
+            else:
+                for it in prange(self.nt, num_threads=self.nt, schedule="static"):
+                    self._execute_indirect(it)
+            return
         cdef const qk_ukernel *k = self.k
         cdef size_t M = self.M, K = self.K, N = self.N, mr = k.mr, m_direct = self.m_direct
         cdef size_t mc_panels = self.mc_panels, nc_panels = self.nc_panels, n_blocks = self.n_blocks

@@ -6,6 +6,9 @@
 /* The kernels, by ISA. Declared through their types, so a signature that drifts from the
  * contract fails to compile here. */
 typedef void gemm_fn(size_t, const void *, const void *, int32_t *);
+typedef void igemm_fn(size_t, size_t, const float *const *, const void *, int32_t *);
+typedef void igemm_fused_fn(size_t, size_t, const float *const *, const void *, size_t, size_t, size_t,
+                            const qk_out_params *, void *, size_t);
 typedef void output_fn(size_t, size_t, const int32_t *, size_t, size_t, size_t, const qk_out_params *, void *,
                        size_t);
 typedef void fused_fn(size_t, const void *, const void *, size_t, size_t, size_t, const qk_out_params *, void *,
@@ -45,6 +48,10 @@ QK_NATIVE_AND_EMU(gemm_fn, f16_gemm_1x32_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f16_gemm_6x32_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_12x32_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, f32_gemm_12x32_fused_avx512vnni)
+QK_NATIVE_AND_EMU(igemm_fn, f32_igemm_12x32_avx512vnni)
+QK_NATIVE_AND_EMU(igemm_fused_fn, f32_igemm_12x32_fused_avx512vnni)
+QK_NATIVE_AND_EMU(fused_fn, f32_gemm_12x16of32_fused_avx512vnni)
+QK_NATIVE_AND_EMU(igemm_fused_fn, f32_igemm_12x16of32_fused_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, f32_gemm_6x32_fused_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, f32_gemm_4x32_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, f32_gemm_4x32_fused_avx512vnni)
@@ -166,8 +173,18 @@ static const qk_ukernel kernels[] = {
                    .kr = 1, .max_m = 6, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
     VNNI_F32_FUSED(f32_gemm_8x32_avx512vnni, f32_gemm_8x32_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 8, .nr = 32,
                    .kr = 1, .max_m = 8, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
-    VNNI_F32_FUSED(f32_gemm_12x32_avx512vnni, f32_gemm_12x32_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 12,
-                   .nr = 32, .kr = 1, A_F32_ROWS, B_F32, .output = qk_output_f32_avx2),
+    /* the 12x32 one has the indirect entries too (convolutions read in place), and both
+       kinds of entries for a last panel of 16 columns */
+    {.name = "f32_gemm_12x32_avx512vnni", GEMM, F32, .isa = QK_ISA_AVX512VNNI, .mr = 12, .nr = 32, .kr = 1,
+     A_F32_ROWS, B_F32, .output = qk_output_f32_avx2, .gemm = f32_gemm_12x32_avx512vnni,
+     .fused = f32_gemm_12x32_fused_avx512vnni, .igemm = f32_igemm_12x32_avx512vnni,
+     .igemm_fused = f32_igemm_12x32_fused_avx512vnni, .fused16 = f32_gemm_12x16of32_fused_avx512vnni,
+     .igemm_fused16 = f32_igemm_12x16of32_fused_avx512vnni},
+    {.name = "f32_gemm_12x32_avx512vnni_emu", GEMM, F32, .isa = QK_ISA_AVX512VNNI_EMU, .mr = 12, .nr = 32, .kr = 1,
+     A_F32_ROWS, B_F32, .output = qk_output_f32_avx2, .gemm = f32_gemm_12x32_avx512vnni_emu,
+     .fused = f32_gemm_12x32_fused_avx512vnni_emu, .igemm = f32_igemm_12x32_avx512vnni_emu,
+     .igemm_fused = f32_igemm_12x32_fused_avx512vnni_emu, .fused16 = f32_gemm_12x16of32_fused_avx512vnni_emu,
+     .igemm_fused16 = f32_igemm_12x16of32_fused_avx512vnni_emu},
 #undef VNNI_F32_FUSED
     VNNI_TWICE(qs8_dwconv_avx512vnni, dw_sum, qk_dw_sum_avx512vnni, QK_ISA_AVX512VNNI, DW_SUM, QS8, .width = 16),
     VNNI_TWICE(f32_dwconv_avx512vnni, dw_sum, qk_dw_sum_f32_avx512vnni, QK_ISA_AVX512VNNI, DW_SUM, F32, .width = 16),

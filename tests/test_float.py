@@ -299,7 +299,7 @@ def test_avx512_float_kernels_give_the_avx2_floats(isa, dtype):
     N edge; NaN and Inf included."""
     rng = np.random.default_rng(11)
     for m in (1, 2, 3, 6, 7, 12, 13, 25):
-        for k, n in ((1, 1), (2, 33), (9, 31), (64, 64), (257, 100)):
+        for k, n in ((1, 1), (2, 33), (9, 31), (64, 64), (257, 100), (5, 16), (33, 48)):   # (16 of 32 columns)
             a, b = _rand(rng, (m, k), 4.0, dtype), _rand(rng, (k, n), 4.0, dtype)
             a.flat[rng.integers(0, a.size, 2)] = [np.inf, np.nan] if a.size > 3 else 1
             bias = _rand(rng, (n,))
@@ -374,3 +374,59 @@ def test_fp32_conv_row_blocks_give_the_bits_of_one_thread_and_a_copy(cg, o, hw, 
             _check(got[0], ref, scale, k * k * cg, isa, "fp32 conv", F32)
             for other in got[1:]:
                 np.testing.assert_array_equal(other.view(np.uint32), got[0].view(np.uint32), err_msg=isa)
+
+
+@settings(max_examples=8 if SMALL else 30, deadline=None, database=None)
+@given(cg=st.sampled_from([1, 3, 8, 16, 17, 300]), o=st.sampled_from([1, 13, 16, 32, 47, 64]),
+       hw=st.tuples(st.integers(1, 14), st.integers(1, 14)), kh=st.sampled_from([1, 2, 3, 5, 7]),
+       kw=st.sampled_from([1, 3, 4]), stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       dil=st.tuples(st.integers(1, 2), st.integers(1, 2)), pads=st.tuples(*[st.integers(0, 3)] * 4),
+       n=st.integers(1, 3), groups=st.sampled_from([1, 2]), view=st.booleans(), seed=st.integers(0, 2**31))
+@example(cg=3, o=64, hw=(14, 13), kh=7, kw=3, stride=(2, 2), dil=(1, 1), pads=(3, 1, 3, 1), n=1, groups=1, view=False,
+         seed=0)   # a stem: kernel rows clipped by both sides, a last partial panel
+@example(cg=300, o=47, hw=(4, 5), kh=3, kw=3, stride=(1, 1), dil=(1, 1), pads=(1, 1, 1, 1), n=1, groups=1, view=False,
+         seed=0)   # K = 2700: two column blocks of B, every panel's table built once
+def test_fp32_indirect_conv_gives_the_bits_of_the_packed_patches(cg, o, hw, kh, kw, stride, dil, pads, n, groups,
+                                                                 view, seed):
+    """fp32 convolutions read in place through pointer tables (the GEMM kernels' indirect
+    entries, qk_iconv_block) sum in the order of the packed patch rows: the same bits as
+    the packed path on every ISA path, 1 and 2 threads, from a strided view (segments of one
+    tap) and from contiguous pixels (segments of a kernel row), and within the contract
+    against float64: padding on every side, strides, dilations, groups, tiles past every edge,
+    weights of several column blocks (K * N * 4 over 512 KiB)."""
+    rng = np.random.default_rng(seed)
+    h, w_ = hw
+    eff = ((kh - 1) * dil[0] + 1, (kw - 1) * dil[1] + 1)
+    h, w_ = max(h, eff[0] - pads[0] - pads[2]), max(w_, eff[1] - pads[1] - pads[3])
+    c = cg * groups
+    base = _rand(rng, (n, h, 2 * w_, c + 1), dtype=F32)
+    x = base[:, :, ::2, 1:] if view else np.ascontiguousarray(base[:, :, :w_, :c])
+    wt = _rand(rng, (o * groups, kh, kw, cg), 1 / np.sqrt(kh * kw * cg), F32)
+    bias = _rand(rng, (o * groups,), dtype=F32)
+    pw = pack_conv_weights(wt, groups=groups, bias=bias)
+    ref, scale = conv_ref64(np.ascontiguousarray(x), wt, stride, pads, dil, groups)
+    ref = np.maximum(ref + bias.astype(np.float64), 0)
+    kw_ = dict(stride=stride, padding=pads, dilation=dil, activation="relu")
+    for isa in PATHS:
+        with qkernels.use_isa(isa):
+            for threads in (1, 2):
+                qkernels.set_num_threads(threads)
+                got = []
+                for indirect in (True, False):
+                    prev = qkernels._native.set_indirect_conv(indirect)
+                    try:
+                        got.append(conv2d(x, pw, **kw_))
+                    finally:
+                        qkernels._native.set_indirect_conv(prev)
+                _check(got[0], ref, scale, kh * kw * cg, isa, f"indirect {threads} thr", F32)
+                np.testing.assert_array_equal(got[0].view(np.uint32), got[1].view(np.uint32), err_msg=isa)
+            # the path taken: a 12x32 kernel's (M > 8) on the AVX-512 paths, whole kernel rows
+            # where pixels and channels are adjacent
+            out = np.empty(got[0].shape, F32)
+            segs = [call.indirect_segment for call in qkernels._float.bind_conv2d(x, pw, stride, pads, dil, None, out)]
+            pointwise = kh == kw == 1 and stride == (1, 1) and pads == (0, 0, 0, 0)
+            if isa.startswith("avx512vnni") and out.size // out.shape[-1] > 8 and not pointwise:
+                seg = kw * cg if not view and groups == 1 and dil[1] == 1 else cg
+                assert segs == [seg if seg >= 8 else 0] * groups, (isa, segs)   # short segments: packed
+            elif not isa.startswith("avx512vnni"):
+                assert segs == [0] * groups, (isa, segs)

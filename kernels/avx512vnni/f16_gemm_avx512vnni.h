@@ -6,17 +6,24 @@
  * does not bound a tile with few accumulators; with QK_CHAINS 1 every sum is
  * c = fma(a_k, b_k, c) in increasing k from zero, the order of f16_gemm_6x16_avx2, so both
  * give the same floats. Define before including:
- *   QK_MR, QK_NV, QK_CHAINS    the tile and the K split
+ *   QK_MR, QK_NV, QK_CHAINS    the tile and the K split; QK_B_NV (optional): the B panels' width
  *   QK_GEMM_NAME               the function (through QK_VNNI_FN)
  *   QK_GEMM_FUSED_NAME         optional (fp32): also the fused entry, whose output stage
  *                              (bias, residual, clamp) works on the sums in registers: the
- *                              operations of qk_output_f32_avx2 in its order, the same floats */
+ *                              operations of qk_output_f32_avx2 in its order, the same floats
+ *   QK_IGEMM_NAME, QK_IGEMM_FUSED_NAME  optional (fp32): the indirect entries (qk_gemm.h),
+ *                              A rows read through pointers, no packed panel */
 #include "qk_gemm.h"
 #include "qk_vnni.h"
 /* B is streamed once per tile from L2 or memory (weights of a 16-token transformer layer do
  * not stay in any cache): each k step asks for its lines QK_PREFETCH_B bytes ahead. The
  * hardware prefetcher alone left a 12-row fp32 tile at 0.6-0.8x of this on 384 x 1536
  * weights (family 6 model 207; 2048 and 4096 bytes ahead measured alike, 512 less). */
+/* B panels of QK_B_NV vectors a row, of which the tile computes the first QK_NV (a last
+   panel of 16 columns in 32-column panels: half the FMAs) */
+#ifndef QK_B_NV
+#define QK_B_NV QK_NV
+#endif
 #ifndef QK_PREFETCH_B
 #define QK_PREFETCH_B 2048
 #endif
@@ -28,23 +35,14 @@ typedef uint16_t qk_b_elem;
 #define QK_LOAD_B(p) qk512f_load_f16(p)
 #endif
 
-/* The tile's sums, into v. */
-static inline __attribute__((always_inline)) void tile_sums(size_t k, const void *a_, const void *b_,
-                                                             qk_v512f v[QK_MR][QK_NV]) {
-    const float *pa = (const float *)a_;   /* QK_MR rows of k floats */
-    const qk_b_elem *pb = (const qk_b_elem *)b_;
-    qk_v512f c[QK_CHAINS][QK_MR][QK_NV];
-#pragma GCC unroll 4
-    for (int s = 0; s < QK_CHAINS; s++)
-#pragma GCC unroll 16
-        for (int i = 0; i < QK_MR; i++)
-#pragma GCC unroll 4
-            for (int j = 0; j < QK_NV; j++) c[s][i][j] = qk512f_zero();
+/* Adds the sums over k steps of the QK_MR rows rows[i][0 .. k) onto c (B from pb on). */
+static inline __attribute__((always_inline)) void tile_add(size_t k, const float *const rows[QK_MR],
+                                                           const qk_b_elem *pb, qk_v512f c[QK_CHAINS][QK_MR][QK_NV]) {
     size_t kk = 0;
     for (; kk + QK_CHAINS <= k; kk += QK_CHAINS) {
 #pragma GCC unroll 4
         for (int s = 0; s < QK_CHAINS; s++) {
-            const qk_b_elem *bk = pb + (kk + s) * 16 * QK_NV;
+            const qk_b_elem *bk = pb + (kk + s) * 16 * QK_B_NV;
 #pragma GCC unroll 4
             for (int j = 0; j < QK_NV; j++)
                 if (j * 16 * sizeof(qk_b_elem) % 64 == 0)   /* once per 64-byte line */
@@ -54,21 +52,34 @@ static inline __attribute__((always_inline)) void tile_sums(size_t k, const void
             for (int j = 0; j < QK_NV; j++) b[j] = QK_LOAD_B(bk + 16 * j);
 #pragma GCC unroll 16
             for (int i = 0; i < QK_MR; i++) {
-                const qk_v512f a = qk512f_bcast(pa + i * k + kk + s);
+                const qk_v512f a = qk512f_bcast(rows[i] + kk + s);
 #pragma GCC unroll 4
                 for (int j = 0; j < QK_NV; j++) c[s][i][j] = qk512f_fmadd(a, b[j], c[s][i][j]);
             }
         }
     }
     for (; kk < k; kk++) {   /* the last k % QK_CHAINS on the first set */
-        const qk_b_elem *bk = pb + kk * 16 * QK_NV;
+        const qk_b_elem *bk = pb + kk * 16 * QK_B_NV;
 #pragma GCC unroll 16
         for (int i = 0; i < QK_MR; i++) {
-            const qk_v512f a = qk512f_bcast(pa + i * k + kk);
+            const qk_v512f a = qk512f_bcast(rows[i] + kk);
 #pragma GCC unroll 4
             for (int j = 0; j < QK_NV; j++) c[0][i][j] = qk512f_fmadd(a, QK_LOAD_B(bk + 16 * j), c[0][i][j]);
         }
     }
+}
+
+static inline __attribute__((always_inline)) void tile_zero(qk_v512f c[QK_CHAINS][QK_MR][QK_NV]) {
+#pragma GCC unroll 4
+    for (int s = 0; s < QK_CHAINS; s++)
+#pragma GCC unroll 16
+        for (int i = 0; i < QK_MR; i++)
+#pragma GCC unroll 4
+            for (int j = 0; j < QK_NV; j++) c[s][i][j] = qk512f_zero();
+}
+
+static inline __attribute__((always_inline)) void tile_reduce(qk_v512f c[QK_CHAINS][QK_MR][QK_NV],
+                                                              qk_v512f v[QK_MR][QK_NV]) {
 #pragma GCC unroll 16
     for (int i = 0; i < QK_MR; i++)
 #pragma GCC unroll 4
@@ -78,6 +89,48 @@ static inline __attribute__((always_inline)) void tile_sums(size_t k, const void
             for (int s = 1; s < QK_CHAINS; s++) v[i][j] = qk512f_add(v[i][j], c[s][i][j]);
         }
 }
+
+/* The tile's sums, into v. */
+static inline __attribute__((always_inline)) void tile_sums(size_t k, const void *a_, const void *b_,
+                                                             qk_v512f v[QK_MR][QK_NV]) {
+    const float *pa = (const float *)a_;   /* QK_MR rows of k floats */
+    const float *rows[QK_MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < QK_MR; i++) rows[i] = pa + i * k;
+    qk_v512f c[QK_CHAINS][QK_MR][QK_NV];
+    tile_zero(c);
+    tile_add(k, rows, (const qk_b_elem *)b_, c);
+    tile_reduce(c, v);
+}
+
+#ifdef QK_IGEMM_NAME
+/* The indirect tile (qk_gemm.h, qk_igemm_fn): the sums of tile_sums over the segments each
+   row's pointers give, in the same order (the same floats as the packed rows, QK_CHAINS 1). */
+static inline __attribute__((always_inline)) void itile_sums(size_t segs, size_t seg_len,
+                                                              const float *const *ptrs, const void *b_,
+                                                              qk_v512f v[QK_MR][QK_NV]) {
+    const qk_b_elem *pb = (const qk_b_elem *)b_;
+    qk_v512f c[QK_CHAINS][QK_MR][QK_NV];
+    tile_zero(c);
+    for (size_t s = 0; s < segs; s++, ptrs += QK_MR, pb += seg_len * 16 * QK_B_NV) {
+        const float *rows[QK_MR];
+#pragma GCC unroll 16
+        for (int i = 0; i < QK_MR; i++) rows[i] = ptrs[i];
+        tile_add(seg_len, rows, pb, c);
+    }
+    tile_reduce(c, v);
+}
+
+void QK_IGEMM_NAME(size_t segs, size_t seg_len, const float *const *ptrs, const void *b_, int32_t *acc) {
+    qk_v512f v[QK_MR][QK_NV];
+    itile_sums(segs, seg_len, ptrs, b_, v);
+    float *out = (float *)acc;
+#pragma GCC unroll 16
+    for (int i = 0; i < QK_MR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < QK_NV; j++) qk512f_store(out + (i * QK_NV + j) * 16, v[i][j]);
+}
+#endif
 
 void QK_GEMM_NAME(size_t k, const void *a_, const void *b_, int32_t *acc) {
     qk_v512f v[QK_MR][QK_NV];
@@ -93,10 +146,9 @@ void QK_GEMM_NAME(size_t k, const void *a_, const void *b_, int32_t *acc) {
 #include "qk_output.h"
 /* The tile's QK_OUT_F32 output straight from the sums: columns [n0, n0 + nc), nc a
    multiple of 16 (qk_gemm_block's condition for the fused entry). */
-void QK_GEMM_FUSED_NAME(size_t k, const void *a_, const void *b_, size_t m0, size_t n0, size_t nc,
-                        const qk_out_params *p, void *c, size_t c_stride) {
-    qk_v512f v[QK_MR][QK_NV];
-    tile_sums(k, a_, b_, v);
+static inline __attribute__((always_inline)) void fused_store(qk_v512f v[QK_MR][QK_NV], size_t m0, size_t n0,
+                                                              size_t nc, const qk_out_params *p, void *c,
+                                                              size_t c_stride) {
     const qk_v512f lo = qk512f_set1(p->flo), hi = qk512f_set1(p->fhi);
     const int act = p->act == QK_ACT_HSWISH_DIV;
     const qk_v512f a_add = qk512f_set1(p->act_add), a_lo = qk512f_set1(p->act_lo), a_hi = qk512f_set1(p->act_hi),
@@ -118,5 +170,20 @@ void QK_GEMM_FUSED_NAME(size_t k, const void *a_, const void *b_, size_t m0, siz
         if (p->act == QK_ACT_ELT) p->act_fn(p->act_op, 0.0f, 0.0f, nc, row, row);   /* the eltwise op's loop */
     }
 }
+void QK_GEMM_FUSED_NAME(size_t k, const void *a_, const void *b_, size_t m0, size_t n0, size_t nc,
+                        const qk_out_params *p, void *c, size_t c_stride) {
+    qk_v512f v[QK_MR][QK_NV];
+    tile_sums(k, a_, b_, v);
+    fused_store(v, m0, n0, nc, p, c, c_stride);
+}
+
+#ifdef QK_IGEMM_FUSED_NAME
+void QK_IGEMM_FUSED_NAME(size_t segs, size_t seg_len, const float *const *ptrs, const void *b_, size_t m0, size_t n0,
+                         size_t nc, const qk_out_params *p, void *c, size_t c_stride) {
+    qk_v512f v[QK_MR][QK_NV];
+    itile_sums(segs, seg_len, ptrs, b_, v);
+    fused_store(v, m0, n0, nc, p, c, c_stride);
+}
+#endif
 #endif
 #undef QK_LOAD_B

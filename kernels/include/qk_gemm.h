@@ -25,6 +25,14 @@ typedef void (*qk_gemm_ukernel_fn)(size_t k_groups, const void *a, const void *b
 typedef void (*qk_gemm_fused_fn)(size_t k_groups, const void *a, const void *b, size_t m0, size_t n0, size_t nc,
                                  const qk_out_params *p, void *c, size_t c_stride);
 
+/* Indirect fp32 entries (convolutions read in place, no packed A): the sums of MR rows whose
+ * K = segs * seg_len values are segs runs of seg_len adjacent floats, run s of row i at
+ * ptrs[s * MR + i]; B packed as for gemm. The igemm stores its tile as gemm does (acc);
+ * the fused one as the fused entry (all MR rows). The same floats as gemm on the rows packed. */
+typedef void (*qk_igemm_fn)(size_t segs, size_t seg_len, const float *const *ptrs, const void *b, int32_t *acc);
+typedef void (*qk_igemm_fused_fn)(size_t segs, size_t seg_len, const float *const *ptrs, const void *b, size_t m0,
+                                  size_t n0, size_t nc, const qk_out_params *p, void *c, size_t c_stride);
+
 /* One block of output: rows [m0, m1) x columns [n0, n1), both starting on a tile edge,
  * with a GEMM kernel of the registry (qk_registry.h). a_packed: the A panels of rows
  * [m0, m1), one after another; b_packed: all B panels (column n in panel n / NR). */
