@@ -60,8 +60,8 @@ class DynamicCall:
     activations of parameters ``sa`` / ``za``), y (M, N) float32 with contiguous columns.
     ``run()`` repeats it and raises DynamicQuantError when the activations cannot be
     quantized. After a run, ``q``, ``sa``, ``za`` hold the quantized activations and
-    their parameters, ``acc`` (per row only; else None) the int32 sums with A's zero
-    point taken as 0. What a graph
+    their parameters, ``acc`` (per row with weights' zero points only; else None) the
+    int32 sums with A's zero point taken as 0. What a graph
     plan keeps per node."""
 
     __slots__ = ("bound", "q", "sa", "za", "acc", "keep")
@@ -76,7 +76,14 @@ class DynamicCall:
         # the GEMM with A's zero point 0: the dynamic one enters through cb (column terms)
         call = pw.prepare(max(m, 1), a_signed, 0, 1.0, INT32_OUTPUT, isa=isa)
         threads = _dispatch.get_num_threads()
-        if per_row:     # int32 sums, then the dequantizing pass with each row's parameters
+        if per_row and not call.need_row_sum:   # each tile dequantized in the output stage, its rows' parameters
+            gemm = _native.gemm(call.kid, self.q, a_signed, 0, call.packed, n, call.col_add, call.col_zb, False,
+                                _native.OUT_DQ_F32, False, 0, 0, 0, sw, _ZERO_I32, _ZERO_I32, y, threads, True, None,
+                                bias)
+            self.bound = _native.dynq_bind(isa, x2, True, self.q, self.sa, self.za, gemm, cb, sw, y, None, bias)
+            self.acc, self.keep = None, None
+            return
+        if per_row:     # B's zero points (row sums): int32 sums, then the pass with each row's parameters
             acc = np.empty((m, n), np.int32)
             gemm = call.run(self.q, acc, bind=True)
             self.bound = _native.dynq_bind(isa, x2, True, self.q, self.sa, self.za, gemm, cb, sw, y, acc, bias)

@@ -136,6 +136,33 @@ def test_dynamic_matmul_exact(isa, ref, m, k, n, mode, wdt, per_col, with_bias, 
     np.testing.assert_array_equal(qk.dynamic_matmul(x, wq, bias, per_row=per_row), want)
 
 
+@given(m=DIM, k=DIM, n=DIM, a_signed=st.booleans(), with_bias=st.booleans(), threads=st.sampled_from([1, 2]),
+       seed=st.integers(0, 2**31))
+def test_per_row_output_stage_exact(isa, ref, m, k, n, a_signed, with_bias, threads, seed):
+    """Per row the GEMM's output stage dequantizes each tile (kernels/gemm_block.c, the
+    qk_out_params dq_rows): activations given already quantized, int8 ones too (their
+    +128 shift in the column terms the stage adds first), a scale and zero point per row
+    from extreme ranges: float32(acc) * (sa[m] * sw[n]) (+ bias), bit for bit, at any
+    thread count."""
+    qk.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    dt = np.int8 if a_signed else np.uint8
+    q = rng.integers(*_range(dt), size=(m, k), endpoint=True).astype(dt)
+    sa = (rng.random(m) * 0.1 + 1e-3).astype(F32)
+    za = rng.integers(*_range(dt), size=m, endpoint=True).astype(np.int32)
+    w, sw, zw, wq = weights(rng, k, n, np.int8, True)
+    bias = rng.standard_normal(n).astype(F32) if with_bias else None
+    y = np.empty((m, n), F32)
+    call = _dynamic.DynamicCall(qk.pack_weights(wq), None, y, bias, True, q=q, a_signed=a_signed)
+    call.sa[:], call.za[:] = sa, za
+    call.run()
+    acc = np.concatenate([ref.gemm_int32(q[i:i + 1], w, za[i], 0) for i in range(m)])
+    want = acc.astype(F32) * (sa[:, None] * sw[None, :])
+    if bias is not None:
+        want = want + bias
+    np.testing.assert_array_equal(y, want)
+
+
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31), top=st.sampled_from([255.0, 31.875, 1.0, 3.3e-35, 7.7e30, 100.0]),
        rows=st.sampled_from([1, 2, 3]), k=st.sampled_from([63, 64, 65, 128, 200]), per_row=st.booleans(),
