@@ -54,10 +54,15 @@ cdef class BoundDynq(Bound):
     cdef qk_quantize_row_fn qrow
     cdef readonly int status
     cdef object keep
+    cdef BoundDynq lead
 
     cdef void execute(self) noexcept nogil:
         self.status = 0
         self.failed = 0
+        if self.lead is not None and self.lead.status:   # q not made this run: nothing here either
+            self.status = self.lead.status
+            self.failed = 1
+            return
         if self.x != NULL and self.M:
             self.status = qk_dynq_quantize(self.fns.minmax, self.qrow, self.M, self.K, self.x, self.x_stride,
                                            self.per_row, self.q, self.sa, self.za)
@@ -82,7 +87,7 @@ cdef bint _vec(cnp.ndarray v, dtype, size_t n):
 
 def dynq_bind(int isa, cnp.ndarray x, bint per_row, cnp.ndarray q, cnp.ndarray sa, cnp.ndarray za, Bound gemm,
               cnp.ndarray cb, cnp.ndarray sw, cnp.ndarray y, cnp.ndarray acc=None, cnp.ndarray bias=None,
-              cnp.ndarray add0=None, cnp.ndarray add=None, cnp.ndarray scale=None):
+              cnp.ndarray add0=None, cnp.ndarray add=None, cnp.ndarray scale=None, BoundDynq lead=None):
     """The BoundDynq of these arrays (qkernels._dynamic makes them): x float32 (M, K) with
     contiguous columns (or None: q given), q (M, K) (C-contiguous uint8 when x is given:
     what ``gemm`` reads), sa float32 / za int32 (M when per_row, else 1), cb int32 and sw
@@ -91,7 +96,9 @@ def dynq_bind(int isa, cnp.ndarray x, bint per_row, cnp.ndarray q, cnp.ndarray s
     dequantized per row; or acc int32 (M, N) C-contiguous (``gemm``'s int32 output) and
     bias (float32 N, or None) for the pass after it. Per tensor (acc None): ``gemm``
     writes y in QK_OUT_DQ_F32 with the column terms add / scale (int32 / float32, N),
-    which each run sets from add0 (A's zero point 0) and cb, sw."""
+    which each run sets from add0 (A's zero point 0) and cb, sw. ``lead``: None, or the
+    call (run before this one, x None here) whose q, sa, za this one reads: its failure
+    (NaN, infinity) is this one's too."""
     cdef BoundDynq b = BoundDynq.__new__(BoundDynq)
     cdef BoundGemm g
     cdef size_t M = q.shape[0], N = y.shape[1]
@@ -126,6 +133,7 @@ def dynq_bind(int isa, cnp.ndarray x, bint per_row, cnp.ndarray q, cnp.ndarray s
     b.q = <uint8_t *>_ptr(q)
     b.sa, b.za = <float *>_ptr(sa), <int32_t *>_ptr(za)
     b.gemm = gemm
+    b.lead = lead
     b.cb, b.sw = <const int32_t *>_ptr(cb), <const float *>_ptr(sw)
     b.bias = <const float *>_ptr(bias) if bias is not None else NULL
     b.y, b.y_stride = <float *>_ptr(y), y.strides[0]

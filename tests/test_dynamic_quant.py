@@ -424,6 +424,44 @@ def test_shared_intermediate_not_fused(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@needs_onnx
+@pytest.mark.parametrize("per_row", [False, True])
+def test_query_key_value_quantize_once(per_row):
+    """Three DynamicQuantizeMatMul reading one input (query, key, value) and one reading
+    another: the plan's first call on that input quantizes it, the other two read its q,
+    scale and zero point; every result equals the reference operators', at several
+    shapes; NaN in the input sends all three to the reference, a finite one back."""
+    rng = np.random.default_rng(11)
+    k, n = 24, 13
+    h = helper
+    inits, nodes = [], [h.make_node("Relu", ["x"], ["r"])]
+    dom, attrs = ("qkernels", {"per_row": 1}) if per_row else ("com.microsoft", {})
+    for i, src in enumerate(["x", "x", "r", "x"]):
+        w = rng.integers(-127, 128, (k, n)).astype(np.int8)
+        inits += [numpy_helper.from_array(w, f"w{i}"),
+                  numpy_helper.from_array((rng.random(n) * 0.01 + 1e-3).astype(F32), f"s{i}"),
+                  numpy_helper.from_array(rng.standard_normal(n).astype(F32), f"b{i}")]
+        nodes.append(h.make_node("DynamicQuantizeMatMul", [src, f"w{i}", f"s{i}", "", f"b{i}"], [f"y{i}"],
+                                 domain=dom, **attrs))
+    g = h.make_graph(nodes, "qkv", [h.make_tensor_value_info("x", TensorProto.FLOAT, ["t", k])],
+                     [h.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None) for i in range(4)], inits)
+    model = h.make_model(g, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1),
+                                           h.make_opsetid("qkernels", 1)])
+    model.ir_version = 8
+    s, r = Session(model, num_threads=1), _reference(model)
+    for t in [1, 5, 13, 40, 5]:
+        x = (rng.standard_normal((t, k)) * 3).astype(F32)
+        for a, b in zip(s.run(None, {"x": x}), r.run(None, {"x": x})):
+            np.testing.assert_array_equal(a, b)
+    assert ("x", per_row) in s.graph.__dict__["_dynamic_leads"]
+    x[2, 3] = np.nan
+    for a, b in zip(s.run(None, {"x": x}), r.run(None, {"x": x})):
+        np.testing.assert_array_equal(a, b)
+    x[2, 3] = 1.5
+    for a, b in zip(s.run(None, {"x": x}), r.run(None, {"x": x})):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------- contrib operators
 
 def _contrib_model(op, inputs, x_info, inits, n):
