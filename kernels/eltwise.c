@@ -351,6 +351,32 @@ static inline void qk_elt_row_div(float *v, size_t len, float fs, int deep) {
     for (size_t i = 0; i < len; i++) v[i] = v[i] / fs;
 }
 
+/* v[i] = x[i] / s (x may be v): Markstein's correction as above, where the build has FMA,
+ * 2^-20 <= |s| <= 2^20 and every x is 0 or of magnitude in [2^-90, 2^90] (quotients far
+ * from the subnormals and from overflow: a first pass looks); else the division. The
+ * scores' scaling by sqrt(head size) was a third of attention's softmax as vdivps. */
+static inline void qk_elt_div_by(const float *x, float *v, size_t len, float s) {
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+    const float as = s < 0.0f ? -s : s;
+    if (as >= 0x1p-20f && as <= 0x1p20f) {
+        int bad = 0;
+        for (size_t i = 0; i < len; i++) {
+            const float a = x[i] < 0.0f ? -x[i] : x[i];
+            bad |= !(a <= 0x1p90f) | ((a < 0x1p-90f) & (a != 0.0f));   /* (NaN: not <=) */
+        }
+        if (!bad) {
+            const float r = 1.0f / s;
+            for (size_t i = 0; i < len; i++) {
+                const float q = x[i] * r;
+                v[i] = __builtin_fmaf(__builtin_fmaf(-q, s, x[i]), r, q);
+            }
+            return;
+        }
+    }
+#endif
+    for (size_t i = 0; i < len; i++) v[i] = x[i] / s;
+}
+
 static void QK_ELT_NAME(qk_elt_softmax_f32)(int log, size_t rows, size_t len, const float *x, float *y) {
     if (!log) {
         /* three passes over blocks of rows: y = x - max (a NaN maximum: NaN), y = exp(y) as
@@ -415,7 +441,7 @@ static void QK_ELT_NAME(qk_elt_softmax_masked)(size_t rows, size_t len, const vo
             xr = v;
         }
         if (div)
-            for (size_t i = 0; i < len; i++) v[i] = xr[i] / s;
+            qk_elt_div_by(xr, v, len, s);
         else
             for (size_t i = 0; i < len; i++) v[i] = xr[i] * s;
         if (half) {   /* the mask's values widened (exact), then added */
