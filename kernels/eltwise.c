@@ -362,7 +362,7 @@ static inline void qk_elt_div_by(const float *x, float *v, size_t len, float s) 
         int bad = 0;
         for (size_t i = 0; i < len; i++) {
             const float a = x[i] < 0.0f ? -x[i] : x[i];
-            bad |= !(a <= 0x1p90f) | ((a < 0x1p-90f) & (a != 0.0f));   /* (NaN: not <=) */
+            bad |= (a > 0x1p90f) | (a != a) | ((a < 0x1p-90f) & (a != 0.0f));
         }
         if (!bad) {
             const float r = 1.0f / s;
