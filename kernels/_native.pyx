@@ -118,6 +118,7 @@ cdef qk_out_params _out_params(int mode, bint out_signed, int32_t zy, int32_t lo
                                cnp.ndarray col_add, cnp.ndarray scale, cnp.ndarray mult, cnp.ndarray shift):
     """The output stage's parameters; no B zero-point terms (the caller adds them)."""
     cdef qk_out_params p
+    memset(&p, 0, sizeof(p))
     p.mode = mode
     p.out_signed = out_signed
     p.zero_point = zy

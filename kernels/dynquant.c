@@ -38,13 +38,25 @@ int QK_DYNQ_NAME(qk_minmax)(size_t n, const float *x, float *mn, float *mx) {
             hi[c] = QK_V_SELECT(v > hi[c], v, hi[c]);
             chk[c] += v - v;            /* 0, or NaN once a value is NaN or infinite */
         }
-    float l = *mn, h = *mx, s = 0.0f;
-    for (int c = 0; c < 4; c++)
-        for (int j = 0; j < QK_DYNQ_L; j++) {
-            l = lo[c][j] < l ? lo[c][j] : l;
-            h = hi[c][j] > h ? hi[c][j] : h;
-            s += chk[c][j];
+    /* the chains, then the lanes, folded in halves (min / max in any order: the same
+       values, and -0 / +0 give the same parameters); a row of 384 spent more on a
+       lane-by-lane fold than on its loop (per-row quantization) */
+    for (int c = 1; c < 4; c++) {
+        lo[0] = QK_V_SELECT(lo[c] < lo[0], lo[c], lo[0]);
+        hi[0] = QK_V_SELECT(hi[c] > hi[0], hi[c], hi[0]);
+        chk[0] += chk[c];
+    }
+    float fl[QK_DYNQ_L], fh[QK_DYNQ_L], fc[QK_DYNQ_L];
+    __builtin_memcpy(fl, &lo[0], sizeof fl);
+    __builtin_memcpy(fh, &hi[0], sizeof fh);
+    __builtin_memcpy(fc, &chk[0], sizeof fc);
+    for (int w = QK_DYNQ_L / 2; w >= 1; w /= 2)
+        for (int j = 0; j < w; j++) {
+            fl[j] = fl[j + w] < fl[j] ? fl[j + w] : fl[j];
+            fh[j] = fh[j + w] > fh[j] ? fh[j + w] : fh[j];
+            fc[j] += fc[j + w];
         }
+    float l = fl[0], h = fh[0], s = fc[0];
     for (; i < n; i++) {
         const float v = x[i];
         l = v < l ? v : l;
@@ -55,34 +67,40 @@ int QK_DYNQ_NAME(qk_minmax)(size_t n, const float *x, float *mn, float *mx) {
     return s != s;
 }
 
-void QK_DYNQ_NAME(qk_dq_rows)(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const float *sa,
-                              const int32_t *za, int per_row, const int32_t *cb, const float *sw, const float *bias,
-                              float *y, size_t y_stride) {
-    for (size_t i = 0; i < m; i++) {
-        const float s = sa[per_row ? i : 0];
-        const uint32_t z = (uint32_t)za[per_row ? i : 0];
-        const int32_t *a = acc + i * acc_stride;
-        float *yr = (float *)(void *)((char *)y + i * y_stride);
-        if (bias) {
-            for (size_t j = 0; j < n; j++) {
-                const float f = (float)(int32_t)((uint32_t)a[j] - z * (uint32_t)cb[j]) * (s * sw[j]);
-                yr[j] = f + bias[j];
-            }
-        } else {
-            for (size_t j = 0; j < n; j++)
-                yr[j] = (float)(int32_t)((uint32_t)a[j] - z * (uint32_t)cb[j]) * (s * sw[j]);
-        }
+/* One row: y[j] = float32(a[j] (+ add[j]) - z * cb[j]) * (s * sw[j]) (+ bias[j]), int32
+   arithmetic wrapping; a loop per case so that each vectorises. */
+#define QK_DQ_LOOP(ADD, Y)                                                                                       \
+    for (size_t j = 0; j < n; j++) {                                                                             \
+        const float f = (float)(int32_t)((uint32_t)a[j] + (ADD) - z * (uint32_t)cb[j]) * (s * sw[j]);           \
+        yr[j] = Y;                                                                                               \
     }
+static inline void dq_row(size_t n, const int32_t *a, const int32_t *add, float s, uint32_t z, const int32_t *cb,
+                          const float *sw, const float *bias, float *yr) {
+    if (add && bias) QK_DQ_LOOP((uint32_t)add[j], f + bias[j])
+    else if (add) QK_DQ_LOOP((uint32_t)add[j], f)
+    else if (bias) QK_DQ_LOOP(0u, f + bias[j])
+    else QK_DQ_LOOP(0u, f)
+}
+#undef QK_DQ_LOOP
+
+void QK_DYNQ_NAME(qk_dq_rows)(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const int32_t *add,
+                              const float *sa, const int32_t *za, int per_row, const int32_t *cb, const float *sw,
+                              const float *bias, float *y, size_t y_stride) {
+    for (size_t i = 0; i < m; i++)
+        dq_row(n, acc + i * acc_stride, add, sa[per_row ? i : 0], (uint32_t)za[per_row ? i : 0], cb, sw, bias,
+               (float *)(void *)((char *)y + i * y_stride));
 }
 
 #ifdef QK_DYNQ_PORTABLE
 #if defined(__x86_64__)
 int qk_minmax_avx2(size_t n, const float *x, float *mn, float *mx);
-void qk_dq_rows_avx2(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const float *sa, const int32_t *za,
-                     int per_row, const int32_t *cb, const float *sw, const float *bias, float *y, size_t y_stride);
+void qk_dq_rows_avx2(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const int32_t *add, const float *sa,
+                     const int32_t *za, int per_row, const int32_t *cb, const float *sw, const float *bias, float *y,
+                     size_t y_stride);
 #define QK_DYNQ_DECLARE(SUFFIX)                                                                                    \
     int qk_minmax_##SUFFIX(size_t n, const float *x, float *mn, float *mx);                                        \
-    void qk_dq_rows_##SUFFIX(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const float *sa,           \
+    void qk_dq_rows_##SUFFIX(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const int32_t *add,       \
+                             const float *sa,                                                                      \
                              const int32_t *za, int per_row, const int32_t *cb, const float *sw, const float *bias, \
                              float *y, size_t y_stride);
 QK_DYNQ_DECLARE(avx512)

@@ -319,6 +319,51 @@ static float qk_elt_row_max(const float *xr, size_t len) {
 #define qk_elt_row_max qk_elt_row_max_lanes
 #endif
 
+/* v[i] = exp(v[i] - m) (m NaN: NaN) over a softmax row; returns whether some result lies
+ * in (0, 2^-90) (qk_elt_row_div's check). AVX-512: qk_elt_exp's operations in 16 lanes
+ * (the same bits), its clamps as vmaxps / vminps (operands ordered so that a NaN x
+ * passes, as the selects; m NaN takes the loop), its scaling by 2^n as vscalefps: gcc's
+ * vectorisation spent two compares and two blends on one port per clamp, and ten
+ * operations on 2^n1 2^n2 (the loop is bound by the two 512-bit ports). */
+static int qk_elt_exp_row(float *v, size_t len, float m) {
+    size_t i = 0;
+    int deep = 0;
+#if defined(__AVX512F__)
+    if (m == m) {
+        const __m512 vm = _mm512_set1_ps(m), lo = _mm512_set1_ps(-104.0f), hi = _mm512_set1_ps(89.0f);
+        const __m512 magic = _mm512_set1_ps(12582912.0f);
+        const __m512i one = _mm512_set1_epi32(1), tiny1 = _mm512_set1_epi32(0x12800000 - 1);   /* 2^-90's bits - 1 */
+        __mmask16 dk = 0;
+        for (; i + 16 <= len; i += 16) {
+            const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(v + i), vm);
+            const __m512 xc = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
+            const __m512 t = _mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)), magic);
+            const __m512 n = _mm512_sub_ps(t, magic);
+            __m512 r = _mm512_sub_ps(xc, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
+            r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
+            __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+            p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
+            p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
+            p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
+            p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
+            p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
+            p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r), _mm512_set1_ps(1.0f));
+            /* (p 2^n1) 2^n2 rounds once (p 2^n1 is normal: n1 >= -75): vscalefps's one rounding */
+            const __m512 e = _mm512_scalef_ps(p, n);
+            _mm512_storeu_ps(v + i, e);
+            /* 0 < e < 2^-90 as unsigned bits (e is >= 0 or NaN) */
+            dk |= _mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_castps_si512(e), one), tiny1);
+        }
+        deep = dk != 0;
+    }
+#endif
+    for (; i < len; i++) {
+        v[i] = qk_elt_exp(m == m ? v[i] - m : m);
+        deep |= (v[i] < 0x1p-90f) & (v[i] > 0.0f);
+    }
+    return deep;
+}
+
 static double qk_elt_row_sum(const float *e, size_t len) {   /* 8 running float64 sums, then pairs */
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     size_t i = 0;
@@ -326,6 +371,55 @@ static double qk_elt_row_sum(const float *e, size_t len) {   /* 8 running float6
         for (int l = 0; l < 8; l++) acc[l] += (double)e[i + l];
     for (; i < len; i++) acc[i & 7] += (double)e[i];
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* A softmax row's v / fs (fs the float32 sum, >= 1; v its exp values). Where the build
+ * has fused multiply-add and every v is 0 or at least 2^-90 (``deep`` 0: no quotient near
+ * the subnormals), the division's float by Markstein's correction: r = 1 / fs rounded,
+ * q = v r, then q + (v - q fs) r in two fused operations is v / fs correctly rounded
+ * (Markstein's theorem; checked against the division on every v of [1/4, 1] for 24
+ * sums and on 4e8 random pairs down to 2^-90). A vdivps a value cost a third of
+ * attention's softmax; three multiply-adds cost a fraction. */
+static inline void qk_elt_row_div(float *v, size_t len, float fs, int deep) {
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+    if (!deep && fs >= 1.0f && fs <= 3.0e38f) {
+        const float r = 1.0f / fs;
+        for (size_t i = 0; i < len; i++) {
+            const float q = v[i] * r;
+            v[i] = __builtin_fmaf(__builtin_fmaf(-q, fs, v[i]), r, q);
+        }
+        return;
+    }
+#else
+    (void)deep;
+#endif
+    for (size_t i = 0; i < len; i++) v[i] = v[i] / fs;
+}
+
+/* v[i] = x[i] / s (x may be v): Markstein's correction as above, where the build has FMA,
+ * 2^-20 <= |s| <= 2^20 and every x is 0 or of magnitude in [2^-90, 2^90] (quotients far
+ * from the subnormals and from overflow: a first pass looks); else the division. The
+ * scores' scaling by sqrt(head size) was a third of attention's softmax as vdivps. */
+static inline void qk_elt_div_by(const float *x, float *v, size_t len, float s) {
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+    const float as = s < 0.0f ? -s : s;
+    if (as >= 0x1p-20f && as <= 0x1p20f) {
+        int bad = 0;
+        for (size_t i = 0; i < len; i++) {
+            const float a = x[i] < 0.0f ? -x[i] : x[i];
+            bad |= (a > 0x1p90f) | (a != a) | ((a < 0x1p-90f) & (a != 0.0f));
+        }
+        if (!bad) {
+            const float r = 1.0f / s;
+            for (size_t i = 0; i < len; i++) {
+                const float q = x[i] * r;
+                v[i] = __builtin_fmaf(__builtin_fmaf(-q, s, x[i]), r, q);
+            }
+            return;
+        }
+    }
+#endif
+    for (size_t i = 0; i < len; i++) v[i] = x[i] / s;
 }
 
 static void QK_ELT_NAME(qk_elt_softmax_f32)(int log, size_t rows, size_t len, const float *x, float *y) {
@@ -342,11 +436,10 @@ static void QK_ELT_NAME(qk_elt_softmax_f32)(int log, size_t rows, size_t len, co
                 for (size_t i = 0; i < len; i++) yr[i] = m == m ? xr[i] - m : m;
             }
             float *yb = y + r0 * len;
-            for (size_t i = 0; i < nr * len; i++) yb[i] = qk_elt_exp(yb[i]);
+            const int deep = qk_elt_exp_row(yb, nr * len, 0.0f);   /* (y - 0: the same floats) */
             for (size_t r = 0; r < nr; r++) {
                 float *yr = yb + r * len;
-                const float fs = (float)qk_elt_row_sum(yr, len);
-                for (size_t i = 0; i < len; i++) yr[i] = yr[i] / fs;
+                qk_elt_row_div(yr, len, (float)qk_elt_row_sum(yr, len), deep);
             }
         }
         return;
@@ -380,6 +473,39 @@ static void QK_ELT_NAME(qk_elt_softmax_f32)(int log, size_t rows, size_t len, co
 static void QK_ELT_NAME(qk_elt_softmax_masked)(size_t rows, size_t len, const void *x, const void *mask,
                                                const int64_t *mask_off, ptrdiff_t mask_step, float s, int div,
                                                int half, void *y, float *scratch) {
+    if (!half) {
+        /* float32: blocks of rows (16 KiB at most), each step over the block's rows in turn:
+           a row's steps wait on its reductions (max, sum), another row's need not (one row
+           at a time left attention's softmax waiting on latencies: 1.5x) */
+        enum { QK_SM_ROWS = 32 };
+        size_t nb = 4096 / (len ? len : 1);
+        nb = nb < 1 ? 1 : (nb > QK_SM_ROWS ? QK_SM_ROWS : nb);
+        for (size_t r0 = 0; r0 < rows; r0 += nb) {
+            const size_t nr = rows - r0 < nb ? rows - r0 : nb;
+            float m[QK_SM_ROWS];
+            int deep[QK_SM_ROWS];
+            for (size_t b = 0; b < nr; b++) {
+                const size_t r = r0 + b;
+                float *v = (float *)y + r * len;
+                const float *xr = (const float *)x + r * len, *mr = (const float *)mask + mask_off[r];
+                if (div)
+                    qk_elt_div_by(xr, v, len, s);
+                else
+                    for (size_t i = 0; i < len; i++) v[i] = xr[i] * s;
+                if (mask_step == 1)
+                    for (size_t i = 0; i < len; i++) v[i] = v[i] + mr[i];
+                else
+                    for (size_t i = 0; i < len; i++) v[i] = v[i] + mr[0];
+                m[b] = qk_elt_row_max(v, len);
+            }
+            for (size_t b = 0; b < nr; b++) deep[b] = qk_elt_exp_row((float *)y + (r0 + b) * len, len, m[b]);
+            for (size_t b = 0; b < nr; b++) {
+                float *v = (float *)y + (r0 + b) * len;
+                qk_elt_row_div(v, len, (float)qk_elt_row_sum(v, len), deep[b]);
+            }
+        }
+        return;
+    }
     for (size_t r = 0; r < rows; r++) {
         float *v = half ? scratch : (float *)y + r * len;
         const float *xr = half ? scratch + len : (const float *)x + r * len;
@@ -389,7 +515,7 @@ static void QK_ELT_NAME(qk_elt_softmax_masked)(size_t rows, size_t len, const vo
             xr = v;
         }
         if (div)
-            for (size_t i = 0; i < len; i++) v[i] = xr[i] / s;
+            qk_elt_div_by(xr, v, len, s);
         else
             for (size_t i = 0; i < len; i++) v[i] = xr[i] * s;
         if (half) {   /* the mask's values widened (exact), then added */
@@ -403,9 +529,8 @@ static void QK_ELT_NAME(qk_elt_softmax_masked)(size_t rows, size_t len, const vo
             for (size_t i = 0; i < len; i++) v[i] = v[i] + mr[0];
         }
         const float m = qk_elt_row_max(v, len);
-        for (size_t i = 0; i < len; i++) v[i] = qk_elt_exp(m == m ? v[i] - m : m);
-        const float fs = (float)qk_elt_row_sum(v, len);
-        for (size_t i = 0; i < len; i++) v[i] = v[i] / fs;
+        const int deep = qk_elt_exp_row(v, len, m);
+        qk_elt_row_div(v, len, (float)qk_elt_row_sum(v, len), deep);
         if (half) QK_ELT_F32_TO_F16(v, (uint16_t *)y + r * len, len);
     }
 }

@@ -66,7 +66,12 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
         for (size_t n = n0; n < n1; n += nr) {
             const char *bp = (const char *)b_packed + (n / nr) * b_panel;
             size_t nc = n1 - n < nr ? n1 - n : nr;
-            if (fuse_u && nc == 16 && u->fused16) {   /* half a panel: half the FMAs */
+            if (p->dq_rows) {               /* per-row dequantization of the tile in L1 */
+                u->gemm(k_groups, ap, bp, acc);
+                p->dq_rows(mc, nc, acc, nr, p->col_add + n, p->dq_sa + m, p->dq_za + m, 1, p->dq_cb + n,
+                           p->scale + n, p->bias_f ? p->bias_f + n : NULL,
+                           (float *)(void *)((char *)c + m * c_stride) + n, c_stride);
+            } else if (fuse_u && nc == 16 && u->fused16) {   /* half a panel: half the FMAs */
                 u->fused16(k_groups, ap, bp, m, n, nc, p, c, c_stride);
             } else if (fuse_u && nc % 16 == 0) {   /* a last panel's 16-column strips too */
                 u->fused(k_groups, ap, bp, m, n, nc, p, c, c_stride);

@@ -48,6 +48,11 @@ cdef extern from "qk_output.h" nogil:
         int32_t post_z1, post_zb, post_zy
         void (*post_fn)(size_t, int, int, const void *, float, int32_t, const void *, float, int32_t, float,
                         int32_t, void *)
+        void (*dq_rows)(size_t, size_t, const int32_t *, size_t, const int32_t *, const float *, const int32_t *,
+                        int, const int32_t *, const float *, const float *, float *, size_t) noexcept nogil
+        const float *dq_sa
+        const int32_t *dq_za
+        const int32_t *dq_cb
     ctypedef void (*qk_output_fn)(size_t, size_t, const int32_t *, size_t, size_t, size_t,
                                   const qk_out_params *, void *, size_t)
 
@@ -171,7 +176,8 @@ cdef extern from "qk_pool.h" nogil:
 
 cdef extern from "qk_dynquant.h" nogil:
     ctypedef int (*qk_minmax_fn)(size_t n, const float *x, float *mn, float *mx)
-    ctypedef void (*qk_dq_rows_fn)(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const float *sa,
+    ctypedef void (*qk_dq_rows_fn)(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const int32_t *add,
+                                   const float *sa,
                                    const int32_t *za, int per_row, const int32_t *cb, const float *sw,
                                    const float *bias, float *y, size_t y_stride)
     ctypedef struct qk_dynq_fns:

@@ -60,26 +60,43 @@ class DynamicCall:
     activations of parameters ``sa`` / ``za``), y (M, N) float32 with contiguous columns.
     ``run()`` repeats it and raises DynamicQuantError when the activations cannot be
     quantized. After a run, ``q``, ``sa``, ``za`` hold the quantized activations and
-    their parameters, ``acc`` (per row only; else None) the int32 sums with A's zero
-    point taken as 0. What a graph
+    their parameters, ``acc`` (per row with weights' zero points only; else None) the
+    int32 sums with A's zero point taken as 0. ``lead``: a call on the same activations
+    that runs before this one each time: its q, sa, za serve this one (quantized once). What a graph
     plan keeps per node."""
 
-    __slots__ = ("bound", "q", "sa", "za", "acc", "keep")
+    __slots__ = ("bound", "q", "sa", "za", "acc", "keep", "per_row")
 
-    def __init__(self, pw: PackedWeights, x2, y, bias=None, per_row=False, q=None, a_signed=False, isa=None):
+    def __init__(self, pw: PackedWeights, x2, y, bias=None, per_row=False, q=None, a_signed=False, isa=None,
+                 lead: DynamicCall | None = None):
         isa = _dispatch.isa_index() if isa is None else isa
         m, k, n = y.shape[0], pw.k, pw.n
         cb, sw = dynamic_terms(pw)
+        self.per_row = per_row = lead.per_row if lead is not None else bool(per_row)
+        if lead is not None:     # the activations another call quantizes (query, key, value read one input)
+            if lead.q.shape != (m, k) or lead.q.dtype != np.uint8:
+                raise ValueError("DynamicCall: the lead call's activations are not (M, K) uint8")
+            x2, q = None, lead.q
         self.q = np.empty((m, k), np.uint8) if q is None else q
-        self.sa = np.zeros(m if per_row else 1, np.float32)
-        self.za = np.zeros(m if per_row else 1, np.int32)
+        self.sa = lead.sa if lead is not None else np.zeros(m if per_row else 1, np.float32)
+        self.za = lead.za if lead is not None else np.zeros(m if per_row else 1, np.int32)
+        lb = lead.bound if lead is not None else None
         # the GEMM with A's zero point 0: the dynamic one enters through cb (column terms)
         call = pw.prepare(max(m, 1), a_signed, 0, 1.0, INT32_OUTPUT, isa=isa)
         threads = _dispatch.get_num_threads()
-        if per_row:     # int32 sums, then the dequantizing pass with each row's parameters
+        if per_row and not call.need_row_sum:   # each tile dequantized in the output stage, its rows' parameters
+            gemm = _native.gemm(call.kid, self.q, a_signed, 0, call.packed, n, call.col_add, call.col_zb, False,
+                                _native.OUT_DQ_F32, False, 0, 0, 0, sw, _ZERO_I32, _ZERO_I32, y, threads, True, None,
+                                bias)
+            self.bound = _native.dynq_bind(isa, x2, True, self.q, self.sa, self.za, gemm, cb, sw, y, None, bias,
+                                           lead=lb)
+            self.acc, self.keep = None, None
+            return
+        if per_row:     # B's zero points (row sums): int32 sums, then the pass with each row's parameters
             acc = np.empty((m, n), np.int32)
             gemm = call.run(self.q, acc, bind=True)
-            self.bound = _native.dynq_bind(isa, x2, True, self.q, self.sa, self.za, gemm, cb, sw, y, acc, bias)
+            self.bound = _native.dynq_bind(isa, x2, True, self.q, self.sa, self.za, gemm, cb, sw, y, acc, bias,
+                                           lead=lb)
             self.acc, self.keep = acc, None
             return
         # per tensor: the GEMM's output stage dequantizes (QK_OUT_DQ_F32), its column
@@ -89,7 +106,7 @@ class DynamicCall:
                             _native.OUT_DQ_F32, False, 0, 0, 0, scale, _ZERO_I32, _ZERO_I32, y, threads, True, None,
                             bias)
         self.bound = _native.dynq_bind(isa, x2, False, self.q, self.sa, self.za, gemm, cb, sw, y, None, bias,
-                                       call.col_add, add, scale)
+                                       call.col_add, add, scale, lb)
         self.acc, self.keep = None, (add, scale)   # (per tensor the int32 sums are never stored)
 
     def run(self) -> np.ndarray:

@@ -136,6 +136,33 @@ def test_dynamic_matmul_exact(isa, ref, m, k, n, mode, wdt, per_col, with_bias, 
     np.testing.assert_array_equal(qk.dynamic_matmul(x, wq, bias, per_row=per_row), want)
 
 
+@given(m=DIM, k=DIM, n=DIM, a_signed=st.booleans(), with_bias=st.booleans(), threads=st.sampled_from([1, 2]),
+       seed=st.integers(0, 2**31))
+def test_per_row_output_stage_exact(isa, ref, m, k, n, a_signed, with_bias, threads, seed):
+    """Per row the GEMM's output stage dequantizes each tile (kernels/gemm_block.c, the
+    qk_out_params dq_rows): activations given already quantized, int8 ones too (their
+    +128 shift in the column terms the stage adds first), a scale and zero point per row
+    from extreme ranges: float32(acc) * (sa[m] * sw[n]) (+ bias), bit for bit, at any
+    thread count."""
+    qk.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    dt = np.int8 if a_signed else np.uint8
+    q = rng.integers(*_range(dt), size=(m, k), endpoint=True).astype(dt)
+    sa = (rng.random(m) * 0.1 + 1e-3).astype(F32)
+    za = rng.integers(*_range(dt), size=m, endpoint=True).astype(np.int32)
+    w, sw, zw, wq = weights(rng, k, n, np.int8, True)
+    bias = rng.standard_normal(n).astype(F32) if with_bias else None
+    y = np.empty((m, n), F32)
+    call = _dynamic.DynamicCall(qk.pack_weights(wq), None, y, bias, True, q=q, a_signed=a_signed)
+    call.sa[:], call.za[:] = sa, za
+    call.run()
+    acc = np.concatenate([ref.gemm_int32(q[i:i + 1], w, za[i], 0) for i in range(m)])
+    want = acc.astype(F32) * (sa[:, None] * sw[None, :])
+    if bias is not None:
+        want = want + bias
+    np.testing.assert_array_equal(y, want)
+
+
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31), top=st.sampled_from([255.0, 31.875, 1.0, 3.3e-35, 7.7e30, 100.0]),
        rows=st.sampled_from([1, 2, 3]), k=st.sampled_from([63, 64, 65, 128, 200]), per_row=st.booleans(),
@@ -394,6 +421,44 @@ def test_shared_intermediate_not_fused(tmp_path):
     assert _ops(s.graph.nodes).count("DynamicQuantizeMatMul") == 1
     x = rng.standard_normal((2, 3, 37)).astype(F32)
     for a, b in zip(s.run(None, {"x": x}), _reference(model).run(None, {"x": x})):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_onnx
+@pytest.mark.parametrize("per_row", [False, True])
+def test_query_key_value_quantize_once(per_row):
+    """Three DynamicQuantizeMatMul reading one input (query, key, value) and one reading
+    another: the plan's first call on that input quantizes it, the other two read its q,
+    scale and zero point; every result equals the reference operators', at several
+    shapes; NaN in the input sends all three to the reference, a finite one back."""
+    rng = np.random.default_rng(11)
+    k, n = 24, 13
+    h = helper
+    inits, nodes = [], [h.make_node("Relu", ["x"], ["r"])]
+    dom, attrs = ("qkernels", {"per_row": 1}) if per_row else ("com.microsoft", {})
+    for i, src in enumerate(["x", "x", "r", "x"]):
+        w = rng.integers(-127, 128, (k, n)).astype(np.int8)
+        inits += [numpy_helper.from_array(w, f"w{i}"),
+                  numpy_helper.from_array((rng.random(n) * 0.01 + 1e-3).astype(F32), f"s{i}"),
+                  numpy_helper.from_array(rng.standard_normal(n).astype(F32), f"b{i}")]
+        nodes.append(h.make_node("DynamicQuantizeMatMul", [src, f"w{i}", f"s{i}", "", f"b{i}"], [f"y{i}"],
+                                 domain=dom, **attrs))
+    g = h.make_graph(nodes, "qkv", [h.make_tensor_value_info("x", TensorProto.FLOAT, ["t", k])],
+                     [h.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None) for i in range(4)], inits)
+    model = h.make_model(g, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.microsoft", 1),
+                                           h.make_opsetid("qkernels", 1)])
+    model.ir_version = 8
+    s, r = Session(model, num_threads=1), _reference(model)
+    for t in [1, 5, 13, 40, 5]:
+        x = (rng.standard_normal((t, k)) * 3).astype(F32)
+        for a, b in zip(s.run(None, {"x": x}), r.run(None, {"x": x})):
+            np.testing.assert_array_equal(a, b)
+    assert ("x", per_row) in s.graph.__dict__["_dynamic_leads"]
+    x[2, 3] = np.nan
+    for a, b in zip(s.run(None, {"x": x}), r.run(None, {"x": x})):
+        np.testing.assert_array_equal(a, b)
+    x[2, 3] = 1.5
+    for a, b in zip(s.run(None, {"x": x}), r.run(None, {"x": x})):
         np.testing.assert_array_equal(a, b)
 
 

@@ -476,6 +476,38 @@ def test_masked_softmax_kernel(isa, dtype, mask_kind, b, h, t, div, seed, big):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@given(t=st.sampled_from([1, 2, 15, 16, 17, 33, 64, 97, 128, 131]), rows=st.integers(1, 5),
+       seed=st.integers(0, 2 ** 31), depth=st.sampled_from([5.0, 59.0, 62.0, 70.0, 90.0, 104.0, 120.0]))
+@settings(max_examples=30, deadline=None)
+def test_softmax_division_every_build(isa, t, rows, seed, depth):
+    """Softmax's e / sum and the masked softmax's x / s: the builds with FMA take
+    Markstein's correction of e * (1 / sum), rows with an e below 2^-90 (not 0), scores
+    or scales near the subnormals or overflow the division: every build gives the
+    portable build's bits (its division), whatever the row's depth below its maximum
+    (down through the subnormals to 0), plain and masked."""
+    rng = np.random.default_rng(seed)
+    x = (-rng.random((rows, t)) * depth).astype(np.float32)
+    x[:, rng.integers(0, t)] = 0.0
+    mask = np.zeros(t, np.float32)
+    off = np.zeros(rows, np.int64)
+    y, ym, y0 = (np.empty_like(x) for _ in range(3))
+    _native.softmax(isa, x.reshape(-1), y.reshape(-1), rows, t, False)
+    _native.softmax_masked(isa, x.reshape(-1), mask, off, 1, ym.reshape(-1), rows, t, 1.0, False)
+    _native.softmax(0, x.reshape(-1), y0.reshape(-1), rows, t, False)
+    for s in (np.float32(5.656854), np.float32(-0.37), np.float32(3e-7), np.float32(1.5e6)):   # x / s first
+        yd, yd0 = np.empty_like(x), np.empty_like(x)
+        xs = x * np.float32(rng.choice([1.0, 1e-28, 1e28, -3.0]))
+        xs[0, 0] = rng.choice([0.0, -0.0, 1e-40, 3e38])
+        _native.softmax_masked(isa, xs.reshape(-1), mask, off, 1, yd.reshape(-1), rows, t, float(s), True)
+        _native.softmax_masked(0, xs.reshape(-1), mask, off, 1, yd0.reshape(-1), rows, t, float(s), True)
+        np.testing.assert_array_equal(yd.view(np.uint32), yd0.view(np.uint32))
+    np.testing.assert_array_equal(y.view(np.uint32), y0.view(np.uint32))
+    np.testing.assert_array_equal(ym.view(np.uint32), y0.view(np.uint32))
+    # (the portable build divides: no FMA without ISA flags)
+    assert np.all(np.abs(y0.astype(np.float64).sum(-1) - 1) < 1e-5)
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @given(t=st.sampled_from([31, 32, 33, 47, 63, 64, 65, 96, 128, 130]), rows=st.integers(1, 4),
        seed=st.integers(0, 2 ** 31), special=st.sampled_from([None, np.nan, np.inf, -np.inf, 0.0, -0.0]),
        where=st.sampled_from(["body", "tail", "both", "all"]), log=st.booleans())

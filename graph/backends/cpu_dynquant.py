@@ -61,6 +61,12 @@ def _make_dynamic_matmul(node: Node, graph: Graph):
     pw, bias_f = got
     k, n = pw.k, pw.n
     result = node.outputs[0]
+    # the bound calls of this graph that quantize an input, by (input, per_row): a later
+    # node reading the same memory (query, key and value read one LayerNorm) uses their
+    # q, sa, za (a plan binds and runs its steps in one order: the first binder runs
+    # first, and nothing writes an input before its last reader). A lead keeps its
+    # arena alive, so another plan's arena never has its address.
+    leads = graph.__dict__.setdefault("_dynamic_leads", {})
 
     def a_params(sa_v, za_v, dtype):
         """MatMulIntegerToFloat's a_scale / a_zero_point: one float32, one of A's dtype."""
@@ -69,9 +75,10 @@ def _make_dynamic_matmul(node: Node, graph: Graph):
             raise _NotServed
         return np.float32(sa_v.reshape(())), (0 if za_v is None else int(za_v.reshape(())))
 
-    def make_call(x, y):
+    def make_call(x, y, share=False):
         """The DynamicCall of input x (..., K) and output y (..., N) (views of their
-        memory), or None when they are not matrices of rows the call takes in place."""
+        memory), or None when they are not matrices of rows the call takes in place.
+        ``share``: a bound call, which quantizes x once for the nodes that read it."""
         if x.shape[-1:] != (k,) or y.shape != x.shape[:-1] + (n,) or y.dtype != _F32 or not y.flags.writeable \
                 or np.may_share_memory(x, y):
             return None
@@ -81,7 +88,15 @@ def _make_dynamic_matmul(node: Node, graph: Graph):
         if dynamic:
             if x.dtype != _F32 or (k > 1 and x2.strides[1] != 4):
                 return None
-            return _dynamic.DynamicCall(pw, x2, y2, bias_f, per_row)
+            if not share:
+                return _dynamic.DynamicCall(pw, x2, y2, bias_f, per_row)
+            key, where = (a, per_row), (x2.__array_interface__["data"][0], x2.shape, x2.strides)
+            lead = leads.get(key)
+            if lead is not None and lead[0] == where:
+                return _dynamic.DynamicCall(pw, None, y2, bias_f, lead=lead[1])
+            call = _dynamic.DynamicCall(pw, x2, y2, bias_f, per_row)
+            leads[key] = (where, call)
+            return call
         if x.dtype not in _INT8:
             return None
         return _dynamic.DynamicCall(pw, None, y2, bias_f, q=x2, a_signed=x.dtype == np.int8)
@@ -107,7 +122,7 @@ def _make_dynamic_matmul(node: Node, graph: Graph):
         x, y = ins[0], outs[0]
         if x is None or x.ndim < 1:
             return None
-        call = make_call(x, y)
+        call = make_call(x, y, share=dynamic)
         if call is None:
             return None
         scope = {name: v for name, v in zip(node.inputs, ins) if name}

@@ -6,7 +6,8 @@
  * exact int8 GEMM, then the dequantization
  *     y[m, n] = float32(acc[m, n] - za[m] * cb[n]) * (sa[m] * sw[n]) (+ bias[n]):
  * per tensor in the GEMM's output stage (QK_OUT_DQ_F32, its column terms from
- * qk_dynq_columns), per row in the pass qk_dq_rows over the GEMM's int32 sums;
+ * qk_dynq_columns), per row by qk_dq_rows on each tile in the output stage (the
+ * qk_out_params dq_rows; over the whole int32 result where B has zero points);
  * each step one float32 rounding in the order of ONNX Runtime's quantize_dynamic graph
  * (MatMulInteger -> Cast -> Mul(a_scale * w_scale) -> Add bias). acc holds the GEMM's
  * sums with the activations' zero point taken as 0 (B's zero points already folded in);
@@ -20,10 +21,12 @@
 /* Running min / max of n float32 values into *mn, *mx; returns nonzero when some value
    is NaN or infinite (*mn, *mx then unspecified). */
 typedef int (*qk_minmax_fn)(size_t n, const float *x, float *mn, float *mx);
-/* The dequantizing pass over rows [0, m) of n columns (acc row stride in elements, y in bytes). */
-typedef void (*qk_dq_rows_fn)(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const float *sa,
-                              const int32_t *za, int per_row, const int32_t *cb, const float *sw, const float *bias,
-                              float *y, size_t y_stride);
+/* The dequantizing pass over rows [0, m) of n columns (acc row stride in elements, y in
+   bytes), add NULL or int32 column terms added to acc first: the pass over a whole int32
+   result, or over one GEMM tile in its output stage (qk_output.h, dq_rows). */
+typedef void (*qk_dq_rows_fn)(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const int32_t *add,
+                              const float *sa, const int32_t *za, int per_row, const int32_t *cb, const float *sw,
+                              const float *bias, float *y, size_t y_stride);
 
 typedef struct { qk_minmax_fn minmax; qk_dq_rows_fn dq_rows; } qk_dynq_fns;
 /* The portable loops, or the same C compiled for AVX2 (AVX-512) on the x86 paths that have it. */
@@ -45,6 +48,7 @@ void qk_dynq_columns(size_t n, float sa, int32_t za, const int32_t *add0, const 
                      int32_t *add, float *scale);
 
 int qk_minmax_scalar(size_t n, const float *x, float *mn, float *mx);
-void qk_dq_rows_scalar(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const float *sa, const int32_t *za,
-                       int per_row, const int32_t *cb, const float *sw, const float *bias, float *y, size_t y_stride);
+void qk_dq_rows_scalar(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const int32_t *add, const float *sa,
+                       const int32_t *za, int per_row, const int32_t *cb, const float *sw, const float *bias, float *y,
+                       size_t y_stride);
 #endif

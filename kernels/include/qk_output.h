@@ -63,6 +63,16 @@ typedef struct {
     int32_t post_z1, post_zb, post_zy;
     void (*post_fn)(size_t n, int op, int is_signed, const void *a, float sa, int32_t za, const void *b, float sb,
                     int32_t zb, float sy, int32_t zy, void *y);
+    /* QK_OUT_DQ_F32 with a scale and zero point per row (dynamic quantization per row),
+       no row sums: NULL, or the dequantizing pass of qk_dynquant.h (qk_dq_rows_fn) that
+       kernels/gemm_block.c runs on each tile's sums while they are in L1 (col_add added,
+       scale the weights' sw, bias_f the bias), with these rows' dq_sa / dq_za and
+       columns' dq_cb (no separate pass over an M x N int32 matrix) */
+    void (*dq_rows)(size_t m, size_t n, const int32_t *acc, size_t acc_stride, const int32_t *add, const float *sa,
+                    const int32_t *za, int per_row, const int32_t *cb, const float *sw, const float *bias, float *y,
+                    size_t y_stride);
+    const float *dq_sa;
+    const int32_t *dq_za, *dq_cb;
 } qk_out_params;
 
 enum { QK_ACT_NONE = 0, QK_ACT_HSWISH_DIV = 1, QK_ACT_ELT = 2 };
