@@ -335,7 +335,7 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
             const float **t = ptrs + slot * mr * segs;
             float *sc = scratch + slot * mr * k;
             if (mc < mr) {   /* a last partial panel: packed, for the narrowest kernel that fits (the same bits) */
-                if (n_lo == 0) qk_pack_a_conv(kern->a_pack, kern->mr, 1, g, m, mc, 0, 0, NULL, sc, NULL);
+                if (n_lo == 0) qk_pack_a_conv(kern->a_pack, kern->mr, 1, g, m, mc, 0, 0, NULL, sc, NULL, kern->isa);
                 qk_gemm_block(kern, k, m, m1, n_lo, n_hi, sc, b_packed, p, c, c_stride);
                 continue;
             }
