@@ -21,7 +21,8 @@
 #
 # Environment: QK_EMU_CACHE; QK_EMU_JOBS (lanes at a time, default nproc); QK_EMU_TESTS (test paths relative to the repository or
 # absolute, default the kernel tests: test_ukernels, test_gemm_kernels, test_conv, test_float,
-# test_quant_kernels, test_layout, test_dynamic_quant, test_eltwise); QK_EMU_LANES (default "max a76 a53 x86";
+# test_quant_kernels, test_layout, test_dynamic_quant, test_eltwise); QK_EMU_PORTABLE_ONLY (of
+# those, the ones the max lane alone runs: default test_eltwise, portable C only); QK_EMU_LANES (default "max a76 a53 x86";
 # "none" only sets up and builds); QK_EMU_PYTEST_ARGS (extra pytest arguments).
 set -euo pipefail
 
@@ -34,6 +35,10 @@ SRC=$CACHE/src-arm64                  # copy of the repository, built for aarch6
 PYARM64=$CACHE/bin/pyarm64            # the aarch64 python under qemu (QEMU_CPU picks the CPU)
 TESTS=${QK_EMU_TESTS:-tests/test_ukernels.py tests/test_gemm_kernels.py tests/test_conv.py tests/test_float.py tests/test_quant_kernels.py tests/test_layout.py tests/test_dynamic_quant.py tests/test_eltwise.py}
 LANES=${QK_EMU_LANES:-"max a76 a53 x86"}
+# Tests of portable C only (no per-ISA code, nothing chosen by the CPU): the max lane runs
+# them on aarch64, the other lanes leave them out (the host runs them on x86).
+PORTABLE_ONLY=${QK_EMU_PORTABLE_ONLY:-"tests/test_eltwise.py"}
+REDUCED=$(for t in $TESTS; do case " $PORTABLE_ONLY " in *" $t "*) ;; *) printf '%s ' "$t" ;; esac; done)
 ARM64_DEBS="python3.11-minimal libpython3.11-stdlib libstdc++6 libgomp1"   # libgomp1: -fopenmp
 ARM64_WHEELS="numpy pytest hypothesis setuptools cython"
 NICE="nice -n 19"
@@ -184,15 +189,15 @@ for lane in $LANES; do
     max) QEMU_CPU=max,sve=off run_lane "aarch64 max,sve=off" "$SRC" "i8mm,neondot,neon,scalar" \
             "$PYARM64" -m pytest "${PYTEST_ARGS[@]}" $TESTS ;;
     a76) QEMU_CPU=cortex-a76 run_lane "aarch64 cortex-a76" "$SRC" "neondot,neon,scalar" \
-            "$PYARM64" -m pytest "${PYTEST_ARGS[@]}" $TESTS ;;
+            "$PYARM64" -m pytest "${PYTEST_ARGS[@]}" $REDUCED ;;
     a53) QEMU_CPU=cortex-a53 run_lane "aarch64 cortex-a53" "$SRC" "neon,scalar" \
-            "$PYARM64" -m pytest "${PYTEST_ARGS[@]}" $TESTS ;;
+            "$PYARM64" -m pytest "${PYTEST_ARGS[@]}" $REDUCED ;;
     x86) # the host python with its installed qkernels (CI installs it before this script):
          # the real binary (qemu cannot load a pyenv shim script), run from a neutral
          # directory so that a source tree without a built .so cannot shadow the package
         PYHOST=$(python3 -c 'import sys; print(sys.executable)')
         x86_tests=()
-        for t in $TESTS; do case $t in /*) x86_tests+=("$t") ;; *) x86_tests+=("$REPO/$t") ;; esac; done
+        for t in $REDUCED; do case $t in /*) x86_tests+=("$t") ;; *) x86_tests+=("$REPO/$t") ;; esac; done
         run_lane "x86_64 Nehalem (no AVX2)" "$CACHE" "scalar" \
             qemu-x86_64 -cpu Nehalem "$PYHOST" -m pytest "${PYTEST_ARGS[@]}" "${x86_tests[@]}" ;;
     *) echo "unknown lane $lane"; exit 2 ;;
