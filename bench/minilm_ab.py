@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
-import numpy as np
 
 
 def _models(cache: Path, forms):
@@ -46,33 +44,11 @@ def ab(qk_path, ort_path, feed, rounds: int, min_time: float = 0.25):
     """Median and quartiles of the per-round ratio qkernels / ORT, and their medians (ms)."""
     import onnxruntime as ort
     from qkernels.graph import Session
+    from .ab import ab as alternate
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     o = ort.InferenceSession(str(ort_path), so, providers=["CPUExecutionProvider"])
-    q = Session(str(qk_path), num_threads=1)
-    names = {i.name for i in o.get_inputs()}
-    ofeed = {k: v for k, v in feed.items() if k in names}
-
-    def per_call(fn):
-        fn()
-        n, t0 = 0, time.perf_counter()
-        while (t := time.perf_counter() - t0) < min_time:
-            fn()
-            n += 1
-        return t / n
-
-    runs = (lambda: q.run(None, feed), lambda: o.run(None, ofeed))
-    per_call(runs[0]), per_call(runs[1])  # warm both
-    qs, os_ = [], []
-    for r in range(rounds):
-        order = runs if r % 2 == 0 else runs[::-1]
-        t = [per_call(f) for f in order]
-        a, b = (t if r % 2 == 0 else t[::-1])
-        qs.append(a)
-        os_.append(b)
-    ratio = np.array(qs) / np.array(os_)
-    return (np.median(ratio), np.percentile(ratio, 25), np.percentile(ratio, 75),
-            1e3 * np.median(qs), 1e3 * np.median(os_))
+    return alternate(Session(str(qk_path), num_threads=1), o, feed, rounds, min_time)
 
 
 def main(argv=None):
