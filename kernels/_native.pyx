@@ -1045,8 +1045,8 @@ cdef class BoundTflBinary(Bound):
 def tfl_binary(int isa, int op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray ta, cnp.ndarray tb, int32_t za, int32_t zb,
                int32_t mult, int32_t shift, int32_t zy, int32_t lo, int32_t hi, cnp.ndarray y, bint bind=False):
     """y = TFLite's 8-bit ADD (op 0), SUB (1) or MUL (2) of a and b (kernels/tfl_binary.c):
-    a, b, y 1-D, contiguous, of one 1-byte dtype and length; ta, tb (ADD, SUB): 256 int32
-    values indexed by the input byte; za, zb (MUL): the input zero points; then the output
+    a, b, y 1-D, contiguous, of one 1-byte dtype and length; ta, tb (ADD, SUB): 512 int32
+    values indexed by the input byte (256 for LiteRT's vector loop, then 256 for its tail); za, zb (MUL): the input zero points; then the output
     multiplier, shift, zero point and clamp [lo, hi]; on ISA path ``isa`` (the same bits).
     ``bind``: return the call bound (BoundTflBinary: run() repeats it) instead of running it."""
     cdef size_t n = a.shape[0]
@@ -1055,8 +1055,8 @@ def tfl_binary(int isa, int op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray ta, cn
             b.flags.c_contiguous and y.flags.c_contiguous and y.flags.writeable):
         raise ValueError("a, b, y: 1-D contiguous int8/uint8 arrays of one length")
     if op not in (0, 1, 2) or ta.dtype != np.int32 or tb.dtype != np.int32 or ta.ndim != 1 or tb.ndim != 1 or \
-            ta.shape[0] != 256 or tb.shape[0] != 256 or not (ta.flags.c_contiguous and tb.flags.c_contiguous):
-        raise ValueError("op 0, 1 or 2; ta, tb: 256 contiguous int32")
+            ta.shape[0] != 512 or tb.shape[0] != 512 or not (ta.flags.c_contiguous and tb.flags.c_contiguous):
+        raise ValueError("op 0, 1 or 2; ta, tb: 512 contiguous int32")
     if not (-31 <= shift <= 30) or mult < 0 or lo > hi:
         raise ValueError("shift in [-31, 30], mult >= 0, lo <= hi")
     cdef BoundTflBinary c = BoundTflBinary()

@@ -16,6 +16,8 @@
 
 static inline int32_t tfl_out(int32_t raw, int32_t mult, int32_t shift, int32_t zy, int32_t lo, int32_t hi,
                               int lanes) {
+    /* LiteRT's x * (1 << left_shift) wraps in int32 (a MUL multiplier above 2^15 does it) */
+    if (shift > 0) raw = (int32_t)((uint32_t)raw << shift), shift = 0;
     int64_t v = qk_fixedpoint_scale(raw, mult, shift);
     if (lanes == QK_TFL_LANES16_SAT) v = v < -32768 ? -32768 : (v > 32767 ? 32767 : v);
     v += zy;

@@ -167,9 +167,11 @@ def random_feed(rng, shape, dtype):
     return rng.normal(0, 2, shape).astype(dtype)
 
 
-def compare(model: bytes | str, backends=(None, ["reference"]), runs: int = 2, seed: int = 0, exact: bool = True):
+def compare(model: bytes | str, backends=(None, ["reference"]), runs: int = 2, seed: int = 0, exact: bool = True,
+            inputs=None):
     """Runs ``model`` on LiteRT's built-in kernels and on a Session per backend list over
-    ``runs`` random inputs; asserts equal outputs (or close ones for float)."""
+    ``runs`` random inputs (or once over ``inputs``, arrays in the model's input order);
+    asserts equal outputs (or close ones for float)."""
     Interpreter, Resolver = litert()
     kw = dict(model_content=model) if isinstance(model, bytes) else dict(model_path=str(model))
     it = Interpreter(**kw, experimental_op_resolver_type=Resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES, num_threads=1)
@@ -177,10 +179,10 @@ def compare(model: bytes | str, backends=(None, ["reference"]), runs: int = 2, s
     sessions = [Session(model if isinstance(model, bytes) else str(model), backends=b) for b in backends]
     rng = np.random.default_rng(seed)
     details = it.get_input_details()
-    for _ in range(runs):
+    for _ in range(1 if inputs is not None else runs):
         feeds = {}
-        for d in details:
-            x = random_feed(rng, tuple(d["shape"]), d["dtype"])
+        for k, d in enumerate(details):
+            x = inputs[k] if inputs is not None else random_feed(rng, tuple(d["shape"]), d["dtype"])
             it.set_tensor(d["index"], x)
             feeds[d["name"]] = x
         it.invoke()
@@ -347,10 +349,6 @@ def test_add_mul_results_beyond_int16_as_litert(op, dtype, n, pattern, act, s1, 
     loop keeps 16-bit lanes before the output offset (ADD wraps, MUL saturates, then the
     offset wraps), its scalar tail and SUB do not; its runs and blocks as
     graph/backends/reference/tflite.py ``simd_body`` says, on every broadcast form."""
-    # uint8 ADD beyond int16: LiteRT gave one value in 20 one less than the model (a CI draw:
-    # same shapes, s1 0.05, s2 1.847, s_out 1e-4, zero points 118 / 28 / 0): not modelled yet
-    # (docs/graph.md, TFLite), so not drawn here
-    assume(not (op == "ADD" and dtype == np.uint8))
     z1, z2, zy = shifted(dtype, z1, z2, zy)
     sa, sb = {"same": ([2, n], [2, n]), "scalar": ([2, n], [1]), "scalar_first": ([1], [2, n]),
               "rows": ([3, n], [1, n]), "cols": ([3, n], [3, 1]), "outer": ([2, 3, n], [2, 1, n])}[pattern]
@@ -359,6 +357,44 @@ def test_add_mul_results_beyond_int16_as_litert(op, dtype, n, pattern, act, s1, 
     model = build([qt(sa, s1, z1, dtype), qt(sb, s2, z2, dtype), qt(out, sy, zy, dtype)],
                   [(op, [0, 1], [2], (options, dict(FusedActivationFunction=act)))], [0, 1], [2])
     compare(model, seed=seed)
+
+
+def test_uint8_add_vector_loop_truncates_its_scaled_inputs():
+    """LiteRT's uint8 ADD scales each input in its vector loop (blocks of 8) with a truncating
+    shift, in its scalar tail with a rounding one (reference ``scale_input``). A CI draw found
+    value 10 of the first model one lower in LiteRT than a rounding model gave (its 16-bit
+    lanes wrap results beyond int16 into range); in the second, two input pairs (found by a
+    search of the models) sit at an output rounding tie within range: their results in the
+    vector loop differ from the same pairs' in the tail."""
+    z1, z2, zy = shifted(np.uint8, 118, 28, 0)
+    model = build([qt([2, 10], 0.05, z1, np.uint8), qt([2, 10], 1.8474257103196585, z2, np.uint8),
+                   qt([2, 10], 1e-4, zy, np.uint8)], [("ADD", [0, 1], [2], ("AddOptions", dict()))], [0, 1], [2])
+    compare(model, seed=4)
+    model = build([qt([18], 1.326491355895996, 82, np.uint8), qt([18], 1.9900368452072144, 162, np.uint8),
+                   qt([18], 6.497775029856712e-05, 224, np.uint8)], [("ADD", [0, 1], [2], ("AddOptions", dict()))],
+                  [0, 1], [2])
+    a, b = np.array([115, 154] * 9, np.uint8), np.array([140, 114] * 9, np.uint8)
+    sessions = compare(model, inputs=[a, b])
+    y = sessions[0].run(None, {i.name: v for i, v in zip(sessions[0].get_inputs(), (a, b))})[0]
+    assert (y[:2] != y[16:]).all(), y      # 16 values in the vector loop, 2 in the tail
+
+
+def test_left_shifts_of_the_output_multiplier_wrap_as_litert():
+    """LiteRT shifts left by ``x * (1 << left_shift)`` (and vector shifts): int32 wraps. MUL
+    of scales 2 and 2 into 1e-4 (a multiplier of 40,000: shift 16) wraps products from
+    2^15 up (a CI draw found a saturating model 127 where LiteRT gave -128); a fully connected
+    layer with such a multiplier stays on the reference operator (the kernels' output
+    stage saturates), which wraps as LiteRT."""
+    model = build([qt([2, 20], 2.0, 127), qt([2, 20], 2.0, 127), qt([2, 20], 1e-4, 0)],
+                  [("MUL", [0, 1], [2], ("MulOptions", dict()))], [0, 1], [2])
+    a = np.full([2, 20], -128, np.int8)          # products of -255 and -255 ... -216: from 2^15 up
+    compare(model, inputs=[a, np.arange(-128, -88).astype(np.int8).reshape(2, 20)])
+    rng = np.random.default_rng(0)
+    wq = rng.integers(-127, 128, (5, 64)).astype(np.int8)
+    model = build([qt((3, 64), 2.0, 3), qt((5, 64), 0.5, 0, data=wq), qt((3, 5), 1e-3, -2)],
+                  [("FULLY_CONNECTED", [0, 1, -1], [2], ("FullyConnectedOptions", dict()))], [0], [2])
+    sessions = compare(model, runs=3)
+    assert sessions[0].placement(sessions[0].graph.nodes[0]) != "native"
 
 
 @pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS))

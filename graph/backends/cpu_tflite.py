@@ -28,7 +28,7 @@ from ..ir import Graph, Node
 from ..tflite import DOMAIN
 from .cpu import _INT8, _F32, Runner, _NotServed, _chain, _const, _fallback, kernel
 from .reference.tflite import activation_range, add_sub_params, expf, mean_of_sums, mean_params, mul_params, \
-    multiply_by_quantized_multiplier
+    output_multipliers, scale_input
 
 _CONV_ATTRS = ("in_q", "out_q", "strides", "dilations", "pads", "act", "rounding")
 _TFLITE = REQUANT_MODES["tflite"]
@@ -62,6 +62,16 @@ def _weights(node: Node, graph: Graph, ndim: int) -> tuple:
     return W, B
 
 
+def _shift_may_wrap(qx, qw, qy, channels: int, taps: int, B) -> bool:
+    """Whether an output multiplier shifts left far enough for an accumulator of ``taps``
+    8-bit products (plus the bias) to leave int32: LiteRT's shift then wraps where the
+    kernels' output stage saturates, so such a layer stays on the reference operator
+    (no real model comes near: it takes a multiplier of 2^7 and more)."""
+    shift = int(np.max(output_multipliers(qx, qw, qy, channels)[1]))
+    bound = taps * 255 * 255 + (0 if B is None else int(np.abs(B.astype(np.int64)).max(initial=0)))
+    return shift > 0 and bound << shift > (1 << 31) - 1
+
+
 def _float_act_range(act: str):
     lo, hi = activation_range(act, None, None)
     return None if act == "NONE" else (float(lo), float(hi))
@@ -92,6 +102,8 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
         if a["rounding"] != ("up8" if depthwise else "up") or (depthwise and o % 8):
             return None
         if B is not None and B.dtype != np.int32:
+            return None
+        if _shift_may_wrap(qx, qw, qy, o, int(np.prod(w_ohwi.shape[1:])), B):
             return None
         pw = _api.pack_conv_weights(_weights_qtensor(w_ohwi, qw, 0, o), groups=1, weight_layout="OHWI",
                                     bias=B) if not depthwise else None
@@ -180,7 +192,7 @@ def _make_fc(node: Node, graph: Graph) -> Runner | None:
     if quantized:
         if qw is None or qy is None or a["rounding"] != "up" or not qx.per_tensor or not qy.per_tensor:
             return None
-        if B is not None and B.dtype != np.int32:
+        if B is not None and B.dtype != np.int32 or _shift_may_wrap(qx, qw, qy, n, k, B):
             return None
         pw = _api.pack_weights(_weights_qtensor(np.ascontiguousarray(W.T), qw, 1, n), bias=B)
     elif W.dtype == _F32 and (B is None or B.dtype == _F32):
@@ -236,19 +248,24 @@ def _make_fc(node: Node, graph: Graph) -> Runner | None:
 def binary_tables(node: Node, dtype) -> tuple:
     """(op, ta, tb, za, zb, mult, shift, zy, lo, hi) of kernels/tfl_binary.c for an 8-bit
     ``qkernels.tflite`` Add / Sub / Mul of ``dtype``: the reference operator's arithmetic
-    (its multipliers; ADD/SUB inputs pre-scaled into 256-entry tables)."""
+    (its multipliers; ADD/SUB inputs pre-scaled into tables of 512: 256 values for LiteRT's
+    vector loop, whose uint8 ADD truncates, then 256 for its scalar tail)."""
     q1, q2 = node.attrs["in_q"][:2]
     qy = node.attrs["out_q"][0]
     byte = np.arange(256, dtype=np.uint8).view(dtype).astype(np.int64)
     lo, hi = activation_range(node.attrs["act"], qy, dtype)
     if node.op_type == "Mul":
         m, s = mul_params(q1, q2, qy)
-        ta = tb = np.zeros(256, np.int32)
+        ta = tb = np.zeros(512, np.int32)
         return 2, ta, tb, q1.z, q2.z, int(m[0]), int(s[0]), qy.z, lo, hi
     (m1, s1), (m2, s2), (mo, so) = add_sub_params(q1, q2, qy)
-    ta = multiply_by_quantized_multiplier((byte - q1.z) << 20, m1, s1).astype(np.int32)
-    tb = multiply_by_quantized_multiplier((byte - q2.z) << 20, m2, s2).astype(np.int32)
-    return (0 if node.op_type == "Add" else 1), ta, tb, 0, 0, int(mo[0]), int(so[0]), qy.z, lo, hi
+    truncate = node.op_type == "Add" and np.dtype(dtype) == np.uint8
+
+    def table(z, m, s):
+        x = byte - z
+        return np.concatenate([scale_input(x, m, s, truncate), scale_input(x, m, s)]).astype(np.int32)
+    return (0 if node.op_type == "Add" else 1), table(q1.z, m1, s1), table(q2.z, m2, s2), 0, 0, int(mo[0]), \
+        int(so[0]), qy.z, lo, hi
 
 
 @kernel(f"{DOMAIN}::Add", f"{DOMAIN}::Sub", f"{DOMAIN}::Mul", attrs=("in_q", "out_q", "act"))

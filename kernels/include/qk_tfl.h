@@ -7,7 +7,9 @@
 enum { QK_TFL_ADD = 0, QK_TFL_SUB = 1, QK_TFL_MUL = 2 };
 
 /* y = clamp(MultiplyByQuantizedMultiplier(raw, mult, shift) + zy, lo, hi) of raw = ta[a] + tb[b]
- * (ADD), ta[a] - tb[b] (SUB) or (a - za) * (b - zb) (MUL); tables indexed by the input byte. */
+ * (ADD), ta[a] - tb[b] (SUB) or (a - za) * (b - zb) (MUL); tables of 512 indexed by the input
+ * byte: the first 256 for LiteRT's vector loop (whose uint8 ADD scales its inputs with a
+ * truncating shift), the next 256 for its scalar tail. */
 void qk_tfl_binary(size_t n, int op, int is_signed, const void *a, const void *b, const int32_t *ta,
                    const int32_t *tb, int32_t za, int32_t zb, int32_t mult, int32_t shift, int32_t zy, int32_t lo,
                    int32_t hi, void *y);
@@ -59,6 +61,6 @@ void qk_tfl_binary_part(QK_TFL_PART_ARGS);
             PART(body, lanes, op, is_signed, a, b, ta, tb, za, zb, mult, shift, zy, lo, hi, y); \
         if (n > body)                                                                          \
             PART(n - body, QK_TFL_LANES32, op, is_signed, (const uint8_t *)a + body, (const uint8_t *)b + body, \
-                 ta, tb, za, zb, mult, shift, zy, lo, hi, (uint8_t *)y + body);                \
+                 ta + 256, tb + 256, za, zb, mult, shift, zy, lo, hi, (uint8_t *)y + body);    \
     }
 #endif

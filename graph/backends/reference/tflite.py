@@ -50,12 +50,13 @@ def rounding_shift(h: np.ndarray, right, rounding: str) -> np.ndarray:
 
 
 def multiply_by_quantized_multiplier(x, mult, shift, rounding: str = "away") -> np.ndarray:
-    """TFLite's MultiplyByQuantizedMultiplier of int32 values ``x`` (int64 array): a
-    (saturating) left shift, the rounding doubling high multiply, the rounding right
-    shift."""
+    """TFLite's MultiplyByQuantizedMultiplier of int32 values ``x`` (int64 array): a left
+    shift that wraps in int32 as LiteRT's ``x * (1 << left_shift)`` and its vector shifts
+    do (found against LiteRT's MUL with a multiplier above 2^15), the rounding doubling
+    high multiply, the rounding right shift."""
     x = np.asarray(x, np.int64)
     mult, shift = np.asarray(mult, np.int64), np.asarray(shift, np.int64)
-    x = np.clip(x << np.maximum(shift, 0), INT32_MIN, INT32_MAX)
+    x = ((x << np.maximum(shift, 0)) - INT32_MIN) % (1 << 32) + INT32_MIN
     h = (x * mult + (np.int64(1) << 30)) >> 31
     return rounding_shift(h, np.maximum(-shift, 0), rounding)
 
@@ -237,15 +238,29 @@ def binary(node, a, b):
         raw = multiply_by_quantized_multiplier(x1 * x2, m, s)
     else:
         (m1, s1), (m2, s2), (mo, so) = add_sub_params(q1, q2, qy)
-        t1 = multiply_by_quantized_multiplier(x1 << 20, m1, s1)
-        t2 = multiply_by_quantized_multiplier(x2 << 20, m2, s2)
-        raw = multiply_by_quantized_multiplier(t1 + t2 if node.op_type == "Add" else t1 - t2, mo, so)
+        sign = 1 if node.op_type == "Add" else -1
+        raw = multiply_by_quantized_multiplier(scale_input(x1, m1, s1) + sign * scale_input(x2, m2, s2), mo, so)
     y = raw + qy.z
     body, saturate = simd_body(node.op_type, a.shape, b.shape, a.dtype)
+    if body is not None and node.op_type == "Add" and a.dtype == np.uint8:
+        truncated = scale_input(x1, m1, s1, truncate=True) + scale_input(x2, m2, s2, truncate=True)
+        raw = np.where(body, multiply_by_quantized_multiplier(truncated, mo, so), raw)
     if body is not None:      # LiteRT's vector loop: 16-bit lanes before the output offset
         r16 = np.clip(raw, -32768, 32767) if saturate else wrap16(raw)
         y = np.where(body, wrap16(r16 + qy.z), y)
     return clamp(y, *activation_range(act, qy, a.dtype), a.dtype)
+
+
+def scale_input(x, mult, shift, truncate: bool = False):
+    """TFLite's 8-bit ADD/SUB input scaling of ``x`` (input minus zero point): ``x << 20``
+    times the input's multiplier (shift <= 0), the right shift rounding (ties away from
+    zero) as its scalar code does, or truncating (``truncate``) as uint8 ADD's vector loop
+    does (``vqrdmulh`` then ``vshlq_s32`` by a negative count: an arithmetic shift; LiteRT's
+    optimized_ops.h AddElementwise / AddScalarBroadcast, found against LiteRT: a value
+    near an output rounding tie moves by one)."""
+    if not truncate:
+        return multiply_by_quantized_multiplier(x << 20, mult, shift)
+    return multiply_by_quantized_multiplier(x << 20, mult, 0) >> -np.asarray(shift, np.int64)
 
 
 def wrap16(v):
@@ -256,7 +271,8 @@ def wrap16(v):
 def simd_body(op: str, shape_a, shape_b, dtype):
     """Where LiteRT's built-in 8-bit ADD / MUL take their vector loop, whose lanes hold the
     scaled result in 16 bits before the output offset is added (found against LiteRT on
-    results beyond int16; ``tests/test_tflite.py``): ADD narrows by truncation (a wrap),
+    results beyond int16; ``tests/test_tflite.py``; uint8 ADD's lanes also scale the inputs
+    with a truncating shift, ``scale_input``): ADD narrows by truncation (a wrap),
     MUL with saturation (uint8 MUL of a run by one value: by truncation), then the offset is
     added with a wrap; the rest, and SUB, are the exact int32 arithmetic. The loop runs over
     the innermost run of the result along which each operand is either all its own values
