@@ -379,6 +379,35 @@ def test_uint8_add_vector_loop_truncates_its_scaled_inputs():
     assert (y[:2] != y[16:]).all(), y      # 16 values in the vector loop, 2 in the tail
 
 
+@pytest.mark.parametrize("op, dtype, per_channel, case", [
+    ("FULLY_CONNECTED", np.int8, False, (0.059889443, 0.011913804, 0.029457415, -7, -125, -110, -100)),
+    ("FULLY_CONNECTED", np.int8, True, (0.1831086, 0.015279254, 0.055472504, 33, 112, -125, 15)),
+    ("FULLY_CONNECTED", np.uint8, False, (0.09082596, 0.016227424, 0.1669374, 88, 195, 229, 32)),
+    ("CONV_2D", np.int8, False, (0.059889443, 0.011913804, 0.029457415, -7, -125, -110, -100)),
+    ("CONV_2D", np.uint8, False, (0.09082596, 0.016227424, 0.1669374, 88, 195, 229, 32))])
+def test_multiplier_from_the_scales_product_as_litert(op, dtype, per_channel, case):
+    """LiteRT forms a fully connected layer's multiplier (per-tensor weights) and a uint8
+    convolution's from the float32 product s_in * s_w, the rest from double(s_in) *
+    double(s_w) (reference ``float_product``): each case, found by a search of the scales,
+    is an input x and weight w whose output differs between the two (a CI-like draw found
+    the first: 45.498 output units, LiteRT 46). Native kernels and the reference."""
+    sx, sw, sy, zx, zy, xv, wv = case
+    zw = 128 if dtype == np.uint8 else 0
+    swa = np.full(2 if per_channel else 1, sw, np.float32)
+    w = np.full((2, 1), wv, dtype)                  # raw weight values
+    if op == "FULLY_CONNECTED":
+        model = build([qt((1, 1), sx, zx, dtype), qt((2, 1), swa, np.full(swa.size, zw), dtype, data=w),
+                       qt((1, 2), sy, zy, dtype)], [(op, [0, 1, -1], [2], ("FullyConnectedOptions", dict()))], [0], [2])
+    else:
+        model = build([qt((1, 1, 1, 1), sx, zx, dtype), qt((2, 1, 1, 1), swa, np.full(swa.size, zw), dtype,
+                                                           data=w.reshape(2, 1, 1, 1)),
+                       qt((2,), np.float32(sx) * swa, np.zeros(swa.size, int), dtype=np.int32,
+                          data=np.zeros(2, np.int32)), qt((1, 1, 1, 2), sy, zy, dtype)],
+                      [(op, [0, 1, 2], [3], ("Conv2DOptions", dict(Padding=1, StrideW=1, StrideH=1,
+                                                                   DilationWFactor=1, DilationHFactor=1)))], [0], [3])
+    compare(model, inputs=[np.full((1, 1) if op == "FULLY_CONNECTED" else (1, 1, 1, 1), xv, dtype)])
+
+
 def test_left_shifts_of_the_output_multiplier_wrap_as_litert():
     """LiteRT shifts left by ``x * (1 << left_shift)`` (and vector shifts): int32 wraps. MUL
     of scales 2 and 2 into 1e-4 (a multiplier of 40,000: shift 16) wraps products from

@@ -1,9 +1,9 @@
 """The ``qkernels.tflite`` operators on qkernels' native kernels (registered into
 :data:`cpu.KERNELS`): 8-bit ``Conv2D``, ``DepthwiseConv2D`` and ``FullyConnected``
 (per-tensor or per-channel weights) with the ``"tflite"`` requantization of the
-kernels' output stage -- TFLite's multipliers (double(s_in) * double(s_w) / double(s_out),
-QuantizeMultiplier) and its rounding, ties upward in the final shift -- and TFLite's
-activation range as the clamp; so the same bits as the reference operators
+kernels' output stage -- TFLite's multipliers (s_in * s_w / s_out with the product in
+float32 or double as reference ``float_product`` says; QuantizeMultiplier) and its
+rounding, ties upward in the final shift -- and TFLite's activation range as the clamp; so the same bits as the reference operators
 (:mod:`.reference.tflite`) and LiteRT. NHWC in, NHWC out: the kernels' own layout, no
 copies. The weights are packed once, when the session is planned.
 
@@ -27,8 +27,8 @@ from ..._requant import OutputSpec, REQUANT_MODES
 from ..ir import Graph, Node
 from ..tflite import DOMAIN
 from .cpu import _INT8, _F32, Runner, _NotServed, _chain, _const, _fallback, kernel
-from .reference.tflite import activation_range, add_sub_params, expf, mean_of_sums, mean_params, mul_params, \
-    output_multipliers, scale_input
+from .reference.tflite import activation_range, add_sub_params, expf, float_product, mean_of_sums, mean_params, \
+    mul_params, output_multipliers, scale_input
 
 _CONV_ATTRS = ("in_q", "out_q", "strides", "dilations", "pads", "act", "rounding")
 _TFLITE = REQUANT_MODES["tflite"]
@@ -44,8 +44,11 @@ def _float_activation(lo: int, hi: int, qy, dtype):
     return (-np.inf if lo == info.min else (lo - z) * s, np.inf if hi == info.max else (hi - z) * s)
 
 
-def _weights_qtensor(w: np.ndarray, qw, axis: int, n: int) -> QTensor:
-    scale = qw.scale.astype(np.float32)
+def _weights_qtensor(w: np.ndarray, qw, axis: int, n: int, qx=None) -> QTensor:
+    """The weights as a QTensor; ``qx`` given (LiteRT's float32 product of the scales,
+    reference ``float_product``): their scale times the input's in float32, the input's
+    scale then taken as 1."""
+    scale = qw.scale.astype(np.float32) * (np.float32(1) if qx is None else np.float32(qx.s))
     zp = qw.zero_point.astype(w.dtype)
     if qw.per_tensor:
         return QTensor(w, scale.reshape(()), zp.reshape(()))
@@ -62,12 +65,12 @@ def _weights(node: Node, graph: Graph, ndim: int) -> tuple:
     return W, B
 
 
-def _shift_may_wrap(qx, qw, qy, channels: int, taps: int, B) -> bool:
+def _shift_may_wrap(qx, qw, qy, channels: int, taps: int, B, float32: bool) -> bool:
     """Whether an output multiplier shifts left far enough for an accumulator of ``taps``
     8-bit products (plus the bias) to leave int32: LiteRT's shift then wraps where the
     kernels' output stage saturates, so such a layer stays on the reference operator
     (no real model comes near: it takes a multiplier of 2^7 and more)."""
-    shift = int(np.max(output_multipliers(qx, qw, qy, channels)[1]))
+    shift = int(np.max(output_multipliers(qx, qw, qy, channels, float32)[1]))
     bound = taps * 255 * 255 + (0 if B is None else int(np.abs(B.astype(np.int64)).max(initial=0)))
     return shift > 0 and bound << shift > (1 << 31) - 1
 
@@ -103,10 +106,12 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
             return None
         if B is not None and B.dtype != np.int32:
             return None
-        if _shift_may_wrap(qx, qw, qy, o, int(np.prod(w_ohwi.shape[1:])), B):
+        f32 = float_product(node.op_type, qw, W.dtype)
+        if _shift_may_wrap(qx, qw, qy, o, int(np.prod(w_ohwi.shape[1:])), B, f32):
             return None
-        pw = _api.pack_conv_weights(_weights_qtensor(w_ohwi, qw, 0, o), groups=1, weight_layout="OHWI",
-                                    bias=B) if not depthwise else None
+        wq = _weights_qtensor(w_ohwi, qw, 0, o, qx if f32 else None)
+        x_scale = np.float32(1) if f32 else np.float32(qx.s)
+        pw = _api.pack_conv_weights(wq, groups=1, weight_layout="OHWI", bias=B) if not depthwise else None
     elif W.dtype == _F32 and (B is None or B.dtype == _F32):
         pw = None
     else:
@@ -123,8 +128,7 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
         if got is None:
             if quantized:
                 if depthwise:
-                    got = _api.pack_conv_weights(_weights_qtensor(w_ohwi, qw, 0, o), groups=channels,
-                                                 weight_layout="OHWI", bias=B)
+                    got = _api.pack_conv_weights(wq, groups=channels, weight_layout="OHWI", bias=B)
                 else:
                     got = pw
             else:
@@ -144,7 +148,7 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
             p = packed(data.shape[3])
             if quantized:
                 lo, hi = activation_range(a["act"], qy, data.dtype)
-                xq = QTensor(data, qx.scale.reshape(()), qx.zero_point.astype(data.dtype).reshape(()))
+                xq = QTensor(data, np.asarray(x_scale), qx.zero_point.astype(data.dtype).reshape(()))
                 call = _conv.ConvCall(xq, p, None, stride, padding, dilation, p.groups, "NHWC", "OHWI",
                                       float(qy.s), qy.z, data.dtype, _float_activation(lo, hi, qy, data.dtype),
                                       "tflite", None)
@@ -192,9 +196,11 @@ def _make_fc(node: Node, graph: Graph) -> Runner | None:
     if quantized:
         if qw is None or qy is None or a["rounding"] != "up" or not qx.per_tensor or not qy.per_tensor:
             return None
-        if B is not None and B.dtype != np.int32 or _shift_may_wrap(qx, qw, qy, n, k, B):
+        f32 = float_product(node.op_type, qw, W.dtype)
+        if B is not None and B.dtype != np.int32 or _shift_may_wrap(qx, qw, qy, n, k, B, f32):
             return None
-        pw = _api.pack_weights(_weights_qtensor(np.ascontiguousarray(W.T), qw, 1, n), bias=B)
+        pw = _api.pack_weights(_weights_qtensor(np.ascontiguousarray(W.T), qw, 1, n, qx if f32 else None), bias=B)
+        x_scale = 1.0 if f32 else float(qx.s)
     elif W.dtype == _F32 and (B is None or B.dtype == _F32):
         pw = _api.pack_weights(np.ascontiguousarray(W.T), bias=B)
     else:
@@ -208,7 +214,7 @@ def _make_fc(node: Node, graph: Graph) -> Runner | None:
         if call is None:
             lo, hi = activation_range(a["act"], qy, dtype)
             spec = OutputSpec(dtype, _TFLITE, float(qy.s), qy.z, lo, hi)
-            call = prepared[key] = pw.prepare(rows, dtype == np.int8, qx.z, float(qx.s), spec)
+            call = prepared[key] = pw.prepare(rows, dtype == np.int8, qx.z, x_scale, spec)
         return call
 
     def matrix(data):

@@ -6,7 +6,8 @@ checked bit for bit against LiteRT by tests/test_tflite.py):
 
 - multipliers: ``QuantizeMultiplier`` of a double real scale (frexp, round half away,
   the 2^31 carry) -- :func:`qkernels._requant.fixedpoint_params`, whose convention it is;
-  convolution scales formed as ``double(s_in) * double(s_w[c]) / double(s_out)``;
+  convolution scales formed as ``double(s_in) * double(s_w[c]) / double(s_out)`` (or from the
+  float32 product, ``float_product``);
 - ``MultiplyByQuantizedMultiplier``: left shift, rounding doubling high multiply (ties
   up, which equals gemmlowp's sign-nudged form), then a rounding right shift: ties away
   from zero in TFLite's scalar code (add, sub, mul, mean's general case, requantize),
@@ -160,11 +161,28 @@ def weight_zero_point(qw: QParams, ndim: int) -> np.ndarray:
     return qw.zero_point.astype(np.float64).reshape([-1 if i == qw.axis else 1 for i in range(ndim)])
 
 
-def output_multipliers(qx: QParams, qw: QParams, qy: QParams, channels: int):
+def float_product(op: str, qw: QParams, dtype) -> bool:
+    """Whether LiteRT forms a layer's multiplier from the float32 product s_in * s_w (its
+    legacy ``GetQuantizedConvolutionMultipler``): a fully connected layer with per-tensor
+    weights, and uint8 convolutions (``EvalQuantized``'s ``output_multiplier``); int8
+    convolutions and per-channel fully connected layers take double(s_in) * double(s_w).
+    The two differ in the multiplier's last bits (found against LiteRT: a fully connected
+    product of 45.498 output units gave LiteRT's 46, the float32 multiplier's)."""
+    return qw.per_tensor if op == "FullyConnected" else np.dtype(dtype) == np.uint8
+
+
+def product_scales(qx: QParams, qw: QParams, channels: int, float32: bool) -> np.ndarray:
+    """s_in * s_w[c] per output channel as LiteRT forms it (``float_product``), float64."""
+    sw = np.broadcast_to(qw.scale, (channels,)) if qw.per_tensor else qw.scale
+    if float32:
+        return (np.float32(qx.s) * sw.astype(np.float32)).astype(np.float64)
+    return np.float64(qx.s) * sw.astype(np.float64)
+
+
+def output_multipliers(qx: QParams, qw: QParams, qy: QParams, channels: int, float32: bool = False):
     """Per-output-channel (mult, shift) of a convolution or fully connected layer:
-    double(s_in) * double(s_w[c]) / double(s_out), as TFLite forms them."""
-    sw = np.broadcast_to(qw.scale.astype(np.float64), (channels,)) if qw.per_tensor else qw.scale.astype(np.float64)
-    return quantize_multiplier(np.float64(qx.s) * sw / np.float64(qy.s))
+    ``product_scales`` / double(s_out), as TFLite forms them."""
+    return quantize_multiplier(product_scales(qx, qw, channels, float32) / np.float64(qy.s))
 
 
 @op("Conv2D", "DepthwiseConv2D", domain=DOMAIN, attrs=_ATTRS + ("strides", "dilations", "pads", "act", "rounding"))
@@ -177,7 +195,7 @@ def conv2d(node, x, w, b=None):
     qx, qw, qy = _q(node, 0), _q(node, 1), _q(node, 0, out=True)
     channels = w.shape[3] if node.op_type == "DepthwiseConv2D" else w.shape[0]
     acc = conv_accumulate(node, x, w, b, qx.z, weight_zero_point(qw, 4))
-    mult, shift = output_multipliers(qx, qw, qy, channels)
+    mult, shift = output_multipliers(qx, qw, qy, channels, float_product(node.op_type, qw, x.dtype))
     rounding = node.attrs["rounding"]
     if rounding == "up8":   # LiteRT's depthwise output loop: 8 channels at a time, then one by one
         y = blocked_rounding(acc, mult, shift, 8)
@@ -200,7 +218,7 @@ def fully_connected(node, x, w, b=None):
     acc = (rows.astype(np.float64) - qx.z) @ (w.astype(np.float64) - weight_zero_point(qw, 2)).T
     if b is not None:
         acc = acc + b.astype(np.float64)
-    mult, shift = output_multipliers(qx, qw, qy, w.shape[0])
+    mult, shift = output_multipliers(qx, qw, qy, w.shape[0], float_product(node.op_type, qw, x.dtype))
     y = multiply_by_quantized_multiplier(np.rint(acc).astype(np.int64), mult, shift, node.attrs["rounding"]) + qy.z
     return clamp(y, *activation_range(node.attrs["act"], qy, x.dtype), x.dtype).reshape(shape)
 
