@@ -384,10 +384,14 @@ def test_uint8_add_vector_loop_truncates_its_scaled_inputs():
     ("FULLY_CONNECTED", np.int8, True, (0.1831086, 0.015279254, 0.055472504, 33, 112, -125, 15)),
     ("FULLY_CONNECTED", np.uint8, False, (0.09082596, 0.016227424, 0.1669374, 88, 195, 229, 32)),
     ("CONV_2D", np.int8, False, (0.059889443, 0.011913804, 0.029457415, -7, -125, -110, -100)),
-    ("CONV_2D", np.uint8, False, (0.09082596, 0.016227424, 0.1669374, 88, 195, 229, 32))])
+    ("CONV_2D", np.uint8, False, (0.09082596, 0.016227424, 0.1669374, 88, 195, 229, 32)),
+    ("DEPTHWISE_CONV_2D", np.int8, False, (0.10095775872468948, 0.0017146881436929107, 0.02138582058250904, 24, 6,
+                                           -126, -91)),
+    ("DEPTHWISE_CONV_2D", np.uint8, False, (0.10286549478769302, 0.01565929874777794, 0.17855720221996307, 27, 83,
+                                            128, 235))])
 def test_multiplier_from_the_scales_product_as_litert(op, dtype, per_channel, case):
     """LiteRT forms a fully connected layer's multiplier (per-tensor weights) and a uint8
-    convolution's from the float32 product s_in * s_w, the rest from double(s_in) *
+    (depthwise) convolution's from the float32 product s_in * s_w, the rest from double(s_in) *
     double(s_w) (reference ``float_product``): each case, found by a search of the scales,
     is an input x and weight w whose output differs between the two (a CI-like draw found
     the first: 45.498 output units, LiteRT 46). Native kernels and the reference."""
@@ -398,14 +402,19 @@ def test_multiplier_from_the_scales_product_as_litert(op, dtype, per_channel, ca
     if op == "FULLY_CONNECTED":
         model = build([qt((1, 1), sx, zx, dtype), qt((2, 1), swa, np.full(swa.size, zw), dtype, data=w),
                        qt((1, 2), sy, zy, dtype)], [(op, [0, 1, -1], [2], ("FullyConnectedOptions", dict()))], [0], [2])
-    else:
-        model = build([qt((1, 1, 1, 1), sx, zx, dtype), qt((2, 1, 1, 1), swa, np.full(swa.size, zw), dtype,
-                                                           data=w.reshape(2, 1, 1, 1)),
+    else:       # 1x1, one input channel (depthwise: two) into two output channels
+        dw = op == "DEPTHWISE_CONV_2D"
+        options = ("DepthwiseConv2DOptions", dict(Padding=1, StrideW=1, StrideH=1, DepthMultiplier=1,
+                                                  DilationWFactor=1, DilationHFactor=1)) if dw else \
+            ("Conv2DOptions", dict(Padding=1, StrideW=1, StrideH=1, DilationWFactor=1, DilationHFactor=1))
+        model = build([qt((1, 1, 1, 1 + dw), sx, zx, dtype),
+                       qt((1, 1, 1, 2) if dw else (2, 1, 1, 1), swa, np.full(swa.size, zw), dtype,
+                          data=w.reshape((1, 1, 1, 2) if dw else (2, 1, 1, 1))),
                        qt((2,), np.float32(sx) * swa, np.zeros(swa.size, int), dtype=np.int32,
                           data=np.zeros(2, np.int32)), qt((1, 1, 1, 2), sy, zy, dtype)],
-                      [(op, [0, 1, 2], [3], ("Conv2DOptions", dict(Padding=1, StrideW=1, StrideH=1,
-                                                                   DilationWFactor=1, DilationHFactor=1)))], [0], [3])
-    compare(model, inputs=[np.full((1, 1) if op == "FULLY_CONNECTED" else (1, 1, 1, 1), xv, dtype)])
+                      [(op, [0, 1, 2], [3], options)], [0], [3])
+    x_shape = (1, 1) if op == "FULLY_CONNECTED" else (1, 1, 1, 1 + (op == "DEPTHWISE_CONV_2D"))
+    compare(model, inputs=[np.full(x_shape, xv, dtype)])
 
 
 def test_left_shifts_of_the_output_multiplier_wrap_as_litert():
