@@ -41,11 +41,19 @@ void QK_QBINARY_NAME(size_t n, int op, int is_signed, const void *a, float sa, i
 
 #ifdef QK_QBINARY_PORTABLE
 #if defined(__x86_64__)
-void qk_qlinear_binary_avx2(size_t n, int op, int is_signed, const void *a, float sa, int32_t za, const void *b,
-                            float sb, int32_t zb, float sy, int32_t zy, void *y);
+#define QK_QBINARY_DECL(name)                                                                  \
+    void name(size_t n, int op, int is_signed, const void *a, float sa, int32_t za, const void *b, float sb, \
+              int32_t zb, float sy, int32_t zy, void *y);
+QK_QBINARY_DECL(qk_qlinear_binary_avx2)
+QK_QBINARY_DECL(qk_qlinear_binary_avx512)
+QK_QBINARY_DECL(qk_qlinear_binary_avx512_emu)
 #endif
 
 qk_qbinary_fn qk_qlinear_binary_for_isa(int isa) {
+#if defined(__x86_64__)
+    if (isa == QK_ISA_AVX512VNNI) return qk_qlinear_binary_avx512;
+    if (isa == QK_ISA_AVX512VNNI_EMU) return qk_qlinear_binary_avx512_emu;
+#endif
     return QK_PICK_AVX2(isa, qk_qlinear_binary_avx2, qk_qlinear_binary);
 }
 #endif

@@ -612,8 +612,8 @@ def test_qlinear_add_and_mul_equal_the_reference_bit_for_bit(op, signed, layout,
 
 
 def test_qlinear_binary_loop_saturates_and_rounds_ties_to_even():
-    """On every ISA path (the portable C, and its AVX2 build on x86): ties to even, saturation,
-    and the same bits as the portable loop on random values."""
+    """On every ISA path (the portable C, its AVX2 and AVX-512 builds on x86): ties to even,
+    saturation, and the same bits as the portable loop on random values and scales."""
     import qkernels
     from qkernels import _dispatch, _native
     a = np.array([0, 1, 3, 5, 127, -128, 100, -100], np.int8)
@@ -633,6 +633,11 @@ def test_qlinear_binary_loop_saturates_and_rounds_ties_to_even():
         for mul in (False, True):
             got = _native.qlinear_binary(k, mul, ra, 0.0625, 3, rb, 0.125, -2, 0.25, 1, np.empty_like(ra))
             np.testing.assert_array_equal(got, want.setdefault(mul, got), err_msg=isa)
+            for dt in (np.int8, np.uint8):      # scales whose products and quotients round
+                ua, ub = ra.view(dt), rb.view(dt)
+                got = _native.qlinear_binary(k, mul, ua, 0.0437, 7, ub, 0.0291, 5, 0.0713 if not mul else 0.0031, 2,
+                                             np.empty_like(ua))
+                np.testing.assert_array_equal(got, want.setdefault((mul, dt), got), err_msg=isa)
         with pytest.raises(ValueError, match="1-D contiguous"):
             _native.qlinear_binary(k, False, a, 1.0, 0, b.astype(np.uint8), 1.0, 0, 1.0, 0, y)
 
@@ -920,13 +925,14 @@ def test_qlinear_add_and_mul_of_a_constant_equal_the_reference(op, signed, first
 
 @settings(max_examples=25, deadline=None)
 @given(signed=st.booleans(), conv_first=st.booleans(), skip=st.sampled_from(["conv", "input"]),
-       seed=st.integers(0, 2**31), c=st.sampled_from([1, 5, 16, 33]), hw=st.sampled_from([(1, 1), (5, 7), (12, 13)]))
-def test_qlinear_conv_and_residual_add_fused_equal_the_two_nodes(signed, conv_first, skip, seed, c, hw):
+       seed=st.integers(0, 2**31), c=st.sampled_from([1, 5, 16, 33]), hw=st.sampled_from([(1, 1), (5, 7), (12, 13)]),
+       threads=st.sampled_from([1, 2]))
+def test_qlinear_conv_and_residual_add_fused_equal_the_two_nodes(signed, conv_first, skip, seed, c, hw, threads):
     """QLinearConv -> QLinearAdd with another tensor (another convolution's NHWC result,
     or an NCHW feed): fused into qkernels::QLinearConvAdd, bound as one convolution whose
     tiles the QLinearAdd loop finishes (when the other tensor lies in NHWC rows), the
-    unfused graph's bits node by node and on the plan, the reference's, and ONNX Runtime's
-    within its one-step tie difference."""
+    unfused graph's bits node by node and on the plan (1 and 2 threads: tiles or strips of
+    whole rows), the reference's, and ONNX Runtime's within its one-step tie difference."""
     rng = np.random.default_rng(seed)
     dt = np.int8 if signed else np.uint8
     et = helper.np_dtype_to_tensor_dtype(np.dtype(dt))
@@ -957,7 +963,7 @@ def test_qlinear_conv_and_residual_add_fused_equal_the_two_nodes(signed, conv_fi
     if skip == "input":
         feeds["r"] = rng.integers(info.min, info.max + 1, (1, c, *hw)).astype(dt)
     want = reference_session(model).run(None, feeds)[0]
-    planned, nodes_run = Session(model, num_threads=1), Session(model, num_threads=1, plan=False)
+    planned, nodes_run = Session(model, num_threads=threads), Session(model, num_threads=1, plan=False)
     assert any(n.op_type == "QLinearConvAdd" for n in planned.graph.nodes)
     for _ in range(2):
         np.testing.assert_array_equal(planned.run(None, feeds)[0], want)
