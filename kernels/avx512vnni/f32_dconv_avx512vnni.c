@@ -54,10 +54,20 @@ void QK_VNNI_FN(qk_f32_dconv_avx512)(const qk_conv_geom *g, size_t m0, size_t m1
                 boff[t] = (ptrdiff_t)t;
             }
     const qk_v512f vlo = qk512f_set1(lo), vhi = qk512f_set1(hi);
+    /* output columns [ox_lo, ox_hi) and rows [oy_lo, oy_hi) have windows inside the input */
+    const ptrdiff_t pl = g->pad_left, pt = g->pad_top, sx = (ptrdiff_t)g->stride_x, sy = (ptrdiff_t)g->stride_y;
+    const ptrdiff_t ox_lo = pl > 0 ? (pl + sx - 1) / sx : 0, oy_lo = pt > 0 ? (pt + sy - 1) / sy : 0;
+    const ptrdiff_t ox_hi = in_w - ext_x + pl > 0 ? (in_w - ext_x + pl + sx - 1) / sx : 0;
+    const ptrdiff_t oy_hi = in_h - ext_y + pt > 0 ? (in_h - ext_y + pt + sy - 1) / sy : 0;
+    const ptrdiff_t dx = sx * g->sw;   /* bytes from one output column's window to the next */
     for (size_t n0 = 0; n0 < n; n0 += 64) {
         const int nv = n - n0 >= 64 ? 4 : (int)((n - n0) / 16);
         const size_t P = QK_DC_P(nv);
         size_t ox = m0 % g->out_w, oy = (m0 / g->out_w) % g->out_h, img = m0 / (g->out_w * g->out_h);
+        /* the window of (img, oy, column 0), and whether row oy's windows are inside */
+        const uint8_t *row = g->x + (ptrdiff_t)img * g->sn + ((ptrdiff_t)oy * sy - pt) * g->sh - pl * g->sw;
+        int row_in = (ptrdiff_t)oy >= oy_lo && (ptrdiff_t)oy < oy_hi;
+        char *outp = (char *)c + m0 * c_stride;
         for (size_t m = m0; m < m1; m += P) {
             const size_t pp = m1 - m < P ? m1 - m : P;
             const float *base[12];
@@ -66,17 +76,18 @@ void QK_VNNI_FN(qk_f32_dconv_avx512)(const qk_conv_geom *g, size_t m0, size_t m1
             size_t py[12], px[12], pi[12];
             for (size_t p = 0; p < pp; p++) {
                 py[p] = oy, px[p] = ox, pi[p] = img;
-                const ptrdiff_t iy = (ptrdiff_t)(oy * g->stride_y) - g->pad_top;
-                const ptrdiff_t ix = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
-                inside &= iy >= 0 && iy + ext_y < in_h && ix >= 0 && ix + ext_x < in_w;
-                base[p] = (const float *)(const void *)(g->x + (ptrdiff_t)img * g->sn + iy * g->sh + ix * g->sw);
-                out[p] = (float *)(void *)((char *)c + (m + p) * c_stride) + n0;
+                inside &= row_in & ((ptrdiff_t)ox >= ox_lo) & ((ptrdiff_t)ox < ox_hi);
+                base[p] = (const float *)(const void *)(row + (ptrdiff_t)ox * dx);
+                out[p] = (float *)(void *)outp + n0;
+                outp += c_stride;
                 if (++ox == g->out_w) {
                     ox = 0;
                     if (++oy == g->out_h) {
                         oy = 0;
                         img++;
                     }
+                    row = g->x + (ptrdiff_t)img * g->sn + ((ptrdiff_t)oy * sy - pt) * g->sh - pl * g->sw;
+                    row_in = (ptrdiff_t)oy >= oy_lo && (ptrdiff_t)oy < oy_hi;
                 }
             }
             if (!inside) {   /* the patch rows, zeros in the padding */
