@@ -145,16 +145,20 @@ class CpuBackend(Backend):
         return steps
 
     def _flatten_gemms(self, nodes: list[Node], graph: Graph) -> dict:
-        """Each Flatten (axis 1) whose one reader is a native Gemm of ``nodes`` (transA 0,
-        its weights' panels rebuildable): id(Flatten) -> None, id(Gemm) -> (the Gemm on
-        the Flatten's input, its runner, see _flatten_gemm)."""
+        """Each Flatten (axis 1) of a convolution's result (NHWC memory: the Flatten a
+        copy) whose one reader is a native Gemm of ``nodes`` (transA 0, its weights'
+        panels rebuildable): id(Flatten) -> None, id(Gemm) -> (the Gemm on the Flatten's
+        input, its runner, see _flatten_gemm). (A Flatten of C-contiguous values, as after
+        GlobalAveragePool, is a view of the plan already.)"""
         outputs = {o.name for o in graph.outputs}
         readers = graph.consumers()
         members = {id(n) for n in nodes}
+        made_by = {o: n for n in nodes for o in n.outputs if o}
         fused = {}
         for node in nodes:
             if node.op_type != "Flatten" or node.domain or node.attrs.get("axis", 1) != 1 \
-                    or len(node.inputs) != 1 or len(node.outputs) != 1 or node.outputs[0] in outputs:
+                    or len(node.inputs) != 1 or len(node.outputs) != 1 or node.outputs[0] in outputs \
+                    or getattr(made_by.get(node.inputs[0]), "key", None) not in ("Conv", "com.microsoft::FusedConv"):
                 continue
             users = readers.get(node.outputs[0], [])
             gemm = users[0] if len(users) == 1 else None
