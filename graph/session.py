@@ -117,6 +117,8 @@ class Session:
         #: per-node timings of the last ``run(..., profile=True)`` (None before one)
         self.last_profile: list[dict] | None = None
         self._backend_of = {id(n): p.backend for p in self._partitions for n in p.nodes}
+        # a backend's step may be nodes it fused (a new node): known by its outputs
+        self._backend_of_output = {o: p.backend for p in self._partitions for n in p.nodes for o in n.outputs if o}
         self._node_steps: list | None = None
         self._plans: OrderedDict = OrderedDict()   # input signature -> _Pool (None: not plannable)
         self._plans_lock = threading.Lock()
@@ -180,8 +182,11 @@ class Session:
         """How ``node`` (of ``self.graph``) runs: "native" (qkernels' kernels), "numpy"
         (numpy/BLAS code of the cpu backend), "reference" (the numpy reference operator)
         or "backend" (another backend's own code)."""
-        backend = self._backend_of[id(node)]
-        return backend.placement(node, self.graph)
+        return self._backend(node).placement(node, self.graph)
+
+    def _backend(self, node: Node):
+        got = self._backend_of.get(id(node))
+        return got if got is not None else self._backend_of_output[node.outputs[0]]
 
     def explain(self, nodes: bool = False) -> str:
         """The plan: per partition its backend and its operators, grouped by how they run
@@ -459,7 +464,7 @@ class Session:
                 k -= 1
                 seconds -= rows[k]["seconds"]
             seconds = max(seconds, 0.0)
-        return {"node": node.name, "op": node.key, "backend": self._backend_of[id(node)].name,
+        return {"node": node.name, "op": node.key, "backend": self._backend(node).name,
                 "placement": placement or self.placement(node), "seconds": seconds}
 
     def _run_nodes(self, arrays: dict, names: list, rows) -> list:

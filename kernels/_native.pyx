@@ -1155,14 +1155,17 @@ def global_average_pool(cnp.ndarray x, cnp.ndarray y, float scale=0, int32_t zx=
 
 
 def max_pool(cnp.ndarray x, cnp.ndarray y, size_t kh, size_t kw, size_t sy, size_t sx, size_t dy, size_t dx,
-             Py_ssize_t pad_top, Py_ssize_t pad_left):
+             Py_ssize_t pad_top, Py_ssize_t pad_left, int isa=0):
     """2-D max pooling of x (N, C, H, W) into y (N, C, OH, OW), both any strides (whole
     elements), one dtype of float32/int8/uint8 (qk_pool.h). Every window must fit the
-    padded input (the caller's geometry); taps outside the input are skipped."""
+    padded input (the caller's geometry); taps outside the input are skipped. ``isa``: the
+    ISA path's index (its SIMD loop for NHWC memory; 0: the portable loop)."""
     if x.ndim != 4 or y.ndim != 4 or x.dtype != y.dtype or x.dtype not in (np.float32, np.int8, np.uint8) or \
             y.shape[0] != x.shape[0] or y.shape[1] != x.shape[1] or not y.flags.writeable or \
             min(kh, kw, sy, sx, dy, dx) < 1 or any(s % x.itemsize for s in (<object>x).strides + (<object>y).strides):
         raise ValueError("x, y: 4-D float32/int8/uint8 of one dtype, N and C alike; a window of positive sizes")
+    if not 0 <= isa < QK_ISA_COUNT:
+        raise ValueError(f"isa: an ISA path's index, got {isa}")
     cdef size_t oh = y.shape[2], ow = y.shape[3]
     if oh and ow and ((oh - 1) * sy + (kh - 1) * dy < <size_t>max(0, -pad_top) or
                       (ow - 1) * sx + (kw - 1) * dx < <size_t>max(0, -pad_left)):
@@ -1182,11 +1185,11 @@ def max_pool(cnp.ndarray x, cnp.ndarray y, size_t kh, size_t kw, size_t sy, size
     cdef int kind = 0 if x.dtype == np.float32 else 1 if x.dtype == np.int8 else 2
     with nogil:
         if kind == 0:
-            qk_maxpool_f32(<const float *>xp, n, c, h, w, xs, oh, ow, geom, pad, <float *>yp, ys)
+            qk_maxpool_f32(isa, <const float *>xp, n, c, h, w, xs, oh, ow, geom, pad, <float *>yp, ys)
         elif kind == 1:
-            qk_maxpool_s8(<const int8_t *>xp, n, c, h, w, xs, oh, ow, geom, pad, <int8_t *>yp, ys)
+            qk_maxpool_s8(isa, <const int8_t *>xp, n, c, h, w, xs, oh, ow, geom, pad, <int8_t *>yp, ys)
         else:
-            qk_maxpool_u8(<const uint8_t *>xp, n, c, h, w, xs, oh, ow, geom, pad, <uint8_t *>yp, ys)
+            qk_maxpool_u8(isa, <const uint8_t *>xp, n, c, h, w, xs, oh, ow, geom, pad, <uint8_t *>yp, ys)
     return y
 
 
@@ -1404,3 +1407,4 @@ include "_resize.pxi"
 include "_recurrent.pxi"
 include "_dynquant.pxi"
 include "_transformer.pxi"
+include "_dconv.pxi"

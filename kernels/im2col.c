@@ -6,6 +6,7 @@
  * cells contribute exactly zero. */
 #include <string.h>
 #include "qk_conv.h"
+#include "qk_dconv.h"
 #include "qk_cpu.h"
 #include "qk_registry.h"
 #if defined(__x86_64__)
@@ -378,4 +379,20 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
             }
         }
     }
+}
+
+#if defined(__x86_64__)
+void qk_f32_dconv_avx512(const qk_conv_geom *g, size_t m0, size_t m1, size_t n, const float *w, const float *bias,
+                         float lo, float hi, float *c, size_t c_stride, float *buf);
+void qk_f32_dconv_avx512_emu(const qk_conv_geom *g, size_t m0, size_t m1, size_t n, const float *w,
+                             const float *bias, float lo, float hi, float *c, size_t c_stride, float *buf);
+#endif
+
+qk_f32_dconv_fn qk_f32_dconv_for_isa(int isa) {
+#if defined(__x86_64__)
+    if (isa == QK_ISA_AVX512VNNI) return qk_f32_dconv_avx512;
+    if (isa == QK_ISA_AVX512VNNI_EMU) return qk_f32_dconv_avx512_emu;
+#endif
+    (void)isa;
+    return NULL;
 }

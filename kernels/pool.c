@@ -1,5 +1,6 @@
 /* Global average pooling: see qk_pool.h. Portable C; the inner loops vectorise. */
 #include <math.h>
+#include "qk_cpu.h"
 #include "qk_pool.h"
 
 #define QK_POOL_SUMS(T, ACC)                                                               \
@@ -54,10 +55,18 @@ void qk_global_avg_q8(const void *x, int is_signed, size_t n, size_t c, size_t p
 
 /* geom: kh, kw, stride_y, stride_x, dil_y, dil_x. Per output pixel, the channels in the
    inner loop (adjacent in NHWC memory: it vectorises). */
-#define QK_MAXPOOL(NAME, T, LOWEST)                                                                        \
-    void NAME(const T *x, size_t n, size_t c, size_t h, size_t w, const ptrdiff_t *xs, size_t oh, size_t ow, \
-              const size_t *geom, const ptrdiff_t *pad, T *y, const ptrdiff_t *ys) {                       \
+#define QK_MAXPOOL(NAME, T, LOWEST, D)                                                                     \
+    void NAME(int isa, const T *x, size_t n, size_t c, size_t h, size_t w, const ptrdiff_t *xs, size_t oh,   \
+              size_t ow, const size_t *geom, const ptrdiff_t *pad, T *y, const ptrdiff_t *ys) {            \
         const size_t kh = geom[0], kw = geom[1], sy = geom[2], sx = geom[3], dy = geom[4], dx = geom[5];     \
+        if (xs[1] == 1 && ys[1] == 1) {   /* NHWC memory: the ISA's loop (qk_pool_simd.h) */                 \
+            void (*simd)(const T *, size_t, size_t, size_t, size_t, const ptrdiff_t *, size_t, size_t,       \
+                         const size_t *, const ptrdiff_t *, T *, const ptrdiff_t *) = QK_MAXPOOL_SIMD(D, isa);  \
+            if (simd) {                                                                                    \
+                simd(x, n, c, h, w, xs, oh, ow, geom, pad, y, ys);                                         \
+                return;                                                                                    \
+            }                                                                                              \
+        }                                                                                                  \
         for (size_t i = 0; i < n; i++)                                                                     \
             for (size_t oy = 0; oy < oh; oy++)                                                             \
                 for (size_t ox = 0; ox < ow; ox++) {                                                       \
@@ -85,6 +94,23 @@ void qk_global_avg_q8(const void *x, int is_signed, size_t n, size_t c, size_t p
                     }                                                                                      \
                 }                                                                                          \
     }
-QK_MAXPOOL(qk_maxpool_f32, float, -INFINITY)
-QK_MAXPOOL(qk_maxpool_s8, int8_t, INT8_MIN)
-QK_MAXPOOL(qk_maxpool_u8, uint8_t, 0)
+/* The SIMD loops of NHWC memory (kernels/avx2/pool_avx2.c, kernels/avx512vnni/pool_avx512vnni.c)
+   for ISA path `isa`; NULL: the portable loop. */
+#if defined(__x86_64__)
+#define QK_MAXPOOL_SIMD_DECLS(T, D)                                                                          \
+    QK_MAXPOOL_DECL(qk_maxpool_nhwc_##D##_avx2, T) QK_MAXPOOL_DECL(qk_maxpool_nhwc_##D##_avx512, T)           \
+    QK_MAXPOOL_DECL(qk_maxpool_nhwc_##D##_avx512_emu, T)
+QK_MAXPOOL_SIMD_DECLS(float, f32)
+QK_MAXPOOL_SIMD_DECLS(int8_t, s8)
+QK_MAXPOOL_SIMD_DECLS(uint8_t, u8)
+#define QK_MAXPOOL_SIMD(D, isa)                                                                              \
+    ((isa) == QK_ISA_AVX512VNNI ? qk_maxpool_nhwc_##D##_avx512                                               \
+     : (isa) == QK_ISA_AVX512VNNI_EMU ? qk_maxpool_nhwc_##D##_avx512_emu                                     \
+     : qk_isa_has_avx2(isa) ? qk_maxpool_nhwc_##D##_avx2 : NULL)
+#else
+#define QK_MAXPOOL_SIMD(D, isa) ((void)(isa), NULL)
+#endif
+
+QK_MAXPOOL(qk_maxpool_f32, float, -INFINITY, f32)
+QK_MAXPOOL(qk_maxpool_s8, int8_t, INT8_MIN, s8)
+QK_MAXPOOL(qk_maxpool_u8, uint8_t, 0, u8)

@@ -167,11 +167,11 @@ cdef extern from "qk_pool.h" nogil:
                            Py_ssize_t sp, double *acc, float *y)
     void qk_global_avg_q8(const void *x, int is_signed, size_t n, size_t c, size_t pixels, Py_ssize_t sn,
                           Py_ssize_t sc, Py_ssize_t sp, int32_t zx, float scale, int32_t zy, int64_t *acc, void *y)
-    void qk_maxpool_f32(const float *x, size_t n, size_t c, size_t h, size_t w, const Py_ssize_t *xs, size_t oh,
+    void qk_maxpool_f32(int isa, const float *x, size_t n, size_t c, size_t h, size_t w, const Py_ssize_t *xs, size_t oh,
                         size_t ow, const size_t *geom, const Py_ssize_t *pad, float *y, const Py_ssize_t *ys)
-    void qk_maxpool_s8(const int8_t *x, size_t n, size_t c, size_t h, size_t w, const Py_ssize_t *xs, size_t oh,
+    void qk_maxpool_s8(int isa, const int8_t *x, size_t n, size_t c, size_t h, size_t w, const Py_ssize_t *xs, size_t oh,
                        size_t ow, const size_t *geom, const Py_ssize_t *pad, int8_t *y, const Py_ssize_t *ys)
-    void qk_maxpool_u8(const uint8_t *x, size_t n, size_t c, size_t h, size_t w, const Py_ssize_t *xs, size_t oh,
+    void qk_maxpool_u8(int isa, const uint8_t *x, size_t n, size_t c, size_t h, size_t w, const Py_ssize_t *xs, size_t oh,
                        size_t ow, const size_t *geom, const Py_ssize_t *pad, uint8_t *y, const Py_ssize_t *ys)
 
 cdef extern from "qk_dynquant.h" nogil:

@@ -398,6 +398,11 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
         return calls if bind else res
     og = o // pw.groups
     pointwise = pw.kh == pw.kw == 1 and sy == sx == 1 and top == left == bottom == right == 0
+    direct = _direct_weights(pw) if res_rows is None and act is None and not pointwise else None
+    if direct is not None:
+        calls = [_native.dconv_float(_dispatch.isa_index(), source(xd), direct, bias_arr, lo, hi, res2d,
+                                     _dispatch.get_num_threads(), bind)]
+        return calls if bind else res
     calls = []
     for g, pwg in enumerate(pw.packed):
         xg = xd[..., g * pw.cg:(g + 1) * pw.cg]
@@ -407,6 +412,26 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
         calls.append(gemm2d(a, pwg, bias_arr[g * og:(g + 1) * og], lo, hi, res2d[:, g * og:(g + 1) * og], bind,
                             None if res_rows is None else res_rows[:, g * og:(g + 1) * og], act))
     return calls if bind else res
+
+
+#: the most input channels a convolution has for the direct kernel (qk_dconv.h): a
+#: 1-channel image, whose patch rows (kernel rows of a few floats) are too short for the
+#: GEMM's gathers (the digits CNN's 3 x 3 at batch 400: 152 against 415 us); ResNet-18's
+#: RGB 7 x 7 x 3 stem ran as fast either way (Xeon 6/207, AVX-512)
+DIRECT_MAX_CHANNELS = 1
+
+
+def _direct_weights(pw) -> np.ndarray | None:
+    """The (K, N) float32 weights of the direct kernel where this thread's ISA path runs
+    it for ``pw`` (one group of few input channels, fp32), else None."""
+    k = pw.kh * pw.kw * pw.cg
+    if pw.dtype != F32 or pw.groups != 1 or pw.depthwise or pw.cg > DIRECT_MAX_CHANNELS \
+            or not _native.dconv_available(_dispatch.isa_index(), k, pw.out_channels):
+        return None
+    w = getattr(pw, "_direct", None)
+    if w is None:
+        w = pw._direct = np.ascontiguousarray(pw.packed[0].data, np.float32)
+    return w if w.shape == (k, pw.out_channels) else None
 
 
 def bind_conv2d(xd: np.ndarray, pw: PackedConvWeightsF16, stride, padding, dilation, activation: Activation,

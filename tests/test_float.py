@@ -394,40 +394,47 @@ def test_fp32_indirect_conv_gives_the_bits_of_the_packed_patches(cg, o, hw, kh, 
     tap) and from contiguous pixels (segments of a kernel row), and within the contract
     against float64: padding on every side, strides, dilations, groups, tiles past every edge,
     weights of several column blocks (K * N * 4 over 512 KiB)."""
-    rng = np.random.default_rng(seed)
-    h, w_ = hw
-    eff = ((kh - 1) * dil[0] + 1, (kw - 1) * dil[1] + 1)
-    h, w_ = max(h, eff[0] - pads[0] - pads[2]), max(w_, eff[1] - pads[1] - pads[3])
-    c = cg * groups
-    base = _rand(rng, (n, h, 2 * w_, c + 1), dtype=F32)
-    x = base[:, :, ::2, 1:] if view else np.ascontiguousarray(base[:, :, :w_, :c])
-    wt = _rand(rng, (o * groups, kh, kw, cg), 1 / np.sqrt(kh * kw * cg), F32)
-    bias = _rand(rng, (o * groups,), dtype=F32)
-    pw = pack_conv_weights(wt, groups=groups, bias=bias)
-    ref, scale = conv_ref64(np.ascontiguousarray(x), wt, stride, pads, dil, groups)
-    ref = np.maximum(ref + bias.astype(np.float64), 0)
-    kw_ = dict(stride=stride, padding=pads, dilation=dil, activation="relu")
-    for isa in PATHS:
-        with qkernels.use_isa(isa):
-            for threads in (1, 2):
-                qkernels.set_num_threads(threads)
-                got = []
-                for indirect in (True, False):
-                    prev = qkernels._native.set_indirect_conv(indirect)
-                    try:
-                        got.append(conv2d(x, pw, **kw_))
-                    finally:
-                        qkernels._native.set_indirect_conv(prev)
-                _check(got[0], ref, scale, kh * kw * cg, isa, f"indirect {threads} thr", F32)
-                np.testing.assert_array_equal(got[0].view(np.uint32), got[1].view(np.uint32), err_msg=isa)
-            # the path taken: a 12x32 kernel's (M > 8) on the AVX-512 paths, whole kernel rows
-            # where pixels and channels are adjacent
-            out = np.empty(got[0].shape, F32)
-            segs = [call.indirect_segment for call in qkernels._float.bind_conv2d(x, pw, stride, pads, dil, None, out)]
-            pointwise = kh == kw == 1 and stride == (1, 1) and pads == (0, 0, 0, 0)
-            if isa.startswith("avx512vnni") and out.size // out.shape[-1] > 8 and not pointwise:
-                # (a width of 1 keeps the slice's pixel stride: numpy calls it contiguous)
-                seg = kw * cg if x.strides[2] == 4 * cg and dil[1] == 1 else cg
-                assert segs == [seg if seg >= 8 else 0] * groups, (isa, segs)   # short segments: packed
-            elif not isa.startswith("avx512vnni"):
-                assert segs == [0] * groups, (isa, segs)
+    prev_direct = qkernels._float.DIRECT_MAX_CHANNELS
+    qkernels._float.DIRECT_MAX_CHANNELS = 0    # the GEMM paths (the direct kernel: tests/test_dconv.py)
+    try:
+        rng = np.random.default_rng(seed)
+        h, w_ = hw
+        eff = ((kh - 1) * dil[0] + 1, (kw - 1) * dil[1] + 1)
+        h, w_ = max(h, eff[0] - pads[0] - pads[2]), max(w_, eff[1] - pads[1] - pads[3])
+        c = cg * groups
+        base = _rand(rng, (n, h, 2 * w_, c + 1), dtype=F32)
+        x = base[:, :, ::2, 1:] if view else np.ascontiguousarray(base[:, :, :w_, :c])
+        wt = _rand(rng, (o * groups, kh, kw, cg), 1 / np.sqrt(kh * kw * cg), F32)
+        bias = _rand(rng, (o * groups,), dtype=F32)
+        pw = pack_conv_weights(wt, groups=groups, bias=bias)
+        ref, scale = conv_ref64(np.ascontiguousarray(x), wt, stride, pads, dil, groups)
+        ref = np.maximum(ref + bias.astype(np.float64), 0)
+        kw_ = dict(stride=stride, padding=pads, dilation=dil, activation="relu")
+        for isa in PATHS:
+            with qkernels.use_isa(isa):
+                for threads in (1, 2):
+                    qkernels.set_num_threads(threads)
+                    got = []
+                    for indirect in (True, False):
+                        prev = qkernels._native.set_indirect_conv(indirect)
+                        try:
+                            got.append(conv2d(x, pw, **kw_))
+                        finally:
+                            qkernels._native.set_indirect_conv(prev)
+                    _check(got[0], ref, scale, kh * kw * cg, isa, f"indirect {threads} thr", F32)
+                    np.testing.assert_array_equal(got[0].view(np.uint32), got[1].view(np.uint32), err_msg=isa)
+                if pw.depthwise:   # (one input channel per group and one filter: the depthwise kernel)
+                    continue
+                # the path taken: a 12x32 kernel's (M > 8) on the AVX-512 paths, whole kernel rows
+                # where pixels and channels are adjacent
+                out = np.empty(got[0].shape, F32)
+                segs = [call.indirect_segment for call in qkernels._float.bind_conv2d(x, pw, stride, pads, dil, None, out)]
+                pointwise = kh == kw == 1 and stride == (1, 1) and pads == (0, 0, 0, 0)
+                if isa.startswith("avx512vnni") and out.size // out.shape[-1] > 8 and not pointwise:
+                    # (a width of 1 keeps the slice's pixel stride: numpy calls it contiguous)
+                    seg = kw * cg if x.strides[2] == 4 * cg and dil[1] == 1 else cg
+                    assert segs == [seg if seg >= 8 else 0] * groups, (isa, segs)   # short segments: packed
+                elif not isa.startswith("avx512vnni"):
+                    assert segs == [0] * groups, (isa, segs)
+    finally:
+        qkernels._float.DIRECT_MAX_CHANNELS = prev_direct

@@ -1128,3 +1128,51 @@ def test_comparisons_and_casts_bound_in_place_equal_the_reference(op, src, dst):
             assert got.dtype == w.dtype
             np.testing.assert_array_equal(got, w)
     assert next(p for p in s._plans.values() if p is not None)._idle[0].bound == 4
+
+
+# ------------------------------------------------ Flatten -> Gemm read in NHWC memory
+
+def _flatten_gemm_model(c, h, w, trans_b, flatten_out=False, conv=True):
+    """x -> [Conv 3x3 -> Relu ->] Flatten -> Gemm(+C) -> y (and the Flatten's f as an output)."""
+    rng = np.random.default_rng(c * 100 + h * 10 + w)
+    k = c * h * w
+    fc = rng.standard_normal((5, k) if trans_b else (k, 5)).astype(np.float32)
+    inits = [numpy_helper.from_array(fc, "fc"), numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "fb"),
+             numpy_helper.from_array(rng.standard_normal((c, 2, 3, 3)).astype(np.float32), "cw")]
+    nodes = ([helper.make_node("Conv", ["x", "cw"], ["cv"], pads=[1, 1, 1, 1]),
+              helper.make_node("Relu", ["cv"], ["r"])] if conv else []) + [
+        helper.make_node("Flatten", ["r" if conv else "x"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc", "fb"], ["y"], transB=trans_b)]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if flatten_out:
+        outputs.append(helper.make_tensor_value_info("f", TensorProto.FLOAT, None))
+    x_shape = [None, 2 if conv else c, h, w]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)], outputs, inits)
+
+
+@settings(max_examples=25, deadline=None)
+@given(c=st.sampled_from([1, 3, 16, 17]), hw=st.sampled_from([(1, 1), (4, 4), (3, 5)]), batch=st.sampled_from([1, 3, 13]),
+       trans_b=st.booleans(), flatten_out=st.booleans(), conv=st.booleans())
+def test_flatten_gemm_reads_nhwc_memory_and_equals_the_reference(c, hw, batch, trans_b, flatten_out, conv):
+    """A convolution's Flatten read by one Gemm is no step of its own (the Gemm reads the
+    NHWC memory with its weights' rows reordered): the reference's values within float32
+    rounding of the reordered sums, plan and node by node; a Flatten that is also an output,
+    or of a feed, stays a Flatten."""
+    model = _flatten_gemm_model(c, *hw, trans_b, flatten_out, conv)
+    x = np.random.default_rng(batch).standard_normal((batch, 2 if conv else c) + hw).astype(np.float32)
+    ref = reference_session(model).run(None, {"x": x})
+    for plan in (True, False):
+        s = Session(model)
+        s._plan_on = plan
+        for _ in range(2):
+            got = s.run(None, {"x": x})
+            for g, r in zip(got, ref):
+                assert g.shape == r.shape
+                np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * (1 + np.abs(r).max()))
+        if plan:
+            assert s.last_run == "plan"
+            steps = next(p for p in s._plans.values() if p)._idle[0].steps
+            assert all(bound for _, _, bound, _ in steps)
+            gemm = next(node for node, *_ in steps if node.op_type == "Gemm")
+            assert gemm.inputs[0] == ("r" if conv and not flatten_out else "f")   # (a feed's Flatten: a view)
+            assert flatten_out or not any(node.op_type == "Flatten" for node, *_ in steps)

@@ -16,11 +16,16 @@ void qk_global_avg_q8(const void *x, int is_signed, size_t n, size_t c, size_t p
                       ptrdiff_t sp, int32_t zx, float scale, int32_t zy, int64_t *acc, void *y);
 /* 2-D max pooling of x (N, C, H, W at element strides xs) into y (N, C, OH, OW at element
  * strides ys): window (kh, kw), strides, dilations, padding (top, left); taps in the
- * padding are skipped (as the lowest value), NaN propagates (as numpy's maximum). */
+ * padding are skipped (as the lowest value), NaN propagates (as numpy's maximum). NHWC
+ * memory (channel strides 1) runs ISA path `isa`'s SIMD loop where it has one: the same
+ * values. */
 #define QK_MAXPOOL_DECL(NAME, T)                                                                          \
     void NAME(const T *x, size_t n, size_t c, size_t h, size_t w, const ptrdiff_t *xs, size_t oh, size_t ow, \
               const size_t *geom, const ptrdiff_t *pad, T *y, const ptrdiff_t *ys);
-QK_MAXPOOL_DECL(qk_maxpool_f32, float)
-QK_MAXPOOL_DECL(qk_maxpool_s8, int8_t)
-QK_MAXPOOL_DECL(qk_maxpool_u8, uint8_t)
+#define QK_MAXPOOL_ISA_DECL(NAME, T)                                                                      \
+    void NAME(int isa, const T *x, size_t n, size_t c, size_t h, size_t w, const ptrdiff_t *xs, size_t oh,  \
+              size_t ow, const size_t *geom, const ptrdiff_t *pad, T *y, const ptrdiff_t *ys);
+QK_MAXPOOL_ISA_DECL(qk_maxpool_f32, float)
+QK_MAXPOOL_ISA_DECL(qk_maxpool_s8, int8_t)
+QK_MAXPOOL_ISA_DECL(qk_maxpool_u8, uint8_t)
 #endif
