@@ -350,11 +350,12 @@ def test_batched_matmul_vs_float64(isa, dtype, shapes, seed, view):
 
 @pytest.mark.parametrize("isa", ISA_NAMES)
 @given(k=st.integers(0, 70), n=st.integers(1, 70), seed=st.integers(0, 999),
-       view=st.sampled_from(["plain", "transposed", "steps", "reversed", "both"]))
-@settings(max_examples=20, deadline=None)
+       view=st.sampled_from(["plain", "transposed", "transposed_reversed", "steps", "reversed", "both"]))
+@settings(max_examples=30, deadline=None)
 def test_float32_b_panels_are_the_layout(isa, k, n, seed, view):
     """fp32 B packed from any view (one copy per k step when a step's values are
-    contiguous, else each source row along K; the padding zeroed first) is the panel
+    contiguous, else each source row along K -- with AVX-512, 16 x 16 transposes of rows
+    whose k values are contiguous; the padding zeroed first) is the panel
     layout itself: NR columns per panel, k-major, zero padded; K = 0: one step of zeros.
     The bits of every value kept (NaN payloads, -0.0)."""
     rng = np.random.default_rng(seed)
@@ -362,6 +363,8 @@ def test_float32_b_panels_are_the_layout(isa, k, n, seed, view):
     b = bits.view(np.float32)
     if view == "transposed":
         b = np.ascontiguousarray(b.T).T
+    elif view == "transposed_reversed":      # rows along k, columns at a negative stride
+        b = np.ascontiguousarray(b.T[::-1])[::-1].T
     elif view == "steps":
         big = np.zeros((2 * k, 3 * n), np.float32)
         big[::2, ::3] = b
