@@ -465,6 +465,114 @@ static void QK_ELT_NAME(qk_elt_softmax_f32)(int log, size_t rows, size_t len, co
     }
 }
 
+#if defined(__AVX512F__)
+/* The float32 masked softmax of one block of rows in three fused passes, 16 lanes at a
+ * time, the row's tail through lane masks: (1) v = x op s (Markstein's quotient as
+ * qk_elt_div_by, or vdivps for a vector with a score it does not cover), v + mask, the
+ * row's maximum and whether v has a NaN; (2) e = exp(v - m) (qk_elt_exp_row's operations:
+ * v - m <= 0, so its upper clamp is void) and the float64 sum in qk_elt_row_sum's order
+ * (lane l of 8 adds e[l], e[8 + l], ... in turn; the same pair tree); (3) e / float32(sum)
+ * (qk_elt_row_div). The same floats as the per-step loops (the tests compare the bits with
+ * the portable build), without their passes' separate loads, stores and reductions (the
+ * steps at 128 keys were half of attention's softmax). A row with a NaN takes those loops
+ * from v (returns 0); returns 1 when done. */
+static int qk_elt_sm_pass1(const float *xr, const float *mr, ptrdiff_t mask_step, float s, int div, float *v,
+                           size_t len, float *m) {
+    const __m512 vs = _mm512_set1_ps(s), vr = _mm512_set1_ps(1.0f / s), mb = _mm512_set1_ps(mr[0]);
+    const __m512 big = _mm512_set1_ps(0x1p90f), tiny = _mm512_set1_ps(0x1p-90f);
+    const float as = s < 0.0f ? -s : s;
+    const int markstein = div && as >= 0x1p-20f && as <= 0x1p20f;
+    __m512 m0 = _mm512_set1_ps(-__builtin_inff()), m1 = m0;
+    __mmask16 nan = 0;
+    for (size_t i = 0; i < len; i += 16) {
+        const __mmask16 k = len - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - i)) - 1);
+        const __m512 x = _mm512_maskz_loadu_ps(k, xr + i);
+        __m512 q;
+        if (!div) {
+            q = _mm512_mul_ps(x, vs);
+        } else {
+            /* a score of magnitude outside [2^-90, 2^90] (not 0), or NaN: the division */
+            const __m512 a = _mm512_abs_ps(x);
+            const __mmask16 bad = _mm512_cmp_ps_mask(a, big, _CMP_NLE_UQ) |
+                                  _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_NEQ_UQ), a,
+                                                          tiny, _CMP_LT_OQ);
+            if (markstein && !(bad & k)) {
+                const __m512 q0 = _mm512_mul_ps(x, vr);
+                q = _mm512_fmadd_ps(_mm512_fnmadd_ps(q0, vs, x), vr, q0);
+            } else {
+                q = _mm512_div_ps(x, vs);
+            }
+        }
+        q = _mm512_add_ps(q, mask_step ? _mm512_maskz_loadu_ps(k, mr + i) : mb);
+        _mm512_mask_storeu_ps(v + i, k, q);
+        nan |= _mm512_mask_cmp_ps_mask(k, q, q, _CMP_UNORD_Q);
+        if ((i / 16) & 1)
+            m1 = _mm512_mask_max_ps(m1, k, q, m1);
+        else
+            m0 = _mm512_mask_max_ps(m0, k, q, m0);
+    }
+    *m = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
+    return !nan;
+}
+
+/* exp(v - m) over the row, its float64 sum; returns whether some e lies in (0, 2^-90) */
+static int qk_elt_sm_pass2(float *v, size_t len, float m, double *sum) {
+    const __m512 vm = _mm512_set1_ps(m), lo = _mm512_set1_ps(-104.0f), magic = _mm512_set1_ps(12582912.0f);
+    const __m512i one = _mm512_set1_epi32(1), tiny1 = _mm512_set1_epi32(0x12800000 - 1);   /* 2^-90's bits - 1 */
+    __m512d acc = _mm512_setzero_pd();
+    __mmask16 dk = 0;
+    for (size_t i = 0; i < len; i += 16) {
+        const size_t left = len - i;
+        const __mmask16 k = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        const __m512 xc = _mm512_max_ps(lo, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, v + i), vm));
+        const __m512 t = _mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)), magic);
+        const __m512 n = _mm512_sub_ps(t, magic);
+        /* n * 0.693359375 is exact (n in [-150, 0]): one fused operation, the same float */
+        __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+        r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
+        __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
+        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
+        p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r), _mm512_set1_ps(1.0f));
+        const __m512 e = _mm512_maskz_mov_ps(k, _mm512_scalef_ps(p, n));   /* (lanes past the row: 0) */
+        _mm512_mask_storeu_ps(v + i, k, e);
+        dk |= _mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_castps_si512(e), one), tiny1);
+        /* lanes past the row add +0: the sums unchanged (they are >= +0) */
+        acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        if (left > 8) acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    }
+    double a[8];
+    _mm512_storeu_pd(a, acc);
+    *sum = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    return dk != 0;
+}
+
+static void qk_elt_sm_rows_avx512(size_t r0, size_t nr, size_t len, const float *x, const float *mask,
+                                  const int64_t *mask_off, ptrdiff_t mask_step, float s, int div, float *y) {
+    float m[32];   /* nr <= 32 (the caller's blocks) */
+    int ok[32];
+    for (size_t b = 0; b < nr; b++) {
+        const size_t r = r0 + b;
+        ok[b] = qk_elt_sm_pass1(x + r * len, mask + mask_off[r], mask_step, s, div, y + r * len, len, &m[b]);
+    }
+    for (size_t b = 0; b < nr; b++) {
+        float *v = y + (r0 + b) * len;
+        if (!ok[b]) {   /* a NaN: the steps' loops (their NaN propagation) */
+            const float mx = qk_elt_row_max(v, len);
+            const int deep = qk_elt_exp_row(v, len, mx);
+            qk_elt_row_div(v, len, (float)qk_elt_row_sum(v, len), deep);
+            continue;
+        }
+        double sum;
+        const int deep = qk_elt_sm_pass2(v, len, m[b], &sum);
+        qk_elt_row_div(v, len, (float)sum, deep);
+    }
+}
+#endif
+
 /* Attention's softmax in one pass per row: v = x op s (op: / or *, the scores' scaling
  * node), v + mask (the additive mask's row at mask + mask_off[r], every mask_step-th
  * value: 0 broadcasts one value), then the Softmax above (its max, exp, float64 sum,
@@ -482,6 +590,10 @@ static void QK_ELT_NAME(qk_elt_softmax_masked)(size_t rows, size_t len, const vo
         nb = nb < 1 ? 1 : (nb > QK_SM_ROWS ? QK_SM_ROWS : nb);
         for (size_t r0 = 0; r0 < rows; r0 += nb) {
             const size_t nr = rows - r0 < nb ? rows - r0 : nb;
+#if defined(__AVX512F__)
+            qk_elt_sm_rows_avx512(r0, nr, len, (const float *)x, (const float *)mask, mask_off, mask_step, s, div,
+                                  (float *)y);
+#else
             float m[QK_SM_ROWS];
             int deep[QK_SM_ROWS];
             for (size_t b = 0; b < nr; b++) {
@@ -503,6 +615,7 @@ static void QK_ELT_NAME(qk_elt_softmax_masked)(size_t rows, size_t len, const vo
                 float *v = (float *)y + (r0 + b) * len;
                 qk_elt_row_div(v, len, (float)qk_elt_row_sum(v, len), deep[b]);
             }
+#endif
         }
         return;
     }

@@ -48,6 +48,18 @@ static void pack_rows_f32(int mr, size_t rows, size_t k, const void *src, ptrdif
     }
 }
 
+#if defined(__x86_64__)
+/* kernels/avx2/pack_rows_avx512.c: contiguous rows without sums, where the CPU has AVX512BW */
+void qk_pack_rows_u8_avx512(size_t rows, size_t mr, size_t k, size_t kp, const uint8_t *a, ptrdiff_t stride_m,
+                            uint8_t flip, uint8_t *dst);
+/* kernels/avx2/pack_f32_cols_avx512.c: float32 rows along k into a B panel (16 x 16 transposes) */
+void qk_pack_f32_cols_avx512(size_t rows, size_t k, const char *src, ptrdiff_t stride_row, size_t tile, float *dst);
+
+static int has_avx512bw(void) {
+    return (qk_cpu_features() & (QK_CPU_AVX512F | QK_CPU_AVX512BW)) == (QK_CPU_AVX512F | QK_CPU_AVX512BW);
+}
+#endif
+
 /* A float panel (QK_PACK_F32 or QK_PACK_F16) of `rows` fp16 source rows: k-major,
  * `tile` values per k step, zero-padded. Strides in bytes. */
 static void pack_panel_float(int pack, int tile, size_t rows, size_t k, const void *src,
@@ -64,6 +76,12 @@ static void pack_panel_float(int pack, int tile, size_t rows, size_t k, const vo
             for (size_t kk = 0; kk < k; kk++)
                 memcpy(f + kk * (size_t)tile, (const char *)src + (ptrdiff_t)kk * stride_k, rows * sizeof(float));
         } else {
+#if defined(__x86_64__)
+            if (stride_k == 4 && tile % 16 == 0 && has_avx512bw()) {
+                qk_pack_f32_cols_avx512(rows, k, (const char *)src, stride_row, (size_t)tile, f);
+                return;
+            }
+#endif
             for (size_t r = 0; r < rows; r++) {
                 const char *row = (const char *)src + (ptrdiff_t)r * stride_row;
                 for (size_t kk = 0; kk < k; kk++) memcpy(f + kk * (size_t)tile + r, row + (ptrdiff_t)kk * stride_k, 4);
@@ -85,15 +103,6 @@ static void pack_panel_float(int pack, int tile, size_t rows, size_t k, const vo
 }
 
 /* uint8 A panels: row-major, int8 flipped to uint8, with the sums of what is stored. */
-#if defined(__x86_64__)
-/* kernels/avx2/pack_rows_avx512.c: contiguous rows without sums, where the CPU has AVX512BW */
-void qk_pack_rows_u8_avx512(size_t rows, size_t mr, size_t k, size_t kp, const uint8_t *a, ptrdiff_t stride_m,
-                            uint8_t flip, uint8_t *dst);
-
-static int has_avx512bw(void) {
-    return (qk_cpu_features() & (QK_CPU_AVX512F | QK_CPU_AVX512BW)) == (QK_CPU_AVX512F | QK_CPU_AVX512BW);
-}
-#endif
 
 static void pack_a_rows_u8(int mr, int kr, size_t rows, size_t k, const void *a, int a_signed,
                            ptrdiff_t stride_m, ptrdiff_t stride_k, uint8_t *dst, int32_t *row_sum) {

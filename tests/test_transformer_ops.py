@@ -350,11 +350,12 @@ def test_batched_matmul_vs_float64(isa, dtype, shapes, seed, view):
 
 @pytest.mark.parametrize("isa", ISA_NAMES)
 @given(k=st.integers(0, 70), n=st.integers(1, 70), seed=st.integers(0, 999),
-       view=st.sampled_from(["plain", "transposed", "steps", "reversed", "both"]))
-@settings(max_examples=20, deadline=None)
+       view=st.sampled_from(["plain", "transposed", "transposed_reversed", "steps", "reversed", "both"]))
+@settings(max_examples=30, deadline=None)
 def test_float32_b_panels_are_the_layout(isa, k, n, seed, view):
     """fp32 B packed from any view (one copy per k step when a step's values are
-    contiguous, else each source row along K; the padding zeroed first) is the panel
+    contiguous, else each source row along K -- with AVX-512, 16 x 16 transposes of rows
+    whose k values are contiguous; the padding zeroed first) is the panel
     layout itself: NR columns per panel, k-major, zero padded; K = 0: one step of zeros.
     The bits of every value kept (NaN payloads, -0.0)."""
     rng = np.random.default_rng(seed)
@@ -362,6 +363,8 @@ def test_float32_b_panels_are_the_layout(isa, k, n, seed, view):
     b = bits.view(np.float32)
     if view == "transposed":
         b = np.ascontiguousarray(b.T).T
+    elif view == "transposed_reversed":      # rows along k, columns at a negative stride
+        b = np.ascontiguousarray(b.T[::-1])[::-1].T
     elif view == "steps":
         big = np.zeros((2 * k, 3 * n), np.float32)
         big[::2, ::3] = b
@@ -538,6 +541,40 @@ def test_softmax_row_max_every_build(isa, t, rows, seed, special, where, log):
 
     np.testing.assert_array_equal(masked(isa), masked(0))
     np.testing.assert_array_equal(plain(isa), plain(0))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@given(t=st.one_of(st.integers(1, 40), st.sampled_from([9, 25, 47, 63, 64, 65, 97, 127, 128, 129, 131, 255, 257, 311])),
+       rows=st.integers(1, 40), seed=st.integers(0, 2 ** 31), div=st.booleans(), step=st.sampled_from([0, 1]),
+       scale=st.sampled_from([30.0, 3.0, 0.01]), masked=st.sampled_from([0.0, 0.3, 1.0]), inplace=st.booleans(),
+       fill=st.sampled_from([-np.inf, np.finfo(np.float32).min, -80.0]))
+@settings(max_examples=60, deadline=None)
+def test_masked_softmax_rows_every_build(isa, t, rows, seed, div, step, scale, masked, inplace, fill):
+    """The float32 masked softmax over blocks of rows of any length (the AVX-512 build's
+    fused passes: 16 lanes, the tail through lane masks, rows past one 32-row block), in
+    place or not, a mask of one value per row or a row of values with -inf / finfo.min /
+    -80 (exp below 2^-90) entries, whole rows masked: the portable build's bits, and
+    within float32 rounding of float64 of the same scaled scores."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, scale, (rows, t)).astype(np.float32)
+    mask = np.where(rng.random((rows, t if step else 1)) < masked, fill, 0.0).astype(np.float32)
+    off = (np.arange(rows) * mask.shape[1]).astype(np.int64)
+    s = np.float32(np.sqrt(32.0) if div else 0.125)
+
+    def run(i):
+        y = x.copy() if inplace else np.empty_like(x)
+        _native.softmax_masked(i, (y if inplace else x).reshape(-1), mask.reshape(-1), off, step, y.reshape(-1),
+                               rows, t, float(s), div)
+        return y
+
+    y = run(isa)
+    np.testing.assert_array_equal(y.view(np.uint32), run(0).view(np.uint32))
+    pre = (x / s if div else x * s) + (mask if step else mask[:, :1])
+    full = np.all(pre == -np.inf, -1)    # a row of -inf: -inf - -inf, NaN (as the reference)
+    assert np.isnan(y[full]).all()
+    with np.errstate(invalid="ignore"):
+        want = _softmax64(pre[~full])
+    np.testing.assert_allclose(y[~full].astype(np.float64), want, rtol=1e-5, atol=2e-7)
 
 
 def test_masked_softmax_specials_and_errors():
