@@ -10,7 +10,7 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 onnx = pytest.importorskip("onnx")
@@ -366,6 +366,10 @@ def _reference_differs(x, consts, attrs) -> bool:
 
 
 @given(case=_resize_cases())
+@example(case=(np.array([0.37719065, -0.3963146, 1.921268, 0.31470037, -1.6070081, 1.0847852], np.float32)
+               .reshape(1, 3, 2, 1), {"sizes": np.array([1, 1, 1, 9])},
+               {"mode": "cubic", "coordinate_transformation_mode": "asymmetric", "antialias": 0, "exclude_outside": 1,
+                "cubic_coeff_a": -0.75, "keep_aspect_ratio_policy": "not_smaller"}))   # (the tolerance's case)
 def test_resize_matches_onnx_reference(case):
     from onnx.reference import ReferenceEvaluator
     x, consts, attrs = case
@@ -380,8 +384,12 @@ def test_resize_matches_onnx_reference(case):
     elif x.dtype.kind in "iu":   # float64 sums rounded: a tie may round either way
         np.testing.assert_allclose(got.astype(np.int64), want.astype(np.int64), atol=1, rtol=0)
     else:   # a few ulps of |x|: ours sums in float32 (float64 for float64), onnx.reference in float64
-        # but with float32 cubic weights (cubic_coeff_a is a float32 attribute there)
+        # but with float32 cubic weights (cubic_coeff_a is a float32 attribute there), which
+        # exclude_outside renormalises near the edges: a CI-like draw (3 x 2 x 1 by 9, asymmetric)
+        # was 2.5e-5 of |x| off there, where ours equals a float64 sum of float64 weights
         eps = 1e-3 if x.dtype == np.float16 else 1e-6
+        if attrs["mode"] == "cubic" and attrs.get("exclude_outside"):
+            eps *= 10
         tol = 10 * eps * max(1.0, float(np.abs(x.astype(np.float64)).max(initial=0)))
         np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=10 * eps, atol=tol)
 
