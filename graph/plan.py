@@ -318,11 +318,23 @@ class Plan:
             self.steps.append((node, calls, bound, placement(node)))
         self.loop = StepLoop([c for s in self.steps for c in s[1]])
         self._outs: dict = {}      # output names (a tuple) -> [(array, C-contiguous)]
+        # run_hot's arguments: the feeds' places, every graph output's array
+        self._io = (tuple(self.feeds), tuple(consts[o.name] if o.name in consts else arrays[o.name]
+                                             for o in spec.graph.outputs), _copy_out)
+        #: every step native: the thread setting of the caller cannot matter (bound calls
+        #: decided their threads when bound)
+        self.native_only = self.loop.native_steps == len(self.loop)
 
     @property
     def bound(self) -> int:
         """How many steps are bound calls (the others run their node's runner)."""
         return sum(1 for s in self.steps if s[2])
+
+    def run_hot(self, feeds: dict) -> list[np.ndarray] | None:
+        """Every graph output for ``feeds`` in one native call (``StepLoop.run_io``), or
+        None, nothing run, unless ``feeds`` holds exactly the plan's inputs as aligned
+        C-contiguous arrays of their traced shapes and dtypes."""
+        return self.loop.run_io(feeds, *self._io)
 
     def run(self, feeds: dict, names: list[str], timer=None) -> list[np.ndarray]:
         for name, slot in self.feeds:
