@@ -71,7 +71,14 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
         size_t mc = m1 - m < mr ? m1 - m : mr;
         const qk_ukernel *u = mc < mr ? narrowest(kern, mc) : kern;
         const int fuse_u = fuse && u->fused && (size_t)u->mr == mc;
-        for (size_t n = n0; n < n1; n += nr) {
+        size_t n = n0;
+        if (fuse_u && u->fused_panels && !p->dq_rows && n1 - n0 >= nr) {   /* a GEMV's whole panels at once */
+            const size_t nw = (n1 - n0) / nr * nr;
+            u->fused_panels(k_groups, ap, (const char *)b_packed + (n0 / nr) * b_panel, m, n0, nw, p, c, c_stride);
+            if (p->post_b) post_tile(p, m, n0, mc, nw, c, c_stride);
+            n += nw;
+        }
+        for (; n < n1; n += nr) {
             const char *bp = (const char *)b_packed + (n / nr) * b_panel;
             size_t nc = n1 - n < nr ? n1 - n : nr;
             if (p->dq_rows) {               /* per-row dequantization of the tile in L1 */
