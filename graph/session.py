@@ -298,14 +298,14 @@ class Session:
         if _PROFILE.get() is not None:
             return None
         threads = self.num_threads
-        nthreads = _dispatch.get_num_threads() if threads is None else threads
-        isa = _dispatch.isa_index()
+        now, isa = _dispatch.settings()
+        nthreads = now if threads is None else threads
         hot = self._hot
         if hot is not None and hot[1] == nthreads and hot[2] == isa:
             pool = hot[3]
             plan = pool.take()
             try:
-                if threads is None or plan.native_only or threads == _dispatch.get_num_threads():
+                if threads is None or threads == now or plan.native_only:
                     outputs = plan.run_hot(feeds)
                 else:
                     with _dispatch.use_num_threads(threads):
@@ -336,7 +336,7 @@ class Session:
             self._hot = (key[0], nthreads, isa, pool, key)
         plan = pool.take()
         try:
-            if threads is None or threads == _dispatch.get_num_threads():
+            if threads is None or threads == now:
                 outputs = plan.run(feeds, self._output_names)
             else:
                 with _dispatch.use_num_threads(threads):

@@ -423,6 +423,9 @@ cdef class StepLoop:
         return sum(1 for i in range(self.n) if self.native[i] != NULL)
 
     def run(self):
+        self._run()
+
+    cdef int _run(self) except -1:
         cdef Py_ssize_t i = 0, j, k, n = self.n
         cdef void **native = self.native
         cdef Bound b
@@ -447,29 +450,32 @@ cdef class StepLoop:
                     raise RuntimeError(f"step {k - 1} failed and has no fallback")
                 b.fallback()
             i = k
+        return 0
 
-    def run_io(self, dict feeds, tuple slots, tuple outs, copy_out):
+    def run_io(self, tuple slots, tuple outs, copy_out, dict feeds):
         """A whole run of a plan in one call (its Python around a 1024 x 1024 GEMV was
         two of 11 us): feeds[name] copied into each (name, slot) of ``slots`` by memmove,
         the steps run, and a list of copies of ``outs`` returned (C-contiguous ones by
         numpy's copy, others by ``copy_out``). None, with nothing run, unless ``feeds``
         holds exactly these names, each an aligned C-contiguous ndarray of its slot's
-        shape and dtype (the caller then checks them and runs the long way)."""
+        shape and type in native byte order (numbers: the arena's; the caller then checks
+        them and runs the long way)."""
         cdef Py_ssize_t i, n = len(slots)
         cdef cnp.ndarray slot, x
+        cdef tuple pair
         if len(feeds) != n:
             return None
         for i in range(n):
-            name, slot = slots[i]
-            v = feeds.get(name)
-            if type(v) is not np.ndarray:
+            pair = slots[i]
+            v = feeds.get(pair[0])
+            if type(v) is not cnp.ndarray:
                 return None
-            x = v
+            x, slot = v, pair[1]
             if not (cnp.PyArray_ISCARRAY_RO(x) and cnp.PyArray_SAMESHAPE(slot, x) and
-                    cnp.PyArray_EquivTypes(slot.dtype, x.dtype)):
+                    cnp.PyArray_TYPE(slot) == cnp.PyArray_TYPE(x) and cnp.PyArray_ISNOTSWAPPED(x)):
                 return None
             memmove(cnp.PyArray_DATA(slot), cnp.PyArray_DATA(x), <size_t>cnp.PyArray_NBYTES(slot))
-        self.run()
+        self._run()
         cdef list got = []
         cdef cnp.ndarray o
         for o in outs:
