@@ -303,7 +303,11 @@ class Session:
         hot = self._hot
         if hot is not None and hot[1] == nthreads and hot[2] == isa:
             pool = hot[3]
-            plan = pool.take()
+            idle = pool._idle       # (pool.take and give, without their Python frames)
+            try:
+                plan = idle.pop()
+            except IndexError:      # (another thread runs it)
+                plan = pool.take()
             try:
                 if threads is None or threads == now or plan.native_only:
                     outputs = plan.run_hot(feeds)
@@ -313,7 +317,7 @@ class Session:
             except Replan:          # (run goes the long way, which decides it)
                 self._hot = None
                 return None
-            pool.give(plan)
+            idle.append(plan)
             if outputs is not None:
                 self.peak_bytes = pool.spec.arena_bytes
                 self.last_run = "plan"

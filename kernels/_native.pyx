@@ -456,7 +456,7 @@ cdef class StepLoop:
         """A whole run of a plan in one call (its Python around a 1024 x 1024 GEMV was
         two of 11 us): feeds[name] copied into each (name, slot) of ``slots`` by memmove,
         the steps run, and a list of copies of ``outs`` returned (C-contiguous ones by
-        numpy's copy, others by ``copy_out``). None, with nothing run, unless ``feeds``
+        memcpy into new arrays, others by ``copy_out``). None, with nothing run, unless ``feeds``
         holds exactly these names, each an aligned C-contiguous ndarray of its slot's
         shape and type in native byte order (numbers: the arena's; the caller then checks
         them and runs the long way)."""
@@ -477,9 +477,14 @@ cdef class StepLoop:
             memmove(cnp.PyArray_DATA(slot), cnp.PyArray_DATA(x), <size_t>cnp.PyArray_NBYTES(slot))
         self._run()
         cdef list got = []
-        cdef cnp.ndarray o
+        cdef cnp.ndarray o, y
         for o in outs:
-            got.append(cnp.PyArray_NewCopy(o, cnp.NPY_CORDER) if cnp.PyArray_IS_C_CONTIGUOUS(o) else copy_out(o))
+            if cnp.PyArray_IS_C_CONTIGUOUS(o) and cnp.PyArray_ISNOTSWAPPED(o):   # (numpy's copy: its casts' set-up)
+                y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(o), cnp.PyArray_DIMS(o), cnp.PyArray_TYPE(o), 0)
+                memcpy(cnp.PyArray_DATA(y), cnp.PyArray_DATA(o), <size_t>cnp.PyArray_NBYTES(o))
+                got.append(y)
+            else:
+                got.append(copy_out(o))
         return got
 
 
