@@ -10,6 +10,8 @@ steal the other's core).
 Prints one line per model: milliseconds per run (median of ``--repeats`` batches of
 at least 0.3 s each, after a warm-up) and the ratios qkernels / peer (below 1: qkernels
 is faster), plus whether qkernels' output equals LiteRT built-in's on the timed input.
+A run is the same work on each side: the input set, the model run, the output copied
+out (``Session.run``; LiteRT's ``set_tensor``, ``invoke``, ``get_tensor``).
 The CPU is named on the first line (lscpu). Skipped with a note without ai-edge-litert.
 """
 from __future__ import annotations
@@ -73,10 +75,10 @@ def _worker(lib: str, path: str, threads: int, repeats: int, seed: int) -> dict:
         def run():
             return s.run(None, {name: x})[0]
     else:
-        it.set_tensor(d["index"], x)
-        out_index = it.get_output_details()[0]["index"]
+        in_index, out_index = d["index"], it.get_output_details()[0]["index"]
 
-        def run():
+        def run():      # the same work as Session.run: the input set, the model run, the output copied
+            it.set_tensor(in_index, x)
             it.invoke()
             return it.get_tensor(out_index)
     first = run()

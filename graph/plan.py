@@ -32,6 +32,7 @@ them per spec, so that calls from several threads each get their own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -318,6 +319,16 @@ class Plan:
             self.steps.append((node, calls, bound, placement(node)))
         self.loop = StepLoop([c for s in self.steps for c in s[1]])
         self._outs: dict = {}      # output names (a tuple) -> [(array, C-contiguous)]
+        #: ``run_hot(feeds)``: every graph output for ``feeds`` in one native call, or None,
+        #: nothing run, unless ``feeds`` holds exactly the plan's inputs as aligned
+        #: C-contiguous arrays of their traced shapes and dtypes (``StepLoop.run_io`` bound
+        #: to the feeds' places and the outputs' arrays: a partial, no Python frame)
+        self.run_hot = partial(self.loop.run_io, tuple(self.feeds),
+                               tuple(consts[o.name] if o.name in consts else arrays[o.name]
+                                     for o in spec.graph.outputs), _copy_out)
+        #: every step native: the thread setting of the caller cannot matter (bound calls
+        #: decided their threads when bound)
+        self.native_only = self.loop.native_steps == len(self.loop)
 
     @property
     def bound(self) -> int:

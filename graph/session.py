@@ -122,7 +122,7 @@ class Session:
         self._node_steps: list | None = None
         self._plans: OrderedDict = OrderedDict()   # input signature -> _Pool (None: not plannable)
         self._plans_lock = threading.Lock()
-        # (feed checks, threads, ISA, pool, key) of the signature _run_hot ran last: the next
+        # (feeds' signature, threads, ISA, pool, key) of the plan _run_hot ran last: the next
         # run of the same feeds skips the key and the LRU (at batch 1 they were a fifth of a
         # 1024 x 1024 FullyConnected's run)
         self._hot: tuple | None = None
@@ -296,46 +296,61 @@ class Session:
         """All outputs of a run whose input signature has a plan already (its feeds were
         checked when it was made: the same names, shapes and dtypes pass again), with
         nothing else to decide; None for every other run (``run`` decides it). A small
-        model's run at batch 1 spent more time in the checks than in its kernels."""
+        model's run at batch 1 spent more time in the checks than in its kernels: the
+        signature of the last such run (``_hot``) is checked, its feeds copied, its steps
+        run and its outputs copied in one native call (``Plan.run_hot``); other feeds
+        look their plan up by signature."""
         if _PROFILE.get() is not None:
             return None
         threads = self.num_threads
-        nthreads = _dispatch.get_num_threads() if threads is None else threads
-        isa = _dispatch.isa_index()
-        hot, pool = self._hot, None
-        if hot is not None and len(feeds) == len(hot[0]) and hot[1] == nthreads and hot[2] == isa:
-            for name, shape, dtype in hot[0]:
-                v = feeds.get(name)
-                if type(v) is not np.ndarray or v.shape != shape or v.dtype is not dtype:
-                    break
-            else:
-                pool = hot[3]
-        if pool is None:
-            declared = self._declared
-            if len(feeds) != len(declared):
+        now, isa = _dispatch.settings()
+        nthreads = now if threads is None else threads
+        hot = self._hot
+        if hot is not None and hot[1] == nthreads and hot[2] == isa:
+            pool = hot[3]
+            idle = pool._idle       # (pool.take and give, without their Python frames)
+            try:
+                plan = idle.pop()
+            except IndexError:      # (another thread runs it)
+                plan = pool.take()
+            try:
+                if threads is None or threads == now or plan.native_only:
+                    outputs = plan.run_hot(feeds)
+                else:
+                    with _dispatch.use_num_threads(threads):
+                        outputs = plan.run_hot(feeds)
+            except Replan:          # (run goes the long way, which decides it)
+                self._hot = None
                 return None
-            sig = []
-            for name in declared:
-                v = feeds.get(name)
-                if type(v) is not np.ndarray:
-                    return None
-                sig.append((name, v.shape, v.dtype.str))
-            key = (tuple(sig), nthreads, isa)
-            with self._plans_lock:
-                pool = self._plans.get(key)
-                if pool is None:
-                    return None
-                self._plans.move_to_end(key)
-                self._hot = (tuple((name, feeds[name].shape, feeds[name].dtype) for name in declared), nthreads, isa,
-                             pool, key)
+            idle.append(plan)
+            if outputs is not None:
+                self.peak_bytes = pool.spec.arena_bytes
+                self.last_run = "plan"
+                return outputs
+        declared = self._declared
+        if len(feeds) != len(declared):
+            return None
+        sig = []
+        for name in declared:
+            v = feeds.get(name)
+            if type(v) is not np.ndarray:
+                return None
+            sig.append((name, v.shape, v.dtype.str))
+        key = (tuple(sig), nthreads, isa)
+        with self._plans_lock:
+            pool = self._plans.get(key)
+            if pool is None:
+                return None
+            self._plans.move_to_end(key)
+            self._hot = (key[0], nthreads, isa, pool, key)
         plan = pool.take()
         try:
-            if threads is None or threads == _dispatch.get_num_threads():
+            if threads is None or threads == now:
                 outputs = plan.run(feeds, self._output_names)
             else:
                 with _dispatch.use_num_threads(threads):
                     outputs = plan.run(feeds, self._output_names)
-        except Replan:              # (run goes the long way, which decides it)
+        except Replan:
             self._hot = None
             return None
         pool.give(plan)

@@ -65,13 +65,22 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
     const int fuse = kern->fused && !p->row_sum &&
                      (p->mode == QK_OUT_INT32 || p->mode == QK_OUT_FP32 || p->mode == QK_OUT_F32 || p->mode == QK_OUT_DQ_F32 ||
                       qk_out_is_fixedpoint(p->mode));
+    /* the fused QLinearAdd of a strip of whole rows: once per strip, after its tiles */
+    const int post_rows = p->post_b && n0 == 0 && n1 == c_stride && p->post_stride == c_stride;
     /* A panel outer: it stays in L1 while the block's B panels (L1/L2) pass by. */
     for (size_t m = m0; m < m1; m += mr) {
         const char *ap = (const char *)a_packed + ((m - m0) / mr) * a_panel;
         size_t mc = m1 - m < mr ? m1 - m : mr;
         const qk_ukernel *u = mc < mr ? narrowest(kern, mc) : kern;
         const int fuse_u = fuse && u->fused && (size_t)u->mr == mc;
-        for (size_t n = n0; n < n1; n += nr) {
+        size_t n = n0;
+        if (fuse_u && u->fused_panels && !p->dq_rows && n1 - n0 >= nr) {   /* a GEMV's whole panels at once */
+            const size_t nw = (n1 - n0) / nr * nr;
+            u->fused_panels(k_groups, ap, (const char *)b_packed + (n0 / nr) * b_panel, m, n0, nw, p, c, c_stride);
+            if (p->post_b && !post_rows) post_tile(p, m, n0, mc, nw, c, c_stride);
+            n += nw;
+        }
+        for (; n < n1; n += nr) {
             const char *bp = (const char *)b_packed + (n / nr) * b_panel;
             size_t nc = n1 - n < nr ? n1 - n : nr;
             if (p->dq_rows) {               /* per-row dequantization of the tile in L1 */
@@ -87,10 +96,9 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
                 u->gemm(k_groups, ap, bp, acc);
                 u->output(mc, nc, acc, nr, m, n, p, c, c_stride);
             }
-            if (p->post_b && !(n0 == 0 && n1 == c_stride && p->post_stride == c_stride))
-                post_tile(p, m, n, mc, nc, c, c_stride);
+            if (p->post_b && !post_rows) post_tile(p, m, n, mc, nc, c, c_stride);
         }
-        if (p->post_b && n0 == 0 && n1 == c_stride && p->post_stride == c_stride)
+        if (post_rows)
             post_tile(p, m, 0, mc, n1, c, c_stride);     /* the strip's whole rows at once */
     }
 }

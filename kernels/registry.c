@@ -35,6 +35,7 @@ f16_row_fn qk_f16_to_f32_row_f16c;
 QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_12x32c4_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_1x32c4_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_1x32c4_fused_avx512vnni)
+QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_1x32c4_panels_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_12x32c4_fused_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_4x32c4_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_4x32c4_fused_avx512vnni)
@@ -134,8 +135,14 @@ static const qk_ukernel kernels[] = {
     {.name = #fn, GEMM, QS8, .isa = isa_, __VA_ARGS__, .gemm = fn, .output = qk_output_avx2, .fused = fused_fn}, \
     {.name = #fn "_emu", GEMM, QS8, .isa = isa_##_EMU, __VA_ARGS__, .gemm = fn##_emu, .output = qk_output_avx2,  \
      .fused = fused_fn##_emu}
-    VNNI_GEMM_FUSED(qs8_gemm_1x32c4_avx512vnni, qs8_gemm_1x32c4_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 1,
-                    .nr = 32, .kr = 4, .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8, .max_m = 2),
+#define VNNI_GEMM_PANELS(fn, fused_fn, panels_fn, isa_, ...)                                                \
+    {.name = #fn, GEMM, QS8, .isa = isa_, __VA_ARGS__, .gemm = fn, .output = qk_output_avx2, .fused = fused_fn,   \
+     .fused_panels = panels_fn},                                                                                \
+    {.name = #fn "_emu", GEMM, QS8, .isa = isa_##_EMU, __VA_ARGS__, .gemm = fn##_emu, .output = qk_output_avx2,  \
+     .fused = fused_fn##_emu, .fused_panels = panels_fn##_emu}
+    VNNI_GEMM_PANELS(qs8_gemm_1x32c4_avx512vnni, qs8_gemm_1x32c4_fused_avx512vnni,
+                     qs8_gemm_1x32c4_panels_avx512vnni, QK_ISA_AVX512VNNI, .mr = 1, .nr = 32, .kr = 4,
+                     .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8, .max_m = 2),
     VNNI_GEMM_FUSED(qs8_gemm_4x32c4_avx512vnni, qs8_gemm_4x32c4_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 4,
                     .nr = 32, .kr = 4, .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8, .max_m = 4),
     VNNI_GEMM_FUSED(qs8_gemm_8x32c4_avx512vnni, qs8_gemm_8x32c4_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 8,

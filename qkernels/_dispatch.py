@@ -106,6 +106,13 @@ def isa_index() -> int:
     return _INDEX[_state.isa or _default]
 
 
+def settings() -> tuple[int, int]:
+    """(thread count, ISA index) the calls of this thread use, in one call: what a graph
+    session's plan is keyed by, asked on every run."""
+    st = _state
+    return st.threads or _num_threads, _INDEX[st.isa or _default]
+
+
 def gemm_kernels(isa: str | None = None) -> list[str]:
     """Names of the int8 GEMM micro-kernels an ISA path uses (small-M ones first)."""
     isa = isa or get_isa()

@@ -198,6 +198,37 @@ def test_bias_is_added_to_int32_output_exactly(isa, a_dtype, b_dtype, ref):
 
 # ----------------------------------------------------------------------- requantization
 
+@given(m=st.sampled_from([1, 2]), n=st.sampled_from([32, 33, 64, 96, 127, 128, 129, 144, 160, 256, 288, 300, 520]),
+       k=st.sampled_from([1, 3, 4, 5, 64, 65, 131, 200]), a_signed=st.booleans(),
+       mode=st.sampled_from(["int32", "fp32", "fixedpoint", "tflite"]), fill=st.sampled_from(["random", "ends"]),
+       step=st.sampled_from([1, 2, -1]), seed=st.integers(0, 2**16))
+@settings(max_examples=_examples(80), deadline=None)
+def test_gemv_over_many_panels_at_once_equals_the_reference(isa, m, n, k, a_signed, mode, fill, step, seed, ref):
+    """M <= 2 rows across whole 32-column panels, four streamed at once, then the panels
+    left and a partial one (the AVX-512 VNNI GEMV's ``fused_panels`` entry, one call per
+    row block): every N around the groups of four, symmetric weights (zero point 0: the
+    fused case), extreme values, int32 and 8-bit outputs of each requantization, A a
+    stepped or reversed view too, against the int64 reference and the contiguous copy."""
+    rng = np.random.default_rng(seed)
+    dt = S8 if a_signed else U8
+    big = ref.random_q(rng, (m, abs(step) * k), dt, fill)
+    a = big[:, ::step] if step < 0 else big[:, ::step][:, :k]
+    b = ref.random_q(rng, (k, n), S8, fill)
+    za = ref.random_zero_point(rng, dt)
+    bias = rng.integers(-5000, 5000, size=n).astype(np.int32)
+    acc = ref.gemm_int32(np.ascontiguousarray(a), b, za, 0, bias)
+    for x in (a, np.ascontiguousarray(a)):
+        where = f"{isa} {mode} M={m} N={n} K={k} za={za} step={step} {fill}"
+        if mode == "int32":
+            _check_equal(matmul_integer(x, b, za, 0), acc - bias, where)
+            continue
+        sb, sy = _scales_for(acc, 0.02, n, rng)
+        zy = ref.random_zero_point(rng, S8)
+        y = matmul(QTensor(x, 0.02, za), _b_qtensor(b, 0, sb), bias=bias, out_scale=sy, out_zero_point=zy,
+                   out_dtype=S8, requant=mode)
+        _check_equal(y.data, ref.requant(acc, mode, 0.02, sb, sy, zy, S8), where)
+
+
 def _scales_for(acc, sa, n, rng, spread=200.0):
     """Per-column B scales and an output scale putting outputs across (and past) the range."""
     sb = (rng.uniform(0.5, 2.0, size=n) * 0.01).astype(np.float32)

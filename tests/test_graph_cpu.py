@@ -554,7 +554,7 @@ def test_quantize_and_dequantize_linear_run_on_the_kernels_exactly(dtype):
 
 # ------------------------------------------------------- QLinearAdd / QLinearMul (native)
 
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
@@ -927,6 +927,7 @@ def test_qlinear_add_and_mul_of_a_constant_equal_the_reference(op, signed, first
 @given(signed=st.booleans(), conv_first=st.booleans(), skip=st.sampled_from(["conv", "input"]),
        seed=st.integers(0, 2**31), c=st.sampled_from([1, 5, 16, 33]), hw=st.sampled_from([(1, 1), (5, 7), (12, 13)]),
        threads=st.sampled_from([1, 2]))
+@example(signed=True, conv_first=True, skip="conv", seed=7, c=33, hw=(1, 1), threads=1)   # a GEMV's panels, then the add
 def test_qlinear_conv_and_residual_add_fused_equal_the_two_nodes(signed, conv_first, skip, seed, c, hw, threads):
     """QLinearConv -> QLinearAdd with another tensor (another convolution's NHWC result,
     or an NCHW feed): fused into qkernels::QLinearConvAdd, bound as one convolution whose

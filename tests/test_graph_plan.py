@@ -141,6 +141,14 @@ def test_the_last_signatures_shortcut_takes_only_the_same_feeds_threads_and_isa(
                 s.run(None, {"x": feed})
             continue
         np.testing.assert_array_equal(s.run(None, {"x": feed})[0], expect)
+    unaligned = np.empty(x2.nbytes + 1, np.uint8)[1:].view(np.float32).reshape(x2.shape)
+    unaligned[...] = x2
+    assert not unaligned.flags.aligned
+    np.testing.assert_array_equal(s.run(None, {"x": unaligned})[0], s.run(None, {"x": x2})[0])
+    from qkernels.graph import RunError
+    for feeds in ({"y": x2}, {"x": x2, "y": x2}, {}):       # (the shortcut's checks, then the long way's)
+        with pytest.raises(RunError):
+            s.run(None, feeds)
     with qkernels.use_num_threads(qkernels.get_num_threads() % 2 + 1):   # another count
         np.testing.assert_allclose(s.run(None, {"x": x2})[0], want(x2), rtol=1e-5, atol=1e-5)
         assert s.last_run == "trace"

@@ -46,6 +46,9 @@ struct qk_ukernel {
     /* fp32, NR 32: the fused entries for a tile's first 16 columns only (a last panel of 16), or NULL */
     qk_gemm_fused_fn fused16;
     qk_igemm_fused_fn igemm_fused16;
+    /* int8 GEMV: the fused entry over a row's nc / NR whole panels at once (nc a multiple
+       of NR; the panels one after another), or NULL */
+    qk_gemm_fused_fn fused_panels;
 };
 
 /* Every kernel by id, 0 .. count - 1. */
