@@ -31,6 +31,7 @@ ratios between libraries trust ``python -m qkernels bench --suite models``.
 from __future__ import annotations
 
 import functools
+import importlib.util
 from typing import NamedTuple
 
 import pytest
@@ -102,6 +103,8 @@ def test_model(benchmark, model_folder, model, lib, threads):
         _need_ort("int8 model skipped: ONNX Runtime's quantizer makes it")
     elif model.variant == "fp16":
         _need_ort("fp16 encoder skipped: its check needs ONNX Runtime's float32 output")
+    if model.real and importlib.util.find_spec("PIL") is None:
+        pytest.skip(f"{model.label}: its input (a rendered text line) needs Pillow, not installed")
     use_threads(threads)
     try:
         p = _prepare(model, model_folder)
