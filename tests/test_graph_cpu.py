@@ -13,7 +13,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from qkernels.graph import Backend, Session  # noqa: E402
+from qkernels.graph import Backend, ModelError, Session  # noqa: E402
 from qkernels.graph.backends.cpu import CpuBackend  # noqa: E402
 
 OPSET = 17
@@ -1149,6 +1149,20 @@ def _flatten_gemm_model(c, h, w, trans_b, flatten_out=False, conv=True):
         outputs.append(helper.make_tensor_value_info("f", TensorProto.FLOAT, None))
     x_shape = [None, 2 if conv else c, h, w]
     return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)], outputs, inits)
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_flatten_gemm_of_another_size_is_refused_clearly(trans_b):
+    """An image whose C*H*W is not the Gemm's K (a free spatial size; a fuzzed model found
+    it raising IndexError in the weights' reorder): the unfused run's clear error."""
+    model = _flatten_gemm_model(3, 4, 4, trans_b)
+    for d in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_param = "s"
+    s = Session(model)
+    x = np.zeros((1, 2, 4, 4), np.float32)
+    assert s.run(None, {"x": x})[0].shape == (1, 5)
+    with pytest.raises((ModelError, ValueError), match="K"):
+        s.run(None, {"x": np.zeros((1, 2, 5, 5), np.float32)})
 
 
 @settings(max_examples=25, deadline=None)

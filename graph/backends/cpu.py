@@ -1120,6 +1120,8 @@ def _make_gemm(node: Node, graph: Graph, b_value: np.ndarray | None = None, k_or
         return _fused_reference(node, graph)
     bk = B.T if trans_b else B
     if k_order is not None:
+        if len(k_order) != bk.shape[0]:     # the input's C*H*W is not B's K: the unfused run says so
+            return None
         bk = bk[k_order]
     n = bk.shape[1]
     bias = None
@@ -1182,9 +1184,9 @@ def _flatten_gemm(flatten: Node, gemm: Node, graph: Graph, gemm_runner: Runner) 
     def run(values):
         data = values[x]
         rows = nhwc_rows(data)
-        runner = gemm_runner if rows is None else nhwc_gemm(data.shape)
-        if rows is None:
-            rows = run_node(flatten, values)[f]
+        runner = None if rows is None else nhwc_gemm(data.shape)
+        if runner is None:
+            runner, rows = gemm_runner, run_node(flatten, values)[f]
         return runner({**values, f: rows})
 
     def bind(ins, outs):
@@ -1193,7 +1195,8 @@ def _flatten_gemm(flatten: Node, gemm: Node, graph: Graph, gemm_runner: Runner) 
             return None
         rows = nhwc_rows(data)
         if rows is not None:
-            return nhwc_gemm(data.shape).bind([rows] + list(ins[1:]), outs)
+            runner = nhwc_gemm(data.shape)
+            return None if runner is None else runner.bind([rows] + list(ins[1:]), outs)
         if not data.flags.c_contiguous or data.ndim < 1:
             return None
         return gemm_runner.bind([data.reshape(data.shape[0], -1)] + list(ins[1:]), outs)
