@@ -90,7 +90,7 @@ static inline void qk_elt_f32_to_f16(const float *src, uint16_t *dst, size_t n) 
  * ranges), about 24 operations a vector where the ISO C steps took 50. The tail goes
  * through lane masks: a value's bits depend on nothing but the value. */
 static void qk_elt_gelu_avx512(size_t n, const float *x, float *y) {
-    static const float erfc_tab[6][16] = {   /* [k][j]: the coefficient of u^k on interval j */
+    static const float erfc_tab[6][16] = {   /* [k][j]: u^k on interval j (scripts/gelu_erfc_table.py) */
         {1.0f, 0.7236735820770264f, 0.4795001149177551f, 0.28884437680244446f, 0.15729920566082f, 0.07709987461566925f, 0.0338948555290699f, 0.013328329659998417f, 0.004677734803408384f, 0.0014627162599936128f, 0.0004069517308380455f, 0.00010062177898362279f, 2.2090440324973315e-05f, 4.30276122642681e-06f, 7.430933237628778e-07f, 1.1372609520776678e-07f},
         {-0.2820947766304016f, -0.26500311493873596f, -0.2196952849626541f, -0.1607326716184616f, -0.10377699881792068f, -0.0591304711997509f, -0.029732700437307358f, -0.013193788006901741f, -0.005166732706129551f, -0.0017855531768873334f, -0.0005445512942969799f, -0.00014655909035354853f, -3.4809148928616196e-05f, -7.295906470972113e-06f, -1.3494874337993679e-06f, -2.2027271029401163e-07f},
         {-4.103051196580054e-07f, 0.016557816416025162f, 0.02745768427848816f, 0.03013613261282444f, 0.0259456355124712f, 0.01848042942583561f, 0.011151227168738842f, 0.00577273964881897f, 0.002583218738436699f, 0.0010040780762210488f, 0.0003401242138352245f, 0.0001006454840535298f, 2.6061041353386827e-05f, 5.912913820793619e-06f, 1.1767042451538146e-06f, 2.055607808415516e-07f},
@@ -380,9 +380,9 @@ static float qk_elt_row_max(const float *xr, size_t len) {
  * is masked off, not clamped: vscalefps underflowing to 0 took a microcode assist (masked
  * keys made attention's softmax 3x slower). 15 operations where the ISO C steps took 26 (the
  * loop is bound by the two 512-bit ports). No upper clamp: x <= 0. */
-static inline __m512 qk_elt_exp16(__m512 x) {
+static inline __m512 qk_elt_exp16(__mmask16 k, __m512 x) {   /* (lanes outside k: 0) */
     const __m512 magic = _mm512_set1_ps(12582912.0f);
-    const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-104.0f), _CMP_NLT_UQ);   /* (NaN: live) */
+    const __mmask16 live = _mm512_mask_cmp_ps_mask(k, x, _mm512_set1_ps(-104.0f), _CMP_NLT_UQ);   /* (NaN: live) */
     const __m512 xc = _mm512_maskz_mov_ps(live, x);
     const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), magic), magic);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
@@ -415,7 +415,7 @@ static int qk_elt_exp_row(float *v, size_t len, float m) {
         __mmask16 dk = 0;
         for (size_t i = 0; i < len; i += 16) {
             const __mmask16 k = len - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - i)) - 1);
-            const __m512 e = qk_elt_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, v + i), vm));
+            const __m512 e = qk_elt_exp16(k, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, v + i), vm));
             _mm512_mask_storeu_ps(v + i, k, e);
             dk |= qk_elt_deep16(k, e);
         }
@@ -590,7 +590,7 @@ static int qk_elt_sm_pass2(float *v, size_t len, float m, double *sum) {
     for (size_t i = 0; i < len; i += 16) {
         const size_t left = len - i;
         const __mmask16 k = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-        const __m512 e = _mm512_maskz_mov_ps(k, qk_elt_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, v + i), vm)));
+        const __m512 e = qk_elt_exp16(k, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, v + i), vm));   /* (past the row: 0) */
         _mm512_mask_storeu_ps(v + i, k, e);
         dk |= qk_elt_deep16(k, e);
         /* lanes past the row add +0: the sums unchanged (they are >= +0) */
