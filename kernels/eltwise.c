@@ -3,7 +3,10 @@
  * branch-free per element (selects, no early exits) so that the compiler vectorises it,
  * and every value goes through the same float32 operations in the same order in both
  * builds: no contraction to FMA (ISO C, -std=c11; the clang pragma below), no libm, no
- * reassociation. The results are therefore the same bits on every ISA path.
+ * reassociation. The results are therefore the same bits on every ISA path, but for the
+ * AVX-512 build's softmax exp (qk_elt_exp16) and exact GELU (qk_elt_gelu_avx512): fused
+ * multiply-adds, its own bits (the same in every run, whatever a value's place in a call),
+ * within the bounds below (cross-build bit identity is not a promise: stated tolerances are).
  *
  * Exact ops follow the numpy reference operators (graph/backends/reference) step by step:
  *   Relu       max(x, 0)                      HardSwish  x * clip(x / 6 + 0.5, 0, 1)
@@ -19,7 +22,9 @@
  *   Exp      Cody-Waite reduction by ln 2 (two constants), degree-7 polynomial
  *            (Cephes' expf coefficients) on |r| <= ln2/2, scaled by 2^n in two steps so
  *            that subnormal results round once: 0.97 ulp (bound 1.5); x > 88.72... -> +inf,
- *            x < -103.98 -> 0, NaN -> NaN.
+ *            x < -103.98 -> 0, NaN -> NaN. AVX-512 softmax rows: the same steps in FMA
+ *            (0.83 ulp seen below -17.5); Softmax itself within 3 ulp of float64 of the
+ *            same x - max in every build (2.3 seen).
  *   Sigmoid  numpy's formula on that exp: e = exp(-|x|), (x >= 0 ? 1 : e) / (1 + e): 2.3 ulp
  *            (bound 3); sigmoid(-inf) = 0, sigmoid(+inf) = 1.
  *   Tanh     |x| < 2^-12: x; |x| < 0.625: odd polynomial x + x^3 P(x^2) (Cephes' tanhf);
@@ -30,7 +35,8 @@
  *            back: 2.6 ulp (bound 3); erf(+-inf) = +-1, erf(-0) = -0.
  *   Gelu     (x / 2) (1 + erf(x * 0.70710677)) and the tanh form (x / 2) (1 + tanh(0.7978846
  *            (x + 0.044715 x^3))), on those erf and tanh (tests/test_transformer_ops.py states
- *            the bound against float64). */
+ *            the bound against float64: 1.21 of it seen; the AVX-512 build's, 16 pieces of
+ *            erfc as 2 - erfc and erfc with no cancellation, 0.81). */
 #include <string.h>
 
 #include "qk_eltwise.h"
@@ -70,6 +76,49 @@ static inline void qk_elt_f32_to_f16(const float *src, uint16_t *dst, size_t n) 
         y[i] = (EXPR);                                      \
     }
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+/* Exact GELU, the AVX-512 build's own evaluation (its bits differ from the other builds',
+ * within the stated bound): (x / 2) w with w = 1 + erf(z), z = x / sqrt 2, written with
+ * c = erfc(|z|) as 2 - c for x >= 0 and c for x < 0 (no cancellation). c is one of 16
+ * degree-5 polynomials, |z| in [j / 4, (j + 1) / 4), in u = 4 |z| - j in [0, 1): Chebyshev
+ * fits of erfc in float64 rounded to float32 (c(0) = 1 exactly), coefficients picked per
+ * lane by vpermps, Horner in fused multiply-adds: 0.59 2^-23 of absolute error in
+ * float32 arithmetic, where the GELU's bound allows 2^-23 of w. From |z| = 3.92, c = 0
+ * (qk_elt_erf's 1: -inf gives NaN, as the formula). One evaluation for every lane: no
+ * blend of qk_elt_erf's two polynomials (most vectors of a layer's values hold both
+ * ranges), about 24 operations a vector where the ISO C steps took 50. The tail goes
+ * through lane masks: a value's bits depend on nothing but the value. */
+static void qk_elt_gelu_avx512(size_t n, const float *x, float *y) {
+    static const float erfc_tab[6][16] = {   /* [k][j]: u^k on interval j (scripts/gelu_erfc_table.py) */
+        {1.0f, 0.7236735820770264f, 0.4795001149177551f, 0.28884437680244446f, 0.15729920566082f, 0.07709987461566925f, 0.0338948555290699f, 0.013328329659998417f, 0.004677734803408384f, 0.0014627162599936128f, 0.0004069517308380455f, 0.00010062177898362279f, 2.2090440324973315e-05f, 4.30276122642681e-06f, 7.430933237628778e-07f, 1.1372609520776678e-07f},
+        {-0.2820947766304016f, -0.26500311493873596f, -0.2196952849626541f, -0.1607326716184616f, -0.10377699881792068f, -0.0591304711997509f, -0.029732700437307358f, -0.013193788006901741f, -0.005166732706129551f, -0.0017855531768873334f, -0.0005445512942969799f, -0.00014655909035354853f, -3.4809148928616196e-05f, -7.295906470972113e-06f, -1.3494874337993679e-06f, -2.2027271029401163e-07f},
+        {-4.103051196580054e-07f, 0.016557816416025162f, 0.02745768427848816f, 0.03013613261282444f, 0.0259456355124712f, 0.01848042942583561f, 0.011151227168738842f, 0.00577273964881897f, 0.002583218738436699f, 0.0010040780762210488f, 0.0003401242138352245f, 0.0001006454840535298f, 2.6061041353386827e-05f, 5.912913820793619e-06f, 1.1767042451538146e-06f, 2.055607808415516e-07f},
+        {0.005880058277398348f, 0.004851558245718479f, 0.0023069665767252445f, -0.0004128116415813565f, -0.0021678442135453224f, -0.0026272092945873737f, -0.002174573251977563f, -0.001410838682204485f, -0.0007528699934482574f, -0.0003381222195457667f, -0.00012946392234880477f, -4.260385321686044e-05f, -1.2115076970076188e-05f, -2.9884463401685935e-06f, -6.412593620552798e-07f, -1.1995676629794616e-07f},
+        {-7.695963176956866e-06f, -0.0005354881286621094f, -0.0007515257457271218f, -0.0006009610369801521f, -0.000259758293395862f, 4.230694321449846e-05f, 0.00018727239512372762f, 0.00019235574291087687f, 0.00013351780944503844f, 7.19972958904691e-05f, 3.169803676428273e-05f, 1.1673263543343637e-05f, 3.6460403407545527e-06f, 9.74434783529432e-07f, 2.2418321066197677e-07f, 4.4591654813075365e-08f},
+        {-0.00010356894927099347f, -4.426381929079071e-05f, 2.6401414288557135e-05f, 6.514568667626008e-05f, 5.9630074247252196e-05f, 2.9925698981969617e-05f, 2.2492695279652253e-06f, -1.1062521480198484e-05f, -1.2152550880273338e-05f, -8.16462761576986e-06f, -4.1371231418452226e-06f, -1.6872141941348673e-06f, -5.705683747692092e-07f, -1.6267556190996402e-07f, -3.951130977952744e-08f, -8.232828641041579e-09f},
+    };
+    __m512 c[6];
+    for (int k = 0; k < 6; k++) c[k] = _mm512_loadu_ps(erfc_tab[k]);
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        const __m512 a = _mm512_abs_ps(_mm512_mul_ps(v, _mm512_set1_ps(0.707106769084930419921875f)));
+        /* 4 |z| (exact), below 16 (NaN passes) */
+        const __m512 a4 = _mm512_mul_ps(_mm512_min_ps(_mm512_set1_ps(3.99999976f), a), _mm512_set1_ps(4.0f));
+        const __m512 jf = _mm512_roundscale_ps(a4, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        const __m512 u = _mm512_sub_ps(a4, jf);
+        const __m512i j = _mm512_cvttps_epi32(jf);   /* (NaN: lane 0's; u NaN) */
+        __m512 e = _mm512_permutexvar_ps(j, c[5]);
+        for (int d = 4; d >= 0; d--) e = _mm512_fmadd_ps(e, u, _mm512_permutexvar_ps(j, c[d]));
+        e = _mm512_maskz_mov_ps(~_mm512_cmp_ps_mask(a, _mm512_set1_ps(3.92f), _CMP_GT_OQ), e);
+        const __m512 w = _mm512_mask_sub_ps(e, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GE_OQ),
+                                            _mm512_set1_ps(2.0f), e);
+        _mm512_mask_storeu_ps(y + i, k, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), w));
+    }
+}
+#endif
+
 static void QK_ELT_NAME(qk_elt_unary_f32)(int op, float p0, float p1, size_t n, const float *x, float *y) {
     switch (op) {
     case QK_ELT_RELU:
@@ -100,7 +149,11 @@ static void QK_ELT_NAME(qk_elt_unary_f32)(int op, float p0, float p1, size_t n, 
         QK_ELT_LOOP(qk_elt_erf(v));
         break;
     case QK_ELT_GELU:
+#if defined(__AVX512F__)
+        qk_elt_gelu_avx512(n, x, y);
+#else
         QK_ELT_LOOP(qk_elt_gelu(v));
+#endif
         break;
     case QK_ELT_GELU_TANH:
         QK_ELT_LOOP(qk_elt_gelu_tanh(v));
@@ -319,45 +372,58 @@ static float qk_elt_row_max(const float *xr, size_t len) {
 #define qk_elt_row_max qk_elt_row_max_lanes
 #endif
 
+#if defined(__AVX512F__)
+/* exp(x) of 16 softmax values (x <= 0, -inf or NaN: a row's x - max), the AVX-512 build's own
+ * evaluation (its bits differ from the other builds' qk_elt_exp, within the stated bound):
+ * qk_elt_exp's reduction and Cephes polynomial in fused multiply-adds (Horner to the end),
+ * 2^n by vscalefps (one rounding, subnormals included). Below -104 (exp rounds to 0) the lane
+ * is masked off, not clamped: vscalefps underflowing to 0 took a microcode assist (masked
+ * keys made attention's softmax 3x slower). 15 operations where the ISO C steps took 26 (the
+ * loop is bound by the two 512-bit ports). No upper clamp: x <= 0. */
+static inline __m512 qk_elt_exp16(__mmask16 k, __m512 x) {   /* (lanes outside k: 0) */
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    const __mmask16 live = _mm512_mask_cmp_ps_mask(k, x, _mm512_set1_ps(-104.0f), _CMP_NLT_UQ);   /* (NaN: live) */
+    const __m512 xc = _mm512_maskz_mov_ps(live, x);
+    const __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f), magic), magic);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_maskz_scalef_ps(live, p, n);
+}
+
+/* lanes of e (>= 0 or NaN) in (0, 2^-90), as unsigned bits */
+static inline __mmask16 qk_elt_deep16(__mmask16 k, __m512 e) {
+    return _mm512_mask_cmplt_epu32_mask(k, _mm512_sub_epi32(_mm512_castps_si512(e), _mm512_set1_epi32(1)),
+                                        _mm512_set1_epi32(0x12800000 - 1));   /* 2^-90's bits - 1 */
+}
+#endif
+
 /* v[i] = exp(v[i] - m) (m NaN: NaN) over a softmax row; returns whether some result lies
- * in (0, 2^-90) (qk_elt_row_div's check). AVX-512: qk_elt_exp's operations in 16 lanes
- * (the same bits), its clamps as vmaxps / vminps (operands ordered so that a NaN x
- * passes, as the selects; m NaN takes the loop), its scaling by 2^n as vscalefps: gcc's
- * vectorisation spent two compares and two blends on one port per clamp, and ten
- * operations on 2^n1 2^n2 (the loop is bound by the two 512-bit ports). */
+ * in (0, 2^-90) (qk_elt_row_div's check). AVX-512: qk_elt_exp16 over the whole row, its
+ * tail through lane masks (a value's bits do not depend on its place in the row). */
 static int qk_elt_exp_row(float *v, size_t len, float m) {
-    size_t i = 0;
-    int deep = 0;
 #if defined(__AVX512F__)
     if (m == m) {
-        const __m512 vm = _mm512_set1_ps(m), lo = _mm512_set1_ps(-104.0f), hi = _mm512_set1_ps(89.0f);
-        const __m512 magic = _mm512_set1_ps(12582912.0f);
-        const __m512i one = _mm512_set1_epi32(1), tiny1 = _mm512_set1_epi32(0x12800000 - 1);   /* 2^-90's bits - 1 */
+        const __m512 vm = _mm512_set1_ps(m);
         __mmask16 dk = 0;
-        for (; i + 16 <= len; i += 16) {
-            const __m512 x = _mm512_sub_ps(_mm512_loadu_ps(v + i), vm);
-            const __m512 xc = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
-            const __m512 t = _mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)), magic);
-            const __m512 n = _mm512_sub_ps(t, magic);
-            __m512 r = _mm512_sub_ps(xc, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
-            r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
-            __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-            p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
-            p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
-            p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
-            p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
-            p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
-            p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r), _mm512_set1_ps(1.0f));
-            /* (p 2^n1) 2^n2 rounds once (p 2^n1 is normal: n1 >= -75): vscalefps's one rounding */
-            const __m512 e = _mm512_scalef_ps(p, n);
-            _mm512_storeu_ps(v + i, e);
-            /* 0 < e < 2^-90 as unsigned bits (e is >= 0 or NaN) */
-            dk |= _mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_castps_si512(e), one), tiny1);
+        for (size_t i = 0; i < len; i += 16) {
+            const __mmask16 k = len - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - i)) - 1);
+            const __m512 e = qk_elt_exp16(k, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, v + i), vm));
+            _mm512_mask_storeu_ps(v + i, k, e);
+            dk |= qk_elt_deep16(k, e);
         }
-        deep = dk != 0;
+        return dk != 0;
     }
 #endif
-    for (; i < len; i++) {
+    int deep = 0;
+    for (size_t i = 0; i < len; i++) {
         v[i] = qk_elt_exp(m == m ? v[i] - m : m);
         deep |= (v[i] < 0x1p-90f) & (v[i] > 0.0f);
     }
@@ -473,7 +539,7 @@ static void QK_ELT_NAME(qk_elt_softmax_f32)(int log, size_t rows, size_t len, co
  * v - m <= 0, so its upper clamp is void) and the float64 sum in qk_elt_row_sum's order
  * (lane l of 8 adds e[l], e[8 + l], ... in turn; the same pair tree); (3) e / float32(sum)
  * (qk_elt_row_div). The same floats as the per-step loops (the tests compare the bits with
- * the portable build), without their passes' separate loads, stores and reductions (the
+ * the Softmax node's on the same scores), without their passes' separate loads, stores and reductions (the
  * steps at 128 keys were half of attention's softmax). A row with a NaN takes those loops
  * from v (returns 0); returns 1 when done. */
 static int qk_elt_sm_pass1(const float *xr, const float *mr, ptrdiff_t mask_step, float s, int div, float *v,
@@ -515,31 +581,18 @@ static int qk_elt_sm_pass1(const float *xr, const float *mr, ptrdiff_t mask_step
     return !nan;
 }
 
-/* exp(v - m) over the row, its float64 sum; returns whether some e lies in (0, 2^-90) */
+/* exp(v - m) over the row (qk_elt_exp_row's values), its float64 sum; returns whether some e
+ * lies in (0, 2^-90) */
 static int qk_elt_sm_pass2(float *v, size_t len, float m, double *sum) {
-    const __m512 vm = _mm512_set1_ps(m), lo = _mm512_set1_ps(-104.0f), magic = _mm512_set1_ps(12582912.0f);
-    const __m512i one = _mm512_set1_epi32(1), tiny1 = _mm512_set1_epi32(0x12800000 - 1);   /* 2^-90's bits - 1 */
+    const __m512 vm = _mm512_set1_ps(m);
     __m512d acc = _mm512_setzero_pd();
     __mmask16 dk = 0;
     for (size_t i = 0; i < len; i += 16) {
         const size_t left = len - i;
         const __mmask16 k = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-        const __m512 xc = _mm512_max_ps(lo, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, v + i), vm));
-        const __m512 t = _mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)), magic);
-        const __m512 n = _mm512_sub_ps(t, magic);
-        /* n * 0.693359375 is exact (n in [-150, 0]): one fused operation, the same float */
-        __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), xc);
-        r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
-        __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
-        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
-        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
-        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
-        p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
-        p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, _mm512_mul_ps(r, r)), r), _mm512_set1_ps(1.0f));
-        const __m512 e = _mm512_maskz_mov_ps(k, _mm512_scalef_ps(p, n));   /* (lanes past the row: 0) */
+        const __m512 e = qk_elt_exp16(k, _mm512_sub_ps(_mm512_maskz_loadu_ps(k, v + i), vm));   /* (past the row: 0) */
         _mm512_mask_storeu_ps(v + i, k, e);
-        dk |= _mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_castps_si512(e), one), tiny1);
+        dk |= qk_elt_deep16(k, e);
         /* lanes past the row add +0: the sums unchanged (they are >= +0) */
         acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
         if (left > 8) acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));

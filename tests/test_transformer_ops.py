@@ -1,7 +1,8 @@
 """Native float ops of transformer encoders (kernels/eltwise.c, the float GEMM's output
 stage, graph/rewrite.py fuse_gelu / fuse_linear_gelu, graph/backends/cpu_transformer.py):
 Erf and Gelu against float64 within their stated bounds on every ISA build (fp32, fp16,
-extremes, NaN/inf), the GEMM with the GELU fused against the unfused native path on every
+extremes, NaN/inf; the AVX-512 build's own GELU and softmax exp: its own bits, the same
+whatever a value's place in a call), the GEMM with the GELU fused against the unfused native path on every
 ISA path, the GELU spellings of torch and TF exports recognised (and not when an
 intermediate is read elsewhere), and BERT-class encoders against onnxruntime."""
 from __future__ import annotations
@@ -35,6 +36,9 @@ def _isa_indices():
 
 
 ISAS = _isa_indices()
+#: the build that evaluates GELU's erf and softmax's exp with fused multiply-adds (kernels/eltwise.c):
+#: its own bits, within the stated bounds; every other build gives the portable build's
+OWN = _dispatch.ISA_NAMES.index("avx512vnni")
 SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-38, -1e-38, 3.4e38, -3.4e38, 1.0, -1.0,
                      0.99999994, 1.0000001, 3.91, 3.92, 3.93, 4.0, -4.0, 9.0, -9.0, 20.0, -20.0, 2.0 ** -12],
                     np.float32)
@@ -96,19 +100,24 @@ def test_erf_sweep_within_bound(isa):
 @given(x=floats)
 @settings(max_examples=60, deadline=None)
 def test_erf_gelu_every_build(isa, x):
-    """Every build gives the portable build's bits, within the stated bounds; float16 is
-    float32 math rounded once."""
+    """Every build gives the portable build's bits (the AVX-512 build's Gelu: its own),
+    within the stated bounds, whatever a value's place in the run (lanes, tail); float16
+    is float32 math rounded once."""
     got = _unary(isa, "Erf", x)
     np.testing.assert_array_equal(got.view(np.uint32), _unary(0, "Erf", x).view(np.uint32))
     _check_erf(x, got)
     for name, approximate in (("Gelu", "none"), ("GeluTanh", "tanh")):
         g = _unary(isa, name, x)
-        np.testing.assert_array_equal(g.view(np.uint32), _unary(0, name, x).view(np.uint32))
+        if not (isa == OWN and name == "Gelu"):
+            np.testing.assert_array_equal(g.view(np.uint32), _unary(0, name, x).view(np.uint32))
         _check_gelu(x, g, approximate)
+        for shift in (1, 7, 16, 23):     # the same values at other places of a longer run
+            ext = _unary(isa, name, np.concatenate([np.resize(x[::-1], shift), x, np.resize(x, shift)]))
+            np.testing.assert_array_equal(ext[shift:shift + x.size].view(np.uint32), g.view(np.uint32))
     with np.errstate(over="ignore"):
         h = x.astype(np.float16)
     for name in ("Erf", "Gelu", "GeluTanh"):
-        want = _unary(0, name, h.astype(np.float32)).astype(np.float16)
+        want = _unary(isa if isa == OWN else 0, name, h.astype(np.float32)).astype(np.float16)
         np.testing.assert_array_equal(_unary(isa, name, h).view(np.uint16), want.view(np.uint16))
 
 
@@ -148,7 +157,7 @@ def test_cpu_unary_node_views(op, attrs, dtype, data):
             _check_gelu(view.ravel(), got.ravel(), attrs.get("approximate", "none"))
     else:                      # float32 math rounded once to float16
         f = {"Erf": "Erf", "Gelu": "GeluTanh" if attrs else "Gelu"}[op]
-        want = _unary(0, f, np.ascontiguousarray(view, np.float32).ravel()).astype(np.float16)
+        want = _unary(_dispatch.isa_index(), f, np.ascontiguousarray(view, np.float32).ravel()).astype(np.float16)
         np.testing.assert_array_equal(got.ravel(), want)
 
 
@@ -471,11 +480,15 @@ def test_masked_softmax_kernel(isa, dtype, mask_kind, b, h, t, div, seed, big):
     atol = 2e-6 if dtype == np.float32 else 2.0 ** -11 + 1e-7
     np.testing.assert_allclose(y.astype(np.float64), want, rtol=1e-5 if dtype == np.float32 else 2.0 ** -10, atol=atol)
     np.testing.assert_allclose(y.astype(np.float64).sum(-1), 1, rtol=0, atol=t * atol + 1e-5)
-    if isa != 0:   # every build: the portable build's bits
+    u = np.uint16 if dtype == np.float16 else np.uint32
+    # the Softmax node of the same build on the scaled, masked scores: the same bits
+    sm = np.empty(pre.size, np.float32)
+    _native.softmax(isa, np.ascontiguousarray(pre, np.float32).reshape(-1), sm, pre.size // t, t, False)
+    np.testing.assert_array_equal(y.view(u), sm.astype(dtype).reshape(y.shape).view(u))
+    if isa not in (0, OWN):   # every other build: the portable build's bits
         y0 = np.empty_like(x)
         _native.softmax_masked(0, x.reshape(-1), m, off, step, y0.reshape(-1), off.size, t, float(s), div)
-        np.testing.assert_array_equal(y.view(np.uint16 if dtype == np.float16 else np.uint32),
-                                      y0.view(np.uint16 if dtype == np.float16 else np.uint32))
+        np.testing.assert_array_equal(y.view(u), y0.view(u))
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -486,8 +499,9 @@ def test_softmax_division_every_build(isa, t, rows, seed, depth):
     """Softmax's e / sum and the masked softmax's x / s: the builds with FMA take
     Markstein's correction of e * (1 / sum), rows with an e below 2^-90 (not 0), scores
     or scales near the subnormals or overflow the division: every build gives the
-    portable build's bits (its division), whatever the row's depth below its maximum
-    (down through the subnormals to 0), plain and masked."""
+    portable build's bits (its division; the AVX-512 build: its Softmax node's bits on the
+    quotients, its exp being its own), whatever the row's depth below its maximum (down
+    through the subnormals to 0), plain and masked."""
     rng = np.random.default_rng(seed)
     x = (-rng.random((rows, t)) * depth).astype(np.float32)
     x[:, rng.integers(0, t)] = 0.0
@@ -496,18 +510,23 @@ def test_softmax_division_every_build(isa, t, rows, seed, depth):
     y, ym, y0 = (np.empty_like(x) for _ in range(3))
     _native.softmax(isa, x.reshape(-1), y.reshape(-1), rows, t, False)
     _native.softmax_masked(isa, x.reshape(-1), mask, off, 1, ym.reshape(-1), rows, t, 1.0, False)
-    _native.softmax(0, x.reshape(-1), y0.reshape(-1), rows, t, False)
+    ref = isa if isa == OWN else 0
+    _native.softmax(ref, x.reshape(-1), y0.reshape(-1), rows, t, False)
     for s in (np.float32(5.656854), np.float32(-0.37), np.float32(3e-7), np.float32(1.5e6)):   # x / s first
         yd, yd0 = np.empty_like(x), np.empty_like(x)
         xs = x * np.float32(rng.choice([1.0, 1e-28, 1e28, -3.0]))
         xs[0, 0] = rng.choice([0.0, -0.0, 1e-40, 3e38])
         _native.softmax_masked(isa, xs.reshape(-1), mask, off, 1, yd.reshape(-1), rows, t, float(s), True)
-        _native.softmax_masked(0, xs.reshape(-1), mask, off, 1, yd0.reshape(-1), rows, t, float(s), True)
+        if isa == OWN:       # numpy's float32 quotient, then the Softmax node
+            _native.softmax(isa, (xs / s).reshape(-1), yd0.reshape(-1), rows, t, False)
+        else:
+            _native.softmax_masked(0, xs.reshape(-1), mask, off, 1, yd0.reshape(-1), rows, t, float(s), True)
         np.testing.assert_array_equal(yd.view(np.uint32), yd0.view(np.uint32))
     np.testing.assert_array_equal(y.view(np.uint32), y0.view(np.uint32))
     np.testing.assert_array_equal(ym.view(np.uint32), y0.view(np.uint32))
     # (the portable build divides: no FMA without ISA flags)
     assert np.all(np.abs(y0.astype(np.float64).sum(-1) - 1) < 1e-5)
+    np.testing.assert_allclose(y, _softmax64(x), rtol=1e-5, atol=2e-7)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -518,8 +537,9 @@ def test_softmax_division_every_build(isa, t, rows, seed, depth):
 @example(t=31, rows=4, seed=9077, special=np.nan, where="body", log=False)   # a body column past t = 31 (found)
 def test_softmax_row_max_every_build(isa, t, rows, seed, special, where, log):
     """The row maximum of every build (AVX-512: 32 values a step, the tail after them) gives
-    the portable build's bits: NaN in the body or in the tail (the lanes' NaN), infinities,
-    +0 / -0 ties; masked and plain softmax, log softmax."""
+    the portable build's bits (the AVX-512 build's softmax: NaN where it has NaN, its own
+    exp elsewhere; masked the same bits as plain): NaN in the body or in the tail (the
+    lanes' NaN), infinities, +0 / -0 ties; masked and plain softmax, log softmax."""
     rng = np.random.default_rng(seed)
     x = rng.normal(0, 4, (rows, t)).astype(np.float32)
     if special is not None:
@@ -536,13 +556,20 @@ def test_softmax_row_max_every_build(isa, t, rows, seed, special, where, log):
         _native.softmax_masked(i, x.reshape(-1), mask, off, 1, y.reshape(-1), rows, t, 0.125, False)
         return y.view(np.uint32)
 
-    def plain(i):
-        y = np.empty_like(x)
-        _native.softmax(i, x.reshape(-1), y.reshape(-1), rows, t, log)
+    def plain(i, v=x, log=log):
+        y = np.empty_like(v)
+        _native.softmax(i, v.reshape(-1), y.reshape(-1), rows, t, log)
         return y.view(np.uint32)
 
-    np.testing.assert_array_equal(masked(isa), masked(0))
-    np.testing.assert_array_equal(plain(isa), plain(0))
+    if isa != OWN:
+        np.testing.assert_array_equal(masked(isa), masked(0))
+        np.testing.assert_array_equal(plain(isa), plain(0))
+        return
+    np.testing.assert_array_equal(masked(isa), plain(isa, x * np.float32(0.125), False))   # (* 2^-3: exact)
+    np.testing.assert_array_equal(plain(isa, log=True), plain(0, log=True))               # (no exp of its own)
+    got, want = plain(isa).view(np.float32), plain(0).view(np.float32)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-44)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -556,7 +583,8 @@ def test_masked_softmax_rows_every_build(isa, t, rows, seed, div, step, scale, m
     fused passes: 16 lanes, the tail through lane masks, rows past one 32-row block), in
     place or not, a mask of one value per row or a row of values with -inf / finfo.min /
     -80 (exp below 2^-90) entries, whole rows masked: the portable build's bits, and
-    within float32 rounding of float64 of the same scaled scores."""
+    within float32 rounding of float64 of the same scaled scores (the AVX-512 build: its
+    Softmax node's bits on those scores)."""
     rng = np.random.default_rng(seed)
     x = rng.normal(0, scale, (rows, t)).astype(np.float32)
     mask = np.where(rng.random((rows, t if step else 1)) < masked, fill, 0.0).astype(np.float32)
@@ -570,8 +598,14 @@ def test_masked_softmax_rows_every_build(isa, t, rows, seed, div, step, scale, m
         return y
 
     y = run(isa)
-    np.testing.assert_array_equal(y.view(np.uint32), run(0).view(np.uint32))
     pre = (x / s if div else x * s) + (mask if step else mask[:, :1])
+    if isa == OWN:   # its Softmax node on the same scores: the same bits
+        want = np.empty_like(pre)
+        with np.errstate(invalid="ignore"):
+            _native.softmax(isa, np.ascontiguousarray(pre).reshape(-1), want.reshape(-1), rows, t, False)
+        np.testing.assert_array_equal(y.view(np.uint32), want.view(np.uint32))
+    else:
+        np.testing.assert_array_equal(y.view(np.uint32), run(0).view(np.uint32))
     full = np.all(pre == -np.inf, -1)    # a row of -inf: -inf - -inf, NaN (as the reference)
     assert np.isnan(y[full]).all()
     with np.errstate(invalid="ignore"):
