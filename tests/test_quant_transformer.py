@@ -139,7 +139,13 @@ def test_static_outlier_layers_meet_budget(deep_encoder, held_out):
     f = _run_ort(deep_encoder, held_out)
     c_plain, c_handled = _token_cosine(f, _run_ort(plain, held_out)), _token_cosine(f, _run_ort(handled, held_out))
     assert c_plain < 0.99 <= c_handled
-    np.testing.assert_allclose(_run_ours(handled, held_out), _run_ort(handled, held_out), atol=0.05)
+    # ours and ORT on the same quantized model: int8 roundings (and per-row scales) flip on
+    # the last bit of a float input, and the flips grow through the layers (the AVX-512 GELU,
+    # within 1 ulp of float64 but not ORT's bits, moves tokens by up to ~1 where the other
+    # builds stay within 0.02): compared by what the quantization keeps, not elementwise
+    ours, theirs = _run_ours(handled, held_out), _run_ort(handled, held_out)
+    assert _token_cosine(theirs, ours) >= 0.995
+    assert abs(_token_cosine(f, ours) - c_handled) <= 2e-3
 
 
 def _attention_matmuls(model, float_model):
