@@ -446,14 +446,22 @@ static double qk_elt_row_sum(const float *e, size_t len) {   /* 8 running float6
  * (Markstein's theorem; checked against the division on every v of [1/4, 1] for 24
  * sums and on 4e8 random pairs down to 2^-90). A vdivps a value cost a third of
  * attention's softmax; three multiply-adds cost a fraction. */
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+/* v[i] = x[i] / s by Markstein's correction (x may be v): r = 1 / s, q = x r, q + (x - q s) r
+ * in two fused operations; the callers check the operands' ranges. */
+static inline void qk_elt_markstein_div(const float *x, float *v, size_t len, float s) {
+    const float r = 1.0f / s;
+    for (size_t i = 0; i < len; i++) {
+        const float q = x[i] * r;
+        v[i] = __builtin_fmaf(__builtin_fmaf(-q, s, x[i]), r, q);
+    }
+}
+#endif
+
 static inline void qk_elt_row_div(float *v, size_t len, float fs, int deep) {
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
     if (!deep && fs >= 1.0f && fs <= 3.0e38f) {
-        const float r = 1.0f / fs;
-        for (size_t i = 0; i < len; i++) {
-            const float q = v[i] * r;
-            v[i] = __builtin_fmaf(__builtin_fmaf(-q, fs, v[i]), r, q);
-        }
+        qk_elt_markstein_div(v, v, len, fs);
         return;
     }
 #else
@@ -476,11 +484,7 @@ static inline void qk_elt_div_by(const float *x, float *v, size_t len, float s) 
             bad |= (a > 0x1p90f) | (a != a) | ((a < 0x1p-90f) & (a != 0.0f));
         }
         if (!bad) {
-            const float r = 1.0f / s;
-            for (size_t i = 0; i < len; i++) {
-                const float q = x[i] * r;
-                v[i] = __builtin_fmaf(__builtin_fmaf(-q, s, x[i]), r, q);
-            }
+            qk_elt_markstein_div(x, v, len, s);
             return;
         }
     }
