@@ -926,14 +926,16 @@ def test_qlinear_add_and_mul_of_a_constant_equal_the_reference(op, signed, first
 @settings(max_examples=25, deadline=None)
 @given(signed=st.booleans(), conv_first=st.booleans(), skip=st.sampled_from(["conv", "input"]),
        seed=st.integers(0, 2**31), c=st.sampled_from([1, 5, 16, 33]), hw=st.sampled_from([(1, 1), (5, 7), (12, 13)]),
-       threads=st.sampled_from([1, 2]))
-@example(signed=True, conv_first=True, skip="conv", seed=7, c=33, hw=(1, 1), threads=1)   # a GEMV's panels, then the add
-def test_qlinear_conv_and_residual_add_fused_equal_the_two_nodes(signed, conv_first, skip, seed, c, hw, threads):
+       threads=st.sampled_from([1, 2]), ci=st.sampled_from([3, 16]))
+@example(signed=True, conv_first=True, skip="conv", seed=7, c=33, hw=(1, 1), threads=1, ci=3)   # a GEMV's panels, then the add
+@example(signed=False, conv_first=False, skip="conv", seed=3, c=33, hw=(12, 13), threads=2, ci=16)   # uint8 read in place
+def test_qlinear_conv_and_residual_add_fused_equal_the_two_nodes(signed, conv_first, skip, seed, c, hw, threads, ci):
     """QLinearConv -> QLinearAdd with another tensor (another convolution's NHWC result,
     or an NCHW feed): fused into qkernels::QLinearConvAdd, bound as one convolution whose
     tiles the QLinearAdd loop finishes (when the other tensor lies in NHWC rows), the
     unfused graph's bits node by node and on the plan (1 and 2 threads: tiles or strips of
-    whole rows), the reference's, and ONNX Runtime's within its one-step tie difference."""
+    whole rows; 16 uint8 input channels: the indirect convolution's panels), the reference's,
+    and ONNX Runtime's within its one-step tie difference."""
     rng = np.random.default_rng(seed)
     dt = np.int8 if signed else np.uint8
     et = helper.np_dtype_to_tensor_dtype(np.dtype(dt))
@@ -944,7 +946,7 @@ def test_qlinear_conv_and_residual_add_fused_equal_the_two_nodes(signed, conv_fi
                 numpy_helper.from_array(np.array(z, dt), f"{name}_z")]
     zs = {k: int(rng.integers(info.min // 2, info.max // 2)) for k in "xtry"}
     inits = q("x", 0.05, zs["x"]) + q("t", 0.11, zs["t"]) + q("r", 0.09, zs["r"]) + q("y", 0.15, zs["y"])
-    inits += [numpy_helper.from_array(rng.integers(-127, 128, (c, 3, 3, 3)).astype(np.int8), "w"),
+    inits += [numpy_helper.from_array(rng.integers(-127, 128, (c, ci, 3, 3)).astype(np.int8), "w"),
               numpy_helper.from_array(np.array(0.004, np.float32), "w_s"),
               numpy_helper.from_array(np.array(0, np.int8), "w_z"),
               numpy_helper.from_array(rng.integers(-2000, 2000, c).astype(np.int32), "bias")]
@@ -954,13 +956,13 @@ def test_qlinear_conv_and_residual_add_fused_equal_the_two_nodes(signed, conv_fi
     nodes = [conv("x", "t")]
     if skip == "conv":
         nodes.append(conv("x", "r"))
-        ins = [helper.make_tensor_value_info("x", et, [1, 3, *hw])]
+        ins = [helper.make_tensor_value_info("x", et, [1, ci, *hw])]
     else:
-        ins = [helper.make_tensor_value_info("x", et, [1, 3, *hw]), helper.make_tensor_value_info("r", et, [1, c, *hw])]
+        ins = [helper.make_tensor_value_info("x", et, [1, ci, *hw]), helper.make_tensor_value_info("r", et, [1, c, *hw])]
     a, b = (["t", "t_s", "t_z"], ["r", "r_s", "r_z"]) if conv_first else (["r", "r_s", "r_z"], ["t", "t_s", "t_z"])
     nodes.append(helper.make_node("QLinearAdd", a + b + ["y_s", "y_z"], ["y"], domain="com.microsoft"))
     model = _model(nodes, ins, [helper.make_tensor_value_info("y", et, None)], inits, ms=True)
-    feeds = {"x": rng.integers(info.min, info.max + 1, (1, 3, *hw)).astype(dt)}
+    feeds = {"x": rng.integers(info.min, info.max + 1, (1, ci, *hw)).astype(dt)}
     if skip == "input":
         feeds["r"] = rng.integers(info.min, info.max + 1, (1, c, *hw)).astype(dt)
     want = reference_session(model).run(None, feeds)[0]
