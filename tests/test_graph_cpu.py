@@ -554,7 +554,7 @@ def test_quantize_and_dequantize_linear_run_on_the_kernels_exactly(dtype):
 
 # ------------------------------------------------------- QLinearAdd / QLinearMul (native)
 
-from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import assume, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
@@ -640,6 +640,42 @@ def test_qlinear_binary_loop_saturates_and_rounds_ties_to_even():
                 np.testing.assert_array_equal(got, want.setdefault((mul, dt), got), err_msg=isa)
         with pytest.raises(ValueError, match="1-D contiguous"):
             _native.qlinear_binary(k, False, a, 1.0, 0, b.astype(np.uint8), 1.0, 0, 1.0, 0, y)
+
+
+@settings(max_examples=40, deadline=None)
+@given(mul=st.booleans(), signed=st.booleans(), seed=st.integers(0, 2**31),
+       e=st.tuples(st.floats(-12, 1), st.floats(-12, 1), st.floats(-14, 4)))
+@example(mul=False, signed=False, seed=0, e=(-60.0, -60.0, -60.0))    # the correction's smallest output scale
+@example(mul=True, signed=True, seed=1, e=(-7.3, -5.1, -14.0))
+# scales where the reciprocal's product alone gives other bytes for some pairs (a search)
+@example(mul=False, signed=True, seed=1993171918, e=(-2.245283782823643, -10.252576587882002, -2.384119875045295))
+@example(mul=False, signed=False, seed=1926231659, e=(-1.5937580340673332, -8.478191242772908, -3.135666256473293))
+@example(mul=True, signed=False, seed=716796639, e=(-5.3794561052493775, -0.08868957322553683, 0.49310509513354717))
+def test_qlinear_binary_division_is_correctly_rounded_for_every_byte_pair(mul, signed, seed, e):
+    """The loop (kernels/qbinary.c, each build) gives the bytes of numpy's float32 steps
+    (sa (a - za) op sb (b - zb)) / sy, rounded half to even, saturated, for all 65,536 byte
+    pairs, on every ISA path. The pinned scales catch a division replaced by the product
+    with the reciprocal (measured no faster with Markstein's correction: the loop's
+    conversions, not its vdivps, bound it)."""
+    import qkernels
+    from qkernels import _dispatch, _native
+    rng = np.random.default_rng(seed)
+    dt = np.int8 if signed else np.uint8
+    info = np.iinfo(dt)
+    sa, sb, sy = (np.float32(2.0 ** x * rng.uniform(1, 2)) for x in e)
+    za, zb, zy = (int(rng.integers(info.min, info.max + 1)) for _ in range(3))
+    q = np.arange(info.min, info.max + 1)
+    a, b = (v.astype(dt).ravel() for v in np.meshgrid(q, q))
+    fa = sa * (a.astype(np.int32) - za).astype(np.float32)
+    fb = sb * (b.astype(np.int32) - zb).astype(np.float32)
+    v = (fa * fb if mul else fa + fb) / sy
+    assume(np.abs(v).max() <= 2.0 ** 21)                 # the loop's precondition (the plan checks it)
+    want = np.clip(np.rint(v).astype(np.int64) + zy, info.min, info.max).astype(dt)
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+        with qkernels.use_isa(isa):
+            got = _native.qlinear_binary(_dispatch.isa_index(), mul, a, float(sa), za, b, float(sb), zb, float(sy),
+                                         zy, np.empty_like(a))
+        np.testing.assert_array_equal(got, want, err_msg=isa)
 
 
 # ------------------------------------------------- global average pooling (native)
