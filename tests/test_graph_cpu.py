@@ -1229,3 +1229,85 @@ def test_flatten_gemm_reads_nhwc_memory_and_equals_the_reference(c, hw, batch, t
             gemm = next(node for node, *_ in steps if node.op_type == "Gemm")
             assert gemm.inputs[0] == ("r" if conv and not flatten_out else "f")   # (a feed's Flatten: a view)
             assert flatten_out or not any(node.op_type == "Flatten" for node, *_ in steps)
+
+
+# ------------------------------------------------- int8 activations run as uint8
+
+def _flip_model(rng, tail, c=16, hw=(9, 11)):
+    """Quantize (int8) -> QLinearConv 3x3 -> MaxPool -> QLinearAdd of a constant -> QLinearAdd
+    to a second QLinearConv (fused into it) -> Concat with a third QLinearConv of the input
+    -> Reshape -> QLinearGlobalAveragePool, then
+    ``tail``: "dequantize" (float output), "int8" (the int8 pooling is the output) or
+    "unknown" (that, and an operator outside the pass's tables, Pad, reads an int8
+    activation of the Concat's group: a second output)."""
+    S8 = TensorProto.INT8
+
+    def q(name, s, z):
+        return [numpy_helper.from_array(np.array(s, np.float32), f"{name}_s"),
+                numpy_helper.from_array(np.array(z, np.int8), f"{name}_z")]
+    zs = {k: int(rng.integers(-100, 100)) for k in "xabdcgpk"}
+    inits = [*q("x", 0.05, zs["x"]), *q("a", 0.09, zs["a"]), *q("b", 0.07, zs["b"]), *q("d", 0.11, zs["d"]),
+             *q("c", 0.13, zs["c"]), *q("g", 0.04, zs["g"]), *q("k", 0.06, zs["k"]),
+             numpy_helper.from_array(rng.integers(-127, 128, (c, 3, 3, 3)).astype(np.int8), "w"),
+             numpy_helper.from_array(np.array(0.004, np.float32), "w_s"),
+             numpy_helper.from_array(np.array(0, np.int8), "w_z"),
+             numpy_helper.from_array(rng.integers(-128, 128, (1, c, 1, 1)).astype(np.int8), "k"),
+             numpy_helper.from_array(np.array([1, 2 * c, -1, 1], np.int64), "shape")]
+    conv = lambda name, out, z: helper.make_node(  # noqa: E731
+        "QLinearConv", ["xq", "x_s", "x_z", "w", "w_s", "w_z", f"{z}_s", f"{z}_z"], [out], pads=[1, 1, 1, 1], name=name)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"]),
+             conv("c1", "a", "a"), conv("c2", "b", "b"), conv("c3", "e", "c"),
+             helper.make_node("MaxPool", ["a"], ["m"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("QLinearAdd", ["m", "a_s", "a_z", "k", "k_s", "k_z", "d_s", "d_z"], ["d"],
+                              domain="com.microsoft"),
+             helper.make_node("QLinearAdd", ["e", "c_s", "c_z", "d", "d_s", "d_z", "c_s", "c_z"], ["f"],
+                              domain="com.microsoft"),     # (fused: qkernels::QLinearConvAdd)
+             helper.make_node("Concat", ["f", "b"], ["cat"], axis=1),
+             helper.make_node("Reshape", ["cat", "shape"], ["r"]),
+             helper.make_node("QLinearGlobalAveragePool", ["r", "d_s", "d_z", "g_s", "g_z"], ["g"],
+                              domain="com.microsoft", channels_last=0)]
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if tail == "int8":
+        outs = [helper.make_tensor_value_info("g", S8, None)]
+    else:
+        nodes.append(helper.make_node("DequantizeLinear", ["g", "g_s", "g_z"], ["y"]))
+    if tail == "unknown":
+        nodes += [helper.make_node("Pad", ["b", "pads"], ["bp"]),
+                  helper.make_node("DequantizeLinear", ["bp", "b_s", "b_z"], ["y2"])]
+        inits.append(numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"))
+        outs.append(helper.make_tensor_value_info("y2", TensorProto.FLOAT, None))
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, *hw])], outs, inits, ms=True)
+
+
+@settings(max_examples=10, deadline=None)
+@given(tail=st.sampled_from(["dequantize", "int8", "unknown"]), seed=st.integers(0, 2**31))
+def test_int8_activations_run_as_uint8_with_the_same_results(tail, seed):
+    """The plan stores int8 activations between quantized operators as uint8 (128 added to
+    bytes and zero points, graph/rewrite.py int8_activations_as_uint8): the unflipped
+    plan's bits and the reference's, the convolutions' zero points uint8 in the plan, the
+    graph's int8 output still int8; a group of tensors of one type that an unknown operator
+    or the graph's output holds stays int8 (and only that group)."""
+    from qkernels.graph import rewrite as rw
+    rng = np.random.default_rng(seed)
+    model = _flip_model(rng, tail)
+    x = rng.standard_normal((1, 3, 9, 11)).astype(np.float32) * 2
+    want = reference_session(model).run(None, {"x": x})
+    flipped = Session(model, num_threads=1)
+    saved = rw.PASSES
+    rw.PASSES = tuple(p for p in saved if p is not rw.int8_activations_as_uint8)
+    try:
+        plain = Session(model, num_threads=1)
+    finally:
+        rw.PASSES = saved
+    for sess in (flipped, plain):
+        for got, w in zip(sess.run(None, {"x": x}), want, strict=True):
+            np.testing.assert_array_equal(got, w)
+            assert got.dtype == w.dtype == (np.int8 if tail == "int8" else np.float32)
+    zp = {(n.name, k): flipped.graph.initializers[n.inputs[k]].dtype.name for n in flipped.graph.nodes
+          if n.op_type == "QLinearConv" for k in (2, 7)}
+    # the quantized input (its own group: a convolution's input and output types are their
+    # own) is uint8 in every case; the rest only where no int8 output or Pad holds it
+    rest = "uint8" if tail == "dequantize" else "int8"
+    assert zp == {("c1", 2): "uint8", ("c2", 2): "uint8", ("c1", 7): rest, ("c2", 7): rest}, zp
+    (fused,) = [n for n in flipped.graph.nodes if n.op_type == "QLinearConvAdd"]
+    assert [flipped.graph.initializers[fused.inputs[k]].dtype.name for k in (2, 7, 9, 12, 14)] == ["uint8"] + [rest] * 4
