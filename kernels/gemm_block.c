@@ -63,19 +63,22 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
     const size_t b_panel = k_groups * kr * nr * qk_pack_elem_size(kern->b_pack);
     int32_t acc[QK_MAX_TILE];
     const int fuse = kern->fused && qk_out_fusable(p);
-    /* the fused QLinearAdd of a strip of whole rows: once per strip, after its tiles */
-    const int post_rows = p->post_b && n0 == 0 && n1 == c_stride && p->post_stride == c_stride;
+    /* the fused QLinearAdd: by the fused entries that do it in their stage (the tiles they
+       store), else over a strip of whole rows once, after its tiles, else tile by tile */
+    const int post_in_fused = p->post_b && fuse && qk_gemm_post_done(kern, p);
+    const int post_rows = p->post_b && !post_in_fused && n0 == 0 && n1 == c_stride && p->post_stride == c_stride;
     /* A panel outer: it stays in L1 while the block's B panels (L1/L2) pass by. */
     for (size_t m = m0; m < m1; m += mr) {
         const char *ap = (const char *)a_packed + ((m - m0) / mr) * a_panel;
         size_t mc = m1 - m < mr ? m1 - m : mr;
         const qk_ukernel *u = mc < mr ? narrowest(kern, mc) : kern;
         const int fuse_u = fuse && u->fused && (size_t)u->mr == mc;
+        const int post_u = p->post_b && !post_rows && !(fuse_u && post_in_fused && qk_gemm_post_done(u, p));
         size_t n = n0;
         if (fuse_u && u->fused_panels && !p->dq_rows && n1 - n0 >= nr) {   /* a GEMV's whole panels at once */
             const size_t nw = (n1 - n0) / nr * nr;
             u->fused_panels(k_groups, ap, (const char *)b_packed + (n0 / nr) * b_panel, m, n0, nw, p, c, c_stride);
-            if (p->post_b && !post_rows) qk_gemm_post_tile(p, m, n0, mc, nw, c, c_stride);
+            if (post_u) qk_gemm_post_tile(p, m, n0, mc, nw, c, c_stride);
             n += nw;
         }
         for (; n < n1; n += nr) {
@@ -93,8 +96,10 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
             } else {
                 u->gemm(k_groups, ap, bp, acc);
                 u->output(mc, nc, acc, nr, m, n, p, c, c_stride);
+                if (p->post_b && !post_rows) qk_gemm_post_tile(p, m, n, mc, nc, c, c_stride);
+                continue;
             }
-            if (p->post_b && !post_rows) qk_gemm_post_tile(p, m, n, mc, nc, c, c_stride);
+            if (post_u) qk_gemm_post_tile(p, m, n, mc, nc, c, c_stride);
         }
         if (post_rows)
             qk_gemm_post_tile(p, m, 0, mc, n1, c, c_stride);     /* the strip's whole rows at once */

@@ -384,10 +384,12 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
                 } else {
                     kern->igemm(segs, seg_len, t, bp, acc);
                     kern->output(mr, nc, acc, nr, m, n0, p, c, c_stride);
+                    if (p->post_b) qk_gemm_post_tile(p, m, n0, mr, nc, c, c_stride);
+                    continue;
                 }
+                /* the fused QLinearAdd, where the fused entry's stage did not */
+                if (p->post_b && !qk_gemm_post_done(kern, p)) qk_gemm_post_tile(p, m, n0, mr, nc, c, c_stride);
             }
-            /* the fused QLinearAdd of the panel's rows over this column block */
-            if (p->post_b) qk_gemm_post_tile(p, m, n_lo, mr, n_hi - n_lo, c, c_stride);
         }
     }
 }

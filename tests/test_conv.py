@@ -512,3 +512,48 @@ def test_uint8_indirect_conv_gives_the_bytes_of_the_packed_patches(cg, o, hw, k,
                 assert segs == [seg] * groups, (isa, segs)
             else:
                 assert segs == [0] * groups, (isa, segs)
+
+
+@settings(max_examples=8 if SMALL else 40, deadline=None, database=None)
+@given(signed=st.booleans(), o=st.sampled_from([16, 32, 47, 64, 96]), cg=st.sampled_from([3, 16, 64]),
+       hw=st.tuples(st.integers(1, 9), st.integers(1, 13)), k=st.sampled_from([1, 3]),
+       e=st.tuples(st.floats(-9, 0), st.floats(-9, 0), st.floats(-9, 0)), seed=st.integers(0, 2**31))
+# (a search: where the reciprocal's product alone gives another byte)
+@example(signed=True, o=32, cg=64, hw=(5, 9), k=3, e=(-2.6812422734997776, -1.953428167162591, -3.1892704148382913),
+         seed=750280509)
+@example(signed=False, o=32, cg=64, hw=(6, 10), k=1, e=(-5.048164647269381, -4.555930037969649, -2.8599949041869426),
+         seed=3059405)
+def test_fused_qlinear_add_equals_the_convolution_then_the_add_loop(signed, o, cg, hw, k, e, seed):
+    """A convolution with a fused QLinearAdd of another tensor (``post``: what
+    qkernels::QLinearConvAdd binds), whose AVX-512 VNNI stage adds in registers with the
+    division by Markstein's correction: the bytes of the convolution stored and then the
+    QLinearAdd loop (kernels/qbinary.c) over them, on every ISA path, for scales over nine
+    octaves (1 and 2 threads; tiles of 16 and 32 columns and partial ones; uint8 inputs read
+    in place and int8 ones packed)."""
+    rng = np.random.default_rng(seed)
+    dt = S8 if signed else U8
+    h, wd = hw
+    x = _random(rng, (1, h, wd, cg), dt)
+    w = rng.integers(-127, 128, (o, k, k, cg)).astype(np.int8)
+    sw = rng.uniform(0.002, 0.02, o).astype(np.float32)
+    bias = rng.integers(-20000, 20000, o).astype(np.int32)
+    za, zy, z1, zb, zy2 = (int(_random(rng, (), dt)) for _ in range(5))
+    s1, sb, sy = (float(np.float32(2.0 ** v * rng.uniform(1, 2))) for v in e)
+    sy = max(sy, float(np.float32((s1 + sb) * 256 / 2 ** 21)))        # the loop's precondition
+    other = _random(rng, (h * wd, o), dt)
+    packed = pack_conv_weights(QTensor(w, sw, np.zeros(o, np.int8), axis=0))
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+        with qkernels.use_isa(isa):
+            for threads in (1, 2):
+                qkernels.set_num_threads(threads)
+                call = qkernels._conv.ConvCall(QTensor(x, 0.05, za), packed, bias, 1, "same", 1, 1, "NHWC", "OHWI",
+                                               0.3, zy, dt, None, "fp32", None)
+                fused, plain = (np.empty((h * wd, o), dt) for _ in range(2))
+                post = (qkernels._dispatch.isa_index(), other, s1, z1, sb, zb, sy, zy2)
+                for c in call.bind(x, fused, post=post):
+                    c.run()
+                for c in call.bind(x, plain):
+                    c.run()
+                want = qkernels._native.qlinear_binary(qkernels._dispatch.isa_index(), False, plain.ravel(), s1, z1,
+                                                       other.ravel(), sb, zb, sy, zy2, np.empty(plain.size, dt))
+                np.testing.assert_array_equal(fused.ravel(), want, err_msg=f"{isa}, {threads} thread(s)")

@@ -5,7 +5,8 @@
  * fixed point: the high multiply and rounding shift in int32 lanes, clamp, + zy);
  * the clamped value fits the 8-bit type, so vpmovdb's truncation stores it exactly.
  * Half the instructions of the AVX2 epilogue per output (the stage is a quarter of a
- * 3136x64x64 call). */
+ * 3136x64x64 call). In the float32 mode a fused QLinearAdd (post_b) is done here too
+ * (post_add_rows): the drivers leave such tiles alone (qk_ukernel.fused_post). */
 #include "qk_cpu.h"
 #include "qk_output.h"
 #include "qk_vnni.h"
@@ -50,6 +51,37 @@ static int fixedpoint_up_f32_pair(size_t mr, const int32_t *acc, size_t acc_stri
 
 static int has_vbmi(void) { return (qk_cpu_features() & QK_CPU_AVX512VBMI) != 0; }
 #endif
+
+/* The fused QLinearAdd (qk_output.h, post_b) of 16 columns of mr rows in the float32
+ * stage, before anything is stored: each requantized value y (clamped, as its byte would
+ * be) and the other operand's byte b taken by the QLinearAdd loop's float32 steps
+ * (kernels/qbinary.c: s1 (y - z1) + sb (b - zb), divided by sy, rounded half to even,
+ * + zy, saturated): the same bytes, one store, no pass over the stored tile. The division's
+ * float by Markstein's correction, q + (v - q sy) r with q = v r, r = 1 / sy rounded, which
+ * is v / sy correctly rounded wherever it can matter (for 2^-60 <= sy <= 2^60 a quotient of
+ * magnitude 1/2 or more has its products and residual far from the subnormals and from
+ * overflow; a smaller one rounds to 0 either way): 24 vdivps were a seventh of a 12x32
+ * tile of K = 576. */
+static inline void post_add_rows(size_t mr, const int32_t *acc, size_t acc_stride, qk_v512 add, qk_v512f scale,
+                                 qk_v512f flo, qk_v512f fhi, qk_v512 zp, size_t m0, size_t n0, const qk_out_params *p,
+                                 char *row, size_t c_stride) {
+    const int is_signed = p->out_signed;
+    const qk_v512f s1 = qk512f_set1(p->post_s1), sb = qk512f_set1(p->post_sb), sy = qk512f_set1(p->post_sy);
+    const qk_v512 z1 = qk512_set1(p->post_z1), zb = qk512_set1(p->post_zb), zy = qk512_set1(p->post_zy);
+    const qk_v512 lo = qk512_set1(is_signed ? -128 : 0), hi = qk512_set1(is_signed ? 127 : 255);
+    const int markstein = p->post_sy >= 0x1p-60f && p->post_sy <= 0x1p60f;
+    const qk_v512f r = qk512f_set1(1.0f / p->post_sy), nsy = qk512f_set1(-p->post_sy);
+    const char *b = (const char *)p->post_b + m0 * p->post_stride + n0;
+    for (size_t i = 0; i < mr; i++, row += c_stride, b += p->post_stride) {
+        const qk_v512 v = qk512_add(qk512_load(acc + acc_stride * i), add);
+        const qk_v512 y = qk512_add(qk512_round(qk512f_mul_clamp(qk512_to_f32(v), scale, flo, fhi)), zp);
+        const qk_v512f fa = qk512f_mul(s1, qk512_to_f32(qk512_sub(y, z1)));
+        const qk_v512f fb = qk512f_mul(sb, qk512_to_f32(qk512_sub(qk512_load_bytes(b, is_signed), zb)));
+        const qk_v512f x = qk512f_add(fa, fb), q0 = qk512f_mul(x, r);
+        const qk_v512f d = markstein ? qk512f_fmadd(qk512f_fmadd(q0, nsy, x), r, q0) : qk512f_div(x, sy);
+        qk512_store_bytes(row, qk512_clamp_i32(qk512_add(qk512_round(d), zy), lo, hi));
+    }
+}
 
 void QK_VNNI_FN(qk_store_cols_avx512vnni)(size_t mr, size_t strips, const int32_t *acc, size_t acc_stride, size_t m0,
                                           size_t n0, const qk_out_params *p, void *c, size_t c_stride) {
@@ -118,6 +150,10 @@ void QK_VNNI_FN(qk_store_cols_avx512vnni)(size_t mr, size_t strips, const int32_
         const qk_v512f fhi = qk512f_set1((float)(p->hi - p->zero_point));
         const qk_v512 zp = qk512_set1(p->zero_point);
         row += n0;
+        if (p->post_b) {
+            post_add_rows(mr, acc, acc_stride, add, scale, flo, fhi, zp, m0, n0, p, row, c_stride);
+            continue;
+        }
         for (size_t i = 0; i < mr; i++, row += c_stride) {
             const qk_v512 v = qk512_add(qk512_load(acc + acc_stride * i), add);
             qk512_store_bytes(row, qk512_add(qk512_round(qk512f_mul_clamp(qk512_to_f32(v), scale, flo, fhi)), zp));

@@ -49,7 +49,16 @@ struct qk_ukernel {
     /* int8 GEMV: the fused entry over a row's nc / NR whole panels at once (nc a multiple
        of NR; the panels one after another), or NULL */
     qk_gemm_fused_fn fused_panels;
+    /* int8: its fused entries (fused, fused_panels, igemm_fused) also apply a fused QLinearAdd
+       (qk_out_params.post_b) in the QK_OUT_FP32 mode, before storing; the drivers then leave
+       those tiles alone (qk_gemm_post_done) */
+    int fused_post;
 };
+
+/* Whether kern's fused entries applied p's fused QLinearAdd to the tiles they stored. */
+static inline int qk_gemm_post_done(const qk_ukernel *kern, const qk_out_params *p) {
+    return kern->fused_post && p->mode == QK_OUT_FP32;
+}
 
 /* Every kernel by id, 0 .. count - 1. */
 int qk_ukernel_count(void);

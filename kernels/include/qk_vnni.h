@@ -225,6 +225,13 @@ static inline int qk512_any_positive(qk_v512 x) {
     const __m256i z = _mm256_setzero_si256();
     return !_mm256_testz_si256(_mm256_or_si256(_mm256_cmpgt_epi32(x.lo, z), _mm256_cmpgt_epi32(x.hi, z)), _mm256_set1_epi32(-1));
 }
+/* 16 bytes, uint8 or int8, widened to int32 lanes */
+static inline qk_v512 qk512_load_bytes(const void *p, int is_signed) {
+    const __m128i a = _mm_loadl_epi64((const __m128i *)p), b = _mm_loadl_epi64((const __m128i *)((const char *)p + 8));
+    qk_v512 v = {is_signed ? _mm256_cvtepi8_epi32(a) : _mm256_cvtepu8_epi32(a),
+                 is_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b)};
+    return v;
+}
 static inline void qk512_store_bytes(void *p, qk_v512 v) {
     const __m256i ff = _mm256_set1_epi32(0xff);
     __m256i w = _mm256_packus_epi32(_mm256_and_si256(v.lo, ff), _mm256_and_si256(v.hi, ff));
@@ -244,6 +251,10 @@ static inline qk_v512f qk512f_clamp(qk_v512f x, qk_v512f lo, qk_v512f hi) {
 }
 static inline qk_v512f qk512f_mul(qk_v512f x, qk_v512f y) { return _mm512_mul_ps(x, y); }
 static inline qk_v512f qk512f_div(qk_v512f x, qk_v512f y) { return _mm512_div_ps(x, y); }
+static inline qk_v512 qk512_load_bytes(const void *p, int is_signed) {   /* 16 bytes widened to int32 lanes */
+    const __m128i a = _mm_loadu_si128((const __m128i *)p);
+    return is_signed ? _mm512_cvtepi8_epi32(a) : _mm512_cvtepu8_epi32(a);
+}
 static inline void qk512_store_bytes(void *p, qk_v512 v) { _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8(v)); }
 /* qk_fixedpoint8_avx2 on 16 lanes (right shifts only) */
 static inline qk_v512 qk512_fixedpoint(qk_v512 x, qk_v512 mult, qk_v512 rshift, int ties_up) {
