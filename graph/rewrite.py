@@ -1086,6 +1086,8 @@ _ACT_SLOTS = {
     # the other operand and the output of the add (the convolution's result inside, zero
     # points 7 and 9, is of the output's type)
     ("QLinearConvAdd", QK): (((_IN, 0, 2),), ((_IN, 10, 12), (_OUT, 0, 14))),
+    # the index byte, and the output of the table's type (remade below, not given 128)
+    ("TableLookup", QK): (((_IN, 0, None),), ((_OUT, 0, 1),)),
 }
 _ACT_INNER = {("QLinearConvAdd", QK): (7, 9)}
 # Operators that move bytes (no arithmetic on their values): input 0 (every input of a
@@ -1104,8 +1106,9 @@ def int8_activations_as_uint8(graph: Graph) -> Graph:
     patches are packed: a copy per run). Tensors that must share a type (through an
     elementwise operator, a pooling, a reshape) are flipped together or not at all (an
     operator outside the tables above reading one, a zero point that is not a constant);
-    constant int8 operands among them (a QLinearAdd of a constant) are flipped too;
-    weights stay int8."""
+    constant int8 operands among them (a QLinearAdd of a constant) are flipped too, a byte
+    table (qkernels::TableLookup) is permuted for a flipped index and flipped for a flipped
+    output; weights stay int8."""
     if any(n.subgraphs() for n in graph.nodes):
         return graph       # (values read inside a branch or loop body: left as they are)
     ed = _Editor(graph)
@@ -1181,6 +1184,14 @@ def int8_activations_as_uint8(graph: Graph) -> Graph:
         if not got or not any(v in flip for members in got for _, v, _, _ in members):
             continue
         inputs = list(node.inputs)
+        if (node.op_type, node.domain) == ("TableLookup", QK):   # y = table[x's byte]
+            t = ed.const(inputs[1]).view(np.uint8)
+            if inputs[0] in flip:
+                t = t[np.arange(256) ^ 0x80]
+            t = t ^ np.uint8(0x80) if node.outputs[0] in flip else t.view(ed.const(inputs[1]).dtype)
+            inputs[1] = ed.add_const(f"{inputs[1]}/u8", np.ascontiguousarray(t))
+            ed.replace(node, [Node(node.name, node.op_type, node.domain, inputs, list(node.outputs), {})])
+            continue
         for members in got:
             for i, v, zi, is_in in members:
                 if v not in flip:

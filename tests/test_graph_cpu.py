@@ -1235,8 +1235,9 @@ def test_flatten_gemm_reads_nhwc_memory_and_equals_the_reference(c, hw, batch, t
 
 def _flip_model(rng, tail, c=16, hw=(9, 11)):
     """Quantize (int8) -> QLinearConv 3x3 -> MaxPool -> QLinearAdd of a constant -> QLinearAdd
-    to a second QLinearConv (fused into it) -> Concat with a third QLinearConv of the input
-    -> Reshape -> QLinearGlobalAveragePool, then
+    to a second QLinearConv (fused into it) -> a Sigmoid between a dequantize and a quantize
+    (a byte table) -> Concat with a third QLinearConv of the input -> Reshape ->
+    QLinearGlobalAveragePool, then
     ``tail``: "dequantize" (float output), "int8" (the int8 pooling is the output) or
     "unknown" (that, and an operator outside the pass's tables, Pad, reads an int8
     activation of the Concat's group: a second output)."""
@@ -1247,7 +1248,7 @@ def _flip_model(rng, tail, c=16, hw=(9, 11)):
                 numpy_helper.from_array(np.array(z, np.int8), f"{name}_z")]
     zs = {k: int(rng.integers(-100, 100)) for k in "xabdcgpk"}
     inits = [*q("x", 0.05, zs["x"]), *q("a", 0.09, zs["a"]), *q("b", 0.07, zs["b"]), *q("d", 0.11, zs["d"]),
-             *q("c", 0.13, zs["c"]), *q("g", 0.04, zs["g"]), *q("k", 0.06, zs["k"]),
+             *q("c", 0.13, zs["c"]), *q("g", 0.04, zs["g"]), *q("k", 0.06, zs["k"]), *q("p", 0.004, zs["p"]),
              numpy_helper.from_array(rng.integers(-127, 128, (c, 3, 3, 3)).astype(np.int8), "w"),
              numpy_helper.from_array(np.array(0.004, np.float32), "w_s"),
              numpy_helper.from_array(np.array(0, np.int8), "w_z"),
@@ -1262,7 +1263,10 @@ def _flip_model(rng, tail, c=16, hw=(9, 11)):
                               domain="com.microsoft"),
              helper.make_node("QLinearAdd", ["e", "c_s", "c_z", "d", "d_s", "d_z", "c_s", "c_z"], ["f"],
                               domain="com.microsoft"),     # (fused: qkernels::QLinearConvAdd)
-             helper.make_node("Concat", ["f", "b"], ["cat"], axis=1),
+             helper.make_node("DequantizeLinear", ["f", "c_s", "c_z"], ["ff"]),      # (one qkernels::TableLookup)
+             helper.make_node("Sigmoid", ["ff"], ["fs"]),
+             helper.make_node("QuantizeLinear", ["fs", "p_s", "p_z"], ["t"]),
+             helper.make_node("Concat", ["t", "b"], ["cat"], axis=1),
              helper.make_node("Reshape", ["cat", "shape"], ["r"]),
              helper.make_node("QLinearGlobalAveragePool", ["r", "d_s", "d_z", "g_s", "g_z"], ["g"],
                               domain="com.microsoft", channels_last=0)]
@@ -1305,9 +1309,13 @@ def test_int8_activations_run_as_uint8_with_the_same_results(tail, seed):
             assert got.dtype == w.dtype == (np.int8 if tail == "int8" else np.float32)
     zp = {(n.name, k): flipped.graph.initializers[n.inputs[k]].dtype.name for n in flipped.graph.nodes
           if n.op_type == "QLinearConv" for k in (2, 7)}
-    # the quantized input (its own group: a convolution's input and output types are their
-    # own) is uint8 in every case; the rest only where no int8 output or Pad holds it
+    # groups: the quantized input (a convolution's input and output types are their own),
+    # the first convolution's output to the table's input (the fused add's operands and
+    # output): uint8 in every case; the table's output to the pooling with the third
+    # convolution's output: only where no int8 output or Pad holds it
     rest = "uint8" if tail == "dequantize" else "int8"
-    assert zp == {("c1", 2): "uint8", ("c2", 2): "uint8", ("c1", 7): rest, ("c2", 7): rest}, zp
+    assert zp == {("c1", 2): "uint8", ("c2", 2): "uint8", ("c1", 7): "uint8", ("c2", 7): rest}, zp
     (fused,) = [n for n in flipped.graph.nodes if n.op_type == "QLinearConvAdd"]
-    assert [flipped.graph.initializers[fused.inputs[k]].dtype.name for k in (2, 7, 9, 12, 14)] == ["uint8"] + [rest] * 4
+    assert [flipped.graph.initializers[fused.inputs[k]].dtype.name for k in (2, 7, 9, 12, 14)] == ["uint8"] * 5
+    (table,) = [n for n in flipped.graph.nodes if n.op_type == "TableLookup"]
+    assert flipped.graph.initializers[table.inputs[1]].dtype.name == rest
