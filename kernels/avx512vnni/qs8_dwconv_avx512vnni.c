@@ -15,6 +15,105 @@ size_t qk_dw_sum_avx2(const qk_dw_params *d, size_t count, const uint8_t *const 
 void QK_VNNI_FN(qk_store_cols_avx512vnni)(size_t mr, size_t strips, const int32_t *acc, size_t acc_stride, size_t m0,
                                           size_t n0, const qk_out_params *p, void *c, size_t c_stride);
 
+/* In-lane byte shuffles, 8-bit packs and partial loads and stores of the 4-tap kernel */
+#if defined(QK_VNNI_EMULATED)
+#define QK_HALVES(f, x, y) { f((x).lo, (y).lo), f((x).hi, (y).hi) }
+ALWAYS_INLINE qk_v512 unpacklo8(qk_v512 x, qk_v512 y) { qk_v512 v = QK_HALVES(_mm256_unpacklo_epi8, x, y); return v; }
+ALWAYS_INLINE qk_v512 unpackhi8(qk_v512 x, qk_v512 y) { qk_v512 v = QK_HALVES(_mm256_unpackhi_epi8, x, y); return v; }
+ALWAYS_INLINE qk_v512 packs32(qk_v512 x, qk_v512 y) { qk_v512 v = QK_HALVES(_mm256_packs_epi32, x, y); return v; }
+ALWAYS_INLINE qk_v512 add16(qk_v512 x, qk_v512 y) { qk_v512 v = QK_HALVES(_mm256_add_epi16, x, y); return v; }
+ALWAYS_INLINE qk_v512 packs16(qk_v512 x, qk_v512 y, int sgn) {
+    qk_v512 v = sgn ? (qk_v512)QK_HALVES(_mm256_packs_epi16, x, y) : (qk_v512)QK_HALVES(_mm256_packus_epi16, x, y);
+    return v;
+}
+ALWAYS_INLINE qk_v512 flip(qk_v512 x) { qk_v512 v = QK_HALVES(_mm256_xor_si256, x, qk512_set1((int32_t)0x80808080)); return v; }
+#undef QK_HALVES
+ALWAYS_INLINE qk_v512 load_n(const void *p, size_t n) {
+    uint8_t b[64] = {0};
+    memcpy(b, p, n);
+    return qk512_load(b);
+}
+ALWAYS_INLINE void store_n(void *p, qk_v512 v, size_t n) {
+    uint8_t b[64];
+    qk512_store(b, v);
+    memcpy(p, b, n);
+}
+#else
+ALWAYS_INLINE qk_v512 unpacklo8(qk_v512 x, qk_v512 y) { return _mm512_unpacklo_epi8(x, y); }
+ALWAYS_INLINE qk_v512 unpackhi8(qk_v512 x, qk_v512 y) { return _mm512_unpackhi_epi8(x, y); }
+ALWAYS_INLINE qk_v512 packs32(qk_v512 x, qk_v512 y) { return _mm512_packs_epi32(x, y); }
+ALWAYS_INLINE qk_v512 add16(qk_v512 x, qk_v512 y) { return _mm512_add_epi16(x, y); }
+ALWAYS_INLINE qk_v512 packs16(qk_v512 x, qk_v512 y, int sgn) {
+    return sgn ? _mm512_packs_epi16(x, y) : _mm512_packus_epi16(x, y);
+}
+ALWAYS_INLINE qk_v512 flip(qk_v512 x) { return _mm512_xor_si512(x, _mm512_set1_epi8((char)0x80)); }
+ALWAYS_INLINE __mmask64 bytes_mask(size_t n) { return n >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << n) - 1; }
+ALWAYS_INLINE qk_v512 load_n(const void *p, size_t n) { return _mm512_maskz_loadu_epi8(bytes_mask(n), p); }
+ALWAYS_INLINE void store_n(void *p, qk_v512 v, size_t n) { _mm512_mask_storeu_epi8(p, bytes_mask(n), v); }
+#endif
+
+/* The 4-tap kernel (d->vnni, qk_dw_pack_vnni's layout): for each pixel and 64 channels,
+ * the inputs of 4 taps interleaved byte by byte in 128-bit lanes (two rounds of unpacks:
+ * lane L dword j of vector k is channel 16L + 4k + j, its 4 bytes the 4 taps), one
+ * vpdpbusd per vector adding 4 taps of 16 channels at once, exact (u8 x s8; s8 inputs
+ * flipped to u8, the start sums compensate). The output stage (fp32: multiply, clamp,
+ * round half to even, as qk_store_cols_avx512vnni) runs on the 4 sum vectors, and two
+ * rounds of in-lane packs undo the unpacks' order, so 64 output bytes store in one go.
+ * n < 64: the last block's channels, loaded and stored under a mask. */
+ALWAYS_INLINE void vnni4_block(const qk_dw_params *d, size_t count, size_t taps, int sgn, int full,
+                               const uint8_t *const *ptrs, size_t ps, ptrdiff_t step, size_t c, size_t n,
+                               const uint8_t *blk, size_t m0) {
+    const size_t groups = (taps + 3) / 4;
+    const qk_out_params *p = d->out;
+    const int32_t *init = (const int32_t *)(const void *)(blk + groups * 256);
+    const float *scale = (const float *)(init + 64);
+    const qk_v512f flo = qk512f_set1((float)(p->lo - p->zero_point)), fhi = qk512f_set1((float)(p->hi - p->zero_point));
+    const qk_v512 zp = qk512_set1((int32_t)(((uint32_t)p->zero_point & 0xffff) * 0x10001u));
+    const int osgn = p->out_signed;
+    char *row = (char *)d->c + m0 * d->c_stride + c;
+    for (size_t i = 0; i < count; i++, row += d->c_stride) {
+        const uint8_t *const *pp = ptrs + i * ps;
+        const ptrdiff_t off = (ptrdiff_t)i * step + (ptrdiff_t)c;
+        qk_v512 acc[4];
+        for (int k = 0; k < 4; k++) acc[k] = qk512_load(init + 16 * k);
+        for (size_t g = 0; g < groups; g++) {
+            qk_v512 r[4];
+            for (size_t t = 0; t < 4; t++) {
+                if (4 * g + t >= taps) { r[t] = qk512_zero(); continue; }
+                const uint8_t *x = pp[4 * g + t] + off;
+                r[t] = full ? qk512_load(x) : load_n(x, n);
+                if (sgn) r[t] = flip(r[t]);
+            }
+            const qk_v512 ab_lo = unpacklo8(r[0], r[1]), ab_hi = unpackhi8(r[0], r[1]);
+            const qk_v512 cd_lo = unpacklo8(r[2], r[3]), cd_hi = unpackhi8(r[2], r[3]);
+            const uint8_t *w = blk + g * 256;
+            acc[0] = qk512_dpbusd(acc[0], qk512_unpacklo16(ab_lo, cd_lo), qk512_load(w));
+            acc[1] = qk512_dpbusd(acc[1], qk512_unpackhi16(ab_lo, cd_lo), qk512_load(w + 64));
+            acc[2] = qk512_dpbusd(acc[2], qk512_unpacklo16(ab_hi, cd_hi), qk512_load(w + 128));
+            acc[3] = qk512_dpbusd(acc[3], qk512_unpackhi16(ab_hi, cd_hi), qk512_load(w + 192));
+        }
+        qk_v512 y[4];
+        for (int k = 0; k < 4; k++)   /* in [lo - zy, hi - zy]: the packs below are exact */
+            y[k] = qk512_round(qk512f_mul_clamp(qk512_to_f32(acc[k]), qk512f_load(scale + 16 * k), flo, fhi));
+        const qk_v512 out = packs16(add16(packs32(y[0], y[1]), zp), add16(packs32(y[2], y[3]), zp), osgn);
+        if (full)
+            qk512_store(row, out);
+        else
+            store_n(row, out, n);
+    }
+}
+
+ALWAYS_INLINE void vnni4(const qk_dw_params *d, size_t count, size_t taps, int sgn, const uint8_t *const *ptrs,
+                         size_t ps, ptrdiff_t step, size_t m0) {
+    const size_t ch = d->g.cg, blk_bytes = (taps + 3) / 4 * 256 + 512;
+    const uint8_t *blk = d->vnni;
+    size_t c = 0;
+    for (; c + 64 <= ch; c += 64, blk += blk_bytes)
+        vnni4_block(d, count, taps, sgn, 1, ptrs, ps, step, c, 64, blk, m0);
+    if (c < ch)
+        vnni4_block(d, count, taps, sgn, 0, ptrs, ps, step, c, ch - c, blk, m0);
+}
+
 ALWAYS_INLINE qk_v512 widen(const uint8_t *p, int sgn) { return sgn ? qk512_widen_s8(p) : qk512_widen_u8(p); }
 
 /* Channels c .. c + 31 of count pixels. vpdpwssd lanes hold, per 128-bit lane L, channels
@@ -87,6 +186,15 @@ size_t QK_VNNI_FN(qk_dw_sum_avx512vnni)(const qk_dw_params *d, size_t count, con
     /* constant tap counts and signedness let the compiler unroll and drop the branches */
 #define QK_DW_SUM(T, S) sum_blocks(d, count, T, S, ptrs, ps, step, c0, acc, as, m0, stored)
     const int sgn = d->a_signed;
+    if (d->vnni && c0 == 0) {
+#define QK_DW_VNNI(T, S) vnni4(d, count, T, S, ptrs, ps, step, m0)
+        if (d->taps == 9) sgn ? QK_DW_VNNI(9, 1) : QK_DW_VNNI(9, 0);
+        else if (d->taps == 25) sgn ? QK_DW_VNNI(25, 1) : QK_DW_VNNI(25, 0);
+        else sgn ? QK_DW_VNNI(d->taps, 1) : QK_DW_VNNI(d->taps, 0);
+#undef QK_DW_VNNI
+        *stored = d->g.cg;
+        return d->g.cg;
+    }
     if (d->taps == 9) return sgn ? QK_DW_SUM(9, 1) : QK_DW_SUM(9, 0);
     if (d->taps == 25) return sgn ? QK_DW_SUM(25, 1) : QK_DW_SUM(25, 0);
     return sgn ? QK_DW_SUM(d->taps, 1) : QK_DW_SUM(d->taps, 0);
