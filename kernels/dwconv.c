@@ -83,7 +83,9 @@ void qk_dw_pack_vnni(qk_dw_params *d, void *buf) {
         for (size_t k = 0; k < 4; k++)
             for (size_t l = 0; l < 4; l++)
                 for (size_t j = 0; j < 4; j++) {
-                    const size_t c = b + 16 * l + 4 * k + j, at = 16 * k + 4 * l + j;
+                    /* a last block of <= 32 (<= 16) channels: its lanes repeat for 2 (4) pixels */
+                    const size_t lanes = ch - b > 32 ? 4 : ch - b > 16 ? 2 : 1;
+                    const size_t c = b + 16 * (l % lanes) + 4 * k + j, at = 16 * k + 4 * l + j;
                     uint32_t s = 0;
                     for (size_t g = 0; g < groups; g++)
                         for (size_t t = 0; t < 4; t++) {

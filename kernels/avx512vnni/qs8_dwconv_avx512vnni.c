@@ -38,6 +38,16 @@ ALWAYS_INLINE void store_n(void *p, qk_v512 v, size_t n) {
     qk512_store(b, v);
     memcpy(p, b, n);
 }
+ALWAYS_INLINE qk_v512 load_rows(const uint8_t *const *x, size_t ppv, size_t n) {
+    uint8_t b[64] = {0};
+    for (size_t q = 0; q < ppv; q++) memcpy(b + q * (64 / ppv), x[q], n);
+    return qk512_load(b);
+}
+ALWAYS_INLINE void store_rows(char *row, size_t stride, size_t rows, qk_v512 v, size_t ppv, size_t n) {
+    uint8_t b[64];
+    qk512_store(b, v);
+    for (size_t q = 0; q < rows; q++) memcpy(row + q * stride, b + q * (64 / ppv), n);
+}
 #else
 ALWAYS_INLINE qk_v512 unpacklo8(qk_v512 x, qk_v512 y) { return _mm512_unpacklo_epi8(x, y); }
 ALWAYS_INLINE qk_v512 unpackhi8(qk_v512 x, qk_v512 y) { return _mm512_unpackhi_epi8(x, y); }
@@ -50,6 +60,43 @@ ALWAYS_INLINE qk_v512 flip(qk_v512 x) { return _mm512_xor_si512(x, _mm512_set1_e
 ALWAYS_INLINE __mmask64 bytes_mask(size_t n) { return n >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << n) - 1; }
 ALWAYS_INLINE qk_v512 load_n(const void *p, size_t n) { return _mm512_maskz_loadu_epi8(bytes_mask(n), p); }
 ALWAYS_INLINE void store_n(void *p, qk_v512 v, size_t n) { _mm512_mask_storeu_epi8(p, bytes_mask(n), v); }
+/* ppv (1, 2 or 4) pixels' rows of n <= 64 / ppv bytes side by side, pixel q at byte q * 64 / ppv */
+ALWAYS_INLINE __m256i load32_n(const void *p, size_t n) {
+    return n == 32 ? _mm256_loadu_si256((const __m256i *)p) : _mm256_maskz_loadu_epi8((__mmask32)bytes_mask(n), p);
+}
+ALWAYS_INLINE __m128i load16_n(const void *p, size_t n) {
+    return n == 16 ? _mm_loadu_si128((const __m128i *)p) : _mm_maskz_loadu_epi8((__mmask16)bytes_mask(n), p);
+}
+ALWAYS_INLINE qk_v512 load_rows(const uint8_t *const *x, size_t ppv, size_t n) {
+    if (ppv == 1) return n == 64 ? qk512_load(x[0]) : load_n(x[0], n);
+    if (ppv == 2) return _mm512_inserti64x4(_mm512_castsi256_si512(load32_n(x[0], n)), load32_n(x[1], n), 1);
+    const __m256i lo = _mm256_inserti128_si256(_mm256_castsi128_si256(load16_n(x[0], n)), load16_n(x[1], n), 1);
+    const __m256i hi = _mm256_inserti128_si256(_mm256_castsi128_si256(load16_n(x[2], n)), load16_n(x[3], n), 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+ALWAYS_INLINE void store_rows(char *row, size_t stride, size_t rows, qk_v512 v, size_t ppv, size_t n) {
+    if (ppv == 1) {
+        if (n == 64) qk512_store(row, v); else store_n(row, v, n);
+        return;
+    }
+    for (size_t q = 0; q < rows; q++, row += stride) {
+        if (ppv == 2) {
+            const __m256i h = q ? _mm512_extracti64x4_epi64(v, 1) : _mm512_castsi512_si256(v);
+            if (n == 32) _mm256_storeu_si256((__m256i *)(void *)row, h);
+            else _mm256_mask_storeu_epi8(row, (__mmask32)bytes_mask(n), h);
+        } else {
+            __m128i l;
+            switch (q) {
+            case 0: l = _mm512_castsi512_si128(v); break;
+            case 1: l = _mm512_extracti32x4_epi32(v, 1); break;
+            case 2: l = _mm512_extracti32x4_epi32(v, 2); break;
+            default: l = _mm512_extracti32x4_epi32(v, 3); break;
+            }
+            if (n == 16) _mm_storeu_si128((__m128i *)(void *)row, l);
+            else _mm_mask_storeu_epi8(row, (__mmask16)bytes_mask(n), l);
+        }
+    }
+}
 #endif
 
 /* The 4-tap kernel (d->vnni, qk_dw_pack_vnni's layout): for each pixel and 64 channels,
@@ -59,8 +106,9 @@ ALWAYS_INLINE void store_n(void *p, qk_v512 v, size_t n) { _mm512_mask_storeu_ep
  * flipped to u8, the start sums compensate). The output stage (fp32: multiply, clamp,
  * round half to even, as qk_store_cols_avx512vnni) runs on the 4 sum vectors, and two
  * rounds of in-lane packs undo the unpacks' order, so 64 output bytes store in one go.
- * n < 64: the last block's channels, loaded and stored under a mask. */
-ALWAYS_INLINE void vnni4_block(const qk_dw_params *d, size_t count, size_t taps, int sgn, int full,
+ * A last block of n < 64 channels loads and stores under a mask; one of n <= 32 (<= 16)
+ * holds 2 (4) pixels per vector, its layout's lanes repeated (ppv, pixels per vector). */
+ALWAYS_INLINE void vnni4_block(const qk_dw_params *d, size_t count, size_t taps, int sgn, size_t ppv,
                                const uint8_t *const *ptrs, size_t ps, ptrdiff_t step, size_t c, size_t n,
                                const uint8_t *blk, size_t m0) {
     const size_t groups = (taps + 3) / 4;
@@ -70,18 +118,26 @@ ALWAYS_INLINE void vnni4_block(const qk_dw_params *d, size_t count, size_t taps,
     const qk_v512f flo = qk512f_set1((float)(p->lo - p->zero_point)), fhi = qk512f_set1((float)(p->hi - p->zero_point));
     const qk_v512 zp = qk512_set1((int32_t)(((uint32_t)p->zero_point & 0xffff) * 0x10001u));
     const int osgn = p->out_signed;
-    char *row = (char *)d->c + m0 * d->c_stride + c;
-    for (size_t i = 0; i < count; i++, row += d->c_stride) {
-        const uint8_t *const *pp = ptrs + i * ps;
-        const ptrdiff_t off = (ptrdiff_t)i * step + (ptrdiff_t)c;
+    const size_t cs = d->c_stride;
+    char *row = (char *)d->c + m0 * cs + c;
+    for (size_t i = 0; i < count; i += ppv, row += ppv * cs) {
+        const size_t rows = count - i < ppv ? count - i : ppv;
+        const uint8_t *const *pp[4];
+        ptrdiff_t off[4];
+        for (size_t q = 0; q < ppv; q++) {   /* past the last pixel: the last pixel again, not stored */
+            const size_t at = i + (q < rows ? q : rows - 1);
+            pp[q] = ptrs + at * ps;
+            off[q] = (ptrdiff_t)at * step + (ptrdiff_t)c;
+        }
         qk_v512 acc[4];
         for (int k = 0; k < 4; k++) acc[k] = qk512_load(init + 16 * k);
         for (size_t g = 0; g < groups; g++) {
             qk_v512 r[4];
             for (size_t t = 0; t < 4; t++) {
                 if (4 * g + t >= taps) { r[t] = qk512_zero(); continue; }
-                const uint8_t *x = pp[4 * g + t] + off;
-                r[t] = full ? qk512_load(x) : load_n(x, n);
+                const uint8_t *x[4];
+                for (size_t q = 0; q < ppv; q++) x[q] = pp[q][4 * g + t] + off[q];
+                r[t] = load_rows(x, ppv, n);
                 if (sgn) r[t] = flip(r[t]);
             }
             const qk_v512 ab_lo = unpacklo8(r[0], r[1]), ab_hi = unpackhi8(r[0], r[1]);
@@ -95,11 +151,8 @@ ALWAYS_INLINE void vnni4_block(const qk_dw_params *d, size_t count, size_t taps,
         qk_v512 y[4];
         for (int k = 0; k < 4; k++)   /* in [lo - zy, hi - zy]: the packs below are exact */
             y[k] = qk512_round(qk512f_mul_clamp(qk512_to_f32(acc[k]), qk512f_load(scale + 16 * k), flo, fhi));
-        const qk_v512 out = packs16(add16(packs32(y[0], y[1]), zp), add16(packs32(y[2], y[3]), zp), osgn);
-        if (full)
-            qk512_store(row, out);
-        else
-            store_n(row, out, n);
+        store_rows(row, cs, rows, packs16(add16(packs32(y[0], y[1]), zp), add16(packs32(y[2], y[3]), zp), osgn),
+                   ppv, n);
     }
 }
 
@@ -110,8 +163,13 @@ ALWAYS_INLINE void vnni4(const qk_dw_params *d, size_t count, size_t taps, int s
     size_t c = 0;
     for (; c + 64 <= ch; c += 64, blk += blk_bytes)
         vnni4_block(d, count, taps, sgn, 1, ptrs, ps, step, c, 64, blk, m0);
-    if (c < ch)
-        vnni4_block(d, count, taps, sgn, 0, ptrs, ps, step, c, ch - c, blk, m0);
+    const size_t n = ch - c;   /* the last block: 2 or 4 pixels per vector where it fits */
+    if (n > 32)
+        vnni4_block(d, count, taps, sgn, 1, ptrs, ps, step, c, n, blk, m0);
+    else if (n > 16)
+        vnni4_block(d, count, taps, sgn, 2, ptrs, ps, step, c, n, blk, m0);
+    else if (n)
+        vnni4_block(d, count, taps, sgn, 4, ptrs, ps, step, c, n, blk, m0);
 }
 
 ALWAYS_INLINE qk_v512 widen(const uint8_t *p, int sgn) { return sgn ? qk512_widen_s8(p) : qk512_widen_u8(p); }
