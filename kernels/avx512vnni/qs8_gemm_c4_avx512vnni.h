@@ -15,6 +15,7 @@
  *   QK_GEMM_NAME, QK_FUSED_NAME   the two functions (through QK_VNNI_FN) */
 #include "qk_gemm.h"
 #include "qk_vnni.h"
+extern int qk_ab_toggle;
 /* B panels stream once per tile from L2 or memory: each quad asks for its lines this many
  * bytes ahead (12 and 16 rows of 384 x 1536 / 1536 x 384 weight chains: 1.1-1.25x, 128
  * rows 1.04x, measured A/B in one process on family 6 model 207). */
@@ -141,45 +142,40 @@ static inline __attribute__((always_inline)) void tile_tflite(size_t k_groups, c
     }
 }
 
-/* The fp32 requantization (QK_OUT_FP32) of a tile of nc <= 32 columns straight from the
- * accumulators, which start at the column terms: per row two multiplies, the upper clamp
- * in float (hi - zy: the conversion of anything above 2^31 would give INT_MIN), two
- * conversions (round half to even), vpackssdw, + zy saturating, vpackuswb / vpacksswb
- * (anything below the 8-bit type saturates to its floor) and vpermd, then the lower clamp
- * on the 32 bytes: the same bytes as qk_store_cols_avx512vnni's clamp-then-round, whose
- * tile went through memory and took ten operations per 16 values (two thirds of a
- * 12 x 32 tile's work at K = 16, the expand layers of MobileNetV2). */
+/* The fp32 requantization (QK_OUT_FP32) of a 32-column tile: per row the column terms,
+ * two multiplies, the upper clamp in float (hi - zy: the conversion of anything above 2^31
+ * would give INT_MIN), two conversions (round half to even), vpackssdw, + zy saturating,
+ * vpackuswb / vpacksswb (anything below the 8-bit type saturates to its floor) and vpermd,
+ * then the lower clamp on the 32 bytes: the same bytes as qk_store_cols_avx512vnni's
+ * clamp-then-round in about two thirds of its operations (its stage was two thirds of a
+ * 12 x 32 tile's work at K = 16, MobileNetV2's expand layers: 0.84x there, measured A/B in
+ * one process on family 6 model 207; a 16-column tile stays qk_store_cols', the packs'
+ * second half would be wasted). The sums pass through memory: kept in registers from the
+ * dot (as tile_tflite does), GCC spilled and copied accumulators inside the K loop, 2x
+ * slower at K = 160. */
 static inline __attribute__((always_inline)) void tile_fp32(size_t k_groups, const void *a_, const void *b_,
-                                                            size_t m0, size_t n0, size_t nc, const qk_out_params *p,
-                                                            void *c, size_t c_stride) {
-    const __mmask16 k0 = nc >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << nc) - 1);
-    const __mmask16 k1 = nc >= 32 ? (__mmask16)0xffff : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1) : 0;
-    const __m512i add0 = _mm512_maskz_loadu_epi32(k0, p->col_add + n0);
-    const __m512i add1 = _mm512_maskz_loadu_epi32(k1, p->col_add + n0 + 16);
-    const __m512 s0 = _mm512_maskz_loadu_ps(k0, p->scale + n0), s1 = _mm512_maskz_loadu_ps(k1, p->scale + n0 + 16);
-    qk_v512 acc[QK_MR][2];
-#pragma GCC unroll 16
-    for (int i = 0; i < QK_MR; i++) acc[i][0] = add0, acc[i][1] = add1;
-    tile_dot(k_groups, (const uint8_t *)a_, (const uint8_t *)b_, acc);
+                                                            size_t m0, size_t n0, const qk_out_params *p, void *c,
+                                                            size_t c_stride) {
+    int32_t t[QK_MR * 32];
+    QK_GEMM_NAME(k_groups, a_, b_, t);
+    const __m512i add0 = _mm512_loadu_si512(p->col_add + n0), add1 = _mm512_loadu_si512(p->col_add + n0 + 16);
+    const __m512 s0 = _mm512_loadu_ps(p->scale + n0), s1 = _mm512_loadu_ps(p->scale + n0 + 16);
     const __m512 fhi = _mm512_set1_ps((float)(p->hi - p->zero_point));
     const __m512i zp = _mm512_set1_epi16((short)p->zero_point);
     const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m256i lo = _mm256_set1_epi8((char)p->lo);
-    const __mmask32 kst = nc >= 32 ? ~(__mmask32)0 : (__mmask32)((1u << nc) - 1);
     const int out_signed = p->out_signed;
     char *row = (char *)c + m0 * c_stride + n0;
 #pragma GCC unroll 16
     for (int i = 0; i < QK_MR; i++, row += c_stride) {
-        const __m512i r0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][0]), s0), fhi));
-        const __m512i r1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][1]), s1), fhi));
+        const __m512 f0 = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_loadu_si512(t + 32 * i), add0));
+        const __m512 f1 = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_loadu_si512(t + 32 * i + 16), add1));
+        const __m512i r0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(f0, s0), fhi));
+        const __m512i r1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(f1, s1), fhi));
         const __m512i w = _mm512_adds_epi16(_mm512_packs_epi32(r0, r1), zp);
         const __m256i y = _mm512_castsi512_si256(
             _mm512_permutexvar_epi32(order, out_signed ? _mm512_packs_epi16(w, w) : _mm512_packus_epi16(w, w)));
-        const __m256i z = out_signed ? _mm256_max_epi8(y, lo) : _mm256_max_epu8(y, lo);
-        if (nc >= 32)
-            _mm256_storeu_si256((__m256i *)(void *)row, z);
-        else
-            _mm256_mask_storeu_epi8(row, kst, z);
+        _mm256_storeu_si256((__m256i *)(void *)row, out_signed ? _mm256_max_epi8(y, lo) : _mm256_max_epu8(y, lo));
     }
 }
 #endif
@@ -193,9 +189,8 @@ void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, s
         tile_tflite(k_groups, a_, b_, m0, n0, p, c, c_stride);
         return;
     }
-    if (p->mode == QK_OUT_FP32 && !p->col_zb) {
-        if (nc == 32) tile_fp32(k_groups, a_, b_, m0, n0, 32, p, c, c_stride);
-        else tile_fp32(k_groups, a_, b_, m0, n0, nc, p, c, c_stride);
+    if ((qk_ab_toggle & 1) && p->mode == QK_OUT_FP32 && nc == 32) {
+        tile_fp32(k_groups, a_, b_, m0, n0, p, c, c_stride);
         return;
     }
 #endif
