@@ -47,7 +47,6 @@ static void transpose_portable(size_t elem, size_t rows, size_t cols, const uint
 
 /* Three byte rows into pixels (an RGB input's NCHW -> NHWC: below a SIMD tile's 16 rows,
  * where the blocked loop moved one byte per memcpy, 90 us for 224 x 224 x 3). */
-int qk_ab_toggle = 7;
 static void interleave3(int simd, size_t cols, const uint8_t *src, ptrdiff_t s_row, uint8_t *dst, ptrdiff_t d_row) {
 #if defined(__x86_64__)
     if (simd && (qk_cpu_features() & QK_CPU_AVX2)) {
@@ -79,7 +78,7 @@ void qk_transpose(int simd, size_t elem, size_t rows, size_t cols, const uint8_t
                             ? qk_transpose_simd() : NULL;
     if (k)
         k(elem, rows, cols, src, s_row, dst, d_row);
-    else if ((qk_ab_toggle & 4) && elem == 1 && s_col == 1 && rows == 3)
+    else if (elem == 1 && s_col == 1 && rows == 3)
         interleave3(simd, cols, src, s_row, dst, d_row);
     else
         transpose_portable(elem, rows, cols, src, s_row, s_col, dst, d_row);

@@ -6,7 +6,6 @@
  * depthwise layers (docs/design.md, "AVX-512 tier"). */
 #include "qk_avx2.h"
 #include "qk_vnni.h"
-extern int qk_ab_toggle;
 #include <stdint.h>
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -245,7 +244,7 @@ size_t QK_VNNI_FN(qk_dw_sum_avx512vnni)(const qk_dw_params *d, size_t count, con
     /* constant tap counts and signedness let the compiler unroll and drop the branches */
 #define QK_DW_SUM(T, S) sum_blocks(d, count, T, S, ptrs, ps, step, c0, acc, as, m0, stored)
     const int sgn = d->a_signed;
-    if ((qk_ab_toggle & 2) && d->vnni && c0 == 0) {
+    if (d->vnni && c0 == 0) {
 #define QK_DW_VNNI(T, S) vnni4(d, count, T, S, ptrs, ps, step, m0)
         if (d->taps == 9) sgn ? QK_DW_VNNI(9, 1) : QK_DW_VNNI(9, 0);
         else if (d->taps == 25) sgn ? QK_DW_VNNI(25, 1) : QK_DW_VNNI(25, 0);

@@ -15,7 +15,6 @@
  *   QK_GEMM_NAME, QK_FUSED_NAME   the two functions (through QK_VNNI_FN) */
 #include "qk_gemm.h"
 #include "qk_vnni.h"
-extern int qk_ab_toggle;
 /* B panels stream once per tile from L2 or memory: each quad asks for its lines this many
  * bytes ahead (12 and 16 rows of 384 x 1536 / 1536 x 384 weight chains: 1.1-1.25x, 128
  * rows 1.04x, measured A/B in one process on family 6 model 207). */
@@ -189,7 +188,7 @@ void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, s
         tile_tflite(k_groups, a_, b_, m0, n0, p, c, c_stride);
         return;
     }
-    if ((qk_ab_toggle & 1) && p->mode == QK_OUT_FP32 && nc == 32) {
+    if (p->mode == QK_OUT_FP32 && nc == 32) {
         tile_fp32(k_groups, a_, b_, m0, n0, p, c, c_stride);
         return;
     }
