@@ -50,10 +50,10 @@ def resolve(spec: str, cache: Path, shape=None):
 
 
 def sessions(path: Path, ort_profile: str | None = None, feed=None, packed_conv: bool = False):
-    """qkernels' and ORT's sessions, 1 thread. ``packed_conv``: qkernels' fp32 convolutions on
+    """qkernels' and ORT's sessions, 1 thread. ``packed_conv``: qkernels' fp32 and uint8 convolutions on
     packed patch panels, not read in place (the plan binds them on its first run, of ``feed``)."""
     import onnxruntime as ort
-    from qkernels import _native
+    from qkernels import _dispatch
     from qkernels.graph import Session
     so = ort.SessionOptions()
     so.intra_op_num_threads = so.inter_op_num_threads = 1
@@ -62,11 +62,8 @@ def sessions(path: Path, ort_profile: str | None = None, feed=None, packed_conv:
         so.profile_file_prefix = ort_profile
     q = Session(str(path), num_threads=1)
     if packed_conv:
-        prev = _native.set_indirect_conv(False)
-        try:
+        with _dispatch.indirect_conv(False):
             q.run(None, feed)
-        finally:
-            _native.set_indirect_conv(prev)
     return q, ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 

@@ -37,7 +37,7 @@ from functools import partial
 import numpy as np
 
 from .._layout import convertible, nhwc_to_nchw
-from .._native import StepLoop, copy_same
+from .._native import Bound, StepLoop, copy_same
 from .ir import Graph, Node
 
 ALIGN = 64
@@ -162,6 +162,13 @@ def _dense_strides(arr: np.ndarray) -> tuple | None:
         return None
     order = sorted(range(arr.ndim), key=lambda i: -arr.strides[i])
     return arr.strides if arr.transpose(order).flags.c_contiguous else None
+
+
+def _native_call(call) -> bool:
+    """Whether a bound call runs qkernels' native code (a bound kernel, or a native function
+    with its arguments), not numpy's."""
+    return isinstance(call, Bound) or (isinstance(call, partial) and
+                                       getattr(call.func, "__module__", None) == "qkernels._native")
 
 
 class PlanSpec:
@@ -316,7 +323,10 @@ class Plan:
             if call is None:
                 call = _copying_step(node, fn, ins, {o: arrays[o] for o in node.outputs if o})
             calls = list(call) if isinstance(call, (list, tuple)) else [call]
-            self.steps.append((node, calls, bound, placement(node)))
+            where = placement(node)
+            if bound and where == "reference":   # a binder's call in place of the reference operator
+                where = "native" if all(_native_call(c) for c in calls) else "numpy"
+            self.steps.append((node, calls, bound, where))
         self.loop = StepLoop([c for s in self.steps for c in s[1]])
         self._outs: dict = {}      # output names (a tuple) -> [(array, C-contiguous)]
         #: ``run_hot(feeds)``: every graph output for ``feeds`` in one native call, or None,
@@ -329,6 +339,15 @@ class Plan:
         #: every step native: the thread setting of the caller cannot matter (bound calls
         #: decided their threads when bound)
         self.native_only = self.loop.native_steps == len(self.loop)
+
+    def _no_work(self, node: Node) -> str:
+        """A node with no step: "fixed" (its output computed once, at planning) or "view"."""
+        return "fixed" if node.outputs and node.outputs[0] in self.spec.fixed else "view"
+
+    def placements(self) -> dict:
+        """id(node) -> how the node runs in this plan (PLACEMENTS)."""
+        steps = {id(s[0]): s[3] for s in self.steps}
+        return {id(n): steps.get(id(n)) or self._no_work(n) for n, _ in self.spec.node_steps}
 
     @property
     def bound(self) -> int:
@@ -347,7 +366,7 @@ class Plan:
             steps = {id(s[0]): s for s in self.steps}
             for node, _ in self.spec.node_steps:      # in node order; views: no work
                 if id(node) not in steps:
-                    timer(node, "fixed" if node.outputs and node.outputs[0] in self.spec.fixed else "view", 0.0)
+                    timer(node, self._no_work(node), 0.0)
                     continue
                 _, calls, _, where = steps[id(node)]
                 t0 = time.perf_counter()

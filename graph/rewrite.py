@@ -24,6 +24,8 @@
    :func:`fuse_transpose_matmul` — a Transpose into the MatMul of two activations it feeds;
 5. :func:`fold_constant_dequantize` — DequantizeLinear of constants left over (weights
    of operators no pass took) folded into float constants;
+6. :func:`fuse_qlinear_residual_add` — a QLinearAdd into the QLinearConv feeding it, and
+   :func:`int8_activations_as_uint8` — int8 activations stored as uint8 (the same results);
 
 then drops the nodes and constants nothing reads any more. Every pass is a function
 ``Graph -> Graph`` that returns a new Graph and never modifies its argument. The passes
@@ -1064,6 +1066,136 @@ def fuse_qlinear_residual_add(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
+# Where the quantized operators hold their 8-bit activations: groups of slots of one type,
+# each slot (input or output, the value's index, its zero point's input index). Inputs and
+# outputs of the convolutions and GEMMs have types of their own; the elementwise operators
+# and poolings one type for all.
+_IN, _OUT = True, False
+_ACT_SLOTS = {
+    ("QuantizeLinear", ""): (((_OUT, 0, 2),),),
+    ("DequantizeLinear", ""): (((_IN, 0, 2),),),
+    ("QLinearConv", ""): (((_IN, 0, 2),), ((_OUT, 0, 7),)),
+    ("QLinearMatMul", ""): (((_IN, 0, 2),), ((_IN, 3, 5),), ((_OUT, 0, 7),)),
+    ("QGemm", MS): (((_IN, 0, 2),), ((_OUT, 0, 8),)),
+    ("QLinearAdd", MS): (((_IN, 0, 2), (_IN, 3, 5), (_OUT, 0, 7)),),
+    ("QLinearMul", MS): (((_IN, 0, 2), (_IN, 3, 5), (_OUT, 0, 7)),),
+    ("QLinearGlobalAveragePool", MS): (((_IN, 0, 2), (_OUT, 0, 4)),),
+    ("QLinearAveragePool", MS): (((_IN, 0, 2), (_OUT, 0, 4)),),
+    ("QLinearSigmoid", MS): (((_IN, 0, 2), (_OUT, 0, 4)),),
+    ("QLinearLeakyRelu", MS): (((_IN, 0, 2), (_OUT, 0, 4)),),
+    # the other operand and the output of the add (the convolution's result inside, zero
+    # points 7 and 9, is of the output's type)
+    ("QLinearConvAdd", QK): (((_IN, 0, 2),), ((_IN, 10, 12), (_OUT, 0, 14))),
+}
+_ACT_INNER = {("QLinearConvAdd", QK): (7, 9)}
+# Operators that move bytes (no arithmetic on their values): input 0 (every input of a
+# Concat) and every output of one type; a maximum is the same under the flip's order.
+_ACT_MOVERS = {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Concat", "Split",
+               "Slice"}
+
+
+def int8_activations_as_uint8(graph: Graph) -> Graph:
+    """Run a quantized model's int8 activations as uint8: every int8 tensor between
+    quantized operators (not a graph input or output) stored with 128 added (its bytes
+    xor 0x80) and its zero points with 128 added, the same real values and, since every
+    operator here requantizes by value minus zero point and saturates at its type's ends
+    (or only moves or compares bytes), the same results flipped: bit-exact. The uint8
+    form is what the convolutions read in place (an int8 input is flipped while its
+    patches are packed: a copy per run). Tensors that must share a type (through an
+    elementwise operator, a pooling, a reshape) are flipped together or not at all (an
+    operator outside the tables above reading one, a zero point that is not a constant);
+    constant int8 operands among them (a QLinearAdd of a constant) are flipped too;
+    weights stay int8."""
+    if any(n.subgraphs() for n in graph.nodes):
+        return graph       # (values read inside a branch or loop body: left as they are)
+    ed = _Editor(graph)
+    parent: dict[str, str] = {}
+
+    def find(v):
+        while parent.setdefault(v, v) != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    def groups_of(node):
+        """The node's 8-bit activations as groups of one type, each a list of (slot index,
+        value, its zero point's input index or None, is input); None if the node is not
+        one of ours."""
+        key = (node.op_type, node.domain)
+        if key in _ACT_SLOTS:
+            got = []
+            for group in _ACT_SLOTS[key]:
+                members = []
+                for is_in, i, z in group:
+                    names = node.inputs if is_in else node.outputs
+                    if i >= len(names) or not names[i]:
+                        continue
+                    if is_in and node.op_type == "QLinearMatMul" and i == 3 and ed.const(names[i]) is not None:
+                        continue      # constant weights stay int8
+                    members.append((i, names[i], z, is_in))
+                if members:
+                    got.append(members)
+            return got
+        if not node.domain and node.op_type in _ACT_MOVERS and node.inputs and node.inputs[0]:
+            data = range(len(node.inputs)) if node.op_type == "Concat" else [0]
+            return [[(i, node.inputs[i], None, True) for i in data if node.inputs[i]] +
+                    [(i, v, None, False) for i, v in enumerate(node.outputs) if v]]
+        return None
+
+    int8, uint8, blocked = set(), set(), set()
+    for node in ed.nodes:
+        got = groups_of(node)
+        if got is None:
+            blocked.update(v for v in list(node.inputs) + list(node.outputs) if v)
+            continue
+        for members in got:
+            for _, v, zi, _ in members:
+                z = node.inputs[zi] if zi is not None and zi < len(node.inputs) else ""
+                zp = ed.const(z) if z else None
+                if zi is not None and (zp is None or zp.dtype not in _INT8):
+                    blocked.add(v)       # no zero point, or not a constant one: its type is not ours to change
+                elif zp is not None:
+                    (int8 if zp.dtype == np.int8 else uint8).add(v)
+                parent[find(v)] = find(members[0][1])
+    io = {v.name for v in graph.inputs} | ed.outputs
+    groups: dict[str, set[str]] = {}
+    for v in parent:
+        groups.setdefault(find(v), set()).add(v)
+    flip = set()
+    for members in groups.values():
+        if members & int8 and not members & (uint8 | blocked | io) and \
+                all(ed.const(v) is None or ed.const(v).dtype == np.int8 for v in members):
+            flip |= members
+    if not flip:
+        return graph
+    renamed: dict[str, str] = {}
+
+    def flipped(name):
+        """A constant (a zero point or an operand) with 128 added, as uint8 (once per name)."""
+        if name not in renamed:
+            renamed[name] = ed.add_const(f"{name}/u8", (ed.const(name).astype(np.int16) + 128).astype(np.uint8))
+        return renamed[name]
+
+    for node in ed.nodes:
+        got = groups_of(node)
+        if not got or not any(v in flip for members in got for _, v, _, _ in members):
+            continue
+        inputs = list(node.inputs)
+        for members in got:
+            for i, v, zi, is_in in members:
+                if v not in flip:
+                    continue
+                if zi is not None:
+                    inputs[zi] = flipped(inputs[zi])
+                if is_in and ed.const(v) is not None:
+                    inputs[i] = flipped(v)
+        if any(o in flip for o in node.outputs):
+            for z in _ACT_INNER.get((node.op_type, node.domain), ()):
+                inputs[z] = flipped(inputs[z])
+        ed.replace(node, [Node(node.name, node.op_type, node.domain, inputs, list(node.outputs), dict(node.attrs))])
+    return _prune(ed.result())
+
+
 def conv1d_as_conv2d(graph: Graph) -> Graph:
     """Run a float 1-D convolution (Conv or FusedConv with constant 3-D weights, as audio
     models have: silero-vad's STFT and encoder) as a 2-D one of height 1 on the kernels:
@@ -1103,7 +1235,7 @@ def conv1d_as_conv2d(graph: Graph) -> Graph:
 PASSES = (fuse_dynamic_quantize, fold_batchnorm, fold_conv_scale_mul, fold_conv_bias_add, qdq_to_integer,
           fuse_activations, fuse_residual_add, fuse_hard_swish, expand_ort_gelu, fuse_gelu, fuse_linear_gelu,
           fuse_linear_bias, fuse_attention_softmax, fuse_transpose_matmul, fold_constant_dequantize, fuse_qlinear_residual_add,
-          conv1d_as_conv2d)
+          int8_activations_as_uint8, conv1d_as_conv2d)
 
 
 def rewrite(graph: Graph) -> Graph:

@@ -181,7 +181,18 @@ class Session:
     def placement(self, node: Node) -> str:
         """How ``node`` (of ``self.graph``) runs: "native" (qkernels' kernels), "numpy"
         (numpy/BLAS code of the cpu backend), "reference" (the numpy reference operator)
-        or "backend" (another backend's own code)."""
+        or "backend" (another backend's own code): in the newest compiled plan once a run
+        made one (where a node the backend leaves to the reference operator was bound to a
+        native or numpy call for its shapes), else as its backend plans it."""
+        with self._plans_lock:
+            pools = [p for p in reversed(self._plans.values()) if p is not None]
+        for pool in pools:
+            where = pool.placements.get(id(node))
+            if where is not None:
+                return where
+        return self._static_placement(node)
+
+    def _static_placement(self, node: Node) -> str:
         return self._backend(node).placement(node, self.graph)
 
     def _backend(self, node: Node):
@@ -409,7 +420,7 @@ class Session:
             outputs, traced = self._trace(arrays, names, rows)
             try:
                 pool = _Pool(PlanSpec(self.graph, self._node_steps, traced, [v.name for v in self.graph.inputs]),
-                             self.placement)
+                             self._static_placement)
             except Exception:   # not plannable (values that are not numbers, ...): node by node
                 pool = None
             release_freed_memory()  # the trace's values, freed
@@ -615,6 +626,8 @@ class _Pool:
     def __init__(self, spec: PlanSpec, placement):
         self.spec, self._placement = spec, placement
         self._idle: list[Plan] = [Plan(spec, placement)]   # made now: binding errors show at once
+        #: how each node's step runs (id(node) -> placement), for Session.placement
+        self.placements = self._idle[0].placements()
 
     def take(self) -> Plan:
         try:

@@ -488,7 +488,7 @@ cdef class StepLoop:
         return got
 
 
-# fp32 convolutions through the GEMM kernel's indirect entries where it has them (qk_iconv_block);
+# fp32 and uint8 convolutions through the GEMM kernel's indirect entries where it has them (qk_iconv_block);
 # off: the packed patch panels (set_indirect_conv, for A/B measurements and tests)
 cdef bint _indirect_conv = True
 
@@ -523,8 +523,9 @@ cdef class BoundGemm(Bound):
     cdef int nt, za
     cdef bint a_signed, n_outer
     cdef size_t seg_len           # the indirect convolution's segment (0: A packed)
-    cdef const float **iptrs
-    cdef float *izero
+    cdef const void **iptrs
+    cdef uint8_t *izero
+    cdef size_t islots            # the tables' row panels per thread
 
     def __dealloc__(self):
         free(self.a_packed)
@@ -557,13 +558,14 @@ cdef class BoundGemm(Bound):
             self.n_tiles = 0
             return
 
-        if conv is not None and _indirect_conv:
+        # (int8 inputs are flipped to uint8 when packed, and row sums come from the packing)
+        if conv is not None and _indirect_conv and not a_signed and not need_row_sum:
             self.seg_len = qk_iconv_seg_len(k, &conv.g)
-        if self.seg_len and N > qk_iconv_col_block(k, &conv.g) and M * K * 4 > (8 << 20):
+        if self.seg_len and N > qk_iconv_col_block(k, &conv.g) and M * K * conv.g.elem > (8 << 20):
             self.seg_len = 0      # a table per panel (several column blocks) would take too much
         if self.seg_len:
             self.bp = <const uint8_t *>_ptr(b_packed)
-            self._init_indirect(M, K, N, num_threads, out)
+            self._init_indirect(M, K, N, num_threads, out, conv.g.elem, conv.g.pad)
             return
         # Blocking: an A block of mc rows stays in L2 while B panels stream past it.
         cdef size_t m_panels = (M + mr - 1) // mr, n_panels = (N + nr - 1) // nr
@@ -659,7 +661,8 @@ cdef class BoundGemm(Bound):
         """The floats per segment of an indirect convolution (0: its A panels are packed)."""
         return self.seg_len
 
-    cdef _init_indirect(self, size_t M, size_t K, size_t N, int num_threads, cnp.ndarray out):
+    cdef _init_indirect(self, size_t M, size_t K, size_t N, int num_threads, cnp.ndarray out, size_t elem,
+                        uint8_t pad):
         """The indirect convolution (qk_iconv_block): each thread an equal share of the row
         panels, its pointer table and clipped-row copies, no packed A."""
         cdef size_t mr = self.k.mr, m_panels = (M + mr - 1) // mr, segs = K // self.seg_len
@@ -667,13 +670,14 @@ cdef class BoundGemm(Bound):
         self.nt = <int>min(nthreads, m_panels)
         self.m_panels, self.mc_panels = m_panels, (m_panels + self.nt - 1) // self.nt
         self.n_tiles = self.nt
-        cdef size_t slots = self.mc_panels if N > qk_iconv_col_block(self.k, self.geom) else 1
-        self.scratch_bytes = slots * mr * K * 4
-        self.iptrs = <const float **>malloc(sizeof(float *) * slots * mr * segs * self.nt)
+        self.islots = self.mc_panels if N > qk_iconv_col_block(self.k, self.geom) else 1
+        self.scratch_bytes = self.islots * mr * K * elem
+        self.iptrs = <const void **>malloc(sizeof(void *) * self.islots * mr * segs * self.nt)
         self.scratch = <uint8_t *>malloc(self.scratch_bytes * self.nt + 64)
-        self.izero = <float *>calloc(self.seg_len, sizeof(float))
+        self.izero = <uint8_t *>malloc(self.seg_len * elem)
         if self.iptrs == NULL or self.scratch == NULL or self.izero == NULL:
             raise MemoryError("cannot allocate the tables of an indirect convolution")
+        memset(self.izero, pad, self.seg_len * elem)     # the padding's value (float: +0.0)
         self.c = <char *>_ptr(out)
         self.c_stride = out.strides[0]
 
@@ -682,9 +686,8 @@ cdef class BoundGemm(Bound):
         cdef size_t m0 = t * self.mc_panels * mr
         if m0 < self.M:
             qk_iconv_block(self.k, self.geom, self.seg_len, m0, min(self.M, m0 + self.mc_panels * mr), self.N,
-                           self.bp, &self.p, self.c, self.c_stride,
-                           self.iptrs + t * (self.scratch_bytes // (4 * self.K)) * segs,
-                           <float *>(self.scratch + t * self.scratch_bytes), self.izero)
+                           self.bp, &self.p, self.c, self.c_stride, self.iptrs + t * self.islots * mr * segs,
+                           self.scratch + t * self.scratch_bytes, self.izero)
 
     cdef void execute(self) noexcept nogil:
         cdef Py_ssize_t it

@@ -39,7 +39,7 @@ static const qk_ukernel *narrowest(const qk_ukernel *kern, size_t mc) {
 /* The fused QLinearAdd of a stored tile (qk_output.h, post_b), row by row, in place; a
  * strip of whole rows lying contiguous in both tensors in one call (a 24-channel
  * convolution's rows one by one spent twice its GEMM in the calls). */
-static void post_tile(const qk_out_params *p, size_t m, size_t n, size_t mc, size_t nc, void *c, size_t c_stride) {
+void qk_gemm_post_tile(const qk_out_params *p, size_t m, size_t n, size_t mc, size_t nc, void *c, size_t c_stride) {
     if (n == 0 && nc == c_stride && p->post_stride == c_stride) {
         char *rows = (char *)c + m * c_stride;
         p->post_fn(mc * nc, QK_BINARY_ADD, p->out_signed, rows, p->post_s1, p->post_z1,
@@ -62,9 +62,7 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
     const size_t a_panel = k_groups * kr * mr * qk_pack_elem_size(kern->a_pack);
     const size_t b_panel = k_groups * kr * nr * qk_pack_elem_size(kern->b_pack);
     int32_t acc[QK_MAX_TILE];
-    const int fuse = kern->fused && !p->row_sum &&
-                     (p->mode == QK_OUT_INT32 || p->mode == QK_OUT_FP32 || p->mode == QK_OUT_F32 || p->mode == QK_OUT_DQ_F32 ||
-                      qk_out_is_fixedpoint(p->mode));
+    const int fuse = kern->fused && qk_out_fusable(p);
     /* the fused QLinearAdd of a strip of whole rows: once per strip, after its tiles */
     const int post_rows = p->post_b && n0 == 0 && n1 == c_stride && p->post_stride == c_stride;
     /* A panel outer: it stays in L1 while the block's B panels (L1/L2) pass by. */
@@ -77,7 +75,7 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
         if (fuse_u && u->fused_panels && !p->dq_rows && n1 - n0 >= nr) {   /* a GEMV's whole panels at once */
             const size_t nw = (n1 - n0) / nr * nr;
             u->fused_panels(k_groups, ap, (const char *)b_packed + (n0 / nr) * b_panel, m, n0, nw, p, c, c_stride);
-            if (p->post_b && !post_rows) post_tile(p, m, n0, mc, nw, c, c_stride);
+            if (p->post_b && !post_rows) qk_gemm_post_tile(p, m, n0, mc, nw, c, c_stride);
             n += nw;
         }
         for (; n < n1; n += nr) {
@@ -96,9 +94,9 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
                 u->gemm(k_groups, ap, bp, acc);
                 u->output(mc, nc, acc, nr, m, n, p, c, c_stride);
             }
-            if (p->post_b && !post_rows) post_tile(p, m, n, mc, nc, c, c_stride);
+            if (p->post_b && !post_rows) qk_gemm_post_tile(p, m, n, mc, nc, c, c_stride);
         }
         if (post_rows)
-            post_tile(p, m, 0, mc, n1, c, c_stride);     /* the strip's whole rows at once */
+            qk_gemm_post_tile(p, m, 0, mc, n1, c, c_stride);     /* the strip's whole rows at once */
     }
 }

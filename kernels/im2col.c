@@ -258,23 +258,31 @@ void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, 
 }
 
 size_t qk_iconv_seg_len(const qk_ukernel *kern, const qk_conv_geom *g) {
-    if (!kern->igemm || !kern->igemm_fused || kern->dtype != QK_DTYPE_F32 || kern->kr != 1 || g->elem != 4 ||
-        g->sc != 4 || !g->cg || !g->kh || !g->kw)
+    if (!kern->igemm || !kern->igemm_fused || !g->cg || !g->kh || !g->kw)
         return 0;
-    const size_t seg_len = g->sw == (ptrdiff_t)(4 * g->cg) && g->dil_x == 1 ? g->kw * g->cg : g->cg;
-    /* a few floats a segment: switching the rows' pointers costs more than the copy (a
-       1-channel 3x3's kernel rows of 3: 0.75x of the packed path) */
-    return seg_len >= 8 ? seg_len : 0;
+    const int f32 = kern->dtype == QK_DTYPE_F32 && kern->kr == 1 && g->elem == 4;
+    /* int8: uint8 bytes read as they are (the caller leaves int8 inputs, which the packing
+       flips, and row sums to the packed path), a segment of whole K quads */
+    const int u8 = kern->dtype == QK_DTYPE_QS8 && kern->a_pack == QK_PACK_U8 && g->elem == 1;
+    if ((!f32 && !u8) || g->sc != (ptrdiff_t)g->elem)
+        return 0;
+    const size_t seg_len = g->sw == (ptrdiff_t)(g->elem * g->cg) && g->dil_x == 1 ? g->kw * g->cg : g->cg;
+    if (seg_len % (size_t)kern->kr)
+        return 0;
+    /* 32 bytes a segment at least: switching the rows' pointers costs more than the copy (a
+       1-channel 3x3's kernel rows of 3 floats: 0.75x of the packed path) */
+    return seg_len * g->elem >= 32 ? seg_len : 0;
 }
 
 /* The segments of output pixel (n, oy, ox) into row i of the table (segs entries MR apart).
  * The geometry in locals: stores through the table may alias *g (no strict aliasing in
  * extension builds), which made the compiler reload it on every entry. */
-static void iconv_row(const qk_conv_geom *g, size_t seg_len, size_t n, size_t oy, size_t ox, const float **t,
-                      size_t mr, float *scratch, const float *zero) {
-    const size_t kh = g->kh, kw = g->kw, cg = g->cg, dil_y = g->dil_y, dil_x = g->dil_x;
+static void iconv_row(const qk_conv_geom *g, size_t seg_len, size_t n, size_t oy, size_t ox, const void **t,
+                      size_t mr, uint8_t *scratch, const void *zero) {
+    const size_t kh = g->kh, kw = g->kw, tap = g->cg * g->elem, dil_y = g->dil_y, dil_x = g->dil_x;
     const ptrdiff_t sh = g->sh, sw = g->sw, in_h = (ptrdiff_t)g->in_h, in_w = (ptrdiff_t)g->in_w;
-    const int whole_rows = seg_len != cg || kw == 1;   /* a segment is a kernel row */
+    const uint8_t pad = g->pad;   /* (float: 0, i.e. +0.0) */
+    const int whole_rows = seg_len != g->cg || kw == 1;   /* a segment is a kernel row */
     const uint8_t *x = g->x + (ptrdiff_t)n * g->sn;
     const ptrdiff_t iy0 = (ptrdiff_t)(oy * g->stride_y) - g->pad_top, ix0 = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
     if (whole_rows) {
@@ -285,15 +293,15 @@ static void iconv_row(const qk_conv_geom *g, size_t seg_len, size_t n, size_t oy
             if (iy < 0 || iy >= in_h) {
                 *t = zero;
             } else if (inside) {
-                *t = (const float *)(const void *)(row + iy * sh);
-            } else {   /* clipped by the side padding: the taps inside copied between zeros */
-                float *d = scratch + ky * seg_len;
+                *t = row + iy * sh;
+            } else {   /* clipped by the side padding: the taps inside copied between pad values */
+                uint8_t *d = scratch + ky * kw * tap;
                 for (size_t kx = 0; kx < kw; kx++) {
                     const ptrdiff_t ix = ix0 + (ptrdiff_t)kx;
                     if (ix < 0 || ix >= in_w)
-                        memset(d + kx * cg, 0, cg * 4);
+                        memset(d + kx * tap, pad, tap);
                     else
-                        memcpy(d + kx * cg, x + iy * sh + ix * sw, cg * 4);
+                        memcpy(d + kx * tap, x + iy * sh + ix * sw, tap);
                 }
                 *t = d;
             }
@@ -305,7 +313,7 @@ static void iconv_row(const qk_conv_geom *g, size_t seg_len, size_t n, size_t oy
         const int row_in = iy >= 0 && iy < in_h;
         for (size_t kx = 0; kx < kw; kx++, t += mr) {
             const ptrdiff_t ix = ix0 + (ptrdiff_t)(kx * dil_x);
-            *t = row_in && ix >= 0 && ix < in_w ? (const float *)(const void *)(x + iy * sh + ix * sw) : zero;
+            *t = row_in && ix >= 0 && ix < in_w ? (const void *)(x + iy * sh + ix * sw) : zero;
         }
     }
 }
@@ -313,30 +321,31 @@ static void iconv_row(const qk_conv_geom *g, size_t seg_len, size_t n, size_t oy
 size_t qk_iconv_col_block(const qk_ukernel *kern, const qk_conv_geom *g) {
     /* column blocks of B of at most 512 KiB stay in L2 while every row panel passes (a late
        layer's 9 MB of weights were otherwise streamed from memory once per panel) */
-    const size_t b_panel = g->kh * g->kw * g->cg * (size_t)kern->nr * 4;
+    const size_t b_panel = g->kh * g->kw * g->cg * (size_t)kern->nr * g->elem;
     return (512 * 1024 / b_panel > 1 ? 512 * 1024 / b_panel : 1) * (size_t)kern->nr;
 }
 
 void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_len, size_t m0, size_t m1, size_t n,
-                    const void *b_packed, const qk_out_params *p, void *c, size_t c_stride, const float **ptrs,
-                    float *scratch, const float *zero) {
+                    const void *b_packed, const qk_out_params *p, void *c, size_t c_stride, const void **ptrs,
+                    uint8_t *scratch, const void *zero) {
     const size_t mr = (size_t)kern->mr, nr = (size_t)kern->nr, k = g->kh * g->kw * g->cg, segs = k / seg_len;
-    const size_t b_panel = k * nr * 4, nb = qk_iconv_col_block(kern, g);
+    const size_t row_bytes = k * g->elem, b_panel = row_bytes * nr, nb = qk_iconv_col_block(kern, g);
     /* several column blocks: every panel's table is built once, into its own slot, before
        the first (a small image's clipped rows, copied again per block, cost 6 % at 7 x 7) */
-    const int all = n > nb;
+    const int all = n > nb, fuse = qk_out_fusable(p);
     const ptrdiff_t dx = (ptrdiff_t)g->stride_x * g->sw, span = (ptrdiff_t)((g->kw - 1) * g->dil_x + 1);
-    float acc[12 * 32];
+    int32_t acc[12 * 32];
     if ((size_t)kern->mr * nr > sizeof acc / sizeof acc[0]) return;   /* (no such kernel registered) */
     size_t ox = m0 % g->out_w, oy = (m0 / g->out_w) % g->out_h, img = m0 / (g->out_w * g->out_h);
     for (size_t n_lo = 0; n_lo < n; n_lo += nb) {
         const size_t n_hi = n - n_lo < nb ? n : n_lo + nb;
         for (size_t m = m0, slot = 0; m < m1; m += mr, slot += all) {
             const size_t mc = m1 - m < mr ? m1 - m : mr;
-            const float **t = ptrs + slot * mr * segs;
-            float *sc = scratch + slot * mr * k;
-            if (mc < mr) {   /* a last partial panel: packed, for the narrowest kernel that fits (the same bits) */
-                if (n_lo == 0) qk_pack_a_conv(kern->a_pack, kern->mr, 1, g, m, mc, 0, 0, NULL, sc, NULL, kern->isa);
+            const void **t = ptrs + slot * mr * segs;
+            uint8_t *sc = scratch + slot * mr * row_bytes;
+            if (mc < mr) {   /* a last partial panel: packed, for the narrowest kernel that fits (the same sums) */
+                if (n_lo == 0)
+                    qk_pack_a_conv(kern->a_pack, kern->mr, kern->kr, g, m, mc, 0, 0, NULL, sc, NULL, kern->isa);
                 qk_gemm_block(kern, k, m, m1, n_lo, n_hi, sc, b_packed, p, c, c_stride);
                 continue;
             }
@@ -349,11 +358,11 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
                 const int inside = ix0 >= 0 && ix0 + span <= (ptrdiff_t)g->in_w;
                 if (inside && prev_inside) {
                     for (size_t s = 0; s < segs; s++) {
-                        const float *q = t[s * mr + i - 1];
-                        t[s * mr + i] = q == zero ? zero : (const float *)(const void *)((const char *)q + dx);
+                        const uint8_t *q = (const uint8_t *)t[s * mr + i - 1];
+                        t[s * mr + i] = q == zero ? zero : (const void *)(q + dx);
                     }
                 } else {
-                    iconv_row(g, seg_len, img, oy, ox, t + i, mr, sc + i * k, zero);
+                    iconv_row(g, seg_len, img, oy, ox, t + i, mr, sc + i * row_bytes, zero);
                 }
                 prev_inside = inside;
                 if (++ox == g->out_w) {
@@ -368,15 +377,17 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
             for (size_t n0 = n_lo; n0 < n_hi; n0 += nr) {
                 const char *bp = (const char *)b_packed + (n0 / nr) * b_panel;
                 const size_t nc = n - n0 < nr ? n - n0 : nr;
-                if (nc == 16 && kern->igemm_fused16) {   /* half a panel: half the FMAs */
+                if (fuse && nc == 16 && kern->igemm_fused16) {   /* half a panel: half the FMAs */
                     kern->igemm_fused16(segs, seg_len, t, bp, m, n0, nc, p, c, c_stride);
-                } else if (nc % 16 == 0) {
+                } else if (fuse && nc % 16 == 0) {
                     kern->igemm_fused(segs, seg_len, t, bp, m, n0, nc, p, c, c_stride);
                 } else {
-                    kern->igemm(segs, seg_len, t, bp, (int32_t *)(void *)acc);
-                    kern->output(mr, nc, (int32_t *)(void *)acc, nr, m, n0, p, c, c_stride);
+                    kern->igemm(segs, seg_len, t, bp, acc);
+                    kern->output(mr, nc, acc, nr, m, n0, p, c, c_stride);
                 }
             }
+            /* the fused QLinearAdd of the panel's rows over this column block */
+            if (p->post_b) qk_gemm_post_tile(p, m, n_lo, mr, n_hi - n_lo, c, c_stride);
         }
     }
 }

@@ -159,7 +159,7 @@ cdef extern from "qk_conv.h" nogil:
     size_t qk_iconv_col_block(const qk_ukernel *kern, const qk_conv_geom *g)
     void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_len, size_t m0, size_t m1,
                         size_t n, const void *b_packed, const qk_out_params *p, void *c, size_t c_stride,
-                        const float **ptrs, float *scratch, const float *zero)
+                        const void **ptrs, uint8_t *scratch, const void *zero)
 
 cdef extern from "qk_layout.h" nogil:
     void qk_transpose(int simd, size_t elem, size_t rows, size_t cols, const uint8_t *src, Py_ssize_t s_row,

@@ -6,8 +6,8 @@
 /* The kernels, by ISA. Declared through their types, so a signature that drifts from the
  * contract fails to compile here. */
 typedef void gemm_fn(size_t, const void *, const void *, int32_t *);
-typedef void igemm_fn(size_t, size_t, const float *const *, const void *, int32_t *);
-typedef void igemm_fused_fn(size_t, size_t, const float *const *, const void *, size_t, size_t, size_t,
+typedef void igemm_fn(size_t, size_t, const void *const *, const void *, int32_t *);
+typedef void igemm_fused_fn(size_t, size_t, const void *const *, const void *, size_t, size_t, size_t,
                             const qk_out_params *, void *, size_t);
 typedef void output_fn(size_t, size_t, const int32_t *, size_t, size_t, size_t, const qk_out_params *, void *,
                        size_t);
@@ -37,6 +37,8 @@ QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_1x32c4_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_1x32c4_fused_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_1x32c4_panels_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_12x32c4_fused_avx512vnni)
+QK_NATIVE_AND_EMU(igemm_fn, qs8_igemm_12x32c4_avx512vnni)
+QK_NATIVE_AND_EMU(igemm_fused_fn, qs8_igemm_12x32c4_fused_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_4x32c4_avx512vnni)
 QK_NATIVE_AND_EMU(fused_fn, qs8_gemm_4x32c4_fused_avx512vnni)
 QK_NATIVE_AND_EMU(gemm_fn, qs8_gemm_8x32c4_avx512vnni)
@@ -147,8 +149,15 @@ static const qk_ukernel kernels[] = {
                     .nr = 32, .kr = 4, .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8, .max_m = 4),
     VNNI_GEMM_FUSED(qs8_gemm_8x32c4_avx512vnni, qs8_gemm_8x32c4_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 8,
                     .nr = 32, .kr = 4, .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8, .max_m = 8),
-    VNNI_GEMM_FUSED(qs8_gemm_12x32c4_avx512vnni, qs8_gemm_12x32c4_fused_avx512vnni, QK_ISA_AVX512VNNI, .mr = 12,
-                    .nr = 32, .kr = 4, .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8),
+    /* the 12x32 one has the indirect entries too (uint8 convolutions read in place) */
+    {.name = "qs8_gemm_12x32c4_avx512vnni", GEMM, QS8, .isa = QK_ISA_AVX512VNNI, .mr = 12, .nr = 32, .kr = 4,
+     .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8, .gemm = qs8_gemm_12x32c4_avx512vnni, .output = qk_output_avx2,
+     .fused = qs8_gemm_12x32c4_fused_avx512vnni, .igemm = qs8_igemm_12x32c4_avx512vnni,
+     .igemm_fused = qs8_igemm_12x32c4_fused_avx512vnni},
+    {.name = "qs8_gemm_12x32c4_avx512vnni_emu", GEMM, QS8, .isa = QK_ISA_AVX512VNNI_EMU, .mr = 12, .nr = 32,
+     .kr = 4, .a_pack = QK_PACK_U8, .b_pack = QK_PACK_S8, .gemm = qs8_gemm_12x32c4_avx512vnni_emu,
+     .output = qk_output_avx2, .fused = qs8_gemm_12x32c4_fused_avx512vnni_emu,
+     .igemm = qs8_igemm_12x32c4_avx512vnni_emu, .igemm_fused = qs8_igemm_12x32c4_fused_avx512vnni_emu},
     VNNI_GEMM(qs8_gemm_1x16c4_avxvnni, QK_ISA_AVXVNNI, .mr = 1, .nr = 16, .kr = 4, .a_pack = QK_PACK_U8,
               .b_pack = QK_PACK_S8, .max_m = 2),
     VNNI_GEMM_FUSED(qs8_gemm_6x16c4_avxvnni, qs8_gemm_6x16c4_fused_avxvnni, QK_ISA_AVXVNNI, .mr = 6, .nr = 16,

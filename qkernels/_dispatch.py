@@ -106,6 +106,28 @@ def isa_index() -> int:
     return _INDEX[_state.isa or _default]
 
 
+def isa_indices() -> list[int]:
+    """The indices (in ISA_NAMES) of every path available here, emulations included, each
+    once (a test's sweep over the native paths)."""
+    got = set()
+    for isa in SUPPORTED_ISAS + EMULATED_ISAS:
+        with use_isa(isa):
+            got.add(isa_index())
+    return sorted(got)
+
+
+@contextlib.contextmanager
+def indirect_conv(on: bool):
+    """Inside the ``with`` block, fp32 and uint8 convolutions bound read their input in place
+    (``on``, the default) or through packed patch panels (for A/B measurements and tests;
+    process-wide: not for use while other threads bind convolutions)."""
+    prev = _native.set_indirect_conv(on)
+    try:
+        yield
+    finally:
+        _native.set_indirect_conv(prev)
+
+
 def settings() -> tuple[int, int]:
     """(thread count, ISA index) the calls of this thread use, in one call: what a graph
     session's plan is keyed by, asked on every run."""

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import qkernels
@@ -519,3 +519,72 @@ def test_tflite_requantized_conv_tiles_of_32_columns_equal_the_scalar_path_on_ev
             np.testing.assert_array_equal(conv2d(*args, **kw).data, want, err_msg=isa)
             np.testing.assert_array_equal(conv2d(QTensor(np.ascontiguousarray(x), 0.05, za), *args[1:], **kw).data,
                                           want, err_msg=f"{isa}, contiguous copy")
+
+
+@settings(max_examples=8 if SMALL else 30, deadline=None, database=None)
+@given(cg=st.sampled_from([3, 4, 12, 16, 17, 64, 260]), o=st.sampled_from([1, 16, 32, 47, 64, 300]),
+       hw=st.tuples(st.integers(1, 12), st.integers(1, 12)), k=st.sampled_from([(1, 1), (3, 3), (5, 5), (3, 1), (1, 4)]),
+       stride=st.tuples(st.integers(1, 2), st.integers(1, 2)), dil=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       pads=st.tuples(*[st.integers(0, 2)] * 4), n=st.integers(1, 2), groups=st.sampled_from([1, 2]),
+       view=st.sampled_from(["none", "pixels", "flipped"]), requant=st.sampled_from(["int32", "fp32", "tflite"]),
+       seed=st.integers(0, 2**31))
+@example(cg=260, o=300, hw=(5, 6), k=(3, 3), stride=(1, 1), dil=(1, 1), pads=(1, 1, 1, 1), n=1, groups=1, view="none",
+         requant="tflite", seed=0)   # K * N over 512 KiB: several column blocks, every panel's table built once
+@example(cg=64, o=64, hw=(12, 12), k=(3, 3), stride=(1, 1), dil=(1, 1), pads=(1, 1, 1, 1), n=2, groups=1,
+         view="none", requant="fp32", seed=1)   # a ResNet stage's layer: whole kernel rows, side-padded copies
+def test_uint8_indirect_conv_gives_the_bytes_of_the_packed_patches(cg, o, hw, k, stride, dil, pads, n, groups, view,
+                                                                  requant, seed):
+    """uint8 convolutions with symmetric weights read their input in place through pointer
+    tables (the VNNI kernel's indirect entries, qk_iconv_block): the int64 reference's sums
+    (int32 output), and the packed path's bytes for every output stage, on every ISA path,
+    1 and 2 threads, from views (pixels at a step: segments of one tap; flipped rows and
+    columns: negative strides), padding on every side, strides, dilations, groups, tiles
+    past every edge, weights of several column blocks. The path is asserted taken where it
+    serves: the AVX-512 paths' 12-row kernel (M > 8), segments of 32 bytes or more in whole
+    K quads."""
+    rng = np.random.default_rng(seed)
+    kh, kw = k
+    h, w_ = hw
+    h, w_ = max(h, (kh - 1) * dil[0] + 1 - pads[0] - pads[2]), max(w_, (kw - 1) * dil[1] + 1 - pads[1] - pads[3])
+    c = cg * groups
+    base = _random(rng, (n, h, 2 * w_, c), U8)
+    x = {"none": np.ascontiguousarray(base[:, :, :w_]), "pixels": base[:, :, ::2],
+         "flipped": base[:, ::-1, ::-1][:, :, :w_]}[view]
+    w = rng.integers(-128, 128, (o * groups, kh, kw, cg)).astype(np.int8)
+    za = int(rng.integers(0, 256))
+    sw = rng.uniform(0.002, 0.02, o * groups).astype(np.float32)
+    bias = rng.integers(-20000, 20000, o * groups).astype(np.int32)
+    packed = pack_conv_weights(QTensor(w, sw, np.zeros(o * groups, np.int8), axis=0), groups=groups)
+    kw_ = dict(stride=stride, padding=pads, dilation=dil, groups=groups)
+    if requant == "int32":
+        kw_["out_dtype"] = np.int32
+    else:
+        kw_.update(out_scale=0.3, out_zero_point=7, activation="relu", requant=requant)
+    want = conv_ref(x, w, za, 0, stride, pads, dil, groups) + bias
+
+    def run(indirect):
+        with qkernels._dispatch.indirect_conv(indirect):
+            y = conv2d(QTensor(x, 0.05, za), packed, bias, **kw_)
+        return y if requant == "int32" else y.data
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+        with qkernels.use_isa(isa):
+            for threads in (1, 2):
+                qkernels.set_num_threads(threads)
+                got = [run(True), run(False)]
+                np.testing.assert_array_equal(got[0], got[1], err_msg=f"{isa}, {threads} thread(s)")
+                if requant == "int32":
+                    np.testing.assert_array_equal(got[0], want.astype(np.int32), err_msg=isa)
+            call = qkernels._conv.ConvCall(QTensor(x, 0.05, za), packed, bias, stride, pads, dil, groups, "NHWC",
+                                           "OHWI", kw_.get("out_scale"), kw_.get("out_zero_point", 0),
+                                           kw_.get("out_dtype"), kw_.get("activation"), kw_.get("requant", "fp32"),
+                                           None)
+            if not call.gemms:
+                continue
+            res = np.empty((got[0].size // (o * groups), o * groups), got[0].dtype)
+            segs = [b.indirect_segment for b in call.bind(x, res)]
+            pointwise = kh == kw == 1 and stride == (1, 1) and pads == (0, 0, 0, 0)
+            seg = kw * cg if x.strides[2] == cg and dil[1] == 1 else cg
+            if isa.startswith("avx512vnni") and res.shape[0] > 8 and not pointwise and seg % 4 == 0 and seg >= 32:
+                assert segs == [seg] * groups, (isa, segs)
+            else:
+                assert segs == [0] * groups, (isa, segs)

@@ -26,15 +26,7 @@ needs_graph = pytest.mark.skipif(onnx is None, reason="onnx or the graph runner 
 U, B = _native.ELTWISE_UNARY, _native.ELTWISE_BINARY
 
 
-def _isa_indices():
-    got = {}
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
-        with qkernels.use_isa(isa):
-            got.setdefault(_dispatch.isa_index(), isa)
-    return sorted(got)
-
-
-ISAS = _isa_indices()
+ISAS = _dispatch.isa_indices()
 PORTABLE = 0
 #: the build whose softmax exp is its own (fused multiply-adds, kernels/eltwise.c)
 OWN = _dispatch.ISA_NAMES.index("avx512vnni")

@@ -416,11 +416,8 @@ def test_fp32_indirect_conv_gives_the_bits_of_the_packed_patches(cg, o, hw, kh, 
                     qkernels.set_num_threads(threads)
                     got = []
                     for indirect in (True, False):
-                        prev = qkernels._native.set_indirect_conv(indirect)
-                        try:
+                        with qkernels._dispatch.indirect_conv(indirect):
                             got.append(conv2d(x, pw, **kw_))
-                        finally:
-                            qkernels._native.set_indirect_conv(prev)
                     _check(got[0], ref, scale, kh * kw * cg, isa, f"indirect {threads} thr", F32)
                     np.testing.assert_array_equal(got[0].view(np.uint32), got[1].view(np.uint32), err_msg=isa)
                 if pw.depthwise:   # (one input channel per group and one filter: the depthwise kernel)

@@ -554,7 +554,7 @@ def test_quantize_and_dequantize_linear_run_on_the_kernels_exactly(dtype):
 
 # ------------------------------------------------------- QLinearAdd / QLinearMul (native)
 
-from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import assume, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
@@ -640,6 +640,42 @@ def test_qlinear_binary_loop_saturates_and_rounds_ties_to_even():
                 np.testing.assert_array_equal(got, want.setdefault((mul, dt), got), err_msg=isa)
         with pytest.raises(ValueError, match="1-D contiguous"):
             _native.qlinear_binary(k, False, a, 1.0, 0, b.astype(np.uint8), 1.0, 0, 1.0, 0, y)
+
+
+@settings(max_examples=40, deadline=None)
+@given(mul=st.booleans(), signed=st.booleans(), seed=st.integers(0, 2**31),
+       e=st.tuples(st.floats(-12, 1), st.floats(-12, 1), st.floats(-14, 4)))
+@example(mul=False, signed=False, seed=0, e=(-60.0, -60.0, -60.0))    # the correction's smallest output scale
+@example(mul=True, signed=True, seed=1, e=(-7.3, -5.1, -14.0))
+# scales where the reciprocal's product alone gives other bytes for some pairs (a search)
+@example(mul=False, signed=True, seed=1993171918, e=(-2.245283782823643, -10.252576587882002, -2.384119875045295))
+@example(mul=False, signed=False, seed=1926231659, e=(-1.5937580340673332, -8.478191242772908, -3.135666256473293))
+@example(mul=True, signed=False, seed=716796639, e=(-5.3794561052493775, -0.08868957322553683, 0.49310509513354717))
+def test_qlinear_binary_division_is_correctly_rounded_for_every_byte_pair(mul, signed, seed, e):
+    """The loop (kernels/qbinary.c, each build) gives the bytes of numpy's float32 steps
+    (sa (a - za) op sb (b - zb)) / sy, rounded half to even, saturated, for all 65,536 byte
+    pairs, on every ISA path. The pinned scales catch a division replaced by the product
+    with the reciprocal (measured no faster with Markstein's correction: the loop's
+    conversions, not its vdivps, bound it)."""
+    import qkernels
+    from qkernels import _dispatch, _native
+    rng = np.random.default_rng(seed)
+    dt = np.int8 if signed else np.uint8
+    info = np.iinfo(dt)
+    sa, sb, sy = (np.float32(2.0 ** x * rng.uniform(1, 2)) for x in e)
+    za, zb, zy = (int(rng.integers(info.min, info.max + 1)) for _ in range(3))
+    q = np.arange(info.min, info.max + 1)
+    a, b = (v.astype(dt).ravel() for v in np.meshgrid(q, q))
+    fa = sa * (a.astype(np.int32) - za).astype(np.float32)
+    fb = sb * (b.astype(np.int32) - zb).astype(np.float32)
+    v = (fa * fb if mul else fa + fb) / sy
+    assume(np.abs(v).max() <= 2.0 ** 21)                 # the loop's precondition (the plan checks it)
+    want = np.clip(np.rint(v).astype(np.int64) + zy, info.min, info.max).astype(dt)
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+        with qkernels.use_isa(isa):
+            got = _native.qlinear_binary(_dispatch.isa_index(), mul, a, float(sa), za, b, float(sb), zb, float(sy),
+                                         zy, np.empty_like(a))
+        np.testing.assert_array_equal(got, want, err_msg=isa)
 
 
 # ------------------------------------------------- global average pooling (native)
@@ -926,14 +962,16 @@ def test_qlinear_add_and_mul_of_a_constant_equal_the_reference(op, signed, first
 @settings(max_examples=25, deadline=None)
 @given(signed=st.booleans(), conv_first=st.booleans(), skip=st.sampled_from(["conv", "input"]),
        seed=st.integers(0, 2**31), c=st.sampled_from([1, 5, 16, 33]), hw=st.sampled_from([(1, 1), (5, 7), (12, 13)]),
-       threads=st.sampled_from([1, 2]))
-@example(signed=True, conv_first=True, skip="conv", seed=7, c=33, hw=(1, 1), threads=1)   # a GEMV's panels, then the add
-def test_qlinear_conv_and_residual_add_fused_equal_the_two_nodes(signed, conv_first, skip, seed, c, hw, threads):
+       threads=st.sampled_from([1, 2]), ci=st.sampled_from([3, 16]))
+@example(signed=True, conv_first=True, skip="conv", seed=7, c=33, hw=(1, 1), threads=1, ci=3)   # a GEMV's panels, then the add
+@example(signed=False, conv_first=False, skip="conv", seed=3, c=33, hw=(12, 13), threads=2, ci=16)   # uint8 read in place
+def test_qlinear_conv_and_residual_add_fused_equal_the_two_nodes(signed, conv_first, skip, seed, c, hw, threads, ci):
     """QLinearConv -> QLinearAdd with another tensor (another convolution's NHWC result,
     or an NCHW feed): fused into qkernels::QLinearConvAdd, bound as one convolution whose
     tiles the QLinearAdd loop finishes (when the other tensor lies in NHWC rows), the
     unfused graph's bits node by node and on the plan (1 and 2 threads: tiles or strips of
-    whole rows), the reference's, and ONNX Runtime's within its one-step tie difference."""
+    whole rows; 16 uint8 input channels: the indirect convolution's panels), the reference's,
+    and ONNX Runtime's within its one-step tie difference."""
     rng = np.random.default_rng(seed)
     dt = np.int8 if signed else np.uint8
     et = helper.np_dtype_to_tensor_dtype(np.dtype(dt))
@@ -944,7 +982,7 @@ def test_qlinear_conv_and_residual_add_fused_equal_the_two_nodes(signed, conv_fi
                 numpy_helper.from_array(np.array(z, dt), f"{name}_z")]
     zs = {k: int(rng.integers(info.min // 2, info.max // 2)) for k in "xtry"}
     inits = q("x", 0.05, zs["x"]) + q("t", 0.11, zs["t"]) + q("r", 0.09, zs["r"]) + q("y", 0.15, zs["y"])
-    inits += [numpy_helper.from_array(rng.integers(-127, 128, (c, 3, 3, 3)).astype(np.int8), "w"),
+    inits += [numpy_helper.from_array(rng.integers(-127, 128, (c, ci, 3, 3)).astype(np.int8), "w"),
               numpy_helper.from_array(np.array(0.004, np.float32), "w_s"),
               numpy_helper.from_array(np.array(0, np.int8), "w_z"),
               numpy_helper.from_array(rng.integers(-2000, 2000, c).astype(np.int32), "bias")]
@@ -954,13 +992,13 @@ def test_qlinear_conv_and_residual_add_fused_equal_the_two_nodes(signed, conv_fi
     nodes = [conv("x", "t")]
     if skip == "conv":
         nodes.append(conv("x", "r"))
-        ins = [helper.make_tensor_value_info("x", et, [1, 3, *hw])]
+        ins = [helper.make_tensor_value_info("x", et, [1, ci, *hw])]
     else:
-        ins = [helper.make_tensor_value_info("x", et, [1, 3, *hw]), helper.make_tensor_value_info("r", et, [1, c, *hw])]
+        ins = [helper.make_tensor_value_info("x", et, [1, ci, *hw]), helper.make_tensor_value_info("r", et, [1, c, *hw])]
     a, b = (["t", "t_s", "t_z"], ["r", "r_s", "r_z"]) if conv_first else (["r", "r_s", "r_z"], ["t", "t_s", "t_z"])
     nodes.append(helper.make_node("QLinearAdd", a + b + ["y_s", "y_z"], ["y"], domain="com.microsoft"))
     model = _model(nodes, ins, [helper.make_tensor_value_info("y", et, None)], inits, ms=True)
-    feeds = {"x": rng.integers(info.min, info.max + 1, (1, 3, *hw)).astype(dt)}
+    feeds = {"x": rng.integers(info.min, info.max + 1, (1, ci, *hw)).astype(dt)}
     if skip == "input":
         feeds["r"] = rng.integers(info.min, info.max + 1, (1, c, *hw)).astype(dt)
     want = reference_session(model).run(None, feeds)[0]
@@ -1191,3 +1229,85 @@ def test_flatten_gemm_reads_nhwc_memory_and_equals_the_reference(c, hw, batch, t
             gemm = next(node for node, *_ in steps if node.op_type == "Gemm")
             assert gemm.inputs[0] == ("r" if conv and not flatten_out else "f")   # (a feed's Flatten: a view)
             assert flatten_out or not any(node.op_type == "Flatten" for node, *_ in steps)
+
+
+# ------------------------------------------------- int8 activations run as uint8
+
+def _flip_model(rng, tail, c=16, hw=(9, 11)):
+    """Quantize (int8) -> QLinearConv 3x3 -> MaxPool -> QLinearAdd of a constant -> QLinearAdd
+    to a second QLinearConv (fused into it) -> Concat with a third QLinearConv of the input
+    -> Reshape -> QLinearGlobalAveragePool, then
+    ``tail``: "dequantize" (float output), "int8" (the int8 pooling is the output) or
+    "unknown" (that, and an operator outside the pass's tables, Pad, reads an int8
+    activation of the Concat's group: a second output)."""
+    S8 = TensorProto.INT8
+
+    def q(name, s, z):
+        return [numpy_helper.from_array(np.array(s, np.float32), f"{name}_s"),
+                numpy_helper.from_array(np.array(z, np.int8), f"{name}_z")]
+    zs = {k: int(rng.integers(-100, 100)) for k in "xabdcgpk"}
+    inits = [*q("x", 0.05, zs["x"]), *q("a", 0.09, zs["a"]), *q("b", 0.07, zs["b"]), *q("d", 0.11, zs["d"]),
+             *q("c", 0.13, zs["c"]), *q("g", 0.04, zs["g"]), *q("k", 0.06, zs["k"]),
+             numpy_helper.from_array(rng.integers(-127, 128, (c, 3, 3, 3)).astype(np.int8), "w"),
+             numpy_helper.from_array(np.array(0.004, np.float32), "w_s"),
+             numpy_helper.from_array(np.array(0, np.int8), "w_z"),
+             numpy_helper.from_array(rng.integers(-128, 128, (1, c, 1, 1)).astype(np.int8), "k"),
+             numpy_helper.from_array(np.array([1, 2 * c, -1, 1], np.int64), "shape")]
+    conv = lambda name, out, z: helper.make_node(  # noqa: E731
+        "QLinearConv", ["xq", "x_s", "x_z", "w", "w_s", "w_z", f"{z}_s", f"{z}_z"], [out], pads=[1, 1, 1, 1], name=name)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"]),
+             conv("c1", "a", "a"), conv("c2", "b", "b"), conv("c3", "e", "c"),
+             helper.make_node("MaxPool", ["a"], ["m"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("QLinearAdd", ["m", "a_s", "a_z", "k", "k_s", "k_z", "d_s", "d_z"], ["d"],
+                              domain="com.microsoft"),
+             helper.make_node("QLinearAdd", ["e", "c_s", "c_z", "d", "d_s", "d_z", "c_s", "c_z"], ["f"],
+                              domain="com.microsoft"),     # (fused: qkernels::QLinearConvAdd)
+             helper.make_node("Concat", ["f", "b"], ["cat"], axis=1),
+             helper.make_node("Reshape", ["cat", "shape"], ["r"]),
+             helper.make_node("QLinearGlobalAveragePool", ["r", "d_s", "d_z", "g_s", "g_z"], ["g"],
+                              domain="com.microsoft", channels_last=0)]
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if tail == "int8":
+        outs = [helper.make_tensor_value_info("g", S8, None)]
+    else:
+        nodes.append(helper.make_node("DequantizeLinear", ["g", "g_s", "g_z"], ["y"]))
+    if tail == "unknown":
+        nodes += [helper.make_node("Pad", ["b", "pads"], ["bp"]),
+                  helper.make_node("DequantizeLinear", ["bp", "b_s", "b_z"], ["y2"])]
+        inits.append(numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"))
+        outs.append(helper.make_tensor_value_info("y2", TensorProto.FLOAT, None))
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, *hw])], outs, inits, ms=True)
+
+
+@settings(max_examples=10, deadline=None)
+@given(tail=st.sampled_from(["dequantize", "int8", "unknown"]), seed=st.integers(0, 2**31))
+def test_int8_activations_run_as_uint8_with_the_same_results(tail, seed):
+    """The plan stores int8 activations between quantized operators as uint8 (128 added to
+    bytes and zero points, graph/rewrite.py int8_activations_as_uint8): the unflipped
+    plan's bits and the reference's, the convolutions' zero points uint8 in the plan, the
+    graph's int8 output still int8; a group of tensors of one type that an unknown operator
+    or the graph's output holds stays int8 (and only that group)."""
+    from qkernels.graph import rewrite as rw
+    rng = np.random.default_rng(seed)
+    model = _flip_model(rng, tail)
+    x = rng.standard_normal((1, 3, 9, 11)).astype(np.float32) * 2
+    want = reference_session(model).run(None, {"x": x})
+    flipped = Session(model, num_threads=1)
+    saved = rw.PASSES
+    rw.PASSES = tuple(p for p in saved if p is not rw.int8_activations_as_uint8)
+    try:
+        plain = Session(model, num_threads=1)
+    finally:
+        rw.PASSES = saved
+    for sess in (flipped, plain):
+        for got, w in zip(sess.run(None, {"x": x}), want, strict=True):
+            np.testing.assert_array_equal(got, w)
+            assert got.dtype == w.dtype == (np.int8 if tail == "int8" else np.float32)
+    zp = {(n.name, k): flipped.graph.initializers[n.inputs[k]].dtype.name for n in flipped.graph.nodes
+          if n.op_type == "QLinearConv" for k in (2, 7)}
+    # the quantized input (its own group: a convolution's input and output types are their
+    # own) is uint8 in every case; the rest only where no int8 output or Pad holds it
+    rest = "uint8" if tail == "dequantize" else "int8"
+    assert zp == {("c1", 2): "uint8", ("c2", 2): "uint8", ("c1", 7): rest, ("c2", 7): rest}, zp
+    (fused,) = [n for n in flipped.graph.nodes if n.op_type == "QLinearConvAdd"]
+    assert [flipped.graph.initializers[fused.inputs[k]].dtype.name for k in (2, 7, 9, 12, 14)] == ["uint8"] + [rest] * 4

@@ -343,6 +343,33 @@ def test_explain_says_which_nodes_run_native_numpy_or_reference():
     assert {r.placement(n) for n in r.graph.nodes} == {"reference"}
 
 
+def test_explain_after_a_run_says_how_the_compiled_plan_runs_each_node():
+    """Before a run explain() says how each backend plans its nodes; after one, how the
+    compiled plan runs them: a node the cpu backend leaves to the reference operator but
+    the plan binds for its shapes (MaxPool: the native loop; Gather of constant indices:
+    numpy's take) is said so, a Reshape is a view; the profile agrees."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    nodes = [helper.make_node("MaxPool", ["x"], ["m"], kernel_shape=[2, 2]),
+             helper.make_node("Gather", ["m", "idx"], ["g"], axis=1),
+             helper.make_node("Reshape", ["g", "shape"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([1, 0], np.int64), "idx"),
+             numpy_helper.from_array(np.array([1, -1], np.int64), "shape")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    s = Session(model, num_threads=1)
+    before = {n.op_type: s.placement(n) for n in s.graph.nodes}
+    assert before["MaxPool"] == "reference" and before["Gather"] == "reference"
+    x = np.random.default_rng(0).standard_normal((1, 3, 6, 6)).astype(np.float32)
+    for _ in range(3):         # (a plan is compiled on the second run of a signature)
+        s.run(None, {"x": x}, profile=True)
+    after = {n.op_type: s.placement(n) for n in s.graph.nodes}
+    assert after == {"MaxPool": "native", "Gather": "numpy", "Reshape": "view"}, after
+    assert {r["op"]: r["placement"] for r in s.last_profile} == after
+    assert "native       1: MaxPool" in s.explain()
+
+
 def test_profile_times_every_node_and_a_foreign_partition_as_one_row():
     s = Session(mlp())
     with pytest.raises(ValueError, match="profile=True"):

@@ -13,15 +13,7 @@ import qkernels
 from qkernels import _dispatch, _native
 
 
-def _isa_indices():
-    got = {}
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
-        with qkernels.use_isa(isa):
-            got.setdefault(_dispatch.isa_index(), isa)
-    return sorted(got)
-
-
-ISAS = _isa_indices()
+ISAS = _dispatch.isa_indices()
 #: channels at and past the vector widths (8, 16, 32, 64) and 4-vector blocks
 EDGES = [1, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257]
 

@@ -25,17 +25,7 @@ from qkernels.graph.rewrite import fuse_gelu, fuse_linear_gelu  # noqa: E402
 
 U = _native.ELTWISE_UNARY
 ISA_NAMES = list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS)
-
-
-def _isa_indices():
-    got = {}
-    for isa in ISA_NAMES:
-        with qkernels.use_isa(isa):
-            got.setdefault(_dispatch.isa_index(), isa)
-    return sorted(got)
-
-
-ISAS = _isa_indices()
+ISAS = _dispatch.isa_indices()
 #: the build that evaluates GELU's erf and softmax's exp with fused multiply-adds (kernels/eltwise.c):
 #: its own bits, within the stated bounds; every other build gives the portable build's
 OWN = _dispatch.ISA_NAMES.index("avx512vnni")

@@ -107,7 +107,7 @@ static inline __attribute__((always_inline)) void tile_sums(size_t k, const void
 /* The indirect tile (qk_gemm.h, qk_igemm_fn): the sums of tile_sums over the segments each
    row's pointers give, in the same order (the same floats as the packed rows, QK_CHAINS 1). */
 static inline __attribute__((always_inline)) void itile_sums(size_t segs, size_t seg_len,
-                                                              const float *const *ptrs, const void *b_,
+                                                              const void *const *ptrs, const void *b_,
                                                               qk_v512f v[QK_MR][QK_NV]) {
     const qk_b_elem *pb = (const qk_b_elem *)b_;
     qk_v512f c[QK_CHAINS][QK_MR][QK_NV];
@@ -115,13 +115,13 @@ static inline __attribute__((always_inline)) void itile_sums(size_t segs, size_t
     for (size_t s = 0; s < segs; s++, ptrs += QK_MR, pb += seg_len * 16 * QK_B_NV) {
         const float *rows[QK_MR];
 #pragma GCC unroll 16
-        for (int i = 0; i < QK_MR; i++) rows[i] = ptrs[i];
+        for (int i = 0; i < QK_MR; i++) rows[i] = (const float *)ptrs[i];
         tile_add(seg_len, rows, pb, c);
     }
     tile_reduce(c, v);
 }
 
-void QK_IGEMM_NAME(size_t segs, size_t seg_len, const float *const *ptrs, const void *b_, int32_t *acc) {
+void QK_IGEMM_NAME(size_t segs, size_t seg_len, const void *const *ptrs, const void *b_, int32_t *acc) {
     qk_v512f v[QK_MR][QK_NV];
     itile_sums(segs, seg_len, ptrs, b_, v);
     float *out = (float *)acc;
@@ -178,7 +178,7 @@ void QK_GEMM_FUSED_NAME(size_t k, const void *a_, const void *b_, size_t m0, siz
 }
 
 #ifdef QK_IGEMM_FUSED_NAME
-void QK_IGEMM_FUSED_NAME(size_t segs, size_t seg_len, const float *const *ptrs, const void *b_, size_t m0, size_t n0,
+void QK_IGEMM_FUSED_NAME(size_t segs, size_t seg_len, const void *const *ptrs, const void *b_, size_t m0, size_t n0,
                          size_t nc, const qk_out_params *p, void *c, size_t c_stride) {
     qk_v512f v[QK_MR][QK_NV];
     itile_sums(segs, seg_len, ptrs, b_, v);

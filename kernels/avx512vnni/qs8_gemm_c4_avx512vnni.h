@@ -12,7 +12,10 @@
  * led (~750 GOP/s on a quiet core, 1024^3 panels), 8x32 ~15 % behind; 12x32 wastes less
  * on N = 24 or 144 layers. Define before including:
  *   QK_MR, QK_NV                  the tile
- *   QK_GEMM_NAME, QK_FUSED_NAME   the two functions (through QK_VNNI_FN) */
+ *   QK_GEMM_NAME, QK_FUSED_NAME   the two functions (through QK_VNNI_FN)
+ *   QK_IGEMM_NAME, QK_IGEMM_FUSED_NAME  optional: the indirect entries (qk_gemm.h), uint8 A
+ *                                 rows read in place through pointers (a convolution's
+ *                                 input), no packed panel */
 #include "qk_gemm.h"
 #include "qk_vnni.h"
 /* B panels stream once per tile from L2 or memory: each quad asks for its lines this many
@@ -22,24 +25,53 @@
 #define QK_PREFETCH_B 2048
 #endif
 
+/* c += one K quad's products: row i's four bytes at a[i], B's quad at pb. */
+static inline __attribute__((always_inline)) void quad_dot(const uint8_t *const a[QK_MR], const uint8_t *pb,
+                                                           qk_v512 c[QK_MR][QK_NV]) {
+#pragma GCC unroll 4
+    for (int j = 0; j < QK_NV; j++) _mm_prefetch((const char *)(pb + 64 * j) + QK_PREFETCH_B, _MM_HINT_T0);
+    qk_v512 b[QK_NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < QK_NV; j++) b[j] = qk512_load(pb + 64 * j);
+#pragma GCC unroll 16
+    for (int i = 0; i < QK_MR; i++) {
+        const qk_v512 ai = qk512_bcast32(a[i]);
+#pragma GCC unroll 4
+        for (int j = 0; j < QK_NV; j++) c[i][j] = qk512_dpbusd(c[i][j], ai, b[j]);
+    }
+}
+
 /* c += the tile's products (inlined into both entries: c stays in registers). */
 static inline __attribute__((always_inline)) void tile_dot(size_t k_groups, const uint8_t *pa, const uint8_t *pb,
                                                            qk_v512 c[QK_MR][QK_NV]) {
     const size_t kp = 4 * k_groups;   /* row stride of the row-major A panel, in bytes */
     for (size_t g = 0; g < k_groups; g++, pa += 4, pb += 64 * QK_NV) {
-#pragma GCC unroll 4
-        for (int j = 0; j < QK_NV; j++) _mm_prefetch((const char *)(pb + 64 * j) + QK_PREFETCH_B, _MM_HINT_T0);
-        qk_v512 b[QK_NV];
-#pragma GCC unroll 4
-        for (int j = 0; j < QK_NV; j++) b[j] = qk512_load(pb + 64 * j);
+        const uint8_t *a[QK_MR];
 #pragma GCC unroll 16
-        for (int i = 0; i < QK_MR; i++) {
-            const qk_v512 a = qk512_bcast32(pa + i * kp);
-#pragma GCC unroll 4
-            for (int j = 0; j < QK_NV; j++) c[i][j] = qk512_dpbusd(c[i][j], a, b[j]);
+        for (int i = 0; i < QK_MR; i++) a[i] = pa + i * kp;
+        quad_dot(a, pb, c);
+    }
+}
+
+#ifdef QK_IGEMM_NAME
+/* c += the products of the indirect tile: row i's K bytes are segs segments of seg_len
+ * (a multiple of 4) at ptrs[s * QK_MR + i]; B's quads run on across the segments. The
+ * same sums as tile_dot on the rows packed. */
+static inline __attribute__((always_inline)) void itile_dot(size_t segs, size_t seg_len, const void *const *ptrs,
+                                                            const uint8_t *pb, qk_v512 c[QK_MR][QK_NV]) {
+    for (size_t s = 0; s < segs; s++, ptrs += QK_MR) {
+        const uint8_t *rows[QK_MR];
+#pragma GCC unroll 16
+        for (int i = 0; i < QK_MR; i++) rows[i] = (const uint8_t *)ptrs[i];
+        for (size_t kk = 0; kk < seg_len; kk += 4, pb += 64 * QK_NV) {
+            const uint8_t *a[QK_MR];
+#pragma GCC unroll 16
+            for (int i = 0; i < QK_MR; i++) a[i] = rows[i] + kk;
+            quad_dot(a, pb, c);
         }
     }
 }
+#endif
 
 void QK_GEMM_NAME(size_t k_groups, const void *a_, const void *b_, int32_t *acc) {
     qk_v512 c[QK_MR][QK_NV];
@@ -89,14 +121,19 @@ static inline __attribute__((always_inline)) uint32_t tfl_row(__m512i v0, __m512
  * registers (a branch per row made GCC keep them in memory too: 1.3x slower). Measured A/B
  * in one process (family 6 model 207, 1 thread): 1-5 % of a 3136 x 256 x 64 layer, whose
  * epilogue is still a third of its time (the exact check's second fma and conversion). */
-static inline __attribute__((always_inline)) void tile_tflite(size_t k_groups, const void *a_, const void *b_,
-                                                              size_t m0, size_t n0, const qk_out_params *p, void *c,
-                                                              size_t c_stride) {
-    const __m512i add0 = _mm512_loadu_si512(p->col_add + n0), add1 = _mm512_loadu_si512(p->col_add + n0 + 16);
-    qk_v512 acc[QK_MR][2];
+static inline __attribute__((always_inline)) void tile_tflite_start(const qk_out_params *p, size_t n0,
+                                                                    __m512i add[2], qk_v512 acc[QK_MR][2]) {
+    add[0] = _mm512_loadu_si512(p->col_add + n0), add[1] = _mm512_loadu_si512(p->col_add + n0 + 16);
 #pragma GCC unroll 16
-    for (int i = 0; i < QK_MR; i++) acc[i][0] = add0, acc[i][1] = add1;
-    tile_dot(k_groups, (const uint8_t *)a_, (const uint8_t *)b_, acc);
+    for (int i = 0; i < QK_MR; i++) acc[i][0] = add[0], acc[i][1] = add[1];
+}
+
+/* (The tile's stores: from the accumulators tile_tflite_start began, after a tile's
+   products, tile_dot or itile_dot, were added to them.) */
+static inline __attribute__((always_inline)) void tile_tflite_store(qk_v512 acc[QK_MR][2], const __m512i add[2],
+                                                                    size_t m0, size_t n0, const qk_out_params *p,
+                                                                    void *c, size_t c_stride) {
+    const __m512i add0 = add[0], add1 = add[1];
     qk_tfl_stage s0, s1;
     if (!qk_tfl_stage_at(&s0, n0, p) || !qk_tfl_stage_at(&s1, n0 + 16, p)) {
         int32_t t[QK_MR * 32];
@@ -180,12 +217,16 @@ static inline __attribute__((always_inline)) void tile_fp32(size_t k_groups, con
 #endif
 
 /* Tiles of int32 or fp32 output, nc / 16 strips of 16 columns: the zmm epilogue
- * (qs8_output_avx512vnni.c); 32 columns of TFLite's 8-bit output: tile_tflite. */
+ * (qs8_output_avx512vnni.c); 32 columns of TFLite's 8-bit output: tile_tflite_store. */
 void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, size_t n0, size_t nc,
                    const qk_out_params *p, void *c, size_t c_stride) {
 #if !defined(QK_VNNI_EMULATED) && QK_NV == 2
     if (p->mode == QK_OUT_FIXEDPOINT_UP && nc == 32) {
-        tile_tflite(k_groups, a_, b_, m0, n0, p, c, c_stride);
+        __m512i add[2];
+        qk_v512 acc[QK_MR][2];
+        tile_tflite_start(p, n0, add, acc);
+        tile_dot(k_groups, (const uint8_t *)a_, (const uint8_t *)b_, acc);
+        tile_tflite_store(acc, add, m0, n0, p, c, c_stride);
         return;
     }
     if (p->mode == QK_OUT_FP32 && nc == 32) {
@@ -197,3 +238,36 @@ void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, s
     QK_GEMM_NAME(k_groups, a_, b_, acc);
     QK_VNNI_FN(qk_store_cols_avx512vnni)(QK_MR, nc / 16, acc, 16 * QK_NV, m0, n0, p, c, c_stride);
 }
+
+#ifdef QK_IGEMM_NAME
+void QK_IGEMM_NAME(size_t segs, size_t seg_len, const void *const *ptrs, const void *b_, int32_t *acc) {
+    qk_v512 c[QK_MR][QK_NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < QK_MR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < QK_NV; j++) c[i][j] = qk512_zero();
+    itile_dot(segs, seg_len, ptrs, (const uint8_t *)b_, c);
+#pragma GCC unroll 16
+    for (int i = 0; i < QK_MR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < QK_NV; j++) qk512_store(acc + (i * QK_NV + j) * 16, c[i][j]);
+}
+
+/* The fused entry of the indirect tile, as QK_FUSED_NAME's. */
+void QK_IGEMM_FUSED_NAME(size_t segs, size_t seg_len, const void *const *ptrs, const void *b_, size_t m0, size_t n0,
+                         size_t nc, const qk_out_params *p, void *c, size_t c_stride) {
+#if !defined(QK_VNNI_EMULATED) && QK_NV == 2
+    if (p->mode == QK_OUT_FIXEDPOINT_UP && nc == 32) {
+        __m512i add[2];
+        qk_v512 acc[QK_MR][2];
+        tile_tflite_start(p, n0, add, acc);
+        itile_dot(segs, seg_len, ptrs, (const uint8_t *)b_, acc);
+        tile_tflite_store(acc, add, m0, n0, p, c, c_stride);
+        return;
+    }
+#endif
+    int32_t acc[QK_MR * QK_NV * 16];
+    QK_IGEMM_NAME(segs, seg_len, ptrs, b_, acc);
+    QK_VNNI_FN(qk_store_cols_avx512vnni)(QK_MR, nc / 16, acc, 16 * QK_NV, m0, n0, p, c, c_stride);
+}
+#endif

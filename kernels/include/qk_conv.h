@@ -25,23 +25,25 @@ void qk_im2col_rows(const qk_conv_geom *g, size_t r0, size_t rows, uint8_t *dst,
 void qk_pack_a_conv(int pack, int mr, int kr, const qk_conv_geom *g, size_t r0, size_t rows, int a_signed,
                     int32_t za, uint8_t *scratch, void *packed, int32_t *row_sum, int isa);
 
-/* Indirect fp32 convolution (kernels/im2col.c): the GEMM kernel's indirect entries
- * (qk_gemm.h) read the patch rows in place through a table of pointers, no panel packed.
- * A row's K values are segments of seg_len adjacent floats: a whole kernel row (kw * cg)
- * where pixels and channels are adjacent and x is not dilated, else a tap (cg). */
-/* seg_len for this geometry and kernel (0: the indirect path does not serve them). */
+/* Indirect convolution (kernels/im2col.c), fp32 and uint8: the GEMM kernel's indirect
+ * entries (qk_gemm.h) read the patch rows in place through a table of pointers, no panel
+ * packed. A row's K values are segments of seg_len adjacent values: a whole kernel row
+ * (kw * cg) where pixels and channels are adjacent and x is not dilated, else a tap (cg). */
+/* seg_len for this geometry and kernel (0: the indirect path does not serve them). The
+ * caller sends int8 inputs (flipped when packed) and GEMMs with row sums the packed way. */
 size_t qk_iconv_seg_len(const qk_ukernel *kern, const qk_conv_geom *g);
 /* Columns per block of B that qk_iconv_block keeps in L2. */
 size_t qk_iconv_col_block(const qk_ukernel *kern, const qk_conv_geom *g);
 /* Output rows [m0, m1) (m0 on a panel edge) x all n columns: per MR-row panel, its table
- * (MR * K / seg_len pointers in ptrs) points into the input, at `zero` (seg_len zeros) for
- * a segment in the top or bottom padding, or at a copy in scratch (MR * K floats) of a
- * kernel row clipped by the side padding; then the kernel over every column panel. A last
- * partial panel is packed into its scratch for the narrowest kernel of the family. One
- * such slot of ptrs and scratch, or one per panel where n exceeds qk_iconv_col_block. */
+ * (MR * K / seg_len pointers in ptrs) points into the input, at `zero` (seg_len values of
+ * the pad byte) for a segment in the top or bottom padding, or at a copy in scratch (MR * K
+ * values) of a kernel row clipped by the side padding; then the kernel over every column
+ * panel, and the fused QLinearAdd (post_b) of its rows. A last partial panel is packed
+ * into its scratch for the narrowest kernel of the family. One such slot of ptrs and
+ * scratch, or one per panel where n exceeds qk_iconv_col_block. */
 void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_len, size_t m0, size_t m1, size_t n,
-                    const void *b_packed, const qk_out_params *p, void *c, size_t c_stride, const float **ptrs,
-                    float *scratch, const float *zero);
+                    const void *b_packed, const qk_out_params *p, void *c, size_t c_stride, const void **ptrs,
+                    uint8_t *scratch, const void *zero);
 
 /* Depthwise convolution (kernels/dwconv.c; sum kernels in kernels/<isa>/): g describes the whole input (cg = all C
  * channels); w holds int16 weights minus their zero points, [ky][kx][C * mult].

@@ -25,13 +25,24 @@ typedef void (*qk_gemm_ukernel_fn)(size_t k_groups, const void *a, const void *b
 typedef void (*qk_gemm_fused_fn)(size_t k_groups, const void *a, const void *b, size_t m0, size_t n0, size_t nc,
                                  const qk_out_params *p, void *c, size_t c_stride);
 
-/* Indirect fp32 entries (convolutions read in place, no packed A): the sums of MR rows whose
- * K = segs * seg_len values are segs runs of seg_len adjacent floats, run s of row i at
- * ptrs[s * MR + i]; B packed as for gemm. The igemm stores its tile as gemm does (acc);
- * the fused one as the fused entry (all MR rows). The same floats as gemm on the rows packed. */
-typedef void (*qk_igemm_fn)(size_t segs, size_t seg_len, const float *const *ptrs, const void *b, int32_t *acc);
-typedef void (*qk_igemm_fused_fn)(size_t segs, size_t seg_len, const float *const *ptrs, const void *b, size_t m0,
+/* Indirect entries (fp32 and int8 convolutions read in place, no packed A): the sums of MR
+ * rows whose K = segs * seg_len values are segs runs of seg_len adjacent values (int8: uint8
+ * bytes, seg_len a multiple of KR), run s of row i at ptrs[s * MR + i]; B packed as for gemm.
+ * The igemm stores its tile as gemm does (acc); the fused one as the fused entry (all MR
+ * rows). The same sums as gemm on the rows packed. */
+typedef void (*qk_igemm_fn)(size_t segs, size_t seg_len, const void *const *ptrs, const void *b, int32_t *acc);
+typedef void (*qk_igemm_fused_fn)(size_t segs, size_t seg_len, const void *const *ptrs, const void *b, size_t m0,
                                   size_t n0, size_t nc, const qk_out_params *p, void *c, size_t c_stride);
+
+/* Whether the fused entries serve this output stage (no row sums; the modes they store). */
+static inline int qk_out_fusable(const qk_out_params *p) {
+    return !p->row_sum && (p->mode == QK_OUT_INT32 || p->mode == QK_OUT_FP32 || p->mode == QK_OUT_F32 ||
+                           p->mode == QK_OUT_DQ_F32 || qk_out_is_fixedpoint(p->mode));
+}
+
+/* The fused QLinearAdd (qk_output.h, post_b) of the stored rows [m, m + mc) x columns
+ * [n, n + nc), in place (kernels/gemm_block.c). */
+void qk_gemm_post_tile(const qk_out_params *p, size_t m, size_t n, size_t mc, size_t nc, void *c, size_t c_stride);
 
 /* One block of output: rows [m0, m1) x columns [n0, n1), both starting on a tile edge,
  * with a GEMM kernel of the registry (qk_registry.h). a_packed: the A panels of rows

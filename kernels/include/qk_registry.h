@@ -40,7 +40,7 @@ struct qk_ukernel {
     /* QK_KIND_QUANTIZE, QK_KIND_DEQUANTIZE */
     qk_quantize_row_fn quantize;
     qk_dequantize_row_fn dequantize;
-    /* QK_KIND_GEMM, fp32: the indirect entries (qk_gemm.h), or NULL */
+    /* QK_KIND_GEMM, fp32 and int8: the indirect entries (qk_gemm.h), or NULL */
     qk_igemm_fn igemm;
     qk_igemm_fused_fn igemm_fused;
     /* fp32, NR 32: the fused entries for a tile's first 16 columns only (a last panel of 16), or NULL */
