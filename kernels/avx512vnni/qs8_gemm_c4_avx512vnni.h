@@ -188,12 +188,9 @@ static inline __attribute__((always_inline)) void tile_tflite_store(qk_v512 acc[
  * one process on family 6 model 207; a 16-column tile stays qk_store_cols', the packs'
  * second half would be wasted). The sums pass through memory: kept in registers from the
  * dot (as tile_tflite does), GCC spilled and copied accumulators inside the K loop, 2x
- * slower at K = 160. */
-static inline __attribute__((always_inline)) void tile_fp32(size_t k_groups, const void *a_, const void *b_,
-                                                            size_t m0, size_t n0, const qk_out_params *p, void *c,
-                                                            size_t c_stride) {
-    int32_t t[QK_MR * 32];
-    QK_GEMM_NAME(k_groups, a_, b_, t);
+ * slower at K = 160. t: the tile's QK_MR rows of 32 int32 sums. */
+static inline __attribute__((always_inline)) void tile_fp32_store(const int32_t *t, size_t m0, size_t n0,
+                                                                  const qk_out_params *p, void *c, size_t c_stride) {
     const __m512i add0 = _mm512_loadu_si512(p->col_add + n0), add1 = _mm512_loadu_si512(p->col_add + n0 + 16);
     const __m512 s0 = _mm512_loadu_ps(p->scale + n0), s1 = _mm512_loadu_ps(p->scale + n0 + 16);
     const __m512 fhi = _mm512_set1_ps((float)(p->hi - p->zero_point));
@@ -217,7 +214,8 @@ static inline __attribute__((always_inline)) void tile_fp32(size_t k_groups, con
 #endif
 
 /* Tiles of int32 or fp32 output, nc / 16 strips of 16 columns: the zmm epilogue
- * (qs8_output_avx512vnni.c); 32 columns of TFLite's 8-bit output: tile_tflite_store. */
+ * (qs8_output_avx512vnni.c); 32 columns of 8-bit output: tile_tflite_store (TFLite's),
+ * tile_fp32_store (ONNX's fp32 requantization). */
 void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, size_t n0, size_t nc,
                    const qk_out_params *p, void *c, size_t c_stride) {
 #if !defined(QK_VNNI_EMULATED) && QK_NV == 2
@@ -229,13 +227,15 @@ void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, s
         tile_tflite_store(acc, add, m0, n0, p, c, c_stride);
         return;
     }
-    if (p->mode == QK_OUT_FP32 && nc == 32) {
-        tile_fp32(k_groups, a_, b_, m0, n0, p, c, c_stride);
-        return;
-    }
 #endif
     int32_t acc[QK_MR * QK_NV * 16];
     QK_GEMM_NAME(k_groups, a_, b_, acc);
+#if !defined(QK_VNNI_EMULATED) && QK_NV == 2
+    if (p->mode == QK_OUT_FP32 && nc == 32) {
+        tile_fp32_store(acc, m0, n0, p, c, c_stride);
+        return;
+    }
+#endif
     QK_VNNI_FN(qk_store_cols_avx512vnni)(QK_MR, nc / 16, acc, 16 * QK_NV, m0, n0, p, c, c_stride);
 }
 
@@ -268,6 +268,12 @@ void QK_IGEMM_FUSED_NAME(size_t segs, size_t seg_len, const void *const *ptrs, c
 #endif
     int32_t acc[QK_MR * QK_NV * 16];
     QK_IGEMM_NAME(segs, seg_len, ptrs, b_, acc);
+#if !defined(QK_VNNI_EMULATED) && QK_NV == 2
+    if (p->mode == QK_OUT_FP32 && nc == 32) {
+        tile_fp32_store(acc, m0, n0, p, c, c_stride);
+        return;
+    }
+#endif
     QK_VNNI_FN(qk_store_cols_avx512vnni)(QK_MR, nc / 16, acc, 16 * QK_NV, m0, n0, p, c, c_stride);
 }
 #endif
