@@ -898,12 +898,14 @@ cdef class BoundDw(Bound):
     cdef const qk_ukernel *k
     cdef qk_dw_sum_fn fn
     cdef int32_t *acc
+    cdef void *vnni
     cdef size_t pixels, chunk, oc
     cdef int nt
     cdef object keep
 
     def __dealloc__(self):
         free(self.acc)
+        free(self.vnni)
 
     cdef _init(self, int isa, qk_dw_params *d, size_t pixels, qk_out_params *p, cnp.ndarray out, int num_threads,
                tuple keep):
@@ -924,6 +926,12 @@ cdef class BoundDw(Bound):
             memset(init, 0, sizeof(int32_t) * ch)          # float +0.0: the bias comes in the output stage
         qk_dw_prepare(&self.d, <uint8_t *>(init + ch), init)
         self.d.out, self.d.c, self.d.c_stride = &self.p, _ptr(out), out.strides[0]
+        cdef size_t vnni = qk_dw_vnni_size(&self.d)    # the AVX-512 VNNI kernel's int8 layout
+        if vnni:
+            self.vnni = malloc(vnni)
+            if self.vnni == NULL:
+                raise MemoryError("cannot allocate the depthwise weights")
+            qk_dw_pack_vnni(&self.d, self.vnni)
         self.chunk = (pixels + self.nt - 1) // self.nt
 
     cdef void execute(self) noexcept nogil:

@@ -64,6 +64,43 @@ void qk_dw_prepare(qk_dw_params *d, uint8_t *zero_pixel, int32_t *init) {
     d->init = init;
 }
 
+size_t qk_dw_vnni_size(const qk_dw_params *d) {
+    const qk_out_params *p = d->out;
+    if (d->dtype != QK_DTYPE_QS8 || !d->taps || !p || p->mode != QK_OUT_FP32 || p->col_zb || p->row_sum || p->post_b)
+        return 0;
+    for (size_t i = 0; i < d->taps * d->g.cg; i++)
+        if (d->w[i] < -128 || d->w[i] > 127) return 0;
+    return (d->g.cg + 63) / 64 * ((d->taps + 3) / 4 * 256 + 512) + 63;
+}
+
+void qk_dw_pack_vnni(qk_dw_params *d, void *buf) {
+    const size_t ch = d->g.cg, taps = d->taps, groups = (taps + 3) / 4;
+    uint8_t *o = (uint8_t *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+    d->vnni = o;
+    for (size_t b = 0; b < ch; b += 64) {
+        int32_t *init = (int32_t *)(void *)(o + groups * 256);
+        float *scale = (float *)(init + 64);
+        for (size_t k = 0; k < 4; k++)
+            for (size_t l = 0; l < 4; l++)
+                for (size_t j = 0; j < 4; j++) {
+                    /* a last block of <= 32 (<= 16) channels: its lanes repeat for 2 (4) pixels */
+                    const size_t lanes = ch - b > 32 ? 4 : ch - b > 16 ? 2 : 1;
+                    const size_t c = b + 16 * (l % lanes) + 4 * k + j, at = 16 * k + 4 * l + j;
+                    uint32_t s = 0;
+                    for (size_t g = 0; g < groups; g++)
+                        for (size_t t = 0; t < 4; t++) {
+                            const int16_t w = c < ch && 4 * g + t < taps ? d->w[(4 * g + t) * ch + c] : 0;
+                            o[(4 * g + k) * 64 + 16 * l + 4 * j + t] = (uint8_t)(int8_t)w;
+                            s += (uint32_t)(int32_t)w;
+                        }
+                    init[at] = c < ch ? (int32_t)((uint32_t)d->init[c] + (uint32_t)(d->out->col_add ? d->out->col_add[c] : 0)
+                                                  - (d->a_signed ? 128u * s : 0u)) : 0;
+                    scale[at] = c < ch ? d->out->scale[c] : 0.0f;
+                }
+        o += groups * 256 + 512;
+    }
+}
+
 static int pixel_inside(const qk_dw_params *d, size_t oy, size_t ox) {
     return oy >= d->oy_lo && oy < d->oy_hi && ox >= d->ox_lo && ox < d->ox_hi;
 }

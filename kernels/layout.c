@@ -7,6 +7,7 @@
 #if defined(__x86_64__)
 void qk_transpose_avx2(size_t elem, size_t rows, size_t cols, const uint8_t *src, ptrdiff_t s_row, uint8_t *dst,
                        ptrdiff_t d_row);
+void qk_interleave3_avx2(size_t cols, const uint8_t *src, ptrdiff_t s_row, uint8_t *dst, ptrdiff_t d_row);
 #elif defined(__aarch64__)
 void qk_transpose_neon(size_t elem, size_t rows, size_t cols, const uint8_t *src, ptrdiff_t s_row, uint8_t *dst,
                        ptrdiff_t d_row);
@@ -44,6 +45,20 @@ static void transpose_portable(size_t elem, size_t rows, size_t cols, const uint
     }
 }
 
+/* Three byte rows into pixels (an RGB input's NCHW -> NHWC: below a SIMD tile's 16 rows,
+ * where the blocked loop moved one byte per memcpy, 90 us for 224 x 224 x 3). */
+static void interleave3(int simd, size_t cols, const uint8_t *src, ptrdiff_t s_row, uint8_t *dst, ptrdiff_t d_row) {
+#if defined(__x86_64__)
+    if (simd && (qk_cpu_features() & QK_CPU_AVX2)) {
+        qk_interleave3_avx2(cols, src, s_row, dst, d_row);
+        return;
+    }
+#endif
+    (void)simd;
+    for (size_t j = 0; j < cols; j++, dst += d_row)
+        for (size_t i = 0; i < 3; i++) dst[i] = src[(ptrdiff_t)i * s_row + (ptrdiff_t)j];
+}
+
 qk_transpose_fn qk_transpose_simd(void) {
     /* CPU features once: cpuid traps to the hypervisor in VMs (tens of microseconds). */
     static volatile int64_t cached = -1;   /* benign race: every thread stores the same value */
@@ -63,6 +78,8 @@ void qk_transpose(int simd, size_t elem, size_t rows, size_t cols, const uint8_t
                             ? qk_transpose_simd() : NULL;
     if (k)
         k(elem, rows, cols, src, s_row, dst, d_row);
+    else if (elem == 1 && s_col == 1 && rows == 3)
+        interleave3(simd, cols, src, s_row, dst, d_row);
     else
         transpose_portable(elem, rows, cols, src, s_row, s_col, dst, d_row);
 }

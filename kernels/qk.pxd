@@ -88,7 +88,10 @@ cdef extern from "qk_conv.h" nogil:
         const qk_out_params *out
         void *c
         size_t c_stride
+        const uint8_t *vnni
     void qk_dw_prepare(qk_dw_params *d, uint8_t *zero_pixel, int32_t *init)
+    size_t qk_dw_vnni_size(const qk_dw_params *d)
+    void qk_dw_pack_vnni(qk_dw_params *d, void *buf)
     ctypedef size_t (*qk_dw_sum_fn)(const qk_dw_params *d, size_t count, const uint8_t *const *ptrs,
                                     size_t ptr_stride, Py_ssize_t step, size_t c0, int32_t *acc,
                                     size_t acc_stride, size_t m0, size_t *stored)

@@ -97,6 +97,82 @@ def test_conv2d_equals_the_int64_reference_on_every_path(case):
                 np.testing.assert_array_equal(got, want.astype(np.int32), err_msg=f"{isa}, {threads} thread(s)")
 
 
+@st.composite
+def int8_weight_depthwise_cases(draw):
+    """Depthwise shapes whose zero-folded weights fit int8 (weight zero points 0, as ORT's and
+    TFLite's quantizers write them), which the AVX-512 VNNI kernel sums 4 taps at a time:
+    channel counts on and around its 64-channel blocks and its 2- and 4-pixel vectors
+    (last blocks of <= 32 and <= 16 channels), tap counts that fill 4-tap groups or not,
+    pixel counts past every 2 and 4, strided input views."""
+    kh, kw = draw(st.sampled_from([(3, 3), (3, 3), (5, 5), (1, 1), (2, 3), (1, 7), (7, 7)]))
+    c = draw(st.sampled_from([1, 5, 16, 17, 31, 32, 33, 63, 64, 65, 80, 96, 97, 144, 150]))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = draw(st.one_of(st.sampled_from(["valid", "same"]), st.tuples(*[st.integers(0, 3)] * 4)))
+    eff = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
+    h = draw(st.integers(eff[0], eff[0] + (4 if SMALL else 9)))
+    w = draw(st.integers(eff[1], eff[1] + (4 if SMALL else 9)))
+    return dict(n=draw(st.integers(1, 2)), h=h, w=w, c=c, kh=kh, kw=kw, stride=stride, dilation=dilation,
+                padding=padding, xdt=draw(st.sampled_from([U8, S8])), ydt=draw(st.sampled_from([U8, S8])),
+                extreme=draw(st.booleans()), view=draw(st.sampled_from([None, "step", "reversed"])),
+                act=draw(st.sampled_from([None, "relu", "relu6"])), seed=draw(st.integers(0, 2**31)))
+
+
+@settings(max_examples=15 if SMALL else 60, deadline=None, database=None)
+@given(case=int8_weight_depthwise_cases())
+def test_int8_weight_depthwise_equals_the_reference_on_every_path(case):
+    """fp32-requantized depthwise output with int8 weights and zero weight points equals the
+    int64 reference on every path and thread count, for u8 and s8 inputs and outputs (the
+    s8 inputs' +128 and its compensation), fused clamps, extreme inputs and weights against
+    large biases (the float clamp before rounding), and input views (same as a copy)."""
+    rng = np.random.default_rng(case["seed"])
+    c, xdt, ydt = case["c"], case["xdt"], case["ydt"]
+    shape = (case["n"], case["h"], case["w"], c)
+    if case["extreme"]:
+        x = np.full(shape, np.iinfo(xdt).max if xdt == U8 else np.iinfo(xdt).min, xdt)
+        w = rng.choice(np.array([-128, 127], np.int8), (c, case["kh"], case["kw"], 1))
+        za = int(np.iinfo(xdt).min)
+        bias = rng.choice(np.array([-2**31, 2**31 - 1, 0], np.int64), c).astype(np.int32)
+    else:
+        x = _random(rng, shape, xdt)
+        w = _random(rng, (c, case["kh"], case["kw"], 1), S8)
+        za = int(_random(rng, (), xdt))
+        bias = rng.integers(-20000, 20000, c).astype(np.int32)
+    if case["view"]:
+        big = _random(rng, (shape[0], shape[1], 2 * shape[2], c), xdt)
+        big[:, :, ::2] = x if case["view"] == "step" else x[:, :, ::-1]
+        xin = big[:, :, ::2] if case["view"] == "step" else big[:, :, ::2][:, :, ::-1]
+        np.testing.assert_array_equal(xin, x)
+    else:
+        xin = x
+    pads = _pads(case["padding"], (case["h"], case["w"]), (case["kh"], case["kw"]), case["stride"],
+                 case["dilation"])
+    acc = (conv_ref(x, w, za, 0, case["stride"], pads, case["dilation"], c) + bias).astype(np.int32)
+    if acc.shape[1] < 1 or acc.shape[2] < 1:
+        return
+    sw = rng.uniform(0.001, 0.01, c).astype(np.float32)
+    sa, sy = 0.02, 0.3
+    zy = int(_random(rng, (), ydt))
+    lo, hi = np.iinfo(ydt).min, np.iinfo(ydt).max
+    if case["act"]:
+        lo = max(lo, zy)
+        if case["act"] == "relu6":
+            hi = min(hi, zy + int(np.rint(np.float32(6.0) / np.float32(sy))))
+    scale = (np.float32(sa) * sw) / np.float32(sy)
+    want = np.clip(np.rint(acc.astype(np.float32) * scale) + zy, lo, hi).astype(ydt)
+    packed = pack_conv_weights(QTensor(w, sw, np.zeros(c, np.int8), axis=0), groups=c, bias=bias)
+    assert packed.depthwise or c == 1
+    kw = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], out_scale=sy,
+              out_zero_point=zy, out_dtype=ydt, activation=case["act"])
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+        with qkernels.use_isa(isa):
+            for threads in (1, 2):
+                qkernels.set_num_threads(threads)
+                y = conv2d(QTensor(xin, sa, za), packed, **kw)
+                np.testing.assert_array_equal(y.data, want, err_msg=f"{isa}, {threads} thread(s)")
+    qkernels.set_num_threads(1)
+
+
 @pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS))
 @pytest.mark.parametrize("requant", ["fp32", "fixedpoint", "tflite"])
 def test_conv2d_requantized_output_equals_the_reference_and_nchw_matches_nhwc(isa, requant):

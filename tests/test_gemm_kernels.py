@@ -434,12 +434,15 @@ def test_fixedpoint_scale_of_2_30_or_more_is_refused(isa):
 ACTIVATIONS = ["relu", "relu6", (-0.3, 2.5), (0.0, 6.0), (1.0, 1.0), (-1e9, 1e9)]
 
 
+@pytest.mark.parametrize("m", [9, 37])
 @pytest.mark.parametrize("mode", ["fp32", "fixedpoint"])
 @pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
 @pytest.mark.parametrize("out_dtype", [U8, S8], ids=["u8out", "s8out"])
-def test_fused_activation_clamps_like_onnx_relu_and_clip(isa, activation, out_dtype, mode, ref):
+def test_fused_activation_clamps_like_onnx_relu_and_clip(isa, activation, out_dtype, mode, m, ref):
+    """m = 37: three full panels of the 12-row kernels, whose 32-column tiles requantize
+    in their fused stages (fp32: the lower clamp on the packed bytes), then one row."""
     rng = np.random.default_rng(3)
-    m, n, k = 9, 33, 17
+    n, k = 33, 17
     a = ref.random_q(rng, (m, k), U8)
     b = ref.random_q(rng, (k, n), S8)
     za = 128
@@ -456,11 +459,13 @@ def test_fused_activation_clamps_like_onnx_relu_and_clip(isa, activation, out_dt
             assert y.data.min() >= lo and y.data.max() <= hi
 
 
-def test_requant_of_extreme_sums_saturates_exactly(isa, ref):
-    """Sums near +-2^31 (float32 rounds them) and tiny/huge fp32 scales."""
+@pytest.mark.parametrize("m,n", [(2, 17), (24, 64)])
+def test_requant_of_extreme_sums_saturates_exactly(isa, m, n, ref):
+    """Sums near +-2^31 (float32 rounds them) and tiny/huge fp32 scales; 24 x 64: whole
+    12 x 32 tiles through the fused stages (fp32: products past 2^31 clamp in float)."""
     k = 8000 if SMALL else 33000               # sums past 2^24, where float32 rounds them
-    a = np.full((2, k), 255, np.uint8)
-    b = np.concatenate([np.full((k, 8), -128, np.int8), np.full((k, 9), 127, np.int8)], axis=1)
+    a = np.full((m, k), 255, np.uint8)
+    b = np.concatenate([np.full((k, n // 2), -128, np.int8), np.full((k, n - n // 2), 127, np.int8)], axis=1)
     acc = ref.gemm_int32(a, b, 0, 0)
     for sb, sy in [(1e-9, 1.0), (1e-4, 1.0), (1.0, 1e-3), (2.0**-20, 2.0**20)]:
         for mode in ("fp32", "fixedpoint"):

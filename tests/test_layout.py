@@ -97,6 +97,17 @@ def test_large_images(isa, dtype):
         _check(x)
 
 
+@pytest.mark.parametrize("hw", [(1, 1), (1, 15), (1, 16), (4, 4), (3, 17), (47, 65), (224, 224)])
+def test_three_byte_channels_interleave_like_numpy(isa, hw):
+    """An RGB image's NCHW planes to NHWC (the 3-row interleave; 16 columns at a time with
+    SIMD, then the tail), contiguous and through views (padded rows, reversed, stepped)."""
+    rng = np.random.default_rng(hw[0] * 1000 + hw[1])
+    base = _random(rng, 2 * 3 * (hw[0] + 1) * (2 * hw[1] + 1), np.dtype(np.uint8)).reshape(2, 3, hw[0] + 1, -1)
+    for x in (base[:, :, :hw[0], :hw[1]], base[:1, :, 1:, 1:hw[1] + 1], base[:, ::-1, :hw[0], ::2][..., :hw[1]],
+              np.ascontiguousarray(base[:, :, :hw[0], :hw[1]]).view(np.int8)):
+        _check(x)
+
+
 def test_copy_false_returns_the_view_when_it_is_already_contiguous():
     nhwc = np.arange(2 * 3 * 4 * 5, dtype=np.int8).reshape(2, 3, 4, 5)
     nchw_view = nhwc.transpose(TO_NCHW)

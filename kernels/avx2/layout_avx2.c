@@ -53,3 +53,33 @@ void qk_transpose_avx2(size_t elem, size_t rows, size_t cols, const uint8_t *src
     default: qk_transpose_walk(4, 8, rows, cols, src, s_row, dst, d_row, tile4); break;
     }
 }
+
+/* Three byte rows (an RGB image's NCHW planes) into pixels of 3 bytes: per 16 columns,
+ * each of the 3 destination vectors ORs one byte shuffle of each row (pshufb's zeroing
+ * index -1 where the other rows' bytes go). */
+void qk_interleave3_avx2(size_t cols, const uint8_t *src, ptrdiff_t s_row, uint8_t *dst, ptrdiff_t d_row) {
+    /* destination byte 16v + b takes row (16v + b) % 3, column (16v + b) / 3 */
+    __m128i m[3][3];
+    for (int v = 0; v < 3; v++)
+        for (int r = 0; r < 3; r++) {
+            int8_t idx[16];
+            for (int b = 0; b < 16; b++) idx[b] = (16 * v + b) % 3 == r ? (int8_t)((16 * v + b) / 3) : -1;
+            m[v][r] = _mm_loadu_si128((const __m128i *)(const void *)idx);
+        }
+    const uint8_t *a = src, *b = src + s_row, *c = src + 2 * s_row;
+    size_t j = 0;
+    if (d_row == 3)
+        for (; j + 16 <= cols; j += 16) {
+            const __m128i x = _mm_loadu_si128((const __m128i *)(a + j)), y = _mm_loadu_si128((const __m128i *)(b + j)),
+                          z = _mm_loadu_si128((const __m128i *)(c + j));
+            for (int v = 0; v < 3; v++)
+                _mm_storeu_si128((__m128i *)(dst + 3 * j + 16 * v),
+                                 _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(x, m[v][0]), _mm_shuffle_epi8(y, m[v][1])),
+                                              _mm_shuffle_epi8(z, m[v][2])));
+        }
+    for (uint8_t *d = dst + (ptrdiff_t)j * d_row; j < cols; j++, d += d_row) {
+        d[0] = a[j];
+        d[1] = b[j];
+        d[2] = c[j];
+    }
+}

@@ -177,10 +177,45 @@ static inline __attribute__((always_inline)) void tile_tflite_store(qk_v512 acc[
         }
     }
 }
+
+/* The fp32 requantization (QK_OUT_FP32) of a 32-column tile: per row the column terms,
+ * two multiplies, the upper clamp in float (hi - zy: the conversion of anything above 2^31
+ * would give INT_MIN), two conversions (round half to even), vpackssdw, + zy saturating,
+ * vpackuswb / vpacksswb (anything below the 8-bit type saturates to its floor) and vpermd,
+ * then the lower clamp on the 32 bytes: the same bytes as qk_store_cols_avx512vnni's
+ * clamp-then-round in about two thirds of its operations (its stage was two thirds of a
+ * 12 x 32 tile's work at K = 16, MobileNetV2's expand layers: 0.84x there, measured A/B in
+ * one process on family 6 model 207; a 16-column tile stays qk_store_cols', the packs'
+ * second half would be wasted). The sums pass through memory: kept in registers from the
+ * dot (as tile_tflite does), GCC spilled and copied accumulators inside the K loop, 2x
+ * slower at K = 160. t: the tile's QK_MR rows of 32 int32 sums. */
+static inline __attribute__((always_inline)) void tile_fp32_store(const int32_t *t, size_t m0, size_t n0,
+                                                                  const qk_out_params *p, void *c, size_t c_stride) {
+    const __m512i add0 = _mm512_loadu_si512(p->col_add + n0), add1 = _mm512_loadu_si512(p->col_add + n0 + 16);
+    const __m512 s0 = _mm512_loadu_ps(p->scale + n0), s1 = _mm512_loadu_ps(p->scale + n0 + 16);
+    const __m512 fhi = _mm512_set1_ps((float)(p->hi - p->zero_point));
+    const __m512i zp = _mm512_set1_epi16((short)p->zero_point);
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m256i lo = _mm256_set1_epi8((char)p->lo);
+    const int out_signed = p->out_signed;
+    char *row = (char *)c + m0 * c_stride + n0;
+#pragma GCC unroll 16
+    for (int i = 0; i < QK_MR; i++, row += c_stride) {
+        const __m512 f0 = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_loadu_si512(t + 32 * i), add0));
+        const __m512 f1 = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_loadu_si512(t + 32 * i + 16), add1));
+        const __m512i r0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(f0, s0), fhi));
+        const __m512i r1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(f1, s1), fhi));
+        const __m512i w = _mm512_adds_epi16(_mm512_packs_epi32(r0, r1), zp);
+        const __m256i y = _mm512_castsi512_si256(
+            _mm512_permutexvar_epi32(order, out_signed ? _mm512_packs_epi16(w, w) : _mm512_packus_epi16(w, w)));
+        _mm256_storeu_si256((__m256i *)(void *)row, out_signed ? _mm256_max_epi8(y, lo) : _mm256_max_epu8(y, lo));
+    }
+}
 #endif
 
 /* Tiles of int32 or fp32 output, nc / 16 strips of 16 columns: the zmm epilogue
- * (qs8_output_avx512vnni.c); 32 columns of TFLite's 8-bit output: tile_tflite_store. */
+ * (qs8_output_avx512vnni.c); 32 columns of 8-bit output: tile_tflite_store (TFLite's),
+ * tile_fp32_store (ONNX's fp32 requantization). */
 void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, size_t n0, size_t nc,
                    const qk_out_params *p, void *c, size_t c_stride) {
 #if !defined(QK_VNNI_EMULATED) && QK_NV == 2
@@ -195,6 +230,12 @@ void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, s
 #endif
     int32_t acc[QK_MR * QK_NV * 16];
     QK_GEMM_NAME(k_groups, a_, b_, acc);
+#if !defined(QK_VNNI_EMULATED) && QK_NV == 2
+    if (p->mode == QK_OUT_FP32 && nc == 32) {
+        tile_fp32_store(acc, m0, n0, p, c, c_stride);
+        return;
+    }
+#endif
     QK_VNNI_FN(qk_store_cols_avx512vnni)(QK_MR, nc / 16, acc, 16 * QK_NV, m0, n0, p, c, c_stride);
 }
 
@@ -227,6 +268,12 @@ void QK_IGEMM_FUSED_NAME(size_t segs, size_t seg_len, const void *const *ptrs, c
 #endif
     int32_t acc[QK_MR * QK_NV * 16];
     QK_IGEMM_NAME(segs, seg_len, ptrs, b_, acc);
+#if !defined(QK_VNNI_EMULATED) && QK_NV == 2
+    if (p->mode == QK_OUT_FP32 && nc == 32) {
+        tile_fp32_store(acc, m0, n0, p, c, c_stride);
+        return;
+    }
+#endif
     QK_VNNI_FN(qk_store_cols_avx512vnni)(QK_MR, nc / 16, acc, 16 * QK_NV, m0, n0, p, c, c_stride);
 }
 #endif

@@ -73,9 +73,21 @@ typedef struct {
     const qk_out_params *out;
     void *c;
     size_t c_stride;
+    /* Set by qk_dw_pack_vnni: the int8 weights and output terms in the 4-tap layout of the
+       AVX-512 VNNI kernel, or NULL (that kernel then takes the int16 path) */
+    const uint8_t *vnni;
 } qk_dw_params;
 /* Fill the prepared fields; zero_pixel and init are caller buffers of C * elem bytes and C int32. */
 void qk_dw_prepare(qk_dw_params *d, uint8_t *zero_pixel, int32_t *init);
+/* The 4-tap layout (qs8_dwconv_avx512vnni.c): per block of 64 channels, per group of 4
+ * taps, 4 vectors of 64 bytes (vector k, 128-bit lane L, dword j: channel 16L + 4k + j,
+ * its byte t tap 4g + t; 0 past C or the taps), then the channels' int32 start sums
+ * (init + col_add, and - 128 * sum_t w for s8 inputs, which the kernel flips to u8) and
+ * float32 scales in the same order. Only for the fp32 output stage with no row or
+ * zero-point terms and weights inside int8 (vpdpbusd's operand): qk_dw_vnni_size is 0
+ * otherwise. Call after d->out is set; buf holds qk_dw_vnni_size bytes. */
+size_t qk_dw_vnni_size(const qk_dw_params *d);
+void qk_dw_pack_vnni(qk_dw_params *d, void *buf);
 /* Sum kernel: for count pixels and channels from c0, acc[i * acc_stride + c] =
  * init[c] + sum_t x_t[c] * w[t][c], where tap t of pixel i is at
  * ptrs[i * ptr_stride + t] + i * step (an interior run shares one row of pointers,
