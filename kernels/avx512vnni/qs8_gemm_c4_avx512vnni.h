@@ -231,7 +231,7 @@ void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, s
     int32_t acc[QK_MR * QK_NV * 16];
     QK_GEMM_NAME(k_groups, a_, b_, acc);
 #if !defined(QK_VNNI_EMULATED) && QK_NV == 2
-    if (p->mode == QK_OUT_FP32 && nc == 32) {
+    if (p->mode == QK_OUT_FP32 && nc == 32 && !p->post_b) {   /* (a fused QLinearAdd: the zmm epilogue's) */
         tile_fp32_store(acc, m0, n0, p, c, c_stride);
         return;
     }
@@ -269,7 +269,7 @@ void QK_IGEMM_FUSED_NAME(size_t segs, size_t seg_len, const void *const *ptrs, c
     int32_t acc[QK_MR * QK_NV * 16];
     QK_IGEMM_NAME(segs, seg_len, ptrs, b_, acc);
 #if !defined(QK_VNNI_EMULATED) && QK_NV == 2
-    if (p->mode == QK_OUT_FP32 && nc == 32) {
+    if (p->mode == QK_OUT_FP32 && nc == 32 && !p->post_b) {   /* (a fused QLinearAdd: the zmm epilogue's) */
         tile_fp32_store(acc, m0, n0, p, c, c_stride);
         return;
     }
