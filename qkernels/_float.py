@@ -366,8 +366,9 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
     """Float convolution of NHWC ``xd`` into ``res`` (N, OH, OW, O) of its dtype, C-contiguous.
     ``geometry``: (oh, ow, stride_y, stride_x, dil_y, dil_x, top, left, bottom, right).
     ``bind``: the native calls bound to these arrays (a list; run() each in order), not
-    run (``xd``'s channels must then be adjacent, unless :func:`reads_nchw`). ``residual`` (fp32): an NHWC array of
-    the result's shape added after the bias, before the activation (a fused Add)."""
+    run (``xd``'s channels must then be adjacent, unless :func:`reads_nchw`). ``residual``
+    (fp32): an NHWC array of the result's shape added after the bias, before the activation
+    (a fused Add)."""
     oh, ow, sy, sx, dy, dx, top, left, bottom, right = geometry
     o = pw.out_channels
     bias_arr = _bias(bias if bias is not None else pw.bias, o)
@@ -423,7 +424,8 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
 #: the most input channels a convolution has for the direct kernel (qk_dconv.h): an image
 #: of 1 to 3 channels, whose patch rows (kernel rows of a few floats) are too short for the
 #: GEMM's gathers (the digits CNN's 3 x 3 at batch 400: 152 against 415 us; ResNet-18's
-#: RGB 7 x 7 x 3 stem 0.94x the indirect GEMM, Xeon 6/207, AVX-512). It reads NCHW in place.
+#: RGB 7 x 7 x 3 stem read in place from NCHW: 0.88x the transposing copy and the indirect
+#: GEMM, Xeon 6/207, AVX-512, 1 thread)
 DIRECT_MAX_CHANNELS = 3
 
 
