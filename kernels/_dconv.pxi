@@ -39,7 +39,7 @@ cdef class BoundDconv(Bound):
         """The input into the padded buffer's interior (its border stays zero)."""
         cdef const qk_conv_geom *s = &self.src
         cdef size_t n_img = self.m // (s.out_h * s.out_w), row = s.in_w * s.cg
-        cdef size_t i, y, x, ch
+        cdef size_t i, y
         cdef float *d
         cdef const uint8_t *r
         for i in range(n_img):
@@ -48,10 +48,8 @@ cdef class BoundDconv(Bound):
                 r = s.x + <Py_ssize_t>i * s.sn + <Py_ssize_t>y * s.sh
                 if s.sc == 4 and s.sw == <Py_ssize_t>(4 * s.cg):
                     memcpy(d, r, row * 4)
-                else:
-                    for x in range(s.in_w):
-                        for ch in range(s.cg):
-                            d[x * s.cg + ch] = (<const float *>(r + <Py_ssize_t>x * s.sw + <Py_ssize_t>ch * s.sc))[0]
+                else:   # (an NCHW input: the row's channels to pixels, the layout's transpose)
+                    qk_transpose(1, 4, s.cg, s.in_w, r, s.sc, s.sw, <uint8_t *>d, s.cg * 4)
 
     cdef void execute(self) noexcept nogil:
         cdef Py_ssize_t t

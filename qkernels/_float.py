@@ -356,8 +356,8 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups: int = 1, la
     check_size(*shape, itemsize=dtype.itemsize)
     check_size(shape[0] * shape[1] * shape[2], pw.kh * pw.kw * pw.cg, itemsize=4, what="patch matrix")
     res = output_buffer(shape, nchw, out, dtype, x=x, w=w, bias=bias)
-    if nchw and res.size:   # the gathers read NHWC pixels: one native transposing copy
-        xd = nchw_to_nhwc(x, copy=False)
+    if nchw and res.size and not reads_nchw(xd, pw, stride, padding, dilation, activation, False):
+        xd = nchw_to_nhwc(x, copy=False)   # the gathers read NHWC pixels: one native transposing copy
     return to_layout(_conv_nhwc(xd, pw, bias, geom, activation, res), nchw, out)
 
 
@@ -366,8 +366,9 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
     """Float convolution of NHWC ``xd`` into ``res`` (N, OH, OW, O) of its dtype, C-contiguous.
     ``geometry``: (oh, ow, stride_y, stride_x, dil_y, dil_x, top, left, bottom, right).
     ``bind``: the native calls bound to these arrays (a list; run() each in order), not
-    run (``xd``'s channels must then be adjacent). ``residual`` (fp32): an NHWC array of
-    the result's shape added after the bias, before the activation (a fused Add)."""
+    run (``xd``'s channels must then be adjacent, unless :func:`reads_nchw`). ``residual``
+    (fp32): an NHWC array of the result's shape added after the bias, before the activation
+    (a fused Add)."""
     oh, ow, sy, sx, dy, dx, top, left, bottom, right = geometry
     o = pw.out_channels
     bias_arr = _bias(bias if bias is not None else pw.bias, o)
@@ -378,7 +379,10 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
     elem = xd.dtype.itemsize
     if xd.shape[3] == 1 and xd.strides[3] != elem:   # one channel: its stride is arbitrary (numpy's choice)
         xd = np.lib.stride_tricks.as_strided(xd, strides=xd.strides[:3] + (elem,), writeable=False)
-    if xd.strides[3] != elem:         # the gathers copy whole pixels: channels must be adjacent
+    og = o // pw.groups
+    pointwise = _pointwise(pw, geometry)
+    direct = _direct_weights(pw) if residual is None and act is None and not pointwise else None
+    if xd.strides[3] != elem and (direct is None or xd.strides[3] % elem):   # the gathers copy whole pixels
         if bind:
             raise ValueError("a bound convolution reads its input in place: channels must be adjacent")
         xd = np.ascontiguousarray(xd)
@@ -390,15 +394,18 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
             raise ValueError("the residual must be the result's shape and dtype, channels adjacent")
 
     def source(x):
-        return _native.ConvSource(x.view(np.uint8), oh, ow, pw.kh, pw.kw, sy, sx, dy, dx, top, left, 0, elem)
+        if x.strides[3] == elem:
+            b = x.view(np.uint8)
+        else:   # channels apart (the direct kernel's NCHW input): bytes of the same strides
+            one = np.lib.stride_tricks.as_strided(x[..., :1], strides=x.strides[:3] + (elem,))
+            b = np.lib.stride_tricks.as_strided(one.view(np.uint8), x.shape[:3] + (x.shape[3] * elem,),
+                                                x.strides[:3] + (x.strides[3] // elem,), writeable=False)
+        return _native.ConvSource(b, oh, ow, pw.kh, pw.kw, sy, sx, dy, dx, top, left, 0, elem)
 
     if pw.depthwise:
         calls = [_native.dwconv_float(_dispatch.isa_index(), _native_dtype(pw.dtype), source(xd), pw.dw_weights,
                                       bias_arr, lo, hi, res2d, _dispatch.get_num_threads(), bind, res_rows, act)]
         return calls if bind else res
-    og = o // pw.groups
-    pointwise = pw.kh == pw.kw == 1 and sy == sx == 1 and top == left == bottom == right == 0
-    direct = _direct_weights(pw) if res_rows is None and act is None and not pointwise else None
     if direct is not None:
         calls = [_native.dconv_float(_dispatch.isa_index(), source(xd), direct, bias_arr, lo, hi, res2d,
                                      _dispatch.get_num_threads(), bind)]
@@ -414,11 +421,27 @@ def _conv_nhwc(xd: np.ndarray, pw: PackedConvWeightsF16, bias, geometry, activat
     return calls if bind else res
 
 
-#: the most input channels a convolution has for the direct kernel (qk_dconv.h): a
-#: 1-channel image, whose patch rows (kernel rows of a few floats) are too short for the
-#: GEMM's gathers (the digits CNN's 3 x 3 at batch 400: 152 against 415 us); ResNet-18's
-#: RGB 7 x 7 x 3 stem ran as fast either way (Xeon 6/207, AVX-512)
-DIRECT_MAX_CHANNELS = 1
+#: the most input channels a convolution has for the direct kernel (qk_dconv.h): an image
+#: of 1 to 3 channels, whose patch rows (kernel rows of a few floats) are too short for the
+#: GEMM's gathers (the digits CNN's 3 x 3 at batch 400: 152 against 415 us; ResNet-18's
+#: RGB 7 x 7 x 3 stem read in place from NCHW: 0.88x the transposing copy and the indirect
+#: GEMM, Xeon 6/207, AVX-512, 1 thread)
+DIRECT_MAX_CHANNELS = 3
+
+
+def reads_nchw(xd: np.ndarray, pw, stride, padding, dilation, activation: Activation, residual: bool) -> bool:
+    """Whether the bound convolution of NHWC ``xd`` by ``pw`` reads it in place when its
+    channels are not adjacent (the NHWC view of an NCHW array: the direct kernel gathers
+    any strides), so that the caller passes that view, no transposing copy."""
+    if residual or isinstance(activation, HardSwishDiv) or _direct_weights(pw) is None:
+        return False
+    return not _pointwise(pw, geometry(xd.shape, pw.kh, pw.kw, pw.cg, pw.groups, stride, padding, dilation))
+
+
+def _pointwise(pw, geom) -> bool:
+    """A 1 x 1 convolution of stride 1, no padding: a GEMM on the pixels' rows."""
+    _, _, sy, sx, _, _, top, left, bottom, right = geom
+    return pw.kh == pw.kw == 1 and sy == sx == 1 and top == left == bottom == right == 0
 
 
 def _direct_weights(pw) -> np.ndarray | None:

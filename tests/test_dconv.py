@@ -141,3 +141,45 @@ def test_direct_kernel_refuses_what_it_cannot_run():
     with pytest.raises(ValueError):     # the scalar path has no direct kernel
         _native.dconv_float(0, src, np.zeros((9, 16), np.float32), np.zeros(16, np.float32), 0, 1,
                             np.zeros((4, 16), np.float32), 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(**geometry)
+def test_nchw_input_is_read_in_place_with_the_same_bits(n, h, w, c, k, s, d, pad, o, relu, view, seed):
+    """An NCHW input of at most DIRECT_MAX_CHANNELS channels (an RGB image): conv2d with
+    layout="NCHW" and the bound call on its NHWC view (channels apart, read in place: no
+    transposing copy) give the bits of the call on a C-contiguous NHWC copy, on every ISA
+    path; the bound call follows what the NCHW array holds when it runs again."""
+    assume(c <= _float.DIRECT_MAX_CHANNELS)
+    x, wt, bias, oh, ow = _case(n, h, w, c, k, s, d, pad, o, seed)
+    nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if view == 2:    # steps and a reversal on top
+        wider = np.zeros((n, c, 2 * h, w), np.float32)
+        wider[:, :, ::2] = nchw[:, :, :, ::-1]
+        nchw = wider[:, :, ::2, ::-1]
+    ohwi = np.ascontiguousarray(wt.transpose(3, 0, 1, 2))
+    act = "relu" if relu else None
+    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+        with qkernels.use_isa(isa):
+            want = qkernels.conv2d(x, ohwi, bias, stride=s, padding=pad, dilation=d, activation=act)
+            got = qkernels.conv2d(nchw, ohwi, bias, stride=s, padding=pad, dilation=d, activation=act,
+                                  layout="NCHW")
+            np.testing.assert_array_equal(got, want.transpose(0, 3, 1, 2))
+            pw = qkernels.pack_conv_weights(ohwi, bias=bias)
+            xd = nchw.transpose(0, 2, 3, 1)
+            res = np.empty_like(want)
+            if _float.reads_nchw(xd, pw, s, pad, d, act, False):
+                calls = _float.bind_conv2d(xd, pw, s, pad, d, act, res)
+                for call in calls:
+                    call.run()
+                np.testing.assert_array_equal(res, want)
+                nchw[...] = -nchw       # the same input, negated: read again where it lies
+                for call in calls:
+                    call.run()
+                again = qkernels.conv2d(np.ascontiguousarray(xd), ohwi, bias, stride=s, padding=pad,
+                                        dilation=d, activation=act)
+                np.testing.assert_array_equal(res, again)
+                nchw[...] = -nchw
+            else:
+                assert _native.dconv_available(_dispatch.isa_index(), k[0] * k[1] * c, o) is False or \
+                    k == (1, 1)

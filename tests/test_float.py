@@ -386,6 +386,8 @@ def test_fp32_conv_row_blocks_give_the_bits_of_one_thread_and_a_copy(cg, o, hw, 
          seed=0)   # a stem: kernel rows clipped by both sides, a last partial panel
 @example(cg=300, o=47, hw=(4, 5), kh=3, kw=3, stride=(1, 1), dil=(1, 1), pads=(1, 1, 1, 1), n=1, groups=1, view=False,
          seed=0)   # K = 2700: two column blocks of B, every panel's table built once
+@example(cg=300, o=64, hw=(8, 9), kh=3, kw=3, stride=(1, 1), dil=(1, 1), pads=(1, 1, 1, 1), n=1, groups=1, view=False,
+         seed=1)   # 6 row tiles a panel: the first 4 ask L2 for the next panel (p->b_next), the others not
 def test_fp32_indirect_conv_gives_the_bits_of_the_packed_patches(cg, o, hw, kh, kw, stride, dil, pads, n, groups,
                                                                  view, seed):
     """fp32 convolutions read in place through pointer tables (the GEMM kernels' indirect

@@ -95,6 +95,9 @@ def test_large_images(isa, dtype):
     base = _random(rng, 2 * 67 * 61 * 83, np.dtype(dtype)).reshape(2, 67, 61, 83)
     for x in (base, base[:1], base[:, ::-1, 1:, ::2], base[:, :, :, 5:], base.transpose(0, 2, 1, 3)):
         _check(x)
+    # 2 and 3 channels (an RGB image: fewer rows than a SIMD tile, the few-rows loop)
+    for x in (base[:, :3], base[:, :2], base[:, 4:1:-1], base[:, ::30], base[:, :3, 1:, 3:]):
+        _check(x)
 
 
 @pytest.mark.parametrize("hw", [(1, 1), (1, 15), (1, 16), (4, 4), (3, 17), (47, 65), (224, 224)])

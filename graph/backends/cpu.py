@@ -1058,7 +1058,9 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
             if len(ins) < 4 or ins[3] is None or ins[3].ndim != 4:
                 return None
             residual = ins[3].transpose(0, 2, 3, 1)
-        xd, pre = _nhwc_input(data)
+        xd, pre = data.transpose(0, 2, 3, 1), []   # (an RGB image's direct convolution reads NCHW in place)
+        if not _float.reads_nchw(xd, pw, stride, padding, dilation, activation, z):
+            xd, pre = _nhwc_input(data)
         calls = _float.bind_conv2d(xd, pw, stride, padding, dilation, activation, outs[0].transpose(0, 2, 3, 1),
                                    residual=residual)
         return _chain(pre + calls)

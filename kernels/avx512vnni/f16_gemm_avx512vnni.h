@@ -35,9 +35,13 @@ typedef uint16_t qk_b_elem;
 #define QK_LOAD_B(p) qk512f_load_f16(p)
 #endif
 
-/* Adds the sums over k steps of the QK_MR rows rows[i][0 .. k) onto c (B from pb on). */
+/* Adds the sums over k steps of the QK_MR rows rows[i][0 .. k) onto c (B from pb on).
+ * next (a constant NULL where inlined without): QK_B_NEXT_RATE bytes a k step from there
+ * asked into L2 (the next column panel: B from memory, read by the panel's first row tile
+ * alone, had that tile wait on it; fetched while earlier tiles compute, it overlaps them). */
 static inline __attribute__((always_inline)) void tile_add(size_t k, const float *const rows[QK_MR],
-                                                           const qk_b_elem *pb, qk_v512f c[QK_CHAINS][QK_MR][QK_NV]) {
+                                                           const qk_b_elem *pb, qk_v512f c[QK_CHAINS][QK_MR][QK_NV],
+                                                           const char *next) {
     size_t kk = 0;
     for (; kk + QK_CHAINS <= k; kk += QK_CHAINS) {
 #pragma GCC unroll 4
@@ -47,6 +51,7 @@ static inline __attribute__((always_inline)) void tile_add(size_t k, const float
             for (int j = 0; j < QK_NV; j++)
                 if (j * 16 * sizeof(qk_b_elem) % 64 == 0)   /* once per 64-byte line */
                     _mm_prefetch((const char *)(bk + 16 * j) + QK_PREFETCH_B, _MM_HINT_T0);
+            if (next) _mm_prefetch(next + (kk + s) * QK_B_NEXT_RATE, _MM_HINT_T1);
             qk_v512f b[QK_NV];
 #pragma GCC unroll 4
             for (int j = 0; j < QK_NV; j++) b[j] = QK_LOAD_B(bk + 16 * j);
@@ -99,7 +104,7 @@ static inline __attribute__((always_inline)) void tile_sums(size_t k, const void
     for (int i = 0; i < QK_MR; i++) rows[i] = pa + i * k;
     qk_v512f c[QK_CHAINS][QK_MR][QK_NV];
     tile_zero(c);
-    tile_add(k, rows, (const qk_b_elem *)b_, c);
+    tile_add(k, rows, (const qk_b_elem *)b_, c, NULL);
     tile_reduce(c, v);
 }
 
@@ -108,7 +113,7 @@ static inline __attribute__((always_inline)) void tile_sums(size_t k, const void
    row's pointers give, in the same order (the same floats as the packed rows, QK_CHAINS 1). */
 static inline __attribute__((always_inline)) void itile_sums(size_t segs, size_t seg_len,
                                                               const void *const *ptrs, const void *b_,
-                                                              qk_v512f v[QK_MR][QK_NV]) {
+                                                              qk_v512f v[QK_MR][QK_NV], const char *next) {
     const qk_b_elem *pb = (const qk_b_elem *)b_;
     qk_v512f c[QK_CHAINS][QK_MR][QK_NV];
     tile_zero(c);
@@ -116,14 +121,19 @@ static inline __attribute__((always_inline)) void itile_sums(size_t segs, size_t
         const float *rows[QK_MR];
 #pragma GCC unroll 16
         for (int i = 0; i < QK_MR; i++) rows[i] = (const float *)ptrs[i];
-        tile_add(seg_len, rows, pb, c);
+        if (next) {
+            tile_add(seg_len, rows, pb, c, next);
+            next += seg_len * QK_B_NEXT_RATE;
+        } else {
+            tile_add(seg_len, rows, pb, c, NULL);
+        }
     }
     tile_reduce(c, v);
 }
 
 void QK_IGEMM_NAME(size_t segs, size_t seg_len, const void *const *ptrs, const void *b_, int32_t *acc) {
     qk_v512f v[QK_MR][QK_NV];
-    itile_sums(segs, seg_len, ptrs, b_, v);
+    itile_sums(segs, seg_len, ptrs, b_, v, NULL);
     float *out = (float *)acc;
 #pragma GCC unroll 16
     for (int i = 0; i < QK_MR; i++)
@@ -181,7 +191,7 @@ void QK_GEMM_FUSED_NAME(size_t k, const void *a_, const void *b_, size_t m0, siz
 void QK_IGEMM_FUSED_NAME(size_t segs, size_t seg_len, const void *const *ptrs, const void *b_, size_t m0, size_t n0,
                          size_t nc, const qk_out_params *p, void *c, size_t c_stride) {
     qk_v512f v[QK_MR][QK_NV];
-    itile_sums(segs, seg_len, ptrs, b_, v);
+    itile_sums(segs, seg_len, ptrs, b_, v, (const char *)p->b_next);
     fused_store(v, m0, n0, nc, p, c, c_stride);
 }
 #endif

@@ -30,6 +30,10 @@ typedef void (*qk_gemm_fused_fn)(size_t k_groups, const void *a, const void *b, 
  * bytes, seg_len a multiple of KR), run s of row i at ptrs[s * MR + i]; B packed as for gemm.
  * The igemm stores its tile as gemm does (acc); the fused one as the fused entry (all MR
  * rows). The same sums as gemm on the rows packed. */
+/* p->b_next of the fused indirect fp32 entry: QK_B_NEXT_RATE bytes a k step from there asked
+ * into L2 (qk_iconv_block: a quarter of the next fp32 B panel of K x 32 floats per tile, so
+ * that the panel's first 4 row tiles fetch all of it as they go) */
+#define QK_B_NEXT_RATE 32
 typedef void (*qk_igemm_fn)(size_t segs, size_t seg_len, const void *const *ptrs, const void *b, int32_t *acc);
 typedef void (*qk_igemm_fused_fn)(size_t segs, size_t seg_len, const void *const *ptrs, const void *b, size_t m0,
                                   size_t n0, size_t nc, const qk_out_params *p, void *c, size_t c_stride);

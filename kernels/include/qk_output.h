@@ -73,6 +73,9 @@ typedef struct {
                     size_t y_stride);
     const float *dq_sa;
     const int32_t *dq_za, *dq_cb;
+    /* fp32 indirect tiles (qk_iconv_block sets it per tile; others never read it): NULL, or
+       where the tile asks L2 for QK_B_NEXT_RATE bytes of B a k step (the next column panel) */
+    const void *b_next;
 } qk_out_params;
 
 enum { QK_ACT_NONE = 0, QK_ACT_HSWISH_DIV = 1, QK_ACT_ELT = 2 };
