@@ -1,10 +1,12 @@
-"""Any float model beside ONNX Runtime, the two alternated round by round in one process (both
-see the same load on a shared machine): the median of the per-round ratios qkernels / ORT with
-its interquartile range, and optionally both per-Conv profiles side by side.
+"""Any model, float or quantized, beside ONNX Runtime (or OpenVINO, ``--peer``), the two
+alternated round by round in one process (both see the same load on a shared machine): the
+median of the per-round ratios qkernels / peer with its interquartile range, and optionally
+both per-Conv profiles side by side (ORT).
 
     python -m bench.ab resnet18 mobilenet_v2 digits:400
     python -m bench.ab model.onnx --shape 1 3 224 224 --layers
     python -m bench.ab resnet18 --packed-conv      # fp32 convolutions on packed patches
+    python -m bench.ab resnet18 --peer openvino-f32   # beside OpenVINO's CPU plugin instead
 
 A model is an .onnx path (its first input fed with ``--shape``, or the model's own static
 shape), a zoo builder (``resnet18``, ``mobilenet_v2``: float32, 1 x 3 x 224 x 224, written
@@ -65,6 +67,22 @@ def sessions(path: Path, ort_profile: str | None = None, feed=None, packed_conv:
         with _dispatch.indirect_conv(False):
             q.run(None, feed)
     return q, ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+class OpenVINO:
+    """OpenVINO's CPU plugin on the same file with ORT's ``run(None, feed)``: one stream of 1
+    thread, latency hint, its default precision or (``f32``) INFERENCE_PRECISION_HINT f32,
+    as the suite's OV and OV f32 columns (bench/models.py)."""
+
+    def __init__(self, path: Path, f32: bool = False):
+        import openvino as ov
+        cfg = {"INFERENCE_NUM_THREADS": "1", "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
+        if f32:
+            cfg["INFERENCE_PRECISION_HINT"] = "f32"
+        self.request = ov.Core().compile_model(str(path), "CPU", cfg).create_infer_request()
+
+    def run(self, _names, feed):
+        return list(self.request.infer(feed).values())
 
 
 def ab(q, o, feed, rounds: int, min_time: float = 0.25):
@@ -141,17 +159,22 @@ def main(argv=None):
     ap.add_argument("--layers", action="store_true", help="also print both per-node profiles")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/qk-ab"))
     ap.add_argument("--packed-conv", action="store_true",
-                    help="qkernels' fp32 convolutions on packed patches (the path before indirect ones)")
+                    help="qkernels' fp32 and uint8 convolutions on packed patches (the path before indirect ones)")
+    ap.add_argument("--peer", choices=("ort", "openvino", "openvino-f32"), default="ort",
+                    help="the library beside qkernels (OpenVINO: its CPU plugin, default or f32 precision)")
     args = ap.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from .tflite_models import _cpu
-    print(f"{_cpu()}, 1 thread; qkernels / ORT per round, median [IQR] of {args.rounds} rounds")
+    peer = {"ort": "ORT", "openvino": "OV", "openvino-f32": "OV f32"}[args.peer]
+    print(f"{_cpu()}, 1 thread; qkernels / {peer} per round, median [IQR] of {args.rounds} rounds")
     for spec in args.models:
         path, name, x = resolve(spec, args.cache, args.shape)
         feed = {name: x}
         q, o = sessions(path, None, feed, args.packed_conv)
+        if args.peer != "ort":
+            o = OpenVINO(path, f32=args.peer == "openvino-f32")
         med, lo, hi, qms, oms = ab(q, o, feed, args.rounds, args.min_time)
-        print(f"{spec:20s} {tuple(x.shape)}  {med:.2f} [{lo:.2f}-{hi:.2f}]  qk {qms:.3f} ms  ORT {oms:.3f} ms",
+        print(f"{spec:20s} {tuple(x.shape)}  {med:.2f} [{lo:.2f}-{hi:.2f}]  qk {qms:.3f} ms  {peer} {oms:.3f} ms",
               flush=True)
         if args.layers:
             layers(path, feed, packed_conv=args.packed_conv)
