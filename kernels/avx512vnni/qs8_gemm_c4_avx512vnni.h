@@ -213,6 +213,20 @@ static inline __attribute__((always_inline)) void tile_fp32_store(const int32_t 
 }
 #endif
 
+/* A tile's stored sums (QK_MR rows of 16 * QK_NV) into the output: tile_fp32_store for 32
+ * columns of ONNX's fp32 requantization without a fused QLinearAdd, else the zmm epilogue
+ * (which adds one in registers). */
+static inline __attribute__((always_inline)) void store_sums(const int32_t *acc, size_t m0, size_t n0, size_t nc,
+                                                             const qk_out_params *p, void *c, size_t c_stride) {
+#if !defined(QK_VNNI_EMULATED) && QK_NV == 2
+    if (p->mode == QK_OUT_FP32 && nc == 32 && !p->post_b) {
+        tile_fp32_store(acc, m0, n0, p, c, c_stride);
+        return;
+    }
+#endif
+    QK_VNNI_FN(qk_store_cols_avx512vnni)(QK_MR, nc / 16, acc, 16 * QK_NV, m0, n0, p, c, c_stride);
+}
+
 /* Tiles of int32 or fp32 output, nc / 16 strips of 16 columns: the zmm epilogue
  * (qs8_output_avx512vnni.c); 32 columns of 8-bit output: tile_tflite_store (TFLite's),
  * tile_fp32_store (ONNX's fp32 requantization). */
@@ -230,13 +244,7 @@ void QK_FUSED_NAME(size_t k_groups, const void *a_, const void *b_, size_t m0, s
 #endif
     int32_t acc[QK_MR * QK_NV * 16];
     QK_GEMM_NAME(k_groups, a_, b_, acc);
-#if !defined(QK_VNNI_EMULATED) && QK_NV == 2
-    if (p->mode == QK_OUT_FP32 && nc == 32 && !p->post_b) {   /* (a fused QLinearAdd: the zmm epilogue's) */
-        tile_fp32_store(acc, m0, n0, p, c, c_stride);
-        return;
-    }
-#endif
-    QK_VNNI_FN(qk_store_cols_avx512vnni)(QK_MR, nc / 16, acc, 16 * QK_NV, m0, n0, p, c, c_stride);
+    store_sums(acc, m0, n0, nc, p, c, c_stride);
 }
 
 #ifdef QK_IGEMM_NAME
@@ -268,12 +276,6 @@ void QK_IGEMM_FUSED_NAME(size_t segs, size_t seg_len, const void *const *ptrs, c
 #endif
     int32_t acc[QK_MR * QK_NV * 16];
     QK_IGEMM_NAME(segs, seg_len, ptrs, b_, acc);
-#if !defined(QK_VNNI_EMULATED) && QK_NV == 2
-    if (p->mode == QK_OUT_FP32 && nc == 32 && !p->post_b) {   /* (a fused QLinearAdd: the zmm epilogue's) */
-        tile_fp32_store(acc, m0, n0, p, c, c_stride);
-        return;
-    }
-#endif
-    QK_VNNI_FN(qk_store_cols_avx512vnni)(QK_MR, nc / 16, acc, 16 * QK_NV, m0, n0, p, c, c_stride);
+    store_sums(acc, m0, n0, nc, p, c, c_stride);
 }
 #endif
