@@ -106,11 +106,24 @@ def isa_index() -> int:
     return _INDEX[_state.isa or _default]
 
 
+def tested_isas() -> tuple[str, ...]:
+    """The paths a test sweeps: every path available here, emulations included; or, with
+    QKERNELS_TEST_ISAS=a,b, only those (each must be available). An emulated CI lane names
+    the paths its CPU adds over the smaller lanes' CPUs, which test the rest
+    (.ci/emulated.sh)."""
+    every = SUPPORTED_ISAS + EMULATED_ISAS
+    raw = os.environ.get("QKERNELS_TEST_ISAS", "").strip()
+    if not raw:
+        return every
+    names = tuple(_check_isa(n) for n in raw.split(","))
+    return tuple(isa for isa in every if isa in names)
+
+
 def isa_indices() -> list[int]:
-    """The indices (in ISA_NAMES) of every path available here, emulations included, each
-    once (a test's sweep over the native paths)."""
+    """The indices (in ISA_NAMES) of the paths tested_isas() names, each once (a test's
+    sweep over the native paths)."""
     got = set()
-    for isa in SUPPORTED_ISAS + EMULATED_ISAS:
+    for isa in tested_isas():
         with use_isa(isa):
             got.add(isa_index())
     return sorted(got)
@@ -126,6 +139,23 @@ def indirect_conv(on: bool):
         yield
     finally:
         _native.set_indirect_conv(prev)
+
+
+#: fp32 3 x 3 convolutions of stride 1 by Winograd's F(2x2, 3x3) where it pays (_float.py)
+_winograd = True
+
+
+@contextlib.contextmanager
+def winograd(on: bool):
+    """Inside the ``with`` block, fp32 3 x 3 convolutions of stride 1 run (and bind) by
+    Winograd's F(2x2, 3x3) where it pays (``on``, the default) or as the GEMM of their
+    patches (for A/B measurements and tests; process-wide, as indirect_conv)."""
+    global _winograd
+    prev, _winograd = _winograd, bool(on)
+    try:
+        yield
+    finally:
+        _winograd = prev
 
 
 def settings() -> tuple[int, int]:

@@ -209,6 +209,8 @@ def _pairs_fit_128(b: np.ndarray, signed: bool) -> bool:
     minus 128), has |b0| + |b1| <= 128: then uint8 x int8 products summed in pairs fit
     int16 (255 * 128 < 32768), which makes vpmaddubsw exact. True for 7-bit weights."""
     k, n = b.shape
+    if b.size == 0:                                   # no pairs (and no loop over a huge empty K)
+        return True
     step = max(2, (1 << 16) // max(n, 1) // 2 * 2)   # even row blocks: small temporaries
     for k0 in range(0, k, step):                      # (a model's 1.3 MB FC layer made 8 MB)
         v = b[k0:k0 + step].astype(np.int16)

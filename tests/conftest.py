@@ -9,6 +9,8 @@ Environment:
                            under qemu emulation, ~20x slower).
   QKERNELS_EXPECT_ISAS=a,b the ISA paths this CPU must offer (an emulated CPU lane
                            proves which paths were really detected).
+  QKERNELS_TEST_ISAS=a,b   sweep only these paths (qkernels._dispatch.tested_isas();
+                           an emulated lane tests the paths its CPU adds).
 
 Test files get the references through the session fixture ``ref`` (fixtures need no
 import, so the test files import only numpy, pytest, hypothesis and qkernels), and
@@ -279,8 +281,9 @@ def ref():
     return REF
 
 
-# Every path this CPU runs, and the emulated VNNI paths (their kernels' logic on any AVX2 CPU).
-TESTED_ISAS = list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS)
+# Every path this CPU runs, and the emulated VNNI paths (their kernels' logic on any AVX2 CPU),
+# or the QKERNELS_TEST_ISAS subset.
+TESTED_ISAS = list(qkernels._dispatch.tested_isas())
 
 
 def pytest_generate_tests(metafunc):

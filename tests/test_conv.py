@@ -88,7 +88,7 @@ def test_conv2d_equals_the_int64_reference_on_every_path(case):
         return
     wq = QTensor(w, np.full(case["o"], 0.01, np.float32), zw, axis=0)
     packed = pack_conv_weights(wq, groups=case["groups"])
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             for threads in (1, 2):
                 qkernels.set_num_threads(threads)
@@ -164,7 +164,7 @@ def test_int8_weight_depthwise_equals_the_reference_on_every_path(case):
     assert packed.depthwise or c == 1
     kw = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"], out_scale=sy,
               out_zero_point=zy, out_dtype=ydt, activation=case["act"])
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             for threads in (1, 2):
                 qkernels.set_num_threads(threads)
@@ -173,7 +173,7 @@ def test_int8_weight_depthwise_equals_the_reference_on_every_path(case):
     qkernels.set_num_threads(1)
 
 
-@pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS))
+@pytest.mark.parametrize("isa", list(qkernels._dispatch.tested_isas()))
 @pytest.mark.parametrize("requant", ["fp32", "fixedpoint", "tflite"])
 def test_conv2d_requantized_output_equals_the_reference_and_nchw_matches_nhwc(isa, requant):
     rng = np.random.default_rng(1)
@@ -271,7 +271,7 @@ def test_conv2d_int8_activations_equal_onnxruntime_qlinearconv_exactly(kh, strid
     want = _ort_qlinearconv(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), sa, za,
                             np.ascontiguousarray(w.transpose(0, 3, 1, 2)), sw, b, sy, zy, (stride, stride),
                             (pads[0], pads[1], pads[2], pads[3]), (1, 1), groups, np.int8)
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             y = conv2d(QTensor(x, sa, za), QTensor(w, sw, np.zeros(o, np.int8), axis=0), b, stride=stride,
                        padding=pads, groups=groups, out_scale=sy, out_zero_point=zy, out_dtype=np.int8,
@@ -332,7 +332,7 @@ def test_depthwise_equals_the_int64_reference_on_every_path(case):
     packed = pack_conv_weights(QTensor(w, sw, zw, axis=0), groups=c, bias=bias)
     assert packed.depthwise or c == 1   # one channel is a plain convolution
     kw = dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"])
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             for threads in (1, 2):
                 qkernels.set_num_threads(threads)
@@ -342,7 +342,7 @@ def test_depthwise_equals_the_int64_reference_on_every_path(case):
                 np.testing.assert_array_equal(y.data, y_want, err_msg=f"{isa}, {threads} thread(s)")
 
 
-@pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS))
+@pytest.mark.parametrize("isa", list(qkernels._dispatch.tested_isas()))
 @pytest.mark.parametrize("requant", ["fp32", "fixedpoint", "tflite"])
 @pytest.mark.parametrize("mult,xdt", [(1, U8), (1, S8), (3, U8)])
 @pytest.mark.parametrize("c", [19, 75])
@@ -514,7 +514,7 @@ def test_tflite_requantized_conv_tiles_of_32_columns_equal_the_scalar_path_on_ev
     args = (QTensor(x, 0.05, za), QTensor(w, sw, np.zeros(o, np.int8), axis=0), bias)
     with qkernels.use_isa("scalar"):
         want = conv2d(*args, **kw).data
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             np.testing.assert_array_equal(conv2d(*args, **kw).data, want, err_msg=isa)
             np.testing.assert_array_equal(conv2d(QTensor(np.ascontiguousarray(x), 0.05, za), *args[1:], **kw).data,
@@ -566,7 +566,7 @@ def test_uint8_indirect_conv_gives_the_bytes_of_the_packed_patches(cg, o, hw, k,
         with qkernels._dispatch.indirect_conv(indirect):
             y = conv2d(QTensor(x, 0.05, za), packed, bias, **kw_)
         return y if requant == "int32" else y.data
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             for threads in (1, 2):
                 qkernels.set_num_threads(threads)
@@ -618,7 +618,7 @@ def test_fused_qlinear_add_equals_the_convolution_then_the_add_loop(signed, o, c
     sy = max(sy, float(np.float32((s1 + sb) * 256 / 2 ** 21)))        # the loop's precondition
     other = _random(rng, (h * wd, o), dt)
     packed = pack_conv_weights(QTensor(w, sw, np.zeros(o, np.int8), axis=0))
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             for threads in (1, 2):
                 qkernels.set_num_threads(threads)

@@ -16,7 +16,7 @@ from qkernels import _dispatch, _float, _native
 
 def _direct_isas():
     got = {}
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             i = _dispatch.isa_index()
         if _native.dconv_available(i, 9, 16):
@@ -119,7 +119,7 @@ def test_conv2d_of_few_channels_on_every_isa(n, h, w, c, k, s, d, pad, o, relu, 
     try:
         for most in (prev, 4, 0):      # as shipped; the direct kernel for all of these; for none
             _float.DIRECT_MAX_CHANNELS = most
-            for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+            for isa in qkernels._dispatch.tested_isas():
                 with qkernels.use_isa(isa):
                     got = qkernels.conv2d(_x_view(x, view), ohwi, bias, stride=s, padding=pad, dilation=d,
                                           activation="relu" if relu else None)
@@ -159,7 +159,7 @@ def test_nchw_input_is_read_in_place_with_the_same_bits(n, h, w, c, k, s, d, pad
         nchw = wider[:, :, ::2, ::-1]
     ohwi = np.ascontiguousarray(wt.transpose(3, 0, 1, 2))
     act = "relu" if relu else None
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             want = qkernels.conv2d(x, ohwi, bias, stride=s, padding=pad, dilation=d, activation=act)
             got = qkernels.conv2d(nchw, ohwi, bias, stride=s, padding=pad, dilation=d, activation=act,

@@ -22,7 +22,7 @@ SMALL = os.environ.get("QKERNELS_TEST_SMALL", "").strip().lower() not in ("", "0
 F16, F32 = np.float16, np.float32
 DTYPES = [F16, F32]
 # Every path this CPU runs, and the emulated VNNI paths (their kernels' logic in AVX2)
-PATHS = qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS
+PATHS = qkernels._dispatch.tested_isas()
 
 
 def _fp16_arith(isa: str) -> bool:

@@ -580,7 +580,7 @@ def test_every_isa_path_gives_identical_results(out, ref):
                         zp_mode="random", per_column=True, bias=True, out=out, out_dtype=S8,
                         activation="relu", spread=100.0, packed=True, seed=int(rng.integers(2**32)))
             outs = {}
-            for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+            for isa in qkernels._dispatch.tested_isas():
                 with qkernels.use_isa(isa):
                     outs[isa], want = _run_case(case, ref)
             for isa, got in outs.items():
@@ -589,7 +589,7 @@ def test_every_isa_path_gives_identical_results(out, ref):
     a = ref.random_q(rng, (9, 40), U8)
     pw = pack_weights(QTensor(ref.random_q(rng, (40, 20), S8), 0.1, 3))
     res = []
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             res.append(matmul(QTensor(a, 0.1, 100), pw, out_dtype=np.int32))
     assert all(np.array_equal(res[0], r) for r in res)
@@ -660,7 +660,7 @@ def test_fp32_requant_scale_overflowing_float32_is_rejected_or_identical_on_ever
     a = QTensor((t + 128).astype(np.uint8)[:, None], 1e30, 128)     # a - za = t, so acc = t
     b = QTensor(np.ones((1, 17), np.int8), 1e30, 0)                   # 17 columns: 16 vector + 1 tail
     outcomes = {}
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             try:
                 with np.errstate(over="ignore", invalid="ignore"):
@@ -723,7 +723,7 @@ def test_a_pair_past_128_takes_the_exact_general_kernel(ref):
     b[4, 5], b[5, 5] = -128, 1
     pw = pack_weights(QTensor(b, 1.0, 0))
     assert not pw.pairs_128
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             _check_equal(matmul(QTensor(a, 1.0, 0), pw, out_dtype=np.int32), ref.gemm_int32(a, b), isa)
     assert "qs8_gemm_6x16c4_u8s7_avx2" not in _kernels_used(pw)

@@ -622,7 +622,7 @@ def test_qlinear_binary_loop_saturates_and_rounds_ties_to_even():
     rng = np.random.default_rng(0)
     ra, rb = (rng.integers(-128, 128, 1000).astype(np.int8) for _ in range(2))
     want = {}
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             k = _dispatch.isa_index()
         # y = round(a * 0.5 / 1) + 0: 0, 0.5 -> 0, 1.5 -> 2, 2.5 -> 2, 63.5 -> 64, -64, 50, -50
@@ -671,7 +671,7 @@ def test_qlinear_binary_division_is_correctly_rounded_for_every_byte_pair(mul, s
     v = (fa * fb if mul else fa + fb) / sy
     assume(np.abs(v).max() <= 2.0 ** 21)                 # the loop's precondition (the plan checks it)
     want = np.clip(np.rint(v).astype(np.int64) + zy, info.min, info.max).astype(dt)
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             got = _native.qlinear_binary(_dispatch.isa_index(), mul, a, float(sa), za, b, float(sb), zb, float(sy),
                                          zy, np.empty_like(a))

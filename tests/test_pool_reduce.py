@@ -419,7 +419,7 @@ def _ln_isas():
     import qkernels
     from qkernels import _dispatch
     got = {}
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             got.setdefault(_dispatch.isa_index(), isa)
     return sorted(got)

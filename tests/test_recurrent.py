@@ -214,7 +214,7 @@ def test_isa_builds_agree():
     f = _operands("LSTM", 7, 3, 17, 19, 2, rng, h0=True, c0=True, peepholes=True, lens=True)
     model = _model("LSTM", f, dict(hidden_size=19, direction="bidirectional", clip=2.0))
     want = _reference(model, _feeds(f))
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             _close(_native_session(model).run(None, _feeds(f)), want, NATIVE_TOL)
 
@@ -393,7 +393,7 @@ def test_dynamic_quantize_lstm_every_isa_path():
                    domain="com.microsoft")
     feeds = _feeds(f, _DQ_CONSTS)
     want = _reference(model, feeds)
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         with qkernels.use_isa(isa):
             _close(_native_session(model).run(None, feeds), want, dict(rtol=1e-5, atol=2e-6))
 

@@ -435,7 +435,7 @@ def test_left_shifts_of_the_output_multiplier_wrap_as_litert():
     assert sessions[0].placement(sessions[0].graph.nodes[0]) != "native"
 
 
-@pytest.mark.parametrize("isa", list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS))
+@pytest.mark.parametrize("isa", list(qkernels._dispatch.tested_isas()))
 @pytest.mark.parametrize("op", ["ADD", "SUB", "MUL"])
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
 def test_add_sub_mul_native_loop_on_every_isa_path(isa, op, dtype):
@@ -484,7 +484,7 @@ def test_add_sub_native_loop_matches_the_reference_on_every_isa_path(op, n, s1, 
     a, b = a.astype(dtype), b.astype(dtype)
     want = binary(node, a, b)
     kind, ta, tb, *rest = binary_tables(node, dtype)
-    for isa in qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS:
+    for isa in qkernels._dispatch.tested_isas():
         y = np.empty(n, dtype)
         with qkernels.use_isa(isa):
             _native.tfl_binary(qkernels._dispatch.isa_index(), kind, a, b, ta, tb, *rest, y)

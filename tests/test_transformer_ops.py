@@ -24,7 +24,7 @@ from qkernels.graph import Session  # noqa: E402
 from qkernels.graph.rewrite import fuse_gelu, fuse_linear_gelu  # noqa: E402
 
 U = _native.ELTWISE_UNARY
-ISA_NAMES = list(qkernels.SUPPORTED_ISAS + qkernels.EMULATED_ISAS)
+ISA_NAMES = list(qkernels._dispatch.tested_isas())
 ISAS = _dispatch.isa_indices()
 #: the build that evaluates GELU's erf and softmax's exp with fused multiply-adds (kernels/eltwise.c):
 #: its own bits, within the stated bounds; every other build gives the portable build's

@@ -33,8 +33,13 @@ def _runnable(info) -> bool:
         not info["needs_fp16_arith"] or _native.cpu_features()["asimdhp"])
 
 
+def _tested(info) -> bool:
+    """Runnable here and a path this run sweeps (QKERNELS_TEST_ISAS: an emulated lane's own)."""
+    return _runnable(info) and info["isa"] in qkernels._dispatch.tested_isas()
+
+
 REGISTERED = [(i, _native.ukernel_info(i)) for i in range(_native.kernel_count())]
-KERNELS = [(kid, info) for kid, info in REGISTERED if _runnable(info)]
+KERNELS = [(kid, info) for kid, info in REGISTERED if _tested(info)]
 GEMM = [(kid, info) for kid, info in KERNELS if info["kind"] == _native.KIND_GEMM]
 QS8 = [(kid, info) for kid, info in GEMM if info["dtype"] == _native.DTYPE_QS8]
 F16 = [(kid, info) for kid, info in GEMM if info["dtype"] == _native.DTYPE_F16]
@@ -47,7 +52,8 @@ FUSED = [(kid, info) for kid, info in QS8 if info["fused"]]
 
 def _scalar_kid(dtype) -> int:
     """The portable kernel of a dtype: the reference of every output stage."""
-    return next(kid for kid, info in GEMM if info["isa"] == "scalar" and info["dtype"] == dtype)
+    return next(kid for kid, info in REGISTERED if info["isa"] == "scalar" and info["dtype"] == dtype
+                and info["kind"] == _native.KIND_GEMM)
 
 
 def _ids(kernels):
@@ -64,10 +70,11 @@ def _params(kernels):
         return params
     feats = _native.cpu_features()
     for kid, info in REGISTERED:
-        if (info["kind"], info["dtype"]) == (first["kind"], first["dtype"]) and not _runnable(info) and \
+        if (info["kind"], info["dtype"]) == (first["kind"], first["dtype"]) and not _tested(info) and \
                 (not first["fused"] or info["fused"]):
             lacks = ", ".join(f for f in qkernels._dispatch._REQUIRES.get(info["isa"], ()) if not feats[f])
-            reason = f"this CPU cannot run the {info['isa']} path (lacks {lacks or 'FP16 arithmetic'})"
+            reason = (f"this CPU cannot run the {info['isa']} path (lacks {lacks or 'FP16 arithmetic'})"
+                      if not _runnable(info) else f"the {info['isa']} path is left to another lane (QKERNELS_TEST_ISAS)")
             params.append(pytest.param(kid, info, id=info["name"], marks=pytest.mark.skip(reason=reason)))
     return params
 
@@ -136,8 +143,9 @@ def _check_int8_tile(kid, info, a, za, b, zb):
 # ------------------------------------------------------------------------------ registry
 
 def test_every_isa_path_of_this_cpu_has_its_int8_kernels_in_the_registry():
-    isas = {info["isa"] for _, info in QS8}
-    assert set(qkernels.SUPPORTED_ISAS) <= isas, (qkernels.SUPPORTED_ISAS, _ids(QS8))
+    qs8 = [(kid, info) for kid, info in REGISTERED if _runnable(info) and info["kind"] == _native.KIND_GEMM
+           and info["dtype"] == _native.DTYPE_QS8]
+    assert set(qkernels.SUPPORTED_ISAS) <= {info["isa"] for _, info in qs8}, (qkernels.SUPPORTED_ISAS, _ids(qs8))
 
 
 # --------------------------------------------------------------------------- int8 GEMM
@@ -456,7 +464,7 @@ SPECIAL_F32 = np.array([np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 2.5, -2.5, 3.5,
 
 
 def _scalar_row_kid(kind):
-    return next(kid for kid, info in KERNELS if info["kind"] == kind and info["isa"] == "scalar")
+    return next(kid for kid, info in REGISTERED if info["kind"] == kind and info["isa"] == "scalar")
 
 
 def _quant_params(rng, n, per_elem, signed):
