@@ -96,7 +96,7 @@ class BuildPyWithoutCheckoutOnly(build_py):
 
 native = Extension(
     "qkernels._native",
-    sources=["kernels/_native.pyx", "kernels/pack.c", "kernels/gemm_block.c", "kernels/im2col.c", "kernels/dwconv.c", "kernels/quantize.c", "kernels/qbinary.c", "kernels/dynquant.c", "kernels/tfl_binary.c", "kernels/tfl_rows.c", "kernels/eltwise.c", "kernels/recurrent.c", "kernels/pool.c", "kernels/pool_avg.c", "kernels/reduce.c", "kernels/transformer.c", "kernels/resize.c", "kernels/col2im.c", "kernels/cpu.c", "kernels/registry.c", "kernels/layout.c", "kernels/copy.c",
+    sources=["kernels/_native.pyx", "kernels/pack.c", "kernels/gemm_block.c", "kernels/im2col.c", "kernels/dwconv.c", "kernels/quantize.c", "kernels/qbinary.c", "kernels/dynquant.c", "kernels/tfl_binary.c", "kernels/tfl_rows.c", "kernels/eltwise.c", "kernels/recurrent.c", "kernels/pool.c", "kernels/pool_avg.c", "kernels/reduce.c", "kernels/transformer.c", "kernels/resize.c", "kernels/col2im.c", "kernels/cpu.c", "kernels/registry.c", "kernels/layout.c", "kernels/copy.c", "kernels/wconv.c",
              *sorted(glob("kernels/scalar/*.c"))],
     include_dirs=["kernels/include", np.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],

@@ -6,6 +6,7 @@ both per-Conv profiles side by side (ORT).
     python -m bench.ab resnet18 mobilenet_v2 digits:400
     python -m bench.ab model.onnx --shape 1 3 224 224 --layers
     python -m bench.ab resnet18 --packed-conv      # fp32 convolutions on packed patches
+    python -m bench.ab resnet18 --no-winograd      # fp32 3 x 3 convolutions as GEMMs of patches
     python -m bench.ab resnet18 --peer openvino-f32   # beside OpenVINO's CPU plugin instead
 
 A model is an .onnx path (its first input fed with ``--shape``, or the model's own static
@@ -51,9 +52,11 @@ def resolve(spec: str, cache: Path, shape=None):
     return path, inp.name, x
 
 
-def sessions(path: Path, ort_profile: str | None = None, feed=None, packed_conv: bool = False):
+def sessions(path: Path, ort_profile: str | None = None, feed=None, packed_conv: bool = False,
+             winograd: bool = True):
     """qkernels' and ORT's sessions, 1 thread. ``packed_conv``: qkernels' fp32 and uint8 convolutions on
-    packed patch panels, not read in place (the plan binds them on its first run, of ``feed``)."""
+    packed patch panels, not read in place; ``winograd`` False: no fp32 convolution by Winograd's
+    F(2x2, 3x3) (the plan binds them on its first run, of ``feed``)."""
     import onnxruntime as ort
     from qkernels import _dispatch
     from qkernels.graph import Session
@@ -63,8 +66,8 @@ def sessions(path: Path, ort_profile: str | None = None, feed=None, packed_conv:
         so.enable_profiling = True
         so.profile_file_prefix = ort_profile
     q = Session(str(path), num_threads=1)
-    if packed_conv:
-        with _dispatch.indirect_conv(False):
+    if packed_conv or not winograd:
+        with _dispatch.indirect_conv(not packed_conv), _dispatch.winograd(winograd):
             q.run(None, feed)
     return q, ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
@@ -160,6 +163,8 @@ def main(argv=None):
     ap.add_argument("--cache", type=Path, default=Path("/tmp/qk-ab"))
     ap.add_argument("--packed-conv", action="store_true",
                     help="qkernels' fp32 and uint8 convolutions on packed patches (the path before indirect ones)")
+    ap.add_argument("--no-winograd", action="store_true",
+                    help="no fp32 3 x 3 convolution by Winograd's F(2x2, 3x3) (the GEMM of their patches)")
     ap.add_argument("--peer", choices=("ort", "openvino", "openvino-f32"), default="ort",
                     help="the library beside qkernels (OpenVINO: its CPU plugin, default or f32 precision)")
     args = ap.parse_args(argv)
@@ -170,7 +175,7 @@ def main(argv=None):
     for spec in args.models:
         path, name, x = resolve(spec, args.cache, args.shape)
         feed = {name: x}
-        q, o = sessions(path, None, feed, args.packed_conv)
+        q, o = sessions(path, None, feed, args.packed_conv, not args.no_winograd)
         if args.peer != "ort":
             o = OpenVINO(path, f32=args.peer == "openvino-f32")
         med, lo, hi, qms, oms = ab(q, o, feed, args.rounds, args.min_time)

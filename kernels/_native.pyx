@@ -5,7 +5,7 @@ Everything here trusts its caller (qkernels._gemm validates shapes, dtypes and
 quantization parameters); what it still checks, it checks before releasing the GIL.
 """
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int8_t, uint8_t, int16_t, uint16_t, int32_t, uint32_t, int64_t, uint64_t
+from libc.stdint cimport int8_t, uint8_t, int16_t, uint16_t, int32_t, uint32_t, int64_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memmove, memset
 import numpy as np
@@ -1458,3 +1458,4 @@ include "_recurrent.pxi"
 include "_dynquant.pxi"
 include "_transformer.pxi"
 include "_dconv.pxi"
+include "_wconv.pxi"

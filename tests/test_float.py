@@ -355,7 +355,7 @@ def test_fp32_conv_row_blocks_give_the_bits_of_one_thread_and_a_copy(cg, o, hw, 
         scale = scale + np.abs(bias.astype(np.float64)) + np.abs(res.astype(np.float64))
     xd = np.ascontiguousarray(x)
     for isa in PATHS:
-        with qkernels.use_isa(isa):
+        with qkernels.use_isa(isa), qkernels._dispatch.winograd(False):   # (Winograd: tests/test_winograd.py)
             got = []
             for threads, src in ((1, xd), (2, xd), (3, xd), (1, x)):
                 qkernels.set_num_threads(threads)
@@ -397,7 +397,8 @@ def test_fp32_indirect_conv_gives_the_bits_of_the_packed_patches(cg, o, hw, kh, 
     against float64: padding on every side, strides, dilations, groups, tiles past every edge,
     weights of several column blocks (K * N * 4 over 512 KiB)."""
     prev_direct = qkernels._float.DIRECT_MAX_CHANNELS
-    qkernels._float.DIRECT_MAX_CHANNELS = 0    # the GEMM paths (the direct kernel: tests/test_dconv.py)
+    qkernels._float.DIRECT_MAX_CHANNELS = 0    # the GEMM paths (the direct kernel: tests/test_dconv.py;
+    qkernels._dispatch._winograd = False       # Winograd's: tests/test_winograd.py)
     try:
         rng = np.random.default_rng(seed)
         h, w_ = hw
@@ -437,3 +438,4 @@ def test_fp32_indirect_conv_gives_the_bits_of_the_packed_patches(cg, o, hw, kh, 
                     assert segs == [0] * groups, (isa, segs)
     finally:
         qkernels._float.DIRECT_MAX_CHANNELS = prev_direct
+        qkernels._dispatch._winograd = True

@@ -107,6 +107,10 @@ static inline qk_v512f qk512f_add(qk_v512f x, qk_v512f y) {
     qk_v512f v = {_mm256_add_ps(x.lo, y.lo), _mm256_add_ps(x.hi, y.hi)};
     return v;
 }
+static inline qk_v512f qk512f_sub(qk_v512f x, qk_v512f y) {
+    qk_v512f v = {_mm256_sub_ps(x.lo, y.lo), _mm256_sub_ps(x.hi, y.hi)};
+    return v;
+}
 static inline void qk512f_store(float *p, qk_v512f v) {
     _mm256_storeu_ps(p, v.lo);
     _mm256_storeu_ps(p + 8, v.hi);
@@ -156,6 +160,7 @@ static inline qk_v512f qk512f_load_f16(const void *p) {
 }
 static inline qk_v512f qk512f_fmadd(qk_v512f a, qk_v512f b, qk_v512f c) { return _mm512_fmadd_ps(a, b, c); }
 static inline qk_v512f qk512f_add(qk_v512f x, qk_v512f y) { return _mm512_add_ps(x, y); }
+static inline qk_v512f qk512f_sub(qk_v512f x, qk_v512f y) { return _mm512_sub_ps(x, y); }
 static inline void qk512f_store(float *p, qk_v512f v) { _mm512_storeu_ps(p, v); }
 static inline qk_v512 qk512_widen_u8(const void *p) {
     return _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p));
