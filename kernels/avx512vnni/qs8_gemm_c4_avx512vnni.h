@@ -62,11 +62,20 @@ static inline __attribute__((always_inline)) void itile_dot(size_t segs, size_t 
     for (size_t s = 0; s < segs; s++, ptrs += QK_MR) {
         const uint8_t *rows[QK_MR];
 #pragma GCC unroll 16
-        for (int i = 0; i < QK_MR; i++) rows[i] = (const uint8_t *)ptrs[i];
-        for (size_t kk = 0; kk < seg_len; kk += 4, pb += 64 * QK_NV) {
+        for (int i = 0; i < QK_MR - 2; i++) rows[i] = (const uint8_t *)ptrs[i];
+        /* 12 row pointers, k, B and the loop's end are one value more than the 15 general
+           registers: GCC kept one in an xmm register, moved back twice a quad by vmovq on the
+           vpdpbusd port. Two rows' pointers and the end read from the stack each quad (load
+           ports) instead: a 56 x 56 x 64 3 x 3 layer's dot products 0.93x (in one process,
+           family 6 model 207; 732 of the GEMM's 750 GOP/s). */
+        const uint8_t *volatile last[2] = {(const uint8_t *)ptrs[QK_MR - 2], (const uint8_t *)ptrs[QK_MR - 1]};
+        volatile size_t end = seg_len;
+        for (size_t kk = 0; kk < end; kk += 4, pb += 64 * QK_NV) {
             const uint8_t *a[QK_MR];
 #pragma GCC unroll 16
-            for (int i = 0; i < QK_MR; i++) a[i] = rows[i] + kk;
+            for (int i = 0; i < QK_MR - 2; i++) a[i] = rows[i] + kk;
+            a[QK_MR - 2] = last[0] + kk;
+            a[QK_MR - 1] = last[1] + kk;
             quad_dot(a, pb, c);
         }
     }
