@@ -1019,11 +1019,18 @@ def dequantize(int isa, cnp.ndarray q, bint in_signed, cnp.ndarray scale, cnp.nd
 def transpose_layout(cnp.ndarray x, cnp.ndarray out, bint to_nhwc, bint simd):
     """out = x.transpose(0, 2, 3, 1) (to_nhwc: x NCHW) or x.transpose(0, 3, 1, 2) (x NHWC)
     for x of any strides (negative and zero included) and out C-contiguous of that shape,
-    both of one itemsize (1, 2 or 4 bytes). The caller validates both; this checks the
-    shapes and itemsizes again before it writes."""
+    both of one itemsize (1, 2 or 4 bytes). NHWC out may also be the first channels of
+    wider pixels (a channel slice of a C-contiguous array: the bytes past them are kept).
+    The caller validates both; this checks the shapes and itemsizes again before it writes."""
+    cdef Py_ssize_t pixel = out.strides[2] if out.ndim == 4 else 0    # NHWC out: bytes per pixel
+    cdef bint padded = to_nhwc and out.ndim == 4 and out.strides[3] == out.itemsize \
+        and pixel >= out.shape[3] * out.itemsize and out.strides[1] == out.shape[2] * pixel \
+        and out.strides[0] == out.shape[1] * out.strides[1]
     if x.ndim != 4 or out.ndim != 4 or x.itemsize != out.itemsize or x.itemsize not in (1, 2, 4) \
-            or not out.flags.c_contiguous:
+            or not (out.flags.c_contiguous or padded):
         raise ValueError("transpose_layout: 4-D arrays of one itemsize (1, 2 or 4), out C-contiguous")
+    if out.flags.c_contiguous:   # (a size-1 axis's stride is arbitrary: numpy's relaxed strides)
+        pixel = out.shape[3] * out.itemsize
     expected = (<object>x).transpose((0, 2, 3, 1) if to_nhwc else (0, 3, 1, 2)).shape
     if (<object>out).shape != expected:
         raise ValueError(f"transpose_layout: out has shape {(<object>out).shape}, expected {expected}")
@@ -1045,7 +1052,7 @@ def transpose_layout(cnp.ndarray x, cnp.ndarray out, bint to_nhwc, bint simd):
                 s = src + <Py_ssize_t>image * sn + <Py_ssize_t>r * sh
                 gp = image * h * w + r * w          # the first pixel's index among all images'
                 if to_nhwc:   # (C, pixels) -> (pixels, C)
-                    qk_transpose(simd, elem, c, pixels, s, sc, sp, dst + gp * c * elem, c * elem)
+                    qk_transpose(simd, elem, c, pixels, s, sc, sp, dst + gp * pixel, pixel)
                 else:         # (pixels, C) -> (C, pixels)
                     qk_transpose(simd, elem, pixels, c, s, sp, sc, dst + (image * c * h * w + r * w) * elem,
                                  h * w * elem)

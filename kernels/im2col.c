@@ -270,8 +270,10 @@ size_t qk_iconv_seg_len(const qk_ukernel *kern, const qk_conv_geom *g) {
     if (seg_len % (size_t)kern->kr)
         return 0;
     /* 32 bytes a segment at least: switching the rows' pointers costs more than the copy (a
-       1-channel 3x3's kernel rows of 3 floats: 0.75x of the packed path) */
-    return seg_len * g->elem >= 32 ? seg_len : 0;
+       1-channel 3x3's kernel rows of 3 floats: 0.75x of the packed path); uint8 from 28: a
+       7-tap kernel row of 4-byte pixels (an RGB stem read as 4 channels, graph/backends/cpu.py:
+       ResNet-18 u8s8 0.976x with it, in one process) */
+    return seg_len * g->elem >= (u8 ? 28 : 32) ? seg_len : 0;
 }
 
 /* The segments of output pixel (n, oy, ox) into row i of the table (segs entries MR apart).

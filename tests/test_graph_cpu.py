@@ -433,6 +433,38 @@ def test_qlinearconv_bitwise(kw, xdt, wdt, per_channel):
     _check_bitwise(model, {"x": _q(rng, (2, 4, 11, 9), xdt)})
 
 
+@pytest.mark.parametrize("kw,k", [(dict(strides=[2, 2], pads=[3, 3, 3, 3]), 7), (dict(strides=[2, 2], pads=[1, 1, 1, 1]), 3),
+                                  (dict(pads=[0, 2, 1, 0], dilations=[1, 2]), 3)])
+def test_rgb_stem_as_four_channel_pixels_is_bitwise(monkeypatch, kw, k):
+    """A uint8 NCHW image of 3 channels under symmetric weights (a CNN's stem) is transposed
+    into 4-byte pixels for the VNNI kernel's indirect entries (graph/backends/cpu.py,
+    _rgb_as_four_channels): the reference's bytes, run after run on new images, on every
+    path; the 4-channel steps bound exactly where the path reads patches in place (kernel
+    rows of 7 taps: 28 bytes; of 3 taps, 12 bytes, the patches stay packed, 3 channels)."""
+    import qkernels
+    from qkernels.graph.backends import cpu as cpu_backend
+    rng = np.random.default_rng(26)
+    inits = {"sx": np.float32(0.02), "zx": np.array(131, np.uint8), "w": _q(rng, (40, 3, k, k), np.int8),
+             "sw": (rng.uniform(0.5, 2, 40) * 0.01).astype(np.float32), "zw": np.zeros(40, np.int8),
+             "sy": np.float32(0.3), "zy": np.array(120, np.uint8), "b": rng.integers(-9000, 9000, 40).astype(np.int32)}
+    node = helper.make_node("QLinearConv", ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy", "b"], ["y"], name="stem",
+                            kernel_shape=[k, k], **kw)
+    model = _int_model(node, [("x", np.uint8, (2, 3, 37, 41))], inits, np.uint8)
+    made = []
+    real = cpu_backend._rgb_as_four_channels
+    monkeypatch.setattr(cpu_backend, "_rgb_as_four_channels", lambda *a: made.append(real(*a)) or made[-1])
+    ref = reference_session(model)
+    for isa in qkernels._dispatch.tested_isas():
+        with qkernels.use_isa(isa):
+            made.clear()
+            cpu = Session(model, num_threads=1)
+            for _ in range(3):
+                feeds = {"x": _q(rng, (2, 3, 37, 41), np.uint8)}
+                np.testing.assert_array_equal(cpu.run(None, feeds)[0], ref.run(None, feeds)[0], err_msg=isa)
+            indirect = isa.startswith("avx512vnni") and k == 7
+            assert made and all((m is not None) == indirect for m in made), (isa, made)
+
+
 @pytest.mark.parametrize("kw", CONV_CASES[:4])
 @pytest.mark.parametrize("xdt,wdt", [(np.uint8, np.int8), (np.int8, np.int8), (np.uint8, np.uint8)])
 def test_convinteger_bitwise(kw, xdt, wdt):

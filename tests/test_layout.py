@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.lib.stride_tricks import as_strided
 
@@ -251,3 +251,25 @@ def test_the_graph_runner_converts_at_its_boundaries():
         np.testing.assert_array_equal(got, v)
     c = np.ascontiguousarray(nhwc)
     assert _owned(c) is c
+
+
+@settings(max_examples=10 if SMALL else 40, deadline=None)
+@given(n=st.integers(1, 2), c=st.integers(1, 5), extra=st.integers(1, 3), h=st.sampled_from(SIZES[:12]),
+       w=st.sampled_from(SIZES), itemsize=st.sampled_from([1, 2, 4]), view=st.booleans(), seed=st.integers(0, 2**31))
+@example(n=2, c=3, extra=1, h=13, w=65, itemsize=1, view=True, seed=0)   # the RGB stem's unpack loop and its tail
+def test_nhwc_into_wider_pixels_keeps_their_other_channels(n, c, extra, h, w, itemsize, view, seed):
+    """NCHW -> NHWC into the first channels of wider pixels (a channel slice of a C-contiguous
+    array: the graph's RGB stem read as 4-byte pixels): those channels as numpy's transpose,
+    the others' bytes untouched, on every path (3 channels of bytes into 4-byte pixels: the
+    unpack loop of kernels/avx2/layout_avx2.c)."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(f"u{itemsize}")
+    base = _random(rng, n * (c + 1) * h * w, dtype).reshape(n, c + 1, h, w)
+    x = base[:, 1:] if view else np.ascontiguousarray(base[:, 1:])
+    for isa in qk._dispatch.tested_isas():
+        with qk.use_isa(isa):
+            wide = _random(rng, n * h * w * (c + extra), dtype).reshape(n, h, w, c + extra)
+            keep = wide[..., c:].copy()
+            _layout.transpose_into(x, wide[..., :c], True)
+            np.testing.assert_array_equal(wide[..., :c], x.transpose(TO_NHWC), err_msg=isa)
+            np.testing.assert_array_equal(wide[..., c:], keep, err_msg=isa)

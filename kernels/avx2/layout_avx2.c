@@ -77,6 +77,21 @@ void qk_interleave3_avx2(size_t cols, const uint8_t *src, ptrdiff_t s_row, uint8
                                  _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(x, m[v][0]), _mm_shuffle_epi8(y, m[v][1])),
                                               _mm_shuffle_epi8(z, m[v][2])));
         }
+    else if (d_row == 4) {   /* pixels of 4 bytes (a channel added for the int8 kernels' quads): the 4th kept */
+        const __m128i keep = _mm_set1_epi32((int)0xFF000000u);
+        for (; j + 16 <= cols; j += 16) {
+            const __m128i x = _mm_loadu_si128((const __m128i *)(a + j)), y = _mm_loadu_si128((const __m128i *)(b + j)),
+                          z = _mm_loadu_si128((const __m128i *)(c + j));
+            const __m128i xy_lo = _mm_unpacklo_epi8(x, y), xy_hi = _mm_unpackhi_epi8(x, y);
+            const __m128i zz_lo = _mm_unpacklo_epi8(z, z), zz_hi = _mm_unpackhi_epi8(z, z);
+            const __m128i v[4] = {_mm_unpacklo_epi16(xy_lo, zz_lo), _mm_unpackhi_epi16(xy_lo, zz_lo),
+                                  _mm_unpacklo_epi16(xy_hi, zz_hi), _mm_unpackhi_epi16(xy_hi, zz_hi)};
+            for (int k = 0; k < 4; k++) {   /* r g b b per pixel: the last byte from what dst held */
+                __m128i *d = (__m128i *)(dst + 4 * j + 16 * k);
+                _mm_storeu_si128(d, _mm_blendv_epi8(v[k], _mm_loadu_si128(d), keep));
+            }
+        }
+    }
     for (uint8_t *d = dst + (ptrdiff_t)j * d_row; j < cols; j++, d += d_row) {
         d[0] = a[j];
         d[1] = b[j];
