@@ -22,8 +22,8 @@ cdef extern from "qk_wconv.h" nogil:
 
 
 def wconv_kernel(int isa):
-    """Id of the fp32 GEMM kernel whose indirect entry runs ISA path ``isa``'s Winograd
-    convolution (its U panels are packed for it), or -1 where that path has none."""
+    """Id of the fp32 GEMM kernel that runs ISA path ``isa``'s Winograd convolution (its U
+    panels are packed for it), or -1 where that path has none."""
     cdef qk_wconv w
     if not 0 <= isa < QK_ISA_COUNT or qk_f32_wconv_for_isa(isa) == NULL:
         return -1
@@ -68,13 +68,14 @@ def wconv_float(int isa, ConvSource src, cnp.ndarray u, cnp.ndarray bias, float 
     cdef qk_conv_geom *g = &src.g
     cdef int kid = wconv_kernel(isa)
     cdef size_t n = out.shape[1] if out.ndim == 2 else 0
-    cdef size_t panels = (n + QK_WCONV_NR - 1) // QK_WCONV_NR
+    cdef size_t nr = qk_ukernel_get(kid).nr if kid >= 0 else 1
+    cdef size_t panels = (n + nr - 1) // nr
     if kid < 0 or g.elem != 4 or g.kh != 3 or g.kw != 3 or g.stride_y != 1 or g.stride_x != 1 or g.dil_y != 1 \
             or g.dil_x != 1 or g.sc != 4 or g.cg == 0 or g.cg % 16 or g.pad_top < 0 or g.pad_left < 0 \
             or any(s % 4 for s in (g.sn, g.sh, g.sw)) or n == 0 or n % 16 or out.dtype != np.float32 \
             or <size_t>out.shape[0] != src.m or out.strides[1] != 4 or out.strides[0] <= 0 \
             or not out.flags.writeable or u.dtype != np.uint8 or u.ndim != 2 or u.shape[0] != 16 \
-            or not u.flags.c_contiguous or <size_t>u.shape[1] != panels * g.cg * QK_WCONV_NR * 4 \
+            or not u.flags.c_contiguous or <size_t>u.shape[1] != panels * g.cg * nr * 4 \
             or bias.dtype != np.float32 or bias.ndim != 1 or <size_t>bias.shape[0] != n \
             or not bias.flags.c_contiguous:
         raise ValueError("wconv_float: fp32 arrays that fit, a 3 x 3 window of stride 1, on a path with the kernel")
@@ -95,7 +96,7 @@ def wconv_float(int isa, ConvSource src, cnp.ndarray u, cnp.ndarray bias, float 
     b.w.r_stride = residual.strides[0] if residual is not None else 0
     b.w.c, b.w.c_stride, b.w.zero = <float *>_ptr(out), out.strides[0], <const float *>_ptr(zero)
     b.tiles = (src.m // (g.out_h * g.out_w) if src.m else 0) * b.w.tiles_h * b.w.tiles_w
-    # threads take whole 12-row panels, at least 4 each
+    # threads take whole blocks of 12 tiles, at least 4 each
     b.nt = <int>max(1, min(<size_t>max(1, num_threads), b.tiles // (4 * QK_WCONV_MR)))
     b.chunk = ((b.tiles + b.nt - 1) // b.nt + QK_WCONV_MR - 1) // QK_WCONV_MR * QK_WCONV_MR
     b.per_thread = qk_wconv_scratch_floats(g.cg)

@@ -11,16 +11,20 @@ void qk_f32_wconv_avx512_emu(const qk_wconv *w, size_t t0, size_t t1, float *scr
 qk_f32_wconv_fn qk_f32_wconv_for_isa(int isa) {
 #if defined(__x86_64__)
     if (isa == QK_ISA_AVX512VNNI) return qk_f32_wconv_avx512;
-    if (isa == QK_ISA_AVX512VNNI_EMU) return qk_f32_wconv_avx512_emu;
+    /* the emulated build: AVX2 and FMA instructions only */
+    if (isa == QK_ISA_AVX512VNNI_EMU || isa == QK_ISA_AVX2) return qk_f32_wconv_avx512_emu;
 #endif
     (void)isa;
     return NULL;
 }
 
 int qk_wconv_set_kernel(qk_wconv *w, const qk_ukernel *kern) {
-    if (!kern || kern->kind != QK_KIND_GEMM || kern->dtype != QK_DTYPE_F32 || kern->mr != QK_WCONV_MR ||
-        kern->nr != QK_WCONV_NR || !kern->igemm)
+    if (!kern || kern->kind != QK_KIND_GEMM || kern->dtype != QK_DTYPE_F32 || !kern->gemm || kern->kr != 1 ||
+        (kern->a_pack & 0xf) != QK_PACK_F32_ROWS || kern->mr < 1 || QK_WCONV_MR % kern->mr ||
+        (kern->nr != 16 && kern->nr != 32))
         return 0;
-    w->igemm = kern->igemm;
+    w->gemm = kern->gemm;
+    w->mr = (size_t)kern->mr;
+    w->nr = (size_t)kern->nr;
     return 1;
 }

@@ -473,11 +473,12 @@ def _winograd_weights(pw, geom, batch: int) -> np.ndarray | None:
     """The transformed weights U (16 packed matrices, qk_wconv.h) where this thread's ISA
     path runs ``pw`` over ``geom`` by Winograd's F(2x2, 3x3) and it pays, else None.
 
-    It pays where the 16 GEMMs of the tiles' 12-row panels do at most 0.6 of the direct
+    It pays where the 16 GEMMs of the tiles' 12-row blocks do at most 0.6 of the direct
     products (few tiles: 7 x 7 outputs are 16 tiles in 24 rows, 0.87) and U (64 bytes per
     channel pair) stays in the caches (at most 4 MiB): ResNet-18's 3 x 3 convolutions of
-    56 x 56 x 64, 28 x 28 x 128 and 14 x 14 x 256 took 0.61, 0.62 and 0.70x the time of
-    the GEMM of their patches, 7 x 7 x 512 1.21x (Xeon 6/207, AVX-512, 1 thread)."""
+    56 x 56 x 64, 28 x 28 x 128 and 14 x 14 x 256 took 0.59-0.73x the time of the GEMM of
+    their patches on the AVX-512 path, 0.49-0.55x on the AVX2 path (its 6 x 16 kernel; the
+    AVX-512 transforms' emulated build), 7 x 7 x 512 1.16x and 0.87x (Xeon 6/207, 1 thread)."""
     oh, ow, sy, sx, dy, dx = geom[:6]
     if not _dispatch._winograd or pw.dtype != F32 or pw.groups != 1 or pw.depthwise or (pw.kh, pw.kw) != (3, 3) \
             or (sy, sx, dy, dx) != (1, 1, 1, 1) or pw.cg % 16 or pw.out_channels % 16 \

@@ -1,6 +1,7 @@
 /* Winograd F(2x2, 3x3) fp32 convolution with AVX-512 (qk_wconv.h): the input and output
- * transforms, 16 channels a vector, around the 12 x 32 fp32 kernel's indirect entry; in
- * the VNNI kernels' vector vocabulary (qk_vnni.h): built natively and emulated. */
+ * transforms, 16 channels a vector, around the ISA path's fp32 GEMM kernel; in the VNNI
+ * kernels' vector vocabulary (qk_vnni.h): built natively and emulated (the AVX2 path's). */
+#include <string.h>
 #include "qk_vnni.h"
 #include "qk_wconv.h"
 
@@ -61,8 +62,8 @@ static void input_tile(const qk_wconv *w, size_t t, float *v, size_t xi_stride) 
     }
 }
 
-/* Output pixels of tile t, columns [n0, n0 + nc): A^T M A from M[xi] (at m + xi * xi_stride,
- * 32 floats), + bias (+ residual), clamped. */
+/* Output pixels of tile t, columns [n0, n0 + nc): A^T M A from M[xi] (at m + xi * xi_stride),
+ * + bias (+ residual), clamped. */
 static void output_tile(const qk_wconv *w, size_t t, const float *m, size_t xi_stride, size_t n0, size_t nc,
                         qk_v512f lo, qk_v512f hi) {
     const qk_conv_geom *g = &w->g;
@@ -98,25 +99,23 @@ static void output_tile(const qk_wconv *w, size_t t, const float *m, size_t xi_s
 }
 
 void QK_VNNI_FN(qk_f32_wconv_avx512)(const qk_wconv *w, size_t t0, size_t t1, float *scratch) {
-    const size_t cg = w->g.cg, tb = qk_wconv_block_tiles(cg);
+    const size_t cg = w->g.cg, tb = qk_wconv_block_tiles(cg), mr = w->mr, nr = w->nr;
     float *v = scratch, *m = scratch + 16 * tb * cg;
     const qk_v512f lo = qk512f_set1(w->lo), hi = qk512f_set1(w->hi);
     for (size_t b0 = t0; b0 < t1; b0 += tb) {
         const size_t nt = t1 - b0 < tb ? t1 - b0 : tb;
         for (size_t i = 0; i < nt; i++) input_tile(w, b0 + i, v + i * cg, tb * cg);
-        for (size_t n0 = 0; n0 < w->n; n0 += QK_WCONV_NR) {
-            /* panel n0 / 32 of every U[xi]: 32 columns (zero past n) of cg floats each */
+        const size_t rows = (nt + mr - 1) / mr * mr;   /* a last panel's rows past the tiles: zeros, */
+        if (rows > nt)                                  /* not whatever the scratch held (subnormals) */
+            for (size_t xi = 0; xi < 16; xi++) memset(v + (xi * tb + nt) * cg, 0, (rows - nt) * cg * sizeof(float));
+        for (size_t n0 = 0; n0 < w->n; n0 += nr) {
+            /* panel n0 / nr of every U[xi]: nr columns (zero past n) of cg floats each */
             const float *u = w->u + n0 * cg;
-            for (size_t xi = 0; xi < 16; xi++)
-                for (size_t i0 = 0; i0 < nt; i0 += QK_WCONV_MR) {
-                    const void *rows[QK_WCONV_MR];
-                    for (size_t r = 0; r < QK_WCONV_MR; r++)   /* rows past the block: its first again */
-                        rows[r] = v + xi * tb * cg + (i0 + r < nt ? i0 + r : 0) * cg;
-                    w->igemm(1, cg, rows, u + xi * w->u_stride, (int32_t *)(void *)(m + (xi * tb + i0) * QK_WCONV_NR));
-                }
-            const size_t nc = w->n - n0 < QK_WCONV_NR ? w->n - n0 : QK_WCONV_NR;
-            for (size_t i = 0; i < nt; i++)
-                output_tile(w, b0 + i, m + i * QK_WCONV_NR, tb * QK_WCONV_NR, n0, nc, lo, hi);
+            for (size_t xi = 0; xi < 16; xi++)   /* V[xi]'s rows are A panels (past nt: unused rows of the block) */
+                for (size_t i0 = 0; i0 < nt; i0 += mr)
+                    w->gemm(cg, v + (xi * tb + i0) * cg, u + xi * w->u_stride, (int32_t *)(void *)(m + (xi * tb + i0) * nr));
+            const size_t nc = w->n - n0 < nr ? w->n - n0 : nr;
+            for (size_t i = 0; i < nt; i++) output_tile(w, b0 + i, m + i * nr, tb * nr, n0, nc, lo, hi);
         }
     }
 }

@@ -8,10 +8,12 @@
  * load). Sizes where it pays (many tiles, weights that stay in the caches) are chosen by
  * the caller (qkernels/_float.py).
  *
- * Per block of tiles a thread transforms the inputs into its scratch (V), runs the fp32
- * GEMM kernel's indirect entry over each xi and column panel of 32 (the raw 12 x 32 tiles
- * into scratch M), then transforms those back into output pixels, adding the bias (and a
- * fused residual) and clamping. Floats: U rounded once from float64; V with 3 adds per
+ * Per block of tiles a thread transforms the inputs into its scratch (V: per xi, the
+ * tiles' rows of cg floats, which are the fp32 kernels' A panels as they are), runs the
+ * ISA path's fp32 GEMM kernel over each xi, row panel and column panel (the raw MR x NR
+ * tiles into scratch M), then transforms those back into output pixels, adding the bias
+ * (and a fused residual) and clamping. AVX2 runs the AVX-512 transforms' emulated build
+ * (pairs of ymm) around its 6 x 16 kernel. Floats: U rounded once from float64; V with 3 adds per
  * value; the GEMM's sums in increasing input channel; Y with 4 adds per value (A's
  * sums), then + bias (+ residual), clamped: within (cg + 16) * 2^-23 * Y' of the exact
  * result, Y' the same computation on absolute values (docs/api.md). */
@@ -22,16 +24,17 @@
 #include "qk_conv.h"
 #include "qk_gemm.h"
 
-#define QK_WCONV_MR 12   /* the fp32 kernel whose indirect entry runs the GEMMs: 12 x 32 */
-#define QK_WCONV_NR 32
+#define QK_WCONV_MR 12   /* tiles per block: whole panels of any kernel of at most 12 rows dividing 12 */
+#define QK_WCONV_NR 32   /* the widest column panel (scratch M) */
 
 typedef struct {
     qk_conv_geom g;              /* fp32 NHWC input, channels adjacent (sc 4), kh = kw = 3, stride and dilation 1 */
     size_t n;                    /* output channels, a multiple of 16 */
     size_t tiles_h, tiles_w;     /* tiles per image: ceil(out_h / 2) x ceil(out_w / 2) */
-    const float *u;              /* U[xi] packed as the kernel's B (panels of cg x 32), xi = 0..15 */
+    const float *u;              /* U[xi] packed as the kernel's B (panels of cg x nr), xi = 0..15 */
     size_t u_stride;             /* floats from U[xi] to U[xi + 1] */
-    qk_igemm_fn igemm;           /* the 12 x 32 fp32 kernel's indirect entry */
+    qk_gemm_ukernel_fn gemm;     /* the fp32 kernel (row-major A panels) and its tile */
+    size_t mr, nr;
     const float *bias;           /* n floats */
     float lo, hi;
     const float *residual;       /* NULL, or the (pixels, n) floats added before the clamp */
@@ -55,6 +58,7 @@ static inline size_t qk_wconv_scratch_floats(size_t cg) {
  * qk_f32_wconv_for_isa: ISA path `isa` has no Winograd transforms. */
 typedef void (*qk_f32_wconv_fn)(const qk_wconv *w, size_t t0, size_t t1, float *scratch);
 qk_f32_wconv_fn qk_f32_wconv_for_isa(int isa);
-/* w->igemm from kern where it is a 12 x 32 fp32 GEMM kernel with an indirect entry (1), else 0. */
+/* w->gemm, mr and nr from kern where it is an fp32 GEMM kernel of row-major A panels, MR
+ * dividing 12 and NR 16 or 32 (1), else 0. */
 int qk_wconv_set_kernel(qk_wconv *w, const qk_ukernel *kern);
 #endif
