@@ -41,13 +41,7 @@ def load_graph(model) -> Graph:
     their arrays (:mod:`graph.protowire`), each once: never the whole file, its parsed
     message and the arrays at the same time."""
     proto, spans = _load(model, lazy=True)
-    opset = default_opset(proto)      # (None: to_graph says so, a ModelError)
-    if spans and opset is not None and opset < MIN_OPSET:     # the opset converter reads a whole message
-        for t in proto.graph.initializer:
-            if t.name in spans:
-                _fill_raw(_onnx(), t, spans[t.name])
-        spans = {}
-    return to_graph(proto, spans)
+    return to_graph(proto, spans)     # (an older opset's conversion leaves the weights out: upgrade_opset)
 
 
 def _load(model, lazy: bool):
@@ -291,12 +285,83 @@ def upgrade_opset(proto):
     if opset >= MIN_OPSET:
         return proto
     from onnx import version_converter
+    # The converter copies the whole message several times (into its IR and back): the
+    # main graph's large initializers (weights, or still in their file: data not read)
+    # go around it as graph inputs of their type and shape and come back after (the
+    # PaddleOCR recogniser's load peaked 84 MiB above its imports, for 10 MiB of weights).
+    # The adapters read small constants only (shapes, axes, scales), which stay in.
+    # Weights held by Constant nodes (PaddlePaddle's exports) go around it the same way.
+    slim, aside, consts, added = onnx.ModelProto(), [], [], set()
+    _copy_fields(proto, slim, ("graph",))
+    _copy_fields(proto.graph, slim.graph, ("initializer", "node"))
+    listed = {vi.name for vi in proto.graph.input}      # (old models list their weights as inputs too)
+
+    def around(name, t):
+        if name not in listed:
+            added.add(name)
+            slim.graph.input.append(onnx.helper.make_tensor_value_info(name, t.data_type, list(t.dims)))
+
+    for t in proto.graph.initializer:
+        if t.ByteSize() > _ASIDE_BYTES or not _has_data(t):
+            aside.append(t)
+            around(t.name, t)
+        else:
+            slim.graph.initializer.append(t)
+    for node in proto.graph.node:
+        value = _large_constant(node)
+        if value is not None:
+            consts.append(node)
+            around(node.output[0], value)
+        else:
+            slim.graph.node.append(node)
     try:
-        out = version_converter.convert_version(proto, MIN_OPSET)
+        out = version_converter.convert_version(slim, MIN_OPSET)
     except Exception as exc:   # the converter raises assorted errors (RuntimeError, IndexError, ...)
         raise ModelError(f"converting opset {opset} to {MIN_OPSET} failed: {exc}") from None
+    if added:
+        kept = [vi for vi in out.graph.input if vi.name not in added]
+        del out.graph.input[:]
+        out.graph.input.extend(kept)
+    out.graph.initializer.extend(aside)
+    if consts:   # first: they read nothing, so the order stays topological
+        nodes = consts + list(out.graph.node)
+        del out.graph.node[:]
+        out.graph.node.extend(nodes)
     onnx.helper.set_model_props(out, {**{p.key: p.value for p in proto.metadata_props}, CONVERTED_KEY: str(opset)})
     return out
+
+
+#: initializers larger than this go around the opset converter (upgrade_opset)
+_ASIDE_BYTES = 1024
+
+
+def _has_data(t) -> bool:
+    """Whether a TensorProto holds its values (not left in its file: graph.protowire reads those)."""
+    return bool(t.raw_data) or not all(t.dims) or any(len(getattr(t, f)) for f in (
+        "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data"))
+
+
+def _large_constant(node):
+    """The tensor of a default-domain Constant node holding one over _ASIDE_BYTES, else None."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+        return None
+    for a in node.attribute:
+        if a.name == "value" and a.HasField("t") and a.t.ByteSize() > _ASIDE_BYTES:
+            return a.t
+    return None
+
+
+def _copy_fields(src, dst, skip) -> None:
+    """Every set field of message src into dst but those named in ``skip`` (repeated ones appended)."""
+    for field, value in src.ListFields():
+        if field.name in skip:
+            continue
+        if hasattr(value, "extend"):          # repeated (protobuf 6 dropped FieldDescriptor.label)
+            getattr(dst, field.name).extend(value)
+        elif hasattr(value, "CopyFrom"):      # a message
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
 
 
 def to_graph(proto, spans: dict | None = None) -> Graph:

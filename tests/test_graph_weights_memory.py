@@ -188,6 +188,42 @@ def test_old_opset_files_are_converted_with_their_weights(tmp_path):
                                   Session(m.SerializeToString()).run(None, x)[0])
 
 
+def test_old_opset_conversion_leaves_the_weights_out_and_gives_them_back(monkeypatch):
+    """An opset-11 model whose weights are initializers (one also listed as an input, as old
+    exporters do) and Constant nodes (PaddlePaddle's): the opset converter sees neither
+    (graph.model.upgrade_opset: its copies of them had been the load's peak), the adapters
+    still run (Squeeze's axes attribute -> input at 13), and the model answers as ORT."""
+    import onnxruntime as ort
+    from qkernels.graph.model import CONVERTED_KEY, upgrade_opset
+    rng = np.random.default_rng(5)
+    w1, w2, w3 = (rng.standard_normal(s).astype(np.float32) for s in ((64, 48), (48, 32), (1, 32, 16)))
+    nodes = [helper.make_node("Constant", [], ["w2"], value=numpy_helper.from_array(w2)),
+             helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["h2"]), helper.make_node("Unsqueeze", ["h2"], ["u"], axes=[0]),
+             helper.make_node("MatMul", ["u", "w3"], ["m"]), helper.make_node("Squeeze", ["m"], ["y"], axes=[0])]
+    g = helper.make_graph(nodes, "old", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 64]),
+                                         helper.make_tensor_value_info("w3", TensorProto.FLOAT, [1, 32, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w3, "w3")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 6
+    from onnx import version_converter
+    seen, convert = [], version_converter.convert_version
+    monkeypatch.setattr(version_converter, "convert_version", lambda m, v: seen.append(m.ByteSize()) or convert(m, v))
+    up = upgrade_opset(model)
+    assert len(seen) == 1 and seen[0] < 2048 < model.ByteSize() - 18000, (seen, model.ByteSize())
+    assert {o.version for o in up.opset_import if o.domain in ("", "ai.onnx")} == {13}
+    assert dict((p.key, p.value) for p in up.metadata_props)[CONVERTED_KEY] == "11"
+    assert [vi.name for vi in up.graph.input] == ["x", "w3"]            # none added, none lost
+    assert sorted(t.name for t in up.graph.initializer) == ["w1", "w3"]
+    assert up.graph.node[0].op_type == "Constant"
+    squeeze = next(n for n in up.graph.node if n.op_type == "Squeeze")
+    assert len(squeeze.input) == 2 and not squeeze.attribute              # converted: axes as an input
+    x = {"x": rng.standard_normal((5, 64)).astype(np.float32)}
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    np.testing.assert_allclose(Session(model.SerializeToString()).run(None, x)[0], want, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("groups, cin, cout", [(1, 5, 7), (2, 6, 4), (8, 8, 8)])
 def test_packed_convolution_weights_rebuild_exactly(dtype, groups, cin, cout):
