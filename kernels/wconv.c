@@ -20,7 +20,7 @@ qk_f32_wconv_fn qk_f32_wconv_for_isa(int isa) {
 
 int qk_wconv_set_kernel(qk_wconv *w, const qk_ukernel *kern) {
     if (!kern || kern->kind != QK_KIND_GEMM || kern->dtype != QK_DTYPE_F32 || !kern->gemm || kern->kr != 1 ||
-        (kern->a_pack & 0xf) != QK_PACK_F32_ROWS || kern->mr < 1 || QK_WCONV_MR % kern->mr ||
+        (kern->a_pack & ~QK_PACK_SRC_F32) != QK_PACK_F32_ROWS || kern->mr < 1 || QK_WCONV_MR % kern->mr ||
         (kern->nr != 16 && kern->nr != 32))
         return 0;
     w->gemm = kern->gemm;

@@ -397,8 +397,7 @@ def test_fp32_indirect_conv_gives_the_bits_of_the_packed_patches(cg, o, hw, kh, 
     against float64: padding on every side, strides, dilations, groups, tiles past every edge,
     weights of several column blocks (K * N * 4 over 512 KiB)."""
     prev_direct = qkernels._float.DIRECT_MAX_CHANNELS
-    qkernels._float.DIRECT_MAX_CHANNELS = 0    # the GEMM paths (the direct kernel: tests/test_dconv.py;
-    qkernels._dispatch._winograd = False       # Winograd's: tests/test_winograd.py)
+    qkernels._float.DIRECT_MAX_CHANNELS = 0    # the GEMM paths (the direct kernel: tests/test_dconv.py)
     try:
         rng = np.random.default_rng(seed)
         h, w_ = hw
@@ -413,8 +412,8 @@ def test_fp32_indirect_conv_gives_the_bits_of_the_packed_patches(cg, o, hw, kh, 
         ref, scale = conv_ref64(np.ascontiguousarray(x), wt, stride, pads, dil, groups)
         ref = np.maximum(ref + bias.astype(np.float64), 0)
         kw_ = dict(stride=stride, padding=pads, dilation=dil, activation="relu")
-        for isa in PATHS:
-            with qkernels.use_isa(isa):
+        for isa in PATHS:   # (Winograd's convolutions: tests/test_winograd.py)
+            with qkernels.use_isa(isa), qkernels._dispatch.winograd(False):
                 for threads in (1, 2):
                     qkernels.set_num_threads(threads)
                     got = []
@@ -438,4 +437,3 @@ def test_fp32_indirect_conv_gives_the_bits_of_the_packed_patches(cg, o, hw, kh, 
                     assert segs == [0] * groups, (isa, segs)
     finally:
         qkernels._float.DIRECT_MAX_CHANNELS = prev_direct
-        qkernels._dispatch._winograd = True

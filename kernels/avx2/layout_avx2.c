@@ -68,7 +68,7 @@ void qk_interleave3_avx2(size_t cols, const uint8_t *src, ptrdiff_t s_row, uint8
         }
     const uint8_t *a = src, *b = src + s_row, *c = src + 2 * s_row;
     size_t j = 0;
-    if (d_row == 3)
+    if (d_row == 3) {
         for (; j + 16 <= cols; j += 16) {
             const __m128i x = _mm_loadu_si128((const __m128i *)(a + j)), y = _mm_loadu_si128((const __m128i *)(b + j)),
                           z = _mm_loadu_si128((const __m128i *)(c + j));
@@ -77,7 +77,7 @@ void qk_interleave3_avx2(size_t cols, const uint8_t *src, ptrdiff_t s_row, uint8
                                  _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(x, m[v][0]), _mm_shuffle_epi8(y, m[v][1])),
                                               _mm_shuffle_epi8(z, m[v][2])));
         }
-    else if (d_row == 4) {   /* pixels of 4 bytes (a channel added for the int8 kernels' quads): the 4th kept */
+    } else if (d_row == 4) {   /* pixels of 4 bytes (a channel added for the int8 kernels' quads): the 4th kept */
         const __m128i keep = _mm_set1_epi32((int)0xFF000000u);
         for (; j + 16 <= cols; j += 16) {
             const __m128i x = _mm_loadu_si128((const __m128i *)(a + j)), y = _mm_loadu_si128((const __m128i *)(b + j)),

@@ -39,19 +39,16 @@ static void input_tile(const qk_wconv *w, size_t t, float *v, size_t xi_stride) 
     tile_origin(w, t, &img, &oy, &ox);
     const ptrdiff_t y0 = (ptrdiff_t)oy - g->pad_top, x0 = (ptrdiff_t)ox - g->pad_left;
     const uint8_t *base = g->x + (ptrdiff_t)img * g->sn + y0 * g->sh + x0 * g->sw;
+    /* a window inside the input skips the tap checks (the taps in the padding read zeros) */
+    const int inside = y0 >= 0 && y0 + 4 <= (ptrdiff_t)g->in_h && x0 >= 0 && x0 + 4 <= (ptrdiff_t)g->in_w;
     const float *p[16];
-    if (y0 >= 0 && y0 + 4 <= (ptrdiff_t)g->in_h && x0 >= 0 && x0 + 4 <= (ptrdiff_t)g->in_w) {   /* inside */
-        for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++) p[4 * i + j] = (const float *)(const void *)(base + i * g->sh + j * g->sw);
-    } else {   /* the taps in the padding read zeros */
-        for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++) {
-                const ptrdiff_t y = y0 + i, x = x0 + j;
-                p[4 * i + j] = y >= 0 && y < (ptrdiff_t)g->in_h && x >= 0 && x < (ptrdiff_t)g->in_w
-                                   ? (const float *)(const void *)(base + i * g->sh + j * g->sw)
-                                   : w->zero;
-            }
-    }
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            const ptrdiff_t y = y0 + i, x = x0 + j;
+            p[4 * i + j] = inside || (y >= 0 && y < (ptrdiff_t)g->in_h && x >= 0 && x < (ptrdiff_t)g->in_w)
+                               ? (const float *)(const void *)(base + i * g->sh + j * g->sw)
+                               : w->zero;
+        }
     for (size_t c = 0; c < g->cg; c += 16) {
         qk_v512f d[4][4];
 #pragma GCC unroll 16
