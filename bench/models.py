@@ -49,7 +49,9 @@ process (:func:`harness.collect` with ``process_per_item``):
   ``INFERENCE_PRECISION_HINT=f32`` (:func:`peers.openvino_session`); not checked.
 
 Memory, per model and library: the growth of the process's peak resident memory
-(``getrusage`` ``ru_maxrss``) from before the model is read to after the timed runs: an
+(``getrusage`` ``ru_maxrss``) from before the model is read to after the timed runs (after a
+run of a tiny model of the same kind, a zoo model's narrow twin or a trained model's
+:func:`tiny_conv`: the libraries' one-off costs stay out): an
 upper bound, which includes the serialized model and the loaded weights; for qkernels
 also ``Session.peak_bytes``: the arena of its compiled plan, which holds every input and
 intermediate tensor of a run, places reused by liveness.
@@ -123,7 +125,7 @@ class Model(NamedTuple):
     def warmup(self) -> Model | None:
         """A tiny model of the same graph and variant, run once before the measured
         one: the libraries' one-off costs (imports, thread pools) stay out of its memory
-        (None for a trained model: there is no tiny one)."""
+        (None for a trained model: :func:`tiny_conv` at its opset stands in)."""
         if self.tokens:
             return self._replace(label=f"{self.label}-warmup", tokens=8, layers=1, hidden=32, heads=2, vocab=100)
         return None if self.real else self._replace(label=f"{self.label}-warmup", width=0.25, size=32, classes=10)
@@ -363,7 +365,8 @@ def _problems(spec: dict):
         prep = spec["prepared"][model.label]
         ref, qdq, ref32 = (np.load(prep[k]) if prep.get(k) else None
                            for k in ("reference", "reference_qdq", "reference_fp32"))
-        warmup = (prep["warmup"], feeds(model.warmup, seed)) if prep.get("warmup") else None
+        warmup = (prep["warmup"], {model.feed: np.full(TINY_SHAPE, 0.5, np.float32)} if model.real
+                  else feeds(model.warmup, seed)) if prep.get("warmup") else None
         return Problem(model, prep["path"], feeds(model, seed), ref, prep.get("output_scale"), qdq, warmup, ref32)
 
     return worker_problems(spec, Model, make)
@@ -397,6 +400,41 @@ def write_model(model: Model, folder: str, seed: int = 0):
     path = os.path.join(folder, model.label + ".onnx")
     onnx.save(proto, path)
     return path, proto
+
+
+#: The input of :func:`tiny_conv`'s model.
+TINY_SHAPE = (1, 3, 8, 8)
+
+
+def tiny_conv(feed: str, opset: int, qdq: bool):
+    """The warm-up of a trained model (no tiny one of its graph exists): a 3x3
+    convolution and Relu of input ``feed`` at the model's ``opset``, its tensors
+    quantized QDQ (int8, opset 13 at least) when ``qdq``: so that the one-off costs of
+    reading such a model (an older opset's conversion, the int8 kernels' set-up) stay
+    out of the trained model's memory, as the zoo models' tiny twins keep theirs."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.linspace(-1, 1, 4 * 3 * 3 * 3, dtype=np.float32).reshape(4, 3, 3, 3)
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])
+    if not qdq:
+        nodes, inits = [helper.make_node("Conv", [feed, "w"], ["c"], pads=[1] * 4),
+                        helper.make_node("Relu", ["c"], ["y"])], [numpy_helper.from_array(w, "w")]
+    else:
+        opset = max(opset, 13)
+        inits = [numpy_helper.from_array(np.array(0.02, np.float32), "s"), numpy_helper.from_array(np.int8(0), "z"),
+                 numpy_helper.from_array(np.round(w * 127).astype(np.int8), "wq"),
+                 numpy_helper.from_array(np.full(4, 1 / 127, np.float32), "ws"),
+                 numpy_helper.from_array(np.zeros(4, np.int8), "wz")]
+        nodes = [helper.make_node("QuantizeLinear", [feed, "s", "z"], ["xq"]),
+                 helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+                 helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+                 helper.make_node("Conv", ["xd", "wd"], ["c"], pads=[1] * 4),
+                 helper.make_node("Relu", ["c"], ["r"]),
+                 helper.make_node("QuantizeLinear", ["r", "s", "z"], ["rq"]),
+                 helper.make_node("DequantizeLinear", ["rq", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "warmup", [helper.make_tensor_value_info(feed, TensorProto.FLOAT, TINY_SHAPE)],
+                              [out], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def ort_references(data: bytes, model: Model, feeds: dict) -> tuple:
@@ -439,6 +477,11 @@ def _worker_prepare(spec: dict, out: dict) -> None:
         prep = {"path": path, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "ops": ops,
                 "output_scale": output_scale(proto), "reference": None,
                 "warmup": write_model(model.warmup, spec["workdir"], spec["seed"])[0] if model.warmup else None}
+        if model.real:
+            tiny = tiny_conv(model.feed, max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                             model.variant in QDQ_VARIANTS)
+            prep["warmup"] = os.path.join(spec["workdir"], model.label + "-warmup.onnx")
+            onnx.save(tiny, prep["warmup"])
         x = feeds(model, spec["seed"])
         ref, qdq = ort_references(data, model, x) if have_ort else (None, None)
         if ref is not None:

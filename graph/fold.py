@@ -113,6 +113,9 @@ def _fold(node: Node, graph: Graph, consts: dict, limit: int) -> dict | None:
     if node.op_type in NOT_FOLDED or node.domain or not all(not i or i in consts for i in node.inputs) \
             or why_not(node, graph) is not None:
         return None
+    value = node.attrs.get("value") if node.op_type == "Constant" else None
+    if isinstance(value, np.ndarray) and not value.flags.writeable:   # a weight, read-only: itself, not a copy
+        return {node.outputs[0]: value}
     args = [consts[i] if i else None for i in node.inputs]
     try:
         size = _elements(node, args) * _itemsize(node, args)

@@ -2,6 +2,7 @@
 external data only from inside the model's folder; every defect a ModelError."""
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 
@@ -278,12 +279,27 @@ def upgrade_opset(proto):
     """``proto`` itself when its default opset is MIN_OPSET or later, else its conversion
     by ``onnx.version_converter`` (a new model, with the original opset in its metadata
     under CONVERTED_KEY); a model the converter cannot convert is a ModelError."""
+    out, aside, consts = _convert(proto)
+    if out is not proto:
+        out.graph.initializer.extend(aside)
+        if consts:   # first: they read nothing, so the order stays topological
+            nodes = consts + list(out.graph.node)
+            del out.graph.node[:]
+            out.graph.node.extend(nodes)
+    return out
+
+
+def _convert(proto):
+    """(model, aside, consts): :func:`upgrade_opset`'s conversion less the main graph's
+    large initializers (``aside``) and weight-holding Constant nodes (``consts``), which
+    stay ``proto``'s own messages (merged by the caller: :func:`to_graph` reads them where
+    they are, never a copy); ``(proto, [], [])`` when there is nothing to convert."""
     onnx = _onnx()
     opset = default_opset(proto)
     if opset is None:
         raise ModelError("the model imports no default-domain opset")
     if opset >= MIN_OPSET:
-        return proto
+        return proto, [], []
     from onnx import version_converter
     # The converter copies the whole message several times (into its IR and back): the
     # main graph's large initializers (weights, or still in their file: data not read)
@@ -322,13 +338,8 @@ def upgrade_opset(proto):
         kept = [vi for vi in out.graph.input if vi.name not in added]
         del out.graph.input[:]
         out.graph.input.extend(kept)
-    out.graph.initializer.extend(aside)
-    if consts:   # first: they read nothing, so the order stays topological
-        nodes = consts + list(out.graph.node)
-        del out.graph.node[:]
-        out.graph.node.extend(nodes)
     onnx.helper.set_model_props(out, {**{p.key: p.value for p in proto.metadata_props}, CONVERTED_KEY: str(opset)})
-    return out
+    return out, aside, consts
 
 
 #: initializers larger than this go around the opset converter (upgrade_opset)
@@ -370,31 +381,32 @@ def to_graph(proto, spans: dict | None = None) -> Graph:
     control-flow nodes become Graphs too (see :func:`_graph`)."""
     onnx = _onnx()
     original = proto
-    proto = upgrade_opset(proto)
-    graph = _graph(onnx, proto.graph, default_opset(proto), spans=spans or {})
+    proto, aside, consts = _convert(proto)     # the weights stay in ``original``: read there
+    graph = _graph(onnx, proto.graph, default_opset(proto), spans=spans or {}, aside=aside, consts=consts)
     graph.metadata = {p.key: p.value for p in proto.metadata_props}
     if proto is original:   # converted by an earlier tool (our quantizer keeps the key): not at this load
         graph.metadata.pop(CONVERTED_KEY, None)
     return graph
 
 
-def _graph(onnx, g, opset: int, depth: int = 0, spans: dict | None = None) -> Graph:
+def _graph(onnx, g, opset: int, depth: int = 0, spans: dict | None = None, aside=(), consts=()) -> Graph:
     """The Graph of GraphProto ``g``, ``depth`` subgraphs down. A subgraph may read values
     of the graphs around it: those names are its ``outer`` list, and a node holding subgraphs gets
     their outer names as implicit inputs (:attr:`Node.implicit`), so that the graph
-    around it orders, keeps alive and checks them like any input."""
+    around it orders, keeps alive and checks them like any input. ``aside`` and ``consts``:
+    initializers and (first) nodes of the main graph that :func:`_convert` kept out of it."""
     sub = depth > 0
     if depth > MAX_DEPTH:
         raise ModelError(f"subgraphs are nested more than {MAX_DEPTH} deep")
     spans = spans or {}      # (the main graph's weights still in their file: read here)
     inits = {_text(t.name, "an initializer's name"): _read_tensor(onnx, t, spans[t.name]) if t.name in spans
-             else _tensor(onnx, t) for t in g.initializer}
+             else _tensor(onnx, t) for t in itertools.chain(g.initializer, aside)}
     inputs = [_value_info(onnx, vi) for vi in g.input if vi.name not in inits]
     outputs = [_value_info(onnx, vi) for vi in g.output]
     if not outputs:
         raise ModelError(f"subgraph {g.name!r} has no outputs" if sub else "the graph has no outputs")
     nodes = []
-    for k, n in enumerate(g.node):
+    for k, n in enumerate(itertools.chain(consts, g.node)):
         op_type, domain = _text(n.op_type, f"node {k}'s op_type"), _text(n.domain, f"node {k}'s domain")
         node = Node(_text(n.name, f"node {k}'s name") or f"{op_type}_{k}", op_type,
                     "" if domain == "ai.onnx" else domain, [_text(i, f"an input of node {k}") for i in n.input],

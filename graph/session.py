@@ -72,6 +72,7 @@ class Session:
             if not any(b.name == fallback for b in chain):
                 chain.append(get_backend(fallback))
         graph = load_tflite(model) if is_tflite(model) else load_graph(model)
+        release_freed_memory()      # the parsed model, gone: its heap must not stack under the packing's
         validate(graph)   # every node checked once, before folding and the backends see it
         self._prepare(graph, chain, rewriters, fold_limit, plan, consume=True)
         release_freed_memory()      # loading, folding and packing left freed heap behind
@@ -97,8 +98,8 @@ class Session:
         once folded: weights a backend packs are then freed as they are packed."""
         self.backends, self._rewriters, self._fold_limit = chain, rewriters, fold_limit
         self.graph = fold_constants(graph, fold_limit)
-        if consume:
-            graph.initializers = {}
+        if consume:   # (Constant nodes hold weights too)
+            graph.initializers, graph.nodes = {}, []
         for b in rewriters:
             self.graph = b.rewrite(self.graph)
         for name, value in self.graph.initializers.items():   # shared by every run: nothing writes them

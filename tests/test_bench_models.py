@@ -170,3 +170,22 @@ def test_openvino_columns_run_or_are_skipped_with_a_note(monkeypatch):
     rep = bench_models.run_bench(model, [1], quick=True, timing=TINY_TIMING)
     assert rep["ok"] and any("OpenVINO columns skipped" in n for n in rep["notes"]), rep["notes"]
     assert rep["rows"][0]["ms"]["openvino"] is None and rep["rows"][0]["ms"]["qkernels"] > 0
+
+
+@pytest.mark.parametrize("opset, qdq", [(11, False), (12, False), (13, True), (11, True)])
+def test_tiny_conv_warm_up_runs_alike_on_both_libraries(opset, qdq):
+    """A trained model's warm-up (bench/models.py tiny_conv): valid at the model's opset
+    (QDQ raised to 13, the first with per-channel DequantizeLinear), the same on qkernels as
+    on ONNX Runtime, and not all zero (a warm-up that computes nothing warms nothing)."""
+    ort = pytest.importorskip("onnxruntime")
+    import onnx
+    from qkernels.graph import Session
+    m = bench_models.tiny_conv("x", opset, qdq)
+    onnx.checker.check_model(m, full_check=True)
+    assert m.opset_import[0].version == (max(opset, 13) if qdq else opset)
+    x = {"x": np.linspace(-1, 1, int(np.prod(bench_models.TINY_SHAPE)), dtype=np.float32)
+         .reshape(bench_models.TINY_SHAPE)}
+    got = Session(m.SerializeToString(), num_threads=1).run(None, x)[0]
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert got.shape == (1, 4, 8, 8) and np.abs(want).max() > 0
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=0.02 if qdq else 1e-5)
