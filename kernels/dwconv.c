@@ -126,21 +126,61 @@ static void tap_pointers(const qk_dw_params *d, size_t n, size_t oy, size_t ox, 
     }
 }
 
+/* The kernel rows [*ky0, *ky1) of output row oy whose input rows are inside the input. */
+static void rows_inside(const qk_conv_geom *g, size_t oy, size_t *ky0, size_t *ky1) {
+    const ptrdiff_t y0 = (ptrdiff_t)(oy * g->stride_y) - g->pad_top;
+    size_t a = 0;
+    while (a < g->kh && y0 + (ptrdiff_t)(a * g->dil_y) < 0) a++;
+    size_t b = a;
+    while (b < g->kh && y0 + (ptrdiff_t)(b * g->dil_y) < (ptrdiff_t)g->in_h) b++;
+    *ky0 = a;
+    *ky1 = b;
+}
+
+/* For a run of pixels of output row oy whose windows lie inside the input across but not
+ * down (a short feature map under a tall kernel: PP-OCR's 5 x 5 depthwise layers on rows
+ * 2 and 3 high): ``rows`` becomes d with only the kernel rows inside (taps and weights
+ * shifted) and ptrs its shared row of tap pointers at the run's first pixel. Float paths
+ * only, where a padded tap adds exactly nothing (an integer path's start sums count every
+ * tap's zero point); 0 when it does not apply. */
+static int clipped_rows(const qk_dw_params *d, size_t n, size_t oy, size_t ox, qk_dw_params *rows,
+                        const uint8_t **ptrs) {
+    const qk_conv_geom *g = &d->g;
+    if (d->dtype == QK_DTYPE_QS8 || ox < d->ox_lo || ox >= d->ox_hi) return 0;
+    size_t ky0, ky1;
+    rows_inside(g, oy, &ky0, &ky1);
+    if (ky0 >= ky1) return 0;
+    *rows = *d;
+    rows->taps = (ky1 - ky0) * g->kw;
+    rows->wf = d->wf + ky0 * g->kw * g->cg;
+    const ptrdiff_t x0 = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
+    const uint8_t *base = g->x + (ptrdiff_t)n * g->sn;
+    size_t t = 0;
+    for (size_t ky = ky0; ky < ky1; ky++) {
+        const ptrdiff_t iy = (ptrdiff_t)(oy * g->stride_y) - g->pad_top + (ptrdiff_t)(ky * g->dil_y);
+        for (size_t kx = 0; kx < g->kw; kx++) ptrs[t++] = base + iy * g->sh + (x0 + (ptrdiff_t)(kx * g->dil_x)) * g->sw;
+    }
+    return 1;
+}
+
 void qk_dwconv(const qk_dw_params *d, qk_dw_sum_fn sum, qk_output_fn output, size_t p0, size_t p1,
                const qk_out_params *p, void *c, size_t c_stride, int32_t *acc) {
     /* Up to QK_DW_PIXELS pixels per sum-kernel call: its weights and per-channel terms
      * load once for all of them. A call takes a run of interior pixels of one row (one
-     * shared row of tap pointers, stepping through the input) or consecutive border
-     * pixels (a pointer row each). */
+     * shared row of tap pointers, stepping through the input), such a run of a row whose
+     * windows are clipped at the top or bottom only (float paths: the rows inside, as
+     * clipped_rows says), or consecutive border pixels (a pointer row each). */
     const size_t ch = d->g.cg, oc_count = ch * d->mult, ow = d->g.out_w, oh = d->g.out_h, taps = d->taps;
     const ptrdiff_t step = (ptrdiff_t)d->g.stride_x * d->g.sw;
     const uint8_t *ptrs[QK_DW_PIXELS * QK_DW_MAX_TAPS];
+    qk_dw_params rows;
     /* coordinates of p0, then stepped: no divisions per pixel */
     size_t ox = p0 % ow, oy = (p0 / ow) % oh, n = p0 / (ow * oh);
     for (size_t px = p0; px < p1;) {
         const size_t left = p1 - px < QK_DW_PIXELS ? p1 - px : QK_DW_PIXELS;
         size_t count = 0, ptr_stride = 0;
         ptrdiff_t run_step = 0;
+        const qk_dw_params *dd = d;
         if (!taps) {   /* the general path */
             for (; count < left; count++) {
                 qk_dw_channels_scalar(d, n, oy, ox, 0, ch, acc + count * oc_count);
@@ -148,6 +188,12 @@ void qk_dwconv(const qk_dw_params *d, qk_dw_sum_fn sum, qk_output_fn output, siz
             }
         } else if (pixel_inside(d, oy, ox)) {
             tap_pointers(d, n, oy, ox, ptrs);
+            count = d->ox_hi - ox < left ? d->ox_hi - ox : left;
+            run_step = step;
+            ox += count;
+            if (ox == ow) { ox = 0; if (++oy == oh) { oy = 0; n++; } }
+        } else if (clipped_rows(d, n, oy, ox, &rows, ptrs)) {
+            dd = &rows;
             count = d->ox_hi - ox < left ? d->ox_hi - ox : left;
             run_step = step;
             ox += count;
@@ -162,12 +208,12 @@ void qk_dwconv(const qk_dw_params *d, qk_dw_sum_fn sum, qk_output_fn output, siz
         }
         size_t stored = 0;
         if (taps) {
-            const size_t done = sum(d, count, ptrs, ptr_stride, run_step, 0, acc, oc_count, px, &stored);
+            const size_t done = sum(dd, count, ptrs, ptr_stride, run_step, 0, acc, oc_count, px, &stored);
             size_t unused;
             if (done < ch)   /* the channels past the kernel's last whole block */
                 (d->dtype == QK_DTYPE_F16 ? qk_dw_sum_f16_scalar
                  : d->dtype == QK_DTYPE_F32 ? qk_dw_sum_f32_scalar : qk_dw_sum_scalar)(
-                    d, count, ptrs, ptr_stride, run_step, done, acc, oc_count, px, &unused);
+                    dd, count, ptrs, ptr_stride, run_step, done, acc, oc_count, px, &unused);
         }
         if (stored < oc_count)
             output(count, oc_count - stored, acc + stored, oc_count, px, stored, p, c, c_stride);

@@ -930,6 +930,51 @@ def test_paddle_hard_swish_fused_into_the_conv_gives_the_unfused_floats(groups, 
 
 
 
+@pytest.mark.parametrize("c, h, w, k, stride", [(8, 6, 5, 3, 1), (16, 2, 21, 5, 1), (40, 3, 19, 5, 1),
+                                                (200, 2, 9, 5, 1), (19, 7, 7, 3, 2), (33, 3, 11, 5, 2)])
+@pytest.mark.parametrize("tail", ["hswish", "residual"])
+def test_depthwise_output_stage_gives_the_same_floats_on_every_path(c, h, w, k, stride, tail):
+    """fp32 depthwise convolutions with their fused output stage (PaddlePaddle's hard swish,
+    or a residual Add and Relu) on every ISA path: ONNX Runtime's floats within float32
+    rounding (rows of a tall kernel over a short feature map sum only the kernel rows
+    inside it, kernels/dwconv.c clipped_rows), and the AVX-512 kernel, which stores them
+    from its registers, the AVX2 path's bit for bit, NaN included."""
+    import qkernels
+    rng = np.random.default_rng(c * 100 + h)
+    inits = [numpy_helper.from_array(rng.standard_normal((c, 1, k, k)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(c).astype(np.float32), "b")]
+    oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["t"], pads=[k // 2] * 4, group=c, strides=[stride] * 2)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, h, w])]
+    if tail == "hswish":
+        inits += [numpy_helper.from_array(np.array(v, np.float32), n) for v, n in ((3, "three"), (0, "zero"),
+                                                                                   (6, "six"))]
+        nodes += [helper.make_node("Add", ["t", "three"], ["a"]), helper.make_node("Clip", ["a", "zero", "six"], ["cl"]),
+                  helper.make_node("Mul", ["t", "cl"], ["m"]), helper.make_node("Div", ["m", "six"], ["y"])]
+    else:
+        inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, c, oh, ow]))
+        nodes += [helper.make_node("Add", ["t", "r"], ["a"]), helper.make_node("Relu", ["a"], ["y"])]
+    model = _model(nodes, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    feeds = {"x": rng.standard_normal((1, c, h, w)).astype(np.float32) * 3}
+    feeds["x"][0, c // 2, h // 2, w // 2] = np.nan
+    if tail == "residual":
+        feeds["r"] = rng.standard_normal((1, c, oh, ow)).astype(np.float32)
+    ref = _ort().InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    x86 = {}
+    for isa in qkernels._dispatch.tested_isas():
+        with qkernels.use_isa(isa):
+            s = Session(model, num_threads=1)
+            assert _ops(s) == ["com.microsoft::FusedConv"], (isa, _ops(s))
+            got = s.run(None, feeds)[0]
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=isa)
+        if isa.startswith(("avx2", "avx512")):
+            x86[isa] = got
+    for isa, got in x86.items():   # the AVX-512 kernel's floats are the AVX2 kernel's and output stage's
+        want = x86.get("avx2", got)
+        assert np.array_equal(np.isnan(got), np.isnan(want)), isa
+        np.testing.assert_array_equal(got[~np.isnan(got)].view(np.uint32), want[~np.isnan(want)].view(np.uint32),
+                                      err_msg=isa)
+
 @pytest.mark.parametrize("scales,coords,nearest", [((1, 1, 2, 2), "asymmetric", "floor"),
                                                    ((1, 1, 4, 3), "asymmetric", "floor"),
                                                    ((1, 1, 2, 2), "half_pixel", "round_prefer_floor"),
