@@ -119,12 +119,12 @@ static const qk_ukernel kernels[] = {
     {.name = "f16_gemm_6x16_avx2", GEMM, F16, .isa = QK_ISA_AVX2, .mr = 6, .nr = 16, .kr = 1,
      .a_pack = QK_PACK_F32_ROWS, .b_pack = QK_PACK_F16, .gemm = f16_gemm_6x16_avx2, .output = qk_output_f16_avx2},
     {.name = "qs8_dwconv_avx2", DW_SUM, QS8, .isa = QK_ISA_AVX2, .dw_sum = qk_dw_sum_avx2, .width = 16},
-    {.name = "f16_dwconv_avx2", DW_SUM, F16, .isa = QK_ISA_AVX2, .dw_sum = qk_dw_sum_f16_avx2, .width = 16},
+    {.name = "f16_dwconv_avx2", DW_SUM, F16, .isa = QK_ISA_AVX2, .dw_sum = qk_dw_sum_f16_avx2, .width = 8},
     {.name = "f32_gemm_1x16_avx2", GEMM, F32, .isa = QK_ISA_AVX2, .mr = 1, .nr = 16, .kr = 1, A_F32_ROWS, B_F32,
      .max_m = 2, .k_chains = 2, .gemm = f32_gemm_1x16_avx2, .output = qk_output_f32_avx2},
     {.name = "f32_gemm_6x16_avx2", GEMM, F32, .isa = QK_ISA_AVX2, .mr = 6, .nr = 16, .kr = 1, A_F32_ROWS, B_F32,
      .gemm = f32_gemm_6x16_avx2, .output = qk_output_f32_avx2},
-    {.name = "f32_dwconv_avx2", DW_SUM, F32, .isa = QK_ISA_AVX2, .dw_sum = qk_dw_sum_f32_avx2, .width = 16},
+    {.name = "f32_dwconv_avx2", DW_SUM, F32, .isa = QK_ISA_AVX2, .dw_sum = qk_dw_sum_f32_avx2, .width = 8},
     {.name = "qs8_quantize_avx2", QUANTIZE, .isa = QK_ISA_AVX2, .quantize = qk_quantize_row_avx2},
     {.name = "qs8_dequantize_avx2", DEQUANTIZE, .isa = QK_ISA_AVX2, .dequantize = qk_dequantize_row_avx2},
     /* ---- VNNI: u8 x s8 quads by vpdpbusd, exact for any weights; the other kinds are the
@@ -204,7 +204,7 @@ static const qk_ukernel kernels[] = {
      .igemm_fused16 = f32_igemm_12x16of32_fused_avx512vnni_emu},
 #undef VNNI_F32_FUSED
     VNNI_TWICE(qs8_dwconv_avx512vnni, dw_sum, qk_dw_sum_avx512vnni, QK_ISA_AVX512VNNI, DW_SUM, QS8, .width = 16),
-    VNNI_TWICE(f32_dwconv_avx512vnni, dw_sum, qk_dw_sum_f32_avx512vnni, QK_ISA_AVX512VNNI, DW_SUM, F32, .width = 16),
+    VNNI_TWICE(f32_dwconv_avx512vnni, dw_sum, qk_dw_sum_f32_avx512vnni, QK_ISA_AVX512VNNI, DW_SUM, F32, .width = 8),
 #undef VNNI_GEMM
 #undef VNNI_GEMM_FUSED
 #undef VNNI_TWICE

@@ -34,7 +34,8 @@ struct qk_ukernel {
     qk_gemm_ukernel_fn gemm;
     qk_output_fn output;      /* the output stage of its ISA */
     qk_gemm_fused_fn fused;   /* or NULL */
-    /* QK_KIND_DW_SUM: covers whole blocks of `width` channels */
+    /* QK_KIND_DW_SUM: covers every channel from c0 (whole blocks, the last shifted to end at C)
+       once at least `width` of them are left, none otherwise */
     qk_dw_sum_fn dw_sum;
     int width;
     /* QK_KIND_QUANTIZE, QK_KIND_DEQUANTIZE */
