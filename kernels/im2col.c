@@ -296,15 +296,17 @@ static void iconv_row(const qk_conv_geom *g, size_t seg_len, size_t n, size_t oy
                 *t = zero;
             } else if (inside) {
                 *t = row + iy * sh;
-            } else {   /* clipped by the side padding: the taps inside copied between pad values */
+            } else {   /* clipped by the side padding: the taps inside (one run) copied between pad values */
                 uint8_t *d = scratch + ky * kw * tap;
-                for (size_t kx = 0; kx < kw; kx++) {
-                    const ptrdiff_t ix = ix0 + (ptrdiff_t)kx;
-                    if (ix < 0 || ix >= in_w)
-                        memset(d + kx * tap, pad, tap);
-                    else
-                        memcpy(d + kx * tap, x + iy * sh + ix * sw, tap);
-                }
+                const size_t lo = ix0 < 0 ? (size_t)(-ix0 < (ptrdiff_t)kw ? -ix0 : (ptrdiff_t)kw) : 0;
+                const size_t hi = in_w - ix0 < (ptrdiff_t)kw ? (size_t)(in_w - ix0 > (ptrdiff_t)lo ? in_w - ix0 : (ptrdiff_t)lo)
+                                                               : kw;
+                memset(d, pad, lo * tap);
+                if (sw == (ptrdiff_t)tap)
+                    memcpy(d + lo * tap, x + iy * sh + (ix0 + (ptrdiff_t)lo) * sw, (hi - lo) * tap);
+                else
+                    for (size_t kx = lo; kx < hi; kx++) memcpy(d + kx * tap, x + iy * sh + (ix0 + (ptrdiff_t)kx) * sw, tap);
+                memset(d + hi * tap, pad, (kw - hi) * tap);
                 *t = d;
             }
         }
@@ -327,6 +329,9 @@ size_t qk_iconv_col_block(const qk_ukernel *kern, const qk_conv_geom *g) {
     return (512 * 1024 / b_panel > 1 ? 512 * 1024 / b_panel : 1) * (size_t)kern->nr;
 }
 
+/* the most segments whose pointers a run of windows steps in registers (a 7 x 7 stem's 7) */
+#define QK_ICONV_STEP_SEGS 16
+
 void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_len, size_t m0, size_t m1, size_t n,
                     const void *b_packed, const qk_out_params *p, void *c, size_t c_stride, const void **ptrs,
                     uint8_t *scratch, const void *zero) {
@@ -336,6 +341,13 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
        the first (a small image's clipped rows, copied again per block, cost 6 % at 7 x 7) */
     const int all = n > nb, fuse = qk_out_fusable(p);
     const ptrdiff_t dx = (ptrdiff_t)g->stride_x * g->sw, span = (ptrdiff_t)((g->kw - 1) * g->dil_x + 1);
+    /* (in locals: the pointer tables' stores may alias *g, which the compiler then read again per row) */
+    const ptrdiff_t stride_x = (ptrdiff_t)g->stride_x, pad_left = g->pad_left, in_w = (ptrdiff_t)g->in_w;
+    const size_t out_w = g->out_w, out_h = g->out_h;
+    /* a run of windows inside along x: each segment's pointer and its step (0: in the padding,
+       the zero row), kept here rather than read back from the table (a store-to-load chain) */
+    const uint8_t *cur[QK_ICONV_STEP_SEGS];
+    ptrdiff_t step[QK_ICONV_STEP_SEGS];
     int32_t acc[12 * 32];
     if ((size_t)kern->mr * nr > sizeof acc / sizeof acc[0]) return;   /* (no such kernel registered) */
     /* several column blocks (B past L2, from memory): row tile r of a panel asks L2 for slice r of
@@ -346,7 +358,7 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
     size_t ox = m0 % g->out_w, oy = (m0 / g->out_w) % g->out_h, img = m0 / (g->out_w * g->out_h);
     for (size_t n_lo = 0; n_lo < n; n_lo += nb) {
         const size_t n_hi = n - n_lo < nb ? n : n_lo + nb;
-        for (size_t m = m0, slot = 0; m < m1; m += mr, slot += all) {
+        for (size_t m = m0, slot = 0, at = 0; m < m1; m += mr, slot += all, at += slice) {
             const size_t mc = m1 - m < mr ? m1 - m : mr;
             const void **t = ptrs + slot * mr * segs;
             uint8_t *sc = scratch + slot * mr * row_bytes;
@@ -361,21 +373,28 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
                 /* a window inside the input along x after another in the same output row:
                    the previous row's pointers one stride on (the building was a third of a
                    3-channel stem's time) */
-                const ptrdiff_t ix0 = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
-                const int inside = ix0 >= 0 && ix0 + span <= (ptrdiff_t)g->in_w;
-                if (inside && prev_inside) {
+                const ptrdiff_t ix0 = (ptrdiff_t)ox * stride_x - pad_left;
+                const int inside = ix0 >= 0 && ix0 + span <= in_w;
+                if (inside && prev_inside && segs <= QK_ICONV_STEP_SEGS) {
+                    for (size_t s = 0; s < segs; s++) t[s * mr + i] = cur[s] += step[s];
+                } else if (inside && prev_inside) {
                     for (size_t s = 0; s < segs; s++) {
                         const uint8_t *q = (const uint8_t *)t[s * mr + i - 1];
                         t[s * mr + i] = q == zero ? zero : (const void *)(q + dx);
                     }
                 } else {
                     iconv_row(g, seg_len, img, oy, ox, t + i, mr, sc + i * row_bytes, zero);
+                    if (inside && segs <= QK_ICONV_STEP_SEGS)   /* the next rows' steps: none in the padding */
+                        for (size_t s = 0; s < segs; s++) {
+                            cur[s] = (const uint8_t *)t[s * mr + i];
+                            step[s] = cur[s] == (const uint8_t *)zero ? 0 : dx;
+                        }
                 }
                 prev_inside = inside;
-                if (++ox == g->out_w) {
+                if (++ox == out_w) {
                     prev_inside = 0;
                     ox = 0;
-                    if (++oy == g->out_h) {
+                    if (++oy == out_h) {
                         oy = 0;
                         img++;
                     }
@@ -384,7 +403,6 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
             for (size_t n0 = n_lo; n0 < n_hi; n0 += nr) {
                 const char *bp = (const char *)b_packed + (n0 / nr) * b_panel;
                 const size_t nc = n - n0 < nr ? n - n0 : nr;
-                const size_t at = (m - m0) / mr * slice;
                 pt.b_next = all && n0 + nr < n && at < b_panel ? bp + b_panel + at : NULL;
                 if (fuse && nc == 16 && kern->igemm_fused16) {   /* half a panel: half the FMAs */
                     kern->igemm_fused16(segs, seg_len, t, bp, m, n0, nc, &pt, c, c_stride);
