@@ -482,9 +482,26 @@ def _replace_quantized(ed: _Editor, node: Node, new_op: str, domain: str, inputs
 
 
 #: elementwise float operators that a QDQ pair around them makes a function of one byte
-#: (every operand but the first a constant number)
+#: (every operand but the first a constant number); BatchNormalization (inference): one
+#: function per channel
 _TABLE_OPS = {"Relu", "Clip", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh", "LeakyRelu", "Neg", "Abs", "Exp",
-              "Erf", "Softplus", "Elu", "Selu", "Celu", "Sqrt", "Div", "Mul", "Add", "Sub", "Pow"}
+              "Erf", "Softplus", "Elu", "Selu", "Celu", "Sqrt", "Div", "Mul", "Add", "Sub", "Pow",
+              "BatchNormalization"}
+
+
+def _const_or_dequantized(ed: _Editor, name: str):
+    """The constant ``name``, or the DequantizeLinear of constants that makes it (the
+    quantizer's int8 BatchNormalization scale and bias), evaluated; None otherwise."""
+    v = ed.const(name)
+    if v is not None:
+        return v
+    dq = ed.producer_of(name, "DequantizeLinear")
+    if dq is None or any(i and ed.const(i) is None for i in dq.inputs):
+        return None
+    try:
+        return run_node(dq, {i: ed.const(i) for i in dq.inputs if i})[name]
+    except Exception:   # the reference refuses it: no table
+        return None
 
 
 def _qdq_table(ed: _Editor, node: Node) -> None:
@@ -492,8 +509,13 @@ def _qdq_table(ed: _Editor, node: Node) -> None:
     with constant numbers as its other operands, nothing else reading its output) becomes
     ``qkernels::TableLookup(x_q, table)``: the 256 results of the three operators, computed
     once by the reference operators on every value of x_q's dtype (their bits, per element,
-    as on the tensor)."""
+    as on the tensor). An inference BatchNormalization (constant parameters, C of each:
+    a detection head's, alone after an upsampling) gives a (C, 256) table, one per
+    channel (axis 1)."""
     if len(node.outputs) != 1 or not node.inputs or ed.taken(node):
+        return
+    per_channel = node.op_type == "BatchNormalization"
+    if per_channel and _attr(node, "training_mode", 0):
         return
     x = _activation_input(ed, node.inputs[0])
     quant = ed.only_consumer(node.outputs[0])
@@ -506,24 +528,29 @@ def _qdq_table(ed: _Editor, node: Node) -> None:
         return
     consts = {}
     for name in node.inputs[1:]:
-        v = ed.const(name) if name else None
-        if name and (v is None or v.size != 1 or v.ndim > 1):
+        v = (_const_or_dequantized(ed, name) if per_channel else ed.const(name)) if name else None
+        if name and (v is None or (v.ndim != 1 if per_channel else v.size != 1 or v.ndim > 1)):
             return
         if name:
             consts[name] = v
+    channels = len(next(iter(consts.values()))) if per_channel and consts else 1
+    if per_channel and (len(consts) != 4 or any(len(v) != channels for v in consts.values()) or not channels):
+        return
     dq = ed.producer_of(node.inputs[0], "DequantizeLinear")
     values = {i: ed.const(i) for i in dq.inputs[1:] if i}
     values.update(consts)
     values[quant.inputs[1]], values[quant.inputs[2]] = sy, zy
-    values[dq.inputs[0]] = np.arange(256, dtype=np.uint8).view(x[3].dtype)
+    every = np.arange(256, dtype=np.uint8).view(x[3].dtype)
+    values[dq.inputs[0]] = np.ascontiguousarray(np.broadcast_to(every, (1, channels, 256))) if per_channel else every
     try:
         for step in (dq, node, quant):
             values.update(run_node(step, values))
     except Exception:   # an operator the reference refuses here: left as it is
         return
     table = np.asarray(values[quant.outputs[0]])
-    if table.shape != (256,) or table.dtype != zy.dtype:
+    if table.shape != ((1, channels, 256) if per_channel else (256,)) or table.dtype != zy.dtype:
         return
+    table = table.reshape(channels, 256) if per_channel else table
     name = ed.add_const(f"{node.name}/table", np.ascontiguousarray(table))
     ed.replace(node, [Node(node.name, "TableLookup", QK, [x[0], name], [quant.outputs[0]], {})], quant)
 
@@ -1187,7 +1214,7 @@ def int8_activations_as_uint8(graph: Graph) -> Graph:
         if (node.op_type, node.domain) == ("TableLookup", QK):   # y = table[x's byte]
             t = ed.const(inputs[1]).view(np.uint8)
             if inputs[0] in flip:
-                t = t[np.arange(256) ^ 0x80]
+                t = t[..., np.arange(256) ^ 0x80]
             t = t ^ np.uint8(0x80) if node.outputs[0] in flip else t.view(ed.const(inputs[1]).dtype)
             inputs[1] = ed.add_const(f"{inputs[1]}/u8", np.ascontiguousarray(t))
             ed.replace(node, [Node(node.name, node.op_type, node.domain, inputs, list(node.outputs), {})])

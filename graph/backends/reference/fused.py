@@ -27,9 +27,16 @@ def _qlinear_conv_add(node, x, sx, zx, w, sw, zw, sy, zy, ts, tz, r, rs, rz, ys,
 
 @op("TableLookup", domain=QK, attrs=())
 def _table_lookup(node, x, table):
-    """table[x] for int8/uint8 x (its byte as the index) and a 256-value table: a
-    DequantizeLinear -> elementwise op -> QuantizeLinear chain made once (graph/rewrite.py)."""
-    return np.asarray(table)[np.asarray(x).view(np.uint8)]
+    """table[x] for int8/uint8 x (its byte as the index) and a 256-value table, or
+    table[c, x] for a (C, 256) table and x's channel c (axis 1): a DequantizeLinear ->
+    elementwise op -> QuantizeLinear chain made once (graph/rewrite.py)."""
+    x, table = np.asarray(x), np.asarray(table)
+    if table.ndim == 1:
+        return table[x.view(np.uint8)]
+    if x.ndim < 2 or x.shape[1] != table.shape[0]:
+        raise ValueError(f"a table per channel: {table.shape[0]} tables for an input of shape {x.shape}")
+    channel = np.arange(table.shape[0]).reshape((1, -1) + (1,) * (x.ndim - 2))
+    return table[channel, x.view(np.uint8)]
 
 
 def _check_gelu_matmul(node, graph=None):
