@@ -357,9 +357,28 @@ def qdq_to_integer(graph: Graph) -> Graph:
             _qdq_mover(ed, node)
         elif node.op_type in ("Add", "Mul", "GlobalAveragePool"):
             _qdq_contrib(ed, node)
+        elif node.op_type == "Concat":
+            _qdq_concat(ed, node)
         if node.op_type in _TABLE_OPS and not ed.taken(node):
             _qdq_table(ed, node)
     return _prune(ed.result())
+
+
+def _qdq_concat(ed: _Editor, node: Node) -> None:
+    """``DQ(x_1) ... DQ(x_k) -> Concat -> Q`` (each per tensor, the Q its only reader) into
+    com.microsoft QLinearConcat, as ONNX Runtime runs it: inputs quantized like the output
+    are copied, the others requantized (the cpu backend: a byte table each). A detection
+    neck's concatenation of upsampled maps no longer leaves int8."""
+    if len(node.outputs) != 1 or not node.inputs or "axis" not in node.attrs:
+        return
+    ins = [_activation_input(ed, i) for i in node.inputs]
+    out = _output_quantizer(ed, node.outputs[0])
+    if any(x is None for x in ins) or out is None or out[1] is not None or ed.taken(out[0]):
+        return
+    quant = out[0]
+    triples = [name for xq, sx, zx, _ in ins for name in (xq, sx, zx)]
+    ed.replace(node, [Node(node.name, "QLinearConcat", MS, [quant.inputs[1], quant.inputs[2], *triples],
+                           [quant.outputs[0]], {"axis": node.attrs["axis"]})], quant)
 
 
 def _qdq_contrib(ed: _Editor, node: Node) -> None:
@@ -1152,6 +1171,9 @@ def int8_activations_as_uint8(graph: Graph) -> Graph:
         value, its zero point's input index or None, is input); None if the node is not
         one of ours."""
         key = (node.op_type, node.domain)
+        if key == ("QLinearConcat", MS):   # each input requantized on its own (or copied): a type each
+            return [[(0, node.outputs[0], 1, False)]] + [[(k, node.inputs[k], k + 2, True)]
+                                                        for k in range(2, len(node.inputs) - 2, 3) if node.inputs[k]]
         if key in _ACT_SLOTS:
             got = []
             for group in _ACT_SLOTS[key]:

@@ -1191,6 +1191,52 @@ def test_a_dequantize_batchnorm_quantize_chain_is_a_byte_table_per_channel(signe
     got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
 
+@settings(max_examples=25, deadline=None)
+@given(signed=st.booleans(), seed=st.integers(0, 2**31), k=st.integers(1, 4), same=st.booleans(),
+       axis=st.sampled_from([1, -1, 2]), conv_after=st.booleans())
+def test_dequantize_concat_quantize_is_a_qlinear_concat(signed, seed, k, same, axis, conv_after):
+    """DequantizeLinear of each input -> Concat -> QuantizeLinear becomes com.microsoft
+    QLinearConcat (what ONNX Runtime runs): inputs quantized like the output copied, the
+    others requantized; the reference's bytes for the float chain, on the plan and node by
+    node; followed by a convolution (int8 activations then run as uint8, the concat's
+    inputs and output flipped with it) the same bytes too."""
+    rng = np.random.default_rng(seed)
+    dt = np.int8 if signed else np.uint8
+    et = helper.np_dtype_to_tensor_dtype(np.dtype(dt))
+    lo, hi = np.iinfo(dt).min, np.iinfo(dt).max
+    sy, zy = np.float32(2.0 ** rng.uniform(-5, -2)), dt(rng.integers(lo // 2, hi // 2))
+    inits = [numpy_helper.from_array(np.array(sy), "sy"), numpy_helper.from_array(np.array(zy), "zy")]
+    nodes, inputs, feeds, dqs = [], [], {}, []
+    for i in range(k):
+        s_i, z_i = (sy, zy) if same and i % 2 == 0 else (np.float32(2.0 ** rng.uniform(-5, -2)),
+                                                        dt(rng.integers(lo // 2, hi // 2)))
+        inits += [numpy_helper.from_array(np.array(s_i), f"s{i}"), numpy_helper.from_array(np.array(z_i), f"z{i}")]
+        shape = [1, 3, 4, 5]
+        shape[axis] += i
+        inputs.append(helper.make_tensor_value_info(f"x{i}", et, shape))
+        feeds[f"x{i}"] = rng.integers(lo, hi + 1, shape).astype(dt)
+        nodes.append(helper.make_node("DequantizeLinear", [f"x{i}", f"s{i}", f"z{i}"], [f"f{i}"]))
+        dqs.append(f"f{i}")
+    nodes += [helper.make_node("Concat", dqs, ["c"], axis=axis), helper.make_node("QuantizeLinear", ["c", "sy", "zy"],
+                                                                                 ["y"])]
+    if conv_after and axis == 1:   # a convolution reading the concatenation (its channels: 3 k + k (k - 1) / 2)
+        ch = sum(3 + i for i in range(k))
+        inits += [numpy_helper.from_array(rng.integers(-127, 128, (2, ch, 1, 1)).astype(np.int8), "wq"),
+                  numpy_helper.from_array(np.array(0.01, np.float32), "ws"),
+                  numpy_helper.from_array(np.int8(0), "wz"), numpy_helper.from_array(np.array(0.05, np.float32), "so")]
+        nodes[-1].output[0] = "yq"
+        nodes += [helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["yd"]),
+                  helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"]),
+                  helper.make_node("Conv", ["yd", "wd"], ["o"]), helper.make_node("QuantizeLinear", ["o", "so", "zy"],
+                                                                                 ["y"])]
+    model = _model(nodes, inputs, [helper.make_tensor_value_info("y", et, None)], inits)
+    want = reference_session(model).run(None, feeds)[0]
+    planned, nodes_run = Session(model, num_threads=1), Session(model, num_threads=1, plan=False)
+    assert "com.microsoft::QLinearConcat" in _ops(planned) and "Concat" not in _ops(planned)
+    for _ in range(2):
+        np.testing.assert_array_equal(planned.run(None, feeds)[0], want)
+        np.testing.assert_array_equal(nodes_run.run(None, feeds)[0], want)
+
 @settings(max_examples=30, deadline=None)
 @given(op=st.sampled_from(["Flatten", "MaxPool", "Transpose", "Reshape"]), signed_in=st.booleans(),
        signed_out=st.booleans(), same=st.booleans(), seed=st.integers(0, 2**31))
