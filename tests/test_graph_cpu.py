@@ -895,6 +895,39 @@ def test_conv_then_constant_add_or_mul_folds_into_the_conv(op, c_shape, folds):
                                    rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("chain", [["BatchNormalization"], ["Add", "BatchNormalization"], ["Mul", "Add"],
+                                   ["BatchNormalization", "Add"]])
+def test_bias_scale_and_batchnorm_fold_into_a_conv_or_conv_transpose(transposed, groups, chain):
+    """A Conv or ConvTranspose followed by a BatchNormalization, a constant per-channel Add
+    or Mul, in either order (PaddlePaddle's detection head: ConvTranspose -> Add(bias) ->
+    BatchNormalization, whose BN ran on numpy), folds into the one operator's weights and
+    bias: a ConvTranspose's output channel o is column o % (O/g) of group o // (O/g)."""
+    rng = np.random.default_rng(len(chain) * 10 + groups + transposed)
+    c, o = 4, 6
+    w_shape = (c, o // groups, 2, 2) if transposed else (o, c // groups, 3, 3)
+    inits = [numpy_helper.from_array(rng.standard_normal(w_shape).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((1, o, 1, 1)).astype(np.float32), "k"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, o).astype(np.float32), "gamma"),
+             numpy_helper.from_array(rng.standard_normal(o).astype(np.float32), "beta"),
+             numpy_helper.from_array(rng.standard_normal(o).astype(np.float32), "mean"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, o).astype(np.float32), "var")]
+    attrs = dict(strides=[2, 2], group=groups) if transposed else dict(pads=[1, 1, 1, 1], group=groups)
+    nodes = [helper.make_node("ConvTranspose" if transposed else "Conv", ["x", "w"], ["h0"], **attrs)]
+    for i, op in enumerate(chain):
+        ins = [f"h{i}", "gamma", "beta", "mean", "var"] if op == "BatchNormalization" else [f"h{i}", "k"]
+        nodes.append(helper.make_node(op, ins, [f"h{i + 1}"]))
+    nodes[-1].output[0] = "y"
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c, 5, 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    s = Session(model)
+    assert _ops(s) == ["ConvTranspose" if transposed else "Conv"], _ops(s)
+    x = rng.standard_normal((2, c, 5, 4)).astype(np.float32)
+    want = reference_session(model).run(None, {"x": x})[0]
+    for _ in range(2):
+        np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
+
 @pytest.mark.parametrize("groups", [1, 8])
 @pytest.mark.parametrize("commuted", [False, True])
 def test_paddle_hard_swish_fused_into_the_conv_gives_the_unfused_floats(groups, commuted, monkeypatch):
