@@ -89,7 +89,7 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
                 p->dq_rows(mc, nc, acc, nr, p->col_add + n, p->dq_sa + m, p->dq_za + m, 1, p->dq_cb + n,
                            p->scale + n, p->bias_f ? p->bias_f + n : NULL,
                            (float *)(void *)((char *)c + m * c_stride) + n, c_stride);
-            } else if (fuse_u && nc == 16 && u->fused16) {   /* half a panel: half the FMAs */
+            } else if (fuse_u && nc <= 16 && u->fused16) {   /* half a panel (or less): half the FMAs */
                 u->fused16(k_groups, ap, bp, m, n, nc, p, c, c_stride);
             } else if (fuse_u && nc % 16 == 0) {   /* a last panel's 16-column strips too */
                 u->fused(k_groups, ap, bp, m, n, nc, p, c, c_stride);

@@ -404,7 +404,7 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
                 const char *bp = (const char *)b_packed + (n0 / nr) * b_panel;
                 const size_t nc = n - n0 < nr ? n - n0 : nr;
                 pt.b_next = all && n0 + nr < n && at < b_panel ? bp + b_panel + at : NULL;
-                if (fuse && nc == 16 && kern->igemm_fused16) {   /* half a panel: half the FMAs */
+                if (fuse && nc <= 16 && kern->igemm_fused16) {   /* half a panel (or less): half the FMAs */
                     kern->igemm_fused16(segs, seg_len, t, bp, m, n0, nc, &pt, c, c_stride);
                 } else if (fuse && nc % 16 == 0) {
                     kern->igemm_fused(segs, seg_len, t, bp, m, n0, nc, &pt, c, c_stride);

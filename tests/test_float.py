@@ -437,3 +437,30 @@ def test_fp32_indirect_conv_gives_the_bits_of_the_packed_patches(cg, o, hw, kh, 
                     assert segs == [0] * groups, (isa, segs)
     finally:
         qkernels._float.DIRECT_MAX_CHANNELS = prev_direct
+
+
+@pytest.mark.parametrize("isa", [i for i in ("avx512vnni", "avx512vnni_emu") if i in PATHS])
+def test_fused_output_stage_of_a_narrow_last_panel_gives_the_avx2_floats(isa):
+    """A 12-row tile's last panel of under 16 columns (N = 4: a 2x2 ConvTranspose to one
+    channel) runs the 16-column kernel with its bias, residual and hard swish read and
+    its rows stored masked to those columns: the AVX2 path's floats, bit for bit, and
+    nothing written past them (a guard column around the output stays as it was)."""
+    from qkernels._float import HardSwishDiv, PackedWeightsF32, gemm2d
+    rng = np.random.default_rng(17)
+    for m, k, n in ((12, 24, 4), (25, 7, 1), (36, 40, 15), (13, 33, 16), (24, 9, 33), (12, 64, 36)):
+        a = _rand(rng, (m, k), 2.0, F32)
+        pw = PackedWeightsF32(_rand(rng, (k, n), 1.0, F32))
+        bias, res = _rand(rng, (n,), 1.0, F32), _rand(rng, (m, n), 1.0, F32)
+        act = HardSwishDiv(3.0, 0.0, 6.0, 6.0)
+        outs = {}
+        for path in ("avx2", isa):
+            with qkernels.use_isa(path):
+                for fused in (False, True):
+                    out = np.full((m, n + 2), 7.0, F32)
+                    gemm2d(a, pw, bias, -np.inf, np.inf, out[:, 1:n + 1], residual=res if fused else None,
+                           act=act if fused else None)
+                    outs[path, fused] = out
+        for fused in (False, True):
+            np.testing.assert_array_equal(outs[isa, fused].view(np.uint32), outs["avx2", fused].view(np.uint32),
+                                          err_msg=f"{isa} M={m} K={k} N={n} fused={fused}")
+            assert (outs[isa, fused][:, [0, -1]] == 7.0).all()

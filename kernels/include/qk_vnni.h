@@ -115,6 +115,17 @@ static inline void qk512f_store(float *p, qk_v512f v) {
     _mm256_storeu_ps(p, v.lo);
     _mm256_storeu_ps(p + 8, v.hi);
 }
+/* The first n (<= 16) floats at p, zeros after (nothing past them read); stored likewise. */
+static inline qk_v512f qk512f_load_n(const float *p, size_t n) {
+    float t[16] = {0};
+    memcpy(t, p, n * sizeof(float));
+    return qk512f_load(t);
+}
+static inline void qk512f_store_n(float *p, qk_v512f v, size_t n) {
+    float t[16];
+    qk512f_store(t, v);
+    memcpy(p, t, n * sizeof(float));
+}
 /* 32 bytes widened to 32 int16, in order */
 static inline qk_v512 qk512_widen_u8(const void *p) {
     qk_v512 v = {_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p)),
@@ -162,6 +173,12 @@ static inline qk_v512f qk512f_fmadd(qk_v512f a, qk_v512f b, qk_v512f c) { return
 static inline qk_v512f qk512f_add(qk_v512f x, qk_v512f y) { return _mm512_add_ps(x, y); }
 static inline qk_v512f qk512f_sub(qk_v512f x, qk_v512f y) { return _mm512_sub_ps(x, y); }
 static inline void qk512f_store(float *p, qk_v512f v) { _mm512_storeu_ps(p, v); }
+static inline qk_v512f qk512f_load_n(const float *p, size_t n) {
+    return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+}
+static inline void qk512f_store_n(float *p, qk_v512f v, size_t n) {
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), v);
+}
 static inline qk_v512 qk512_widen_u8(const void *p) {
     return _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)p));
 }
