@@ -650,15 +650,18 @@ def fuse_activations(graph: Graph) -> Graph:
     4-D weights) or Gemm (constant B) whose output nothing else reads into com.microsoft
     ``FusedConv`` (``activation="Relu"`` or ``"Clip"`` with ``activation_params=[min,
     max]``, as ONNX Runtime spells it) or ``FusedGemm`` (``activation``, and
-    ``activation_alpha``/``activation_beta`` for Clip's bounds). The cpu backend applies
-    the activation in the kernels' output stage."""
+    ``activation_alpha``/``activation_beta`` for Clip's bounds); after a 2-D
+    ConvTranspose (a detection head's upsampling) into qkernels ``FusedConvTranspose``
+    (FusedConv's attributes). The cpu backend applies the activation in the kernels'
+    output stage."""
     ed = _Editor(graph)
     for node in graph.nodes:
-        if node.domain or node.op_type not in ("Conv", "Gemm") or len(node.inputs) < 2 or ed.taken(node):
+        if node.domain or node.op_type not in ("Conv", "Gemm", "ConvTranspose") or len(node.inputs) < 2 \
+                or ed.taken(node):
             continue
         w = ed.const(node.inputs[1])
         if w is None or w.dtype not in _FLOATS or (node.op_type == "Conv" and w.ndim not in (3, 4)) \
-                or (node.op_type == "Gemm" and w.ndim != 2):
+                or (node.op_type == "Gemm" and w.ndim != 2) or (node.op_type == "ConvTranspose" and w.ndim != 4):
             continue
         act = ed.only_consumer(node.outputs[0])
         if act is None or act.domain or act.op_type not in ("Relu", "Clip") or ed.taken(act):
@@ -676,11 +679,13 @@ def fuse_activations(graph: Graph) -> Graph:
             if not ok or bounds[0] > bounds[1]:
                 continue
         attrs = dict(node.attrs)
-        if node.op_type == "Conv":
+        if node.op_type in ("Conv", "ConvTranspose"):
             attrs["activation"] = act.op_type
             if act.op_type == "Clip":
                 attrs["activation_params"] = [float(np.float32(b)) for b in bounds]
-            new = Node(node.name, "FusedConv", MS, list(node.inputs), [act.outputs[0]], attrs)
+            new = Node(node.name, "FusedConv", MS, list(node.inputs), [act.outputs[0]], attrs) \
+                if node.op_type == "Conv" else \
+                Node(node.name, "FusedConvTranspose", QK, list(node.inputs), [act.outputs[0]], attrs)
         else:
             attrs["activation"] = act.op_type
             if act.op_type == "Clip":

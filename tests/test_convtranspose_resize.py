@@ -134,6 +134,39 @@ def test_conv_transpose_matches_float64_reference_plan_and_nodes_alike(case):
     assert "native       1: ConvTranspose" in session.explain()
 
 
+@pytest.mark.parametrize("act", ["Relu", "Clip", "shared"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("og, group", [(1, 1), (24, 1), (3, 2)])
+def test_conv_transpose_then_relu_or_clip_is_one_fused_node(act, dtype, og, group):
+    """ConvTranspose -> Relu or Clip(min, max) (a detection head: the Relu after its
+    upsampling's BN) is one qkernels::FusedConvTranspose whose col2im clamps: the unfused
+    graph's values (the reference's within the bound), NaN kept; a ConvTranspose whose
+    output something else reads too stays apart."""
+    rng = np.random.default_rng(og + group)
+    c = 4 * group
+    w = rng.standard_normal((c, og, 2, 2)).astype(np.float32)
+    b = rng.standard_normal(og * group).astype(np.float32)
+    model = _conv_transpose_model(w, b, dtype, strides=[2, 2], group=group)
+    model.graph.node[0].output[0] = "t"
+    et = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    inits = [numpy_helper.from_array(np.array(v, dtype), n) for v, n in ((-0.25, "lo"), (0.75, "hi"))]
+    model.graph.initializer.extend(inits)
+    model.graph.node.append(helper.make_node("Clip", ["t", "lo", "hi"], ["y"]) if act == "Clip"
+                            else helper.make_node("Relu", ["t"], ["y"]))
+    if act == "shared":
+        model.graph.output.append(helper.make_tensor_value_info("t", et, None))
+    x = rng.standard_normal((2, c, 5, 6)).astype(dtype)
+    x[1, 0, 2, 3] = np.nan
+    planned, nodes = Session(model), Session(model, plan=False)
+    ops = [n.key for n in planned.graph.nodes]
+    assert ops == (["ConvTranspose", "Relu"] if act == "shared" else ["qkernels::FusedConvTranspose"]), ops
+    got, by_nodes = planned.run(None, {"x": x})[-1], nodes.run(None, {"x": x})[-1]
+    np.testing.assert_array_equal(got, by_nodes)
+    want = Session(model, backends=["reference"]).run(None, {"x": x})[-1]
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    tol = 1e-5 if dtype == np.float32 else 2e-3
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
 @pytest.mark.parametrize("attrs", [
     dict(strides=[2, 2], kernel_shape=[2, 2]),                                        # the detection heads' 2x2 s2
     dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]),                  # 3x3 s2 p1 op1
@@ -444,9 +477,11 @@ def test_paddleocr_detector_upsampling_is_native_and_matches_onnxruntime():
     (got,) = planned.run(None, {name: x})
     (by_nodes,) = nodes.run(None, {name: x})
     np.testing.assert_array_equal(got, by_nodes)
-    rows = [r for r in planned.run(None, {name: x}, profile=True) and planned.last_profile
-            if r["op"] in ("ConvTranspose", "Resize")]
+    profile = planned.run(None, {name: x}, profile=True) and planned.last_profile
+    rows = [r for r in profile if r["op"] in ("ConvTranspose", "qkernels::FusedConvTranspose", "Resize")]
     assert len(rows) == 8 and {r["placement"] for r in rows} == {"native"}
+    # (its head's BatchNormalization folded into the ConvTranspose, the Relu after it fused)
+    assert not {r["placement"] for r in profile} & {"reference", "numpy"}
     ort = _ort()
     want = ort.InferenceSession(str(path)).run(None, {name: x})[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)

@@ -385,7 +385,7 @@ def conv_geometry(node: Node, w_shape) -> tuple | None:
 def _activation(node: Node):
     """qkernels' activation of a fused node (FusedConv/FusedGemm attributes): None,
     "relu" or (min, max); False for one the kernels cannot apply."""
-    if node.domain != "com.microsoft" or node.op_type not in ("FusedConv", "FusedGemm"):
+    if node.key not in ("com.microsoft::FusedConv", "com.microsoft::FusedGemm", "qkernels::FusedConvTranspose"):
         return None
     act = node.attrs.get("activation", "")
     if act == "" and "activation" not in node.attrs:   # a FusedConv with only a sum (Z) fused
@@ -396,7 +396,7 @@ def _activation(node: Node):
     if act == "Relu":
         return "relu"
     if act == "Clip":
-        if node.op_type == "FusedConv":
+        if node.op_type in ("FusedConv", "FusedConvTranspose"):
             params = list(node.attrs.get("activation_params", (-np.inf, np.inf)))
             if len(params) != 2:
                 return False
@@ -1129,8 +1129,8 @@ def _make_conv(node: Node, graph: Graph) -> Runner | None:
 def _reference_fused(node: Node, graph: Graph, activation) -> Runner | None:
     """A fused node on the reference operator of its base (Conv, Gemm), then the
     activation in numpy; None when the reference does not run that base node."""
-    base = {"FusedConv": "Conv", "FusedGemm": "Gemm"}.get(node.op_type) if node.domain == "com.microsoft" \
-        else None
+    base = {"com.microsoft::FusedConv": "Conv", "com.microsoft::FusedGemm": "Gemm",
+            "qkernels::FusedConvTranspose": "ConvTranspose"}.get(node.key)
     z = node.inputs[3] if base == "Conv" and len(node.inputs) > 3 else ""   # FusedConv's Z: added first
     if base is None or activation is False or (len(node.inputs) > 4 and any(node.inputs[4:])) \
             or (base == "Gemm" and len(node.inputs) > 3 and any(node.inputs[3:])):

@@ -42,16 +42,21 @@ def _nhwc_memory(x: np.ndarray) -> bool:
 
 # ------------------------------------------------------------------------- ConvTranspose
 
-@kernel("ConvTranspose", attrs=_CONV_ATTRS + ("output_padding", "output_shape"))
+@kernel("ConvTranspose", "qkernels::FusedConvTranspose",
+        attrs=_CONV_ATTRS + ("output_padding", "output_shape", "activation", "activation_params"))
 def _make_conv_transpose(node: Node, graph: Graph) -> Runner | None:
     x, w, b = _inputs(node, 3)
     W = _const(graph, w)
     B = _const(graph, b) if b else None
     group = int(node.attrs.get("group", 1))
+    act = cpu._activation(node)    # (FusedConvTranspose: Relu or Clip, the col2im's clamp)
+    lo, hi = (0.0, _INF) if act == "relu" else act if isinstance(act, tuple) else (-_INF, _INF)
+    if act is False:
+        return cpu._fused_reference(node, graph)
     if W is None or W.dtype not in (_F16, _F32) or W.ndim != 4 or min(W.shape) == 0 or group < 1 \
             or W.shape[0] % group or (b and (B is None or B.dtype != W.dtype or B.size != W.shape[1] * group)) \
             or list(node.attrs.get("kernel_shape") or W.shape[2:]) != list(W.shape[2:]):
-        return None
+        return cpu._fused_reference(node, graph)
     c, og, kh, kw = (int(d) for d in W.shape)
     cg, taps, dtype = c // group, kh * kw, W.dtype
     # per group (C/g, kh*kw*O/g), columns ordered (ky, kx, o): one tap's channels adjacent
@@ -81,7 +86,7 @@ def _make_conv_transpose(node: Node, graph: Graph) -> Runner | None:
             steps.append(_float.gemm2d(a, pw, no_bias, -_INF, _INF, cols[:, g * taps * og:(g + 1) * taps * og],
                                        bind=True))
         steps.append(_native.col2im(cols, yd, h, wd, group, kh, kw, sy, sx, dy, dx, begin[0], begin[1], bias,
-                                    num_threads=_dispatch.get_num_threads(), bind=True,
+                                    lo, hi, num_threads=_dispatch.get_num_threads(), bind=True,
                                     isa=_dispatch.isa_index()))
         return steps
 
@@ -116,7 +121,7 @@ def _make_conv_transpose(node: Node, graph: Graph) -> Runner | None:
         xd, pre = nhwc_f32(data)
         return pre + calls(xd, yd, geom)
     run.bind = bind
-    return _fallback(node, graph, run)
+    return cpu._fallback_fused(node, graph, run, act)
 
 
 # --------------------------------------------------------------------------------- Resize

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...ir import Node
-from .conv import CONV_ATTRS, check_auto_pad
+from .conv import CONV_ATTRS, _conv_transpose, check_auto_pad
 from .ort_contrib import _dynamic_quantize_matmul, _int_to_float, _qlinear_add
 from .common import fail, wrap_int32
 from .quantized import _qlinear_conv, column_param, exact_int_matmul, require_8bit, saturate
@@ -23,6 +23,24 @@ def _qlinear_conv_add(node, x, sx, zx, w, sw, zw, sy, zy, ts, tz, r, rs, rz, ys,
     with ts, tz) and r (rs, rz) into (ys, yz)."""
     t = _qlinear_conv(node, x, sx, zx, w, sw, zw, sy, zy, b)
     return _qlinear_add(node, t, ts, tz, r, rs, rz, ys, yz)
+
+
+def _check_fused_conv_transpose(node, graph=None):
+    act, params = node.attrs.get("activation"), list(node.attrs.get("activation_params", ()))
+    if act not in ("Relu", "Clip") or (act == "Clip" and len(params) != 2):
+        return "activation must be Relu or Clip (with activation_params [min, max])"
+    return check_auto_pad(node, graph)
+
+
+@op("FusedConvTranspose", domain=QK, attrs=CONV_ATTRS + ("output_padding", "output_shape", "activation",
+                                                         "activation_params"), check=_check_fused_conv_transpose)
+def _fused_conv_transpose(node, x, w, b=None):
+    """ConvTranspose, then Relu or Clip(min, max) (graph/rewrite.py: fuse_activations)."""
+    y = _conv_transpose(node, x, w, b)
+    if node.attrs["activation"] == "Relu":
+        return np.maximum(y, y.dtype.type(0))
+    lo, hi = (y.dtype.type(v) for v in node.attrs["activation_params"])
+    return np.minimum(np.maximum(y, lo), hi)
 
 
 @op("TableLookup", domain=QK, attrs=())
