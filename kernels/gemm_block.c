@@ -91,7 +91,7 @@ void qk_gemm_block(const qk_ukernel *kern, size_t k, size_t m0, size_t m1,
                            (float *)(void *)((char *)c + m * c_stride) + n, c_stride);
             } else if (fuse_u && nc <= 16 && u->fused16) {   /* half a panel (or less): half the FMAs */
                 u->fused16(k_groups, ap, bp, m, n, nc, p, c, c_stride);
-            } else if (fuse_u && nc % 16 == 0) {   /* a last panel's 16-column strips too */
+            } else if (fuse_u && (nc % 16 == 0 || u->dtype == QK_DTYPE_F32)) {   /* fp32: any last panel (masked) */
                 u->fused(k_groups, ap, bp, m, n, nc, p, c, c_stride);
             } else {
                 u->gemm(k_groups, ap, bp, acc);

@@ -406,7 +406,7 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
                 pt.b_next = all && n0 + nr < n && at < b_panel ? bp + b_panel + at : NULL;
                 if (fuse && nc <= 16 && kern->igemm_fused16) {   /* half a panel (or less): half the FMAs */
                     kern->igemm_fused16(segs, seg_len, t, bp, m, n0, nc, &pt, c, c_stride);
-                } else if (fuse && nc % 16 == 0) {
+                } else if (fuse && (nc % 16 == 0 || kern->dtype == QK_DTYPE_F32)) {   /* fp32: masked last panel */
                     kern->igemm_fused(segs, seg_len, t, bp, m, n0, nc, &pt, c, c_stride);
                 } else {
                     kern->igemm(segs, seg_len, t, bp, acc);

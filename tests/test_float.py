@@ -441,13 +441,15 @@ def test_fp32_indirect_conv_gives_the_bits_of_the_packed_patches(cg, o, hw, kh, 
 
 @pytest.mark.parametrize("isa", [i for i in ("avx512vnni", "avx512vnni_emu") if i in PATHS])
 def test_fused_output_stage_of_a_narrow_last_panel_gives_the_avx2_floats(isa):
-    """A 12-row tile's last panel of under 16 columns (N = 4: a 2x2 ConvTranspose to one
-    channel) runs the 16-column kernel with its bias, residual and hard swish read and
-    its rows stored masked to those columns: the AVX2 path's floats, bit for bit, and
-    nothing written past them (a guard column around the output stays as it was)."""
+    """A tile's last panel of other than 16 or 32 columns (N = 4: a 2x2 ConvTranspose to one
+    channel, under 16 on the 16-column kernel; 24: MobileNetV2's projections) runs the fused
+    entry with its bias, residual and hard swish read and its rows stored masked to those
+    columns: the AVX2 path's floats, bit for bit, and nothing written past them (a guard
+    column around the output stays as it was)."""
     from qkernels._float import HardSwishDiv, PackedWeightsF32, gemm2d
     rng = np.random.default_rng(17)
-    for m, k, n in ((12, 24, 4), (25, 7, 1), (36, 40, 15), (13, 33, 16), (24, 9, 33), (12, 64, 36)):
+    for m, k, n in ((12, 24, 4), (25, 7, 1), (36, 40, 15), (13, 33, 16), (24, 9, 33), (12, 64, 36), (12, 32, 24),
+                    (25, 16, 56)):
         a = _rand(rng, (m, k), 2.0, F32)
         pw = PackedWeightsF32(_rand(rng, (k, n), 1.0, F32))
         bias, res = _rand(rng, (n,), 1.0, F32), _rand(rng, (m, n), 1.0, F32)

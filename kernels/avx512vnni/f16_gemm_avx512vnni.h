@@ -154,13 +154,13 @@ void QK_GEMM_NAME(size_t k, const void *a_, const void *b_, int32_t *acc) {
 
 #ifdef QK_GEMM_FUSED_NAME
 #include "qk_output.h"
-/* The tile's QK_OUT_F32 output straight from the sums: columns [n0, n0 + nc), nc a
-   multiple of 16 (qk_gemm_block's condition for the fused entry), or (part, one vector a
-   row) under 16 of them: the last panel of a narrow product (a 2x2 ConvTranspose to one
-   channel: 4 columns), bias and residual read and the row stored masked to nc. */
+/* The tile's QK_OUT_F32 output straight from the sums: columns [n0, n0 + nc), any nc up to
+   the tile's width; where nc is not a multiple of 16 (``tail``: a last panel of 24 columns, a
+   2x2 ConvTranspose's 4) the last vector's bias and residual are read, and its rows stored,
+   masked to the columns there are. */
 static inline __attribute__((always_inline)) void fused_rows(qk_v512f v[QK_MR][QK_NV], size_t m0, size_t n0,
                                                              size_t nc, const qk_out_params *p, void *c,
-                                                             size_t c_stride, const int part) {
+                                                             size_t c_stride, const int tail) {
     const qk_v512f lo = qk512f_set1(p->flo), hi = qk512f_set1(p->fhi);
     const int act = p->act == QK_ACT_HSWISH_DIV;
     const qk_v512f a_add = qk512f_set1(p->act_add), a_lo = qk512f_set1(p->act_lo), a_hi = qk512f_set1(p->act_hi),
@@ -170,18 +170,20 @@ static inline __attribute__((always_inline)) void fused_rows(qk_v512f v[QK_MR][Q
         float *row = (float *)(void *)((char *)c + (m0 + (size_t)i) * c_stride) + n0;
         const float *r = qk_f32_res_row(p, m0 + (size_t)i, n0);
 #pragma GCC unroll 4
-        for (int j = 0; j < (part ? 1 : QK_NV); j++) {
-            if ((size_t)(16 * j) >= nc) break;
-            qk_v512f x = qk512f_add(v[i][j], part ? qk512f_load_n(p->bias_f + n0, nc)
-                                                  : qk512f_load(p->bias_f + n0 + 16 * j));
-            if (r) x = qk512f_add(x, part ? qk512f_load_n(r, nc) : qk512f_load(r + 16 * j));
+        for (int j = 0; j < QK_NV; j++) {
+            const size_t at = (size_t)(16 * j);
+            if (at >= nc) break;
+            const int part = tail && nc - at < 16;
+            qk_v512f x = qk512f_add(v[i][j], part ? qk512f_load_n(p->bias_f + n0 + at, nc - at)
+                                                  : qk512f_load(p->bias_f + n0 + at));
+            if (r) x = qk512f_add(x, part ? qk512f_load_n(r + at, nc - at) : qk512f_load(r + at));
             x = qk512f_clamp(x, lo, hi);
             if (act)   /* qk_f32_act's operations, in its order */
                 x = qk512f_div(qk512f_mul(x, qk512f_clamp(qk512f_add(x, a_add), a_lo, a_hi)), a_div);
             if (part)
-                qk512f_store_n(row, x, nc);
+                qk512f_store_n(row + at, x, nc - at);
             else
-                qk512f_store(row + 16 * j, x);
+                qk512f_store(row + at, x);
         }
         if (p->act == QK_ACT_ELT) p->act_fn(p->act_op, 0.0f, 0.0f, nc, row, row);   /* the eltwise op's loop */
     }
@@ -189,7 +191,7 @@ static inline __attribute__((always_inline)) void fused_rows(qk_v512f v[QK_MR][Q
 static inline __attribute__((always_inline)) void fused_store(qk_v512f v[QK_MR][QK_NV], size_t m0, size_t n0,
                                                               size_t nc, const qk_out_params *p, void *c,
                                                               size_t c_stride) {
-    if (nc < 16)
+    if (nc % 16)
         fused_rows(v, m0, n0, nc, p, c, c_stride, 1);
     else
         fused_rows(v, m0, n0, nc, p, c, c_stride, 0);
