@@ -399,15 +399,23 @@ def qdq_to_integer(graph: Graph) -> Graph:
 def _qdq_concat(ed: _Editor, node: Node) -> None:
     """``DQ(x_1) ... DQ(x_k) -> Concat -> Q`` (each per tensor, the Q its only reader) into
     com.microsoft QLinearConcat, as ONNX Runtime runs it: inputs quantized like the output
-    are copied, the others requantized (the cpu backend: a byte table each). A detection
-    neck's concatenation of upsampled maps no longer leaves int8."""
+    are copied, the others requantized (the cpu backend: a byte table each); into a Concat
+    of the bytes when every input is quantized like the output. A detection neck's
+    concatenation of upsampled maps no longer leaves int8."""
     if len(node.outputs) != 1 or not node.inputs or "axis" not in node.attrs:
         return
     ins = [_activation_input(ed, i) for i in node.inputs]
     out = _output_quantizer(ed, node.outputs[0])
     if any(x is None for x in ins) or out is None or out[1] is not None or ed.taken(out[0]):
         return
-    quant = out[0]
+    quant, sy, zy = out[0], out[2], out[3]
+    if all(zx.dtype == zy.dtype and float(ed.const(sx).reshape(())) == float(sy.reshape(()))
+           and int(zx.reshape(())) == int(zy.reshape(())) for _, sx, _, zx in ins):
+        # every input quantized like the output: a Concat of the bytes (which the plan makes
+        # in place, its inputs' producers writing into their slices of it)
+        ed.replace(node, [Node(node.name, "Concat", "", [xq for xq, *_ in ins], [quant.outputs[0]],
+                               {"axis": node.attrs["axis"]})], quant)
+        return
     triples = [name for xq, sx, zx, _ in ins for name in (xq, sx, zx)]
     ed.replace(node, [Node(node.name, "QLinearConcat", MS, [quant.inputs[1], quant.inputs[2], *triples],
                            [quant.outputs[0]], {"axis": node.attrs["axis"]})], quant)

@@ -1230,7 +1230,7 @@ def test_a_dequantize_batchnorm_quantize_chain_is_a_byte_table_per_channel(signe
 def test_dequantize_concat_quantize_is_a_qlinear_concat(signed, seed, k, same, axis, conv_after):
     """DequantizeLinear of each input -> Concat -> QuantizeLinear becomes com.microsoft
     QLinearConcat (what ONNX Runtime runs): inputs quantized like the output copied, the
-    others requantized; the reference's bytes for the float chain, on the plan and node by
+    others requantized; a Concat of the bytes where every input is quantized like the output; the reference's bytes for the float chain, on the plan and node by
     node; followed by a convolution (int8 activations then run as uint8, the concat's
     inputs and output flipped with it) the same bytes too."""
     rng = np.random.default_rng(seed)
@@ -1265,7 +1265,9 @@ def test_dequantize_concat_quantize_is_a_qlinear_concat(signed, seed, k, same, a
     model = _model(nodes, inputs, [helper.make_tensor_value_info("y", et, None)], inits)
     want = reference_session(model).run(None, feeds)[0]
     planned, nodes_run = Session(model, num_threads=1), Session(model, num_threads=1, plan=False)
-    assert "com.microsoft::QLinearConcat" in _ops(planned) and "Concat" not in _ops(planned)
+    every_same = same and k == 1     # (input 0 quantized like the output: a Concat of the bytes)
+    assert ("Concat" if every_same else "com.microsoft::QLinearConcat") in _ops(planned)
+    assert ("com.microsoft::QLinearConcat" if every_same else "Concat") not in _ops(planned)
     for _ in range(2):
         np.testing.assert_array_equal(planned.run(None, feeds)[0], want)
         np.testing.assert_array_equal(nodes_run.run(None, feeds)[0], want)
