@@ -396,6 +396,14 @@ def qdq_to_integer(graph: Graph) -> Graph:
     return _prune(ed.result())
 
 
+def _same_quantization(ed: _Editor, x: tuple, sy: np.ndarray, zy: np.ndarray) -> bool:
+    """Whether the activation ``x`` (:func:`_activation_input`'s tuple) is quantized as
+    (sy, zy) are: one type, scale and zero point."""
+    sx, zx = ed.const(x[1]), x[3]
+    return zx.dtype == zy.dtype and float(sx.reshape(())) == float(sy.reshape(())) \
+        and int(zx.reshape(())) == int(zy.reshape(()))
+
+
 def _qdq_concat(ed: _Editor, node: Node) -> None:
     """``DQ(x_1) ... DQ(x_k) -> Concat -> Q`` (each per tensor, the Q its only reader) into
     com.microsoft QLinearConcat, as ONNX Runtime runs it: inputs quantized like the output
@@ -408,9 +416,8 @@ def _qdq_concat(ed: _Editor, node: Node) -> None:
     out = _output_quantizer(ed, node.outputs[0])
     if any(x is None for x in ins) or out is None or out[1] is not None or ed.taken(out[0]):
         return
-    quant, sy, zy = out[0], out[2], out[3]
-    if all(zx.dtype == zy.dtype and float(ed.const(sx).reshape(())) == float(sy.reshape(()))
-           and int(zx.reshape(())) == int(zy.reshape(())) for _, sx, _, zx in ins):
+    quant, _, sy, zy = out
+    if all(_same_quantization(ed, x, sy, zy) for x in ins):
         # every input quantized like the output: a Concat of the bytes (which the plan makes
         # in place, its inputs' producers writing into their slices of it)
         ed.replace(node, [Node(node.name, "Concat", "", [xq for xq, *_ in ins], [quant.outputs[0]],
@@ -621,11 +628,9 @@ def _qdq_mover(ed: _Editor, node: Node) -> None:
     out = _output_quantizer(ed, node.outputs[0])
     if x is None or out is None or out[1] is not None or ed.taken(out[0]):
         return
-    xq, sx_name, _, zx = x
+    xq, _, _, zx = x
     quant, _, sy, zy = out
-    sx = ed.const(sx_name)
-    same = zy.dtype == zx.dtype and float(sy.reshape(())) == float(sx.reshape(())) \
-        and int(zy.reshape(())) == int(zx.reshape(()))
+    same = _same_quantization(ed, x, sy, zy)
     if any(i and i not in ed.inits for i in node.inputs[1:]):
         return   # shapes, axes, starts must be constants (they are not quantized values)
     if same:

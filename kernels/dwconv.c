@@ -139,7 +139,7 @@ static void rows_inside(const qk_conv_geom *g, size_t oy, size_t *ky0, size_t *k
 
 /* For a run of pixels of output row oy whose windows lie inside the input across but not
  * down (a short feature map under a tall kernel: PP-OCR's 5 x 5 depthwise layers on rows
- * 2 and 3 high): ``rows`` becomes d with only the kernel rows inside (taps and weights
+ * 2 and 3 high): ``rows`` (a copy of d) gets only the kernel rows inside (taps and weights
  * shifted) and ptrs its shared row of tap pointers at the run's first pixel. Float paths
  * only, where a padded tap adds exactly nothing (an integer path's start sums count every
  * tap's zero point); 0 when it does not apply. */
@@ -150,7 +150,6 @@ static int clipped_rows(const qk_dw_params *d, size_t n, size_t oy, size_t ox, q
     size_t ky0, ky1;
     rows_inside(g, oy, &ky0, &ky1);
     if (ky0 >= ky1) return 0;
-    *rows = *d;
     rows->taps = (ky1 - ky0) * g->kw;
     rows->wf = d->wf + ky0 * g->kw * g->cg;
     const ptrdiff_t x0 = (ptrdiff_t)(ox * g->stride_x) - g->pad_left;
@@ -173,7 +172,7 @@ void qk_dwconv(const qk_dw_params *d, qk_dw_sum_fn sum, qk_output_fn output, siz
     const size_t ch = d->g.cg, oc_count = ch * d->mult, ow = d->g.out_w, oh = d->g.out_h, taps = d->taps;
     const ptrdiff_t step = (ptrdiff_t)d->g.stride_x * d->g.sw;
     const uint8_t *ptrs[QK_DW_PIXELS * QK_DW_MAX_TAPS];
-    qk_dw_params rows;
+    qk_dw_params rows = *d;   /* (clipped_rows changes its taps and weights only) */
     /* coordinates of p0, then stepped: no divisions per pixel */
     size_t ox = p0 % ow, oy = (p0 / ow) % oh, n = p0 / (ow * oh);
     for (size_t px = p0; px < p1;) {

@@ -298,15 +298,12 @@ static void iconv_row(const qk_conv_geom *g, size_t seg_len, size_t n, size_t oy
                 *t = row + iy * sh;
             } else {   /* clipped by the side padding: the taps inside (one run) copied between pad values */
                 uint8_t *d = scratch + ky * kw * tap;
-                const size_t lo = ix0 < 0 ? (size_t)(-ix0 < (ptrdiff_t)kw ? -ix0 : (ptrdiff_t)kw) : 0;
-                const size_t hi = in_w - ix0 < (ptrdiff_t)kw ? (size_t)(in_w - ix0 > (ptrdiff_t)lo ? in_w - ix0 : (ptrdiff_t)lo)
-                                                               : kw;
-                memset(d, pad, lo * tap);
-                if (sw == (ptrdiff_t)tap)
-                    memcpy(d + lo * tap, x + iy * sh + (ix0 + (ptrdiff_t)lo) * sw, (hi - lo) * tap);
-                else
-                    for (size_t kx = lo; kx < hi; kx++) memcpy(d + kx * tap, x + iy * sh + (ix0 + (ptrdiff_t)kx) * sw, tap);
-                memset(d + hi * tap, pad, (kw - hi) * tap);
+                /* taps [lo, hi) inside; a kernel row's pixels are adjacent (or it is one tap) */
+                const ptrdiff_t k = (ptrdiff_t)kw, lo = ix0 < 0 ? (-ix0 < k ? -ix0 : k) : 0;
+                const ptrdiff_t hi = in_w - ix0 < k ? (in_w - ix0 > lo ? in_w - ix0 : lo) : k;
+                memset(d, pad, (size_t)lo * tap);
+                memcpy(d + (size_t)lo * tap, x + iy * sh + (ix0 + lo) * sw, (size_t)(hi - lo) * tap);
+                memset(d + (size_t)hi * tap, pad, (size_t)(k - hi) * tap);
                 *t = d;
             }
         }
@@ -329,9 +326,6 @@ size_t qk_iconv_col_block(const qk_ukernel *kern, const qk_conv_geom *g) {
     return (512 * 1024 / b_panel > 1 ? 512 * 1024 / b_panel : 1) * (size_t)kern->nr;
 }
 
-/* the most segments whose pointers a run of windows steps in registers (a 7 x 7 stem's 7) */
-#define QK_ICONV_STEP_SEGS 16
-
 void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_len, size_t m0, size_t m1, size_t n,
                     const void *b_packed, const qk_out_params *p, void *c, size_t c_stride, const void **ptrs,
                     uint8_t *scratch, const void *zero) {
@@ -344,10 +338,6 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
     /* (in locals: the pointer tables' stores may alias *g, which the compiler then read again per row) */
     const ptrdiff_t stride_x = (ptrdiff_t)g->stride_x, pad_left = g->pad_left, in_w = (ptrdiff_t)g->in_w;
     const size_t out_w = g->out_w, out_h = g->out_h;
-    /* a run of windows inside along x: each segment's pointer and its step (0: in the padding,
-       the zero row), kept here rather than read back from the table (a store-to-load chain) */
-    const uint8_t *cur[QK_ICONV_STEP_SEGS];
-    ptrdiff_t step[QK_ICONV_STEP_SEGS];
     int32_t acc[12 * 32];
     if ((size_t)kern->mr * nr > sizeof acc / sizeof acc[0]) return;   /* (no such kernel registered) */
     /* several column blocks (B past L2, from memory): row tile r of a panel asks L2 for slice r of
@@ -375,20 +365,13 @@ void qk_iconv_block(const qk_ukernel *kern, const qk_conv_geom *g, size_t seg_le
                    3-channel stem's time) */
                 const ptrdiff_t ix0 = (ptrdiff_t)ox * stride_x - pad_left;
                 const int inside = ix0 >= 0 && ix0 + span <= in_w;
-                if (inside && prev_inside && segs <= QK_ICONV_STEP_SEGS) {
-                    for (size_t s = 0; s < segs; s++) t[s * mr + i] = cur[s] += step[s];
-                } else if (inside && prev_inside) {
+                if (inside && prev_inside) {
                     for (size_t s = 0; s < segs; s++) {
                         const uint8_t *q = (const uint8_t *)t[s * mr + i - 1];
                         t[s * mr + i] = q == zero ? zero : (const void *)(q + dx);
                     }
                 } else {
                     iconv_row(g, seg_len, img, oy, ox, t + i, mr, sc + i * row_bytes, zero);
-                    if (inside && segs <= QK_ICONV_STEP_SEGS)   /* the next rows' steps: none in the padding */
-                        for (size_t s = 0; s < segs; s++) {
-                            cur[s] = (const uint8_t *)t[s * mr + i];
-                            step[s] = cur[s] == (const uint8_t *)zero ? 0 : dx;
-                        }
                 }
                 prev_inside = inside;
                 if (++ox == out_w) {

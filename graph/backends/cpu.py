@@ -901,45 +901,25 @@ def _make_table_lookup(node: Node, graph: Graph) -> Runner | None:
     table = _const(graph, node.inputs[1]) if len(node.inputs) > 1 else None
     if table is None or table.ndim not in (1, 2) or table.shape[-1] != 256 or table.dtype not in _INT8:
         return None
-    if table.ndim == 2:
-        return _channel_tables(node, graph, table)
     return _byte_table(node, graph, node.inputs[0], node.outputs[0], table.view(np.uint8), table.dtype)
-
-
-def _channel_tables(node: Node, graph: Graph, table: np.ndarray) -> Runner:
-    """y[:, c] = table[c][x[:, c]]: one byte-table move per channel of the bound copy (any
-    memory order: a channel of NHWC memory is a strided view)."""
-    tables = table.view(np.uint8)
-
-    def lookup(data, y):
-        if data is None or data.dtype not in _INT8 or y.shape != data.shape or y.dtype != table.dtype \
-                or data.ndim < 2 or data.shape[1] != len(tables):
-            return None
-        return _native.BoundCopy([(y.view(np.uint8)[:, c], data.view(np.uint8)[:, c], tables[c])
-                                  for c in range(len(tables))], out=y)
-
-    def run(values):
-        data = values[node.inputs[0]]
-        y = np.empty_like(data, dtype=table.dtype) if data.dtype in _INT8 else None
-        call = None if y is None else lookup(data, y)
-        if call is None:
-            raise _NotServed
-        call()
-        return {node.outputs[0]: y}
-
-    run.bind = lambda ins, outs: lookup(ins[0], outs[0])
-    return _fallback(node, graph, run)
 
 
 def _byte_table(node: Node, graph: Graph, x: str, result: str, table: np.ndarray, out_dtype,
                 broadcasts_with: np.ndarray | None = None) -> Runner:
     """y = table[x] over int8/uint8 ``x``'s bytes (``table``: 256 bytes of ``out_dtype``),
-    y in x's memory order; node by node and bound, one ``_native.BoundCopy``."""
+    or y[:, c] = table[c][x[:, c]] for a (C, 256) table, one move per channel (any memory
+    order: a channel of NHWC memory is a strided view); y in x's memory order; node by
+    node and bound, one ``_native.BoundCopy``."""
     def lookup(data, y):
         if data is None or data.dtype not in _INT8 or y.shape != data.shape or y.dtype != out_dtype or (
                 broadcasts_with is not None and np.broadcast_shapes(data.shape, broadcasts_with.shape) != data.shape):
             return None
-        return _native.BoundCopy([(y.view(np.uint8), data.view(np.uint8), table)], out=y)
+        if table.ndim == 1:
+            return _native.BoundCopy([(y.view(np.uint8), data.view(np.uint8), table)], out=y)
+        if data.ndim < 2 or data.shape[1] != len(table):
+            return None
+        return _native.BoundCopy([(y.view(np.uint8)[:, c], data.view(np.uint8)[:, c], table[c])
+                                  for c in range(len(table))], out=y)
 
     def run(values):
         data = values[x]

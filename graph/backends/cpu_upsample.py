@@ -50,13 +50,11 @@ def _make_conv_transpose(node: Node, graph: Graph) -> Runner | None:
     B = _const(graph, b) if b else None
     group = int(node.attrs.get("group", 1))
     act = cpu._activation(node)    # (FusedConvTranspose: Relu or Clip, the col2im's clamp)
-    lo, hi = (0.0, _INF) if act == "relu" else act if isinstance(act, tuple) else (-_INF, _INF)
-    if act is False:
-        return cpu._fused_reference(node, graph)
-    if W is None or W.dtype not in (_F16, _F32) or W.ndim != 4 or min(W.shape) == 0 or group < 1 \
+    if act is False or W is None or W.dtype not in (_F16, _F32) or W.ndim != 4 or min(W.shape) == 0 or group < 1 \
             or W.shape[0] % group or (b and (B is None or B.dtype != W.dtype or B.size != W.shape[1] * group)) \
             or list(node.attrs.get("kernel_shape") or W.shape[2:]) != list(W.shape[2:]):
         return cpu._fused_reference(node, graph)
+    lo, hi = (0.0, _INF) if act == "relu" else act if isinstance(act, tuple) else (-_INF, _INF)
     c, og, kh, kw = (int(d) for d in W.shape)
     cg, taps, dtype = c // group, kh * kw, W.dtype
     # per group (C/g, kh*kw*O/g), columns ordered (ky, kx, o): one tap's channels adjacent
